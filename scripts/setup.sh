@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Prepares what migu needs beside Go: the ONNX Runtime shared library and the
+# Python environment of python/export/ and the reference tests. Each part is
+# skipped when a stamp says it is already done with the same pins.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+deps="$root/.deps"
+mkdir -p "$deps"
+
+ort_version=1.30.0
+ort_tgz_sha256=6e3390d6b783e7be946fad629292799da28d0b42f84856e50d2c1b0383291e75
+ort_lib_sha256=ffb75a925ba05e47b235bb66e3e3911714a80b328a9c9425539feb204aa32a23
+
+say() { printf 'setup: %s\n' "$*"; }
+die() { printf 'setup: %s\n' "$*" >&2; exit 1; }
+
+setup_ort() {
+	local dir="$deps/ort" lib="$deps/ort/libonnxruntime.so.1"
+	if [[ -f "$lib" ]] && echo "$ort_lib_sha256  $lib" | sha256sum -c --status; then
+		say "ONNX Runtime $ort_version already in $dir"
+		return
+	fi
+	case "$(uname -s)/$(uname -m)" in
+	Linux/x86_64) ;;
+	*) die "the npm package ships linux/x64 here; on $(uname -s)/$(uname -m) download an ORT release archive and set ONNXRUNTIME_LIB (see README)" ;;
+	esac
+	command -v npm >/dev/null || die "npm not found: install Node.js/npm, or set ONNXRUNTIME_LIB to an ORT $ort_version library (see README)"
+	local tmp
+	tmp=$(mktemp -d "$deps/ort.tmp.XXXXXX")
+	trap 'rm -rf "$tmp"' RETURN
+	say "fetching onnxruntime-node@$ort_version with npm pack"
+	(cd "$tmp" && npm pack "onnxruntime-node@$ort_version" --silent >/dev/null)
+	echo "$ort_tgz_sha256  $tmp/onnxruntime-node-$ort_version.tgz" | sha256sum -c --status ||
+		die "checksum mismatch for onnxruntime-node-$ort_version.tgz"
+	tar -xzf "$tmp/onnxruntime-node-$ort_version.tgz" -C "$tmp" package/bin/napi-v6/linux/x64/libonnxruntime.so.1
+	echo "$ort_lib_sha256  $tmp/package/bin/napi-v6/linux/x64/libonnxruntime.so.1" | sha256sum -c --status ||
+		die "checksum mismatch for libonnxruntime.so.1 inside the npm package"
+	mkdir -p "$dir"
+	mv "$tmp/package/bin/napi-v6/linux/x64/libonnxruntime.so.1" "$lib.tmp"
+	mv "$lib.tmp" "$lib"
+	say "ONNX Runtime $ort_version installed in $dir"
+}
+
+setup_python() {
+	local venv="$root/.venv" req="$root/python/requirements.txt"
+	local stamp="$venv/.migu-stamp" want
+	want=$(sha256sum "$req" | cut -d' ' -f1)
+	if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]] && "$venv/bin/python" -c 'import torch, transformers, onnx' 2>/dev/null; then
+		say "Python environment already in $venv"
+		return
+	fi
+	if ! /usr/bin/python3 -c 'import torch' 2>/dev/null; then
+		local sudo=""
+		[[ $(id -u) -ne 0 ]] && sudo="sudo -n"
+		command -v apt-get >/dev/null || die "no apt-get: install PyTorch for /usr/bin/python3 yourself, then rerun make setup"
+		say "installing Debian's python3-torch (CPU) and python3-venv"
+		$sudo apt-get update -qq >/dev/null || die "apt-get update failed (run make setup as root or with sudo)"
+		DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq python3-torch python3-venv >/dev/null ||
+			die "apt-get install python3-torch python3-venv failed"
+	fi
+	say "creating $venv with pinned packages"
+	rm -rf "$venv"
+	/usr/bin/python3 -m venv --system-site-packages "$venv"
+	"$venv/bin/pip" install -q --disable-pip-version-check -r "$req"
+	echo "$want" >"$stamp"
+	say "Python environment ready in $venv"
+}
+
+parts=("$@")
+[[ ${#parts[@]} -eq 0 ]] && parts=(ort python)
+for p in "${parts[@]}"; do
+	case "$p" in
+	ort) setup_ort ;;
+	python) setup_python ;;
+	*) die "unknown part $p (ort, python)" ;;
+	esac
+done
