@@ -1,0 +1,109 @@
+// Package testenv finds what tests need outside Go — the repository root,
+// the Python reference environment, ONNX Runtime, ../shared/data — and skips
+// a test with a message naming what is missing. With MIGU_REQUIRE_REFERENCE=1
+// (set by `make test`) a missing piece fails the test instead, so CI cannot
+// pass by skipping the comparisons that matter.
+package testenv
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"testing"
+)
+
+var (
+	rootOnce sync.Once
+	root     string
+)
+
+// Root is the repository root: the nearest directory above this file (or
+// the working directory) that holds go.mod.
+func Root() string {
+	rootOnce.Do(func() {
+		_, file, _, ok := runtime.Caller(0)
+		dir := filepath.Dir(file)
+		if !ok {
+			dir, _ = os.Getwd()
+		}
+		for d := dir; ; d = filepath.Dir(d) {
+			if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
+				root = d
+				return
+			}
+			if filepath.Dir(d) == d {
+				root = dir
+				return
+			}
+		}
+	})
+	return root
+}
+
+// Required reports whether missing references fail tests instead of
+// skipping them.
+func Required() bool { return os.Getenv("MIGU_REQUIRE_REFERENCE") == "1" }
+
+func missing(t testing.TB, format string, args ...any) {
+	t.Helper()
+	if Required() {
+		t.Fatalf(format+" (MIGU_REQUIRE_REFERENCE=1)", args...)
+	}
+	t.Skipf(format, args...)
+}
+
+// Python returns the interpreter of the reference environment (.venv, made
+// by `make setup`), or skips.
+func Python(t testing.TB) string {
+	t.Helper()
+	py := filepath.Join(Root(), ".venv", "bin", "python")
+	if _, err := os.Stat(py); err != nil {
+		missing(t, "reference Python environment %s not found: run `make setup`", py)
+	}
+	return py
+}
+
+// RunPython runs a Python script with the reference interpreter and returns
+// its standard output; a failure ends the test with the script's stderr.
+func RunPython(t testing.TB, script string, args ...string) []byte {
+	t.Helper()
+	py := Python(t)
+	cmd := exec.Command(py, append([]string{"-c", script}, args...)...)
+	cmd.Env = append(os.Environ(), "PYTHONHASHSEED=0", "TRANSFORMERS_OFFLINE=1", "HF_HUB_OFFLINE=1", "TOKENIZERS_PARALLELISM=false")
+	var stderr []byte
+	out, err := cmd.Output()
+	if ee, ok := err.(*exec.ExitError); ok {
+		stderr = ee.Stderr
+	}
+	if err != nil {
+		t.Fatalf("python reference failed: %v\n%s", err, stderr)
+	}
+	return out
+}
+
+// ORTLib returns the ONNX Runtime shared library for tests: $ONNXRUNTIME_LIB
+// or the one `make setup` put in .deps/ort; it skips when neither exists.
+func ORTLib(t testing.TB) string {
+	t.Helper()
+	if p := os.Getenv("ONNXRUNTIME_LIB"); p != "" {
+		return p
+	}
+	p := filepath.Join(Root(), ".deps", "ort", "libonnxruntime.so.1")
+	if _, err := os.Stat(p); err != nil {
+		missing(t, "ONNX Runtime library %s not found: run `make setup` or set ONNXRUNTIME_LIB", p)
+	}
+	return p
+}
+
+// SharedData returns the path of a file or folder under ../shared/data, or
+// skips naming the path when it is absent (its data is never committed).
+func SharedData(t testing.TB, rel string) string {
+	t.Helper()
+	p := filepath.Join(filepath.Dir(Root()), "shared", "data", rel)
+	if _, err := os.Stat(p); err != nil {
+		missing(t, "shared data %s not found (it lives beside the repository, never in it)", p)
+	}
+	return p
+}
