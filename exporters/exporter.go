@@ -1,0 +1,281 @@
+// Package exporters turns Hugging Face checkpoints (config.json, safetensors
+// weights, tokenizer.json) into migu model folders: a forward ONNX graph
+// with its weights as external data, and migu.json listing every linear
+// layer with its role. One file per architecture (llama.go, t5.go,
+// roberta.go), each a Converter registered by name; the graphs use only
+// standard ONNX operators in forms whose gradients are cheap.
+package exporters
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/migu-ml/migu/internal/badinput"
+	"github.com/migu-ml/migu/modeldir"
+	"github.com/migu-ml/migu/onnx"
+	"github.com/migu-ml/migu/safetensors"
+)
+
+// Converter builds one architecture's forward graph. A fresh Converter is
+// filled from config.json by encoding/json (its fields carry the Hugging
+// Face names as JSON tags), then validated, then asked for its tensors and
+// its graph.
+type Converter interface {
+	// Validate rejects missing or contradictory config fields, naming them.
+	Validate() error
+	// Tensors lists every checkpoint tensor the graph reads, with its
+	// Hugging Face name and shape, and how `migu init` fills it.
+	Tensors() []TensorSpec
+	// Build adds the graph's inputs, nodes and outputs to b and fills the
+	// architecture fields of b.Manifest (objective, dims, special tokens).
+	Build(b *Builder) error
+}
+
+// Architecture registers a model family.
+type Architecture struct {
+	// Name is migu.json's architecture and `migu init --arch`.
+	Name string
+	// ModelTypes are the config.json model_type values it accepts.
+	ModelTypes []string
+	// New returns an empty Converter for json.Unmarshal to fill.
+	New func() Converter
+	// Preset returns a config.json for `migu init` (tiny or small) with the
+	// given vocabulary size and special token ids.
+	Preset func(name string, vocab int, special SpecialTokens) (map[string]any, error)
+	// Tokenizer is the tokenizer kind `migu init` trains: "byte-bpe"
+	// (RoBERTa), "unigram" (T5) or "sp-bpe" (Llama 2).
+	Tokenizer string
+}
+
+// SpecialTokens are the ids of a tokenizer's special tokens (-1: none).
+type SpecialTokens struct {
+	BOS, EOS, PAD, UNK, Mask int64
+}
+
+var registry = map[string]*Architecture{}
+
+// register adds an architecture; each architecture file calls it from init.
+func register(a *Architecture) {
+	if _, dup := registry[a.Name]; dup {
+		panic("exporters: architecture registered twice: " + a.Name)
+	}
+	registry[a.Name] = a
+}
+
+// Names lists the registered architectures.
+func Names() []string {
+	names := make([]string, 0, len(registry))
+	for n := range registry {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// Lookup returns an architecture by name, or a bad-input error listing the
+// ones that exist.
+func Lookup(name string) (*Architecture, error) {
+	if a, ok := registry[name]; ok {
+		return a, nil
+	}
+	return nil, badinput.Errorf("unknown architecture %q (supported: %s)", name, strings.Join(Names(), ", "))
+}
+
+// forModelType finds the architecture of a config.json model_type.
+func forModelType(modelType string) (*Architecture, error) {
+	var known []string
+	for _, n := range Names() {
+		a := registry[n]
+		for _, t := range a.ModelTypes {
+			if t == modelType {
+				return a, nil
+			}
+			known = append(known, t)
+		}
+	}
+	return nil, badinput.Errorf("model_type %q is not supported (supported: %s)", modelType, strings.Join(known, ", "))
+}
+
+// ParseConfig reads a config.json into its architecture's validated
+// Converter.
+func ParseConfig(path string) (*Architecture, Converter, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, nil, badinput.Wrap(err)
+	}
+	var head struct {
+		ModelType string `json:"model_type"`
+	}
+	if err := json.Unmarshal(raw, &head); err != nil {
+		return nil, nil, badinput.Errorf("%s: %v", path, err)
+	}
+	if head.ModelType == "" {
+		return nil, nil, badinput.Errorf("%s: field model_type is missing", path)
+	}
+	arch, err := forModelType(head.ModelType)
+	if err != nil {
+		return nil, nil, badinput.Errorf("%s: %v", path, err)
+	}
+	conv := arch.New()
+	if err := json.Unmarshal(raw, conv); err != nil {
+		return nil, nil, badinput.Errorf("%s: %v", path, err)
+	}
+	if err := conv.Validate(); err != nil {
+		return nil, nil, badinput.Errorf("%s: %v", path, err)
+	}
+	return arch, conv, nil
+}
+
+// Export converts the Hugging Face checkpoint in from into a model folder at
+// out. Nothing is left at out unless the whole export succeeds.
+func Export(from, out string) (*modeldir.Manifest, error) {
+	arch, conv, err := ParseConfig(filepath.Join(from, modeldir.ConfigFile))
+	if err != nil {
+		return nil, err
+	}
+	ckpt, err := safetensors.OpenDir(from)
+	if err != nil {
+		return nil, err
+	}
+	defer ckpt.Close()
+	if err := checkTensors(from, ckpt, conv.Tensors()); err != nil {
+		return nil, err
+	}
+	tokPath := filepath.Join(from, modeldir.TokenizerFile)
+	tokJSON, err := os.ReadFile(tokPath)
+	if err != nil {
+		return nil, badinput.Errorf("%s: no %s: migu needs the tokenizer beside the weights", from, modeldir.TokenizerFile)
+	}
+	b := newBuilder(arch.Name, ckpt)
+	b.Manifest.Source = modeldir.Source{Exporter: "migu", From: from}
+	if err := conv.Build(b); err != nil {
+		return nil, err
+	}
+	if err := checkTokenizer(tokPath, tokJSON, b.Manifest.VocabSize); err != nil {
+		return nil, err
+	}
+	stage, err := modeldir.Stage(out)
+	if err != nil {
+		return nil, err
+	}
+	defer stage.Abort()
+	if err := b.Model.Save(filepath.Join(stage.Dir, modeldir.ModelFile), onnx.SaveOptions{External: onnx.ExternalAll, DataFile: modeldir.DataFile}); err != nil {
+		return nil, err
+	}
+	config, err := os.ReadFile(filepath.Join(from, modeldir.ConfigFile))
+	if err != nil {
+		return nil, err
+	}
+	for name, data := range map[string][]byte{modeldir.ConfigFile: config, modeldir.TokenizerFile: tokJSON} {
+		if err := os.WriteFile(filepath.Join(stage.Dir, name), data, 0o644); err != nil {
+			return nil, err
+		}
+	}
+	if err := modeldir.WriteManifest(stage.Dir, b.Manifest); err != nil {
+		return nil, err
+	}
+	return b.Manifest, stage.Commit()
+}
+
+// checkTensors compares the checkpoint with what the architecture reads:
+// every tensor present, with the expected shape and a float dtype.
+func checkTensors(dir string, ckpt *safetensors.Checkpoint, specs []TensorSpec) error {
+	for _, s := range specs {
+		info, err := ckpt.Info(s.Name)
+		if err != nil {
+			if s.Optional {
+				continue
+			}
+			return badinput.Errorf("%s: tensor %s is missing from the checkpoint", dir, s.Name)
+		}
+		if !sameDims(info.Shape, s.Shape) {
+			return badinput.Errorf("%s: tensor %s has shape %v, the config implies %v", dir, s.Name, info.Shape, s.Shape)
+		}
+		switch info.DType {
+		case safetensors.F32, safetensors.F16, safetensors.BF16:
+		default:
+			return badinput.Errorf("%s: tensor %s is %v; weights must be F32, F16 or BF16", dir, s.Name, info.DType)
+		}
+	}
+	return nil
+}
+
+func sameDims(a, b []int64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// checkTokenizer refuses a tokenizer whose ids would index past the
+// embedding table.
+func checkTokenizer(path string, data []byte, vocab int64) error {
+	var tj struct {
+		Model struct {
+			Vocab json.RawMessage `json:"vocab"`
+		} `json:"model"`
+		AddedTokens []struct {
+			ID int64 `json:"id"`
+		} `json:"added_tokens"`
+	}
+	if err := json.Unmarshal(data, &tj); err != nil {
+		return badinput.Errorf("%s: %v", path, err)
+	}
+	maxID := int64(-1)
+	var asMap map[string]int64
+	var asList [][2]any
+	switch {
+	case json.Unmarshal(tj.Model.Vocab, &asMap) == nil:
+		for _, id := range asMap {
+			maxID = max(maxID, id)
+		}
+	case json.Unmarshal(tj.Model.Vocab, &asList) == nil: // Unigram: [[piece, score], …]
+		maxID = int64(len(asList)) - 1
+	default:
+		return badinput.Errorf("%s: field model.vocab is neither a map nor a list", path)
+	}
+	for _, t := range tj.AddedTokens {
+		maxID = max(maxID, t.ID)
+	}
+	if maxID >= vocab {
+		return badinput.Errorf("%s: token id %d is past the model's embedding table (vocab_size %d)", path, maxID, vocab)
+	}
+	return nil
+}
+
+// TensorSpec is a checkpoint tensor an architecture reads.
+type TensorSpec struct {
+	Name  string  // Hugging Face name, e.g. model.layers.0.self_attn.q_proj.weight
+	Shape []int64 // Hugging Face layout ([out, in] for linear weights)
+	Init  Init    // how `migu init` fills it
+	// Optional tensors may be absent (a tied head's weight, say).
+	Optional bool
+}
+
+// Init says how `migu init` fills a tensor.
+type Init struct {
+	Kind string  // "normal", "zeros", "ones"
+	Std  float64 // for normal
+}
+
+// Normal, Zeros and Ones are the initialisations migu init uses.
+func Normal(std float64) Init { return Init{Kind: "normal", Std: std} }
+
+var (
+	Zeros = Init{Kind: "zeros"}
+	Ones  = Init{Kind: "ones"}
+)
+
+// fieldError names a config field in a validation error.
+func fieldError(field string, format string, args ...any) error {
+	return fmt.Errorf("field %s: %s", field, fmt.Sprintf(format, args...))
+}
