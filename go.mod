@@ -2,4 +2,13 @@ module github.com/migu-ml/migu
 
 go 1.26
 
-require google.golang.org/protobuf v1.36.12
+require (
+	github.com/spf13/cobra v1.10.2
+	github.com/yalue/onnxruntime_go v1.27.0
+	google.golang.org/protobuf v1.36.12
+)
+
+require (
+	github.com/inconshreveable/mousetrap v1.1.0 // indirect
+	github.com/spf13/pflag v1.0.9 // indirect
+)

@@ -294,3 +294,23 @@ func eachTensor(mp *onnxpb.ModelProto, visit func(*onnxpb.TensorProto) bool) {
 		}
 	}
 }
+
+// ModelFileName is the forward graph's file name inside a model folder.
+const ModelFileName = "model.onnx"
+
+// ResolvePath turns a model folder into the path of its model.onnx; a file
+// path is returned as it is.
+func ResolvePath(path string) (string, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return "", badinput.Wrap(err)
+	}
+	if !st.IsDir() {
+		return path, nil
+	}
+	p := filepath.Join(path, ModelFileName)
+	if _, err := os.Stat(p); err != nil {
+		return "", badinput.Errorf("%s: no %s in this folder; give an .onnx file or a model folder made by `migu export`", path, ModelFileName)
+	}
+	return p, nil
+}

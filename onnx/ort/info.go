@@ -3,58 +3,25 @@ package ort
 import (
 	"errors"
 	"fmt"
-	"strconv"
-	"strings"
 
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/migu-ml/migu/onnx"
 	"github.com/migu-ml/migu/onnx/onnxpb"
 )
-
-// Dim is one declared dimension of a graph input or output.
-type Dim struct {
-	// Size is the fixed size, or -1 when the dimension is symbolic or
-	// unknown.
-	Size int64
-	// Name is the symbolic name (ONNX dim_param, e.g. "batch"), or "".
-	Name string
-}
-
-func (d Dim) String() string {
-	switch {
-	case d.Name != "":
-		return d.Name
-	case d.Size >= 0:
-		return strconv.FormatInt(d.Size, 10)
-	}
-	return "?"
-}
 
 // TensorInfo describes a graph input or output as the model declares it.
 type TensorInfo struct {
 	Name  string
-	DType DType
+	DType onnx.DType
 	// Shape is nil when the model declares no shape (any rank), and empty
 	// but not nil for a declared scalar.
-	Shape []Dim
-}
-
-// ShapeString formats the declared shape with its symbols, e.g.
-// "[batch, seq]", or "[any rank]".
-func (i TensorInfo) ShapeString() string {
-	if i.Shape == nil {
-		return "[any rank]"
-	}
-	parts := make([]string, len(i.Shape))
-	for k, d := range i.Shape {
-		parts[k] = d.String()
-	}
-	return "[" + strings.Join(parts, ", ") + "]"
+	Shape onnx.Shape
 }
 
 func (i TensorInfo) String() string {
-	return fmt.Sprintf("%s %s %s", i.Name, i.DType, i.ShapeString())
+	return fmt.Sprintf("%s %s %s", i.Name, i.DType, i.Shape)
 }
 
 // graphIO reads the declared inputs and outputs of a serialized ModelProto.
@@ -134,37 +101,23 @@ func graphIO(model []byte) (inputs, outputs []TensorInfo, err error) {
 }
 
 func tensorInfo(vi *onnxpb.ValueInfoProto) (TensorInfo, error) {
+	dtype, shape, ok := onnx.TensorType(vi)
+	if ok {
+		return TensorInfo{Name: vi.GetName(), DType: dtype, Shape: shape}, nil
+	}
 	tp := vi.GetType()
-	tt := tp.GetTensorType()
-	if tt == nil {
-		kind := "value without a type"
-		switch {
-		case tp.GetSequenceType() != nil:
-			kind = "sequence"
-		case tp.GetMapType() != nil:
-			kind = "map"
-		case tp.GetOptionalType() != nil:
-			kind = "optional"
-		case tp.GetSparseTensorType() != nil:
-			kind = "sparse tensor"
-		}
-		return TensorInfo{}, fmt.Errorf("is a %s; only dense tensors are supported", kind)
+	kind := "value without a type"
+	switch {
+	case tp.GetSequenceType() != nil:
+		kind = "sequence"
+	case tp.GetMapType() != nil:
+		kind = "map"
+	case tp.GetOptionalType() != nil:
+		kind = "optional"
+	case tp.GetSparseTensorType() != nil:
+		kind = "sparse tensor"
 	}
-	info := TensorInfo{Name: vi.GetName(), DType: DType(tt.GetElemType())}
-	if sh := tt.GetShape(); sh != nil {
-		info.Shape = make([]Dim, len(sh.GetDim()))
-		for k, d := range sh.GetDim() {
-			switch v := d.GetValue().(type) {
-			case *onnxpb.TensorShapeProto_Dimension_DimValue:
-				info.Shape[k] = Dim{Size: v.DimValue}
-			case *onnxpb.TensorShapeProto_Dimension_DimParam:
-				info.Shape[k] = Dim{Size: -1, Name: v.DimParam}
-			default:
-				info.Shape[k] = Dim{Size: -1}
-			}
-		}
-	}
-	return info, nil
+	return TensorInfo{}, fmt.Errorf("is a %s; only dense tensors are supported", kind)
 }
 
 // eachField calls fn for every top-level field of a protobuf message; val

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 
@@ -163,7 +164,7 @@ func findLibrary(s search) (string, error) {
 	rel := filepath.Join(SetupDir, libNames[0])
 	var roots []string
 	for _, start := range []string{s.exeDir, s.workDir} {
-		if start == "" {
+		if start == "" || slices.Contains(roots, start) {
 			continue
 		}
 		roots = append(roots, start)

@@ -7,6 +7,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/migu-ml/migu/internal/testenv"
+	"github.com/migu-ml/migu/onnx"
 	"github.com/migu-ml/migu/onnx/onnxpb"
 )
 
@@ -37,7 +38,7 @@ func openSession(t testing.TB, model []byte, opts SessionOptions) *Session {
 
 // valueInfo declares a tensor; dims are int (fixed) or string (symbolic).
 // No dims declares a scalar; pass nil dims with noShape for "any rank".
-func valueInfo(name string, dt DType, dims ...any) *onnxpb.ValueInfoProto {
+func valueInfo(name string, dt onnx.DType, dims ...any) *onnxpb.ValueInfoProto {
 	shape := &onnxpb.TensorShapeProto{}
 	for _, d := range dims {
 		dim := &onnxpb.TensorShapeProto_Dimension{}
@@ -61,7 +62,7 @@ func valueInfo(name string, dt DType, dims ...any) *onnxpb.ValueInfoProto {
 }
 
 func floatInit(name string, vals []float32, dims ...int64) *onnxpb.TensorProto {
-	return &onnxpb.TensorProto{Name: proto.String(name), Dims: dims, DataType: proto.Int32(int32(Float32)), FloatData: vals}
+	return &onnxpb.TensorProto{Name: proto.String(name), Dims: dims, DataType: proto.Int32(int32(onnx.Float)), FloatData: vals}
 }
 
 func node(op string, inputs, outputs []string) *onnxpb.NodeProto {
@@ -103,8 +104,8 @@ func linearModel(t testing.TB) []byte {
 			node("Add", []string{"XW", "B"}, []string{"Y"}),
 		},
 		Initializer: []*onnxpb.TensorProto{floatInit("W", linW, 4, 3), floatInit("B", linB, 3)},
-		Input:       []*onnxpb.ValueInfoProto{valueInfo("X", Float32, "batch", 4), valueInfo("W", Float32, 4, 3)},
-		Output:      []*onnxpb.ValueInfoProto{valueInfo("Y", Float32, "batch", 3), valueInfo("XW", Float32, "batch", 3)},
+		Input:       []*onnxpb.ValueInfoProto{valueInfo("X", onnx.Float, "batch", 4), valueInfo("W", onnx.Float, 4, 3)},
+		Output:      []*onnxpb.ValueInfoProto{valueInfo("Y", onnx.Float, "batch", 3), valueInfo("XW", onnx.Float, "batch", 3)},
 	})
 }
 
@@ -131,8 +132,8 @@ func gatherModel(t testing.TB) []byte {
 	return marshalModel(t, &onnxpb.GraphProto{
 		Node:        []*onnxpb.NodeProto{node("Gather", []string{"emb", "input_ids"}, []string{"hidden"})},
 		Initializer: []*onnxpb.TensorProto{floatInit("emb", gatherEmb, 6, 2)},
-		Input:       []*onnxpb.ValueInfoProto{valueInfo("input_ids", Int64, "batch", "seq")},
-		Output:      []*onnxpb.ValueInfoProto{valueInfo("hidden", Float32, "batch", "seq", 2)},
+		Input:       []*onnxpb.ValueInfoProto{valueInfo("input_ids", onnx.Int64, "batch", "seq")},
+		Output:      []*onnxpb.ValueInfoProto{valueInfo("hidden", onnx.Float, "batch", "seq", 2)},
 	})
 }
 
@@ -140,13 +141,13 @@ func gatherModel(t testing.TB) []byte {
 func addModel(t testing.TB) []byte {
 	return marshalModel(t, &onnxpb.GraphProto{
 		Node:   []*onnxpb.NodeProto{node("Add", []string{"A", "B"}, []string{"C"})},
-		Input:  []*onnxpb.ValueInfoProto{valueInfo("A", Float32, "batch", 4), valueInfo("B", Float32, "batch", 4)},
-		Output: []*onnxpb.ValueInfoProto{valueInfo("C", Float32, "batch", 4)},
+		Input:  []*onnxpb.ValueInfoProto{valueInfo("A", onnx.Float, "batch", 4), valueInfo("B", onnx.Float, "batch", 4)},
+		Output: []*onnxpb.ValueInfoProto{valueInfo("C", onnx.Float, "batch", 4)},
 	})
 }
 
 // identityModel passes a tensor of the given dtype and shape through.
-func identityModel(t testing.TB, dt DType, dims ...any) []byte {
+func identityModel(t testing.TB, dt onnx.DType, dims ...any) []byte {
 	return marshalModel(t, &onnxpb.GraphProto{
 		Node:   []*onnxpb.NodeProto{node("Identity", []string{"in"}, []string{"out"})},
 		Input:  []*onnxpb.ValueInfoProto{valueInfo("in", dt, dims...)},
@@ -163,7 +164,7 @@ func matmulModel(t testing.TB, k, n int) []byte {
 	return marshalModel(t, &onnxpb.GraphProto{
 		Node:        []*onnxpb.NodeProto{node("MatMul", []string{"X", "W"}, []string{"Y"})},
 		Initializer: []*onnxpb.TensorProto{floatInit("W", w, int64(k), int64(n))},
-		Input:       []*onnxpb.ValueInfoProto{valueInfo("X", Float32, "batch", k)},
-		Output:      []*onnxpb.ValueInfoProto{valueInfo("Y", Float32, "batch", n)},
+		Input:       []*onnxpb.ValueInfoProto{valueInfo("X", onnx.Float, "batch", k)},
+		Output:      []*onnxpb.ValueInfoProto{valueInfo("Y", onnx.Float, "batch", n)},
 	})
 }

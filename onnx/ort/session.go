@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"sort"
 	"strconv"
@@ -13,6 +14,7 @@ import (
 	ortgo "github.com/yalue/onnxruntime_go"
 
 	"github.com/migu-ml/migu/internal/badinput"
+	"github.com/migu-ml/migu/onnx"
 )
 
 // OptLevel is ORT's graph optimisation level. The zero value is ORT's own
@@ -128,7 +130,7 @@ func NewSessionFromBytes(model []byte, opts SessionOptions) (*Session, error) {
 	if err := ensureInit(); err != nil {
 		return nil, err
 	}
-	return newSession("model bytes", model, opts, func(in, out []string, so *ortgo.SessionOptions) (*ortgo.DynamicAdvancedSession, error) {
+	return newSession("in-memory model", model, opts, func(in, out []string, so *ortgo.SessionOptions) (*ortgo.DynamicAdvancedSession, error) {
 		return ortgo.NewDynamicAdvancedSessionWithONNXData(model, in, out, so)
 	})
 }
@@ -311,7 +313,7 @@ func unwrapORT(err error) error {
 	return errors.New(rest)
 }
 
-// Name is the model path, or "model bytes".
+// Name is the model path, or "in-memory model".
 func (s *Session) Name() string { return s.name }
 
 // Provider is the execution provider the session was created for.
@@ -358,7 +360,10 @@ func (s *Session) Close() error {
 // use a Binding, which allocates nothing. The caller closes the outputs.
 func (s *Session) Run(inputs map[string]Value) ([]Value, error) {
 	if s.das == nil {
-		return nil, errors.New("run of a closed session")
+		return nil, errClosed
+	}
+	if len(s.inputs) == 0 {
+		return nil, fmt.Errorf("%s has no inputs, which onnxruntime_go's Run cannot handle; run it through a Binding", s.name)
 	}
 	ins := make([]Value, len(s.inputs))
 	var unknown []string
@@ -387,35 +392,82 @@ func (s *Session) Run(inputs map[string]Value) ([]Value, error) {
 	if err := s.checkSymbols(ins, nil); err != nil {
 		return nil, err
 	}
-	for _, out := range s.outputs {
-		if out.Shape != nil && len(out.Shape) == 0 {
-			return nil, fmt.Errorf("output %q: %w", out.Name, ErrScalar)
-		}
-	}
+	result := make([]Value, len(s.outputs))
 	outs := make([]ortgo.Value, len(s.outputs))
-	if err := s.das.Run(vals, outs); err != nil {
-		for _, o := range outs {
-			if o != nil {
+	fail := func(err error) ([]Value, error) {
+		for i, o := range outs {
+			switch {
+			case result[i] != nil:
+				result[i].Close()
+			case o != nil && !reflect.ValueOf(o).IsNil():
 				o.Destroy()
 			}
 		}
-		return nil, fmt.Errorf("running %s: %w", s.name, unwrapORT(err))
+		return nil, err
 	}
-	result := make([]Value, len(outs))
+	for i, out := range s.outputs {
+		if out.Shape != nil && len(out.Shape) == 0 {
+			return fail(fmt.Errorf("output %q: %w", out.Name, ErrScalar))
+		}
+		if out.DType != onnx.Float16 && out.DType != onnx.BFloat16 {
+			continue
+		}
+		// onnxruntime_go v1.27.0 copies ORT-allocated 16-bit float outputs
+		// with one byte per element and fails, so those are preallocated
+		// here from the declared shape.
+		shape, err := s.outputShape(out, ins)
+		if err != nil {
+			return fail(err)
+		}
+		n, _ := numElements(shape)
+		v, err := newTensor(make([]uint16, n), shape, out.DType)
+		if err != nil {
+			return fail(fmt.Errorf("output %q: %w", out.Name, err))
+		}
+		result[i], outs[i] = v, v.ortValue()
+	}
+	if err := s.das.Run(vals, outs); err != nil {
+		return fail(fmt.Errorf("running %s: %w", s.name, unwrapORT(err)))
+	}
 	for i, o := range outs {
+		if result[i] != nil {
+			continue
+		}
 		v, err := fromORT(o)
 		if err != nil {
-			for _, r := range result[:i] {
-				r.Close()
-			}
-			for _, rest := range outs[i+1:] {
-				rest.Destroy()
-			}
-			return nil, fmt.Errorf("output %q: %w", s.outputs[i].Name, err)
+			outs[i] = nil
+			return fail(fmt.Errorf("output %q: %w", s.outputs[i].Name, err))
 		}
 		result[i] = v
 	}
 	return result, nil
+}
+
+// outputShape works out an output's shape from its declaration and the
+// sizes the inputs give its symbolic dimensions.
+func (s *Session) outputShape(out TensorInfo, ins []Value) ([]int64, error) {
+	if out.Shape == nil {
+		return nil, fmt.Errorf("output %q is %s with no declared shape; onnxruntime_go cannot return it from Session.Run: bind a preallocated tensor with a Binding", out.Name, out.DType)
+	}
+	shape := make([]int64, len(out.Shape))
+	for k, d := range out.Shape {
+		shape[k] = -1
+		if fixed(d) {
+			shape[k] = d.Value
+		}
+		for i := 0; shape[k] < 0 && d.Param != "" && i < len(s.inputs); i++ {
+			for j, id := range s.inputs[i].Shape {
+				if id.Param == d.Param {
+					shape[k] = ins[i].dims()[j]
+					break
+				}
+			}
+		}
+		if shape[k] < 0 {
+			return nil, fmt.Errorf("output %q is %s %s and dim %d is not set by any input; onnxruntime_go cannot return it from Session.Run: bind a preallocated tensor with a Binding", out.Name, out.DType, out.Shape, k)
+		}
+	}
+	return shape, nil
 }
 
 func (s *Session) unknownInput(name string) error {
@@ -428,7 +480,7 @@ func (s *Session) unknownOutput(name string) error {
 
 func (s *Session) missingInput(i int) error {
 	in := s.inputs[i]
-	return fmt.Errorf("input %q (%s %s) is not bound", in.Name, in.DType, in.ShapeString())
+	return fmt.Errorf("input %q (%s %s) is not bound", in.Name, in.DType, in.Shape)
 }
 
 // describe lists infos for an error message, shortened for big graphs.

@@ -8,6 +8,8 @@ import (
 	"unsafe"
 
 	ortgo "github.com/yalue/onnxruntime_go"
+
+	"github.com/migu-ml/migu/onnx"
 )
 
 // ErrScalar is returned for a rank-0 shape: onnxruntime_go refuses tensors
@@ -19,7 +21,7 @@ var ErrScalar = errors.New("rank-0 (scalar) tensors are not supported by onnxrun
 // Value is a *Tensor[T]; the unexported methods keep it that way.
 type Value interface {
 	// DType is the ONNX element type.
-	DType() DType
+	DType() onnx.DType
 	// Shape returns a copy of the dimensions.
 	Shape() []int64
 	// Close releases the ORT value; the Go data stays valid.
@@ -37,7 +39,7 @@ type Value interface {
 type Tensor[T Element] struct {
 	data  []T
 	shape []int64
-	dtype DType
+	dtype onnx.DType
 	v     ortgo.Value
 }
 
@@ -61,16 +63,16 @@ func Zeros[T Element](shape ...int64) (*Tensor[T], error) {
 // NewFloat16Tensor wraps IEEE 754 half-precision bit patterns (see
 // internal/half) as a float16 tensor, without copying.
 func NewFloat16Tensor(bits []uint16, shape ...int64) (*Tensor[uint16], error) {
-	return newTensor(bits, shape, Float16)
+	return newTensor(bits, shape, onnx.Float16)
 }
 
 // NewBFloat16Tensor wraps bfloat16 bit patterns as a bfloat16 tensor,
 // without copying.
 func NewBFloat16Tensor(bits []uint16, shape ...int64) (*Tensor[uint16], error) {
-	return newTensor(bits, shape, BFloat16)
+	return newTensor(bits, shape, onnx.BFloat16)
 }
 
-func newTensor[T Element](data []T, shape []int64, dt DType) (*Tensor[T], error) {
+func newTensor[T Element](data []T, shape []int64, dt onnx.DType) (*Tensor[T], error) {
 	if err := ensureInit(); err != nil {
 		return nil, err
 	}
@@ -121,7 +123,7 @@ func numElements(shape []int64) (int64, error) {
 func (t *Tensor[T]) Data() []T { return t.data }
 
 // DType is the ONNX element type.
-func (t *Tensor[T]) DType() DType { return t.dtype }
+func (t *Tensor[T]) DType() onnx.DType { return t.dtype }
 
 // Shape returns a copy of the dimensions.
 func (t *Tensor[T]) Shape() []int64 { return slices.Clone(t.shape) }
@@ -158,7 +160,7 @@ func (t *Tensor[T]) ortValue() ortgo.Value {
 	return t.v
 }
 
-func (t *Tensor[T]) dims() []int64        { return t.shape }
+func (t *Tensor[T]) dims() []int64 { return t.shape }
 
 // adopt wraps a tensor that onnxruntime_go allocated for an output.
 func adopt[T Element](t *ortgo.Tensor[T]) *Tensor[T] {
@@ -191,9 +193,9 @@ func fromORT(v ortgo.Value) (Value, error) {
 	case *ortgo.Tensor[bool]:
 		return adopt(t), nil
 	case *ortgo.CustomDataTensor:
-		dt := DType(t.DataType())
+		dt := onnx.DType(t.DataType())
 		raw := t.GetData()
-		if (dt != Float16 && dt != BFloat16) || len(raw) < 2 {
+		if (dt != onnx.Float16 && dt != onnx.BFloat16) || len(raw) < 2 {
 			t.Destroy()
 			return nil, fmt.Errorf("%s outputs are not supported", dt)
 		}

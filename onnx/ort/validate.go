@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/migu-ml/migu/onnx"
 )
 
 // checkValue compares a value with the declared input or output before ORT
@@ -25,15 +27,18 @@ func checkValue(kind string, info *TensorInfo, v Value) error {
 		return fmt.Errorf("%s %q: the model declares a scalar: %w", kind, info.Name, ErrScalar)
 	}
 	if len(dims) != len(info.Shape) {
-		return fmt.Errorf("%s %q: shape %s has rank %d, model declares %s (rank %d)", kind, info.Name, fmtShape(dims), len(dims), info.ShapeString(), len(info.Shape))
+		return fmt.Errorf("%s %q: shape %s has rank %d, model declares %s (rank %d)", kind, info.Name, fmtShape(dims), len(dims), info.Shape, len(info.Shape))
 	}
 	for k, d := range info.Shape {
-		if d.Size >= 0 && dims[k] != d.Size {
-			return fmt.Errorf("%s %q: shape %s does not fit %s: dim %d is %d, model wants %d", kind, info.Name, fmtShape(dims), info.ShapeString(), k, dims[k], d.Size)
+		if fixed(d) && dims[k] != d.Value {
+			return fmt.Errorf("%s %q: shape %s does not fit %s: dim %d is %d, model wants %d", kind, info.Name, fmtShape(dims), info.Shape, k, dims[k], d.Value)
 		}
 	}
 	return nil
 }
+
+// fixed reports whether a declared dimension is a number.
+func fixed(d onnx.Dim) bool { return d.Known && d.Param == "" }
 
 // symDim is one symbolic dimension of the session's inputs and outputs
 // whose name occurs more than once; first indexes the name's first entry.
@@ -52,8 +57,8 @@ func symbolTable(inputs, outputs []TensorInfo) []symDim {
 	for _, infos := range [][]TensorInfo{inputs, outputs} {
 		for _, info := range infos {
 			for _, d := range info.Shape {
-				if d.Name != "" {
-					count[d.Name]++
+				if d.Param != "" {
+					count[d.Param]++
 				}
 			}
 		}
@@ -63,15 +68,15 @@ func symbolTable(inputs, outputs []TensorInfo) []symDim {
 	for o, infos := range [][]TensorInfo{inputs, outputs} {
 		for i, info := range infos {
 			for k, d := range info.Shape {
-				if count[d.Name] < 2 {
+				if count[d.Param] < 2 {
 					continue
 				}
-				f, ok := first[d.Name]
+				f, ok := first[d.Param]
 				if !ok {
 					f = len(syms)
-					first[d.Name] = f
+					first[d.Param] = f
 				}
-				syms = append(syms, symDim{output: o == 1, index: i, dim: k, name: d.Name, first: f})
+				syms = append(syms, symDim{output: o == 1, index: i, dim: k, name: d.Param, first: f})
 			}
 		}
 	}

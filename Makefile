@@ -1,0 +1,48 @@
+# migu: the two commands a newcomer runs are `make demo` and `make test`.
+# Both run `make setup` first, which is skipped when already done.
+
+GO        ?= go
+FUZZTIME  ?= 5s
+BIN       := bin/migu
+VENV_PY   := .venv/bin/python
+
+.PHONY: all setup build test vet gotest pytest fuzz demo proto clean
+
+all: build
+
+## setup: fetch ONNX Runtime (from the onnxruntime-node npm package) and make the Python venv
+setup:
+	@./scripts/setup.sh
+
+## build: compile the CLI into bin/migu
+build:
+	$(GO) build -o $(BIN) ./cmd/migu
+
+## test: vet, unit and reference tests, Python tests, and a short run of every fuzz target
+test: setup vet gotest pytest fuzz
+
+vet:
+	$(GO) vet ./...
+
+# References (PyTorch, onnxruntime, tokenizers) must be present: a test that
+# cannot find them fails here instead of skipping.
+gotest:
+	MIGU_REQUIRE_REFERENCE=1 $(GO) test -count=1 ./...
+
+pytest:
+	@if ls python/*/tests >/dev/null 2>&1; then $(VENV_PY) -m pytest -q python; else echo "pytest: no Python tests yet"; fi
+
+## fuzz: run each fuzz target for FUZZTIME (make fuzz FUZZTIME=5m)
+fuzz:
+	FUZZTIME=$(FUZZTIME) ./scripts/fuzz.sh
+
+## demo: the embedded default run
+demo: setup build
+	./$(BIN) demo
+
+## proto: regenerate onnx/onnxpb from onnx/onnxpb/onnx.proto (needs protoc and protoc-gen-go)
+proto:
+	cd onnx/onnxpb && protoc --go_out=. --go_opt=paths=source_relative onnx.proto
+
+clean:
+	rm -rf bin

@@ -1,0 +1,30 @@
+// Command migu fine-tunes language models exported to ONNX, one task after
+// another, with MIGU's magnitude-based gradient masks. Each command lives in
+// its own file and only parses flags, calls a package and prints.
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/migu-ml/migu/internal/badinput"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+// run executes one command line and returns the exit status: 0 on success,
+// 2 for bad input (a flag, a file, a field), 1 for any other failure.
+func run(args []string) int {
+	root := newRootCmd()
+	root.SetArgs(args)
+	if err := root.Execute(); err != nil {
+		fmt.Fprintf(os.Stderr, "migu: %v\n", err)
+		if badinput.Is(err) {
+			return 2
+		}
+		return 1
+	}
+	return 0
+}
