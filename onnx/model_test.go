@@ -358,3 +358,48 @@ func FuzzLoadBytes(f *testing.F) {
 		g.Prune()
 	})
 }
+
+// Saving a model with external data over itself (same model and data file)
+// reads the old data while writing the new and leaves a loadable pair.
+func TestSaveInPlace(t *testing.T) {
+	dir := torchModels(t)
+	work := t.TempDir()
+	for _, name := range []string{"model.onnx", "model.onnx.data"} {
+		data, err := os.ReadFile(filepath.Join(dir, "ext", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(work, name), data, 0o644)
+	}
+	path := filepath.Join(work, "model.onnx")
+	m, err := onnx.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string][]byte{}
+	for _, init := range m.Proto.Graph.Initializer {
+		raw, err := m.TensorBytes(init)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want[init.GetName()] = append([]byte(nil), raw...)
+	}
+	if err := m.Save(path, onnx.SaveOptions{Threshold: 16}); err != nil {
+		t.Fatal(err)
+	}
+	m.Close()
+	again, err := onnx.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer again.Close()
+	for _, init := range again.Proto.Graph.Initializer {
+		raw, err := again.TensorBytes(init)
+		if err != nil || !bytes.Equal(raw, want[init.GetName()]) {
+			t.Fatalf("tensor %s changed (%v)", init.GetName(), err)
+		}
+	}
+	if entries, _ := os.ReadDir(work); len(entries) != 2 {
+		t.Fatalf("left files behind: %v", entries)
+	}
+}

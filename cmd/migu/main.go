@@ -5,22 +5,25 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"os"
 
 	"github.com/migu-ml/migu/internal/badinput"
 )
 
 func main() {
-	os.Exit(run(os.Args[1:]))
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
 // run executes one command line and returns the exit status: 0 on success,
 // 2 for bad input (a flag, a file, a field), 1 for any other failure.
-func run(args []string) int {
+func run(args []string, stdout, stderr io.Writer) int {
 	root := newRootCmd()
 	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
 	if err := root.Execute(); err != nil {
-		fmt.Fprintf(os.Stderr, "migu: %v\n", err)
+		fmt.Fprintf(stderr, "migu: %v\n", err)
 		if badinput.Is(err) {
 			return 2
 		}

@@ -1,0 +1,98 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/migu-ml/migu/internal/testenv"
+)
+
+// migu runs the CLI in-process and returns its exit status and output.
+func migu(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	code := run(args, &stdout, &stderr)
+	return code, stdout.String(), stderr.String()
+}
+
+// torchExport writes a model exported by torch.onnx.export (the onnx
+// package's test fixture script) and returns its path.
+func torchExport(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	py := testenv.Python(t)
+	script := filepath.Join(testenv.Root(), "onnx", "testdata", "export_torch.py")
+	if out, err := exec.Command(py, script, dir).CombinedOutput(); err != nil {
+		t.Fatalf("export_torch.py: %v\n%s", err, out)
+	}
+	return filepath.Join(dir, "mlp.onnx")
+}
+
+func TestInspectTorchExport(t *testing.T) {
+	path := torchExport(t)
+	code, out, errOut := migu(t, "inspect", path)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	for _, want := range []string{
+		"x     float32  [batch, seq, 16]", // input with symbolic dims
+		"y      float32  [batch, 5]",      // output
+		"LayerNormalization  ai.onnx  1",  // op histogram with domains
+		"MatMul              ai.onnx  2",
+		"linear layers (3)",
+		"/up/MatMul       onnx::MatMul_25                 16    48",
+		"/head/Gemm       head.weight (stored [out, in])  8     5",
+		"non-standard domains  none",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("inspect output lacks %q:\n%s", want, out)
+		}
+	}
+	code, out, _ = migu(t, "inspect", "--json", filepath.Dir(path)+"/ext")
+	if code != 0 || !strings.Contains(out, `"d_out": 48`) {
+		t.Errorf("inspect --json of a model folder: exit %d\n%s", code, out)
+	}
+}
+
+func TestExitStatus(t *testing.T) {
+	dir := t.TempDir()
+	garbage := filepath.Join(dir, "garbage.onnx")
+	os.WriteFile(garbage, []byte("definitely not protobuf \xff\xff\xff"), 0o644)
+	cases := []struct {
+		name string
+		args []string
+		code int
+		want string // in stderr
+	}{
+		{"unknown flag", []string{"inspect", "--bogus"}, 2, "unknown flag: --bogus"},
+		{"missing argument", []string{"inspect"}, 2, "accepts 1 arg"},
+		{"missing file", []string{"inspect", filepath.Join(dir, "none.onnx")}, 2, "none.onnx"},
+		{"folder without model", []string{"inspect", dir}, 2, "no model.onnx in this folder"},
+		{"garbage model", []string{"inspect", garbage}, 2, "garbage.onnx: not an ONNX model"},
+		{"missing ORT", []string{"version", "--ort-lib", filepath.Join(dir, "nope.so")}, 2, "nope.so"},
+		{"export without flags", []string{"export"}, 2, "--from"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			code, _, errOut := migu(t, c.args...)
+			if code != c.code || !strings.Contains(errOut, c.want) {
+				t.Fatalf("exit %d, stderr %q; want exit %d and %q", code, errOut, c.code, c.want)
+			}
+			if strings.Count(strings.TrimSpace(errOut), "\n") > 0 {
+				t.Fatalf("error spans several lines: %q", errOut)
+			}
+		})
+	}
+}
+
+func TestVersionNamesORT(t *testing.T) {
+	lib := testenv.ORTLib(t)
+	code, out, errOut := migu(t, "version", "--ort-lib", lib)
+	if code != 0 || !strings.Contains(out, "migu ") || !strings.Contains(out, "onnxruntime 1.30.0") {
+		t.Fatalf("exit %d\n%s%s", code, out, errOut)
+	}
+}
