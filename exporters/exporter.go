@@ -18,6 +18,7 @@ import (
 	"github.com/migu-ml/migu/modeldir"
 	"github.com/migu-ml/migu/onnx"
 	"github.com/migu-ml/migu/safetensors"
+	"github.com/migu-ml/migu/tokenizer"
 )
 
 // Converter builds one architecture's forward graph. A fresh Converter is
@@ -46,9 +47,8 @@ type Architecture struct {
 	// Preset returns a config.json for `migu init` (tiny or small) with the
 	// given vocabulary size and special token ids.
 	Preset func(name string, vocab int, special SpecialTokens) (map[string]any, error)
-	// Tokenizer is the tokenizer kind `migu init` trains: "byte-bpe"
-	// (RoBERTa), "unigram" (T5) or "sp-bpe" (Llama 2).
-	Tokenizer string
+	// Tokenizer is the tokenizer family `migu init` trains for it.
+	Tokenizer tokenizer.Kind
 }
 
 // SpecialTokens are the ids of a tokenizer's special tokens (-1: none).
@@ -256,23 +256,23 @@ func checkTokenizer(path string, data []byte, vocab int64) error {
 type TensorSpec struct {
 	Name  string  // Hugging Face name, e.g. model.layers.0.self_attn.q_proj.weight
 	Shape []int64 // Hugging Face layout ([out, in] for linear weights)
-	Init  Init    // how `migu init` fills it
+	Init  Fill    // how `migu init` fills it
 	// Optional tensors may be absent (a tied head's weight, say).
 	Optional bool
 }
 
-// Init says how `migu init` fills a tensor.
-type Init struct {
+// Fill says how `migu init` fills a tensor.
+type Fill struct {
 	Kind string  // "normal", "zeros", "ones"
 	Std  float64 // for normal
 }
 
 // Normal, Zeros and Ones are the initialisations migu init uses.
-func Normal(std float64) Init { return Init{Kind: "normal", Std: std} }
+func Normal(std float64) Fill { return Fill{Kind: "normal", Std: std} }
 
 var (
-	Zeros = Init{Kind: "zeros"}
-	Ones  = Init{Kind: "ones"}
+	Zeros = Fill{Kind: "zeros"}
+	Ones  = Fill{Kind: "ones"}
 )
 
 // fieldError names a config field in a validation error.

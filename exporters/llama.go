@@ -7,6 +7,8 @@ import (
 	"maps"
 	"math"
 
+	"github.com/migu-ml/migu/tokenizer"
+
 	"github.com/migu-ml/migu/internal/badinput"
 	"github.com/migu-ml/migu/modeldir"
 	"github.com/migu-ml/migu/onnx"
@@ -49,7 +51,7 @@ func init() {
 		ModelTypes: []string{"llama", "mistral"},
 		New:        func() Converter { return &llamaConfig{} },
 		Preset:     llamaPreset,
-		Tokenizer:  "sp-bpe",
+		Tokenizer:  tokenizer.SentencePieceBPE,
 	})
 }
 

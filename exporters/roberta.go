@@ -8,6 +8,8 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/migu-ml/migu/tokenizer"
+
 	"github.com/migu-ml/migu/internal/badinput"
 	"github.com/migu-ml/migu/modeldir"
 	"github.com/migu-ml/migu/onnx"
@@ -34,7 +36,7 @@ func init() {
 		ModelTypes: []string{"roberta", "xlm-roberta"},
 		New:        newRoberta,
 		Preset:     robertaPreset,
-		Tokenizer:  "byte-bpe",
+		Tokenizer:  tokenizer.ByteLevelBPE,
 	})
 }
 
@@ -259,7 +261,7 @@ func robertaBlockNames(i int64) robertaBlock {
 func (c *robertaModel) Tensors() []TensorSpec {
 	h, std := c.HiddenSize, Normal(c.InitializerRange)
 	var ts []TensorSpec
-	add := func(name string, init Init, shape ...int64) {
+	add := func(name string, init Fill, shape ...int64) {
 		ts = append(ts, TensorSpec{Name: name, Shape: shape, Init: init})
 	}
 	linear := func(name string, out, in int64) {

@@ -5,6 +5,8 @@ import (
 	"math"
 	"strings"
 
+	"github.com/migu-ml/migu/tokenizer"
+
 	"github.com/migu-ml/migu/internal/badinput"
 	"github.com/migu-ml/migu/modeldir"
 	"github.com/migu-ml/migu/onnx"
@@ -16,7 +18,7 @@ func init() {
 		ModelTypes: []string{"t5", "mt5"},
 		New:        func() Converter { return &t5Model{} },
 		Preset:     t5Preset,
-		Tokenizer:  "unigram",
+		Tokenizer:  tokenizer.Unigram,
 	})
 }
 

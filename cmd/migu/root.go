@@ -36,6 +36,7 @@ does the tensor work; everything else is Go.`,
 	root.AddCommand(
 		newVersionCmd(g),
 		newInspectCmd(),
+		newInitCmd(),
 		newExportCmd(),
 	)
 	return root
