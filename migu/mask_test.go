@@ -1,0 +1,63 @@
+package migu
+
+import (
+	"math/rand/v2"
+	"sort"
+	"testing"
+)
+
+func TestThresholdMatchesTorchQuantile(t *testing.T) {
+	// Values from torch.quantile(torch.tensor(n), q) with the default
+	// linear interpolation.
+	cases := []struct {
+		n    []float32
+		q    float64
+		want float32
+	}{
+		{[]float32{1, 2, 3, 4}, 0.5, 2.5},
+		{[]float32{4, 1, 3, 2}, 0.7, 3.1},
+		{[]float32{5}, 0.7, 5},
+		{[]float32{0, 10}, 0, 0},
+		{[]float32{3, 3, 3}, 0.7, 3},
+	}
+	for _, c := range cases {
+		got, err := Threshold(c.n, c.q)
+		if err != nil || got != c.want {
+			t.Errorf("Threshold(%v, %v) = %v, %v; want %v", c.n, c.q, got, err, c.want)
+		}
+	}
+	for _, bad := range []float64{-0.1, 1, 1.5} {
+		if _, err := Threshold([]float32{1, 2}, bad); err == nil {
+			t.Errorf("T = %v accepted", bad)
+		}
+	}
+}
+
+// T = 0.7 keeps about 30% of the features: those at or above the quantile.
+func TestMaskKeepsTopFraction(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for _, d := range []int{8, 64, 1000} {
+		n := make([]float32, d)
+		for i := range n {
+			n[i] = rng.Float32()
+		}
+		keep := make([]bool, d)
+		kept, err := Mask(n, 0.7, keep)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sorted := append([]float32(nil), n...)
+		sort.Slice(sorted, func(i, j int) bool { return sorted[i] > sorted[j] })
+		// Everything kept is at least as large as everything dropped.
+		for j := range n {
+			if keep[j] && n[j] < sorted[kept-1] || !keep[j] && n[j] >= sorted[kept-1] {
+				t.Fatalf("d=%d: feature %d (%v) kept=%v breaks the order", d, j, n[j], keep[j])
+			}
+		}
+		pos := 0.7 * float64(d-1)
+		want := d - int(pos) - 1 // features strictly above the interpolated quantile
+		if kept != want {
+			t.Errorf("d=%d kept %d, want %d", d, kept, want)
+		}
+	}
+}
