@@ -1,0 +1,1 @@
+"""Tests of the PyTorch exporter (a package so its module names stay unique)."""
