@@ -279,3 +279,23 @@ var (
 func fieldError(field string, format string, args ...any) error {
 	return fmt.Errorf("field %s: %s", field, fmt.Sprintf(format, args...))
 }
+
+// dim is a config size field for requirePositive.
+type dim struct {
+	name string
+	v    int64
+}
+
+// requirePositive checks that every size field is present and positive,
+// naming the first one that is not.
+func requirePositive(dims ...dim) error {
+	for _, d := range dims {
+		if d.v == 0 {
+			return fieldError(d.name, "is missing or 0")
+		}
+		if d.v < 0 {
+			return fieldError(d.name, "is %d; it must be positive", d.v)
+		}
+	}
+	return nil
+}

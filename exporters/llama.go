@@ -182,19 +182,14 @@ func llamaCompactJSON(raw json.RawMessage) string {
 // does not implement (RoPE scaling, partial rotary, sliding window,
 // activations other than SiLU).
 func (c *llamaConfig) Validate() error {
-	for _, f := range []struct {
-		name string
-		v    int64
-	}{
-		{"vocab_size", c.VocabSize},
-		{"hidden_size", c.HiddenSize},
-		{"intermediate_size", c.IntermediateSize},
-		{"num_hidden_layers", c.NumHiddenLayers},
-		{"num_attention_heads", c.NumAttentionHeads},
-	} {
-		if f.v <= 0 {
-			return fieldError(f.name, "is missing or not positive (%d)", f.v)
-		}
+	if err := requirePositive(
+		dim{"vocab_size", c.VocabSize},
+		dim{"hidden_size", c.HiddenSize},
+		dim{"intermediate_size", c.IntermediateSize},
+		dim{"num_hidden_layers", c.NumHiddenLayers},
+		dim{"num_attention_heads", c.NumAttentionHeads},
+	); err != nil {
+		return err
 	}
 	heads, kv := c.NumAttentionHeads, c.kvHeads()
 	if c.HeadDim == nil && c.HiddenSize%heads != 0 {

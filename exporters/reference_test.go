@@ -10,6 +10,7 @@ import (
 
 	"github.com/migu-ml/migu/internal/testenv"
 	"github.com/migu-ml/migu/modeldir"
+	"github.com/migu-ml/migu/onnx"
 	"github.com/migu-ml/migu/onnx/ort"
 )
 
@@ -165,4 +166,42 @@ func compareLogits(t *testing.T, got, want []float32, gotShape, wantShape []int6
 	if worst > tol {
 		t.Fatalf("max |Δlogit| = %.3g > %.g", worst, tol)
 	}
+}
+
+// checkGraph loads an exported model and checks what every architecture
+// promises: onnx.FindLinears finds exactly the MatMuls migu.json lists (same
+// weight, dims, and output where there is no bias), only the standard ONNX
+// domain is used, and every input is int64 with symbolic 2-D dims. It
+// returns the inspect summary for architecture-specific checks.
+func checkGraph(t *testing.T, dir string, man *modeldir.Manifest) *onnx.Summary {
+	t.Helper()
+	model, err := onnx.Load(filepath.Join(dir, modeldir.ModelFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer model.Close()
+	s := onnx.Inspect(model)
+	found := map[string]onnx.Linear{}
+	for _, l := range s.Linears {
+		found[l.Node] = l
+	}
+	if len(found) != len(man.Linears) {
+		t.Errorf("onnx.FindLinears finds %d linears, migu.json lists %d", len(found), len(man.Linears))
+	}
+	for _, l := range man.Linears {
+		f, ok := found[l.Node]
+		if !ok || f.Weight != l.Weight || f.DIn != l.DIn || f.DOut != l.DOut || (l.Bias == "" && f.Output != l.Output) {
+			t.Errorf("%s: migu.json node %s weight %s %d→%d, graph has %+v", l.Name, l.Node, l.Weight, l.DIn, l.DOut, f)
+		}
+	}
+	if d := s.NonStandardDomains(); len(d) != 0 {
+		t.Errorf("non-standard op domains %v", d)
+	}
+	for _, in := range model.Proto.Graph.Input {
+		dtype, shape, _ := onnx.TensorType(in)
+		if dtype != onnx.Int64 || len(shape) != 2 || shape[0].Param == "" || shape[1].Param == "" {
+			t.Errorf("input %s is %v %v, want int64 with symbolic [batch, seq] dims", in.GetName(), dtype, shape)
+		}
+	}
+	return s
 }

@@ -112,24 +112,16 @@ var robertaActivations = []string{"gelu", "gelu_new", "gelu_pytorch_tanh", "gelu
 
 // Validate checks the config and resolves the head and label count.
 func (c *robertaModel) Validate() error {
-	for _, f := range []struct {
-		name string
-		v    int64
-	}{
-		{"vocab_size", c.VocabSize},
-		{"hidden_size", c.HiddenSize},
-		{"num_hidden_layers", c.NumHiddenLayers},
-		{"num_attention_heads", c.NumAttentionHeads},
-		{"intermediate_size", c.IntermediateSize},
-		{"max_position_embeddings", c.MaxPositionEmbeddings},
-		{"type_vocab_size", c.TypeVocabSize},
-	} {
-		if f.v == 0 {
-			return fieldError(f.name, "is missing or 0; a RoBERTa config needs it")
-		}
-		if f.v < 0 {
-			return fieldError(f.name, "is %d; it must be positive", f.v)
-		}
+	if err := requirePositive(
+		dim{"vocab_size", c.VocabSize},
+		dim{"hidden_size", c.HiddenSize},
+		dim{"num_hidden_layers", c.NumHiddenLayers},
+		dim{"num_attention_heads", c.NumAttentionHeads},
+		dim{"intermediate_size", c.IntermediateSize},
+		dim{"max_position_embeddings", c.MaxPositionEmbeddings},
+		dim{"type_vocab_size", c.TypeVocabSize},
+	); err != nil {
+		return err
 	}
 	if c.HiddenSize%c.NumAttentionHeads != 0 {
 		return fieldError("num_attention_heads", "%d does not divide hidden_size %d", c.NumAttentionHeads, c.HiddenSize)

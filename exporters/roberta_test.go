@@ -14,7 +14,6 @@ import (
 	"github.com/migu-ml/migu/internal/badinput"
 	"github.com/migu-ml/migu/internal/testenv"
 	"github.com/migu-ml/migu/modeldir"
-	"github.com/migu-ml/migu/onnx"
 	"github.com/migu-ml/migu/safetensors"
 )
 
@@ -226,33 +225,7 @@ func checkRobertaModel(t *testing.T, dir string, m *modeldir.Manifest, cfg map[s
 		}
 	}
 
-	model, err := onnx.Load(filepath.Join(dir, modeldir.ModelFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer model.Close()
-	s := onnx.Inspect(model)
-	if d := s.NonStandardDomains(); len(d) > 0 {
-		t.Errorf("non-standard op domains %v", d)
-	}
-	found := map[string]onnx.Linear{}
-	for _, l := range s.Linears {
-		found[l.Node] = l
-	}
-	if len(found) != len(m.Linears) {
-		t.Errorf("FindLinears finds %d MatMuls, migu.json lists %d", len(found), len(m.Linears))
-	}
-	for _, l := range m.Linears {
-		f, ok := found[l.Node]
-		if !ok || f.Weight != l.Weight || f.DIn != l.DIn || f.DOut != l.DOut {
-			t.Errorf("linear %s (node %s): FindLinears has %+v", l.Name, l.Node, f)
-		}
-	}
-	for _, in := range s.Inputs {
-		if in.DType != "int64" || in.Shape != "[batch, seq]" {
-			t.Errorf("input %s is %s %s, want int64 [batch, seq]", in.Name, in.DType, in.Shape)
-		}
-	}
+	checkGraph(t, dir, m)
 }
 
 // writeRobertaCheckpoint writes a Hugging Face folder for cfg with random

@@ -64,16 +64,8 @@ var t5Activations = []string{"relu", "gelu", "gelu_new", "gelu_pytorch_tanh", "g
 // feed-forward activation the way T5Config does.
 func (m *t5Model) Validate() error {
 	mt5 := m.ModelType == "mt5"
-	for _, f := range []struct {
-		name string
-		v    int64
-	}{{"vocab_size", m.VocabSize}, {"d_model", m.DModel}, {"d_kv", m.DKV}, {"d_ff", m.DFF}, {"num_layers", m.NumLayers}, {"num_heads", m.NumHeads}} {
-		if f.v == 0 {
-			return fieldError(f.name, "is missing (or 0)")
-		}
-		if f.v < 0 {
-			return fieldError(f.name, "must be positive, got %d", f.v)
-		}
+	if err := requirePositive(dim{"vocab_size", m.VocabSize}, dim{"d_model", m.DModel}, dim{"d_kv", m.DKV}, dim{"d_ff", m.DFF}, dim{"num_layers", m.NumLayers}, dim{"num_heads", m.NumHeads}); err != nil {
+		return err
 	}
 	m.decLayers = t5Default(m.NumDecoderLayers, m.NumLayers)
 	if m.decLayers <= 0 {

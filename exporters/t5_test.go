@@ -13,7 +13,6 @@ import (
 	"github.com/migu-ml/migu/internal/badinput"
 	"github.com/migu-ml/migu/internal/testenv"
 	"github.com/migu-ml/migu/modeldir"
-	"github.com/migu-ml/migu/onnx"
 	"github.com/migu-ml/migu/safetensors"
 )
 
@@ -168,33 +167,7 @@ func checkT5Export(t *testing.T, dir string, man *modeldir.Manifest, config map[
 		t.Errorf("lm_head tied to %q, config tie_word_embeddings %v", head.Tied, m.tied)
 	}
 
-	model, err := onnx.Load(filepath.Join(dir, modeldir.ModelFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	found := map[string]onnx.Linear{}
-	for _, l := range onnx.FindLinears(model.Proto.Graph) {
-		found[l.Node] = l
-	}
-	if len(found) != len(man.Linears) {
-		t.Errorf("onnx.FindLinears finds %d linears, migu.json lists %d", len(found), len(man.Linears))
-	}
-	for _, l := range man.Linears {
-		f, ok := found[l.Node]
-		if !ok || f.Weight != l.Weight || f.Output != l.Output || f.DIn != l.DIn || f.DOut != l.DOut {
-			t.Errorf("%s: migu.json node %s weight %s %d→%d, graph has %+v", l.Name, l.Node, l.Weight, l.DIn, l.DOut, f)
-		}
-	}
-	sum := onnx.Inspect(model)
-	if !slices.Equal(sum.Domains, []string{""}) || len(sum.NonStandardDomains()) != 0 {
-		t.Errorf("op domains %v", sum.Domains)
-	}
-	for _, in := range model.Proto.Graph.Input {
-		_, shape, _ := onnx.TensorType(in)
-		if len(shape) != 2 || shape[0].Param == "" || shape[1].Param == "" {
-			t.Errorf("input %s has shape %v, want [batch, seq] symbols", in.GetName(), shape)
-		}
-	}
+	checkGraph(t, dir, man)
 }
 
 // TestT5BucketTable compares the bucket ids of every relative position with
@@ -327,7 +300,7 @@ func TestT5Export(t *testing.T) {
 		{name: "wrong_bias_table", config: t5Config(nil), edit: swapShape("decoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight"),
 			wantErr: []string{"relative_attention_bias.weight has shape [4 32]"}},
 		{name: "missing_d_model", config: t5Config(map[string]any{"d_model": nil}), wantErr: []string{"config.json", "field d_model: is missing"}},
-		{name: "negative_d_kv", config: t5Config(map[string]any{"d_kv": -8}), wantErr: []string{"field d_kv: must be positive, got -8"}},
+		{name: "negative_d_kv", config: t5Config(map[string]any{"d_kv": -8}), wantErr: []string{"field d_kv: is -8; it must be positive"}},
 		{name: "zero_decoder_layers", config: t5Config(map[string]any{"num_decoder_layers": 0}), wantErr: []string{"field num_decoder_layers"}},
 		{name: "unknown_activation", config: t5Config(map[string]any{"feed_forward_proj": "gated-swiglu"}), wantErr: []string{"field feed_forward_proj", `"swiglu" is not supported`}},
 		{name: "malformed_proj", config: t5Config(map[string]any{"feed_forward_proj": "relu-gated"}), wantErr: []string{"field feed_forward_proj", "gated-ACT"}},
