@@ -145,17 +145,19 @@ func Export(from, out string) (*modeldir.Manifest, error) {
 	if err := checkTensors(from, ckpt, conv.Tensors()); err != nil {
 		return nil, err
 	}
-	tokPath := filepath.Join(from, modeldir.TokenizerFile)
-	tokJSON, err := os.ReadFile(tokPath)
+	tok, err := loadTokenizer(from)
 	if err != nil {
-		return nil, badinput.Errorf("%s: no %s: migu needs the tokenizer beside the weights", from, modeldir.TokenizerFile)
+		return nil, err
 	}
 	b := newBuilder(arch.Name, ckpt)
 	b.Manifest.Source = modeldir.Source{Exporter: "migu", From: from}
 	if err := conv.Build(b); err != nil {
 		return nil, err
 	}
-	if err := checkTokenizer(tokPath, tokJSON, b.Manifest.VocabSize); err != nil {
+	if err := b.Err(); err != nil {
+		return nil, err
+	}
+	if err := checkTokenizer(from, tok, b.Manifest); err != nil {
 		return nil, err
 	}
 	stage, err := modeldir.Stage(out)
@@ -170,10 +172,11 @@ func Export(from, out string) (*modeldir.Manifest, error) {
 	if err != nil {
 		return nil, err
 	}
-	for name, data := range map[string][]byte{modeldir.ConfigFile: config, modeldir.TokenizerFile: tokJSON} {
-		if err := os.WriteFile(filepath.Join(stage.Dir, name), data, 0o644); err != nil {
-			return nil, err
-		}
+	if err := os.WriteFile(filepath.Join(stage.Dir, modeldir.ConfigFile), config, 0o644); err != nil {
+		return nil, err
+	}
+	if err := tok.Save(filepath.Join(stage.Dir, modeldir.TokenizerFile)); err != nil {
+		return nil, err
 	}
 	if err := modeldir.WriteManifest(stage.Dir, b.Manifest); err != nil {
 		return nil, err
@@ -216,38 +219,30 @@ func sameDims(a, b []int64) bool {
 	return true
 }
 
-// checkTokenizer refuses a tokenizer whose ids would index past the
-// embedding table.
-func checkTokenizer(path string, data []byte, vocab int64) error {
-	var tj struct {
-		Model struct {
-			Vocab json.RawMessage `json:"vocab"`
-		} `json:"model"`
-		AddedTokens []struct {
-			ID int64 `json:"id"`
-		} `json:"added_tokens"`
-	}
-	if err := json.Unmarshal(data, &tj); err != nil {
-		return badinput.Errorf("%s: %v", path, err)
-	}
-	maxID := int64(-1)
-	var asMap map[string]int64
-	var asList [][2]any
-	switch {
-	case json.Unmarshal(tj.Model.Vocab, &asMap) == nil:
-		for _, id := range asMap {
-			maxID = max(maxID, id)
+// loadTokenizer reads the checkpoint's tokenizer.json, or converts a
+// SentencePiece tokenizer.model when that is all the checkpoint has.
+func loadTokenizer(dir string) (*tokenizer.Tokenizer, error) {
+	for _, name := range []string{modeldir.TokenizerFile, "tokenizer.model", "spiece.model"} {
+		path := filepath.Join(dir, name)
+		if _, err := os.Stat(path); err == nil {
+			return tokenizer.Load(path)
 		}
-	case json.Unmarshal(tj.Model.Vocab, &asList) == nil: // Unigram: [[piece, score], …]
-		maxID = int64(len(asList)) - 1
-	default:
-		return badinput.Errorf("%s: field model.vocab is neither a map nor a list", path)
 	}
-	for _, t := range tj.AddedTokens {
-		maxID = max(maxID, t.ID)
+	return nil, badinput.Errorf("%s: no %s (or SentencePiece tokenizer.model): migu needs the tokenizer beside the weights", dir, modeldir.TokenizerFile)
+}
+
+// checkTokenizer refuses a tokenizer whose ids would index past the
+// embedding table, and fills the special tokens the config does not name
+// (unk, mask, …) from the tokenizer.
+func checkTokenizer(dir string, tok *tokenizer.Tokenizer, man *modeldir.Manifest) error {
+	if n := int64(tok.VocabSize()); n > man.VocabSize {
+		return badinput.Errorf("%s: the tokenizer has ids up to %d, past the model's embedding table (vocab_size %d)", dir, n-1, man.VocabSize)
 	}
-	if maxID >= vocab {
-		return badinput.Errorf("%s: token id %d is past the model's embedding table (vocab_size %d)", path, maxID, vocab)
+	ids := tok.SpecialIDs()
+	for role, id := range map[string]int{"bos": ids.BOS, "eos": ids.EOS, "pad": ids.PAD, "unk": ids.UNK, "mask": ids.MASK} {
+		if _, set := man.SpecialTokens[role]; !set && id >= 0 {
+			man.SpecialTokens[role] = int64(id)
+		}
 	}
 	return nil
 }

@@ -223,7 +223,7 @@ func writeT5Checkpoint(t *testing.T, config map[string]any, edit func([]safetens
 	if err := os.WriteFile(filepath.Join(dir, modeldir.ConfigFile), raw, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(dir, modeldir.TokenizerFile), []byte(`{"model":{"vocab":{"<pad>":0,"</s>":1,"a":2}},"added_tokens":[]}`), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, modeldir.TokenizerFile), []byte(`{"model":{"type":"WordLevel","vocab":{"<pad>":0,"</s>":1,"a":2},"unk_token":"<pad>"},"added_tokens":[]}`), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	m := &t5Model{}
