@@ -273,59 +273,20 @@ type mergeItem struct {
 	newID     int32
 }
 
-// mergeQueue is a binary min-heap ordered by rank, then position.
-type mergeQueue []mergeItem
-
-func (q mergeQueue) less(i, j int) bool {
-	return q[i].rank < q[j].rank || q[i].rank == q[j].rank && q[i].pos < q[j].pos
-}
-
-func (q *mergeQueue) push(x mergeItem) {
-	*q = append(*q, x)
-	h := *q
-	for i := len(h) - 1; i > 0; {
-		p := (i - 1) / 2
-		if !h.less(i, p) {
-			break
-		}
-		h[i], h[p] = h[p], h[i]
-		i = p
-	}
-}
-
-func (q *mergeQueue) pop() mergeItem {
-	h := *q
-	top := h[0]
-	n := len(h) - 1
-	h[0] = h[n]
-	h = h[:n]
-	for i := 0; ; {
-		l, r, small := 2*i+1, 2*i+2, i
-		if l < n && h.less(l, small) {
-			small = l
-		}
-		if r < n && h.less(r, small) {
-			small = r
-		}
-		if small == i {
-			break
-		}
-		h[i], h[small] = h[small], h[i]
-		i = small
-	}
-	*q = h
-	return top
+// mergeFirst orders pending merges by rank, then by position.
+func mergeFirst(a, b mergeItem) bool {
+	return a.rank < b.rank || a.rank == b.rank && a.pos < b.pos
 }
 
 // mergeAll applies merges in place; merged-away symbols get len 0.
 func (m *bpeModel) mergeAll(syms []bpeSymbol) {
-	q := make(mergeQueue, 0, len(syms))
+	q := newMinHeap(len(syms), mergeFirst)
 	for i := 0; i+1 < len(syms); i++ {
 		if mg, ok := m.merges[pairKey(syms[i].id, syms[i+1].id)]; ok {
 			q.push(mergeItem{mg.rank, int32(i), mg.newID})
 		}
 	}
-	for len(q) > 0 {
+	for q.len() > 0 {
 		top := q.pop()
 		pos := int(top.pos)
 		cur := &syms[pos]

@@ -16,29 +16,17 @@ type decoder interface {
 var supportedDecoders = []string{"Sequence", "ByteLevel", "Metaspace", "Replace", "ByteFallback", "Fuse", "Strip", "WordPiece", "BPEDecoder"}
 
 func parseDecoder(path string, raw json.RawMessage) (decoder, error) {
-	o, err := decodeObj(path, raw)
-	if err != nil {
-		return nil, err
-	}
-	typ, err := o.typeName()
+	o, typ, err := decodeComponent(path, raw)
 	if err != nil {
 		return nil, err
 	}
 	switch typ {
 	case "Sequence":
-		items, err := o.array("decoders")
+		seq, err := parseSequence(o, "decoders", parseDecoder)
 		if err != nil {
 			return nil, err
 		}
-		var seq sequenceDecoder
-		for i, item := range items {
-			d, err := parseDecoder(indexPath(o.field("decoders"), i), item)
-			if err != nil {
-				return nil, err
-			}
-			seq = append(seq, d)
-		}
-		return seq, nil
+		return sequenceDecoder(seq), nil
 	case "ByteLevel":
 		return byteLevelDecoder{}, nil
 	case "Metaspace":

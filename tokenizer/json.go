@@ -211,3 +211,32 @@ func (o jsonObj) singleRune(k string, def rune) (rune, error) {
 	}
 	return r[0], nil
 }
+
+// decodeComponent opens a typed component (a normalizer, pre-tokenizer,
+// post-processor or decoder) and returns it with its "type".
+func decodeComponent(path string, raw json.RawMessage) (jsonObj, string, error) {
+	o, err := decodeObj(path, raw)
+	if err != nil {
+		return o, "", err
+	}
+	typ, err := o.typeName()
+	return o, typ, err
+}
+
+// parseSequence parses the items of a "Sequence" component, listed under
+// key, with parse.
+func parseSequence[T any](o jsonObj, key string, parse func(string, json.RawMessage) (T, error)) ([]T, error) {
+	items, err := o.array(key)
+	if err != nil {
+		return nil, err
+	}
+	seq := make([]T, 0, len(items))
+	for i, item := range items {
+		x, err := parse(indexPath(o.field(key), i), item)
+		if err != nil {
+			return nil, err
+		}
+		seq = append(seq, x)
+	}
+	return seq, nil
+}

@@ -19,29 +19,17 @@ type normalizer interface {
 var supportedNormalizers = []string{"Sequence", "Prepend", "Replace", "Strip", "Lowercase", "Precompiled", "ByteLevel"}
 
 func parseNormalizer(path string, raw json.RawMessage) (normalizer, error) {
-	o, err := decodeObj(path, raw)
-	if err != nil {
-		return nil, err
-	}
-	typ, err := o.typeName()
+	o, typ, err := decodeComponent(path, raw)
 	if err != nil {
 		return nil, err
 	}
 	switch typ {
 	case "Sequence":
-		items, err := o.array("normalizers")
+		seq, err := parseSequence(o, "normalizers", parseNormalizer)
 		if err != nil {
 			return nil, err
 		}
-		var seq sequenceNormalizer
-		for i, item := range items {
-			n, err := parseNormalizer(indexPath(o.field("normalizers"), i), item)
-			if err != nil {
-				return nil, err
-			}
-			seq = append(seq, n)
-		}
-		return seq, nil
+		return sequenceNormalizer(seq), nil
 	case "Prepend":
 		p, err := o.str("prepend", "")
 		if err != nil {

@@ -17,29 +17,17 @@ type preTokenizer interface {
 var supportedPreTokenizers = []string{"Sequence", "ByteLevel", "Metaspace", "Whitespace", "WhitespaceSplit", "Split", "Digits", "Punctuation", "BertPreTokenizer"}
 
 func parsePreTokenizer(path string, raw json.RawMessage) (preTokenizer, error) {
-	o, err := decodeObj(path, raw)
-	if err != nil {
-		return nil, err
-	}
-	typ, err := o.typeName()
+	o, typ, err := decodeComponent(path, raw)
 	if err != nil {
 		return nil, err
 	}
 	switch typ {
 	case "Sequence":
-		items, err := o.array("pretokenizers")
+		seq, err := parseSequence(o, "pretokenizers", parsePreTokenizer)
 		if err != nil {
 			return nil, err
 		}
-		var seq sequencePreTokenizer
-		for i, item := range items {
-			p, err := parsePreTokenizer(indexPath(o.field("pretokenizers"), i), item)
-			if err != nil {
-				return nil, err
-			}
-			seq = append(seq, p)
-		}
-		return seq, nil
+		return sequencePreTokenizer(seq), nil
 	case "ByteLevel":
 		var b byteLevelPreTokenizer
 		if b.addPrefixSpace, err = o.boolean("add_prefix_space", true); err != nil {

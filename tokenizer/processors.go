@@ -18,11 +18,7 @@ type postProcessor interface {
 var supportedProcessors = []string{"TemplateProcessing", "RobertaProcessing", "BertProcessing", "ByteLevel", "Sequence"}
 
 func parseProcessor(path string, raw json.RawMessage) (postProcessor, error) {
-	o, err := decodeObj(path, raw)
-	if err != nil {
-		return nil, err
-	}
-	typ, err := o.typeName()
+	o, typ, err := decodeComponent(path, raw)
 	if err != nil {
 		return nil, err
 	}
@@ -56,19 +52,11 @@ func parseProcessor(path string, raw json.RawMessage) (postProcessor, error) {
 		}
 		return p, nil
 	case "Sequence":
-		items, err := o.array("processors")
+		seq, err := parseSequence(o, "processors", parseProcessor)
 		if err != nil {
 			return nil, err
 		}
-		var seq sequenceProcessor
-		for i, item := range items {
-			p, err := parseProcessor(indexPath(o.field("processors"), i), item)
-			if err != nil {
-				return nil, err
-			}
-			seq = append(seq, p)
-		}
-		return seq, nil
+		return sequenceProcessor(seq), nil
 	}
 	return nil, unsupported(o.field("type"), "post-processor", typ, supportedProcessors)
 }

@@ -269,54 +269,15 @@ type pairCount struct {
 	a, b  int32
 }
 
-// pairHeap orders pairs by count (highest first), then by symbol ids.
-type pairHeap []pairCount
-
-func (h pairHeap) less(i, j int) bool {
-	if h[i].count != h[j].count {
-		return h[i].count > h[j].count
+// pairFirst orders pairs by count (highest first), then by symbol ids.
+func pairFirst(x, y pairCount) bool {
+	if x.count != y.count {
+		return x.count > y.count
 	}
-	if h[i].a != h[j].a {
-		return h[i].a < h[j].a
+	if x.a != y.a {
+		return x.a < y.a
 	}
-	return h[i].b < h[j].b
-}
-
-func (h *pairHeap) push(x pairCount) {
-	*h = append(*h, x)
-	s := *h
-	for i := len(s) - 1; i > 0; {
-		p := (i - 1) / 2
-		if !s.less(i, p) {
-			break
-		}
-		s[i], s[p] = s[p], s[i]
-		i = p
-	}
-}
-
-func (h *pairHeap) pop() pairCount {
-	s := *h
-	top := s[0]
-	n := len(s) - 1
-	s[0] = s[n]
-	s = s[:n]
-	for i := 0; ; {
-		l, r, m := 2*i+1, 2*i+2, i
-		if l < n && s.less(l, m) {
-			m = l
-		}
-		if r < n && s.less(r, m) {
-			m = r
-		}
-		if m == i {
-			break
-		}
-		s[i], s[m] = s[m], s[i]
-		i = m
-	}
-	*h = s
-	return top
+	return x.b < y.b
 }
 
 // learnMerges runs BPE training: repeatedly merge the most frequent
@@ -338,12 +299,12 @@ func learnMerges(words []trainWord, symbols []string, size, minFreq int) ([]stri
 			}
 		}
 	}
-	h := make(pairHeap, 0, len(counts))
+	h := newMinHeap(len(counts), pairFirst)
 	for k, c := range counts {
 		h.push(pairCount{c, int32(k >> 32), int32(uint32(k))})
 	}
 	var merges [][2]int32
-	for len(symbols) < size && len(h) > 0 {
+	for len(symbols) < size && h.len() > 0 {
 		top := h.pop()
 		k := pairKey(int(top.a), int(top.b))
 		if c := counts[k]; c != top.count {
