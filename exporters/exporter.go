@@ -294,3 +294,20 @@ func requirePositive(dims ...dim) error {
 	}
 	return nil
 }
+
+// Parameters counts the elements of the tensors a checkpoint must hold
+// (optional tied copies excluded).
+func Parameters(specs []TensorSpec) int64 {
+	var n int64
+	for _, s := range specs {
+		if s.Optional {
+			continue
+		}
+		e := int64(1)
+		for _, d := range s.Shape {
+			e *= d
+		}
+		n += e
+	}
+	return n
+}

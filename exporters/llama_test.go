@@ -415,14 +415,7 @@ func TestLlamaPreset(t *testing.T) {
 			t.Errorf("%s: special token ids %v %v", tc.preset, config["bos_token_id"], config["pad_token_id"])
 		}
 		c := llamaParse(t, config)
-		var n int64
-		for _, s := range c.Tensors() {
-			e := int64(1)
-			for _, d := range s.Shape {
-				e *= d
-			}
-			n += e
-		}
+		n := Parameters(c.Tensors())
 		t.Logf("%s preset, vocab %d: %d parameters", tc.preset, tc.vocab, n)
 		if n < tc.min || n > tc.max {
 			t.Errorf("%s preset, vocab %d: %d parameters, want %d–%d", tc.preset, tc.vocab, n, tc.min, tc.max)

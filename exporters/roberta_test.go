@@ -393,13 +393,7 @@ func TestRobertaPresets(t *testing.T) {
 		if err := conv.Validate(); err != nil {
 			t.Fatal(err)
 		}
-		for _, s := range conv.Tensors() {
-			n := int64(1)
-			for _, d := range s.Shape {
-				n *= d
-			}
-			counts[name] += n
-		}
+		counts[name] = Parameters(conv.Tensors())
 		t.Logf("preset %s (vocab %d): %d parameters", name, vocab, counts[name])
 		if r := sizes[name]; counts[name] < r[0] || counts[name] > r[1] {
 			t.Errorf("preset %s has %d parameters, want %d–%d", name, counts[name], r[0], r[1])

@@ -366,16 +366,7 @@ func TestT5Preset(t *testing.T) {
 		if err := m.Validate(); err != nil {
 			t.Fatalf("%s: %v", c.name, err)
 		}
-		var n int64
-		for _, s := range m.Tensors() {
-			if !s.Optional {
-				size := int64(1)
-				for _, d := range s.Shape {
-					size *= d
-				}
-				n += size
-			}
-		}
+		n := Parameters(m.Tensors())
 		t.Logf("%s preset, vocab %d: %d parameters", c.name, c.vocab, n)
 		if n < c.min || n > c.max {
 			t.Errorf("%s preset, vocab %d: %d parameters, want %d–%d", c.name, c.vocab, n, c.min, c.max)
