@@ -38,6 +38,7 @@ does the tensor work; everything else is Go.`,
 		newInspectCmd(),
 		newInitCmd(),
 		newExportCmd(),
+		newPrepareCmd(),
 		newDemoCmd(g),
 	)
 	return root

@@ -1,0 +1,293 @@
+package grad
+
+import (
+	"fmt"
+
+	"github.com/migu-ml/migu/onnx"
+	"github.com/migu-ml/migu/onnx/onnxpb"
+)
+
+func init() {
+	register(map[string]Rule{
+		"Reshape":   reshapeGrad,
+		"Flatten":   reshapeGrad,
+		"Squeeze":   reshapeGrad,
+		"Unsqueeze": reshapeGrad,
+		"Transpose": transposeGrad,
+		"Expand":    expandGrad,
+		"Concat":    concatGrad,
+		"Split":     splitGrad,
+		"Slice":     sliceGrad,
+		"Gather":    gatherGrad,
+
+		"GatherElements": gatherElementsGrad,
+	})
+}
+
+// reshapeGrad serves every op that only relabels the elements (Reshape,
+// Flatten, Squeeze, Unsqueeze): dx is dy reshaped to x's shape.
+func reshapeGrad(c *Context, n *onnxpb.NodeProto, dY []string) ([]string, error) {
+	out := grads(n)
+	x := n.Input[0]
+	out[0] = c.Op("Reshape", []string{dY[0], c.ShapeOf(x)}, "bw/"+x)
+	return out, nil
+}
+
+// transposeGrad applies the inverse permutation.
+func transposeGrad(c *Context, n *onnxpb.NodeProto, dY []string) ([]string, error) {
+	x := n.Input[0]
+	r, err := c.Rank(x)
+	if err != nil {
+		return nil, err
+	}
+	perm := make([]int64, r)
+	if a := onnx.GetAttr(n, "perm"); a != nil {
+		perm = a.Ints
+	} else {
+		for i := range perm {
+			perm[i] = int64(r - 1 - i)
+		}
+	}
+	if len(perm) != r {
+		return nil, fmt.Errorf("perm %v does not match rank %d", perm, r)
+	}
+	inv := make([]int64, r)
+	for i, p := range perm {
+		inv[p] = int64(i)
+	}
+	return []string{c.Op("Transpose", []string{dY[0]}, "bw/"+x, onnx.AttrInts("perm", inv...))}, nil
+}
+
+// expandGrad sums dy back over the broadcast axes.
+func expandGrad(c *Context, n *onnxpb.NodeProto, dY []string) ([]string, error) {
+	out := grads(n)
+	g, err := c.Unbroadcast(dY[0], n.Input[0], n.Output[0])
+	out[0] = g
+	return out, err
+}
+
+// axisOf normalises a node's axis attribute against the rank of value.
+func (c *Context) axisOf(n *onnxpb.NodeProto, value string, def int64) (int64, int, error) {
+	r, err := c.Rank(value)
+	if err != nil {
+		return 0, 0, err
+	}
+	axis := onnx.AttrIntOr(n, "axis", def)
+	if axis < 0 {
+		axis += int64(r)
+	}
+	if axis < 0 || axis >= int64(r) {
+		return 0, 0, fmt.Errorf("axis %d out of range for rank %d", onnx.AttrIntOr(n, "axis", def), r)
+	}
+	return axis, r, nil
+}
+
+// dimSize returns the size of value along axis as a 1-D int64 tensor of
+// one element: a constant when known, else read from its runtime shape.
+func (c *Context) dimSize(value string, axis int64) string {
+	if _, shape, ok := c.shapes.Type(value); ok && int(axis) < len(shape) {
+		if d := shape[axis]; d.Known && d.Param == "" {
+			return c.Ints(d.Value)
+		}
+	}
+	return c.Op("Slice", []string{c.Op("Shape", []string{value}, "bw/"+value+".shape"), c.Ints(axis), c.Ints(axis + 1)}, "bw/"+value+".dim")
+}
+
+// dimScalar is dimSize as a rank-0 int64, to add to indices of any rank.
+func (c *Context) dimScalar(value string, axis int64) string {
+	return c.Op("Squeeze", []string{c.dimSize(value, axis)}, "bw/"+value+".dimscalar")
+}
+
+// concatGrad splits dy into the inputs' extents along the axis.
+func concatGrad(c *Context, n *onnxpb.NodeProto, dY []string) ([]string, error) {
+	axis, _, err := c.axisOf(n, n.Output[0], 0)
+	if err != nil {
+		return nil, err
+	}
+	sizes := make([]string, len(n.Input))
+	for i, in := range n.Input {
+		sizes[i] = c.dimSize(in, axis)
+	}
+	split := c.Op("Concat", sizes, "bw/"+n.Output[0]+".sizes", onnx.AttrInt("axis", 0))
+	parts := c.OpN("Split", []string{dY[0], split}, len(n.Input), "bw/"+n.Output[0]+".split", onnx.AttrInt("axis", axis))
+	out := grads(n)
+	for i, in := range n.Input {
+		if c.Needs(in) {
+			out[i] = parts[i]
+		}
+	}
+	return out, nil
+}
+
+// splitGrad concatenates the outputs' gradients, with zeros for outputs
+// no gradient reached.
+func splitGrad(c *Context, n *onnxpb.NodeProto, dY []string) ([]string, error) {
+	out := grads(n)
+	axis, _, err := c.axisOf(n, n.Input[0], 0)
+	if err != nil {
+		return nil, err
+	}
+	parts := make([]string, len(n.Output))
+	for i, o := range n.Output {
+		parts[i] = dY[i]
+		if parts[i] == "" {
+			parts[i] = c.zerosLike(o, o)
+		}
+	}
+	out[0] = c.Op("Concat", parts, "bw/"+n.Input[0], onnx.AttrInt("axis", axis))
+	return out, nil
+}
+
+// sliceGrad pads dy with zeros back to x's extent. Only unit steps are
+// supported; starts and ends are clamped as Slice clamps them.
+func sliceGrad(c *Context, n *onnxpb.NodeProto, dY []string) ([]string, error) {
+	out := grads(n)
+	x := n.Input[0]
+	r, err := c.Rank(x)
+	if err != nil {
+		return nil, err
+	}
+	starts, ok1 := c.constInts(n.Input[1])
+	ends, ok2 := c.constInts(n.Input[2])
+	if !ok1 || !ok2 {
+		return nil, fmt.Errorf("Slice starts and ends must be constants to differentiate")
+	}
+	axes := make([]int64, len(starts))
+	for i := range axes {
+		axes[i] = int64(i)
+	}
+	if len(n.Input) > 3 && n.Input[3] != "" {
+		a, ok := c.constInts(n.Input[3])
+		if !ok {
+			return nil, fmt.Errorf("Slice axes must be constants to differentiate")
+		}
+		axes = a
+	}
+	if len(n.Input) > 4 && n.Input[4] != "" {
+		steps, ok := c.constInts(n.Input[4])
+		if !ok {
+			return nil, fmt.Errorf("Slice steps must be constants to differentiate")
+		}
+		for _, s := range steps {
+			if s != 1 {
+				return nil, fmt.Errorf("Slice with step %d is not supported", s)
+			}
+		}
+	}
+	// pads = [begin_0..begin_{r-1}, end_0..end_{r-1}], computed per sliced
+	// axis as start and dim − end, clamped to [0, dim].
+	begin := make([]string, r)
+	end := make([]string, r)
+	zero := c.Ints(0)
+	for i := range begin {
+		begin[i], end[i] = zero, zero
+	}
+	for i, a := range axes {
+		if a < 0 {
+			a += int64(r)
+		}
+		dim := c.dimSize(x, a)
+		clamp := func(v int64, hint string) string {
+			t := c.Ints(v)
+			if v < 0 {
+				t = c.Op("Add", []string{dim, t}, hint+".neg")
+			}
+			return c.Op("Min", []string{c.Op("Max", []string{t, zero}, hint+".lo"), dim}, hint)
+		}
+		s := clamp(starts[i], "bw/"+x+".start")
+		e := clamp(ends[i], "bw/"+x+".end")
+		begin[a] = s
+		end[a] = c.Op("Sub", []string{dim, c.Op("Max", []string{e, s}, "bw/"+x+".endmax")}, "bw/"+x+".after")
+	}
+	pads := c.Op("Concat", append(begin, end...), "bw/"+x+".pads", onnx.AttrInt("axis", 0))
+	out[0] = c.Op("Pad", []string{dY[0], pads}, "bw/"+x)
+	return out, nil
+}
+
+// gatherGrad scatters dy back into zeros shaped like the table, adding the
+// rows of repeated indices (an embedding looked up twice gets both
+// gradients). Other axes are moved to the front and back again.
+func gatherGrad(c *Context, n *onnxpb.NodeProto, dY []string) ([]string, error) {
+	out := grads(n)
+	data, idx := n.Input[0], n.Input[1]
+	if !c.Needs(data) {
+		return out, nil
+	}
+	axis, r, err := c.axisOf(n, data, 0)
+	if err != nil {
+		return nil, err
+	}
+	ri, err := c.Rank(idx)
+	if err != nil {
+		return nil, err
+	}
+	h := "bw/" + data
+	dy := dY[0]
+	table := data
+	if axis != 0 {
+		// Move the gathered axis to the front of the table and of dy.
+		perm := []int64{axis}
+		for i := int64(0); i < int64(r); i++ {
+			if i != axis {
+				perm = append(perm, i)
+			}
+		}
+		table = c.Op("Transpose", []string{data}, h+".front", onnx.AttrInts("perm", perm...))
+		// dy has axes [data[:axis], idx..., data[axis+1:]]; bring idx axes first.
+		var dperm []int64
+		for i := int64(0); i < int64(ri); i++ {
+			dperm = append(dperm, axis+i)
+		}
+		for i := int64(0); i < axis; i++ {
+			dperm = append(dperm, i)
+		}
+		for i := axis + int64(ri); i < int64(r-1+ri); i++ {
+			dperm = append(dperm, i)
+		}
+		dy = c.Op("Transpose", []string{dy}, h+".dyfront", onnx.AttrInts("perm", dperm...))
+	}
+	// Negative indices count from the end, as Gather allows.
+	rows := c.dimScalar(data, axis)
+	idx64 := c.Op("Cast", []string{idx}, h+".idx64", onnx.AttrInt("to", int64(onnx.Int64)))
+	neg := c.Op("Less", []string{idx64, c.Int(0)}, h+".negidx")
+	fixed := c.Op("Where", []string{neg, c.Op("Add", []string{idx64, rows}, h+".wrapped"), idx64}, h+".index")
+	indices := c.Op("Unsqueeze", []string{fixed, c.Ints(-1)}, h+".indices")
+	zeros := c.zerosLike(table, data)
+	g := c.Op("ScatterND", []string{zeros, indices, dy}, h+".scatter", onnx.AttrString("reduction", "add"))
+	if axis != 0 {
+		inv := make([]int64, r)
+		inv[axis] = 0
+		for i, j := int64(0), int64(1); i < int64(r); i++ {
+			if i == axis {
+				continue
+			}
+			inv[i] = j
+			j++
+		}
+		g = c.Op("Transpose", []string{g}, h, onnx.AttrInts("perm", inv...))
+	}
+	out[0] = g
+	return out, nil
+}
+
+// gatherElementsGrad scatters dy back to the positions it was read from,
+// adding repeats (the cross-entropy picks one log-probability per row).
+func gatherElementsGrad(c *Context, n *onnxpb.NodeProto, dY []string) ([]string, error) {
+	out := grads(n)
+	data, idx := n.Input[0], n.Input[1]
+	if !c.Needs(data) {
+		return out, nil
+	}
+	axis, _, err := c.axisOf(n, data, 0)
+	if err != nil {
+		return nil, err
+	}
+	h := "bw/" + data
+	idx64 := c.Op("Cast", []string{idx}, h+".idx64", onnx.AttrInt("to", int64(onnx.Int64)))
+	size := c.dimScalar(data, axis)
+	neg := c.Op("Less", []string{idx64, c.Int(0)}, h+".negidx")
+	fixed := c.Op("Where", []string{neg, c.Op("Add", []string{idx64, size}, h+".wrapped"), idx64}, h+".index")
+	out[0] = c.Op("ScatterElements", []string{c.zerosLike(data, data), fixed, dY[0]}, h,
+		onnx.AttrInt("axis", axis), onnx.AttrString("reduction", "add"))
+	return out, nil
+}

@@ -1,0 +1,319 @@
+// Package train turns a model folder into training artifacts and, in later
+// stages, runs the training loop. graph.go builds train.onnx: the forward
+// graph with its trainable tensors as inputs, the loss of the objective,
+// the gradient of every trainable tensor (package onnx/grad), and one
+// magnitude vector per linear layer for MIGU (package migu).
+package train
+
+import (
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+
+	"github.com/migu-ml/migu/internal/atomicfile"
+	"github.com/migu-ml/migu/internal/badinput"
+	"github.com/migu-ml/migu/migu"
+	"github.com/migu-ml/migu/modeldir"
+	"github.com/migu-ml/migu/onnx"
+	"github.com/migu-ml/migu/onnx/grad"
+	"github.com/migu-ml/migu/onnx/onnxpb"
+	"google.golang.org/protobuf/proto"
+)
+
+// File names of the training artifacts inside an output folder.
+const (
+	GraphFile    = "train.onnx"
+	GraphData    = "train.onnx.data"
+	ArtifactFile = "train.json"
+)
+
+// IgnoreIndex marks label positions that do not count in the loss, as in
+// PyTorch's cross-entropy.
+const IgnoreIndex = -100
+
+// Trainable selects which tensors become trainable graph inputs.
+type Trainable string
+
+const (
+	// TrainLinear trains every linear weight listed in migu.json (tied
+	// embeddings included, through the head that shares them).
+	TrainLinear Trainable = "linear"
+	// TrainAll trains every float initializer that is a model parameter:
+	// all checkpoint tensors (embeddings, norms, biases too), but not the
+	// constants the exporter added (rotary frequencies, masks, scalars).
+	TrainAll Trainable = "all"
+)
+
+// GraphOptions configure BuildGraph.
+type GraphOptions struct {
+	// Objective overrides the manifest's: clm, seq2seq, mlm or cls.
+	Objective string
+	// Trainable picks the trained tensors; Names, when set, lists them
+	// explicitly instead.
+	Trainable Trainable
+	Names     []string
+	// Taps adds MIGU's magnitude outputs (one per linear layer).
+	Taps bool
+	// TapsSkipPadding leaves padding positions out of the magnitudes; by
+	// default they count, as in the authors' code.
+	TapsSkipPadding bool
+}
+
+// IO names one graph input or output of the artifact.
+type IO struct {
+	Name  string `json:"name"`
+	DType string `json:"dtype"`
+	Shape string `json:"shape"`
+}
+
+// Param is a trainable tensor: a graph input whose initial value is the
+// forward model's initializer of the same name.
+type Param struct {
+	Name  string  `json:"name"`
+	Shape []int64 `json:"shape"`
+	Grad  string  `json:"grad"` // the output holding its gradient
+}
+
+// Tap is a magnitude output of one linear layer.
+type Tap struct {
+	Linear string `json:"linear"` // migu.json linear name
+	Output string `json:"output"` // graph output, shape [d_out]
+	DOut   int64  `json:"d_out"`
+}
+
+// Artifact is train.json: what train.onnx takes and gives.
+type Artifact struct {
+	Format    int     `json:"format"`
+	Objective string  `json:"objective"`
+	Inputs    []IO    `json:"inputs"` // data inputs (ids, masks, labels)
+	Params    []Param `json:"params"`
+	Loss      string  `json:"loss"`
+	Taps      []Tap   `json:"taps,omitempty"`
+	Nodes     int     `json:"nodes"`
+	GradNodes int     `json:"grad_nodes"`
+}
+
+// BuildGraph writes train.onnx (+ external data) and train.json for the
+// model folder dir into out (which must exist).
+func BuildGraph(dir, out string, opt GraphOptions) (*Artifact, error) {
+	man, err := modeldir.ReadManifest(dir)
+	if err != nil {
+		return nil, err
+	}
+	m, err := onnx.Load(filepath.Join(dir, modeldir.ModelFile))
+	if err != nil {
+		return nil, err
+	}
+	defer m.Close()
+	art, err := Build(m, man, opt)
+	if err != nil {
+		return nil, err
+	}
+	if err := m.Save(filepath.Join(out, GraphFile), onnx.SaveOptions{External: onnx.ExternalAll, DataFile: GraphData}); err != nil {
+		return nil, err
+	}
+	data, err := json.MarshalIndent(art, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	return art, atomicfile.WriteFile(filepath.Join(out, ArtifactFile), append(data, '\n'))
+}
+
+// Build rewrites the forward model m in place into the training graph.
+func Build(m *onnx.Model, man *modeldir.Manifest, opt GraphOptions) (*Artifact, error) {
+	objective := opt.Objective
+	if objective == "" {
+		objective = man.Objective
+	}
+	g := m.Graph()
+	names, err := trainableNames(g, man, opt)
+	if err != nil {
+		return nil, err
+	}
+	art := &Artifact{Format: 1, Objective: objective}
+	if len(man.Outputs) == 0 || g.Output(man.Outputs[0]) == nil {
+		return nil, badinput.Errorf("the graph has no output %q", strings.Join(man.Outputs, ", "))
+	}
+	logits := man.Outputs[0]
+
+	// Trainable tensors become inputs.
+	for _, name := range names {
+		t := g.RemoveInitializer(name)
+		g.AddInput(name, onnx.DType(t.GetDataType()), dims(t.Dims))
+		art.Params = append(art.Params, Param{Name: name, Shape: t.Dims})
+	}
+	loss, err := addLoss(g, man, objective, logits)
+	if err != nil {
+		return nil, err
+	}
+	var taps []migu.Tap
+	if opt.Taps {
+		fwd, err := onnx.InferShapes(m)
+		if err != nil {
+			return nil, err
+		}
+		taps, err = migu.AddTaps(g, fwd, man, opt.TapsSkipPadding)
+		if err != nil {
+			return nil, err
+		}
+	}
+	// The forward outputs are not needed for training: the loss replaces
+	// them.
+	for _, o := range man.Outputs {
+		g.RemoveOutput(o)
+	}
+	g.AddOutput(loss, onnx.Float, onnx.Shape{onnx.D(1)})
+	art.Loss = loss
+	art.Nodes = len(g.P.Node)
+
+	shapes, err := onnx.InferShapes(m)
+	if err != nil {
+		return nil, err
+	}
+	res, err := grad.Differentiate(g, shapes, loss, names)
+	if err != nil {
+		return nil, err
+	}
+	art.GradNodes = res.Nodes
+	consumers := g.Consumers()
+	for i := range art.Params {
+		p := &art.Params[i]
+		out := "grad/" + p.Name
+		v := res.Grads[p.Name]
+		// A gradient value used nowhere else takes the output name; one that
+		// is also an operand elsewhere (or an input) is copied out.
+		if len(consumers[v]) == 0 && g.Input(v) == nil && g.Initializer(v) == nil && g.Output(v) == nil {
+			g.Rename(v, out)
+		} else {
+			g.AddNode(&onnxpb.NodeProto{OpType: proto.String("Identity"), Name: proto.String(out + "/Identity"), Input: []string{v}, Output: []string{out}})
+		}
+		g.AddOutput(out, onnx.Float, dims(p.Shape))
+		p.Grad = out
+	}
+	for _, t := range taps {
+		g.AddOutput(t.Output, onnx.Float, onnx.Shape{onnx.D(t.DOut)})
+		art.Taps = append(art.Taps, Tap{Linear: t.Linear, Output: t.Output, DOut: t.DOut})
+	}
+	for _, vi := range g.P.Input {
+		if slices.ContainsFunc(art.Params, func(p Param) bool { return p.Name == vi.GetName() }) {
+			continue
+		}
+		dt, shape, _ := onnx.TensorType(vi)
+		art.Inputs = append(art.Inputs, IO{Name: vi.GetName(), DType: dt.String(), Shape: shape.String()})
+	}
+	if err := g.TopoSort(); err != nil {
+		return nil, err
+	}
+	return art, nil
+}
+
+// trainableNames resolves GraphOptions to initializer names, sorted.
+func trainableNames(g *onnx.Graph, man *modeldir.Manifest, opt GraphOptions) ([]string, error) {
+	set := map[string]bool{}
+	switch {
+	case len(opt.Names) > 0:
+		for _, n := range opt.Names {
+			t := g.Initializer(n)
+			if t == nil {
+				return nil, badinput.Errorf("--trainable %q is not an initializer of the model", n)
+			}
+			if !onnx.DType(t.GetDataType()).IsFloat() {
+				return nil, badinput.Errorf("--trainable %q is %v, not a float tensor", n, onnx.DType(t.GetDataType()))
+			}
+			set[n] = true
+		}
+	case opt.Trainable == TrainAll:
+		for _, t := range g.P.Initializer {
+			if onnx.DType(t.GetDataType()).IsFloat() && isParameter(t.GetName()) {
+				set[t.GetName()] = true
+			}
+		}
+	case opt.Trainable == TrainLinear || opt.Trainable == "":
+		for _, l := range man.Linears {
+			set[l.Weight] = true
+		}
+	default:
+		return nil, badinput.Errorf("unknown trainable selection %q (linear, all, or a list of names)", opt.Trainable)
+	}
+	names := make([]string, 0, len(set))
+	for n := range set {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	if len(names) == 0 {
+		return nil, badinput.Errorf("nothing to train: the selection matches no tensor")
+	}
+	return names, nil
+}
+
+// isParameter tells checkpoint tensors (named after modules, ending in
+// .weight or .bias, or bare names from other exporters) from the constants
+// exporters add (const_*, ints_*, rope.inv_freq, bucket tables).
+func isParameter(name string) bool {
+	return strings.HasSuffix(name, ".weight") || strings.HasSuffix(name, ".bias")
+}
+
+func dims(d []int64) onnx.Shape {
+	s := make(onnx.Shape, len(d))
+	for i, v := range d {
+		s[i] = onnx.D(v)
+	}
+	return s
+}
+
+// addLoss appends the mean cross-entropy over non-ignored label positions
+// and returns its name (shape [1]). Labels are an int64 graph input:
+// [batch, seq] aligned with the tokens for clm (shifted here: position t
+// predicts label t+1) and mlm, [batch, tgt] for seq2seq, [batch] for cls.
+func addLoss(g *onnx.Graph, man *modeldir.Manifest, objective, logits string) (string, error) {
+	var labelShape onnx.Shape
+	switch objective {
+	case "clm", "mlm":
+		labelShape = onnx.Shape{onnx.Sym("batch"), onnx.Sym("seq")}
+	case "seq2seq":
+		labelShape = onnx.Shape{onnx.Sym("batch"), onnx.Sym("tgt_seq")}
+	case "cls":
+		labelShape = onnx.Shape{onnx.Sym("batch")}
+	default:
+		return "", badinput.Errorf("objective %q is not one of clm, seq2seq, mlm, cls", objective)
+	}
+	if man.Objective == "cls" && objective != "cls" || man.Objective != "cls" && objective == "cls" {
+		return "", badinput.Errorf("objective %s does not fit a model whose head is for %s", objective, man.Objective)
+	}
+	if man.Objective == "seq2seq" && objective != "seq2seq" {
+		return "", badinput.Errorf("a seq2seq model trains with objective seq2seq, not %s", objective)
+	}
+	g.AddInput("labels", onnx.Int64, labelShape)
+	labels := "labels"
+	i64 := func(hint string, v ...int64) string { return g.ConstInt64(hint, []int64{int64(len(v))}, v...) }
+	if objective == "clm" {
+		// Shift left: the label of position t is token t+1; the last
+		// position has none.
+		rest := g.Op("Slice", []string{labels, i64("loss/one", 1), i64("loss/end", 1<<62), i64("loss/axis1", 1)}, "loss/next")
+		batch := g.Op("Slice", []string{g.Op("Shape", []string{labels}, "loss/lshape"), i64("loss/zero", 0), i64("loss/one_", 1)}, "loss/batch")
+		pad := g.Op("ConstantOfShape", []string{g.Op("Concat", []string{batch, i64("loss/one__", 1)}, "loss/padshape", onnx.AttrInt("axis", 0))}, "loss/pad",
+			onnx.AttrTensor("value", onnx.Int64Tensor("v", []int64{1}, []int64{IgnoreIndex})))
+		labels = g.Op("Concat", []string{rest, pad}, "loss/shifted", onnx.AttrInt("axis", 1))
+	}
+	classes := man.VocabSize
+	if objective == "cls" {
+		classes = int64(man.NumLabels)
+	}
+	flat := g.Op("Reshape", []string{logits, i64("loss/flat_shape", -1, classes)}, "loss/logits")
+	target := g.Op("Reshape", []string{labels, i64("loss/flat_labels", -1)}, "loss/target")
+	valid := g.Op("Not", []string{g.Op("Equal", []string{target, g.ConstInt64("loss/ignore", nil, IgnoreIndex)}, "loss/ignored")}, "loss/valid")
+	safe := g.Op("Where", []string{valid, target, g.ConstInt64("loss/zero_id", nil, 0)}, "loss/safe_target")
+	logp := g.Op("LogSoftmax", []string{flat}, "loss/logp", onnx.AttrInt("axis", -1))
+	picked := g.Op("GatherElements", []string{logp, g.Op("Unsqueeze", []string{safe, i64("loss/last", -1)}, "loss/index")}, "loss/picked", onnx.AttrInt("axis", 1))
+	w := g.Op("Cast", []string{valid}, "loss/weight", onnx.AttrInt("to", int64(onnx.Float)))
+	nll := g.Op("Neg", []string{g.Op("ReduceSum", []string{g.Op("Mul", []string{g.Op("Reshape", []string{picked, i64("loss/flat1", -1)}, "loss/picked_flat"), w}, "loss/masked")}, "loss/sum", onnx.AttrInt("keepdims", 1))}, "loss/nll")
+	count := g.Op("Max", []string{g.Op("ReduceSum", []string{w}, "loss/count", onnx.AttrInt("keepdims", 1)), g.Const("loss/min_count", []int64{1}, 1)}, "loss/denominator")
+	loss := g.Op("Div", []string{nll, count}, "loss")
+	if loss != "loss" {
+		return "", fmt.Errorf("the graph already has a value named loss")
+	}
+	return loss, nil
+}

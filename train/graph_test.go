@@ -1,0 +1,282 @@
+package train
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/migu-ml/migu/exporters"
+	"github.com/migu-ml/migu/internal/testenv"
+	"github.com/migu-ml/migu/modeldir"
+	"github.com/migu-ml/migu/onnx"
+	"github.com/migu-ml/migu/onnx/ort"
+)
+
+// torchGrads loads a Hugging Face checkpoint in transformers, computes the
+// loss for the feeds (labels included) in eval mode, back-propagates, and
+// writes the loss, every parameter's gradient and, through forward hooks on
+// every nn.Linear, Σ|y| per output feature.
+const torchGrads = `
+import json, sys
+import numpy as np, torch, transformers
+ckpt, cls, feeds_path, out = sys.argv[1:5]
+torch.manual_seed(0)
+model = getattr(transformers, cls).from_pretrained(ckpt).eval()
+feeds = {k: torch.tensor(v, dtype=torch.long) for k, v in json.load(open(feeds_path)).items()}
+if cls == "LlamaForCausalLM":
+    # migu's graph numbers positions by cumsum(attention_mask) - 1; HF's
+    # default arange differs only at padding, which the magnitudes count.
+    feeds["position_ids"] = (feeds["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+mags = {}
+def hook(name):
+    def f(mod, inp, outp):
+        mags[name] = outp.detach().abs().reshape(-1, outp.shape[-1]).sum(0)
+    return f
+for name, mod in model.named_modules():
+    if isinstance(mod, torch.nn.Linear):
+        mod.register_forward_hook(hook(name))
+loss = model(**feeds).loss
+loss.backward()
+index = {"loss": float(loss), "grads": {}, "mags": {}}
+with open(out + "/tensors.bin", "wb") as f:
+    off = 0
+    def put(kind, name, t):
+        global off
+        a = np.ascontiguousarray(t.detach().float().numpy(), dtype="<f4")
+        f.write(a.tobytes())
+        index[kind][name] = [off, a.size]
+        off += a.nbytes
+    for name, p in model.named_parameters():
+        if p.grad is not None:
+            put("grads", name, p.grad)
+    for name, m in mags.items():
+        put("mags", name, m)
+json.dump(index, open(out + "/index.json", "w"))
+`
+
+type torchRef struct {
+	Loss  float64             `json:"loss"`
+	Grads map[string][2]int64 `json:"grads"`
+	Mags  map[string][2]int64 `json:"mags"`
+	data  []byte
+}
+
+func (r *torchRef) get(kind map[string][2]int64, name string) ([]float32, bool) {
+	e, ok := kind[name]
+	if !ok {
+		return nil, false
+	}
+	off, n := e[0], e[1]
+	out := make([]float32, n)
+	for i := range out {
+		out[i] = math.Float32frombits(binary.LittleEndian.Uint32(r.data[off+4*int64(i):]))
+	}
+	return out, true
+}
+
+func runTorch(t *testing.T, ckpt, class string, feeds map[string][][]int64) *torchRef {
+	t.Helper()
+	dir := t.TempDir()
+	fp := filepath.Join(dir, "feeds.json")
+	raw, _ := json.Marshal(feeds)
+	os.WriteFile(fp, raw, 0o644)
+	testenv.RunPython(t, torchGrads, ckpt, class, fp, dir)
+	ref := &torchRef{}
+	idx, err := os.ReadFile(filepath.Join(dir, "index.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(idx, ref); err != nil {
+		t.Fatal(err)
+	}
+	if ref.data, err = os.ReadFile(filepath.Join(dir, "tensors.bin")); err != nil {
+		t.Fatal(err)
+	}
+	return ref
+}
+
+// runTrain builds train.onnx for a model folder and runs it once on feeds,
+// returning every output by name.
+func runTrain(t *testing.T, modelDir string, feeds map[string][][]int64, opt GraphOptions) (*Artifact, map[string][]float32) {
+	t.Helper()
+	if err := ort.Init(ort.InitOptions{LibraryPath: testenv.ORTLib(t)}); err != nil {
+		t.Fatal(err)
+	}
+	out := t.TempDir()
+	art, err := BuildGraph(modelDir, out, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := onnx.Load(filepath.Join(modelDir, modeldir.ModelFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	g := m.Graph()
+	in := map[string]ort.Value{}
+	for _, p := range art.Params {
+		vals, err := m.Float32s(g.Initializer(p.Name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, err := ort.NewTensor(vals, p.Shape...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		in[p.Name] = v
+	}
+	for name, rows := range feeds {
+		var flat []int64
+		shape := []int64{int64(len(rows))}
+		for _, r := range rows {
+			flat = append(flat, r...)
+		}
+		if len(rows[0]) > 1 || name != "labels" || art.Objective != "cls" {
+			shape = append(shape, int64(len(rows[0])))
+		}
+		v, err := ort.NewTensor(flat, shape...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		in[name] = v
+	}
+	s, err := ort.NewSession(filepath.Join(out, GraphFile), ort.SessionOptions{Threads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	outs, err := s.Run(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := map[string][]float32{}
+	for i, info := range s.Outputs() {
+		res[info.Name] = append([]float32(nil), outs[i].(*ort.Tensor[float32]).Data()...)
+		outs[i].Close()
+	}
+	for _, v := range in {
+		v.Close()
+	}
+	return art, res
+}
+
+// closeTo checks max|got − want| ≤ tol · max(max|want|, 1e-3).
+func closeTo(t *testing.T, what string, got, want []float32, tol float64) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("%s: %d values, reference has %d", what, len(got), len(want))
+	}
+	var diff, scale float64
+	for i := range got {
+		diff = math.Max(diff, math.Abs(float64(got[i]-want[i])))
+		scale = math.Max(scale, math.Abs(float64(want[i])))
+	}
+	if math.IsNaN(diff) || diff > tol*math.Max(scale, 1e-3) {
+		t.Errorf("%s: max |Δ| = %.3g, reference scale %.3g (relative %.2g > %.g)", what, diff, scale, diff/math.Max(scale, 1e-3), tol)
+	}
+}
+
+// transposed returns the [cols, rows] transpose of a row-major matrix.
+func transposed(v []float32, rows, cols int64) []float32 {
+	out := make([]float32, len(v))
+	for r := int64(0); r < rows; r++ {
+		for c := int64(0); c < cols; c++ {
+			out[c*rows+r] = v[r*cols+c]
+		}
+	}
+	return out
+}
+
+// The loss, every gradient and every magnitude tap of train.onnx equal
+// PyTorch autograd and forward hooks on the same checkpoint and batch.
+func TestTrainGraphMatchesPyTorch(t *testing.T) {
+	ids := [][]int64{{5, 9, 12, 3, 7, 20}, {4, 8, 31, 6, 1, 1}}
+	mask := [][]int64{{1, 1, 1, 1, 1, 1}, {1, 1, 1, 1, 0, 0}}
+	cases := []struct {
+		arch, class string
+		feeds       map[string][][]int64
+		trainable   Trainable
+	}{
+		{"llama", "LlamaForCausalLM", map[string][][]int64{"input_ids": ids, "attention_mask": mask,
+			"labels": {{5, 9, 12, 3, 7, 20}, {4, 8, 31, 6, -100, -100}}}, TrainAll},
+		{"roberta", "RobertaForMaskedLM", map[string][][]int64{"input_ids": ids, "attention_mask": mask,
+			"labels": {{-100, 9, -100, 3, -100, -100}, {4, -100, -100, 6, -100, -100}}}, TrainAll},
+		{"t5", "T5ForConditionalGeneration", map[string][][]int64{"input_ids": ids, "attention_mask": mask,
+			"decoder_input_ids": {{0, 7, 9, 2}, {0, 5, 1, 0}}, "decoder_attention_mask": {{1, 1, 1, 1}, {1, 1, 1, 0}},
+			"labels": {{7, 9, 2, 1}, {5, 1, 2, -100}}}, TrainLinear},
+	}
+	for _, c := range cases {
+		t.Run(c.arch, func(t *testing.T) {
+			root := t.TempDir()
+			hf, model := filepath.Join(root, "hf"), filepath.Join(root, "model")
+			if _, err := exporters.Init(hf, exporters.InitOptions{Arch: c.arch, Preset: "tiny", VocabSize: 600}); err != nil {
+				t.Fatal(err)
+			}
+			man, err := exporters.Export(hf, model)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ref := runTorch(t, hf, c.class, c.feeds)
+			art, got := runTrain(t, model, c.feeds, GraphOptions{Trainable: c.trainable, Taps: true})
+			closeTo(t, "loss", got[art.Loss], []float32{float32(ref.Loss)}, 1e-5)
+			transposedWeight := map[string][2]int64{}
+			for _, l := range man.Linears {
+				if l.Tied == "" {
+					transposedWeight[l.Weight] = [2]int64{l.DOut, l.DIn}
+				}
+			}
+			for _, p := range art.Params {
+				want, ok := ref.get(ref.Grads, p.Name)
+				if !ok {
+					t.Errorf("PyTorch has no gradient for %s", p.Name)
+					continue
+				}
+				if rc, ok := transposedWeight[p.Name]; ok {
+					want = transposed(want, rc[0], rc[1])
+				}
+				closeTo(t, "grad "+p.Name, got[p.Grad], want, 1e-5)
+			}
+			for _, tap := range art.Taps {
+				want, ok := ref.get(ref.Mags, tap.Linear)
+				if !ok {
+					t.Errorf("no PyTorch hook recorded %s", tap.Linear)
+					continue
+				}
+				closeTo(t, "magnitude "+tap.Linear, got[tap.Output], want, 1e-5)
+			}
+			if len(art.Taps) != len(man.Linears) {
+				t.Errorf("%d taps for %d linears", len(art.Taps), len(man.Linears))
+			}
+			t.Logf("%s: loss %.6f, %d params, %d taps, %d forward + %d gradient nodes", c.arch, ref.Loss, len(art.Params), len(art.Taps), art.Nodes, art.GradNodes)
+		})
+	}
+}
+
+// A graph with ops that have no gradient rule fails with one message that
+// names every such op type and a node of each.
+func TestMissingRulesAreListed(t *testing.T) {
+	m := onnx.New("g", nil)
+	g := m.Graph()
+	g.AddInput("x", onnx.Float, onnx.Shape{onnx.D(2), onnx.D(3)})
+	g.AddInitializer(onnx.Float32Tensor("w.weight", []int64{3, 3}, make([]float32, 9)))
+	h := g.Op("MatMul", []string{"x", "w.weight"}, "h")
+	h = g.Op("Celu", []string{h}, "celu")
+	h = g.Op("HardSwish", []string{h}, "hs")
+	h = g.Op("Celu", []string{h}, "celu2")
+	g.AddOutput(h, onnx.Float, nil)
+	man := &modeldir.Manifest{Format: 1, Architecture: "test", Objective: "cls", Inputs: []string{"x"}, Outputs: []string{h}, NumLabels: 3,
+		Linears: []modeldir.Linear{{Name: "w", Role: modeldir.RoleHead, Weight: "w.weight", Node: "h/MatMul", Output: "h", DIn: 3, DOut: 3}}}
+	_, err := Build(m, man, GraphOptions{})
+	if err == nil {
+		t.Fatal("built a training graph through ops without rules")
+	}
+	for _, want := range []string{"2 op type(s)", "Celu (e.g. node", "HardSwish (e.g. node"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q lacks %q", err, want)
+		}
+	}
+}
