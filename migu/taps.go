@@ -29,7 +29,7 @@ const TapPrefix = "magnitude/"
 // decoder_attention_mask for T5's decoder and head) are left out; by
 // default they count, as in the authors' code. One ReduceL1 per layer, no
 // copy of |y|.
-func AddTaps(g *onnx.Graph, ranks Ranks, man *modeldir.Manifest, skipPadding bool) ([]Tap, error) {
+func AddTaps(g *onnx.Graph, opset int64, ranks Ranks, man *modeldir.Manifest, skipPadding bool) ([]Tap, error) {
 	taps := make([]Tap, 0, len(man.Linears))
 	masks := map[string]string{}
 	for _, l := range man.Linears {
@@ -57,7 +57,7 @@ func AddTaps(g *onnx.Graph, ranks Ranks, man *modeldir.Manifest, skipPadding boo
 			axes = append(axes, int64(i))
 		}
 		out := TapPrefix + l.Name
-		name := g.Op("ReduceL1", []string{y, g.ConstInt64(TapPrefix+"axes", []int64{int64(len(axes))}, axes...)}, out, onnx.AttrInt("keepdims", 0))
+		name := g.Reduce(opset, "ReduceL1", y, axes, false, out)
 		if name != out {
 			g.Rename(name, out)
 		}

@@ -499,3 +499,19 @@ func NodeLabel(n *onnxpb.NodeProto) string {
 	}
 	return fmt.Sprintf("%s -> %s", n.GetOpType(), strings.Join(n.Output, ", "))
 }
+
+// Reduce appends a Reduce* node (ReduceSum, ReduceMean, ReduceL1, …) over
+// constant axes in the form the model's default-domain opset expects: axes
+// as an input (ReduceSum from opset 13, the others from 18) or as an
+// attribute before that.
+func (g *Graph) Reduce(opset int64, op, x string, axes []int64, keepdims bool, hint string) string {
+	keep := int64(0)
+	if keepdims {
+		keep = 1
+	}
+	inputAxes := opset >= 18 || op == "ReduceSum" && opset >= 13
+	if inputAxes {
+		return g.Op(op, []string{x, g.ConstInt64(hint+".axes", []int64{int64(len(axes))}, axes...)}, hint, AttrInt("keepdims", keep))
+	}
+	return g.Op(op, []string{x}, hint, AttrInts("axes", axes...), AttrInt("keepdims", keep))
+}

@@ -36,7 +36,8 @@ type Model struct {
 	// Path is the file the model was loaded from, if any (for messages).
 	Path string
 
-	ext *externalFiles
+	ext   *externalFiles
+	graph *Graph
 }
 
 // New returns an empty model with a named graph and the given opsets
@@ -108,8 +109,15 @@ func LoadBytes(data []byte, dir string) (*Model, error) {
 	return m, nil
 }
 
-// Graph returns the editing view of the main graph.
-func (m *Model) Graph() *Graph { return NewGraph(m.Proto.Graph) }
+// Graph returns the editing view of the main graph. Every call returns the
+// same view, so code that edits the model in turns shares one record of the
+// names in use.
+func (m *Model) Graph() *Graph {
+	if m.graph == nil || m.graph.P != m.Proto.Graph {
+		m.graph = NewGraph(m.Proto.Graph)
+	}
+	return m.graph
+}
 
 // Close releases the mapped external-data files. Tensor bytes obtained from
 // them must not be used afterwards.

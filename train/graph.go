@@ -155,7 +155,7 @@ func Build(m *onnx.Model, man *modeldir.Manifest, opt GraphOptions) (*Artifact, 
 		if err != nil {
 			return nil, err
 		}
-		taps, err = migu.AddTaps(g, fwd, man, opt.TapsSkipPadding)
+		taps, err = migu.AddTaps(g, m.Opset(""), fwd, man, opt.TapsSkipPadding)
 		if err != nil {
 			return nil, err
 		}
@@ -173,7 +173,7 @@ func Build(m *onnx.Model, man *modeldir.Manifest, opt GraphOptions) (*Artifact, 
 	if err != nil {
 		return nil, err
 	}
-	res, err := grad.Differentiate(g, shapes, loss, names)
+	res, err := grad.Differentiate(m, shapes, loss, names)
 	if err != nil {
 		return nil, err
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"math"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -210,50 +211,72 @@ func TestTrainGraphMatchesPyTorch(t *testing.T) {
 			"labels": {{7, 9, 2, 1}, {5, 1, 2, -100}}}, TrainLinear},
 	}
 	for _, c := range cases {
-		t.Run(c.arch, func(t *testing.T) {
-			root := t.TempDir()
-			hf, model := filepath.Join(root, "hf"), filepath.Join(root, "model")
-			if _, err := exporters.Init(hf, exporters.InitOptions{Arch: c.arch, Preset: "tiny", VocabSize: 600}); err != nil {
-				t.Fatal(err)
-			}
-			man, err := exporters.Export(hf, model)
-			if err != nil {
-				t.Fatal(err)
-			}
-			ref := runTorch(t, hf, c.class, c.feeds)
-			art, got := runTrain(t, model, c.feeds, GraphOptions{Trainable: c.trainable, Taps: true})
-			closeTo(t, "loss", got[art.Loss], []float32{float32(ref.Loss)}, 1e-5)
-			transposedWeight := map[string][2]int64{}
-			for _, l := range man.Linears {
-				if l.Tied == "" {
-					transposedWeight[l.Weight] = [2]int64{l.DOut, l.DIn}
+		root := t.TempDir()
+		hf := filepath.Join(root, "hf")
+		if _, err := exporters.Init(hf, exporters.InitOptions{Arch: c.arch, Preset: "tiny", VocabSize: 600}); err != nil {
+			t.Fatal(err)
+		}
+		ref := runTorch(t, hf, c.class, c.feeds)
+		for _, exporter := range []string{"go", "python"} {
+			t.Run(c.arch+"/"+exporter, func(t *testing.T) {
+				model := filepath.Join(root, "model-"+exporter)
+				man := exportWith(t, exporter, hf, model)
+				art, got := runTrain(t, model, c.feeds, GraphOptions{Trainable: c.trainable, Taps: true})
+				closeTo(t, "loss", got[art.Loss], []float32{float32(ref.Loss)}, 1e-5)
+				transposedWeight := map[string][2]int64{}
+				for _, l := range man.Linears {
+					if l.Tied == "" {
+						transposedWeight[l.Weight] = [2]int64{l.DOut, l.DIn}
+					}
 				}
-			}
-			for _, p := range art.Params {
-				want, ok := ref.get(ref.Grads, p.Name)
-				if !ok {
-					t.Errorf("PyTorch has no gradient for %s", p.Name)
-					continue
+				for _, p := range art.Params {
+					want, ok := ref.get(ref.Grads, p.Name)
+					if !ok {
+						t.Errorf("PyTorch has no gradient for %s", p.Name)
+						continue
+					}
+					if rc, ok := transposedWeight[p.Name]; ok {
+						want = transposed(want, rc[0], rc[1])
+					}
+					closeTo(t, "grad "+p.Name, got[p.Grad], want, 1e-5)
 				}
-				if rc, ok := transposedWeight[p.Name]; ok {
-					want = transposed(want, rc[0], rc[1])
+				for _, tap := range art.Taps {
+					want, ok := ref.get(ref.Mags, tap.Linear)
+					if !ok {
+						t.Errorf("no PyTorch hook recorded %s", tap.Linear)
+						continue
+					}
+					closeTo(t, "magnitude "+tap.Linear, got[tap.Output], want, 1e-5)
 				}
-				closeTo(t, "grad "+p.Name, got[p.Grad], want, 1e-5)
-			}
-			for _, tap := range art.Taps {
-				want, ok := ref.get(ref.Mags, tap.Linear)
-				if !ok {
-					t.Errorf("no PyTorch hook recorded %s", tap.Linear)
-					continue
+				if len(art.Taps) != len(man.Linears) {
+					t.Errorf("%d taps for %d linears", len(art.Taps), len(man.Linears))
 				}
-				closeTo(t, "magnitude "+tap.Linear, got[tap.Output], want, 1e-5)
-			}
-			if len(art.Taps) != len(man.Linears) {
-				t.Errorf("%d taps for %d linears", len(art.Taps), len(man.Linears))
-			}
-			t.Logf("%s: loss %.6f, %d params, %d taps, %d forward + %d gradient nodes", c.arch, ref.Loss, len(art.Params), len(art.Taps), art.Nodes, art.GradNodes)
-		})
+				t.Logf("%s from the %s exporter: loss %.6f, %d params, %d taps, %d forward + %d gradient nodes", c.arch, exporter, ref.Loss, len(art.Params), len(art.Taps), art.Nodes, art.GradNodes)
+			})
+		}
 	}
+}
+
+// exportWith writes a model folder with the Go exporter or with
+// python/export (torch.onnx.export of the transformers class).
+func exportWith(t *testing.T, exporter, hf, out string) *modeldir.Manifest {
+	t.Helper()
+	if exporter == "go" {
+		man, err := exporters.Export(hf, out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return man
+	}
+	script := filepath.Join(testenv.Root(), "python", "export", "export.py")
+	if b, err := exec.Command(testenv.Python(t), script, hf, out).CombinedOutput(); err != nil {
+		t.Fatalf("export.py: %v\n%s", err, b)
+	}
+	man, err := modeldir.ReadManifest(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return man
 }
 
 // A graph with ops that have no gradient rule fails with one message that

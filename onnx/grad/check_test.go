@@ -158,7 +158,7 @@ func checkGradient(t *testing.T, c gradCase) {
 	if err := m.Save(lossOnly, onnx.SaveOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	res, err := Differentiate(g, shapes, loss, wrt)
+	res, err := Differentiate(m, shapes, loss, wrt)
 	if err != nil {
 		t.Fatalf("Differentiate: %v", err)
 	}

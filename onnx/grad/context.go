@@ -17,12 +17,16 @@ import (
 type Shapes interface {
 	Type(value string) (onnx.DType, onnx.Shape, bool)
 	SameShape(a, b string) bool
+	// Values gives the contents of small integer tensors (shape
+	// computations) where inference could follow them.
+	Values(value string) ([]onnx.Dim, bool)
 }
 
 // Context is handed to every rule: it adds nodes to the graph and answers
 // questions about forward values.
 type Context struct {
 	g      *onnx.Graph
+	opset  int64 // default-domain opset of the model
 	shapes Shapes
 	needs  map[string]bool
 	consts map[string]string

@@ -53,14 +53,23 @@ type Result struct {
 	Nodes int
 }
 
-// Differentiate appends to g the gradient of loss (a float tensor; its
+// MinOpset is the oldest default-domain opset the rules emit for (axes as
+// inputs of ReduceSum, Split, Squeeze and Unsqueeze).
+const MinOpset = 13
+
+// Differentiate appends to m's graph the gradient of loss (a float tensor; its
 // gradient seed is 1 everywhere, so a shape-[1] loss gives d loss / d x)
 // with respect to each value in wrt, and returns the gradient value names.
 // A tensor in wrt that does not influence the loss gets a zero gradient of
 // its shape. Every op on a path from wrt to loss needs a rule; otherwise
 // the error lists each missing op type with one node that uses it.
-func Differentiate(g *onnx.Graph, shapes Shapes, loss string, wrt []string) (*Result, error) {
-	c := &Context{g: g, shapes: shapes, consts: map[string]string{}}
+func Differentiate(m *onnx.Model, shapes Shapes, loss string, wrt []string) (*Result, error) {
+	opset := m.Opset("")
+	if opset < MinOpset {
+		return nil, badinput.Errorf("the model imports ONNX opset %d; differentiation needs opset %d or newer (re-export it)", opset, MinOpset)
+	}
+	g := m.Graph()
+	c := &Context{g: g, opset: opset, shapes: shapes, consts: map[string]string{}}
 	before := len(g.P.Node)
 	c.needs = activePaths(g, shapes, loss, wrt)
 	if err := checkRules(g, c); err != nil {

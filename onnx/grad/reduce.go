@@ -29,9 +29,9 @@ func (c *Context) reduceAxes(n *onnxpb.NodeProto) ([]int64, bool, error) {
 	if a := onnx.GetAttr(n, "axes"); a != nil {
 		axes = a.Ints
 	} else if len(n.Input) > 1 && n.Input[1] != "" {
-		v, ok := c.constInts(n.Input[1])
+		v, ok := c.intsOf(n.Input[1])
 		if !ok {
-			return nil, false, fmt.Errorf("reduction axes %q are not constant", n.Input[1])
+			return nil, false, fmt.Errorf("reduction axes %q are not known", n.Input[1])
 		}
 		axes = v
 	}
@@ -173,8 +173,8 @@ func layerNormGrad(c *Context, n *onnxpb.NodeProto, dY []string) ([]string, erro
 	}
 	if c.Needs(x) {
 		g := c.Op("Mul", []string{dy, n.Input[1]}, h+".g")
-		meanG := c.Op("ReduceMean", []string{g, c.Ints(normAxes...)}, h+".meang", onnx.AttrInt("keepdims", 1))
-		meanGX := c.Op("ReduceMean", []string{c.Op("Mul", []string{g, xhat}, h+".gxhat"), c.Ints(normAxes...)}, h+".meangx", onnx.AttrInt("keepdims", 1))
+		meanG := c.g.Reduce(c.opset, "ReduceMean", g, normAxes, true, h+".meang")
+		meanGX := c.g.Reduce(c.opset, "ReduceMean", c.Op("Mul", []string{g, xhat}, h+".gxhat"), normAxes, true, h+".meangx")
 		inner := c.Op("Sub", []string{c.Op("Sub", []string{g, meanG}, h+".gc"), c.Op("Mul", []string{xhat, meanGX}, h+".proj")}, h+".inner")
 		out[0] = c.Op("Mul", []string{inner, inv}, h)
 	}
@@ -187,6 +187,26 @@ func (c *Context) sumLeading(v string, axes []int64, hint string) string {
 		return v
 	}
 	return c.Op("ReduceSum", []string{v, c.Ints(axes...)}, hint, onnx.AttrInt("keepdims", 0))
+}
+
+// intsOf returns the contents of an integer tensor when they are known
+// numbers: a constant, or a shape computation the inference followed.
+func (c *Context) intsOf(name string) ([]int64, bool) {
+	if v, ok := c.constInts(name); ok {
+		return v, true
+	}
+	dims, ok := c.shapes.Values(name)
+	if !ok {
+		return nil, false
+	}
+	out := make([]int64, len(dims))
+	for i, d := range dims {
+		if !d.Known || d.Param != "" {
+			return nil, false
+		}
+		out[i] = d.Value
+	}
+	return out, true
 }
 
 // constInts reads an int64 (or int32) initializer or Constant output.

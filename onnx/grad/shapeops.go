@@ -138,8 +138,10 @@ func splitGrad(c *Context, n *onnxpb.NodeProto, dY []string) ([]string, error) {
 	return out, nil
 }
 
-// sliceGrad pads dy with zeros back to x's extent. Only unit steps are
-// supported; starts and ends are clamped as Slice clamps them.
+// sliceGrad pads dy with zeros back to x's extent. Axes and steps must be
+// known (constants, or computed from shapes the inference follows); only
+// unit steps are supported. Starts and ends may be runtime values (torch
+// exports compute them from shapes); they are clamped as Slice clamps them.
 func sliceGrad(c *Context, n *onnxpb.NodeProto, dY []string) ([]string, error) {
 	out := grads(n)
 	x := n.Input[0]
@@ -147,26 +149,27 @@ func sliceGrad(c *Context, n *onnxpb.NodeProto, dY []string) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	starts, ok1 := c.constInts(n.Input[1])
-	ends, ok2 := c.constInts(n.Input[2])
-	if !ok1 || !ok2 {
-		return nil, fmt.Errorf("Slice starts and ends must be constants to differentiate")
+	_, startsShape, err := c.Type(n.Input[1])
+	if err != nil {
+		return nil, err
 	}
-	axes := make([]int64, len(starts))
+	count, ok := startsShape.Fixed()
+	if !ok || len(count) != 1 {
+		return nil, fmt.Errorf("Slice starts %q must be a 1-D tensor of known length", n.Input[1])
+	}
+	axes := make([]int64, count[0])
 	for i := range axes {
 		axes[i] = int64(i)
 	}
 	if len(n.Input) > 3 && n.Input[3] != "" {
-		a, ok := c.constInts(n.Input[3])
-		if !ok {
-			return nil, fmt.Errorf("Slice axes must be constants to differentiate")
+		if axes, ok = c.intsOf(n.Input[3]); !ok {
+			return nil, fmt.Errorf("Slice axes %q must be known to differentiate", n.Input[3])
 		}
-		axes = a
 	}
 	if len(n.Input) > 4 && n.Input[4] != "" {
-		steps, ok := c.constInts(n.Input[4])
+		steps, ok := c.intsOf(n.Input[4])
 		if !ok {
-			return nil, fmt.Errorf("Slice steps must be constants to differentiate")
+			return nil, fmt.Errorf("Slice steps %q must be known to differentiate", n.Input[4])
 		}
 		for _, s := range steps {
 			if s != 1 {
@@ -174,34 +177,55 @@ func sliceGrad(c *Context, n *onnxpb.NodeProto, dY []string) ([]string, error) {
 			}
 		}
 	}
-	// pads = [begin_0..begin_{r-1}, end_0..end_{r-1}], computed per sliced
-	// axis as start and dim − end, clamped to [0, dim].
+	starts := c.sliceBounds(n.Input[1], len(axes))
+	ends := c.sliceBounds(n.Input[2], len(axes))
+	// pads = [begin_0..begin_{r-1}, end_0..end_{r-1}]: per sliced axis the
+	// clamped start, and dim − max(clamped end, clamped start).
 	begin := make([]string, r)
 	end := make([]string, r)
 	zero := c.Ints(0)
 	for i := range begin {
 		begin[i], end[i] = zero, zero
 	}
+	h := "bw/" + x
 	for i, a := range axes {
 		if a < 0 {
 			a += int64(r)
 		}
-		dim := c.dimSize(x, a)
-		clamp := func(v int64, hint string) string {
-			t := c.Ints(v)
-			if v < 0 {
-				t = c.Op("Add", []string{dim, t}, hint+".neg")
-			}
-			return c.Op("Min", []string{c.Op("Max", []string{t, zero}, hint+".lo"), dim}, hint)
+		if a < 0 || a >= int64(r) {
+			return nil, fmt.Errorf("Slice axis %d out of range for rank %d", axes[i], r)
 		}
-		s := clamp(starts[i], "bw/"+x+".start")
-		e := clamp(ends[i], "bw/"+x+".end")
+		dim := c.dimSize(x, a)
+		clamp := func(v string) string {
+			wrapped := c.Op("Where", []string{c.Op("Less", []string{v, zero}, h+".neg"), c.Op("Add", []string{v, dim}, h+".wrap"), v}, h+".norm")
+			return c.Op("Min", []string{c.Op("Max", []string{wrapped, zero}, h+".lo"), dim}, h+".clamped")
+		}
+		s := clamp(starts[i])
+		e := clamp(ends[i])
 		begin[a] = s
-		end[a] = c.Op("Sub", []string{dim, c.Op("Max", []string{e, s}, "bw/"+x+".endmax")}, "bw/"+x+".after")
+		end[a] = c.Op("Sub", []string{dim, c.Op("Max", []string{e, s}, h+".endmax")}, h+".after")
 	}
-	pads := c.Op("Concat", append(begin, end...), "bw/"+x+".pads", onnx.AttrInt("axis", 0))
-	out[0] = c.Op("Pad", []string{dY[0], pads}, "bw/"+x)
+	pads := c.Op("Concat", append(begin, end...), h+".pads", onnx.AttrInt("axis", 0))
+	out[0] = c.Op("Pad", []string{dY[0], pads}, h)
 	return out, nil
+}
+
+// sliceBounds splits a Slice starts or ends input into one 1-D int64
+// tensor per sliced axis: constants when known, else slices of the runtime
+// tensor.
+func (c *Context) sliceBounds(name string, count int) []string {
+	out := make([]string, count)
+	if v, ok := c.intsOf(name); ok && len(v) == count {
+		for i, x := range v {
+			out[i] = c.Ints(x)
+		}
+		return out
+	}
+	v64 := c.Op("Cast", []string{name}, "bw/"+name+".i64", onnx.AttrInt("to", int64(onnx.Int64)))
+	for i := range out {
+		out[i] = c.Op("Slice", []string{v64, c.Ints(int64(i)), c.Ints(int64(i + 1))}, "bw/"+name+".part")
+	}
+	return out
 }
 
 // gatherGrad scatters dy back into zeros shaped like the table, adding the
