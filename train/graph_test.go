@@ -104,12 +104,18 @@ func runTorch(t *testing.T, ckpt, class string, feeds map[string][][]int64) *tor
 // returning every output by name.
 func runTrain(t *testing.T, modelDir string, feeds map[string][][]int64, opt GraphOptions) (*Artifact, map[string][]float32) {
 	t.Helper()
-	if err := ort.Init(ort.InitOptions{LibraryPath: testenv.ORTLib(t)}); err != nil {
-		t.Fatal(err)
-	}
 	out := t.TempDir()
 	art, err := BuildGraph(modelDir, out, opt)
 	if err != nil {
+		t.Fatal(err)
+	}
+	return art, runBuilt(t, modelDir, out, art, feeds)
+}
+
+// runBuilt runs a built train.onnx once with the model's initial parameters.
+func runBuilt(t *testing.T, modelDir, out string, art *Artifact, feeds map[string][][]int64) map[string][]float32 {
+	t.Helper()
+	if err := ort.Init(ort.InitOptions{LibraryPath: testenv.ORTLib(t)}); err != nil {
 		t.Fatal(err)
 	}
 	m, err := onnx.Load(filepath.Join(modelDir, modeldir.ModelFile))
@@ -162,7 +168,7 @@ func runTrain(t *testing.T, modelDir string, feeds map[string][][]int64, opt Gra
 	for _, v := range in {
 		v.Close()
 	}
-	return art, res
+	return res
 }
 
 // closeTo checks max|got − want| ≤ tol · max(max|want|, 1e-3).
@@ -300,6 +306,42 @@ func TestMissingRulesAreListed(t *testing.T) {
 	for _, want := range []string{"2 op type(s)", "Celu (e.g. node", "HardSwish (e.g. node"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q lacks %q", err, want)
+		}
+	}
+}
+
+// One train.onnx runs at two batch and sequence shapes, and its loss and
+// gradients at the second shape equal PyTorch's there too.
+func TestTrainGraphTwoShapes(t *testing.T) {
+	root := t.TempDir()
+	hf, model := filepath.Join(root, "hf"), filepath.Join(root, "model")
+	if _, err := exporters.Init(hf, exporters.InitOptions{Arch: "llama", Preset: "tiny", VocabSize: 600}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := exporters.Export(hf, model); err != nil {
+		t.Fatal(err)
+	}
+	shapes := []map[string][][]int64{
+		{"input_ids": {{5, 9, 12}}, "attention_mask": {{1, 1, 1}}, "labels": {{5, 9, 12}}},
+		{"input_ids": {{5, 9, 12, 3, 7, 20, 8}, {4, 8, 31, 6, 1, 1, 1}, {40, 41, 42, 43, 44, 45, 46}},
+			"attention_mask": {{1, 1, 1, 1, 1, 1, 1}, {1, 1, 1, 1, 0, 0, 0}, {1, 1, 1, 1, 1, 1, 1}},
+			"labels":         {{5, 9, 12, 3, 7, 20, 8}, {4, 8, 31, 6, -100, -100, -100}, {40, 41, 42, 43, 44, 45, 46}}},
+	}
+	out := t.TempDir()
+	art, err := BuildGraph(model, out, GraphOptions{Trainable: TrainLinear, Taps: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, feeds := range shapes {
+		ref := runTorch(t, hf, "LlamaForCausalLM", feeds)
+		got := runBuilt(t, model, out, art, feeds)
+		closeTo(t, "loss", got[art.Loss], []float32{float32(ref.Loss)}, 1e-5)
+		name := "model.layers.1.mlp.down_proj.weight"
+		for _, p := range art.Params {
+			if p.Name == name {
+				want, _ := ref.get(ref.Grads, name)
+				closeTo(t, "grad "+name, got[p.Grad], transposed(want, p.Shape[1], p.Shape[0]), 1e-5)
+			}
 		}
 	}
 }

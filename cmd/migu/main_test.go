@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -94,5 +95,50 @@ func TestVersionNamesORT(t *testing.T) {
 	code, out, errOut := migu(t, "version", "--ort-lib", lib)
 	if code != 0 || !strings.Contains(out, "migu ") || !strings.Contains(out, "onnxruntime 1.30.0") {
 		t.Fatalf("exit %d\n%s%s", code, out, errOut)
+	}
+}
+
+// init → export → prepare → inspect: the training graph uses only the
+// standard ONNX domain and outputs the loss, gradients and magnitudes.
+func TestPrepareThenInspect(t *testing.T) {
+	testenv.ORTLib(t)
+	dir := t.TempDir()
+	hf, model, art := filepath.Join(dir, "hf"), filepath.Join(dir, "model"), filepath.Join(dir, "train")
+	steps := [][]string{
+		{"init", "--arch", "roberta", "--preset", "tiny", "--out", hf},
+		{"export", "--from", hf, "--out", model},
+		{"prepare", "--model", model, "--out", art, "--trainable", "all"},
+	}
+	for _, args := range steps {
+		if code, out, errOut := migu(t, args...); code != 0 {
+			t.Fatalf("migu %v: exit %d\n%s%s", args, code, out, errOut)
+		}
+	}
+	code, out, errOut := migu(t, "inspect", "--json", filepath.Join(art, "train.onnx"))
+	if code != 0 {
+		t.Fatalf("inspect: exit %d: %s", code, errOut)
+	}
+	var s struct {
+		Domains []string `json:"domains"`
+		Outputs []struct {
+			Name string `json:"name"`
+		} `json:"outputs"`
+	}
+	if err := json.Unmarshal([]byte(out), &s); err != nil {
+		t.Fatal(err)
+	}
+	if len(s.Domains) != 1 || s.Domains[0] != "" {
+		t.Errorf("op domains %q, want only the standard one", s.Domains)
+	}
+	kinds := map[string]int{}
+	for _, o := range s.Outputs {
+		kind, _, _ := strings.Cut(o.Name, "/")
+		kinds[kind]++
+	}
+	if kinds["loss"] != 1 || kinds["grad"] == 0 || kinds["magnitude"] == 0 {
+		t.Errorf("outputs by kind %v", kinds)
+	}
+	if code, _, errOut := migu(t, "prepare", "--model", model); code != 2 || !strings.Contains(errOut, "--out") {
+		t.Errorf("prepare without --out: exit %d, %q", code, errOut)
 	}
 }
