@@ -1,8 +1,9 @@
 // Package demo is `migu demo`: the built-in default run a newcomer starts
-// with. It needs no files: it makes a small model, exports it, runs it in
-// ONNX Runtime, and shows which output features MIGU would let an update
-// change in every linear layer. It grows with the toolkit; each step is an
-// honest run of the real code paths.
+// with. It needs no files: it makes a small model, exports it, builds its
+// training graph, runs forward and backward once in ONNX Runtime, and shows
+// which output features MIGU would let an update change in every linear
+// layer. It grows with the toolkit; each step is an honest run of the real
+// code paths.
 package demo
 
 import (
@@ -22,6 +23,7 @@ import (
 	"github.com/migu-ml/migu/onnx"
 	"github.com/migu-ml/migu/onnx/ort"
 	"github.com/migu-ml/migu/tokenizer"
+	"github.com/migu-ml/migu/train"
 )
 
 // Options configure Run.
@@ -81,24 +83,36 @@ func Run(w io.Writer, opt Options) error {
 		summary.Nodes, len(summary.Ops), len(summary.NonStandardDomains()) == 0, modelDir)
 	fmt.Fprintf(w, "   linear layers by role: %s\n", rolesLine(man))
 
-	step.start("3. forward pass in ONNX Runtime on %d generated sentences", opt.Texts)
-	fw, err := forward(modelDir, man, opt)
+	trainDir := filepath.Join(opt.Out, "train")
+	step.start("3. prepare: differentiate the graph into train.onnx (loss, gradients, MIGU taps)")
+	if err := os.MkdirAll(trainDir, 0o755); err != nil {
+		return err
+	}
+	art, err := train.BuildGraph(modelDir, trainDir, train.GraphOptions{Trainable: train.TrainAll, Taps: true})
+	if err != nil {
+		return err
+	}
+	step.done("%d trainable tensors, %d forward + %d gradient nodes, %d magnitude taps -> %s",
+		len(art.Params), art.Nodes, art.GradNodes, len(art.Taps), trainDir)
+
+	step.start("4. one forward+backward Run of train.onnx on %d generated sentences", opt.Texts)
+	run, err := runTraining(modelDir, trainDir, man, art, opt)
 	if err != nil {
 		return err
 	}
 	step.done("%d tokens in %.1f ms (%.0f tokens/s, onnxruntime %s from %s)",
-		fw.tokens, fw.elapsed.Seconds()*1000, float64(fw.tokens)/fw.elapsed.Seconds(), ort.Version(), ort.LibraryPath())
-	fmt.Fprintf(w, "   %s loss %.3f (perplexity %.0f); a uniform guess over %d tokens scores %.3f\n",
-		lossName[man.Objective], fw.loss, math.Exp(fw.loss), man.VocabSize, math.Log(float64(man.VocabSize)))
+		run.tokens, run.elapsed.Seconds()*1000, float64(run.tokens)/run.elapsed.Seconds(), ort.Version(), ort.LibraryPath())
+	fmt.Fprintf(w, "   %s loss %.3f (a uniform guess over %d tokens scores %.3f), gradient norm %.3g\n",
+		man.Objective, run.loss, man.VocabSize, math.Log(float64(man.VocabSize)), run.gradNorm)
 
-	step.start("4. MIGU: per-layer output magnitudes and the T = %.2f mask", opt.T)
-	table, err := maskTable(man, fw, opt.T)
+	step.start("5. MIGU: the T = %.2f mask of every linear layer, from the taps", opt.T)
+	table, err := maskTable(man, run.magnitudes, opt.T)
 	if err != nil {
 		return err
 	}
-	step.done("%d layers tapped", len(man.Linears))
+	step.done("%d layers", len(man.Linears))
 	fmt.Fprint(w, table)
-	fmt.Fprintf(w, "\nEverything is in %s. Inspect the model with:\n  bin/migu inspect %s\n", opt.Out, modelDir)
+	fmt.Fprintf(w, "\nEverything is in %s. Inspect the graphs with:\n  bin/migu inspect %s\n  bin/migu inspect %s/train.onnx\n", opt.Out, modelDir, trainDir)
 	return nil
 }
 
@@ -138,28 +152,24 @@ func rolesLine(man *modeldir.Manifest) string {
 	return strings.Join(parts, ", ")
 }
 
-// lossName says what the demo's loss measures for each objective.
-var lossName = map[string]string{"clm": "next-token", "seq2seq": "decoder", "mlm": "token reconstruction"}
-
-// forwardResult holds what the forward pass measured.
-type forwardResult struct {
+// runResult holds what one Run of the training graph measured.
+type runResult struct {
 	tokens     int
 	elapsed    time.Duration
 	loss       float64
+	gradNorm   float64
 	magnitudes map[string][]float32 // linear name → Σ|y| per output feature
 }
 
-// forward tokenizes generated text, runs the model with every linear
-// layer's output added as a graph output, and returns the next-token loss
-// and each layer's per-feature sum of |y| over the real (unpadded) tokens —
-// the statistic MIGU's mask is computed from.
-func forward(dir string, man *modeldir.Manifest, opt Options) (*forwardResult, error) {
-	tok, err := tokenizer.Load(filepath.Join(dir, modeldir.TokenizerFile))
+// runTraining tokenizes generated text into a batch (labels: the tokens
+// themselves; for MLM every sixth token), binds the model's parameters,
+// and runs train.onnx once after a warm-up run.
+func runTraining(modelDir, trainDir string, man *modeldir.Manifest, art *train.Artifact, opt Options) (*runResult, error) {
+	tok, err := tokenizer.Load(filepath.Join(modelDir, modeldir.TokenizerFile))
 	if err != nil {
 		return nil, err
 	}
-	texts := tokenizer.SampleCorpus(opt.Texts, opt.Seed+1)
-	encs, err := tok.EncodeBatch(texts, true)
+	encs, err := tok.EncodeBatch(tokenizer.SampleCorpus(opt.Texts, opt.Seed+1), true)
 	if err != nil {
 		return nil, err
 	}
@@ -170,139 +180,103 @@ func forward(dir string, man *modeldir.Manifest, opt Options) (*forwardResult, e
 	batch := len(encs)
 	ids := make([]int64, batch*seq)
 	mask := make([]int64, batch*seq)
+	labels := make([]int64, batch*seq)
 	pad := int64(max(tok.SpecialIDs().PAD, 0))
 	tokens := 0
 	for b, e := range encs {
 		for s := 0; s < seq; s++ {
-			ids[b*seq+s] = pad
+			i := b*seq + s
+			ids[i], labels[i] = pad, train.IgnoreIndex
 			if s < len(e.IDs) {
-				ids[b*seq+s], mask[b*seq+s] = int64(e.IDs[s]), 1
+				ids[i], mask[i], labels[i] = int64(e.IDs[s]), 1, int64(e.IDs[s])
+				if man.Objective == "mlm" && s%6 != 1 {
+					labels[i] = train.IgnoreIndex
+				}
 				tokens++
 			}
 		}
 	}
-
-	// Tap every linear output: a copy of the graph with extra outputs.
-	m, err := onnx.Load(filepath.Join(dir, modeldir.ModelFile))
-	if err != nil {
-		return nil, err
-	}
-	defer m.Close()
-	g := m.Graph()
-	names := []string{man.Outputs[0]}
-	for _, l := range man.Linears {
-		g.AddOutput(l.Output, onnx.Float, nil)
-		names = append(names, l.Output)
-	}
-	tapped := filepath.Join(dir, "tapped.onnx")
-	if err := m.Save(tapped, onnx.SaveOptions{External: onnx.ExternalAll, DataFile: "tapped.onnx.data"}); err != nil {
-		return nil, err
-	}
-	defer os.Remove(tapped)
-	defer os.Remove(tapped + ".data")
-
-	if err := ort.Init(ort.InitOptions{}); err != nil {
-		return nil, err
-	}
-	s, err := ort.NewSession(tapped, ort.SessionOptions{Threads: opt.Threads, Outputs: names})
-	if err != nil {
-		return nil, err
-	}
-	defer s.Close()
-	idT, err := ort.NewTensor(ids, int64(batch), int64(seq))
-	if err != nil {
-		return nil, err
-	}
-	defer idT.Close()
-	maskT, err := ort.NewTensor(mask, int64(batch), int64(seq))
-	if err != nil {
-		return nil, err
-	}
-	defer maskT.Close()
-	feeds := map[string]ort.Value{"input_ids": idT, "attention_mask": maskT}
-	// A seq2seq model decodes the same text, shifted right behind the
-	// decoder start token.
+	feeds := map[string][]int64{"input_ids": ids, "attention_mask": mask, "labels": labels}
 	if man.Objective == "seq2seq" {
+		// The decoder reads the same text shifted right behind its start token.
 		dec := make([]int64, len(ids))
 		for b := 0; b < batch; b++ {
 			dec[b*seq] = man.SpecialTokens["decoder_start"]
 			copy(dec[b*seq+1:(b+1)*seq], ids[b*seq:(b+1)*seq-1])
 		}
-		decT, err := ort.NewTensor(dec, int64(batch), int64(seq))
-		if err != nil {
-			return nil, err
-		}
-		defer decT.Close()
-		feeds["decoder_input_ids"], feeds["decoder_attention_mask"] = decT, maskT
+		feeds["decoder_input_ids"], feeds["decoder_attention_mask"] = dec, mask
 	}
-	if _, err := s.Run(feeds); err != nil { // warm-up: ORT's first run is slow
-		return nil, err
-	}
-	start := time.Now()
-	outs, err := s.Run(feeds)
+
+	m, err := onnx.Load(filepath.Join(modelDir, modeldir.ModelFile))
 	if err != nil {
 		return nil, err
 	}
-	elapsed := time.Since(start)
+	defer m.Close()
+	in := map[string]ort.Value{}
 	defer func() {
-		for _, o := range outs {
-			o.Close()
+		for _, v := range in {
+			v.Close()
 		}
 	}()
-	res := &forwardResult{tokens: tokens, elapsed: elapsed, magnitudes: map[string][]float32{}}
-	logits := outs[0].(*ort.Tensor[float32]).Data()
-	vocab := int(man.VocabSize)
-	// The target at position s: the next token for a causal model, the
-	// token itself for seq2seq (decoder inputs are shifted) and MLM.
-	shift := 0
-	if man.Objective == "clm" {
-		shift = 1
+	for name, v := range feeds {
+		t, err := ort.NewTensor(v, int64(batch), int64(seq))
+		if err != nil {
+			return nil, err
+		}
+		in[name] = t
 	}
-	var nll float64
-	var count int
-	for b := 0; b < batch; b++ {
-		for s := 0; s+shift < seq; s++ {
-			if mask[b*seq+s+shift] == 0 {
-				continue
-			}
-			row := logits[(b*seq+s)*vocab : (b*seq+s+1)*vocab]
-			nll += logSumExp(row) - float64(row[ids[b*seq+s+shift]])
-			count++
+	for _, p := range art.Params {
+		vals, err := m.Float32s(m.Graph().Initializer(p.Name))
+		if err != nil {
+			return nil, err
+		}
+		t, err := ort.NewTensor(vals, p.Shape...)
+		if err != nil {
+			return nil, err
+		}
+		in[p.Name] = t
+	}
+	s, err := ort.NewSession(filepath.Join(trainDir, train.GraphFile), ort.SessionOptions{Threads: opt.Threads})
+	if err != nil {
+		return nil, err
+	}
+	defer s.Close()
+	warm, err := s.Run(in) // ORT's first run is slow
+	if err != nil {
+		return nil, err
+	}
+	for _, o := range warm {
+		o.Close()
+	}
+	start := time.Now()
+	outs, err := s.Run(in)
+	if err != nil {
+		return nil, err
+	}
+	res := &runResult{tokens: tokens, elapsed: time.Since(start), magnitudes: map[string][]float32{}}
+	byName := map[string][]float32{}
+	for i, info := range s.Outputs() {
+		byName[info.Name] = outs[i].(*ort.Tensor[float32]).Data()
+		defer outs[i].Close()
+	}
+	res.loss = float64(byName[art.Loss][0])
+	var sq float64
+	for _, p := range art.Params {
+		for _, g := range byName[p.Grad] {
+			sq += float64(g) * float64(g)
 		}
 	}
-	res.loss = nll / float64(count)
-	for i, l := range man.Linears {
-		y := outs[i+1].(*ort.Tensor[float32]).Data()
-		n := make([]float32, l.DOut)
-		for t := 0; t < batch*seq; t++ {
-			if mask[t] == 0 {
-				continue
-			}
-			for j := range n {
-				n[j] += float32(math.Abs(float64(y[t*int(l.DOut)+j])))
-			}
-		}
-		res.magnitudes[l.Name] = n
+	res.gradNorm = math.Sqrt(sq)
+	for _, t := range art.Taps {
+		res.magnitudes[t.Linear] = append([]float32(nil), byName[t.Output]...)
 	}
 	return res, nil
-}
-
-func logSumExp(row []float32) float64 {
-	mx := math.Inf(-1)
-	for _, v := range row {
-		mx = math.Max(mx, float64(v))
-	}
-	var sum float64
-	for _, v := range row {
-		sum += math.Exp(float64(v) - mx)
-	}
-	return mx + math.Log(sum)
 }
 
 // maskTable applies MIGU's rule to each layer's magnitudes and tabulates,
 // per role, the share of features kept and how concentrated the
 // magnitudes are (the kept features' share of the total).
-func maskTable(man *modeldir.Manifest, fw *forwardResult, t float64) (string, error) {
+func maskTable(man *modeldir.Manifest, magnitudes map[string][]float32, t float64) (string, error) {
 	type agg struct {
 		layers          int
 		kept, features  int
@@ -310,7 +284,7 @@ func maskTable(man *modeldir.Manifest, fw *forwardResult, t float64) (string, er
 	}
 	byRole := map[modeldir.Role]*agg{}
 	for _, l := range man.Linears {
-		n := fw.magnitudes[l.Name]
+		n := magnitudes[l.Name]
 		keep := make([]bool, len(n))
 		kept, err := migu.Mask(n, t, keep)
 		if err != nil {

@@ -23,7 +23,7 @@ func TestDemoRunsEndToEnd(t *testing.T) {
 				t.Fatal(err)
 			}
 			report := buf.String()
-			for _, want := range []string{"1. init", "2. export", "3. forward pass", "4. MIGU", "standard ONNX domain only: true", "q ", "ffn_out"} {
+			for _, want := range []string{"1. init", "2. export", "3. prepare", "4. one forward+backward Run", "5. MIGU", "standard ONNX domain only: true", "q ", "ffn_out"} {
 				if !strings.Contains(report, want) {
 					t.Errorf("report lacks %q:\n%s", want, report)
 				}
