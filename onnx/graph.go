@@ -3,6 +3,7 @@ package onnx
 import (
 	"container/heap"
 	"fmt"
+	"sort"
 	"strconv"
 	"strings"
 
@@ -514,4 +515,20 @@ func (g *Graph) Reduce(opset int64, op, x string, axes []int64, keepdims bool, h
 		return g.Op(op, []string{x, g.ConstInt64(hint+".axes", []int64{int64(len(axes))}, axes...)}, hint, AttrInt("keepdims", keep))
 	}
 	return g.Op(op, []string{x}, hint, AttrInts("axes", axes...), AttrInt("keepdims", keep))
+}
+
+// OpList formats op types with one example node each ("Celu (node
+// "a/Celu"); Erf (node …)"), sorted, for errors that list every op type a
+// tool lacks a rule for.
+func OpList(examples map[string]string) string {
+	ops := make([]string, 0, len(examples))
+	for op := range examples {
+		ops = append(ops, op)
+	}
+	sort.Strings(ops)
+	parts := make([]string, len(ops))
+	for i, op := range ops {
+		parts[i] = fmt.Sprintf("%s (node %s)", op, examples[op])
+	}
+	return strings.Join(parts, "; ")
 }

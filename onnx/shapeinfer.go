@@ -4,9 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"sort"
 	"strconv"
-	"strings"
 
 	"github.com/migu-ml/migu/internal/badinput"
 	"github.com/migu-ml/migu/onnx/onnxpb"
@@ -224,16 +222,7 @@ func checkRules(g *onnxpb.GraphProto) error {
 	if len(missing) == 0 {
 		return nil
 	}
-	ops := make([]string, 0, len(missing))
-	for op := range missing {
-		ops = append(ops, op)
-	}
-	sort.Strings(ops)
-	parts := make([]string, len(ops))
-	for i, op := range ops {
-		parts[i] = fmt.Sprintf("%s (node %s)", op, missing[op])
-	}
-	return badinput.Errorf("shape inference has no rule for %d op type(s): %s", len(ops), strings.Join(parts, "; "))
+	return badinput.Errorf("shape inference has no rule for %d op type(s): %s", len(missing), OpList(missing))
 }
 
 // opKey is the rule-table key of a node: its op type in the default

@@ -303,7 +303,7 @@ func TestMissingRulesAreListed(t *testing.T) {
 	if err == nil {
 		t.Fatal("built a training graph through ops without rules")
 	}
-	for _, want := range []string{"2 op type(s)", "Celu (e.g. node", "HardSwish (e.g. node"} {
+	for _, want := range []string{"2 op type(s)", "Celu (node", "HardSwish (node"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q lacks %q", err, want)
 		}

@@ -123,7 +123,7 @@ func checkGradient(t *testing.T, c gradCase) {
 	if err := m.Save(fwdPath, onnx.SaveOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	outShapes := runShapes(t, fwdPath, wrt, values, c.inputs)
+	_, outShapes := runAll(t, fwdPath, wrt, values, c.inputs)
 	for _, o := range outs {
 		g.RemoveOutput(o)
 	}
@@ -177,7 +177,7 @@ func checkGradient(t *testing.T, c gradCase) {
 			t.Fatalf("gradient uses non-standard op %s.%s", node.GetDomain(), node.GetOpType())
 		}
 	}
-	analytic := runAll(t, trainPath, wrt, values, c.inputs)
+	analytic, _ := runAll(t, trainPath, wrt, values, c.inputs)
 
 	lossAt := func(vals map[string][]float64) float64 {
 		if c.goLoss != nil {
@@ -187,7 +187,8 @@ func checkGradient(t *testing.T, c gradCase) {
 			}
 			return c.goLoss(xs, weights)
 		}
-		return runAll(t, lossOnly, wrt, vals, c.inputs)[0][0]
+		loss, _ := runAll(t, lossOnly, wrt, vals, c.inputs)
+		return loss[0][0]
 	}
 	const h = 1e-5
 	for i, w := range wrt {
@@ -251,8 +252,9 @@ func feeds(t *testing.T, wrt []string, values map[string][]float64, specs []in) 
 	return out
 }
 
-// runAll runs a model and returns every output as float64 values.
-func runAll(t *testing.T, path string, wrt []string, values map[string][]float64, specs []in) [][]float64 {
+// runAll runs a model and returns every output as float64 values, and
+// their shapes.
+func runAll(t *testing.T, path string, wrt []string, values map[string][]float64, specs []in) ([][]float64, [][]int64) {
 	t.Helper()
 	s, err := ort.NewSession(path, ort.SessionOptions{Threads: 1})
 	if err != nil {
@@ -270,35 +272,11 @@ func runAll(t *testing.T, path string, wrt []string, values map[string][]float64
 		t.Fatal(err)
 	}
 	res := make([][]float64, len(outs))
-	for i, o := range outs {
-		res[i] = append([]float64(nil), o.(*ort.Tensor[float64]).Data()...)
-		o.Close()
-	}
-	return res
-}
-
-// runShapes runs a model and returns its outputs' shapes.
-func runShapes(t *testing.T, path string, wrt []string, values map[string][]float64, specs []in) [][]int64 {
-	t.Helper()
-	s, err := ort.NewSession(path, ort.SessionOptions{Threads: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	ins := feeds(t, wrt, values, specs)
-	defer func() {
-		for _, v := range ins {
-			v.Close()
-		}
-	}()
-	outs, err := s.Run(ins)
-	if err != nil {
-		t.Fatal(err)
-	}
 	shapes := make([][]int64, len(outs))
 	for i, o := range outs {
+		res[i] = append([]float64(nil), o.(*ort.Tensor[float64]).Data()...)
 		shapes[i] = o.Shape()
 		o.Close()
 	}
-	return shapes
+	return res, shapes
 }

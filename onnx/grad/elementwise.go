@@ -255,29 +255,3 @@ func dropoutGrad(c *Context, n *onnxpb.NodeProto, dY []string) ([]string, error)
 	out[0] = c.Op("Mul", []string{scaled, c.Scalar(1/(1-ratio), n.Input[0])}, "bw/"+n.Input[0])
 	return out, nil
 }
-
-// constScalar reads a one-element float initializer or Constant output.
-func (c *Context) constScalar(name string) (float64, bool) {
-	t := c.g.Initializer(name)
-	if t == nil {
-		for _, n := range c.g.P.Node {
-			if n.GetOpType() == "Constant" && len(n.Output) == 1 && n.Output[0] == name {
-				if a := onnx.GetAttr(n, "value"); a != nil {
-					t = a.T
-				}
-				if a := onnx.GetAttr(n, "value_float"); a != nil {
-					return float64(a.GetF()), true
-				}
-			}
-		}
-	}
-	if t == nil {
-		return 0, false
-	}
-	m := &onnx.Model{}
-	vals, err := m.Float32s(t)
-	if err != nil || len(vals) != 1 {
-		return 0, false
-	}
-	return float64(vals[0]), true
-}

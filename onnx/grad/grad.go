@@ -9,7 +9,6 @@ package grad
 import (
 	"fmt"
 	"sort"
-	"strings"
 
 	"github.com/migu-ml/migu/internal/badinput"
 	"github.com/migu-ml/migu/onnx"
@@ -148,16 +147,7 @@ func checkRules(g *onnx.Graph, c *Context) error {
 	if len(missing) == 0 {
 		return nil
 	}
-	ops := make([]string, 0, len(missing))
-	for op := range missing {
-		ops = append(ops, op)
-	}
-	sort.Strings(ops)
-	parts := make([]string, len(ops))
-	for i, op := range ops {
-		parts[i] = fmt.Sprintf("%s (e.g. node %s)", op, missing[op])
-	}
-	return badinput.Errorf("no gradient rule for %d op type(s) on the path to the loss: %s", len(ops), strings.Join(parts, "; "))
+	return badinput.Errorf("no gradient rule for %d op type(s) on the path to the loss: %s", len(missing), onnx.OpList(missing))
 }
 
 // activePaths marks the float values that lie on a path from a tensor in

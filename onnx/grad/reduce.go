@@ -209,28 +209,53 @@ func (c *Context) intsOf(name string) ([]int64, bool) {
 	return out, true
 }
 
-// constInts reads an int64 (or int32) initializer or Constant output.
-func (c *Context) constInts(name string) ([]int64, bool) {
-	t := c.g.Initializer(name)
-	if t == nil {
-		for _, n := range c.g.P.Node {
-			if n.GetOpType() == "Constant" && len(n.Output) == 1 && n.Output[0] == name {
-				if a := onnx.GetAttr(n, "value"); a != nil {
-					t = a.T
-				}
-				if a := onnx.GetAttr(n, "value_ints"); a != nil {
-					return a.Ints, true
-				}
-				if a := onnx.GetAttr(n, "value_int"); a != nil {
-					return []int64{a.GetI()}, true
-				}
+// constant returns the tensor behind an initializer or a Constant node's
+// output (value_int(s) and value_float(s) forms included), or nil.
+func (c *Context) constant(name string) *onnxpb.TensorProto {
+	if t := c.g.Initializer(name); t != nil {
+		return t
+	}
+	for _, n := range c.g.P.Node {
+		if n.GetOpType() != "Constant" || len(n.Output) != 1 || n.Output[0] != name {
+			continue
+		}
+		for _, a := range n.Attribute {
+			switch a.GetName() {
+			case "value":
+				return a.T
+			case "value_int":
+				return onnx.Int64Tensor(name, nil, []int64{a.GetI()})
+			case "value_ints":
+				return onnx.Int64Tensor(name, []int64{int64(len(a.Ints))}, a.Ints)
+			case "value_float":
+				return onnx.Float32Tensor(name, nil, []float32{a.GetF()})
+			case "value_floats":
+				return onnx.Float32Tensor(name, []int64{int64(len(a.Floats))}, a.Floats)
 			}
 		}
 	}
+	return nil
+}
+
+// constInts reads an integer constant.
+func (c *Context) constInts(name string) ([]int64, bool) {
+	t := c.constant(name)
 	if t == nil {
 		return nil, false
 	}
-	m := &onnx.Model{}
-	v, err := m.Int64s(t)
+	v, err := (&onnx.Model{}).Int64s(t)
 	return v, err == nil
+}
+
+// constScalar reads a one-element float constant.
+func (c *Context) constScalar(name string) (float64, bool) {
+	t := c.constant(name)
+	if t == nil {
+		return 0, false
+	}
+	v, err := (&onnx.Model{}).Float32s(t)
+	if err != nil || len(v) != 1 {
+		return 0, false
+	}
+	return float64(v[0]), true
 }
