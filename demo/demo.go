@@ -268,7 +268,7 @@ func runTraining(modelDir, trainDir string, man *modeldir.Manifest, art *train.A
 	}
 	res.gradNorm = math.Sqrt(sq)
 	for _, t := range art.Taps {
-		res.magnitudes[t.Linear] = append([]float32(nil), byName[t.Output]...)
+		res.magnitudes[t.Name] = append([]float32(nil), byName[t.Output]...)
 	}
 	return res, nil
 }

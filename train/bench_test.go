@@ -137,7 +137,7 @@ func bind(b *testing.B, path, modelDir string, man *modeldir.Manifest, art *Arti
 			}
 		}
 		for _, tap := range art.Taps {
-			tv, _ := ort.Zeros[float32](tap.DOut)
+			tv, _ := ort.Zeros[float32](tap.Dim)
 			if err := bd.BindOutput(tap.Output, tv); err != nil {
 				b.Fatal(err)
 			}

@@ -60,6 +60,9 @@ type GraphOptions struct {
 	// TapsSkipPadding leaves padding positions out of the magnitudes; by
 	// default they count, as in the authors' code.
 	TapsSkipPadding bool
+	// TapPoints replaces the default taps (every linear layer's output),
+	// e.g. with an adapter's points.
+	TapPoints []migu.Point
 }
 
 // IO names one graph input or output of the artifact.
@@ -77,11 +80,11 @@ type Param struct {
 	Grad  string  `json:"grad"` // the output holding its gradient
 }
 
-// Tap is a magnitude output of one linear layer.
+// Tap is a magnitude output: Σ|v| per feature of one tap point.
 type Tap struct {
-	Linear string `json:"linear"` // migu.json linear name
-	Output string `json:"output"` // graph output, shape [d_out]
-	DOut   int64  `json:"d_out"`
+	Name   string `json:"name"`   // migu.json linear name (or an adapter's point)
+	Output string `json:"output"` // graph output, shape [dim]
+	Dim    int64  `json:"dim"`
 }
 
 // Artifact is train.json: what train.onnx takes and gives.
@@ -155,7 +158,11 @@ func Build(m *onnx.Model, man *modeldir.Manifest, opt GraphOptions) (*Artifact, 
 		if err != nil {
 			return nil, err
 		}
-		taps, err = migu.AddTaps(g, m.Opset(""), fwd, man, opt.TapsSkipPadding)
+		points := opt.TapPoints
+		if points == nil {
+			points = migu.LinearPoints(man)
+		}
+		taps, err = migu.AddTaps(g, m.Opset(""), fwd, points, opt.TapsSkipPadding)
 		if err != nil {
 			return nil, err
 		}
@@ -194,8 +201,8 @@ func Build(m *onnx.Model, man *modeldir.Manifest, opt GraphOptions) (*Artifact, 
 		p.Grad = out
 	}
 	for _, t := range taps {
-		g.AddOutput(t.Output, onnx.Float, onnx.Shape{onnx.D(t.DOut)})
-		art.Taps = append(art.Taps, Tap{Linear: t.Linear, Output: t.Output, DOut: t.DOut})
+		g.AddOutput(t.Output, onnx.Float, onnx.Shape{onnx.D(t.Dim)})
+		art.Taps = append(art.Taps, Tap{Name: t.Name, Output: t.Output, Dim: t.Dim})
 	}
 	for _, vi := range g.P.Input {
 		if slices.ContainsFunc(art.Params, func(p Param) bool { return p.Name == vi.GetName() }) {

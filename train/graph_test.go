@@ -247,12 +247,12 @@ func TestTrainGraphMatchesPyTorch(t *testing.T) {
 					closeTo(t, "grad "+p.Name, got[p.Grad], want, 1e-5)
 				}
 				for _, tap := range art.Taps {
-					want, ok := ref.get(ref.Mags, tap.Linear)
+					want, ok := ref.get(ref.Mags, tap.Name)
 					if !ok {
-						t.Errorf("no PyTorch hook recorded %s", tap.Linear)
+						t.Errorf("no PyTorch hook recorded %s", tap.Name)
 						continue
 					}
-					closeTo(t, "magnitude "+tap.Linear, got[tap.Output], want, 1e-5)
+					closeTo(t, "magnitude "+tap.Name, got[tap.Output], want, 1e-5)
 				}
 				if len(art.Taps) != len(man.Linears) {
 					t.Errorf("%d taps for %d linears", len(art.Taps), len(man.Linears))
