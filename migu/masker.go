@@ -1,0 +1,168 @@
+package migu
+
+import (
+	"fmt"
+
+	"github.com/migu-ml/migu/internal/badinput"
+)
+
+// Mode says how a mask acts on the update.
+type Mode string
+
+const (
+	// ModeGrad multiplies the gradient by the mask before the optimizer, as
+	// the authors' code does: with AdamW a masked column can still move
+	// through its momentum and weight decay.
+	ModeGrad Mode = "grad"
+	// ModeUpdate leaves masked columns exactly as they are, values and
+	// optimizer moments, as the paper's update rule W ← W − η·M⊙∇W says.
+	ModeUpdate Mode = "update"
+)
+
+// ParseMode checks a --migu-mode value.
+func ParseMode(s string) (Mode, error) {
+	switch Mode(s) {
+	case ModeGrad, ModeUpdate:
+		return Mode(s), nil
+	}
+	return "", badinput.Errorf("unknown --migu-mode %q (grad, update)", s)
+}
+
+// CheckT validates the threshold T, the fraction of features not updated.
+func CheckT(t float64) error {
+	if !(t >= 0 && t < 1) {
+		return badinput.Errorf("--migu %v is outside [0, 1): T is the fraction of output features not updated", t)
+	}
+	return nil
+}
+
+// Rule ties a trainable tensor to the tap whose magnitudes mask it: the
+// tensor's elements along Axis are output features of the tap.
+type Rule struct {
+	Param string
+	Shape []int64
+	Axis  int // 0: rows (e.g. a tied embedding [vocab, hidden]); 1: columns ([d_in, d_out] weights)
+	Tap   string
+}
+
+// Masker turns accumulated tap magnitudes into per-element keep masks for
+// every masked tensor, once per optimizer step, and keeps statistics.
+type Masker struct {
+	T     float64
+	rules []Rule
+	// magnitudes accumulate over the micro-batches of one step.
+	magnitudes map[string][]float32
+	// features is the current keep mask per tap; previous the last step's.
+	features, previous map[string][]bool
+	// elements is the expanded keep mask per param (aligned with its values).
+	elements map[string][]bool
+}
+
+// NewMasker prepares masks for the rules; tapDims gives each tap's length.
+func NewMasker(t float64, rules []Rule, tapDims map[string]int64) (*Masker, error) {
+	if err := CheckT(t); err != nil {
+		return nil, err
+	}
+	m := &Masker{T: t, rules: rules, magnitudes: map[string][]float32{}, features: map[string][]bool{},
+		previous: map[string][]bool{}, elements: map[string][]bool{}}
+	for _, r := range rules {
+		dim, ok := tapDims[r.Tap]
+		if !ok {
+			return nil, fmt.Errorf("migu: tensor %s is masked by tap %q, which the training graph lacks", r.Param, r.Tap)
+		}
+		if len(r.Shape) != 2 || r.Axis < 0 || r.Axis > 1 || r.Shape[r.Axis] != dim {
+			return nil, fmt.Errorf("migu: tensor %s %v: axis %d does not have the tap's %d features", r.Param, r.Shape, r.Axis, dim)
+		}
+		if _, ok := m.magnitudes[r.Tap]; !ok {
+			m.magnitudes[r.Tap] = make([]float32, dim)
+			m.features[r.Tap] = make([]bool, dim)
+			m.previous[r.Tap] = make([]bool, dim)
+		}
+		m.elements[r.Param] = make([]bool, r.Shape[0]*r.Shape[1])
+	}
+	return m, nil
+}
+
+// Accumulate adds one micro-batch's magnitudes (tap name → Σ|y|).
+func (m *Masker) Accumulate(taps map[string][]float32) {
+	for name, acc := range m.magnitudes {
+		for j, v := range taps[name] {
+			acc[j] += v
+		}
+	}
+}
+
+// Compute sets the masks from the accumulated magnitudes (per tap, keep the
+// features at or above the T-quantile), expands them onto the tensors, and
+// resets the accumulators for the next step.
+func (m *Masker) Compute() error {
+	for name, acc := range m.magnitudes {
+		copy(m.previous[name], m.features[name])
+		if _, err := Mask(acc, m.T, m.features[name]); err != nil {
+			return fmt.Errorf("tap %s: %w", name, err)
+		}
+		clear(acc)
+	}
+	for _, r := range m.rules {
+		keep, feats := m.elements[r.Param], m.features[r.Tap]
+		rows, cols := r.Shape[0], r.Shape[1]
+		for i := int64(0); i < rows; i++ {
+			for j := int64(0); j < cols; j++ {
+				f := j
+				if r.Axis == 0 {
+					f = i
+				}
+				keep[i*cols+j] = feats[f]
+			}
+		}
+	}
+	return nil
+}
+
+// Keep returns the element mask of a masked tensor (nil if it is unmasked).
+func (m *Masker) Keep(param string) []bool { return m.elements[param] }
+
+// MaskGrad zeroes the gradient of every masked element (grad mode).
+func (m *Masker) MaskGrad(param string, grad []float32) {
+	keep := m.elements[param]
+	if keep == nil {
+		return
+	}
+	for i, k := range keep {
+		if !k {
+			grad[i] = 0
+		}
+	}
+}
+
+// Stats are per-tap mask statistics for the metrics.
+type Stats struct {
+	Updated float64 `json:"updated"` // fraction of features kept
+	Overlap float64 `json:"overlap"` // share of kept features also kept at the previous step
+}
+
+// Stats reports, per tap, the share of features updated and its overlap
+// with the previous step's mask.
+func (m *Masker) Stats() map[string]Stats {
+	out := make(map[string]Stats, len(m.features))
+	for name, f := range m.features {
+		var kept, both int
+		for j, k := range f {
+			if k {
+				kept++
+				if m.previous[name][j] {
+					both++
+				}
+			}
+		}
+		s := Stats{Updated: float64(kept) / float64(len(f))}
+		if kept > 0 {
+			s.Overlap = float64(both) / float64(kept)
+		}
+		out[name] = s
+	}
+	return out
+}
+
+// Features returns the current feature mask of a tap.
+func (m *Masker) Features(tap string) []bool { return m.features[tap] }

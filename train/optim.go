@@ -1,0 +1,171 @@
+package train
+
+import (
+	"fmt"
+	"math"
+	"sync"
+
+	"github.com/migu-ml/migu/internal/badinput"
+)
+
+// AdamWConfig holds AdamW's hyperparameters, with PyTorch's defaults.
+type AdamWConfig struct {
+	LR          float64 `json:"lr"`
+	Beta1       float64 `json:"beta1"`
+	Beta2       float64 `json:"beta2"`
+	Eps         float64 `json:"eps"`
+	WeightDecay float64 `json:"weight_decay"`
+}
+
+// DefaultAdamW returns torch.optim.AdamW's defaults (lr 1e-3).
+func DefaultAdamW() AdamWConfig {
+	return AdamWConfig{LR: 1e-3, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.01}
+}
+
+// Tensor is one trainable tensor as the optimizer sees it: the values the
+// training graph reads, the gradient it writes, and the two moments.
+type Tensor struct {
+	Name  string
+	Shape []int64
+	Value []float32
+	Grad  []float32
+	M, V  []float32
+	Steps int64 // optimizer steps taken (PyTorch keeps one count per tensor)
+}
+
+// AdamW updates tensors as torch.optim.AdamW does (decoupled weight decay,
+// bias correction, eps outside the square root), in float32 with the same
+// order of operations so that runs agree with PyTorch to rounding.
+type AdamW struct {
+	cfg AdamWConfig
+}
+
+// NewAdamW checks the hyperparameters.
+func NewAdamW(cfg AdamWConfig) (*AdamW, error) {
+	switch {
+	case !(cfg.LR >= 0):
+		return nil, badinput.Errorf("learning rate %v must be ≥ 0", cfg.LR)
+	case !(cfg.Beta1 >= 0 && cfg.Beta1 < 1) || !(cfg.Beta2 >= 0 && cfg.Beta2 < 1):
+		return nil, badinput.Errorf("betas (%v, %v) must be in [0, 1)", cfg.Beta1, cfg.Beta2)
+	case !(cfg.Eps > 0):
+		return nil, badinput.Errorf("eps %v must be > 0", cfg.Eps)
+	case !(cfg.WeightDecay >= 0):
+		return nil, badinput.Errorf("weight decay %v must be ≥ 0", cfg.WeightDecay)
+	}
+	return &AdamW{cfg: cfg}, nil
+}
+
+// Step applies one update at learning rate lr to every tensor, in
+// parallel over tensors. keep, when non-nil for a tensor, lists per
+// element whether it may change: elements with keep false are left exactly
+// as they are, value and moments (MIGU's update mode).
+func (o *AdamW) Step(tensors []*Tensor, lr float64, keep map[*Tensor][]bool) {
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 4)
+	for _, t := range tensors {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func(t *Tensor) {
+			defer func() { <-sem; wg.Done() }()
+			o.step(t, lr, keep[t])
+		}(t)
+	}
+	wg.Wait()
+}
+
+func (o *AdamW) step(t *Tensor, lr float64, keep []bool) {
+	t.Steps++
+	b1, b2 := o.cfg.Beta1, o.cfg.Beta2
+	decay := float32(1 - lr*o.cfg.WeightDecay)
+	bc1 := 1 - math.Pow(b1, float64(t.Steps))
+	bc2 := 1 - math.Pow(b2, float64(t.Steps))
+	negStep := float32(-(lr / bc1))
+	bc2Sqrt := float32(math.Sqrt(bc2))
+	eps := float32(o.cfg.Eps)
+	fb1, fb2 := float32(b1), float32(b2)
+	ob1, ob2 := float32(1-b1), float32(1-b2)
+	p, g, m, v := t.Value, t.Grad, t.M, t.V
+	for i := range p {
+		if keep != nil && !keep[i] {
+			continue
+		}
+		gi := g[i]
+		pi := p[i] * decay
+		mi := m[i]*fb1 + gi*ob1
+		vi := v[i]*fb2 + gi*gi*ob2
+		denom := float32(math.Sqrt(float64(vi)))/bc2Sqrt + eps
+		p[i] = pi + negStep*(mi/denom)
+		m[i], v[i] = mi, vi
+	}
+}
+
+// ClipGradNorm scales all gradients so that their global L2 norm is at most
+// maxNorm (when maxNorm > 0), as torch.nn.utils.clip_grad_norm_, and
+// returns the norm before clipping.
+func ClipGradNorm(tensors []*Tensor, maxNorm float64) float64 {
+	var sq float64
+	for _, t := range tensors {
+		var s float64
+		for _, g := range t.Grad {
+			s += float64(g) * float64(g)
+		}
+		sq += s
+	}
+	norm := math.Sqrt(sq)
+	if maxNorm > 0 {
+		if coef := maxNorm / (norm + 1e-6); coef < 1 {
+			c := float32(coef)
+			for _, t := range tensors {
+				for i := range t.Grad {
+					t.Grad[i] *= c
+				}
+			}
+		}
+	}
+	return norm
+}
+
+// Schedule gives the learning rate of each optimizer step.
+type Schedule struct {
+	Kind   string // constant, linear, cosine
+	Base   float64
+	Warmup int64 // steps of linear warm-up from 0
+	Total  int64 // total optimizer steps (for linear and cosine decay)
+}
+
+// ParseSchedule checks a schedule name.
+func ParseSchedule(kind string) (string, error) {
+	switch kind {
+	case "", "constant":
+		return "constant", nil
+	case "linear", "cosine":
+		return kind, nil
+	}
+	return "", badinput.Errorf("unknown --schedule %q (constant, linear, cosine)", kind)
+}
+
+// LR is the learning rate for the optimizer step with index step (0 for
+// the first), as the transformers schedulers with warm-up compute it.
+func (s Schedule) LR(step int64) float64 {
+	if s.Warmup > 0 && step < s.Warmup {
+		return s.Base * float64(step) / float64(s.Warmup)
+	}
+	switch s.Kind {
+	case "linear":
+		if s.Total <= s.Warmup {
+			return s.Base
+		}
+		return s.Base * math.Max(0, float64(s.Total-step)/float64(s.Total-s.Warmup))
+	case "cosine":
+		if s.Total <= s.Warmup {
+			return s.Base
+		}
+		progress := float64(step-s.Warmup) / float64(s.Total-s.Warmup)
+		return s.Base * math.Max(0, 0.5*(1+math.Cos(math.Pi*progress)))
+	}
+	return s.Base
+}
+
+func (s Schedule) String() string {
+	return fmt.Sprintf("%s(lr=%g, warmup=%d, total=%d)", s.Kind, s.Base, s.Warmup, s.Total)
+}

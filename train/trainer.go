@@ -1,0 +1,320 @@
+package train
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"path/filepath"
+	"time"
+
+	"github.com/migu-ml/migu/data"
+	"github.com/migu-ml/migu/internal/badinput"
+	"github.com/migu-ml/migu/migu"
+	"github.com/migu-ml/migu/onnx"
+	"github.com/migu-ml/migu/onnx/ort"
+)
+
+// Config holds the training hyperparameters.
+type Config struct {
+	Optim    AdamWConfig `json:"optim"`
+	Schedule string      `json:"schedule"` // constant, linear, cosine
+	Warmup   int64       `json:"warmup"`
+	// TotalSteps sizes the linear and cosine schedules.
+	TotalSteps int64   `json:"total_steps"`
+	GradAccum  int     `json:"grad_accum"` // micro-batches per optimizer step
+	ClipNorm   float64 `json:"clip_norm"`  // 0: no clipping
+	// MIGU is on when UseMIGU is set: T is the fraction of output features
+	// not updated, Mode how the mask acts.
+	UseMIGU bool      `json:"migu"`
+	T       float64   `json:"migu_t"`
+	Mode    migu.Mode `json:"migu_mode"`
+	// SkipPaddingTaps leaves padding out of the magnitudes.
+	SkipPaddingTaps bool   `json:"taps_skip_padding"`
+	Objective       string `json:"objective,omitempty"`
+	Threads         int    `json:"-"`
+}
+
+// Trainer owns a training session: the train.onnx graph in ONNX Runtime,
+// the trainable tensors and their optimizer state in Go memory (bound to
+// the session without copies), and MIGU's masker.
+type Trainer struct {
+	Art     *Artifact
+	Tensors []*Tensor
+	cfg     Config
+	opt     *AdamW
+	sched   Schedule
+	masker  *migu.Masker
+	// Step counts optimizer steps taken.
+	Step int64
+
+	session  *ort.Session
+	binding  *ort.Binding
+	owned    []ort.Value
+	gradOut  map[*Tensor][]float32 // per-micro-batch gradient buffers when accumulating
+	tapOut   map[string][]float32
+	lossOut  []float32
+	keepOpt  map[*Tensor][]bool
+	inputs   map[string]ort.Value
+	dataDims map[string][]int64
+}
+
+// StepResult reports one optimizer step.
+type StepResult struct {
+	Step     int64                 `json:"step"`
+	Loss     float64               `json:"loss"`
+	LR       float64               `json:"lr"`
+	GradNorm float64               `json:"grad_norm"`
+	Tokens   int                   `json:"tokens"`
+	Seconds  float64               `json:"seconds"`
+	Masks    map[string]migu.Stats `json:"masks,omitempty"`
+}
+
+// ErrNonFinite is returned when a step's loss is NaN or infinite.
+var ErrNonFinite = errors.New("the loss is not finite")
+
+// NewTrainer builds train.onnx for the plan into dir and opens it in ONNX
+// Runtime with every trainable tensor, gradient and tap bound to Go memory.
+func NewTrainer(plan *Plan, dir string, cfg Config) (*Trainer, error) {
+	if cfg.GradAccum <= 0 {
+		cfg.GradAccum = 1
+	}
+	if cfg.UseMIGU {
+		if err := migu.CheckT(cfg.T); err != nil {
+			return nil, err
+		}
+		if cfg.Mode == "" {
+			cfg.Mode = migu.ModeGrad
+		}
+	}
+	opt, err := NewAdamW(cfg.Optim)
+	if err != nil {
+		return nil, err
+	}
+	kind, err := ParseSchedule(cfg.Schedule)
+	if err != nil {
+		return nil, err
+	}
+	t := &Trainer{cfg: cfg, opt: opt, sched: Schedule{Kind: kind, Base: cfg.Optim.LR, Warmup: cfg.Warmup, Total: cfg.TotalSteps},
+		gradOut: map[*Tensor][]float32{}, tapOut: map[string][]float32{}, keepOpt: map[*Tensor][]bool{},
+		inputs: map[string]ort.Value{}, dataDims: map[string][]int64{}}
+
+	// Initial values are read before Build turns the tensors into inputs.
+	g := plan.Model.Graph()
+	for _, name := range plan.Trainable {
+		init := g.Initializer(name)
+		if init == nil {
+			return nil, fmt.Errorf("trainable tensor %s is not an initializer", name)
+		}
+		vals, err := plan.Model.Float32s(init)
+		if err != nil {
+			return nil, err
+		}
+		n := len(vals)
+		t.Tensors = append(t.Tensors, &Tensor{Name: name, Shape: append([]int64(nil), init.Dims...), Value: vals,
+			Grad: make([]float32, n), M: make([]float32, n), V: make([]float32, n)})
+	}
+	art, err := Build(plan.Model, plan.Manifest, GraphOptions{Objective: cfg.Objective, Names: plan.Trainable,
+		Taps: cfg.UseMIGU, TapPoints: plan.Points, TapsSkipPadding: cfg.SkipPaddingTaps})
+	if err != nil {
+		return nil, err
+	}
+	t.Art = art
+	if err := plan.Model.Save(filepath.Join(dir, GraphFile), onnx.SaveOptions{External: onnx.ExternalAll, DataFile: GraphData}); err != nil {
+		return nil, err
+	}
+	if cfg.UseMIGU {
+		dims := map[string]int64{}
+		for _, tap := range art.Taps {
+			dims[tap.Name] = tap.Dim
+		}
+		if t.masker, err = migu.NewMasker(cfg.T, plan.Rules, dims); err != nil {
+			return nil, err
+		}
+	}
+	if err := t.open(filepath.Join(dir, GraphFile)); err != nil {
+		t.Close()
+		return nil, err
+	}
+	return t, nil
+}
+
+// open starts the session and binds tensors, gradients, taps and the loss.
+func (t *Trainer) open(path string) error {
+	s, err := ort.NewSession(path, ort.SessionOptions{Threads: t.cfg.Threads})
+	if err != nil {
+		return err
+	}
+	t.session = s
+	if t.binding, err = s.NewBinding(); err != nil {
+		return err
+	}
+	bind := func(input bool, name string, vals []float32, shape ...int64) error {
+		v, err := ort.NewTensor(vals, shape...)
+		if err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		t.owned = append(t.owned, v)
+		if input {
+			return t.binding.BindInput(name, v)
+		}
+		return t.binding.BindOutput(name, v)
+	}
+	byName := map[string]*Tensor{}
+	for _, tt := range t.Tensors {
+		byName[tt.Name] = tt
+	}
+	for _, p := range t.Art.Params {
+		tt := byName[p.Name]
+		if err := bind(true, p.Name, tt.Value, tt.Shape...); err != nil {
+			return err
+		}
+		out := tt.Grad
+		if t.cfg.GradAccum > 1 {
+			out = make([]float32, len(tt.Grad))
+			t.gradOut[tt] = out
+		}
+		if err := bind(false, p.Grad, out, tt.Shape...); err != nil {
+			return err
+		}
+	}
+	for _, tap := range t.Art.Taps {
+		buf := make([]float32, tap.Dim)
+		t.tapOut[tap.Name] = buf
+		if err := bind(false, tap.Output, buf, tap.Dim); err != nil {
+			return err
+		}
+	}
+	t.lossOut = make([]float32, 1)
+	return bind(false, t.Art.Loss, t.lossOut, 1)
+}
+
+// Close releases the session and its tensors.
+func (t *Trainer) Close() error {
+	var errs []error
+	if t.binding != nil {
+		errs = append(errs, t.binding.Close())
+	}
+	for _, v := range t.owned {
+		errs = append(errs, v.Close())
+	}
+	for _, v := range t.inputs {
+		errs = append(errs, v.Close())
+	}
+	if t.session != nil {
+		errs = append(errs, t.session.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// feed binds one batch's inputs (ids, masks, labels).
+func (t *Trainer) feed(b *data.Batch) error {
+	for name, f := range b.Feeds() {
+		if t.session != nil {
+			if _, ok := t.session.Input(name); !ok {
+				continue
+			}
+		}
+		old := t.inputs[name]
+		v, err := ort.NewTensor(f.Values, f.Shape...)
+		if err != nil {
+			return badinput.Errorf("batch input %s: %v", name, err)
+		}
+		if err := t.binding.BindInput(name, v); err != nil {
+			v.Close()
+			return err
+		}
+		t.inputs[name] = v
+		if old != nil {
+			old.Close()
+		}
+	}
+	return nil
+}
+
+// TrainStep runs one optimizer step over micro-batches (len must equal
+// GradAccum): forward and backward per micro-batch, gradients averaged and
+// taps summed over them, global-norm clipping, the MIGU mask, AdamW. The
+// masks parameter can turn MIGU off for this step (the first task of a
+// sequence is trained unmasked).
+func (t *Trainer) TrainStep(batches []*data.Batch, masked bool) (*StepResult, error) {
+	if len(batches) != t.cfg.GradAccum {
+		return nil, fmt.Errorf("train step with %d micro-batches, configured for %d", len(batches), t.cfg.GradAccum)
+	}
+	start := time.Now()
+	res := &StepResult{Step: t.Step + 1}
+	for _, tt := range t.Tensors {
+		if t.cfg.GradAccum > 1 {
+			clear(tt.Grad)
+		}
+	}
+	var loss float64
+	for _, b := range batches {
+		if err := t.feed(b); err != nil {
+			return nil, err
+		}
+		if err := t.binding.Run(); err != nil {
+			return nil, err
+		}
+		l := float64(t.lossOut[0])
+		if math.IsNaN(l) || math.IsInf(l, 0) {
+			return nil, fmt.Errorf("step %d: %w (%v)", res.Step, ErrNonFinite, l)
+		}
+		loss += l
+		res.Tokens += b.Tokens
+		if t.cfg.GradAccum > 1 {
+			// Like loss/accum in PyTorch: the step's gradient is the mean.
+			inv := float32(1 / float64(t.cfg.GradAccum))
+			for tt, g := range t.gradOut {
+				for i, v := range g {
+					tt.Grad[i] += v * inv
+				}
+			}
+		}
+		if t.masker != nil {
+			t.masker.Accumulate(t.tapOut)
+		}
+	}
+	res.Loss = loss / float64(len(batches))
+	res.GradNorm = ClipGradNorm(t.Tensors, t.cfg.ClipNorm)
+	var keep map[*Tensor][]bool
+	if t.masker != nil {
+		if err := t.masker.Compute(); err != nil {
+			return nil, err
+		}
+		if masked {
+			res.Masks = t.masker.Stats()
+			switch t.cfg.Mode {
+			case migu.ModeGrad:
+				for _, tt := range t.Tensors {
+					t.masker.MaskGrad(tt.Name, tt.Grad)
+				}
+			case migu.ModeUpdate:
+				keep = t.keepOpt
+				clear(keep)
+				for _, tt := range t.Tensors {
+					if k := t.masker.Keep(tt.Name); k != nil {
+						keep[tt] = k
+					}
+				}
+			}
+		}
+	}
+	res.LR = t.sched.LR(t.Step)
+	t.opt.Step(t.Tensors, res.LR, keep)
+	t.Step++
+	res.Seconds = time.Since(start).Seconds()
+	return res, nil
+}
+
+// Params returns the current value of every trainable tensor by name.
+func (t *Trainer) Params() map[string][]float32 {
+	out := make(map[string][]float32, len(t.Tensors))
+	for _, tt := range t.Tensors {
+		out[tt.Name] = tt.Value
+	}
+	return out
+}
+
+// Masker exposes MIGU's masker (nil without MIGU), for reports.
+func (t *Trainer) Masker() *migu.Masker { return t.masker }
+
