@@ -317,4 +317,3 @@ func (t *Trainer) Params() map[string][]float32 {
 
 // Masker exposes MIGU's masker (nil without MIGU), for reports.
 func (t *Trainer) Masker() *migu.Masker { return t.masker }
-
