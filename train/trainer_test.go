@@ -1,11 +1,14 @@
 package train
 
 import (
+	"context"
 	"encoding/json"
+	"io"
 	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/migu-ml/migu/data"
@@ -184,5 +187,125 @@ func TestTrainingMatchesPyTorch(t *testing.T) {
 			}
 			t.Logf("%s: %d steps, loss %.4f → %.4f, max |Δloss| = %.2g", name, steps, want[0], want[steps-1], worst)
 		})
+	}
+}
+
+// sliceSource serves fixed batches; its state is the next index.
+type sliceSource struct {
+	batches []*data.Batch
+	next    int
+}
+
+func (s *sliceSource) Next() (*data.Batch, error) {
+	if s.next >= len(s.batches) {
+		return nil, io.EOF
+	}
+	s.next++
+	return s.batches[s.next-1], nil
+}
+
+func (s *sliceSource) State() (json.RawMessage, error) { return json.Marshal(s.next) }
+
+func (s *sliceSource) Restore(raw json.RawMessage) error { return json.Unmarshal(raw, &s.next) }
+
+// In update mode, a weight column whose mask was 0 at every step is
+// bit-identical to where it started (values; its moments stay zero).
+func TestUpdateModeLeavesMaskedColumnsAlone(t *testing.T) {
+	_, model := tinyModel(t)
+	cfg := Config{Optim: AdamWConfig{LR: 1e-2, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.1}, UseMIGU: true, T: 0.7, Mode: migu.ModeUpdate}
+	tr := newFullTrainer(t, model, cfg)
+	start := map[string][]float32{}
+	for name, v := range tr.Params() {
+		start[name] = append([]float32(nil), v...)
+	}
+	everKept := map[string][]bool{}
+	for _, b := range randomBatches(6, 2, 10, 600, 9) {
+		if _, err := tr.TrainStep([]*data.Batch{b}, true); err != nil {
+			t.Fatal(err)
+		}
+		for _, tt := range tr.Tensors {
+			keep := tr.Masker().Keep(tt.Name)
+			if keep == nil {
+				continue
+			}
+			if everKept[tt.Name] == nil {
+				everKept[tt.Name] = make([]bool, len(keep))
+			}
+			for i, k := range keep {
+				everKept[tt.Name][i] = everKept[tt.Name][i] || k
+			}
+		}
+	}
+	frozen, moved := 0, 0
+	for _, tt := range tr.Tensors {
+		kept := everKept[tt.Name]
+		if kept == nil {
+			continue
+		}
+		for i, k := range kept {
+			switch {
+			case !k && tt.Value[i] != start[tt.Name][i]:
+				t.Fatalf("%s[%d] was masked at every step but moved: %v → %v", tt.Name, i, start[tt.Name][i], tt.Value[i])
+			case !k:
+				frozen++
+				if tt.M[i] != 0 || tt.V[i] != 0 {
+					t.Fatalf("%s[%d]: moments of a never-updated element are %v, %v", tt.Name, i, tt.M[i], tt.V[i])
+				}
+			case tt.Value[i] != start[tt.Name][i]:
+				moved++
+			}
+		}
+	}
+	if frozen == 0 || moved == 0 {
+		t.Fatalf("frozen %d, moved %d: the test needs both", frozen, moved)
+	}
+	t.Logf("%d elements never updated stayed bit-identical; %d updated elements moved", frozen, moved)
+}
+
+// A run stopped after some steps and resumed from its checkpoint ends with
+// parameters bit-identical to an uninterrupted run.
+func TestResumeIsBitIdentical(t *testing.T) {
+	_, model := tinyModel(t)
+	cfg := Config{Optim: DefaultAdamW(), UseMIGU: true, T: 0.7, Mode: migu.ModeGrad}
+	batches := randomBatches(6, 2, 8, 600, 11)
+	ctx := context.Background()
+
+	straight := newFullTrainer(t, model, cfg)
+	if _, err := Run(ctx, straight, &sliceSource{batches: batches}, t.TempDir(), RunOptions{Identity: "x"}); err != nil {
+		t.Fatal(err)
+	}
+
+	runDir := t.TempDir()
+	first := newFullTrainer(t, model, cfg)
+	if _, err := Run(ctx, first, &sliceSource{batches: batches}, runDir, RunOptions{MaxSteps: 4, SaveEvery: 2, Identity: "x"}); err != nil {
+		t.Fatal(err)
+	}
+	resumed := newFullTrainer(t, model, cfg)
+	res, err := Run(ctx, resumed, &sliceSource{batches: batches}, runDir, RunOptions{Resume: true, Identity: "x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Resumed != 4 || res.Steps != 2 {
+		t.Fatalf("resumed at step %d and ran %d steps; want 4 and 2", res.Resumed, res.Steps)
+	}
+	for i, tt := range straight.Tensors {
+		other := resumed.Tensors[i]
+		for k := range tt.Value {
+			if tt.Value[k] != other.Value[k] || tt.M[k] != other.M[k] || tt.V[k] != other.V[k] {
+				t.Fatalf("%s[%d] differs after resuming: %v vs %v", tt.Name, k, tt.Value[k], other.Value[k])
+			}
+		}
+	}
+
+	// Another identity is refused; a damaged newest checkpoint is skipped.
+	other := newFullTrainer(t, model, cfg)
+	if _, err := Run(ctx, other, &sliceSource{batches: batches}, runDir, RunOptions{Resume: true, Identity: "y"}); err == nil || !strings.Contains(err.Error(), "another model or configuration") {
+		t.Fatalf("resume with another identity: %v", err)
+	}
+	newest, _, _, _ := LatestCheckpoint(runDir)
+	os.WriteFile(filepath.Join(newest, "params.safetensors"), []byte("damaged"), 0o644)
+	dir, st, skipped, err := LatestCheckpoint(runDir)
+	if err != nil || dir == newest || len(skipped) != 1 || st.Step >= 6 {
+		t.Fatalf("after damage: %s (step %v), skipped %v, %v", dir, st, skipped, err)
 	}
 }

@@ -1,0 +1,196 @@
+package train
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/migu-ml/migu/data"
+	"github.com/migu-ml/migu/internal/badinput"
+)
+
+// Source yields training batches in a reproducible order. State and
+// Restore let a resumed run continue with exactly the batches an
+// uninterrupted run would have seen.
+type Source interface {
+	// Next returns the next batch, or io.EOF when the data is exhausted.
+	Next() (*data.Batch, error)
+	State() (json.RawMessage, error)
+	Restore(json.RawMessage) error
+}
+
+// MetricsFile is the per-step log in the run folder, one JSON object a line.
+const MetricsFile = "metrics.jsonl"
+
+// RunOptions control Run.
+type RunOptions struct {
+	// MaxSteps stops after this many optimizer steps (0: until the source
+	// is exhausted).
+	MaxSteps int64
+	// SaveEvery writes a checkpoint every N steps (0: only at the end).
+	SaveEvery int64
+	// Keep is how many checkpoints to keep (0: all).
+	Keep int
+	// Resume continues from the newest good checkpoint in the run folder.
+	Resume bool
+	// Unmasked trains without MIGU's mask (the first task of a sequence).
+	Unmasked bool
+	// Identity names the model and configuration; checkpoints of another
+	// identity are refused on resume. IdentityOf makes one.
+	Identity string
+	// Progress receives one line per step (nil: silent).
+	Progress io.Writer
+}
+
+// RunResult summarises a run.
+type RunResult struct {
+	Steps      int64
+	Resumed    int64 // the step a resumed run started from
+	Tokens     int
+	FirstLoss  float64
+	LastLoss   float64
+	Checkpoint string // the last checkpoint written
+	Stopped    bool   // interrupted by the context (Ctrl-C): checkpointed
+}
+
+// Run trains until the source is exhausted, MaxSteps is reached or ctx is
+// cancelled, writing metrics.jsonl and checkpoints into runDir. A
+// cancelled run writes a checkpoint of the last finished step and returns
+// with Stopped set. A non-finite loss stops the run with an error naming
+// the step; the last good checkpoint stays as it was.
+func Run(ctx context.Context, t *Trainer, src Source, runDir string, opt RunOptions) (*RunResult, error) {
+	res := &RunResult{}
+	if opt.Resume {
+		dir, st, skipped, err := LatestCheckpoint(runDir)
+		if err != nil {
+			return nil, err
+		}
+		for _, s := range skipped {
+			logf(opt.Progress, "skipping damaged checkpoint: %s", s)
+		}
+		if dir != "" {
+			if err := t.LoadCheckpoint(dir, st, opt.Identity); err != nil {
+				return nil, err
+			}
+			if err := src.Restore(st.Data); err != nil {
+				return nil, err
+			}
+			res.Resumed = t.Step
+			logf(opt.Progress, "resumed from %s (step %d)", dir, t.Step)
+		}
+	}
+	metrics, err := os.OpenFile(filepath.Join(runDir, MetricsFile), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	defer metrics.Close()
+	enc := json.NewEncoder(metrics)
+
+	save := func() error {
+		state, err := src.State()
+		if err != nil {
+			return err
+		}
+		dir, err := t.SaveCheckpoint(runDir, opt.Identity, state, nil, opt.Keep)
+		if err != nil {
+			return err
+		}
+		res.Checkpoint = dir
+		return nil
+	}
+	micro := make([]*data.Batch, 0, t.cfg.GradAccum)
+	start := time.Now()
+	for opt.MaxSteps == 0 || t.Step < opt.MaxSteps {
+		if ctx.Err() != nil {
+			res.Stopped = true
+			break
+		}
+		micro = micro[:0]
+		for len(micro) < t.cfg.GradAccum {
+			b, err := src.Next()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				return nil, err
+			}
+			micro = append(micro, b)
+		}
+		if len(micro) < t.cfg.GradAccum {
+			break // not enough data left for a whole step
+		}
+		step, err := t.TrainStep(micro, !opt.Unmasked)
+		if err != nil {
+			if errors.Is(err, ErrNonFinite) {
+				return nil, fmt.Errorf("%w; the last good checkpoint is %s", err, lastCheckpoint(runDir))
+			}
+			return nil, err
+		}
+		if res.Steps == 0 {
+			res.FirstLoss = step.Loss
+		}
+		res.Steps++
+		res.LastLoss = step.Loss
+		res.Tokens += step.Tokens
+		line := struct {
+			*StepResult
+			TokensPerSecond float64 `json:"tokens_per_s"`
+			Elapsed         float64 `json:"elapsed_s"`
+		}{step, float64(step.Tokens) / step.Seconds, time.Since(start).Seconds()}
+		if err := enc.Encode(line); err != nil {
+			return nil, err
+		}
+		logf(opt.Progress, "step %d  loss %.4f  lr %.3g  grad norm %.3g  %.0f tokens/s", step.Step, step.Loss, step.LR, step.GradNorm, line.TokensPerSecond)
+		if opt.SaveEvery > 0 && t.Step%opt.SaveEvery == 0 {
+			if err := save(); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if res.Checkpoint == "" || !checkpointIsStep(res.Checkpoint, t.Step) {
+		if err := save(); err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+func checkpointIsStep(dir string, step int64) bool {
+	return filepath.Base(dir) == fmt.Sprintf("step-%08d", step)
+}
+
+func lastCheckpoint(runDir string) string {
+	dir, _, _, _ := LatestCheckpoint(runDir)
+	if dir == "" {
+		return "none (no checkpoint was written yet)"
+	}
+	return dir
+}
+
+func logf(w io.Writer, format string, args ...any) {
+	if w != nil {
+		fmt.Fprintf(w, format+"\n", args...)
+	}
+}
+
+// IdentityOf hashes what must not change between a checkpoint and its
+// resumption: the model's manifest and the training configuration.
+func IdentityOf(parts ...any) (string, error) {
+	h := sha256.New()
+	for _, p := range parts {
+		raw, err := json.Marshal(p)
+		if err != nil {
+			return "", badinput.Errorf("identity: %v", err)
+		}
+		h.Write(raw)
+		h.Write([]byte{0})
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
