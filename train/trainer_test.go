@@ -309,3 +309,41 @@ func TestResumeIsBitIdentical(t *testing.T) {
 		t.Fatalf("after damage: %s (step %v), skipped %v, %v", dir, st, skipped, err)
 	}
 }
+
+// ExportModel writes the trained values into a new model folder and leaves
+// everything else as it was.
+func TestExportModel(t *testing.T) {
+	_, model := tinyModel(t)
+	tr := newFullTrainer(t, model, Config{Optim: DefaultAdamW()})
+	for _, b := range randomBatches(2, 2, 8, 600, 3) {
+		if _, err := tr.TrainStep([]*data.Batch{b}, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out := filepath.Join(t.TempDir(), "trained")
+	if err := ExportModel(model, out, tr.Params()); err != nil {
+		t.Fatal(err)
+	}
+	m, err := onnx.Load(filepath.Join(out, modeldir.ModelFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	for name, want := range tr.Params() {
+		got, err := m.Float32s(m.Graph().Initializer(name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range want {
+			if got[i] != want[i] {
+				t.Fatalf("%s[%d] = %v, trained %v", name, i, got[i], want[i])
+			}
+		}
+	}
+	if _, err := modeldir.ReadManifest(out); err != nil {
+		t.Fatal(err)
+	}
+	if err := ExportModel(model, out, tr.Params()); err == nil {
+		t.Fatal("exported over an existing model folder")
+	}
+}

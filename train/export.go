@@ -1,0 +1,57 @@
+package train
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/migu-ml/migu/modeldir"
+	"github.com/migu-ml/migu/onnx"
+)
+
+// ExportModel writes a model folder at out that is the model folder base
+// with trained values replacing its initializers (full fine-tuning): the
+// same graph, config, tokenizer and manifest, so evaluation, generation and
+// further training read it like any exported model.
+func ExportModel(base, out string, params map[string][]float32) error {
+	m, err := onnx.Load(filepath.Join(base, modeldir.ModelFile))
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	g := m.Graph()
+	for name, vals := range params {
+		t := g.Initializer(name)
+		if t == nil {
+			return fmt.Errorf("trained tensor %s is not an initializer of %s", name, base)
+		}
+		if onnx.DType(t.GetDataType()) != onnx.Float {
+			return fmt.Errorf("trained tensor %s is %v in %s; only float32 weights are written back", name, onnx.DType(t.GetDataType()), base)
+		}
+		n, err := onnx.NumElements(t.Dims)
+		if err != nil || n != int64(len(vals)) {
+			return fmt.Errorf("trained tensor %s has %d values for shape %v", name, len(vals), t.Dims)
+		}
+		fresh := onnx.Float32Tensor(name, t.Dims, vals)
+		t.RawData, t.ExternalData, t.DataLocation = fresh.RawData, nil, nil
+		t.FloatData = nil
+	}
+	stage, err := modeldir.Stage(out)
+	if err != nil {
+		return err
+	}
+	defer stage.Abort()
+	if err := m.Save(filepath.Join(stage.Dir, modeldir.ModelFile), onnx.SaveOptions{External: onnx.ExternalAll, DataFile: modeldir.DataFile}); err != nil {
+		return err
+	}
+	for _, name := range []string{modeldir.ConfigFile, modeldir.TokenizerFile, modeldir.ManifestFile} {
+		raw, err := os.ReadFile(filepath.Join(base, name))
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(stage.Dir, name), raw, 0o644); err != nil {
+			return err
+		}
+	}
+	return stage.Commit()
+}
