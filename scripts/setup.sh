@@ -43,9 +43,9 @@ setup_ort() {
 }
 
 setup_python() {
-	local venv="$root/.venv" req="$root/python/requirements.txt"
+	local venv="$root/.venv" req="$root/python/requirements.txt" nodeps="$root/python/requirements-nodeps.txt"
 	local stamp="$venv/.migu-stamp" want
-	want=$(sha256sum "$req" | cut -d' ' -f1)
+	want=$(cat "$req" "$nodeps" | sha256sum | cut -d' ' -f1)
 	if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]] && "$venv/bin/python" -c 'import torch, transformers, onnx' 2>/dev/null; then
 		say "Python environment already in $venv"
 		return
@@ -63,6 +63,8 @@ setup_python() {
 	rm -rf "$venv"
 	/usr/bin/python3 -m venv --system-site-packages "$venv"
 	"$venv/bin/pip" install -q --disable-pip-version-check -r "$req"
+	"$venv/bin/pip" install -q --disable-pip-version-check --no-deps -r "$nodeps"
+	"$venv/bin/python" -c 'import torch, sys; sys.exit(0 if torch.__file__.startswith("/usr/") else "setup: pip replaced Debian torch: " + torch.__file__)'
 	echo "$want" >"$stamp"
 	say "Python environment ready in $venv"
 }
