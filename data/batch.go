@@ -2,6 +2,17 @@
 // arrays of instruction, classification or plain-text records, tokenized,
 // labelled for the model's objective (causal LM, seq2seq, MLM,
 // classification), truncated, padded and batched.
+//
+// The steps, each usable alone:
+//
+//	ds, err := data.Read(path, data.ReadOptions{})         // records
+//	enc, err := data.NewEncoder(tok, data.ConfigFor(man))  // tokenizer + objective
+//	ex, err := enc.Encode(ds)                              // examples and statistics
+//	ld, err := data.NewLoader(ex, data.BatchOptions{BatchSize: 8, Seed: 1})
+//	for b, err := ld.Next(); err != io.EOF; b, err = ld.Next() { … }
+//
+// A Loader's State (epoch, batch, seed) resumes an interrupted run on
+// exactly the batches it would have seen.
 package data
 
 // IgnoreIndex marks label positions that do not count in the loss.
@@ -9,6 +20,10 @@ const IgnoreIndex = -100
 
 // Batch is one training batch, row-major, in the layout train.onnx takes.
 type Batch struct {
+	// Objective says how to read Labels; empty in hand-made batches, where
+	// Feeds infers it from the shapes.
+	Objective Objective
+
 	Size   int // rows
 	SeqLen int // encoder / decoder-only sequence length
 	TgtLen int // seq2seq decoder length (0 otherwise)
@@ -26,23 +41,42 @@ type Batch struct {
 
 	// Tokens counts the real (unpadded) input tokens, for throughput.
 	Tokens int
+	// LossTokens counts the positions the loss is taken on (for clm after
+	// the graph's shift, so position 0 never counts); a trainer that
+	// accumulates gradients can weight micro-batches by it.
+	LossTokens int
+	// Items[r] is the index of row r's example in Examples.Items (and of
+	// its record in Dataset.Records), so evaluation can map rows back.
+	Items []int
 }
 
 // Feeds lists the batch's graph inputs by name with their shapes.
 func (b *Batch) Feeds() map[string]Feed {
+	size, seq, tgt := int64(b.Size), int64(b.SeqLen), int64(b.TgtLen)
 	f := map[string]Feed{
-		"input_ids":      {b.InputIDs, []int64{int64(b.Size), int64(b.SeqLen)}},
-		"attention_mask": {b.AttentionMask, []int64{int64(b.Size), int64(b.SeqLen)}},
+		"input_ids":      {b.InputIDs, []int64{size, seq}},
+		"attention_mask": {b.AttentionMask, []int64{size, seq}},
 	}
-	switch {
-	case b.TgtLen > 0:
-		f["labels"] = Feed{b.Labels, []int64{int64(b.Size), int64(b.TgtLen)}}
-		f["decoder_input_ids"] = Feed{b.DecoderInputIDs, []int64{int64(b.Size), int64(b.TgtLen)}}
-		f["decoder_attention_mask"] = Feed{b.DecoderAttentionMask, []int64{int64(b.Size), int64(b.TgtLen)}}
-	case len(b.Labels) == b.Size:
-		f["labels"] = Feed{b.Labels, []int64{int64(b.Size)}}
+	obj := b.Objective
+	if obj == "" {
+		switch {
+		case b.TgtLen > 0:
+			obj = Seq2Seq
+		case len(b.Labels) == b.Size:
+			obj = CLS
+		default:
+			obj = CLM
+		}
+	}
+	switch obj {
+	case Seq2Seq:
+		f["labels"] = Feed{b.Labels, []int64{size, tgt}}
+		f["decoder_input_ids"] = Feed{b.DecoderInputIDs, []int64{size, tgt}}
+		f["decoder_attention_mask"] = Feed{b.DecoderAttentionMask, []int64{size, tgt}}
+	case CLS:
+		f["labels"] = Feed{b.Labels, []int64{size}}
 	default:
-		f["labels"] = Feed{b.Labels, []int64{int64(b.Size), int64(b.SeqLen)}}
+		f["labels"] = Feed{b.Labels, []int64{size, seq}}
 	}
 	return f
 }

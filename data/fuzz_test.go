@@ -1,0 +1,63 @@
+package data
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+
+	"github.com/migu-ml/migu/internal/badinput"
+)
+
+// FuzzReadJSONL feeds arbitrary bytes to the reader: it must never panic,
+// every error must be bad input naming the file, and what it returns must
+// be consistent (records of one kind, lines in range, classes that index
+// the label set).
+func FuzzReadJSONL(f *testing.F) {
+	for _, s := range []string{
+		"{\"instruction\": \"do\", \"input\": \"x\", \"output\": \"ok\"}\n{\"instruction\": \"do\", \"response\": \"ok\"}\n",
+		"{\"prompt\": \"p\", \"completion\": \"c\"}\r\n\r\n",
+		"{\"sentence\": \"s\", \"label\": \"a\"}\n{\"sentence\": \"t\", \"label\": 3}\n{\"sentence\": \"u\", \"label\": true}",
+		"{\"text\": \"hello\"}\n{\"text\": 5}\n{oops}\n",
+		"[{\"text\": \"a\"},\n{\"text\": \"b\"}]",
+		"[{\"text\": \"a\"}] trailing",
+		"\ufeff{\"text\": \"bom\"}",
+		"", "\n\n", "[", "null", "{\"label\": null, \"sentence\": \"x\"}",
+	} {
+		f.Add([]byte(s), false, "")
+		f.Add([]byte(s), true, "")
+	}
+	f.Add([]byte("{\"sentence\": \"s\", \"label\": \"b\"}\n"), true, "a,b")
+	f.Fuzz(func(t *testing.T, content []byte, skip bool, labels string) {
+		opt := ReadOptions{SkipBadLines: skip}
+		if labels != "" {
+			opt.Labels = strings.Split(labels, ",")
+		}
+		ds, err := ReadFrom(bytes.NewReader(content), "fuzz.jsonl", opt)
+		if err != nil {
+			if !badinput.Is(err) {
+				t.Fatalf("error not marked as bad input: %v", err)
+			}
+			if !strings.HasPrefix(err.Error(), "fuzz.jsonl") && !strings.HasPrefix(err.Error(), "option") {
+				t.Fatalf("error does not name the file: %v", err)
+			}
+			return
+		}
+		lines := bytes.Count(content, []byte("\n")) + 1
+		if len(ds.Records) == 0 || ds.Kind == "" {
+			t.Fatalf("no error and %d records of kind %q", len(ds.Records), ds.Kind)
+		}
+		last := 0
+		for _, r := range ds.Records {
+			if r.Kind != ds.Kind || r.Line < max(last, 1) || r.Line > lines {
+				t.Fatalf("record %+v (kind %s, previous line %d, %d lines)", r, ds.Kind, last, lines)
+			}
+			last = r.Line
+			if r.Kind == Classification && (r.Class < 0 || r.Class >= len(ds.Labels) || ds.Labels[r.Class] != r.Label) {
+				t.Fatalf("class %d of %q, labels %q", r.Class, r.Label, ds.Labels)
+			}
+		}
+		if !skip && ds.Skipped != 0 {
+			t.Fatalf("%d skipped without SkipBadLines", ds.Skipped)
+		}
+	})
+}

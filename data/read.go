@@ -1,0 +1,404 @@
+package data
+
+import (
+	"bufio"
+	"bytes"
+	"cmp"
+	"compress/gzip"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/migu-ml/migu/internal/badinput"
+)
+
+// ReadOptions control Read.
+type ReadOptions struct {
+	// Kind forces the record kind; empty detects it from the fields of each
+	// record (every record of a file must then be of the same kind).
+	Kind Kind
+	// TextField names the field of text records (default "text"); with
+	// Kind Text and TextField "sentence", the sentences of a classification
+	// file serve as unlabelled text.
+	TextField string
+	// Labels fixes the label set of classification records, so that a test
+	// file shares the train file's class indices. Nil: labels.json beside
+	// the file when present, else the sorted distinct labels of the file.
+	Labels []string
+	// SkipBadLines counts and skips records that are not JSON, lack a
+	// field or carry an unknown label, instead of failing on the first.
+	SkipBadLines bool
+}
+
+// LineError is a bad record: where it is, which field, and what is wrong.
+// Read returns it marked as bad input.
+type LineError struct {
+	File    string
+	Line    int // 1-based line where the record starts
+	Element int // 1-based element of a JSON array; 0 in JSON lines
+	Field   string
+	Msg     string
+}
+
+func (e *LineError) Error() string {
+	loc := fmt.Sprintf("%s:%d", e.File, e.Line)
+	if e.Element > 0 {
+		loc += fmt.Sprintf(" (element %d)", e.Element)
+	}
+	if e.Field != "" {
+		return fmt.Sprintf("%s: field %q: %s", loc, e.Field, e.Msg)
+	}
+	return loc + ": " + e.Msg
+}
+
+// LabelsFile is the file beside a classification data file that lists its
+// labels, as in the CL benchmark.
+const LabelsFile = "labels.json"
+
+// Read reads a data file: JSON lines (one object per line, blank lines
+// skipped) or a JSON array of objects, told apart by the first character,
+// optionally gzip-compressed (.gz). Problems with the file's content are
+// bad input naming file:line and the field.
+func Read(path string, opt ReadOptions) (*Dataset, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, badinput.Wrap(err)
+	}
+	defer f.Close()
+	var r io.Reader = f
+	if strings.HasSuffix(path, ".gz") {
+		gz, err := gzip.NewReader(f)
+		if err != nil {
+			return nil, badinput.Errorf("%s: not a gzip file: %v", path, err)
+		}
+		defer gz.Close()
+		r = gz
+	}
+	labels := filepath.Join(filepath.Dir(path), LabelsFile)
+	if _, err := os.Stat(labels); err != nil {
+		labels = ""
+	}
+	ds, err := read(r, path, labels, opt)
+	var pe *fs.PathError
+	switch {
+	case err == nil || badinput.Is(err):
+	case errors.Is(err, gzip.ErrChecksum), errors.Is(err, gzip.ErrHeader), errors.Is(err, io.ErrUnexpectedEOF):
+		return nil, badinput.Errorf("%s: damaged gzip data: %v", path, err)
+	case errors.As(err, &pe):
+		return nil, badinput.Wrap(err) // a folder, say
+	}
+	return ds, err
+}
+
+// ReadFrom reads records from r as Read does; name stands for the file in
+// messages and in CLPromptFor. No labels.json is consulted.
+func ReadFrom(r io.Reader, name string, opt ReadOptions) (*Dataset, error) {
+	return read(r, name, "", opt)
+}
+
+var utf8BOM = []byte{0xef, 0xbb, 0xbf}
+
+// read streams JSON lines, switching to a JSON array when the first
+// non-blank line opens one.
+func read(r io.Reader, name, labelsPath string, opt ReadOptions) (*Dataset, error) {
+	if opt.TextField == "" {
+		opt.TextField = "text"
+	}
+	rd := &reader{name: name, opt: opt, labelsPath: labelsPath, ds: &Dataset{Path: name}}
+	if opt.Labels != nil {
+		if err := rd.setLabels(opt.Labels, "option"); err != nil {
+			return nil, err
+		}
+	}
+	br := bufio.NewReaderSize(r, 64<<10)
+	if b, _ := br.Peek(3); bytes.Equal(b, utf8BOM) {
+		br.Discard(3)
+	}
+	var buf []byte
+	for lineNo := 1; ; lineNo++ {
+		line, err := readLine(br, &buf)
+		if err != nil && err != io.EOF {
+			return nil, err
+		}
+		if t := bytes.TrimSpace(line); len(t) > 0 {
+			if t[0] == '[' && len(rd.ds.Records) == 0 && rd.ds.Skipped == 0 {
+				rest := io.MultiReader(bytes.NewReader(append(bytes.Clone(line), '\n')), br)
+				if err := rd.readArray(rest, lineNo); err != nil {
+					return nil, err
+				}
+				break
+			}
+			if err := rd.add(lineNo, 0, t); err != nil {
+				return nil, err
+			}
+		}
+		if err == io.EOF {
+			break
+		}
+	}
+	return rd.finish()
+}
+
+// readLine returns the next line without its end (\n or \r\n); the slice
+// is valid until the next call. It returns io.EOF with the last line.
+func readLine(br *bufio.Reader, buf *[]byte) ([]byte, error) {
+	line, err := br.ReadSlice('\n')
+	if err == bufio.ErrBufferFull {
+		*buf = append((*buf)[:0], line...)
+		for err == bufio.ErrBufferFull {
+			line, err = br.ReadSlice('\n')
+			*buf = append(*buf, line...)
+		}
+		line = *buf
+	}
+	line = bytes.TrimSuffix(line, []byte("\n"))
+	line = bytes.TrimSuffix(line, []byte("\r"))
+	return line, err
+}
+
+// readArray reads a JSON array of objects starting at line firstLine.
+func (rd *reader) readArray(r io.Reader, firstLine int) error {
+	data, err := io.ReadAll(r)
+	if err != nil {
+		return err
+	}
+	line, seen := firstLine, 0
+	lineAt := func(off int) int {
+		line += bytes.Count(data[seen:off], []byte("\n"))
+		seen = off
+		return line
+	}
+	fatal := func(off, elem int, msg string) error {
+		return badinput.Wrap(&LineError{File: rd.name, Line: lineAt(min(off, len(data))), Element: elem, Msg: msg})
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if _, err := dec.Token(); err != nil {
+		return fatal(0, 0, "not a valid JSON array: "+jsonError(err))
+	}
+	// next is where the next token starts: past blanks and a comma.
+	next := func() int {
+		off := int(dec.InputOffset())
+		for off < len(data) && strings.IndexByte(" \t\r\n,", data[off]) >= 0 {
+			off++
+		}
+		return off
+	}
+	for elem := 1; dec.More(); elem++ {
+		off := next()
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			return fatal(off, elem, "not valid JSON: "+jsonError(err))
+		}
+		if err := rd.add(lineAt(off), elem, raw); err != nil {
+			return err
+		}
+	}
+	end := next()
+	if _, err := dec.Token(); err != nil {
+		return fatal(end, 0, "the JSON array is not closed by ]: "+jsonError(err))
+	}
+	end = next()
+	if _, err := dec.Token(); err != io.EOF {
+		return fatal(end, 0, "unexpected data after the JSON array's closing ]")
+	}
+	return nil
+}
+
+// jsonError words a decoding error without Go type names.
+func jsonError(err error) string {
+	if err == io.EOF || err == io.ErrUnexpectedEOF {
+		return "unexpected end of file"
+	}
+	return strings.TrimPrefix(err.Error(), "json: ")
+}
+
+// reader accumulates the records of one file.
+type reader struct {
+	name       string
+	opt        ReadOptions
+	labelsPath string // labels.json beside the file ("" when none)
+	ds         *Dataset
+	classes    map[string]int // label → class (fixed sets) or seen labels
+	fixed      bool           // the label set is known before reading
+}
+
+// add parses one record; a bad record is skipped or returned as an error.
+func (rd *reader) add(line, elem int, b []byte) error {
+	bad := func(field, msg string) error {
+		err := badinput.Wrap(&LineError{File: rd.name, Line: line, Element: elem, Field: field, Msg: msg})
+		if !rd.opt.SkipBadLines {
+			return err
+		}
+		if rd.ds.Skipped == 0 {
+			rd.ds.FirstSkipped = err
+		}
+		rd.ds.Skipped++
+		return nil
+	}
+	if k := jsonKind(b); k != "an object" {
+		if !json.Valid(b) {
+			var v any
+			return bad("", "not valid JSON: "+jsonError(json.Unmarshal(b, &v)))
+		}
+		return bad("", "not a JSON object (got "+k+")")
+	}
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(b, &obj); err != nil {
+		return bad("", "not valid JSON: "+jsonError(err))
+	}
+	rec, err := parseRecord(obj, rd.opt.Kind, rd.opt.TextField)
+	if err != nil {
+		var fe *fieldError
+		if errors.As(err, &fe) {
+			return bad(fe.field, fe.msg)
+		}
+		return err
+	}
+	if rd.ds.Kind != "" && rec.Kind != rd.ds.Kind {
+		return bad("", fmt.Sprintf("%s record in a file of %s records (the first record decides; ReadOptions.Kind forces one)", article(string(rec.Kind)), rd.ds.Kind))
+	}
+	if rec.Kind == Classification {
+		if err := rd.loadLabels(); err != nil {
+			return err
+		}
+		class, ok := rd.classes[rec.Label]
+		switch {
+		case ok:
+		case rd.fixed:
+			return bad("label", fmt.Sprintf("%q is not in the label set (%s: %s)", rec.Label, rd.ds.LabelSource, listLabels(rd.ds.Labels)))
+		default:
+			class = len(rd.classes)
+			rd.classes[rec.Label] = class
+		}
+		rec.Class = class
+	}
+	rec.Line = line
+	rd.ds.Kind = rec.Kind
+	rd.ds.Records = append(rd.ds.Records, rec)
+	return nil
+}
+
+func article(s string) string {
+	if strings.IndexByte("aeiou", s[0]) >= 0 {
+		return "an " + s
+	}
+	return "a " + s
+}
+
+// loadLabels reads labels.json the first time a classification record
+// needs the label set.
+func (rd *reader) loadLabels() error {
+	if rd.classes != nil {
+		return nil
+	}
+	if rd.labelsPath == "" {
+		rd.classes = map[string]int{}
+		return nil
+	}
+	raw, err := os.ReadFile(rd.labelsPath)
+	if err != nil {
+		return badinput.Wrap(err)
+	}
+	var vals []json.RawMessage
+	if err := json.Unmarshal(raw, &vals); err != nil {
+		if json.Valid(raw) {
+			return badinput.Errorf("%s: expected a JSON array of labels, got %s", rd.labelsPath, jsonKind(raw))
+		}
+		return badinput.Errorf("%s: not valid JSON: %s", rd.labelsPath, jsonError(err))
+	}
+	labels := make([]string, len(vals))
+	for i, v := range vals {
+		if labels[i], err = labelText("", v); err != nil {
+			return badinput.Errorf("%s: element %d: %v", rd.labelsPath, i+1, err)
+		}
+	}
+	return rd.setLabels(labels, rd.labelsPath)
+}
+
+func (rd *reader) setLabels(labels []string, source string) error {
+	if len(labels) == 0 {
+		return badinput.Errorf("%s: the label set is empty", source)
+	}
+	rd.classes = make(map[string]int, len(labels))
+	for i, l := range labels {
+		if _, dup := rd.classes[l]; dup {
+			return badinput.Errorf("%s: label %q appears twice", source, l)
+		}
+		rd.classes[l] = i
+	}
+	rd.fixed = true
+	rd.ds.Labels = append([]string(nil), labels...)
+	rd.ds.LabelSource = source
+	return nil
+}
+
+// finish checks that records were found and numbers labels seen in the
+// data, sorted, when no label set was given.
+func (rd *reader) finish() (*Dataset, error) {
+	ds := rd.ds
+	if len(ds.Records) == 0 {
+		if ds.Skipped > 0 {
+			return nil, badinput.Errorf("%s: no usable records: all %d were bad and skipped; the first: %v", rd.name, ds.Skipped, ds.FirstSkipped)
+		}
+		return nil, badinput.Errorf("%s: no records: the file is empty", rd.name)
+	}
+	if ds.Kind == Classification && !rd.fixed {
+		ds.Labels = sortLabels(rd.classes)
+		ds.LabelSource = "data"
+		index := make(map[string]int, len(ds.Labels))
+		for i, l := range ds.Labels {
+			index[l] = i
+		}
+		for i := range ds.Records {
+			ds.Records[i].Class = index[ds.Records[i].Label]
+		}
+	}
+	if ds.Kind != Classification {
+		ds.Labels, ds.LabelSource = nil, ""
+	}
+	return ds, nil
+}
+
+// listLabels shortens a label list for a message.
+func listLabels(labels []string) string {
+	const most = 10
+	q := make([]string, 0, most+1)
+	for i, l := range labels {
+		if i == most {
+			q = append(q, fmt.Sprintf("… %d more", len(labels)-most))
+			break
+		}
+		q = append(q, fmt.Sprintf("%q", l))
+	}
+	return strings.Join(q, ", ")
+}
+
+// sortLabels orders the labels seen in a file: numerically when they are
+// all numbers (so 10 follows 9), else as strings.
+func sortLabels(seen map[string]int) []string {
+	labels := make([]string, 0, len(seen))
+	numeric := true
+	for l := range seen {
+		labels = append(labels, l)
+		if _, err := strconv.ParseFloat(l, 64); err != nil {
+			numeric = false
+		}
+	}
+	if numeric {
+		slices.SortFunc(labels, func(a, b string) int {
+			x, _ := strconv.ParseFloat(a, 64)
+			y, _ := strconv.ParseFloat(b, 64)
+			return cmp.Or(cmp.Compare(x, y), strings.Compare(a, b))
+		})
+	} else {
+		slices.Sort(labels)
+	}
+	return labels
+}
