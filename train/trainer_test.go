@@ -5,15 +5,14 @@ import (
 	"encoding/json"
 	"io"
 	"math"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/migu-ml/migu/data"
-	"github.com/migu-ml/migu/exporters"
 	"github.com/migu-ml/migu/internal/testenv"
+	"github.com/migu-ml/migu/internal/testfix"
 	"github.com/migu-ml/migu/migu"
 	"github.com/migu-ml/migu/modeldir"
 	"github.com/migu-ml/migu/onnx"
@@ -59,56 +58,8 @@ for batch in spec["batches"]:
 print(json.dumps(losses))
 `
 
-// randomBatches makes deterministic clm batches: random ids, the second row
-// right-padded, labels = ids with IgnoreIndex at padding.
-func randomBatches(n, size, seq int, vocab int64, seed uint64) []*data.Batch {
-	rng := rand.New(rand.NewPCG(seed, 1))
-	out := make([]*data.Batch, n)
-	for k := range out {
-		b := &data.Batch{Size: size, SeqLen: seq}
-		for r := 0; r < size; r++ {
-			length := seq
-			if r == 1 {
-				length = seq - 1 - rng.IntN(seq/2)
-			}
-			for s := 0; s < seq; s++ {
-				id, m, l := int64(0), int64(0), int64(data.IgnoreIndex)
-				if s < length {
-					id = 3 + rng.Int64N(vocab-3)
-					m, l = 1, id
-					b.Tokens++
-				}
-				b.InputIDs = append(b.InputIDs, id)
-				b.AttentionMask = append(b.AttentionMask, m)
-				b.Labels = append(b.Labels, l)
-			}
-		}
-		out[k] = b
-	}
-	return out
-}
-
-func rows(v []int64, size, seq int) [][]int64 {
-	out := make([][]int64, size)
-	for r := range out {
-		out[r] = v[r*seq : (r+1)*seq]
-	}
-	return out
-}
-
 // tinyModel writes a random tiny llama (HF checkpoint and model folder).
-func tinyModel(t *testing.T) (hf, model string) {
-	t.Helper()
-	root := t.TempDir()
-	hf, model = filepath.Join(root, "hf"), filepath.Join(root, "model")
-	if _, err := exporters.Init(hf, exporters.InitOptions{Arch: "llama", Preset: "tiny", VocabSize: 600}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := exporters.Export(hf, model); err != nil {
-		t.Fatal(err)
-	}
-	return hf, model
-}
+func tinyModel(t *testing.T) (hf, model string) { return testfix.TinyModel(t, "llama") }
 
 // newFullTrainer opens a model folder for full fine-tuning.
 func newFullTrainer(t *testing.T, model string, cfg Config) *Trainer {
@@ -143,7 +94,7 @@ func newFullTrainer(t *testing.T, model string, cfg Config) *Trainer {
 func TestTrainingMatchesPyTorch(t *testing.T) {
 	hf, model := tinyModel(t)
 	const steps, lr, wd = 20, 2e-3, 0.01
-	batches := randomBatches(steps, 2, 10, 600, 5)
+	batches := testfix.RandomBatches(steps, 2, 10, 600, 5)
 	var spec struct {
 		Class   string                 `json:"class"`
 		LR      float64                `json:"lr"`
@@ -153,8 +104,7 @@ func TestTrainingMatchesPyTorch(t *testing.T) {
 	}
 	spec.Class, spec.LR, spec.WD = "LlamaForCausalLM", lr, wd
 	for _, b := range batches {
-		spec.Batches = append(spec.Batches, map[string][][]int64{
-			"input_ids": rows(b.InputIDs, b.Size, b.SeqLen), "attention_mask": rows(b.AttentionMask, b.Size, b.SeqLen), "labels": rows(b.Labels, b.Size, b.SeqLen)})
+		spec.Batches = append(spec.Batches, testfix.BatchFeeds(b))
 	}
 	for _, withMIGU := range []bool{false, true} {
 		name := "full"
@@ -219,7 +169,7 @@ func TestUpdateModeLeavesMaskedColumnsAlone(t *testing.T) {
 		start[name] = append([]float32(nil), v...)
 	}
 	everKept := map[string][]bool{}
-	for _, b := range randomBatches(6, 2, 10, 600, 9) {
+	for _, b := range testfix.RandomBatches(6, 2, 10, 600, 9) {
 		if _, err := tr.TrainStep([]*data.Batch{b}, true); err != nil {
 			t.Fatal(err)
 		}
@@ -267,7 +217,7 @@ func TestUpdateModeLeavesMaskedColumnsAlone(t *testing.T) {
 func TestResumeIsBitIdentical(t *testing.T) {
 	_, model := tinyModel(t)
 	cfg := Config{Optim: DefaultAdamW(), UseMIGU: true, T: 0.7, Mode: migu.ModeGrad}
-	batches := randomBatches(6, 2, 8, 600, 11)
+	batches := testfix.RandomBatches(6, 2, 8, 600, 11)
 	ctx := context.Background()
 
 	straight := newFullTrainer(t, model, cfg)
@@ -315,7 +265,7 @@ func TestResumeIsBitIdentical(t *testing.T) {
 func TestExportModel(t *testing.T) {
 	_, model := tinyModel(t)
 	tr := newFullTrainer(t, model, Config{Optim: DefaultAdamW()})
-	for _, b := range randomBatches(2, 2, 8, 600, 3) {
+	for _, b := range testfix.RandomBatches(2, 2, 8, 600, 3) {
 		if _, err := tr.TrainStep([]*data.Batch{b}, false); err != nil {
 			t.Fatal(err)
 		}

@@ -12,8 +12,8 @@ import (
 	"github.com/migu-ml/migu/internal/testenv"
 )
 
-// migu runs the CLI in-process and returns its exit status and output.
-func migu(t *testing.T, args ...string) (int, string, string) {
+// runCLI runs the CLI in-process and returns its exit status and output.
+func runCLI(t *testing.T, args ...string) (int, string, string) {
 	t.Helper()
 	var stdout, stderr bytes.Buffer
 	code := run(args, &stdout, &stderr)
@@ -35,7 +35,7 @@ func torchExport(t *testing.T) string {
 
 func TestInspectTorchExport(t *testing.T) {
 	path := torchExport(t)
-	code, out, errOut := migu(t, "inspect", path)
+	code, out, errOut := runCLI(t, "inspect", path)
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
@@ -53,7 +53,7 @@ func TestInspectTorchExport(t *testing.T) {
 			t.Errorf("inspect output lacks %q:\n%s", want, out)
 		}
 	}
-	code, out, _ = migu(t, "inspect", "--json", filepath.Dir(path)+"/ext")
+	code, out, _ = runCLI(t, "inspect", "--json", filepath.Dir(path)+"/ext")
 	if code != 0 || !strings.Contains(out, `"d_out": 48`) {
 		t.Errorf("inspect --json of a model folder: exit %d\n%s", code, out)
 	}
@@ -79,7 +79,7 @@ func TestExitStatus(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			code, _, errOut := migu(t, c.args...)
+			code, _, errOut := runCLI(t, c.args...)
 			if code != c.code || !strings.Contains(errOut, c.want) {
 				t.Fatalf("exit %d, stderr %q; want exit %d and %q", code, errOut, c.code, c.want)
 			}
@@ -92,7 +92,7 @@ func TestExitStatus(t *testing.T) {
 
 func TestVersionNamesORT(t *testing.T) {
 	lib := testenv.ORTLib(t)
-	code, out, errOut := migu(t, "version", "--ort-lib", lib)
+	code, out, errOut := runCLI(t, "version", "--ort-lib", lib)
 	if code != 0 || !strings.Contains(out, "migu ") || !strings.Contains(out, "onnxruntime 1.30.0") {
 		t.Fatalf("exit %d\n%s%s", code, out, errOut)
 	}
@@ -110,11 +110,11 @@ func TestPrepareThenInspect(t *testing.T) {
 		{"prepare", "--model", model, "--out", art, "--trainable", "all"},
 	}
 	for _, args := range steps {
-		if code, out, errOut := migu(t, args...); code != 0 {
+		if code, out, errOut := runCLI(t, args...); code != 0 {
 			t.Fatalf("migu %v: exit %d\n%s%s", args, code, out, errOut)
 		}
 	}
-	code, out, errOut := migu(t, "inspect", "--json", filepath.Join(art, "train.onnx"))
+	code, out, errOut := runCLI(t, "inspect", "--json", filepath.Join(art, "train.onnx"))
 	if code != 0 {
 		t.Fatalf("inspect: exit %d: %s", code, errOut)
 	}
@@ -138,7 +138,7 @@ func TestPrepareThenInspect(t *testing.T) {
 	if kinds["loss"] != 1 || kinds["grad"] == 0 || kinds["magnitude"] == 0 {
 		t.Errorf("outputs by kind %v", kinds)
 	}
-	if code, _, errOut := migu(t, "prepare", "--model", model); code != 2 || !strings.Contains(errOut, "--out") {
+	if code, _, errOut := runCLI(t, "prepare", "--model", model); code != 2 || !strings.Contains(errOut, "--out") {
 		t.Errorf("prepare without --out: exit %d, %q", code, errOut)
 	}
 }

@@ -39,7 +39,9 @@ does the tensor work; everything else is Go.`,
 		newInitCmd(),
 		newExportCmd(),
 		newPrepareCmd(),
+		newTrainCmd(g),
 		newDemoCmd(g),
+		newMergeCmd(),
 	)
 	return root
 }

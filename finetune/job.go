@@ -1,0 +1,231 @@
+// Package finetune runs fine-tuning jobs as `migu train` describes them:
+// read and encode the data, plan what to train (every parameter, or a
+// LoRA adapter), run the trainer with checkpoints, and write the trained
+// model folder or the adapter.
+package finetune
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/migu-ml/migu/adapters"
+	"github.com/migu-ml/migu/data"
+	"github.com/migu-ml/migu/internal/atomicfile"
+	"github.com/migu-ml/migu/internal/badinput"
+	"github.com/migu-ml/migu/lora"
+	"github.com/migu-ml/migu/migu"
+	"github.com/migu-ml/migu/modeldir"
+	"github.com/migu-ml/migu/onnx"
+	"github.com/migu-ml/migu/tokenizer"
+	"github.com/migu-ml/migu/train"
+)
+
+// Methods a job can train with.
+const (
+	MethodFull = "full"
+	MethodLoRA = "lora"
+)
+
+// JobOptions are what `migu train` asks for.
+type JobOptions struct {
+	Model, Data, Out string
+	Method           string       // full or lora
+	LoRA             lora.Config  `json:"lora"`
+	Train            train.Config `json:"train"`
+	Epochs           int          `json:"epochs"`
+	BatchSize        int          `json:"batch_size"`
+	MaxLen           int          `json:"max_len"`
+	Seed             uint64       `json:"seed"`
+	Bucket           int          `json:"bucket"`
+	SkipBadLines     bool         `json:"skip_bad_lines"`
+	// Unmasked trains without MIGU's mask (the first task of a sequence).
+	Unmasked bool `json:"unmasked"`
+	// MaxSteps, SaveEvery, Keep and Resume may change between a run and its
+	// resumption; the rest may not.
+	MaxSteps  int64 `json:"-"`
+	SaveEvery int64 `json:"-"`
+	Keep      int   `json:"-"`
+	Resume    bool  `json:"-"`
+	// Progress receives a line per step.
+	Progress io.Writer `json:"-"`
+}
+
+// JobResult is run.json.
+type JobResult struct {
+	Method     string     `json:"method"`
+	Steps      int64      `json:"steps"`
+	Resumed    int64      `json:"resumed_from,omitempty"`
+	FirstLoss  float64    `json:"first_loss"`
+	LastLoss   float64    `json:"last_loss"`
+	Tokens     int        `json:"tokens"`
+	Data       data.Stats `json:"data"`
+	Stopped    bool       `json:"stopped,omitempty"`
+	Checkpoint string     `json:"checkpoint"`
+	// Output is the trained model folder (full) or adapter folder (lora).
+	Output string `json:"output,omitempty"`
+}
+
+// RunJob trains a model folder on a data file into a run folder: builds
+// the plan (all parameters, or a LoRA adapter), the training graph and the
+// batches, trains with checkpoints, and on completion writes the trained
+// model folder (run/model) or the adapter in PEFT's format (run/adapter)
+// and run.json. A cancelled context checkpoints and stops.
+func RunJob(ctx context.Context, o JobOptions) (*JobResult, error) {
+	if o.Model == "" || o.Data == "" || o.Out == "" {
+		return nil, badinput.Errorf("train needs --model MODEL_DIR, --data FILE and --out RUN_DIR")
+	}
+	man, err := modeldir.ReadManifest(o.Model)
+	if err != nil {
+		return nil, err
+	}
+	if err := prepareRunDir(o.Out, o.Resume); err != nil {
+		return nil, err
+	}
+	src, stats, err := loadData(o, man)
+	if err != nil {
+		return nil, err
+	}
+	m, err := onnx.Load(filepath.Join(o.Model, modeldir.ModelFile))
+	if err != nil {
+		return nil, err
+	}
+	defer m.Close()
+	var plan *train.Plan
+	var adapter adapters.Adapter
+	switch o.Method {
+	case "", MethodFull:
+		o.Method = MethodFull
+		plan, err = train.FullPlan(m, man)
+	case MethodLoRA:
+		adapter, plan, err = loraPlan(m, man, o)
+	default:
+		err = badinput.Errorf("unknown --method %q (full, lora)", o.Method)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if o.Train.TotalSteps == 0 {
+		o.Train.TotalSteps = o.MaxSteps
+		if o.Train.TotalSteps == 0 {
+			epochs := max(o.Epochs, 1)
+			o.Train.TotalSteps = int64(epochs * src.BatchesPerEpoch() / max(o.Train.GradAccum, 1))
+		}
+	}
+	identity, err := train.IdentityOf(man, o)
+	if err != nil {
+		return nil, err
+	}
+	tr, err := train.NewTrainer(plan, o.Out, o.Train)
+	if err != nil {
+		return nil, err
+	}
+	defer tr.Close()
+	run, err := train.Run(ctx, tr, src, o.Out, train.RunOptions{MaxSteps: o.MaxSteps, SaveEvery: o.SaveEvery, Keep: o.Keep,
+		Resume: o.Resume, Unmasked: o.Unmasked, Identity: identity, Progress: o.Progress})
+	if err != nil {
+		return nil, err
+	}
+	res := &JobResult{Method: o.Method, Steps: tr.Step, Resumed: run.Resumed, FirstLoss: run.FirstLoss, LastLoss: run.LastLoss,
+		Tokens: run.Tokens, Data: stats, Stopped: run.Stopped, Checkpoint: run.Checkpoint}
+	if !run.Stopped {
+		switch o.Method {
+		case MethodFull:
+			res.Output = filepath.Join(o.Out, "model")
+			os.RemoveAll(res.Output) // a model of an earlier completion of this run
+			err = train.ExportModel(o.Model, res.Output, tr.Params())
+		case MethodLoRA:
+			res.Output = filepath.Join(o.Out, "adapter")
+			err = adapter.Save(res.Output, man, tr.Params())
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	raw, err := json.MarshalIndent(res, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	return res, atomicfile.WriteFile(filepath.Join(o.Out, "run.json"), append(raw, '\n'))
+}
+
+// prepareRunDir creates the run folder; a folder with checkpoints is only
+// reused with --resume, so a second run never mixes into the first.
+func prepareRunDir(dir string, resume bool) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	if latest, _, _, _ := train.LatestCheckpoint(dir); latest != "" && !resume {
+		return badinput.Errorf("%s already holds checkpoints; pass --resume to continue that run, or choose another --out", dir)
+	}
+	return nil
+}
+
+// loadData reads and encodes the data file into a batch loader.
+func loadData(o JobOptions, man *modeldir.Manifest) (*data.Loader, data.Stats, error) {
+	tok, err := tokenizer.Load(filepath.Join(o.Model, modeldir.TokenizerFile))
+	if err != nil {
+		return nil, data.Stats{}, err
+	}
+	cfg := data.ConfigFor(man)
+	if o.MaxLen > 0 {
+		cfg.MaxLen = o.MaxLen
+	}
+	if o.Train.Objective != "" {
+		obj, err := data.ParseObjective(o.Train.Objective)
+		if err != nil {
+			return nil, data.Stats{}, err
+		}
+		cfg.Objective = obj
+	}
+	ds, err := data.Read(o.Data, data.ReadOptions{SkipBadLines: o.SkipBadLines})
+	if err != nil {
+		return nil, data.Stats{}, err
+	}
+	enc, err := data.NewEncoder(tok, cfg)
+	if err != nil {
+		return nil, data.Stats{}, err
+	}
+	ex, err := enc.Encode(ds)
+	if err != nil {
+		return nil, data.Stats{}, err
+	}
+	batch := o.BatchSize
+	if batch == 0 {
+		batch = 8
+	}
+	epochs := o.Epochs
+	if o.MaxSteps > 0 && epochs == 0 {
+		epochs = -1 // run by steps
+	}
+	l, err := data.NewLoader(ex, data.BatchOptions{BatchSize: batch, Seed: o.Seed, Bucket: o.Bucket, Epochs: epochs})
+	return l, ex.Stats, err
+}
+
+// loraPlan injects a LoRA adapter and trains only its tensors, each masked
+// by the point its rule names.
+func loraPlan(m *onnx.Model, man *modeldir.Manifest, o JobOptions) (adapters.Adapter, *train.Plan, error) {
+	a, err := lora.New(o.LoRA)
+	if err != nil {
+		return nil, nil, err
+	}
+	inj, err := a.Inject(m, man, adapters.InjectOptions{Seed: o.Seed, Training: true})
+	if err != nil {
+		return nil, nil, err
+	}
+	plan := &train.Plan{Model: m, Manifest: man, Trainable: inj.ParamNames(), Points: inj.Points}
+	shapes := map[string][]int64{}
+	for _, p := range inj.Params {
+		shapes[p.Name] = p.Shape
+	}
+	for _, r := range inj.Masks {
+		if shapes[r.Param] == nil {
+			return nil, nil, fmt.Errorf("lora: mask rule for unknown tensor %s", r.Param)
+		}
+		plan.Rules = append(plan.Rules, migu.Rule{Param: r.Param, Shape: shapes[r.Param], Axis: r.Axis, Tap: r.Point})
+	}
+	return a, plan, nil
+}

@@ -1,0 +1,110 @@
+package finetune
+
+import (
+	"encoding/json"
+	"math"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/migu-ml/migu/data"
+	"github.com/migu-ml/migu/internal/testenv"
+	"github.com/migu-ml/migu/internal/testfix"
+	"github.com/migu-ml/migu/lora"
+	"github.com/migu-ml/migu/modeldir"
+	"github.com/migu-ml/migu/onnx"
+	"github.com/migu-ml/migu/onnx/ort"
+	"github.com/migu-ml/migu/train"
+)
+
+// torchTrainPEFT trains the same LoRA adapter with PEFT: the base model
+// frozen, the adapter loaded from our saved initial state, AdamW on its
+// tensors only.
+const torchTrainPEFT = `
+import json, sys
+import torch, transformers, peft
+spec = json.load(open(sys.argv[1]))
+base = getattr(transformers, spec["class"]).from_pretrained(sys.argv[2])
+model = peft.PeftModel.from_pretrained(base, sys.argv[3], is_trainable=True)
+model.eval()
+params = [p for p in model.parameters() if p.requires_grad]
+opt = torch.optim.AdamW(params, lr=spec["lr"], betas=(0.9, 0.999), eps=1e-8, weight_decay=spec["wd"])
+losses = []
+for batch in spec["batches"]:
+    feeds = {k: torch.tensor(v, dtype=torch.long) for k, v in batch.items()}
+    feeds["position_ids"] = (feeds["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+    loss = model(**feeds).loss
+    loss.backward()
+    opt.step()
+    opt.zero_grad()
+    losses.append(float(loss))
+print(json.dumps(losses))
+`
+
+// Twenty LoRA steps give PEFT's losses from the same initial A and B.
+func TestLoRATrainingMatchesPEFT(t *testing.T) {
+	hf, model := testfix.TinyModel(t, "llama")
+	if err := ort.Init(ort.InitOptions{LibraryPath: testenv.ORTLib(t)}); err != nil {
+		t.Fatal(err)
+	}
+	man, err := modeldir.ReadManifest(model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := onnx.Load(filepath.Join(model, modeldir.ModelFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	const steps, lr, wd = 20, 5e-3, 0.01
+	adapter, plan, err := loraPlan(m, man, JobOptions{LoRA: lora.Config{Targets: []string{"q", "v", "ffn_out"}, R: 4, Alpha: 8}, Seed: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	initial := filepath.Join(t.TempDir(), "adapter")
+	values := map[string][]float32{}
+	for _, name := range plan.Trainable {
+		v, err := m.Float32s(m.Graph().Initializer(name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		values[name] = v
+	}
+	if err := adapter.Save(initial, man, values); err != nil {
+		t.Fatal(err)
+	}
+	tr, err := train.NewTrainer(plan, t.TempDir(), train.Config{Optim: train.AdamWConfig{LR: lr, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: wd}, Threads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	batches := testfix.RandomBatches(steps, 2, 10, 600, 8)
+	spec := map[string]any{"class": "LlamaForCausalLM", "lr": lr, "wd": wd}
+	var list []map[string][][]int64
+	for _, b := range batches {
+		list = append(list, testfix.BatchFeeds(b))
+	}
+	spec["batches"] = list
+	path := filepath.Join(t.TempDir(), "spec.json")
+	raw, _ := json.Marshal(spec)
+	os.WriteFile(path, raw, 0o644)
+	var want []float64
+	if err := json.Unmarshal(testenv.RunPython(t, torchTrainPEFT, path, hf, initial), &want); err != nil {
+		t.Fatal(err)
+	}
+	worst := 0.0
+	for i, b := range batches {
+		res, err := tr.TrainStep([]*data.Batch{b}, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		worst = math.Max(worst, math.Abs(res.Loss-want[i]))
+		if math.Abs(res.Loss-want[i]) > 1e-4 {
+			t.Fatalf("step %d: loss %.6f, PEFT %.6f", i+1, res.Loss, want[i])
+		}
+	}
+	if want[0] == want[steps-1] {
+		t.Fatal("PEFT's loss did not move: the comparison would prove nothing")
+	}
+	t.Logf("lora: %d steps, loss %.4f → %.4f, max |Δloss| = %.2g", steps, want[0], want[steps-1], worst)
+}
