@@ -50,8 +50,9 @@ type JobOptions struct {
 	SaveEvery int64 `json:"-"`
 	Keep      int   `json:"-"`
 	Resume    bool  `json:"-"`
-	// Progress receives a line per step.
+	// Progress receives a line per step; Terminal redraws one line instead.
 	Progress io.Writer `json:"-"`
+	Terminal bool      `json:"-"`
 }
 
 // JobResult is run.json.
@@ -125,7 +126,7 @@ func RunJob(ctx context.Context, o JobOptions) (*JobResult, error) {
 	}
 	defer tr.Close()
 	run, err := train.Run(ctx, tr, src, o.Out, train.RunOptions{MaxSteps: o.MaxSteps, SaveEvery: o.SaveEvery, Keep: o.Keep,
-		Resume: o.Resume, Unmasked: o.Unmasked, Identity: identity, Progress: o.Progress})
+		Resume: o.Resume, Unmasked: o.Unmasked, Identity: identity, Progress: o.Progress, Terminal: o.Terminal})
 	if err != nil {
 		return nil, err
 	}

@@ -54,8 +54,8 @@ type Masker struct {
 	magnitudes map[string][]float32
 	// features is the current keep mask per tap; previous the last step's.
 	features, previous map[string][]bool
-	// elements is the expanded keep mask per param (aligned with its values).
-	elements map[string][]bool
+	// byParam finds a tensor's rule.
+	byParam map[string]Rule
 }
 
 // NewMasker prepares masks for the rules; tapDims gives each tap's length.
@@ -64,7 +64,7 @@ func NewMasker(t float64, rules []Rule, tapDims map[string]int64) (*Masker, erro
 		return nil, err
 	}
 	m := &Masker{T: t, rules: rules, magnitudes: map[string][]float32{}, features: map[string][]bool{},
-		previous: map[string][]bool{}, elements: map[string][]bool{}}
+		previous: map[string][]bool{}, byParam: map[string]Rule{}}
 	for _, r := range rules {
 		dim, ok := tapDims[r.Tap]
 		if !ok {
@@ -78,7 +78,7 @@ func NewMasker(t float64, rules []Rule, tapDims map[string]int64) (*Masker, erro
 			m.features[r.Tap] = make([]bool, dim)
 			m.previous[r.Tap] = make([]bool, dim)
 		}
-		m.elements[r.Param] = make([]bool, r.Shape[0]*r.Shape[1])
+		m.byParam[r.Param] = r
 	}
 	return m, nil
 }
@@ -93,8 +93,8 @@ func (m *Masker) Accumulate(taps map[string][]float32) {
 }
 
 // Compute sets the masks from the accumulated magnitudes (per tap, keep the
-// features at or above the T-quantile), expands them onto the tensors, and
-// resets the accumulators for the next step.
+// features at or above the T-quantile) and resets the accumulators for the
+// next step.
 func (m *Masker) Compute() error {
 	for name, acc := range m.magnitudes {
 		copy(m.previous[name], m.features[name])
@@ -103,34 +103,55 @@ func (m *Masker) Compute() error {
 		}
 		clear(acc)
 	}
-	for _, r := range m.rules {
-		keep, feats := m.elements[r.Param], m.features[r.Tap]
-		rows, cols := r.Shape[0], r.Shape[1]
-		for i := int64(0); i < rows; i++ {
-			for j := int64(0); j < cols; j++ {
-				f := j
-				if r.Axis == 0 {
-					f = i
-				}
-				keep[i*cols+j] = feats[f]
-			}
-		}
-	}
 	return nil
 }
 
-// Keep returns the element mask of a masked tensor (nil if it is unmasked).
-func (m *Masker) Keep(param string) []bool { return m.elements[param] }
+// Keep is the mask of one tensor [Rows, Cols]: element (i, j) may change
+// when Features[j] (Axis 1) or Features[i] (Axis 0) is set.
+type Keep struct {
+	Features   []bool
+	Axis       int
+	Rows, Cols int64
+}
 
-// MaskGrad zeroes the gradient of every masked element (grad mode).
+// At reports whether element (i, j) may change.
+func (k *Keep) At(i, j int64) bool {
+	if k.Axis == 0 {
+		return k.Features[i]
+	}
+	return k.Features[j]
+}
+
+// Keep returns the current mask of a tensor, or nil when it is unmasked.
+func (m *Masker) Keep(param string) *Keep {
+	r, ok := m.byParam[param]
+	if !ok {
+		return nil
+	}
+	return &Keep{Features: m.features[r.Tap], Axis: r.Axis, Rows: r.Shape[0], Cols: r.Shape[1]}
+}
+
+// MaskGrad zeroes the gradient of every masked element (grad mode): whole
+// columns (Axis 1) or rows (Axis 0), without visiting kept ones.
 func (m *Masker) MaskGrad(param string, grad []float32) {
-	keep := m.elements[param]
-	if keep == nil {
+	k := m.Keep(param)
+	if k == nil {
 		return
 	}
-	for i, k := range keep {
-		if !k {
-			grad[i] = 0
+	if k.Axis == 0 {
+		for i, keep := range k.Features {
+			if !keep {
+				clear(grad[int64(i)*k.Cols : int64(i+1)*k.Cols])
+			}
+		}
+		return
+	}
+	for i := int64(0); i < k.Rows; i++ {
+		row := grad[i*k.Cols : (i+1)*k.Cols]
+		for j, keep := range k.Features {
+			if !keep {
+				row[j] = 0
+			}
 		}
 	}
 }

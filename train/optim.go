@@ -6,6 +6,7 @@ import (
 	"sync"
 
 	"github.com/migu-ml/migu/internal/badinput"
+	"github.com/migu-ml/migu/migu"
 )
 
 // AdamWConfig holds AdamW's hyperparameters, with PyTorch's defaults.
@@ -56,10 +57,10 @@ func NewAdamW(cfg AdamWConfig) (*AdamW, error) {
 }
 
 // Step applies one update at learning rate lr to every tensor, in
-// parallel over tensors. keep, when non-nil for a tensor, lists per
-// element whether it may change: elements with keep false are left exactly
-// as they are, value and moments (MIGU's update mode).
-func (o *AdamW) Step(tensors []*Tensor, lr float64, keep map[*Tensor][]bool) {
+// parallel over tensors. keep, when non-nil for a tensor, says which of its
+// rows or columns may change: the others are left exactly as they are,
+// value and moments (MIGU's update mode).
+func (o *AdamW) Step(tensors []*Tensor, lr float64, keep map[*Tensor]*migu.Keep) {
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 4)
 	for _, t := range tensors {
@@ -73,7 +74,7 @@ func (o *AdamW) Step(tensors []*Tensor, lr float64, keep map[*Tensor][]bool) {
 	wg.Wait()
 }
 
-func (o *AdamW) step(t *Tensor, lr float64, keep []bool) {
+func (o *AdamW) step(t *Tensor, lr float64, keep *migu.Keep) {
 	t.Steps++
 	b1, b2 := o.cfg.Beta1, o.cfg.Beta2
 	decay := float32(1 - lr*o.cfg.WeightDecay)
@@ -84,18 +85,45 @@ func (o *AdamW) step(t *Tensor, lr float64, keep []bool) {
 	eps := float32(o.cfg.Eps)
 	fb1, fb2 := float32(b1), float32(b2)
 	ob1, ob2 := float32(1-b1), float32(1-b2)
-	p, g, m, v := t.Value, t.Grad, t.M, t.V
-	for i := range p {
-		if keep != nil && !keep[i] {
-			continue
+	update := func(p, g, m, v []float32) {
+		for i := range p {
+			gi := g[i]
+			pi := p[i] * decay
+			mi := m[i]*fb1 + gi*ob1
+			vi := v[i]*fb2 + gi*gi*ob2
+			denom := float32(math.Sqrt(float64(vi)))/bc2Sqrt + eps
+			p[i] = pi + negStep*(mi/denom)
+			m[i], v[i] = mi, vi
 		}
-		gi := g[i]
-		pi := p[i] * decay
-		mi := m[i]*fb1 + gi*ob1
-		vi := v[i]*fb2 + gi*gi*ob2
-		denom := float32(math.Sqrt(float64(vi)))/bc2Sqrt + eps
-		p[i] = pi + negStep*(mi/denom)
-		m[i], v[i] = mi, vi
+	}
+	switch {
+	case keep == nil:
+		update(t.Value, t.Grad, t.M, t.V)
+	case keep.Axis == 0:
+		for i, k := range keep.Features {
+			if k {
+				lo, hi := int64(i)*keep.Cols, int64(i+1)*keep.Cols
+				update(t.Value[lo:hi], t.Grad[lo:hi], t.M[lo:hi], t.V[lo:hi])
+			}
+		}
+	default:
+		// Runs of kept columns within each row are updated together.
+		for r := int64(0); r < keep.Rows; r++ {
+			base := r * keep.Cols
+			for j := 0; j < len(keep.Features); {
+				if !keep.Features[j] {
+					j++
+					continue
+				}
+				end := j
+				for end < len(keep.Features) && keep.Features[end] {
+					end++
+				}
+				lo, hi := base+int64(j), base+int64(end)
+				update(t.Value[lo:hi], t.Grad[lo:hi], t.M[lo:hi], t.V[lo:hi])
+				j = end
+			}
+		}
 	}
 }
 

@@ -45,8 +45,10 @@ type RunOptions struct {
 	// Identity names the model and configuration; checkpoints of another
 	// identity are refused on resume. IdentityOf makes one.
 	Identity string
-	// Progress receives one line per step (nil: silent).
+	// Progress receives one line per step (nil: silent); on a terminal
+	// (Terminal set) each step's line replaces the previous one.
 	Progress io.Writer
+	Terminal bool
 }
 
 // RunResult summarises a run.
@@ -74,6 +76,9 @@ func Run(ctx context.Context, t *Trainer, src Source, runDir string, opt RunOpti
 		}
 		for _, s := range skipped {
 			logf(opt.Progress, "skipping damaged checkpoint: %s", s)
+		}
+		if dir == "" && len(skipped) > 0 {
+			return nil, badinput.Errorf("--resume: no usable checkpoint in %s (%d damaged: %s)", runDir, len(skipped), skipped[0])
 		}
 		if dir != "" {
 			if err := t.LoadCheckpoint(dir, st, opt.Identity); err != nil {
@@ -147,12 +152,22 @@ func Run(ctx context.Context, t *Trainer, src Source, runDir string, opt RunOpti
 		if err := enc.Encode(line); err != nil {
 			return nil, err
 		}
-		logf(opt.Progress, "step %d  loss %.4f  lr %.3g  grad norm %.3g  %.0f tokens/s", step.Step, step.Loss, step.LR, step.GradNorm, line.TokensPerSecond)
+		if opt.Progress != nil {
+			text := fmt.Sprintf("step %d  loss %.4f  lr %.3g  grad norm %.3g  %.0f tokens/s", step.Step, step.Loss, step.LR, step.GradNorm, line.TokensPerSecond)
+			if opt.Terminal {
+				fmt.Fprintf(opt.Progress, "\r\033[K%s", text)
+			} else {
+				fmt.Fprintln(opt.Progress, text)
+			}
+		}
 		if opt.SaveEvery > 0 && t.Step%opt.SaveEvery == 0 {
 			if err := save(); err != nil {
 				return nil, err
 			}
 		}
+	}
+	if opt.Terminal && opt.Progress != nil && res.Steps > 0 {
+		fmt.Fprintln(opt.Progress)
 	}
 	if res.Checkpoint == "" || !checkpointIsStep(res.Checkpoint, t.Step) {
 		if err := save(); err != nil {

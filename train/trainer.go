@@ -53,7 +53,7 @@ type Trainer struct {
 	gradOut  map[*Tensor][]float32 // per-micro-batch gradient buffers when accumulating
 	tapOut   map[string][]float32
 	lossOut  []float32
-	keepOpt  map[*Tensor][]bool
+	keepOpt  map[*Tensor]*migu.Keep
 	inputs   map[string]ort.Value
 	dataDims map[string][]int64
 }
@@ -95,7 +95,7 @@ func NewTrainer(plan *Plan, dir string, cfg Config) (*Trainer, error) {
 		return nil, err
 	}
 	t := &Trainer{cfg: cfg, opt: opt, sched: Schedule{Kind: kind, Base: cfg.Optim.LR, Warmup: cfg.Warmup, Total: cfg.TotalSteps},
-		gradOut: map[*Tensor][]float32{}, tapOut: map[string][]float32{}, keepOpt: map[*Tensor][]bool{},
+		gradOut: map[*Tensor][]float32{}, tapOut: map[string][]float32{}, keepOpt: map[*Tensor]*migu.Keep{},
 		inputs: map[string]ort.Value{}, dataDims: map[string][]int64{}}
 
 	// Initial values are read before Build turns the tensors into inputs.
@@ -276,7 +276,7 @@ func (t *Trainer) TrainStep(batches []*data.Batch, masked bool) (*StepResult, er
 	}
 	res.Loss = loss / float64(len(batches))
 	res.GradNorm = ClipGradNorm(t.Tensors, t.cfg.ClipNorm)
-	var keep map[*Tensor][]bool
+	var keep map[*Tensor]*migu.Keep
 	if t.masker != nil {
 		if err := t.masker.Compute(); err != nil {
 			return nil, err

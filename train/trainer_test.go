@@ -179,10 +179,11 @@ func TestUpdateModeLeavesMaskedColumnsAlone(t *testing.T) {
 				continue
 			}
 			if everKept[tt.Name] == nil {
-				everKept[tt.Name] = make([]bool, len(keep))
+				everKept[tt.Name] = make([]bool, len(tt.Value))
 			}
-			for i, k := range keep {
-				everKept[tt.Name][i] = everKept[tt.Name][i] || k
+			for i := range tt.Value {
+				r, c := int64(i)/keep.Cols, int64(i)%keep.Cols
+				everKept[tt.Name][i] = everKept[tt.Name][i] || keep.At(r, c)
 			}
 		}
 	}
@@ -257,6 +258,15 @@ func TestResumeIsBitIdentical(t *testing.T) {
 	dir, st, skipped, err := LatestCheckpoint(runDir)
 	if err != nil || dir == newest || len(skipped) != 1 || st.Step >= 6 {
 		t.Fatalf("after damage: %s (step %v), skipped %v, %v", dir, st, skipped, err)
+	}
+	// With every checkpoint damaged, --resume refuses to start over silently.
+	all, _ := listCheckpoints(runDir)
+	for _, d := range all {
+		os.WriteFile(filepath.Join(d, "optim.safetensors"), []byte("damaged"), 0o644)
+	}
+	again := newFullTrainer(t, model, cfg)
+	if _, err := Run(ctx, again, &sliceSource{batches: batches}, runDir, RunOptions{Resume: true, Identity: "x"}); err == nil || !strings.Contains(err.Error(), "no usable checkpoint") {
+		t.Fatalf("resume with only damaged checkpoints: %v", err)
 	}
 }
 
