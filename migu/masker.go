@@ -131,31 +131,6 @@ func (m *Masker) Keep(param string) *Keep {
 	return &Keep{Features: m.features[r.Tap], Axis: r.Axis, Rows: r.Shape[0], Cols: r.Shape[1]}
 }
 
-// MaskGrad zeroes the gradient of every masked element (grad mode): whole
-// columns (Axis 1) or rows (Axis 0), without visiting kept ones.
-func (m *Masker) MaskGrad(param string, grad []float32) {
-	k := m.Keep(param)
-	if k == nil {
-		return
-	}
-	if k.Axis == 0 {
-		for i, keep := range k.Features {
-			if !keep {
-				clear(grad[int64(i)*k.Cols : int64(i+1)*k.Cols])
-			}
-		}
-		return
-	}
-	for i := int64(0); i < k.Rows; i++ {
-		row := grad[i*k.Cols : (i+1)*k.Cols]
-		for j, keep := range k.Features {
-			if !keep {
-				row[j] = 0
-			}
-		}
-	}
-}
-
 // Stats are per-tap mask statistics for the metrics.
 type Stats struct {
 	Updated float64 `json:"updated"` // fraction of features kept

@@ -56,11 +56,25 @@ func NewAdamW(cfg AdamWConfig) (*AdamW, error) {
 	return &AdamW{cfg: cfg}, nil
 }
 
+// Masking says how Step treats the rows or columns a MIGU mask leaves out.
+type Masking int
+
+const (
+	// MaskNone updates every element.
+	MaskNone Masking = iota
+	// MaskGrad updates masked elements as if their gradient were zero:
+	// their momentum and weight decay still move them (the authors' code).
+	MaskGrad
+	// MaskUpdate leaves masked elements exactly as they are, value and
+	// moments (the paper's update rule).
+	MaskUpdate
+)
+
 // Step applies one update at learning rate lr to every tensor, in
-// parallel over tensors. keep, when non-nil for a tensor, says which of its
-// rows or columns may change: the others are left exactly as they are,
-// value and moments (MIGU's update mode).
-func (o *AdamW) Step(tensors []*Tensor, lr float64, keep map[*Tensor]*migu.Keep) {
+// parallel over tensors. For tensors with a mask in keep, masked rows or
+// columns are treated as masking says; folding the mask into this one pass
+// over the parameters costs nothing extra.
+func (o *AdamW) Step(tensors []*Tensor, lr float64, keep map[*Tensor]*migu.Keep, masking Masking) {
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 4)
 	for _, t := range tensors {
@@ -68,13 +82,17 @@ func (o *AdamW) Step(tensors []*Tensor, lr float64, keep map[*Tensor]*migu.Keep)
 		sem <- struct{}{}
 		go func(t *Tensor) {
 			defer func() { <-sem; wg.Done() }()
-			o.step(t, lr, keep[t])
+			k := keep[t]
+			if masking == MaskNone {
+				k = nil
+			}
+			o.step(t, lr, k, masking)
 		}(t)
 	}
 	wg.Wait()
 }
 
-func (o *AdamW) step(t *Tensor, lr float64, keep *migu.Keep) {
+func (o *AdamW) step(t *Tensor, lr float64, keep *migu.Keep, masking Masking) {
 	t.Steps++
 	b1, b2 := o.cfg.Beta1, o.cfg.Beta2
 	decay := float32(1 - lr*o.cfg.WeightDecay)
@@ -96,31 +114,43 @@ func (o *AdamW) step(t *Tensor, lr float64, keep *migu.Keep) {
 			m[i], v[i] = mi, vi
 		}
 	}
+	// zeroGrad is update with g = 0, for masked elements in grad mode.
+	zeroGrad := func(p, m, v []float32) {
+		for i := range p {
+			pi := p[i] * decay
+			mi := m[i] * fb1
+			vi := v[i] * fb2
+			denom := float32(math.Sqrt(float64(vi)))/bc2Sqrt + eps
+			p[i] = pi + negStep*(mi/denom)
+			m[i], v[i] = mi, vi
+		}
+	}
+	span := func(lo, hi int64, kept bool) {
+		switch {
+		case kept:
+			update(t.Value[lo:hi], t.Grad[lo:hi], t.M[lo:hi], t.V[lo:hi])
+		case masking == MaskGrad:
+			zeroGrad(t.Value[lo:hi], t.M[lo:hi], t.V[lo:hi])
+		}
+	}
 	switch {
 	case keep == nil:
 		update(t.Value, t.Grad, t.M, t.V)
 	case keep.Axis == 0:
 		for i, k := range keep.Features {
-			if k {
-				lo, hi := int64(i)*keep.Cols, int64(i+1)*keep.Cols
-				update(t.Value[lo:hi], t.Grad[lo:hi], t.M[lo:hi], t.V[lo:hi])
-			}
+			span(int64(i)*keep.Cols, int64(i+1)*keep.Cols, k)
 		}
 	default:
-		// Runs of kept columns within each row are updated together.
+		// Runs of equally masked columns within each row go together.
+		f := keep.Features
 		for r := int64(0); r < keep.Rows; r++ {
 			base := r * keep.Cols
-			for j := 0; j < len(keep.Features); {
-				if !keep.Features[j] {
-					j++
-					continue
-				}
-				end := j
-				for end < len(keep.Features) && keep.Features[end] {
+			for j := 0; j < len(f); {
+				end := j + 1
+				for end < len(f) && f[end] == f[j] {
 					end++
 				}
-				lo, hi := base+int64(j), base+int64(end)
-				update(t.Value[lo:hi], t.Grad[lo:hi], t.M[lo:hi], t.V[lo:hi])
+				span(base+int64(j), base+int64(end), f[j])
 				j = end
 			}
 		}

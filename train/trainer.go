@@ -276,31 +276,27 @@ func (t *Trainer) TrainStep(batches []*data.Batch, masked bool) (*StepResult, er
 	}
 	res.Loss = loss / float64(len(batches))
 	res.GradNorm = ClipGradNorm(t.Tensors, t.cfg.ClipNorm)
-	var keep map[*Tensor]*migu.Keep
+	masking := MaskNone
 	if t.masker != nil {
 		if err := t.masker.Compute(); err != nil {
 			return nil, err
 		}
 		if masked {
 			res.Masks = t.masker.Stats()
-			switch t.cfg.Mode {
-			case migu.ModeGrad:
-				for _, tt := range t.Tensors {
-					t.masker.MaskGrad(tt.Name, tt.Grad)
-				}
-			case migu.ModeUpdate:
-				keep = t.keepOpt
-				clear(keep)
-				for _, tt := range t.Tensors {
-					if k := t.masker.Keep(tt.Name); k != nil {
-						keep[tt] = k
-					}
+			masking = MaskGrad
+			if t.cfg.Mode == migu.ModeUpdate {
+				masking = MaskUpdate
+			}
+			clear(t.keepOpt)
+			for _, tt := range t.Tensors {
+				if k := t.masker.Keep(tt.Name); k != nil {
+					t.keepOpt[tt] = k
 				}
 			}
 		}
 	}
 	res.LR = t.sched.LR(t.Step)
-	t.opt.Step(t.Tensors, res.LR, keep)
+	t.opt.Step(t.Tensors, res.LR, t.keepOpt, masking)
 	t.Step++
 	res.Seconds = time.Since(start).Seconds()
 	return res, nil
