@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
@@ -195,7 +196,7 @@ func checkTensors(dir string, ckpt *safetensors.Checkpoint, specs []TensorSpec) 
 			}
 			return badinput.Errorf("%s: tensor %s is missing from the checkpoint", dir, s.Name)
 		}
-		if !sameDims(info.Shape, s.Shape) {
+		if !slices.Equal(info.Shape, s.Shape) {
 			return badinput.Errorf("%s: tensor %s has shape %v, the config implies %v", dir, s.Name, info.Shape, s.Shape)
 		}
 		switch info.DType {
@@ -205,18 +206,6 @@ func checkTensors(dir string, ckpt *safetensors.Checkpoint, specs []TensorSpec) 
 		}
 	}
 	return nil
-}
-
-func sameDims(a, b []int64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // loadTokenizer reads the checkpoint's tokenizer.json, or converts a

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
@@ -197,7 +198,7 @@ func (t *Trainer) LoadCheckpoint(dir string, st *CheckpointState, identity strin
 			if err != nil {
 				return badinput.Errorf("%s: %v", dir, err)
 			}
-			if !sameDims(info.Shape, tt.Shape) {
+			if !slices.Equal(info.Shape, tt.Shape) {
 				return badinput.Errorf("%s: tensor %s has shape %v, the model's is %v", dir, part.name, info.Shape, tt.Shape)
 			}
 			if err := part.f.ReadInto(part.name, part.dst); err != nil {
@@ -208,18 +209,6 @@ func (t *Trainer) LoadCheckpoint(dir string, st *CheckpointState, identity strin
 	}
 	t.Step = st.Step
 	return nil
-}
-
-func sameDims(a, b []int64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func fileSHA256(path string) (string, error) {

@@ -47,6 +47,11 @@ checkpoints and stops; --resume continues. A finished run writes RUN_DIR/model
 				return err
 			}
 			o.Progress = cmd.ErrOrStderr()
+			if f, ok := o.Progress.(*os.File); ok {
+				if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
+					o.Terminal = true
+				}
+			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			res, err := finetune.RunJob(ctx, o)
