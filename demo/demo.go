@@ -1,16 +1,19 @@
 // Package demo is `migu demo`: the built-in default run a newcomer starts
 // with. It needs no files: it makes a small model, exports it, builds its
-// training graph, runs forward and backward once in ONNX Runtime, and shows
-// which output features MIGU would let an update change in every linear
-// layer. It grows with the toolkit; each step is an honest run of the real
-// code paths.
+// training graph, runs forward and backward once in ONNX Runtime, shows
+// which output features MIGU lets an update change in every linear layer,
+// and fine-tunes the model with MIGU on a generated task. It grows with the
+// toolkit; each step is an honest run of the real code paths.
 package demo
 
 import (
+	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"math"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"sort"
@@ -18,6 +21,7 @@ import (
 	"time"
 
 	"github.com/migu-ml/migu/exporters"
+	"github.com/migu-ml/migu/finetune"
 	"github.com/migu-ml/migu/migu"
 	"github.com/migu-ml/migu/modeldir"
 	"github.com/migu-ml/migu/onnx"
@@ -35,6 +39,9 @@ type Options struct {
 	T       float64 // MIGU threshold: fraction of features NOT updated (default 0.7)
 	Threads int     // ONNX Runtime intra-op threads (0: ORT's choice)
 	Texts   int     // number of generated sentences in the batch (default 16)
+	// TaskSize is the number of records of the generated fine-tuning task
+	// (default 240).
+	TaskSize int
 }
 
 // marker identifies a folder made by the demo, so a rerun may replace it.
@@ -53,6 +60,9 @@ func Run(w io.Writer, opt Options) error {
 	}
 	if opt.Texts == 0 {
 		opt.Texts = 16
+	}
+	if opt.TaskSize == 0 {
+		opt.TaskSize = 240
 	}
 	if err := prepare(opt.Out); err != nil {
 		return err
@@ -112,8 +122,54 @@ func Run(w io.Writer, opt Options) error {
 	}
 	step.done("%d layers", len(man.Linears))
 	fmt.Fprint(w, table)
-	fmt.Fprintf(w, "\nEverything is in %s. Inspect the graphs with:\n  bin/migu inspect %s\n  bin/migu inspect %s/train.onnx\n", opt.Out, modelDir, trainDir)
+
+	task := filepath.Join(opt.Out, "task.jsonl")
+	if err := writeTask(task, man.Objective, opt.TaskSize, opt.Seed); err != nil {
+		return err
+	}
+	runDir := filepath.Join(opt.Out, "run")
+	step.start("6. migu train: fine-tune every weight with MIGU (T = %.2f) on a generated task (%s)", opt.T, task)
+	job, err := finetune.RunJob(context.Background(), finetune.JobOptions{
+		Model: modelDir, Data: task, Out: runDir, Method: finetune.MethodFull, Epochs: 2, BatchSize: 16, Seed: opt.Seed,
+		Train: train.Config{Optim: train.AdamWConfig{LR: 3e-3, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.01},
+			ClipNorm: 1, UseMIGU: true, T: opt.T, Mode: migu.ModeGrad, Threads: opt.Threads},
+	})
+	if err != nil {
+		return err
+	}
+	step.done("%d steps, %d tokens: loss %.3f → %.3f; trained model in %s", job.Steps, job.Tokens, job.FirstLoss, job.LastLoss, job.Output)
+	fmt.Fprintf(w, "\nEverything is in %s. Look at:\n  bin/migu inspect %s\n  bin/migu inspect %s/train.onnx\n  %s/metrics.jsonl (per step: loss, lr, masks)\n",
+		opt.Out, modelDir, trainDir, runDir)
 	return nil
+}
+
+// writeTask generates a small learnable task: instructions to repeat a word
+// a few times, or, for masked language models, plain sentences.
+func writeTask(path, objective string, n int, seed uint64) error {
+	rng := rand.New(rand.NewPCG(seed, 7))
+	words := strings.Fields("apple river stone cloud orange table garden window yellow silver paper mountain")
+	var b strings.Builder
+	for i := 0; i < n; i++ {
+		var rec map[string]string
+		if objective == "mlm" {
+			parts := make([]string, 10)
+			for k := range parts {
+				parts[k] = words[rng.IntN(len(words))]
+			}
+			rec = map[string]string{"text": strings.Join(parts, " ")}
+		} else {
+			w, n := words[rng.IntN(len(words))], 1+rng.IntN(3)
+			rec = map[string]string{"instruction": fmt.Sprintf("Repeat the word %d times.", n), "input": w,
+				"output": strings.TrimSpace(strings.Repeat(w+" ", n))}
+		}
+		raw, err := json.Marshal(rec)
+		if err != nil {
+			return err
+		}
+		b.Write(raw)
+		b.WriteByte('\n')
+	}
+	return os.WriteFile(path, []byte(b.String()), 0o644)
 }
 
 // prepare empties a previous demo folder (only one the demo made) or

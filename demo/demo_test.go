@@ -19,11 +19,11 @@ func TestDemoRunsEndToEnd(t *testing.T) {
 		t.Run(arch, func(t *testing.T) {
 			out := filepath.Join(t.TempDir(), "demo")
 			var buf bytes.Buffer
-			if err := Run(&buf, Options{Out: out, Arch: arch, Threads: 1, Texts: 4}); err != nil {
+			if err := Run(&buf, Options{Out: out, Arch: arch, Threads: 1, Texts: 4, TaskSize: 32}); err != nil {
 				t.Fatal(err)
 			}
 			report := buf.String()
-			for _, want := range []string{"1. init", "2. export", "3. prepare", "4. one forward+backward Run", "5. MIGU", "standard ONNX domain only: true", "q ", "ffn_out"} {
+			for _, want := range []string{"1. init", "2. export", "3. prepare", "4. one forward+backward Run", "5. MIGU", "6. migu train", "standard ONNX domain only: true", "q ", "ffn_out"} {
 				if !strings.Contains(report, want) {
 					t.Errorf("report lacks %q:\n%s", want, report)
 				}
@@ -34,7 +34,7 @@ func TestDemoRunsEndToEnd(t *testing.T) {
 				}
 			}
 			// A rerun replaces the demo's own folder.
-			if err := Run(&bytes.Buffer{}, Options{Out: out, Arch: arch, Threads: 1, Texts: 2}); err != nil {
+			if err := Run(&bytes.Buffer{}, Options{Out: out, Arch: arch, Threads: 1, Texts: 2, TaskSize: 16}); err != nil {
 				t.Fatalf("rerun: %v", err)
 			}
 		})
