@@ -67,9 +67,6 @@ func NewEncoder(tok *tokenizer.Tokenizer, cfg Config) (*Encoder, error) {
 	return &Encoder{tok: tok, cfg: cfg}, nil
 }
 
-// Config returns the encoder's configuration with its defaults filled.
-func (e *Encoder) Config() Config { return e.cfg }
-
 // CheckKind returns a bad-input error when records of a kind cannot train
 // an objective. Classification and instruction records train every
 // generative objective (the CL prompt and the template make them a prompt

@@ -159,6 +159,3 @@ func (m *Masker) Stats() map[string]Stats {
 	}
 	return out
 }
-
-// Features returns the current feature mask of a tap.
-func (m *Masker) Features(tap string) []bool { return m.features[tap] }

@@ -73,19 +73,6 @@ func (e *expr) atom() (string, bool) {
 	return "", false
 }
 
-// atomNames lists the distinct atoms e uses.
-func (e *expr) atomNames() []string {
-	var out []string
-	for _, t := range e.terms {
-		for _, a := range t.atoms {
-			if !slices.Contains(out, a) {
-				out = append(out, a)
-			}
-		}
-	}
-	return out
-}
-
 // dim converts e to the public form: a fixed Dim for constants, else a
 // symbol named by the canonical key.
 func (e *expr) dim() Dim {

@@ -1,7 +1,6 @@
 package train
 
 import (
-	"fmt"
 	"math"
 	"sync"
 
@@ -222,8 +221,4 @@ func (s Schedule) LR(step int64) float64 {
 		return s.Base * math.Max(0, 0.5*(1+math.Cos(math.Pi*progress)))
 	}
 	return s.Base
-}
-
-func (s Schedule) String() string {
-	return fmt.Sprintf("%s(lr=%g, warmup=%d, total=%d)", s.Kind, s.Base, s.Warmup, s.Total)
 }
