@@ -6,7 +6,7 @@ FUZZTIME  ?= 5s
 BIN       := bin/migu
 VENV_PY   := .venv/bin/python
 
-.PHONY: all setup build test vet gotest pytest fuzz demo proto clean
+.PHONY: all setup build test vet gotest pytest fuzz demo proto clean bench
 
 all: build
 
@@ -15,8 +15,10 @@ setup:
 	@./scripts/setup.sh
 
 ## build: compile the CLI into bin/migu
+# GOEXPERIMENT=simd turns on the 8-lane AdamW loops (train/optim_simd.go);
+# without it the scalar loops give the same results, about 4x slower.
 build:
-	$(GO) build -o $(BIN) ./cmd/migu
+	GOEXPERIMENT=simd $(GO) build -o $(BIN) ./cmd/migu
 
 ## test: vet, unit and reference tests, Python tests, and a short run of every fuzz target
 test: setup vet gotest pytest fuzz
@@ -39,6 +41,14 @@ fuzz:
 ## demo: the embedded default run
 demo: setup build
 	./$(BIN) demo
+
+## bench: migu vs PyTorch side by side (small presets, full/LoRA, ±MIGU; ~10 min);
+##   writes benchmarks/perf/RESULTS.md. BENCH_MODELS=llama BENCH_STEPS=10 PROVIDER=cuda
+##   and the other BENCH_* variables of benchmarks/perf/README.md choose what runs.
+bench: setup
+	./benchmarks/perf/openblas.sh
+	GOEXPERIMENT=simd $(GO) build -o bin/perf ./benchmarks/perf
+	./bin/perf
 
 ## proto: regenerate onnx/onnxpb from onnx/onnxpb/onnx.proto (needs protoc and protoc-gen-go)
 proto:

@@ -19,13 +19,69 @@ func Threshold(n []float32, t float64) (float32, error) {
 	if !(t >= 0 && t < 1) {
 		return 0, fmt.Errorf("migu: T = %v is outside [0, 1)", t)
 	}
-	sorted := slices.Clone(n)
-	slices.Sort(sorted)
-	pos := t * float64(len(sorted)-1)
+	pos := t * float64(len(n)-1)
 	lo := int(math.Floor(pos))
-	hi := min(lo+1, len(sorted)-1)
+	hi := min(lo+1, len(n)-1)
 	frac := pos - float64(lo)
-	return float32(float64(sorted[lo]) + frac*(float64(sorted[hi])-float64(sorted[lo]))), nil
+	var a, b float32
+	if slices.ContainsFunc(n, func(v float32) bool { return v != v }) {
+		sorted := slices.Clone(n)
+		slices.Sort(sorted)
+		a, b = sorted[lo], sorted[hi]
+	} else {
+		// Quickselect: the lo-th smallest, then the smallest of those above
+		// it; linear time instead of a sort.
+		work := slices.Clone(n)
+		a = selectKth(work, lo)
+		b = a
+		if hi > lo {
+			b = slices.Min(work[lo+1:])
+		}
+	}
+	return float32(float64(a) + frac*(float64(b)-float64(a))), nil
+}
+
+// selectKth reorders v so that v[k] is its k-th smallest value, with no
+// larger value before it and no smaller one after (Hoare's selection with
+// a median-of-three pivot), and returns v[k].
+func selectKth(v []float32, k int) float32 {
+	lo, hi := 0, len(v)-1
+	for lo < hi {
+		mid := lo + (hi-lo)/2
+		if v[mid] < v[lo] {
+			v[mid], v[lo] = v[lo], v[mid]
+		}
+		if v[hi] < v[lo] {
+			v[hi], v[lo] = v[lo], v[hi]
+		}
+		if v[hi] < v[mid] {
+			v[hi], v[mid] = v[mid], v[hi]
+		}
+		pivot := v[mid]
+		i, j := lo, hi
+		for i <= j {
+			for v[i] < pivot {
+				i++
+			}
+			for v[j] > pivot {
+				j--
+			}
+			if i <= j {
+				v[i], v[j] = v[j], v[i]
+				i++
+				j--
+			}
+		}
+		switch {
+		case k <= j:
+			hi = j
+		case k >= i:
+			lo = i
+		default:
+			return v[k]
+		}
+	}
+	return v[k]
 }
 
 // Mask sets keep[j] for every feature whose magnitude is at or above the

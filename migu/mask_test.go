@@ -1,7 +1,9 @@
 package migu
 
 import (
+	"math"
 	"math/rand/v2"
+	"slices"
 	"sort"
 	"testing"
 )
@@ -58,6 +60,36 @@ func TestMaskKeepsTopFraction(t *testing.T) {
 		want := d - int(pos) - 1 // features strictly above the interpolated quantile
 		if kept != want {
 			t.Errorf("d=%d kept %d, want %d", d, kept, want)
+		}
+	}
+}
+
+// Threshold's quickselect agrees with sorting, with ties, tiny and odd
+// lengths and every T on a grid.
+func TestThresholdEqualsSortedQuantile(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 9))
+	for _, n := range []int{1, 2, 3, 7, 64, 1000} {
+		for _, levels := range []int{2, 1 << 20} { // many ties, or few
+			v := make([]float32, n)
+			for i := range v {
+				v[i] = float32(rng.IntN(levels))
+			}
+			sorted := slices.Clone(v)
+			slices.Sort(sorted)
+			for k := range 20 {
+				q := float64(k) / 20
+				pos := q * float64(n-1)
+				lo := int(math.Floor(pos))
+				hi := min(lo+1, n-1)
+				want := float32(float64(sorted[lo]) + (pos-float64(lo))*(float64(sorted[hi])-float64(sorted[lo])))
+				got, err := Threshold(v, q)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got != want {
+					t.Errorf("n %d levels %d T %v: %v, want %v", n, levels, q, got, want)
+				}
+			}
 		}
 	}
 }

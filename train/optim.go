@@ -2,7 +2,10 @@ package train
 
 import (
 	"math"
+	"runtime"
+	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/migu-ml/migu/internal/badinput"
 	"github.com/migu-ml/migu/migu"
@@ -38,6 +41,9 @@ type Tensor struct {
 // order of operations so that runs agree with PyTorch to rounding.
 type AdamW struct {
 	cfg AdamWConfig
+	// Reused from step to step: per-tensor constants and the work list.
+	state  []adamTensor
+	chunks []adamChunk
 }
 
 // NewAdamW checks the hyperparameters.
@@ -70,116 +76,246 @@ const (
 )
 
 // Step applies one update at learning rate lr to every tensor, in
-// parallel over tensors. For tensors with a mask in keep, masked rows or
-// columns are treated as masking says; folding the mask into this one pass
-// over the parameters costs nothing extra.
+// parallel. For tensors with a mask in keep, masked rows or columns are
+// treated as masking says; folding the mask into this one pass over the
+// parameters costs nothing extra.
 func (o *AdamW) Step(tensors []*Tensor, lr float64, keep map[*Tensor]*migu.Keep, masking Masking) {
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, 4)
-	for _, t := range tensors {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func(t *Tensor) {
-			defer func() { <-sem; wg.Done() }()
-			k := keep[t]
-			if masking == MaskNone {
-				k = nil
+	o.StepScaled(tensors, lr, 1, keep, masking)
+}
+
+// chunkSize is the number of values one worker updates at a time: large
+// enough to amortise scheduling, small enough to balance two to a few
+// dozen cores over tensors of very different sizes.
+const chunkSize = 1 << 16
+
+// adamChunk is a range of one tensor's values, whole rows when the tensor
+// is masked by column.
+type adamChunk struct {
+	t      *adamTensor
+	lo, hi int64
+}
+
+// adamTensor holds one tensor's constants for the current step.
+type adamTensor struct {
+	t       *Tensor
+	keep    *migu.Keep
+	factor  []float32 // per column, 1 kept, 0 masked (grad mode, Axis 1)
+	decay   float32
+	negStep float32
+	bc2Sqrt float32
+}
+
+// StepScaled is Step with every gradient multiplied by scale first, as
+// clipping does in place in PyTorch (g·scale, then the update), without a
+// separate pass over the gradients. The work is split into chunks that
+// GOMAXPROCS goroutines take in turn, so large and small tensors balance.
+func (o *AdamW) StepScaled(tensors []*Tensor, lr float64, scale float32, keep map[*Tensor]*migu.Keep, masking Masking) {
+	if len(o.state) != len(tensors) {
+		o.state = make([]adamTensor, len(tensors))
+	}
+	o.chunks = o.chunks[:0]
+	for i, t := range tensors {
+		t.Steps++
+		bc1 := 1 - math.Pow(o.cfg.Beta1, float64(t.Steps))
+		bc2 := 1 - math.Pow(o.cfg.Beta2, float64(t.Steps))
+		st := &o.state[i]
+		factor := st.factor
+		*st = adamTensor{t: t, decay: float32(1 - lr*o.cfg.WeightDecay), negStep: float32(-(lr / bc1)),
+			bc2Sqrt: float32(math.Sqrt(bc2)), factor: factor}
+		if k := keep[t]; k != nil && masking != MaskNone {
+			st.keep = k
+			if masking == MaskGrad && k.Axis == 1 {
+				st.factor = slices.Grow(st.factor[:0], len(k.Features))[:len(k.Features)]
+				for j, f := range k.Features {
+					st.factor[j] = 0
+					if f {
+						st.factor[j] = 1
+					}
+				}
 			}
-			o.step(t, lr, k, masking)
-		}(t)
+		}
+		n := int64(len(t.Value))
+		step := int64(chunkSize)
+		if st.keep != nil && st.keep.Cols > 0 {
+			step = max(1, chunkSize/st.keep.Cols) * st.keep.Cols
+		}
+		for lo := int64(0); lo < n; lo += step {
+			o.chunks = append(o.chunks, adamChunk{st, lo, min(lo+step, n)})
+		}
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	workers := min(runtime.GOMAXPROCS(0), len(o.chunks))
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				c := next.Add(1) - 1
+				if c >= int64(len(o.chunks)) {
+					return
+				}
+				o.chunk(o.chunks[c], scale, masking)
+			}
+		}()
 	}
 	wg.Wait()
 }
 
-func (o *AdamW) step(t *Tensor, lr float64, keep *migu.Keep, masking Masking) {
-	t.Steps++
-	b1, b2 := o.cfg.Beta1, o.cfg.Beta2
-	decay := float32(1 - lr*o.cfg.WeightDecay)
-	bc1 := 1 - math.Pow(b1, float64(t.Steps))
-	bc2 := 1 - math.Pow(b2, float64(t.Steps))
-	negStep := float32(-(lr / bc1))
-	bc2Sqrt := float32(math.Sqrt(bc2))
-	eps := float32(o.cfg.Eps)
-	fb1, fb2 := float32(b1), float32(b2)
-	ob1, ob2 := float32(1-b1), float32(1-b2)
-	update := func(p, g, m, v []float32) {
-		for i := range p {
-			gi := g[i]
-			pi := p[i] * decay
-			mi := m[i]*fb1 + gi*ob1
-			vi := v[i]*fb2 + gi*gi*ob2
-			denom := float32(math.Sqrt(float64(vi)))/bc2Sqrt + eps
-			p[i] = pi + negStep*(mi/denom)
-			m[i], v[i] = mi, vi
-		}
-	}
-	// zeroGrad is update with g = 0, for masked elements in grad mode.
-	zeroGrad := func(p, m, v []float32) {
-		for i := range p {
-			pi := p[i] * decay
-			mi := m[i] * fb1
-			vi := v[i] * fb2
-			denom := float32(math.Sqrt(float64(vi)))/bc2Sqrt + eps
-			p[i] = pi + negStep*(mi/denom)
-			m[i], v[i] = mi, vi
-		}
-	}
-	span := func(lo, hi int64, kept bool) {
-		switch {
-		case kept:
-			update(t.Value[lo:hi], t.Grad[lo:hi], t.M[lo:hi], t.V[lo:hi])
-		case masking == MaskGrad:
-			zeroGrad(t.Value[lo:hi], t.M[lo:hi], t.V[lo:hi])
-		}
-	}
+// chunk updates one chunk.
+func (o *AdamW) chunk(c adamChunk, scale float32, masking Masking) {
+	st, t := c.t, c.t.t
+	k := adamConsts{decay: st.decay, negStep: st.negStep, bc2Sqrt: st.bc2Sqrt, eps: float32(o.cfg.Eps),
+		b1: float32(o.cfg.Beta1), b2: float32(o.cfg.Beta2), ob1: float32(1 - o.cfg.Beta1), ob2: float32(1 - o.cfg.Beta2)}
+	p, g, m, v := t.Value[c.lo:c.hi], t.Grad[c.lo:c.hi], t.M[c.lo:c.hi], t.V[c.lo:c.hi]
+	keep := st.keep
 	switch {
 	case keep == nil:
-		update(t.Value, t.Grad, t.M, t.V)
+		k.update(p, g, m, v, scale)
 	case keep.Axis == 0:
-		for i, k := range keep.Features {
-			span(int64(i)*keep.Cols, int64(i+1)*keep.Cols, k)
+		// Whole rows: kept rows update, masked rows update with a zero
+		// gradient (grad mode) or not at all (update mode).
+		cols := keep.Cols
+		for lo := int64(0); lo < int64(len(p)); lo += cols {
+			row := (c.lo + lo) / cols
+			hi := lo + cols
+			switch {
+			case keep.Features[row]:
+				k.update(p[lo:hi], g[lo:hi], m[lo:hi], v[lo:hi], scale)
+			case masking == MaskGrad:
+				k.update(p[lo:hi], g[lo:hi], m[lo:hi], v[lo:hi], 0)
+			}
+		}
+	case masking == MaskGrad:
+		// Columns: the gradient times a 0/1 factor per column; a zero
+		// gradient is the authors' masked update.
+		cols := keep.Cols
+		for lo := int64(0); lo < int64(len(p)); lo += cols {
+			hi := lo + cols
+			k.updateFactor(p[lo:hi], g[lo:hi], m[lo:hi], v[lo:hi], st.factor, scale)
 		}
 	default:
-		// Runs of equally masked columns within each row go together.
+		// Update mode by column: runs of kept columns within each row.
+		cols := keep.Cols
 		f := keep.Features
-		for r := int64(0); r < keep.Rows; r++ {
-			base := r * keep.Cols
-			for j := 0; j < len(f); {
+		for lo := int64(0); lo < int64(len(p)); lo += cols {
+			for j := int64(0); j < cols; {
 				end := j + 1
-				for end < len(f) && f[end] == f[j] {
+				for end < cols && f[end] == f[j] {
 					end++
 				}
-				span(base+int64(j), base+int64(end), f[j])
+				if f[j] {
+					a, b := lo+j, lo+end
+					k.update(p[a:b], g[a:b], m[a:b], v[a:b], scale)
+				}
 				j = end
 			}
 		}
 	}
 }
 
-// ClipGradNorm scales all gradients so that their global L2 norm is at most
-// maxNorm (when maxNorm > 0), as torch.nn.utils.clip_grad_norm_, and
-// returns the norm before clipping.
-func ClipGradNorm(tensors []*Tensor, maxNorm float64) float64 {
-	var sq float64
-	for _, t := range tensors {
-		var s float64
-		for _, g := range t.Grad {
-			s += float64(g) * float64(g)
-		}
-		sq += s
+// adamConsts are the per-tensor constants of one step, in float32 as
+// PyTorch computes the update.
+type adamConsts struct {
+	decay, negStep, bc2Sqrt, eps, b1, b2, ob1, ob2 float32
+}
+
+// update is torch.optim.AdamW's single-tensor update for the values of p
+// with gradient g·scale, in its order of operations.
+func (k *adamConsts) update(p, g, m, v []float32, scale float32) {
+	done := k.updateVec(p, g, m, v, scale)
+	p, g, m, v = p[done:], g[done:], m[done:], v[done:]
+	n := len(p)
+	g, m, v = g[:n], m[:n], v[:n]
+	for i := range p {
+		gi := g[i] * scale
+		pi := p[i] * k.decay
+		mi := m[i]*k.b1 + gi*k.ob1
+		vi := v[i]*k.b2 + gi*gi*k.ob2
+		denom := float32(math.Sqrt(float64(vi)))/k.bc2Sqrt + k.eps
+		p[i] = pi + k.negStep*(mi/denom)
+		m[i], v[i] = mi, vi
 	}
-	norm := math.Sqrt(sq)
+}
+
+// updateFactor is update with the gradient of column j also multiplied by
+// f[j] (0 or 1).
+func (k *adamConsts) updateFactor(p, g, m, v, f []float32, scale float32) {
+	done := k.updateFactorVec(p, g, m, v, f, scale)
+	p, g, m, v, f = p[done:], g[done:], m[done:], v[done:], f[done:]
+	n := len(p)
+	g, m, v, f = g[:n], m[:n], v[:n], f[:n]
+	for i := range p {
+		gi := g[i] * scale * f[i]
+		pi := p[i] * k.decay
+		mi := m[i]*k.b1 + gi*k.ob1
+		vi := v[i]*k.b2 + gi*gi*k.ob2
+		denom := float32(math.Sqrt(float64(vi)))/k.bc2Sqrt + k.eps
+		p[i] = pi + k.negStep*(mi/denom)
+		m[i], v[i] = mi, vi
+	}
+}
+
+// ClipScale is the factor clip_grad_norm_ multiplies the gradients by for
+// a global norm and a maximum (1 when maxNorm is 0 or not exceeded).
+func ClipScale(norm, maxNorm float64) float32 {
 	if maxNorm > 0 {
 		if coef := maxNorm / (norm + 1e-6); coef < 1 {
-			c := float32(coef)
-			for _, t := range tensors {
-				for i := range t.Grad {
-					t.Grad[i] *= c
-				}
-			}
+			return float32(coef)
 		}
 	}
-	return norm
+	return 1
+}
+
+// GradNorm is the global L2 norm of all gradients, summed in float64 by
+// GOMAXPROCS goroutines over chunks.
+func GradNorm(tensors []*Tensor) float64 {
+	type span struct{ g []float32 }
+	var spans []span
+	for _, t := range tensors {
+		for lo := 0; lo < len(t.Grad); lo += chunkSize {
+			spans = append(spans, span{t.Grad[lo:min(lo+chunkSize, len(t.Grad))]})
+		}
+	}
+	sums := make([]float64, len(spans))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(runtime.GOMAXPROCS(0), len(spans)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := next.Add(1) - 1
+				if i >= int64(len(spans)) {
+					return
+				}
+				sums[i] = sumSquares(spans[i].g)
+			}
+		}()
+	}
+	wg.Wait()
+	var sq float64
+	for _, s := range sums {
+		sq += s
+	}
+	return math.Sqrt(sq)
+}
+
+// sumSquares is Σ g² in float64 with four independent accumulators.
+func sumSquares(g []float32) float64 {
+	var s0, s1, s2, s3 float64
+	i := 0
+	for ; i+4 <= len(g); i += 4 {
+		a, b, c, d := float64(g[i]), float64(g[i+1]), float64(g[i+2]), float64(g[i+3])
+		s0 += a * a
+		s1 += b * b
+		s2 += c * c
+		s3 += d * d
+	}
+	for ; i < len(g); i++ {
+		s0 += float64(g[i]) * float64(g[i])
+	}
+	return (s0 + s1) + (s2 + s3)
 }
 
 // Schedule gives the learning rate of each optimizer step.

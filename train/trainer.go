@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/migu-ml/migu/data"
@@ -32,6 +33,10 @@ type Config struct {
 	SkipPaddingTaps bool   `json:"taps_skip_padding"`
 	Objective       string `json:"objective,omitempty"`
 	Threads         int    `json:"-"`
+	// Session adds ONNX Runtime options (provider, optimisation level,
+	// profiling, config entries) to the training session; Threads above
+	// sets its intra-op threads.
+	Session ort.SessionOptions `json:"-"`
 }
 
 // Trainer owns a training session: the train.onnx graph in ONNX Runtime,
@@ -140,7 +145,9 @@ func NewTrainer(plan *Plan, dir string, cfg Config) (*Trainer, error) {
 
 // open starts the session and binds tensors, gradients, taps and the loss.
 func (t *Trainer) open(path string) error {
-	s, err := ort.NewSession(path, ort.SessionOptions{Threads: t.cfg.Threads})
+	so := t.cfg.Session
+	so.Threads = t.cfg.Threads
+	s, err := ort.NewSession(path, so)
 	if err != nil {
 		return err
 	}
@@ -215,7 +222,13 @@ func (t *Trainer) feed(b *data.Batch) error {
 			}
 		}
 		old := t.inputs[name]
-		v, err := ort.NewTensor(f.Values, f.Shape...)
+		if o, ok := old.(*ort.Tensor[int64]); ok && slices.Equal(t.dataDims[name], f.Shape) {
+			// The shape of the last batch: copy into the bound tensor, with
+			// no new ORT value and no new binding.
+			copy(o.Data(), f.Values)
+			continue
+		}
+		v, err := ort.NewTensor(slices.Clone(f.Values), f.Shape...)
 		if err != nil {
 			return badinput.Errorf("batch input %s: %v", name, err)
 		}
@@ -224,6 +237,7 @@ func (t *Trainer) feed(b *data.Batch) error {
 			return err
 		}
 		t.inputs[name] = v
+		t.dataDims[name] = slices.Clone(f.Shape)
 		if old != nil {
 			old.Close()
 		}
@@ -275,7 +289,10 @@ func (t *Trainer) TrainStep(batches []*data.Batch, masked bool) (*StepResult, er
 		}
 	}
 	res.Loss = loss / float64(len(batches))
-	res.GradNorm = ClipGradNorm(t.Tensors, t.cfg.ClipNorm)
+	// Clipping multiplies the gradients inside the AdamW pass, not in a
+	// pass of its own.
+	res.GradNorm = GradNorm(t.Tensors)
+	scale := ClipScale(res.GradNorm, t.cfg.ClipNorm)
 	masking := MaskNone
 	if t.masker != nil {
 		if err := t.masker.Compute(); err != nil {
@@ -296,7 +313,7 @@ func (t *Trainer) TrainStep(batches []*data.Batch, masked bool) (*StepResult, er
 		}
 	}
 	res.LR = t.sched.LR(t.Step)
-	t.opt.Step(t.Tensors, res.LR, t.keepOpt, masking)
+	t.opt.StepScaled(t.Tensors, res.LR, scale, t.keepOpt, masking)
 	t.Step++
 	res.Seconds = time.Since(start).Seconds()
 	return res, nil

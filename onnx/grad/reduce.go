@@ -166,10 +166,10 @@ func layerNormGrad(c *Context, n *onnxpb.NodeProto, dY []string) ([]string, erro
 	inv := c.Op("CastLike", []string{c.ForwardOutput(n, 2, y+".invstd"), x}, h+".invstd")
 	xhat := c.Op("Mul", []string{c.Op("Sub", []string{x, mean}, h+".xc"), inv}, h+".xhat")
 	if c.Needs(n.Input[1]) {
-		out[1] = c.sumLeading(c.Op("Mul", []string{dy, xhat}, h+".dyxhat"), leadAxes, "bw/"+n.Input[1])
+		out[1] = c.sumLeadingOf(c.Op("Mul", []string{dy, xhat}, h+".dyxhat"), n.Input[1], x, leadAxes)
 	}
 	if len(n.Input) > 2 && n.Input[2] != "" && c.Needs(n.Input[2]) {
-		out[2] = c.sumLeading(dy, leadAxes, "bw/"+n.Input[2])
+		out[2] = c.sumLeadingOf(dy, n.Input[2], x, leadAxes)
 	}
 	if c.Needs(x) {
 		g := c.Op("Mul", []string{dy, n.Input[1]}, h+".g")
@@ -179,6 +179,20 @@ func layerNormGrad(c *Context, n *onnxpb.NodeProto, dY []string) ([]string, erro
 		out[0] = c.Op("Mul", []string{inner, inv}, h)
 	}
 	return out, nil
+}
+
+// sumLeadingOf is sumLeading for the gradient of param, a [d] tensor
+// applied along the last axis of like: a MatMul with a row of ones
+// (Context.sumRows) when the shapes allow, else ReduceSum.
+func (c *Context) sumLeadingOf(v, param, like string, axes []int64) string {
+	_, ps, err1 := c.Type(param)
+	_, ls, err2 := c.Type(like)
+	if err1 == nil && err2 == nil && len(axes) == len(ls)-1 {
+		if r, ok := c.sumRows(v, param, like, ps, ls); ok {
+			return r
+		}
+	}
+	return c.sumLeading(v, axes, "bw/"+param)
 }
 
 // sumLeading sums over the given leading axes (dropping them).

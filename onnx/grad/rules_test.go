@@ -13,6 +13,8 @@ import (
 var gradCases = []gradCase{
 	{name: "Add/same", inputs: []in{{shape: []int64{2, 3}}, {shape: []int64{2, 3}}}, build: single("Add")},
 	{name: "Add/broadcast both", inputs: []in{{shape: []int64{2, 1, 3}}, {shape: []int64{4, 1}}}, build: single("Add")},
+	{name: "Add/bias over two leading axes", inputs: []in{{shape: []int64{2, 3, 4}}, {shape: []int64{4}}}, build: single("Add")},
+	{name: "Mul/norm weight", inputs: []in{{shape: []int64{4}}, {shape: []int64{2, 3, 4}}}, build: single("Mul")},
 	{name: "Add/leading", inputs: []in{{shape: []int64{2, 3, 4}}, {shape: []int64{4}}}, build: single("Add")},
 	{name: "Sub/broadcast", inputs: []in{{shape: []int64{3, 1}}, {shape: []int64{1, 4}}}, build: single("Sub")},
 	{name: "Mul/broadcast both", inputs: []in{{shape: []int64{2, 1, 3}}, {shape: []int64{4, 3}}}, build: single("Mul")},

@@ -1,0 +1,539 @@
+package main
+
+import (
+	"cmp"
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/migu-ml/migu/exporters"
+	"github.com/migu-ml/migu/internal/atomicfile"
+	"github.com/migu-ml/migu/modeldir"
+	"github.com/migu-ml/migu/train"
+)
+
+// torchConfig is one way of running PyTorch: environment and thread count.
+type torchConfig struct {
+	Name    string   `json:"name"`
+	Env     []string `json:"env"`
+	Threads int      `json:"threads"`
+	// Filled by the search.
+	GFLOPS float64 `json:"gflops"`
+	StepMS float64 `json:"step_ms"`
+	Note   string  `json:"note,omitempty"`
+}
+
+// torchCandidates are the configurations the search tries: the system's
+// BLAS with PyTorch's defaults, and OpenBLAS (OpenMP or pthreads build,
+// from benchmarks/perf/openblas.sh) with the thread count pinned and
+// OpenMP's wait policy active or passive.
+func torchCandidates(threads int) []torchConfig {
+	n := fmt.Sprint(threads)
+	cands := []torchConfig{{Name: "system BLAS, defaults"}}
+	lib := func(kind string) string { abs, _ := filepath.Abs(filepath.Join(".deps", "openblas-"+kind)); return abs }
+	for _, kind := range []string{"openmp", "pthread"} {
+		dir := lib(kind)
+		if _, err := os.Stat(filepath.Join(dir, "libblas.so.3")); err != nil {
+			continue
+		}
+		for _, policy := range []string{"PASSIVE", "ACTIVE"} {
+			cands = append(cands, torchConfig{Name: fmt.Sprintf("OpenBLAS %s, OMP_WAIT_POLICY=%s, %s threads", kind, policy, n),
+				Env: []string{"LD_LIBRARY_PATH=" + dir, "OMP_NUM_THREADS=" + n, "OPENBLAS_NUM_THREADS=" + n, "MKL_NUM_THREADS=" + n,
+					"OMP_WAIT_POLICY=" + policy}, Threads: threads})
+		}
+	}
+	cands = append(cands, torchConfig{Name: "system BLAS, OMP_WAIT_POLICY=PASSIVE, " + n + " threads",
+		Env: []string{"OMP_NUM_THREADS=" + n, "OMP_WAIT_POLICY=PASSIVE"}, Threads: threads})
+	return cands
+}
+
+// run is one (model, method, MIGU) configuration's samples on both sides.
+type run struct {
+	Model  string    `json:"model"`
+	Method string    `json:"method"`
+	MIGU   bool      `json:"migu"`
+	Migu   []*sample `json:"migu_samples"`
+	Torch  []*sample `json:"torch_samples"`
+}
+
+// report is results.json.
+type report struct {
+	Date      string        `json:"date"`
+	Machine   string        `json:"machine"`
+	Command   string        `json:"command"`
+	Threads   int           `json:"threads"`
+	Batch     int           `json:"batch"`
+	Seq       int           `json:"seq"`
+	Provider  string        `json:"provider"`
+	ORTGFLOPS float64       `json:"ort_matmul_gflops"`
+	TorchGF   float64       `json:"torch_matmul_gflops"`
+	Torch     torchConfig   `json:"torch_config"`
+	ORTSpin   string        `json:"ort_spin"`
+	VecAdamW  bool          `json:"vectorized_adamw"`
+	SpinMS    [2]float64    `json:"ort_spin_step_ms"` // spinning off, on
+	Search    []torchConfig `json:"torch_search"`
+	Runs      []*run        `json:"runs"`
+	Minutes   float64       `json:"minutes"`
+	Partial   bool          `json:"partial,omitempty"`
+}
+
+func drive(o *options) error {
+	start := time.Now()
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	work := o.work
+	if work == "" {
+		if work, err = os.MkdirTemp("", "migu-perf-"); err != nil {
+			return err
+		}
+		defer os.RemoveAll(work)
+	}
+	script, err := filepath.Abs(filepath.Join("benchmarks", "perf", "torch_bench.py"))
+	if err != nil {
+		return err
+	}
+	rep := &report{Date: time.Now().UTC().Format("2006-01-02 15:04 UTC"), Machine: machine(), Threads: o.threads, Batch: o.batch,
+		Seq: o.seq, Provider: o.provider, Command: "make bench " + benchVars(), ORTSpin: o.ortSpin, VecAdamW: train.VectorizedAdamW()}
+	logf := func(format string, a ...any) {
+		fmt.Fprintf(os.Stderr, "[%5.0fs] "+format+"\n", append([]any{time.Since(start).Seconds()}, a...)...)
+	}
+
+	models := split(o.models)
+	dirs := map[string][3]string{} // hf, model, batches.json
+	for _, arch := range models {
+		hf, model := filepath.Join(work, arch, "hf"), filepath.Join(work, arch, "model")
+		if _, err := os.Stat(filepath.Join(model, "migu.json")); err != nil {
+			logf("init + export %s small", arch)
+			if _, err := exporters.Init(hf, exporters.InitOptions{Arch: arch, Preset: "small"}); err != nil {
+				return err
+			}
+			if _, err := exporters.Export(hf, model); err != nil {
+				return err
+			}
+		}
+		man, err := readVocab(model)
+		if err != nil {
+			return err
+		}
+		bj := filepath.Join(work, arch, "batches.json")
+		if err := writeBatches(bj, batches(arch, man, 4, o.batch, o.seq)); err != nil {
+			return err
+		}
+		dirs[arch] = [3]string{hf, model, bj}
+	}
+	device := []string{}
+	if o.provider == "cuda" {
+		device = []string{"--device", "cuda"}
+	}
+	torchRun := func(c torchConfig, arch, method string, withMIGU bool, warmup, steps int) (*sample, error) {
+		d := dirs[arch]
+		args := append([]string{script, "--hf", d[0], "--arch", arch, "--method", method, "--migu", b2s(withMIGU), "--batches", d[2],
+			"--steps", fmt.Sprint(steps), "--warmup", fmt.Sprint(warmup), "--threads", fmt.Sprint(c.Threads)}, device...)
+		return runJSON(c.Env, o.python, args...)
+	}
+	miguRun := func(arch, method string, withMIGU bool) (*sample, error) {
+		d := dirs[arch]
+		return runJSON(nil, self, "-worker", "migu", "-ort-spin", rep.ORTSpin, "-model", d[1], "-hf", d[0], "-arch", arch, "-method", method,
+			fmt.Sprintf("-with-migu=%v", withMIGU), "-steps", fmt.Sprint(o.steps), "-warmup", fmt.Sprint(o.warmup),
+			"-threads", fmt.Sprint(o.threads), "-batch", fmt.Sprint(o.batch), "-seq", fmt.Sprint(o.seq), "-provider", o.provider)
+	}
+	torchMatMul := func(c torchConfig) (float64, error) {
+		s, err := runJSON(c.Env, o.python, append([]string{script, "--matmul", "2048", "--threads", fmt.Sprint(c.Threads)}, device...)...)
+		if err != nil {
+			return 0, err
+		}
+		return s.GFLOPS, nil
+	}
+	ortMatMul := func() (float64, error) {
+		s, err := runJSON(nil, self, "-worker", "matmul", "-threads", fmt.Sprint(o.threads), "-provider", o.provider)
+		if err != nil {
+			return 0, err
+		}
+		return s.GFLOPS, nil
+	}
+
+	// PyTorch's best configuration: MatMul speed of each candidate, then a
+	// short full fine-tuning run of the first model for the fast ones.
+	cands := torchCandidates(o.threads)
+	if o.provider == "cuda" {
+		cands = []torchConfig{{Name: "cuda", Threads: o.threads}}
+	}
+	if o.torchCfg != "" {
+		cands = slices.DeleteFunc(cands, func(c torchConfig) bool { return !strings.Contains(c.Name, o.torchCfg) })
+		if len(cands) == 0 {
+			return fmt.Errorf("no PyTorch configuration matches %q", o.torchCfg)
+		}
+	}
+	best := -1
+	bestGF := 0.0
+	for i := range cands {
+		gf, err := torchMatMul(cands[i])
+		if err != nil {
+			return err
+		}
+		cands[i].GFLOPS = gf
+		bestGF = math.Max(bestGF, gf)
+		logf("torch config %q: MatMul %.1f GFLOP/s", cands[i].Name, gf)
+	}
+	// Two passes in opposite orders; a configuration keeps its better
+	// median, so that a burst of load on a shared machine does not decide.
+	var order []int
+	for i := range cands {
+		if len(cands) > 1 && cands[i].GFLOPS < bestGF/4 {
+			cands[i].Note = "not trained: MatMul under a quarter of the best"
+			continue
+		}
+		order = append(order, i)
+	}
+	if len(order) > 1 {
+		for pass := range 2 {
+			for k := range order {
+				i := order[k]
+				if pass == 1 {
+					i = order[len(order)-1-k]
+					if best := slices.MinFunc(order, func(a, b int) int { return cmp.Compare(cands[a].StepMS, cands[b].StepMS) }); cands[i].StepMS > 2*cands[best].StepMS {
+						continue // clearly slower: not worth a second look
+					}
+				}
+				s, err := torchRun(cands[i], models[0], "full", false, 1, 3)
+				if err != nil {
+					return err
+				}
+				ms := median(s.StepS) * 1000
+				if cands[i].StepMS == 0 || ms < cands[i].StepMS {
+					cands[i].StepMS = ms
+				}
+				logf("torch config %q: %s full step %.0f ms", cands[i].Name, models[0], ms)
+			}
+		}
+	}
+	for _, i := range order {
+		if best < 0 || cands[best].StepMS > cands[i].StepMS {
+			best = i
+		}
+	}
+	rep.Search, rep.Torch = cands, cands[best]
+	logf("PyTorch runs with %q", rep.Torch.Name)
+
+	// migu's side gets the same chance: ORT's intra-op threads spinning
+	// (its default) or sleeping between kernels, timed the same way.
+	if o.provider == "cpu" && o.ortSpinSearch {
+		for pass := range 2 {
+			for k := range 2 {
+				spin := []string{"0", "1"}[k^pass]
+				rep.ORTSpin = spin
+				s, err := runJSON(nil, self, "-worker", "migu", "-ort-spin", spin, "-model", dirs[models[0]][1], "-arch", models[0],
+					"-method", "full", "-steps", "3", "-warmup", "1", "-threads", fmt.Sprint(o.threads), "-batch", fmt.Sprint(o.batch), "-seq", fmt.Sprint(o.seq))
+				if err != nil {
+					return err
+				}
+				ms := median(s.StepS) * 1000
+				i := k ^ pass
+				if rep.SpinMS[i] == 0 || ms < rep.SpinMS[i] {
+					rep.SpinMS[i] = ms
+				}
+				logf("migu ORT spinning %s: %s full step %.0f ms", spin, models[0], ms)
+			}
+		}
+		rep.ORTSpin = "1"
+		if rep.SpinMS[0] < rep.SpinMS[1] {
+			rep.ORTSpin = "0"
+		}
+		logf("migu runs with ORT spinning %s", rep.ORTSpin)
+	}
+
+	ceiling := func() error {
+		og, err := ortMatMul()
+		if err != nil {
+			return err
+		}
+		tg, err := torchMatMul(rep.Torch)
+		if err != nil {
+			return err
+		}
+		rep.ORTGFLOPS, rep.TorchGF = math.Max(rep.ORTGFLOPS, og), math.Max(rep.TorchGF, tg)
+		logf("MatMul 2048³: ORT %.1f, torch %.1f GFLOP/s", og, tg)
+		return nil
+	}
+	if err := ceiling(); err != nil {
+		return err
+	}
+	write := func(done bool) error {
+		rep.Minutes = time.Since(start).Minutes()
+		rep.Partial = !done
+		raw, err := json.MarshalIndent(rep, "", "  ")
+		if err != nil {
+			return err
+		}
+		if err := atomicfile.WriteFile(strings.TrimSuffix(o.out, ".md")+".json", append(raw, '\n')); err != nil {
+			return err
+		}
+		md := markdown(rep)
+		if done {
+			fmt.Print(md)
+		}
+		return atomicfile.WriteFile(o.out, []byte(md))
+	}
+	// Full fine-tuning without MIGU on every model first: the rows the
+	// main comparison needs come first in a run that is cut short.
+	for _, method := range split(o.methods) {
+		for _, mg := range split(o.migus) {
+			for _, arch := range models {
+				r := &run{Model: arch, Method: method, MIGU: mg == "on"}
+				for round := range o.rounds {
+					for k := range 2 {
+						if (k == 0) == (round%2 == 0) {
+							s, err := miguRun(arch, method, r.MIGU)
+							if err != nil {
+								return err
+							}
+							r.Migu = append(r.Migu, s)
+							logf("%s %s migu=%v: migu   median %.0f ms", arch, method, r.MIGU, median(s.StepS)*1000)
+						} else {
+							s, err := torchRun(rep.Torch, arch, method, r.MIGU, o.warmup, o.steps)
+							if err != nil {
+								return err
+							}
+							r.Torch = append(r.Torch, s)
+							logf("%s %s migu=%v: torch  median %.0f ms", arch, method, r.MIGU, median(s.StepS)*1000)
+						}
+					}
+				}
+				rep.Runs = append(rep.Runs, r)
+				// Written after every configuration: an interrupted run
+				// leaves what it measured.
+				if err := write(false); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	if err := ceiling(); err != nil {
+		return err
+	}
+	return write(true)
+}
+
+// Runs0 names the model the configuration searches ran on.
+func (r *report) Runs0() string {
+	if len(r.Runs) == 0 {
+		return "the first model"
+	}
+	return r.Runs[0].Model
+}
+
+// stats summarises one side of a run.
+type stats struct {
+	medianMS, iqrPct, tokS, rssMB float64
+	gflops                        float64 // median in-process MatMul ceiling
+	params, trainable             int64
+	steps                         int
+}
+
+func summarize(ss []*sample) stats {
+	var st stats
+	var times, ceil []float64
+	tokens := 0
+	for _, s := range ss {
+		if s.GFLOPS > 0 {
+			ceil = append(ceil, s.GFLOPS)
+		}
+		times = append(times, s.StepS...)
+		for _, t := range s.Tokens {
+			tokens += t
+		}
+		st.rssMB = math.Max(st.rssMB, s.PeakRSSMB)
+		st.params, st.trainable = s.Params, s.Trainable
+	}
+	if len(times) == 0 {
+		return st
+	}
+	st.steps = len(times)
+	if len(ceil) > 0 {
+		st.gflops = median(ceil)
+	}
+	st.medianMS = median(times) * 1000
+	st.iqrPct = (quantile(times, 0.75) - quantile(times, 0.25)) / median(times) * 100
+	st.tokS = float64(tokens) / float64(len(times)) / median(times)
+	return st
+}
+
+func markdown(rep *report) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# migu vs PyTorch: training speed, side by side\n\n")
+	fmt.Fprintf(&b, "Written by `%s` on %s (%.1f min). Machine: %s.\n\n", rep.Command, rep.Date, rep.Minutes, rep.Machine)
+	if rep.Partial {
+		fmt.Fprintf(&b, "**Partial:** the run was still going (or was stopped) when this was written; the rows below are the configurations it finished.\n\n")
+	}
+	fmt.Fprintf(&b, "Small presets (`migu init --preset small`), batch %d × %d tokens (t5: %d encoder and %d decoder tokens), %d threads on both sides, provider %s, AdamW (lr 1e-4, wd 0.01) on both sides, MIGU T = 0.7 in grad mode, LoRA q,v r 8 α 32. ",
+		rep.Batch, rep.Seq, rep.Seq, rep.Seq, rep.Threads, rep.Provider)
+	fmt.Fprintf(&b, "Each configuration runs migu and PyTorch in separate processes, alternating (ABBA); times are per optimizer step after warm-up, over all processes of a side.\n\n")
+	fmt.Fprintf(&b, "MatMul 2048³ float32 ceiling measured in this run (best of start and end): ORT %.1f GFLOP/s, PyTorch %.1f GFLOP/s. MFU = 6 · parameters · tokens/s ÷ the ceiling that each worker process measures right after its training steps (median over a side's processes, shown as \"MFU%% of GFLOP/s\"), so that changes in the machine's load between configurations do not distort it; full fine-tuning only (a LoRA step skips frozen weight gradients, about 4 · parameters · tokens).\n\n",
+		rep.ORTGFLOPS, rep.TorchGF)
+	fmt.Fprintf(&b, "PyTorch configuration: **%s** (best of the search below).", rep.Torch.Name)
+	if rep.SpinMS[0] == 0 && rep.ORTSpin != "" {
+		fmt.Fprintf(&b, " migu configuration: ORT intra-op spinning **%s** (fixed by BENCH_ORT_SPIN).", map[string]string{"0": "off", "1": "on"}[rep.ORTSpin])
+	}
+	if rep.SpinMS[0] > 0 {
+		fmt.Fprintf(&b, " migu configuration: ORT intra-op spinning **%s** (searched the same way: %s full step %.0f ms without spinning, %.0f ms with).",
+			map[string]string{"0": "off", "1": "on"}[rep.ORTSpin], rep.Runs0(), rep.SpinMS[0], rep.SpinMS[1])
+	}
+	if rep.VecAdamW {
+		fmt.Fprintf(&b, " migu's AdamW runs 8-lane loops (built with GOEXPERIMENT=simd).")
+	} else {
+		fmt.Fprintf(&b, " migu's AdamW runs scalar loops (built without GOEXPERIMENT=simd).")
+	}
+	fmt.Fprintf(&b, "\n\n")
+	fmt.Fprintf(&b, "| model | method | MIGU | migu step ms (IQR) | torch step ms (IQR) | migu tokens/s | torch tokens/s | migu/torch | MFU migu | MFU torch | peak RSS migu MB | peak RSS torch MB |\n")
+	fmt.Fprintf(&b, "|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	rows := slices.Clone(rep.Runs)
+	slices.SortStableFunc(rows, func(a, b *run) int {
+		return cmp.Or(cmp.Compare(a.Model, b.Model), cmp.Compare(a.Method, b.Method), cmp.Compare(b2s(a.MIGU), b2s(b.MIGU)))
+	})
+	for _, r := range rows {
+		m, t := summarize(r.Migu), summarize(r.Torch)
+		mfu := func(s stats, ceil float64) string {
+			if s.gflops > 0 {
+				ceil = s.gflops // measured in the same processes
+			}
+			if r.Method != "full" || ceil == 0 {
+				return "—"
+			}
+			return fmt.Sprintf("%.0f%% of %.0f", 6*float64(s.params)*s.tokS/(ceil*1e9)*100, ceil)
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %.0f (±%.0f%%) | %.0f (±%.0f%%) | %.0f | %.0f | %.2fx | %s | %s | %.0f | %.0f |\n",
+			r.Model, r.Method, onOff(r.MIGU), m.medianMS, m.iqrPct/2, t.medianMS, t.iqrPct/2, m.tokS, t.tokS, m.tokS/t.tokS,
+			mfu(m, rep.ORTGFLOPS), mfu(t, rep.TorchGF), m.rssMB, t.rssMB)
+	}
+	fmt.Fprintf(&b, "\nDerived ratios of median step times (MIGU cost: with ÷ without − 1):\n\n| model | MIGU cost full | MIGU cost LoRA | LoRA/full step | torch MIGU cost full | torch LoRA/full |\n|---|---|---|---|---|---|\n")
+	find := func(model, method string, mg bool) *run {
+		for _, r := range rep.Runs {
+			if r.Model == model && r.Method == method && r.MIGU == mg {
+				return r
+			}
+		}
+		return nil
+	}
+	ratio := func(a, b *run, torch bool, pct bool) string {
+		if a == nil || b == nil {
+			return "—"
+		}
+		x, y := a.Migu, b.Migu
+		if torch {
+			x, y = a.Torch, b.Torch
+		}
+		v := summarize(x).medianMS / summarize(y).medianMS
+		if pct {
+			return fmt.Sprintf("%+.1f%%", (v-1)*100)
+		}
+		return fmt.Sprintf("%.2f×", v)
+	}
+	seen := map[string]bool{}
+	for _, r := range rep.Runs {
+		if seen[r.Model] {
+			continue
+		}
+		seen[r.Model] = true
+		fo, fm, lo, lm := find(r.Model, "full", false), find(r.Model, "full", true), find(r.Model, "lora", false), find(r.Model, "lora", true)
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", r.Model, ratio(fm, fo, false, true), ratio(lm, lo, false, true),
+			ratio(lo, fo, false, false), ratio(fm, fo, true, true), ratio(lo, fo, true, false))
+	}
+	fmt.Fprintf(&b, "\nPyTorch configurations tried (MatMul 2048³, then twice, in opposite orders, 3 steps of full fine-tuning of the first model after 1 warm-up step; the better median counts):\n\n| configuration | MatMul GFLOP/s | full step ms | note |\n|---|---|---|---|\n")
+	for _, c := range rep.Search {
+		step := "—"
+		if c.StepMS > 0 {
+			step = fmt.Sprintf("%.0f", c.StepMS)
+		}
+		fmt.Fprintf(&b, "| %s | %.1f | %s | %s |\n", c.Name, c.GFLOPS, step, c.Note)
+	}
+	fmt.Fprintf(&b, "\nRaw samples: RESULTS.json beside this file. How the run works and how to profile: README.md.\n")
+	return b.String()
+}
+
+func readVocab(model string) (int64, error) {
+	man, err := modeldir.ReadManifest(model)
+	if err != nil {
+		return 0, err
+	}
+	return man.VocabSize, nil
+}
+
+func machine() string {
+	cpu := "unknown CPU"
+	if raw, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(raw), "\n") {
+			if name, ok := strings.CutPrefix(line, "model name"); ok {
+				cpu = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(name), ":"))
+				break
+			}
+		}
+	}
+	mem := ""
+	if raw, err := os.ReadFile("/proc/meminfo"); err == nil {
+		var kb float64
+		fmt.Sscanf(strings.SplitN(string(raw), "\n", 2)[0], "MemTotal: %f kB", &kb)
+		mem = fmt.Sprintf(", %.0f GiB RAM", kb/1024/1024)
+	}
+	ort := ""
+	if out, err := exec.Command("go", "env", "GOVERSION").Output(); err == nil {
+		ort = ", " + strings.TrimSpace(string(out))
+	}
+	return fmt.Sprintf("%s, %d logical CPUs%s, %s/%s%s", cpu, runtime.NumCPU(), mem, runtime.GOOS, runtime.GOARCH, ort)
+}
+
+func benchVars() string {
+	var parts []string
+	for _, k := range []string{"BENCH_MODELS", "BENCH_METHODS", "BENCH_MIGU", "BENCH_STEPS", "BENCH_WARMUP", "BENCH_ROUNDS", "BENCH_BATCH", "BENCH_SEQ", "BENCH_THREADS", "PROVIDER"} {
+		if v := os.Getenv(k); v != "" {
+			parts = append(parts, k+"="+v)
+		}
+	}
+	return strings.Join(parts, " ")
+}
+
+func split(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func b2s(b bool) string {
+	if b {
+		return "1"
+	}
+	return "0"
+}
+
+func onOff(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
+}
+
+func median(v []float64) float64 { return quantile(v, 0.5) }
+
+// quantile interpolates linearly between order statistics.
+func quantile(v []float64, q float64) float64 {
+	if len(v) == 0 {
+		return math.NaN()
+	}
+	s := slices.Sorted(slices.Values(v))
+	pos := q * float64(len(s)-1)
+	lo := int(math.Floor(pos))
+	hi := min(lo+1, len(s)-1)
+	return s[lo] + (s[hi]-s[lo])*(pos-float64(lo))
+}

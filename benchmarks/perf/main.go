@@ -1,0 +1,453 @@
+// Command perf is migu's side-by-side performance benchmark (`make bench`):
+// it trains the small presets of llama, t5 and roberta — full fine-tuning
+// and LoRA, each with and without MIGU — for a fixed number of steps in
+// migu (ONNX Runtime + Go AdamW) and in PyTorch eager (transformers,
+// torch.optim.AdamW), from the same Hugging Face folder, on the same
+// batches, with the same thread count, alternating the two in separate
+// processes (ABBA) so that a noisy machine hurts both alike. It reports
+// tokens/s, the median step time and its spread, each process's peak RSS,
+// migu's speed relative to PyTorch, and MFU against a 2048³ MatMul timed
+// in the same run, and writes RESULTS.md.
+//
+// The same binary is its own worker: -worker migu trains in this process,
+// -worker matmul times ORT's MatMul.
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"runtime/pprof"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/migu-ml/migu/adapters"
+	"github.com/migu-ml/migu/data"
+	"github.com/migu-ml/migu/lora"
+	"github.com/migu-ml/migu/migu"
+	"github.com/migu-ml/migu/modeldir"
+	"github.com/migu-ml/migu/onnx"
+	"github.com/migu-ml/migu/onnx/ort"
+	"github.com/migu-ml/migu/train"
+	"google.golang.org/protobuf/proto"
+)
+
+// options are the command line (defaults from BENCH_* variables, so that
+// `make bench BENCH_MODELS=llama` works).
+type options struct {
+	worker   string
+	models   string
+	methods  string
+	migus    string
+	steps    int
+	warmup   int
+	rounds   int
+	batch    int
+	seq      int
+	threads  int
+	provider string
+	python   string
+	work     string
+	out      string
+	torchCfg string
+	// ortSpinSearch times migu with ORT's spinning on and off first.
+	ortSpinSearch bool
+	// worker-only
+	model, hf, arch, method string
+	withMIGU                bool
+	ortProfile, cpuProfile  string
+	optLevel                string
+	ortSpin                 string
+}
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+func envInt(name string, def int) int {
+	var v int
+	if _, err := fmt.Sscan(envOr(name, ""), &v); err == nil {
+		return v
+	}
+	return def
+}
+
+func parseFlags() *options {
+	o := &options{}
+	flag.StringVar(&o.worker, "worker", "", "internal: run as a worker (migu or matmul)")
+	flag.StringVar(&o.models, "models", envOr("BENCH_MODELS", "llama,t5,roberta"), "architectures to benchmark (small presets)")
+	flag.StringVar(&o.methods, "methods", envOr("BENCH_METHODS", "full,lora"), "training methods")
+	flag.StringVar(&o.migus, "migu", envOr("BENCH_MIGU", "off,on"), "MIGU settings to run (off, on)")
+	flag.IntVar(&o.steps, "steps", envInt("BENCH_STEPS", 5), "timed steps per process")
+	flag.IntVar(&o.warmup, "warmup", envInt("BENCH_WARMUP", 2), "untimed warm-up steps per process")
+	flag.IntVar(&o.rounds, "rounds", envInt("BENCH_ROUNDS", 2), "processes per side and configuration, alternating ABBA")
+	flag.IntVar(&o.batch, "batch", envInt("BENCH_BATCH", 4), "sequences per batch")
+	flag.IntVar(&o.seq, "seq", envInt("BENCH_SEQ", 128), "tokens per sequence (t5: encoder and decoder each)")
+	flag.IntVar(&o.threads, "threads", envInt("BENCH_THREADS", runtime.NumCPU()), "intra-op threads on both sides")
+	flag.StringVar(&o.provider, "provider", envOr("PROVIDER", "cpu"), "cpu or cuda (ORT's CUDA EP; PyTorch on cuda)")
+	flag.StringVar(&o.python, "python", envOr("BENCH_PYTHON", ".venv/bin/python"), "Python with torch and transformers")
+	flag.StringVar(&o.work, "work", envOr("BENCH_WORK", ""), "scratch folder (default: a temporary one, removed)")
+	flag.StringVar(&o.out, "out", envOr("BENCH_OUT", "benchmarks/perf/RESULTS.md"), "where to write the results table")
+	flag.StringVar(&o.torchCfg, "torch-config", envOr("BENCH_TORCH_CONFIG", ""), "skip the search and use this PyTorch configuration")
+	flag.BoolVar(&o.ortSpinSearch, "ort-spin-search", envOr("BENCH_ORT_SPIN", "") == "", "time migu with ORT's intra-op spinning on and off, keep the faster")
+	flag.StringVar(&o.model, "model", "", "worker: model folder")
+	flag.StringVar(&o.hf, "hf", "", "worker: Hugging Face folder")
+	flag.StringVar(&o.arch, "arch", "", "worker: architecture")
+	flag.StringVar(&o.method, "method", "full", "worker: full or lora")
+	flag.BoolVar(&o.withMIGU, "with-migu", false, "worker: train with MIGU (T = 0.7, grad mode)")
+	flag.StringVar(&o.ortProfile, "ort-profile", envOr("BENCH_ORT_PROFILE", ""), "worker: ORT profile file prefix")
+	flag.StringVar(&o.cpuProfile, "cpuprofile", envOr("BENCH_CPUPROFILE", ""), "worker: Go CPU profile file")
+	flag.StringVar(&o.ortSpin, "ort-spin", envOr("BENCH_ORT_SPIN", ""), "worker: ORT intra-op spinning, 0 or 1 (empty: ORT's default, on)")
+	flag.StringVar(&o.optLevel, "opt-level", envOr("BENCH_OPT_LEVEL", "all"), "worker: ORT graph optimisation level")
+	flag.Parse()
+	return o
+}
+
+func main() {
+	o := parseFlags()
+	var err error
+	switch o.worker {
+	case "":
+		err = drive(o)
+	case "migu":
+		err = workMIGU(o)
+	case "matmul":
+		err = workMatMul(o)
+	default:
+		err = fmt.Errorf("unknown -worker %q", o.worker)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "perf:", err)
+		os.Exit(1)
+	}
+}
+
+// sample is what a worker prints: one process's timed steps.
+type sample struct {
+	StepS     []float64 `json:"step_s"`
+	CPUS      []float64 `json:"cpu_s,omitempty"` // process CPU time per step (migu side)
+	Tokens    []int     `json:"tokens"`
+	Loss      []float64 `json:"loss"`
+	Params    int64     `json:"params"`
+	Trainable int64     `json:"trainable"`
+	PeakRSSMB float64   `json:"peak_rss_mb"`
+	GFLOPS    float64   `json:"gflops"`
+	Threads   int       `json:"threads"`
+}
+
+// cpuSeconds is the process's user+system CPU time.
+func cpuSeconds() float64 {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e9
+}
+
+// peakRSSMB reads the process's high-water resident set size.
+func peakRSSMB() float64 {
+	raw, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			var kb float64
+			fmt.Sscan(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), &kb)
+			return kb / 1024
+		}
+	}
+	return 0
+}
+
+// batches makes n deterministic full-length batches (no padding) for arch:
+// random ids from 3 up, clm labels equal to the ids, mlm labels on 15% of
+// the positions, seq2seq decoder inputs and labels of the same length.
+func batches(arch string, vocab int64, n, size, seq int) []*data.Batch {
+	rng := rand.New(rand.NewPCG(7, 11))
+	id := func() int64 { return 3 + rng.Int64N(vocab-3) }
+	out := make([]*data.Batch, n)
+	for k := range out {
+		b := &data.Batch{Size: size, SeqLen: seq, Tokens: size * seq}
+		for range size * seq {
+			b.InputIDs = append(b.InputIDs, id())
+			b.AttentionMask = append(b.AttentionMask, 1)
+		}
+		switch arch {
+		case "t5":
+			b.Objective, b.TgtLen = data.Seq2Seq, seq
+			for range size * seq {
+				b.DecoderInputIDs = append(b.DecoderInputIDs, id())
+				b.DecoderAttentionMask = append(b.DecoderAttentionMask, 1)
+				b.Labels = append(b.Labels, id())
+			}
+		case "roberta":
+			b.Objective = data.MLM
+			for _, v := range b.InputIDs {
+				l := int64(data.IgnoreIndex)
+				if rng.Float64() < 0.15 {
+					l = v
+				}
+				b.Labels = append(b.Labels, l)
+			}
+		default:
+			b.Objective = data.CLM
+			b.Labels = slices.Clone(b.InputIDs)
+		}
+		out[k] = b
+	}
+	return out
+}
+
+// writeBatches writes the batches as the PyTorch script reads them.
+func writeBatches(path string, bs []*data.Batch) error {
+	type jb struct {
+		Feeds  map[string][][]int64 `json:"feeds"`
+		Tokens int                  `json:"tokens"`
+	}
+	var all []jb
+	for _, b := range bs {
+		f := map[string][][]int64{}
+		for name, feed := range b.Feeds() {
+			rows := int(feed.Shape[0])
+			cols := len(feed.Values) / rows
+			for r := range rows {
+				f[name] = append(f[name], feed.Values[r*cols:(r+1)*cols])
+			}
+		}
+		all = append(all, jb{f, b.Tokens})
+	}
+	raw, err := json.Marshal(all)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, raw, 0o644)
+}
+
+// workMIGU trains the model folder in this process and prints a sample.
+func workMIGU(o *options) error {
+	if err := ort.Init(ort.InitOptions{}); err != nil {
+		return err
+	}
+	man, err := modeldir.ReadManifest(o.model)
+	if err != nil {
+		return err
+	}
+	m, err := onnx.Load(filepath.Join(o.model, modeldir.ModelFile))
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	params := int64(0)
+	for _, t := range m.Graph().P.Initializer {
+		if onnx.DType(t.GetDataType()).IsFloat() && (strings.HasSuffix(t.GetName(), ".weight") || strings.HasSuffix(t.GetName(), ".bias")) {
+			n := int64(1)
+			for _, d := range t.Dims {
+				n *= d
+			}
+			params += n
+		}
+	}
+	var plan *train.Plan
+	if o.method == "lora" {
+		plan, err = loraPlan(m, man)
+	} else {
+		plan, err = train.FullPlan(m, man)
+	}
+	if err != nil {
+		return err
+	}
+	level, err := ort.ParseOptLevel(o.optLevel)
+	if err != nil {
+		return err
+	}
+	dir, err := os.MkdirTemp("", "perf-train-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	opt := train.DefaultAdamW()
+	opt.LR = 1e-4
+	cfg := train.Config{Optim: opt, UseMIGU: o.withMIGU, T: 0.7, Mode: migu.ModeGrad, Threads: o.threads,
+		Session: ort.SessionOptions{Provider: o.provider, OptLevel: level, ProfilePrefix: o.ortProfile}}
+	if o.ortSpin != "" {
+		cfg.Session.Config = map[string]string{"session.intra_op.allow_spinning": o.ortSpin}
+	}
+	tr, err := train.NewTrainer(plan, dir, cfg)
+	if err != nil {
+		return err
+	}
+	// The trainer holds its own copies: unmap the model file now, so that
+	// its pages leave the resident set before training starts.
+	if err := m.Close(); err != nil {
+		return err
+	}
+	bs := batches(o.arch, man.VocabSize, 4, o.batch, o.seq)
+	s := sample{Params: params, Threads: o.threads}
+	for _, t := range tr.Tensors {
+		s.Trainable += int64(len(t.Value))
+	}
+	for i := range o.warmup + o.steps {
+		if i == o.warmup && o.cpuProfile != "" {
+			f, err := os.Create(o.cpuProfile)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			pprof.StartCPUProfile(f)
+			defer pprof.StopCPUProfile()
+		}
+		start, cpu := time.Now(), cpuSeconds()
+		res, err := tr.TrainStep([]*data.Batch{bs[i%len(bs)]}, true)
+		if err != nil {
+			return err
+		}
+		if i >= o.warmup {
+			s.StepS = append(s.StepS, time.Since(start).Seconds())
+			s.CPUS = append(s.CPUS, cpuSeconds()-cpu)
+			s.Tokens = append(s.Tokens, res.Tokens)
+			s.Loss = append(s.Loss, res.Loss)
+		}
+	}
+	if err := tr.Close(); err != nil { // writes the ORT profile
+		return err
+	}
+	s.PeakRSSMB = peakRSSMB()
+	// The MatMul ceiling at this moment, in this process, after the peak
+	// RSS is read: MFU against it holds up when the machine's load changes.
+	if s.GFLOPS, err = matmulGFLOPS(o, 3); err != nil {
+		return err
+	}
+	return json.NewEncoder(os.Stdout).Encode(s)
+}
+
+// loraPlan injects LoRA (q and v, r 8, α 32, as the MIGU paper's runs and
+// finetune's defaults) and masks A and B as finetune does.
+func loraPlan(m *onnx.Model, man *modeldir.Manifest) (*train.Plan, error) {
+	a, err := lora.New(lora.Config{})
+	if err != nil {
+		return nil, err
+	}
+	inj, err := a.Inject(m, man, adapters.InjectOptions{Seed: 1, Training: true})
+	if err != nil {
+		return nil, err
+	}
+	plan := &train.Plan{Model: m, Manifest: man, Trainable: inj.ParamNames(), Points: inj.Points}
+	shapes := map[string][]int64{}
+	for _, p := range inj.Params {
+		shapes[p.Name] = p.Shape
+	}
+	for _, r := range inj.Masks {
+		plan.Rules = append(plan.Rules, migu.Rule{Param: r.Param, Shape: shapes[r.Param], Axis: r.Axis, Tap: r.Point})
+	}
+	return plan, nil
+}
+
+// workMatMul times an n×n·n×n float32 MatMul in ORT and prints its
+// GFLOP/s.
+func workMatMul(o *options) error {
+	if err := ort.Init(ort.InitOptions{}); err != nil {
+		return err
+	}
+	gf, err := matmulGFLOPS(o, 5)
+	if err != nil {
+		return err
+	}
+	return json.NewEncoder(os.Stdout).Encode(sample{GFLOPS: gf, Threads: o.threads, PeakRSSMB: peakRSSMB()})
+}
+
+// matmulGFLOPS times a 2048³ float32 MatMul in ORT with bound inputs and
+// output: the median of reps runs after 2.
+func matmulGFLOPS(o *options, reps int) (float64, error) {
+	const n = 2048
+	m := onnx.New("matmul", nil)
+	g := m.Graph()
+	g.AddInput("X", onnx.Float, onnx.Shape{onnx.D(n), onnx.D(n)})
+	g.AddInput("W", onnx.Float, onnx.Shape{onnx.D(n), onnx.D(n)})
+	g.AddOutput(g.Op("MatMul", []string{"X", "W"}, "Y"), onnx.Float, onnx.Shape{onnx.D(n), onnx.D(n)})
+	raw, err := proto.Marshal(m.Proto)
+	if err != nil {
+		return 0, err
+	}
+	s, err := ort.NewSessionFromBytes(raw, ort.SessionOptions{Threads: o.threads, Provider: o.provider})
+	if err != nil {
+		return 0, err
+	}
+	defer s.Close()
+	vals := func() []float32 {
+		v := make([]float32, n*n)
+		for i := range v {
+			v[i] = float32(i%13)*0.01 - 0.06
+		}
+		return v
+	}
+	x, err := ort.NewTensor(vals(), n, n)
+	if err != nil {
+		return 0, err
+	}
+	defer x.Close()
+	w, err := ort.NewTensor(vals(), n, n)
+	if err != nil {
+		return 0, err
+	}
+	defer w.Close()
+	y, err := ort.Zeros[float32](n, n)
+	if err != nil {
+		return 0, err
+	}
+	defer y.Close()
+	b, err := s.NewBinding()
+	if err != nil {
+		return 0, err
+	}
+	defer b.Close()
+	outName := g.P.Output[0].GetName()
+	for _, e := range []error{b.BindInput("X", x), b.BindInput("W", w), b.BindOutput(outName, y)} {
+		if e != nil {
+			return 0, e
+		}
+	}
+	var times []float64
+	for i := range reps + 2 {
+		start := time.Now()
+		if err := b.Run(); err != nil {
+			return 0, err
+		}
+		if i >= 2 {
+			times = append(times, time.Since(start).Seconds())
+		}
+	}
+	slices.Sort(times)
+	return 2 * n * n * n / times[len(times)/2] / 1e9, nil
+}
+
+// runJSON runs a worker process and decodes the sample it prints.
+func runJSON(env []string, name string, args ...string) (*sample, error) {
+	cmd := exec.Command(name, args...)
+	cmd.Env = append(os.Environ(), env...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		return nil, fmt.Errorf("%s %s: %v\n%s", name, strings.Join(args, " "), err, lastLines(errb.String(), 15))
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	s := &sample{}
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), s); err != nil {
+		return nil, fmt.Errorf("%s: reading its result: %v (%q)", name, err, lastLines(out.String(), 3))
+	}
+	return s, nil
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}

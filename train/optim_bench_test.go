@@ -1,0 +1,86 @@
+package train
+
+import (
+	"math/rand/v2"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/migu-ml/migu/migu"
+)
+
+// smallLlamaTensors returns tensors shaped like the small llama preset's
+// parameters (8 layers, hidden 512, GQA, vocabulary 3400: about 26.5M
+// values) with random gradients, and MIGU keeps (30% of the output columns
+// of every linear weight).
+func smallLlamaTensors() ([]*Tensor, map[*Tensor]*migu.Keep) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	var shapes [][2]int64
+	shapes = append(shapes, [2]int64{3400, 512}, [2]int64{512, 3400}, [2]int64{1, 512})
+	for range 8 {
+		shapes = append(shapes, [2]int64{512, 512}, [2]int64{512, 256}, [2]int64{512, 256}, [2]int64{512, 512},
+			[2]int64{512, 1376}, [2]int64{512, 1376}, [2]int64{1376, 512}, [2]int64{1, 512}, [2]int64{1, 512})
+	}
+	var ts []*Tensor
+	keep := map[*Tensor]*migu.Keep{}
+	for _, s := range shapes {
+		n := s[0] * s[1]
+		t := &Tensor{Shape: s[:], Value: make([]float32, n), Grad: make([]float32, n), M: make([]float32, n), V: make([]float32, n)}
+		for i := range t.Grad {
+			t.Value[i] = rng.Float32() - 0.5
+			t.Grad[i] = (rng.Float32() - 0.5) * 1e-2
+		}
+		ts = append(ts, t)
+		if s[0] > 1 && s[0] != 3400 {
+			f := make([]bool, s[1])
+			for j := range f {
+				f[j] = rng.Float64() < 0.3
+			}
+			keep[t] = &migu.Keep{Features: f, Axis: 1, Rows: s[0], Cols: s[1]}
+		}
+	}
+	return ts, keep
+}
+
+// BenchmarkAdamW times one optimizer step over the small llama's 26.5M
+// parameters: plain, with MIGU masks in grad mode and in update mode, and
+// the global gradient norm that clipping needs first.
+func BenchmarkAdamW(b *testing.B) {
+	ts, keep := smallLlamaTensors()
+	opt, err := NewAdamW(DefaultAdamW())
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, c := range []struct {
+		name    string
+		masking Masking
+	}{{"plain", MaskNone}, {"migu-grad", MaskGrad}, {"migu-update", MaskUpdate}} {
+		b.Run(c.name, func(b *testing.B) {
+			cpu := cpuTime()
+			for b.Loop() {
+				opt.Step(ts, 1e-4, keep, c.masking)
+			}
+			reportCPU(b, cpu)
+		})
+	}
+	b.Run("grad-norm", func(b *testing.B) {
+		cpu := cpuTime()
+		for b.Loop() {
+			GradNorm(ts)
+		}
+		reportCPU(b, cpu)
+	})
+}
+
+// cpuTime is the process's user+system CPU time: on a shared machine it
+// varies less than wall time.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// reportCPU reports the CPU time per iteration since start.
+func reportCPU(b *testing.B, start time.Duration) {
+	b.ReportMetric(float64(cpuTime()-start)/float64(b.N)/1e6, "cpu-ms/op")
+}

@@ -1,0 +1,13 @@
+//go:build !(goexperiment.simd && amd64)
+
+package train
+
+// Without GOEXPERIMENT=simd on amd64 the scalar AdamW loops do all the work.
+
+func (k *adamConsts) updateVec(p, g, m, v []float32, scale float32) int { return 0 }
+
+func (k *adamConsts) updateFactorVec(p, g, m, v, f []float32, scale float32) int { return 0 }
+
+// VectorizedAdamW reports whether AdamW runs its 8-lane loops (a build
+// with GOEXPERIMENT=simd on an AVX2 machine), for benchmark reports.
+func VectorizedAdamW() bool { return false }
