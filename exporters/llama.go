@@ -292,7 +292,7 @@ func (c *llamaConfig) Build(b *Builder) error {
 	cos, sin := c.rotary(b, mask)
 
 	for i := range int(c.NumHiddenLayers) {
-		x = c.block(b, x, bias, cos, sin, i)
+		x = c.block(b, x, bias, cos, sin, i, nil)
 	}
 	x = b.RMSNorm(x, b.Param("model.norm.weight", h), float32(c.eps()), "model.norm")
 	var logits string
@@ -352,7 +352,10 @@ func (c *llamaConfig) rope(b *Builder, x, cos, sin string, hint string) string {
 }
 
 // block is one decoder layer: x + attn(norm(x)), then + mlp(norm(x)).
-func (c *llamaConfig) block(b *Builder, x, bias, cos, sin string, i int) string {
+// With a cache (the generation graph, llama_cache.go) the layer's keys and
+// values are appended to its past ones and returned as present before
+// attention; the training and scoring graph passes nil.
+func (c *llamaConfig) block(b *Builder, x, bias, cos, sin string, i int, cache *Cache) string {
 	h, ff := c.HiddenSize, c.IntermediateSize
 	n, nkv, d := c.NumAttentionHeads, c.kvHeads(), c.headDim()
 	p := fmt.Sprintf("model.layers.%d.", i)
@@ -369,8 +372,14 @@ func (c *llamaConfig) block(b *Builder, x, bias, cos, sin string, i int) string 
 	q = c.rope(b, b.Op("Reshape", []string{q, b.Ints(0, 0, n, d)}, p+"q.heads"), cos, sin, p+"q.rope")
 	q = b.Op("Transpose", []string{q}, p+"q.t", onnx.AttrInts("perm", 0, 2, 1, 3))
 	k = c.rope(b, b.Op("Reshape", []string{k, b.Ints(0, 0, nkv, d)}, p+"k.heads"), cos, sin, p+"k.rope")
-	k = b.Op("Transpose", []string{k}, p+"k.t", onnx.AttrInts("perm", 0, 2, 3, 1))
 	val = b.SplitHeads(val, nkv, d, false, p+"v")
+	if cache == nil {
+		k = b.Op("Transpose", []string{k}, p+"k.t", onnx.AttrInts("perm", 0, 2, 3, 1))
+	} else {
+		k = b.Op("Transpose", []string{k}, p+"k.t", onnx.AttrInts("perm", 0, 2, 1, 3))
+		k, val = cache.appendLayer(b, k, val, i, p)
+		k = b.Op("Transpose", []string{k}, p+"k.all_t", onnx.AttrInts("perm", 0, 1, 3, 2))
+	}
 	ctx := b.Attend(q, k, val, bias, n, nkv, d, float32(1/math.Sqrt(float64(d))), p+"attn")
 	o := lin(b.MergeHeads(ctx, n, d, p+"attn.merged"), "self_attn.o_proj", modeldir.RoleO, n*d, h, c.attnBias())
 	x = b.Op("Add", []string{x, o}, p+"attn.residual")

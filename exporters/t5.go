@@ -259,16 +259,8 @@ func (m *t5Model) Build(b *Builder) error {
 	decIDs := b.Input("decoder_input_ids", onnx.Int64, batch, tgt)
 	decMask := b.Input("decoder_attention_mask", onnx.Int64, batch, tgt)
 	shared := b.Param("shared.weight", m.VocabSize, m.DModel)
-	stacks := m.stacks()
-	enc, dec := stacks[0], stacks[1]
-
-	srcPad := b.PaddingBias(mask, "encoder.padding_bias")
-	encBias := b.Op("Add", []string{m.positionBias(b, b.Dim(ids, 1, "encoder.length"), enc), srcPad}, "encoder.attention_bias")
-	x := b.Gather(shared, ids, "encoder.embed")
-	for i := range int(enc.layers) {
-		x = m.block(b, enc, i, x, encBias, "", "")
-	}
-	encOut := m.norm(b, x, enc.name+".final_layer_norm")
+	dec := m.stacks()[1]
+	encOut, srcPad := m.encoder(b, shared, ids, mask)
 
 	tgtLen := b.Dim(decIDs, 1, "decoder.length")
 	causal := b.Op("Add", []string{m.positionBias(b, tgtLen, dec), b.CausalBias(tgtLen, "decoder.causal_bias")}, "decoder.position_causal_bias")
@@ -289,6 +281,19 @@ func (m *t5Model) Build(b *Builder) error {
 	}
 	b.Output(logits, "logits", onnx.Float, batch, tgt, onnx.D(m.VocabSize))
 	return b.Err()
+}
+
+// encoder emits the encoder stack over ids and returns its normalised
+// output and the padding bias of the source (cross-attention uses it too).
+func (m *t5Model) encoder(b *Builder, shared, ids, mask string) (out, srcPad string) {
+	enc := m.stacks()[0]
+	srcPad = b.PaddingBias(mask, "encoder.padding_bias")
+	encBias := b.Op("Add", []string{m.positionBias(b, b.Dim(ids, 1, "encoder.length"), enc), srcPad}, "encoder.attention_bias")
+	x := b.Gather(shared, ids, "encoder.embed")
+	for i := range int(enc.layers) {
+		x = m.block(b, enc, i, x, encBias, "", "")
+	}
+	return m.norm(b, x, enc.name+".final_layer_norm"), srcPad
 }
 
 // block is one T5 block: pre-norm residual self-attention, cross-attention

@@ -1,0 +1,377 @@
+package eval
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/migu-ml/migu/adapters"
+	"github.com/migu-ml/migu/internal/badinput"
+	_ "github.com/migu-ml/migu/lora" // registers the LoRA adapter kind for --adapter
+	"github.com/migu-ml/migu/modeldir"
+	"github.com/migu-ml/migu/onnx/ort"
+	"github.com/migu-ml/migu/tokenizer"
+)
+
+// DefaultBatchSize is the number of sequences per forward run when
+// Options.BatchSize is 0.
+const DefaultBatchSize = 8
+
+// DefaultMaxLength is the context length used when the model declares none
+// (relative or rotary positions without a limit), as lm-eval's HFLM falls
+// back to 2048 tokens.
+const DefaultMaxLength = 2048
+
+// Options open a model folder for evaluation.
+type Options struct {
+	Adapter   string // LoRA adapter folder (PEFT layout); merged into the weights in memory
+	Threads   int    // ORT intra-op threads (0: ORT's default)
+	BatchSize int    // sequences per forward run (0: DefaultBatchSize)
+	Provider  string // ort provider ("" = cpu)
+	// MaxLength overrides the context length used for truncation (0: the
+	// manifest's max_length, else tokenizer_config.json's
+	// model_max_length, else DefaultMaxLength).
+	MaxLength int
+}
+
+// Model is a model folder opened for scoring: one ORT session on the
+// forward graph, its tokenizer and manifest. A Model runs one forward at a
+// time (calls from several goroutines are serialised).
+type Model struct {
+	dir     string // folder the session was loaded from (a temporary merge with an adapter)
+	tmp     string // temporary folder to remove on Close, "" without adapter
+	man     *modeldir.Manifest
+	tok     *tokenizer.Tokenizer
+	sess    *ort.Session
+	batch   int
+	maxLen  int
+	vocab   int
+	seq2seq bool
+
+	mu       sync.Mutex // guards fwd, progress and the session's use
+	progress func(done, total int)
+	fwd      forwardState
+	gen      generator // generation's key/value-cache session, built on first use (generate.go)
+}
+
+// Open loads modelDir (made by `migu export`) for evaluation; with
+// o.Adapter it first merges the adapter into a copy of the weights in a
+// temporary folder that Close removes. The caller has already called
+// ort.Init.
+func Open(modelDir string, o Options) (*Model, error) {
+	if o.BatchSize < 0 || o.Threads < 0 || o.MaxLength < 0 {
+		return nil, badinput.Errorf("batch size, threads and max length must not be negative (got %d, %d, %d)", o.BatchSize, o.Threads, o.MaxLength)
+	}
+	man, err := modeldir.ReadManifest(modelDir)
+	if err != nil {
+		return nil, err
+	}
+	var seq2seq bool
+	switch man.Objective {
+	case "clm":
+	case "seq2seq":
+		seq2seq = true
+	default:
+		return nil, badinput.Errorf("%s: a %s model (objective %s) has no language-model head; eval scores causal (clm) and seq2seq models", modelDir, man.Architecture, man.Objective)
+	}
+	if err := checkInterface(man, seq2seq); err != nil {
+		return nil, badinput.Errorf("%s: %v", modelDir, err)
+	}
+	tokPath, err := findTokenizer(modelDir)
+	if err != nil {
+		return nil, err
+	}
+	m := &Model{dir: modelDir, man: man, seq2seq: seq2seq, vocab: int(man.VocabSize)}
+	m.gen.opts = ort.SessionOptions{Threads: o.Threads, Provider: o.Provider}
+	if o.Adapter != "" {
+		m.tmp, err = os.MkdirTemp("", "migu-eval-")
+		if err != nil {
+			return nil, err
+		}
+		merged := filepath.Join(m.tmp, "model")
+		if _, err := adapters.Merge(modelDir, o.Adapter, merged); err != nil {
+			os.RemoveAll(m.tmp)
+			return nil, err
+		}
+		m.dir = merged
+	}
+	fail := func(err error) (*Model, error) {
+		m.Close()
+		return nil, err
+	}
+	m.tok, err = tokenizer.Load(tokPath)
+	if err != nil {
+		return fail(err)
+	}
+	m.sess, err = ort.NewSession(filepath.Join(m.dir, modeldir.ModelFile), ort.SessionOptions{
+		Threads:  o.Threads,
+		Provider: o.Provider,
+		Outputs:  []string{"logits"},
+	})
+	if err != nil {
+		return fail(err)
+	}
+	m.batch = o.BatchSize
+	if m.batch == 0 {
+		m.batch = DefaultBatchSize
+	}
+	m.maxLen = o.MaxLength
+	if m.maxLen == 0 {
+		m.maxLen = int(man.MaxLength)
+	}
+	if m.maxLen == 0 {
+		m.maxLen = tokenizerMaxLength(modelDir)
+	}
+	if m.maxLen == 0 {
+		m.maxLen = DefaultMaxLength
+	}
+	return m, nil
+}
+
+// tokenizerMaxLength reads model_max_length from tokenizer_config.json in
+// dir, as lm-eval's HFLM does when the model config sets no position
+// limit (T5 checkpoints say 512); 0 when absent or the "no limit"
+// sentinel transformers writes (about 1e30).
+func tokenizerMaxLength(dir string) int {
+	data, err := os.ReadFile(filepath.Join(dir, "tokenizer_config.json"))
+	if err != nil {
+		return 0
+	}
+	var cfg struct {
+		ModelMaxLength float64 `json:"model_max_length"`
+	}
+	if json.Unmarshal(data, &cfg) != nil || cfg.ModelMaxLength <= 0 || cfg.ModelMaxLength > 1e12 {
+		return 0
+	}
+	return int(cfg.ModelMaxLength)
+}
+
+// checkInterface makes sure the graph takes and gives what scoring feeds
+// and reads.
+func checkInterface(man *modeldir.Manifest, seq2seq bool) error {
+	want := []string{"input_ids", "attention_mask"}
+	if seq2seq {
+		want = append(want, "decoder_input_ids", "decoder_attention_mask")
+	}
+	has := map[string]bool{}
+	for _, in := range man.Inputs {
+		has[in] = true
+	}
+	for _, w := range want {
+		if !has[w] {
+			return fmt.Errorf("the graph has no input %q (inputs: %v)", w, man.Inputs)
+		}
+	}
+	for _, out := range man.Outputs {
+		if out == "logits" {
+			if man.VocabSize <= 0 {
+				return fmt.Errorf("migu.json: vocab_size must be positive")
+			}
+			return nil
+		}
+	}
+	return fmt.Errorf("the graph has no output \"logits\" (outputs: %v)", man.Outputs)
+}
+
+// findTokenizer returns the tokenizer file of a model folder, or a bad
+// input error naming the folder.
+func findTokenizer(dir string) (string, error) {
+	for _, name := range []string{modeldir.TokenizerFile, "tokenizer.model", "spiece.model"} {
+		p := filepath.Join(dir, name)
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+	}
+	return "", badinput.Errorf("%s: no %s; copy the tokenizer of the checkpoint into the model folder", dir, modeldir.TokenizerFile)
+}
+
+// Close releases the session and removes the temporary merged copy made
+// for an adapter. Closing twice is harmless.
+func (m *Model) Close() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var err error
+	m.fwd.close()
+	m.gen.close()
+	if m.sess != nil {
+		err = m.sess.Close()
+		m.sess = nil
+	}
+	if m.tmp != "" {
+		if rerr := os.RemoveAll(m.tmp); err == nil {
+			err = rerr
+		}
+		m.tmp = ""
+	}
+	return err
+}
+
+// SetProgress makes log-likelihood scoring report its progress: fn(done,
+// total) runs after every batch with the requests scored so far and the
+// requests of the call. nil turns reporting off.
+func (m *Model) SetProgress(fn func(done, total int)) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.progress = fn
+}
+
+// Tokenizer is the model folder's tokenizer.
+func (m *Model) Tokenizer() *tokenizer.Tokenizer { return m.tok }
+
+// Manifest is the model folder's migu.json.
+func (m *Model) Manifest() *modeldir.Manifest { return m.man }
+
+// MaxLength is the context length used for truncation: the longest
+// sequence one forward run sees.
+func (m *Model) MaxLength() int { return m.maxLen }
+
+// BatchSize is the number of sequences per forward run.
+func (m *Model) BatchSize() int { return m.batch }
+
+// Seq2Seq reports whether the model is an encoder-decoder (T5): contexts go
+// to the encoder and continuations are decoder targets.
+func (m *Model) Seq2Seq() bool { return m.seq2seq }
+
+// prefixToken is the token that stands for an empty context: BOS, else
+// EOS, as lm-eval's prefix_token_id.
+func (m *Model) prefixToken() int64 {
+	if id, ok := m.man.SpecialTokens["bos"]; ok {
+		return id
+	}
+	return m.man.SpecialTokens["eos"]
+}
+
+// decoderStart is the first decoder input of a seq2seq model (T5's
+// decoder_start_token_id, the pad token).
+func (m *Model) decoderStart() int64 {
+	if id, ok := m.man.SpecialTokens["decoder_start"]; ok {
+		return id
+	}
+	return m.man.SpecialTokens["pad"]
+}
+
+// forwardState holds what the forward runs reuse: one ORT binding, the
+// tensors bound to it by the last run (closed when the next run replaces
+// them) and the logits buffer, grown to the largest batch seen.
+type forwardState struct {
+	bind   *ort.Binding
+	bound  []ort.Value
+	logits []float32
+}
+
+func (f *forwardState) close() {
+	f.release()
+	if f.bind != nil {
+		f.bind.Close()
+		f.bind = nil
+	}
+	f.logits = nil
+}
+
+// release closes the tensors of the previous run.
+func (f *forwardState) release() {
+	for _, v := range f.bound {
+		v.Close()
+	}
+	f.bound = f.bound[:0]
+}
+
+// forward runs a causal model on a batch: ids and mask are row-major
+// [rows, seq] (padding anywhere, mask 0 there; positions come from the
+// cumulative sum of the mask, so left- and right-padded rows both work).
+// It returns the logits [rows, seq, vocab] as one row-major slice.
+//
+// This is the low-level forward that scoring and uncached generation share
+// (helper code in generate*.go may call it). The caller must hold m.mu; the
+// returned slice is m's buffer and is overwritten by the next forward call,
+// so copy what must outlive it. ids and mask are read during the call only.
+func (m *Model) forward(ids, mask []int64, rows, seq int) ([]float32, error) {
+	if m.seq2seq {
+		return nil, errors.New("forward: a seq2seq model needs forwardSeq2Seq")
+	}
+	if len(ids) != rows*seq || len(mask) != rows*seq {
+		return nil, fmt.Errorf("forward: %d ids and %d mask values for a [%d, %d] batch", len(ids), len(mask), rows, seq)
+	}
+	return m.run(rows, seq, []namedInput{{"input_ids", ids, seq}, {"attention_mask", mask, seq}})
+}
+
+// forwardSeq2Seq runs an encoder-decoder model: encIDs/encMask are
+// [rows, encLen], decIDs/decMask are [rows, decLen] (decoder inputs, i.e.
+// the decoder start token followed by the target shifted right). It returns
+// the decoder logits [rows, decLen, vocab]. The same rules as forward
+// apply: the caller holds m.mu, the result is reused by the next call.
+func (m *Model) forwardSeq2Seq(encIDs, encMask []int64, encLen int, decIDs, decMask []int64, decLen, rows int) ([]float32, error) {
+	if !m.seq2seq {
+		return nil, errors.New("forwardSeq2Seq: the model is not seq2seq")
+	}
+	if len(encIDs) != rows*encLen || len(encMask) != rows*encLen || len(decIDs) != rows*decLen || len(decMask) != rows*decLen {
+		return nil, fmt.Errorf("forwardSeq2Seq: input sizes do not match [%d, %d] and [%d, %d]", rows, encLen, rows, decLen)
+	}
+	return m.run(rows, decLen, []namedInput{
+		{"input_ids", encIDs, encLen}, {"attention_mask", encMask, encLen},
+		{"decoder_input_ids", decIDs, decLen}, {"decoder_attention_mask", decMask, decLen},
+	})
+}
+
+type namedInput struct {
+	name string
+	data []int64
+	cols int
+}
+
+// run binds the inputs and a logits view of [rows, outLen, vocab] and runs
+// the session once.
+func (m *Model) run(rows, outLen int, inputs []namedInput) ([]float32, error) {
+	if m.sess == nil {
+		return nil, errors.New("eval: the model is closed")
+	}
+	f := &m.fwd
+	if f.bind == nil {
+		b, err := m.sess.NewBinding()
+		if err != nil {
+			return nil, err
+		}
+		f.bind = b
+	}
+	n := rows * outLen * m.vocab
+	if cap(f.logits) < n {
+		// Replace the buffer only after the old output tensor is released.
+		f.release()
+		f.logits = make([]float32, n)
+	}
+	logits := f.logits[:n:n]
+	var next []ort.Value
+	fail := func(err error) ([]float32, error) {
+		for _, v := range next {
+			v.Close()
+		}
+		return nil, err
+	}
+	for _, in := range inputs {
+		t, err := ort.NewTensor(in.data, int64(rows), int64(in.cols))
+		if err != nil {
+			return fail(err)
+		}
+		next = append(next, t)
+		if err := f.bind.BindInput(in.name, t); err != nil {
+			return fail(err)
+		}
+	}
+	out, err := ort.NewTensor(logits, int64(rows), int64(outLen), int64(m.vocab))
+	if err != nil {
+		return fail(err)
+	}
+	next = append(next, out)
+	if err := f.bind.BindOutput("logits", out); err != nil {
+		return fail(err)
+	}
+	f.release()
+	f.bound = append(f.bound, next...)
+	if err := f.bind.Run(); err != nil {
+		return nil, err
+	}
+	return logits, nil
+}

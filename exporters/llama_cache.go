@@ -1,0 +1,214 @@
+package exporters
+
+import (
+	"fmt"
+	"math"
+	"path/filepath"
+
+	"github.com/migu-ml/migu/internal/badinput"
+	"github.com/migu-ml/migu/modeldir"
+	"github.com/migu-ml/migu/onnx"
+)
+
+// Cache describes the key/value cache of a decoder built by
+// DecoderWithPast: per layer, the names of the past inputs and present
+// outputs, each [batch, kv_heads, length, head_dim] in transformers'
+// layout, so the present of one step is fed as the past of the next.
+type Cache struct {
+	Layers, KVHeads, HeadDim int
+	PastKey, PastValue       []string
+	PresentKey, PresentValue []string
+	// CrossKey and CrossValue name, for an encoder-decoder, the
+	// cross-attention keys and values the encoder graph returns and every
+	// decoder step takes ([batch, heads, src, head_dim]); empty otherwise.
+	CrossKey, CrossValue []string
+}
+
+// DecoderWithPast builds, in memory, the key/value-cache decoder of the
+// model folder dir: its architecture from config.json and its weights from
+// the folder's own model.onnx, so that a fine-tuned folder (train's
+// export) or one with a merged adapter is followed exactly. The graph takes
+// input_ids [batch, new], attention_mask [batch, past+new] and the past
+// keys and values of every layer, and returns logits [batch, 1, vocab] of
+// the last new position (the only one generation reads) and the present
+// keys and values [batch, kv_heads, past+new, head_dim]. Positions follow
+// the forward graph's rule, cumsum(attention_mask) − 1 clamped at 0, over
+// the whole mask, so left-padded rows are handled. Only Llama-style
+// decoders have one; other architectures get a bad-input error.
+func DecoderWithPast(dir string) (*onnx.Model, *Cache, error) {
+	_, conv, err := ParseConfig(filepath.Join(dir, modeldir.ConfigFile))
+	if err != nil {
+		return nil, nil, err
+	}
+	c, ok := conv.(*llamaConfig)
+	if !ok {
+		return nil, nil, badinput.Errorf("%s: the key/value-cache decoder is built for Llama-style models only", dir)
+	}
+	man, err := modeldir.ReadManifest(dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	fwd, err := onnx.Load(filepath.Join(dir, modeldir.ModelFile))
+	if err != nil {
+		return nil, nil, err
+	}
+	defer fwd.Close()
+	b := newBuilder("llama_with_past", newFolderWeights(fwd, man))
+	cache, err := c.buildWithPast(b)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := b.Err(); err != nil {
+		return nil, nil, fmt.Errorf("%s: building the key/value-cache decoder: %w", dir, err)
+	}
+	return b.Model, cache, nil
+}
+
+// folderWeights reads checkpoint tensors back from a model folder's graph:
+// the initializer that holds each Hugging Face tensor, with the linear
+// weights turned back from MatMul orientation [in, out] to [out, in].
+type folderWeights struct {
+	m      *onnx.Model
+	byName map[string]string // checkpoint name → initializer
+	stored map[string]bool   // checkpoint names stored transposed
+}
+
+var _ Weights = (*folderWeights)(nil)
+
+func newFolderWeights(m *onnx.Model, man *modeldir.Manifest) *folderWeights {
+	w := &folderWeights{m: m, byName: map[string]string{}, stored: map[string]bool{}}
+	for _, l := range man.Linears {
+		if l.Tied != "" {
+			continue
+		}
+		w.byName[l.Name+".weight"] = l.Weight
+		w.stored[l.Name+".weight"] = true
+		if l.Bias != "" {
+			w.byName[l.Name+".bias"] = l.Bias
+		}
+	}
+	return w
+}
+
+// Float32 returns the tensor in checkpoint layout.
+func (w *folderWeights) Float32(name string) ([]float32, error) {
+	init := name
+	if n, ok := w.byName[name]; ok {
+		init = n
+	}
+	t := w.m.Graph().Initializer(init)
+	if t == nil {
+		return nil, fmt.Errorf("tensor %s: the model graph has no initializer %s", name, init)
+	}
+	data, err := w.m.Float32s(t)
+	if err != nil || !w.stored[name] {
+		return data, err
+	}
+	if len(t.Dims) != 2 {
+		return nil, fmt.Errorf("linear weight %s has shape %v, want 2-D", init, t.Dims)
+	}
+	in, out := t.Dims[0], t.Dims[1]
+	back := make([]float32, len(data))
+	for r := range in {
+		for k := range out {
+			back[k*in+r] = data[r*out+k]
+		}
+	}
+	return back, nil
+}
+
+// buildWithPast emits the cached decoder into b and returns its cache
+// layout.
+func (c *llamaConfig) buildWithPast(b *Builder) (*Cache, error) {
+	h, v := c.HiddenSize, c.VocabSize
+	nkv, d := c.kvHeads(), c.headDim()
+	layers := int(c.NumHiddenLayers)
+	cache := &Cache{Layers: layers, KVHeads: int(nkv), HeadDim: int(d)}
+	ids := b.Input("input_ids", onnx.Int64, onnx.Sym("batch"), onnx.Sym("seq"))
+	mask := b.Input("attention_mask", onnx.Int64, onnx.Sym("batch"), onnx.Sym("total"))
+	for i := range layers {
+		for _, kind := range []string{"key", "value"} {
+			name := fmt.Sprintf("past_key_values.%d.%s", i, kind)
+			b.G.AddInput(name, onnx.Float, onnx.Shape{onnx.Sym("batch"), onnx.D(nkv), onnx.Sym("past"), onnx.D(d)})
+			b.Manifest.Inputs = append(b.Manifest.Inputs, name)
+			if kind == "key" {
+				cache.PastKey = append(cache.PastKey, name)
+				cache.PresentKey = append(cache.PresentKey, fmt.Sprintf("present.%d.key", i))
+			} else {
+				cache.PastValue = append(cache.PastValue, name)
+				cache.PresentValue = append(cache.PresentValue, fmt.Sprintf("present.%d.value", i))
+			}
+		}
+	}
+
+	embed := b.Param("model.embed_tokens.weight", v, h)
+	x := b.Gather(embed, ids, "model.embed_tokens")
+
+	// The new tokens are queries at absolute positions past … total−1 of
+	// the keys 0 … total−1: key j is visible to query i when j ≤ past+i.
+	total := b.Dim(mask, 1, "total_len")
+	newLen := b.Dim(ids, 1, "new_len")
+	past := b.Op("Sub", []string{total, newLen}, "past_len")
+	rows := b.Op("Unsqueeze", []string{b.Op("Range", []string{past, total, b.IntScalar(1)}, "causal.rows_idx"), b.Ints(1)}, "causal.rows")
+	cols := b.Op("Unsqueeze", []string{b.Op("Range", []string{b.IntScalar(0), total, b.IntScalar(1)}, "causal.cols_idx"), b.Ints(0)}, "causal.cols")
+	future := b.Op("Cast", []string{b.Op("Greater", []string{cols, rows}, "causal.future")}, "causal.f", onnx.AttrInt("to", int64(onnx.Float)))
+	causal := b.Op("Mul", []string{future, b.Scalar(MaskValue)}, "causal_bias")
+	bias := b.Op("Add", []string{causal, b.PaddingBias(mask, "padding_bias")}, "attn_bias")
+	cos, sin := c.rotaryWithPast(b, mask, past)
+
+	for i := range layers {
+		x = c.block(b, x, bias, cos, sin, i, cache)
+	}
+	// Only the last position's logits: the head is the costliest MatMul of
+	// a prompt's first step.
+	last := b.Op("Slice", []string{x, b.Ints(-1), b.Ints(math.MaxInt64), b.Ints(1)}, "last_position")
+	last = b.RMSNorm(last, b.Param("model.norm.weight", h), float32(c.eps()), "model.norm")
+	var logits string
+	if c.TieWordEmbeddings {
+		logits = b.TiedHead(last, embed, "lm_head", v, h)
+	} else {
+		logits = b.Linear(last, LinearSpec{Name: "lm_head", Role: modeldir.RoleHead, Block: -1, In: h, Out: v})
+	}
+	b.Output(logits, "logits", onnx.Float, onnx.Sym("batch"), onnx.D(1), onnx.D(v))
+	for i := range layers {
+		kv := onnx.Shape{onnx.Sym("batch"), onnx.D(nkv), onnx.Sym("total"), onnx.D(d)}
+		b.G.AddOutput(cache.PresentKey[i], onnx.Float, kv)
+		b.G.AddOutput(cache.PresentValue[i], onnx.Float, kv)
+	}
+	b.Manifest.Objective = "clm"
+	return cache, b.Err()
+}
+
+// rotaryWithPast is the forward graph's rotary table for the new positions
+// only: positions cumsum(mask) − 1 (clamped at 0) over the whole mask,
+// sliced from past on, as cos and sin [B, new, 1, head_dim/2].
+func (c *llamaConfig) rotaryWithPast(b *Builder, mask, past string) (cos, sin string) {
+	half := c.headDim() / 2
+	invFreq := make([]float32, half)
+	dim, base := float32(c.headDim()), float64(float32(c.ropeTheta()))
+	for i := range invFreq {
+		e := float32(2*i) / dim
+		invFreq[i] = 1 / float32(math.Pow(base, float64(e)))
+	}
+	f := b.Op("Cast", []string{mask}, "rope.mask_f", onnx.AttrInt("to", int64(onnx.Float)))
+	count := b.Op("CumSum", []string{f, b.IntScalar(1)}, "rope.count")
+	pos := b.Op("Relu", []string{b.Op("Sub", []string{count, b.Scalar(1)}, "rope.pos0")}, "rope.pos_all")
+	start := b.Op("Unsqueeze", []string{past, b.Ints(0)}, "rope.start")
+	pos = b.Op("Slice", []string{pos, start, b.Ints(math.MaxInt64), b.Ints(1)}, "rope.pos")
+	pos = b.Op("Unsqueeze", []string{pos, b.Ints(2, 3)}, "rope.pos4")
+	freqs := b.Op("Mul", []string{pos, b.Floats("rope.inv_freq", []int64{half}, invFreq...)}, "rope.freqs")
+	return b.Op("Cos", []string{freqs}, "rope.cos"), b.Op("Sin", []string{freqs}, "rope.sin")
+}
+
+// appendLayer concatenates layer i's new keys and values ([B, heads, S, d])
+// to its past ones along the sequence and names the results present.
+func (cache *Cache) appendLayer(b *Builder, k, v string, i int, p string) (keys, values string) {
+	keys = b.Op("Concat", []string{cache.PastKey[i], k}, p+"k.all", onnx.AttrInt("axis", 2))
+	values = b.Op("Concat", []string{cache.PastValue[i], v}, p+"v.all", onnx.AttrInt("axis", 2))
+	if b.Err() == nil {
+		b.G.Rename(keys, cache.PresentKey[i])
+		b.G.Rename(values, cache.PresentValue[i])
+		keys, values = cache.PresentKey[i], cache.PresentValue[i]
+	}
+	return keys, values
+}
