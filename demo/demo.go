@@ -1,180 +1,364 @@
 // Package demo is `migu demo`: the built-in default run a newcomer starts
-// with. It needs no files: it makes a small model, exports it, builds its
-// training graph, runs forward and backward once in ONNX Runtime, shows
-// which output features MIGU lets an update change in every linear layer,
-// and fine-tunes the model with MIGU on a generated task. It grows with the
-// toolkit; each step is an honest run of the real code paths.
+// with. It needs no files. It generates a short sequence of small
+// classification tasks, makes a small model with a tokenizer trained on
+// generated text, exports it to ONNX, pre-trains it briefly, then trains
+// the task sequence once per method — full fine-tuning and LoRA, each with
+// and without MIGU — measuring after every task what the model still knows
+// of every task, and prints the comparison: average accuracy, backward
+// transfer and forgetting per method, with the report and plots it wrote.
+// Every step runs the real code paths of `migu init`, `export`, `train`
+// and `continual`.
 package demo
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"math"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"time"
 
+	"github.com/migu-ml/migu/continual"
+	"github.com/migu-ml/migu/data"
+	"github.com/migu-ml/migu/eval"
 	"github.com/migu-ml/migu/exporters"
 	"github.com/migu-ml/migu/finetune"
+	"github.com/migu-ml/migu/internal/atomicfile"
+	"github.com/migu-ml/migu/lora"
 	"github.com/migu-ml/migu/migu"
 	"github.com/migu-ml/migu/modeldir"
-	"github.com/migu-ml/migu/onnx"
 	"github.com/migu-ml/migu/onnx/ort"
 	"github.com/migu-ml/migu/tokenizer"
 	"github.com/migu-ml/migu/train"
 )
 
-// Options configure Run.
+// Options configure Run. Zero values take the defaults noted.
 type Options struct {
-	Out     string  // run folder; its previous demo content is replaced
-	Arch    string  // architecture of the demo model (default llama)
-	Preset  string  // tiny or small (default tiny)
-	Seed    uint64  // for the tokenizer corpus, the weights and the texts
-	T       float64 // MIGU threshold: fraction of features NOT updated (default 0.7)
-	Threads int     // ONNX Runtime intra-op threads (0: ORT's choice)
-	Texts   int     // number of generated sentences in the batch (default 16)
-	// TaskSize is the number of records of the generated fine-tuning task
-	// (default 240).
-	TaskSize int
+	Out    string  // run folder; a previous demo there is replaced
+	Arch   string  // llama (default) or t5
+	Preset string  // tiny (default) or small
+	Seed   uint64  // tasks, tokenizer corpus, weights, data order
+	T      float64 // MIGU threshold: fraction of features NOT updated (0.7)
+	// Threads is ONNX Runtime's intra-op thread count (0: one per core).
+	Threads int
+	// Methods is the comparison (default full,full+migu,lora,lora+migu).
+	Methods string
+	// Tasks is how many generated tasks the sequence has (default 3).
+	Tasks int
+	// TrainSize and TestSize are examples per task (defaults 240 and 100).
+	TrainSize, TestSize int
+	// Epochs per task (default 2).
+	Epochs int
+	// PretrainLines is how many generated sentences the brief
+	// pre-training reads (default 3000; negative: none).
+	PretrainLines int
+	// Score is eval.CLRank (default), eval.CLGenerate or eval.CLBoth.
+	Score string
+	// Progress receives the engine's step lines (nil: none).
+	Progress io.Writer
 }
+
+// Defaults of Options.
+const (
+	defaultMethods   = continual.AllMethods
+	defaultTasks     = 3
+	defaultTrain     = 240
+	defaultTest      = 100
+	defaultEpochs    = 5
+	defaultPretrain  = 3000
+	defaultVocab     = 1500
+	defaultLR        = 3e-3
+	defaultBatchSize = 8
+	defaultMaxLen    = 128
+)
 
 // marker identifies a folder made by the demo, so a rerun may replace it.
 const marker = ".migu-demo"
 
-// Run performs the demo and writes its report to w.
-func Run(w io.Writer, opt Options) error {
-	if opt.Arch == "" {
-		opt.Arch = "llama"
+// Result is what a demo run produced, for callers and tests.
+type Result struct {
+	Report *continual.Report
+	// Model is the pre-trained starting model of the sequence.
+	Model string
+	// Seconds is the wall time of the whole demo.
+	Seconds float64
+}
+
+func (o *Options) defaults() {
+	if o.Arch == "" {
+		o.Arch = "llama"
 	}
-	if opt.Preset == "" {
-		opt.Preset = "tiny"
+	if o.Preset == "" {
+		o.Preset = "tiny"
 	}
-	if opt.T == 0 {
-		opt.T = 0.7
+	if o.T == 0 {
+		o.T = 0.7
 	}
-	if opt.Texts == 0 {
-		opt.Texts = 16
+	if o.Methods == "" {
+		o.Methods = defaultMethods
 	}
-	if opt.TaskSize == 0 {
-		opt.TaskSize = 240
+	if o.Tasks == 0 {
+		o.Tasks = defaultTasks
+	}
+	if o.TrainSize == 0 {
+		o.TrainSize = defaultTrain
+	}
+	if o.TestSize == 0 {
+		o.TestSize = defaultTest
+	}
+	if o.Epochs == 0 {
+		o.Epochs = defaultEpochs
+	}
+	if o.PretrainLines == 0 {
+		o.PretrainLines = defaultPretrain
+	}
+	if o.Score == "" {
+		o.Score = eval.CLRank
+	}
+}
+
+// Run performs the demo, printing its steps and the comparison to w.
+// ONNX Runtime must be initialised.
+func Run(w io.Writer, opt Options) (*Result, error) {
+	begin := time.Now()
+	opt.defaults()
+	methods, err := continual.ParseMethods(opt.Methods)
+	if err != nil {
+		return nil, err
+	}
+	if opt.Arch != "llama" && opt.Arch != "t5" {
+		return nil, fmt.Errorf("the demo trains a llama or t5 model (they answer with a label), not %q", opt.Arch)
+	}
+	if opt.Tasks < 2 || opt.Tasks > len(data.SyntheticTasks()) {
+		return nil, fmt.Errorf("the demo's sequence has 2 to %d tasks, not %d", len(data.SyntheticTasks()), opt.Tasks)
 	}
 	if err := prepare(opt.Out); err != nil {
-		return err
+		return nil, err
 	}
 	step := newSteps(w)
 
-	hf := filepath.Join(opt.Out, "hf")
-	step.start("1. init: a random %s %s checkpoint with a tokenizer trained on generated text", opt.Preset, opt.Arch)
-	res, err := exporters.Init(hf, exporters.InitOptions{Arch: opt.Arch, Preset: opt.Preset, Seed: opt.Seed})
+	names := data.SyntheticSequence(opt.Tasks)
+	step.start("1. tasks: %d generated classification tasks, %d train / %d test examples each", len(names), opt.TrainSize, opt.TestSize)
+	files, err := data.WriteSyntheticTasks(filepath.Join(opt.Out, "tasks"), names, data.SyntheticOptions{Train: opt.TrainSize, Test: opt.TestSize, Seed: opt.Seed})
 	if err != nil {
-		return err
+		return nil, err
+	}
+	step.done("-> %s", filepath.Join(opt.Out, "tasks"))
+	for i, f := range files {
+		fmt.Fprintf(w, "   %d. %s\n", i+1, f.Task)
+	}
+
+	hf := filepath.Join(opt.Out, "hf")
+	step.start("2. init: a random %s %s checkpoint, tokenizer trained on generated text", opt.Preset, opt.Arch)
+	corpus, err := tokenizerCorpus(files, opt.Seed)
+	if err != nil {
+		return nil, err
+	}
+	res, err := exporters.Init(hf, exporters.InitOptions{Arch: opt.Arch, Preset: opt.Preset, Seed: opt.Seed, VocabSize: defaultVocab, Corpus: corpus})
+	if err != nil {
+		return nil, err
 	}
 	step.done("%d parameters, vocabulary %d -> %s", res.Parameters, res.VocabSize, hf)
 
 	modelDir := filepath.Join(opt.Out, "model")
-	step.start("2. export: Hugging Face checkpoint -> ONNX forward graph + migu.json")
+	step.start("3. export: Hugging Face checkpoint -> ONNX forward graph + migu.json")
 	man, err := exporters.Export(hf, modelDir)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	m, err := onnx.Load(filepath.Join(modelDir, modeldir.ModelFile))
-	if err != nil {
-		return err
-	}
-	summary := onnx.Inspect(m)
-	m.Close()
-	step.done("%d nodes, %d ops kinds, standard ONNX domain only: %v -> %s",
-		summary.Nodes, len(summary.Ops), len(summary.NonStandardDomains()) == 0, modelDir)
-	fmt.Fprintf(w, "   linear layers by role: %s\n", rolesLine(man))
+	step.done("%d linear layers (%s), onnxruntime %s -> %s", len(man.Linears), rolesLine(man), ort.Version(), modelDir)
 
-	trainDir := filepath.Join(opt.Out, "train")
-	step.start("3. prepare: differentiate the graph into train.onnx (loss, gradients, MIGU taps)")
-	if err := os.MkdirAll(trainDir, 0o755); err != nil {
-		return err
+	base := modelDir
+	if opt.PretrainLines > 0 && man.Objective == "clm" {
+		text := filepath.Join(opt.Out, "pretrain.jsonl")
+		if err := writeText(text, append(data.SyntheticText(opt.PretrainLines/2, opt.Seed+2), tokenizer.SampleCorpus(opt.PretrainLines-opt.PretrainLines/2, opt.Seed+3)...)); err != nil {
+			return nil, err
+		}
+		step.start("4. pre-train: every weight, next-token loss on %d generated sentences (migu train)", opt.PretrainLines)
+		job, err := finetune.RunJob(context.Background(), finetune.JobOptions{
+			Model: modelDir, Data: text, Out: filepath.Join(opt.Out, "pretrain"), Method: finetune.MethodFull,
+			Epochs: 1, BatchSize: 32, MaxLen: 48, Seed: opt.Seed, Keep: 1,
+			Train: train.Config{Optim: adamW(3e-3), ClipNorm: 1, Threads: opt.Threads, Schedule: "cosine", Warmup: 5},
+		})
+		if err != nil {
+			return nil, err
+		}
+		base = job.Output
+		step.done("%d steps: loss %.3f → %.3f -> %s", job.Steps, job.FirstLoss, job.LastLoss, base)
+	} else {
+		fmt.Fprintf(w, "4. pre-train: skipped (%s)\n", map[bool]string{true: "--pretrain-lines 0", false: "the demo pre-trains causal models only"}[opt.PretrainLines <= 0])
 	}
-	art, err := train.BuildGraph(modelDir, trainDir, train.GraphOptions{Trainable: train.TrainAll, Taps: true})
-	if err != nil {
-		return err
-	}
-	step.done("%d trainable tensors, %d forward + %d gradient nodes, %d magnitude taps -> %s",
-		len(art.Params), art.Nodes, art.GradNodes, len(art.Taps), trainDir)
 
-	step.start("4. one forward+backward Run of train.onnx on %d generated sentences", opt.Texts)
-	run, err := runTraining(modelDir, trainDir, man, art, opt)
-	if err != nil {
-		return err
+	seq := continual.NewSequence("demo")
+	for _, f := range files {
+		seq.Tasks = append(seq.Tasks, continual.Task{Name: f.Task.Name, Train: f.Train, Test: f.Test})
 	}
-	step.done("%d tokens in %.1f ms (%.0f tokens/s, onnxruntime %s from %s)",
-		run.tokens, run.elapsed.Seconds()*1000, float64(run.tokens)/run.elapsed.Seconds(), ort.Version(), ort.LibraryPath())
-	fmt.Fprintf(w, "   %s loss %.3f (a uniform guess over %d tokens scores %.3f), gradient norm %.3g\n",
-		man.Objective, run.loss, man.VocabSize, math.Log(float64(man.VocabSize)), run.gradNorm)
-
-	step.start("5. MIGU: the T = %.2f mask of every linear layer, from the taps", opt.T)
-	table, err := maskTable(man, run.magnitudes, opt.T)
-	if err != nil {
-		return err
-	}
-	step.done("%d layers", len(man.Linears))
-	fmt.Fprint(w, table)
-
-	task := filepath.Join(opt.Out, "task.jsonl")
-	if err := writeTask(task, man.Objective, opt.TaskSize, opt.Seed); err != nil {
-		return err
-	}
-	runDir := filepath.Join(opt.Out, "run")
-	step.start("6. migu train: fine-tune every weight with MIGU (T = %.2f) on a generated task (%s)", opt.T, task)
-	job, err := finetune.RunJob(context.Background(), finetune.JobOptions{
-		Model: modelDir, Data: task, Out: runDir, Method: finetune.MethodFull, Epochs: 2, BatchSize: 16, Seed: opt.Seed,
-		Train: train.Config{Optim: train.AdamWConfig{LR: 3e-3, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.01},
-			ClipNorm: 1, UseMIGU: true, T: opt.T, Mode: migu.ModeGrad, Threads: opt.Threads},
+	runDir := filepath.Join(opt.Out, "continual")
+	step.start("5. continual: the %d tasks in order, once per method (%s); after each task every task is tested (%s accuracy)",
+		len(names), opt.Methods, opt.Score)
+	rep, err := continual.Run(context.Background(), seq, continual.Options{
+		Model: base, Out: runDir, Methods: methods, Seeds: []uint64{opt.Seed}, Score: opt.Score, Progress: progress(w, opt.Progress),
+		Job: finetune.JobOptions{
+			Epochs: opt.Epochs, BatchSize: defaultBatchSize, MaxLen: defaultMaxLen, Seed: opt.Seed,
+			LoRA:  lora.Config{R: 8, Alpha: 32, Targets: []string{lora.AllLinear}},
+			Train: train.Config{Optim: adamW(defaultLR), ClipNorm: 1, T: opt.T, Mode: migu.ModeGrad, Threads: opt.Threads},
+		},
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	step.done("%d steps, %d tokens: loss %.3f → %.3f; trained model in %s", job.Steps, job.Tokens, job.FirstLoss, job.LastLoss, job.Output)
-	fmt.Fprintf(w, "\nEverything is in %s. Look at:\n  bin/migu inspect %s\n  bin/migu inspect %s/train.onnx\n  %s/metrics.jsonl (per step: loss, lr, masks)\n",
-		opt.Out, modelDir, trainDir, runDir)
-	return nil
+	step.done("-> %s", runDir)
+
+	fmt.Fprintf(w, "\n%s", table(rep))
+	fmt.Fprintf(w, "\nAA: mean accuracy over the tasks after the last one. BWT: mean change of each\n"+
+		"earlier task's accuracy from just after it was trained to the end (negative =\n"+
+		"forgotten). Forgetting: mean drop from each task's best accuracy to its last.\n"+
+		"MIGU (T = %.2f) updates only the %.0f%% of each layer's output features with the\n"+
+		"largest outputs, the first task unmasked.\n", opt.T, 100*(1-opt.T))
+	fmt.Fprintf(w, "\nReport: %s\nResults: %s\n", rep.ReportPath, rep.ResultsPath)
+	if len(rep.Plots) > 0 {
+		fmt.Fprintf(w, "Plots:\n")
+		for _, p := range rep.Plots {
+			fmt.Fprintf(w, "  %s\n", p)
+		}
+	}
+	secs := time.Since(begin).Seconds()
+	fmt.Fprintf(w, "Everything is in %s (%.0f s).\n", opt.Out, secs)
+	return &Result{Report: rep, Model: base, Seconds: secs}, nil
 }
 
-// writeTask generates a small learnable task: instructions to repeat a word
-// a few times, or, for masked language models, plain sentences.
-func writeTask(path, objective string, n int, seed uint64) error {
-	rng := rand.New(rand.NewPCG(seed, 7))
-	words := strings.Fields("apple river stone cloud orange table garden window yellow silver paper mountain")
-	var b strings.Builder
-	for i := 0; i < n; i++ {
-		var rec map[string]string
-		if objective == "mlm" {
-			parts := make([]string, 10)
-			for k := range parts {
-				parts[k] = words[rng.IntN(len(words))]
-			}
-			rec = map[string]string{"text": strings.Join(parts, " ")}
-		} else {
-			w, n := words[rng.IntN(len(words))], 1+rng.IntN(3)
-			rec = map[string]string{"instruction": fmt.Sprintf("Repeat the word %d times.", n), "input": w,
-				"output": strings.TrimSpace(strings.Repeat(w+" ", n))}
+// progress is where the engine's lines go: all of them to verbose when
+// set, else one indented line per trained task to w, so the long step shows
+// it is moving.
+func progress(w, verbose io.Writer) io.Writer {
+	if verbose != nil {
+		return verbose
+	}
+	return &taskLines{w: w}
+}
+
+// taskLines passes on the engine's "[method seed] task …: N steps …" lines.
+type taskLines struct {
+	w   io.Writer
+	buf []byte
+}
+
+func (t *taskLines) Write(p []byte) (int, error) {
+	t.buf = append(t.buf, p...)
+	for {
+		i := bytes.IndexByte(t.buf, '\n')
+		if i < 0 {
+			return len(p), nil
 		}
-		raw, err := json.Marshal(rec)
+		line := string(t.buf[:i])
+		t.buf = t.buf[i+1:]
+		if strings.HasPrefix(line, "[") && strings.Contains(line, " steps, loss ") {
+			fmt.Fprintf(t.w, "   %s\n", strings.TrimSuffix(line, "; evaluating"))
+		}
+	}
+}
+
+// tokenizerCorpus is the text the demo's tokenizer learns from: generic
+// generated sentences, the tasks' vocabulary, and the tasks' prompts with
+// their answers, so that prompts and labels take few tokens.
+func tokenizerCorpus(files []data.SyntheticFiles, seed uint64) ([]string, error) {
+	corpus := append(tokenizer.SampleCorpus(3000, seed), data.SyntheticText(3000, seed+1)...)
+	for _, f := range files {
+		ds, err := data.Read(f.Train, data.ReadOptions{})
+		if err != nil {
+			return nil, err
+		}
+		prompt := data.CLPromptFor(f.Train, ds.Labels)
+		for _, r := range ds.Records {
+			corpus = append(corpus, prompt.Format(r.Sentence), r.Label)
+		}
+	}
+	return corpus, nil
+}
+
+// adamW is the optimizer of every demo step.
+func adamW(lr float64) train.AdamWConfig {
+	return train.AdamWConfig{LR: lr, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.01}
+}
+
+// table is the comparison per method: AA, BWT and forgetting (mean over
+// seeds), and the final accuracy on each task, for the first score.
+func table(rep *continual.Report) string {
+	if len(rep.Scores) == 0 {
+		return ""
+	}
+	score := rep.Scores[0]
+	var b strings.Builder
+	fmt.Fprintf(&b, "%-11s %7s %7s %11s", "method", "AA", "BWT", "forgetting")
+	for _, t := range rep.Tasks {
+		fmt.Fprintf(&b, " %10s", trim(t, 10))
+	}
+	b.WriteString("\n")
+	fmt.Fprintf(&b, "%-11s %7s %7s %11s", "(start)", "", "", "")
+	for _, s := range rep.Summary {
+		if s.Score == score && len(s.Mean.Base) == len(rep.Tasks) {
+			for _, v := range s.Mean.Base {
+				fmt.Fprintf(&b, " %9.1f%%", 100*v)
+			}
+			break
+		}
+	}
+	b.WriteString("\n")
+	for _, s := range rep.Summary {
+		if s.Score != score {
+			continue
+		}
+		fmt.Fprintf(&b, "%-11s %6.1f%% %7s %11s", s.Method, 100*s.AA.Mean, pct(s.BWT), pct(s.Forgetting))
+		if n := len(s.Mean.R); n > 0 {
+			for _, v := range s.Mean.R[n-1] {
+				fmt.Fprintf(&b, " %9.1f%%", 100*v)
+			}
+		}
+		b.WriteString("\n")
+	}
+	fmt.Fprintf(&b, "(%s accuracy; the task columns are after the last task)\n", score)
+	return b.String()
+}
+
+func pct(s *continual.Stat) string {
+	if s == nil || math.IsNaN(s.Mean) {
+		return "–"
+	}
+	return fmt.Sprintf("%+.1f", 100*s.Mean)
+}
+
+func trim(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}
+
+// writeText writes sentences as JSON lines of text records.
+func writeText(path string, lines []string) error {
+	var b strings.Builder
+	for _, l := range lines {
+		raw, err := json.Marshal(map[string]string{"text": l})
 		if err != nil {
 			return err
 		}
 		b.Write(raw)
 		b.WriteByte('\n')
 	}
-	return os.WriteFile(path, []byte(b.String()), 0o644)
+	return atomicfile.WriteFile(path, []byte(b.String()))
 }
 
 // prepare empties a previous demo folder (only one the demo made) or
 // creates a new one.
 func prepare(dir string) error {
+	if dir == "" {
+		return errors.New("the demo needs an output folder")
+	}
 	entries, err := os.ReadDir(dir)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
@@ -206,183 +390,6 @@ func rolesLine(man *modeldir.Manifest) string {
 		}
 	}
 	return strings.Join(parts, ", ")
-}
-
-// runResult holds what one Run of the training graph measured.
-type runResult struct {
-	tokens     int
-	elapsed    time.Duration
-	loss       float64
-	gradNorm   float64
-	magnitudes map[string][]float32 // linear name → Σ|y| per output feature
-}
-
-// runTraining tokenizes generated text into a batch (labels: the tokens
-// themselves; for MLM every sixth token), binds the model's parameters,
-// and runs train.onnx once after a warm-up run.
-func runTraining(modelDir, trainDir string, man *modeldir.Manifest, art *train.Artifact, opt Options) (*runResult, error) {
-	tok, err := tokenizer.Load(filepath.Join(modelDir, modeldir.TokenizerFile))
-	if err != nil {
-		return nil, err
-	}
-	encs, err := tok.EncodeBatch(tokenizer.SampleCorpus(opt.Texts, opt.Seed+1), true)
-	if err != nil {
-		return nil, err
-	}
-	seq := 0
-	for _, e := range encs {
-		seq = max(seq, min(len(e.IDs), 64))
-	}
-	batch := len(encs)
-	ids := make([]int64, batch*seq)
-	mask := make([]int64, batch*seq)
-	labels := make([]int64, batch*seq)
-	pad := int64(max(tok.SpecialIDs().PAD, 0))
-	tokens := 0
-	for b, e := range encs {
-		for s := 0; s < seq; s++ {
-			i := b*seq + s
-			ids[i], labels[i] = pad, train.IgnoreIndex
-			if s < len(e.IDs) {
-				ids[i], mask[i], labels[i] = int64(e.IDs[s]), 1, int64(e.IDs[s])
-				if man.Objective == "mlm" && s%6 != 1 {
-					labels[i] = train.IgnoreIndex
-				}
-				tokens++
-			}
-		}
-	}
-	feeds := map[string][]int64{"input_ids": ids, "attention_mask": mask, "labels": labels}
-	if man.Objective == "seq2seq" {
-		// The decoder reads the same text shifted right behind its start token.
-		dec := make([]int64, len(ids))
-		for b := 0; b < batch; b++ {
-			dec[b*seq] = man.SpecialTokens["decoder_start"]
-			copy(dec[b*seq+1:(b+1)*seq], ids[b*seq:(b+1)*seq-1])
-		}
-		feeds["decoder_input_ids"], feeds["decoder_attention_mask"] = dec, mask
-	}
-
-	m, err := onnx.Load(filepath.Join(modelDir, modeldir.ModelFile))
-	if err != nil {
-		return nil, err
-	}
-	defer m.Close()
-	in := map[string]ort.Value{}
-	defer func() {
-		for _, v := range in {
-			v.Close()
-		}
-	}()
-	for name, v := range feeds {
-		t, err := ort.NewTensor(v, int64(batch), int64(seq))
-		if err != nil {
-			return nil, err
-		}
-		in[name] = t
-	}
-	for _, p := range art.Params {
-		vals, err := m.Float32s(m.Graph().Initializer(p.Name))
-		if err != nil {
-			return nil, err
-		}
-		t, err := ort.NewTensor(vals, p.Shape...)
-		if err != nil {
-			return nil, err
-		}
-		in[p.Name] = t
-	}
-	s, err := ort.NewSession(filepath.Join(trainDir, train.GraphFile), ort.SessionOptions{Threads: opt.Threads})
-	if err != nil {
-		return nil, err
-	}
-	defer s.Close()
-	warm, err := s.Run(in) // ORT's first run is slow
-	if err != nil {
-		return nil, err
-	}
-	for _, o := range warm {
-		o.Close()
-	}
-	start := time.Now()
-	outs, err := s.Run(in)
-	if err != nil {
-		return nil, err
-	}
-	res := &runResult{tokens: tokens, elapsed: time.Since(start), magnitudes: map[string][]float32{}}
-	byName := map[string][]float32{}
-	for i, info := range s.Outputs() {
-		byName[info.Name] = outs[i].(*ort.Tensor[float32]).Data()
-		defer outs[i].Close()
-	}
-	res.loss = float64(byName[art.Loss][0])
-	var sq float64
-	for _, p := range art.Params {
-		for _, g := range byName[p.Grad] {
-			sq += float64(g) * float64(g)
-		}
-	}
-	res.gradNorm = math.Sqrt(sq)
-	for _, t := range art.Taps {
-		res.magnitudes[t.Name] = append([]float32(nil), byName[t.Output]...)
-	}
-	return res, nil
-}
-
-// maskTable applies MIGU's rule to each layer's magnitudes and tabulates,
-// per role, the share of features kept and how concentrated the
-// magnitudes are (the kept features' share of the total).
-func maskTable(man *modeldir.Manifest, magnitudes map[string][]float32, t float64) (string, error) {
-	type agg struct {
-		layers          int
-		kept, features  int
-		keptMag, allMag float64
-	}
-	byRole := map[modeldir.Role]*agg{}
-	for _, l := range man.Linears {
-		n := magnitudes[l.Name]
-		keep := make([]bool, len(n))
-		kept, err := migu.Mask(n, t, keep)
-		if err != nil {
-			return "", fmt.Errorf("layer %s: %w", l.Name, err)
-		}
-		a := byRole[l.Role]
-		if a == nil {
-			a = &agg{}
-			byRole[l.Role] = a
-		}
-		a.layers++
-		a.kept += kept
-		a.features += len(n)
-		for j, v := range n {
-			a.allMag += float64(v)
-			if keep[j] {
-				a.keptMag += float64(v)
-			}
-		}
-	}
-	roles := make([]modeldir.Role, 0, len(byRole))
-	for r := range byRole {
-		roles = append(roles, r)
-	}
-	sort.Slice(roles, func(i, j int) bool { return roleIndex(roles[i]) < roleIndex(roles[j]) })
-	var sb strings.Builder
-	fmt.Fprintf(&sb, "   %-9s %6s %9s %13s %22s\n", "role", "layers", "features", "updated", "share of Σ|y| updated")
-	for _, r := range roles {
-		a := byRole[r]
-		fmt.Fprintf(&sb, "   %-9s %6d %9d %12.1f%% %21.1f%%\n", r, a.layers, a.features,
-			100*float64(a.kept)/float64(a.features), 100*a.keptMag/a.allMag)
-	}
-	return sb.String(), nil
-}
-
-func roleIndex(r modeldir.Role) int {
-	for i, x := range modeldir.Roles {
-		if x == r {
-			return i
-		}
-	}
-	return len(modeldir.Roles)
 }
 
 // steps prints numbered steps with their wall time.

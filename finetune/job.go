@@ -44,6 +44,12 @@ type JobOptions struct {
 	SkipBadLines     bool         `json:"skip_bad_lines"`
 	// Unmasked trains without MIGU's mask (the first task of a sequence).
 	Unmasked bool `json:"unmasked"`
+	// InitAdapter starts a LoRA run from a trained adapter folder (its r,
+	// alpha and layers replace LoRA's), so that one adapter continues
+	// across the tasks of a sequence.
+	InitAdapter string `json:"init_adapter,omitempty"`
+	// MaskRecord, when set, sums MIGU's magnitudes over the run's steps.
+	MaskRecord *train.MaskRecord `json:"-"`
 	// MaxSteps, SaveEvery, Keep and Resume may change between a run and its
 	// resumption; the rest may not.
 	MaxSteps  int64 `json:"-"`
@@ -125,8 +131,11 @@ func RunJob(ctx context.Context, o JobOptions) (*JobResult, error) {
 		return nil, err
 	}
 	defer tr.Close()
+	// The trainer holds its own copies of the parameters: unmap the model's
+	// weights now rather than carry them through the run.
+	m.Close()
 	run, err := train.Run(ctx, tr, src, o.Out, train.RunOptions{MaxSteps: o.MaxSteps, SaveEvery: o.SaveEvery, Keep: o.Keep,
-		Resume: o.Resume, Unmasked: o.Unmasked, Identity: identity, Progress: o.Progress, Terminal: o.Terminal})
+		Resume: o.Resume, Unmasked: o.Unmasked, MaskRecord: o.MaskRecord, Identity: identity, Progress: o.Progress, Terminal: o.Terminal})
 	if err != nil {
 		return nil, err
 	}
@@ -210,6 +219,9 @@ func loadData(o JobOptions, man *modeldir.Manifest) (*data.Loader, data.Stats, e
 // by the point its rule names.
 func loraPlan(m *onnx.Model, man *modeldir.Manifest, o JobOptions) (adapters.Adapter, *train.Plan, error) {
 	a, err := lora.New(o.LoRA)
+	if o.InitAdapter != "" {
+		a, err = lora.Load(o.InitAdapter)
+	}
 	if err != nil {
 		return nil, nil, err
 	}

@@ -42,6 +42,9 @@ type RunOptions struct {
 	Resume bool
 	// Unmasked trains without MIGU's mask (the first task of a sequence).
 	Unmasked bool
+	// MaskRecord, when set, sums MIGU's magnitudes of every step; it
+	// travels in the checkpoints, so a resumed run continues its sums.
+	MaskRecord *MaskRecord
 	// Identity names the model and configuration; checkpoints of another
 	// identity are refused on resume. IdentityOf makes one.
 	Identity string
@@ -87,6 +90,9 @@ func Run(ctx context.Context, t *Trainer, src Source, runDir string, opt RunOpti
 			if err := src.Restore(st.Data); err != nil {
 				return nil, err
 			}
+			if err := opt.MaskRecord.restore(st.Extra); err != nil {
+				return nil, err
+			}
 			res.Resumed = t.Step
 			logf(opt.Progress, "resumed from %s (step %d)", dir, t.Step)
 		}
@@ -103,7 +109,7 @@ func Run(ctx context.Context, t *Trainer, src Source, runDir string, opt RunOpti
 		if err != nil {
 			return err
 		}
-		dir, err := t.SaveCheckpoint(runDir, opt.Identity, state, nil, opt.Keep)
+		dir, err := t.SaveCheckpoint(runDir, opt.Identity, state, opt.MaskRecord.extra(), opt.Keep)
 		if err != nil {
 			return err
 		}
@@ -138,6 +144,7 @@ func Run(ctx context.Context, t *Trainer, src Source, runDir string, opt RunOpti
 			}
 			return nil, err
 		}
+		opt.MaskRecord.add(t)
 		if res.Steps == 0 {
 			res.FirstLoss = step.Loss
 		}

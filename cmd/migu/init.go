@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"os"
 	"strings"
 
 	"github.com/migu-ml/migu/exporters"
@@ -11,7 +12,7 @@ import (
 
 func newInitCmd() *cobra.Command {
 	var opt exporters.InitOptions
-	var out string
+	var out, corpus string
 	cmd := &cobra.Command{
 		Use:   "init --arch llama|t5|roberta --preset tiny|small --out DIR [--seed N]",
 		Short: "Write a random-initialised Hugging Face checkpoint with a freshly trained tokenizer",
@@ -23,9 +24,14 @@ and migu export turns it into a model folder. tiny has about 1M parameters
 		Example: `  migu init --arch llama --preset tiny --out ./llama-hf
   migu init --arch t5 --preset small --seed 7 --out ./t5-hf && migu export --from ./t5-hf --out ./t5`,
 		Args: exactArgs(0),
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		RunE: func(cmd *cobra.Command, _ []string) (err error) {
 			if out == "" || opt.Arch == "" {
 				return badinput.Errorf("init needs --arch (%s) and --out DIR", strings.Join(exporters.Names(), ", "))
+			}
+			if corpus != "" {
+				if opt.Corpus, err = readCorpus(corpus); err != nil {
+					return err
+				}
 			}
 			res, err := exporters.Init(out, opt)
 			if err != nil {
@@ -41,5 +47,25 @@ and migu export turns it into a model folder. tiny has about 1M parameters
 	cmd.Flags().Uint64Var(&opt.Seed, "seed", 0, "random seed for the tokenizer corpus and the weights")
 	cmd.Flags().IntVar(&opt.VocabSize, "vocab-size", 0, "tokenizer size (default: tiny 4096, small 8000)")
 	cmd.Flags().StringVar(&out, "out", "", "folder to create (must not exist or be empty)")
+	cmd.Flags().StringVar(&corpus, "corpus", "", "train the tokenizer on this text file (one text per line) instead of generated text")
 	return cmd
+}
+
+// readCorpus reads a tokenizer corpus: one text per line, blank lines
+// skipped.
+func readCorpus(path string) ([]string, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, badinput.Wrap(err)
+	}
+	var lines []string
+	for _, l := range strings.Split(string(raw), "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			lines = append(lines, l)
+		}
+	}
+	if len(lines) == 0 {
+		return nil, badinput.Errorf("%s: the corpus is empty", path)
+	}
+	return lines, nil
 }

@@ -40,8 +40,12 @@ does the tensor work; everything else is Go.`,
 		newExportCmd(),
 		newPrepareCmd(),
 		newTrainCmd(g),
+		newContinualCmd(g),
 		newDemoCmd(g),
 		newMergeCmd(),
+		newDataCmd(),
+		newGenerateCmd(g),
+		newEvalCmd(g),
 	)
 	return root
 }

@@ -1,0 +1,187 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/migu-ml/migu/continual"
+	"github.com/migu-ml/migu/finetune"
+	"github.com/migu-ml/migu/internal/badinput"
+	"github.com/migu-ml/migu/lora"
+	"github.com/migu-ml/migu/migu"
+	"github.com/migu-ml/migu/train"
+	"github.com/spf13/cobra"
+)
+
+func newContinualCmd(g *globalFlags) *cobra.Command {
+	o := continual.Options{Job: finetune.JobOptions{Train: train.Config{Optim: train.DefaultAdamW()}}}
+	var (
+		spec, dataDir, methods, seeds, mode, targets, method string
+		T                                                    float64
+		trainSamples, testSamples                            int
+		asJSON                                               bool
+	)
+	cmd := &cobra.Command{
+		Use:   "continual --model MODEL_DIR --sequence SEQ.yaml|order1…order6 --out RUN_DIR [--methods …]",
+		Short: "Train a sequence of tasks one after another and measure what each method learned and forgot",
+		Long: `continual trains a model on the tasks of a sequence in order, and after each
+task evaluates every task of the sequence: the accuracy matrix R[i][j]
+(accuracy on task j after training task i, with the starting model as row 0).
+From it come average accuracy (AA), backward transfer (BWT), forgetting and
+forward transfer (FWT), for every method and seed, in RUN_DIR/report.md,
+RUN_DIR/results.json and PNG plots (accuracy heatmap, each task's accuracy over
+the sequence, MIGU's mask overlap between tasks per layer).
+
+A sequence is a YAML file (name, data_dir, train_samples, test_samples, tasks
+with name/train/test/labels; a task given by name only is a CL-benchmark task)
+or a built-in order of the CL benchmark: order1–3 (standard) and order4–6 (long,
+1000 training rows per task). Tasks whose data is absent are skipped and the
+report says so. The first task of a sequence trains without MIGU's mask; full
+fine-tuning starts each task from the previous task's model, LoRA continues one
+adapter. Ctrl-C checkpoints; --resume continues at the task and step where the
+run stopped, never training a finished task again.`,
+		Example: `  migu continual --model ./llama --sequence order1 --out runs/cl --methods full,full+migu --test-samples 200
+  migu continual --model ./t5 --sequence seq.yaml --out runs/cl --methods ` + continual.AllMethods + ` --seeds 1,2,3
+  migu continual --model ./llama --sequence seq.yaml --out runs/cl --resume`,
+		Args: exactArgs(0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			f := cmd.Flags()
+			if !f.Changed("methods") {
+				methods = method
+				if f.Changed("migu") {
+					methods += "+migu"
+				}
+			}
+			var err error
+			if o.Methods, err = continual.ParseMethods(methods); err != nil {
+				return err
+			}
+			if o.Seeds, err = parseSeeds(seeds); err != nil {
+				return err
+			}
+			o.Job.Train.T = T
+			m, err := migu.ParseMode(mode)
+			if err != nil {
+				return err
+			}
+			o.Job.Train.Mode = m
+			if o.Job.LoRA.Targets, err = lora.ParseTargets(targets); err != nil {
+				return err
+			}
+			if err := migu.CheckT(T); err != nil {
+				return err
+			}
+			if spec == "" {
+				return badinput.Errorf("continual needs --sequence SEQ.yaml or a built-in order (order1 … order6)")
+			}
+			if dataDir == "" {
+				dataDir = continual.DefaultDataDir()
+			}
+			seq, err := continual.Resolve(spec, dataDir)
+			if err != nil {
+				return err
+			}
+			if f.Changed("train-samples") {
+				seq.TrainSamples = trainSamples
+			}
+			if f.Changed("test-samples") {
+				seq.TestSamples = testSamples
+			}
+			if err := g.initORT(); err != nil {
+				return err
+			}
+			o.Progress = cmd.ErrOrStderr()
+			if f, ok := o.Progress.(*os.File); ok {
+				if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
+					o.Job.Progress, o.Job.Terminal = o.Progress, true
+				}
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			rep, err := continual.Run(ctx, seq, o)
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			if asJSON {
+				enc := json.NewEncoder(out)
+				enc.SetIndent("", "  ")
+				return enc.Encode(rep)
+			}
+			if rep.Stopped {
+				fmt.Fprintf(out, "stopped; continue with: migu continual … --out %s --resume\n", o.Out)
+				return nil
+			}
+			for _, s := range rep.Skipped {
+				fmt.Fprintf(out, "skipped task %s: %s\n", s.Task, s.Reason)
+			}
+			for _, w := range rep.Warnings {
+				fmt.Fprintf(out, "warning: %s\n", w)
+			}
+			fmt.Fprintf(out, "%s: %s\n\n%s", rep.Sequence, strings.Join(rep.Tasks, " → "), rep.ComparisonTable())
+			fmt.Fprintf(out, "report: %s\nresults: %s\nplots: %d in %s\n", rep.ReportPath, rep.ResultsPath, len(rep.Plots), rep.Out+"/"+continual.PlotsDir)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.Model, "model", "", "starting model folder (from migu export)")
+	f.StringVar(&spec, "sequence", "", "sequence file (YAML) or a built-in order: order1 … order6")
+	f.StringVar(&o.Out, "out", "", "run folder")
+	f.StringVar(&dataDir, "data-dir", "", "the CL benchmark's folder for built-in orders (default: $"+continual.DataDirEnv+", else shared/data/cl_benchmark beside the working directory or a parent)")
+	f.StringVar(&methods, "methods", "", "methods to compare, e.g. "+continual.AllMethods+" (default: --method, with +migu when --migu is given)")
+	f.StringVar(&method, "method", "full", "full or lora, when --methods is not given")
+	f.StringVar(&seeds, "seeds", "", "comma-separated seeds, one run of every method per seed (default: --seed)")
+	f.StringVar(&o.Score, "score", "rank", "rank (the label with the highest log-likelihood), generate (exact match of the greedy answer) or both")
+	f.IntVar(&trainSamples, "train-samples", 0, "training rows drawn per task (0: every row; the long orders default to 1000)")
+	f.IntVar(&testSamples, "test-samples", 0, "test rows drawn per task (0: every row)")
+	f.BoolVar(&o.Resume, "resume", false, "continue the interrupted run in --out")
+	f.BoolVar(&o.KeepModels, "keep-models", false, "keep every task's model folder and checkpoints (default: only what the next task needs)")
+	f.IntVar(&o.EvalBatch, "eval-batch-size", 0, "sequences per evaluation forward run (0: 8)")
+	f.BoolVar(&asJSON, "json", false, "print results.json instead of the table")
+	// Training flags, as migu train has them.
+	f.Float64Var(&T, "migu", 0.7, "MIGU's threshold T for the +migu methods: the fraction of each layer's output features NOT updated")
+	f.StringVar(&mode, "migu-mode", "grad", "grad (mask the gradient, as the authors' code) or update (masked columns do not move)")
+	f.BoolVar(&o.Job.Train.SkipPaddingTaps, "migu-skip-padding", false, "leave padding positions out of the magnitudes")
+	f.IntVar(&o.Job.LoRA.R, "lora-r", 8, "LoRA rank")
+	f.Float64Var(&o.Job.LoRA.Alpha, "lora-alpha", 32, "LoRA alpha (scaling alpha/r)")
+	f.Float64Var(&o.Job.LoRA.Dropout, "lora-dropout", 0, "LoRA dropout")
+	f.StringVar(&targets, "lora-targets", "q,v", "roles LoRA adapts: q,k,v,o,ffn_in,ffn_gate,ffn_out,head, or all")
+	f.IntVar(&o.Job.Epochs, "epochs", 1, "passes over each task's data")
+	f.Int64Var(&o.Job.MaxSteps, "max-steps", 0, "stop each task after N optimizer steps (0: run the epochs)")
+	f.Float64Var(&o.Job.Train.Optim.LR, "lr", 1e-4, "peak learning rate")
+	f.Float64Var(&o.Job.Train.Optim.WeightDecay, "weight-decay", 0.01, "AdamW decoupled weight decay")
+	f.StringVar(&o.Job.Train.Schedule, "schedule", "constant", "constant, linear or cosine (with --warmup), per task")
+	f.Int64Var(&o.Job.Train.Warmup, "warmup", 0, "linear warm-up steps")
+	f.Float64Var(&o.Job.Train.ClipNorm, "clip", 1.0, "clip the global gradient norm (0: off)")
+	f.IntVar(&o.Job.Train.GradAccum, "grad-accum", 1, "micro-batches per optimizer step")
+	f.IntVar(&o.Job.BatchSize, "batch-size", 8, "examples per micro-batch")
+	f.IntVar(&o.Job.MaxLen, "max-len", 0, "truncate sequences to N tokens (default: the model's limit or 512)")
+	f.IntVar(&o.Job.Bucket, "bucket", 0, "group examples of similar length (e.g. 64) to cut padding")
+	f.Uint64Var(&o.Job.Seed, "seed", 0, "random seed when --seeds is not given")
+	f.IntVar(&o.Job.Train.Threads, "threads", 0, "ONNX Runtime threads (0: one per core)")
+	f.Int64Var(&o.Job.SaveEvery, "save-every", 0, "checkpoint every N steps within a task (always at its end)")
+	return cmd
+}
+
+// parseSeeds reads a comma-separated list of seeds ("" gives none).
+func parseSeeds(s string) ([]uint64, error) {
+	var out []uint64
+	for _, p := range strings.Split(s, ",") {
+		p = strings.TrimSpace(p)
+		if p == "" {
+			continue
+		}
+		v, err := strconv.ParseUint(p, 10, 64)
+		if err != nil {
+			return nil, badinput.Errorf("--seeds: %q is not a non-negative integer", p)
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}

@@ -1,0 +1,505 @@
+package continual
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/migu-ml/migu/data"
+	"github.com/migu-ml/migu/eval"
+	"github.com/migu-ml/migu/finetune"
+	"github.com/migu-ml/migu/internal/atomicfile"
+	"github.com/migu-ml/migu/internal/badinput"
+	"github.com/migu-ml/migu/modeldir"
+	"github.com/migu-ml/migu/train"
+)
+
+// Method names a way of training a sequence: full fine-tuning or LoRA,
+// each with or without MIGU.
+type Method struct {
+	Name string `json:"name"` // full, full+migu, lora, lora+migu
+	LoRA bool   `json:"lora"`
+	MIGU bool   `json:"migu"`
+}
+
+// AllMethods are the four methods a comparison runs.
+const AllMethods = "full,full+migu,lora,lora+migu"
+
+// ParseMethods reads a comma-separated list of methods.
+func ParseMethods(s string) ([]Method, error) {
+	var out []Method
+	seen := map[string]bool{}
+	for _, name := range strings.Split(s, ",") {
+		name = strings.TrimSpace(name)
+		if name == "" {
+			continue
+		}
+		base, migu, _ := strings.Cut(name, "+")
+		if (base != finetune.MethodFull && base != finetune.MethodLoRA) || (migu != "" && migu != "migu") {
+			return nil, badinput.Errorf("unknown method %q (%s)", name, AllMethods)
+		}
+		if seen[name] {
+			return nil, badinput.Errorf("method %q is listed twice", name)
+		}
+		seen[name] = true
+		out = append(out, Method{Name: name, LoRA: base == finetune.MethodLoRA, MIGU: migu != ""})
+	}
+	if len(out) == 0 {
+		return nil, badinput.Errorf("no methods given (%s)", AllMethods)
+	}
+	return out, nil
+}
+
+// Options configure Run.
+type Options struct {
+	// Model is the starting model folder (from migu export); Out the run
+	// folder.
+	Model, Out string
+	// Methods to compare (default: full).
+	Methods []Method
+	// Seeds each method runs with (default: Job.Seed). A seed draws the
+	// training rows, orders the batches and initialises LoRA.
+	Seeds []uint64
+	// Score is eval.CLRank (default), eval.CLGenerate or eval.CLBoth.
+	Score string
+	// Job is the template of every task's training: hyperparameters, MIGU's
+	// T and mode (Job.Train.T; 0 means 0.7), LoRA's configuration, epochs,
+	// batch size, max length, max steps, checkpointing. Model, Data, Out,
+	// Method, Seed, Unmasked, InitAdapter and Resume are set per task.
+	Job finetune.JobOptions
+	// Resume continues an interrupted run in Out.
+	Resume bool
+	// EvalBatch is the evaluation batch size (0: eval's default).
+	EvalBatch int
+	// KeepModels keeps every task's model folder, training graph and
+	// checkpoints; by default only what the next task needs survives.
+	KeepModels bool
+	// Progress receives a line per stage and the trainer's step lines.
+	Progress io.Writer
+}
+
+// StateFile records the completed tasks of a run folder.
+const StateFile = "state.json"
+
+// state is what a resumed run needs to skip finished work.
+type state struct {
+	Format   int                  `json:"format"`
+	Identity string               `json:"identity"`
+	Base     map[string][]float64 `json:"base,omitempty"` // score → accuracy per task, before training
+	Runs     map[string]*runState `json:"runs"`
+}
+
+type runState struct {
+	Method string      `json:"method"`
+	Seed   uint64      `json:"seed"`
+	Tasks  []taskState `json:"tasks"`
+}
+
+// taskState is one completed task of a run and the evaluation after it.
+type taskState struct {
+	Task      string  `json:"task"`
+	Steps     int64   `json:"steps"`
+	Resumed   int64   `json:"resumed_from,omitempty"`
+	FirstLoss float64 `json:"first_loss"`
+	LastLoss  float64 `json:"last_loss"`
+	Seconds   float64 `json:"train_seconds"`
+	Output    string  `json:"output"`
+	// Examples and Truncated count the training examples and those cut
+	// to the maximum length.
+	Examples  int                  `json:"examples"`
+	Truncated int                  `json:"truncated"`
+	Eval      map[string][]float64 `json:"eval"` // score → accuracy per task
+	// Trained is set when this invocation trained (or finished) the task.
+	Trained bool `json:"-"`
+}
+
+func runKey(m Method, seed uint64) string { return fmt.Sprintf("%s/seed-%d", m.Name, seed) }
+
+// runner holds a Run in progress.
+type runner struct {
+	o      Options
+	seq    *Sequence
+	tasks  []taskData
+	man    *modeldir.Manifest
+	scores []string
+	st     *state
+	// testFiles are the sampled test files, per task.
+	testFiles []string
+	warnings  []string
+	log       io.Writer
+}
+
+// Run trains and evaluates seq with every method and seed of o, resuming
+// when o.Resume is set, and writes results.json, report.md and the plots
+// into o.Out. A cancelled context stops after checkpointing the task in
+// progress; the report then has Stopped set and --resume continues. Bad
+// input (sequence, files, options) is reported before any training. ONNX
+// Runtime must be initialised.
+func Run(ctx context.Context, seq *Sequence, o Options) (*Report, error) {
+	r, err := newRunner(seq, o)
+	if err != nil {
+		return nil, err
+	}
+	stopped, err := r.run(ctx)
+	if err != nil {
+		return nil, err
+	}
+	rep, err := r.report(stopped)
+	if err != nil {
+		return nil, err
+	}
+	if stopped {
+		return rep, nil
+	}
+	return rep, rep.write()
+}
+
+func newRunner(seq *Sequence, o Options) (*runner, error) {
+	if o.Model == "" || o.Out == "" {
+		return nil, badinput.Errorf("continual needs --model MODEL_DIR, --sequence and --out RUN_DIR")
+	}
+	if len(o.Methods) == 0 {
+		o.Methods = []Method{{Name: finetune.MethodFull}}
+	}
+	if len(o.Seeds) == 0 {
+		o.Seeds = []uint64{o.Job.Seed}
+	}
+	seen := map[uint64]bool{}
+	for _, s := range o.Seeds {
+		if seen[s] {
+			return nil, badinput.Errorf("seed %d is listed twice", s)
+		}
+		seen[s] = true
+	}
+	if err := eval.CheckCLMode(o.Score); err != nil {
+		return nil, err
+	}
+	if o.Job.Train.T == 0 {
+		o.Job.Train.T = 0.7
+	}
+	man, err := modeldir.ReadManifest(o.Model)
+	if err != nil {
+		return nil, err
+	}
+	if man.Objective != "clm" && man.Objective != "seq2seq" {
+		return nil, badinput.Errorf("%s: a %s model (objective %s) cannot answer with a label; continual learning runs causal (llama) and seq2seq (t5) models", o.Model, man.Architecture, man.Objective)
+	}
+	r := &runner{o: o, seq: seq, man: man, log: o.Progress}
+	if r.log == nil {
+		r.log = io.Discard
+	}
+	switch o.Score {
+	case "", eval.CLRank:
+		r.scores = []string{eval.CLRank}
+	case eval.CLGenerate:
+		r.scores = []string{eval.CLGenerate}
+	default:
+		r.scores = []string{eval.CLRank, eval.CLGenerate}
+	}
+	r.tasks, r.warnings, err = load(seq)
+	if err != nil {
+		return nil, err
+	}
+	for _, w := range r.warnings {
+		fmt.Fprintln(r.log, "warning:", w)
+	}
+	if err := r.openState(); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// identity hashes what must not change between a run and its resumption.
+func (r *runner) identity() (string, error) {
+	job := r.o.Job
+	job.Progress, job.MaxSteps, job.SaveEvery, job.Keep, job.Resume = nil, 0, 0, 0, false
+	return train.IdentityOf(r.o.Model, r.seq.Tasks, r.seq.TrainSamples, r.seq.TestSamples, r.seq.SampleSeed,
+		r.o.Methods, r.o.Seeds, r.scores, job, r.o.Job.MaxSteps)
+}
+
+// openState creates the run folder and its state, or reads it to resume.
+func (r *runner) openState() error {
+	id, err := r.identity()
+	if err != nil {
+		return err
+	}
+	path := filepath.Join(r.o.Out, StateFile)
+	raw, err := os.ReadFile(path)
+	switch {
+	case err == nil && !r.o.Resume:
+		return badinput.Errorf("%s already holds a continual run (%s); pass --resume to continue it, or choose another --out", r.o.Out, StateFile)
+	case err == nil:
+		var st state
+		if err := json.Unmarshal(raw, &st); err != nil {
+			return badinput.Errorf("%s: damaged: %v; remove the run folder to start again", path, err)
+		}
+		if st.Identity != id {
+			return badinput.Errorf("%s: --resume with another model, sequence, method, seed or training setting than the run in that folder; use the same flags, or another --out", r.o.Out)
+		}
+		if st.Runs == nil {
+			st.Runs = map[string]*runState{}
+		}
+		r.st = &st
+	case errors.Is(err, os.ErrNotExist):
+		if err := os.MkdirAll(r.o.Out, 0o755); err != nil {
+			return err
+		}
+		r.st = &state{Format: 1, Identity: id, Runs: map[string]*runState{}}
+		if err := r.saveState(); err != nil {
+			return err
+		}
+	default:
+		return err
+	}
+	return nil
+}
+
+func (r *runner) saveState() error {
+	raw, err := json.MarshalIndent(r.st, "", "  ")
+	if err != nil {
+		return err
+	}
+	return atomicfile.WriteFile(filepath.Join(r.o.Out, StateFile), append(raw, '\n'))
+}
+
+// taskDir names a task's files: NN-name.
+func taskDir(i int, t Task) string {
+	return fmt.Sprintf("%02d-%s", i+1, strings.Map(func(c rune) rune {
+		if c == '/' || c == '\\' || c == ' ' {
+			return '_'
+		}
+		return c
+	}, t.Name))
+}
+
+// runDir is the folder of one method and seed.
+func (r *runner) runDir(m Method, seed uint64) string {
+	return filepath.Join(r.o.Out, m.Name, fmt.Sprintf("seed-%d", seed))
+}
+
+// trainFile writes (once) the training rows of task i drawn for a seed.
+func (r *runner) trainFile(i int, seed uint64) (string, error) {
+	t := r.tasks[i]
+	ds := t.train.Sample(samples(t.TrainSamples, r.seq.TrainSamples), seed)
+	root := filepath.Join(r.o.Out, "data", fmt.Sprintf("seed-%d", seed), taskDir(i, t.Task))
+	return writeRows(root, t.Train, "train.json", ds, t.labels)
+}
+
+// testFile writes (once) the test rows of task i, the same for every
+// method and seed, in folders named like the training file's (so that
+// evaluation builds the training prompt); its labels.json adds test-only
+// labels after the training labels so the file reads.
+func (r *runner) testFile(i int) (string, error) {
+	t := r.tasks[i]
+	ds := t.test.Sample(samples(t.TestSamples, r.seq.TestSamples), r.seq.SampleSeed)
+	labels := append([]string(nil), t.labels...)
+	have := map[string]bool{}
+	for _, l := range labels {
+		have[l] = true
+	}
+	for _, rec := range ds.Records {
+		if !have[rec.Label] {
+			have[rec.Label] = true
+			labels = append(labels, rec.Label)
+		}
+	}
+	root := filepath.Join(r.o.Out, "data", "test", taskDir(i, t.Task))
+	// Under the training file's folder names, which the prompt is built from.
+	return writeRows(root, t.Train, "test.json", ds, labels)
+}
+
+func (r *runner) run(ctx context.Context) (bool, error) {
+	for i := range r.tasks {
+		p, err := r.testFile(i)
+		if err != nil {
+			return false, err
+		}
+		r.testFiles = append(r.testFiles, p)
+	}
+	if r.st.Base == nil {
+		fmt.Fprintf(r.log, "evaluating the starting model on %d task(s)\n", len(r.tasks))
+		base, err := r.evaluate(ctx, r.o.Model, "")
+		if err != nil {
+			if ctx.Err() != nil {
+				return true, nil
+			}
+			return false, err
+		}
+		r.st.Base = base
+		if err := r.saveState(); err != nil {
+			return false, err
+		}
+	}
+	for _, m := range r.o.Methods {
+		for _, seed := range r.o.Seeds {
+			stopped, err := r.runOne(ctx, m, seed)
+			if err != nil || stopped {
+				return stopped, err
+			}
+		}
+	}
+	return false, nil
+}
+
+// runOne trains the tasks of one method and seed that are not done yet.
+func (r *runner) runOne(ctx context.Context, m Method, seed uint64) (bool, error) {
+	key := runKey(m, seed)
+	rs := r.st.Runs[key]
+	if rs == nil {
+		rs = &runState{Method: m.Name, Seed: seed}
+		r.st.Runs[key] = rs
+	}
+	dir := r.runDir(m, seed)
+	for i, t := range r.tasks {
+		if i < len(rs.Tasks) {
+			continue // trained and evaluated before
+		}
+		if ctx.Err() != nil {
+			return true, nil
+		}
+		fmt.Fprintf(r.log, "[%s seed %d] task %d/%d %s: training\n", m.Name, seed, i+1, len(r.tasks), t.Name)
+		data, err := r.trainFile(i, seed)
+		if err != nil {
+			return false, err
+		}
+		job := r.o.Job
+		job.Data, job.Out, job.Seed = data, filepath.Join(dir, taskDir(i, t.Task)), seed
+		job.Model, job.Method, job.InitAdapter = r.o.Model, finetune.MethodFull, ""
+		if m.LoRA {
+			job.Method = finetune.MethodLoRA
+		}
+		if i > 0 {
+			prev := rs.Tasks[i-1].Output
+			if m.LoRA {
+				job.InitAdapter = prev
+			} else {
+				job.Model = prev
+			}
+		}
+		job.Train.UseMIGU = m.MIGU
+		job.Unmasked = m.MIGU && i == 0
+		job.Resume = r.o.Resume
+		if job.Keep == 0 && !r.o.KeepModels {
+			job.Keep = 1
+		}
+		if job.Progress == nil {
+			job.Progress = r.o.Progress
+		}
+		var rec *train.MaskRecord
+		if m.MIGU {
+			rec = train.NewMaskRecord()
+			job.MaskRecord = rec
+		}
+		start := time.Now()
+		res, err := r.trainTask(ctx, job)
+		if err != nil {
+			return false, fmt.Errorf("%s, seed %d, task %s: %w", m.Name, seed, t.Name, err)
+		}
+		if res.Stopped {
+			fmt.Fprintf(r.log, "[%s seed %d] task %s stopped at step %d; continue with --resume\n", m.Name, seed, t.Name, res.Steps)
+			return true, r.saveState()
+		}
+		if rec != nil && rec.Steps > 0 {
+			if err := os.MkdirAll(filepath.Join(dir, "masks"), 0o755); err != nil {
+				return false, err
+			}
+			if err := rec.Save(filepath.Join(dir, "masks", taskDir(i, t.Task)+".json")); err != nil {
+				return false, err
+			}
+		}
+		fmt.Fprintf(r.log, "[%s seed %d] task %d/%d %s: %d steps, loss %.4f → %.4f; evaluating\n", m.Name, seed, i+1, len(r.tasks), t.Name, res.Steps, res.FirstLoss, res.LastLoss)
+		if res.Data.Truncated > 0 {
+			fmt.Fprintf(r.log, "warning: task %s: %d of %d training examples were cut to the maximum length, the sentence first; raise --max-len\n", t.Name, res.Data.Truncated, res.Data.Examples)
+		}
+		modelDir, adapter := res.Output, ""
+		if m.LoRA {
+			modelDir, adapter = r.o.Model, res.Output
+		}
+		acc, err := r.evaluate(ctx, modelDir, adapter)
+		if err != nil {
+			if ctx.Err() != nil {
+				return true, r.saveState()
+			}
+			return false, err
+		}
+		rs.Tasks = append(rs.Tasks, taskState{Task: t.Name, Steps: res.Steps, Resumed: res.Resumed, FirstLoss: res.FirstLoss,
+			LastLoss: res.LastLoss, Seconds: time.Since(start).Seconds(), Output: res.Output, Examples: res.Data.Examples,
+			Truncated: res.Data.Truncated, Eval: acc, Trained: true})
+		if err := r.saveState(); err != nil {
+			return false, err
+		}
+		r.cleanup(job.Out, rs, i, m)
+	}
+	return false, nil
+}
+
+// trainTask runs one task's job, or reads the result of a job that
+// finished before an interruption (its output exists), so that a task is
+// never trained twice.
+func (r *runner) trainTask(ctx context.Context, job finetune.JobOptions) (*finetune.JobResult, error) {
+	if r.o.Resume {
+		if raw, err := os.ReadFile(filepath.Join(job.Out, "run.json")); err == nil {
+			var res finetune.JobResult
+			if json.Unmarshal(raw, &res) == nil && !res.Stopped && res.Output != "" {
+				if _, err := os.Stat(res.Output); err == nil {
+					return &res, nil
+				}
+			}
+		}
+	}
+	return finetune.RunJob(ctx, job)
+}
+
+// cleanup removes what later tasks no longer need: the task's checkpoints
+// and training graph, and (full fine-tuning) the previous task's model.
+func (r *runner) cleanup(taskOut string, rs *runState, i int, m Method) {
+	if r.o.KeepModels {
+		return
+	}
+	os.RemoveAll(filepath.Join(taskOut, train.CheckpointsDir))
+	os.Remove(filepath.Join(taskOut, train.GraphFile))
+	os.Remove(filepath.Join(taskOut, train.GraphData))
+	if !m.LoRA && i > 0 {
+		os.RemoveAll(rs.Tasks[i-1].Output)
+	}
+}
+
+// evaluate scores a model (with an adapter) on every task's test rows.
+func (r *runner) evaluate(ctx context.Context, modelDir, adapter string) (map[string][]float64, error) {
+	m, err := eval.Open(modelDir, eval.Options{Adapter: adapter, Threads: r.o.Job.Train.Threads, BatchSize: r.o.EvalBatch})
+	if err != nil {
+		return nil, err
+	}
+	defer m.Close()
+	out := map[string][]float64{}
+	for i, t := range r.tasks {
+		ds, err := data.Read(r.testFiles[i], data.ReadOptions{Kind: data.Classification})
+		if err != nil {
+			return nil, err
+		}
+		train := filepath.Join(filepath.Dir(r.testFiles[i]), "train.json") // stands for the prompt's folders
+		prompt := data.CLPromptFor(train, t.labels)
+		res, err := eval.CLEvaluate(ctx, m, ds, eval.CLOptions{Labels: t.labels, Prompt: &prompt, Mode: r.o.Score, MaxLen: r.o.Job.MaxLen})
+		if err != nil {
+			return nil, fmt.Errorf("evaluating task %s: %w", t.Name, err)
+		}
+		for _, s := range r.scores {
+			v := res.RankAccuracy()
+			if s == eval.CLGenerate {
+				v = res.ExactAccuracy()
+			}
+			if math.IsNaN(v) {
+				v = 0
+			}
+			out[s] = append(out[s], v)
+		}
+	}
+	return out, nil
+}
