@@ -6,18 +6,17 @@ import (
 	"fmt"
 	"math"
 	"math/big"
-	"net"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/migu-ml/migu/internal/badinput"
 	"github.com/migu-ml/migu/internal/sandbox"
 	"github.com/migu-ml/migu/internal/testenv"
+	"github.com/migu-ml/migu/internal/testfix"
 )
 
 // TestHumanEvalCanonicalSolutions runs all 164 canonical solutions (pass@1
@@ -70,26 +69,7 @@ func TestHumanEvalCanonicalSolutions(t *testing.T) {
 // through would show up as a pass.
 func TestHumanEvalHostileCompletions(t *testing.T) {
 	outside := filepath.Join(t.TempDir(), "escaped.txt")
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	var mu sync.Mutex
-	connections := 0
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			connections++
-			mu.Unlock()
-			c.Close()
-		}
-	}()
-	port := ln.Addr().(*net.TCPAddr).Port
+	port, connections := testfix.Listener(t)
 	problem := HumanEvalProblem{TaskID: "double", Prompt: "def double(x):\n", Test: "def check(f):\n    assert f(2) == 4\n    assert f(-3) == -6\n", EntryPoint: "double"}
 	type hostileCase struct {
 		name       string
@@ -148,10 +128,8 @@ func TestHumanEvalHostileCompletions(t *testing.T) {
 	if _, err := os.Stat(outside); err == nil {
 		t.Errorf("a completion wrote %s", outside)
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if connections != 0 {
-		t.Errorf("completions reached the host's network %d times", connections)
+	if n := connections(); n != 0 {
+		t.Errorf("completions reached the host's network %d times", n)
 	}
 }
 

@@ -3,13 +3,14 @@ package sandbox
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/migu-ml/migu/internal/testfix"
 )
 
 var (
@@ -56,26 +57,7 @@ func TestRun(t *testing.T) {
 func testRun(t *testing.T, s *Sandbox) {
 	outside := t.TempDir()
 	target := filepath.Join(outside, "escaped.txt")
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	var mu sync.Mutex
-	connections := 0
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			connections++
-			mu.Unlock()
-			c.Close()
-		}
-	}()
-	port := ln.Addr().(*net.TCPAddr).Port
+	port, connections := testfix.Listener(t)
 	short := Limits{Timeout: 2 * time.Second, MemoryMB: 256, Processes: 8}
 	cases := []struct {
 		name    string
@@ -133,10 +115,8 @@ func testRun(t *testing.T, s *Sandbox) {
 	if _, err := os.Stat(target); err == nil {
 		t.Errorf("a program wrote %s outside its folder", target)
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if connections > 0 {
-		t.Errorf("programs reached the host network %d times", connections)
+	if n := connections(); n > 0 {
+		t.Errorf("programs reached the host network %d times", n)
 	}
 }
 
