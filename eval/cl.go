@@ -134,7 +134,9 @@ func (r *CLResult) correct(pick func(CLPrediction) string) []float64 {
 // candidate label exactly as training encodes a row (prompt, label, end of
 // sequence, the same truncation) and scores the label tokens and the end
 // of sequence after the prompt; generation compares the greedy answer,
-// trimmed of surrounding spaces, with the label.
+// trimmed of surrounding spaces, with the label. A masked-LM model
+// (objective mlm) has rank mode only, scored by pseudo-log-likelihood
+// (mlm.go).
 func CLEvaluate(ctx context.Context, m *Model, ds *data.Dataset, o CLOptions) (*CLResult, error) {
 	if err := CheckCLMode(o.Mode); err != nil {
 		return nil, err
@@ -165,6 +167,9 @@ func CLEvaluate(ctx context.Context, m *Model, ds *data.Dataset, o CLOptions) (*
 		cfg.MaxLen = o.MaxLen
 	}
 	cfg.MaxLen = min(cfg.MaxLen, m.MaxLength())
+	if m.mlm && o.Mode != CLRank {
+		return nil, badinput.Errorf("%s: a masked-LM model cannot generate; score it with --cl-mode rank (pseudo-log-likelihood of each label)", ds.Path)
+	}
 	enc, err := data.NewEncoder(m.Tokenizer(), cfg)
 	if err != nil {
 		return nil, err
@@ -173,7 +178,11 @@ func CLEvaluate(ctx context.Context, m *Model, ds *data.Dataset, o CLOptions) (*
 	for i, r := range rows {
 		res.Predictions[i].Gold = r.Label
 	}
-	if o.Mode == CLRank || o.Mode == CLBoth {
+	if m.mlm {
+		if err := clRankMLM(ctx, m, cfg, rows, labels, prompt, res); err != nil {
+			return nil, err
+		}
+	} else if o.Mode == CLRank || o.Mode == CLBoth {
 		if err := clRank(ctx, m, enc, rows, labels, prompt, res); err != nil {
 			return nil, err
 		}

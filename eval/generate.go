@@ -90,6 +90,9 @@ func (o GenOptions) validate() (GenOptions, error) {
 // folder's own weights (exporters.DecoderWithPast, Seq2SeqWithPast; T5
 // encodes the prompt once). Results are in prompt order.
 func (m *Model) Generate(ctx context.Context, prompts []string, o GenOptions) ([]Generation, error) {
+	if m.mlm {
+		return nil, m.errMaskedLM("generate")
+	}
 	o, err := o.validate()
 	if err != nil {
 		return nil, err

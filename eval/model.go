@@ -50,6 +50,7 @@ type Model struct {
 	maxLen  int
 	vocab   int
 	seq2seq bool
+	mlm     bool // masked-LM model: only CL rank mode scores it, by pseudo-log-likelihood (mlm.go)
 
 	mu       sync.Mutex // guards fwd, progress and the session's use
 	progress func(done, total int)
@@ -69,13 +70,15 @@ func Open(modelDir string, o Options) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
-	var seq2seq bool
+	var seq2seq, mlm bool
 	switch man.Objective {
 	case "clm":
 	case "seq2seq":
 		seq2seq = true
+	case "mlm":
+		mlm = true
 	default:
-		return nil, badinput.Errorf("%s: a %s model (objective %s) has no language-model head; eval scores causal (clm) and seq2seq models", modelDir, man.Architecture, man.Objective)
+		return nil, badinput.Errorf("%s: a %s model (objective %s) has no language-model head; eval scores causal (clm), seq2seq and, for CL rank accuracy only, masked-LM models", modelDir, man.Architecture, man.Objective)
 	}
 	if err := checkInterface(man, seq2seq); err != nil {
 		return nil, badinput.Errorf("%s: %v", modelDir, err)
@@ -84,7 +87,7 @@ func Open(modelDir string, o Options) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := &Model{dir: modelDir, man: man, seq2seq: seq2seq, vocab: int(man.VocabSize)}
+	m := &Model{dir: modelDir, man: man, seq2seq: seq2seq, mlm: mlm, vocab: int(man.VocabSize)}
 	m.gen.opts = ort.SessionOptions{Threads: o.Threads, Provider: o.Provider}
 	if o.Adapter != "" {
 		m.tmp, err = os.MkdirTemp("", "migu-eval-")
@@ -235,6 +238,16 @@ func (m *Model) BatchSize() int { return m.batch }
 // to the encoder and continuations are decoder targets.
 func (m *Model) Seq2Seq() bool { return m.seq2seq }
 
+// MaskedLM reports whether the model is a masked-language model (RoBERTa
+// trained with objective mlm): it has no left-to-right likelihood, so only
+// CL rank accuracy (by pseudo-log-likelihood) scores it.
+func (m *Model) MaskedLM() bool { return m.mlm }
+
+// errMaskedLM is the error of every scoring path a masked-LM model lacks.
+func (m *Model) errMaskedLM(what string) error {
+	return badinput.Errorf("%s: a masked-LM model (%s, objective mlm) has no left-to-right likelihood, so it cannot %s; only `--task cl --cl-mode rank` (pseudo-log-likelihood) scores it", m.dir, m.man.Architecture, what)
+}
+
 // prefixToken is the token that stands for an empty context: BOS, else
 // EOS, as lm-eval's prefix_token_id.
 func (m *Model) prefixToken() int64 {
@@ -291,6 +304,9 @@ func (f *forwardState) release() {
 func (m *Model) forward(ids, mask []int64, rows, seq int) ([]float32, error) {
 	if m.seq2seq {
 		return nil, errors.New("forward: a seq2seq model needs forwardSeq2Seq")
+	}
+	if m.mlm {
+		return nil, m.errMaskedLM("score log-likelihoods or perplexity")
 	}
 	if len(ids) != rows*seq || len(mask) != rows*seq {
 		return nil, fmt.Errorf("forward: %d ids and %d mask values for a [%d, %d] batch", len(ids), len(mask), rows, seq)

@@ -97,7 +97,7 @@ difference per metric (other − base).`,
 	fl.DurationVar(&f.timeout, "timeout", 0, "humaneval: time limit of each program (0: 10s)")
 	fl.IntVar(&f.memoryMB, "memory-mb", 0, "humaneval: memory limit of each program in MiB (0: 1024)")
 	fl.IntVar(&f.workers, "workers", 0, "humaneval: programs run at once (0: one per CPU)")
-	fl.StringVar(&f.clMode, "cl-mode", eval.CLRank, "cl: rank (label with the highest log-likelihood), generate (exact match) or both")
+	fl.StringVar(&f.clMode, "cl-mode", eval.CLRank, "cl: rank (label with the highest log-likelihood; pseudo-log-likelihood for masked-LM models), generate (exact match) or both")
 	return cmd
 }
 
