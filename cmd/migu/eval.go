@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/migu-ml/migu/eval"
+	"github.com/migu-ml/migu/internal/atomicfile"
 	"github.com/migu-ml/migu/internal/badinput"
 )
 
@@ -23,6 +25,7 @@ type evalFlags struct {
 	compare, compareAdapter                    string
 	limit, fewshot, batch, threads, maxLen     int
 	fewshotData, provider, logSamples          string
+	sampleLog                                  bytes.Buffer // --log-samples rows
 	seed                                       uint64
 	stride                                     int
 	asJSON                                     bool
@@ -185,11 +188,6 @@ func runEval(ctx context.Context, f *evalFlags, out, log io.Writer) error {
 	if other != nil {
 		other.SetProgress(progressPrinter(log))
 	}
-	if f.logSamples != "" {
-		if err := os.WriteFile(f.logSamples, nil, 0o644); err != nil {
-			return badinput.Errorf("--log-samples: %v", err)
-		}
-	}
 	start := time.Now()
 	scores, err := f.score(ctx, base, baseName, log)
 	if err != nil {
@@ -204,6 +202,11 @@ func runEval(ctx context.Context, f *evalFlags, out, log io.Writer) error {
 		}
 		report.Other = &evalReport{Model: otherName, Scores: otherScores, Seconds: time.Since(start).Seconds()}
 		report.Diff = eval.Compare(scores, otherScores)
+	}
+	if f.logSamples != "" {
+		if err := atomicfile.WriteFile(f.logSamples, f.sampleLog.Bytes()); err != nil {
+			return badinput.Errorf("--log-samples: %v", err)
+		}
 	}
 	if f.asJSON {
 		enc := json.NewEncoder(out)
@@ -258,30 +261,22 @@ func (f *evalFlags) score(ctx context.Context, m *eval.Model, name string, log i
 	return eval.TaskScores(ctx, m, f.task, f.data, to)
 }
 
-// runTask scores one multiple-choice task and appends its items, labelled
-// with the model, to the --log-samples file.
+// runTask scores one multiple-choice task and adds its items, labelled
+// with the model, to the --log-samples rows, written once scoring is done.
 func (f *evalFlags) runTask(ctx context.Context, m *eval.Model, model, task, path string, to eval.TaskOptions) ([]eval.Score, error) {
 	r, err := eval.RunTask(ctx, m, task, path, to)
 	if err != nil {
 		return nil, err
 	}
-	file, err := os.OpenFile(f.logSamples, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
-	if err != nil {
-		return nil, badinput.Errorf("--log-samples: %v", err)
-	}
-	enc := json.NewEncoder(file)
+	enc := json.NewEncoder(&f.sampleLog)
 	for _, d := range r.Docs {
 		row := map[string]any{"model": model, "task": task, "line": d.Line, "gold": d.Gold, "logliks": d.LogLiks, "greedy": d.Greedy, "acc": d.Acc}
 		if !math.IsNaN(d.AccNorm) {
 			row["acc_norm"] = d.AccNorm
 		}
 		if err := enc.Encode(row); err != nil {
-			file.Close()
 			return nil, err
 		}
-	}
-	if err := file.Close(); err != nil {
-		return nil, err
 	}
 	return r.Scores, nil
 }
