@@ -89,6 +89,12 @@ type SessionOptions struct {
 	// Outputs restricts the session to these outputs, in this order; nil
 	// means all of the graph's outputs.
 	Outputs []string
+	// NoMemPattern turns off ORT's memory pattern, which places all of a
+	// run's intermediate tensors in one block planned from the first run.
+	// For training graphs the block is far larger than the arena's reuse
+	// of freed tensors (small llama: 1016 MB peak RSS with it, 743 MB
+	// without, at the same step time).
+	NoMemPattern bool
 	// Config holds ORT session configuration entries, e.g.
 	// "session.intra_op.allow_spinning": "0" on a shared machine.
 	Config map[string]string
@@ -245,6 +251,11 @@ func configure(so *ortgo.SessionOptions, opts SessionOptions, level ortgo.GraphO
 	}
 	if err := so.SetGraphOptimizationLevel(level); err != nil {
 		return fmt.Errorf("setting optimisation level %s: %w", opts.OptLevel, err)
+	}
+	if opts.NoMemPattern {
+		if err := so.SetMemPattern(false); err != nil {
+			return fmt.Errorf("turning the memory pattern off: %w", err)
+		}
 	}
 	if opts.ProfilePrefix != "" {
 		if err := so.EnableProfiling(opts.ProfilePrefix); err != nil {

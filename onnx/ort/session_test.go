@@ -395,6 +395,7 @@ func TestOptions(t *testing.T) {
 		{OptLevel: OptExtended},
 		{OptLevel: OptAll, Threads: 2, InterOpThreads: 2},
 		{Provider: "CPU", Config: map[string]string{"session.intra_op.allow_spinning": "0"}},
+		{OptLevel: OptAll, NoMemPattern: true},
 	}
 	for _, opts := range tests {
 		t.Run(opts.OptLevel.String(), func(t *testing.T) {
