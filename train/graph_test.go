@@ -25,6 +25,7 @@ const torchGrads = `
 import json, sys
 import numpy as np, torch, transformers
 ckpt, cls, feeds_path, out = sys.argv[1:5]
+skip_padding = len(sys.argv) > 5 and sys.argv[5] == "skip-padding"
 torch.manual_seed(0)
 model = getattr(transformers, cls).from_pretrained(ckpt).eval()
 feeds = {k: torch.tensor(v, dtype=torch.long) for k, v in json.load(open(feeds_path)).items()}
@@ -33,9 +34,18 @@ if cls == "LlamaForCausalLM":
     # default arange differs only at padding, which the magnitudes count.
     feeds["position_ids"] = (feeds["attention_mask"].cumsum(-1) - 1).clamp(min=0)
 mags = {}
+# With skip-padding, a row counts only at a real token: the mask whose
+# length matches the output's sequence axis (encoder and decoder lengths
+# differ in the tests, so the match is unambiguous).
+masks = [feeds[k] for k in ("attention_mask", "decoder_attention_mask") if k in feeds]
 def hook(name):
     def f(mod, inp, outp):
-        mags[name] = outp.detach().abs().reshape(-1, outp.shape[-1]).sum(0)
+        a = outp.detach().abs()
+        if skip_padding:
+            m = [m for m in masks if m.shape[1] == a.shape[1]]
+            assert len(m) == 1, (name, a.shape)
+            a = a * m[0].unsqueeze(-1)
+        mags[name] = a.reshape(-1, a.shape[-1]).sum(0)
     return f
 for name, mod in model.named_modules():
     if isinstance(mod, torch.nn.Linear):
@@ -79,13 +89,13 @@ func (r *torchRef) get(kind map[string][2]int64, name string) ([]float32, bool) 
 	return out, true
 }
 
-func runTorch(t *testing.T, ckpt, class string, feeds map[string][][]int64) *torchRef {
+func runTorch(t *testing.T, ckpt, class string, feeds map[string][][]int64, extra ...string) *torchRef {
 	t.Helper()
 	dir := t.TempDir()
 	fp := filepath.Join(dir, "feeds.json")
 	raw, _ := json.Marshal(feeds)
 	os.WriteFile(fp, raw, 0o644)
-	testenv.RunPython(t, torchGrads, ckpt, class, fp, dir)
+	testenv.RunPython(t, torchGrads, append([]string{ckpt, class, fp, dir}, extra...)...)
 	ref := &torchRef{}
 	idx, err := os.ReadFile(filepath.Join(dir, "index.json"))
 	if err != nil {
@@ -260,6 +270,47 @@ func TestTrainGraphMatchesPyTorch(t *testing.T) {
 				t.Logf("%s from the %s exporter: loss %.6f, %d params, %d taps, %d forward + %d gradient nodes", c.arch, exporter, ref.Loss, len(art.Params), len(art.Taps), art.Nodes, art.GradNodes)
 			})
 		}
+	}
+}
+
+// With padding left out, every magnitude tap equals the PyTorch hooks' sum
+// over real tokens only. T5's encoder and decoder lengths differ, so the
+// cross-attention keys and values must be masked by the encoder's mask.
+func TestTapsSkipPaddingMatchPyTorch(t *testing.T) {
+	ids := [][]int64{{5, 9, 12, 3, 7, 20}, {4, 8, 31, 6, 1, 1}}
+	mask := [][]int64{{1, 1, 1, 1, 1, 1}, {1, 1, 1, 1, 0, 0}}
+	cases := []struct {
+		arch, class string
+		feeds       map[string][][]int64
+	}{
+		{"llama", "LlamaForCausalLM", map[string][][]int64{"input_ids": ids, "attention_mask": mask,
+			"labels": {{5, 9, 12, 3, 7, 20}, {4, 8, 31, 6, -100, -100}}}},
+		{"t5", "T5ForConditionalGeneration", map[string][][]int64{"input_ids": ids, "attention_mask": mask,
+			"decoder_input_ids": {{0, 7, 9, 2}, {0, 5, 1, 0}}, "decoder_attention_mask": {{1, 1, 1, 1}, {1, 1, 0, 0}},
+			"labels": {{7, 9, 2, 1}, {5, 1, -100, -100}}}},
+	}
+	for _, c := range cases {
+		t.Run(c.arch, func(t *testing.T) {
+			root := t.TempDir()
+			hf, model := filepath.Join(root, "hf"), filepath.Join(root, "model")
+			if _, err := exporters.Init(hf, exporters.InitOptions{Arch: c.arch, Preset: "tiny", VocabSize: 600}); err != nil {
+				t.Fatal(err)
+			}
+			man := exportWith(t, "go", hf, model)
+			ref := runTorch(t, hf, c.class, c.feeds, "skip-padding")
+			art, got := runTrain(t, model, c.feeds, GraphOptions{Trainable: TrainLinear, Taps: true, TapsSkipPadding: true})
+			if len(art.Taps) != len(man.Linears) {
+				t.Errorf("%d taps for %d linears", len(art.Taps), len(man.Linears))
+			}
+			for _, tap := range art.Taps {
+				want, ok := ref.get(ref.Mags, tap.Name)
+				if !ok {
+					t.Errorf("no PyTorch hook recorded %s", tap.Name)
+					continue
+				}
+				closeTo(t, "magnitude "+tap.Name, got[tap.Output], want, 1e-5)
+			}
+		})
 	}
 }
 
