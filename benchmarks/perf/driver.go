@@ -147,7 +147,7 @@ func drive(o *options) error {
 			"-threads", fmt.Sprint(o.threads), "-batch", fmt.Sprint(o.batch), "-seq", fmt.Sprint(o.seq), "-provider", o.provider)
 	}
 	torchMatMul := func(c torchConfig) (float64, error) {
-		s, err := runJSON(c.Env, o.python, append([]string{script, "--matmul", "2048", "--threads", fmt.Sprint(c.Threads)}, device...)...)
+		s, err := runJSON(c.Env, o.python, append([]string{script, "--matmul", "--threads", fmt.Sprint(c.Threads)}, device...)...)
 		if err != nil {
 			return 0, err
 		}
@@ -261,7 +261,7 @@ func drive(o *options) error {
 			return err
 		}
 		rep.ORTGFLOPS, rep.TorchGF = math.Max(rep.ORTGFLOPS, og), math.Max(rep.TorchGF, tg)
-		logf("MatMul 2048³: ORT %.1f, torch %.1f GFLOP/s", og, tg)
+		logf("MatMul ceiling: ORT %.1f, torch %.1f GFLOP/s", og, tg)
 		return nil
 	}
 	if err := ceiling(); err != nil {
@@ -283,37 +283,49 @@ func drive(o *options) error {
 		}
 		return atomicfile.WriteFile(o.out, []byte(md))
 	}
-	// Full fine-tuning without MIGU on every model first: the rows the
-	// main comparison needs come first in a run that is cut short.
-	for _, method := range split(o.methods) {
-		for _, mg := range split(o.migus) {
-			for _, arch := range models {
+	// Per model, every configuration (method × MIGU) on both sides runs
+	// once per round, the order reversed in every other round: the
+	// comparisons the targets rest on (migu against PyTorch, MIGU on
+	// against off, LoRA against full) then see the same drift in the
+	// machine's load, as A B B A does for two.
+	type job struct {
+		r     *run
+		torch bool
+	}
+	for _, arch := range models {
+		var jobs []job
+		for _, method := range split(o.methods) {
+			for _, mg := range split(o.migus) {
 				r := &run{Model: arch, Method: method, MIGU: mg == "on"}
-				for round := range o.rounds {
-					for k := range 2 {
-						if (k == 0) == (round%2 == 0) {
-							s, err := miguRun(arch, method, r.MIGU)
-							if err != nil {
-								return err
-							}
-							r.Migu = append(r.Migu, s)
-							logf("%s %s migu=%v: migu   median %.0f ms", arch, method, r.MIGU, median(s.StepS)*1000)
-						} else {
-							s, err := torchRun(rep.Torch, arch, method, r.MIGU, o.warmup, o.steps)
-							if err != nil {
-								return err
-							}
-							r.Torch = append(r.Torch, s)
-							logf("%s %s migu=%v: torch  median %.0f ms", arch, method, r.MIGU, median(s.StepS)*1000)
-						}
-					}
-				}
 				rep.Runs = append(rep.Runs, r)
-				// Written after every configuration: an interrupted run
-				// leaves what it measured.
-				if err := write(false); err != nil {
+				jobs = append(jobs, job{r, false}, job{r, true})
+			}
+		}
+		for round := range o.rounds {
+			for k := range jobs {
+				j := jobs[k]
+				if round%2 == 1 {
+					j = jobs[len(jobs)-1-k]
+				}
+				r := j.r
+				var s *sample
+				var err error
+				if j.torch {
+					s, err = torchRun(rep.Torch, arch, r.Method, r.MIGU, o.warmup, o.steps)
+					r.Torch = append(r.Torch, s)
+				} else {
+					s, err = miguRun(arch, r.Method, r.MIGU)
+					r.Migu = append(r.Migu, s)
+				}
+				if err != nil {
 					return err
 				}
+				logf("%s %s migu=%v: %-6s median %.0f ms", arch, r.Method, r.MIGU, map[bool]string{false: "migu", true: "torch"}[j.torch], median(s.StepS)*1000)
+			}
+			// Written after every round: an interrupted run leaves what
+			// it measured.
+			if err := write(false); err != nil {
+				return err
 			}
 		}
 	}
@@ -376,8 +388,8 @@ func markdown(rep *report) string {
 	}
 	fmt.Fprintf(&b, "Small presets (`migu init --preset small`), batch %d × %d tokens (t5: %d encoder and %d decoder tokens), %d threads on both sides, provider %s, AdamW (lr 1e-4, wd 0.01) on both sides, MIGU T = 0.7 in grad mode, LoRA q,v r 8 α 32. ",
 		rep.Batch, rep.Seq, rep.Seq, rep.Seq, rep.Threads, rep.Provider)
-	fmt.Fprintf(&b, "Each configuration runs migu and PyTorch in separate processes, alternating (ABBA); times are per optimizer step after warm-up, over all processes of a side.\n\n")
-	fmt.Fprintf(&b, "MatMul 2048³ float32 ceiling measured in this run (best of start and end): ORT %.1f GFLOP/s, PyTorch %.1f GFLOP/s. MFU = 6 · parameters · tokens/s ÷ the ceiling that each worker process measures right after its training steps (median over a side's processes, shown as \"MFU%% of GFLOP/s\"), so that changes in the machine's load between configurations do not distort it; full fine-tuning only (a LoRA step skips frozen weight gradients, about 4 · parameters · tokens).\n\n",
+	fmt.Fprintf(&b, "Every measurement is a separate process; per model, all configurations of both sides run once per round, in reversed order every other round, so that the machine's changing load falls alike on every comparison. Times are per optimizer step after warm-up, over all processes of a configuration and side.\n\n")
+	fmt.Fprintf(&b, "MatMul ceiling measured in this run (the faster of a 2048³ and a 2000³ float32 MatMul, best of start and end; ORT's MLAS runs 2048³ up to a fifth slower than 2000³ because its rows are a multiple of 4 KB): ORT %.1f GFLOP/s, PyTorch %.1f GFLOP/s. MFU = 6 · parameters · tokens/s ÷ the ceiling that each worker process measures right after its training steps (median over a side's processes, shown as \"MFU%% of GFLOP/s\"), so that changes in the machine's load between configurations do not distort it; full fine-tuning only (a LoRA step skips frozen weight gradients, about 4 · parameters · tokens).\n\n",
 		rep.ORTGFLOPS, rep.TorchGF)
 	fmt.Fprintf(&b, "PyTorch configuration: **%s** (best of the search below).", rep.Torch.Name)
 	if rep.SpinMS[0] == 0 && rep.ORTSpin != "" {
@@ -447,7 +459,7 @@ func markdown(rep *report) string {
 		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", r.Model, ratio(fm, fo, false, true), ratio(lm, lo, false, true),
 			ratio(lo, fo, false, false), ratio(fm, fo, true, true), ratio(lo, fo, true, false))
 	}
-	fmt.Fprintf(&b, "\nPyTorch configurations tried (MatMul 2048³, then twice, in opposite orders, 3 steps of full fine-tuning of the first model after 1 warm-up step; the better median counts):\n\n| configuration | MatMul GFLOP/s | full step ms | note |\n|---|---|---|---|\n")
+	fmt.Fprintf(&b, "\nPyTorch configurations tried (MatMul ceiling, then twice, in opposite orders, 3 steps of full fine-tuning of the first model after 1 warm-up step; the better median counts):\n\n| configuration | MatMul GFLOP/s | full step ms | note |\n|---|---|---|---|\n")
 	for _, c := range rep.Search {
 		step := "—"
 		if c.StepMS > 0 {

@@ -1,10 +1,45 @@
 """Summarise an ONNX Runtime profile (SessionOptions.ProfilePrefix): time
-per operator type and the heaviest nodes, over the last --runs model runs
-(the first runs are warm-up). Usage: ortprof.py PROFILE.json [--runs 2]."""
+per operator type, the heaviest nodes, and the speed of the matrix
+products by role (forward, input gradient, weight gradient, attention),
+over the last --runs model runs (the first runs are warm-up).
+Usage: ortprof.py PROFILE.json [--runs 2] [--top 25]."""
 
 import argparse
 import collections
 import json
+import math
+
+MATMULS = ("Gemm", "MatMul", "FusedMatMul")
+
+
+def shapes(args, key):
+    return [list(d.values())[0] for d in args.get(key, [])]
+
+
+def matmul_flops(args):
+    """2·M·N·K of a (batched) matrix product from its recorded shapes: the
+    output gives M (all but the last axis) and N; A's size over M gives K,
+    whatever A's transposition."""
+    ins, outs = shapes(args, "input_type_shape"), shapes(args, "output_type_shape")
+    if len(ins) < 2 or not outs or not outs[0]:
+        return 0
+    out = outs[0]
+    rows = math.prod(out[:-1])
+    return 2 * math.prod(out) * (math.prod(ins[0]) / rows) if rows else 0
+
+
+def role(name, args):
+    """How the product is used: weight gradients (the gradient graph names
+    them after the weight), attention (4-D outputs: one matrix per head),
+    and the rest (linear layers' outputs and input gradients)."""
+    out = (shapes(args, "output_type_shape") or [[]])[0]
+    if len(out) == 4:
+        kind = "attention"
+    elif ".weight/" in name or "weight_t" in name:
+        kind = "weight gradient"
+    else:
+        kind = "other"
+    return ("backward " if name.startswith("bw/") else "forward ") + kind
 
 
 def main():
@@ -19,18 +54,29 @@ def main():
     lo = min(r["ts"] for r in runs)
     total_run = sum(r["dur"] for r in runs) / len(runs)
     by_op, by_node, count = collections.Counter(), collections.Counter(), collections.Counter()
+    mm_time, mm_flops, mm_count = collections.Counter(), collections.Counter(), collections.Counter()
     for e in ev:
         if e.get("cat") != "Node" or not e["name"].endswith("_kernel_time") or e["ts"] < lo:
             continue
         op = e["args"].get("op_name", "?")
+        name = e["name"][: -len("_kernel_time")]
         by_op[op] += e["dur"]
         count[op] += 1
-        by_node[e["name"][: -len("_kernel_time")] + " (" + op + ")"] += e["dur"]
+        by_node[name + " (" + op + ")"] += e["dur"]
+        if op in MATMULS:
+            r = role(name, e["args"])
+            mm_time[r] += e["dur"]
+            mm_flops[r] += matmul_flops(e["args"])
+            mm_count[r] += 1
     n = len(runs)
     tot = sum(by_op.values()) / n
     print(f"model_run {total_run/1000:.1f} ms; kernels {tot/1000:.1f} ms per run")
     for op, d in by_op.most_common():
         print(f"  {op:28s} {d/n/1000:8.1f} ms {100*d/n/tot:5.1f}%  x{count[op]//n}")
+    mm_total = sum(mm_time.values()) / n
+    print(f"matrix products: {mm_total/1000:.1f} ms, {100*mm_total/tot:.1f}% of kernel time")
+    for r, d in mm_time.most_common():
+        print(f"  {r:28s} {d/n/1000:8.1f} ms {mm_flops[r]/n/1e9:7.2f} GFLOP {mm_flops[r]/d/1e3:7.1f} GFLOP/s  x{mm_count[r]//n}")
     print("top nodes:")
     for name, d in by_node.most_common(args.top):
         print(f"  {d/n/1000:8.1f} ms  {name}")
