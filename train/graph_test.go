@@ -256,17 +256,7 @@ func TestTrainGraphMatchesPyTorch(t *testing.T) {
 					}
 					closeTo(t, "grad "+p.Name, got[p.Grad], want, 1e-5)
 				}
-				for _, tap := range art.Taps {
-					want, ok := ref.get(ref.Mags, tap.Name)
-					if !ok {
-						t.Errorf("no PyTorch hook recorded %s", tap.Name)
-						continue
-					}
-					closeTo(t, "magnitude "+tap.Name, got[tap.Output], want, 1e-5)
-				}
-				if len(art.Taps) != len(man.Linears) {
-					t.Errorf("%d taps for %d linears", len(art.Taps), len(man.Linears))
-				}
+				compareTaps(t, art, man, got, ref)
 				t.Logf("%s from the %s exporter: loss %.6f, %d params, %d taps, %d forward + %d gradient nodes", c.arch, exporter, ref.Loss, len(art.Params), len(art.Taps), art.Nodes, art.GradNodes)
 			})
 		}
@@ -299,18 +289,25 @@ func TestTapsSkipPaddingMatchPyTorch(t *testing.T) {
 			man := exportWith(t, "go", hf, model)
 			ref := runTorch(t, hf, c.class, c.feeds, "skip-padding")
 			art, got := runTrain(t, model, c.feeds, GraphOptions{Trainable: TrainLinear, Taps: true, TapsSkipPadding: true})
-			if len(art.Taps) != len(man.Linears) {
-				t.Errorf("%d taps for %d linears", len(art.Taps), len(man.Linears))
-			}
-			for _, tap := range art.Taps {
-				want, ok := ref.get(ref.Mags, tap.Name)
-				if !ok {
-					t.Errorf("no PyTorch hook recorded %s", tap.Name)
-					continue
-				}
-				closeTo(t, "magnitude "+tap.Name, got[tap.Output], want, 1e-5)
-			}
+			compareTaps(t, art, man, got, ref)
 		})
+	}
+}
+
+// compareTaps checks that there is a tap per linear layer and that each
+// equals the PyTorch hook's magnitudes within 1e-5.
+func compareTaps(t *testing.T, art *Artifact, man *modeldir.Manifest, got map[string][]float32, ref *torchRef) {
+	t.Helper()
+	if len(art.Taps) != len(man.Linears) {
+		t.Errorf("%d taps for %d linears", len(art.Taps), len(man.Linears))
+	}
+	for _, tap := range art.Taps {
+		want, ok := ref.get(ref.Mags, tap.Name)
+		if !ok {
+			t.Errorf("no PyTorch hook recorded %s", tap.Name)
+			continue
+		}
+		closeTo(t, "magnitude "+tap.Name, got[tap.Output], want, 1e-5)
 	}
 }
 
