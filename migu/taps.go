@@ -73,12 +73,24 @@ func AddTaps(g *onnx.Graph, opset int64, ranks Ranks, points []Point, skipPaddin
 			return nil, fmt.Errorf("migu: the rank of %s's value %q is unknown", p.Name, v)
 		}
 		out := TapPrefix + p.Name
+		// A value may be wider than the point's dimension (train pads
+		// feed-forward hidden layers): sum all of it, keep the first Dim.
+		width := p.Dim
+		if last := shape[len(shape)-1]; last.Known && last.Param == "" {
+			width = last.Value
+		}
+		if width < p.Dim {
+			return nil, fmt.Errorf("migu: %s's value %q has %d features, fewer than %d", p.Name, v, width, p.Dim)
+		}
 		if alignedWithMask(g, shape, p.Mask) {
 			if rows[p.Mask] == "" {
 				rows[p.Mask] = tokenRow(g, p.Mask, skipPadding)
 			}
-			flat := g.Op("Reshape", []string{g.Op("Abs", []string{v}, out+".abs"), g.ConstInt64(out+".flat_shape", []int64{2}, -1, p.Dim)}, out+".flat")
+			flat := g.Op("Reshape", []string{g.Op("Abs", []string{v}, out+".abs"), g.ConstInt64(out+".flat_shape", []int64{2}, -1, width)}, out+".flat")
 			sum := g.Op("MatMul", []string{rows[p.Mask], flat}, out+".row")
+			if width > p.Dim {
+				sum = firstFeatures(g, sum, p.Dim, out)
+			}
 			name := g.Op("Reshape", []string{sum, g.ConstInt64(out+".shape", []int64{1}, p.Dim)}, out)
 			if name != out {
 				g.Rename(name, out)
@@ -101,12 +113,21 @@ func AddTaps(g *onnx.Graph, opset int64, ranks Ranks, points []Point, skipPaddin
 			axes = append(axes, int64(i))
 		}
 		name := g.Reduce(opset, "ReduceL1", v, axes, false, out)
+		if width > p.Dim {
+			name = firstFeatures(g, name, p.Dim, out)
+		}
 		if name != out {
 			g.Rename(name, out)
 		}
 		taps = append(taps, Tap{Name: p.Name, Output: out, Dim: p.Dim})
 	}
 	return taps, nil
+}
+
+// firstFeatures slices the first dim entries off the last axis of v.
+func firstFeatures(g *onnx.Graph, v string, dim int64, hint string) string {
+	return g.Op("Slice", []string{v, g.ConstInt64(hint+".from", []int64{1}, 0), g.ConstInt64(hint+".to", []int64{1}, dim),
+		g.ConstInt64(hint+".axis", []int64{1}, -1)}, hint+".features")
 }
 
 // alignedWithMask tells whether a value's shape is [batch, seq, dim] with

@@ -63,6 +63,9 @@ type GraphOptions struct {
 	// TapPoints replaces the default taps (every linear layer's output),
 	// e.g. with an adapter's points.
 	TapPoints []migu.Point
+	// HiddenPad widens feed-forward hidden layers whose width ORT's GEMM
+	// handles slowly (hiddenpad.go); the zero value is DefaultHiddenPad.
+	HiddenPad HiddenPad
 }
 
 // IO names one graph input or output of the artifact.
@@ -97,6 +100,9 @@ type Artifact struct {
 	Taps      []Tap   `json:"taps,omitempty"`
 	Nodes     int     `json:"nodes"`
 	GradNodes int     `json:"grad_nodes"`
+	// PaddedHidden counts the feed-forward blocks whose hidden layer the
+	// graph widens (HiddenPad).
+	PaddedHidden int `json:"padded_hidden,omitempty"`
 }
 
 // BuildGraph writes train.onnx (+ external data) and train.json for the
@@ -147,6 +153,9 @@ func Build(m *onnx.Model, man *modeldir.Manifest, opt GraphOptions) (*Artifact, 
 		t := g.RemoveInitializer(name)
 		g.AddInput(name, onnx.DType(t.GetDataType()), dims(t.Dims))
 		art.Params = append(art.Params, Param{Name: name, Shape: t.Dims})
+	}
+	if art.PaddedHidden, err = padHidden(g, man, opt.HiddenPad); err != nil {
+		return nil, err
 	}
 	loss, err := addLoss(g, man, objective, logits)
 	if err != nil {

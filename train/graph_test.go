@@ -237,7 +237,25 @@ func TestTrainGraphMatchesPyTorch(t *testing.T) {
 			t.Run(c.arch+"/"+exporter, func(t *testing.T) {
 				model := filepath.Join(root, "model-"+exporter)
 				man := exportWith(t, exporter, hf, model)
-				art, got := runTrain(t, model, c.feeds, GraphOptions{Trainable: c.trainable, Taps: true})
+				opts := GraphOptions{Trainable: c.trainable, Taps: true}
+				if exporter == "go" {
+					// The tiny presets' feed-forward widths are no multiple
+					// of 4 KB: force the widening, so that the padded graph
+					// is what gets compared.
+					opts.HiddenPad = forcedPad
+				}
+				art, got := runTrain(t, model, c.feeds, opts)
+				if exporter == "go" {
+					blocks := 0
+					for _, l := range man.Linears {
+						if l.Role == modeldir.RoleFFNOut {
+							blocks++
+						}
+					}
+					if art.PaddedHidden != blocks {
+						t.Errorf("%d feed-forward blocks widened, want all %d", art.PaddedHidden, blocks)
+					}
+				}
 				closeTo(t, "loss", got[art.Loss], []float32{float32(ref.Loss)}, 1e-5)
 				transposedWeight := map[string][2]int64{}
 				for _, l := range man.Linears {
@@ -288,11 +306,16 @@ func TestTapsSkipPaddingMatchPyTorch(t *testing.T) {
 			}
 			man := exportWith(t, "go", hf, model)
 			ref := runTorch(t, hf, c.class, c.feeds, "skip-padding")
-			art, got := runTrain(t, model, c.feeds, GraphOptions{Trainable: TrainLinear, Taps: true, TapsSkipPadding: true})
-			compareTaps(t, art, man, got, ref)
+			for _, hp := range []HiddenPad{{Extra: -1}, forcedPad} {
+				art, got := runTrain(t, model, c.feeds, GraphOptions{Trainable: TrainLinear, Taps: true, TapsSkipPadding: true, HiddenPad: hp})
+				compareTaps(t, art, man, got, ref)
+			}
 		})
 	}
 }
+
+// forcedPad widens every feed-forward hidden layer of the tiny presets.
+var forcedPad = HiddenPad{Multiple: 4, Extra: 16, MaxBytes: 1 << 30}
 
 // compareTaps checks that there is a tap per linear layer and that each
 // equals the PyTorch hook's magnitudes within 1e-5.

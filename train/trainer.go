@@ -33,6 +33,9 @@ type Config struct {
 	SkipPaddingTaps bool   `json:"taps_skip_padding"`
 	Objective       string `json:"objective,omitempty"`
 	Threads         int    `json:"-"`
+	// HiddenPad widens slow feed-forward widths in the graph (the zero
+	// value: DefaultHiddenPad; it changes speed, not results).
+	HiddenPad HiddenPad `json:"-"`
 	// Session adds ONNX Runtime options (provider, optimisation level,
 	// profiling, config entries) to the training session; Threads above
 	// sets its intra-op threads.
@@ -119,7 +122,7 @@ func NewTrainer(plan *Plan, dir string, cfg Config) (*Trainer, error) {
 			Grad: make([]float32, n), M: make([]float32, n), V: make([]float32, n)})
 	}
 	art, err := Build(plan.Model, plan.Manifest, GraphOptions{Objective: cfg.Objective, Names: plan.Trainable,
-		Taps: cfg.UseMIGU, TapPoints: plan.Points, TapsSkipPadding: cfg.SkipPaddingTaps})
+		Taps: cfg.UseMIGU, TapPoints: plan.Points, TapsSkipPadding: cfg.SkipPaddingTaps, HiddenPad: cfg.HiddenPad})
 	if err != nil {
 		return nil, err
 	}

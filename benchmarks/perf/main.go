@@ -66,6 +66,7 @@ type options struct {
 	ortProfile, cpuProfile  string
 	optLevel                string
 	ortSpin                 string
+	hiddenPad               bool
 }
 
 func envOr(name, def string) string {
@@ -108,6 +109,7 @@ func parseFlags() *options {
 	flag.BoolVar(&o.withMIGU, "with-migu", false, "worker: train with MIGU (T = 0.7, grad mode)")
 	flag.StringVar(&o.ortProfile, "ort-profile", envOr("BENCH_ORT_PROFILE", ""), "worker: ORT profile file prefix")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", envOr("BENCH_CPUPROFILE", ""), "worker: Go CPU profile file")
+	flag.BoolVar(&o.hiddenPad, "hidden-pad", true, "worker: widen feed-forward layers whose width is a multiple of 4 KB (train.HiddenPad)")
 	flag.StringVar(&o.ortSpin, "ort-spin", envOr("BENCH_ORT_SPIN", ""), "worker: ORT intra-op spinning, 0 or 1 (empty: ORT's default, on)")
 	flag.StringVar(&o.optLevel, "opt-level", envOr("BENCH_OPT_LEVEL", "all"), "worker: ORT graph optimisation level")
 	flag.Parse()
@@ -279,6 +281,9 @@ func workMIGU(o *options) error {
 	opt.LR = 1e-4
 	cfg := train.Config{Optim: opt, UseMIGU: o.withMIGU, T: 0.7, Mode: migu.ModeGrad, Threads: o.threads,
 		Session: ort.SessionOptions{Provider: o.provider, OptLevel: level, ProfilePrefix: o.ortProfile}}
+	if !o.hiddenPad {
+		cfg.HiddenPad = train.HiddenPad{Extra: -1}
+	}
 	if o.ortSpin != "" {
 		cfg.Session.Config = map[string]string{"session.intra_op.allow_spinning": o.ortSpin}
 	}

@@ -100,6 +100,8 @@ var gradCases = []gradCase{
 		parts := g.OpN("Split", x, 2, "half", onnx.AttrInt("axis", -1))
 		return []string{g.Op("Concat", []string{parts[1], parts[0]}, "rot", onnx.AttrInt("axis", -1))}
 	}},
+	{name: "Pad/constant both ends", inputs: []in{{shape: []int64{2, 3}}, {shape: []int64{4}, ints: []int64{0, 1, 1, 2}}}, build: single("Pad")},
+	{name: "Pad/last axis end only", inputs: []in{{shape: []int64{2, 2, 3}}, {shape: []int64{6}, ints: []int64{0, 0, 0, 0, 0, 4}}}, build: single("Pad")},
 	{name: "Slice/middle", inputs: []in{{shape: []int64{3, 5}}, {shape: []int64{1}, ints: []int64{1}}, {shape: []int64{1}, ints: []int64{4}}, {shape: []int64{1}, ints: []int64{1}}}, build: single("Slice")},
 	{name: "Slice/negative and clamped", inputs: []in{{shape: []int64{4, 3}}, {shape: []int64{2}, ints: []int64{-3, 0}}, {shape: []int64{2}, ints: []int64{100, 2}}}, build: single("Slice")},
 	{name: "Gather/embedding repeated ids", inputs: []in{{shape: []int64{5, 3}}, {shape: []int64{2, 3}, ints: []int64{1, 4, 1, 0, 1, -1}}}, build: single("Gather")},

@@ -2,6 +2,7 @@ package grad
 
 import (
 	"fmt"
+	"math"
 
 	"github.com/migu-ml/migu/onnx"
 	"github.com/migu-ml/migu/onnx/onnxpb"
@@ -18,6 +19,7 @@ func init() {
 		"Concat":    concatGrad,
 		"Split":     splitGrad,
 		"Slice":     sliceGrad,
+		"Pad":       padGrad,
 		"Gather":    gatherGrad,
 
 		"GatherElements": gatherElementsGrad,
@@ -207,6 +209,43 @@ func sliceGrad(c *Context, n *onnxpb.NodeProto, dY []string) ([]string, error) {
 	}
 	pads := c.Op("Concat", append(begin, end...), h+".pads", onnx.AttrInt("axis", 0))
 	out[0] = c.Op("Pad", []string{dY[0], pads}, h)
+	return out, nil
+}
+
+// padGrad serves constant-mode Pad with constant, non-negative pads over
+// every axis (what train's hidden padding writes): dx is dy without the
+// padding, a Slice with constant bounds.
+func padGrad(c *Context, n *onnxpb.NodeProto, dY []string) ([]string, error) {
+	out := grads(n)
+	x := n.Input[0]
+	if !c.Needs(x) {
+		return out, nil
+	}
+	if a := onnx.GetAttr(n, "mode"); a != nil && string(a.S) != "constant" {
+		return nil, fmt.Errorf("Pad mode %q has no gradient rule (constant only)", a.S)
+	}
+	if len(n.Input) > 3 && n.Input[3] != "" {
+		return nil, fmt.Errorf("Pad with an axes input has no gradient rule")
+	}
+	r, err := c.Rank(x)
+	if err != nil {
+		return nil, err
+	}
+	pads, ok := c.constInts(n.Input[1])
+	if !ok || len(pads) != 2*r {
+		return nil, fmt.Errorf("Pad needs constant pads for all %d axes to have a gradient", r)
+	}
+	starts, ends := make([]int64, r), make([]int64, r)
+	for i := range r {
+		if pads[i] < 0 || pads[r+i] < 0 {
+			return nil, fmt.Errorf("Pad with negative pads %v has no gradient rule", pads)
+		}
+		starts[i], ends[i] = pads[i], -pads[r+i]
+		if pads[r+i] == 0 {
+			ends[i] = math.MaxInt64
+		}
+	}
+	out[0] = c.Op("Slice", []string{dY[0], c.Ints(starts...), c.Ints(ends...)}, "bw/"+x)
 	return out, nil
 }
 
