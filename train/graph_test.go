@@ -237,14 +237,10 @@ func TestTrainGraphMatchesPyTorch(t *testing.T) {
 			t.Run(c.arch+"/"+exporter, func(t *testing.T) {
 				model := filepath.Join(root, "model-"+exporter)
 				man := exportWith(t, exporter, hf, model)
-				opts := GraphOptions{Trainable: c.trainable, Taps: true}
-				if exporter == "go" {
-					// The tiny presets' feed-forward widths are no multiple
-					// of 4 KB: force the widening, so that the padded graph
-					// is what gets compared.
-					opts.HiddenPad = forcedPad
-				}
-				art, got := runTrain(t, model, c.feeds, opts)
+				// The tiny presets' feed-forward widths are no multiple of
+				// 4 KB: force the widening, so that the padded graph is what
+				// gets compared.
+				art, got := runTrain(t, model, c.feeds, GraphOptions{Trainable: c.trainable, Taps: true, HiddenPad: forcedPad})
 				if exporter == "go" {
 					blocks := 0
 					for _, l := range man.Linears {
@@ -275,7 +271,7 @@ func TestTrainGraphMatchesPyTorch(t *testing.T) {
 					closeTo(t, "grad "+p.Name, got[p.Grad], want, 1e-5)
 				}
 				compareTaps(t, art, man, got, ref)
-				t.Logf("%s from the %s exporter: loss %.6f, %d params, %d taps, %d forward + %d gradient nodes", c.arch, exporter, ref.Loss, len(art.Params), len(art.Taps), art.Nodes, art.GradNodes)
+				t.Logf("%s from the %s exporter: loss %.6f, %d params, %d taps, %d feed-forward blocks widened, %d forward + %d gradient nodes", c.arch, exporter, ref.Loss, len(art.Params), len(art.Taps), art.PaddedHidden, art.Nodes, art.GradNodes)
 			})
 		}
 	}
