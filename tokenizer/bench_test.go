@@ -1,6 +1,7 @@
 package tokenizer
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/migu-ml/migu/internal/testenv"
@@ -54,6 +55,30 @@ func BenchmarkEncode(b *testing.B) {
 				}
 			}
 			b.ReportMetric(float64(tokens)/b.Elapsed().Seconds(), "tokens/s")
+		})
+	}
+}
+
+// BenchmarkSplitPatterns measures the regex matcher on the split patterns
+// of Llama 3 and Qwen2 (which need look-ahead), with the hand-written
+// GPT-2 splitter and the matcher running GPT-2's pattern for scale.
+func BenchmarkSplitPatterns(b *testing.B) {
+	text := strings.Join(append(SampleCorpus(500, 22), variedLines(200, 23)...), "\n")
+	cases := []struct {
+		name string
+		find func(string) []span
+	}{
+		{"gpt2-by-hand", gpt2Matches},
+		{"gpt2-regex", mustOnig(b, gpt2Pattern).findAll},
+		{"llama3-regex", mustOnig(b, llama3Split).findAll},
+		{"qwen2-regex", mustOnig(b, qwen2Split).findAll},
+	}
+	for _, c := range cases {
+		b.Run(c.name, func(b *testing.B) {
+			b.SetBytes(int64(len(text)))
+			for range b.N {
+				c.find(text)
+			}
 		})
 	}
 }

@@ -20,6 +20,7 @@ type bpeModel struct {
 	vocab        map[string]int
 	ids          idTable
 	merges       map[uint64]bpeMerge
+	mergeOrder   []uint64 // the pairs as the file lists them
 	unk          *string
 	prefix       *string
 	suffix       *string
@@ -87,6 +88,7 @@ func parseBPE(o jsonObj) (*bpeModel, error) {
 		prefixLen = len(*m.prefix)
 	}
 	m.merges = make(map[uint64]bpeMerge, len(pairs))
+	m.mergeOrder = make([]uint64, len(pairs))
 	for i, p := range pairs {
 		a, ok := m.vocab[p[0]]
 		if !ok {
@@ -106,6 +108,7 @@ func parseBPE(o jsonObj) (*bpeModel, error) {
 			return nil, fieldErr(indexPath(o.field("merges"), i), "merged token %q is not in the vocabulary", merged)
 		}
 		m.merges[pairKey(a, b)] = bpeMerge{int32(i), int32(id)}
+		m.mergeOrder[i] = pairKey(a, b)
 	}
 	m.cache = make(map[string][]token)
 	return m, nil

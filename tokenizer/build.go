@@ -9,16 +9,23 @@ import (
 // SentencePiece models and trained tokenizers. Field order follows what
 // Hugging Face writes, so that files diff cleanly against theirs.
 
-// orderedVocab is a BPE vocabulary in id order: token i has id i.
+// orderedVocab is a BPE vocabulary in id order: token i has id i. An
+// empty string is a gap: no token has that id (GGUF files pad such ids
+// with unused tokens).
 type orderedVocab []string
 
 func (v orderedVocab) MarshalJSON() ([]byte, error) {
 	var b bytes.Buffer
 	b.WriteByte('{')
+	first := true
 	for i, tok := range v {
-		if i > 0 {
+		if tok == "" {
+			continue
+		}
+		if !first {
 			b.WriteByte(',')
 		}
+		first = false
 		k, err := marshalJSON(tok)
 		if err != nil {
 			return nil, err

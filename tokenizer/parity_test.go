@@ -251,6 +251,9 @@ func TestMain(m *testing.M) {
 	if refDir != "" {
 		os.RemoveAll(refDir)
 	}
+	if ggufFix != nil {
+		os.RemoveAll(ggufFix.dir)
+	}
 	os.Exit(code)
 }
 

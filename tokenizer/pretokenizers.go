@@ -2,7 +2,6 @@ package tokenizer
 
 import (
 	"encoding/json"
-	"regexp"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -209,7 +208,8 @@ func classRun(s string, i, c int) int {
 }
 
 // gpt2Pattern is the split regex of GPT-2 and RoBERTa as Split pre-tokenizers
-// spell it; Go's RE2 lacks its look-ahead, so gpt2Matches stands in for it.
+// spell it; gpt2Matches, written by hand, runs it faster than the regex
+// matcher.
 const gpt2Pattern = `'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+`
 
 // metaspacePreTokenizer is SentencePiece's: spaces become "▁", a "▁" is put
@@ -312,7 +312,8 @@ func (whitespaceSplitPreTokenizer) preTokenize(n *normString) []*normString {
 // splitPreTokenizer splits on a literal or a regex.
 type splitPreTokenizer struct {
 	lit      string
-	re       *regexp.Regexp
+	pattern  string // the regex as written, for ToGGUF
+	re       regexFinder
 	gpt2     bool
 	behavior splitBehavior
 	invert   bool
@@ -333,6 +334,9 @@ func parseSplit(o jsonObj) (splitPreTokenizer, error) {
 	if sp.invert, err = o.boolean("invert", false); err != nil {
 		return sp, err
 	}
+	if isRegex {
+		sp.pattern = pat
+	}
 	switch {
 	case !isRegex:
 		sp.lit = pat
@@ -352,9 +356,7 @@ func (sp splitPreTokenizer) preTokenize(n *normString) []*normString {
 	case sp.gpt2:
 		ms = gpt2Matches(n.s)
 	case sp.re != nil:
-		for _, m := range sp.re.FindAllStringIndex(n.s, -1) {
-			ms = append(ms, span{m[0], m[1]})
-		}
+		ms = sp.re.findAll(n.s)
 	default:
 		ms = stringMatches(n.s, sp.lit)
 	}

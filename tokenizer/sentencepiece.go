@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"unicode/utf8"
 
@@ -36,6 +37,13 @@ type spModel struct {
 	// normalizer_spec
 	charsmap       []byte
 	addDummyPrefix bool
+	// What transformers' LlamaTokenizerFast adds: tokenizer_config.json's
+	// add_bos_token and add_eos_token, true and false unless a GGUF file
+	// says otherwise.
+	addBOS, addEOS bool
+	// llamaLayout asks for the LlamaTokenizerFast pipeline whatever the
+	// model's features (a GGUF "llama" vocabulary is always one).
+	llamaLayout bool
 }
 
 type spPiece struct {
@@ -52,7 +60,7 @@ func spErr(field, format string, args ...any) error {
 // matter and this keeps the generated code out of the package.
 func parseSentencePiece(data []byte) (*spModel, error) {
 	m := &spModel{modelType: 1, unkID: 0, bosID: 1, eosID: 2, padID: -1,
-		unkPiece: "<unk>", bosPiece: "<s>", eosPiece: "</s>", addDummyPrefix: true}
+		unkPiece: "<unk>", bosPiece: "<s>", eosPiece: "</s>", addDummyPrefix: true, addBOS: true}
 	err := eachField(data, "", func(num protowire.Number, typ protowire.Type, v []byte, x uint64) error {
 		switch num {
 		case 1:
@@ -195,7 +203,7 @@ func (m *spModel) tokenizer() (*Tokenizer, error) {
 			*id = -1
 		}
 	}
-	llama := m.modelType == 2 && m.byteFallback && len(m.charsmap) == 0 && m.bosID >= 0
+	llama := m.llamaLayout || m.modelType == 2 && m.byteFallback && len(m.charsmap) == 0 && m.bosID >= 0
 	scores := make([]float64, len(m.pieces))
 	for i, p := range m.pieces {
 		scores[i] = p.score
@@ -242,8 +250,10 @@ func (m *spModel) tokenizer() (*Tokenizer, error) {
 			dec = append(dec, typed{"type": "Strip", "content": " ", "start": 1, "stop": 0})
 		}
 		norm = append(norm, replaceJSON(" ", "▁", false))
-		bos := m.pieces[m.bosID].piece
-		post := templateJSON([]string{bos + ":0", "$A:0"}, []string{bos + ":0", "$A:0", bos + ":1", "$B:1"}, map[string]int{bos: m.bosID})
+		post, err := m.llamaTemplate()
+		if err != nil {
+			return nil, err
+		}
 		return buildDoc(added, seqNormalizer(norm...), nil, post, seqDecoder(dec...), mdl)
 	}
 	norm := []any{typed{"type": "Strip", "strip_left": false, "strip_right": true}, replaceJSON(" {2,}", "▁", true)}
@@ -260,6 +270,50 @@ func (m *spModel) tokenizer() (*Tokenizer, error) {
 		post = templateJSON([]string{"$A:0", eos + ":0"}, []string{"$A:0", eos + ":0", "$B:0", eos + ":0"}, map[string]int{eos: m.eosID})
 	}
 	return buildDoc(added, seqNormalizer(norm...), metaspaceJSON(scheme, true), post, metaspaceJSON(scheme, true), mdl)
+}
+
+// llamaTemplate is the post-processor LlamaTokenizerFast sets from
+// add_bos_token and add_eos_token: "<s> $A </s>" with the parts it adds.
+func (m *spModel) llamaTemplate() (typed, error) {
+	piece := func(id int) string {
+		if id >= 0 && id < len(m.pieces) {
+			return m.pieces[id].piece
+		}
+		return ""
+	}
+	return bosEOSTemplate(piece(m.bosID), m.bosID, m.addBOS, piece(m.eosID), m.eosID, m.addEOS)
+}
+
+// bosEOSTemplate writes TemplateProcessing as transformers'
+// update_post_processor does: single "[bos] $A [eos]", pair
+// "[bos] $A [eos] [bos] $B [eos]", the B side with type id 1.
+func bosEOSTemplate(bos string, bosID int, addBOS bool, eos string, eosID int, addEOS bool) (typed, error) {
+	specials := map[string]int{}
+	side := func(seq string, typeID string) []string {
+		var out []string
+		if addBOS {
+			out = append(out, bos+":"+typeID)
+		}
+		out = append(out, seq+":"+typeID)
+		if addEOS {
+			out = append(out, eos+":"+typeID)
+		}
+		return out
+	}
+	if addBOS {
+		if bos == "" {
+			return nil, fieldErr("add_bos_token", "is true but the vocabulary has no bos token")
+		}
+		specials[bos] = bosID
+	}
+	if addEOS {
+		if eos == "" {
+			return nil, fieldErr("add_eos_token", "is true but the vocabulary has no eos token")
+		}
+		specials[eos] = eosID
+	}
+	single := side("$A", "0")
+	return templateJSON(single, slices.Concat(single, side("$B", "1")), specials), nil
 }
 
 // spMerges derives BPE merges from piece scores as transformers'

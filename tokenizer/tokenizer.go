@@ -3,7 +3,8 @@
 // the Python `tokenizers` library: byte-level BPE for GPT-2/RoBERTa, Unigram
 // with SentencePiece's precompiled normalizer for T5, and SentencePiece-style
 // BPE with byte fallback for Llama 2. It also trains such tokenizers, for
-// models initialised from scratch.
+// models initialised from scratch, and converts them to and from the
+// vocabularies GGUF files carry (FromGGUF, ToGGUF).
 //
 // Encoding runs the Hugging Face pipeline: added tokens are cut out of the
 // raw text, the rest is normalized, pre-tokenized into words, tokenized by
@@ -125,6 +126,7 @@ type Tokenizer struct {
 	pad        *Padding
 	special    SpecialIDs
 	doc        document
+	gguf       *ggufMemo // what a GGUF vocabulary said beyond tokenizer.json
 }
 
 // document is the file as loaded, so that Save writes back what it read.
