@@ -12,12 +12,14 @@ import (
 	"strings"
 	"time"
 
+	"github.com/migu-ml/migu/chat"
 	"github.com/migu-ml/migu/data"
 	"github.com/migu-ml/migu/eval"
 	"github.com/migu-ml/migu/finetune"
 	"github.com/migu-ml/migu/internal/atomicfile"
 	"github.com/migu-ml/migu/internal/badinput"
 	"github.com/migu-ml/migu/modeldir"
+	"github.com/migu-ml/migu/tokenizer"
 	"github.com/migu-ml/migu/train"
 )
 
@@ -134,6 +136,9 @@ type runner struct {
 	testFiles []string
 	warnings  []string
 	log       io.Writer
+	// chat is the chat template tasks train with (--template chat), so
+	// that evaluation renders rows as training did; nil otherwise.
+	chat *chat.Template
 }
 
 // Run trains and evaluates seq with every method and seed of o, resuming
@@ -192,6 +197,15 @@ func newRunner(seq *Sequence, o Options) (*runner, error) {
 		return nil, badinput.Errorf("%s: a %s model (objective %s) cannot answer with a label; continual learning runs causal (llama) and seq2seq (t5) models", o.Model, man.Architecture, man.Objective)
 	}
 	r := &runner{o: o, seq: seq, man: man, log: o.Progress}
+	tok, err := tokenizer.Load(filepath.Join(o.Model, modeldir.TokenizerFile))
+	if err != nil {
+		return nil, err
+	}
+	job := o.Job
+	job.Model = o.Model
+	if _, r.chat, _, err = finetune.RecordFormat(job, data.Classification, man, tok); err != nil {
+		return nil, err
+	}
 	if r.log == nil {
 		r.log = io.Discard
 	}
@@ -486,7 +500,7 @@ func (r *runner) evaluate(ctx context.Context, modelDir, adapter string) (map[st
 		}
 		train := filepath.Join(filepath.Dir(r.testFiles[i]), "train.json") // stands for the prompt's folders
 		prompt := data.CLPromptFor(train, t.labels)
-		res, err := eval.CLEvaluate(ctx, m, ds, eval.CLOptions{Labels: t.labels, Prompt: &prompt, Mode: r.o.Score, MaxLen: r.o.Job.MaxLen})
+		res, err := eval.CLEvaluate(ctx, m, ds, eval.CLOptions{Labels: t.labels, Prompt: &prompt, Mode: r.o.Score, MaxLen: r.o.Job.MaxLen, Chat: r.chat})
 		if err != nil {
 			return nil, fmt.Errorf("evaluating task %s: %w", t.Name, err)
 		}

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/migu-ml/migu/chat"
 	"github.com/migu-ml/migu/internal/badinput"
 	"github.com/migu-ml/migu/tokenizer"
 )
@@ -20,12 +21,20 @@ type Example struct {
 	// Target is a seq2seq answer, ending with eos unless truncated.
 	Target []int32
 	// PromptLen is, for clm, the number of leading positions (bos and the
-	// prompt) that take no loss.
+	// prompt) that take no loss; in the chat format, where the first
+	// assistant turn starts. InputIDs[:PromptLen] is the prompt.
 	PromptLen int
+	// LossMask, when set (the chat format), says which positions take the
+	// loss: the tokens of the assistant turns learnt. Nil: every position
+	// from PromptLen on.
+	LossMask []bool
 	// Class is a cls example's label index.
 	Class int
 	// Truncated says MaxLen (or MaxTargetLen) cut this example.
 	Truncated bool
+	// AnswerCut says the cut took answer tokens (an assistant turn's, a
+	// target's), some or all.
+	AnswerCut bool
 }
 
 // Examples are the encoded records of one dataset, ready for a Loader.
@@ -70,10 +79,12 @@ func NewEncoder(tok *tokenizer.Tokenizer, cfg Config) (*Encoder, error) {
 // CheckKind returns a bad-input error when records of a kind cannot train
 // an objective. Classification and instruction records train every
 // generative objective (the CL prompt and the template make them a prompt
-// and an answer), text records train clm and mlm, and only classification
-// records train cls.
+// and an answer), text records train clm and mlm, chat records train clm,
+// and only classification records train cls.
 func CheckKind(k Kind, o Objective) error {
 	switch {
+	case k == Chat && o != CLM:
+		return badinput.Errorf("chat records cannot train objective %s: a model's chat template is for decoder-only models (objective clm)", o)
 	case k == Text && o == Seq2Seq:
 		return badinput.Errorf("text records cannot train objective seq2seq: it needs a prompt and an answer (instruction or classification records)")
 	case k != Classification && o == CLS:
@@ -87,6 +98,9 @@ func CheckKind(k Kind, o Objective) error {
 func (e *Encoder) Encode(ds *Dataset) (*Examples, error) {
 	if err := CheckKind(ds.Kind, e.cfg.Objective); err != nil {
 		return nil, fmt.Errorf("%s: %w", ds.Path, err)
+	}
+	if ds.Kind == Chat && e.cfg.Chat == nil {
+		return nil, badinput.Errorf("%s: chat records (messages) need the model's chat template", ds.Path)
 	}
 	if e.cfg.Objective == CLS && e.cfg.NumLabels > 0 && len(ds.Labels) > e.cfg.NumLabels {
 		return nil, badinput.Errorf("%s: %d labels (%s), but the model's classification head has %d", ds.Path, len(ds.Labels), ds.LabelSource, e.cfg.NumLabels)
@@ -146,8 +160,13 @@ func (e *Encoder) EncodeRecord(r *Record, cl CLPrompt) (Example, error) {
 	}
 	switch e.cfg.Objective {
 	case CLM:
-		if r.Kind == Text {
+		switch {
+		case r.Kind == Text:
 			return e.sequence(r.Text, false)
+		case r.Kind == Chat && e.cfg.Chat == nil:
+			return Example{}, badinput.Errorf("a chat record needs the model's chat template")
+		case e.cfg.Chat != nil:
+			return e.chatExample(r, cl)
 		}
 		return e.causal(r, cl)
 	case Seq2Seq:
@@ -232,7 +251,87 @@ func (e *Encoder) causal(r *Record, cl CLPrompt) (Example, error) {
 		ids = append(ids, toInt32(p, 0)...)
 	}
 	ids = append(ids, a[:keepA]...)
-	return Example{InputIDs: ids, PromptLen: nb + keepP, Truncated: truncated}, nil
+	return Example{InputIDs: ids, PromptLen: nb + keepP, Truncated: truncated, AnswerCut: keepA < len(a)}, nil
+}
+
+// Conversation is a record as the chat format sees it: chat records as
+// they are; an instruction or classification record as a user message
+// holding the prompt without the text templates' wording (instruction, a
+// blank line and the input; a prompt record's prompt; the CL prompt) and
+// an assistant message holding the answer. learn marks the assistant
+// messages the loss is taken on.
+func Conversation(r *Record, cl CLPrompt) (msgs []chat.Message, learn []bool) {
+	if r.Kind == Chat {
+		return r.Messages, r.Learn
+	}
+	var user string
+	switch {
+	case r.Kind == Classification:
+		user = cl.Format(r.Sentence)
+	case r.Instruction == "" && r.Input == "":
+		user = r.Prompt
+	case r.Input == "":
+		user = r.Instruction
+	default:
+		user = r.Instruction + "\n\n" + r.Input
+	}
+	return []chat.Message{{Role: chat.RoleUser, Content: user}, {Role: chat.RoleAssistant, Content: answer(r)}}, []bool{false, true}
+}
+
+// chatExample renders a record's conversation with the model's chat
+// template and tokenizes the text without adding special tokens (the
+// template writes them), as apply_chat_template(tokenize=True) does. The
+// loss is on the tokens of the learnt assistant turns — each turn's
+// content as the template writes it and its end-of-turn text (ChatML's
+// <|im_end|>, Llama 2's </s>), not the whitespace the template puts
+// between turns (chat.Rendered says why); a token that straddles a turn's
+// edge counts as the turn's. This is the mask TRL's assistant_only_loss
+// takes from a template whose {% generation %} blocks hold the content
+// and the end-of-turn token. A conversation too long keeps its start and
+// loses its end.
+func (e *Encoder) chatExample(r *Record, cl CLPrompt) (Example, error) {
+	msgs, learn := Conversation(r, cl)
+	rt, err := e.cfg.Chat.RenderTurns(msgs, nil)
+	if err != nil {
+		return Example{}, err
+	}
+	var spans []chat.Span
+	k := 0
+	for i, m := range msgs {
+		if m.Role == chat.RoleAssistant {
+			if learn[i] {
+				spans = append(spans, rt.Assistant[k])
+			}
+			k++
+		}
+	}
+	enc, err := e.tok.Encode(rt.Text, false)
+	if err != nil {
+		return Example{}, err
+	}
+	ex := Example{InputIDs: toInt32(enc.IDs, 0), LossMask: make([]bool, len(enc.IDs))}
+	s := 0
+	for i, o := range enc.Offsets {
+		for s < len(spans) && spans[s].End <= o.Start {
+			s++
+		}
+		ex.LossMask[i] = s < len(spans) && o.End > spans[s].Start && o.Start < spans[s].End && spans[s].End > spans[s].Start
+	}
+	if n := e.cfg.MaxLen; len(ex.InputIDs) > n {
+		ex.Truncated = true
+		for _, m := range ex.LossMask[n:] {
+			ex.AnswerCut = ex.AnswerCut || m
+		}
+		ex.InputIDs, ex.LossMask = ex.InputIDs[:n], ex.LossMask[:n]
+	}
+	ex.PromptLen = len(ex.InputIDs)
+	for i, m := range ex.LossMask {
+		if m {
+			ex.PromptLen = i
+			break
+		}
+	}
+	return ex, nil
 }
 
 // seq2seq builds an encoder-decoder example: prompt + eos in, answer + eos
@@ -264,7 +363,7 @@ func (e *Encoder) seq2seq(r *Record, cl CLPrompt) (Example, error) {
 		ex.Target = append(ex.Target, int32(sp.EOS))
 	}
 	if len(ex.Target) > e.cfg.MaxTargetLen {
-		ex.Target, ex.Truncated = ex.Target[:e.cfg.MaxTargetLen], true
+		ex.Target, ex.Truncated, ex.AnswerCut = ex.Target[:e.cfg.MaxTargetLen], true, true
 	}
 	return ex, nil
 }

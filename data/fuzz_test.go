@@ -22,6 +22,8 @@ func FuzzReadJSONL(f *testing.F) {
 		"[{\"text\": \"a\"}] trailing",
 		"\ufeff{\"text\": \"bom\"}",
 		"", "\n\n", "[", "null", "{\"label\": null, \"sentence\": \"x\"}",
+		"{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}, {\"role\": \"assistant\", \"content\": \"yo\", \"weight\": 1}]}\n{\"messages\": []}\n",
+		"[{\"messages\": [{\"role\": \"system\", \"content\": \"s\"}, {\"role\": \"assistant\", \"content\": 3}]}]",
 	} {
 		f.Add([]byte(s), false, "")
 		f.Add([]byte(s), true, "")
@@ -54,6 +56,9 @@ func FuzzReadJSONL(f *testing.F) {
 			last = r.Line
 			if r.Kind == Classification && (r.Class < 0 || r.Class >= len(ds.Labels) || ds.Labels[r.Class] != r.Label) {
 				t.Fatalf("class %d of %q, labels %q", r.Class, r.Label, ds.Labels)
+			}
+			if r.Kind == Chat && (len(r.Messages) == 0 || len(r.Learn) != len(r.Messages)) {
+				t.Fatalf("chat record with %d messages and %d learn flags", len(r.Messages), len(r.Learn))
 			}
 		}
 		if !skip && ds.Skipped != 0 {

@@ -23,7 +23,7 @@ var testSpecials = Specials{BOS: tBOS, EOS: tEOS, PAD: tPad, MASK: tMask, Decode
 
 // testWords are the words of the test tokenizer after its five specials.
 var testWords = strings.Fields(`a b c d e f g h p q r s t u v x y z do this ok fine more nice film bad good
-	pick Option: good, Answer: yes no hello world Task:SC Dataset:films`)
+	pick Option: good, Answer: yes no hello world Task:SC Dataset:films system user assistant be`)
 
 // wordTokenizer builds a word-level tokenizer (one id per
 // whitespace-separated word, <unk> for the rest), so that tests can spell

@@ -212,7 +212,7 @@ func (l *Loader) Build(rows []int, epoch int) *Batch {
 			labels := b.Labels[r*b.SeqLen : (r+1)*b.SeqLen]
 			for t := range labels {
 				labels[t] = IgnoreIndex
-				if t >= ex.PromptLen && t < len(ex.InputIDs) {
+				if t < len(ex.InputIDs) && (ex.LossMask == nil && t >= ex.PromptLen || ex.LossMask != nil && ex.LossMask[t]) {
 					labels[t] = ids[t]
 					if t > 0 {
 						b.LossTokens++

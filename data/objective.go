@@ -1,6 +1,7 @@
 package data
 
 import (
+	"github.com/migu-ml/migu/chat"
 	"github.com/migu-ml/migu/internal/badinput"
 	"github.com/migu-ml/migu/modeldir"
 )
@@ -81,6 +82,11 @@ type Config struct {
 	// CL formats classification records for the generative objectives
 	// (nil: CLPromptFor the dataset's path and labels).
 	CL *CLPrompt
+	// Chat, when set, formats every record but text ones with the model's
+	// chat template instead of Template (see Conversation and
+	// chatExample), the loss on the assistant turns alone. Chat records
+	// need it; objective clm only.
+	Chat *chat.Template
 	// MLMProbability is the share of tokens MLM chooses (0: 0.15).
 	MLMProbability float64
 }
@@ -138,6 +144,9 @@ func (c *Config) check() error {
 	}
 	if err := c.Template.Validate(); err != nil {
 		return badinput.Wrap(err)
+	}
+	if c.Chat != nil && c.Objective != CLM {
+		return badinput.Errorf("the chat template format is for decoder-only models (objective clm), not objective %s", c.Objective)
 	}
 	if c.MLMProbability == 0 {
 		c.MLMProbability = 0.15

@@ -4,6 +4,11 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
+
+	"github.com/migu-ml/migu/chat"
+	"github.com/migu-ml/migu/internal/badinput"
+	"github.com/migu-ml/migu/modeldir"
+	"github.com/migu-ml/migu/tokenizer"
 )
 
 // span is a byte range [start, end) of a prompt: the part of the record's
@@ -167,4 +172,37 @@ func (p CLPrompt) format(sentence string) (string, span) {
 	b.WriteString(sentence)
 	b.WriteString("\nAnswer:")
 	return b.String(), cut
+}
+
+// LoadChat returns the chat template a model folder formats conversations
+// with: the Jinja file override when given, else the chat_template of the
+// folder's tokenizer_config.json. Special tokens the template reads
+// (bos_token, eos_token, unk_token, pad_token) come from
+// tokenizer_config.json, and where it lacks them from migu.json's special
+// tokens spelled by the tokenizer. Without a template it returns nil, or,
+// when need says what requires one, bad input naming the folder's
+// tokenizer_config.json and --chat-template.
+func LoadChat(modelDir, override string, man *modeldir.Manifest, tok *tokenizer.Tokenizer, need string) (*chat.Template, error) {
+	tpl, err := chat.Load(modelDir, override)
+	if err != nil {
+		return nil, err
+	}
+	if tpl == nil {
+		if need == "" {
+			return nil, nil
+		}
+		return nil, badinput.Errorf("%s needs a chat template, and %s has none (no field chat_template): give the model's template with --chat-template FILE",
+			need, filepath.Join(modelDir, modeldir.TokenizerConfigFile))
+	}
+	fill := map[string]any{}
+	for role, id := range man.SpecialTokens {
+		name := role + "_token"
+		if _, ok := tpl.Vars[name]; ok || role == "decoder_start" {
+			continue
+		}
+		if s, ok := tok.IDToToken(int(id)); ok {
+			fill[name] = s
+		}
+	}
+	return tpl.WithVars(fill), nil
 }

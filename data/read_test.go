@@ -188,7 +188,7 @@ func TestReadErrors(t *testing.T) {
 		{name: "missing forced text field", file: "f.jsonl", content: `{"sentence": "x", "label": "y"}`, opt: ReadOptions{Kind: Text},
 			want: `f.jsonl:1: field "text": missing: a text record needs it`, line: 1, field: "text"},
 		{name: "no known field", file: "f.jsonl", content: `{"question": "x"}`,
-			want: `f.jsonl:1: no known fields: expected "instruction" and "output" (or "response"), "prompt" and "completion", "sentence" and "label", or "text"`, line: 1},
+			want: `f.jsonl:1: no known fields: expected "messages", "instruction" and "output" (or "response"), "prompt" and "completion", "sentence" and "label", or "text"`, line: 1},
 		{name: "wrong type", file: "f.jsonl", content: `{"text": 5}`,
 			want: `f.jsonl:1: field "text": expected a string, got a number`, line: 1, field: "text"},
 		{name: "label of wrong type", file: "f.jsonl", content: `{"sentence": "s", "label": ["a"]}`,
@@ -284,13 +284,13 @@ func TestSkipBadLines(t *testing.T) {
 }
 
 func TestParseKind(t *testing.T) {
-	for in, want := range map[string]Kind{"": "", "auto": "", "text": Text, "instruction": Instruction, "classification": Classification} {
+	for in, want := range map[string]Kind{"": "", "auto": "", "text": Text, "instruction": Instruction, "classification": Classification, "chat": Chat} {
 		if k, err := ParseKind(in); err != nil || k != want {
 			t.Errorf("ParseKind(%q) = %q, %v", in, k, err)
 		}
 	}
-	if _, err := ParseKind("chat"); err == nil {
-		t.Error("ParseKind accepted chat")
+	if _, err := ParseKind("dialogue"); err == nil {
+		t.Error("ParseKind accepted dialogue")
 	}
 }
 

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+
+	"github.com/migu-ml/migu/chat"
 )
 
 // Kind is what a record holds; it decides how the record becomes a prompt,
@@ -22,6 +24,12 @@ const (
 	// Text records: "text" (or ReadOptions.TextField), for continual
 	// pre-training.
 	Text Kind = "text"
+	// Chat records: "messages", a list of {"role", "content"} with roles
+	// system, user and assistant, as in OpenAI's and TRL's fine-tuning
+	// files; an assistant message may carry OpenAI's "weight" (0: not
+	// learnt). The model's chat template renders them; the loss is on the
+	// assistant turns.
+	Chat Kind = "chat"
 )
 
 // ParseKind checks a record kind from a flag; "" and "auto" mean detect.
@@ -29,10 +37,10 @@ func ParseKind(s string) (Kind, error) {
 	switch Kind(s) {
 	case "", "auto":
 		return "", nil
-	case Instruction, Classification, Text:
+	case Instruction, Classification, Text, Chat:
 		return Kind(s), nil
 	}
-	return "", fmt.Errorf("unknown record kind %q (instruction, classification, text or auto)", s)
+	return "", fmt.Errorf("unknown record kind %q (instruction, classification, text, chat or auto)", s)
 }
 
 // Record is one example of a data file before tokenization. Which fields
@@ -55,6 +63,10 @@ type Record struct {
 	Class    int
 	// Text is a text record's text.
 	Text string
+	// Messages are a chat record's conversation; Learn[i] says whether
+	// message i is an assistant message the loss is taken on.
+	Messages []chat.Message
+	Learn    []bool
 	// Line is where the record starts in its file (1-based).
 	Line int
 }
@@ -88,6 +100,8 @@ func parseRecord(obj map[string]json.RawMessage, forced Kind, textField string) 
 	kind := forced
 	if kind == "" {
 		switch {
+		case has(obj, "messages"):
+			kind = Chat
 		case has(obj, "instruction"), has(obj, "prompt"):
 			kind = Instruction
 		case has(obj, "sentence"), has(obj, "label"):
@@ -95,7 +109,7 @@ func parseRecord(obj map[string]json.RawMessage, forced Kind, textField string) 
 		case has(obj, textField):
 			kind = Text
 		default:
-			return r, &fieldError{"", fmt.Sprintf(`no known fields: expected "instruction" and "output" (or "response"), "prompt" and "completion", "sentence" and "label", or %q`, textField)}
+			return r, &fieldError{"", fmt.Sprintf(`no known fields: expected "messages", "instruction" and "output" (or "response"), "prompt" and "completion", "sentence" and "label", or %q`, textField)}
 		}
 	}
 	r.Kind = kind
@@ -146,8 +160,72 @@ func parseRecord(obj map[string]json.RawMessage, forced Kind, textField string) 
 		}
 		r.Text, err = str(obj, textField)
 		return r, err
+	case Chat:
+		if !has(obj, "messages") {
+			return r, missing("messages", `a chat record needs "messages": [{"role": …, "content": …}, …]`)
+		}
+		r.Messages, r.Learn, err = parseMessages(obj["messages"])
+		return r, err
 	}
 	return r, fmt.Errorf("unknown record kind %q", kind)
+}
+
+// parseMessages checks a chat record's "messages": a non-empty list of
+// objects with a known "role" and a string "content", at least one of
+// them an assistant message to learn from.
+func parseMessages(raw json.RawMessage) ([]chat.Message, []bool, error) {
+	var items []json.RawMessage
+	if jsonKind(raw) != "an array" || json.Unmarshal(raw, &items) != nil {
+		return nil, nil, &fieldError{"messages", `expected a list of {"role", "content"} objects, got ` + jsonKind(raw)}
+	}
+	if len(items) == 0 {
+		return nil, nil, &fieldError{"messages", "the list is empty: a conversation needs at least an assistant message"}
+	}
+	msgs, learn := make([]chat.Message, len(items)), make([]bool, len(items))
+	learnt := 0
+	for i, it := range items {
+		at := fmt.Sprintf("messages[%d]", i)
+		var m map[string]json.RawMessage
+		if jsonKind(it) != "an object" || json.Unmarshal(it, &m) != nil {
+			return nil, nil, &fieldError{at, `expected an object with "role" and "content", got ` + jsonKind(it)}
+		}
+		for _, f := range []string{"role", "content"} {
+			v, ok := m[f]
+			switch {
+			case !ok:
+				return nil, nil, missing(at+"."+f, `every message needs "role" and "content"`)
+			case jsonKind(v) == "an array" && f == "content":
+				return nil, nil, &fieldError{at + ".content", "expected a string, got an array (content parts are not supported: give the text as a string)"}
+			case jsonKind(v) != "a string" || json.Unmarshal(v, new(string)) != nil:
+				return nil, nil, &fieldError{at + "." + f, "expected a string, got " + jsonKind(v)}
+			}
+		}
+		json.Unmarshal(m["role"], &msgs[i].Role)
+		json.Unmarshal(m["content"], &msgs[i].Content)
+		switch msgs[i].Role {
+		case chat.RoleSystem, chat.RoleUser, chat.RoleAssistant:
+		default:
+			return nil, nil, &fieldError{at + ".role", fmt.Sprintf("unknown role %q: expected system, user or assistant", msgs[i].Role)}
+		}
+		learn[i] = msgs[i].Role == chat.RoleAssistant
+		if w := m["weight"]; has(m, "weight") {
+			var f float64
+			switch err := json.Unmarshal(w, &f); {
+			case !learn[i]:
+				return nil, nil, &fieldError{at + ".weight", "only assistant messages carry a weight"}
+			case err != nil || f != 0 && f != 1:
+				return nil, nil, &fieldError{at + ".weight", "expected 0 (do not learn this message) or 1, got " + string(w)}
+			}
+			learn[i] = f == 1
+		}
+		if learn[i] {
+			learnt++
+		}
+	}
+	if learnt == 0 {
+		return nil, nil, &fieldError{"messages", `no assistant message to learn from: a conversation needs a message with role "assistant" (and weight 1 where weights are given)`}
+	}
+	return msgs, learn, nil
 }
 
 // has reports whether obj has field with a non-null value.

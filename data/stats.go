@@ -7,6 +7,9 @@ type Stats struct {
 	Examples  int `json:"examples"`
 	Skipped   int `json:"skipped"`   // bad records skipped (ReadOptions.SkipBadLines)
 	Truncated int `json:"truncated"` // examples cut to MaxLen or MaxTargetLen
+	// AnswerCut counts the truncated examples that lost answer tokens
+	// (assistant turns, targets): some of what they teach is missing.
+	AnswerCut int `json:"answer_cut"`
 	// Tokens counts the input tokens after truncation (encoder and decoder
 	// for seq2seq), padding excluded.
 	Tokens int `json:"tokens"`
@@ -20,8 +23,8 @@ type Stats struct {
 }
 
 func (s Stats) String() string {
-	return fmt.Sprintf("%d examples (%d truncated, %d bad records skipped), %d tokens, %d target tokens, longest %d",
-		s.Examples, s.Truncated, s.Skipped, s.Tokens, s.TargetTokens, s.Longest)
+	return fmt.Sprintf("%d examples (%d truncated, %d bad records skipped), %d tokens, %d target tokens, longest %d, %d with answer tokens cut",
+		s.Examples, s.Truncated, s.Skipped, s.Tokens, s.TargetTokens, s.Longest, s.AnswerCut)
 }
 
 // statsOf counts what Encode produced.
@@ -35,9 +38,18 @@ func statsOf(ex *Examples, ds *Dataset) Stats {
 		if it.Truncated {
 			s.Truncated++
 		}
+		if it.AnswerCut {
+			s.AnswerCut++
+		}
 		switch ex.Config.Objective {
 		case CLM:
-			s.TargetTokens += max(len(it.InputIDs)-max(it.PromptLen, 1), 0)
+			if it.LossMask == nil {
+				s.TargetTokens += max(len(it.InputIDs)-max(it.PromptLen, 1), 0)
+				break
+			}
+			for _, m := range it.LossMask[min(1, len(it.LossMask)):] {
+				s.TargetTokens += btoi(m)
+			}
 		case Seq2Seq:
 			s.TargetTokens += len(it.Target)
 		case MLM:

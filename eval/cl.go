@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/migu-ml/migu/chat"
 	"github.com/migu-ml/migu/data"
 	"github.com/migu-ml/migu/internal/badinput"
 )
@@ -46,6 +47,11 @@ type CLOptions struct {
 	// MaxLen truncates prompt and answer as training did (0: training's
 	// default, data.ConfigFor's; never more than the model's MaxLength).
 	MaxLen int
+	// Chat is the chat template the model was trained with (--template
+	// chat), nil for the plain prompt: each row is then a user message
+	// holding Prompt's text, the label the assistant's answer, scored and
+	// generated as training rendered them (data.Conversation).
+	Chat *chat.Template
 }
 
 // CLResult holds the outcome of one test file.
@@ -167,6 +173,7 @@ func CLEvaluate(ctx context.Context, m *Model, ds *data.Dataset, o CLOptions) (*
 		cfg.MaxLen = o.MaxLen
 	}
 	cfg.MaxLen = min(cfg.MaxLen, m.MaxLength())
+	cfg.Chat = o.Chat
 	if m.mlm && o.Mode != CLRank {
 		return nil, badinput.Errorf("%s: a masked-LM model cannot generate; score it with --cl-mode rank (pseudo-log-likelihood of each label)", ds.Path)
 	}
@@ -188,7 +195,7 @@ func CLEvaluate(ctx context.Context, m *Model, ds *data.Dataset, o CLOptions) (*
 		}
 	}
 	if o.Mode == CLGenerate || o.Mode == CLBoth {
-		if err := clGenerate(ctx, m, rows, labels, prompt, o.MaxNewTokens, res); err != nil {
+		if err := clGenerate(ctx, m, rows, labels, prompt, o.MaxNewTokens, o.Chat, res); err != nil {
 			return nil, err
 		}
 	}
@@ -212,7 +219,14 @@ func clRank(ctx context.Context, m *Model, enc *data.Encoder, rows []data.Record
 			if m.seq2seq {
 				req = tokenRequest{ctx: ints(ex.InputIDs), cont: ints(ex.Target)}
 			} else {
-				req = tokenRequest{ctx: ints(ex.InputIDs[:ex.PromptLen]), cont: ints(ex.InputIDs[ex.PromptLen:])}
+				// In the chat format the answer ends with the assistant
+				// turn (its end-of-turn token), before the template's
+				// text between turns.
+				end := len(ex.InputIDs)
+				for end > ex.PromptLen && ex.LossMask != nil && !ex.LossMask[end-1] {
+					end--
+				}
+				req = tokenRequest{ctx: ints(ex.InputIDs[:ex.PromptLen]), cont: ints(ex.InputIDs[ex.PromptLen:end])}
 			}
 			if len(req.cont) == 0 {
 				return badinput.Errorf("label %q has no tokens left after truncating row %d", l, r.Line)
@@ -255,8 +269,10 @@ func ints(ids []int32) []int {
 }
 
 // clGenerate generates each row's answer greedily (up to the end of
-// sequence or a new line) and counts exact matches of the label.
-func clGenerate(ctx context.Context, m *Model, rows []data.Record, labels []string, prompt data.CLPrompt, maxNew int, res *CLResult) error {
+// sequence or a new line; with a chat template, after the generation
+// prompt and up to the end of the turn) and counts exact matches of the
+// label.
+func clGenerate(ctx context.Context, m *Model, rows []data.Record, labels []string, prompt data.CLPrompt, maxNew int, tpl *chat.Template, res *CLResult) error {
 	if maxNew <= 0 {
 		for _, l := range labels {
 			ids, err := m.Tokenizer().EncodeIDs(l, false)
@@ -270,7 +286,7 @@ func clGenerate(ctx context.Context, m *Model, rows []data.Record, labels []stri
 	for i, r := range rows {
 		prompts[i] = prompt.Format(r.Sentence)
 	}
-	gens, err := m.Generate(ctx, prompts, GenOptions{MaxNewTokens: maxNew, Stop: []string{"\n"}})
+	gens, err := m.Generate(ctx, prompts, GenOptions{MaxNewTokens: maxNew, Stop: []string{"\n"}, Chat: tpl})
 	if err != nil {
 		return err
 	}

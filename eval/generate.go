@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/migu-ml/migu/chat"
 	"github.com/migu-ml/migu/internal/badinput"
 )
 
@@ -36,6 +37,15 @@ type GenOptions struct {
 	// NoCache recomputes the whole sequence every step instead of using
 	// the key/value cache (for measuring the cache, and for checking it).
 	NoCache bool
+	// Chat, when set, makes each prompt a user message rendered with the
+	// template's generation prompt and encoded without the tokenizer's
+	// special tokens (the template writes them), as a chat model is
+	// prompted; generation then also ends at the template's end-of-turn
+	// text (Template.EndOfTurn): its token when the tokenizer has it as
+	// one, else as a stop string.
+	Chat *chat.Template
+
+	endIDs []int64 // tokens that end a generation as the end-of-sequence token does
 }
 
 // Generation is the output for one prompt.
@@ -102,9 +112,27 @@ func (m *Model) Generate(ctx context.Context, prompts []string, o GenOptions) ([
 	if m.sess == nil {
 		return nil, errors.New("eval: the model is closed")
 	}
+	if id, ok := m.man.SpecialTokens["eos"]; ok {
+		o.endIDs = append(o.endIDs, id)
+	}
+	if o.Chat != nil {
+		if prompts, err = chatPrompts(o.Chat, prompts); err != nil {
+			return nil, err
+		}
+		eot, err := o.Chat.EndOfTurn(nil)
+		if err != nil {
+			return nil, err
+		}
+		if id, ok := m.tok.TokenToID(eot); ok && eot != "" {
+			o.endIDs = append(o.endIDs, int64(id))
+		} else if eot != "" {
+			// Not a token of its own: the text stops it.
+			o.Stop = append(slices.Clone(o.Stop), eot)
+		}
+	}
 	encoded := make([][]int64, len(prompts))
 	for i, p := range prompts {
-		if encoded[i], err = m.encodePrompt(p, o.MaxNewTokens); err != nil {
+		if encoded[i], err = m.encodeText(p, o.MaxNewTokens, o.Chat == nil); err != nil {
 			return nil, err
 		}
 	}
@@ -136,11 +164,31 @@ func (m *Model) Generate(ctx context.Context, prompts []string, o GenOptions) ([
 	return out, nil
 }
 
+// chatPrompts renders each prompt as a one-message conversation with the
+// generation prompt.
+func chatPrompts(tpl *chat.Template, prompts []string) ([]string, error) {
+	out := make([]string, len(prompts))
+	for i, p := range prompts {
+		s, err := tpl.Render([]chat.Message{{Role: chat.RoleUser, Content: p}}, chat.Options{AddGenerationPrompt: true})
+		if err != nil {
+			return nil, err
+		}
+		out[i] = s
+	}
+	return out, nil
+}
+
 // encodePrompt tokenizes a prompt (with the tokenizer's special tokens)
 // and cuts it from the left to leave room for maxNew tokens (causal
 // models) or to the context length (the encoder of a seq2seq model).
 func (m *Model) encodePrompt(prompt string, maxNew int) ([]int64, error) {
-	ids, err := m.tok.EncodeIDs(prompt, true)
+	return m.encodeText(prompt, maxNew, true)
+}
+
+// encodeText is encodePrompt, the tokenizer's special tokens added only
+// when specials is set (a rendered chat template holds its own).
+func (m *Model) encodeText(prompt string, maxNew int, specials bool) ([]int64, error) {
+	ids, err := m.tok.EncodeIDs(prompt, specials)
 	if err != nil {
 		return nil, err
 	}
@@ -223,7 +271,6 @@ func (m *Model) generateBatch(ctx context.Context, prompts [][]int64, index []in
 	if err != nil {
 		return nil, err
 	}
-	eos, hasEOS := m.man.SpecialTokens["eos"]
 	probs := make([]float64, m.vocab)
 	// active[k] is the state of the stepper's row k; finished rows leave
 	// the batch so that later steps only compute the live ones.
@@ -238,7 +285,7 @@ func (m *Model) generateBatch(ctx context.Context, prompts [][]int64, index []in
 		for k, r := range active {
 			s := states[r]
 			tok := int64(pick(logits[k*m.vocab:(k+1)*m.vocab], o, s.rng, probs))
-			if hasEOS && tok == eos {
+			if slices.Contains(o.endIDs, tok) {
 				s.finish(ReasonEOS, "")
 				continue
 			}

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 
 	"github.com/migu-ml/migu/adapters"
+	"github.com/migu-ml/migu/chat"
 	"github.com/migu-ml/migu/data"
 	"github.com/migu-ml/migu/internal/atomicfile"
 	"github.com/migu-ml/migu/internal/badinput"
@@ -42,6 +43,13 @@ type JobOptions struct {
 	Seed             uint64       `json:"seed"`
 	Bucket           int          `json:"bucket"`
 	SkipBadLines     bool         `json:"skip_bad_lines"`
+	// Template is how records become text: FormatChat, FormatAlpaca,
+	// FormatPlain, or "" for chat when the data holds messages (or a
+	// ChatTemplate is given) and alpaca otherwise. See RecordFormat.
+	Template string `json:"template,omitempty"`
+	// ChatTemplate is a Jinja file that replaces the model folder's chat
+	// template.
+	ChatTemplate string `json:"chat_template,omitempty"`
 	// Unmasked trains without MIGU's mask (the first task of a sequence).
 	Unmasked bool `json:"unmasked"`
 	// InitAdapter starts a LoRA run from a trained adapter folder (its r,
@@ -63,12 +71,15 @@ type JobOptions struct {
 
 // JobResult is run.json.
 type JobResult struct {
-	Method     string     `json:"method"`
-	Steps      int64      `json:"steps"`
-	Resumed    int64      `json:"resumed_from,omitempty"`
-	FirstLoss  float64    `json:"first_loss"`
-	LastLoss   float64    `json:"last_loss"`
-	Tokens     int        `json:"tokens"`
+	Method    string  `json:"method"`
+	Steps     int64   `json:"steps"`
+	Resumed   int64   `json:"resumed_from,omitempty"`
+	FirstLoss float64 `json:"first_loss"`
+	LastLoss  float64 `json:"last_loss"`
+	Tokens    int     `json:"tokens"`
+	// Format is how the records became text (FormatChat, …); empty for
+	// text records.
+	Format     string     `json:"format,omitempty"`
 	Data       data.Stats `json:"data"`
 	Stopped    bool       `json:"stopped,omitempty"`
 	Checkpoint string     `json:"checkpoint"`
@@ -92,7 +103,7 @@ func RunJob(ctx context.Context, o JobOptions) (*JobResult, error) {
 	if err := prepareRunDir(o.Out, o.Resume); err != nil {
 		return nil, err
 	}
-	src, stats, err := loadData(o, man)
+	src, stats, format, err := loadData(o, man)
 	if err != nil {
 		return nil, err
 	}
@@ -140,7 +151,7 @@ func RunJob(ctx context.Context, o JobOptions) (*JobResult, error) {
 		return nil, err
 	}
 	res := &JobResult{Method: o.Method, Steps: tr.Step, Resumed: run.Resumed, FirstLoss: run.FirstLoss, LastLoss: run.LastLoss,
-		Tokens: run.Tokens, Data: stats, Stopped: run.Stopped, Checkpoint: run.Checkpoint}
+		Tokens: run.Tokens, Format: format, Data: stats, Stopped: run.Stopped, Checkpoint: run.Checkpoint}
 	if !run.Stopped {
 		switch o.Method {
 		case MethodFull:
@@ -174,11 +185,60 @@ func prepareRunDir(dir string, resume bool) error {
 	return nil
 }
 
+// The formats of JobOptions.Template (--template).
+const (
+	// FormatChat renders records with the model's chat template, the loss
+	// on the assistant turns (data.Config.Chat).
+	FormatChat = "chat"
+	// FormatAlpaca is data.AlpacaTemplate.
+	FormatAlpaca = "alpaca"
+	// FormatPlain is data.PlainTemplate.
+	FormatPlain = "plain"
+)
+
+// RecordFormat decides how a job's records of a kind become text: the
+// text template, the chat template (nil unless the format is chat) and
+// the format's name ("" for text records, which no format touches).
+// Without --template, messages data and a --chat-template choose chat,
+// anything else alpaca. Chat needs a template: the model folder's
+// tokenizer_config.json or --chat-template.
+func RecordFormat(o JobOptions, kind data.Kind, man *modeldir.Manifest, tok *tokenizer.Tokenizer) (data.Template, *chat.Template, string, error) {
+	format := o.Template
+	switch format {
+	case "":
+		format = FormatAlpaca
+		if kind == data.Chat || o.ChatTemplate != "" {
+			format = FormatChat
+		}
+	case FormatChat, FormatAlpaca, FormatPlain:
+	default:
+		return data.Template{}, nil, "", badinput.Errorf("unknown --template %q (chat, alpaca or plain)", o.Template)
+	}
+	switch {
+	case format != FormatChat && kind == data.Chat:
+		return data.Template{}, nil, "", badinput.Errorf("%s holds chat records (messages), which only --template chat formats", o.Data)
+	case format != FormatChat && o.ChatTemplate != "":
+		return data.Template{}, nil, "", badinput.Errorf("--chat-template applies to --template chat, not %s", format)
+	case kind == data.Text:
+		return data.AlpacaTemplate, nil, "", nil
+	case format == FormatAlpaca:
+		return data.AlpacaTemplate, nil, format, nil
+	case format == FormatPlain:
+		return data.PlainTemplate, nil, format, nil
+	}
+	need := "--template chat"
+	if kind == data.Chat {
+		need = o.Data + " (chat records)"
+	}
+	tpl, err := data.LoadChat(o.Model, o.ChatTemplate, man, tok, need)
+	return data.AlpacaTemplate, tpl, format, err
+}
+
 // loadData reads and encodes the data file into a batch loader.
-func loadData(o JobOptions, man *modeldir.Manifest) (*data.Loader, data.Stats, error) {
+func loadData(o JobOptions, man *modeldir.Manifest) (*data.Loader, data.Stats, string, error) {
 	tok, err := tokenizer.Load(filepath.Join(o.Model, modeldir.TokenizerFile))
 	if err != nil {
-		return nil, data.Stats{}, err
+		return nil, data.Stats{}, "", err
 	}
 	cfg := data.ConfigFor(man)
 	if o.MaxLen > 0 {
@@ -187,21 +247,25 @@ func loadData(o JobOptions, man *modeldir.Manifest) (*data.Loader, data.Stats, e
 	if o.Train.Objective != "" {
 		obj, err := data.ParseObjective(o.Train.Objective)
 		if err != nil {
-			return nil, data.Stats{}, err
+			return nil, data.Stats{}, "", err
 		}
 		cfg.Objective = obj
 	}
 	ds, err := data.Read(o.Data, data.ReadOptions{SkipBadLines: o.SkipBadLines})
 	if err != nil {
-		return nil, data.Stats{}, err
+		return nil, data.Stats{}, "", err
+	}
+	var format string
+	if cfg.Template, cfg.Chat, format, err = RecordFormat(o, ds.Kind, man, tok); err != nil {
+		return nil, data.Stats{}, "", err
 	}
 	enc, err := data.NewEncoder(tok, cfg)
 	if err != nil {
-		return nil, data.Stats{}, err
+		return nil, data.Stats{}, "", err
 	}
 	ex, err := enc.Encode(ds)
 	if err != nil {
-		return nil, data.Stats{}, err
+		return nil, data.Stats{}, "", err
 	}
 	batch := o.BatchSize
 	if batch == 0 {
@@ -212,7 +276,7 @@ func loadData(o JobOptions, man *modeldir.Manifest) (*data.Loader, data.Stats, e
 		epochs = -1 // run by steps
 	}
 	l, err := data.NewLoader(ex, data.BatchOptions{BatchSize: batch, Seed: o.Seed, Bucket: o.Bucket, Epochs: epochs})
-	return l, ex.Stats, err
+	return l, ex.Stats, format, err
 }
 
 // loraPlan injects a LoRA adapter and trains only its tensors, each masked

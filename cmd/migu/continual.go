@@ -152,6 +152,8 @@ run stopped, never training a finished task again.`,
 	f.Float64Var(&o.Job.LoRA.Alpha, "lora-alpha", 32, "LoRA alpha (scaling alpha/r)")
 	f.Float64Var(&o.Job.LoRA.Dropout, "lora-dropout", 0, "LoRA dropout")
 	f.StringVar(&targets, "lora-targets", "q,v", "roles LoRA adapts: q,k,v,o,ffn_in,ffn_gate,ffn_out,head, or all")
+	f.StringVar(&o.Job.Template, "template", "", "chat renders each row as a user turn (the CL prompt) and an assistant turn (the label) with the model's chat template, in training and evaluation; alpaca (the default) and plain leave the CL prompt as it is")
+	f.StringVar(&o.Job.ChatTemplate, "chat-template", "", "Jinja chat template file to use instead of the model folder's (implies --template chat)")
 	f.IntVar(&o.Job.Epochs, "epochs", 1, "passes over each task's data")
 	f.Int64Var(&o.Job.MaxSteps, "max-steps", 0, "stop each task after N optimizer steps (0: run the epochs)")
 	f.Float64Var(&o.Job.Train.Optim.LR, "lr", 1e-4, "peak learning rate")

@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/migu-ml/migu/data"
 	"github.com/migu-ml/migu/eval"
 	"github.com/migu-ml/migu/internal/atomicfile"
 	"github.com/migu-ml/migu/internal/badinput"
@@ -34,7 +35,9 @@ type evalFlags struct {
 	temperature, topP                  float64
 	timeout                            time.Duration
 	// cl
-	clMode string
+	clMode       string
+	chatMode     bool
+	chatTemplate string
 }
 
 func newEvalCmd(g *globalFlags) *cobra.Command {
@@ -100,6 +103,8 @@ difference per metric (other − base).`,
 	fl.DurationVar(&f.timeout, "timeout", 0, "humaneval: time limit of each program (0: 10s)")
 	fl.IntVar(&f.memoryMB, "memory-mb", 0, "humaneval: memory limit of each program in MiB (0: 1024)")
 	fl.IntVar(&f.workers, "workers", 0, "humaneval: programs run at once (0: one per CPU)")
+	fl.BoolVar(&f.chatMode, "chat", false, "cl: format each row as a user turn with the model's chat template, as migu train --template chat does")
+	fl.StringVar(&f.chatTemplate, "chat-template", "", "cl: Jinja chat template file to use instead of the model folder's (implies --chat)")
 	fl.StringVar(&f.clMode, "cl-mode", eval.CLRank, "cl: rank (label with the highest log-likelihood; pseudo-log-likelihood for masked-LM models), generate (exact match) or both")
 	return cmd
 }
@@ -140,6 +145,9 @@ func (f *evalFlags) check() error {
 	}
 	if f.task == "cl" {
 		return eval.CheckCLMode(f.clMode)
+	}
+	if f.chatMode || f.chatTemplate != "" {
+		return badinput.Errorf("--chat and --chat-template apply to --task cl")
 	}
 	return nil
 }
@@ -256,7 +264,14 @@ func (f *evalFlags) score(ctx context.Context, m *eval.Model, name string, log i
 			Timeout: f.timeout, MemoryMB: f.memoryMB, Limit: f.limit, Workers: f.workers, Seed: f.seed, Log: log,
 		})
 	case "cl":
-		return eval.CLScores(ctx, m, f.data, eval.CLOptions{Limit: f.limit, Mode: f.clMode, MaxNewTokens: f.maxNew})
+		o := eval.CLOptions{Limit: f.limit, Mode: f.clMode, MaxNewTokens: f.maxNew}
+		if f.chatMode || f.chatTemplate != "" {
+			var err error
+			if o.Chat, err = data.LoadChat(f.model, f.chatTemplate, m.Manifest(), m.Tokenizer(), "--chat"); err != nil {
+				return nil, err
+			}
+		}
+		return eval.CLScores(ctx, m, f.data, o)
 	}
 	return eval.TaskScores(ctx, m, f.task, f.data, to)
 }

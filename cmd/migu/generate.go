@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/migu-ml/migu/data"
 	"github.com/migu-ml/migu/eval"
 	"github.com/migu-ml/migu/internal/badinput"
 	"github.com/spf13/cobra"
@@ -16,6 +17,8 @@ import (
 func newGenerateCmd(g *globalFlags) *cobra.Command {
 	var (
 		model, adapter string
+		chatTemplate   string
+		chatMode       bool
 		prompts, stops []string
 		o              eval.GenOptions
 		threads, batch int
@@ -30,10 +33,14 @@ greedy unless --temperature is above 0, then sampled (with --top-p nucleus
 sampling and a --seed). Generation ends at the end-of-sequence token, at
 --max-new-tokens, or at the earliest --stop string (repeatable; \n, \t and
 other Go escapes are understood). Llama-style models use a key/value cache;
---no-cache recomputes the whole sequence every step (slower, for comparison).`,
+--no-cache recomputes the whole sequence every step (slower, for comparison).
+With --chat each prompt is a user message rendered with the model's chat
+template (tokenizer_config.json, or --chat-template FILE) and its generation
+prompt, and generation also ends at the template's end-of-turn token.`,
 		Example: `  migu generate --model runs/demo/model --prompt "Once upon a time"
   migu generate --model ./llama --prompt "def add(a, b):" --stop '\ndef' --max-new-tokens 64
-  migu generate --model ./llama --prompt "Hello" --temperature 0.8 --top-p 0.95 --seed 1 --json`,
+  migu generate --model ./llama --prompt "Hello" --temperature 0.8 --top-p 0.95 --seed 1 --json
+  migu generate --model ./smollm2 --chat --prompt "What is the capital of France?"`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if model == "" || len(prompts) == 0 {
@@ -54,6 +61,11 @@ other Go escapes are understood). Llama-style models use a key/value cache;
 				return err
 			}
 			defer m.Close()
+			if chatMode || chatTemplate != "" {
+				if o.Chat, err = data.LoadChat(model, chatTemplate, m.Manifest(), m.Tokenizer(), "--chat"); err != nil {
+					return err
+				}
+			}
 			start := time.Now()
 			gens, err := m.Generate(context.Background(), prompts, o)
 			if err != nil {
@@ -95,6 +107,8 @@ other Go escapes are understood). Llama-style models use a key/value cache;
 	f.StringVar(&model, "model", "", "model folder made by `migu export` (or a fine-tuned or merged one)")
 	f.StringVar(&adapter, "adapter", "", "LoRA adapter folder (PEFT layout) to merge in memory")
 	f.StringArrayVar(&prompts, "prompt", nil, "text to continue (repeatable: prompts are generated as one batch)")
+	f.BoolVar(&chatMode, "chat", false, "prompt as a user message in the model's chat template; stop at its end of turn")
+	f.StringVar(&chatTemplate, "chat-template", "", "Jinja chat template file to use instead of the model folder's (implies --chat)")
 	f.IntVar(&o.MaxNewTokens, "max-new-tokens", eval.DefaultMaxNewTokens, "most tokens to generate per prompt")
 	f.Float64Var(&o.Temperature, "temperature", 0, "sampling temperature (0: greedy)")
 	f.Float64Var(&o.TopP, "top-p", 0, "nucleus sampling: keep the most likely tokens up to this probability (0 or 1: off)")

@@ -22,14 +22,19 @@ func newTrainCmd(g *globalFlags) *cobra.Command {
 		Use:   "train --model MODEL_DIR --data FILE --out RUN_DIR [--method full|lora] [--migu T]",
 		Short: "Fine-tune a model folder on a data file: all weights or LoRA, with or without MIGU",
 		Long: `train fine-tunes a model folder (from migu export) on a JSON lines or JSON array
-file of instruction, classification or text records. One ONNX Runtime Run per
+file of instruction, classification, text or chat records ({"messages": [{"role",
+"content"}, …]}). Chat records are rendered with the model's chat template
+(tokenizer_config.json, or --chat-template FILE) and learnt on the assistant
+turns only; --template chat formats instruction and classification records as
+one user and one assistant turn the same way. One ONNX Runtime Run per
 micro-batch computes loss, gradients and MIGU's magnitudes; Go runs AdamW and
 the masks. Checkpoints (atomic, checksummed) go to RUN_DIR/checkpoints; Ctrl-C
 checkpoints and stops; --resume continues. A finished run writes RUN_DIR/model
 (full) or RUN_DIR/adapter (LoRA, PEFT format), metrics.jsonl and run.json.`,
 		Example: `  migu train --model ./llama --data train.jsonl --out runs/a --migu 0.7 --epochs 1
   migu train --model ./t5 --data cls.json --out runs/b --method lora --lora-targets q,v --migu 0.7
-  migu train --model ./llama --data train.jsonl --out runs/a --resume`,
+  migu train --model ./llama --data train.jsonl --out runs/a --resume
+  migu train --model ./smollm2 --data chats.jsonl --out runs/c --chat-template chatml.jinja`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if cmd.Flags().Changed("migu") {
@@ -69,7 +74,9 @@ checkpoints and stops; --resume continues. A finished run writes RUN_DIR/model
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.Model, "model", "", "model folder (from migu export)")
-	f.StringVar(&o.Data, "data", "", "training data: .jsonl or .json (instruction, classification or text records)")
+	f.StringVar(&o.Data, "data", "", "training data: .jsonl or .json (instruction, classification, text or chat records)")
+	f.StringVar(&o.Template, "template", "", "how records become text: chat (the model's chat template, loss on the assistant turns; the default for chat records), alpaca (the default otherwise) or plain")
+	f.StringVar(&o.ChatTemplate, "chat-template", "", "Jinja chat template file to use instead of the model folder's (implies --template chat)")
 	f.StringVar(&o.Out, "out", "", "run folder")
 	f.StringVar(&o.Method, "method", "full", "full (all weights) or lora")
 	f.Float64Var(&T, "migu", 0.7, "turn MIGU on with threshold T: the fraction of each layer's output features NOT updated")
