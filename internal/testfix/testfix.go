@@ -3,12 +3,18 @@
 package testfix
 
 import (
+	"encoding/binary"
+	"math"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"testing"
 
 	"github.com/migu-ml/migu/data"
 	"github.com/migu-ml/migu/exporters"
+	"github.com/migu-ml/migu/internal/testenv"
+	"github.com/migu-ml/migu/modeldir"
+	"github.com/migu-ml/migu/onnx/ort"
 )
 
 // TinyModel writes a random tiny model of arch (vocabulary 600) with
@@ -70,4 +76,52 @@ func Rows(v []int64, size, seq int) [][]int64 {
 func BatchFeeds(b *data.Batch) map[string][][]int64 {
 	return map[string][][]int64{"input_ids": Rows(b.InputIDs, b.Size, b.SeqLen),
 		"attention_mask": Rows(b.AttentionMask, b.Size, b.SeqLen), "labels": Rows(b.Labels, b.Size, b.SeqLen)}
+}
+
+// Logits runs a model folder's forward graph in ONNX Runtime on one row of
+// ids (attention everywhere) and returns its logits, [len(ids), vocab].
+func Logits(t testing.TB, dir string, ids []int64) []float32 {
+	t.Helper()
+	if err := ort.Init(ort.InitOptions{LibraryPath: testenv.ORTLib(t)}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := ort.NewSession(filepath.Join(dir, modeldir.ModelFile), ort.SessionOptions{Outputs: []string{"logits"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	mask := make([]int64, len(ids))
+	for i := range mask {
+		mask[i] = 1
+	}
+	in := map[string]ort.Value{}
+	for name, v := range map[string][]int64{"input_ids": ids, "attention_mask": mask} {
+		tv, err := ort.NewTensor(v, 1, int64(len(v)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tv.Close()
+		in[name] = tv
+	}
+	outs, err := s.Run(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer outs[0].Close()
+	return append([]float32(nil), outs[0].(*ort.Tensor[float32]).Data()...)
+}
+
+// ReadFloat32s reads a file of little-endian float32 values, as the
+// reference scripts write logits.
+func ReadFloat32s(t testing.TB, path string) []float32 {
+	t.Helper()
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make([]float32, len(raw)/4)
+	for i := range out {
+		out[i] = math.Float32frombits(binary.LittleEndian.Uint32(raw[4*i:]))
+	}
+	return out
 }
