@@ -11,7 +11,7 @@ import (
 
 	"github.com/migu-ml/migu/exporters"
 	"github.com/migu-ml/migu/internal/testenv"
-	"github.com/migu-ml/migu/modeldir"
+	"github.com/migu-ml/migu/internal/testfix"
 	"github.com/migu-ml/migu/onnx/ort"
 )
 
@@ -63,7 +63,7 @@ func TestSmolLM2MatchesTransformers(t *testing.T) {
 	logitsPath := filepath.Join(work, "logits.bin")
 	testenv.RunScript(t, "exporters/testdata/gguf_ref.py", "logits", path, idsPath, logitsPath)
 	want := readF32(t, logitsPath)
-	got := runLogits(t, dir, ids[0])
+	got := testfix.Logits(t, dir, ids[0])
 	if len(got) != len(want) || len(got) != 16*49152 {
 		t.Fatalf("%d logits, reference %d", len(got), len(want))
 	}
@@ -133,33 +133,4 @@ func readF32(t *testing.T, path string) []float32 {
 		out[i] = math.Float32frombits(binary.LittleEndian.Uint32(raw[4*i:]))
 	}
 	return out
-}
-
-// runLogits runs a model folder's forward graph on one row of ids.
-func runLogits(t *testing.T, dir string, ids []int64) []float32 {
-	t.Helper()
-	s, err := ort.NewSession(filepath.Join(dir, modeldir.ModelFile), ort.SessionOptions{Outputs: []string{"logits"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	mask := make([]int64, len(ids))
-	for i := range mask {
-		mask[i] = 1
-	}
-	in := map[string]ort.Value{}
-	for name, v := range map[string][]int64{"input_ids": ids, "attention_mask": mask} {
-		tv, err := ort.NewTensor(v, 1, int64(len(v)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer tv.Close()
-		in[name] = tv
-	}
-	outs, err := s.Run(in)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer outs[0].Close()
-	return append([]float32(nil), outs[0].(*ort.Tensor[float32]).Data()...)
 }

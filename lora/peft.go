@@ -270,3 +270,15 @@ func transpose(v []float32, rows, cols int64) []float32 {
 	}
 	return out
 }
+
+// Matrices returns a loaded adapter's matrices of one linear layer in
+// PyTorch orientation, as PEFT and llama.cpp's adapter files store them:
+// A [r, d_in] and B [d_out, r].
+func (a *Adapter) Matrices(linear string) (matA, matB []float32, ok bool) {
+	v := a.layers[linear]
+	if v == nil {
+		return nil, nil, false
+	}
+	r := int64(a.cfg.R)
+	return transpose(v.a, v.dIn, r), transpose(v.b, r, v.dOut), true
+}

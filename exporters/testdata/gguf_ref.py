@@ -15,6 +15,9 @@
       what gguf-py's reader sees: every key with its value type and value,
       every tensor with its type, GGUF dims and the SHA-256 of its values
       dequantized to little-endian float32.
+  gguf_ref.py peft FILE.gguf ADAPTER_DIR IDS.json OUT.bin
+      the logits of the same model with a PEFT adapter folder loaded by
+      PEFT's PeftModel.from_pretrained (not merged).
   gguf_ref.py greedy FILE.gguf IDS.json N OUT.json
       the same model, N greedy steps from each prompt of IDS with a plain
       loop over forward calls and transformers' key/value cache (generate()
@@ -170,12 +173,18 @@ def load(path):
     return model
 
 
-def logits(path, ids_path, out):
-    model = load(path)
+def logits(path, ids_path, out, model=None):
+    model = model if model is not None else load(path)
     ids = torch.tensor(json.load(open(ids_path)), dtype=torch.long)
     with torch.no_grad():
         out_logits = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits.float().numpy()
     np.ascontiguousarray(out_logits, dtype="<f4").tofile(out)
+
+
+def peft_logits(path, adapter, ids_path, out):
+    import peft
+    model = peft.PeftModel.from_pretrained(load(path), adapter).eval()
+    logits(path, ids_path, out, model)
 
 
 def greedy(path, ids_path, n, out):
@@ -215,4 +224,4 @@ def dump(path, out):
 
 
 if __name__ == "__main__":
-    {"tiny": tiny, "logits": logits, "greedy": greedy, "dump": dump}[sys.argv[1]](*sys.argv[2:])
+    {"tiny": tiny, "logits": logits, "peft": peft_logits, "greedy": greedy, "dump": dump}[sys.argv[1]](*sys.argv[2:])
