@@ -2,7 +2,6 @@ package eval
 
 import (
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"math"
 	"os"
@@ -62,7 +61,7 @@ func TestSmolLM2MatchesTransformers(t *testing.T) {
 	writeJSON(t, idsPath, ids[:1])
 	logitsPath := filepath.Join(work, "logits.bin")
 	testenv.RunScript(t, "exporters/testdata/gguf_ref.py", "logits", path, idsPath, logitsPath)
-	want := readF32(t, logitsPath)
+	want := testfix.ReadFloat32s(t, logitsPath)
 	got := testfix.Logits(t, dir, ids[0])
 	if len(got) != len(want) || len(got) != 16*49152 {
 		t.Fatalf("%d logits, reference %d", len(got), len(want))
@@ -120,17 +119,4 @@ func writeJSON(t *testing.T, path string, v any) {
 	if err := os.WriteFile(path, raw, 0o644); err != nil {
 		t.Fatal(err)
 	}
-}
-
-func readF32(t *testing.T, path string) []float32 {
-	t.Helper()
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := make([]float32, len(raw)/4)
-	for i := range out {
-		out[i] = math.Float32frombits(binary.LittleEndian.Uint32(raw[4*i:]))
-	}
-	return out
 }

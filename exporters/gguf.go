@@ -134,9 +134,6 @@ func (w *ggufWeights) check(path string, arch *Architecture, config []byte, spec
 		if !slices.Equal(info.Shape(), s.Shape) {
 			return badinput.Errorf("%s: tensor %s has shape %v, the metadata implies %v", path, name, info.Shape(), s.Shape)
 		}
-		if _, _, known := info.Type.BlockSize(); !known {
-			return badinput.Errorf("%s: tensor %s is %v, which migu cannot dequantize (%s)", path, name, info.Type, DequantizableTypes)
-		}
 		w.names[s.Name] = ggufTensor{name, heads}
 		used[name] = true
 	}
@@ -152,10 +149,6 @@ func (w *ggufWeights) check(path string, arch *Architecture, config []byte, spec
 	}
 	return nil
 }
-
-// DequantizableTypes lists the GGUF tensor types export reads, for
-// messages.
-const DequantizableTypes = "F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K"
 
 // Float32 dequantizes a tensor and puts permuted rows back in Hugging Face
 // order.

@@ -78,23 +78,11 @@ func parallel(n, elems int, fn func(lo, hi int)) {
 	wg.Wait()
 }
 
-// hostLittleEndian lets F32 data move with one memmove.
-var hostLittleEndian = binary.NativeEndian.Uint16([]byte{1, 0}) == 1
-
-// f16Table holds the float32 value of every F16 bit pattern: a lookup is
-// faster than decoding, and 256 KB is cheap beside a model.
-var f16Table = sync.OnceValue(func() *[1 << 16]float32 {
-	t := new([1 << 16]float32)
-	for i := range t {
-		t[i] = half.F16ToF32(uint16(i))
-	}
-	return t
-})
 
 func le16(b []byte) uint16 { return uint16(b[0]) | uint16(b[1])<<8 }
 
 func dequantF32(dst []float32, src []byte) {
-	if hostLittleEndian && len(dst) > 0 {
+	if half.HostLittleEndian && len(dst) > 0 {
 		copy(unsafe.Slice((*byte)(unsafe.Pointer(&dst[0])), 4*len(dst)), src)
 		return
 	}
@@ -104,7 +92,7 @@ func dequantF32(dst []float32, src []byte) {
 }
 
 func dequantF16(dst []float32, src []byte) {
-	tab := f16Table()
+	tab := half.F16Table()
 	src = src[:2*len(dst)]
 	for i := range dst {
 		dst[i] = tab[le16(src[2*i:])]
@@ -120,7 +108,7 @@ func dequantBF16(dst []float32, src []byte) {
 
 // Q8_0: f16 scale d, 32 int8 quants; x = q·d.
 func dequantQ8_0(dst []float32, src []byte) {
-	tab := f16Table()
+	tab := half.F16Table()
 	for len(dst) >= 32 {
 		b := src[:34:34]
 		out := dst[:32:32]
@@ -135,7 +123,7 @@ func dequantQ8_0(dst []float32, src []byte) {
 // Q4_0: f16 scale d, 16 bytes of nibbles (value j in the low nibble of
 // byte j, value j+16 in its high nibble); x = d·(q−8).
 func dequantQ4_0(dst []float32, src []byte) {
-	tab := f16Table()
+	tab := half.F16Table()
 	for len(dst) >= 32 {
 		b := src[:18:18]
 		out := dst[:32:32]
@@ -150,7 +138,7 @@ func dequantQ4_0(dst []float32, src []byte) {
 
 // Q4_1: f16 scale d and minimum m, nibbles as Q4_0; x = d·q + m.
 func dequantQ4_1(dst []float32, src []byte) {
-	tab := f16Table()
+	tab := half.F16Table()
 	for len(dst) >= 32 {
 		b := src[:20:20]
 		out := dst[:32:32]
@@ -166,7 +154,7 @@ func dequantQ4_1(dst []float32, src []byte) {
 // Q5_0: f16 scale d, a 32-bit word of fifth bits (bit j for value j),
 // nibbles as Q4_0; x = d·(q−16).
 func dequantQ5_0(dst []float32, src []byte) {
-	tab := f16Table()
+	tab := half.F16Table()
 	for len(dst) >= 32 {
 		b := src[:22:22]
 		out := dst[:32:32]
@@ -185,7 +173,7 @@ func dequantQ5_0(dst []float32, src []byte) {
 // Q5_1: f16 scale d and minimum m, fifth bits and nibbles as Q5_0;
 // x = d·q + m.
 func dequantQ5_1(dst []float32, src []byte) {
-	tab := f16Table()
+	tab := half.F16Table()
 	for len(dst) >= 32 {
 		b := src[:24:24]
 		out := dst[:32:32]
@@ -205,7 +193,7 @@ func dequantQ5_1(dst []float32, src []byte) {
 // 4-bit scale (low nibble) and 4-bit minimum (high nibble), 16–79 the 2-bit
 // quants, 80 the f16 d and 82 the f16 dmin; x = (d·sc)·q − dmin·m.
 func dequantQ2_K(dst []float32, src []byte) {
-	tab := f16Table()
+	tab := half.F16Table()
 	for len(dst) >= 256 {
 		b := src[:84:84]
 		out := dst[:256:256]
@@ -233,7 +221,7 @@ func dequantQ2_K(dst []float32, src []byte) {
 // mask, 32–95 the low 2 bits, 96–107 sixteen 6-bit signed scales, 108 the
 // f16 d; x = (d·(sc−32))·(q − 4·(1−h)).
 func dequantQ3_K(dst []float32, src []byte) {
-	tab := f16Table()
+	tab := half.F16Table()
 	for len(dst) >= 256 {
 		b := src[:110:110]
 		out := dst[:256:256]
@@ -280,7 +268,7 @@ func scaleMinK4(s []byte) (sc, mn [8]uint8) {
 // nibbles of bytes 32c…32c+31, 2c+1 in their high nibbles);
 // x = (d·sc)·q − dmin·m.
 func dequantQ4_K(dst []float32, src []byte) {
-	tab := f16Table()
+	tab := half.F16Table()
 	for len(dst) >= 256 {
 		b := src[:144:144]
 		out := dst[:256:256]
@@ -304,7 +292,7 @@ func dequantQ4_K(dst []float32, src []byte) {
 // Q5_K: Q4_K plus 32 bytes of fifth bits (bit j of byte i for value i of
 // sub-block j) between the scales and the nibbles.
 func dequantQ5_K(dst []float32, src []byte) {
-	tab := f16Table()
+	tab := half.F16Table()
 	for len(dst) >= 256 {
 		b := src[:176:176]
 		out := dst[:256:256]
@@ -331,7 +319,7 @@ func dequantQ5_K(dst []float32, src []byte) {
 // each half of 128 values, value r takes its nibble from byte r%64 (high
 // nibble when r ≥ 64) and its high bits from byte r%32 at bit 2·(r/32).
 func dequantQ6_K(dst []float32, src []byte) {
-	tab := f16Table()
+	tab := half.F16Table()
 	for len(dst) >= 256 {
 		b := src[:210:210]
 		out := dst[:256:256]

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"github.com/migu-ml/migu/internal/half"
 	"math"
 	"math/rand/v2"
 	"strings"
@@ -137,7 +138,7 @@ func quantInputs() (a, b []float32) {
 	}
 	// Every f16 value's midpoint to the next, and a hair either side.
 	for h := uint32(0); h < 0x7c00; h += 7 {
-		lo, hi := f16Table()[h], f16Table()[h+1]
+		lo, hi := half.F16Table()[h], half.F16Table()[h+1]
 		mid := float32((float64(lo) + float64(hi)) / 2)
 		b = append(b, mid, math.Nextafter32(mid, 0), math.Nextafter32(mid, inf32()), -mid)
 	}

@@ -6,15 +6,13 @@
 package ggufexport
 
 import (
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 
 	"github.com/migu-ml/migu/adapters"
+	"github.com/migu-ml/migu/chat"
 	"github.com/migu-ml/migu/exporters"
 	"github.com/migu-ml/migu/gguf"
 	"github.com/migu-ml/migu/internal/badinput"
@@ -336,12 +334,12 @@ func tokenizerKVs(modelDir string, vocabSize int64) ([]gguf.KV, error) {
 			kvs = append(kvs, gguf.KV{Key: "tokenizer.ggml." + b.key, Type: gguf.Bool, Value: *b.v})
 		}
 	}
-	tmpl, err := chatTemplate(modelDir)
+	cfg, err := chat.ReadConfig(modelDir)
 	if err != nil {
 		return nil, err
 	}
-	if tmpl != "" {
-		kvs = append(kvs, str("chat_template", tmpl))
+	if cfg.Template != "" {
+		kvs = append(kvs, str("chat_template", cfg.Template))
 	}
 	return kvs, nil
 }
@@ -351,43 +349,6 @@ const (
 	tokenNormal = 1
 	tokenUnused = 5
 )
-
-// chatTemplate reads the chat template of a model folder's
-// tokenizer_config.json: a string, or a list of named templates of which
-// "default" is the model's; "" when there is none.
-func chatTemplate(modelDir string) (string, error) {
-	path := filepath.Join(modelDir, modeldir.TokenizerConfigFile)
-	raw, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return "", nil
-	}
-	if err != nil {
-		return "", err
-	}
-	var tc struct {
-		ChatTemplate json.RawMessage `json:"chat_template"`
-	}
-	if err := json.Unmarshal(raw, &tc); err != nil {
-		return "", badinput.Errorf("%s: %v", path, err)
-	}
-	if len(tc.ChatTemplate) == 0 || string(tc.ChatTemplate) == "null" {
-		return "", nil
-	}
-	var s string
-	if json.Unmarshal(tc.ChatTemplate, &s) == nil {
-		return s, nil
-	}
-	var named []struct{ Name, Template string }
-	if err := json.Unmarshal(tc.ChatTemplate, &named); err != nil {
-		return "", badinput.Errorf("%s: field chat_template is neither a string nor a list of {name, template}", path)
-	}
-	for _, n := range named {
-		if n.Name == "default" {
-			return n.Template, nil
-		}
-	}
-	return "", nil
-}
 
 // Adapter writes the LoRA adapter folder adapterDir, trained on the model
 // folder modelDir, as a llama.cpp adapter GGUF: general.type adapter,

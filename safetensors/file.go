@@ -10,7 +10,6 @@ import (
 	"math"
 	"os"
 	"slices"
-	"sync"
 	"unsafe"
 
 	"github.com/migu-ml/migu/internal/badinput"
@@ -190,25 +189,13 @@ func unconvertible(path string, t *TensorInfo) error {
 	return fmt.Errorf("safetensors: %s: tensor %q is %s, want F32, F16, BF16 or F64: %w", path, t.Name, t.DType, ErrDType)
 }
 
-// hostLittleEndian lets F32 data move with one memmove, no conversion.
-var hostLittleEndian = binary.NativeEndian.Uint16([]byte{1, 0}) == 1
-
-// f16Table holds the float32 value of every F16 bit pattern: a lookup is
-// several times faster than decoding, and 256 KB is cheap beside a model.
-var f16Table = sync.OnceValue(func() *[1 << 16]float32 {
-	t := new([1 << 16]float32)
-	for i := range t {
-		t[i] = half.F16ToF32(uint16(i))
-	}
-	return t
-})
 
 // decodeFloat32 converts little-endian src of dtype d into dst, which has
 // exactly len(src)/d.Size() elements.
 func decodeFloat32(dst []float32, d DType, src []byte) {
 	switch d {
 	case F32:
-		if hostLittleEndian && len(dst) > 0 {
+		if half.HostLittleEndian && len(dst) > 0 {
 			copy(unsafe.Slice((*byte)(unsafe.Pointer(&dst[0])), 4*len(dst)), src)
 			return
 		}
@@ -232,7 +219,7 @@ func decodeFloat32(dst []float32, d DType, src []byte) {
 		}
 	case F16:
 		src = src[:2*len(dst)]
-		table := f16Table()
+		table := half.F16Table()
 		for i := range dst {
 			dst[i] = table[uint16(src[2*i])|uint16(src[2*i+1])<<8]
 		}

@@ -290,7 +290,7 @@ func (w *Writer) WriteFloat32(name string, values []float32) error {
 		return fmt.Errorf("safetensors: writing %s: tensor %q is %s, not a float dtype WriteFloat32 converts to: %w", w.path, name, t.DType, ErrDType)
 	}
 	off := w.dataStart + t.Begin
-	if t.DType == F32 && hostLittleEndian && len(values) > 0 {
+	if t.DType == F32 && half.HostLittleEndian && len(values) > 0 {
 		if _, err := w.tmp.WriteAt(unsafe.Slice((*byte)(unsafe.Pointer(&values[0])), 4*len(values)), off); err != nil {
 			return w.fail(err)
 		}

@@ -112,11 +112,7 @@ func drive(o *options) error {
 	for _, arch := range models {
 		hf, model := filepath.Join(work, arch, "hf"), filepath.Join(work, arch, "model")
 		if _, err := os.Stat(filepath.Join(model, "migu.json")); err != nil {
-			logf("init + export %s small", arch)
-			if _, err := exporters.Init(hf, exporters.InitOptions{Arch: arch, Preset: "small"}); err != nil {
-				return err
-			}
-			if _, err := exporters.Export(hf, model); err != nil {
+			if err := prepareModel(arch, hf, model, o.python, logf); err != nil {
 				return err
 			}
 		}
@@ -125,7 +121,7 @@ func drive(o *options) error {
 			return err
 		}
 		bj := filepath.Join(work, arch, "batches.json")
-		if err := writeBatches(bj, batches(arch, man, 4, o.batch, o.seq)); err != nil {
+		if err := writeBatches(bj, batches(family(arch), man, 4, o.batch, o.seq)); err != nil {
 			return err
 		}
 		dirs[arch] = [3]string{hf, model, bj}
@@ -136,13 +132,13 @@ func drive(o *options) error {
 	}
 	torchRun := func(c torchConfig, arch, method string, withMIGU bool, warmup, steps int) (*sample, error) {
 		d := dirs[arch]
-		args := append([]string{script, "--hf", d[0], "--arch", arch, "--method", method, "--migu", b2s(withMIGU), "--batches", d[2],
+		args := append([]string{script, "--hf", d[0], "--arch", family(arch), "--method", method, "--migu", b2s(withMIGU), "--batches", d[2],
 			"--steps", fmt.Sprint(steps), "--warmup", fmt.Sprint(warmup), "--threads", fmt.Sprint(c.Threads)}, device...)
 		return runJSON(c.Env, o.python, args...)
 	}
 	miguRun := func(arch, method string, withMIGU bool) (*sample, error) {
 		d := dirs[arch]
-		return runJSON(nil, self, "-worker", "migu", "-ort-spin", rep.ORTSpin, "-model", d[1], "-hf", d[0], "-arch", arch, "-method", method,
+		return runJSON(nil, self, "-worker", "migu", "-ort-spin", rep.ORTSpin, "-model", d[1], "-hf", d[0], "-arch", family(arch), "-method", method,
 			fmt.Sprintf("-with-migu=%v", withMIGU), "-steps", fmt.Sprint(o.steps), "-warmup", fmt.Sprint(o.warmup),
 			"-threads", fmt.Sprint(o.threads), "-batch", fmt.Sprint(o.batch), "-seq", fmt.Sprint(o.seq), "-provider", o.provider)
 	}
@@ -231,7 +227,7 @@ func drive(o *options) error {
 			for k := range 2 {
 				spin := []string{"0", "1"}[k^pass]
 				rep.ORTSpin = spin
-				s, err := runJSON(nil, self, "-worker", "migu", "-ort-spin", spin, "-model", dirs[models[0]][1], "-arch", models[0],
+				s, err := runJSON(nil, self, "-worker", "migu", "-ort-spin", spin, "-model", dirs[models[0]][1], "-arch", family(models[0]),
 					"-method", "full", "-steps", "3", "-warmup", "1", "-threads", fmt.Sprint(o.threads), "-batch", fmt.Sprint(o.batch), "-seq", fmt.Sprint(o.seq))
 				if err != nil {
 					return err
@@ -274,10 +270,11 @@ func drive(o *options) error {
 		if err != nil {
 			return err
 		}
-		if err := atomicfile.WriteFile(strings.TrimSuffix(o.out, ".md")+".json", append(raw, '\n')); err != nil {
+		jsonPath := strings.TrimSuffix(o.out, ".md") + ".json"
+		if err := atomicfile.WriteFile(jsonPath, append(raw, '\n')); err != nil {
 			return err
 		}
-		md := markdown(rep)
+		md := markdown(rep, filepath.Base(jsonPath))
 		if done {
 			fmt.Print(md)
 		}
@@ -379,15 +376,45 @@ func summarize(ss []*sample) stats {
 	return st
 }
 
-func markdown(rep *report) string {
+// modelsLine says where the benchmark's models come from: `migu init`
+// presets, the real checkpoints of realModels, or both.
+func modelsLine(runs []*run) string {
+	var presets, real []string
+	seen := map[string]bool{}
+	for _, r := range runs {
+		if seen[r.Model] {
+			continue
+		}
+		seen[r.Model] = true
+		if _, ok := realModels[r.Model]; ok {
+			real = append(real, r.Model)
+		} else {
+			presets = append(presets, r.Model)
+		}
+	}
+	var parts []string
+	if len(presets) > 0 {
+		parts = append(parts, "small presets (`migu init --preset small`) of "+strings.Join(presets, ", "))
+	}
+	if len(real) > 0 {
+		parts = append(parts, "pretrained "+strings.Join(real, ", ")+" (SmolLM2-135M-Instruct dequantized from its GGUF)")
+	}
+	s := strings.Join(parts, "; ")
+	if s == "" {
+		return "No models"
+	}
+	return strings.ToUpper(s[:1]) + s[1:]
+}
+
+func markdown(rep *report, jsonName string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# migu vs PyTorch: training speed, side by side\n\n")
 	fmt.Fprintf(&b, "Written by `%s` on %s (%.1f min). Machine: %s.\n\n", rep.Command, rep.Date, rep.Minutes, rep.Machine)
 	if rep.Partial {
 		fmt.Fprintf(&b, "**Partial:** the run was still going (or was stopped) when this was written; the rows below are the configurations it finished.\n\n")
 	}
-	fmt.Fprintf(&b, "Small presets (`migu init --preset small`), batch %d × %d tokens (t5: %d encoder and %d decoder tokens), %d threads on both sides, provider %s, AdamW (lr 1e-4, wd 0.01) on both sides, MIGU T = 0.7 in grad mode, LoRA q,v r 8 α 32. ",
-		rep.Batch, rep.Seq, rep.Seq, rep.Seq, rep.Threads, rep.Provider)
+	fmt.Fprintf(&b, "%s, batch %d × %d tokens (t5: %d encoder and %d decoder tokens), %d threads on both sides, provider %s, AdamW (lr 1e-4, wd 0.01) on both sides, MIGU T = 0.7 in grad mode, LoRA q,v r 8 α 32. ",
+		modelsLine(rep.Runs), rep.Batch, rep.Seq, rep.Seq, rep.Seq, rep.Threads, rep.Provider)
 	fmt.Fprintf(&b, "Every measurement is a separate process; per model, all configurations of both sides run once per round, in reversed order every other round, so that the machine's changing load falls alike on every comparison. Times are per optimizer step after warm-up, over all processes of a configuration and side.\n\n")
 	fmt.Fprintf(&b, "MatMul ceiling measured in this run (the faster of a 2048³ and a 2000³ float32 MatMul, best of start and end; ORT's MLAS runs 2048³ up to a fifth slower than 2000³ because its rows are a multiple of 4 KB): ORT %.1f GFLOP/s, PyTorch %.1f GFLOP/s. MFU = 6 · parameters · tokens/s ÷ the ceiling that each worker process measures right after its training steps (median over a side's processes, shown as \"MFU%% of GFLOP/s\"), so that changes in the machine's load between configurations do not distort it; full fine-tuning only (a LoRA step skips frozen weight gradients, about 4 · parameters · tokens).\n\n",
 		rep.ORTGFLOPS, rep.TorchGF)
@@ -467,8 +494,47 @@ func markdown(rep *report) string {
 		}
 		fmt.Fprintf(&b, "| %s | %.1f | %s | %s |\n", c.Name, c.GFLOPS, step, c.Note)
 	}
-	fmt.Fprintf(&b, "\nRaw samples: RESULTS.json beside this file. How the run works and how to profile: README.md.\n")
+	fmt.Fprintf(&b, "\nRaw samples: %s beside this file. How the run works and how to profile: README.md.\n", jsonName)
 	return b.String()
+}
+
+// realModels are the benchmark models that are real pretrained checkpoints
+// rather than `migu init` presets, with their architecture.
+var realModels = map[string]string{"smollm2": "llama"}
+
+// family is the architecture of a benchmark model.
+func family(model string) string {
+	if f, ok := realModels[model]; ok {
+		return f
+	}
+	return model
+}
+
+// prepareModel writes a benchmark model's Hugging Face folder (PyTorch's
+// side) and migu model folder: the small preset of an architecture, or
+// SmolLM2-135M-Instruct, exported by migu from its GGUF and converted for
+// transformers by the GGUF tests' reference script (gguf-py dequantizes).
+func prepareModel(name, hf, model, python string, logf func(string, ...any)) error {
+	if name != "smollm2" {
+		logf("init + export %s small", name)
+		if _, err := exporters.Init(hf, exporters.InitOptions{Arch: name, Preset: "small"}); err != nil {
+			return err
+		}
+		_, err := exporters.Export(hf, model)
+		return err
+	}
+	out, err := exec.Command(filepath.Join("scripts", "smollm2.sh")).Output()
+	if err != nil {
+		return fmt.Errorf("scripts/smollm2.sh: %w", err)
+	}
+	gguf := strings.TrimSpace(string(out))
+	logf("export %s", gguf)
+	if _, err := exporters.Export(gguf, model); err != nil {
+		return err
+	}
+	cmd := exec.Command(python, filepath.Join("exporters", "testdata", "gguf_ref.py"), "hf", gguf, hf)
+	cmd.Stderr = os.Stderr
+	return cmd.Run()
 }
 
 func readVocab(model string) (int64, error) {

@@ -87,7 +87,7 @@ func envInt(name string, def int) int {
 func parseFlags() *options {
 	o := &options{}
 	flag.StringVar(&o.worker, "worker", "", "internal: run as a worker (migu or matmul)")
-	flag.StringVar(&o.models, "models", envOr("BENCH_MODELS", "llama,t5,roberta"), "architectures to benchmark (small presets)")
+	flag.StringVar(&o.models, "models", envOr("BENCH_MODELS", "llama,t5,roberta"), "models to benchmark: architectures (small presets) and smollm2 (SmolLM2-135M-Instruct from its GGUF)")
 	flag.StringVar(&o.methods, "methods", envOr("BENCH_METHODS", "full,lora"), "training methods")
 	flag.StringVar(&o.migus, "migu", envOr("BENCH_MIGU", "off,on"), "MIGU settings to run (off, on)")
 	flag.IntVar(&o.steps, "steps", envInt("BENCH_STEPS", 5), "timed steps per process")

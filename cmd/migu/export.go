@@ -24,8 +24,9 @@ linear layer with its role.
                                     Llama/Mistral, T5 and RoBERTa
   a GGUF file (llama.cpp, ollama)   architecture llama (Llama 2/3, Mistral,
                                     SmolLM, TinyLlama); tensors F32, F16, BF16,
-                                    Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K,
-                                    Q6_K, dequantized to float32; the tokenizer
+                                    Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K,
+                                    Q4_K, Q5_K, Q6_K, Q8_K, dequantized to
+                                    float32; the tokenizer
                                     and chat template from its metadata
   ollama:NAME[:TAG]                 a model pulled by ollama, found through its
                                     manifests in $OLLAMA_MODELS or ~/.ollama/models`,

@@ -2,6 +2,7 @@ package main
 
 import (
 	"math"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -60,6 +61,25 @@ func TestExportGGUFRoundTrip(t *testing.T) {
 		}
 	}
 	llamacpp.Load(t, q8)
+
+	// A truncated GGUF is bad input: one line naming the file, nothing
+	// left at --out.
+	raw, err := os.ReadFile(f32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cut := filepath.Join(dir, "cut.gguf")
+	if err := os.WriteFile(cut, raw[:len(raw)/2], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "cut-model")
+	code, _, stderr = runCLI(t, "export", "--from", cut, "--out", out)
+	if code != 2 || !strings.Contains(stderr, cut) || strings.Count(stderr, "\n") != 1 {
+		t.Errorf("export of a truncated GGUF: exit %d, %q", code, stderr)
+	}
+	if _, err := os.Stat(out); err == nil {
+		t.Errorf("%s left behind", out)
+	}
 
 	for _, c := range []struct {
 		args []string

@@ -11,6 +11,9 @@
       loads a llama GGUF into transformers (gguf-py dequantizes, the rows
       are put back in Hugging Face order, embeddings tied when output.weight
       is absent) and writes the float32 logits of IDS (a list of rows).
+  gguf_ref.py hf FILE.gguf OUT_DIR
+      saves that transformers model as a Hugging Face folder (float32
+      safetensors), for the benchmarks' PyTorch side.
   gguf_ref.py dump FILE.gguf OUT.json
       what gguf-py's reader sees: every key with its value type and value,
       every tensor with its type, GGUF dims and the SHA-256 of its values
@@ -187,6 +190,10 @@ def peft_logits(path, adapter, ids_path, out):
     logits(path, ids_path, out, model)
 
 
+def save_hf(path, out):
+    load(path).save_pretrained(out, safe_serialization=True)
+
+
 def greedy(path, ids_path, n, out):
     model = load(path)
     result = []
@@ -224,4 +231,4 @@ def dump(path, out):
 
 
 if __name__ == "__main__":
-    {"tiny": tiny, "logits": logits, "peft": peft_logits, "greedy": greedy, "dump": dump}[sys.argv[1]](*sys.argv[2:])
+    {"tiny": tiny, "logits": logits, "peft": peft_logits, "hf": save_hf, "greedy": greedy, "dump": dump}[sys.argv[1]](*sys.argv[2:])
