@@ -1,20 +1,37 @@
 package exporters
 
 import (
+	"encoding/binary"
 	"fmt"
 	"math"
+	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 
+	"github.com/migu-ml/migu/internal/half"
 	"github.com/migu-ml/migu/modeldir"
 	"github.com/migu-ml/migu/onnx"
 	"github.com/migu-ml/migu/onnx/onnxpb"
 )
 
 // Weights is where a Builder reads checkpoint tensors: a safetensors
-// checkpoint, or the random tensors of `migu init`.
+// checkpoint, a GGUF file, or a model folder's own graph.
 type Weights interface {
 	Float32(name string) ([]float32, error)
+}
+
+// typedWeights are Weights that know the floating-point type each tensor is
+// stored in (float32 for the quantized types of GGUF), so that --dtype keep
+// can keep it.
+type typedWeights interface {
+	StoredType(name string) onnx.DType
+}
+
+// releasingWeights are Weights read through a memory mapping whose pages a
+// streaming export gives back after each tensor.
+type releasingWeights interface {
+	Release(name string)
 }
 
 // MaskValue is the additive attention mask for excluded positions. Large
@@ -31,9 +48,16 @@ type Builder struct {
 	Manifest *modeldir.Manifest
 
 	weights Weights
-	params  map[string]string // checkpoint name (+ "^T") → initializer
-	consts  map[string]string // constant cache key → initializer
-	err     error
+	dtype   DType
+	// data receives the weights as they are read (a streaming export);
+	// nil keeps them inline in the graph.
+	data   *onnx.DataWriter
+	params map[string]string // checkpoint name (+ "^T") → float32 value
+	consts map[string]string // constant cache key → initializer
+	// castFrom maps the float32 value of a half-precision weight to the
+	// initializer it is cast from.
+	castFrom map[string]string
+	err      error
 }
 
 func newBuilder(arch string, w Weights) *Builder {
@@ -43,8 +67,10 @@ func newBuilder(arch string, w Weights) *Builder {
 		G:        m.Graph(),
 		Manifest: &modeldir.Manifest{Format: modeldir.FormatVersion, Architecture: arch, SpecialTokens: map[string]int64{}},
 		weights:  w,
+		dtype:    DTypeF32,
 		params:   map[string]string{},
 		consts:   map[string]string{},
+		castFrom: map[string]string{},
 	}
 }
 
@@ -76,8 +102,8 @@ func (b *Builder) param(name string, transpose bool, shape []int64) string {
 	if transpose {
 		key += "^T"
 	}
-	if init, ok := b.params[key]; ok || b.err != nil {
-		return init
+	if v, ok := b.params[key]; ok || b.err != nil {
+		return v
 	}
 	data, err := b.weights.Float32(name)
 	if err != nil {
@@ -89,23 +115,123 @@ func (b *Builder) param(name string, transpose bool, shape []int64) string {
 		b.Fail(fmt.Errorf("tensor %s: %d values, want shape %v", name, len(data), shape))
 		return ""
 	}
-	if transpose {
-		rows, cols := shape[0], shape[1]
-		t := make([]float32, len(data))
-		for r := int64(0); r < rows; r++ {
-			for c := int64(0); c < cols; c++ {
-				t[c*rows+r] = data[r*cols+c]
-			}
-		}
-		data, shape = t, []int64{cols, rows}
-	}
+	dt := b.storageType(name, shape)
+	raw, shape := encodeParam(data, shape, transpose, dt)
 	initName := name
 	if b.G.Initializer(initName) != nil || b.G.Input(initName) != nil {
 		initName = b.G.Unique(name)
 	}
-	b.G.AddInitializer(onnx.NewTensor(initName, onnx.Float, shape, onnx.Float32Bytes(data)))
-	b.params[key] = initName
-	return initName
+	t := onnx.NewTensor(initName, dt, shape, nil)
+	if b.data != nil && len(raw) >= externalThreshold {
+		if err := b.data.Append(t, raw); err != nil {
+			b.Fail(err)
+			return ""
+		}
+	} else {
+		t.RawData = slices.Clone(raw)
+	}
+	b.G.AddInitializer(t)
+	if r, ok := b.weights.(releasingWeights); ok {
+		r.Release(name)
+	}
+	if b.data != nil && len(raw) >= 32<<20 {
+		// Streaming: hand the tensor's buffers back before the next one,
+		// so that peak memory stays that of the largest tensor.
+		data, raw = nil, nil
+		runtime.GC()
+	}
+	value := initName
+	if dt != onnx.Float {
+		value = b.G.Op("Cast", []string{initName}, initName+".f32", onnx.AttrInt("to", int64(onnx.Float)))
+		b.castFrom[value] = initName
+	}
+	b.params[key] = value
+	return value
+}
+
+// externalThreshold is the smallest tensor a streaming export writes to the
+// data file (as onnx.SaveOptions' default).
+const externalThreshold = 1024
+
+// storageType is the element type a weight is stored in under the
+// builder's DType: matrices (embeddings, linear weights) keep or take the
+// chosen precision, vectors (norm weights, biases: a fraction of a percent
+// of the parameters) stay float32.
+func (b *Builder) storageType(name string, shape []int64) onnx.DType {
+	if len(shape) < 2 {
+		return onnx.Float
+	}
+	switch b.dtype {
+	case DTypeF16:
+		return onnx.Float16
+	case DTypeBF16:
+		return onnx.BFloat16
+	case DTypeKeep:
+		if tw, ok := b.weights.(typedWeights); ok {
+			return tw.StoredType(name)
+		}
+	}
+	return onnx.Float
+}
+
+// encodeParam turns checkpoint values into initializer bytes of type dt,
+// transposing a 2-D [out, in] tensor to MatMul's [in, out] on the way; a
+// float32 tensor that needs no transpose is a view of data.
+func encodeParam(data []float32, shape []int64, transpose bool, dt onnx.DType) ([]byte, []int64) {
+	var rows, cols int64
+	if transpose {
+		rows, cols = shape[0], shape[1]
+		shape = []int64{cols, rows}
+	}
+	switch dt {
+	case onnx.Float16, onnx.BFloat16:
+		bits := make([]uint16, len(data))
+		conv := half.F32ToF16
+		if dt == onnx.BFloat16 {
+			conv = half.F32ToBF16
+		}
+		for i, v := range data {
+			bits[i] = conv(v)
+		}
+		if transpose {
+			bits = transposed(bits, rows, cols)
+		}
+		out := make([]byte, 2*len(bits))
+		for i, v := range bits {
+			binary.LittleEndian.PutUint16(out[2*i:], v)
+		}
+		return out, shape
+	}
+	if transpose {
+		data = transposed(data, rows, cols)
+	}
+	return onnx.Float32Bytes(data), shape
+}
+
+// transposed returns the transpose of a row-major rows × cols matrix,
+// copied in tiles so that both sides stay in cache.
+func transposed[T any](src []T, rows, cols int64) []T {
+	const tile = 64
+	dst := make([]T, len(src))
+	for r0 := int64(0); r0 < rows; r0 += tile {
+		for c0 := int64(0); c0 < cols; c0 += tile {
+			for r := r0; r < min(r0+tile, rows); r++ {
+				for c := c0; c < min(c0+tile, cols); c++ {
+					dst[c*rows+r] = src[r*cols+c]
+				}
+			}
+		}
+	}
+	return dst
+}
+
+// initializerOf names the initializer behind a parameter value: the value
+// itself, or the half-precision initializer it is cast from.
+func (b *Builder) initializerOf(value string) string {
+	if init, ok := b.castFrom[value]; ok {
+		return init
+	}
+	return value
 }
 
 // Op appends a node and returns its output (see onnx.Graph.Op).
@@ -190,7 +316,7 @@ func (b *Builder) Linear(x string, l LinearSpec) string {
 	}
 	b.Manifest.Linears = append(b.Manifest.Linears, modeldir.Linear{
 		Name: l.Name, Role: l.Role, Block: l.Block, Stack: l.Stack,
-		Weight: w, Bias: bias, Node: node, Input: x, Output: y, DIn: l.In, DOut: l.Out,
+		Weight: b.initializerOf(w), Bias: bias, Node: node, Input: x, Output: y, DIn: l.In, DOut: l.Out,
 	})
 	return y
 }
@@ -205,8 +331,8 @@ func (b *Builder) TiedHead(x, embedding string, name string, vocab, hidden int64
 	}
 	node := b.lastNode().GetName()
 	b.Manifest.Linears = append(b.Manifest.Linears, modeldir.Linear{
-		Name: name, Role: modeldir.RoleHead, Block: -1, Weight: embedding, Node: node,
-		Input: x, Output: y, DIn: hidden, DOut: vocab, Tied: embedding,
+		Name: name, Role: modeldir.RoleHead, Block: -1, Weight: b.initializerOf(embedding), Node: node,
+		Input: x, Output: y, DIn: hidden, DOut: vocab, Tied: b.initializerOf(embedding),
 	})
 	return y
 }
@@ -362,8 +488,13 @@ func (b *Builder) Dim(x string, axis int64, hint string) string {
 	return b.Op("Gather", []string{shape, b.IntScalar(axis)}, hint, onnx.AttrInt("axis", 0))
 }
 
-// Gather looks rows up in a table (embeddings).
+// Gather looks rows up in a table (embeddings). A half-precision table is
+// gathered first and the rows cast after, not the whole table.
 func (b *Builder) Gather(table, ids, hint string) string {
+	if init, ok := b.castFrom[table]; ok {
+		rows := b.Op("Gather", []string{init, ids}, hint+".rows", onnx.AttrInt("axis", 0))
+		return b.Op("Cast", []string{rows}, hint, onnx.AttrInt("to", int64(onnx.Float)))
+	}
 	return b.Op("Gather", []string{table, ids}, hint, onnx.AttrInt("axis", 0))
 }
 

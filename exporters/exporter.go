@@ -164,11 +164,51 @@ type source struct {
 	close func() error
 }
 
-// Export converts a checkpoint into a model folder at out. from is a
-// Hugging Face checkpoint folder, a GGUF file, or ollama:NAME[:TAG] for a
-// model pulled by ollama. Nothing is left at out unless the whole export
-// succeeds.
+// DType is the precision `migu export --dtype` stores weight matrices in.
+// Training keeps float32 master copies of whatever it trains, so a
+// half-precision folder halves the memory of the frozen weights only.
+type DType string
+
+const (
+	DTypeKeep DType = "keep" // the checkpoint's own: F16 and BF16 stay, the rest is float32
+	DTypeF32  DType = "f32"
+	DTypeF16  DType = "f16"
+	DTypeBF16 DType = "bf16"
+)
+
+// ParseDType checks a --dtype value ("" is keep).
+func ParseDType(s string) (DType, error) {
+	switch d := DType(s); d {
+	case "":
+		return DTypeKeep, nil
+	case DTypeKeep, DTypeF32, DTypeF16, DTypeBF16:
+		return d, nil
+	}
+	return "", badinput.Errorf("--dtype %q is not one of keep, f32, f16, bf16", s)
+}
+
+// ExportOptions tune Export.
+type ExportOptions struct {
+	// DType is where weight matrices are stored (default keep).
+	DType DType
+}
+
+// Export converts a checkpoint into a model folder at out, with default
+// options. from is a Hugging Face checkpoint folder, a GGUF file, or
+// ollama:NAME[:TAG] for a model pulled by ollama. Nothing is left at out
+// unless the whole export succeeds.
 func Export(from, out string) (*modeldir.Manifest, error) {
+	return ExportWith(from, out, ExportOptions{})
+}
+
+// ExportWith is Export with options. It streams: each weight goes from the
+// checkpoint's mapping to the data file before the next is read, so memory
+// stays that of the largest tensor, not of the model.
+func ExportWith(from, out string, opt ExportOptions) (*modeldir.Manifest, error) {
+	dtype, err := ParseDType(string(opt.DType))
+	if err != nil {
+		return nil, err
+	}
 	src, err := openSource(from)
 	if err != nil {
 		return nil, err
@@ -181,7 +221,18 @@ func Export(from, out string) (*modeldir.Manifest, error) {
 	if err := src.check(conv.Tensors()); err != nil {
 		return nil, err
 	}
+	stage, err := modeldir.Stage(out)
+	if err != nil {
+		return nil, err
+	}
+	defer stage.Abort()
+	data, err := onnx.CreateData(stage.Dir, modeldir.DataFile)
+	if err != nil {
+		return nil, err
+	}
+	defer data.Abort()
 	b := newBuilder(arch.Name, src.weights)
+	b.dtype, b.data = dtype, data
 	b.Manifest.Source = modeldir.Source{Exporter: "migu", From: from}
 	if err := conv.Build(b); err != nil {
 		return nil, err
@@ -192,12 +243,10 @@ func Export(from, out string) (*modeldir.Manifest, error) {
 	if err := checkTokenizer(src.label, src.tok, b.Manifest); err != nil {
 		return nil, err
 	}
-	stage, err := modeldir.Stage(out)
-	if err != nil {
+	if err := data.Commit(); err != nil {
 		return nil, err
 	}
-	defer stage.Abort()
-	if err := b.Model.Save(filepath.Join(stage.Dir, modeldir.ModelFile), onnx.SaveOptions{External: onnx.ExternalAll, DataFile: modeldir.DataFile}); err != nil {
+	if err := b.Model.Save(filepath.Join(stage.Dir, modeldir.ModelFile), onnx.SaveOptions{External: onnx.ExternalKeep}); err != nil {
 		return nil, err
 	}
 	files := map[string][]byte{modeldir.ConfigFile: src.config, modeldir.TokenizerConfigFile: src.tokConfig}
@@ -260,10 +309,29 @@ func openHF(dir string) (*source, error) {
 		return nil, err
 	}
 	return &source{
-		label: dir, config: config, configLabel: cfgPath, weights: ckpt, tok: tok, tokConfig: tokConfig,
+		label: dir, config: config, configLabel: cfgPath, weights: hfWeights{ckpt}, tok: tok, tokConfig: tokConfig,
 		check: func(specs []TensorSpec) error { return checkTensors(dir, ckpt, specs) },
 		close: ckpt.Close,
 	}, nil
+}
+
+// hfWeights are a safetensors checkpoint's tensors, with their stored types.
+type hfWeights struct{ *safetensors.Checkpoint }
+
+// StoredType maps F16 and BF16 to their ONNX types and everything else to
+// float32.
+func (w hfWeights) StoredType(name string) onnx.DType {
+	info, err := w.Info(name)
+	if err != nil {
+		return onnx.Float
+	}
+	switch info.DType {
+	case safetensors.F16:
+		return onnx.Float16
+	case safetensors.BF16:
+		return onnx.BFloat16
+	}
+	return onnx.Float
 }
 
 // checkTensors compares the checkpoint with what the architecture reads:

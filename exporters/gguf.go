@@ -9,6 +9,7 @@ import (
 
 	"github.com/migu-ml/migu/gguf"
 	"github.com/migu-ml/migu/internal/badinput"
+	"github.com/migu-ml/migu/onnx"
 	"github.com/migu-ml/migu/tokenizer"
 )
 
@@ -148,6 +149,29 @@ func (w *ggufWeights) check(path string, arch *Architecture, config []byte, spec
 		return badinput.Errorf("%s: tensor %s is not part of the %s model migu builds (%d such tensors); its maths is not supported", path, extra[0], arch.Name, len(extra))
 	}
 	return nil
+}
+
+// StoredType keeps F16 and BF16 tensors in their type; quantized and F32
+// tensors become float32.
+func (w *ggufWeights) StoredType(name string) onnx.DType {
+	if t, ok := w.names[name]; ok {
+		if info, ok := w.file.Tensor(t.name); ok {
+			switch info.Type {
+			case gguf.F16:
+				return onnx.Float16
+			case gguf.BF16:
+				return onnx.BFloat16
+			}
+		}
+	}
+	return onnx.Float
+}
+
+// Release gives a tensor's mapped pages back after export has read it.
+func (w *ggufWeights) Release(name string) {
+	if t, ok := w.names[name]; ok {
+		w.file.Release(t.name)
+	}
 }
 
 // Float32 dequantizes a tensor and puts permuted rows back in Hugging Face

@@ -78,7 +78,6 @@ func parallel(n, elems int, fn func(lo, hi int)) {
 	wg.Wait()
 }
 
-
 func le16(b []byte) uint16 { return uint16(b[0]) | uint16(b[1])<<8 }
 
 func dequantF32(dst []float32, src []byte) {

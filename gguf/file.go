@@ -10,6 +10,7 @@ import (
 	"slices"
 
 	"github.com/migu-ml/migu/internal/badinput"
+	"github.com/migu-ml/migu/internal/pages"
 )
 
 // File is an open GGUF file: its metadata, parsed and copied out, and its
@@ -324,6 +325,15 @@ func (f *File) Float32(name string) ([]float32, error) {
 	}
 	dst := make([]float32, t.NumElements())
 	return dst, Dequantize(dst, t.Type, f.raw(t))
+}
+
+// Release gives a tensor's mapped pages back to the kernel after a
+// streaming reader is done with them (see internal/pages); its data stays
+// readable.
+func (f *File) Release(name string) {
+	if t, err := f.lookup(name); err == nil && f.mapped {
+		pages.Release(f.raw(t))
+	}
 }
 
 // ReadInto is Float32 into a slice the caller owns, which must hold exactly

@@ -9,6 +9,7 @@ import (
 	"github.com/migu-ml/migu/modeldir"
 	"github.com/migu-ml/migu/onnx"
 	"github.com/migu-ml/migu/onnx/onnxpb"
+	"google.golang.org/protobuf/proto"
 )
 
 // Merge writes outDir, a new model folder holding modelDir's model with
@@ -46,8 +47,8 @@ func (a *Adapter) Merge(m *onnx.Model, man *modeldir.Manifest) error {
 		if t == nil {
 			return badinput.Errorf("layer %s: the model has no weight initializer %q", l.Name, l.Weight)
 		}
-		if onnx.DType(t.GetDataType()) != onnx.Float {
-			return fmt.Errorf("lora: merging into %s: weight %q is %v; merge supports float32 weights", l.Name, l.Weight, onnx.DType(t.GetDataType()))
+		if !onnx.DType(t.GetDataType()).IsFloat() {
+			return fmt.Errorf("lora: merging into %s: weight %q is %v, not a float tensor", l.Name, l.Weight, onnx.DType(t.GetDataType()))
 		}
 		// A tied head reads the transpose of the embedding [d_out, d_in].
 		want := []int64{l.DIn, l.DOut}
@@ -98,8 +99,11 @@ func addProduct(w, a, b []float32, dIn, r, dOut int64, s float32) {
 	}
 }
 
-// replaceData stores values as t's new inline contents.
+// replaceData stores values as t's new inline float32 contents; a weight
+// the folder stored in half precision becomes float32 (its Cast to float32
+// then does nothing), so the merge loses nothing to rounding.
 func replaceData(t *onnxpb.TensorProto, values []float32) {
+	t.DataType = proto.Int32(int32(onnx.Float))
 	t.RawData = onnx.Float32Bytes(values)
 	t.ExternalData, t.DataLocation = nil, nil
 	t.FloatData = nil

@@ -166,6 +166,10 @@ const (
 	ExternalAll
 	// ExternalNone stores every tensor inline in the model file.
 	ExternalNone
+	// ExternalKeep writes the graph and leaves every tensor where it is:
+	// external tensors keep their references (their data file, written
+	// beside the model by a DataWriter, must already be in place).
+	ExternalKeep
 )
 
 // SaveOptions control Save.
@@ -195,6 +199,9 @@ func (m *Model) Save(path string, opt SaveOptions) error {
 		opt.DataFile = filepath.Base(path) + ".data"
 	}
 	mode := opt.External
+	if mode == ExternalKeep {
+		return m.writeProto(path)
+	}
 	if mode == ExternalAuto {
 		mode = ExternalNone
 		var inline int64
@@ -236,16 +243,15 @@ func (m *Model) saveRelocated(path string, mode ExternalMode, opt SaveOptions) e
 			st.restore()
 		}
 	}()
-	var data *atomicfile.File
+	var data *DataWriter
 	if mode == ExternalAll {
 		var err error
-		data, err = atomicfile.Create(filepath.Join(filepath.Dir(path), opt.DataFile))
+		data, err = CreateData(filepath.Dir(path), opt.DataFile)
 		if err != nil {
 			return err
 		}
 		defer data.Abort()
 	}
-	var offset int64
 	var ferr error
 	eachInitializer(m.Proto, func(t *onnxpb.TensorProto) {
 		if ferr != nil || DType(t.GetDataType()) == String {
@@ -266,30 +272,7 @@ func (m *Model) saveRelocated(path string, mode ExternalMode, opt SaveOptions) e
 			t.RawData, t.ExternalData, t.DataLocation = raw, nil, nil
 			return
 		}
-		// Page-align large tensors so ONNX Runtime can map them directly.
-		align := int64(64)
-		if len(raw) >= 64<<10 {
-			align = 4096
-		}
-		if pad := (align - offset%align) % align; pad > 0 {
-			if _, err := data.Write(make([]byte, pad)); err != nil {
-				ferr = err
-				return
-			}
-			offset += pad
-		}
-		if _, err := data.Write(raw); err != nil {
-			ferr = err
-			return
-		}
-		loc := onnxpb.TensorProto_EXTERNAL
-		t.RawData, t.DataLocation = nil, &loc
-		t.ExternalData = []*onnxpb.StringStringEntryProto{
-			entry("location", filepath.ToSlash(opt.DataFile)),
-			entry("offset", strconv.FormatInt(offset, 10)),
-			entry("length", strconv.Itoa(len(raw))),
-		}
-		offset += int64(len(raw))
+		ferr = data.Append(t, raw)
 	})
 	if ferr != nil {
 		return ferr
@@ -353,3 +336,57 @@ func eachInitializer(mp *onnxpb.ModelProto, visit func(*onnxpb.TensorProto)) {
 		graph(mp.Graph)
 	}
 }
+
+// DataWriter streams tensor bytes into an external data file, one tensor
+// at a time, so that a model far larger than memory can be written; the
+// file appears under its name only on Commit.
+type DataWriter struct {
+	f        *atomicfile.File
+	location string
+	offset   int64
+}
+
+// CreateData starts the data file location (relative, as external data
+// references store it) in the folder dir.
+func CreateData(dir, location string) (*DataWriter, error) {
+	f, err := atomicfile.Create(filepath.Join(dir, location))
+	if err != nil {
+		return nil, err
+	}
+	return &DataWriter{f: f, location: location}, nil
+}
+
+// Append writes raw as t's bytes and points t at them. Large tensors start
+// on a page boundary so that ONNX Runtime and migu's trainer can map them
+// directly.
+func (w *DataWriter) Append(t *onnxpb.TensorProto, raw []byte) error {
+	align := int64(64)
+	if len(raw) >= 64<<10 {
+		align = 4096
+	}
+	if pad := (align - w.offset%align) % align; pad > 0 {
+		if _, err := w.f.Write(make([]byte, pad)); err != nil {
+			return err
+		}
+		w.offset += pad
+	}
+	if _, err := w.f.Write(raw); err != nil {
+		return err
+	}
+	loc := onnxpb.TensorProto_EXTERNAL
+	t.RawData, t.DataLocation = nil, &loc
+	t.FloatData, t.Int32Data, t.Int64Data, t.DoubleData, t.Uint64Data = nil, nil, nil, nil, nil
+	t.ExternalData = []*onnxpb.StringStringEntryProto{
+		entry("location", filepath.ToSlash(w.location)),
+		entry("offset", strconv.FormatInt(w.offset, 10)),
+		entry("length", strconv.Itoa(len(raw))),
+	}
+	w.offset += int64(len(raw))
+	return nil
+}
+
+// Commit makes the data file visible under its name.
+func (w *DataWriter) Commit() error { return w.f.Commit() }
+
+// Abort removes the unfinished file; after Commit it does nothing.
+func (w *DataWriter) Abort() { w.f.Abort() }

@@ -119,6 +119,13 @@ func (m *Model) Graph() *Graph {
 	return m.graph
 }
 
+// Remap returns a view of the same model with mappings of its own, so that
+// tensor bytes read through it stay valid after m is closed (the trainer
+// binds frozen weights straight from the model folder's data file).
+func (m *Model) Remap() *Model {
+	return &Model{Proto: m.Proto, Dir: m.Dir, Path: m.Path}
+}
+
 // Close releases the mapped external-data files. Tensor bytes obtained from
 // them must not be used afterwards.
 func (m *Model) Close() error {

@@ -248,6 +248,13 @@ func (c *Checkpoint) Float32(name string) ([]float32, error) {
 	return f.Float32(name)
 }
 
+// Release gives a tensor's mapped pages back (see File.Release).
+func (c *Checkpoint) Release(name string) {
+	if f, err := c.File(name); err == nil {
+		f.Release(name)
+	}
+}
+
 // ReadInto converts a tensor into dst (see File.ReadInto).
 func (c *Checkpoint) ReadInto(name string, dst []float32) error {
 	f, err := c.File(name)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/migu-ml/migu/internal/badinput"
 	"github.com/migu-ml/migu/internal/half"
+	"github.com/migu-ml/migu/internal/pages"
 )
 
 // File is an open safetensors file. Its tensors are read straight from a
@@ -163,6 +164,15 @@ func (f *File) Float32(name string) ([]float32, error) {
 	return dst, nil
 }
 
+// Release gives a tensor's mapped pages back to the kernel after a
+// streaming reader is done with them (see internal/pages); its data stays
+// readable.
+func (f *File) Release(name string) {
+	if t, err := f.lookup(name); err == nil && f.mapped {
+		pages.Release(f.raw(t))
+	}
+}
+
 // ReadInto is Float32 into a slice the caller owns, which must have exactly
 // as many elements as the tensor; it lets a training loop reload weights
 // without allocating.
@@ -188,7 +198,6 @@ var ErrDType = errors.New("dtype does not convert to float32")
 func unconvertible(path string, t *TensorInfo) error {
 	return fmt.Errorf("safetensors: %s: tensor %q is %s, want F32, F16, BF16 or F64: %w", path, t.Name, t.DType, ErrDType)
 }
-
 
 // decodeFloat32 converts little-endian src of dtype d into dst, which has
 // exactly len(src)/d.Size() elements.

@@ -27,15 +27,18 @@ func ExportModel(base, out string, params map[string][]float32) error {
 		if t == nil {
 			return fmt.Errorf("trained tensor %s is not an initializer of %s", name, base)
 		}
-		if onnx.DType(t.GetDataType()) != onnx.Float {
-			return fmt.Errorf("trained tensor %s is %v in %s; only float32 weights are written back", name, onnx.DType(t.GetDataType()), base)
+		if !onnx.DType(t.GetDataType()).IsFloat() {
+			return fmt.Errorf("trained tensor %s is %v in %s, not a float tensor", name, onnx.DType(t.GetDataType()), base)
 		}
 		n, err := onnx.NumElements(t.Dims)
 		if err != nil || n != int64(len(vals)) {
 			return fmt.Errorf("trained tensor %s has %d values for shape %v", name, len(vals), t.Dims)
 		}
+		// Trained values are written as they were trained, in float32,
+		// whatever precision the base stored (its Cast to float32 then
+		// does nothing).
 		fresh := onnx.Float32Tensor(name, t.Dims, vals)
-		t.RawData, t.ExternalData, t.DataLocation = fresh.RawData, nil, nil
+		t.RawData, t.ExternalData, t.DataLocation, t.DataType = fresh.RawData, nil, nil, fresh.DataType
 		t.FloatData = nil
 	}
 	stage, err := modeldir.Stage(out)

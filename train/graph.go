@@ -149,11 +149,15 @@ func Build(m *onnx.Model, man *modeldir.Manifest, opt GraphOptions) (*Artifact, 
 	logits := man.Outputs[0]
 
 	// Trainable tensors become inputs.
+	// Their values are float32 master copies, whatever precision the
+	// model folder stores them in (a Cast to float32 after them is then
+	// a no-op).
 	for _, name := range names {
 		t := g.RemoveInitializer(name)
-		g.AddInput(name, onnx.DType(t.GetDataType()), dims(t.Dims))
+		g.AddInput(name, onnx.Float, dims(t.Dims))
 		art.Params = append(art.Params, Param{Name: name, Shape: t.Dims})
 	}
+	dropMasterCasts(g, names)
 	if art.PaddedHidden, err = padHidden(g, man, opt.HiddenPad); err != nil {
 		return nil, err
 	}
@@ -224,6 +228,27 @@ func Build(m *onnx.Model, man *modeldir.Manifest, opt GraphOptions) (*Artifact, 
 		return nil, err
 	}
 	return art, nil
+}
+
+// dropMasterCasts removes the Cast to float32 after a trainable tensor
+// that the model folder stores in half precision: its float32 master copy
+// needs none, and the copy would cost a pass over the weight every step.
+func dropMasterCasts(g *onnx.Graph, names []string) {
+	trainable := map[string]bool{}
+	for _, n := range names {
+		trainable[n] = true
+	}
+	renames := map[string]string{}
+	g.RemoveNodes(func(n *onnxpb.NodeProto) bool {
+		if n.GetOpType() != "Cast" || len(n.Input) != 1 || !trainable[n.Input[0]] || onnx.AttrIntOr(n, "to", 0) != int64(onnx.Float) {
+			return false
+		}
+		renames[n.Output[0]] = n.Input[0]
+		return true
+	})
+	for from, to := range renames {
+		g.Rename(from, to)
+	}
 }
 
 // trainableNames resolves GraphOptions to initializer names, sorted.

@@ -235,13 +235,24 @@ func padOperand(g *onnx.Graph, node, weight string, pads []int64) error {
 		if n.GetName() != node {
 			continue
 		}
-		if len(n.Input) != 2 || n.Input[1] != weight {
+		if len(n.Input) != 2 || !usesWeight(g, n.Input[1], weight) {
 			return fmt.Errorf("hidden padding: %s does not multiply by %s", node, weight)
 		}
-		n.Input[1] = g.Op("Pad", []string{weight, g.ConstInt64(weight+".pad", []int64{int64(len(pads))}, pads...)}, weight+".padded")
+		operand := n.Input[1]
+		n.Input[1] = g.Op("Pad", []string{operand, g.ConstInt64(weight+".pad", []int64{int64(len(pads))}, pads...)}, weight+".padded")
 		return nil
 	}
 	return fmt.Errorf("hidden padding: no node %s", node)
+}
+
+// usesWeight reports whether a MatMul operand is the weight initializer or,
+// for a weight stored in half precision, its cast to float32.
+func usesWeight(g *onnx.Graph, operand, weight string) bool {
+	if operand == weight {
+		return true
+	}
+	p := g.Producers()[operand]
+	return p != nil && p.GetOpType() == "Cast" && len(p.Input) == 1 && p.Input[0] == weight
 }
 
 // padBias replaces the bias operand of the chain's Add by a zero-padded

@@ -7,11 +7,13 @@ import (
 	"path/filepath"
 	"slices"
 	"time"
+	"unsafe"
 
 	"github.com/migu-ml/migu/data"
 	"github.com/migu-ml/migu/internal/badinput"
 	"github.com/migu-ml/migu/migu"
 	"github.com/migu-ml/migu/onnx"
+	"github.com/migu-ml/migu/onnx/onnxpb"
 	"github.com/migu-ml/migu/onnx/ort"
 )
 
@@ -55,8 +57,13 @@ type Trainer struct {
 	// Step counts optimizer steps taken.
 	Step int64
 
-	session  *ort.Session
-	binding  *ort.Binding
+	session *ort.Session
+	binding *ort.Binding
+	// frozen are the weights that are not trained, bound as graph inputs
+	// straight from the model folder's mapped data file (frozenData) in
+	// their stored precision: nothing copies them.
+	frozen     []*onnxpb.TensorProto
+	frozenData *onnx.Model
 	owned    []ort.Value
 	gradOut  map[*Tensor][]float32 // per-micro-batch gradient buffers when accumulating
 	tapOut   map[string][]float32
@@ -127,7 +134,12 @@ func NewTrainer(plan *Plan, dir string, cfg Config) (*Trainer, error) {
 		return nil, err
 	}
 	t.Art = art
-	if err := plan.Model.Save(filepath.Join(dir, GraphFile), onnx.SaveOptions{External: onnx.ExternalAll, DataFile: GraphData}); err != nil {
+	t.frozen = freezeExternal(g)
+	t.frozenData = plan.Model.Remap()
+	err = plan.Model.Save(filepath.Join(dir, GraphFile), onnx.SaveOptions{External: onnx.ExternalAll, DataFile: GraphData})
+	restoreFrozen(g, t.frozen)
+	if err != nil {
+		t.Close()
 		return nil, err
 	}
 	if cfg.UseMIGU {
@@ -173,6 +185,16 @@ func (t *Trainer) open(path string) error {
 		}
 		return t.binding.BindOutput(name, v)
 	}
+	for _, f := range t.frozen {
+		v, err := frozenValue(t.frozenData, f)
+		if err != nil {
+			return err
+		}
+		t.owned = append(t.owned, v)
+		if err := t.binding.BindInput(f.GetName(), v); err != nil {
+			return err
+		}
+	}
 	byName := map[string]*Tensor{}
 	for _, tt := range t.Tensors {
 		byName[tt.Name] = tt
@@ -217,7 +239,60 @@ func (t *Trainer) Close() error {
 	if t.session != nil {
 		errs = append(errs, t.session.Close())
 	}
+	if t.frozenData != nil {
+		errs = append(errs, t.frozenData.Close())
+	}
 	return errors.Join(errs...)
+}
+
+// freezeExternal turns the initializers whose bytes live in the model
+// folder's data file (every weight; the trainable ones are inputs already)
+// into graph inputs of the training graph, so that train.onnx carries no
+// copy of them, and returns them.
+func freezeExternal(g *onnx.Graph) []*onnxpb.TensorProto {
+	var frozen []*onnxpb.TensorProto
+	for _, t := range slices.Clone(g.P.Initializer) {
+		if !onnx.IsExternal(t) {
+			continue
+		}
+		g.RemoveInitializer(t.GetName())
+		g.AddInput(t.GetName(), onnx.DType(t.GetDataType()), dims(t.Dims))
+		frozen = append(frozen, t)
+	}
+	return frozen
+}
+
+// restoreFrozen puts the frozen weights back as initializers, leaving the
+// plan's model as it was before the trainer saved its graph.
+func restoreFrozen(g *onnx.Graph, frozen []*onnxpb.TensorProto) {
+	for _, t := range frozen {
+		g.RemoveInput(t.GetName())
+		g.AddInitializer(t)
+	}
+}
+
+// frozenValue wraps a frozen weight's mapped bytes as an ORT tensor of its
+// stored type, without copying.
+func frozenValue(m *onnx.Model, t *onnxpb.TensorProto) (ort.Value, error) {
+	raw, err := m.TensorBytes(t)
+	if err != nil {
+		return nil, err
+	}
+	name, shape := t.GetName(), t.Dims
+	if len(raw) == 0 {
+		return nil, fmt.Errorf("frozen weight %s is empty", name)
+	}
+	ptr := unsafe.Pointer(unsafe.SliceData(raw))
+	switch dt := onnx.DType(t.GetDataType()); dt {
+	case onnx.Float:
+		return ort.NewTensor(unsafe.Slice((*float32)(ptr), len(raw)/4), shape...)
+	case onnx.Float16:
+		return ort.NewFloat16Tensor(unsafe.Slice((*uint16)(ptr), len(raw)/2), shape...)
+	case onnx.BFloat16:
+		return ort.NewBFloat16Tensor(unsafe.Slice((*uint16)(ptr), len(raw)/2), shape...)
+	default:
+		return nil, fmt.Errorf("frozen weight %s is %v; weights are float32, float16 or bfloat16", name, dt)
+	}
 }
 
 // feed binds one batch's inputs (ids, masks, labels).
