@@ -11,6 +11,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 
 	"github.com/migu-ml/migu/adapters"
 	"github.com/migu-ml/migu/chat"
@@ -52,6 +54,10 @@ type JobOptions struct {
 	ChatTemplate string `json:"chat_template,omitempty"`
 	// Unmasked trains without MIGU's mask (the first task of a sequence).
 	Unmasked bool `json:"unmasked"`
+	// MemoryLimit caps the planned memory (train.MemoryPlan): "" or "auto"
+	// is the memory the machine has available, "off" plans without a cap,
+	// and a size such as "20GB" or "512MB" sets it.
+	MemoryLimit string `json:"-"`
 	// InitAdapter starts a LoRA run from a trained adapter folder (its r,
 	// alpha and layers replace LoRA's), so that one adapter continues
 	// across the tasks of a sequence.
@@ -137,11 +143,19 @@ func RunJob(ctx context.Context, o JobOptions) (*JobResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	tr, err := train.NewTrainer(plan, o.Out, o.Train)
+	cfg := o.Train
+	if cfg.MemoryLimit, err = ParseMemoryLimit(o.MemoryLimit); err != nil {
+		return nil, err
+	}
+	cfg.PlanBatch, cfg.PlanSeq = int64(max(o.BatchSize, 1)), int64(max(stats.Longest, 1))
+	tr, err := train.NewTrainer(plan, o.Out, cfg)
 	if err != nil {
 		return nil, err
 	}
 	defer tr.Close()
+	if o.Progress != nil {
+		fmt.Fprintln(o.Progress, tr.Memory)
+	}
 	// The trainer holds its own copies of the parameters: unmap the model's
 	// weights now rather than carry them through the run.
 	m.Close()
@@ -171,6 +185,32 @@ func RunJob(ctx context.Context, o JobOptions) (*JobResult, error) {
 		return nil, err
 	}
 	return res, atomicfile.WriteFile(filepath.Join(o.Out, "run.json"), append(raw, '\n'))
+}
+
+// ParseMemoryLimit reads --memory-limit: "" or "auto" (the memory
+// available now), "off" (0: no cap), or a size in GB, MB or bytes.
+func ParseMemoryLimit(s string) (int64, error) {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "", "auto":
+		return train.AvailableMemory(), nil
+	case "off":
+		return 0, nil
+	}
+	units := []struct {
+		suffix string
+		scale  float64
+	}{{"gb", 1e9}, {"g", 1e9}, {"mb", 1e6}, {"m", 1e6}, {"", 1}}
+	lower := strings.ToLower(strings.TrimSpace(s))
+	for _, u := range units {
+		if num, ok := strings.CutSuffix(lower, u.suffix); ok {
+			v, err := strconv.ParseFloat(strings.TrimSpace(num), 64)
+			if err != nil || v <= 0 {
+				break
+			}
+			return int64(v * u.scale), nil
+		}
+	}
+	return 0, badinput.Errorf("--memory-limit %q is not auto, off or a size such as 20GB", s)
 }
 
 // prepareRunDir creates the run folder; a folder with checkpoints is only

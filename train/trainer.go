@@ -38,6 +38,12 @@ type Config struct {
 	// HiddenPad widens slow feed-forward widths in the graph (the zero
 	// value: DefaultHiddenPad; it changes speed, not results).
 	HiddenPad HiddenPad `json:"-"`
+	// PlanBatch and PlanSeq, when set, are the largest batch's shape:
+	// NewTrainer then plans the run's memory (Trainer.Memory) before it
+	// allocates the trained tensors, and refuses a plan above MemoryLimit
+	// bytes (0: no limit).
+	PlanBatch, PlanSeq int64 `json:"-"`
+	MemoryLimit        int64 `json:"-"`
 	// Session adds ONNX Runtime options (provider, optimisation level,
 	// profiling, config entries) to the training session; Threads above
 	// sets its intra-op threads.
@@ -56,6 +62,9 @@ type Trainer struct {
 	masker  *migu.Masker
 	// Step counts optimizer steps taken.
 	Step int64
+	// Memory is the run's memory plan (nil unless Config.PlanBatch and
+	// PlanSeq are set).
+	Memory *MemoryPlan
 
 	session *ort.Session
 	binding *ort.Binding
@@ -113,25 +122,42 @@ func NewTrainer(plan *Plan, dir string, cfg Config) (*Trainer, error) {
 		gradOut: map[*Tensor][]float32{}, tapOut: map[string][]float32{}, keepOpt: map[*Tensor]*migu.Keep{},
 		inputs: map[string]ort.Value{}, dataDims: map[string][]int64{}}
 
-	// Initial values are read before Build turns the tensors into inputs.
+	// The trainable tensors are found before Build turns them into inputs,
+	// and read after the memory plan has accepted the run.
 	g := plan.Model.Graph()
-	for _, name := range plan.Trainable {
-		init := g.Initializer(name)
-		if init == nil {
+	inits := make([]*onnxpb.TensorProto, len(plan.Trainable))
+	var trainable int64
+	for i, name := range plan.Trainable {
+		if inits[i] = g.Initializer(name); inits[i] == nil {
 			return nil, fmt.Errorf("trainable tensor %s is not an initializer", name)
 		}
-		vals, err := plan.Model.Float32s(init)
+		n, err := onnx.NumElements(inits[i].Dims)
 		if err != nil {
 			return nil, err
 		}
-		n := len(vals)
-		t.Tensors = append(t.Tensors, &Tensor{Name: name, Shape: append([]int64(nil), init.Dims...), Value: vals,
-			Grad: make([]float32, n), M: make([]float32, n), V: make([]float32, n)})
+		trainable += n
 	}
 	art, err := Build(plan.Model, plan.Manifest, GraphOptions{Objective: cfg.Objective, Names: plan.Trainable,
 		Taps: cfg.UseMIGU, TapPoints: plan.Points, TapsSkipPadding: cfg.SkipPaddingTaps, HiddenPad: cfg.HiddenPad})
 	if err != nil {
 		return nil, err
+	}
+	if cfg.PlanBatch > 0 && cfg.PlanSeq > 0 {
+		if t.Memory, err = planMemory(plan.Model, art, trainable, cfg.GradAccum, cfg.PlanBatch, cfg.PlanSeq); err != nil {
+			return nil, err
+		}
+		if err := t.Memory.Check(cfg.MemoryLimit, false); err != nil {
+			return nil, err
+		}
+	}
+	for i, init := range inits {
+		vals, err := plan.Model.Float32s(init)
+		if err != nil {
+			return nil, err
+		}
+		n := len(vals)
+		t.Tensors = append(t.Tensors, &Tensor{Name: plan.Trainable[i], Shape: append([]int64(nil), init.Dims...), Value: vals,
+			Grad: make([]float32, n), M: make([]float32, n), V: make([]float32, n)})
 	}
 	t.Art = art
 	t.frozen = freezeExternal(g)

@@ -167,6 +167,7 @@ run stopped, never training a finished task again.`,
 	f.IntVar(&o.Job.Bucket, "bucket", 0, "group examples of similar length (e.g. 64) to cut padding")
 	f.Uint64Var(&o.Job.Seed, "seed", 0, "random seed when --seeds is not given")
 	f.IntVar(&o.Job.Train.Threads, "threads", 0, "ONNX Runtime threads (0: one per core)")
+	f.StringVar(&o.Job.MemoryLimit, "memory-limit", "auto", "refuse to start a task when its planned memory is above this: auto (what the machine has available), off, or a size such as 20GB")
 	f.Int64Var(&o.Job.SaveEvery, "save-every", 0, "checkpoint every N steps within a task (always at its end)")
 	return cmd
 }

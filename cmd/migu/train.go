@@ -101,6 +101,7 @@ checkpoints and stops; --resume continues. A finished run writes RUN_DIR/model
 	f.Uint64Var(&o.Seed, "seed", 0, "random seed (data order, LoRA init, MLM masking)")
 	f.StringVar(&o.Train.Objective, "objective", "", "clm, seq2seq, mlm or cls (default: the model's)")
 	f.IntVar(&o.Train.Threads, "threads", 0, "ONNX Runtime threads (0: one per core)")
+	f.StringVar(&o.MemoryLimit, "memory-limit", "auto", "refuse to start when the planned memory is above this: auto (what the machine has available), off, or a size such as 20GB")
 	f.Int64Var(&o.SaveEvery, "save-every", 0, "checkpoint every N steps (always at the end)")
 	f.IntVar(&o.Keep, "keep", 3, "checkpoints to keep (0: all)")
 	f.BoolVar(&o.Resume, "resume", false, "continue from the newest good checkpoint in --out")
