@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/migu-ml/migu/data"
+	"github.com/migu-ml/migu/exporters"
 	"github.com/migu-ml/migu/internal/testenv"
 	"github.com/migu-ml/migu/internal/testfix"
 	"github.com/migu-ml/migu/lora"
@@ -25,6 +26,13 @@ import json, sys
 import torch, transformers, peft
 spec = json.load(open(sys.argv[1]))
 base = getattr(transformers, spec["class"]).from_pretrained(sys.argv[2])
+if spec["bf16"]:
+    # The frozen weight matrices rounded to bfloat16 as migu export --dtype
+    # bf16 stores them; the arithmetic stays float32 on both sides.
+    with torch.no_grad():
+        for p in base.parameters():
+            if p.dim() >= 2:
+                p.copy_(p.to(torch.bfloat16).float())
 model = peft.PeftModel.from_pretrained(base, sys.argv[3], is_trainable=True)
 model.eval()
 params = [p for p in model.parameters() if p.requires_grad]
@@ -41,12 +49,27 @@ for batch in spec["batches"]:
 print(json.dumps(losses))
 `
 
-// Twenty LoRA steps give PEFT's losses from the same initial A and B.
+// Twenty LoRA steps give PEFT's losses from the same initial A and B, with
+// the frozen weights in float32 and in bfloat16 (migu export --dtype bf16;
+// PyTorch given the same rounded weights).
 func TestLoRATrainingMatchesPEFT(t *testing.T) {
-	hf, model := testfix.TinyModel(t, "llama")
+	hf, f32 := testfix.TinyModel(t, "llama")
 	if err := ort.Init(ort.InitOptions{LibraryPath: testenv.ORTLib(t)}); err != nil {
 		t.Fatal(err)
 	}
+	bf16 := filepath.Join(t.TempDir(), "bf16")
+	if _, err := exporters.ExportWith(hf, bf16, exporters.ExportOptions{DType: exporters.DTypeBF16}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, model string
+		bf16        bool
+	}{{"float32", f32, false}, {"bfloat16", bf16, true}} {
+		t.Run(tc.name, func(t *testing.T) { loraMatchesPEFT(t, hf, tc.model, tc.bf16) })
+	}
+}
+
+func loraMatchesPEFT(t *testing.T, hf, model string, bf16 bool) {
 	man, err := modeldir.ReadManifest(model)
 	if err != nil {
 		t.Fatal(err)
@@ -56,6 +79,12 @@ func TestLoRATrainingMatchesPEFT(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer m.Close()
+	if bf16 {
+		w := m.Graph().Initializer(man.Linears[0].Weight)
+		if onnx.DType(w.GetDataType()) != onnx.BFloat16 {
+			t.Fatalf("%s is %v in the bf16 export", w.GetName(), onnx.DType(w.GetDataType()))
+		}
+	}
 	const steps, lr, wd = 20, 5e-3, 0.01
 	adapter, plan, err := loraPlan(m, man, JobOptions{LoRA: lora.Config{Targets: []string{"q", "v", "ffn_out"}, R: 4, Alpha: 8}, Seed: 3})
 	if err != nil {
@@ -79,7 +108,7 @@ func TestLoRATrainingMatchesPEFT(t *testing.T) {
 	}
 	defer tr.Close()
 	batches := testfix.RandomBatches(steps, 2, 10, 600, 8)
-	spec := map[string]any{"class": "LlamaForCausalLM", "lr": lr, "wd": wd}
+	spec := map[string]any{"class": "LlamaForCausalLM", "lr": lr, "wd": wd, "bf16": bf16}
 	var list []map[string][][]int64
 	for _, b := range batches {
 		list = append(list, testfix.BatchFeeds(b))
