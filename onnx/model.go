@@ -12,6 +12,7 @@ import (
 	"sort"
 
 	"github.com/migu-ml/migu/internal/badinput"
+	"github.com/migu-ml/migu/internal/pages"
 	"github.com/migu-ml/migu/onnx/onnxpb"
 	"google.golang.org/protobuf/proto"
 )
@@ -201,6 +202,18 @@ func (m *Model) Float32s(t *onnxpb.TensorProto) ([]float32, error) {
 	}
 	out := make([]float32, len(raw)/dtype.Size())
 	return out, decodeFloat32(dtype, raw, out)
+}
+
+// Release gives the mapped pages of an external tensor back to the kernel
+// once its bytes have been copied out (see internal/pages), so that
+// reading a model tensor by tensor does not keep all of it resident.
+func (m *Model) Release(t *onnxpb.TensorProto) {
+	if !IsExternal(t) {
+		return
+	}
+	if raw, err := m.externalBytes(t); err == nil {
+		pages.Release(raw)
+	}
 }
 
 // Int64s decodes an integer tensor (int64, int32) into int64 values.

@@ -155,6 +155,7 @@ func NewTrainer(plan *Plan, dir string, cfg Config) (*Trainer, error) {
 		if err != nil {
 			return nil, err
 		}
+		plan.Model.Release(init)
 		n := len(vals)
 		t.Tensors = append(t.Tensors, &Tensor{Name: plan.Trainable[i], Shape: append([]int64(nil), init.Dims...), Value: vals,
 			Grad: make([]float32, n), M: make([]float32, n), V: make([]float32, n)})
