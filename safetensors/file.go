@@ -189,7 +189,6 @@ func unconvertible(path string, t *TensorInfo) error {
 	return fmt.Errorf("safetensors: %s: tensor %q is %s, want F32, F16, BF16 or F64: %w", path, t.Name, t.DType, ErrDType)
 }
 
-
 // decodeFloat32 converts little-endian src of dtype d into dst, which has
 // exactly len(src)/d.Size() elements.
 func decodeFloat32(dst []float32, d DType, src []byte) {
