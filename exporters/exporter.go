@@ -49,9 +49,11 @@ type Architecture struct {
 	ModelTypes []string
 	// New returns an empty Converter for json.Unmarshal to fill.
 	New func() Converter
-	// Preset returns a config.json for `migu init` (tiny or small) with the
+	// Preset returns a config.json for `migu init` (one of Presets) with the
 	// given vocabulary size and special token ids.
 	Preset func(name string, vocab int, special SpecialTokens) (map[string]any, error)
+	// Presets names the sizes Preset makes, smallest first.
+	Presets []string
 	// Tokenizer is the tokenizer family `migu init` trains for it.
 	Tokenizer tokenizer.Kind
 	// GGUFArch is general.architecture of the family's GGUF files ("": the

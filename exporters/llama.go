@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"math"
+	"strings"
 
 	"github.com/migu-ml/migu/tokenizer"
 
@@ -51,6 +52,7 @@ func init() {
 		ModelTypes: []string{"llama", "mistral"},
 		New:        func() Converter { return &llamaConfig{} },
 		Preset:     llamaPreset,
+		Presets:    llamaPresetNames,
 		Tokenizer:  tokenizer.SentencePieceBPE,
 		GGUFArch:   "llama",
 		FromGGUF:   llamaFromGGUF,
@@ -393,20 +395,29 @@ func (c *llamaConfig) block(b *Builder, x, bias, cos, sin string, i int, cache *
 	return b.Op("Add", []string{x, down}, p+"mlp.residual")
 }
 
-// llamaPreset returns the config.json of a fresh Llama-2-style model:
-// "tiny" (hidden 64, 4 layers; about 0.2M parameters plus 128 per
-// vocabulary entry) for tests, "small" (hidden 512, 8 layers, GQA with 4 kv
-// heads; about 23M plus 1024 per vocabulary entry) for benchmarks.
+// llamaPresets are the shapes `migu init` makes: "tiny" (hidden 64, 4
+// layers; about 0.2M parameters plus 128 per vocabulary entry) for tests,
+// "small" (hidden 512, 8 layers, GQA with 4 kv heads; about 23M plus 1024
+// per vocabulary entry) for benchmarks, and "1b" and "7b" with the exact
+// shapes of TinyLlama-1.1B and Llama-2-7B (at vocabulary 32000,
+// 1,100,048,384 and 6,738,415,616 parameters) for tests at scale.
+var llamaPresets = map[string]struct{ hidden, ff, layers, heads, kv, positions int64 }{
+	"tiny":  {hidden: 64, ff: 176, layers: 4, heads: 4, kv: 2, positions: 512},
+	"small": {hidden: 512, ff: 1376, layers: 8, heads: 8, kv: 4, positions: 2048},
+	"1b":    {hidden: 2048, ff: 5632, layers: 22, heads: 32, kv: 4, positions: 2048},
+	"7b":    {hidden: 4096, ff: 11008, layers: 32, heads: 32, kv: 32, positions: 4096},
+}
+
+// llamaPresetNames lists llamaPresets from small to large.
+var llamaPresetNames = []string{"tiny", "small", "1b", "7b"}
+
+// llamaPreset returns the config.json of a fresh Llama-2-style model of
+// one of llamaPresets' shapes: RMSNorm eps 1e-5, rope θ 10000, untied head,
+// as TinyLlama and Llama 2 have.
 func llamaPreset(name string, vocab int, special SpecialTokens) (map[string]any, error) {
-	type dims struct{ hidden, ff, layers, heads, kv, positions int64 }
-	var d dims
-	switch name {
-	case "tiny":
-		d = dims{hidden: 64, ff: 176, layers: 4, heads: 4, kv: 2, positions: 512}
-	case "small":
-		d = dims{hidden: 512, ff: 1376, layers: 8, heads: 8, kv: 4, positions: 2048}
-	default:
-		return nil, badinput.Errorf("unknown llama preset %q (presets: tiny, small)", name)
+	d, ok := llamaPresets[name]
+	if !ok {
+		return nil, badinput.Errorf("unknown llama preset %q (presets: %s)", name, strings.Join(llamaPresetNames, ", "))
 	}
 	if vocab <= 0 {
 		return nil, badinput.Errorf("llama preset %s: vocabulary size %d is not positive", name, vocab)

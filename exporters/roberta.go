@@ -36,6 +36,7 @@ func init() {
 		ModelTypes: []string{"roberta", "xlm-roberta"},
 		New:        newRoberta,
 		Preset:     robertaPreset,
+		Presets:    []string{"tiny", "small"},
 		Tokenizer:  tokenizer.ByteLevelBPE,
 	})
 }

@@ -18,6 +18,7 @@ func init() {
 		ModelTypes: []string{"t5", "mt5"},
 		New:        func() Converter { return &t5Model{} },
 		Preset:     t5Preset,
+		Presets:    []string{"tiny", "small"},
 		Tokenizer:  tokenizer.Unigram,
 	})
 }

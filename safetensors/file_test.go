@@ -1,6 +1,7 @@
 package safetensors
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"math"
@@ -270,5 +271,76 @@ func TestWriteKeepsOldFileOnError(t *testing.T) {
 	}
 	if got := dirEntries(t, dir); !slices.Equal(got, []string{"c.safetensors"}) {
 		t.Errorf("directory holds %q", got)
+	}
+}
+
+// AppendFloat32 writes a tensor in pieces, converting each, and the file
+// equals one written whole; too many values, a mix with WriteFloat32 and an
+// unfinished tensor are refused.
+func TestAppendFloat32(t *testing.T) {
+	values := []float32{1, -2.5, 3.0000002, 1e-8, 65519, -0.1, 7}
+	cases := []struct {
+		name   string
+		dtype  DType
+		pieces []int // sizes of the appended pieces
+		want   string
+	}{
+		{"f32 in three", F32, []int{2, 0, 5}, ""},
+		{"bf16 one by one", BF16, []int{1, 1, 1, 1, 1, 1, 1}, ""},
+		{"f16 in two", F16, []int{6, 1}, ""},
+		{"f64 whole", F64, []int{7}, ""},
+		{"too many", BF16, []int{5, 3}, "takes 7 values, got 8"},
+		{"unfinished", F16, []int{3}, `"w" (3 of 7 values)`},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			whole, pieces := filepath.Join(dir, "whole.safetensors"), filepath.Join(dir, "pieces.safetensors")
+			specs := []Spec{{"w", c.dtype, []int64{7}}}
+			if err := Write(whole, []Tensor{{Name: "w", DType: c.dtype, Shape: []int64{7}, Values: values}}, nil); err != nil {
+				t.Fatal(err)
+			}
+			w, err := Create(pieces, specs, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer w.Abort()
+			src := append(slices.Clone(values), make([]float32, 8)...) // room for too many
+			at := 0
+			for _, n := range c.pieces {
+				if err = w.AppendFloat32("w", src[at:at+n]); err != nil {
+					break
+				}
+				at += n
+			}
+			if err == nil {
+				err = w.Commit()
+			}
+			if c.want != "" {
+				if err == nil || !strings.Contains(err.Error(), c.want) {
+					t.Fatalf("error %v, want one containing %q", err, c.want)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			a, _ := os.ReadFile(whole)
+			b, _ := os.ReadFile(pieces)
+			if !bytes.Equal(a, b) {
+				t.Error("the file written in pieces differs from the one written whole")
+			}
+		})
+	}
+	w, err := Create(filepath.Join(t.TempDir(), "mix.safetensors"), []Spec{{"w", F32, []int64{2}}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Abort()
+	if err := w.AppendFloat32("w", []float32{1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.WriteFloat32("w", []float32{1, 2}); err == nil || !strings.Contains(err.Error(), "written twice") {
+		t.Errorf("WriteFloat32 after AppendFloat32: %v", err)
 	}
 }

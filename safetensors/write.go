@@ -76,6 +76,7 @@ type Writer struct {
 	dataStart int64
 	layout    map[string]*TensorInfo
 	written   map[string]bool
+	filled    map[string]int64 // values AppendFloat32 has written so far, per tensor
 	buf       []byte
 	err       error // sticky: the first I/O failure, or errDone
 }
@@ -98,7 +99,7 @@ func Create(path string, specs []Spec, metadata map[string]string) (*Writer, err
 	if err != nil {
 		return nil, fmt.Errorf("safetensors: %w", err)
 	}
-	w := &Writer{path: path, tmp: tmp, dataStart: int64(len(hdr)), layout: layout, written: map[string]bool{}}
+	w := &Writer{path: path, tmp: tmp, dataStart: int64(len(hdr)), layout: layout, written: map[string]bool{}, filled: map[string]int64{}}
 	if _, err := tmp.Write(hdr); err != nil {
 		return nil, w.fail(err)
 	}
@@ -253,7 +254,7 @@ func (w *Writer) slot(name string, n int64, unit string) (*TensorInfo, error) {
 	switch {
 	case !ok:
 		return nil, fmt.Errorf("safetensors: writing %s: tensor %q was not declared to Create", w.path, name)
-	case w.written[name]:
+	case w.written[name] || w.filled[name] > 0:
 		return nil, fmt.Errorf("safetensors: writing %s: tensor %q written twice", w.path, name)
 	}
 	want := t.NumElements()
@@ -286,19 +287,57 @@ func (w *Writer) WriteFloat32(name string, values []float32) error {
 	if err != nil {
 		return err
 	}
-	if !t.DType.converts() {
-		return fmt.Errorf("safetensors: writing %s: tensor %q is %s, not a float dtype WriteFloat32 converts to: %w", w.path, name, t.DType, ErrDType)
+	if err := w.putFloat32(t, 0, values); err != nil {
+		return err
 	}
-	off := w.dataStart + t.Begin
+	w.written[name] = true
+	return nil
+}
+
+// AppendFloat32 writes the next len(values) elements of a tensor, converted
+// as WriteFloat32 does, so that a tensor larger than one buffer (a 7B
+// model's embedding table, say) can be produced and written in pieces, in
+// order. The tensor counts as written once its last element has been.
+func (w *Writer) AppendFloat32(name string, values []float32) error {
+	if w.err != nil {
+		return fmt.Errorf("safetensors: writing %s: %w", w.path, w.err)
+	}
+	t, ok := w.layout[name]
+	switch {
+	case !ok:
+		return fmt.Errorf("safetensors: writing %s: tensor %q was not declared to Create", w.path, name)
+	case w.written[name]:
+		return fmt.Errorf("safetensors: writing %s: tensor %q written twice", w.path, name)
+	}
+	at := w.filled[name]
+	if n := t.NumElements(); at+int64(len(values)) > n {
+		return fmt.Errorf("safetensors: writing %s: tensor %q (%s %s) takes %d values, got %d", w.path, name, t.DType, fmtShape(t.Shape), n, at+int64(len(values)))
+	}
+	if err := w.putFloat32(t, at, values); err != nil {
+		return err
+	}
+	w.filled[name] = at + int64(len(values))
+	if w.filled[name] == t.NumElements() {
+		w.written[name] = true
+	}
+	return nil
+}
+
+// putFloat32 converts values to t's dtype and writes them as its elements
+// from index at on.
+func (w *Writer) putFloat32(t *TensorInfo, at int64, values []float32) error {
+	if !t.DType.converts() {
+		return fmt.Errorf("safetensors: writing %s: tensor %q is %s, not a float dtype WriteFloat32 converts to: %w", w.path, t.Name, t.DType, ErrDType)
+	}
+	size := t.DType.Size()
+	off := w.dataStart + t.Begin + at*int64(size)
 	if t.DType == F32 && half.HostLittleEndian && len(values) > 0 {
 		if _, err := w.tmp.WriteAt(unsafe.Slice((*byte)(unsafe.Pointer(&values[0])), 4*len(values)), off); err != nil {
 			return w.fail(err)
 		}
-		w.written[name] = true
 		return nil
 	}
 	const chunk = 1 << 14
-	size := t.DType.Size()
 	if w.buf == nil {
 		w.buf = make([]byte, chunk*8)
 	}
@@ -312,7 +351,6 @@ func (w *Writer) WriteFloat32(name string, values []float32) error {
 		}
 		off += int64(len(b))
 	}
-	w.written[name] = true
 	return nil
 }
 
@@ -346,7 +384,10 @@ func (w *Writer) Commit() error {
 	}
 	var missing []string
 	for name := range w.layout {
-		if !w.written[name] {
+		switch {
+		case w.filled[name] > 0 && !w.written[name]:
+			missing = append(missing, fmt.Sprintf("%q (%d of %d values)", name, w.filled[name], w.layout[name].NumElements()))
+		case !w.written[name]:
 			missing = append(missing, strconv.Quote(name))
 		}
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -129,5 +130,30 @@ func TestInitCorpusFlag(t *testing.T) {
 	status, _, stderr = runCLI(t, "init", "--arch", "llama", "--corpus", empty, "--out", filepath.Join(dir, "hf2"))
 	if status != 2 || !strings.Contains(stderr, "the corpus is empty") {
 		t.Errorf("empty corpus: exit %d, %q", status, stderr)
+	}
+}
+
+// TestInitPresetAndDType: --dtype reaches the file and the summary line;
+// presets an architecture lacks and unknown dtypes are one-line bad input.
+func TestInitPresetAndDType(t *testing.T) {
+	dir := t.TempDir()
+	cases := []struct {
+		args   []string
+		status int
+		want   string
+	}{
+		{[]string{"--arch", "llama", "--preset", "tiny", "--dtype", "bf16", "--vocab-size", "600"}, 0, "parameters (BF16)"},
+		{[]string{"--arch", "t5", "--preset", "7b"}, 2, `t5 has no preset "7b" (presets: tiny, small)`},
+		{[]string{"--arch", "llama", "--preset", "tiny", "--dtype", "f8"}, 2, `unknown dtype "f8"`},
+	}
+	for i, c := range cases {
+		out := filepath.Join(dir, fmt.Sprint(i))
+		status, stdout, stderr := runCLI(t, append([]string{"init", "--out", out}, c.args...)...)
+		if status != c.status || !strings.Contains(stdout+stderr, c.want) {
+			t.Errorf("%v: exit %d, %q %q; want %d and %q", c.args, status, stdout, stderr, c.status, c.want)
+		}
+		if _, err := os.Stat(out); (err == nil) != (c.status == 0) {
+			t.Errorf("%v: output folder present %v after exit %d", c.args, err == nil, status)
+		}
 	}
 }
