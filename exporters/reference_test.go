@@ -35,7 +35,12 @@ with torch.no_grad():
             p.copy_(1 + 0.2 * torch.randn_like(p))
         else:
             p.copy_(spec.get("std", 0.1) * torch.randn_like(p))
+if spec.get("dtype"):
+    # A half-precision checkpoint; the logits come from its values,
+    # computed in float32.
+    model = model.to(getattr(torch, spec["dtype"]))
 model.save_pretrained(out, safe_serialization=True)
+model = model.float()
 vocab = {"[UNK]": 0}
 for i in range(1, min(config.vocab_size, 64)):
     vocab["t%d" % i] = i
@@ -52,11 +57,18 @@ json.dump(list(logits.shape), open(out + "/ref_shape.json", "w"))
 // only the transformers model takes (position_ids, say); it may be nil.
 func hfReference(t *testing.T, class string, config map[string]any, feeds, hfOnly map[string][][]int64) (string, []float32, []int64) {
 	t.Helper()
+	return hfReferenceDType(t, class, config, feeds, hfOnly, "")
+}
+
+// hfReferenceDType is hfReference with the checkpoint saved in a torch
+// dtype ("bfloat16", "float16"; "" keeps float32).
+func hfReferenceDType(t *testing.T, class string, config map[string]any, feeds, hfOnly map[string][][]int64, dtype string) (string, []float32, []int64) {
+	t.Helper()
 	dir := t.TempDir()
 	if hfOnly == nil {
 		hfOnly = map[string][][]int64{}
 	}
-	spec, err := json.Marshal(map[string]any{"class": class, "config": config, "feeds": feeds, "hf_only": hfOnly, "seed": 0})
+	spec, err := json.Marshal(map[string]any{"class": class, "config": config, "feeds": feeds, "hf_only": hfOnly, "seed": 0, "dtype": dtype})
 	if err != nil {
 		t.Fatal(err)
 	}

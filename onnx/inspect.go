@@ -26,7 +26,7 @@ type Linear struct {
 
 // FindLinears lists the linear layers of a graph in node order: MatMul or
 // Gemm nodes whose second operand is a 2-D floating-point initializer,
-// directly or through one Transpose, Cast or Identity node.
+// directly or through up to two Transpose, Cast or Identity nodes.
 func FindLinears(g *onnxpb.GraphProto) []Linear {
 	inits := map[string]*onnxpb.TensorProto{}
 	for _, t := range g.Initializer {
@@ -39,11 +39,18 @@ func FindLinears(g *onnxpb.GraphProto) []Linear {
 		if (op != "MatMul" && op != "Gemm") || n.GetDomain() != "" || len(n.Input) < 2 || len(n.Output) < 1 {
 			continue
 		}
+		// Follow a Transpose, Cast or Identity node, and a second one
+		// (a tied head transposes the float32 cast of a half-precision
+		// embedding).
 		name, transposed := n.Input[1], false
-		if p := producer[name]; p != nil && len(p.Input) == 1 {
+		for range 2 {
+			p := producer[name]
+			if p == nil || len(p.Input) != 1 {
+				break
+			}
 			switch p.GetOpType() {
 			case "Transpose":
-				name, transposed = p.Input[0], true
+				name, transposed = p.Input[0], !transposed
 			case "Cast", "Identity":
 				name = p.Input[0]
 			}
