@@ -73,13 +73,13 @@ type Trainer struct {
 	// their stored precision: nothing copies them.
 	frozen     []*onnxpb.TensorProto
 	frozenData *onnx.Model
-	owned    []ort.Value
-	gradOut  map[*Tensor][]float32 // per-micro-batch gradient buffers when accumulating
-	tapOut   map[string][]float32
-	lossOut  []float32
-	keepOpt  map[*Tensor]*migu.Keep
-	inputs   map[string]ort.Value
-	dataDims map[string][]int64
+	owned      []ort.Value
+	gradOut    map[*Tensor][]float32 // per-micro-batch gradient buffers when accumulating
+	tapOut     map[string][]float32
+	lossOut    []float32
+	keepOpt    map[*Tensor]*migu.Keep
+	inputs     map[string]ort.Value
+	dataDims   map[string][]int64
 }
 
 // StepResult reports one optimizer step.
