@@ -197,6 +197,10 @@ func Build(m *onnx.Model, man *modeldir.Manifest, opt GraphOptions) (*Artifact, 
 	if err != nil {
 		return nil, err
 	}
+	copies := weightCopies(g, art.Nodes)
+	if _, err := grad.Recompute(g, art.Nodes, func(v string) bool { return copies[v] }); err != nil {
+		return nil, err
+	}
 	art.GradNodes = res.Nodes
 	consumers := g.Consumers()
 	for i := range art.Params {

@@ -164,7 +164,7 @@ func activationPeak(g *onnx.Graph, info *onnx.ShapeInfo, sizes map[string]int64)
 	for _, t := range g.P.Initializer {
 		outside[t.GetName()] = true
 	}
-	nodes := liveNodes(g)
+	nodes := executionOrder(g)
 	last := map[string]int{}
 	for i, n := range nodes {
 		for _, in := range n.Input {
@@ -205,32 +205,67 @@ func activationPeak(g *onnx.Graph, info *onnx.ShapeInfo, sizes map[string]int64)
 	return peak, unsized
 }
 
-// liveNodes are the nodes that lead to a graph output, in graph order:
-// ONNX Runtime drops the others before it runs anything.
-func liveNodes(g *onnx.Graph) []*onnxpb.NodeProto {
-	needed := map[string]bool{}
-	for _, vi := range g.P.Output {
-		needed[vi.GetName()] = true
-	}
-	keep := make([]bool, len(g.P.Node))
-	for i := len(g.P.Node) - 1; i >= 0; i-- {
-		n := g.P.Node[i]
+// executionOrder is the order ONNX Runtime's sequential executor runs the
+// nodes in by default (GraphViewer's topological order): a depth-first walk
+// back from the nodes whose outputs no node reads, the last of them first,
+// entering a node's producers highest index first and placing each node
+// after all of its producers. A value needed late but computable early (a
+// recomputed weight copy) is thus computed just before its reader, which
+// node order alone would not show.
+func executionOrder(g *onnx.Graph) []*onnxpb.NodeProto {
+	nodes := g.P.Node
+	producer := map[string]int{}
+	for i, n := range nodes {
 		for _, o := range n.Output {
-			keep[i] = keep[i] || needed[o]
-		}
-		if keep[i] {
-			for _, in := range n.Input {
-				needed[in] = true
+			if o != "" {
+				producer[o] = i
 			}
 		}
 	}
-	var out []*onnxpb.NodeProto
-	for i, n := range g.P.Node {
-		if keep[i] {
-			out = append(out, n)
+	read := make([]bool, len(nodes))
+	for _, n := range nodes {
+		for _, in := range n.Input {
+			if p, ok := producer[in]; ok {
+				read[p] = true
+			}
 		}
 	}
-	return out
+	type entry struct {
+		node  int
+		leave bool
+	}
+	var stack []entry
+	for i := range nodes {
+		if !read[i] {
+			stack = append(stack, entry{i, false})
+		}
+	}
+	visited := make([]bool, len(nodes))
+	order := make([]*onnxpb.NodeProto, 0, len(nodes))
+	for len(stack) > 0 {
+		e := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		if e.leave {
+			order = append(order, nodes[e.node])
+			continue
+		}
+		if visited[e.node] {
+			continue
+		}
+		visited[e.node] = true
+		stack = append(stack, entry{e.node, true})
+		var inputs []int
+		for _, in := range nodes[e.node].Input {
+			if p, ok := producer[in]; ok && !slices.Contains(inputs, p) {
+				inputs = append(inputs, p)
+			}
+		}
+		slices.Sort(inputs)
+		for _, p := range inputs {
+			stack = append(stack, entry{p, false})
+		}
+	}
+	return order
 }
 
 // buffer is a simulated allocation and the number of live values in it.

@@ -3,6 +3,7 @@ package train
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"path/filepath"
 	"slices"
@@ -193,6 +194,7 @@ func (t *Trainer) open(path string) error {
 	// pass; ORT's one-block memory plan for them costs about a third more
 	// peak memory than reusing freed tensors, and no time (ort.SessionOptions).
 	so.NoMemPattern = true
+	so.Config = trainingSessionConfig(so.Config)
 	s, err := ort.NewSession(path, so)
 	if err != nil {
 		return err
@@ -270,6 +272,24 @@ func (t *Trainer) Close() error {
 		errs = append(errs, t.frozenData.Close())
 	}
 	return errors.Join(errs...)
+}
+
+// trainingSessionConfig adds to ORT's session configuration what the
+// training graph needs: common subexpression elimination off, since it
+// would merge the backward pass's recomputed values (grad.Recompute) back
+// into the forward ones and keep them alive in between.
+func trainingSessionConfig(cfg map[string]string) map[string]string {
+	out := maps.Clone(cfg)
+	if out == nil {
+		out = map[string]string{}
+	}
+	const key = "optimization.disable_specified_optimizers"
+	if prev := out[key]; prev != "" {
+		out[key] = prev + ";CommonSubexpressionElimination"
+	} else {
+		out[key] = "CommonSubexpressionElimination"
+	}
+	return out
 }
 
 // freezeExternal turns the initializers whose bytes live in the model

@@ -1,0 +1,100 @@
+package train
+
+import (
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/migu-ml/migu/internal/badinput"
+	"github.com/migu-ml/migu/modeldir"
+	"github.com/migu-ml/migu/onnx"
+)
+
+// The simulated peak of small graphs whose allocations can be counted by
+// hand: x is [4] float32 (16 bytes), so every intermediate is 16 bytes.
+func TestActivationPeak(t *testing.T) {
+	type node struct {
+		op       string
+		in, outs []string
+	}
+	cases := []struct {
+		name  string
+		nodes []node
+		want  int64
+	}{
+		// a and b are both alive when c is made; then only c, then d.
+		{"chain", []node{{"Neg", []string{"x"}, []string{"a"}}, {"Sigmoid", []string{"x"}, []string{"b"}},
+			{"Max", []string{"a", "b"}, []string{"c"}}, {"Abs", []string{"c"}, []string{"y"}}}, 48},
+		// Reshape aliases its input, Add writes over the dying a.
+		{"alias_inplace", []node{{"Neg", []string{"x"}, []string{"a"}}, {"Reshape", []string{"a", "shape"}, []string{"r"}},
+			{"Add", []string{"r", "x"}, []string{"s"}}, {"Abs", []string{"s"}, []string{"y"}}}, 16},
+		// a is read again at the end: the execution order computes it
+		// after the long chain (the producer with the higher index
+		// first), so only two values are ever alive.
+		{"late_use", []node{{"Neg", []string{"x"}, []string{"a"}}, {"Abs", []string{"x"}, []string{"b"}},
+			{"Max", []string{"b", "x"}, []string{"c"}}, {"Max", []string{"c", "x"}, []string{"d"}},
+			{"Max", []string{"d", "a"}, []string{"y"}}}, 32},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			m := onnx.New("g", nil)
+			g := m.Graph()
+			g.AddInput("x", onnx.Float, onnx.Shape{onnx.D(4)})
+			g.ConstInt64("shape", []int64{1}, 4)
+			for _, n := range tc.nodes {
+				g.Op(n.op, n.in, n.outs[0])
+			}
+			// Op names outputs after the hint; map them back.
+			for i, n := range g.P.Node {
+				if i < len(tc.nodes) {
+					old := n.Output[0]
+					g.Rename(old, tc.nodes[i].outs[0])
+				}
+			}
+			g.AddOutput("y", onnx.Float, onnx.Shape{onnx.D(4)})
+			info, err := onnx.InferShapes(m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			peak, unsized := activationPeak(g, info, nil)
+			if unsized != 0 || peak != tc.want {
+				t.Fatalf("peak %d bytes (%d unsized), want %d", peak, unsized, tc.want)
+			}
+		})
+	}
+}
+
+// NewTrainer plans memory before it allocates anything and refuses a plan
+// above the limit with one bad-input line that says what to try; the plan
+// of a tiny llama counts its parameters exactly.
+func TestMemoryPlanRefuses(t *testing.T) {
+	_, model := tinyModel(t)
+	man, err := modeldir.ReadManifest(model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := onnx.Load(filepath.Join(model, modeldir.ModelFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	plan, err := FullPlan(m, man)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var params int64
+	for _, name := range plan.Trainable {
+		n, _ := onnx.NumElements(m.Graph().Initializer(name).Dims)
+		params += n
+	}
+	_, err = NewTrainer(plan, t.TempDir(), Config{Optim: DefaultAdamW(), PlanBatch: 8, PlanSeq: 64, MemoryLimit: 1 << 20, Threads: 1})
+	if err == nil || !badinput.Is(err) {
+		t.Fatalf("a 1 MB limit gave %v, want a bad-input refusal", err)
+	}
+	for _, want := range []string{"planned memory", fmt.Sprintf(" %d trained parameters", params), "more than the 1 MB available (--memory-limit); try "} {
+		if !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("refusal %q lacks %q or is not one line", err, want)
+		}
+	}
+}
