@@ -6,9 +6,11 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/migu-ml/migu/exporters"
 	"github.com/migu-ml/migu/internal/badinput"
 	"github.com/migu-ml/migu/modeldir"
 	"github.com/migu-ml/migu/onnx"
+	"github.com/migu-ml/migu/onnx/grad"
 )
 
 // The simulated peak of small graphs whose allocations can be counted by
@@ -96,5 +98,59 @@ func TestMemoryPlanRefuses(t *testing.T) {
 		if !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "\n") {
 			t.Errorf("refusal %q lacks %q or is not one line", err, want)
 		}
+	}
+}
+
+// With half-precision frozen weights, no backward node reads a float32
+// weight copy made in the forward pass: each is cast again where the
+// backward pass needs it, so the copies never live through the step.
+func TestBackwardRecastsFrozenWeights(t *testing.T) {
+	hf, _ := tinyModel(t)
+	model := filepath.Join(t.TempDir(), "bf16")
+	if _, err := exporters.ExportWith(hf, model, exporters.ExportOptions{DType: exporters.DTypeBF16}); err != nil {
+		t.Fatal(err)
+	}
+	man, err := modeldir.ReadManifest(model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := onnx.Load(filepath.Join(model, modeldir.ModelFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	// Train the norms only: every linear weight is frozen, and the
+	// backward pass still multiplies by each of them.
+	var norms []string
+	for _, init := range m.Graph().P.Initializer {
+		if strings.Contains(init.GetName(), "norm") {
+			norms = append(norms, init.GetName())
+		}
+	}
+	art, err := Build(m, man, GraphOptions{Names: norms})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := m.Graph()
+	copies := weightCopies(g, art.Nodes)
+	if len(copies) < len(man.Linears) {
+		t.Fatalf("%d weight copies for %d linears", len(copies), len(man.Linears))
+	}
+	recast := 0
+	for i, n := range g.P.Node {
+		if strings.HasPrefix(n.GetName(), grad.ClonePrefix) && n.GetOpType() == "Cast" {
+			recast++
+		}
+		if i < art.Nodes {
+			continue
+		}
+		for _, in := range n.Input {
+			if copies[in] && !strings.HasPrefix(n.GetName(), grad.ClonePrefix) {
+				t.Fatalf("backward node %s reads the forward copy %s", n.GetName(), in)
+			}
+		}
+	}
+	if recast == 0 {
+		t.Fatal("the backward pass casts no weight again")
 	}
 }
