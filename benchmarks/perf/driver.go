@@ -8,51 +8,16 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"time"
 
+	"github.com/migu-ml/migu/benchmarks/internal/bench"
 	"github.com/migu-ml/migu/exporters"
 	"github.com/migu-ml/migu/internal/atomicfile"
 	"github.com/migu-ml/migu/modeldir"
 	"github.com/migu-ml/migu/train"
 )
-
-// torchConfig is one way of running PyTorch: environment and thread count.
-type torchConfig struct {
-	Name    string   `json:"name"`
-	Env     []string `json:"env"`
-	Threads int      `json:"threads"`
-	// Filled by the search.
-	GFLOPS float64 `json:"gflops"`
-	StepMS float64 `json:"step_ms"`
-	Note   string  `json:"note,omitempty"`
-}
-
-// torchCandidates are the configurations the search tries: the system's
-// BLAS with PyTorch's defaults, and OpenBLAS (OpenMP or pthreads build,
-// from benchmarks/perf/openblas.sh) with the thread count pinned and
-// OpenMP's wait policy active or passive.
-func torchCandidates(threads int) []torchConfig {
-	n := fmt.Sprint(threads)
-	cands := []torchConfig{{Name: "system BLAS, defaults"}}
-	lib := func(kind string) string { abs, _ := filepath.Abs(filepath.Join(".deps", "openblas-"+kind)); return abs }
-	for _, kind := range []string{"openmp", "pthread"} {
-		dir := lib(kind)
-		if _, err := os.Stat(filepath.Join(dir, "libblas.so.3")); err != nil {
-			continue
-		}
-		for _, policy := range []string{"PASSIVE", "ACTIVE"} {
-			cands = append(cands, torchConfig{Name: fmt.Sprintf("OpenBLAS %s, OMP_WAIT_POLICY=%s, %s threads", kind, policy, n),
-				Env: []string{"LD_LIBRARY_PATH=" + dir, "OMP_NUM_THREADS=" + n, "OPENBLAS_NUM_THREADS=" + n, "MKL_NUM_THREADS=" + n,
-					"OMP_WAIT_POLICY=" + policy}, Threads: threads})
-		}
-	}
-	cands = append(cands, torchConfig{Name: "system BLAS, OMP_WAIT_POLICY=PASSIVE, " + n + " threads",
-		Env: []string{"OMP_NUM_THREADS=" + n, "OMP_WAIT_POLICY=PASSIVE"}, Threads: threads})
-	return cands
-}
 
 // run is one (model, method, MIGU) configuration's samples on both sides.
 type run struct {
@@ -65,23 +30,23 @@ type run struct {
 
 // report is results.json.
 type report struct {
-	Date      string        `json:"date"`
-	Machine   string        `json:"machine"`
-	Command   string        `json:"command"`
-	Threads   int           `json:"threads"`
-	Batch     int           `json:"batch"`
-	Seq       int           `json:"seq"`
-	Provider  string        `json:"provider"`
-	ORTGFLOPS float64       `json:"ort_matmul_gflops"`
-	TorchGF   float64       `json:"torch_matmul_gflops"`
-	Torch     torchConfig   `json:"torch_config"`
-	ORTSpin   string        `json:"ort_spin"`
-	VecAdamW  bool          `json:"vectorized_adamw"`
-	SpinMS    [2]float64    `json:"ort_spin_step_ms"` // spinning off, on
-	Search    []torchConfig `json:"torch_search"`
-	Runs      []*run        `json:"runs"`
-	Minutes   float64       `json:"minutes"`
-	Partial   bool          `json:"partial,omitempty"`
+	Date      string              `json:"date"`
+	Machine   string              `json:"machine"`
+	Command   string              `json:"command"`
+	Threads   int                 `json:"threads"`
+	Batch     int                 `json:"batch"`
+	Seq       int                 `json:"seq"`
+	Provider  string              `json:"provider"`
+	ORTGFLOPS float64             `json:"ort_matmul_gflops"`
+	TorchGF   float64             `json:"torch_matmul_gflops"`
+	Torch     bench.TorchConfig   `json:"torch_config"`
+	ORTSpin   string              `json:"ort_spin"`
+	VecAdamW  bool                `json:"vectorized_adamw"`
+	SpinMS    [2]float64          `json:"ort_spin_step_ms"` // spinning off, on
+	Search    []bench.TorchConfig `json:"torch_search"`
+	Runs      []*run              `json:"runs"`
+	Minutes   float64             `json:"minutes"`
+	Partial   bool                `json:"partial,omitempty"`
 }
 
 func drive(o *options) error {
@@ -101,13 +66,13 @@ func drive(o *options) error {
 	if err != nil {
 		return err
 	}
-	rep := &report{Date: time.Now().UTC().Format("2006-01-02 15:04 UTC"), Machine: machine(), Threads: o.threads, Batch: o.batch,
+	rep := &report{Date: time.Now().UTC().Format("2006-01-02 15:04 UTC"), Machine: bench.Machine(), Threads: o.threads, Batch: o.batch,
 		Seq: o.seq, Provider: o.provider, Command: "make bench " + benchVars(), ORTSpin: o.ortSpin, VecAdamW: train.VectorizedAdamW()}
 	logf := func(format string, a ...any) {
 		fmt.Fprintf(os.Stderr, "[%5.0fs] "+format+"\n", append([]any{time.Since(start).Seconds()}, a...)...)
 	}
 
-	models := split(o.models)
+	models := bench.Split(o.models)
 	dirs := map[string][3]string{} // hf, model, batches.json
 	for _, arch := range models {
 		hf, model := filepath.Join(work, arch, "hf"), filepath.Join(work, arch, "model")
@@ -130,7 +95,7 @@ func drive(o *options) error {
 	if o.provider == "cuda" {
 		device = []string{"--device", "cuda"}
 	}
-	torchRun := func(c torchConfig, arch, method string, withMIGU bool, warmup, steps int) (*sample, error) {
+	torchRun := func(c bench.TorchConfig, arch, method string, withMIGU bool, warmup, steps int) (*sample, error) {
 		d := dirs[arch]
 		args := append([]string{script, "--hf", d[0], "--arch", family(arch), "--method", method, "--migu", b2s(withMIGU), "--batches", d[2],
 			"--steps", fmt.Sprint(steps), "--warmup", fmt.Sprint(warmup), "--threads", fmt.Sprint(c.Threads)}, device...)
@@ -142,7 +107,7 @@ func drive(o *options) error {
 			fmt.Sprintf("-with-migu=%v", withMIGU), "-steps", fmt.Sprint(o.steps), "-warmup", fmt.Sprint(o.warmup),
 			"-threads", fmt.Sprint(o.threads), "-batch", fmt.Sprint(o.batch), "-seq", fmt.Sprint(o.seq), "-provider", o.provider)
 	}
-	torchMatMul := func(c torchConfig) (float64, error) {
+	torchMatMul := func(c bench.TorchConfig) (float64, error) {
 		s, err := runJSON(c.Env, o.python, append([]string{script, "--matmul", "--threads", fmt.Sprint(c.Threads)}, device...)...)
 		if err != nil {
 			return 0, err
@@ -159,12 +124,12 @@ func drive(o *options) error {
 
 	// PyTorch's best configuration: MatMul speed of each candidate, then a
 	// short full fine-tuning run of the first model for the fast ones.
-	cands := torchCandidates(o.threads)
+	cands := bench.TorchCandidates(o.threads)
 	if o.provider == "cuda" {
-		cands = []torchConfig{{Name: "cuda", Threads: o.threads}}
+		cands = []bench.TorchConfig{{Name: "cuda", Threads: o.threads}}
 	}
 	if o.torchCfg != "" {
-		cands = slices.DeleteFunc(cands, func(c torchConfig) bool { return !strings.Contains(c.Name, o.torchCfg) })
+		cands = slices.DeleteFunc(cands, func(c bench.TorchConfig) bool { return !strings.Contains(c.Name, o.torchCfg) })
 		if len(cands) == 0 {
 			return fmt.Errorf("no PyTorch configuration matches %q", o.torchCfg)
 		}
@@ -204,7 +169,7 @@ func drive(o *options) error {
 				if err != nil {
 					return err
 				}
-				ms := median(s.StepS) * 1000
+				ms := bench.Median(s.StepS) * 1000
 				if cands[i].StepMS == 0 || ms < cands[i].StepMS {
 					cands[i].StepMS = ms
 				}
@@ -232,7 +197,7 @@ func drive(o *options) error {
 				if err != nil {
 					return err
 				}
-				ms := median(s.StepS) * 1000
+				ms := bench.Median(s.StepS) * 1000
 				i := k ^ pass
 				if rep.SpinMS[i] == 0 || ms < rep.SpinMS[i] {
 					rep.SpinMS[i] = ms
@@ -291,8 +256,8 @@ func drive(o *options) error {
 	}
 	for _, arch := range models {
 		var jobs []job
-		for _, method := range split(o.methods) {
-			for _, mg := range split(o.migus) {
+		for _, method := range bench.Split(o.methods) {
+			for _, mg := range bench.Split(o.migus) {
 				r := &run{Model: arch, Method: method, MIGU: mg == "on"}
 				rep.Runs = append(rep.Runs, r)
 				jobs = append(jobs, job{r, false}, job{r, true})
@@ -317,7 +282,7 @@ func drive(o *options) error {
 				if err != nil {
 					return err
 				}
-				logf("%s %s migu=%v: %-6s median %.0f ms", arch, r.Method, r.MIGU, map[bool]string{false: "migu", true: "torch"}[j.torch], median(s.StepS)*1000)
+				logf("%s %s migu=%v: %-6s median %.0f ms", arch, r.Method, r.MIGU, map[bool]string{false: "migu", true: "torch"}[j.torch], bench.Median(s.StepS)*1000)
 			}
 			// Written after every round: an interrupted run leaves what
 			// it measured.
@@ -368,11 +333,11 @@ func summarize(ss []*sample) stats {
 	}
 	st.steps = len(times)
 	if len(ceil) > 0 {
-		st.gflops = median(ceil)
+		st.gflops = bench.Median(ceil)
 	}
-	st.medianMS = median(times) * 1000
-	st.iqrPct = (quantile(times, 0.75) - quantile(times, 0.25)) / median(times) * 100
-	st.tokS = float64(tokens) / float64(len(times)) / median(times)
+	st.medianMS = bench.Median(times) * 1000
+	st.iqrPct = (bench.Quantile(times, 0.75) - bench.Quantile(times, 0.25)) / bench.Median(times) * 100
+	st.tokS = float64(tokens) / float64(len(times)) / bench.Median(times)
 	return st
 }
 
@@ -545,29 +510,6 @@ func readVocab(model string) (int64, error) {
 	return man.VocabSize, nil
 }
 
-func machine() string {
-	cpu := "unknown CPU"
-	if raw, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		for _, line := range strings.Split(string(raw), "\n") {
-			if name, ok := strings.CutPrefix(line, "model name"); ok {
-				cpu = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(name), ":"))
-				break
-			}
-		}
-	}
-	mem := ""
-	if raw, err := os.ReadFile("/proc/meminfo"); err == nil {
-		var kb float64
-		fmt.Sscanf(strings.SplitN(string(raw), "\n", 2)[0], "MemTotal: %f kB", &kb)
-		mem = fmt.Sprintf(", %.0f GiB RAM", kb/1024/1024)
-	}
-	ort := ""
-	if out, err := exec.Command("go", "env", "GOVERSION").Output(); err == nil {
-		ort = ", " + strings.TrimSpace(string(out))
-	}
-	return fmt.Sprintf("%s, %d logical CPUs%s, %s/%s%s", cpu, runtime.NumCPU(), mem, runtime.GOOS, runtime.GOARCH, ort)
-}
-
 func benchVars() string {
 	var parts []string
 	for _, k := range []string{"BENCH_MODELS", "BENCH_METHODS", "BENCH_MIGU", "BENCH_STEPS", "BENCH_WARMUP", "BENCH_ROUNDS", "BENCH_BATCH", "BENCH_SEQ", "BENCH_THREADS", "PROVIDER"} {
@@ -576,16 +518,6 @@ func benchVars() string {
 		}
 	}
 	return strings.Join(parts, " ")
-}
-
-func split(s string) []string {
-	var out []string
-	for _, p := range strings.Split(s, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			out = append(out, p)
-		}
-	}
-	return out
 }
 
 func b2s(b bool) string {
@@ -600,18 +532,4 @@ func onOff(b bool) string {
 		return "on"
 	}
 	return "off"
-}
-
-func median(v []float64) float64 { return quantile(v, 0.5) }
-
-// quantile interpolates linearly between order statistics.
-func quantile(v []float64, q float64) float64 {
-	if len(v) == 0 {
-		return math.NaN()
-	}
-	s := slices.Sorted(slices.Values(v))
-	pos := q * float64(len(s)-1)
-	lo := int(math.Floor(pos))
-	hi := min(lo+1, len(s)-1)
-	return s[lo] + (s[hi]-s[lo])*(pos-float64(lo))
 }

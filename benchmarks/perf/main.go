@@ -30,6 +30,7 @@ import (
 	"time"
 
 	"github.com/migu-ml/migu/adapters"
+	"github.com/migu-ml/migu/benchmarks/internal/bench"
 	"github.com/migu-ml/migu/data"
 	"github.com/migu-ml/migu/lora"
 	"github.com/migu-ml/migu/migu"
@@ -69,49 +70,34 @@ type options struct {
 	hiddenPad               bool
 }
 
-func envOr(name, def string) string {
-	if v := os.Getenv(name); v != "" {
-		return v
-	}
-	return def
-}
-
-func envInt(name string, def int) int {
-	var v int
-	if _, err := fmt.Sscan(envOr(name, ""), &v); err == nil {
-		return v
-	}
-	return def
-}
-
 func parseFlags() *options {
 	o := &options{}
 	flag.StringVar(&o.worker, "worker", "", "internal: run as a worker (migu or matmul)")
-	flag.StringVar(&o.models, "models", envOr("BENCH_MODELS", "llama,t5,roberta"), "models to benchmark: architectures (small presets) and smollm2 (SmolLM2-135M-Instruct from its GGUF)")
-	flag.StringVar(&o.methods, "methods", envOr("BENCH_METHODS", "full,lora"), "training methods")
-	flag.StringVar(&o.migus, "migu", envOr("BENCH_MIGU", "off,on"), "MIGU settings to run (off, on)")
-	flag.IntVar(&o.steps, "steps", envInt("BENCH_STEPS", 5), "timed steps per process")
-	flag.IntVar(&o.warmup, "warmup", envInt("BENCH_WARMUP", 2), "untimed warm-up steps per process")
-	flag.IntVar(&o.rounds, "rounds", envInt("BENCH_ROUNDS", 2), "processes per side and configuration (rounds, each in reversed order of the last)")
-	flag.IntVar(&o.batch, "batch", envInt("BENCH_BATCH", 4), "sequences per batch")
-	flag.IntVar(&o.seq, "seq", envInt("BENCH_SEQ", 128), "tokens per sequence (t5: encoder and decoder each)")
-	flag.IntVar(&o.threads, "threads", envInt("BENCH_THREADS", runtime.NumCPU()), "intra-op threads on both sides")
-	flag.StringVar(&o.provider, "provider", envOr("PROVIDER", "cpu"), "cpu or cuda (ORT's CUDA EP; PyTorch on cuda)")
-	flag.StringVar(&o.python, "python", envOr("BENCH_PYTHON", ".venv/bin/python"), "Python with torch and transformers")
-	flag.StringVar(&o.work, "work", envOr("BENCH_WORK", ""), "scratch folder (default: a temporary one, removed)")
-	flag.StringVar(&o.out, "out", envOr("BENCH_OUT", "benchmarks/perf/RESULTS.md"), "where to write the results table")
-	flag.StringVar(&o.torchCfg, "torch-config", envOr("BENCH_TORCH_CONFIG", ""), "skip the search and use this PyTorch configuration")
-	flag.BoolVar(&o.ortSpinSearch, "ort-spin-search", envOr("BENCH_ORT_SPIN", "") == "", "time migu with ORT's intra-op spinning on and off, keep the faster")
+	flag.StringVar(&o.models, "models", bench.EnvOr("BENCH_MODELS", "llama,t5,roberta"), "models to benchmark: architectures (small presets) and smollm2 (SmolLM2-135M-Instruct from its GGUF)")
+	flag.StringVar(&o.methods, "methods", bench.EnvOr("BENCH_METHODS", "full,lora"), "training methods")
+	flag.StringVar(&o.migus, "migu", bench.EnvOr("BENCH_MIGU", "off,on"), "MIGU settings to run (off, on)")
+	flag.IntVar(&o.steps, "steps", bench.EnvInt("BENCH_STEPS", 5), "timed steps per process")
+	flag.IntVar(&o.warmup, "warmup", bench.EnvInt("BENCH_WARMUP", 2), "untimed warm-up steps per process")
+	flag.IntVar(&o.rounds, "rounds", bench.EnvInt("BENCH_ROUNDS", 2), "processes per side and configuration (rounds, each in reversed order of the last)")
+	flag.IntVar(&o.batch, "batch", bench.EnvInt("BENCH_BATCH", 4), "sequences per batch")
+	flag.IntVar(&o.seq, "seq", bench.EnvInt("BENCH_SEQ", 128), "tokens per sequence (t5: encoder and decoder each)")
+	flag.IntVar(&o.threads, "threads", bench.EnvInt("BENCH_THREADS", runtime.NumCPU()), "intra-op threads on both sides")
+	flag.StringVar(&o.provider, "provider", bench.EnvOr("PROVIDER", "cpu"), "cpu or cuda (ORT's CUDA EP; PyTorch on cuda)")
+	flag.StringVar(&o.python, "python", bench.EnvOr("BENCH_PYTHON", ".venv/bin/python"), "Python with torch and transformers")
+	flag.StringVar(&o.work, "work", bench.EnvOr("BENCH_WORK", ""), "scratch folder (default: a temporary one, removed)")
+	flag.StringVar(&o.out, "out", bench.EnvOr("BENCH_OUT", "benchmarks/perf/RESULTS.md"), "where to write the results table")
+	flag.StringVar(&o.torchCfg, "torch-config", bench.EnvOr("BENCH_TORCH_CONFIG", ""), "skip the search and use this PyTorch configuration")
+	flag.BoolVar(&o.ortSpinSearch, "ort-spin-search", bench.EnvOr("BENCH_ORT_SPIN", "") == "", "time migu with ORT's intra-op spinning on and off, keep the faster")
 	flag.StringVar(&o.model, "model", "", "worker: model folder")
 	flag.StringVar(&o.hf, "hf", "", "worker: Hugging Face folder")
 	flag.StringVar(&o.arch, "arch", "", "worker: architecture")
 	flag.StringVar(&o.method, "method", "full", "worker: full or lora")
 	flag.BoolVar(&o.withMIGU, "with-migu", false, "worker: train with MIGU (T = 0.7, grad mode)")
-	flag.StringVar(&o.ortProfile, "ort-profile", envOr("BENCH_ORT_PROFILE", ""), "worker: ORT profile file prefix")
-	flag.StringVar(&o.cpuProfile, "cpuprofile", envOr("BENCH_CPUPROFILE", ""), "worker: Go CPU profile file")
+	flag.StringVar(&o.ortProfile, "ort-profile", bench.EnvOr("BENCH_ORT_PROFILE", ""), "worker: ORT profile file prefix")
+	flag.StringVar(&o.cpuProfile, "cpuprofile", bench.EnvOr("BENCH_CPUPROFILE", ""), "worker: Go CPU profile file")
 	flag.BoolVar(&o.hiddenPad, "hidden-pad", true, "worker: widen feed-forward layers whose width is a multiple of 4 KB (train.HiddenPad)")
-	flag.StringVar(&o.ortSpin, "ort-spin", envOr("BENCH_ORT_SPIN", ""), "worker: ORT intra-op spinning, 0 or 1 (empty: ORT's default, on)")
-	flag.StringVar(&o.optLevel, "opt-level", envOr("BENCH_OPT_LEVEL", "all"), "worker: ORT graph optimisation level")
+	flag.StringVar(&o.ortSpin, "ort-spin", bench.EnvOr("BENCH_ORT_SPIN", ""), "worker: ORT intra-op spinning, 0 or 1 (empty: ORT's default, on)")
+	flag.StringVar(&o.optLevel, "opt-level", bench.EnvOr("BENCH_OPT_LEVEL", "all"), "worker: ORT graph optimisation level")
 	flag.Parse()
 	return o
 }
@@ -153,22 +139,6 @@ func cpuSeconds() float64 {
 	var ru syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e9
-}
-
-// peakRSSMB reads the process's high-water resident set size.
-func peakRSSMB() float64 {
-	raw, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(raw), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			var kb float64
-			fmt.Sscan(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), &kb)
-			return kb / 1024
-		}
-	}
-	return 0
 }
 
 // batches makes n deterministic full-length batches (no padding) for arch:
@@ -326,7 +296,7 @@ func workMIGU(o *options) error {
 	if err := tr.Close(); err != nil { // writes the ORT profile
 		return err
 	}
-	s.PeakRSSMB = peakRSSMB()
+	s.PeakRSSMB = bench.PeakRSSMB()
 	// The MatMul ceiling at this moment, in this process, after the peak
 	// RSS is read: MFU against it holds up when the machine's load changes.
 	if s.GFLOPS, err = matmulGFLOPS(o, 3); err != nil {
@@ -367,7 +337,7 @@ func workMatMul(o *options) error {
 	if err != nil {
 		return err
 	}
-	return json.NewEncoder(os.Stdout).Encode(sample{GFLOPS: gf, Threads: o.threads, PeakRSSMB: peakRSSMB()})
+	return json.NewEncoder(os.Stdout).Encode(sample{GFLOPS: gf, Threads: o.threads, PeakRSSMB: bench.PeakRSSMB()})
 }
 
 // ceilingSizes are the square MatMuls whose faster one is the ceiling.
@@ -461,17 +431,12 @@ func runJSON(env []string, name string, args ...string) (*sample, error) {
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if err := cmd.Run(); err != nil {
-		return nil, fmt.Errorf("%s %s: %v\n%s", name, strings.Join(args, " "), err, lastLines(errb.String(), 15))
+		return nil, fmt.Errorf("%s %s: %v\n%s", name, strings.Join(args, " "), err, bench.LastLines(errb.String(), 15))
 	}
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
 	s := &sample{}
 	if err := json.Unmarshal([]byte(lines[len(lines)-1]), s); err != nil {
-		return nil, fmt.Errorf("%s: reading its result: %v (%q)", name, err, lastLines(out.String(), 3))
+		return nil, fmt.Errorf("%s: reading its result: %v (%q)", name, err, bench.LastLines(out.String(), 3))
 	}
 	return s, nil
-}
-
-func lastLines(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
