@@ -36,6 +36,11 @@ type Config struct {
 	// HiddenPad widens slow feed-forward widths in the graph (the zero
 	// value: DefaultHiddenPad; it changes speed, not results).
 	HiddenPad HiddenPad `json:"-"`
+	// Recompute is GraphOptions.Recompute: none (or "") or layers. It
+	// changes memory and speed, not results (gradients equal to float32
+	// rounding), so a run may resume with another choice; train.json in
+	// the run folder records the graph's.
+	Recompute string `json:"-"`
 	// Session adds ONNX Runtime options (provider, optimisation level,
 	// profiling, config entries) to the training session; Threads above
 	// sets its intra-op threads.
@@ -80,8 +85,8 @@ type StepResult struct {
 // ErrNonFinite is returned when a step's loss is NaN or infinite.
 var ErrNonFinite = errors.New("the loss is not finite")
 
-// NewTrainer builds train.onnx for the plan into dir and opens it in ONNX
-// Runtime with every trainable tensor, gradient and tap bound to Go memory.
+// NewTrainer builds train.onnx and train.json for the plan into dir and
+// opens it in ONNX Runtime with every trainable tensor, gradient and tap bound to Go memory.
 func NewTrainer(plan *Plan, dir string, cfg Config) (*Trainer, error) {
 	if cfg.GradAccum <= 0 {
 		cfg.GradAccum = 1
@@ -122,12 +127,15 @@ func NewTrainer(plan *Plan, dir string, cfg Config) (*Trainer, error) {
 			Grad: make([]float32, n), M: make([]float32, n), V: make([]float32, n)})
 	}
 	art, err := Build(plan.Model, plan.Manifest, GraphOptions{Objective: cfg.Objective, Names: plan.Trainable,
-		Taps: cfg.UseMIGU, TapPoints: plan.Points, TapsSkipPadding: cfg.SkipPaddingTaps, HiddenPad: cfg.HiddenPad})
+		Taps: cfg.UseMIGU, TapPoints: plan.Points, TapsSkipPadding: cfg.SkipPaddingTaps, HiddenPad: cfg.HiddenPad, Recompute: cfg.Recompute})
 	if err != nil {
 		return nil, err
 	}
 	t.Art = art
 	if err := plan.Model.Save(filepath.Join(dir, GraphFile), onnx.SaveOptions{External: onnx.ExternalAll, DataFile: GraphData}); err != nil {
+		return nil, err
+	}
+	if err := writeArtifact(dir, art); err != nil {
 		return nil, err
 	}
 	if cfg.UseMIGU {
