@@ -31,8 +31,9 @@ const recomputeTol = 1e-5
 // gradient and every MIGU magnitude of the graph without it, to float32
 // rounding, for each architecture, full fine-tuning and LoRA (on every
 // linear, B drawn at random so that A's gradient is not zero; with
-// dropout, which is never recomputed), while its backward pass reads no
-// value from inside a block: only clones.
+// dropout, which is never recomputed; with feed-forward layers widened by
+// HiddenPad), while its backward pass reads no value from inside a block:
+// only clones.
 func TestRecomputeLayersKeepsGradients(t *testing.T) {
 	ids := [][]int64{{5, 9, 12, 3, 7, 20}, {4, 8, 31, 6, 1, 1}}
 	mask := [][]int64{{1, 1, 1, 1, 1, 1}, {1, 1, 1, 1, 0, 0}}
@@ -45,10 +46,11 @@ func TestRecomputeLayersKeepsGradients(t *testing.T) {
 	cases := []struct {
 		arch, method string
 		dropout      float64
+		pad          HiddenPad
 	}{
-		{"llama", "full", 0}, {"llama", "lora", 0}, {"llama", "lora", 0.1},
-		{"t5", "full", 0}, {"t5", "lora", 0},
-		{"roberta", "full", 0}, {"roberta", "lora", 0},
+		{"llama", "full", 0, HiddenPad{}}, {"llama", "full", 0, forcedPad}, {"llama", "lora", 0, HiddenPad{}}, {"llama", "lora", 0.1, HiddenPad{}},
+		{"t5", "full", 0, HiddenPad{}}, {"t5", "lora", 0, HiddenPad{}},
+		{"roberta", "full", 0, HiddenPad{}}, {"roberta", "lora", 0, HiddenPad{}},
 	}
 	models := map[string]string{}
 	outer := t
@@ -57,11 +59,14 @@ func TestRecomputeLayersKeepsGradients(t *testing.T) {
 		if c.dropout > 0 {
 			name += "+dropout"
 		}
+		if c.pad == forcedPad {
+			name += "+widened"
+		}
 		t.Run(name, func(t *testing.T) {
 			if models[c.arch] == "" {
 				_, models[c.arch] = testfix.TinyModel(outer, c.arch)
 			}
-			spec := recomputeSpec{model: models[c.arch], method: c.method, dropout: c.dropout, feeds: feeds[c.arch]}
+			spec := recomputeSpec{model: models[c.arch], method: c.method, dropout: c.dropout, pad: c.pad, feeds: feeds[c.arch]}
 			art, want, _ := spec.run(t, RecomputeNone)
 			rart, got, g := spec.run(t, RecomputeLayers)
 			if rart.Recompute != RecomputeLayers || rart.RecomputedNodes == 0 {
@@ -91,6 +96,7 @@ func TestRecomputeLayersKeepsGradients(t *testing.T) {
 type recomputeSpec struct {
 	model, method string
 	dropout       float64
+	pad           HiddenPad
 	feeds         map[string][][]int64
 }
 
@@ -131,7 +137,7 @@ func (s recomputeSpec) run(t *testing.T, recompute string) (*Artifact, map[strin
 		}
 		values[name] = v
 	}
-	art, err := Build(m, man, GraphOptions{Names: names, Taps: true, TapPoints: points, Recompute: recompute})
+	art, err := Build(m, man, GraphOptions{Names: names, Taps: true, TapPoints: points, HiddenPad: s.pad, Recompute: recompute})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -324,5 +330,52 @@ func TestClonesSurviveSessionOptimization(t *testing.T) {
 	t.Logf("%d clones built, %d in ONNX Runtime's optimised graph", art.RecomputedNodes, kept)
 	if kept < art.RecomputedNodes*9/10 {
 		t.Errorf("only %d of %d clones survive ONNX Runtime's optimisations", kept, art.RecomputedNodes)
+	}
+}
+
+// With --recompute layers the graph ends with the weight-gradient leaves,
+// the one the backward pass reaches first (the head's) last, and then the
+// MIGU taps, the first layer's last of all: the order in which ONNX
+// Runtime's depth-first executor then runs them as early as it can.
+func TestRecomputeSchedulesLeaves(t *testing.T) {
+	_, model := testfix.TinyModel(t, "llama")
+	spec := recomputeSpec{model: model, method: "full"}
+	m, err := onnx.Load(filepath.Join(model, modeldir.ModelFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	man := spec.manifest(t)
+	names, _ := spec.trainable(t, m, man)
+	art, err := Build(m, man, GraphOptions{Names: names, Taps: true, Recompute: RecomputeLayers})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := m.Graph()
+	index := map[string]int{}
+	for i, n := range g.P.Node {
+		for _, o := range n.Output {
+			index[o] = i
+		}
+	}
+	if last := len(g.P.Node) - 1; index[art.Taps[0].Output] != last {
+		t.Errorf("the first tap (%s) is node %d, not the last (%d)", art.Taps[0].Name, index[art.Taps[0].Output], last)
+	}
+	grads := map[string]string{}
+	for _, p := range art.Params {
+		grads[p.Name] = p.Grad
+	}
+	order := []string{"model.embed_tokens.weight", "model.layers.0.self_attn.q_proj.weight", "model.layers.3.mlp.down_proj.weight", "lm_head.weight"}
+	for i := 1; i < len(order); i++ {
+		if a, b := index[grads[order[i-1]]], index[grads[order[i]]]; a >= b {
+			t.Errorf("the gradient of %s is node %d, of %s node %d: want the later in the backward pass first", order[i-1], a, order[i], b)
+		}
+	}
+	firstTap := len(g.P.Node)
+	for _, tap := range art.Taps {
+		firstTap = min(firstTap, index[tap.Output])
+	}
+	if index[grads["lm_head.weight"]] > firstTap {
+		t.Errorf("a tap (node %d) comes before the head's gradient (node %d)", firstTap, index[grads["lm_head.weight"]])
 	}
 }
