@@ -300,6 +300,17 @@ type LinearSpec struct {
 	Bias    bool // reads Name+".bias"
 }
 
+// Residuals records the residual-stream values at a stack's block
+// boundaries (entering block 0, between blocks, leaving the last) in the
+// manifest, for activation recomputation. stack is "" for single-stack
+// models, else the name Linear.Stack uses.
+func (b *Builder) Residuals(stack string, values []string) {
+	if b.err != nil {
+		return
+	}
+	b.Manifest.Blocks = append(b.Manifest.Blocks, modeldir.BlockStack{Stack: stack, Residuals: values})
+}
+
 // Linear emits y = x·Wᵀ (+ b) for the checkpoint's Name.weight (and
 // Name.bias), and records the layer in the manifest.
 func (b *Builder) Linear(x string, l LinearSpec) string {

@@ -295,9 +295,12 @@ func (c *llamaConfig) Build(b *Builder) error {
 	bias := b.Op("Add", []string{causal, b.PaddingBias(mask, "padding_bias")}, "attn_bias")
 	cos, sin := c.rotary(b, mask)
 
+	residuals := []string{x}
 	for i := range int(c.NumHiddenLayers) {
 		x = c.block(b, x, bias, cos, sin, i, nil)
+		residuals = append(residuals, x)
 	}
+	b.Residuals("", residuals)
 	x = b.RMSNorm(x, b.Param("model.norm.weight", h), float32(c.eps()), "model.norm")
 	var logits string
 	if c.TieWordEmbeddings {

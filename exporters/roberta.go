@@ -304,9 +304,12 @@ func (c *robertaModel) Build(b *Builder) error {
 	wordEmb := b.Param(robertaWordEmb, c.VocabSize, c.HiddenSize)
 	x := c.embed(b, ids, wordEmb)
 	bias := b.PaddingBias(mask, "attention_bias")
+	residuals := []string{x}
 	for i := range c.NumHiddenLayers {
 		x = c.layer(b, x, bias, i)
+		residuals = append(residuals, x)
 	}
+	b.Residuals("", residuals)
 	switch c.head {
 	case robertaCLS:
 		b.Output(c.classifier(b, x), "logits", onnx.Float, batch, onnx.D(c.numLabels))

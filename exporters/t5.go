@@ -267,9 +267,12 @@ func (m *t5Model) Build(b *Builder) error {
 	causal := b.Op("Add", []string{m.positionBias(b, tgtLen, dec), b.CausalBias(tgtLen, "decoder.causal_bias")}, "decoder.position_causal_bias")
 	decBias := b.Op("Add", []string{causal, b.PaddingBias(decMask, "decoder.padding_bias")}, "decoder.attention_bias")
 	y := b.Gather(shared, decIDs, "decoder.embed")
+	residuals := []string{y}
 	for i := range int(dec.layers) {
 		y = m.block(b, dec, i, y, decBias, encOut, srcPad)
+		residuals = append(residuals, y)
 	}
+	b.Residuals(dec.name, residuals)
 	y = m.norm(b, y, dec.name+".final_layer_norm")
 
 	var logits string
@@ -291,9 +294,12 @@ func (m *t5Model) encoder(b *Builder, shared, ids, mask string) (out, srcPad str
 	srcPad = b.PaddingBias(mask, "encoder.padding_bias")
 	encBias := b.Op("Add", []string{m.positionBias(b, b.Dim(ids, 1, "encoder.length"), enc), srcPad}, "encoder.attention_bias")
 	x := b.Gather(shared, ids, "encoder.embed")
+	residuals := []string{x}
 	for i := range int(enc.layers) {
 		x = m.block(b, enc, i, x, encBias, "", "")
+		residuals = append(residuals, x)
 	}
+	b.Residuals(enc.name, residuals)
 	return m.norm(b, x, enc.name+".final_layer_norm"), srcPad
 }
 

@@ -106,6 +106,9 @@ func RunJob(ctx context.Context, o JobOptions) (*JobResult, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := train.CheckRecompute(o.Train.Recompute, man); err != nil {
+		return nil, err
+	}
 	if err := prepareRunDir(o.Out, o.Resume); err != nil {
 		return nil, err
 	}

@@ -104,8 +104,26 @@ type Manifest struct {
 	// SpecialTokens maps bos, eos, pad, unk, mask, decoder_start to ids.
 	SpecialTokens map[string]int64 `json:"special_tokens"`
 	Linears       []Linear         `json:"linears"`
+	// Blocks lists, per stack of transformer blocks, the residual-stream
+	// values at the block boundaries. Activation recomputation (train's
+	// --recompute layers) keeps these values and recomputes everything
+	// between them in the backward pass. Folders written before this field
+	// existed lack it.
+	Blocks []BlockStack `json:"blocks,omitempty"`
 	// Source says which exporter wrote the graph and from what.
 	Source Source `json:"source"`
+}
+
+// BlockStack is one stack of transformer blocks: Llama's decoder,
+// RoBERTa's encoder, T5's encoder or decoder.
+type BlockStack struct {
+	// Stack names the stack as Linear.Stack does: "encoder" or "decoder"
+	// for T5, empty for single-stack models.
+	Stack string `json:"stack,omitempty"`
+	// Residuals holds, in order, the value entering block 0, the value
+	// between each pair of blocks and the value leaving the last block
+	// (blocks + 1 names).
+	Residuals []string `json:"residuals"`
 }
 
 // Source records the provenance of a model folder.
@@ -163,7 +181,48 @@ func (m *Manifest) Validate() error {
 		}
 		seen[l.Name] = true
 	}
+	return m.validateBlocks()
+}
+
+// validateBlocks checks that every stack names each of its boundaries
+// once, and as many boundaries as the linears table has blocks plus one.
+func (m *Manifest) validateBlocks() error {
+	stacks := map[string]bool{}
+	for i, s := range m.Blocks {
+		if stacks[s.Stack] {
+			return fmt.Errorf("blocks[%d]: stack %q appears twice", i, s.Stack)
+		}
+		stacks[s.Stack] = true
+		if len(s.Residuals) < 2 {
+			return fmt.Errorf("blocks[%d]: residuals needs the values entering and leaving the blocks, got %d name(s)", i, len(s.Residuals))
+		}
+		names := map[string]bool{}
+		for k, r := range s.Residuals {
+			if r == "" {
+				return fmt.Errorf("blocks[%d]: residuals[%d] is empty", i, k)
+			}
+			if names[r] {
+				return fmt.Errorf("blocks[%d]: residual %q appears twice", i, r)
+			}
+			names[r] = true
+		}
+		if n := m.blockCount(s.Stack); n > 0 && len(s.Residuals) != n+1 {
+			return fmt.Errorf("blocks[%d]: %d residuals for %d blocks (want blocks + 1)", i, len(s.Residuals), n)
+		}
+	}
 	return nil
+}
+
+// blockCount is the number of blocks the linears table shows for a stack:
+// one more than the highest block index.
+func (m *Manifest) blockCount(stack string) int {
+	n := 0
+	for _, l := range m.Linears {
+		if l.Stack == stack && l.Block >= 0 {
+			n = max(n, l.Block+1)
+		}
+	}
+	return n
 }
 
 // ReadManifest loads and validates migu.json from a model folder.

@@ -18,6 +18,7 @@ func validManifest() *Manifest {
 			{Name: "model.layers.0.self_attn.q_proj", Role: RoleQ, Weight: "w", Node: "n", Output: "y", DIn: 4, DOut: 4},
 			{Name: "lm_head", Role: RoleHead, Block: -1, Weight: "h", Node: "m", Output: "logits", DIn: 4, DOut: 10},
 		},
+		Blocks: []BlockStack{{Residuals: []string{"embed", "model.layers.0.mlp.residual"}}},
 	}
 }
 
@@ -31,7 +32,7 @@ func TestManifestRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(got.LinearsWithRoles(RoleQ)) != 1 || len(got.LinearsWithRoles()) != 2 || got.Linears[1].Block != -1 {
+	if len(got.LinearsWithRoles(RoleQ)) != 1 || len(got.LinearsWithRoles()) != 2 || got.Linears[1].Block != -1 || len(got.Blocks) != 1 || len(got.Blocks[0].Residuals) != 2 {
 		t.Fatalf("read back %+v", got)
 	}
 }
@@ -48,6 +49,11 @@ func TestManifestRejects(t *testing.T) {
 		{"dims", func(m *Manifest) { m.Linears[1].DOut = 0 }, "lm_head"},
 		{"duplicate", func(m *Manifest) { m.Linears[1].Name = m.Linears[0].Name }, "appears twice"},
 		{"no outputs", func(m *Manifest) { m.Outputs = nil }, "inputs and outputs"},
+		{"empty residual", func(m *Manifest) { m.Blocks[0].Residuals[1] = "" }, "residuals[1] is empty"},
+		{"one residual", func(m *Manifest) { m.Blocks[0].Residuals = m.Blocks[0].Residuals[:1] }, "got 1 name"},
+		{"residuals per block", func(m *Manifest) { m.Blocks[0].Residuals = append(m.Blocks[0].Residuals, "x") }, "3 residuals for 1 blocks"},
+		{"repeated residual", func(m *Manifest) { m.Blocks[0].Residuals[1] = "embed" }, `residual "embed" appears twice`},
+		{"repeated stack", func(m *Manifest) { m.Blocks = append(m.Blocks, m.Blocks[0]) }, "appears twice"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

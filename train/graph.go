@@ -66,6 +66,11 @@ type GraphOptions struct {
 	// HiddenPad widens feed-forward hidden layers whose width ORT's GEMM
 	// handles slowly (hiddenpad.go); the zero value is DefaultHiddenPad.
 	HiddenPad HiddenPad
+	// Recompute is RecomputeNone ("" too) or RecomputeLayers: keep only
+	// each transformer block's input for the backward pass and recompute
+	// the block there (recompute.go). Gradients stay equal to float32
+	// rounding.
+	Recompute string
 }
 
 // IO names one graph input or output of the artifact.
@@ -103,6 +108,11 @@ type Artifact struct {
 	// PaddedHidden counts the feed-forward blocks whose hidden layer the
 	// graph widens (HiddenPad).
 	PaddedHidden int `json:"padded_hidden,omitempty"`
+	// Recompute is the activation recomputation the graph was built with
+	// (none or layers), RecomputedNodes the number of forward nodes the
+	// backward pass recomputes.
+	Recompute       string `json:"recompute"`
+	RecomputedNodes int    `json:"recomputed_nodes,omitempty"`
 }
 
 // BuildGraph writes train.onnx (+ external data) and train.json for the
@@ -124,11 +134,16 @@ func BuildGraph(dir, out string, opt GraphOptions) (*Artifact, error) {
 	if err := m.Save(filepath.Join(out, GraphFile), onnx.SaveOptions{External: onnx.ExternalAll, DataFile: GraphData}); err != nil {
 		return nil, err
 	}
+	return art, writeArtifact(out, art)
+}
+
+// writeArtifact writes train.json into dir.
+func writeArtifact(dir string, art *Artifact) error {
 	data, err := json.MarshalIndent(art, "", "  ")
 	if err != nil {
-		return nil, err
+		return err
 	}
-	return art, atomicfile.WriteFile(filepath.Join(out, ArtifactFile), append(data, '\n'))
+	return atomicfile.WriteFile(filepath.Join(dir, ArtifactFile), append(data, '\n'))
 }
 
 // Build rewrites the forward model m in place into the training graph.
@@ -137,12 +152,15 @@ func Build(m *onnx.Model, man *modeldir.Manifest, opt GraphOptions) (*Artifact, 
 	if objective == "" {
 		objective = man.Objective
 	}
+	if err := CheckRecompute(opt.Recompute, man); err != nil {
+		return nil, err
+	}
 	g := m.Graph()
 	names, err := trainableNames(g, man, opt)
 	if err != nil {
 		return nil, err
 	}
-	art := &Artifact{Format: 1, Objective: objective}
+	art := &Artifact{Format: 1, Objective: objective, Recompute: RecomputeNone}
 	if len(man.Outputs) == 0 || g.Output(man.Outputs[0]) == nil {
 		return nil, badinput.Errorf("the graph has no output %q", strings.Join(man.Outputs, ", "))
 	}
@@ -197,11 +215,13 @@ func Build(m *onnx.Model, man *modeldir.Manifest, opt GraphOptions) (*Artifact, 
 	if err != nil {
 		return nil, err
 	}
-	copies := weightCopies(g, art.Nodes)
-	if _, err := grad.Recompute(g, art.Nodes, func(v string) bool { return copies[v] }); err != nil {
+	art.GradNodes = res.Nodes
+	if opt.Recompute == RecomputeLayers {
+		art.Recompute = RecomputeLayers
+	}
+	if art.RecomputedNodes, err = recompute(g, man, res, art.Recompute == RecomputeLayers); err != nil {
 		return nil, err
 	}
-	art.GradNodes = res.Nodes
 	consumers := g.Consumers()
 	for i := range art.Params {
 		p := &art.Params[i]
@@ -217,9 +237,18 @@ func Build(m *onnx.Model, man *modeldir.Manifest, opt GraphOptions) (*Artifact, 
 		g.AddOutput(out, onnx.Float, dims(p.Shape))
 		p.Grad = out
 	}
-	for _, t := range taps {
+	tapOutputs := make([]string, len(taps))
+	for i, t := range taps {
 		g.AddOutput(t.Output, onnx.Float, onnx.Shape{onnx.D(t.Dim)})
 		art.Taps = append(art.Taps, Tap{Name: t.Name, Output: t.Output, Dim: t.Dim})
+		tapOutputs[i] = t.Output
+	}
+	if art.Recompute == RecomputeLayers {
+		grads := make([]string, len(art.Params))
+		for i, p := range art.Params {
+			grads[i] = p.Grad
+		}
+		scheduleLeaves(g, tapOutputs, grads)
 	}
 	for _, vi := range g.P.Input {
 		if slices.ContainsFunc(art.Params, func(p Param) bool { return p.Name == vi.GetName() }) {

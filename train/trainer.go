@@ -45,6 +45,11 @@ type Config struct {
 	// bytes (0: no limit).
 	PlanBatch, PlanSeq int64 `json:"-"`
 	MemoryLimit        int64 `json:"-"`
+	// Recompute is GraphOptions.Recompute: none (or "") or layers. It
+	// changes memory and speed, not results (gradients equal to float32
+	// rounding), so a run may resume with another choice; train.json in
+	// the run folder records the graph's.
+	Recompute string `json:"-"`
 	// Session adds ONNX Runtime options (provider, optimisation level,
 	// profiling, config entries) to the training session; Threads above
 	// sets its intra-op threads.
@@ -97,8 +102,8 @@ type StepResult struct {
 // ErrNonFinite is returned when a step's loss is NaN or infinite.
 var ErrNonFinite = errors.New("the loss is not finite")
 
-// NewTrainer builds train.onnx for the plan into dir and opens it in ONNX
-// Runtime with every trainable tensor, gradient and tap bound to Go memory.
+// NewTrainer builds train.onnx and train.json for the plan into dir and
+// opens it in ONNX Runtime with every trainable tensor, gradient and tap bound to Go memory.
 func NewTrainer(plan *Plan, dir string, cfg Config) (*Trainer, error) {
 	if cfg.GradAccum <= 0 {
 		cfg.GradAccum = 1
@@ -139,7 +144,7 @@ func NewTrainer(plan *Plan, dir string, cfg Config) (*Trainer, error) {
 		trainable += n
 	}
 	art, err := Build(plan.Model, plan.Manifest, GraphOptions{Objective: cfg.Objective, Names: plan.Trainable,
-		Taps: cfg.UseMIGU, TapPoints: plan.Points, TapsSkipPadding: cfg.SkipPaddingTaps, HiddenPad: cfg.HiddenPad})
+		Taps: cfg.UseMIGU, TapPoints: plan.Points, TapsSkipPadding: cfg.SkipPaddingTaps, HiddenPad: cfg.HiddenPad, Recompute: cfg.Recompute})
 	if err != nil {
 		return nil, err
 	}
@@ -168,6 +173,9 @@ func NewTrainer(plan *Plan, dir string, cfg Config) (*Trainer, error) {
 	restoreFrozen(g, t.frozen)
 	if err != nil {
 		t.Close()
+		return nil, err
+	}
+	if err := writeArtifact(dir, art); err != nil {
 		return nil, err
 	}
 	if cfg.UseMIGU {

@@ -71,6 +71,9 @@ run stopped, never training a finished task again.`,
 				return err
 			}
 			o.Job.Train.Mode = m
+			if err := train.CheckRecompute(o.Job.Train.Recompute, nil); err != nil {
+				return err
+			}
 			if o.Job.LoRA.Targets, err = lora.ParseTargets(targets); err != nil {
 				return err
 			}
@@ -168,6 +171,7 @@ run stopped, never training a finished task again.`,
 	f.Uint64Var(&o.Job.Seed, "seed", 0, "random seed when --seeds is not given")
 	f.IntVar(&o.Job.Train.Threads, "threads", 0, "ONNX Runtime threads (0: one per core)")
 	f.StringVar(&o.Job.MemoryLimit, "memory-limit", "auto", "refuse to start a task when its planned memory is above this: auto (what the machine has available), off, or a size such as 20GB")
+	f.StringVar(&o.Job.Train.Recompute, "recompute", train.RecomputeNone, "none, or layers: keep only each transformer block's input for the backward pass and recompute the block there (less memory, more compute; same gradients)")
 	f.Int64Var(&o.Job.SaveEvery, "save-every", 0, "checkpoint every N steps within a task (always at its end)")
 	return cmd
 }

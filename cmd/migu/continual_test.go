@@ -230,6 +230,7 @@ func TestContinualBadInput(t *testing.T) {
 		{"unknown method", []string{"--sequence", seq, "--methods", "full,magic"}, `unknown method "magic"`},
 		{"bad seeds", []string{"--sequence", seq, "--seeds", "1,x"}, `--seeds: "x"`},
 		{"bad score", []string{"--sequence", seq, "--score", "best"}, `unknown CL scoring mode "best"`},
+		{"bad recompute", []string{"--sequence", seq, "--recompute", "blocks"}, `--recompute "blocks" is not one of none, layers`},
 	}
 	for _, c := range cases {
 		out := filepath.Join(t.TempDir(), "run")

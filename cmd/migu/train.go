@@ -45,6 +45,9 @@ checkpoints and stops; --resume continues. A finished run writes RUN_DIR/model
 				return err
 			}
 			o.Train.Mode = m
+			if err := train.CheckRecompute(o.Train.Recompute, nil); err != nil {
+				return err
+			}
 			if o.LoRA.Targets, err = lora.ParseTargets(targets); err != nil {
 				return err
 			}
@@ -102,6 +105,7 @@ checkpoints and stops; --resume continues. A finished run writes RUN_DIR/model
 	f.StringVar(&o.Train.Objective, "objective", "", "clm, seq2seq, mlm or cls (default: the model's)")
 	f.IntVar(&o.Train.Threads, "threads", 0, "ONNX Runtime threads (0: one per core)")
 	f.StringVar(&o.MemoryLimit, "memory-limit", "auto", "refuse to start when the planned memory is above this: auto (what the machine has available), off, or a size such as 20GB")
+	f.StringVar(&o.Train.Recompute, "recompute", train.RecomputeNone, "none, or layers: keep only each transformer block's input for the backward pass and recompute the block there (less memory, more compute; same gradients)")
 	f.Int64Var(&o.SaveEvery, "save-every", 0, "checkpoint every N steps (always at the end)")
 	f.IntVar(&o.Keep, "keep", 3, "checkpoints to keep (0: all)")
 	f.BoolVar(&o.Resume, "resume", false, "continue from the newest good checkpoint in --out")

@@ -15,6 +15,8 @@ import (
 	"testing"
 
 	"github.com/migu-ml/migu/internal/testenv"
+	"github.com/migu-ml/migu/modeldir"
+	"github.com/migu-ml/migu/train"
 )
 
 // TestMain lets the test binary act as the migu command (for tests that
@@ -153,6 +155,61 @@ func TestTrainLowersLoss(t *testing.T) {
 	}
 }
 
+// withoutBlocks copies a model folder with the block boundaries removed
+// from its migu.json, as folders exported before they existed are.
+func withoutBlocks(t *testing.T, model string) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "old-model")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	entries, err := os.ReadDir(model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		raw, err := os.ReadFile(filepath.Join(model, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, e.Name()), raw, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	man, err := modeldir.ReadManifest(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	man.Blocks = nil
+	if err := modeldir.WriteManifest(dir, man); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// `migu train --recompute layers` trains and records the choice in the
+// run folder's train.json, with the number of recomputed nodes.
+func TestTrainRecomputeLayers(t *testing.T) {
+	for _, method := range []string{"full", "lora"} {
+		t.Run(method, func(t *testing.T) {
+			out := filepath.Join(t.TempDir(), "run")
+			code, stdout, stderr := runCLI(t, "train", "--model", tinyModelDir(t, "llama"), "--data", fixture(t, "instruction", 40), "--out", out,
+				"--method", method, "--migu", "0.7", "--max-steps", "2", "--batch-size", "4", "--threads", "1", "--recompute", "layers")
+			if code != 0 {
+				t.Fatalf("exit %d\n%s%s", code, stdout, stderr)
+			}
+			var art train.Artifact
+			raw, err := os.ReadFile(filepath.Join(out, train.ArtifactFile))
+			if err != nil || json.Unmarshal(raw, &art) != nil {
+				t.Fatalf("train.json: %v", err)
+			}
+			if art.Recompute != train.RecomputeLayers || art.RecomputedNodes == 0 {
+				t.Errorf("train.json records recompute %q with %d recomputed nodes", art.Recompute, art.RecomputedNodes)
+			}
+		})
+	}
+}
+
 // A run killed with SIGKILL at a random step and resumed ends with
 // parameters bit-identical to an uninterrupted run.
 func TestKilledRunResumesBitIdentical(t *testing.T) {
@@ -232,6 +289,8 @@ func TestTrainBadInput(t *testing.T) {
 		{"T out of range", base(good, "e", "--migu", "1.5"), 2, "--migu 1.5"},
 		{"unknown method", base(good, "f", "--method", "qlora"), 2, "qlora"},
 		{"nan loss", base(good, "g", "--lr", "1e38", "--max-steps", "5", "--clip", "0"), 1, "not finite"},
+		{"unknown recompute", base(good, "i", "--recompute", "all"), 2, `--recompute "all" is not one of none, layers`},
+		{"recompute on an old model folder", append(base(good, "j", "--recompute", "layers"), "--model", withoutBlocks(t, model)), 2, "re-export the model"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -48,6 +48,13 @@ func Ops() []string {
 type Result struct {
 	// Grads maps each requested tensor to the value holding its gradient.
 	Grads map[string]string
+	// Upstream maps each forward value that a gradient reached to that
+	// gradient (the sum of its contributions, as its producer's rule
+	// received it).
+	Upstream map[string]string
+	// Forward is the number of forward nodes: the backward pass starts at
+	// that index of the node list.
+	Forward int
 	// Nodes is the number of nodes the backward pass added.
 	Nodes int
 }
@@ -75,6 +82,7 @@ func Differentiate(m *onnx.Model, shapes Shapes, loss string, wrt []string) (*Re
 		return nil, err
 	}
 
+	res := &Result{Grads: map[string]string{}, Upstream: map[string]string{}, Forward: before}
 	grads := map[string][]string{} // value → gradient contributions
 	lossDType, _, _ := shapes.Type(loss)
 	seed := c.Op("ConstantOfShape", []string{c.Op("Shape", []string{loss}, "bw/seed.shape")}, "bw/seed",
@@ -89,6 +97,7 @@ func Differentiate(m *onnx.Model, shapes Shapes, loss string, wrt []string) (*Re
 		for k, out := range n.Output {
 			if contribs := grads[out]; len(contribs) > 0 && c.needs[out] {
 				dY[k] = c.sum(contribs, out)
+				res.Upstream[out] = dY[k]
 				any = true
 			}
 		}
@@ -108,7 +117,6 @@ func Differentiate(m *onnx.Model, shapes Shapes, loss string, wrt []string) (*Re
 			}
 		}
 	}
-	res := &Result{Grads: map[string]string{}}
 	for _, w := range wrt {
 		if contribs := grads[w]; len(contribs) > 0 {
 			res.Grads[w] = c.sum(contribs, w)
