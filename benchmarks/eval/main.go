@@ -25,9 +25,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"slices"
 	"strings"
 	"time"
+
+	"github.com/migu-ml/migu/benchmarks/internal/bench"
 
 	"github.com/migu-ml/migu/eval"
 	"github.com/migu-ml/migu/exporters"
@@ -79,12 +80,12 @@ func run(o options) error {
 	fmt.Fprintf(&md, "# Evaluation benchmark\n\nCommand (from the repository root):\n\n    go run ./benchmarks/eval %s\n\n", strings.Join(os.Args[1:], " "))
 	fmt.Fprintf(&md, "Machine: %d logical CPUs (%s/%s), ONNX Runtime %s, %s; batch size %d, %d intra-op thread(s) on both sides. Date: %s.\n\n",
 		runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, ort.Version(), runtime.Version(), o.batch, o.threads, time.Now().UTC().Format("2006-01-02 15:04 UTC"))
-	for _, arch := range split(o.fullArchs) {
+	for _, arch := range bench.Split(o.fullArchs) {
 		if err := fullFiles(o, arch, &md); err != nil {
 			return err
 		}
 	}
-	if archs := split(o.speedArchs); len(archs) > 0 {
+	if archs := bench.Split(o.speedArchs); len(archs) > 0 {
 		fmt.Fprintf(&md, "## Scoring throughput, small presets: migu vs transformers\n\n")
 		blas := "the system BLAS"
 		if torchBLAS() != "" {
@@ -106,16 +107,6 @@ func run(o options) error {
 	}
 	fmt.Print(md.String())
 	return nil
-}
-
-func split(s string) []string {
-	var out []string
-	for _, p := range strings.Split(s, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			out = append(out, p)
-		}
-	}
-	return out
 }
 
 // model makes (once) the HF checkpoint and model folder of arch/preset.
@@ -218,7 +209,7 @@ func speed(o options, arch string, md *strings.Builder) error {
 			times = append(times, time.Since(start).Seconds())
 		}
 	}
-	goSec := median(times)
+	goSec := bench.Median(times)
 	torch, err := torchScore(o, hf, m.Seq2Seq(), pairs)
 	if err != nil {
 		return err
@@ -280,10 +271,4 @@ func torchBLAS() string {
 		return ""
 	}
 	return dir
-}
-
-func median(xs []float64) float64 {
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	return s[len(s)/2]
 }
