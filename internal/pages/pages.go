@@ -29,6 +29,5 @@ func Release(b []byte) {
 	if last <= first {
 		return
 	}
-	region := unsafe.Slice((*byte)(unsafe.Pointer(first)), last-first)
-	_ = syscall.Madvise(region, syscall.MADV_DONTNEED)
+	_ = syscall.Madvise(b[first-start:last-start], syscall.MADV_DONTNEED)
 }
