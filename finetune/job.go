@@ -170,14 +170,15 @@ func RunJob(ctx context.Context, o JobOptions) (*JobResult, error) {
 	res := &JobResult{Method: o.Method, Steps: tr.Step, Resumed: run.Resumed, FirstLoss: run.FirstLoss, LastLoss: run.LastLoss,
 		Tokens: run.Tokens, Format: format, Data: stats, Stopped: run.Stopped, Checkpoint: run.Checkpoint}
 	if !run.Stopped {
+		params := tr.Finish()
 		switch o.Method {
 		case MethodFull:
 			res.Output = filepath.Join(o.Out, "model")
 			os.RemoveAll(res.Output) // a model of an earlier completion of this run
-			err = train.ExportModel(o.Model, res.Output, tr.Params())
+			err = train.ExportModel(o.Model, res.Output, params)
 		case MethodLoRA:
 			res.Output = filepath.Join(o.Out, "adapter")
-			err = adapter.Save(res.Output, man, tr.Params())
+			err = adapter.Save(res.Output, man, params)
 		}
 		if err != nil {
 			return nil, err

@@ -7,14 +7,18 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/migu-ml/migu/internal/pages"
 	"github.com/migu-ml/migu/modeldir"
 	"github.com/migu-ml/migu/onnx"
 )
 
 // ExportModel writes a model folder at out that is the model folder base
 // with trained values replacing its initializers (full fine-tuning): the
-// same graph, config, tokenizer (with its chat template) and manifest, so evaluation, generation and
-// further training read it like any exported model.
+// same graph, config, tokenizer (with its chat template) and manifest, so
+// evaluation, generation and further training read it like any exported
+// model. It streams: each tensor goes to the new data file straight from
+// the trained values or the base's mapped file, so the only memory it
+// needs is what the caller already holds.
 func ExportModel(base, out string, params map[string][]float32) error {
 	m, err := onnx.Load(filepath.Join(base, modeldir.ModelFile))
 	if err != nil {
@@ -34,19 +38,40 @@ func ExportModel(base, out string, params map[string][]float32) error {
 		if err != nil || n != int64(len(vals)) {
 			return fmt.Errorf("trained tensor %s has %d values for shape %v", name, len(vals), t.Dims)
 		}
-		// Trained values are written as they were trained, in float32,
-		// whatever precision the base stored (its Cast to float32 then
-		// does nothing).
-		fresh := onnx.Float32Tensor(name, t.Dims, vals)
-		t.RawData, t.ExternalData, t.DataLocation, t.DataType = fresh.RawData, nil, nil, fresh.DataType
-		t.FloatData = nil
 	}
 	stage, err := modeldir.Stage(out)
 	if err != nil {
 		return err
 	}
 	defer stage.Abort()
-	if err := m.Save(filepath.Join(stage.Dir, modeldir.ModelFile), onnx.SaveOptions{External: onnx.ExternalAll, DataFile: modeldir.DataFile}); err != nil {
+	data, err := onnx.CreateData(stage.Dir, modeldir.DataFile)
+	if err != nil {
+		return err
+	}
+	defer data.Abort()
+	for _, t := range g.P.Initializer {
+		if vals, ok := params[t.GetName()]; ok {
+			// Trained values are written as they were trained, in float32,
+			// whatever precision the base stored (its Cast to float32 then
+			// does nothing).
+			float := int32(onnx.Float)
+			t.DataType = &float
+			err = data.Append(t, onnx.Float32Bytes(vals))
+		} else if onnx.IsExternal(t) {
+			var raw []byte
+			if raw, err = m.TensorBytes(t); err == nil {
+				err = data.Append(t, raw)
+				pages.Release(raw)
+			}
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if err := data.Commit(); err != nil {
+		return err
+	}
+	if err := m.Save(filepath.Join(stage.Dir, modeldir.ModelFile), onnx.SaveOptions{External: onnx.ExternalKeep}); err != nil {
 		return err
 	}
 	for _, name := range []string{modeldir.ConfigFile, modeldir.TokenizerFile, modeldir.ManifestFile, modeldir.TokenizerConfigFile} {

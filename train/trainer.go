@@ -6,6 +6,7 @@ import (
 	"maps"
 	"math"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"time"
 	"unsafe"
@@ -261,7 +262,8 @@ func (t *Trainer) open(path string) error {
 	return bind(false, t.Art.Loss, t.lossOut, 1)
 }
 
-// Close releases the session and its tensors.
+// Close releases the session and its tensors; calling it again does
+// nothing.
 func (t *Trainer) Close() error {
 	var errs []error
 	if t.binding != nil {
@@ -279,7 +281,24 @@ func (t *Trainer) Close() error {
 	if t.frozenData != nil {
 		errs = append(errs, t.frozenData.Close())
 	}
+	t.binding, t.owned, t.inputs, t.session, t.frozenData = nil, nil, nil, nil, nil
 	return errors.Join(errs...)
+}
+
+// Finish ends training and keeps only the trained values: it closes the
+// session and drops gradients and optimizer moments (a checkpoint holds
+// them), so that writing the trained model out does not need memory on
+// top of the whole training state. Params stays valid; TrainStep does not.
+func (t *Trainer) Finish() map[string][]float32 {
+	params := t.Params()
+	t.Close()
+	for _, tt := range t.Tensors {
+		tt.Grad, tt.M, tt.V = nil, nil, nil
+	}
+	clear(t.gradOut)
+	clear(t.tapOut)
+	debug.FreeOSMemory()
+	return params
 }
 
 // trainingSessionConfig adds to ORT's session configuration what the

@@ -1,16 +1,20 @@
 package train
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/migu-ml/migu/data"
+	"github.com/migu-ml/migu/exporters"
 	"github.com/migu-ml/migu/internal/testenv"
 	"github.com/migu-ml/migu/internal/testfix"
 	"github.com/migu-ml/migu/migu"
@@ -270,40 +274,69 @@ func TestResumeIsBitIdentical(t *testing.T) {
 	}
 }
 
-// ExportModel writes the trained values into a new model folder and leaves
-// everything else as it was.
+// ExportModel writes the trained values (float32, whatever the base
+// stored) into a new model folder and leaves every other tensor's bytes
+// and type as they were; Finish hands over the values it needs.
 func TestExportModel(t *testing.T) {
-	_, model := tinyModel(t)
-	tr := newFullTrainer(t, model, Config{Optim: DefaultAdamW()})
-	for _, b := range testfix.RandomBatches(2, 2, 8, 600, 3) {
-		if _, err := tr.TrainStep([]*data.Batch{b}, false); err != nil {
-			t.Fatal(err)
-		}
-	}
-	out := filepath.Join(t.TempDir(), "trained")
-	if err := ExportModel(model, out, tr.Params()); err != nil {
+	hf, f32 := tinyModel(t)
+	bf16 := filepath.Join(t.TempDir(), "bf16")
+	if _, err := exporters.ExportWith(hf, bf16, exporters.ExportOptions{DType: exporters.DTypeBF16}); err != nil {
 		t.Fatal(err)
 	}
-	m, err := onnx.Load(filepath.Join(out, modeldir.ModelFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
-	for name, want := range tr.Params() {
-		got, err := m.Float32s(m.Graph().Initializer(name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		for i := range want {
-			if got[i] != want[i] {
-				t.Fatalf("%s[%d] = %v, trained %v", name, i, got[i], want[i])
+	for _, c := range []struct{ name, model string }{{"float32", f32}, {"bfloat16", bf16}} {
+		t.Run(c.name, func(t *testing.T) {
+			tr := newFullTrainer(t, c.model, Config{Optim: DefaultAdamW()})
+			for _, b := range testfix.RandomBatches(2, 2, 8, 600, 3) {
+				if _, err := tr.TrainStep([]*data.Batch{b}, false); err != nil {
+					t.Fatal(err)
+				}
 			}
-		}
-	}
-	if _, err := modeldir.ReadManifest(out); err != nil {
-		t.Fatal(err)
-	}
-	if err := ExportModel(model, out, tr.Params()); err == nil {
-		t.Fatal("exported over an existing model folder")
+			params := tr.Finish()
+			out := filepath.Join(t.TempDir(), "trained")
+			if err := ExportModel(c.model, out, params); err != nil {
+				t.Fatal(err)
+			}
+			base, err := onnx.Load(filepath.Join(c.model, modeldir.ModelFile))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer base.Close()
+			m, err := onnx.Load(filepath.Join(out, modeldir.ModelFile))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer m.Close()
+			for _, init := range m.Graph().P.Initializer {
+				name := init.GetName()
+				if want, ok := params[name]; ok {
+					if onnx.DType(init.GetDataType()) != onnx.Float {
+						t.Fatalf("trained %s stored as %v", name, onnx.DType(init.GetDataType()))
+					}
+					got, err := m.Float32s(init)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if !slices.Equal(got, want) {
+						t.Fatalf("%s differs from the trained values", name)
+					}
+					continue
+				}
+				was := base.Graph().Initializer(name)
+				got, err1 := m.TensorBytes(init)
+				want, err2 := base.TensorBytes(was)
+				if err := errors.Join(err1, err2); err != nil {
+					t.Fatal(err)
+				}
+				if init.GetDataType() != was.GetDataType() || !bytes.Equal(got, want) {
+					t.Fatalf("untrained %s changed", name)
+				}
+			}
+			if _, err := modeldir.ReadManifest(out); err != nil {
+				t.Fatal(err)
+			}
+			if err := ExportModel(c.model, out, params); err == nil {
+				t.Fatal("exported over an existing model folder")
+			}
+		})
 	}
 }

@@ -105,9 +105,9 @@ func markdown(rep *report, jsonName string) string {
 	}
 	ratios := ratioRows(rep.Results)
 	if len(ratios) > 0 {
-		fmt.Fprintf(&b, "\nmigu against PyTorch on the same scenario (peak RSS: lower is better; tokens/s: higher is better):\n\n| shape | case | peak RSS migu/torch | tokens/s migu/torch |\n|---|---|---|---|\n")
+		fmt.Fprintf(&b, "\nmigu against PyTorch on the same scenario (peak RSS: lower is better; tokens/s: higher is better):\n\n| shape | case | recompute | peak RSS migu/torch | tokens/s migu/torch |\n|---|---|---|---|---|\n")
 		for _, row := range ratios {
-			fmt.Fprintf(&b, "| %s | %s | %.2f | %.2f |\n", row.shape, row.cas, row.rss, row.tps)
+			fmt.Fprintf(&b, "| %s | %s | %s | %.2f | %.2f |\n", row.Shape, row.Case, or(row.Recompute, "—"), row.rss, row.tps)
 		}
 	}
 	fmt.Fprintf(&b, "\nRaw results: %s beside this file. How to run and what the rows mean: README.md.\n", jsonName)
@@ -116,8 +116,8 @@ func markdown(rep *report, jsonName string) string {
 
 // ratioRow compares the two sides of one scenario.
 type ratioRow struct {
-	shape, cas string
-	rss, tps   float64
+	scenario
+	rss, tps float64
 }
 
 // ratioRows pairs every training scenario that ran on both sides.
@@ -129,7 +129,7 @@ func ratioRows(results []*result) []ratioRow {
 		}
 		for _, t := range results {
 			if t.Side == "torch" && t.scenario == m.scenario && t.ok() && len(t.StepS) > 0 {
-				rows = append(rows, ratioRow{m.Shape, m.Case, m.PeakRSSMB / t.PeakRSSMB, m.tokensPerS() / t.tokensPerS()})
+				rows = append(rows, ratioRow{m.scenario, m.PeakRSSMB / t.PeakRSSMB, m.tokensPerS() / t.tokensPerS()})
 			}
 		}
 	}

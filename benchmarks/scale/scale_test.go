@@ -21,9 +21,13 @@ func TestScenarios(t *testing.T) {
 	}{
 		{[]string{"-shapes", "1b,7b", "-cases", "lora"}, []scenario{
 			{Shape: "1b", Case: "lora", Batch: 4, Seq: 128, Steps: 3, Recompute: "none"},
+			{Shape: "1b", Case: "lora", Batch: 4, Seq: 128, Steps: 3, Recompute: "layers"},
 			{Shape: "7b", Case: "lora", Batch: 1, Seq: 256, Steps: 2, Recompute: "layers"},
 		}},
 		{[]string{"-shapes", "7b", "-cases", "export,full"}, []scenario{{Shape: "7b", Case: "export"}}},
+		{[]string{"-shapes", "1b", "-cases", "lora", "-recompute", "none"}, []scenario{
+			{Shape: "1b", Case: "lora", Batch: 4, Seq: 128, Steps: 3, Recompute: "none"},
+		}},
 		{[]string{"-shapes", "1b", "-cases", "export,full", "-steps", "5", "-batch", "2", "-recompute", "layers"}, []scenario{
 			{Shape: "1b", Case: "export"},
 			{Shape: "1b", Case: "full", Batch: 2, Seq: 128, Steps: 5, Recompute: "layers"},
@@ -200,7 +204,7 @@ func TestMarkdown(t *testing.T) {
 		}}
 	md := markdown(rep, "RESULTS.json")
 	for _, want := range []string{"| 1b | lora | migu | 4 × 128 | none | 30 | 20.00 | 11.00 | 47 | 3.98 | ≤ 1.25 × 2.20 GB frozen + 1.5 GB = 4.25 GB | met |",
-		"| 1b | lora | 0.69 | 1.09 |", "skipped: needs about 18.6 GB"} {
+		"| 1b | lora | none | 0.69 | 1.09 |", "skipped: needs about 18.6 GB"} {
 		if !strings.Contains(md, want) {
 			t.Errorf("results lack %q:\n%s", want, md)
 		}
