@@ -51,7 +51,7 @@ func weights(t *testing.T, dir string) map[string][]float32 {
 	defer m.Close()
 	out := map[string][]float32{}
 	for _, init := range m.Proto.Graph.Initializer {
-		if onnx.DType(init.GetDataType()) != onnx.Float || len(init.Dims) == 0 {
+		if !onnx.DType(init.GetDataType()).IsFloat() || len(init.Dims) == 0 {
 			continue
 		}
 		v, err := m.Float32s(init)

@@ -319,13 +319,19 @@ func trainingSessionConfig(cfg map[string]string) map[string]string {
 	return out
 }
 
-// freezeExternal turns the initializers whose bytes live in the model
-// folder's data file (every weight; the trainable ones are inputs already)
-// into graph inputs of the training graph, so that train.onnx carries no
-// copy of them, and returns them.
+// freezeExternal turns the floating-point initializers whose bytes live in
+// the model folder's data file (every weight; the trainable ones are inputs
+// already) into graph inputs of the training graph, so that train.onnx
+// carries no copy of them, and returns them. Integer tables (T5's relative
+// position buckets) stay initializers.
 func freezeExternal(g *onnx.Graph) []*onnxpb.TensorProto {
 	var frozen []*onnxpb.TensorProto
 	for _, t := range slices.Clone(g.P.Initializer) {
+		switch onnx.DType(t.GetDataType()) {
+		case onnx.Float, onnx.Float16, onnx.BFloat16:
+		default:
+			continue
+		}
 		if !onnx.IsExternal(t) {
 			continue
 		}
