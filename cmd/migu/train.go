@@ -139,7 +139,7 @@ func addOptimFlags(cmd *cobra.Command, o *finetune.JobOptions, perTask bool) {
 	f.IntVar(&o.Train.GradAccum, "grad-accum", o.Train.GradAccum, "micro-batches per optimizer step, ≥ 1")
 	f.IntVar(&o.BatchSize, "batch-size", o.BatchSize, "examples per micro-batch, ≥ 1")
 	f.IntVar(&o.MaxLen, "max-len", o.MaxLen, "truncate sequences to N tokens, ≥ 0 (0: the model's limit or 512)")
-	f.IntVar(&o.Bucket, "bucket", o.Bucket, "group examples of similar length, ≥ 0 (e.g. 64; 0: off) to cut padding")
+	f.IntVar(&o.Bucket, "bucket", o.Bucket, "group examples of similar length to cut padding: the bucket width, ≥ 0 (e.g. 64; 0: off)")
 	f.IntVar(&o.Train.Threads, "threads", o.Train.Threads, "ONNX Runtime threads: "+ort.ThreadsRange)
 	f.StringVar(&o.MemoryLimit, "memory-limit", o.MemoryLimit, start+" when the planned memory is above this: auto (what the machine has available), off, or a size such as 20GB (1 byte or more)")
 	f.StringVar(&o.Train.Recompute, "recompute", train.RecomputeNone, "none, or layers: keep only each transformer block's input for the backward pass and recompute the block there (less memory, more compute; same gradients)")
