@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/migu-ml/migu/internal/badinput"
 	"github.com/migu-ml/migu/modeldir"
 	"github.com/migu-ml/migu/onnx"
 )
@@ -40,8 +39,8 @@ func MergeWith(a Adapter, man *modeldir.Manifest, modelDir, outDir string) (*Mer
 	if err != nil {
 		return nil, err
 	}
-	if abs(modelDir) == abs(outDir) {
-		return nil, badinput.Errorf("--out %s is the model folder itself; merge writes a new folder", outDir)
+	if err := modeldir.CheckNotModel(modelDir, outDir, "merge writes a new folder"); err != nil {
+		return nil, err
 	}
 	stage, err := modeldir.Stage(outDir)
 	if err != nil {
@@ -83,14 +82,6 @@ func MergeWith(a Adapter, man *modeldir.Manifest, modelDir, outDir string) (*Mer
 		res.Layers = append(res.Layers, l.Name)
 	}
 	return res, nil
-}
-
-func abs(p string) string {
-	a, err := filepath.Abs(p)
-	if err != nil {
-		return filepath.Clean(p)
-	}
-	return a
 }
 
 // copyTree copies the regular files and folders under src into dst, except

@@ -23,7 +23,7 @@ func TestChatTemplateSequence(t *testing.T) {
 	root := t.TempDir()
 	seq := writeFixture(t, filepath.Join(root, "data"), 8, 4)
 	seq.Tasks = seq.Tasks[:2]
-	job := finetune.JobOptions{Train: train.Config{Optim: train.DefaultAdamW(), T: 0.7}, BatchSize: 4, MaxSteps: 2, Template: finetune.FormatChat}
+	job := finetune.JobOptions{Train: train.Config{GradAccum: 1, Optim: train.DefaultAdamW(), T: 0.7}, BatchSize: 4, MaxSteps: 2, Template: finetune.FormatChat}
 	o := Options{Model: model, Out: filepath.Join(root, "none"), Seeds: []uint64{1}, Job: job}
 	_, err := Run(context.Background(), seq, o)
 	if !badinput.Is(err) || !strings.Contains(err.Error(), filepath.Join(model, modeldir.TokenizerConfigFile)) {

@@ -20,6 +20,7 @@ import (
 	"github.com/migu-ml/migu/internal/badinput"
 	"github.com/migu-ml/migu/internal/testenv"
 	"github.com/migu-ml/migu/internal/testfix"
+	"github.com/migu-ml/migu/lora"
 	"github.com/migu-ml/migu/onnx/ort"
 	"github.com/migu-ml/migu/train"
 )
@@ -316,8 +317,10 @@ func TestRunResume(t *testing.T) {
 	seq := writeFixture(t, filepath.Join(root, "data"), 24, 6)
 	out := filepath.Join(root, "run")
 	methods, _ := ParseMethods("full+migu,lora")
-	o := Options{Model: model, Out: out, Methods: methods, Seeds: []uint64{1},
-		Job: finetune.JobOptions{Train: train.Config{Optim: train.DefaultAdamW(), T: 0.7}, BatchSize: 4, MaxSteps: 4, MaxLen: 128}}
+	o := DefaultOptions()
+	o.Model, o.Out, o.Methods, o.Seeds = model, out, methods, []uint64{1}
+	o.Job.Train.Optim, o.Job.Train.ClipNorm = train.DefaultAdamW(), 0
+	o.Job.Epochs, o.Job.BatchSize, o.Job.MaxSteps, o.Job.MaxLen = 0, 4, 4, 128
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	w := &cancelAfter{marker: "task 2/3", n: 2, cancel: cancel}
@@ -419,7 +422,7 @@ func TestLoRAContinuesAdapter(t *testing.T) {
 	root := t.TempDir()
 	seq := writeFixture(t, filepath.Join(root, "data"), 8, 2)
 	job := finetune.JobOptions{Model: model, Data: seq.Tasks[0].Train, Out: filepath.Join(root, "a"), Method: finetune.MethodLoRA,
-		Train: train.Config{Optim: train.DefaultAdamW()}, BatchSize: 4, MaxSteps: 2, MaxLen: 128}
+		LoRA: lora.DefaultConfig(), Train: train.Config{GradAccum: 1, Optim: train.DefaultAdamW()}, BatchSize: 4, MaxSteps: 2, MaxLen: 128}
 	job.Train.Optim.LR = 1e-2
 	first, err := finetune.RunJob(context.Background(), job)
 	if err != nil {
@@ -460,10 +463,13 @@ func TestSampledFiles(t *testing.T) {
 	os.WriteFile(filepath.Join(other, "t.json"), raw, 0o644)
 	seq.Tasks[0].Test = filepath.Join(other, "t.json")
 	seq.TrainSamples, seq.TestSamples = 5, 4
-	r, err := newRunner(seq, Options{Model: model, Out: filepath.Join(root, "run")})
+	o := DefaultOptions()
+	o.Model, o.Out = model, filepath.Join(root, "run")
+	r, err := newRunner(seq, o)
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer r.lock.Release()
 	tr, err := r.trainFile(0, 1)
 	if err != nil {
 		t.Fatal(err)
@@ -489,5 +495,59 @@ func TestSampledFiles(t *testing.T) {
 	other2, _ := os.ReadFile(tr2)
 	if bytes.Equal(other1, other2) {
 		t.Error("seeds 1 and 2 drew the same training rows")
+	}
+}
+
+// Options.Check refuses each number outside its range with one line
+// naming the flag, and MIGU's T is taken as given: 0 stays 0 (it was
+// once replaced by 0.7).
+func TestOptionsCheck(t *testing.T) {
+	loraOnly, _ := ParseMethods("lora")
+	cases := []struct {
+		name string
+		set  func(*Options, *Sequence)
+		want string // "" passes
+	}{
+		{"defaults", func(*Options, *Sequence) {}, ""},
+		{"T 0", func(o *Options, _ *Sequence) { o.Job.Train.T = 0 }, ""},
+		{"T 1", func(o *Options, _ *Sequence) { o.Job.Train.T = 1 }, "--migu 1 is outside [0, 1)"},
+		{"eval batch", func(o *Options, _ *Sequence) { o.EvalBatch = -1 }, "--eval-batch-size -1 is outside its range: ≥ 0"},
+		{"train samples", func(_ *Options, s *Sequence) { s.TrainSamples = -1 }, "--train-samples -1 is outside its range: ≥ 0"},
+		{"test samples", func(_ *Options, s *Sequence) { s.TestSamples = -2 }, "--test-samples -2 is outside"},
+		{"epochs", func(o *Options, _ *Sequence) { o.Job.Epochs = -1 }, "--epochs -1 is outside"},
+		{"lr", func(o *Options, _ *Sequence) { o.Job.Train.Optim.LR = math.Inf(1) }, "--lr +Inf is outside"},
+		{"lora r 0, full", func(o *Options, _ *Sequence) { o.Job.LoRA.R = 0 }, ""},
+		{"lora r 0, lora", func(o *Options, _ *Sequence) { o.Methods, o.Job.LoRA.R = loraOnly, 0 }, "--lora-r 0 is outside"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			o, seq := DefaultOptions(), NewSequence("s")
+			c.set(&o, seq)
+			err := o.Check(seq)
+			if c.want == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if !badinput.Is(err) || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("got %v, want bad input with %q", err, c.want)
+			}
+		})
+	}
+	model := tinyLlama(t)
+	seq := writeFixture(t, filepath.Join(t.TempDir(), "data"), 8, 2)
+	o := DefaultOptions()
+	o.Model, o.Out, o.Job.Train.T = model, filepath.Join(t.TempDir(), "run"), 0
+	r, err := newRunner(seq, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.lock.Release()
+	if r.o.Job.Train.T != 0 {
+		t.Errorf("T 0 became %v", r.o.Job.Train.T)
+	}
+	if _, err := newRunner(seq, o); !badinput.Is(err) || !strings.Contains(err.Error(), "is in use by PID") {
+		t.Errorf("a second runner on the same folder: %v", err)
 	}
 }

@@ -18,6 +18,8 @@ import (
 	"github.com/migu-ml/migu/finetune"
 	"github.com/migu-ml/migu/internal/atomicfile"
 	"github.com/migu-ml/migu/internal/badinput"
+	"github.com/migu-ml/migu/internal/rundir"
+	"github.com/migu-ml/migu/migu"
 	"github.com/migu-ml/migu/modeldir"
 	"github.com/migu-ml/migu/tokenizer"
 	"github.com/migu-ml/migu/train"
@@ -72,7 +74,7 @@ type Options struct {
 	// Score is eval.CLRank (default), eval.CLGenerate or eval.CLBoth.
 	Score string
 	// Job is the template of every task's training: hyperparameters, MIGU's
-	// T and mode (Job.Train.T; 0 means 0.7), LoRA's configuration, epochs,
+	// T and mode (Job.Train.T, taken as it is), LoRA's configuration, epochs,
 	// batch size, max length, max steps, checkpointing. Model, Data, Out,
 	// Method, Seed, Unmasked, InitAdapter and Resume are set per task.
 	Job finetune.JobOptions
@@ -85,6 +87,47 @@ type Options struct {
 	KeepModels bool
 	// Progress receives a line per stage and the trainer's step lines.
 	Progress io.Writer
+}
+
+// DefaultOptions are `migu continual`'s defaults: full fine-tuning scored
+// by rank, each task trained with finetune.DefaultJobOptions except that
+// only the checkpoint the next task needs is kept (Job.Keep 0: one, or
+// all with KeepModels).
+func DefaultOptions() Options {
+	job := finetune.DefaultJobOptions()
+	job.Keep = 0
+	return Options{Score: eval.CLRank, Job: job}
+}
+
+// Check checks the ranges of o's numbers (the training template's as
+// finetune.JobOptions.Check does) and the sample counts of seq, before
+// anything is read or written.
+func (o Options) Check(seq *Sequence) error {
+	if o.EvalBatch < 0 {
+		return badinput.Range("--eval-batch-size", o.EvalBatch, "≥ 0 (0: 8)")
+	}
+	if seq != nil && seq.TrainSamples < 0 {
+		return badinput.Range("--train-samples", seq.TrainSamples, "≥ 0 (0: every row)")
+	}
+	if seq != nil && seq.TestSamples < 0 {
+		return badinput.Range("--test-samples", seq.TestSamples, "≥ 0 (0: every row)")
+	}
+	if err := migu.CheckT(o.Job.Train.T); err != nil {
+		return err
+	}
+	job := o.Job
+	for _, m := range o.Methods {
+		if m.LoRA {
+			job.Method = finetune.MethodLoRA
+		}
+	}
+	return job.Check()
+}
+
+// RunFolder says what a run folder of `migu continual` is: not the model
+// folder, and when not empty, one holding a continual run's state.
+func RunFolder(model string) rundir.Options {
+	return rundir.Options{Model: model, Markers: []string{StateFile, "data", ResultsFile, ReportFile, PlotsDir}}
 }
 
 // StateFile records the completed tasks of a run folder.
@@ -139,6 +182,8 @@ type runner struct {
 	// chat is the chat template tasks train with (--template chat), so
 	// that evaluation renders rows as training did; nil otherwise.
 	chat *chat.Template
+	// lock holds the run folder for the whole run.
+	lock *rundir.Lock
 }
 
 // Run trains and evaluates seq with every method and seed of o, resuming
@@ -152,6 +197,7 @@ func Run(ctx context.Context, seq *Sequence, o Options) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
+	defer r.lock.Release()
 	stopped, err := r.run(ctx)
 	if err != nil {
 		return nil, err
@@ -186,11 +232,22 @@ func newRunner(seq *Sequence, o Options) (*runner, error) {
 	if err := eval.CheckCLMode(o.Score); err != nil {
 		return nil, err
 	}
-	if o.Job.Train.T == 0 {
-		o.Job.Train.T = 0.7
+	if err := o.Check(seq); err != nil {
+		return nil, err
 	}
 	man, err := modeldir.ReadManifest(o.Model)
 	if err != nil {
+		return nil, err
+	}
+	for _, m := range o.Methods {
+		if m.LoRA {
+			if err := o.Job.LoRA.CheckFor(man); err != nil {
+				return nil, err
+			}
+			break
+		}
+	}
+	if err := rundir.Check(o.Out, RunFolder(o.Model)); err != nil {
 		return nil, err
 	}
 	if man.Objective != "clm" && man.Objective != "seq2seq" {
@@ -224,7 +281,11 @@ func newRunner(seq *Sequence, o Options) (*runner, error) {
 	for _, w := range r.warnings {
 		fmt.Fprintln(r.log, "warning:", w)
 	}
+	if r.lock, err = rundir.Open(o.Out, RunFolder(o.Model)); err != nil {
+		return nil, err
+	}
 	if err := r.openState(); err != nil {
+		r.lock.Release()
 		return nil, err
 	}
 	return r, nil

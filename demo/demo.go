@@ -183,7 +183,7 @@ func Run(w io.Writer, opt Options) (*Result, error) {
 		job, err := finetune.RunJob(context.Background(), finetune.JobOptions{
 			Model: modelDir, Data: text, Out: filepath.Join(opt.Out, "pretrain"), Method: finetune.MethodFull,
 			Epochs: 1, BatchSize: 32, MaxLen: 48, Seed: opt.Seed, Keep: 1,
-			Train: train.Config{Optim: adamW(3e-3), ClipNorm: 1, Threads: opt.Threads, Schedule: "cosine", Warmup: 5},
+			Train: train.Config{GradAccum: 1, Optim: adamW(3e-3), ClipNorm: 1, Threads: opt.Threads, Schedule: "cosine", Warmup: 5},
 		})
 		if err != nil {
 			return nil, err
@@ -206,7 +206,7 @@ func Run(w io.Writer, opt Options) (*Result, error) {
 		Job: finetune.JobOptions{
 			Epochs: opt.Epochs, BatchSize: defaultBatchSize, MaxLen: defaultMaxLen, Seed: opt.Seed,
 			LoRA:  lora.Config{R: 8, Alpha: 32, Targets: []string{lora.AllLinear}},
-			Train: train.Config{Optim: adamW(defaultLR), ClipNorm: 1, T: opt.T, Mode: migu.ModeGrad, Threads: opt.Threads},
+			Train: train.Config{GradAccum: 1, Optim: adamW(defaultLR), ClipNorm: 1, T: opt.T, Mode: migu.ModeGrad, Threads: opt.Threads},
 		},
 	})
 	if err != nil {

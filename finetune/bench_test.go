@@ -41,7 +41,7 @@ func BenchmarkTrainStep(b *testing.B) {
 				name += "+migu"
 			}
 			b.Run(name, func(b *testing.B) {
-				tr := benchTrainer(b, model, method, train.Config{Optim: train.DefaultAdamW(), UseMIGU: withMIGU, T: 0.7, Mode: migu.ModeGrad})
+				tr := benchTrainer(b, model, method, train.Config{GradAccum: 1, Optim: train.DefaultAdamW(), UseMIGU: withMIGU, T: 0.7, Mode: migu.ModeGrad})
 				defer tr.Close()
 				for i := 0; i < 2; i++ { // warm-up: ORT's first runs are slow
 					if _, err := tr.TrainStep([]*data.Batch{batches[i]}, true); err != nil {
@@ -77,7 +77,7 @@ func benchTrainer(b *testing.B, model, method string, cfg train.Config) *train.T
 	defer m.Close()
 	var plan *train.Plan
 	if method == MethodLoRA {
-		_, plan, err = loraPlan(m, man, JobOptions{LoRA: lora.Config{}})
+		_, plan, err = loraPlan(m, man, JobOptions{LoRA: lora.DefaultConfig()})
 	} else {
 		plan, err = train.FullPlan(m, man)
 	}

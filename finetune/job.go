@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -19,6 +20,7 @@ import (
 	"github.com/migu-ml/migu/data"
 	"github.com/migu-ml/migu/internal/atomicfile"
 	"github.com/migu-ml/migu/internal/badinput"
+	"github.com/migu-ml/migu/internal/rundir"
 	"github.com/migu-ml/migu/lora"
 	"github.com/migu-ml/migu/migu"
 	"github.com/migu-ml/migu/modeldir"
@@ -33,7 +35,9 @@ const (
 	MethodLoRA = "lora"
 )
 
-// JobOptions are what `migu train` asks for.
+// JobOptions are what `migu train` asks for. Zero values are taken as
+// they are (a zero batch size or LoRA rank is refused by Check, not
+// replaced by a default): start from DefaultJobOptions.
 type JobOptions struct {
 	Model, Data, Out string
 	Method           string       // full or lora
@@ -75,6 +79,54 @@ type JobOptions struct {
 	Terminal bool      `json:"-"`
 }
 
+// DefaultJobOptions are `migu train`'s defaults: full fine-tuning with
+// train.DefaultConfig, LoRA's lora.DefaultConfig when --method lora, one
+// epoch of micro-batches of 8, the model's maximum length, the newest 3
+// checkpoints kept, memory capped at what the machine has available.
+func DefaultJobOptions() JobOptions {
+	return JobOptions{Method: MethodFull, LoRA: lora.DefaultConfig(), Train: train.DefaultConfig(), Epochs: 1, BatchSize: 8,
+		Keep: 3, MemoryLimit: "auto"}
+}
+
+// Check checks the ranges of every number of o (and of the names that
+// need no file), before anything is read or written; each error is one
+// line naming the flag and what it accepts. LoRA's rank bound needs the
+// model: RunJob checks it with lora.Config.CheckFor.
+func (o JobOptions) Check() error {
+	if err := o.Train.Check(); err != nil {
+		return err
+	}
+	if err := (train.RunOptions{MaxSteps: o.MaxSteps, SaveEvery: o.SaveEvery, Keep: o.Keep}).Check(); err != nil {
+		return err
+	}
+	switch {
+	case o.Epochs < 0 || (o.Epochs == 0 && o.MaxSteps == 0):
+		return badinput.Range("--epochs", o.Epochs, EpochsRange)
+	case o.BatchSize < 1:
+		return badinput.Range("--batch-size", o.BatchSize, "≥ 1")
+	case o.MaxLen < 0:
+		return badinput.Range("--max-len", o.MaxLen, "≥ 0 (0: the model's limit or 512)")
+	case o.Bucket < 0:
+		return badinput.Range("--bucket", o.Bucket, "≥ 0 (0: off)")
+	}
+	switch o.Method {
+	case "", MethodFull:
+	case MethodLoRA:
+		if o.InitAdapter == "" {
+			if err := o.LoRA.Check(); err != nil {
+				return err
+			}
+		}
+	default:
+		return badinput.Errorf("unknown --method %q (full, lora)", o.Method)
+	}
+	_, err := ParseMemoryLimit(o.MemoryLimit)
+	return err
+}
+
+// EpochsRange is what --epochs accepts.
+const EpochsRange = "≥ 1, or 0 with --max-steps (as many passes as the steps take)"
+
 // JobResult is run.json.
 type JobResult struct {
 	Method    string  `json:"method"`
@@ -91,6 +143,16 @@ type JobResult struct {
 	Checkpoint string     `json:"checkpoint"`
 	// Output is the trained model folder (full) or adapter folder (lora).
 	Output string `json:"output,omitempty"`
+	// AlreadyFinished is set when --resume found the run finished: the
+	// result is its run.json, and nothing was trained or written.
+	AlreadyFinished bool `json:"-"`
+}
+
+// RunFolder says what a run folder of `migu train` is: not the model
+// folder, and when not empty, one holding what a run writes.
+func RunFolder(model string) rundir.Options {
+	return rundir.Options{Model: model, Markers: []string{"run.json", train.MetricsFile, train.CheckpointsDir, train.GraphFile,
+		train.ArtifactFile, "model", "adapter"}}
 }
 
 // RunJob trains a model folder on a data file into a run folder: builds
@@ -102,6 +164,9 @@ func RunJob(ctx context.Context, o JobOptions) (*JobResult, error) {
 	if o.Model == "" || o.Data == "" || o.Out == "" {
 		return nil, badinput.Errorf("train needs --model MODEL_DIR, --data FILE and --out RUN_DIR")
 	}
+	if err := o.Check(); err != nil {
+		return nil, err
+	}
 	man, err := modeldir.ReadManifest(o.Model)
 	if err != nil {
 		return nil, err
@@ -109,7 +174,13 @@ func RunJob(ctx context.Context, o JobOptions) (*JobResult, error) {
 	if err := train.CheckRecompute(o.Train.Recompute, man); err != nil {
 		return nil, err
 	}
-	if err := prepareRunDir(o.Out, o.Resume); err != nil {
+	if o.Method == MethodLoRA && o.InitAdapter == "" {
+		if err := o.LoRA.CheckFor(man); err != nil {
+			return nil, err
+		}
+	}
+	// Everything is checked and read before the run folder is created.
+	if err := rundir.Check(o.Out, RunFolder(o.Model)); err != nil {
 		return nil, err
 	}
 	src, stats, format, err := loadData(o, man)
@@ -129,8 +200,6 @@ func RunJob(ctx context.Context, o JobOptions) (*JobResult, error) {
 		plan, err = train.FullPlan(m, man)
 	case MethodLoRA:
 		adapter, plan, err = loraPlan(m, man, o)
-	default:
-		err = badinput.Errorf("unknown --method %q (full, lora)", o.Method)
 	}
 	if err != nil {
 		return nil, err
@@ -138,8 +207,7 @@ func RunJob(ctx context.Context, o JobOptions) (*JobResult, error) {
 	if o.Train.TotalSteps == 0 {
 		o.Train.TotalSteps = o.MaxSteps
 		if o.Train.TotalSteps == 0 {
-			epochs := max(o.Epochs, 1)
-			o.Train.TotalSteps = int64(epochs * src.BatchesPerEpoch() / max(o.Train.GradAccum, 1))
+			o.Train.TotalSteps = int64(o.Epochs * src.BatchesPerEpoch() / o.Train.GradAccum)
 		}
 	}
 	identity, err := train.IdentityOf(man, o)
@@ -150,7 +218,19 @@ func RunJob(ctx context.Context, o JobOptions) (*JobResult, error) {
 	if cfg.MemoryLimit, err = ParseMemoryLimit(o.MemoryLimit); err != nil {
 		return nil, err
 	}
-	cfg.PlanBatch, cfg.PlanSeq = int64(max(o.BatchSize, 1)), int64(max(stats.Longest, 1))
+	cfg.PlanBatch, cfg.PlanSeq = int64(o.BatchSize), int64(max(stats.Longest, 1))
+	lock, err := rundir.Open(o.Out, RunFolder(o.Model))
+	if err != nil {
+		return nil, err
+	}
+	defer lock.Release()
+	if o.Resume {
+		if done, err := finishedRun(o.Out, identity); done != nil || err != nil {
+			return done, err
+		}
+	} else if latest, _, _, _ := train.LatestCheckpoint(o.Out); latest != "" {
+		return nil, badinput.Errorf("%s already holds checkpoints; pass --resume to continue that run, or choose another --out", o.Out)
+	}
 	tr, err := train.NewTrainer(plan, o.Out, cfg)
 	if err != nil {
 		return nil, err
@@ -192,7 +272,9 @@ func RunJob(ctx context.Context, o JobOptions) (*JobResult, error) {
 }
 
 // ParseMemoryLimit reads --memory-limit: "" or "auto" (the memory
-// available now), "off" (0: no cap), or a size in GB, MB or bytes.
+// available now), "off" (0: no cap), or a size in GB, MB or bytes from
+// 1 byte to below 2⁶³ (NaN, infinities and fractions of a byte are not
+// sizes).
 func ParseMemoryLimit(s string) (int64, error) {
 	switch strings.ToLower(strings.TrimSpace(s)) {
 	case "", "auto":
@@ -208,25 +290,46 @@ func ParseMemoryLimit(s string) (int64, error) {
 	for _, u := range units {
 		if num, ok := strings.CutSuffix(lower, u.suffix); ok {
 			v, err := strconv.ParseFloat(strings.TrimSpace(num), 64)
-			if err != nil || v <= 0 {
+			bytes := v * u.scale
+			if err != nil || !(bytes >= 1 && bytes < math.MaxInt64) {
 				break
 			}
-			return int64(v * u.scale), nil
+			return int64(bytes), nil
 		}
 	}
 	return 0, badinput.Errorf("--memory-limit %q is not auto, off or a size such as 20GB", s)
 }
 
-// prepareRunDir creates the run folder; a folder with checkpoints is only
-// reused with --resume, so a second run never mixes into the first.
-func prepareRunDir(dir string, resume bool) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
+// finishedRun is the result of a run in dir that finished, for --resume
+// on it: its run.json when that says finished, its output is there and
+// its newest checkpoint is its last step; nil when the run has more to
+// do. A finished run of another model or configuration is refused, as
+// its checkpoint would be.
+func finishedRun(dir, identity string) (*JobResult, error) {
+	raw, err := os.ReadFile(filepath.Join(dir, "run.json"))
+	if err != nil {
+		return nil, nil
 	}
-	if latest, _, _, _ := train.LatestCheckpoint(dir); latest != "" && !resume {
-		return badinput.Errorf("%s already holds checkpoints; pass --resume to continue that run, or choose another --out", dir)
+	var res JobResult
+	if json.Unmarshal(raw, &res) != nil || res.Stopped {
+		return nil, nil
 	}
-	return nil
+	output := map[string]string{MethodFull: "model", MethodLoRA: "adapter"}[res.Method]
+	if output == "" {
+		return nil, nil
+	}
+	if _, err := os.Stat(filepath.Join(dir, output)); err != nil {
+		return nil, nil
+	}
+	latest, st, _, err := train.LatestCheckpoint(dir)
+	if err != nil || st == nil || st.Step != res.Steps {
+		return nil, err
+	}
+	if err := st.CheckIdentity(latest, identity); err != nil {
+		return nil, err
+	}
+	res.AlreadyFinished = true
+	return &res, nil
 }
 
 // The formats of JobOptions.Template (--template).
@@ -312,9 +415,6 @@ func loadData(o JobOptions, man *modeldir.Manifest) (*data.Loader, data.Stats, s
 		return nil, data.Stats{}, "", err
 	}
 	batch := o.BatchSize
-	if batch == 0 {
-		batch = 8
-	}
 	epochs := o.Epochs
 	if o.MaxSteps > 0 && epochs == 0 {
 		epochs = -1 // run by steps

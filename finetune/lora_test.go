@@ -102,7 +102,7 @@ func loraMatchesPEFT(t *testing.T, hf, model string, bf16 bool) {
 	if err := adapter.Save(initial, man, values); err != nil {
 		t.Fatal(err)
 	}
-	tr, err := train.NewTrainer(plan, t.TempDir(), train.Config{Optim: train.AdamWConfig{LR: lr, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: wd}, Threads: 1})
+	tr, err := train.NewTrainer(plan, t.TempDir(), train.Config{GradAccum: 1, Optim: train.AdamWConfig{LR: lr, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: wd}, Threads: 1})
 	if err != nil {
 		t.Fatal(err)
 	}

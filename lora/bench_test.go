@@ -34,7 +34,7 @@ func BenchmarkInjectMerge(b *testing.B) {
 		return m
 	}
 	for _, targets := range [][]string{{"q", "v"}, {AllLinear}} {
-		a, err := New(Config{Targets: targets})
+		a, err := New(defaulted(Config{Targets: targets}))
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -29,8 +29,12 @@ type Config struct {
 	// head) or AllLinear; empty means DefaultTargets. A loaded adapter has
 	// none: its file names its layers.
 	Targets []string
-	R       int     // rank; 0 means DefaultR
-	Alpha   float64 // scaling numerator; 0 means DefaultAlpha
+	// R is the rank: at least 1 and at most the width (the smaller of
+	// d_in and d_out) of the narrowest adapted layer, where the update
+	// A·B already has full rank.
+	R int
+	// Alpha is the scaling numerator, a finite number > 0.
+	Alpha float64
 	// Dropout is the probability of zeroing an input feature of the LoRA
 	// branch while training (PEFT's lora_dropout); evaluation graphs have none.
 	Dropout float64
@@ -61,31 +65,73 @@ func ParseTargets(s string) ([]string, error) {
 	return out, nil
 }
 
-// withDefaults fills zero fields and checks the ranges.
+// DefaultConfig is the configuration `migu train --method lora` starts
+// from: r 8, alpha 32, the q and v projections, no dropout.
+func DefaultConfig() Config {
+	return Config{Targets: slices.Clone(DefaultTargets), R: DefaultR, Alpha: DefaultAlpha}
+}
+
+// withDefaults fills empty targets with DefaultTargets and checks the
+// ranges; a zero rank or alpha is an error, not a default.
 func (c Config) withDefaults() (Config, error) {
 	if len(c.Targets) == 0 {
 		c.Targets = slices.Clone(DefaultTargets)
 	}
-	if c.R == 0 {
-		c.R = DefaultR
-	}
-	if c.Alpha == 0 {
-		c.Alpha = DefaultAlpha
-	}
+	return c, c.Check()
+}
+
+// Check checks the ranges that do not depend on the model: r ≥ 1, alpha
+// finite and > 0, dropout in [0, 1), and the targets' names. CheckFor
+// adds the model's bound on r.
+func (c Config) Check() error {
 	switch {
-	case c.R < 0:
-		return c, badinput.Errorf("--lora-r %d: the rank must be positive", c.R)
+	case c.R < 1:
+		return badinput.Range("--lora-r", c.R, "1 … the width of the narrowest adapted layer")
 	case !(c.Alpha > 0) || math.IsInf(c.Alpha, 0):
-		return c, badinput.Errorf("--lora-alpha %v: must be a positive number", c.Alpha)
+		return badinput.Range("--lora-alpha", c.Alpha, "a finite number > 0")
 	case !(c.Dropout >= 0 && c.Dropout < 1):
-		return c, badinput.Errorf("--lora-dropout %v: must be in [0, 1)", c.Dropout)
+		return badinput.Range("--lora-dropout", c.Dropout, "[0, 1)")
 	}
 	for _, t := range c.Targets {
 		if _, err := ParseTargets(t); err != nil {
-			return c, err
+			return err
 		}
 	}
-	return c, nil
+	return nil
+}
+
+// CheckFor checks c as Check does and against a model: the targets must
+// select layers of it and r must not exceed the narrowest one's width.
+// It needs only the manifest, so a run can refuse before writing.
+func (c Config) CheckFor(man *modeldir.Manifest) error {
+	if len(c.Targets) == 0 {
+		c.Targets = DefaultTargets
+	}
+	if err := c.Check(); err != nil {
+		return err
+	}
+	_, err := c.layersFor(man)
+	return err
+}
+
+// layersFor selects the adapted layers of man and checks r against their
+// widths.
+func (c Config) layersFor(man *modeldir.Manifest) ([]modeldir.Linear, error) {
+	layers, err := c.selectLayers(man)
+	if err != nil {
+		return nil, err
+	}
+	narrow := layers[0]
+	for _, l := range layers[1:] {
+		if min(l.DIn, l.DOut) < min(narrow.DIn, narrow.DOut) {
+			narrow = l
+		}
+	}
+	if width := min(narrow.DIn, narrow.DOut); int64(c.R) > width {
+		return nil, badinput.Errorf("--lora-r %d is outside its range: 1 … %d, the width of the narrowest adapted layer (%s, %d→%d)",
+			c.R, width, narrow.Name, narrow.DIn, narrow.DOut)
+	}
+	return layers, nil
 }
 
 // Scaling is the factor of the LoRA branch: α/r, or α/√r with RSLoRA.

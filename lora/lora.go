@@ -93,7 +93,7 @@ func PointA(linear string) string { return linear + ".lora_A" }
 // adapter every layer it holds must exist in man with matching shapes.
 func (a *Adapter) Layers(man *modeldir.Manifest) ([]modeldir.Linear, error) {
 	if a.layers == nil {
-		return a.cfg.selectLayers(man)
+		return a.cfg.layersFor(man)
 	}
 	byName := map[string]modeldir.Linear{}
 	for _, l := range man.Linears {

@@ -3,6 +3,7 @@ package lora
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -47,20 +48,87 @@ func TestParseTargets(t *testing.T) {
 	}
 }
 
+// defaulted fills a test's zero rank and alpha with the defaults.
+func defaulted(c Config) Config {
+	if c.R == 0 {
+		c.R = DefaultR
+	}
+	if c.Alpha == 0 {
+		c.Alpha = DefaultAlpha
+	}
+	return c
+}
+
 func TestConfig(t *testing.T) {
-	a, err := New(Config{})
+	a, err := New(DefaultConfig())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if c := a.Config(); c.R != 8 || c.Alpha != 32 || c.Dropout != 0 || !slices.Equal(c.Targets, []string{"q", "v"}) || c.Scaling() != 4 {
 		t.Errorf("defaults: %+v, scaling %v", c, c.Scaling())
 	}
+	if c, err := New(Config{R: 4, Alpha: 8}); err != nil || !slices.Equal(c.Config().Targets, DefaultTargets) {
+		t.Errorf("no targets: %v, %v; want the default targets", c, err)
+	}
 	if s := (Config{R: 16, Alpha: 32, RSLoRA: true}).Scaling(); s != 8 {
 		t.Errorf("rslora scaling α/√r = %v, want 8", s)
 	}
-	for _, c := range []Config{{R: -1}, {Alpha: -2}, {Dropout: 1}, {Dropout: math.NaN()}, {Targets: []string{"wq"}}} {
-		if _, err := New(c); !badinput.Is(err) {
-			t.Errorf("New(%+v): %v, want bad input", c, err)
+	// A zero rank or alpha is refused, not replaced by the default.
+	cases := []struct {
+		c    Config
+		want string
+	}{
+		{Config{R: 0, Alpha: 32}, "--lora-r 0 is outside its range: 1 …"},
+		{Config{R: -1, Alpha: 32}, "--lora-r -1 is outside"},
+		{Config{R: 8, Alpha: 0}, "--lora-alpha 0 is outside its range: a finite number > 0"},
+		{Config{R: 8, Alpha: -2}, "--lora-alpha -2 is outside"},
+		{Config{R: 8, Alpha: math.Inf(1)}, "--lora-alpha +Inf is outside"},
+		{Config{R: 8, Alpha: 32, Dropout: 1}, "--lora-dropout 1 is outside its range: [0, 1)"},
+		{Config{R: 8, Alpha: 32, Dropout: math.NaN()}, "--lora-dropout NaN is outside"},
+		{Config{R: 8, Alpha: 32, Targets: []string{"wq"}}, `unknown target "wq"`},
+	}
+	for _, c := range cases {
+		if _, err := New(c.c); !badinput.Is(err) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("New(%+v): %v, want bad input with %q", c.c, err, c.want)
+		}
+	}
+}
+
+// The rank is bounded by the narrowest adapted layer's width, checked
+// from the manifest alone (CheckFor) and again when injecting.
+func TestRankBoundedByWidth(t *testing.T) {
+	_, dir, man := model(t, "llama")
+	narrow := int64(math.MaxInt64)
+	for _, l := range man.Linears {
+		if l.Role == "q" || l.Role == "v" {
+			narrow = min(narrow, l.DIn, l.DOut)
+		}
+	}
+	for _, r := range []int64{1, narrow, narrow + 1, 100000} {
+		c := Config{Targets: []string{"q", "v"}, R: int(r), Alpha: 8}
+		err := c.CheckFor(man)
+		if r <= narrow {
+			if err != nil {
+				t.Errorf("r %d (width %d): %v", r, narrow, err)
+			}
+			continue
+		}
+		want := fmt.Sprintf("--lora-r %d is outside its range: 1 … %d, the width of the narrowest adapted layer", r, narrow)
+		if !badinput.Is(err) || !strings.Contains(err.Error(), want) {
+			t.Errorf("r %d: %v, want %q", r, err, want)
+		}
+		a, err := New(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := onnx.Load(filepath.Join(dir, modeldir.ModelFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = a.Inject(m, man, adapters.InjectOptions{Training: true})
+		m.Close()
+		if !badinput.Is(err) || !strings.Contains(err.Error(), want) {
+			t.Errorf("Inject with r %d: %v, want %q", r, err, want)
 		}
 	}
 }
@@ -68,7 +136,7 @@ func TestConfig(t *testing.T) {
 // Roles the model lacks are bad input naming them and listing its roles.
 func TestMissingRoles(t *testing.T) {
 	_, _, man := model(t, "roberta")
-	a, err := New(Config{Targets: []string{"q", "ffn_gate"}})
+	a, err := New(defaulted(Config{Targets: []string{"q", "ffn_gate"}}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,7 +166,7 @@ func TestTargetModules(t *testing.T) {
 	}
 	for _, c := range cases {
 		_, _, man := model(t, c.arch)
-		a, err := New(Config{Targets: c.targets})
+		a, err := New(defaulted(Config{Targets: c.targets}))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -149,7 +217,7 @@ func TestZeroBIsIdentity(t *testing.T) {
 			c := archCases[arch]
 			_, dir, man := model(t, arch)
 			base := run(t, filepath.Join(dir, modeldir.ModelFile), c.forwardFeeds(), nil)["logits"]
-			a, err := New(Config{Targets: []string{AllLinear}})
+			a, err := New(defaulted(Config{Targets: []string{AllLinear}}))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -172,7 +240,7 @@ func TestZeroBIsIdentity(t *testing.T) {
 // and its outputs name the adapted values.
 func TestInjection(t *testing.T) {
 	_, dir, man := model(t, "roberta")
-	a, err := New(Config{Targets: []string{"q", "v"}, R: 4})
+	a, err := New(defaulted(Config{Targets: []string{"q", "v"}, R: 4}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -237,7 +305,7 @@ func TestDropoutOnlyWhenTraining(t *testing.T) {
 		want     int
 	}{{0.1, true, 8}, {0.1, false, 0}, {0, true, 0}}
 	for _, c := range cases {
-		a, err := New(Config{Dropout: c.dropout})
+		a, err := New(defaulted(Config{Dropout: c.dropout}))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -264,7 +332,7 @@ func TestDropoutOnlyWhenTraining(t *testing.T) {
 		if err := m.Save(path, onnx.SaveOptions{External: onnx.ExternalNone}); err != nil {
 			t.Fatal(err)
 		}
-		undropped, err := New(Config{})
+		undropped, err := New(defaulted(Config{}))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -389,7 +457,7 @@ func TestSaveLoad(t *testing.T) {
 func TestLoadErrors(t *testing.T) {
 	_, dir, man := model(t, "llama")
 	_, _, t5 := model(t, "t5")
-	a, err := New(Config{R: 4})
+	a, err := New(defaulted(Config{R: 4}))
 	if err != nil {
 		t.Fatal(err)
 	}

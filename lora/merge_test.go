@@ -45,7 +45,7 @@ func TestMerge(t *testing.T) {
 		t.Run(c.arch, func(t *testing.T) {
 			ac := archCases[c.arch]
 			_, dir, man := model(t, c.arch)
-			ad := savedAdapter(t, dir, man, Config{Targets: c.targets}, 21)
+			ad := savedAdapter(t, dir, man, defaulted(Config{Targets: c.targets}), 21)
 			loaded, err := Load(ad)
 			if err != nil {
 				t.Fatal(err)
@@ -104,8 +104,8 @@ func TestMerge(t *testing.T) {
 func TestMergeErrors(t *testing.T) {
 	_, dir, man := model(t, "llama")
 	_, t5dir, t5man := model(t, "t5")
-	ad := savedAdapter(t, dir, man, Config{}, 1)
-	t5ad := savedAdapter(t, t5dir, t5man, Config{}, 1)
+	ad := savedAdapter(t, dir, man, defaulted(Config{}), 1)
+	t5ad := savedAdapter(t, t5dir, t5man, defaulted(Config{}), 1)
 	busy := t.TempDir()
 	os.WriteFile(filepath.Join(busy, "x"), nil, 0o644)
 	cases := []struct {

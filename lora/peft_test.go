@@ -113,7 +113,7 @@ func TestMatchesPEFT(t *testing.T) {
 			t.Parallel()
 			ac := archCases[c.arch]
 			hf, dir, man := model(t, c.arch)
-			a, err := New(Config{Targets: c.targets, R: c.r})
+			a, err := New(defaulted(Config{Targets: c.targets, R: c.r}))
 			if err != nil {
 				t.Fatal(err)
 			}

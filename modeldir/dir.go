@@ -36,6 +36,33 @@ func Stage(dest string) (*Staging, error) {
 	return &Staging{Dir: tmp, dest: dest}, nil
 }
 
+// CheckNotModel refuses an output folder that is the model folder itself
+// (the same path, or another name for the same folder), which a command
+// writing there would damage; why says what the command writes instead.
+func CheckNotModel(model, out, why string) error {
+	if model == "" || out == "" {
+		return nil
+	}
+	same := absPath(model) == absPath(out)
+	if a, err := os.Stat(model); err == nil {
+		if b, err := os.Stat(out); err == nil && os.SameFile(a, b) {
+			same = true
+		}
+	}
+	if same {
+		return badinput.Errorf("--out %s is the model folder itself; %s", out, why)
+	}
+	return nil
+}
+
+func absPath(p string) string {
+	a, err := filepath.Abs(p)
+	if err != nil {
+		return filepath.Clean(p)
+	}
+	return a
+}
+
 // Commit moves the finished folder to its destination.
 func (s *Staging) Commit() error {
 	if s.done {

@@ -171,12 +171,21 @@ func readCheckpointState(dir string) (*CheckpointState, error) {
 	return &st, nil
 }
 
+// CheckIdentity refuses a checkpoint (in dir) of another model or
+// configuration than identity's.
+func (st *CheckpointState) CheckIdentity(dir, identity string) error {
+	if st.Identity != identity {
+		return badinput.Errorf("%s was written for another model or configuration (identity %.12s…, this run %.12s…); use a new --out or the original settings", dir, st.Identity, identity)
+	}
+	return nil
+}
+
 // LoadCheckpoint restores tensors, moments and step counts. The checkpoint
 // must come from the same model and configuration (identity) and hold
 // exactly the trainer's tensors with their shapes.
 func (t *Trainer) LoadCheckpoint(dir string, st *CheckpointState, identity string) error {
-	if st.Identity != identity {
-		return badinput.Errorf("%s was written for another model or configuration (identity %.12s…, this run %.12s…); use a new --out or the original settings", dir, st.Identity, identity)
+	if err := st.CheckIdentity(dir, identity); err != nil {
+		return err
 	}
 	params, err := safetensors.Open(filepath.Join(dir, paramsFile))
 	if err != nil {

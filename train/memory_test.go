@@ -90,7 +90,7 @@ func TestMemoryPlanRefuses(t *testing.T) {
 		n, _ := onnx.NumElements(m.Graph().Initializer(name).Dims)
 		params += n
 	}
-	_, err = NewTrainer(plan, t.TempDir(), Config{Optim: DefaultAdamW(), PlanBatch: 8, PlanSeq: 64, MemoryLimit: 1 << 20, Threads: 1})
+	_, err = NewTrainer(plan, t.TempDir(), Config{GradAccum: 1, Optim: DefaultAdamW(), PlanBatch: 8, PlanSeq: 64, MemoryLimit: 1 << 20, Threads: 1})
 	if err == nil || !badinput.Is(err) {
 		t.Fatalf("a 1 MB limit gave %v, want a bad-input refusal", err)
 	}

@@ -48,17 +48,33 @@ type AdamW struct {
 
 // NewAdamW checks the hyperparameters.
 func NewAdamW(cfg AdamWConfig) (*AdamW, error) {
-	switch {
-	case !(cfg.LR >= 0):
-		return nil, badinput.Errorf("learning rate %v must be ≥ 0", cfg.LR)
-	case !(cfg.Beta1 >= 0 && cfg.Beta1 < 1) || !(cfg.Beta2 >= 0 && cfg.Beta2 < 1):
-		return nil, badinput.Errorf("betas (%v, %v) must be in [0, 1)", cfg.Beta1, cfg.Beta2)
-	case !(cfg.Eps > 0):
-		return nil, badinput.Errorf("eps %v must be > 0", cfg.Eps)
-	case !(cfg.WeightDecay >= 0):
-		return nil, badinput.Errorf("weight decay %v must be ≥ 0", cfg.WeightDecay)
+	if err := cfg.Check(); err != nil {
+		return nil, err
 	}
 	return &AdamW{cfg: cfg}, nil
+}
+
+// Check checks the ranges of the hyperparameters: every one finite, the
+// learning rate and weight decay ≥ 0, the betas in [0, 1), eps > 0.
+func (c AdamWConfig) Check() error {
+	switch {
+	case !finiteAtLeast(c.LR, 0):
+		return badinput.Range("--lr", c.LR, "a finite number ≥ 0")
+	case !finiteAtLeast(c.WeightDecay, 0):
+		return badinput.Range("--weight-decay", c.WeightDecay, "a finite number ≥ 0")
+	case !(c.Beta1 >= 0 && c.Beta1 < 1):
+		return badinput.Range("beta1", c.Beta1, "[0, 1)")
+	case !(c.Beta2 >= 0 && c.Beta2 < 1):
+		return badinput.Range("beta2", c.Beta2, "[0, 1)")
+	case !(c.Eps > 0) || math.IsInf(c.Eps, 0):
+		return badinput.Range("eps", c.Eps, "a finite number > 0")
+	}
+	return nil
+}
+
+// finiteAtLeast reports whether v is a finite number ≥ lo (NaN is not).
+func finiteAtLeast(v, lo float64) bool {
+	return v >= lo && !math.IsInf(v, 0)
 }
 
 // Masking says how Step treats the rows or columns a MIGU mask leaves out.

@@ -1,6 +1,7 @@
 package train
 
 import (
+	"bufio"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/migu-ml/migu/data"
+	"github.com/migu-ml/migu/internal/atomicfile"
 	"github.com/migu-ml/migu/internal/badinput"
 )
 
@@ -54,6 +56,20 @@ type RunOptions struct {
 	Terminal bool
 }
 
+// Check checks the ranges of the step counts: --max-steps, --save-every
+// and --keep are ≥ 0, 0 meaning none (all for --keep).
+func (o RunOptions) Check() error {
+	switch {
+	case o.MaxSteps < 0:
+		return badinput.Range("--max-steps", o.MaxSteps, "≥ 0 (0: run the epochs)")
+	case o.SaveEvery < 0:
+		return badinput.Range("--save-every", o.SaveEvery, "≥ 0 (0: only at the end)")
+	case o.Keep < 0:
+		return badinput.Range("--keep", o.Keep, "≥ 0 (0: all)")
+	}
+	return nil
+}
+
 // RunResult summarises a run.
 type RunResult struct {
 	Steps      int64
@@ -71,6 +87,9 @@ type RunResult struct {
 // with Stopped set. A non-finite loss stops the run with an error naming
 // the step; the last good checkpoint stays as it was.
 func Run(ctx context.Context, t *Trainer, src Source, runDir string, opt RunOptions) (*RunResult, error) {
+	if err := opt.Check(); err != nil {
+		return nil, err
+	}
 	res := &RunResult{}
 	if opt.Resume {
 		dir, st, skipped, err := LatestCheckpoint(runDir)
@@ -96,6 +115,11 @@ func Run(ctx context.Context, t *Trainer, src Source, runDir string, opt RunOpti
 			res.Resumed = t.Step
 			logf(opt.Progress, "resumed from %s (step %d)", dir, t.Step)
 		}
+	}
+	// Rows past the step the run continues from were written by a run
+	// killed after its last checkpoint; the steps are trained again.
+	if err := TruncateMetrics(filepath.Join(runDir, MetricsFile), t.Step); err != nil {
+		return nil, err
 	}
 	metrics, err := os.OpenFile(filepath.Join(runDir, MetricsFile), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
@@ -182,6 +206,54 @@ func Run(ctx context.Context, t *Trainer, src Source, runDir string, opt RunOpti
 		}
 	}
 	return res, nil
+}
+
+// TruncateMetrics drops the rows of a metrics file after step (all rows
+// for step 0), and a last row cut short by a kill, so that a resumed run
+// appends each step once. The file is rewritten atomically, and only when
+// a row goes; a missing file is left missing.
+func TruncateMetrics(path string, step int64) error {
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	out, err := atomicfile.Create(path)
+	if err != nil {
+		return err
+	}
+	defer out.Abort()
+	r := bufio.NewReader(f)
+	dropped := false
+	for {
+		line, err := r.ReadBytes('\n')
+		if len(line) > 0 {
+			var row struct {
+				Step *int64 `json:"step"`
+			}
+			complete := line[len(line)-1] == '\n'
+			if complete && json.Unmarshal(line, &row) == nil && row.Step != nil && *row.Step <= step {
+				if _, err := out.Write(line); err != nil {
+					return err
+				}
+			} else {
+				dropped = true
+			}
+		}
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if !dropped {
+		return nil
+	}
+	return out.Commit()
 }
 
 func checkpointIsStep(dir string, step int64) bool {

@@ -57,6 +57,48 @@ type Config struct {
 	Session ort.SessionOptions `json:"-"`
 }
 
+// DefaultConfig is the configuration `migu train` starts from: AdamW
+// with PyTorch's betas and eps, learning rate 1e-4 and weight decay 0.01,
+// a constant schedule, one micro-batch per step, the gradient norm
+// clipped at 1, MIGU off (T 0.7 and grad mode once it is turned on).
+func DefaultConfig() Config {
+	opt := DefaultAdamW()
+	opt.LR = 1e-4
+	return Config{Optim: opt, Schedule: "constant", GradAccum: 1, ClipNorm: 1, T: 0.7, Mode: migu.ModeGrad}
+}
+
+// Check checks every setting's range before anything is built or
+// written, each error one line naming the flag and what it accepts.
+func (c Config) Check() error {
+	if err := c.Optim.Check(); err != nil {
+		return err
+	}
+	switch {
+	case c.GradAccum < 1:
+		return badinput.Range("--grad-accum", c.GradAccum, "≥ 1")
+	case c.Warmup < 0:
+		return badinput.Range("--warmup", c.Warmup, "≥ 0")
+	case c.TotalSteps < 0:
+		return badinput.Range("total steps", c.TotalSteps, "≥ 0")
+	case !finiteAtLeast(c.ClipNorm, 0):
+		return badinput.Range("--clip", c.ClipNorm, "a finite number ≥ 0 (0: off)")
+	case c.MemoryLimit < 0:
+		return badinput.Range("--memory-limit", c.MemoryLimit, "≥ 0 bytes (0: off)")
+	}
+	if c.UseMIGU {
+		if err := migu.CheckT(c.T); err != nil {
+			return err
+		}
+	}
+	if err := ort.CheckThreads("--threads", c.Threads); err != nil {
+		return err
+	}
+	if _, err := ParseSchedule(c.Schedule); err != nil {
+		return err
+	}
+	return CheckRecompute(c.Recompute, nil)
+}
+
 // Trainer owns a training session: the train.onnx graph in ONNX Runtime,
 // the trainable tensors and their optimizer state in Go memory (bound to
 // the session without copies), and MIGU's masker.
@@ -106,16 +148,11 @@ var ErrNonFinite = errors.New("the loss is not finite")
 // NewTrainer builds train.onnx and train.json for the plan into dir and
 // opens it in ONNX Runtime with every trainable tensor, gradient and tap bound to Go memory.
 func NewTrainer(plan *Plan, dir string, cfg Config) (*Trainer, error) {
-	if cfg.GradAccum <= 0 {
-		cfg.GradAccum = 1
+	if err := cfg.Check(); err != nil {
+		return nil, err
 	}
-	if cfg.UseMIGU {
-		if err := migu.CheckT(cfg.T); err != nil {
-			return nil, err
-		}
-		if cfg.Mode == "" {
-			cfg.Mode = migu.ModeGrad
-		}
+	if cfg.UseMIGU && cfg.Mode == "" {
+		cfg.Mode = migu.ModeGrad
 	}
 	opt, err := NewAdamW(cfg.Optim)
 	if err != nil {

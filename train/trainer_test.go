@@ -125,7 +125,7 @@ func TestTrainingMatchesPyTorch(t *testing.T) {
 			if err := json.Unmarshal(testenv.RunPython(t, torchTrain, path, hf), &want); err != nil {
 				t.Fatal(err)
 			}
-			cfg := Config{Optim: AdamWConfig{LR: lr, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: wd}, UseMIGU: withMIGU, T: 0.7, Mode: migu.ModeGrad}
+			cfg := Config{GradAccum: 1, Optim: AdamWConfig{LR: lr, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: wd}, UseMIGU: withMIGU, T: 0.7, Mode: migu.ModeGrad}
 			tr := newFullTrainer(t, model, cfg)
 			worst := 0.0
 			for i, b := range batches {
@@ -166,7 +166,7 @@ func (s *sliceSource) Restore(raw json.RawMessage) error { return json.Unmarshal
 // bit-identical to where it started (values; its moments stay zero).
 func TestUpdateModeLeavesMaskedColumnsAlone(t *testing.T) {
 	_, model := tinyModel(t)
-	cfg := Config{Optim: AdamWConfig{LR: 1e-2, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.1}, UseMIGU: true, T: 0.7, Mode: migu.ModeUpdate}
+	cfg := Config{GradAccum: 1, Optim: AdamWConfig{LR: 1e-2, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.1}, UseMIGU: true, T: 0.7, Mode: migu.ModeUpdate}
 	tr := newFullTrainer(t, model, cfg)
 	start := map[string][]float32{}
 	for name, v := range tr.Params() {
@@ -221,7 +221,7 @@ func TestUpdateModeLeavesMaskedColumnsAlone(t *testing.T) {
 // parameters bit-identical to an uninterrupted run.
 func TestResumeIsBitIdentical(t *testing.T) {
 	_, model := tinyModel(t)
-	cfg := Config{Optim: DefaultAdamW(), UseMIGU: true, T: 0.7, Mode: migu.ModeGrad}
+	cfg := Config{GradAccum: 1, Optim: DefaultAdamW(), UseMIGU: true, T: 0.7, Mode: migu.ModeGrad}
 	batches := testfix.RandomBatches(6, 2, 8, 600, 11)
 	ctx := context.Background()
 
@@ -285,7 +285,7 @@ func TestExportModel(t *testing.T) {
 	}
 	for _, c := range []struct{ name, model string }{{"float32", f32}, {"bfloat16", bf16}} {
 		t.Run(c.name, func(t *testing.T) {
-			tr := newFullTrainer(t, c.model, Config{Optim: DefaultAdamW()})
+			tr := newFullTrainer(t, c.model, Config{GradAccum: 1, Optim: DefaultAdamW()})
 			for _, b := range testfix.RandomBatches(2, 2, 8, 600, 3) {
 				if _, err := tr.TrainStep([]*data.Batch{b}, false); err != nil {
 					t.Fatal(err)

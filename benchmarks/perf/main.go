@@ -249,7 +249,7 @@ func workMIGU(o *options) error {
 	defer os.RemoveAll(dir)
 	opt := train.DefaultAdamW()
 	opt.LR = 1e-4
-	cfg := train.Config{Optim: opt, UseMIGU: o.withMIGU, T: 0.7, Mode: migu.ModeGrad, Threads: o.threads,
+	cfg := train.Config{Optim: opt, GradAccum: 1, UseMIGU: o.withMIGU, T: 0.7, Mode: migu.ModeGrad, Threads: o.threads,
 		Session: ort.SessionOptions{Provider: o.provider, OptLevel: level, ProfilePrefix: o.ortProfile}}
 	if !o.hiddenPad {
 		cfg.HiddenPad = train.HiddenPad{Extra: -1}
@@ -308,7 +308,7 @@ func workMIGU(o *options) error {
 // loraPlan injects LoRA (q and v, r 8, α 32, as the MIGU paper's runs and
 // finetune's defaults) and masks A and B as finetune does.
 func loraPlan(m *onnx.Model, man *modeldir.Manifest) (*train.Plan, error) {
-	a, err := lora.New(lora.Config{})
+	a, err := lora.New(lora.DefaultConfig())
 	if err != nil {
 		return nil, err
 	}

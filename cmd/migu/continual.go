@@ -20,10 +20,10 @@ import (
 )
 
 func newContinualCmd(g *globalFlags) *cobra.Command {
-	o := continual.Options{Job: finetune.JobOptions{Train: train.Config{Optim: train.DefaultAdamW()}}}
+	o := continual.DefaultOptions()
+	T := o.Job.Train.T
 	var (
 		spec, dataDir, methods, seeds, mode, targets, method string
-		T                                                    float64
 		trainSamples, testSamples                            int
 		asJSON                                               bool
 	)
@@ -45,7 +45,9 @@ or a built-in order of the CL benchmark: order1–3 (standard) and order4–6 (l
 report says so. The first task of a sequence trains without MIGU's mask; full
 fine-tuning starts each task from the previous task's model, LoRA continues one
 adapter. Ctrl-C checkpoints; --resume continues at the task and step where the
-run stopped, never training a finished task again.`,
+run stopped, never training a finished task again. RUN_DIR is locked while a run
+uses it. Every number is checked against the range its flag's help gives before
+anything is written.`,
 		Example: `  migu continual --model ./llama --sequence order1 --out runs/cl --methods full,full+migu --test-samples 200
   migu continual --model ./t5 --sequence seq.yaml --out runs/cl --methods ` + continual.AllMethods + ` --seeds 1,2,3
   migu continual --model ./llama --sequence seq.yaml --out runs/cl --resume`,
@@ -135,44 +137,30 @@ run stopped, never training a finished task again.`,
 	f := cmd.Flags()
 	f.StringVar(&o.Model, "model", "", "starting model folder (from migu export)")
 	f.StringVar(&spec, "sequence", "", "sequence file (YAML) or a built-in order: order1 … order6")
-	f.StringVar(&o.Out, "out", "", "run folder")
+	f.StringVar(&o.Out, "out", "", "run folder: new, empty, or an earlier continual run's (with --resume)")
 	f.StringVar(&dataDir, "data-dir", "", "the CL benchmark's folder for built-in orders (default: $"+continual.DataDirEnv+", else shared/data/cl_benchmark beside the working directory or a parent)")
 	f.StringVar(&methods, "methods", "", "methods to compare, e.g. "+continual.AllMethods+" (default: --method, with +migu when --migu is given)")
 	f.StringVar(&method, "method", "full", "full or lora, when --methods is not given")
 	f.StringVar(&seeds, "seeds", "", "comma-separated seeds, one run of every method per seed (default: --seed)")
-	f.StringVar(&o.Score, "score", "rank", "rank (the label with the highest log-likelihood), generate (exact match of the greedy answer) or both")
-	f.IntVar(&trainSamples, "train-samples", 0, "training rows drawn per task (0: every row; the long orders default to 1000)")
-	f.IntVar(&testSamples, "test-samples", 0, "test rows drawn per task (0: every row)")
+	f.StringVar(&o.Score, "score", o.Score, "rank (the label with the highest log-likelihood), generate (exact match of the greedy answer) or both")
+	f.IntVar(&trainSamples, "train-samples", 0, "training rows drawn per task, ≥ 0 (0: every row; the long orders default to 1000)")
+	f.IntVar(&testSamples, "test-samples", 0, "test rows drawn per task, ≥ 0 (0: every row)")
 	f.BoolVar(&o.Resume, "resume", false, "continue the interrupted run in --out")
 	f.BoolVar(&o.KeepModels, "keep-models", false, "keep every task's model folder and checkpoints (default: only what the next task needs)")
-	f.IntVar(&o.EvalBatch, "eval-batch-size", 0, "sequences per evaluation forward run (0: 8)")
+	f.IntVar(&o.EvalBatch, "eval-batch-size", o.EvalBatch, "sequences per evaluation forward run, ≥ 0 (0: 8)")
 	f.BoolVar(&asJSON, "json", false, "print results.json instead of the table")
 	// Training flags, as migu train has them.
-	f.Float64Var(&T, "migu", 0.7, "MIGU's threshold T for the +migu methods: the fraction of each layer's output features NOT updated")
+	f.Float64Var(&T, "migu", T, "MIGU's threshold T in [0, 1) for the +migu methods: the fraction of each layer's output features NOT updated")
 	f.StringVar(&mode, "migu-mode", "grad", "grad (mask the gradient, as the authors' code) or update (masked columns do not move)")
 	f.BoolVar(&o.Job.Train.SkipPaddingTaps, "migu-skip-padding", false, "leave padding positions out of the magnitudes")
-	f.IntVar(&o.Job.LoRA.R, "lora-r", 8, "LoRA rank")
-	f.Float64Var(&o.Job.LoRA.Alpha, "lora-alpha", 32, "LoRA alpha (scaling alpha/r)")
-	f.Float64Var(&o.Job.LoRA.Dropout, "lora-dropout", 0, "LoRA dropout")
-	f.StringVar(&targets, "lora-targets", "q,v", "roles LoRA adapts: q,k,v,o,ffn_in,ffn_gate,ffn_out,head, or all")
+	addLoRAFlags(cmd, &o.Job.LoRA, &targets)
 	f.StringVar(&o.Job.Template, "template", "", "chat renders each row as a user turn (the CL prompt) and an assistant turn (the label) with the model's chat template, in training and evaluation; alpaca (the default) and plain leave the CL prompt as it is")
 	f.StringVar(&o.Job.ChatTemplate, "chat-template", "", "Jinja chat template file to use instead of the model folder's (implies --template chat)")
-	f.IntVar(&o.Job.Epochs, "epochs", 1, "passes over each task's data")
-	f.Int64Var(&o.Job.MaxSteps, "max-steps", 0, "stop each task after N optimizer steps (0: run the epochs)")
-	f.Float64Var(&o.Job.Train.Optim.LR, "lr", 1e-4, "peak learning rate")
-	f.Float64Var(&o.Job.Train.Optim.WeightDecay, "weight-decay", 0.01, "AdamW decoupled weight decay")
-	f.StringVar(&o.Job.Train.Schedule, "schedule", "constant", "constant, linear or cosine (with --warmup), per task")
-	f.Int64Var(&o.Job.Train.Warmup, "warmup", 0, "linear warm-up steps")
-	f.Float64Var(&o.Job.Train.ClipNorm, "clip", 1.0, "clip the global gradient norm (0: off)")
-	f.IntVar(&o.Job.Train.GradAccum, "grad-accum", 1, "micro-batches per optimizer step")
-	f.IntVar(&o.Job.BatchSize, "batch-size", 8, "examples per micro-batch")
-	f.IntVar(&o.Job.MaxLen, "max-len", 0, "truncate sequences to N tokens (default: the model's limit or 512)")
-	f.IntVar(&o.Job.Bucket, "bucket", 0, "group examples of similar length (e.g. 64) to cut padding")
-	f.Uint64Var(&o.Job.Seed, "seed", 0, "random seed when --seeds is not given")
-	f.IntVar(&o.Job.Train.Threads, "threads", 0, "ONNX Runtime threads (0: one per core)")
-	f.StringVar(&o.Job.MemoryLimit, "memory-limit", "auto", "refuse to start a task when its planned memory is above this: auto (what the machine has available), off, or a size such as 20GB")
-	f.StringVar(&o.Job.Train.Recompute, "recompute", train.RecomputeNone, "none, or layers: keep only each transformer block's input for the backward pass and recompute the block there (less memory, more compute; same gradients)")
-	f.Int64Var(&o.Job.SaveEvery, "save-every", 0, "checkpoint every N steps within a task (always at its end)")
+	f.IntVar(&o.Job.Epochs, "epochs", o.Job.Epochs, "passes over each task's data: "+finetune.EpochsRange)
+	f.Int64Var(&o.Job.MaxSteps, "max-steps", o.Job.MaxSteps, "stop each task after N optimizer steps, ≥ 0 (0: run the epochs)")
+	addOptimFlags(cmd, &o.Job, true)
+	f.Uint64Var(&o.Job.Seed, "seed", o.Job.Seed, "random seed when --seeds is not given")
+	f.Int64Var(&o.Job.SaveEvery, "save-every", o.Job.SaveEvery, "checkpoint every N steps within a task, ≥ 0 (0: only at its end, as always)")
 	return cmd
 }
 

@@ -243,3 +243,36 @@ func TestContinualBadInput(t *testing.T) {
 		}
 	}
 }
+
+// Numbers out of range stop `migu continual` with exit status 2 and one
+// line naming the flag, before the run folder exists.
+func TestContinualRangeChecks(t *testing.T) {
+	model := tinyModelDir(t, "llama")
+	seq := clFixture(t)
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--epochs", "-1"}, "--epochs -1 is outside its range"},
+		{[]string{"--max-steps", "-5"}, "--max-steps -5 is outside"},
+		{[]string{"--batch-size", "0"}, "--batch-size 0 is outside"},
+		{[]string{"--grad-accum", "0"}, "--grad-accum 0 is outside"},
+		{[]string{"--lr", "NaN"}, "--lr NaN is outside"},
+		{[]string{"--threads", "-2"}, "--threads -2 is outside"},
+		{[]string{"--eval-batch-size", "-1"}, "--eval-batch-size -1 is outside"},
+		{[]string{"--train-samples", "-1"}, "--train-samples -1 is outside"},
+		{[]string{"--test-samples", "-1"}, "--test-samples -1 is outside"},
+		{[]string{"--methods", "lora", "--lora-r", "0"}, "--lora-r 0 is outside"},
+		{[]string{"--methods", "lora", "--lora-r", "100000"}, "--lora-r 100000 is outside its range: 1 … 32"},
+	}
+	for _, c := range cases {
+		out := filepath.Join(t.TempDir(), "run")
+		code, _, stderr := runCLI(t, append([]string{"continual", "--model", model, "--sequence", seq, "--out", out}, c.args...)...)
+		if code != 2 || !strings.Contains(stderr, c.want) || strings.Count(strings.TrimSpace(stderr), "\n") > 0 {
+			t.Errorf("%v: exit %d, stderr %q; want 2 and one line with %q", c.args, code, stderr, c.want)
+		}
+		if _, err := os.Stat(out); !os.IsNotExist(err) {
+			t.Errorf("%v: the refused run created %s", c.args, out)
+		}
+	}
+}

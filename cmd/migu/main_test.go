@@ -142,3 +142,37 @@ func TestPrepareThenInspect(t *testing.T) {
 		t.Errorf("prepare without --out: exit %d, %q", code, errOut)
 	}
 }
+
+// prepare writes only into a folder of its own: the model folder, one
+// holding it, or a non-empty folder without a training graph is refused
+// with exit status 2, and the folder is left as it was.
+func TestPrepareRunFolder(t *testing.T) {
+	model := tinyModelDir(t, "llama")
+	other := filepath.Join(t.TempDir(), "notes")
+	os.MkdirAll(other, 0o755)
+	os.WriteFile(filepath.Join(other, "todo.txt"), []byte("x"), 0o644)
+	cases := []struct{ out, want string }{
+		{model, "is the model folder itself"},
+		{filepath.Dir(model), "holds the model folder"},
+		{other, "is not empty and holds no run of this command"},
+	}
+	for _, c := range cases {
+		before := snapshot(t, c.out)
+		code, _, stderr := runCLI(t, "prepare", "--model", model, "--out", c.out)
+		if code != 2 || !strings.Contains(stderr, c.want) || strings.Count(strings.TrimSpace(stderr), "\n") > 0 {
+			t.Errorf("--out %s: exit %d, %q; want exit 2 and one line with %q", c.out, code, stderr, c.want)
+		}
+		if after := snapshot(t, c.out); len(after) != len(before) {
+			t.Errorf("--out %s: %d files before, %d after", c.out, len(before), len(after))
+		}
+	}
+	out := filepath.Join(t.TempDir(), "graph")
+	for range 2 { // a second prepare into its own folder replaces the graph
+		if code, _, stderr := runCLI(t, "prepare", "--model", model, "--out", out); code != 0 {
+			t.Fatalf("prepare: exit %d, %s", code, stderr)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(out, ".migu.lock")); !os.IsNotExist(err) {
+		t.Errorf("the lock outlived prepare (%v)", err)
+	}
+}

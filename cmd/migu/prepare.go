@@ -2,10 +2,10 @@ package main
 
 import (
 	"fmt"
-	"os"
 	"strings"
 
 	"github.com/migu-ml/migu/internal/badinput"
+	"github.com/migu-ml/migu/internal/rundir"
 	"github.com/migu-ml/migu/train"
 	"github.com/spf13/cobra"
 )
@@ -21,7 +21,8 @@ func newPrepareCmd() *cobra.Command {
 train.onnx.data) and train.json into --out. Trainable tensors become graph
 inputs; the graph outputs the loss, the gradient of every trainable tensor and,
 for MIGU, Σ|y| per output feature of every linear layer. Only standard ONNX
-operators are used, so any ONNX Runtime build runs it.`,
+operators are used, so any ONNX Runtime build runs it. --out may not be the
+model folder, nor a non-empty folder without a training graph.`,
 		Example: `  migu prepare --model ./llama --out ./llama-train
   migu prepare --model ./roberta --out ./rt --trainable all --objective mlm`,
 		Args: exactArgs(0),
@@ -36,9 +37,11 @@ operators are used, so any ONNX Runtime build runs it.`,
 				opt.Names = strings.Split(trainable, ",")
 			}
 			opt.Taps = !noTaps
-			if err := os.MkdirAll(out, 0o755); err != nil {
+			lock, err := rundir.Open(out, rundir.Options{Model: model, Markers: []string{train.GraphFile, train.GraphData, train.ArtifactFile}})
+			if err != nil {
 				return err
 			}
+			defer lock.Release()
 			art, err := train.BuildGraph(model, out, opt)
 			if err != nil {
 				return err

@@ -5,18 +5,20 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/migu-ml/migu/finetune"
 	"github.com/migu-ml/migu/lora"
 	"github.com/migu-ml/migu/migu"
+	"github.com/migu-ml/migu/onnx/ort"
 	"github.com/migu-ml/migu/train"
 	"github.com/spf13/cobra"
 )
 
 func newTrainCmd(g *globalFlags) *cobra.Command {
-	o := finetune.JobOptions{Train: train.Config{Optim: train.DefaultAdamW()}}
-	var T float64
+	o := finetune.DefaultJobOptions()
+	T := o.Train.T
 	var mode, targets string
 	cmd := &cobra.Command{
 		Use:   "train --model MODEL_DIR --data FILE --out RUN_DIR [--method full|lora] [--migu T]",
@@ -29,8 +31,12 @@ turns only; --template chat formats instruction and classification records as
 one user and one assistant turn the same way. One ONNX Runtime Run per
 micro-batch computes loss, gradients and MIGU's magnitudes; Go runs AdamW and
 the masks. Checkpoints (atomic, checksummed) go to RUN_DIR/checkpoints; Ctrl-C
-checkpoints and stops; --resume continues. A finished run writes RUN_DIR/model
-(full) or RUN_DIR/adapter (LoRA, PEFT format), metrics.jsonl and run.json.`,
+checkpoints and stops; --resume continues (on a finished run it says so and
+changes nothing). A finished run writes RUN_DIR/model (full) or RUN_DIR/adapter
+(LoRA, PEFT format), metrics.jsonl and run.json. RUN_DIR is locked while a run
+uses it; it may not be the model folder or a non-empty folder of something
+else. Every number is checked against the range its flag's help gives before
+anything is written.`,
 		Example: `  migu train --model ./llama --data train.jsonl --out runs/a --migu 0.7 --epochs 1
   migu train --model ./t5 --data cls.json --out runs/b --method lora --lora-targets q,v --migu 0.7
   migu train --model ./llama --data train.jsonl --out runs/a --resume
@@ -67,6 +73,13 @@ checkpoints and stops; --resume continues. A finished run writes RUN_DIR/model
 				return err
 			}
 			out := cmd.OutOrStdout()
+			if res.Data.Skipped > 0 {
+				fmt.Fprintf(out, "skipped %d bad records of %s (--skip-bad-lines)\n", res.Data.Skipped, o.Data)
+			}
+			if res.AlreadyFinished {
+				fmt.Fprintf(out, "already finished at step %d (loss %.4f → %.4f); %s is unchanged\n", res.Steps, res.FirstLoss, res.LastLoss, o.Out)
+				return nil
+			}
 			if res.Stopped {
 				fmt.Fprintf(out, "stopped at step %d; checkpoint %s; continue with --resume\n", res.Steps, res.Checkpoint)
 				return nil
@@ -80,35 +93,54 @@ checkpoints and stops; --resume continues. A finished run writes RUN_DIR/model
 	f.StringVar(&o.Data, "data", "", "training data: .jsonl or .json (instruction, classification, text or chat records)")
 	f.StringVar(&o.Template, "template", "", "how records become text: chat (the model's chat template, loss on the assistant turns; the default for chat records), alpaca (the default otherwise) or plain")
 	f.StringVar(&o.ChatTemplate, "chat-template", "", "Jinja chat template file to use instead of the model folder's (implies --template chat)")
-	f.StringVar(&o.Out, "out", "", "run folder")
-	f.StringVar(&o.Method, "method", "full", "full (all weights) or lora")
-	f.Float64Var(&T, "migu", 0.7, "turn MIGU on with threshold T: the fraction of each layer's output features NOT updated")
+	f.StringVar(&o.Out, "out", "", "run folder: new, empty, or one of an earlier run (with --resume)")
+	f.StringVar(&o.Method, "method", o.Method, "full (all weights) or lora")
+	f.Float64Var(&T, "migu", T, "turn MIGU on with threshold T in [0, 1): the fraction of each layer's output features NOT updated")
 	f.StringVar(&mode, "migu-mode", "grad", "grad (mask the gradient, as the authors' code) or update (masked columns do not move)")
 	f.BoolVar(&o.Unmasked, "migu-unmasked", false, "compute MIGU statistics but do not mask (the first task of a sequence)")
 	f.BoolVar(&o.Train.SkipPaddingTaps, "migu-skip-padding", false, "leave padding positions out of the magnitudes")
-	f.IntVar(&o.LoRA.R, "lora-r", 8, "LoRA rank")
-	f.Float64Var(&o.LoRA.Alpha, "lora-alpha", 32, "LoRA alpha (scaling alpha/r)")
-	f.Float64Var(&o.LoRA.Dropout, "lora-dropout", 0, "LoRA dropout")
-	f.StringVar(&targets, "lora-targets", "q,v", "roles LoRA adapts: q,k,v,o,ffn_in,ffn_gate,ffn_out,head, or all")
-	f.IntVar(&o.Epochs, "epochs", 1, "passes over the data")
-	f.Int64Var(&o.MaxSteps, "max-steps", 0, "stop after N optimizer steps (0: run the epochs)")
-	f.Float64Var(&o.Train.Optim.LR, "lr", 1e-4, "peak learning rate")
-	f.Float64Var(&o.Train.Optim.WeightDecay, "weight-decay", 0.01, "AdamW decoupled weight decay")
-	f.StringVar(&o.Train.Schedule, "schedule", "constant", "constant, linear or cosine (with --warmup)")
-	f.Int64Var(&o.Train.Warmup, "warmup", 0, "linear warm-up steps")
-	f.Float64Var(&o.Train.ClipNorm, "clip", 1.0, "clip the global gradient norm (0: off)")
-	f.IntVar(&o.Train.GradAccum, "grad-accum", 1, "micro-batches per optimizer step")
-	f.IntVar(&o.BatchSize, "batch-size", 8, "examples per micro-batch")
-	f.IntVar(&o.MaxLen, "max-len", 0, "truncate sequences to N tokens (default: the model's limit or 512)")
-	f.IntVar(&o.Bucket, "bucket", 0, "group examples of similar length (e.g. 64) to cut padding")
-	f.Uint64Var(&o.Seed, "seed", 0, "random seed (data order, LoRA init, MLM masking)")
+	addLoRAFlags(cmd, &o.LoRA, &targets)
+	f.IntVar(&o.Epochs, "epochs", o.Epochs, "passes over the data: "+finetune.EpochsRange)
+	f.Int64Var(&o.MaxSteps, "max-steps", o.MaxSteps, "stop after N optimizer steps, ≥ 0 (0: run the epochs)")
+	addOptimFlags(cmd, &o, false)
+	f.Uint64Var(&o.Seed, "seed", o.Seed, "random seed (data order, LoRA init, MLM masking)")
 	f.StringVar(&o.Train.Objective, "objective", "", "clm, seq2seq, mlm or cls (default: the model's)")
-	f.IntVar(&o.Train.Threads, "threads", 0, "ONNX Runtime threads (0: one per core)")
-	f.StringVar(&o.MemoryLimit, "memory-limit", "auto", "refuse to start when the planned memory is above this: auto (what the machine has available), off, or a size such as 20GB")
-	f.StringVar(&o.Train.Recompute, "recompute", train.RecomputeNone, "none, or layers: keep only each transformer block's input for the backward pass and recompute the block there (less memory, more compute; same gradients)")
-	f.Int64Var(&o.SaveEvery, "save-every", 0, "checkpoint every N steps (always at the end)")
-	f.IntVar(&o.Keep, "keep", 3, "checkpoints to keep (0: all)")
+	f.Int64Var(&o.SaveEvery, "save-every", o.SaveEvery, "checkpoint every N steps, ≥ 0 (0: only at the end, as always)")
+	f.IntVar(&o.Keep, "keep", o.Keep, "checkpoints to keep, ≥ 0 (0: all)")
 	f.BoolVar(&o.Resume, "resume", false, "continue from the newest good checkpoint in --out")
 	f.BoolVar(&o.SkipBadLines, "skip-bad-lines", false, "count and skip data records that are not JSON or lack a field")
 	return cmd
+}
+
+// addLoRAFlags adds LoRA's flags, as train and continual have them, with
+// c's values as defaults; targets receives --lora-targets.
+func addLoRAFlags(cmd *cobra.Command, c *lora.Config, targets *string) {
+	f := cmd.Flags()
+	f.IntVar(&c.R, "lora-r", c.R, "LoRA rank: 1 … the width of the narrowest adapted layer")
+	f.Float64Var(&c.Alpha, "lora-alpha", c.Alpha, "LoRA alpha, > 0 (scaling alpha/r)")
+	f.Float64Var(&c.Dropout, "lora-dropout", c.Dropout, "LoRA dropout probability in [0, 1)")
+	f.StringVar(targets, "lora-targets", strings.Join(c.Targets, ","), "roles LoRA adapts: q,k,v,o,ffn_in,ffn_gate,ffn_out,head, or all")
+}
+
+// addOptimFlags adds the optimizer, batching and resource flags, as train
+// and continual have them, with o's values as defaults; perTask says that
+// the schedule and the memory check apply to each task (continual).
+func addOptimFlags(cmd *cobra.Command, o *finetune.JobOptions, perTask bool) {
+	f := cmd.Flags()
+	schedule, start := "", "refuse to start"
+	if perTask {
+		schedule, start = ", per task", "refuse to start a task"
+	}
+	f.Float64Var(&o.Train.Optim.LR, "lr", o.Train.Optim.LR, "peak learning rate, finite and ≥ 0")
+	f.Float64Var(&o.Train.Optim.WeightDecay, "weight-decay", o.Train.Optim.WeightDecay, "AdamW decoupled weight decay, finite and ≥ 0")
+	f.StringVar(&o.Train.Schedule, "schedule", o.Train.Schedule, "constant, linear or cosine (with --warmup)"+schedule)
+	f.Int64Var(&o.Train.Warmup, "warmup", o.Train.Warmup, "linear warm-up steps, ≥ 0")
+	f.Float64Var(&o.Train.ClipNorm, "clip", o.Train.ClipNorm, "clip the global gradient norm at this, finite and ≥ 0 (0: off)")
+	f.IntVar(&o.Train.GradAccum, "grad-accum", o.Train.GradAccum, "micro-batches per optimizer step, ≥ 1")
+	f.IntVar(&o.BatchSize, "batch-size", o.BatchSize, "examples per micro-batch, ≥ 1")
+	f.IntVar(&o.MaxLen, "max-len", o.MaxLen, "truncate sequences to N tokens, ≥ 0 (0: the model's limit or 512)")
+	f.IntVar(&o.Bucket, "bucket", o.Bucket, "group examples of similar length to cut padding: the bucket width, ≥ 0 (e.g. 64; 0: off)")
+	f.IntVar(&o.Train.Threads, "threads", o.Train.Threads, "ONNX Runtime threads: "+ort.ThreadsRange)
+	f.StringVar(&o.MemoryLimit, "memory-limit", o.MemoryLimit, start+" when the planned memory is above this: auto (what the machine has available), off, or a size such as 20GB (1 byte or more)")
+	f.StringVar(&o.Train.Recompute, "recompute", train.RecomputeNone, "none, or layers: keep only each transformer block's input for the backward pass and recompute the block there (less memory, more compute; same gradients)")
 }

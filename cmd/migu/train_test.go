@@ -5,18 +5,25 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io/fs"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 
+	"github.com/migu-ml/migu/finetune"
+	"github.com/migu-ml/migu/internal/rundir"
 	"github.com/migu-ml/migu/internal/testenv"
 	"github.com/migu-ml/migu/modeldir"
 	"github.com/migu-ml/migu/train"
+	"github.com/spf13/pflag"
 )
 
 // TestMain lets the test binary act as the migu command (for tests that
@@ -313,5 +320,232 @@ func TestTrainBadInput(t *testing.T) {
 	code, _, stderr := runCLI(t, "train", "--model", other, "--data", fixture(t, "text", 40), "--out", out, "--threads", "1", "--max-steps", "4", "--resume")
 	if code != 2 || !strings.Contains(stderr, "another model or configuration") {
 		t.Fatalf("resume on another model: exit %d, %q", code, stderr)
+	}
+}
+
+// lastLine is the last line of a command's stderr.
+func lastLine(s string) string {
+	s = strings.TrimSpace(s)
+	if i := strings.LastIndex(s, "\n"); i >= 0 {
+		return s[i+1:]
+	}
+	return s
+}
+
+// Every numeric flag out of its range stops `migu train` with exit
+// status 2 and one line naming the flag and its range, before the run
+// folder (or anything in it) exists.
+func TestTrainRangeChecks(t *testing.T) {
+	model := tinyModelDir(t, "llama")
+	data := fixture(t, "instruction", 40)
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--epochs", "-1"}, "--epochs -1 is outside its range: ≥ 1"},
+		{[]string{"--epochs", "0", "--max-steps", "0"}, "--epochs 0 is outside its range"},
+		{[]string{"--max-steps", "-5"}, "--max-steps -5 is outside its range: ≥ 0"},
+		{[]string{"--batch-size", "0"}, "--batch-size 0 is outside its range: ≥ 1"},
+		{[]string{"--grad-accum", "0"}, "--grad-accum 0 is outside its range: ≥ 1"},
+		{[]string{"--max-len", "-5"}, "--max-len -5 is outside its range: ≥ 0"},
+		{[]string{"--keep", "-1"}, "--keep -1 is outside its range: ≥ 0"},
+		{[]string{"--clip", "-1"}, "--clip -1 is outside its range: a finite number ≥ 0"},
+		{[]string{"--warmup", "-5"}, "--warmup -5 is outside its range: ≥ 0"},
+		{[]string{"--save-every", "-1"}, "--save-every -1 is outside its range: ≥ 0"},
+		{[]string{"--bucket", "-1"}, "--bucket -1 is outside its range: ≥ 0"},
+		{[]string{"--lr", "NaN"}, "--lr NaN is outside its range: a finite number ≥ 0"},
+		{[]string{"--lr", "Inf"}, "--lr +Inf is outside its range"},
+		{[]string{"--lr", "-1e-3"}, "--lr -0.001 is outside its range"},
+		{[]string{"--weight-decay", "NaN"}, "--weight-decay NaN is outside its range"},
+		{[]string{"--threads", "-2"}, "--threads -2 is outside its range: 0 (one per core) … 1024"},
+		{[]string{"--migu", "NaN"}, "--migu NaN is outside [0, 1)"},
+		{[]string{"--memory-limit", "NaNGB"}, `--memory-limit "NaNGB" is not auto, off or a size`},
+		{[]string{"--method", "lora", "--lora-r", "0"}, "--lora-r 0 is outside its range: 1 …"},
+		{[]string{"--method", "lora", "--lora-r", "100000"}, "--lora-r 100000 is outside its range: 1 … 32, the width of the narrowest adapted layer (model.layers.0.self_attn.v_proj, 64→32)"},
+		{[]string{"--method", "lora", "--lora-alpha", "0"}, "--lora-alpha 0 is outside its range: a finite number > 0"},
+		{[]string{"--method", "lora", "--lora-dropout", "1"}, "--lora-dropout 1 is outside its range: [0, 1)"},
+	}
+	for _, c := range cases {
+		t.Run(strings.Join(c.args, " "), func(t *testing.T) {
+			out := filepath.Join(t.TempDir(), "run")
+			args := append([]string{"train", "--model", model, "--data", data, "--out", out, "--threads", "1", "--max-steps", "2"}, c.args...)
+			code, _, stderr := runCLI(t, args...)
+			if code != 2 || !strings.Contains(stderr, c.want) || strings.Count(strings.TrimSpace(stderr), "\n") > 0 {
+				t.Fatalf("exit %d, stderr %q; want exit 2 and one line with %q", code, stderr, c.want)
+			}
+			if _, err := os.Stat(out); !os.IsNotExist(err) {
+				t.Fatalf("the refused run created %s (%v)", out, err)
+			}
+		})
+	}
+}
+
+// numericFlags lists a command's flags that take numbers.
+func numericFlags(t *testing.T, name string) map[string]string {
+	t.Helper()
+	cmd, _, err := newRootCmd().Find([]string{name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	cmd.Flags().VisitAll(func(f *pflag.Flag) {
+		switch f.Value.Type() {
+		case "int", "int64", "float64":
+			out[f.Name] = f.Usage
+		}
+	})
+	return out
+}
+
+// `--help` of train and continual gives every numeric flag's range.
+func TestHelpGivesRanges(t *testing.T) {
+	rangeText := regexp.MustCompile(`≥ \d|> 0|\[0, 1\)|1 … |0 \(one per core\) … \d`)
+	for _, name := range []string{"train", "continual"} {
+		flags := numericFlags(t, name)
+		if len(flags) < 10 {
+			t.Fatalf("%s: only %d numeric flags found", name, len(flags))
+		}
+		for flag, usage := range flags {
+			if !rangeText.MatchString(usage) {
+				t.Errorf("%s --%s: the help %q gives no range", name, flag, usage)
+			}
+		}
+	}
+}
+
+// The run folder is locked for the whole run, and a folder that is not
+// the run's (the model folder, a non-empty folder of something else) is
+// refused with exit status 2 before anything is written.
+func TestTrainRunFolder(t *testing.T) {
+	model := tinyModelDir(t, "llama")
+	data := fixture(t, "instruction", 40)
+	root := t.TempDir()
+	held := filepath.Join(root, "held")
+	lock, err := rundir.Open(held, finetune.RunFolder(model))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Release()
+	unrelated := filepath.Join(root, "photos")
+	os.MkdirAll(unrelated, 0o755)
+	os.WriteFile(filepath.Join(unrelated, "cat.jpg"), []byte("jpeg"), 0o644)
+	cases := []struct {
+		out, want string
+	}{
+		{held, fmt.Sprintf("run folder %s is in use by PID %d", held, os.Getpid())},
+		{model, fmt.Sprintf("--out %s is the model folder itself", model)},
+		{unrelated, fmt.Sprintf("--out %s is not empty and holds no run of this command", unrelated)},
+	}
+	for _, c := range cases {
+		before := snapshot(t, c.out)
+		code, _, stderr := runCLI(t, "train", "--model", model, "--data", data, "--out", c.out, "--threads", "1", "--max-steps", "2")
+		if code != 2 || !strings.Contains(stderr, c.want) || strings.Count(strings.TrimSpace(stderr), "\n") > 0 {
+			t.Errorf("--out %s: exit %d, stderr %q; want exit 2 and one line with %q", c.out, code, stderr, c.want)
+		}
+		if after := snapshot(t, c.out); !maps.Equal(before, after) {
+			t.Errorf("--out %s: the refused run changed the folder", c.out)
+		}
+	}
+}
+
+// snapshot reads every file under dir: path → content.
+func snapshot(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	files := map[string]string{}
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		raw, err := os.ReadFile(path)
+		files[path] = string(raw)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return files
+}
+
+// metricSteps reads the step of every row of metrics.jsonl.
+func metricSteps(t *testing.T, out string) []int64 {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(out, train.MetricsFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var steps []int64
+	for _, line := range strings.Split(strings.TrimSpace(string(raw)), "\n") {
+		var row struct {
+			Step int64 `json:"step"`
+		}
+		if err := json.Unmarshal([]byte(line), &row); err != nil {
+			t.Fatalf("metrics row %q: %v", line, err)
+		}
+		steps = append(steps, row.Step)
+	}
+	return steps
+}
+
+// A run killed after logging steps past its last checkpoint resumes with
+// one metrics row per step and without the killed checkpoint's temporary
+// folder; --resume on the finished run says so and changes no file.
+func TestTrainResume(t *testing.T) {
+	model := tinyModelDir(t, "llama")
+	out := filepath.Join(t.TempDir(), "run")
+	args := []string{"train", "--model", model, "--data", fixture(t, "instruction", 40), "--out", out, "--threads", "1",
+		"--max-steps", "4", "--batch-size", "4", "--save-every", "2", "--keep", "0", "--lr", "3e-3"}
+	if code, stdout, stderr := runCLI(t, args...); code != 0 {
+		t.Fatalf("exit %d\n%s%s", code, stdout, stderr)
+	}
+	// What a kill between step 4's metrics row and its checkpoint leaves:
+	// the rows of steps 3 and 4, the checkpoint of step 2, and the
+	// checkpoint of step 4 still in its temporary folder.
+	ckpt := filepath.Join(out, train.CheckpointsDir)
+	orphan := filepath.Join(ckpt, ".step-00000004.tmp-12345")
+	if err := os.Rename(filepath.Join(ckpt, "step-00000004"), orphan); err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(filepath.Join(out, "run.json"))
+	os.RemoveAll(filepath.Join(out, "model"))
+	code, stdout, stderr := runCLI(t, append(args, "--resume")...)
+	if code != 0 || !strings.Contains(stderr, "resumed from") {
+		t.Fatalf("resume: exit %d\n%s%s", code, stdout, stderr)
+	}
+	if steps := metricSteps(t, out); !slices.Equal(steps, []int64{1, 2, 3, 4}) {
+		t.Errorf("metrics.jsonl after the resume holds the steps %v, want 1 2 3 4 once each", steps)
+	}
+	if _, err := os.Stat(orphan); !os.IsNotExist(err) {
+		t.Errorf("the killed checkpoint's temporary folder survived the resume (%v)", err)
+	}
+
+	before := snapshot(t, out)
+	code, stdout, stderr = runCLI(t, append(args, "--resume")...)
+	if code != 0 || !strings.Contains(stdout, "already finished at step 4") {
+		t.Fatalf("resume of a finished run: exit %d\n%s%s", code, stdout, stderr)
+	}
+	after := snapshot(t, out)
+	if !maps.Equal(before, after) {
+		for p := range after {
+			if before[p] != after[p] {
+				t.Errorf("resume of a finished run changed %s", p)
+			}
+		}
+		t.Errorf("resume of a finished run changed the folder: %d files before, %d after", len(before), len(after))
+	}
+}
+
+// --skip-bad-lines says on the terminal how many records it skipped.
+func TestTrainPrintsSkippedLines(t *testing.T) {
+	model := tinyModelDir(t, "llama")
+	good, err := os.ReadFile(fixture(t, "instruction", 40))
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := filepath.Join(t.TempDir(), "some-bad.jsonl")
+	os.WriteFile(data, append(append([]byte("not json\n"), good...), "{\"instruction\": \"no output\"}\n"...), 0o644)
+	code, stdout, stderr := runCLI(t, "train", "--model", model, "--data", data, "--out", filepath.Join(t.TempDir(), "run"),
+		"--threads", "1", "--max-steps", "1", "--skip-bad-lines")
+	if code != 0 || !strings.Contains(stdout, "skipped 2 bad records of "+data+" (--skip-bad-lines)") {
+		t.Fatalf("exit %d\n%s%s", code, stdout, stderr)
 	}
 }

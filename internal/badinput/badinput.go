@@ -31,3 +31,10 @@ func Is(err error) bool {
 	var ie *inputError
 	return errors.As(err, &ie)
 }
+
+// Range is the error of a flag whose value lies outside what it accepts:
+// one line naming the flag, the value and the allowed range, so every
+// range check reads the same ("--epochs -1 is outside its range: ≥ 1").
+func Range(flag string, value any, allowed string) error {
+	return Errorf("%s %v is outside its range: %s", flag, value, allowed)
+}

@@ -204,11 +204,29 @@ func selectOutputs(all []TensorInfo, want []string) ([]TensorInfo, error) {
 	return out, nil
 }
 
+// MaxThreads is the most threads a session may be given: far beyond any
+// machine's cores, low enough that a typo cannot start a million threads.
+const MaxThreads = 1024
+
+// ThreadsRange is the allowed range of a thread count, for help texts.
+var ThreadsRange = fmt.Sprintf("0 (one per core) … %d", MaxThreads)
+
+// CheckThreads checks a thread count (flag names it in the error).
+func CheckThreads(flag string, n int) error {
+	if n < 0 || n > MaxThreads {
+		return badinput.Range(flag, n, ThreadsRange)
+	}
+	return nil
+}
+
 // sessionOptions translates opts into ORT session options; the caller
 // destroys them.
 func sessionOptions(opts SessionOptions) (*ortgo.SessionOptions, string, error) {
-	if opts.Threads < 0 || opts.InterOpThreads < 0 {
-		return nil, "", badinput.Errorf("thread counts must not be negative (threads %d, inter-op threads %d)", opts.Threads, opts.InterOpThreads)
+	if err := CheckThreads("--threads", opts.Threads); err != nil {
+		return nil, "", err
+	}
+	if err := CheckThreads("inter-op threads", opts.InterOpThreads); err != nil {
+		return nil, "", err
 	}
 	level, err := opts.OptLevel.ort()
 	if err != nil {
