@@ -233,10 +233,30 @@ def _guard(scratch, block_sockets):
                 if hasattr(mod, name):
                     delattr(mod, name)
 
+    # os.open is the one file-creating call whose audit event does not
+    # carry its dir_fd: a path relative to a descriptor of /tmp would pass
+    # for one in the scratch folder. Its replacement refuses dir_fd, and
+    # the original leaves every place a program could find it.
+    real_open = posix.open
+
+    def open_without_dir_fd(path, flags, mode=0o777, *, dir_fd=None):
+        if dir_fd is not None:
+            raise PermissionError("sandbox: os.open with dir_fd is not allowed")
+        return real_open(path, flags, mode)
+
+    open_without_dir_fd.__name__ = open_without_dir_fd.__qualname__ = "open"
+    for mod in (os, posix):
+        mod.open = open_without_dir_fd
+    for name in ("supports_dir_fd", "supports_fd", "supports_follow_symlinks", "supports_effective_ids"):
+        group = getattr(os, name, None)
+        if isinstance(group, set) and real_open in group:
+            group.discard(real_open)
+
     lstat, readlink, getcwd = posix.lstat, posix.readlink, posix.getcwd
     write_flags = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
     blocked_modules, blocked_events = _BLOCKED_MODULES, _BLOCKED_EVENTS
     path_events, two_path_events = _PATH_EVENTS, _TWO_PATH_EVENTS
+    dir_fd_last = frozenset(("os.remove", "os.rmdir", "os.mkdir", "os.chmod", "os.chown", "os.utime"))
 
     def resolve(path):
         """The absolute path with every symbolic link resolved, or None. Only
@@ -311,9 +331,13 @@ def _guard(scratch, block_sockets):
         elif event in path_events:
             if args and not isinstance(args[0], int) and not inside(args[0]):
                 raise PermissionError("sandbox: %s outside the working folder" % event)
+            if event in dir_fd_last and isinstance(args[-1], int) and args[-1] >= 0:
+                raise PermissionError("sandbox: %s with dir_fd is not allowed" % event)
         elif event in two_path_events:
             if not inside(args[0]) or not inside(args[1]):
                 raise PermissionError("sandbox: %s outside the working folder" % event)
+            if any(isinstance(a, int) and a >= 0 for a in args[2:]):
+                raise PermissionError("sandbox: %s with dir_fd is not allowed" % event)
         elif event == "socket.__new__" and block_sockets:
             raise PermissionError("sandbox: sockets are not allowed")
 

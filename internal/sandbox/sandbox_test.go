@@ -117,6 +117,9 @@ func testRun(t *testing.T, s *Sandbox) {
 		{"write outside via libc", fmt.Sprintf("import ctypes\nlibc = ctypes.CDLL(None)\nfd = libc.open(%q.encode(), 0o101, 0o644)\nassert fd >= 0, fd", target), Failed, ""},
 		{"io.open to /tmp", fmt.Sprintf("import io\nio.open(%q, 'w').write('x')", tmpFile), Failed, "PermissionError"},
 		{"io.open to /dev/shm", fmt.Sprintf("import io\nf = io.open(%q, 'wb')\nfor _ in range(64):\n    f.write(bytes(1 << 20))", shmFile), Failed, "PermissionError"},
+		{"os.open relative to a dir_fd", fmt.Sprintf("import os\nd = os.open(%q, os.O_RDONLY)\nos.write(os.open(%q, os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=d), b'x')", filepath.Dir(tmpFile), filepath.Base(tmpFile)+"-dirfd"), Failed, "dir_fd"},
+		{"os.mkdir relative to a dir_fd", fmt.Sprintf("import os\nd = os.open(%q, os.O_RDONLY)\nos.mkdir(%q, dir_fd=d)", filepath.Dir(tmpFile), filepath.Base(tmpFile)+"-dirfd-dir"), Failed, "dir_fd"},
+		{"original os.open", "import os, sys\nfound = [f for m in list(sys.modules.values()) for f in list(vars(m).values()) + [g for s in vars(m).values() if isinstance(s, set) for g in s] if getattr(f, '__module__', None) == 'posix' and getattr(f, '__name__', '') == 'open']\nassert not found, found", Passed, ""},
 		{"os.open to /dev/shm", fmt.Sprintf("import os\nos.write(os.open(%q, os.O_WRONLY | os.O_CREAT), b'x')", shmFile), Failed, "PermissionError"},
 		{"write inside", "with open('here.txt', 'w') as f:\n    f.write('x')\nprint(open('here.txt').read())", Passed, "x"},
 		{"delete", "import shutil\nshutil.rmtree('/tmp')", Failed, "Error"},
@@ -155,7 +158,7 @@ func testRun(t *testing.T, s *Sandbox) {
 			}
 		})
 	}
-	for _, p := range []string{target, tmpFile, shmFile} {
+	for _, p := range []string{target, tmpFile, shmFile, tmpFile + "-dirfd", tmpFile + "-dirfd-dir"} {
 		if _, err := os.Stat(p); err == nil {
 			os.Remove(p)
 			t.Errorf("a program wrote %s outside its folder", p)
