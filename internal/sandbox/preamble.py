@@ -7,7 +7,8 @@
 # The harness lowers the resource limits (soft and hard), installs the
 # seccomp filter the sandbox built (no new processes or threads, no exec,
 # no sockets but IP ones, no ptrace, namespaces or io_uring), forgets
-# ctypes and the garbage collector's object graph, and installs two audit
+# ctypes and the garbage collector's object graph, blocks every signal, and
+# installs two audit
 # hooks: the guard (_guard: what a test program has no use for) and the
 # reporter (_reporter), which alone holds the token, in its closure, where
 # no Python code can reach it (audit hooks cannot be listed; gc, tracing
@@ -60,12 +61,18 @@ def _harness():
         except (ValueError, OSError):
             pass
 
+    # No signal reaches the program's Python code: all are blocked (the
+    # filter then refuses sigprocmask and sigaction, so they stay blocked
+    # and no handler can be set), and SIGINT, which interrupt_main raises
+    # without the kernel, is ignored. A handler could otherwise run at any
+    # bytecode, inside the reporter too. Timeouts kill with SIGKILL.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
     if cfg.get("seccomp"):
         _seccomp(bytes.fromhex(cfg["seccomp"]))
 
     # Saved now, so that what the program replaces cannot reach the end.
     audit, exit_now = sys.audit, posix._exit
-    sigmask, all_signals = signal.pthread_sigmask, signal.valid_signals()
     gc_disable = gc.disable
     excepthook = sys.__excepthook__
     stdout, stderr = sys.stdout, sys.stderr
@@ -97,7 +104,6 @@ def _harness():
         finally:
             exit_now(1)
     try:
-        sigmask(signal.SIG_BLOCK, all_signals)
         gc_disable()
         audit("migu.sandbox.done")
     finally:
@@ -113,8 +119,8 @@ def _reporter(token, result_fd, harness_frame):
     the stack and no exception may leave it with its traceback: it
     allocates nothing before switching the collector off (a collection
     could run a program's finalizer), swallows every exception, and calls
-    C functions only. Signal handlers and interrupt_main, which could raise
-    inside it, are taken from the program by _guard."""
+    C functions only. No signal handler can run inside it: every signal is
+    blocked and SIGINT ignored before the program starts (see _harness)."""
     import gc
     import posix
     import sys
@@ -174,6 +180,9 @@ _BLOCKED_MODULES = frozenset((
     "_xxinterpchannels", "_xxtestfuzz", "faulthandler", "tracemalloc",
 ))
 
+# Builtin modules that may not be made again (see _guard).
+_NO_REMAKE = frozenset(("posix", "_signal", "_thread", "gc", "_imp", "sys", "builtins", "_io", "faulthandler", "_tracemalloc"))
+
 # Audit events refused outright: new processes and threads, signals, tracing,
 # profiling and object-graph introspection (the ways to a running hook's
 # locals or a hook function's closure), new audit hooks, limit changes.
@@ -213,6 +222,7 @@ def _guard(scratch, block_sockets):
     import os
     import posix
     import sys
+    import types
 
     for name in list(sys.modules):
         if name.split(".")[0] in _BLOCKED_MODULES:
@@ -251,6 +261,21 @@ def _guard(scratch, block_sockets):
         group = getattr(os, name, None)
         if isinstance(group, set) and real_open in group:
             group.discard(real_open)
+
+    # A builtin module made afresh would bring back what was taken from it
+    # (posix.open, _signal.signal, _thread.interrupt_main, gc) without an
+    # import audit event; the import system makes them through this call.
+    import _imp
+
+    real_create_builtin, no_remake, namespace = _imp.create_builtin, _NO_REMAKE, types.SimpleNamespace
+
+    def create_builtin(spec):
+        name = spec.name
+        if type(name) is not str or name in no_remake:
+            raise ImportError("sandbox: builtin module %r cannot be made again" % (name,))
+        return real_create_builtin(namespace(name=name))
+
+    _imp.create_builtin = create_builtin
 
     lstat, readlink, getcwd = posix.lstat, posix.readlink, posix.getcwd
     write_flags = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
@@ -310,7 +335,7 @@ def _guard(scratch, block_sockets):
         return p is None or p == "/proc" or p.startswith("/proc/")
 
     def hook(event, args):
-        if event in blocked_events:
+        if event in blocked_events or event.startswith("ctypes."):
             raise PermissionError("sandbox: %s is not allowed" % event)
         if event == "import":
             if type(args[0]) is not str or args[0].split(".")[0] in blocked_modules:

@@ -108,6 +108,13 @@ func testRun(t *testing.T, s *Sandbox) {
 		{"forged pass event", "import os, sys\nsys.audit('migu.sandbox.done')\nos._exit(0)", Failed, ""},
 		{"swaps the result pipe", "import os\nos.close(4)\nr, w = os.pipe()\nassert w == 4 or os.dup2(w, 4) == 4", Failed, ""},
 		{"kills its parent", "import os\nos.kill(os.getppid(), 9)", Failed, ""},
+		// A signal handler runs at the next bytecode, wherever that is: it
+		// would look for the token in the frames of a forged pass event.
+		{"signal handler in the reporter", "import os, signal, sys\ndef grab(*_):\n    f = sys._getframe(1)\n    while f:\n        for v in f.f_locals.values():\n            if isinstance(v, bytes) and v.startswith(b'migu-sandbox-done-'):\n                os.write(4, v)\n                os._exit(0)\n        f = f.f_back\nsignal.signal(signal.SIGALRM, grab)\nsignal.setitimer(signal.ITIMER_REAL, 0.0001, 0.0001)\nfor _ in range(100000):\n    sys.audit('migu.sandbox.done')", Failed, ""},
+		{"interrupt_main", "import _thread\n_thread.interrupt_main()", Failed, "interrupt_main"},
+		{"remade _signal", "import _imp, importlib.machinery\n_imp.create_builtin(importlib.machinery.ModuleSpec('_signal', None)).signal(14, print)", Failed, "cannot be made again"},
+		{"remade posix", "import _imp, importlib.machinery\n_imp.create_builtin(importlib.machinery.ModuleSpec('posix', None)).open", Failed, "cannot be made again"},
+		{"timer signal", "import signal, time\nsignal.setitimer(signal.ITIMER_REAL, 0.01)\ntime.sleep(0.1)\nprint('alive')", Passed, "alive"},
 		{"infinite loop", "while True:\n    pass", TimedOut, ""},
 		{"sleep", "import time\ntime.sleep(60)", TimedOut, ""},
 		{"memory", "x = bytearray(1 << 30)\nprint(len(x))", Failed, "MemoryError"},
@@ -267,6 +274,8 @@ os._exit(0)
 		{name: "token nowhere to read", program: hunt, want: Failed},
 		{name: "fork", program: "import os\nos.fork()", want: Failed, output: "Operation not permitted"},
 		{name: "exec", program: "import os\nos.execv('/bin/true', ['true'])", want: Failed, output: "Operation not permitted"},
+		{name: "signal handler", program: "import signal\nsignal.signal(signal.SIGALRM, print)", want: Failed, output: "Operation not permitted"},
+		{name: "signal mask", program: "import signal\nsignal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGALRM])", want: Failed, output: "Operation not permitted"},
 		{name: "host unix socket", program: fmt.Sprintf("import socket\ns = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)\ns.connect(%q)", sock), want: Failed, output: "Operation not permitted"},
 		{name: "network", program: fmt.Sprintf("import socket\nsocket.create_connection(('127.0.0.1', %d), timeout=1)", port), want: Failed},
 		{name: "host /proc hidden", program: fmt.Sprintf("import os\nseen = []\nfor p in os.listdir('/proc'):\n    try:\n        seen.append(open('/proc/%%s/cmdline' %% p, 'rb').read())\n    except OSError:\n        pass\nassert not any(%q.encode() in c for c in seen), 'host processes visible'\nprint(len(seen), 'processes')", self), want: Passed, bwrap: true},

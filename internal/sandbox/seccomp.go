@@ -7,7 +7,8 @@ import (
 
 // The seccomp filter the harness installs on itself before the program
 // runs. It is the same at every isolation level and holds against native
-// code too: no new processes or threads (clone, fork, vfork, clone3), no
+// code too: no signal handlers or mask changes (the harness has blocked
+// every signal), no new processes or threads (clone, fork, vfork, clone3), no
 // exec, no sockets but IPv4 and IPv6 ones (which the network namespace
 // leaves nowhere to go; AF_UNIX would reach the host's filesystem sockets
 // where the file system is shared), no ptrace or reading other processes'
@@ -51,21 +52,23 @@ var seccompArches = map[string]seccompArch{
 	"amd64": {
 		audit:  0xC000003E,
 		socket: 41,
-		// clone fork vfork execve ptrace mknod chroot pivot_root mount
-		// umount2 add_key request_key keyctl mknodat unshare perf_event_open
-		// setns process_vm_readv process_vm_writev bpf execveat userfaultfd
-		// io_uring_setup io_uring_enter io_uring_register clone3
-		denied: []uint32{56, 57, 58, 59, 101, 133, 161, 155, 165, 166, 248, 249, 250, 259, 272, 298, 308, 310, 311, 321, 322, 323, 425, 426, 427, 435},
+		// rt_sigaction rt_sigprocmask clone fork vfork execve ptrace mknod
+		// chroot pivot_root mount umount2 add_key request_key keyctl mknodat
+		// unshare perf_event_open setns process_vm_readv process_vm_writev
+		// bpf execveat userfaultfd io_uring_setup io_uring_enter
+		// io_uring_register clone3
+		denied: []uint32{13, 14, 56, 57, 58, 59, 101, 133, 161, 155, 165, 166, 248, 249, 250, 259, 272, 298, 308, 310, 311, 321, 322, 323, 425, 426, 427, 435},
 		x32:    true,
 	},
 	"arm64": {
 		audit:  0xC00000B7,
 		socket: 198,
-		// clone execve ptrace mknodat chroot pivot_root mount umount2
-		// add_key request_key keyctl unshare perf_event_open setns
-		// process_vm_readv process_vm_writev bpf execveat userfaultfd
-		// io_uring_setup io_uring_enter io_uring_register clone3
-		denied: []uint32{220, 221, 117, 33, 51, 41, 40, 39, 217, 218, 219, 97, 241, 268, 270, 271, 280, 281, 282, 425, 426, 427, 435},
+		// rt_sigaction rt_sigprocmask clone execve ptrace mknodat chroot
+		// pivot_root mount umount2 add_key request_key keyctl unshare
+		// perf_event_open setns process_vm_readv process_vm_writev bpf
+		// execveat userfaultfd io_uring_setup io_uring_enter
+		// io_uring_register clone3
+		denied: []uint32{134, 135, 220, 221, 117, 33, 51, 41, 40, 39, 217, 218, 219, 97, 241, 268, 270, 271, 280, 281, 282, 425, 426, 427, 435},
 	},
 }
 
