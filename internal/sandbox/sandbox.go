@@ -314,8 +314,10 @@ var bwrapBinds = []string{"/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "
 
 // bwrapArgs are bubblewrap's options for one run, before the command.
 func (s *Sandbox) bwrapArgs(l Limits) []string {
+	// --as-pid-1: python is the PID namespace's init, so no bwrap init
+	// process outlives the monitor as a zombie for the host's init to reap.
 	args := []string{"--unshare-all", "--unshare-user", "--uid", insideUID, "--gid", insideUID,
-		"--die-with-parent", "--new-session", "--cap-drop", "ALL"}
+		"--die-with-parent", "--new-session", "--as-pid-1", "--cap-drop", "ALL"}
 	for _, p := range bwrapBinds {
 		fi, err := os.Lstat(p)
 		switch {
@@ -588,8 +590,9 @@ func killTree(pid, uid int) {
 	}
 }
 
-// killUID sends SIGKILL to every process whose real user id is uid and
-// returns how many it found.
+// killUID sends SIGKILL to every live process whose real user id is uid
+// and returns how many it found; zombies, which only their parent (or the
+// host's init) can remove, are not counted.
 func killUID(uid int) int {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
@@ -606,9 +609,14 @@ func killUID(uid int) int {
 		if err != nil {
 			continue
 		}
+		zombie := false
 		for _, line := range strings.Split(string(b), "\n") {
-			if f := strings.Fields(line); len(f) > 1 && f[0] == "Uid:" {
-				if f[1] == want {
+			f := strings.Fields(line)
+			if len(f) > 1 && f[0] == "State:" {
+				zombie = f[1] == "Z" || f[1] == "X"
+			}
+			if len(f) > 1 && f[0] == "Uid:" {
+				if f[1] == want && !zombie {
 					syscall.Kill(pid, syscall.SIGKILL)
 					n++
 				}

@@ -23,7 +23,7 @@ var (
 	sharedErr  error
 )
 
-func newSandbox(t *testing.T) *Sandbox {
+func newSandbox(t testing.TB) *Sandbox {
 	t.Helper()
 	sharedOnce.Do(func() { shared, sharedErr = New(Options{}) })
 	if sharedErr != nil {
@@ -42,7 +42,7 @@ var (
 // levels returns a sandbox for every isolation level that works here: the
 // strongest is what New picks, the others are the fallbacks of other
 // systems (MIGU_SANDBOX=fallback forces the best of those).
-func levels(t *testing.T) []*Sandbox {
+func levels(t testing.TB) []*Sandbox {
 	t.Helper()
 	newSandbox(t)
 	levelsOnce.Do(func() {
@@ -380,5 +380,20 @@ func TestTailBuffer(t *testing.T) {
 	}
 	if got := b.String(); got != "cdef" {
 		t.Errorf("tail %q, want %q", got, "cdef")
+	}
+}
+
+// BenchmarkRunLevels measures the cost of one small program at each
+// isolation level: process start, isolation set-up, harness, teardown.
+func BenchmarkRunLevels(b *testing.B) {
+	for _, s := range levels(b) {
+		b.Run(s.mode.name, func(b *testing.B) {
+			for b.Loop() {
+				res, err := s.Run(context.Background(), "assert sum(range(4)) == 6", Limits{Timeout: 20 * time.Second})
+				if err != nil || res.Status != Passed {
+					b.Fatal(err, res.Status, res.Output)
+				}
+			}
+		})
 	}
 }
