@@ -111,6 +111,7 @@ func testRun(t *testing.T, s *Sandbox) {
 		// A signal handler runs at the next bytecode, wherever that is: it
 		// would look for the token in the frames of a forged pass event.
 		{"signal handler in the reporter", "import os, signal, sys\ndef grab(*_):\n    f = sys._getframe(1)\n    while f:\n        for v in f.f_locals.values():\n            if isinstance(v, bytes) and v.startswith(b'migu-sandbox-done-'):\n                os.write(4, v)\n                os._exit(0)\n        f = f.f_back\nsignal.signal(signal.SIGALRM, grab)\nsignal.setitimer(signal.ITIMER_REAL, 0.0001, 0.0001)\nfor _ in range(100000):\n    sys.audit('migu.sandbox.done')", Failed, ""},
+		{"gc through importlib", "import importlib\ngc = importlib.import_module('gc')\nprint(len(gc.get_objects()))", Failed, "gc"},
 		{"interrupt_main", "import _thread\n_thread.interrupt_main()", Failed, "interrupt_main"},
 		{"remade _signal", "import _imp, importlib.machinery\n_imp.create_builtin(importlib.machinery.ModuleSpec('_signal', None)).signal(14, print)", Failed, "cannot be made again"},
 		{"remade posix", "import _imp, importlib.machinery\n_imp.create_builtin(importlib.machinery.ModuleSpec('posix', None)).open", Failed, "cannot be made again"},
