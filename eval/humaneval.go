@@ -126,6 +126,9 @@ type HumanEvalOptions struct {
 	Limit int
 	// Workers is the number of programs run at once (0: the CPU count).
 	Workers int
+	// Sandbox picks the isolation family: auto, bubblewrap or fallback
+	// (empty: $MIGU_SANDBOX, else auto).
+	Sandbox string
 	// K lists the k of pass@k (0 entries: 1 and every power of ten up to
 	// Samples); each must be between 1 and Samples.
 	K []int
@@ -135,18 +138,25 @@ type HumanEvalOptions struct {
 	Log io.Writer
 }
 
+// HumanEvalResult is what a HumanEval evaluation reports: pass@k and the
+// sandbox's isolation level that ran the programs.
+type HumanEvalResult struct {
+	Scores    []Score
+	Isolation string
+}
+
 // HumanEvalScores generates Samples completions for each HumanEval problem
 // of path, runs every program in the sandbox (its own process, time and
 // memory limits, no network, a throwaway folder) and reports pass@k with
 // the unbiased estimator, averaged over the problems.
-func HumanEvalScores(ctx context.Context, m *Model, path string, o HumanEvalOptions) ([]Score, error) {
+func HumanEvalScores(ctx context.Context, m *Model, path string, o HumanEvalOptions) (HumanEvalResult, error) {
 	o, err := o.validate()
 	if err != nil {
-		return nil, err
+		return HumanEvalResult{}, err
 	}
 	problems, err := ReadHumanEval(path)
 	if err != nil {
-		return nil, err
+		return HumanEvalResult{}, err
 	}
 	if o.Limit > 0 && o.Limit < len(problems) {
 		problems = problems[:o.Limit]
@@ -164,7 +174,7 @@ func HumanEvalScores(ctx context.Context, m *Model, path string, o HumanEvalOpti
 	start := time.Now()
 	gens, err := m.Generate(ctx, prompts, GenOptions{MaxNewTokens: maxNew, Temperature: o.Temperature, TopP: o.TopP, Stop: HumanEvalStops, Seed: o.Seed})
 	if err != nil {
-		return nil, err
+		return HumanEvalResult{}, err
 	}
 	completions := make([][]string, len(problems))
 	for i := range problems {
@@ -174,15 +184,134 @@ func HumanEvalScores(ctx context.Context, m *Model, path string, o HumanEvalOpti
 	}
 	genTime := time.Since(start)
 	start = time.Now()
-	passed, err := RunHumanEval(ctx, problems, completions, o)
+	run, err := RunHumanEval(ctx, problems, completions, o)
 	if err != nil {
-		return nil, err
+		return HumanEvalResult{}, err
 	}
 	if o.Log != nil {
 		fmt.Fprintf(o.Log, "humaneval: %d problems × %d samples: generation %s, execution %s\n",
 			len(problems), o.Samples, genTime.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
 	}
-	return PassAtKScores(passed, o.K), nil
+	return HumanEvalResult{Scores: PassAtKScores(run.Passed, o.K), Isolation: run.Isolation}, nil
+}
+
+// HumanEvalCompletionScores scores ready-made completions, from any
+// source, in human-eval's samples format (see ReadCompletions), against
+// the problems of problemsPath: every completion runs in the sandbox, and
+// pass@k is reported for k = 1 and each power of ten that every problem
+// has at least k samples for, as human-eval's evaluate_functional_correctness
+// does. With o.Limit only the first Limit problems are scored (completions
+// of later ones are ignored); every scored problem needs a completion.
+func HumanEvalCompletionScores(ctx context.Context, problemsPath, completionsPath string, o HumanEvalOptions) (HumanEvalResult, error) {
+	if o.Limit < 0 || o.Workers < 0 || o.MemoryMB < 0 || o.Timeout < 0 {
+		return HumanEvalResult{}, badinput.Errorf("limit, workers, memory and timeout must not be negative")
+	}
+	problems, err := ReadHumanEval(problemsPath)
+	if err != nil {
+		return HumanEvalResult{}, err
+	}
+	completions, err := ReadCompletions(completionsPath, problems)
+	if err != nil {
+		return HumanEvalResult{}, err
+	}
+	if o.Limit > 0 && o.Limit < len(problems) {
+		problems, completions = problems[:o.Limit], completions[:o.Limit]
+	}
+	fewest := 0
+	for i, c := range completions {
+		if len(c) == 0 {
+			return HumanEvalResult{}, badinput.Errorf("%s: no completion for %s", completionsPath, problems[i].TaskID)
+		}
+		if i == 0 || len(c) < fewest {
+			fewest = len(c)
+		}
+	}
+	ks := []int{1}
+	for k := 10; k <= fewest; k *= 10 {
+		ks = append(ks, k)
+	}
+	start := time.Now()
+	run, err := RunHumanEval(ctx, problems, completions, o)
+	if err != nil {
+		return HumanEvalResult{}, err
+	}
+	if o.Log != nil {
+		fmt.Fprintf(o.Log, "humaneval: %d problems, %d to %d samples each: execution %s\n",
+			len(problems), fewest, maxLen(completions), time.Since(start).Round(time.Millisecond))
+	}
+	return HumanEvalResult{Scores: PassAtKScores(run.Passed, ks), Isolation: run.Isolation}, nil
+}
+
+func maxLen(c [][]string) int {
+	n := 0
+	for _, s := range c {
+		n = max(n, len(s))
+	}
+	return n
+}
+
+// ReadCompletions reads completions in human-eval's samples format: JSON
+// lines with a string task_id naming one of problems and a string
+// completion (other fields are ignored); a task may have several samples.
+// It returns the completions of problems[i] at index i, in file order. A
+// line that is not such an object, or that names an unknown task, is a
+// bad-input error naming file:line.
+func ReadCompletions(path string, problems []HumanEvalProblem) ([][]string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, badinput.Wrap(err)
+	}
+	defer f.Close()
+	return parseCompletions(f, path, problems)
+}
+
+// parseCompletions parses samples rows; name is the file for messages.
+func parseCompletions(r io.Reader, name string, problems []HumanEvalProblem) ([][]string, error) {
+	index := make(map[string]int, len(problems))
+	for i, p := range problems {
+		index[p.TaskID] = i
+	}
+	out := make([][]string, len(problems))
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 1<<20), 64<<20)
+	line, rows := 0, 0
+	for sc.Scan() {
+		line++
+		raw := bytes.TrimSpace(sc.Bytes())
+		if len(raw) == 0 {
+			continue
+		}
+		var row map[string]json.RawMessage
+		if err := json.Unmarshal(raw, &row); err != nil {
+			return nil, badinput.Errorf("%s:%d: not a JSON object: %v", name, line, err)
+		}
+		var id, completion string
+		for _, f := range []struct {
+			key string
+			dst *string
+		}{{"task_id", &id}, {"completion", &completion}} {
+			v, ok := row[f.key]
+			if !ok {
+				return nil, badinput.Errorf("%s:%d: field %s is missing", name, line, f.key)
+			}
+			if err := json.Unmarshal(v, f.dst); err != nil || bytes.Equal(bytes.TrimSpace(v), []byte("null")) {
+				return nil, badinput.Errorf("%s:%d: field %s is not a string", name, line, f.key)
+			}
+		}
+		i, ok := index[id]
+		if !ok {
+			return nil, badinput.Errorf("%s:%d: task_id %q is not a problem of the --data file", name, line, id)
+		}
+		out[i] = append(out[i], completion)
+		rows++
+	}
+	if err := sc.Err(); err != nil {
+		return nil, badinput.Errorf("%s:%d: %v", name, line+1, err)
+	}
+	if rows == 0 {
+		return nil, badinput.Errorf("%s: no completions", name)
+	}
+	return out, nil
 }
 
 // validate checks the options and fills defaults.
@@ -212,18 +341,26 @@ func (o HumanEvalOptions) validate() (HumanEvalOptions, error) {
 	return o, nil
 }
 
+// HumanEvalRun is the outcome of RunHumanEval: Passed[i][j] tells whether
+// the j-th completion of problem i passed, Isolation names the sandbox
+// level that ran them.
+type HumanEvalRun struct {
+	Passed    [][]bool
+	Isolation string
+}
+
 // RunHumanEval runs completions[i][j] (the j-th completion of problem i)
 // in the sandbox, o.Workers at a time, and reports which passed. A program
 // that fails, times out, runs out of memory or is stopped by the sandbox
 // counts as failed; the error is only for a sandbox that cannot run at all
 // or a cancelled ctx.
-func RunHumanEval(ctx context.Context, problems []HumanEvalProblem, completions [][]string, o HumanEvalOptions) ([][]bool, error) {
+func RunHumanEval(ctx context.Context, problems []HumanEvalProblem, completions [][]string, o HumanEvalOptions) (HumanEvalRun, error) {
 	if len(completions) != len(problems) {
-		return nil, fmt.Errorf("%d problems but completions for %d", len(problems), len(completions))
+		return HumanEvalRun{}, fmt.Errorf("%d problems but completions for %d", len(problems), len(completions))
 	}
-	sb, err := sandbox.New(sandbox.Options{})
+	sb, err := sandbox.New(sandbox.Options{Level: o.Sandbox})
 	if err != nil {
-		return nil, err
+		return HumanEvalRun{}, err
 	}
 	if o.Log != nil {
 		fmt.Fprintf(o.Log, "humaneval: sandbox %s, %s\n", sb.Python(), sb.Isolation())
@@ -275,9 +412,9 @@ feed:
 	close(jobs)
 	wg.Wait()
 	if err := ctx.Err(); err != nil {
-		return nil, err
+		return HumanEvalRun{}, err
 	}
-	return passed, firstErr
+	return HumanEvalRun{Passed: passed, Isolation: sb.Isolation()}, firstErr
 }
 
 // PassAtK is the unbiased estimator of pass@k from n samples of which c

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Prepares what migu needs beside Go: the ONNX Runtime shared library, the
-# Python environment of python/export/ and the reference tests, and
-# llama.cpp (scripts/llamacpp.sh), the reference of the GGUF tests. Each part is
-# skipped when a stamp says it is already done with the same pins.
+# Python environment of python/export/ and the reference tests, llama.cpp
+# (scripts/llamacpp.sh), the reference of the GGUF tests, and bubblewrap, the
+# sandbox of HumanEval's programs. Each part is skipped when a stamp says it
+# is already done with the same pins.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -70,13 +71,33 @@ setup_python() {
 	say "Python environment ready in $venv"
 }
 
+# bubblewrap (bwrap) is the strongest level of migu's sandbox; without it
+# HumanEval runs under the fallback (namespaces and an unprivileged uid), so
+# a failed install is reported, not fatal.
+setup_sandbox() {
+	if command -v bwrap >/dev/null; then
+		say "$(bwrap --version) already installed"
+		return
+	fi
+	local sudo=""
+	[[ $(id -u) -ne 0 ]] && sudo="sudo -n"
+	if command -v apt-get >/dev/null &&
+		$sudo apt-get update -qq >/dev/null 2>&1 &&
+		DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq bubblewrap >/dev/null 2>&1; then
+		say "$(bwrap --version) installed"
+	else
+		say "could not install bubblewrap (no apt-get or no root): HumanEval programs will run under the fallback sandbox"
+	fi
+}
+
 parts=("$@")
-[[ ${#parts[@]} -eq 0 ]] && parts=(ort python llamacpp)
+[[ ${#parts[@]} -eq 0 ]] && parts=(ort python llamacpp sandbox)
 for p in "${parts[@]}"; do
 	case "$p" in
 	ort) setup_ort ;;
 	python) setup_python ;;
 	llamacpp) "$root/scripts/llamacpp.sh" >/dev/null || exit 1 ;;
-	*) die "unknown part $p (ort, python, llamacpp)" ;;
+	sandbox) setup_sandbox ;;
+	*) die "unknown part $p (ort, python, llamacpp, sandbox)" ;;
 	esac
 done

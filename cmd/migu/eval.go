@@ -34,6 +34,9 @@ type evalFlags struct {
 	samples, maxNew, memoryMB, workers int
 	temperature, topP                  float64
 	timeout                            time.Duration
+	completions                        string
+	isolation                          string // the sandbox level that ran
+
 	// cl
 	clMode       string
 	chatMode     bool
@@ -43,7 +46,7 @@ type evalFlags struct {
 func newEvalCmd(g *globalFlags) *cobra.Command {
 	f := &evalFlags{}
 	cmd := &cobra.Command{
-		Use:   "eval --model DIR --task TASK --data FILE | --tasks T1,T2 --data-dir DIR",
+		Use:   "eval --model DIR --task TASK --data FILE | --tasks T1,T2 --data-dir DIR | --task humaneval --data FILE --completions FILE",
 		Short: "Score a model as lm-evaluation-harness does: HellaSwag, ARC, Winogrande, perplexity, HumanEval, CL accuracy",
 		Long: `eval scores a model folder (optionally with a LoRA adapter merged in) and prints
 a table of task, metric, value, standard error and n, or JSON with --json.
@@ -55,6 +58,14 @@ a "text" field) and reports token, word and byte perplexity; humaneval runs
 generated programs in a sandbox and reports pass@k; cl scores a
 continual-learning test file of {"sentence", "label"} rows.
 
+--task humaneval --completions FILE.jsonl scores ready-made completions from
+any source, in human-eval's samples format ({"task_id", "completion"} rows,
+several per task allowed), with no --model: pass@1 is the mean over problems
+of the share of samples that passed, pass@k the unbiased estimator. The
+sandbox is bubblewrap where bwrap works, else namespaces with an
+unprivileged uid; MIGU_SANDBOX=bubblewrap|fallback forces one, and the JSON
+report names the level that ran in "isolation".
+
 --tasks runs a suite over files found by their standard names in --data-dir
 (hellaswag_validation.jsonl, arc_challenge_test.jsonl,
 winogrande_xl_validation.jsonl) and adds the suite average (HellaSwag acc_norm,
@@ -64,11 +75,15 @@ difference per metric (other − base).`,
 		Example: `  migu eval --model ./llama --task hellaswag --data hellaswag_validation.jsonl --limit 200
   migu eval --model ./llama --adapter runs/a/adapter --tasks hellaswag,arc_challenge,winogrande --data-dir data/eval --json
   migu eval --model ./llama --compare-adapter runs/a/adapter --tasks winogrande --data-dir data/eval
-  migu eval --model ./llama --task perplexity --data wiki.txt`,
+  migu eval --model ./llama --task perplexity --data wiki.txt
+  migu eval --task humaneval --data HumanEval.jsonl.gz --completions samples.jsonl --json`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := f.check(); err != nil {
 				return err
+			}
+			if f.completions != "" {
+				return runCompletions(cmd.Context(), f, cmd.OutOrStdout(), cmd.ErrOrStderr())
 			}
 			if err := g.initORT(); err != nil {
 				return err
@@ -103,6 +118,7 @@ difference per metric (other − base).`,
 	fl.DurationVar(&f.timeout, "timeout", 0, "humaneval: time limit of each program (0: 10s)")
 	fl.IntVar(&f.memoryMB, "memory-mb", 0, "humaneval: memory limit of each program in MiB (0: 1024)")
 	fl.IntVar(&f.workers, "workers", 0, "humaneval: programs run at once (0: one per CPU)")
+	fl.StringVar(&f.completions, "completions", "", "humaneval: score these completions (JSON lines of task_id, completion) instead of a model's")
 	fl.BoolVar(&f.chatMode, "chat", false, "cl: format each row as a user turn with the model's chat template, as migu train --template chat does")
 	fl.StringVar(&f.chatTemplate, "chat-template", "", "cl: Jinja chat template file to use instead of the model folder's (implies --chat)")
 	fl.StringVar(&f.clMode, "cl-mode", eval.CLRank, "cl: rank (label with the highest log-likelihood; pseudo-log-likelihood for masked-LM models), generate (exact match) or both")
@@ -111,6 +127,9 @@ difference per metric (other − base).`,
 
 // check validates the flags before anything is loaded.
 func (f *evalFlags) check() error {
+	if f.completions != "" {
+		return f.checkCompletions()
+	}
 	if f.model == "" {
 		return badinput.Errorf("eval needs --model MODEL_DIR")
 	}
@@ -150,6 +169,48 @@ func (f *evalFlags) check() error {
 		return badinput.Errorf("--chat and --chat-template apply to --task cl")
 	}
 	return nil
+}
+
+// checkCompletions validates the flags of scoring ready-made completions.
+func (f *evalFlags) checkCompletions() error {
+	switch {
+	case f.task != "humaneval":
+		return badinput.Errorf("--completions scores HumanEval completions: give --task humaneval")
+	case f.model != "" || f.adapter != "" || f.compare != "" || f.compareAdapter != "" || f.tasks != "":
+		return badinput.Errorf("--completions scores completions without a model: drop --model, --adapter, --compare and --tasks")
+	case f.data == "":
+		return badinput.Errorf("--completions needs --data, the HumanEval problems file")
+	}
+	for _, p := range []struct{ flag, path string }{{"--data", f.data}, {"--completions", f.completions}} {
+		if _, err := os.Stat(p.path); err != nil {
+			return badinput.Errorf("%s: %v", p.flag, err)
+		}
+	}
+	if f.limit < 0 || f.workers < 0 || f.memoryMB < 0 || f.timeout < 0 {
+		return badinput.Errorf("--limit, --workers, --memory-mb and --timeout must not be negative")
+	}
+	return nil
+}
+
+// runCompletions scores the completions of --completions and prints.
+func runCompletions(ctx context.Context, f *evalFlags, out, log io.Writer) error {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	start := time.Now()
+	r, err := eval.HumanEvalCompletionScores(ctx, f.data, f.completions, eval.HumanEvalOptions{
+		Timeout: f.timeout, MemoryMB: f.memoryMB, Limit: f.limit, Workers: f.workers, Log: log,
+	})
+	if err != nil {
+		return err
+	}
+	report := evalReport{Model: "completions " + f.completions, Scores: r.Scores, Isolation: r.Isolation, Seconds: time.Since(start).Seconds()}
+	if f.asJSON {
+		enc := json.NewEncoder(out)
+		enc.SetIndent("", "  ")
+		return enc.Encode(report)
+	}
+	return report.print(out)
 }
 
 func isEvalTask(name string) bool {
@@ -201,14 +262,14 @@ func runEval(ctx context.Context, f *evalFlags, out, log io.Writer) error {
 	if err != nil {
 		return err
 	}
-	report := evalReport{Model: baseName, Scores: scores, Seconds: time.Since(start).Seconds()}
+	report := evalReport{Model: baseName, Scores: scores, Isolation: f.isolation, Seconds: time.Since(start).Seconds()}
 	if other != nil {
 		start = time.Now()
 		otherScores, err := f.score(ctx, other, otherName, log)
 		if err != nil {
 			return err
 		}
-		report.Other = &evalReport{Model: otherName, Scores: otherScores, Seconds: time.Since(start).Seconds()}
+		report.Other = &evalReport{Model: otherName, Scores: otherScores, Isolation: f.isolation, Seconds: time.Since(start).Seconds()}
 		report.Diff = eval.Compare(scores, otherScores)
 	}
 	if f.logSamples != "" {
@@ -259,10 +320,12 @@ func (f *evalFlags) score(ctx context.Context, m *eval.Model, name string, log i
 	case "perplexity":
 		return eval.PerplexityScores(ctx, m, f.data, eval.PerplexityOptions{Stride: f.stride, Limit: f.limit})
 	case "humaneval":
-		return eval.HumanEvalScores(ctx, m, f.data, eval.HumanEvalOptions{
+		r, err := eval.HumanEvalScores(ctx, m, f.data, eval.HumanEvalOptions{
 			Samples: f.samples, Temperature: f.temperature, TopP: f.topP, MaxNewTokens: f.maxNew,
 			Timeout: f.timeout, MemoryMB: f.memoryMB, Limit: f.limit, Workers: f.workers, Seed: f.seed, Log: log,
 		})
+		f.isolation = r.Isolation
+		return r.Scores, err
 	case "cl":
 		o := eval.CLOptions{Limit: f.limit, Mode: f.clMode, MaxNewTokens: f.maxNew}
 		if f.chatMode || f.chatTemplate != "" {
@@ -329,11 +392,13 @@ func progressPrinter(w io.Writer) func(done, total int) {
 
 // evalReport is what `migu eval` prints.
 type evalReport struct {
-	Model   string       `json:"model"`
-	Scores  []eval.Score `json:"scores"`
-	Seconds float64      `json:"seconds"`
-	Other   *evalReport  `json:"compare,omitempty"`
-	Diff    []eval.Diff  `json:"diff,omitempty"`
+	Model  string       `json:"model"`
+	Scores []eval.Score `json:"scores"`
+	// Isolation names the sandbox level that ran HumanEval's programs.
+	Isolation string      `json:"isolation,omitempty"`
+	Seconds   float64     `json:"seconds"`
+	Other     *evalReport `json:"compare,omitempty"`
+	Diff      []eval.Diff `json:"diff,omitempty"`
 }
 
 func (r *evalReport) print(w io.Writer) error {
@@ -344,6 +409,9 @@ func (r *evalReport) print(w io.Writer) error {
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\n", s.Task, s.Metric, num(s.Value), num(s.Stderr), s.N)
 		}
 		fmt.Fprintf(tw, "\n%s: %.1f s\n", r.Model, r.Seconds)
+		if r.Isolation != "" {
+			fmt.Fprintf(tw, "sandbox: %s\n", r.Isolation)
+		}
 		return tw.Flush()
 	}
 	fmt.Fprintf(tw, "base: %s (%.1f s)\nother: %s (%.1f s)\n\n", r.Model, r.Seconds, r.Other.Model, r.Other.Seconds)

@@ -174,3 +174,80 @@ func TestEvalCLIBadInput(t *testing.T) {
 		})
 	}
 }
+
+// TestEvalCompletionsCLI scores a human-eval samples file without a model:
+// the JSON report has pass@1 and names the sandbox level, which
+// MIGU_SANDBOX picks; bad samples files, unknown tasks, an unavailable
+// bubblewrap and flags that need a model get exit 2 and one line.
+func TestEvalCompletionsCLI(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	problems := write("problems.jsonl", `{"task_id": "t/0", "prompt": "def f(x):\n", "canonical_solution": "    return x\n", "test": "def check(c):\n    assert c(3) == 3\n", "entry_point": "f"}
+{"task_id": "t/1", "prompt": "def g(x):\n", "canonical_solution": "    return -x\n", "test": "def check(c):\n    assert c(3) == -3\n", "entry_point": "g"}
+`)
+	samples := write("samples.jsonl", `{"task_id": "t/0", "completion": "    return x\n"}
+{"task_id": "t/1", "completion": "    import sys,os;t=[a for a in sys.argv if a.startswith('token=')][0][6:];sys.stdout.write('\\n'+t+'\\n');sys.stdout.flush();os._exit(0)\n"}
+`)
+	for _, level := range []string{"auto", "fallback"} {
+		t.Run(level, func(t *testing.T) {
+			t.Setenv("MIGU_SANDBOX", level)
+			code, out, errOut := runCLI(t, "eval", "--task", "humaneval", "--data", problems, "--completions", samples, "--json")
+			if code != 0 {
+				t.Fatalf("exit %d: %s", code, errOut)
+			}
+			var r struct {
+				Isolation string `json:"isolation"`
+				Scores    []struct {
+					Metric string
+					Value  float64
+					N      int
+				} `json:"scores"`
+			}
+			if err := json.Unmarshal([]byte(out), &r); err != nil {
+				t.Fatalf("%v:\n%s", err, out)
+			}
+			if len(r.Scores) != 1 || r.Scores[0].Metric != "pass@1" || r.Scores[0].Value != 0.5 || r.Scores[0].N != 2 {
+				t.Errorf("scores %+v, want pass@1 0.5 over 2 (the forged pass fails)", r.Scores)
+			}
+			if r.Isolation == "" || level == "fallback" && strings.HasPrefix(r.Isolation, "bubblewrap") {
+				t.Errorf("isolation %q under MIGU_SANDBOX=%s", r.Isolation, level)
+			}
+		})
+	}
+	badLine := write("bad.jsonl", "{\"task_id\": \"t/0\", \"completion\": \"\"}\n{\"task_id\": \"t/0\"\n")
+	unknown := write("unknown.jsonl", `{"task_id": "t/7", "completion": ""}`)
+	for _, tc := range []struct {
+		name string
+		env  string
+		args []string
+		want string
+	}{
+		{"bad line", "", []string{"--completions", badLine}, badLine + ":2:"},
+		{"unknown task", "", []string{"--completions", unknown}, `task_id "t/7"`},
+		{"missing file", "", []string{"--completions", samples + ".nope"}, ".nope"},
+		{"with a model", "", []string{"--completions", samples, "--model", dir}, "without a model"},
+		{"other task", "", []string{"--completions", samples, "--task", "hellaswag"}, "--task humaneval"},
+		{"bubblewrap unavailable", "bubblewrap", []string{"--completions", samples}, "MIGU_SANDBOX=bubblewrap"},
+		{"unknown level", "jail", []string{"--completions", samples}, `MIGU_SANDBOX="jail"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.env != "" {
+				t.Setenv("MIGU_SANDBOX", tc.env)
+			}
+			if tc.name == "bubblewrap unavailable" {
+				t.Setenv("PATH", t.TempDir())
+			}
+			args := append([]string{"eval", "--task", "humaneval", "--data", problems}, tc.args...)
+			code, _, errOut := runCLI(t, args...)
+			if code != 2 || !strings.Contains(errOut, tc.want) || strings.Count(strings.TrimSpace(errOut), "\n") != 0 {
+				t.Errorf("exit %d, stderr %q; want 2 and one line with %q", code, errOut, tc.want)
+			}
+		})
+	}
+}
