@@ -13,7 +13,6 @@ import (
 	"strconv"
 	"strings"
 	"unicode"
-	"unicode/utf8"
 
 	"github.com/migu-ml/migu/internal/badinput"
 )
@@ -278,16 +277,6 @@ func pyIsSpace(r rune) bool {
 
 // pyStrip is Python's str.strip() without arguments.
 func pyStrip(s string) string { return strings.TrimFunc(s, pyIsSpace) }
-
-// pyCapitalize is Python's str.capitalize: the first character in title
-// case, the rest lower case.
-func pyCapitalize(s string) string {
-	r, n := utf8.DecodeRuneInString(s)
-	if n == 0 {
-		return s
-	}
-	return string(unicode.ToTitle(r)) + strings.ToLower(s[n:])
-}
 
 // parseARC follows lm-eval's arc_challenge: "Question: {question}\nAnswer:",
 // choices = choices.text, gold = the index of answerKey in choices.label.

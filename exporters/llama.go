@@ -279,8 +279,9 @@ func (c *llamaConfig) Tensors() []TensorSpec {
 
 // Build emits the decoder: embeddings, pre-norm blocks of grouped-query
 // attention with rotary positions and a SwiGLU MLP, the final norm and the
-// LM head. Positions come from attention_mask (cumsum − 1), so left-padded
-// rows get the same positions as their unpadded text.
+// LM head. Positions come from attention_mask (see positions): a
+// left-padded row's text gets the positions of the same text unpadded, a
+// right-padded row those of transformers' default, padding included.
 func (c *llamaConfig) Build(b *Builder) error {
 	h, v := c.HiddenSize, c.VocabSize
 	ids := b.Input("input_ids", onnx.Int64, onnx.Sym("batch"), onnx.Sym("seq"))
@@ -323,10 +324,16 @@ func (c *llamaConfig) Build(b *Builder) error {
 }
 
 // rotary returns cos and sin of position·inv_freq as [B, S, 1, head_dim/2],
-// ready to broadcast over [B, S, heads, head_dim/2] halves. Positions are
-// cumsum(attention_mask) − 1 clamped at 0: HF's arange on right-padded
-// rows, and the positions HF generate uses on left-padded ones.
+// ready to broadcast over [B, S, heads, head_dim/2] halves, at the
+// positions that positions numbers from the mask.
 func (c *llamaConfig) rotary(b *Builder, mask string) (cos, sin string) {
+	pos := b.Op("Unsqueeze", []string{positions(b, mask), b.Ints(2, 3)}, "rope.pos4")
+	return c.rotaryTable(b, pos)
+}
+
+// rotaryTable returns cos and sin of pos·inv_freq for float positions pos
+// [B, S, 1, 1].
+func (c *llamaConfig) rotaryTable(b *Builder, pos string) (cos, sin string) {
 	half := c.headDim() / 2
 	invFreq := make([]float32, half)
 	dim, base := float32(c.headDim()), float64(float32(c.ropeTheta()))
@@ -335,12 +342,27 @@ func (c *llamaConfig) rotary(b *Builder, mask string) (cos, sin string) {
 		e := float32(2*i) / dim
 		invFreq[i] = 1 / float32(math.Pow(base, float64(e)))
 	}
-	f := b.Op("Cast", []string{mask}, "rope.mask_f", onnx.AttrInt("to", int64(onnx.Float)))
-	count := b.Op("CumSum", []string{f, b.IntScalar(1)}, "rope.count")
-	pos := b.Op("Relu", []string{b.Op("Sub", []string{count, b.Scalar(1)}, "rope.pos0")}, "rope.pos")
-	pos = b.Op("Unsqueeze", []string{pos, b.Ints(2, 3)}, "rope.pos4")
 	freqs := b.Op("Mul", []string{pos, b.Floats("rope.inv_freq", []int64{half}, invFreq...)}, "rope.freqs")
 	return b.Op("Cos", []string{freqs}, "rope.cos"), b.Op("Sin", []string{freqs}, "rope.sin")
+}
+
+// positions returns the float positions [B, S] of a decoder batch from its
+// attention_mask [B, S]: a real token (mask 1) is numbered by the real
+// tokens before it, cumsum(mask) − 1, and a padding position by its index
+// in the row. A right-padded row thus gets 0 … S−1 throughout, exactly
+// transformers' default arange (what the MIGU authors' code runs, so the
+// padding-inclusive magnitudes equal theirs), and a left-padded row's text
+// gets the positions of the same text unpadded, as transformers' generate
+// numbers it; padding never changes a real token's output, since no real
+// token attends to it. At padding, cumsum(mask) − 1 plus the padding
+// positions so far is the index; the arithmetic form keeps Where (whose
+// backward is slow) out of the graph.
+func positions(b *Builder, mask string) string {
+	f := b.Op("Cast", []string{mask}, "rope.mask_f", onnx.AttrInt("to", int64(onnx.Float)))
+	counted := b.Op("Sub", []string{b.Op("CumSum", []string{f, b.IntScalar(1)}, "rope.count"), b.Scalar(1)}, "rope.counted")
+	pad := b.Op("Sub", []string{b.Scalar(1), f}, "rope.pad")
+	pads := b.Op("CumSum", []string{pad, b.IntScalar(1)}, "rope.pads")
+	return b.Op("Add", []string{counted, b.Op("Mul", []string{pad, pads}, "rope.pad_shift")}, "rope.pos")
 }
 
 // rope rotates x [B, S, n, d] in HF's rotate-half layout: with halves x1, x2

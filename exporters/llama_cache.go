@@ -32,9 +32,10 @@ type Cache struct {
 // keys and values of every layer, and returns logits [batch, 1, vocab] of
 // the last new position (the only one generation reads) and the present
 // keys and values [batch, kv_heads, past+new, head_dim]. Positions follow
-// the forward graph's rule, cumsum(attention_mask) − 1 clamped at 0, over
-// the whole mask, so left-padded rows are handled. Only Llama-style
-// decoders have one; other architectures get a bad-input error.
+// the forward graph's rule (positions) over the whole mask, so left-padded
+// rows are handled and the cache holds the keys the forward graph computes.
+// Only Llama-style decoders have one; other architectures get a bad-input
+// error.
 func DecoderWithPast(dir string) (*onnx.Model, *Cache, error) {
 	_, conv, err := ParseConfig(filepath.Join(dir, modeldir.ConfigFile))
 	if err != nil {
@@ -180,24 +181,13 @@ func (c *llamaConfig) buildWithPast(b *Builder) (*Cache, error) {
 }
 
 // rotaryWithPast is the forward graph's rotary table for the new positions
-// only: positions cumsum(mask) − 1 (clamped at 0) over the whole mask,
-// sliced from past on, as cos and sin [B, new, 1, head_dim/2].
+// only: positions over the whole mask (past and new), sliced from past on,
+// as cos and sin [B, new, 1, head_dim/2].
 func (c *llamaConfig) rotaryWithPast(b *Builder, mask, past string) (cos, sin string) {
-	half := c.headDim() / 2
-	invFreq := make([]float32, half)
-	dim, base := float32(c.headDim()), float64(float32(c.ropeTheta()))
-	for i := range invFreq {
-		e := float32(2*i) / dim
-		invFreq[i] = 1 / float32(math.Pow(base, float64(e)))
-	}
-	f := b.Op("Cast", []string{mask}, "rope.mask_f", onnx.AttrInt("to", int64(onnx.Float)))
-	count := b.Op("CumSum", []string{f, b.IntScalar(1)}, "rope.count")
-	pos := b.Op("Relu", []string{b.Op("Sub", []string{count, b.Scalar(1)}, "rope.pos0")}, "rope.pos_all")
 	start := b.Op("Unsqueeze", []string{past, b.Ints(0)}, "rope.start")
-	pos = b.Op("Slice", []string{pos, start, b.Ints(math.MaxInt64), b.Ints(1)}, "rope.pos")
+	pos := b.Op("Slice", []string{positions(b, mask), start, b.Ints(math.MaxInt64), b.Ints(1)}, "rope.new_pos")
 	pos = b.Op("Unsqueeze", []string{pos, b.Ints(2, 3)}, "rope.pos4")
-	freqs := b.Op("Mul", []string{pos, b.Floats("rope.inv_freq", []int64{half}, invFreq...)}, "rope.freqs")
-	return b.Op("Cos", []string{freqs}, "rope.cos"), b.Op("Sin", []string{freqs}, "rope.sin")
+	return c.rotaryTable(b, pos)
 }
 
 // appendLayer concatenates layer i's new keys and values ([B, heads, S, d])

@@ -24,7 +24,9 @@ import numpy as np, torch, transformers
 spec = json.load(open(sys.argv[1]))
 model = transformers.AutoModelForCausalLM.from_pretrained(spec["hf"]).eval()
 def pos(mask):
-    return torch.clamp(mask.cumsum(-1) - 1, min=0)
+    # migu's positions: a real token counts the real tokens before it,
+    # padding keeps its index.
+    return torch.where(mask == 1, mask.cumsum(-1) - 1, torch.arange(mask.shape[-1]))
 ids = torch.tensor(spec["ids"]); mask = torch.tensor(spec["mask"])
 out = {}
 with torch.no_grad():

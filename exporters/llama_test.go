@@ -62,7 +62,8 @@ func llamaParse(t *testing.T, config map[string]any) *llamaConfig {
 
 // llamaBatch is a [3, seq] batch with rows of seq, seq − 2 and 2 tokens,
 // padded on the right or on the left, and the position ids our graph
-// derives from its mask (cumsum − 1, clamped at 0).
+// derives from its mask: a real token counts the real tokens before it,
+// padding keeps its index (transformers' default on right padding).
 func llamaBatch(seq int, leftPad bool) (feeds map[string][][]int64, positions [][]int64) {
 	var ids, mask [][]int64
 	for r, n := range []int{seq, seq - 2, 2} {
@@ -79,7 +80,10 @@ func llamaBatch(seq int, leftPad bool) (feeds map[string][][]int64, positions []
 		count := int64(0)
 		for s := range seq {
 			count += m[s]
-			pos[s] = max(count-1, 0)
+			pos[s] = int64(s)
+			if m[s] == 1 {
+				pos[s] = count - 1
+			}
 		}
 		ids, mask, positions = append(ids, row), append(mask, m), append(positions, pos)
 	}

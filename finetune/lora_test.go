@@ -40,7 +40,7 @@ opt = torch.optim.AdamW(params, lr=spec["lr"], betas=(0.9, 0.999), eps=1e-8, wei
 losses = []
 for batch in spec["batches"]:
     feeds = {k: torch.tensor(v, dtype=torch.long) for k, v in batch.items()}
-    feeds["position_ids"] = (feeds["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+    feeds["position_ids"] = torch.where(feeds["attention_mask"] == 1, feeds["attention_mask"].cumsum(-1) - 1, torch.arange(feeds["attention_mask"].shape[-1]))
     loss = model(**feeds).loss
     loss.backward()
     opt.step()

@@ -264,8 +264,9 @@ def load(ckpt, cls, feeds_path):
     model = getattr(transformers, cls).from_pretrained(ckpt).eval()
     feeds = {k: torch.tensor(v, dtype=torch.long) for k, v in json.load(open(feeds_path)).items()}
     if cls == "LlamaForCausalLM":
-        # migu numbers positions by cumsum(attention_mask) - 1.
-        feeds["position_ids"] = (feeds["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+        # migu numbers a real token by the real tokens before it, padding by
+        # its index.
+        feeds["position_ids"] = torch.where(feeds["attention_mask"] == 1, feeds["attention_mask"].cumsum(-1) - 1, torch.arange(feeds["attention_mask"].shape[-1]))
     return model, feeds
 `
 

@@ -30,9 +30,9 @@ torch.manual_seed(0)
 model = getattr(transformers, cls).from_pretrained(ckpt).eval()
 feeds = {k: torch.tensor(v, dtype=torch.long) for k, v in json.load(open(feeds_path)).items()}
 if cls == "LlamaForCausalLM":
-    # migu's graph numbers positions by cumsum(attention_mask) - 1; HF's
-    # default arange differs only at padding, which the magnitudes count.
-    feeds["position_ids"] = (feeds["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+    # migu's graph numbers a real token by the real tokens before it and a
+    # padding position by its index: HF's default arange on right padding.
+    feeds["position_ids"] = torch.where(feeds["attention_mask"] == 1, feeds["attention_mask"].cumsum(-1) - 1, torch.arange(feeds["attention_mask"].shape[-1]))
 mags = {}
 # With skip-padding, a row counts only at a real token: the mask whose
 # length matches the output's sequence axis (encoder and decoder lengths

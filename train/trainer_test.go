@@ -48,7 +48,7 @@ losses = []
 for batch in spec["batches"]:
     feeds = {k: torch.tensor(v, dtype=torch.long) for k, v in batch.items()}
     if spec["class"] == "LlamaForCausalLM":
-        feeds["position_ids"] = (feeds["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+        feeds["position_ids"] = torch.where(feeds["attention_mask"] == 1, feeds["attention_mask"].cumsum(-1) - 1, torch.arange(feeds["attention_mask"].shape[-1]))
     loss = model(**feeds).loss
     loss.backward()
     if spec["migu"] is not None:

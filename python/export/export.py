@@ -23,7 +23,8 @@ is applied:
     torch >= 2.0;
   - use_cache=False and a wrapper whose forward takes exactly the graph
     inputs and returns the logits tensor (no cache objects in the trace);
-    the Llama wrapper computes position_ids = cumsum(mask) - 1, clamped;
+    the Llama wrapper computes position_ids as the Go exporter does: a real
+    token cumsum(mask) - 1, a padding position its index in the row;
   - the wrapper is put in eval mode: the exporter restores the mode it
     found, and a fresh module is in training mode (dropout on afterwards);
   - initializers are deduplicated by identity, not by value (torch would
@@ -270,9 +271,13 @@ def make_wrapper(model, arch):
             setattr(self, WRAPPER, m)
 
         def forward(self, input_ids, attention_mask):
-            # Positions count real tokens, as the Go exporter does: right
-            # padding gives 0..n-1, left padding starts at the first token.
-            position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+            # Positions as the Go exporter numbers them: a real token counts
+            # the real tokens before it, a padding position gets its index
+            # (cumsum(mask) - 1 plus the padding so far). A right-padded row
+            # gets transformers' default 0..S-1, padding included; a
+            # left-padded row's text starts at 0.
+            pad = 1 - attention_mask
+            position_ids = attention_mask.cumsum(-1) - 1 + pad * pad.cumsum(-1)
             # use_cache=False: no DynamicCache object in the trace.
             return getattr(self, WRAPPER)(
                 input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False

@@ -145,12 +145,15 @@ def test_logits_match_transformers_at_several_shapes(exported):
     """ONNX Runtime logits equal transformers' on a right-padded batch, at
     three (batch, seq) shapes, so the dynamic axes work (T5's decoder gets
     seq - 1 tokens: 6, 3 and 1). For Llama also on a
-    left-padded batch: positions come from attention_mask (cumsum − 1), as
-    in the Go exporter, so transformers gets the same position_ids."""
+    left-padded batch: a real token's position counts the real tokens
+    before it, a padding position is its index, as in the Go exporter, so
+    transformers gets the same position_ids."""
     diffs = [max_diff(exported, feeds_for(exported, b, s)) for b, s in ((2, 7), (3, 4), (2, 2))]
     if exported.manifest["architecture"] == "llama":
         feeds = feeds_for(exported, 2, 6, left=True)
-        diffs.append(max_diff(exported, feeds, {"position_ids": (feeds["attention_mask"].cumsum(-1) - 1).clamp(min=0)}))
+        mask = feeds["attention_mask"]
+        positions = torch.where(mask == 1, mask.cumsum(-1) - 1, torch.arange(mask.shape[-1]))
+        diffs.append(max_diff(exported, feeds, {"position_ids": positions}))
     print(f"\n{exported.case}: max |Δlogit| = {max(diffs):.3g}")
     assert max(diffs) <= TOL, diffs
 
