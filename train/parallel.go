@@ -1,6 +1,7 @@
 package train
 
 import (
+	"context"
 	"encoding/json"
 
 	"github.com/migu-ml/migu/data"
@@ -93,4 +94,26 @@ func (t *Trainer) reduce(res *StepResult, loss float64) (float64, error) {
 	}
 	res.Tokens = int(sums[1])
 	return sums[0], nil
+}
+
+// stopRequested reports whether the run should stop before its next step
+// (Stopping with the trainer's group).
+func (t *Trainer) stopRequested(ctx context.Context) (bool, error) {
+	return Stopping(ctx, t.cfg.Group)
+}
+
+// Stopping reports whether ctx is cancelled here or, in a group (g not
+// nil), on any rank, so that all ranks stop at the same point; in a group
+// every rank must call it at the same points.
+func Stopping(ctx context.Context, g Group) (bool, error) {
+	stop := ctx.Err() != nil
+	if g == nil {
+		return stop, nil
+	}
+	flag := []float64{0}
+	if stop {
+		flag[0] = 1
+	}
+	err := g.SumFloat64(flag)
+	return flag[0] > 0, err
 }

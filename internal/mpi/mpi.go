@@ -1,6 +1,6 @@
 // Package mpi joins the processes that Open MPI's mpirun started, for
 // data-parallel training: rank and size, sums of float buffers that come
-// out bit-identical on every rank, barrier and abort.
+// out bit-identical on every rank.
 //
 // The MPI library is opened at run time (dlopen of libmpi.so.40, or
 // $MIGU_MPI_LIB), only when mpirun's environment says this process is one
@@ -19,18 +19,14 @@ typedef int (*init_thread_fn)(int *, char ***, int, int *);
 typedef int (*comm_int_fn)(void *, int *);
 typedef int (*reduce_fn)(const void *, void *, int, void *, void *, int, void *);
 typedef int (*bcast_fn)(void *, int, void *, int, void *);
-typedef int (*barrier_fn)(void *);
 typedef int (*finalize_fn)(void);
-typedef int (*abort_fn)(void *, int);
 
 static struct {
 	init_thread_fn init_thread;
 	comm_int_fn rank, size;
 	reduce_fn reduce;
 	bcast_fn bcast;
-	barrier_fn barrier;
 	finalize_fn finalize;
-	abort_fn abort_;
 	void *world, *float32, *float64, *sum;
 } mpi;
 
@@ -46,9 +42,7 @@ static const char *migu_mpi_open(const char *path) {
 	SYM(size, "MPI_Comm_size")
 	SYM(reduce, "MPI_Reduce")
 	SYM(bcast, "MPI_Bcast")
-	SYM(barrier, "MPI_Barrier")
 	SYM(finalize, "MPI_Finalize")
-	SYM(abort_, "MPI_Abort")
 	SYM(world, "ompi_mpi_comm_world")
 	SYM(float32, "ompi_mpi_float")
 	SYM(float64, "ompi_mpi_double")
@@ -75,9 +69,7 @@ static int migu_mpi_sum(void *buf, int count, int f64, int rank) {
 	return mpi.bcast(buf, count, type, 0, mpi.world);
 }
 
-static int migu_mpi_barrier(void) { return mpi.barrier(mpi.world); }
 static int migu_mpi_finalize(void) { return mpi.finalize(); }
-static void migu_mpi_abort(int code) { mpi.abort_(mpi.world, code); }
 */
 import "C"
 
@@ -95,6 +87,16 @@ type Comm struct {
 
 // Launched reports whether Open MPI's mpirun started this process.
 func Launched() bool { return os.Getenv("OMPI_COMM_WORLD_SIZE") != "" }
+
+// LaunchedRank is this process's rank as mpirun announced it, or −1
+// outside mpirun; it needs no MPI library.
+func LaunchedRank() int {
+	r, err := strconv.Atoi(os.Getenv("OMPI_COMM_WORLD_RANK"))
+	if err != nil || !Launched() {
+		return -1
+	}
+	return r
+}
 
 // Join initialises MPI when mpirun started this process and returns its
 // communicator; outside mpirun it returns nil and does nothing.
@@ -153,17 +155,6 @@ func (c *Comm) SumFloat64(buf []float64) error {
 	}
 	return nil
 }
-
-// Barrier returns when every rank has called it.
-func (c *Comm) Barrier() error {
-	if rc := C.migu_mpi_barrier(); rc != 0 {
-		return fmt.Errorf("MPI_Barrier failed with error %d", int(rc))
-	}
-	return nil
-}
-
-// Abort ends every rank of the job with code (MPI_Abort); it does not return.
-func (c *Comm) Abort(code int) { C.migu_mpi_abort(C.int(code)) }
 
 // Finalize shuts MPI down; call it once, after the last collective.
 func (c *Comm) Finalize() error {
