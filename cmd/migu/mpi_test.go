@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"os"
@@ -276,4 +277,44 @@ func rankPID(t *testing.T, mark string, rank int) int {
 	}
 	t.Fatalf("no process of rank %d with %s", rank, mark)
 	return 0
+}
+
+// TestMpirunResumeReshards: a run's identity is its global batch, so a
+// single-process run with --batch-size 8 resumes under `mpirun -np 2` with
+// --batch-size 4 (re-sharded, ending with the uninterrupted run's weights
+// to float32 rounding), and a resume with another global batch is refused
+// (exit 2, one line).
+func TestMpirunResumeReshards(t *testing.T) {
+	model := tinyModelDir(t, "llama")
+	data := fixture(t, "instruction", 80)
+	args := func(out, batch string) []string {
+		return []string{"train", "--model", model, "--data", data, "--out", out, "--migu", "0.7", "--max-steps", "6",
+			"--batch-size", batch, "--threads", "1", "--save-every", "3", "--keep", "0", "--lr", "1e-3"}
+	}
+	straight, cut := filepath.Join(t.TempDir(), "straight"), filepath.Join(t.TempDir(), "cut")
+	for _, out := range []string{straight, cut} {
+		if code, stdout, stderr := runCLI(t, args(out, "8")...); code != 0 {
+			t.Fatalf("exit %d\n%s%s", code, stdout, stderr)
+		}
+	}
+	// What an interruption after step 3's checkpoint leaves.
+	for _, p := range []string{"run.json", "model", filepath.Join(train.CheckpointsDir, "step-00000006")} {
+		if err := os.RemoveAll(filepath.Join(cut, p)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out, err := mpirunCommand(t, 2, "other-batch", append(args(cut, "2"), "--resume")...).CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 2 || strings.Count(string(out), "migu: ") != 1 ||
+		!strings.Contains(string(out), "was written for another model or configuration") {
+		t.Fatalf("resume with global batch 4 instead of 8: %v, want exit 2 and one line\n%s", err, out)
+	}
+	out, err = mpirunCommand(t, 2, "reshard", append(args(cut, "4"), "--resume")...).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "resumed from") {
+		t.Fatalf("resume under mpirun: %v\n%s", err, out)
+	}
+	a, b := floatsOf(t, filepath.Join(straight, "model/model.onnx.data")), floatsOf(t, filepath.Join(cut, "model/model.onnx.data"))
+	if norm, elem := relDiffs(a, b); norm > 1e-5 || elem > 1e-4 {
+		t.Fatalf("re-sharded resume ends %.3g norm-wise, %.3g element-wise from the uninterrupted run", norm, elem)
+	}
 }
