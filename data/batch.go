@@ -57,18 +57,7 @@ func (b *Batch) Feeds() map[string]Feed {
 		"input_ids":      {b.InputIDs, []int64{size, seq}},
 		"attention_mask": {b.AttentionMask, []int64{size, seq}},
 	}
-	obj := b.Objective
-	if obj == "" {
-		switch {
-		case b.TgtLen > 0:
-			obj = Seq2Seq
-		case len(b.Labels) == b.Size:
-			obj = CLS
-		default:
-			obj = CLM
-		}
-	}
-	switch obj {
+	switch b.objective() {
 	case Seq2Seq:
 		f["labels"] = Feed{b.Labels, []int64{size, tgt}}
 		f["decoder_input_ids"] = Feed{b.DecoderInputIDs, []int64{size, tgt}}
@@ -79,6 +68,20 @@ func (b *Batch) Feeds() map[string]Feed {
 		f["labels"] = Feed{b.Labels, []int64{size, seq}}
 	}
 	return f
+}
+
+// objective is the batch's Objective, inferred from the shapes of a
+// hand-made batch that leaves it empty.
+func (b *Batch) objective() Objective {
+	switch {
+	case b.Objective != "":
+		return b.Objective
+	case b.TgtLen > 0:
+		return Seq2Seq
+	case len(b.Labels) == b.Size:
+		return CLS
+	}
+	return CLM
 }
 
 // Feed is one int64 graph input: its values and shape.

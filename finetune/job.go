@@ -183,9 +183,23 @@ func RunJob(ctx context.Context, o JobOptions) (*JobResult, error) {
 	if err := rundir.Check(o.Out, RunFolder(o.Model)); err != nil {
 		return nil, err
 	}
-	src, stats, format, err := loadData(o, man)
+	// A data-parallel group reads the global batches (every rank all of
+	// them, in the same order) and each rank trains on its rows; the run's
+	// identity is the global batch, so a run resumes with any ranks ×
+	// --batch-size that make it.
+	group := o.Train.Group
+	follower := group != nil && group.Rank() > 0
+	if group != nil {
+		o.BatchSize *= group.Size()
+	}
+	loader, stats, format, err := loadData(o, man)
 	if err != nil {
 		return nil, err
+	}
+	var src train.Source = loader
+	if group != nil {
+		o.BatchSize /= group.Size()
+		src = train.ShardSource{Source: loader, Rank: group.Rank(), Size: group.Size()}
 	}
 	m, err := onnx.Load(filepath.Join(o.Model, modeldir.ModelFile))
 	if err != nil {
@@ -207,10 +221,10 @@ func RunJob(ctx context.Context, o JobOptions) (*JobResult, error) {
 	if o.Train.TotalSteps == 0 {
 		o.Train.TotalSteps = o.MaxSteps
 		if o.Train.TotalSteps == 0 {
-			o.Train.TotalSteps = int64(o.Epochs * src.BatchesPerEpoch() / o.Train.GradAccum)
+			o.Train.TotalSteps = int64(o.Epochs * loader.BatchesPerEpoch() / o.Train.GradAccum)
 		}
 	}
-	identity, err := train.IdentityOf(man, o)
+	identity, err := train.IdentityOf(man, globalBatch(o))
 	if err != nil {
 		return nil, err
 	}
@@ -219,11 +233,22 @@ func RunJob(ctx context.Context, o JobOptions) (*JobResult, error) {
 		return nil, err
 	}
 	cfg.PlanBatch, cfg.PlanSeq = int64(o.BatchSize), int64(max(stats.Longest, 1))
-	lock, err := rundir.Open(o.Out, RunFolder(o.Model))
-	if err != nil {
-		return nil, err
+	// Rank 0 alone writes the run folder; the other ranks build their
+	// training graphs in a scratch folder of their own.
+	dir := o.Out
+	if follower {
+		if dir, err = os.MkdirTemp("", "migu-rank-*"); err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(dir)
+		o.Progress = nil
+	} else {
+		lock, err := rundir.Open(o.Out, RunFolder(o.Model))
+		if err != nil {
+			return nil, err
+		}
+		defer lock.Release()
 	}
-	defer lock.Release()
 	if o.Resume {
 		if done, err := finishedRun(o.Out, identity); done != nil || err != nil {
 			return done, err
@@ -231,7 +256,7 @@ func RunJob(ctx context.Context, o JobOptions) (*JobResult, error) {
 	} else if latest, _, _, _ := train.LatestCheckpoint(o.Out); latest != "" {
 		return nil, badinput.Errorf("%s already holds checkpoints; pass --resume to continue that run, or choose another --out", o.Out)
 	}
-	tr, err := train.NewTrainer(plan, o.Out, cfg)
+	tr, err := train.NewTrainer(plan, dir, cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -243,32 +268,62 @@ func RunJob(ctx context.Context, o JobOptions) (*JobResult, error) {
 	// weights now rather than carry them through the run.
 	m.Close()
 	run, err := train.Run(ctx, tr, src, o.Out, train.RunOptions{MaxSteps: o.MaxSteps, SaveEvery: o.SaveEvery, Keep: o.Keep,
-		Resume: o.Resume, Unmasked: o.Unmasked, MaskRecord: o.MaskRecord, Identity: identity, Progress: o.Progress, Terminal: o.Terminal})
+		Resume: o.Resume, Unmasked: o.Unmasked, MaskRecord: o.MaskRecord, Identity: identity, Progress: o.Progress, Terminal: o.Terminal,
+		Follower: follower})
 	if err != nil {
 		return nil, err
 	}
 	res := &JobResult{Method: o.Method, Steps: tr.Step, Resumed: run.Resumed, FirstLoss: run.FirstLoss, LastLoss: run.LastLoss,
 		Tokens: run.Tokens, Format: format, Data: stats, Stopped: run.Stopped, Checkpoint: run.Checkpoint}
 	if !run.Stopped {
+		res.Output = filepath.Join(o.Out, map[string]string{MethodFull: "model", MethodLoRA: "adapter"}[o.Method])
+	}
+	if !follower {
+		if err := writeOutputs(o, res, man, adapter, tr); err != nil {
+			return nil, err
+		}
+	}
+	if group != nil {
+		// The other ranks return once rank 0 has written the outputs they
+		// name (a continual run trains its next task from them).
+		if err := group.SumFloat64([]float64{0}); err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+// writeOutputs writes a finished run's trained model folder (full) or
+// adapter (lora) at res.Output, then run.json.
+func writeOutputs(o JobOptions, res *JobResult, man *modeldir.Manifest, adapter adapters.Adapter, tr *train.Trainer) error {
+	if res.Output != "" {
 		params := tr.Finish()
+		var err error
 		switch o.Method {
 		case MethodFull:
-			res.Output = filepath.Join(o.Out, "model")
 			os.RemoveAll(res.Output) // a model of an earlier completion of this run
 			err = train.ExportModel(o.Model, res.Output, params)
 		case MethodLoRA:
-			res.Output = filepath.Join(o.Out, "adapter")
 			err = adapter.Save(res.Output, man, params)
 		}
 		if err != nil {
-			return nil, err
+			return err
 		}
 	}
 	raw, err := json.MarshalIndent(res, "", "  ")
 	if err != nil {
-		return nil, err
+		return err
 	}
-	return res, atomicfile.WriteFile(filepath.Join(o.Out, "run.json"), append(raw, '\n'))
+	return atomicfile.WriteFile(filepath.Join(o.Out, "run.json"), append(raw, '\n'))
+}
+
+// globalBatch is o as its identity sees it: a data-parallel run's
+// --batch-size times its ranks, the batch one process would take.
+func globalBatch(o JobOptions) JobOptions {
+	if o.Train.Group != nil {
+		o.BatchSize *= o.Train.Group.Size()
+	}
+	return o
 }
 
 // ParseMemoryLimit reads --memory-limit: "" or "auto" (the memory

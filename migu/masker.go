@@ -2,6 +2,8 @@ package migu
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 
 	"github.com/migu-ml/migu/internal/badinput"
 )
@@ -90,6 +92,18 @@ func (m *Masker) Accumulate(taps map[string][]float32) {
 			acc[j] += v
 		}
 	}
+}
+
+// EachMagnitude calls fn on every tap's accumulated magnitudes, in the
+// order of the taps' names, and stops at its first error; fn may change
+// them (data-parallel ranks add up theirs before Compute).
+func (m *Masker) EachMagnitude(fn func([]float32) error) error {
+	for _, name := range slices.Sorted(maps.Keys(m.magnitudes)) {
+		if err := fn(m.magnitudes[name]); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Compute sets the masks from the accumulated magnitudes (per tap, keep the

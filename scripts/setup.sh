@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Prepares what migu needs beside Go: the ONNX Runtime shared library, the
 # Python environment of python/export/ and the reference tests, llama.cpp
-# (scripts/llamacpp.sh), the reference of the GGUF tests, and bubblewrap, the
-# sandbox of HumanEval's programs. Each part is skipped when a stamp says it
+# (scripts/llamacpp.sh), the reference of the GGUF tests, bubblewrap, the
+# sandbox of HumanEval's programs, and Open MPI for data-parallel runs. Each part is skipped when a stamp says it
 # is already done with the same pins.
 set -euo pipefail
 
@@ -71,33 +71,50 @@ setup_python() {
 	say "Python environment ready in $venv"
 }
 
+# apt_install installs Debian packages, as root or through sudo -n; it
+# returns non-zero where that cannot be done.
+apt_install() {
+	local sudo=""
+	[[ $(id -u) -ne 0 ]] && sudo="sudo -n"
+	command -v apt-get >/dev/null &&
+		$sudo apt-get update -qq >/dev/null 2>&1 &&
+		DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null 2>&1
+}
+
 # bubblewrap (bwrap) is the strongest level of migu's sandbox; without it
 # HumanEval runs under the fallback (namespaces and an unprivileged uid), so
 # a failed install is reported, not fatal.
 setup_sandbox() {
 	if command -v bwrap >/dev/null; then
 		say "$(bwrap --version) already installed"
-		return
-	fi
-	local sudo=""
-	[[ $(id -u) -ne 0 ]] && sudo="sudo -n"
-	if command -v apt-get >/dev/null &&
-		$sudo apt-get update -qq >/dev/null 2>&1 &&
-		DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq bubblewrap >/dev/null 2>&1; then
+	elif apt_install bubblewrap; then
 		say "$(bwrap --version) installed"
 	else
 		say "could not install bubblewrap (no apt-get or no root): HumanEval programs will run under the fallback sandbox"
 	fi
 }
 
+# Open MPI runs migu data parallel under mpirun (docs/distributed.md); migu
+# opens libmpi.so.40 at run time, so only the tests and users of mpirun need it.
+setup_mpi() {
+	if command -v mpirun >/dev/null && ldconfig -p | grep libmpi.so.40 >/dev/null; then
+		say "Open MPI $(mpirun --version | sed -n '1s/.* //p') already installed"
+	elif apt_install openmpi-bin libopenmpi-dev; then
+		say "Open MPI $(mpirun --version | sed -n '1s/.* //p') installed"
+	else
+		die "could not install Open MPI (apt-get install openmpi-bin libopenmpi-dev, as root)"
+	fi
+}
+
 parts=("$@")
-[[ ${#parts[@]} -eq 0 ]] && parts=(ort python llamacpp sandbox)
+[[ ${#parts[@]} -eq 0 ]] && parts=(ort python llamacpp sandbox mpi)
 for p in "${parts[@]}"; do
 	case "$p" in
 	ort) setup_ort ;;
 	python) setup_python ;;
 	llamacpp) "$root/scripts/llamacpp.sh" >/dev/null || exit 1 ;;
 	sandbox) setup_sandbox ;;
-	*) die "unknown part $p (ort, python, llamacpp, sandbox)" ;;
+	mpi) setup_mpi ;;
+	*) die "unknown part $p (ort, python, llamacpp, sandbox, mpi)" ;;
 	esac
 done

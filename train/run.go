@@ -54,6 +54,10 @@ type RunOptions struct {
 	// (Terminal set) each step's line replaces the previous one.
 	Progress io.Writer
 	Terminal bool
+	// Follower trains without writing: a data-parallel rank other than 0,
+	// whose rank 0 writes the metrics and checkpoints of the same steps.
+	// It still reads runDir's checkpoints to resume.
+	Follower bool
 }
 
 // Check checks the ranges of the step counts: --max-steps, --save-every
@@ -116,19 +120,25 @@ func Run(ctx context.Context, t *Trainer, src Source, runDir string, opt RunOpti
 			logf(opt.Progress, "resumed from %s (step %d)", dir, t.Step)
 		}
 	}
-	// Rows past the step the run continues from were written by a run
-	// killed after its last checkpoint; the steps are trained again.
-	if err := TruncateMetrics(filepath.Join(runDir, MetricsFile), t.Step); err != nil {
-		return nil, err
+	enc := json.NewEncoder(io.Discard)
+	if !opt.Follower {
+		// Rows past the step the run continues from were written by a run
+		// killed after its last checkpoint; the steps are trained again.
+		if err := TruncateMetrics(filepath.Join(runDir, MetricsFile), t.Step); err != nil {
+			return nil, err
+		}
+		metrics, err := os.OpenFile(filepath.Join(runDir, MetricsFile), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err != nil {
+			return nil, err
+		}
+		defer metrics.Close()
+		enc = json.NewEncoder(metrics)
 	}
-	metrics, err := os.OpenFile(filepath.Join(runDir, MetricsFile), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return nil, err
-	}
-	defer metrics.Close()
-	enc := json.NewEncoder(metrics)
 
 	save := func() error {
+		if opt.Follower {
+			return nil
+		}
 		state, err := src.State()
 		if err != nil {
 			return err
@@ -143,7 +153,10 @@ func Run(ctx context.Context, t *Trainer, src Source, runDir string, opt RunOpti
 	micro := make([]*data.Batch, 0, t.cfg.GradAccum)
 	start := time.Now()
 	for opt.MaxSteps == 0 || t.Step < opt.MaxSteps {
-		if ctx.Err() != nil {
+		if stop, err := t.stopRequested(ctx); err != nil || stop {
+			if err != nil {
+				return nil, err
+			}
 			res.Stopped = true
 			break
 		}

@@ -55,6 +55,9 @@ type Config struct {
 	// profiling, config entries) to the training session; Threads above
 	// sets its intra-op threads.
 	Session ort.SessionOptions `json:"-"`
+	// Group, when set, is the data-parallel group this trainer is one rank
+	// of (Group); nil trains alone.
+	Group Group `json:"-"`
 }
 
 // DefaultConfig is the configuration `migu train` starts from: AdamW
@@ -460,8 +463,27 @@ func (t *Trainer) TrainStep(batches []*data.Batch, masked bool) (*StepResult, er
 			clear(tt.Grad)
 		}
 	}
+	weights, err := t.microWeights(batches)
+	if err != nil {
+		return nil, err
+	}
 	var loss float64
-	for _, b := range batches {
+	for k, b := range batches {
+		// Like loss/accum in PyTorch: the step's gradient is the mean over
+		// micro-batches; a data-parallel rank's share of one is weighted by
+		// its part of the micro-batch's loss positions.
+		w := 1.0
+		if weights != nil {
+			w = weights[k]
+		}
+		if b.Size == 0 { // a rank's empty share of a short last batch
+			if t.cfg.GradAccum == 1 {
+				for _, tt := range t.Tensors {
+					clear(tt.Grad)
+				}
+			}
+			continue
+		}
 		if err := t.feed(b); err != nil {
 			return nil, err
 		}
@@ -472,20 +494,27 @@ func (t *Trainer) TrainStep(batches []*data.Batch, masked bool) (*StepResult, er
 		if math.IsNaN(l) || math.IsInf(l, 0) {
 			return nil, fmt.Errorf("step %d: %w (%v)", res.Step, ErrNonFinite, l)
 		}
-		loss += l
+		loss += l * w
 		res.Tokens += b.Tokens
-		if t.cfg.GradAccum > 1 {
-			// Like loss/accum in PyTorch: the step's gradient is the mean.
-			inv := float32(1 / float64(t.cfg.GradAccum))
+		if scale := float32(w / float64(t.cfg.GradAccum)); t.cfg.GradAccum > 1 {
 			for tt, g := range t.gradOut {
 				for i, v := range g {
-					tt.Grad[i] += v * inv
+					tt.Grad[i] += v * scale
+				}
+			}
+		} else if weights != nil {
+			for _, tt := range t.Tensors {
+				for i := range tt.Grad {
+					tt.Grad[i] *= scale
 				}
 			}
 		}
 		if t.masker != nil {
 			t.masker.Accumulate(t.tapOut)
 		}
+	}
+	if loss, err = t.reduce(res, loss); err != nil {
+		return nil, err
 	}
 	res.Loss = loss / float64(len(batches))
 	// Clipping multiplies the gradients inside the AdamW pass, not in a

@@ -13,6 +13,7 @@ import (
 	"github.com/migu-ml/migu/continual"
 	"github.com/migu-ml/migu/finetune"
 	"github.com/migu-ml/migu/internal/badinput"
+	"github.com/migu-ml/migu/internal/mpi"
 	"github.com/migu-ml/migu/lora"
 	"github.com/migu-ml/migu/migu"
 	"github.com/migu-ml/migu/train"
@@ -107,11 +108,23 @@ anything is written.`,
 					o.Job.Progress, o.Job.Terminal = o.Progress, true
 				}
 			}
+			comm, err := mpi.Join()
+			if err != nil {
+				return err
+			}
+			if comm != nil {
+				o.Job.Train.Group = comm
+			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			rep, err := continual.Run(ctx, seq, o)
 			if err != nil {
 				return err
+			}
+			if comm != nil {
+				if err := comm.Finalize(); err != nil || comm.Rank() > 0 {
+					return err // rank 0 reports
+				}
 			}
 			out := cmd.OutOrStdout()
 			if asJSON {

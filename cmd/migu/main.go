@@ -9,6 +9,7 @@ import (
 	"os"
 
 	"github.com/migu-ml/migu/internal/badinput"
+	"github.com/migu-ml/migu/internal/mpi"
 )
 
 func main() {
@@ -23,8 +24,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	if err := root.Execute(); err != nil {
-		fmt.Fprintf(stderr, "migu: %v\n", err)
-		if badinput.Is(err) {
+		bad := badinput.Is(err)
+		// Every rank of an mpirun job finds the same bad input: rank 0 says it.
+		if !bad || mpi.LaunchedRank() <= 0 {
+			fmt.Fprintf(stderr, "migu: %v\n", err)
+		}
+		if bad {
 			return 2
 		}
 		return 1

@@ -9,6 +9,7 @@ import (
 	"syscall"
 
 	"github.com/migu-ml/migu/finetune"
+	"github.com/migu-ml/migu/internal/mpi"
 	"github.com/migu-ml/migu/lora"
 	"github.com/migu-ml/migu/migu"
 	"github.com/migu-ml/migu/onnx/ort"
@@ -66,11 +67,23 @@ anything is written.`,
 					o.Terminal = true
 				}
 			}
+			comm, err := mpi.Join()
+			if err != nil {
+				return err
+			}
+			if comm != nil {
+				o.Train.Group = comm
+			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			res, err := finetune.RunJob(ctx, o)
 			if err != nil {
 				return err
+			}
+			if comm != nil {
+				if err := comm.Finalize(); err != nil || comm.Rank() > 0 {
+					return err // rank 0 reports
+				}
 			}
 			out := cmd.OutOrStdout()
 			if res.Data.Skipped > 0 {
