@@ -189,7 +189,7 @@ func newRunner(seq *Sequence, o Options) (*runner, error) {
 	if o.Job.Train.T == 0 {
 		o.Job.Train.T = 0.7
 	}
-	man, err := modeldir.ReadManifest(o.Model)
+	man, err := modeldir.Check(o.Model)
 	if err != nil {
 		return nil, err
 	}

@@ -102,10 +102,12 @@ func RunJob(ctx context.Context, o JobOptions) (*JobResult, error) {
 	if o.Model == "" || o.Data == "" || o.Out == "" {
 		return nil, badinput.Errorf("train needs --model MODEL_DIR, --data FILE and --out RUN_DIR")
 	}
-	man, err := modeldir.ReadManifest(o.Model)
+	folder, err := modeldir.Open(o.Model)
 	if err != nil {
 		return nil, err
 	}
+	defer folder.Close()
+	man := folder.Manifest
 	if err := train.CheckRecompute(o.Train.Recompute, man); err != nil {
 		return nil, err
 	}
@@ -116,11 +118,7 @@ func RunJob(ctx context.Context, o JobOptions) (*JobResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	m, err := onnx.Load(filepath.Join(o.Model, modeldir.ModelFile))
-	if err != nil {
-		return nil, err
-	}
-	defer m.Close()
+	m := folder.Model
 	var plan *train.Plan
 	var adapter adapters.Adapter
 	switch o.Method {

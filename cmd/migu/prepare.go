@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"os"
 	"strings"
 
 	"github.com/migu-ml/migu/internal/badinput"
@@ -36,9 +35,6 @@ operators are used, so any ONNX Runtime build runs it.`,
 				opt.Names = strings.Split(trainable, ",")
 			}
 			opt.Taps = !noTaps
-			if err := os.MkdirAll(out, 0o755); err != nil {
-				return err
-			}
 			art, err := train.BuildGraph(model, out, opt)
 			if err != nil {
 				return err
