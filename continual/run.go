@@ -494,7 +494,7 @@ func (r *runner) evaluate(ctx context.Context, modelDir, adapter string) (map[st
 	defer m.Close()
 	out := map[string][]float64{}
 	for i, t := range r.tasks {
-		ds, err := data.Read(r.testFiles[i], data.ReadOptions{Kind: data.Classification})
+		ds, err := data.Read(r.testFiles[i], data.ReadOptions{Kind: data.Classification, MaxLineBytes: r.o.Job.MaxLineBytes})
 		if err != nil {
 			return nil, err
 		}

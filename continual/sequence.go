@@ -59,6 +59,10 @@ type Sequence struct {
 	Source string `json:"source"`
 	// Skipped lists tasks left out because their data is absent.
 	Skipped []Skipped `json:"skipped,omitempty"`
+	// MaxLineBytes caps the lines of the tasks' data files
+	// (data.ReadOptions.MaxLineBytes); it comes from --max-line-bytes, not
+	// from the sequence file.
+	MaxLineBytes int `json:"-"`
 }
 
 // NewSequence builds a sequence in code, e.g. over generated files.

@@ -45,6 +45,9 @@ type JobOptions struct {
 	Seed             uint64       `json:"seed"`
 	Bucket           int          `json:"bucket"`
 	SkipBadLines     bool         `json:"skip_bad_lines"`
+	// MaxLineBytes caps the length of a data file's lines (0:
+	// data.DefaultMaxLineBytes); see data.ReadOptions.
+	MaxLineBytes int `json:"max_line_bytes,omitempty"`
 	// Template is how records become text: FormatChat, FormatAlpaca,
 	// FormatPlain, or "" for chat when the data holds messages (or a
 	// ChatTemplate is given) and alpaca otherwise. See RecordFormat.
@@ -111,11 +114,13 @@ func RunJob(ctx context.Context, o JobOptions) (*JobResult, error) {
 	if err := train.CheckRecompute(o.Train.Recompute, man); err != nil {
 		return nil, err
 	}
-	if err := prepareRunDir(o.Out, o.Resume); err != nil {
-		return nil, err
-	}
+	// The data is read before the run folder is made: bad data leaves
+	// nothing behind.
 	src, stats, format, err := loadData(o, man)
 	if err != nil {
+		return nil, err
+	}
+	if err := prepareRunDir(o.Out, o.Resume); err != nil {
 		return nil, err
 	}
 	m := folder.Model
@@ -293,7 +298,7 @@ func loadData(o JobOptions, man *modeldir.Manifest) (*data.Loader, data.Stats, s
 		}
 		cfg.Objective = obj
 	}
-	ds, err := data.Read(o.Data, data.ReadOptions{SkipBadLines: o.SkipBadLines})
+	ds, err := data.Read(o.Data, data.ReadOptions{SkipBadLines: o.SkipBadLines, MaxLineBytes: o.MaxLineBytes})
 	if err != nil {
 		return nil, data.Stats{}, "", err
 	}

@@ -96,6 +96,7 @@ run stopped, never training a finished task again.`,
 			if f.Changed("test-samples") {
 				seq.TestSamples = testSamples
 			}
+			seq.MaxLineBytes = o.Job.MaxLineBytes
 			if err := g.initORT(); err != nil {
 				return err
 			}
@@ -167,6 +168,7 @@ run stopped, never training a finished task again.`,
 	f.IntVar(&o.Job.Train.GradAccum, "grad-accum", 1, "micro-batches per optimizer step")
 	f.IntVar(&o.Job.BatchSize, "batch-size", 8, "examples per micro-batch")
 	f.IntVar(&o.Job.MaxLen, "max-len", 0, "truncate sequences to N tokens (default: the model's limit or 512)")
+	f.IntVar(&o.Job.MaxLineBytes, "max-line-bytes", 0, maxLineBytesHelp)
 	f.IntVar(&o.Job.Bucket, "bucket", 0, "group examples of similar length (e.g. 64) to cut padding")
 	f.Uint64Var(&o.Job.Seed, "seed", 0, "random seed when --seeds is not given")
 	f.IntVar(&o.Job.Train.Threads, "threads", 0, "ONNX Runtime threads (0: one per core)")

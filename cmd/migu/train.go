@@ -7,6 +7,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/migu-ml/migu/data"
 	"github.com/migu-ml/migu/finetune"
 	"github.com/migu-ml/migu/lora"
 	"github.com/migu-ml/migu/migu"
@@ -109,6 +110,10 @@ checkpoints and stops; --resume continues. A finished run writes RUN_DIR/model
 	f.Int64Var(&o.SaveEvery, "save-every", 0, "checkpoint every N steps (always at the end)")
 	f.IntVar(&o.Keep, "keep", 3, "checkpoints to keep (0: all)")
 	f.BoolVar(&o.Resume, "resume", false, "continue from the newest good checkpoint in --out")
-	f.BoolVar(&o.SkipBadLines, "skip-bad-lines", false, "count and skip data records that are not JSON or lack a field")
+	f.BoolVar(&o.SkipBadLines, "skip-bad-lines", false, "count and skip data records that are not JSON, not UTF-8, too long or lack a field")
+	f.IntVar(&o.MaxLineBytes, "max-line-bytes", 0, maxLineBytesHelp)
 	return cmd
 }
+
+// maxLineBytesHelp describes --max-line-bytes (train and continual).
+var maxLineBytesHelp = fmt.Sprintf("refuse data lines (JSON-array elements) longer than N bytes, or skip them with --skip-bad-lines; range ≥ 0 (0: %d, 16 MiB)", data.DefaultMaxLineBytes)
