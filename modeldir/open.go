@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/migu-ml/migu/internal/badinput"
@@ -167,7 +168,11 @@ func CheckConfig(dir string) error {
 			continue // null or a structure: the exporter that reads it decides
 		}
 		if v < 0 || v != math.Trunc(v) {
-			return badinput.Errorf("%s: field %s is %s; sizes must be whole numbers ≥ 0", path, k, strings.TrimSpace(string(cfg[k])))
+			name := k
+			if q := strconv.Quote(k); q[1:len(q)-1] != k {
+				name = q // a key with control characters stays on one line
+			}
+			return badinput.Errorf("%s: field %s is %s; sizes must be whole numbers ≥ 0", path, name, strings.TrimSpace(string(cfg[k])))
 		}
 	}
 	return nil

@@ -130,3 +130,35 @@ func TestOpenRefusesDuplicateInitializer(t *testing.T) {
 		t.Fatalf("error %v: want bad input naming %s and the initializer", err, path)
 	}
 }
+
+// FuzzCheckConfig: any config.json is accepted or refused as one line of
+// bad input naming the file, never a panic; an accepted one has no
+// negative size field.
+func FuzzCheckConfig(f *testing.F) {
+	for _, s := range []string{`{"hidden_size": 2}`, `{"d_ff": -1}`, `{"vocab_size": 1e400}`, `{"n_head": "4"}`, `[]`, `null`, `{"a_size": 2.5}`, "{\"x_size\\n\": -1}", ``} {
+		f.Add([]byte(s))
+	}
+	dir := f.TempDir()
+	path := filepath.Join(dir, ConfigFile)
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		if err := os.WriteFile(path, raw, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		err := CheckConfig(dir)
+		if err != nil {
+			if !badinput.Is(err) || !strings.HasPrefix(err.Error(), path+": ") || strings.Contains(err.Error(), "\n") {
+				t.Fatalf("error %q is not one line of bad input naming %s", err, path)
+			}
+			return
+		}
+		var cfg map[string]any
+		if json.Unmarshal(raw, &cfg) != nil {
+			return // null: nothing to check
+		}
+		for k, v := range cfg {
+			if x, ok := v.(float64); ok && sizeField(k) && x < 0 {
+				t.Fatalf("accepted %s = %v", k, x)
+			}
+		}
+	})
+}
