@@ -226,6 +226,7 @@ func TestContinualBadInput(t *testing.T) {
 		{"missing file", []string{"--sequence", write("m.yaml", "tasks:\n  - name: w\n    train: data/TC/weather/gone.json\n    test: data/TC/weather/test.json\n")}, `m.yaml:2: task "w": data file`},
 		{"empty task", []string{"--sequence", write("e.yaml", "tasks:\n  - name: e\n    train: data/X/empty/train.json\n    test: data/X/empty/test.json\n")}, `e.yaml:2: task "e": ` + filepath.Join(dir, "data/X/empty/train.json") + ": no records"},
 		{"invalid yaml", []string{"--sequence", write("i.yaml", "tasks:\n  - name: a\n    train: x: y\n")}, "i.yaml:3: mapping values are not allowed"},
+		{"line over --max-line-bytes", []string{"--sequence", seq, "--max-line-bytes", "10"}, "train.json:1 (element 1): element longer than 10 bytes (--max-line-bytes)"},
 		{"unknown order", []string{"--sequence", "order9"}, `unknown order "order9"`},
 		{"unknown method", []string{"--sequence", seq, "--methods", "full,magic"}, `unknown method "magic"`},
 		{"bad seeds", []string{"--sequence", seq, "--seeds", "1,x"}, `--seeds: "x"`},
