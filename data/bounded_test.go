@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/migu-ml/migu/internal/testenv"
 	"github.com/migu-ml/migu/tokenizer"
@@ -106,8 +107,10 @@ func TestBoundedEncoding(t *testing.T) {
 			for xname, text := range texts {
 				for _, maxLen := range []int{8, 33, 200} {
 					t.Run(fmt.Sprintf("%s/%s/%s/%d", tname, c.name, xname, maxLen), func(t *testing.T) {
-						if !checkBounded(t, tok, c.obj, maxLen, c.rec(text)) {
-							t.Fatal("the record was not shortened: the test compares nothing")
+						// A text without white space is one word, shorter
+						// than maxWord: it is kept whole.
+						if shortened, words := checkBounded(t, tok, c.obj, maxLen, c.rec(text)), strings.ContainsAny(text, " \n"); shortened != words {
+							t.Fatalf("shortened %v, want %v", shortened, words)
 						}
 					})
 				}
@@ -117,28 +120,40 @@ func TestBoundedEncoding(t *testing.T) {
 }
 
 // The work per record follows MaxLen, not the record's length: a record
-// of 40 MB is tokenized in a piece of a few KB.
+// of 20 MB is tokenized in a piece of a few KB, and one of 20 MB without
+// white space (a hostile one) in a piece of at most maxWord bytes more.
 func TestBoundedWork(t *testing.T) {
 	tok := boundedTokenizers()[string(tokenizer.SentencePieceBPE)]
-	text := strings.Repeat(strings.Join(tokenizer.SampleCorpus(200, 3), " "), 2000)
-	if len(text) < 20<<20 {
-		t.Fatalf("text of %d bytes", len(text))
-	}
+	prose := strings.Repeat(strings.Join(tokenizer.SampleCorpus(200, 3), " "), 2000)
+	word := strings.Repeat("0.x", 7<<20)
 	enc, err := NewEncoder(tok, Config{Objective: CLM, MaxLen: 32, Specials: Specials{BOS: 1, EOS: 2, PAD: 0, MASK: -1, DecoderStart: -1}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := Record{Kind: Text, Text: text}
-	short, err := enc.bounded(&r)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if n := len(short.Text); n > 16*bytesPerToken*enc.boundLimit() {
-		t.Fatalf("kept %d bytes of %d", n, len(text))
-	}
-	ex, err := enc.EncodeRecord(&r, CLPrompt{})
-	if err != nil || len(ex.InputIDs) != 32 || !ex.Truncated {
-		t.Fatalf("example %+v, %v", ex, err)
+	for _, c := range []struct {
+		name string
+		text string
+		most int
+	}{
+		{"prose", prose, 4 * bytesPerToken * enc.boundLimit()},
+		{"one word", word, maxWord + 4*bytesPerToken*enc.boundLimit()},
+	} {
+		if len(c.text) < 20<<20 {
+			t.Fatalf("%s: text of %d bytes", c.name, len(c.text))
+		}
+		for _, r := range []Record{{Kind: Text, Text: c.text}, {Kind: Instruction, Prompt: c.text, Output: "x"}} {
+			short, err := enc.bounded(&r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n := len(short.Text) + len(short.Prompt); n > c.most {
+				t.Fatalf("%s: kept %d bytes of %d", c.name, n, len(c.text))
+			}
+			ex, err := enc.EncodeRecord(&r, CLPrompt{})
+			if err != nil || len(ex.InputIDs) != 32 || !ex.Truncated {
+				t.Fatalf("%s: example %+v, %v", c.name, ex, err)
+			}
+		}
 	}
 }
 
@@ -158,8 +173,8 @@ func FuzzBoundedEncoding(f *testing.F) {
 	slices.Sort(names)
 	f.Fuzz(func(t *testing.T, a, b string, maxLen, shape, which uint8) {
 		unit := a + b
-		if unit == "" || len(unit) > 200 {
-			return
+		if unit == "" || len(unit) > 200 || !utf8.ValidString(unit) {
+			return // Read refuses records that are not UTF-8
 		}
 		ml := 4 + int(maxLen)%120
 		// Long enough that bounded shortens it at least once.
