@@ -10,6 +10,7 @@ import (
 	"testing"
 	"unicode/utf8"
 
+	"github.com/migu-ml/migu/chat"
 	"github.com/migu-ml/migu/internal/testenv"
 	"github.com/migu-ml/migu/tokenizer"
 )
@@ -39,29 +40,45 @@ type boundedCase struct {
 	name string
 	obj  Objective
 	rec  func(long string) Record
+	chat bool // render with chatmlTest
 }
 
 var boundedCases = []boundedCase{
-	{"text clm", CLM, func(s string) Record { return Record{Kind: Text, Text: s} }},
-	{"text mlm", MLM, func(s string) Record { return Record{Kind: Text, Text: s} }},
-	{"sentence cls", CLS, func(s string) Record { return Record{Kind: Classification, Sentence: s, Label: "b"} }},
-	{"answer clm", CLM, func(s string) Record { return Record{Kind: Instruction, Instruction: "say it", Output: s} }},
-	{"answer seq2seq", Seq2Seq, func(s string) Record { return Record{Kind: Instruction, Instruction: "say it", Output: s} }},
-	{"input clm", CLM, func(s string) Record { return Record{Kind: Instruction, Instruction: "sum up", Input: s, Output: "ok"} }},
-	{"instruction seq2seq", Seq2Seq, func(s string) Record { return Record{Kind: Instruction, Instruction: s, Output: "ok"} }},
-	{"instruction before an input clm", CLM, func(s string) Record { return Record{Kind: Instruction, Instruction: s, Input: "short", Output: "ok"} }},
-	{"instruction and input seq2seq", Seq2Seq, func(s string) Record { return Record{Kind: Instruction, Instruction: s, Input: s, Output: "ok"} }},
-	{"instruction mlm", MLM, func(s string) Record { return Record{Kind: Instruction, Instruction: s, Input: "short", Output: "ok"} }},
-	{"verbatim prompt clm", CLM, func(s string) Record { return Record{Kind: Instruction, Prompt: s, Output: " done"} }},
-	{"verbatim prompt seq2seq", Seq2Seq, func(s string) Record { return Record{Kind: Instruction, Prompt: s, Output: "done"} }},
-	{"classification clm", CLM, func(s string) Record { return Record{Kind: Classification, Sentence: s, Label: "b"} }},
+	{"text clm", CLM, func(s string) Record { return Record{Kind: Text, Text: s} }, false},
+	{"text mlm", MLM, func(s string) Record { return Record{Kind: Text, Text: s} }, false},
+	{"sentence cls", CLS, func(s string) Record { return Record{Kind: Classification, Sentence: s, Label: "b"} }, false},
+	{"answer clm", CLM, func(s string) Record { return Record{Kind: Instruction, Instruction: "say it", Output: s} }, false},
+	{"answer seq2seq", Seq2Seq, func(s string) Record { return Record{Kind: Instruction, Instruction: "say it", Output: s} }, false},
+	{"input clm", CLM, func(s string) Record { return Record{Kind: Instruction, Instruction: "sum up", Input: s, Output: "ok"} }, false},
+	{"instruction seq2seq", Seq2Seq, func(s string) Record { return Record{Kind: Instruction, Instruction: s, Output: "ok"} }, false},
+	{"instruction before an input clm", CLM, func(s string) Record { return Record{Kind: Instruction, Instruction: s, Input: "short", Output: "ok"} }, false},
+	{"instruction and input seq2seq", Seq2Seq, func(s string) Record { return Record{Kind: Instruction, Instruction: s, Input: s, Output: "ok"} }, false},
+	{"instruction mlm", MLM, func(s string) Record { return Record{Kind: Instruction, Instruction: s, Input: "short", Output: "ok"} }, false},
+	{"verbatim prompt clm", CLM, func(s string) Record { return Record{Kind: Instruction, Prompt: s, Output: " done"} }, false},
+	{"verbatim prompt seq2seq", Seq2Seq, func(s string) Record { return Record{Kind: Instruction, Prompt: s, Output: "done"} }, false},
+	{"classification clm", CLM, func(s string) Record { return Record{Kind: Classification, Sentence: s, Label: "b"} }, false},
+	{"chat user turn", CLM, func(s string) Record {
+		return Record{Kind: Chat, Messages: []chat.Message{{Role: "user", Content: s}, {Role: "assistant", Content: "ok"}}, Learn: []bool{false, true}}
+	}, true},
+	{"chat assistant turn", CLM, func(s string) Record {
+		return Record{Kind: Chat, Messages: []chat.Message{{Role: "user", Content: "hi"}, {Role: "assistant", Content: s}}, Learn: []bool{false, true}}
+	}, true},
+	{"prompt under a chat template", CLM, func(s string) Record { return Record{Kind: Instruction, Prompt: s, Output: "done"} }, true},
 }
 
 // checkBounded encodes rec with and without bounding and fails unless the
 // examples are equal; it reports whether bounding shortened the record.
-func checkBounded(t *testing.T, tok *tokenizer.Tokenizer, obj Objective, maxLen int, rec Record) (shortened bool) {
+func checkBounded(t *testing.T, tok *tokenizer.Tokenizer, c boundedCase, maxLen int, long string) (shortened bool) {
 	t.Helper()
-	cfg := Config{Objective: obj, MaxLen: maxLen, Specials: Specials{BOS: 1, EOS: 2, PAD: 0, MASK: 3, DecoderStart: 0}, VocabSize: 1000, Template: AlpacaTemplate}
+	rec := c.rec(long)
+	cfg := Config{Objective: c.obj, MaxLen: maxLen, Specials: Specials{BOS: 1, EOS: 2, PAD: 0, MASK: 3, DecoderStart: 0}, VocabSize: 1000, Template: AlpacaTemplate}
+	if c.chat {
+		tpl, err := chat.Parse("chatml-test", chatmlTest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.Chat = tpl
+	}
 	cl := CLPrompt{Task: "TC", Dataset: "x", Instruction: "Pick one.\n", Options: []string{"a", "b"}}
 	full, err := NewEncoder(tok, cfg)
 	if err != nil {
@@ -109,7 +126,7 @@ func TestBoundedEncoding(t *testing.T) {
 					t.Run(fmt.Sprintf("%s/%s/%s/%d", tname, c.name, xname, maxLen), func(t *testing.T) {
 						// A text without white space is one word, shorter
 						// than maxWord: it is kept whole.
-						if shortened, words := checkBounded(t, tok, c.obj, maxLen, c.rec(text)), strings.ContainsAny(text, " \n"); shortened != words {
+						if shortened, words := checkBounded(t, tok, c, maxLen, text), strings.ContainsAny(text, " \n"); shortened != words {
 							t.Fatalf("shortened %v, want %v", shortened, words)
 						}
 					})
@@ -183,6 +200,6 @@ func FuzzBoundedEncoding(f *testing.F) {
 			text = a + text // an odd start, so the repeats do not all align
 		}
 		c := boundedCases[int(shape)%len(boundedCases)]
-		checkBounded(t, toks[names[int(which)%len(names)]], c.obj, ml, c.rec(text))
+		checkBounded(t, toks[names[int(which)%len(names)]], c, ml, text)
 	})
 }
