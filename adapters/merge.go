@@ -21,7 +21,7 @@ type MergeResult struct {
 // adapter of adapterDir folded into its weights, every other file copied.
 // outDir appears complete or not at all.
 func Merge(modelDir, adapterDir, outDir string) (*MergeResult, error) {
-	man, err := modeldir.ReadManifest(modelDir)
+	man, err := modeldir.Check(modelDir)
 	if err != nil {
 		return nil, err
 	}

@@ -168,7 +168,10 @@ func TestReadSequence(t *testing.T) {
 		warn       string
 	}{
 		{name: "good", yaml: "name: s\ndata_dir: data\ntrain_samples: 3\ntasks:\n  - name: weather\n    train: TC/weather/train.json\n    test: TC/weather/test.json\n  - name: pets\n    train: SC/pets/train.json\n    test: SC/pets/test.json\n"},
-		{name: "invalid yaml", yaml: "name: s\ntasks:\n  - name: a\n    train: x: y\n", parse: "s.yaml: line 4: mapping values are not allowed in this context"},
+		{name: "invalid yaml", yaml: "name: s\ntasks:\n  - name: a\n    train: x: y\n", parse: "s.yaml:4: mapping values are not allowed in this context"},
+		{name: "unclosed flow mapping on line 2", yaml: "tasks:\n  - {name: a\n", parse: "s.yaml:2: did not find expected ',' or '}'"},
+		{name: "key outside the list on line 3", yaml: "tasks:\n  - name: a\n  name: b\n", parse: "s.yaml:3: did not find expected '-' indicator"},
+		{name: "tab on line 3", yaml: "tasks:\n  - name: a\n\t- name: b\n", parse: "s.yaml:3: found a tab character that violates indentation"},
 		{name: "unknown field", yaml: "name: s\ntasks:\n  - name: a\n    trian: x.json\n", parse: `s.yaml:4: unknown task field "trian"`},
 		{name: "unknown task", yaml: "tasks:\n  - name: weather\n    train: data/TC/weather/train.json\n    test: data/TC/weather/test.json\n  - name: nosuch\n", parse: `s.yaml:5: unknown task "nosuch"`},
 		{name: "no tasks", yaml: "name: s\n", parse: "no tasks"},

@@ -96,7 +96,7 @@ func load(seq *Sequence) ([]taskData, []string, error) {
 
 // readTask reads one classification file of a task.
 func readTask(seq *Sequence, t Task, path string, labels []string) (*data.Dataset, error) {
-	ds, err := data.Read(path, data.ReadOptions{Kind: data.Classification, Labels: labels})
+	ds, err := data.Read(path, data.ReadOptions{Kind: data.Classification, Labels: labels, MaxLineBytes: seq.MaxLineBytes})
 	if err != nil {
 		return nil, badinput.Errorf("%s: %v", t.where(seq), err)
 	}

@@ -244,7 +244,7 @@ func newRunner(seq *Sequence, o Options) (*runner, error) {
 	if err := o.Check(seq); err != nil {
 		return nil, err
 	}
-	man, err := modeldir.ReadManifest(o.Model)
+	man, err := modeldir.Check(o.Model)
 	if err != nil {
 		return nil, err
 	}
@@ -618,7 +618,7 @@ func (r *runner) evaluate(ctx context.Context, modelDir, adapter string) (map[st
 	defer m.Close()
 	out := map[string][]float64{}
 	for i, t := range r.tasks {
-		ds, err := data.Read(r.testFiles[i], data.ReadOptions{Kind: data.Classification})
+		ds, err := data.Read(r.testFiles[i], data.ReadOptions{Kind: data.Classification, MaxLineBytes: r.o.Job.MaxLineBytes})
 		if err != nil {
 			return nil, err
 		}

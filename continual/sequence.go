@@ -14,7 +14,9 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/migu-ml/migu/internal/badinput"
@@ -59,6 +61,10 @@ type Sequence struct {
 	Source string `json:"source"`
 	// Skipped lists tasks left out because their data is absent.
 	Skipped []Skipped `json:"skipped,omitempty"`
+	// MaxLineBytes caps the lines of the tasks' data files
+	// (data.ReadOptions.MaxLineBytes); it comes from --max-line-bytes, not
+	// from the sequence file.
+	MaxLineBytes int `json:"-"`
 }
 
 // NewSequence builds a sequence in code, e.g. over generated files.
@@ -228,7 +234,19 @@ func parseSequence(raw []byte, name string) (*Sequence, error) {
 		if errors.Is(err, fs.ErrNotExist) || err.Error() == "EOF" {
 			return nil, badinput.Errorf("%s: empty sequence file: it needs a tasks: list", name)
 		}
-		return nil, badinput.Errorf("%s: %s", name, strings.TrimPrefix(err.Error(), "yaml: "))
+		var te *yaml.TypeError
+		switch {
+		case errors.As(err, &te) && len(te.Errors) > 0:
+			// Type errors name the node's own line, correctly.
+			if m := typeErrorLine.FindStringSubmatch(te.Errors[0]); m != nil {
+				return nil, badinput.Errorf("%s:%s: %s", name, m[1], oneLine(m[2]))
+			}
+		default:
+			if line := syntaxLine(raw); line > 0 {
+				return nil, badinput.Errorf("%s:%d: %s", name, line, yamlLinePrefix.ReplaceAllString(err.Error(), ""))
+			}
+		}
+		return nil, badinput.Errorf("%s: %s", name, oneLine(strings.TrimPrefix(err.Error(), "yaml: ")))
 	}
 	if len(f.Tasks) == 0 {
 		return nil, badinput.Errorf("%s: no tasks: the file needs a tasks: list", name)
@@ -255,7 +273,15 @@ func parseSequence(raw []byte, name string) (*Sequence, error) {
 			return nil, badinput.Errorf("%s:%d: a task is a mapping with name, train and test (got %s)", name, n.Line, nodeKind(n))
 		}
 		if err := n.Decode(&e); err != nil {
-			return nil, badinput.Errorf("%s:%d: %s", name, n.Line, strings.TrimPrefix(err.Error(), "yaml: "))
+			line, msg := n.Line, strings.TrimPrefix(err.Error(), "yaml: ")
+			var te *yaml.TypeError
+			if errors.As(err, &te) && len(te.Errors) > 0 {
+				if m := typeErrorLine.FindStringSubmatch(te.Errors[0]); m != nil {
+					line, _ = strconv.Atoi(m[1])
+					msg = m[2]
+				}
+			}
+			return nil, badinput.Errorf("%s:%d: %s", name, line, oneLine(msg))
 		}
 		if err := checkFields(&n, name); err != nil {
 			return nil, err
@@ -289,6 +315,41 @@ func parseSequence(raw []byte, name string) (*Sequence, error) {
 		seq.Tasks = append(seq.Tasks, t)
 	}
 	return seq, nil
+}
+
+// yamlLinePrefix is the "yaml: line N: " in front of a syntax error.
+var yamlLinePrefix = regexp.MustCompile(`^yaml: (line \d+: )?`)
+
+// typeErrorLine splits one of yaml.TypeError's messages, "line N: …".
+var typeErrorLine = regexp.MustCompile(`(?s)^line (\d+): (.*)$`)
+
+// oneLine keeps a YAML message, which may quote a multi-line value, on
+// one line.
+func oneLine(msg string) string { return strings.ReplaceAll(msg, "\n", `\n`) }
+
+// syntaxScanLines bounds the files syntaxLine searches (it parses the file
+// once per line).
+const syntaxScanLines = 5000
+
+// syntaxLine returns the 1-based line of a YAML syntax error in raw, or 0
+// when the file is too long to search. yaml.v3 reports the line where the
+// construct around the problem starts, and counts it from 0 for parser
+// errors, so a bad second item of a list that starts on line 1 is
+// reported on line 1. The problem is on the first line after the longest
+// beginning of the file that parses.
+func syntaxLine(raw []byte) int {
+	lines := bytes.SplitAfter(raw, []byte("\n"))
+	if len(lines) > syntaxScanLines {
+		return 0
+	}
+	good := 0
+	for k := 1; k < len(lines); k++ {
+		var n yaml.Node
+		if yaml.Unmarshal(bytes.Join(lines[:k], nil), &n) == nil {
+			good = k
+		}
+	}
+	return good + 1
 }
 
 // taskFields are the keys a task entry may have.

@@ -51,6 +51,9 @@ type Examples struct {
 type Encoder struct {
 	tok *tokenizer.Tokenizer
 	cfg Config
+	// unbounded turns off bounded.go's shortening, for the tests that
+	// compare it with full tokenization.
+	unbounded bool
 }
 
 // NewEncoder checks cfg and prepares to encode with tok. Truncation or
@@ -154,8 +157,15 @@ func (e *Encoder) Encode(ds *Dataset) (*Examples, error) {
 // EncodeRecord tokenizes one record; cl formats classification records
 // for the generative objectives. Evaluation uses it to build prompts that
 // match training exactly: for clm, InputIDs[:PromptLen] is the prompt.
+//
+// The work is bounded by MaxLen, not by the record's length: fields far
+// longer than an example can hold are shortened first (bounded.go).
 func (e *Encoder) EncodeRecord(r *Record, cl CLPrompt) (Example, error) {
 	if err := CheckKind(r.Kind, e.cfg.Objective); err != nil {
+		return Example{}, err
+	}
+	r, err := e.bounded(r)
+	if err != nil {
 		return Example{}, err
 	}
 	switch e.cfg.Objective {

@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/migu-ml/migu/internal/badinput"
 )
@@ -32,10 +33,21 @@ type ReadOptions struct {
 	// file shares the train file's class indices. Nil: labels.json beside
 	// the file when present, else the sorted distinct labels of the file.
 	Labels []string
-	// SkipBadLines counts and skips records that are not JSON, lack a
-	// field or carry an unknown label, instead of failing on the first.
+	// SkipBadLines counts and skips records that are not JSON, are not
+	// valid UTF-8, lack a field, carry an unknown label or are longer than
+	// MaxLineBytes, instead of failing on the first.
 	SkipBadLines bool
+	// MaxLineBytes caps the length of one line of JSON lines, or of one
+	// element of a JSON array, so that a single huge record cannot take
+	// the machine's memory; 0 means DefaultMaxLineBytes. A longer record
+	// is bad input naming file:line.
+	MaxLineBytes int
 }
+
+// DefaultMaxLineBytes is the default ReadOptions.MaxLineBytes (16 MiB):
+// far above any real training record, small enough that reading and
+// tokenizing one is cheap. `--max-line-bytes` changes it.
+const DefaultMaxLineBytes = 16 << 20
 
 // LineError is a bad record: where it is, which field, and what is wrong.
 // Read returns it marked as bad input.
@@ -111,6 +123,12 @@ func read(r io.Reader, name, labelsPath string, opt ReadOptions) (*Dataset, erro
 	if opt.TextField == "" {
 		opt.TextField = "text"
 	}
+	if opt.MaxLineBytes < 0 {
+		return nil, badinput.Errorf("%s: --max-line-bytes %d is negative (0: the default, %d)", name, opt.MaxLineBytes, DefaultMaxLineBytes)
+	}
+	if opt.MaxLineBytes == 0 {
+		opt.MaxLineBytes = DefaultMaxLineBytes
+	}
 	rd := &reader{name: name, opt: opt, labelsPath: labelsPath, ds: &Dataset{Path: name}}
 	if opt.Labels != nil {
 		if err := rd.setLabels(opt.Labels, "option"); err != nil {
@@ -121,20 +139,29 @@ func read(r io.Reader, name, labelsPath string, opt ReadOptions) (*Dataset, erro
 	if b, _ := br.Peek(3); bytes.Equal(b, utf8BOM) {
 		br.Discard(3)
 	}
+	// A file whose first non-blank character is [ is a JSON array, which
+	// may well be one long line: it is read whole, its elements capped.
+	first, err := skipBlank(br)
+	if err != nil {
+		return nil, err
+	}
+	if b, _ := br.Peek(1); len(b) == 1 && b[0] == '[' {
+		if err := rd.readArray(br, first); err != nil {
+			return nil, err
+		}
+		return rd.finish()
+	}
 	var buf []byte
-	for lineNo := 1; ; lineNo++ {
-		line, err := readLine(br, &buf)
+	for lineNo := first; ; lineNo++ {
+		line, tooLong, err := readLine(br, &buf, opt.MaxLineBytes)
 		if err != nil && err != io.EOF {
 			return nil, err
 		}
-		if t := bytes.TrimSpace(line); len(t) > 0 {
-			if t[0] == '[' && len(rd.ds.Records) == 0 && rd.ds.Skipped == 0 {
-				rest := io.MultiReader(bytes.NewReader(append(bytes.Clone(line), '\n')), br)
-				if err := rd.readArray(rest, lineNo); err != nil {
-					return nil, err
-				}
-				break
+		if tooLong {
+			if err := rd.reject(lineNo, 0, "", fmt.Sprintf("line longer than %d bytes (--max-line-bytes)", opt.MaxLineBytes)); err != nil {
+				return nil, err
 			}
+		} else if t := bytes.TrimSpace(line); len(t) > 0 {
 			if err := rd.add(lineNo, 0, t); err != nil {
 				return nil, err
 			}
@@ -146,21 +173,53 @@ func read(r io.Reader, name, labelsPath string, opt ReadOptions) (*Dataset, erro
 	return rd.finish()
 }
 
+// skipBlank consumes the white space at the start of br and returns the
+// number of the line it stops on.
+func skipBlank(br *bufio.Reader) (int, error) {
+	line := 1
+	for {
+		c, err := br.ReadByte()
+		if err == io.EOF {
+			return line, nil
+		}
+		if err != nil {
+			return line, err
+		}
+		switch c {
+		case '\n':
+			line++
+		case ' ', '\t', '\r', '\f', '\v':
+		default:
+			return line, br.UnreadByte()
+		}
+	}
+}
+
 // readLine returns the next line without its end (\n or \r\n); the slice
-// is valid until the next call. It returns io.EOF with the last line.
-func readLine(br *bufio.Reader, buf *[]byte) ([]byte, error) {
-	line, err := br.ReadSlice('\n')
+// is valid until the next call. It returns io.EOF with the last line. A
+// line longer than limit bytes (its end not counted) is read to its end
+// without being kept and reported as tooLong, so the caller can refuse or
+// skip it and go on with the next line. Unlike bufio.Scanner, which stops
+// at 64 KiB unless told otherwise, the only limit is the one given.
+func readLine(br *bufio.Reader, buf *[]byte, limit int) (line []byte, tooLong bool, err error) {
+	line, err = br.ReadSlice('\n')
 	if err == bufio.ErrBufferFull {
 		*buf = append((*buf)[:0], line...)
-		for err == bufio.ErrBufferFull {
+		for err == bufio.ErrBufferFull && len(*buf) <= limit+2 {
 			line, err = br.ReadSlice('\n')
 			*buf = append(*buf, line...)
+		}
+		for err == bufio.ErrBufferFull {
+			_, err = br.ReadSlice('\n')
 		}
 		line = *buf
 	}
 	line = bytes.TrimSuffix(line, []byte("\n"))
 	line = bytes.TrimSuffix(line, []byte("\r"))
-	return line, err
+	if len(line) > limit {
+		return nil, true, err
+	}
+	return line, false, err
 }
 
 // readArray reads a JSON array of objects starting at line firstLine.
@@ -196,6 +255,13 @@ func (rd *reader) readArray(r io.Reader, firstLine int) error {
 		if err := dec.Decode(&raw); err != nil {
 			return fatal(off, elem, "not valid JSON: "+jsonError(err))
 		}
+		if len(raw) > rd.opt.MaxLineBytes {
+			msg := fmt.Sprintf("element longer than %d bytes (--max-line-bytes)", rd.opt.MaxLineBytes)
+			if err := rd.reject(lineAt(off), elem, "", msg); err != nil {
+				return err
+			}
+			continue
+		}
 		if err := rd.add(lineAt(off), elem, raw); err != nil {
 			return err
 		}
@@ -229,18 +295,28 @@ type reader struct {
 	fixed      bool           // the label set is known before reading
 }
 
+// reject handles a bad record: with SkipBadLines it is counted (the first
+// kept for the report) and nil returned, otherwise the bad-input error
+// naming file:line and the field.
+func (rd *reader) reject(line, elem int, field, msg string) error {
+	err := badinput.Wrap(&LineError{File: rd.name, Line: line, Element: elem, Field: field, Msg: msg})
+	if !rd.opt.SkipBadLines {
+		return err
+	}
+	if rd.ds.Skipped == 0 {
+		rd.ds.FirstSkipped = err
+	}
+	rd.ds.Skipped++
+	return nil
+}
+
 // add parses one record; a bad record is skipped or returned as an error.
 func (rd *reader) add(line, elem int, b []byte) error {
-	bad := func(field, msg string) error {
-		err := badinput.Wrap(&LineError{File: rd.name, Line: line, Element: elem, Field: field, Msg: msg})
-		if !rd.opt.SkipBadLines {
-			return err
-		}
-		if rd.ds.Skipped == 0 {
-			rd.ds.FirstSkipped = err
-		}
-		rd.ds.Skipped++
-		return nil
+	bad := func(field, msg string) error { return rd.reject(line, elem, field, msg) }
+	// JSON decoding would replace invalid UTF-8 by U+FFFD without a word;
+	// a record is refused (or skipped and counted) instead.
+	if !utf8.Valid(b) {
+		return bad("", fmt.Sprintf("invalid UTF-8 at byte %d of the record", invalidUTF8At(b)+1))
 	}
 	if k := jsonKind(b); k != "an object" {
 		if !json.Valid(b) {
@@ -283,6 +359,19 @@ func (rd *reader) add(line, elem int, b []byte) error {
 	rd.ds.Kind = rec.Kind
 	rd.ds.Records = append(rd.ds.Records, rec)
 	return nil
+}
+
+// invalidUTF8At returns the offset of the first byte of b that does not
+// start a valid UTF-8 sequence, or len(b).
+func invalidUTF8At(b []byte) int {
+	for i := 0; i < len(b); {
+		r, n := utf8.DecodeRune(b[i:])
+		if r == utf8.RuneError && n == 1 {
+			return i
+		}
+		i += n
+	}
+	return len(b)
 }
 
 func article(s string) string {

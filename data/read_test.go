@@ -217,6 +217,18 @@ func TestReadErrors(t *testing.T) {
 			want: `f.json:3: the JSON array is not closed by ]: unexpected end of file`, line: 3},
 		{name: "data after the array", file: "f.json", content: "[{\"text\": \"a\"}]\n{\"text\": \"b\"}",
 			want: `f.json:2: unexpected data after the JSON array's closing ]`, line: 2},
+		{name: "line over the cap", file: "f.jsonl", opt: ReadOptions{MaxLineBytes: 20}, content: "{\"text\": \"a\"}\n{\"text\": \"" + strings.Repeat("a", 30) + "\"}\n",
+			want: `f.jsonl:2: line longer than 20 bytes (--max-line-bytes)`, line: 2},
+		{name: "array element over the cap", file: "f.json", opt: ReadOptions{MaxLineBytes: 20}, content: "[{\"text\": \"a\"},\n {\"text\": \"" + strings.Repeat("a", 30) + "\"}]",
+			want: `f.json:2 (element 2): element longer than 20 bytes (--max-line-bytes)`, line: 2},
+		{name: "negative cap", file: "f.jsonl", opt: ReadOptions{MaxLineBytes: -1}, content: `{"text": "a"}`,
+			want: `f.jsonl: --max-line-bytes -1 is negative (0: the default, 16777216)`},
+		{name: "invalid UTF-8", file: "f.jsonl", content: "{\"text\": \"a\"}\n{\"text\": \"b\xffc\"}\n",
+			want: `f.jsonl:2: invalid UTF-8 at byte 12 of the record`, line: 2},
+		{name: "invalid UTF-8 in a key", file: "f.jsonl", content: "{\"te\xc3xt\": \"a\"}",
+			want: `f.jsonl:1: invalid UTF-8 at byte 5 of the record`, line: 1},
+		{name: "invalid UTF-8 in an array element", file: "f.json", content: "[{\"text\": \"a\"},\n\n{\"text\": \"\xed\xa0\x80\"}]",
+			want: `f.json:3 (element 2): invalid UTF-8 at byte 11 of the record`, line: 3},
 		{name: "broken labels.json", file: "f.jsonl", labels: `{"a": 1}`, content: `{"sentence": "s", "label": "a"}`,
 			want: `DIR/labels.json: expected a JSON array of labels, got an object`},
 		{name: "labels.json not JSON", file: "f.jsonl", labels: `["a",`, content: `{"sentence": "s", "label": "a"}`,
@@ -316,5 +328,44 @@ func TestSample(t *testing.T) {
 func TestReadFolder(t *testing.T) {
 	if _, err := Read(t.TempDir(), ReadOptions{}); !badinput.Is(err) {
 		t.Errorf("a folder: %v", err)
+	}
+}
+
+// Lines are read whole whatever their length up to the cap (no 64 KiB
+// limit as bufio.Scanner has), the cap counts the line without its end,
+// a one-line JSON array is capped per element, and with SkipBadLines a
+// line over the cap or with invalid UTF-8 is counted and reading goes on
+// at the next line.
+func TestReadLineCap(t *testing.T) {
+	dir := t.TempDir()
+	rec := func(n int) string { return `{"text": "` + strings.Repeat("x", n-12) + `"}` } // n bytes
+	long := rec(100 << 10)
+	ds, err := Read(writeFile(t, dir, "long.jsonl", long+"\n"+rec(20)+"\n"), ReadOptions{})
+	if err != nil || len(ds.Records) != 2 || len(ds.Records[0].Text) != 100<<10-12 {
+		t.Fatalf("a 100 KiB line: %v", err)
+	}
+	ds, err = Read(writeFile(t, dir, "cap.jsonl", rec(40)+"\r\n"+rec(40)), ReadOptions{MaxLineBytes: 40})
+	if err != nil || len(ds.Records) != 2 {
+		t.Fatalf("lines of exactly the cap: %v", err)
+	}
+	if _, err := Read(writeFile(t, dir, "over.jsonl", rec(40)+"\n"+rec(41)), ReadOptions{MaxLineBytes: 40}); err == nil || !strings.HasSuffix(err.Error(), "over.jsonl:2: line longer than 40 bytes (--max-line-bytes)") {
+		t.Fatalf("a line one byte over the cap: %v", err)
+	}
+	array := "[" + strings.Repeat(rec(30)+", ", 200) + rec(30) + "]"
+	ds, err = Read(writeFile(t, dir, "array.json", "\n\n"+array), ReadOptions{MaxLineBytes: 100})
+	if err != nil || len(ds.Records) != 201 || ds.Records[200].Line != 3 {
+		t.Fatalf("a %d-byte one-line array, elements under the cap: %v", len(array), err)
+	}
+	content := strings.Join([]string{rec(20), rec(5000), rec(20), "{\"text\": \"\xc3\"}", rec(20), long}, "\n")
+	ds, err = Read(writeFile(t, dir, "skip.jsonl", content), ReadOptions{MaxLineBytes: 4096, SkipBadLines: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lines []int
+	for _, r := range ds.Records {
+		lines = append(lines, r.Line)
+	}
+	if ds.Skipped != 3 || !reflect.DeepEqual(lines, []int{1, 3, 5}) || !strings.Contains(ds.FirstSkipped.Error(), "skip.jsonl:2: line longer than 4096 bytes") {
+		t.Fatalf("skipped %d (first %v), records on lines %v; want 3 skipped, lines 1, 3, 5", ds.Skipped, ds.FirstSkipped, lines)
 	}
 }

@@ -66,7 +66,7 @@ func Open(modelDir string, o Options) (*Model, error) {
 	if o.BatchSize < 0 || o.Threads < 0 || o.MaxLength < 0 {
 		return nil, badinput.Errorf("batch size, threads and max length must not be negative (got %d, %d, %d)", o.BatchSize, o.Threads, o.MaxLength)
 	}
-	man, err := modeldir.ReadManifest(modelDir)
+	man, err := modeldir.Check(modelDir)
 	if err != nil {
 		return nil, err
 	}

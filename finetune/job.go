@@ -49,6 +49,9 @@ type JobOptions struct {
 	Seed             uint64       `json:"seed"`
 	Bucket           int          `json:"bucket"`
 	SkipBadLines     bool         `json:"skip_bad_lines"`
+	// MaxLineBytes caps the length of a data file's lines (0:
+	// data.DefaultMaxLineBytes); see data.ReadOptions.
+	MaxLineBytes int `json:"max_line_bytes,omitempty"`
 	// Template is how records become text: FormatChat, FormatAlpaca,
 	// FormatPlain, or "" for chat when the data holds messages (or a
 	// ChatTemplate is given) and alpaca otherwise. See RecordFormat.
@@ -167,10 +170,12 @@ func RunJob(ctx context.Context, o JobOptions) (*JobResult, error) {
 	if err := o.Check(); err != nil {
 		return nil, err
 	}
-	man, err := modeldir.ReadManifest(o.Model)
+	folder, err := modeldir.Open(o.Model)
 	if err != nil {
 		return nil, err
 	}
+	defer folder.Close()
+	man := folder.Manifest
 	if err := train.CheckRecompute(o.Train.Recompute, man); err != nil {
 		return nil, err
 	}
@@ -201,11 +206,7 @@ func RunJob(ctx context.Context, o JobOptions) (*JobResult, error) {
 		o.BatchSize /= group.Size()
 		src = train.ShardSource{Source: loader, Rank: group.Rank(), Size: group.Size()}
 	}
-	m, err := onnx.Load(filepath.Join(o.Model, modeldir.ModelFile))
-	if err != nil {
-		return nil, err
-	}
-	defer m.Close()
+	m := folder.Model
 	var plan *train.Plan
 	var adapter adapters.Adapter
 	switch o.Method {
@@ -453,7 +454,7 @@ func loadData(o JobOptions, man *modeldir.Manifest) (*data.Loader, data.Stats, s
 		}
 		cfg.Objective = obj
 	}
-	ds, err := data.Read(o.Data, data.ReadOptions{SkipBadLines: o.SkipBadLines})
+	ds, err := data.Read(o.Data, data.ReadOptions{SkipBadLines: o.SkipBadLines, MaxLineBytes: o.MaxLineBytes})
 	if err != nil {
 		return nil, data.Stats{}, "", err
 	}

@@ -72,7 +72,7 @@ type family struct {
 }
 
 func openFamily(modelDir string) (*family, error) {
-	man, err := modeldir.ReadManifest(modelDir)
+	man, err := modeldir.Check(modelDir)
 	if err != nil {
 		return nil, err
 	}

@@ -16,7 +16,7 @@ import (
 // the LoRA adapter of adapterDir folded into its weights
 // (W' = W + (α/r)·A·B); every other file is copied.
 func Merge(modelDir, adapterDir, outDir string) (*adapters.MergeResult, error) {
-	man, err := modeldir.ReadManifest(modelDir)
+	man, err := modeldir.Check(modelDir)
 	if err != nil {
 		return nil, err
 	}

@@ -165,6 +165,17 @@ func (m *Manifest) Validate() error {
 	if len(m.Inputs) == 0 || len(m.Outputs) == 0 {
 		return fmt.Errorf("fields inputs and outputs must name the graph's interface")
 	}
+	// The language-model objectives size their loss by the vocabulary, a
+	// classification head by its labels.
+	if m.Objective == "cls" && m.NumLabels <= 0 {
+		return fmt.Errorf("field num_labels is %d; a classification model needs at least 1", m.NumLabels)
+	}
+	if m.Objective != "cls" && m.VocabSize <= 0 {
+		return fmt.Errorf("field vocab_size is %d; it must be positive", m.VocabSize)
+	}
+	if m.VocabSize < 0 || m.HiddenSize < 0 || m.NumLayers < 0 || m.MaxLength < 0 || m.NumLabels < 0 {
+		return fmt.Errorf("fields vocab_size, hidden_size, num_layers, max_length and num_labels may not be negative (got %d, %d, %d, %d, %d)", m.VocabSize, m.HiddenSize, m.NumLayers, m.MaxLength, m.NumLabels)
+	}
 	seen := map[string]bool{}
 	for i, l := range m.Linears {
 		if l.Name == "" || l.Weight == "" || l.Node == "" || l.Output == "" {

@@ -54,6 +54,9 @@ func TestManifestRejects(t *testing.T) {
 		{"residuals per block", func(m *Manifest) { m.Blocks[0].Residuals = append(m.Blocks[0].Residuals, "x") }, "3 residuals for 1 blocks"},
 		{"repeated residual", func(m *Manifest) { m.Blocks[0].Residuals[1] = "embed" }, `residual "embed" appears twice`},
 		{"repeated stack", func(m *Manifest) { m.Blocks = append(m.Blocks, m.Blocks[0]) }, "appears twice"},
+		{"vocab 0", func(m *Manifest) { m.VocabSize = 0 }, "field vocab_size is 0; it must be positive"},
+		{"negative hidden", func(m *Manifest) { m.HiddenSize = -4 }, "may not be negative (got 10, -4, 1, 0, 0)"},
+		{"cls without labels", func(m *Manifest) { m.Objective, m.NumLabels = "cls", 0 }, "field num_labels is 0"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -90,7 +90,8 @@ func Load(path string) (*Model, error) {
 }
 
 // LoadBytes parses a serialized model whose external data, if any, is
-// relative to dir.
+// relative to dir. A graph that defines a name twice is refused
+// (checkDefinitions).
 func LoadBytes(data []byte, dir string) (*Model, error) {
 	mp := &onnxpb.ModelProto{}
 	if err := proto.Unmarshal(data, mp); err != nil {
@@ -101,6 +102,9 @@ func LoadBytes(data []byte, dir string) (*Model, error) {
 	}
 	if mp.GetIrVersion() <= 0 {
 		return nil, badinput.Errorf("not an ONNX model: ir_version is %d", mp.GetIrVersion())
+	}
+	if err := checkDefinitions(mp.Graph); err != nil {
+		return nil, badinput.Wrap(err)
 	}
 	m := &Model{Proto: mp, Dir: dir}
 	if err := m.checkTensors(); err != nil {

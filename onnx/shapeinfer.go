@@ -62,8 +62,21 @@ var errUnknownRank = errors.New("unknown rank")
 // it has no rule for (If and Loop included: subgraphs are not supported).
 func InferShapes(m *Model) (*ShapeInfo, error) { return InferShapesWith(m, InferOptions{}) }
 
-// InferShapesWith is InferShapes with options.
+// InferShapesWith is InferShapes with options. Errors of a model loaded
+// from a file name that file first, so a user sees which model.onnx the
+// node belongs to.
 func InferShapesWith(m *Model, opt InferOptions) (*ShapeInfo, error) {
+	info, err := inferShapes(m, opt)
+	if err != nil && m.Path != "" {
+		if badinput.Is(err) {
+			return nil, badinput.Errorf("%s: %w", m.Path, err)
+		}
+		return nil, fmt.Errorf("%s: %w", m.Path, err)
+	}
+	return info, err
+}
+
+func inferShapes(m *Model, opt InferOptions) (*ShapeInfo, error) {
 	g := m.Proto.GetGraph()
 	if g == nil {
 		return nil, badinput.Errorf("shape inference: the model has no graph")

@@ -8,6 +8,7 @@ package train
 import (
 	"encoding/json"
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -116,25 +117,36 @@ type Artifact struct {
 }
 
 // BuildGraph writes train.onnx (+ external data) and train.json for the
-// model folder dir into out (which must exist).
+// model folder dir into out. out is created only once the graph is built,
+// so a model folder that fails its checks leaves nothing behind, and
+// removed again when writing into a folder it created fails.
 func BuildGraph(dir, out string, opt GraphOptions) (*Artifact, error) {
-	man, err := modeldir.ReadManifest(dir)
+	f, err := modeldir.Open(dir)
 	if err != nil {
 		return nil, err
 	}
-	m, err := onnx.Load(filepath.Join(dir, modeldir.ModelFile))
+	defer f.Close()
+	m := f.Model
+	art, err := Build(m, f.Manifest, opt)
 	if err != nil {
 		return nil, err
 	}
-	defer m.Close()
-	art, err := Build(m, man, opt)
+	_, statErr := os.Stat(out)
+	created := os.IsNotExist(statErr)
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		return nil, err
+	}
+	err = m.Save(filepath.Join(out, GraphFile), onnx.SaveOptions{External: onnx.ExternalAll, DataFile: GraphData})
+	if err == nil {
+		err = writeArtifact(out, art)
+	}
+	if err != nil && created {
+		os.RemoveAll(out)
+	}
 	if err != nil {
 		return nil, err
 	}
-	if err := m.Save(filepath.Join(out, GraphFile), onnx.SaveOptions{External: onnx.ExternalAll, DataFile: GraphData}); err != nil {
-		return nil, err
-	}
-	return art, writeArtifact(out, art)
+	return art, nil
 }
 
 // writeArtifact writes train.json into dir.
@@ -146,7 +158,10 @@ func writeArtifact(dir string, art *Artifact) error {
 	return atomicfile.WriteFile(filepath.Join(dir, ArtifactFile), append(data, '\n'))
 }
 
-// Build rewrites the forward model m in place into the training graph.
+// Build rewrites the forward model m in place into the training graph. A
+// manifest that names tensors the graph lacks is bad input, never a crash
+// (modeldir.Open checks folders before; Build checks what it uses itself,
+// for manifests built in memory).
 func Build(m *onnx.Model, man *modeldir.Manifest, opt GraphOptions) (*Artifact, error) {
 	objective := opt.Objective
 	if objective == "" {
@@ -172,6 +187,9 @@ func Build(m *onnx.Model, man *modeldir.Manifest, opt GraphOptions) (*Artifact, 
 	// a no-op).
 	for _, name := range names {
 		t := g.RemoveInitializer(name)
+		if t == nil {
+			return nil, badinput.Errorf("trainable tensor %q is not an initializer of the graph", name)
+		}
 		g.AddInput(name, onnx.Float, dims(t.Dims))
 		art.Params = append(art.Params, Param{Name: name, Shape: t.Dims})
 	}
@@ -307,6 +325,9 @@ func trainableNames(g *onnx.Graph, man *modeldir.Manifest, opt GraphOptions) ([]
 		}
 	case opt.Trainable == TrainLinear || opt.Trainable == "":
 		for _, l := range man.Linears {
+			if g.Initializer(l.Weight) == nil {
+				return nil, badinput.Errorf("migu.json: linear %s: weight %q is not an initializer of the graph", l.Name, l.Weight)
+			}
 			set[l.Weight] = true
 		}
 	default:

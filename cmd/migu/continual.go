@@ -99,6 +99,7 @@ anything is written.`,
 			if f.Changed("test-samples") {
 				seq.TestSamples = testSamples
 			}
+			seq.MaxLineBytes = o.Job.MaxLineBytes
 			if err := g.initORT(); err != nil {
 				return err
 			}

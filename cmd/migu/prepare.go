@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"os"
 	"strings"
 
 	"github.com/migu-ml/migu/internal/badinput"
@@ -37,6 +38,7 @@ model folder, nor a non-empty folder without a training graph.`,
 				opt.Names = strings.Split(trainable, ",")
 			}
 			opt.Taps = !noTaps
+			_, before := os.Stat(out)
 			lock, err := rundir.Open(out, rundir.Options{Model: model, Markers: []string{train.GraphFile, train.GraphData, train.ArtifactFile}})
 			if err != nil {
 				return err
@@ -44,6 +46,10 @@ model folder, nor a non-empty folder without a training graph.`,
 			defer lock.Release()
 			art, err := train.BuildGraph(model, out, opt)
 			if err != nil {
+				lock.Release()
+				if os.IsNotExist(before) { // nothing half-written: the folder the lock made goes too
+					os.RemoveAll(out)
+				}
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s/%s: objective %s, %d trainable tensors, %d magnitude taps, %d forward + %d gradient nodes\n",

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/migu-ml/migu/data"
 	"github.com/migu-ml/migu/finetune"
 	"github.com/migu-ml/migu/internal/mpi"
 	"github.com/migu-ml/migu/lora"
@@ -121,7 +122,7 @@ anything is written.`,
 	f.Int64Var(&o.SaveEvery, "save-every", o.SaveEvery, "checkpoint every N steps, ≥ 0 (0: only at the end, as always)")
 	f.IntVar(&o.Keep, "keep", o.Keep, "checkpoints to keep, ≥ 0 (0: all)")
 	f.BoolVar(&o.Resume, "resume", false, "continue from the newest good checkpoint in --out")
-	f.BoolVar(&o.SkipBadLines, "skip-bad-lines", false, "count and skip data records that are not JSON or lack a field")
+	f.BoolVar(&o.SkipBadLines, "skip-bad-lines", false, "count and skip data records that are not JSON, not UTF-8, too long or lack a field")
 	return cmd
 }
 
@@ -152,8 +153,12 @@ func addOptimFlags(cmd *cobra.Command, o *finetune.JobOptions, perTask bool) {
 	f.IntVar(&o.Train.GradAccum, "grad-accum", o.Train.GradAccum, "micro-batches per optimizer step, ≥ 1")
 	f.IntVar(&o.BatchSize, "batch-size", o.BatchSize, "examples per micro-batch, ≥ 1")
 	f.IntVar(&o.MaxLen, "max-len", o.MaxLen, "truncate sequences to N tokens, ≥ 0 (0: the model's limit or 512)")
+	f.IntVar(&o.MaxLineBytes, "max-line-bytes", o.MaxLineBytes, maxLineBytesHelp)
 	f.IntVar(&o.Bucket, "bucket", o.Bucket, "group examples of similar length to cut padding: the bucket width, ≥ 0 (e.g. 64; 0: off)")
 	f.IntVar(&o.Train.Threads, "threads", o.Train.Threads, "ONNX Runtime threads: "+ort.ThreadsRange)
 	f.StringVar(&o.MemoryLimit, "memory-limit", o.MemoryLimit, start+" when the planned memory is above this: auto (what the machine has available), off, or a size such as 20GB (1 byte or more)")
 	f.StringVar(&o.Train.Recompute, "recompute", train.RecomputeNone, "none, or layers: keep only each transformer block's input for the backward pass and recompute the block there (less memory, more compute; same gradients)")
 }
+
+// maxLineBytesHelp describes --max-line-bytes (train and continual).
+var maxLineBytesHelp = fmt.Sprintf("refuse data lines (JSON-array elements) longer than N bytes, or skip them with --skip-bad-lines; range ≥ 0 (0: %d, 16 MiB)", data.DefaultMaxLineBytes)
