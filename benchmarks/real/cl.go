@@ -84,7 +84,7 @@ func runCL(o *clOptions) error {
 		args := []string{"continual", "--model", o.model, "--sequence", o.sequence, "--out", dir, "--methods", strings.Join(ms, ","),
 			"--seeds", strings.Join(seeds, ","), "--train-samples", fmt.Sprint(o.train), "--test-samples", fmt.Sprint(o.test),
 			"--template", "chat", "--lr", fmt.Sprint(lr), "--migu", fmt.Sprint(o.T), "--epochs", fmt.Sprint(o.epochs),
-			"--batch-size", fmt.Sprint(o.batch), "--max-len", fmt.Sprint(o.maxLen), "--threads", fmt.Sprint(o.threads),
+			"--batch-size", fmt.Sprint(o.batch), "--max-len", fmt.Sprint(o.maxLen), "--threads", fmt.Sprint(o.threads), "--recompute", o.recompute,
 			"--lora-r", fmt.Sprint(o.loraR), "--lora-alpha", fmt.Sprint(o.loraAlpha), "--lora-targets", o.loraTargets,
 			"--data-dir", filepath.Join(o.shared, "cl_benchmark")}
 		if exists(filepath.Join(dir, continual.StateFile)) {

@@ -66,11 +66,11 @@ func runCode(o *codeOptions) error {
 	if err := os.MkdirAll(o.work, 0o755); err != nil {
 		return err
 	}
-	r := &codeRun{o: o, res: &CodeResults{Machine: bench.Machine(), Started: time.Now().UTC().Format(time.RFC3339)}}
+	r := &codeRun{o: o, res: &CodeResults{Machine: bench.Machine(), Started: time.Now().UTC().Format(time.RFC3339), LoadStart: loadAvg()}}
 	r.res.Config = CodeConfig{Model: o.model, Methods: o.methods, Seeds: o.seeds, Records: o.records, Heldout: o.heldout,
 		Items: o.items, HumanEval: o.humaneval, MaxNewTokens: o.maxNew, LRFull: o.lrFull, LRLoRA: o.lrLoRA, T: o.T,
 		Epochs: o.epochs, Batch: o.batch, MaxLen: o.maxLen, Threads: o.threads, LoRAR: o.loraR, LoRAAlpha: o.loraAlpha,
-		LoRATargets: o.loraTargets, Resamples: o.resamples, Template: "chat"}
+		LoRATargets: o.loraTargets, Resamples: o.resamples, Template: "chat", Recompute: o.recompute}
 	if err := r.data(); err != nil {
 		return err
 	}
@@ -92,7 +92,7 @@ func runCode(o *codeOptions) error {
 			r.res.Models = append(r.res.Models, *mr)
 		}
 	}
-	r.res.Finished = time.Now().UTC().Format(time.RFC3339)
+	r.res.Finished, r.res.LoadEnd = time.Now().UTC().Format(time.RFC3339), loadAvg()
 	return writeCode(r.res, o.resultsBase("code"))
 }
 
@@ -183,7 +183,7 @@ func (r *codeRun) trainOne(method string, seed uint64) (*TrainLog, string, strin
 		}
 		args := []string{"train", "--model", o.model, "--data", r.train, "--out", dir, "--template", "chat",
 			"--lr", fmt.Sprint(o.lr(method)), "--epochs", fmt.Sprint(o.epochs), "--batch-size", fmt.Sprint(o.batch),
-			"--max-len", fmt.Sprint(o.maxLen), "--seed", fmt.Sprint(seed), "--threads", fmt.Sprint(o.threads), "--schedule", "constant"}
+			"--max-len", fmt.Sprint(o.maxLen), "--seed", fmt.Sprint(seed), "--threads", fmt.Sprint(o.threads), "--schedule", "constant", "--recompute", o.recompute}
 		if isLoRA(method) {
 			args = append(args, "--method", "lora", "--lora-r", fmt.Sprint(o.loraR), "--lora-alpha", fmt.Sprint(o.loraAlpha), "--lora-targets", o.loraTargets)
 		} else {
@@ -192,11 +192,11 @@ func (r *codeRun) trainOne(method string, seed uint64) (*TrainLog, string, strin
 		if strings.HasSuffix(method, "+migu") {
 			args = append(args, "--migu", fmt.Sprint(o.T))
 		}
-		start := time.Now()
-		if err := r.migu(args...); err != nil {
+		t, err := runTimed(o.migu, &r.res.Commands, &r.res.Timings, os.Stderr, args...)
+		if err != nil {
 			return nil, "", "", err
 		}
-		if err := os.WriteFile(filepath.Join(dir, "wall_seconds"), []byte(fmt.Sprint(time.Since(start).Seconds())), 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(dir, "wall_seconds"), []byte(fmt.Sprint(t.Wall, t.CPU, t.PeakRSSMB)), 0o644); err != nil {
 			return nil, "", "", err
 		}
 	}
@@ -240,7 +240,7 @@ func readTrainLog(dir string) (*TrainLog, error) {
 	}
 	tl.Steps = len(tl.Loss)
 	if raw, err := os.ReadFile(filepath.Join(dir, "wall_seconds")); err == nil {
-		fmt.Sscan(string(raw), &tl.WallSeconds)
+		fmt.Sscan(string(raw), &tl.WallSeconds, &tl.CPUSeconds, &tl.PeakRSSMB)
 	}
 	return tl, nil
 }
@@ -277,7 +277,7 @@ func (r *codeRun) measure(method string, seed uint64, model, adapter string, tl 
 	}
 	start := time.Now()
 	var scores bytes.Buffer
-	if err := runMigu(o.migu, &r.res.Commands, &scores, args...); err != nil {
+	if _, err := runTimed(o.migu, &r.res.Commands, &r.res.Timings, &scores, args...); err != nil {
 		return nil, err
 	}
 	if err := atomicfile.WriteFile(filepath.Join(o.work, "measure", name+"-suite.json"), scores.Bytes()); err != nil {
@@ -328,21 +328,43 @@ var suiteMetric = map[string]string{"hellaswag": "acc_norm", "arc_challenge": "a
 // migu runs the migu binary, logging the command line; its output goes to
 // this process's.
 func (r *codeRun) migu(args ...string) error {
-	return runMigu(r.o.migu, &r.res.Commands, os.Stderr, args...)
+	_, err := runTimed(r.o.migu, &r.res.Commands, &r.res.Timings, os.Stderr, args...)
+	return err
+}
+
+// Timing is what one command cost: wall time, CPU time (user + system,
+// which the machine's other load does not inflate as much) and peak RSS.
+type Timing struct {
+	Command   string  `json:"command"`
+	Wall      float64 `json:"wall_s"`
+	CPU       float64 `json:"cpu_s"`
+	PeakRSSMB float64 `json:"peak_rss_mb"`
 }
 
 // runMigu runs bin with args, its standard output to stdout and its
-// standard error to this process's, and appends the command line to log.
+// standard error to this process's, appends the command line to log and
+// its cost to timings (when not nil).
 func runMigu(bin string, log *[]string, stdout io.Writer, args ...string) error {
+	_, err := runTimed(bin, log, nil, stdout, args...)
+	return err
+}
+
+func runTimed(bin string, log *[]string, timings *[]Timing, stdout io.Writer, args ...string) (Timing, error) {
 	line := bin + " " + strings.Join(quoteAll(args), " ")
 	*log = append(*log, line)
 	fmt.Fprintln(os.Stderr, "+", line)
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = stdout, os.Stderr
+	start := time.Now()
 	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("%s: %v", line, err)
+		return Timing{}, fmt.Errorf("%s: %v", line, err)
 	}
-	return nil
+	ps := cmd.ProcessState
+	t := Timing{Command: line, Wall: time.Since(start).Seconds(), CPU: (ps.UserTime() + ps.SystemTime()).Seconds(), PeakRSSMB: bench.ChildPeakRSSMB(ps)}
+	if timings != nil {
+		*timings = append(*timings, t)
+	}
+	return t, nil
 }
 
 func quoteAll(args []string) []string {
@@ -387,6 +409,19 @@ func str(v any) string {
 func exists(p string) bool {
 	_, err := os.Stat(p)
 	return !errors.Is(err, os.ErrNotExist)
+}
+
+// loadAvg is /proc/loadavg's three load averages ("" where unknown).
+func loadAvg() string {
+	raw, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return ""
+	}
+	f := strings.Fields(string(raw))
+	if len(f) < 3 {
+		return ""
+	}
+	return strings.Join(f[:3], ", ")
 }
 
 func isLoRA(method string) bool { return strings.HasPrefix(method, "lora") }

@@ -48,6 +48,7 @@ type common struct {
 	loraAlpha                           float64
 	loraTargets                         string
 	resamples                           int
+	recompute                           string
 }
 
 func (c *common) register(fs *flag.FlagSet, exp string) (methods, seeds *string) {
@@ -70,6 +71,7 @@ func (c *common) register(fs *flag.FlagSet, exp string) (methods, seeds *string)
 	fs.Float64Var(&c.loraAlpha, "lora-alpha", 32, "LoRA alpha")
 	fs.StringVar(&c.loraTargets, "lora-targets", "q,v", "LoRA targets")
 	fs.IntVar(&c.resamples, "resamples", 2000, "bootstrap resamples per interval")
+	fs.StringVar(&c.recompute, "recompute", bench.EnvOr("REAL_RECOMPUTE", "none"), "migu train/continual --recompute: none, or layers (less memory, about one more forward pass per step)")
 	return methods, seeds
 }
 
@@ -90,6 +92,9 @@ func (c *common) finish(methods, seeds string) error {
 	}
 	if len(c.seeds) == 0 {
 		return fmt.Errorf("-seeds is empty")
+	}
+	if c.recompute != "none" && c.recompute != "layers" {
+		return fmt.Errorf("-recompute %q: none or layers", c.recompute)
 	}
 	if c.T <= 0 || c.T >= 1 {
 		return fmt.Errorf("-T %g: it must be in (0, 1)", c.T)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/migu-ml/migu/eval"
@@ -24,10 +25,12 @@ func measureInProcess(mr *ModelResult, model, adapter, heldout string, humaneval
 	if err := ort.Init(ort.InitOptions{}); err != nil {
 		return err
 	}
+	start := time.Now()
 	m, err := eval.Open(model, eval.Options{Adapter: adapter, Threads: threads})
 	if err != nil {
 		return err
 	}
+	mr.Seconds["open"] = time.Since(start).Seconds()
 	defer m.Close()
 	ctx := context.Background()
 	rows, err := readRows(heldout)
@@ -39,7 +42,7 @@ func measureInProcess(mr *ModelResult, model, adapter, heldout string, humaneval
 		return err
 	}
 	defer os.RemoveAll(tmp)
-	start := time.Now()
+	start, cpu := time.Now(), cpuSeconds()
 	for i, row := range rows {
 		p := filepath.Join(tmp, fmt.Sprintf("doc-%d.txt", i))
 		if err := atomicfile.WriteFile(p, []byte(str(row["text"]))); err != nil {
@@ -52,7 +55,8 @@ func measureInProcess(mr *ModelResult, model, adapter, heldout string, humaneval
 		mr.CodeLogLik = append(mr.CodeLogLik, res.LogLik)
 		mr.CodeTokens = append(mr.CodeTokens, res.Tokens)
 	}
-	mr.Seconds["code_ppl"] = time.Since(start).Seconds()
+	mr.Seconds["code_ppl"], mr.Seconds["code_ppl_cpu"] = time.Since(start).Seconds(), cpuSeconds()-cpu
+	fmt.Fprintf(os.Stderr, "code perplexity: %d held-out documents, %.1f s\n", len(rows), mr.Seconds["code_ppl"])
 	if humaneval == 0 {
 		return nil
 	}
@@ -65,12 +69,12 @@ func measureInProcess(mr *ModelResult, model, adapter, heldout string, humaneval
 	for i, p := range problems {
 		prompts[i] = p.Prompt
 	}
-	start = time.Now()
+	start, cpu = time.Now(), cpuSeconds()
 	gens, err := m.Generate(ctx, prompts, eval.GenOptions{MaxNewTokens: maxNew, Stop: eval.HumanEvalStops})
 	if err != nil {
 		return err
 	}
-	mr.Seconds["humaneval_generate"] = time.Since(start).Seconds()
+	mr.Seconds["humaneval_generate"], mr.Seconds["humaneval_generate_cpu"] = time.Since(start).Seconds(), cpuSeconds()-cpu
 	completions := make([][]string, len(problems))
 	for i, g := range gens {
 		completions[i] = []string{g.Text}
@@ -81,10 +85,20 @@ func measureInProcess(mr *ModelResult, model, adapter, heldout string, humaneval
 		return err
 	}
 	mr.Seconds["humaneval_run"] = time.Since(start).Seconds()
+	fmt.Fprintf(os.Stderr, "humaneval: %d problems, generation %.1f s, tests %.1f s\n", len(problems), mr.Seconds["humaneval_generate"], mr.Seconds["humaneval_run"])
 	for _, p := range passed {
 		mr.HumanEval = append(mr.HumanEval, b2f(p[0]))
 	}
 	return nil
+}
+
+// cpuSeconds is this process's user + system time so far.
+func cpuSeconds() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
 }
 
 func b2f(b bool) float64 {

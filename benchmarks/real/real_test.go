@@ -34,12 +34,13 @@ func fixture() *CodeResults {
 		return out
 	}
 	tl := func(lr float64) *TrainLog {
-		return &TrainLog{LR: lr, Steps: 4, Loss: []float64{2, 1.5, 1.2, 1}, StepSeconds: 8, WallSeconds: 12}
+		return &TrainLog{LR: lr, Steps: 4, Loss: []float64{2, 1.5, 1.2, 1}, StepSeconds: 8, WallSeconds: 12, CPUSeconds: 20, PeakRSSMB: 3000}
 	}
 	return &CodeResults{
 		Config: CodeConfig{Model: ".deps/models/smollm2", Methods: []string{"full", "full+migu"}, Seeds: []uint64{1}, Records: 16, Heldout: 2,
 			Items: 20, HumanEval: 4, MaxNewTokens: 64, LRFull: 1e-4, LRLoRA: 1e-4, T: 0.7, Epochs: 1, Batch: 8, MaxLen: 512, Resamples: 500, Template: "chat"},
 		Machine: "test", Commands: []string{"bin/migu train --model m --data d"},
+		Timings: []Timing{{Command: "bin/migu train --model m --data d", Wall: 12, CPU: 20, PeakRSSMB: 3000}},
 		Models: []ModelResult{
 			{Method: "before", Items: items(func(i int) bool { return i < 10 }), CodeLogLik: []float64{-20, -10}, CodeTokens: []int{10, 10},
 				HumanEval: []float64{0, 0, 1, 0}, Seconds: map[string]float64{"suite": 60, "code_ppl": 2}},
@@ -80,10 +81,11 @@ func TestCodeReport(t *testing.T) {
 		"| before | full+migu | Winogrande acc | +10.0 [",
 		"| 2/0/18 | 0.5 | no |",
 		"| before | full | held-out code perplexity | -2.365 [",
-		"| full | 1 | 0.0001 | 4 | 2.0000 → 1.0000 (1.4250) | 2.00 | 12 |",
+		"| full | 1 | 0.0001 | 4 | 2.0000 → 1.0000 (1.4250) | 2.00 | 12 | 20 | 3.00 |",
 		"| before | 0 | 60 (1.00) | 2 (1.00) |",
 		"![RESULTS-code-general.png](plots/RESULTS-code-general.png)",
 		"bin/migu train --model m --data d",
+		"| `bin/migu train --model m --data d` | 12 | 20 | 3.00 |",
 		"Differences larger than their uncertainty (95% interval excludes 0): full − before on HellaSwag acc_norm",
 	} {
 		if !strings.Contains(text, want) {

@@ -16,12 +16,17 @@ import (
 // CodeResults is RESULTS-code.json: the configuration, every command run
 // and every model's per-item outcomes, from which the report is computed.
 type CodeResults struct {
-	Config   CodeConfig    `json:"config"`
-	Machine  string        `json:"machine"`
-	Started  string        `json:"started"`
-	Finished string        `json:"finished"`
-	Commands []string      `json:"commands"`
-	Models   []ModelResult `json:"models"`
+	Config   CodeConfig `json:"config"`
+	Machine  string     `json:"machine"`
+	Started  string     `json:"started"`
+	Finished string     `json:"finished"`
+	// LoadStart and LoadEnd are /proc/loadavg's 1, 5 and 15 minute load
+	// averages when the run started and ended (the machine may be shared).
+	LoadStart string        `json:"load_start"`
+	LoadEnd   string        `json:"load_end"`
+	Commands  []string      `json:"commands"`
+	Timings   []Timing      `json:"timings,omitempty"`
+	Models    []ModelResult `json:"models"`
 }
 
 // CodeConfig are the sizes and hyperparameters of a run.
@@ -48,6 +53,8 @@ type CodeConfig struct {
 	Template     string   `json:"template"`
 	// Stdlib is the Python source tree the records came from.
 	Stdlib string `json:"stdlib"`
+	// Recompute is migu train's --recompute.
+	Recompute string `json:"recompute,omitempty"`
 }
 
 // ModelResult is one measured model: the starting model ("before") or a
@@ -77,6 +84,8 @@ type TrainLog struct {
 	Loss        []float64 `json:"loss"`
 	StepSeconds float64   `json:"step_seconds"` // sum of the steps' own times
 	WallSeconds float64   `json:"wall_seconds"` // the whole migu train process
+	CPUSeconds  float64   `json:"cpu_seconds"`  // its user + system time
+	PeakRSSMB   float64   `json:"peak_rss_mb"`
 }
 
 // metricNames are the reported metrics, in order; average is the suite's.
@@ -384,7 +393,7 @@ func (r *codeReport) markdown(dir string, plots []string) string {
 		"the average is the paper's (HellaSwag acc_norm, ARC-Challenge acc_norm, Winogrande acc). "+
 		"Learning: perplexity of %d held-out functions (signature, docstring and body) and HumanEval pass@1 (greedy, first %d problems, at most %d new tokens, sandboxed).\n\n",
 		items, c.Heldout, c.HumanEval, c.MaxNewTokens)
-	fmt.Fprintf(&b, "Machine: %s. Run %s – %s.\n\n", r.res.Machine, r.res.Started, r.res.Finished)
+	fmt.Fprintf(&b, "Machine: %s. Run %s – %s; load average at the start %s, at the end %s.\n\n", r.res.Machine, r.res.Started, r.res.Finished, r.res.LoadStart, r.res.LoadEnd)
 
 	b.WriteString("## Scores\n\nPercent ± standard error: lm-eval's (sample standard deviation / √n over items) for accuracies and pass@1; the average's combines the three as independent; perplexity's is a bootstrap over documents. With several seeds, each item's outcome is first averaged over the seeds.\n\n")
 	b.WriteString("| method | seeds |")
@@ -427,17 +436,17 @@ func (r *codeReport) markdown(dir string, plots []string) string {
 	}
 	b.WriteString("\n" + r.beyondText() + "\n")
 
-	b.WriteString("\n## Training\n\n| method | seed | lr | steps | loss first → last (mean of last 10) | s/step | train wall s |\n|---|---|---|---|---|---|---|\n")
+	b.WriteString("\n## Training\n\n| method | seed | lr | steps | loss first → last (mean of last 10) | s/step | train wall s | CPU s | peak RSS GB |\n|---|---|---|---|---|---|---|---|---|\n")
 	for _, m := range r.res.Models {
 		if m.Train == nil || len(m.Train.Loss) == 0 {
 			continue
 		}
 		l := m.Train.Loss
 		tail := stats.Mean(l[max(0, len(l)-10):])
-		fmt.Fprintf(&b, "| %s | %d | %g | %d | %.4f → %.4f (%.4f) | %.2f | %.0f |\n", m.Method, m.Seed, m.Train.LR, m.Train.Steps,
-			l[0], l[len(l)-1], tail, m.Train.StepSeconds/float64(m.Train.Steps), m.Train.WallSeconds)
+		fmt.Fprintf(&b, "| %s | %d | %g | %d | %.4f → %.4f (%.4f) | %.2f | %.0f | %.0f | %.2f |\n", m.Method, m.Seed, m.Train.LR, m.Train.Steps,
+			l[0], l[len(l)-1], tail, m.Train.StepSeconds/float64(m.Train.Steps), m.Train.WallSeconds, m.Train.CPUSeconds, m.Train.PeakRSSMB/1000)
 	}
-	b.WriteString("\n## Measurement times\n\n| model | seed | suite s (s/item) | code ppl s (s/doc) | HumanEval generate s (s/problem) | HumanEval run s |\n|---|---|---|---|---|---|\n")
+	b.WriteString("\n## Measurement times\n\nWall seconds (per item); CPU seconds (user + system) in the last columns, less inflated by other load on the machine. The suite's CPU time is in the command costs below.\n\n| model | seed | suite s (s/item) | code ppl s (s/doc) | HumanEval generate s (s/problem) | HumanEval run s | code ppl CPU s | HumanEval generate CPU s |\n|---|---|---|---|---|---|---|---|\n")
 	for _, m := range r.res.Models {
 		n := 0
 		for _, v := range m.Items {
@@ -449,8 +458,18 @@ func (r *codeReport) markdown(dir string, plots []string) string {
 			}
 			return fmt.Sprintf("%.0f (%.2f)", s, s/float64(k))
 		}
-		fmt.Fprintf(&b, "| %s | %d | %s | %s | %s | %.0f |\n", m.Method, m.Seed, perItem(m.Seconds["suite"], n), perItem(m.Seconds["code_ppl"], len(m.CodeLogLik)),
-			perItem(m.Seconds["humaneval_generate"], len(m.HumanEval)), m.Seconds["humaneval_run"])
+		fmt.Fprintf(&b, "| %s | %d | %s | %s | %s | %.0f | %.0f | %.0f |\n", m.Method, m.Seed, perItem(m.Seconds["suite"], n), perItem(m.Seconds["code_ppl"], len(m.CodeLogLik)),
+			perItem(m.Seconds["humaneval_generate"], len(m.HumanEval)), m.Seconds["humaneval_run"], m.Seconds["code_ppl_cpu"], m.Seconds["humaneval_generate_cpu"])
+	}
+	if len(r.res.Timings) > 0 {
+		b.WriteString("\n## Command costs\n\nWall and CPU (user + system) seconds and peak RSS of every migu process; the machine's load average at the start and end of the run is in the header.\n\n| command | wall s | CPU s | peak RSS GB |\n|---|---|---|---|\n")
+		for _, t := range r.res.Timings {
+			cmd := t.Command
+			if len(cmd) > 90 {
+				cmd = cmd[:90] + "…"
+			}
+			fmt.Fprintf(&b, "| `%s` | %.0f | %.0f | %.2f |\n", cmd, t.Wall, t.CPU, t.PeakRSSMB/1000)
+		}
 	}
 	if len(plots) > 0 {
 		b.WriteString("\n## Plots\n\n")
