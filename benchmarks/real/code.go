@@ -93,6 +93,9 @@ func runCode(o *codeOptions) error {
 		}
 	}
 	r.res.Finished, r.res.LoadEnd = time.Now().UTC().Format(time.RFC3339), loadAvg()
+	if err := r.loadCommands(); err != nil {
+		return err
+	}
 	return writeCode(r.res, o.resultsBase("code"))
 }
 
@@ -192,7 +195,7 @@ func (r *codeRun) trainOne(method string, seed uint64) (*TrainLog, string, strin
 		if strings.HasSuffix(method, "+migu") {
 			args = append(args, "--migu", fmt.Sprint(o.T))
 		}
-		t, err := runTimed(o.migu, &r.res.Commands, &r.res.Timings, os.Stderr, args...)
+		t, err := r.run(os.Stderr, args...)
 		if err != nil {
 			return nil, "", "", err
 		}
@@ -277,7 +280,7 @@ func (r *codeRun) measure(method string, seed uint64, model, adapter string, tl 
 	}
 	start := time.Now()
 	var scores bytes.Buffer
-	if _, err := runTimed(o.migu, &r.res.Commands, &r.res.Timings, &scores, args...); err != nil {
+	if _, err := r.run(&scores, args...); err != nil {
 		return nil, err
 	}
 	if err := atomicfile.WriteFile(filepath.Join(o.work, "measure", name+"-suite.json"), scores.Bytes()); err != nil {
@@ -325,11 +328,57 @@ func readSuiteSamples(path string) (map[string][]float64, error) {
 // suiteMetric is the metric of each task that enters the suite average.
 var suiteMetric = map[string]string{"hellaswag": "acc_norm", "arc_challenge": "acc_norm", "winogrande": "acc"}
 
-// migu runs the migu binary, logging the command line; its output goes to
-// this process's.
+// migu runs the migu binary; its output goes to this process's.
 func (r *codeRun) migu(args ...string) error {
-	_, err := runTimed(r.o.migu, &r.res.Commands, &r.res.Timings, os.Stderr, args...)
+	_, err := r.run(os.Stderr, args...)
 	return err
+}
+
+// commandsFile is the work folder's log of every command that finished,
+// over all invocations, so that the report of a resumed run lists the
+// commands behind every number.
+const commandsFile = "commands.jsonl"
+
+// run runs the migu binary, standard output to stdout, and appends the
+// finished command and its costs to the work folder's log.
+func (r *codeRun) run(stdout io.Writer, args ...string) (Timing, error) {
+	var lines []string
+	t, err := runTimed(r.o.migu, &lines, nil, stdout, args...)
+	if err != nil {
+		return t, err
+	}
+	raw, err := json.Marshal(t)
+	if err != nil {
+		return t, err
+	}
+	f, err := os.OpenFile(filepath.Join(r.o.work, commandsFile), os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		return t, err
+	}
+	if _, err := f.Write(append(raw, '\n')); err != nil {
+		f.Close()
+		return t, err
+	}
+	return t, f.Close()
+}
+
+// loadCommands reads the work folder's command log into the results.
+func (r *codeRun) loadCommands() error {
+	rows, err := readRows(filepath.Join(r.o.work, commandsFile))
+	if err != nil {
+		return err
+	}
+	r.res.Commands, r.res.Timings = nil, nil
+	for _, row := range rows {
+		raw, _ := json.Marshal(row)
+		var t Timing
+		if err := json.Unmarshal(raw, &t); err != nil {
+			return err
+		}
+		r.res.Commands = append(r.res.Commands, t.Command)
+		r.res.Timings = append(r.res.Timings, t)
+	}
+	return nil
 }
 
 // Timing is what one command cost: wall time, CPU time (user + system,

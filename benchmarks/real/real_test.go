@@ -249,3 +249,40 @@ func TestComparisons(t *testing.T) {
 		}
 	}
 }
+
+// TestCommandLog runs a stand-in for the migu binary twice, as two
+// invocations would, and checks that the work folder's log keeps both
+// commands with their costs, and that a failing command is not logged.
+func TestCommandLog(t *testing.T) {
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "migu")
+	if err := os.WriteFile(bin, []byte("#!/bin/sh\n[ \"$1\" = fail ] && exit 3\necho \"$@\"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"data", "code-instructions", "--out", "a b.jsonl"}, {"eval", "--json"}} {
+		r := &codeRun{o: &codeOptions{common: common{migu: bin, work: dir}}, res: &CodeResults{}}
+		var out bytes.Buffer
+		if _, err := r.run(&out, args...); err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.TrimSpace(out.String()); got != strings.Join(args, " ") {
+			t.Errorf("standard output %q", got)
+		}
+	}
+	r := &codeRun{o: &codeOptions{common: common{migu: bin, work: dir}}, res: &CodeResults{}}
+	if err := r.migu("fail"); err == nil || !strings.Contains(err.Error(), "fail") {
+		t.Errorf("failing command: %v", err)
+	}
+	if err := r.loadCommands(); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{bin + " data code-instructions --out 'a b.jsonl'", bin + " eval --json"}
+	if len(r.res.Commands) != 2 || r.res.Commands[0] != want[0] || r.res.Commands[1] != want[1] {
+		t.Errorf("commands %q, want %q", r.res.Commands, want)
+	}
+	for _, tm := range r.res.Timings {
+		if tm.Wall <= 0 || tm.CPU < 0 || tm.PeakRSSMB <= 0 {
+			t.Errorf("timing %+v", tm)
+		}
+	}
+}
