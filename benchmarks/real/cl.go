@@ -16,6 +16,12 @@ import (
 	"github.com/migu-ml/migu/internal/stats"
 )
 
+// clMaxLen is real cl's default -max-len: in the chat format a row longer
+// than the limit loses its label to truncation and `migu continual` stops
+// ("label … has no tokens left after truncating row N"; amazon's reviews
+// did at 256), so the limit leaves room for the longest reviews.
+const clMaxLen = 1024
+
 // clOptions are the flags of `real cl`.
 type clOptions struct {
 	common
@@ -26,7 +32,7 @@ type clOptions struct {
 func parseCL(args []string) (*clOptions, error) {
 	o := &clOptions{}
 	fs := flag.NewFlagSet("cl", flag.ContinueOnError)
-	methods, seeds := o.register(fs, "cl")
+	methods, seeds := o.register(fs, "cl", clMaxLen)
 	fs.StringVar(&o.sequence, "sequence", bench.EnvOr("REAL_SEQUENCE", "order1"), "CL-benchmark order (order1 … order6) or a sequence file")
 	fs.IntVar(&o.train, "train-samples", bench.EnvInt("REAL_CL_TRAIN", 1000), "training rows drawn per task")
 	fs.IntVar(&o.test, "test-samples", bench.EnvInt("REAL_CL_TEST", 500), "test rows drawn per task")

@@ -29,7 +29,7 @@ type codeOptions struct {
 func parseCode(args []string) (*codeOptions, error) {
 	o := &codeOptions{}
 	fs := flag.NewFlagSet("code", flag.ContinueOnError)
-	methods, seeds := o.register(fs, "code")
+	methods, seeds := o.register(fs, "code", 512)
 	fs.IntVar(&o.records, "records", bench.EnvInt("REAL_RECORDS", 1000), "code instruction records to train on")
 	fs.IntVar(&o.heldout, "heldout", bench.EnvInt("REAL_HELDOUT", 100), "held-out code records (perplexity)")
 	fs.IntVar(&o.items, "items", bench.EnvInt("REAL_ITEMS", 1000), "first N items of HellaSwag, ARC-Challenge and Winogrande each (0: all)")

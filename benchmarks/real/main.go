@@ -51,7 +51,7 @@ type common struct {
 	recompute                           string
 }
 
-func (c *common) register(fs *flag.FlagSet, exp string) (methods, seeds *string) {
+func (c *common) register(fs *flag.FlagSet, exp string, maxLen int) (methods, seeds *string) {
 	fs.StringVar(&c.migu, "migu", bench.EnvOr("REAL_MIGU", "bin/migu"), "the migu binary")
 	fs.StringVar(&c.model, "model", bench.EnvOr("REAL_MODEL", filepath.Join(".deps", "models", "smollm2")), "starting model folder (make smollm2)")
 	fs.StringVar(&c.shared, "shared", bench.EnvOr("REAL_SHARED", filepath.Join("..", "shared", "data")), "the shared data folder (eval/, cl_benchmark/)")
@@ -65,7 +65,7 @@ func (c *common) register(fs *flag.FlagSet, exp string) (methods, seeds *string)
 	fs.Float64Var(&c.T, "T", envFloat("REAL_T", 0.7), "MIGU's threshold T for the +migu methods")
 	fs.IntVar(&c.epochs, "epochs", bench.EnvInt("REAL_EPOCHS", 1), "epochs (per task)")
 	fs.IntVar(&c.batch, "batch", bench.EnvInt("REAL_BATCH", 8), "examples per batch")
-	fs.IntVar(&c.maxLen, "max-len", bench.EnvInt("REAL_MAX_LEN", 512), "longest training sequence in tokens")
+	fs.IntVar(&c.maxLen, "max-len", bench.EnvInt("REAL_MAX_LEN", maxLen), "longest sequence in tokens")
 	fs.IntVar(&c.threads, "threads", bench.EnvInt("REAL_THREADS", runtime.NumCPU()), "ONNX Runtime threads")
 	fs.IntVar(&c.loraR, "lora-r", 8, "LoRA rank")
 	fs.Float64Var(&c.loraAlpha, "lora-alpha", 32, "LoRA alpha")
