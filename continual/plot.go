@@ -222,7 +222,9 @@ func linesPNG(path, title, xLabel string, xs []string, ss []series, ref float64,
 	}
 	p.NominalX(names...)
 	p.X.Min, p.X.Max = -0.3, float64(len(xs)-1)+0.3
-	w := vg.Length(max(70*len(xs)+200, 480)) * vg.Points(1)
+	// Wide enough for the stage names, but a 30-layer model's overlap
+	// plot stays a readable page width.
+	w := vg.Length(min(max(70*len(xs)+200, 480), 1000)) * vg.Points(1)
 	return savePNG(p, path, w, 320)
 }
 

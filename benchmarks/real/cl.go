@@ -199,11 +199,13 @@ func clMarkdown(res *CLResults, dir string) string {
 			runs[rr.Method][rr.Seed] = rr
 		}
 	}
+	pairs := 0
 	for _, m := range []string{"full", "lora"} {
 		mg := m + "+migu"
 		if runs[m] == nil || runs[mg] == nil {
 			continue
 		}
+		pairs++
 		var daa, dbwt []float64
 		var daaText, dbwtText []string
 		for seed, a := range runs[m] {
@@ -223,6 +225,9 @@ func clMarkdown(res *CLResults, dir string) string {
 		slices.Sort(daaText)
 		slices.Sort(dbwtText)
 		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", m, mg, strings.Join(daaText, ", "), meanStd(daa), strings.Join(dbwtText, ", "), meanStd(dbwt))
+	}
+	if pairs == 0 {
+		b.WriteString("| – | – | no method ran both with and without MIGU | | | |\n")
 	}
 	b.WriteString("\n## Accuracy matrices (mean over seeds)\n\nRow *after i*: accuracy on each task after training tasks 1…i; *start*: before training.\n\n")
 	for _, rep := range res.Reports {
