@@ -70,13 +70,13 @@ smollm2: build
 ##   standard errors and paired bootstrap intervals. About 90 min each at the sizes below on
 ##   2 cores; benchmarks/real/README.md has the sizing and the other REAL_* variables.
 REAL_EXPERIMENTS ?= code,cl
-REAL_RECORDS     ?= 400
+REAL_RECORDS     ?= 160
 REAL_HELDOUT     ?= 40
-REAL_ITEMS       ?= 150
+REAL_ITEMS       ?= 120
 REAL_HUMANEVAL   ?= 20
 REAL_MAX_NEW     ?= 128
-REAL_CL_TRAIN    ?= 160
-REAL_CL_TEST     ?= 40
+REAL_CL_TRAIN    ?= 80
+REAL_CL_TEST     ?= 25
 REAL_SEEDS       ?= 1
 REAL_RECOMPUTE   ?= layers
 real: setup build smollm2
