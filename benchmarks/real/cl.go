@@ -1,0 +1,291 @@
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/migu-ml/migu/benchmarks/internal/bench"
+	"github.com/migu-ml/migu/continual"
+	"github.com/migu-ml/migu/internal/atomicfile"
+	"github.com/migu-ml/migu/internal/stats"
+)
+
+// clMaxLen is real cl's default -max-len: in the chat format a row longer
+// than the limit loses its label to truncation and `migu continual` stops
+// ("label … has no tokens left after truncating row N"; amazon's reviews
+// did at 256), so the limit leaves room for the longest reviews.
+const clMaxLen = 1024
+
+// clOptions are the flags of `real cl`.
+type clOptions struct {
+	common
+	sequence    string
+	train, test int
+}
+
+func parseCL(args []string) (*clOptions, error) {
+	o := &clOptions{}
+	fs := flag.NewFlagSet("cl", flag.ContinueOnError)
+	methods, seeds := o.register(fs, "cl", clMaxLen)
+	fs.StringVar(&o.sequence, "sequence", bench.EnvOr("REAL_SEQUENCE", "order1"), "CL-benchmark order (order1 … order6) or a sequence file")
+	fs.IntVar(&o.train, "train-samples", bench.EnvInt("REAL_CL_TRAIN", 1000), "training rows drawn per task")
+	fs.IntVar(&o.test, "test-samples", bench.EnvInt("REAL_CL_TEST", 500), "test rows drawn per task")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if err := o.finish(*methods, *seeds); err != nil {
+		return nil, err
+	}
+	if o.train < 1 || o.test < 1 {
+		return nil, fmt.Errorf("-train-samples and -test-samples must be positive")
+	}
+	return o, nil
+}
+
+// CLResults is RESULTS-cl.json: the reports of the continual runs (one per
+// learning rate when full fine-tuning and LoRA use different ones) and the
+// commands.
+type CLResults struct {
+	Machine  string              `json:"machine"`
+	Started  string              `json:"started"`
+	Finished string              `json:"finished"`
+	Commands []string            `json:"commands"`
+	Reports  []*continual.Report `json:"reports"`
+	// Plots are the copies of the runs' plots beside the results file.
+	Plots []string `json:"plots"`
+}
+
+func runCL(o *clOptions) error {
+	for _, p := range []string{o.migu, o.model} {
+		if _, err := os.Stat(p); err != nil {
+			return fmt.Errorf("%v (build with make build, fetch the model with make smollm2)", err)
+		}
+	}
+	res := &CLResults{Machine: bench.Machine(), Started: time.Now().UTC().Format(time.RFC3339)}
+	// One continual run per learning rate, in the order of the methods.
+	var lrs []float64
+	for _, m := range o.methods {
+		if !slices.Contains(lrs, o.lr(m)) {
+			lrs = append(lrs, o.lr(m))
+		}
+	}
+	var seeds []string
+	for _, s := range o.seeds {
+		seeds = append(seeds, fmt.Sprint(s))
+	}
+	for i, lr := range lrs {
+		var ms []string
+		for _, m := range o.methods {
+			if o.lr(m) == lr {
+				ms = append(ms, m)
+			}
+		}
+		dir := filepath.Join(o.work, fmt.Sprintf("run-%d", i+1))
+		args := []string{"continual", "--model", o.model, "--sequence", o.sequence, "--out", dir, "--methods", strings.Join(ms, ","),
+			"--seeds", strings.Join(seeds, ","), "--train-samples", fmt.Sprint(o.train), "--test-samples", fmt.Sprint(o.test),
+			"--template", "chat", "--lr", fmt.Sprint(lr), "--migu", fmt.Sprint(o.T), "--epochs", fmt.Sprint(o.epochs),
+			"--batch-size", fmt.Sprint(o.batch), "--max-len", fmt.Sprint(o.maxLen), "--threads", fmt.Sprint(o.threads), "--recompute", o.recompute,
+			"--lora-r", fmt.Sprint(o.loraR), "--lora-alpha", fmt.Sprint(o.loraAlpha), "--lora-targets", o.loraTargets,
+			"--data-dir", filepath.Join(o.shared, "cl_benchmark")}
+		if exists(filepath.Join(dir, continual.StateFile)) {
+			args = append(args, "--resume")
+		}
+		if err := runMigu(o.migu, &res.Commands, os.Stderr, args...); err != nil {
+			return err
+		}
+		raw, err := os.ReadFile(filepath.Join(dir, continual.ResultsFile))
+		if err != nil {
+			return err
+		}
+		var rep continual.Report
+		if err := json.Unmarshal(raw, &rep); err != nil {
+			return fmt.Errorf("%s: %v", filepath.Join(dir, continual.ResultsFile), err)
+		}
+		rep.Out = dir
+		res.Reports = append(res.Reports, &rep)
+	}
+	res.Finished = time.Now().UTC().Format(time.RFC3339)
+	return writeCL(res, o.resultsBase("cl"), true)
+}
+
+// writeCL writes base.json and base.md; with copyPlots it first copies
+// the runs' plots into plots/ beside them (a rewrite keeps the copies).
+func writeCL(res *CLResults, base string, copyPlots bool) error {
+	dir := filepath.Dir(base)
+	plotDir := filepath.Join(dir, "plots", filepath.Base(base))
+	if err := os.MkdirAll(plotDir, 0o755); err != nil {
+		return err
+	}
+	for i, rep := range res.Reports {
+		if !copyPlots {
+			break
+		}
+		if i == 0 {
+			res.Plots = nil
+		}
+		for _, p := range rep.Plots {
+			src := p
+			if !filepath.IsAbs(src) && !exists(src) && rep.Out != "" {
+				src = filepath.Join(rep.Out, continual.PlotsDir, filepath.Base(p))
+			}
+			raw, err := os.ReadFile(src)
+			if err != nil {
+				return fmt.Errorf("plot of run %d: %v", i+1, err)
+			}
+			dst := filepath.Join(plotDir, filepath.Base(p))
+			if err := atomicfile.WriteFile(dst, raw); err != nil {
+				return err
+			}
+			res.Plots = append(res.Plots, dst)
+		}
+	}
+	raw, err := json.MarshalIndent(res, "", " ")
+	if err != nil {
+		return err
+	}
+	if err := atomicfile.WriteFile(base+".json", append(raw, '\n')); err != nil {
+		return err
+	}
+	return atomicfile.WriteFile(base+".md", []byte(clMarkdown(res, dir)))
+}
+
+// clMarkdown is RESULTS-cl.md.
+func clMarkdown(res *CLResults, dir string) string {
+	var b strings.Builder
+	if len(res.Reports) == 0 {
+		return "# CL benchmark\n\nNo runs.\n"
+	}
+	first := res.Reports[0]
+	fmt.Fprintf(&b, "# CL benchmark on a real model: %s\n\n", first.Sequence)
+	fmt.Fprintf(&b, "Sequence %s: %s; each row a user turn (the benchmark's instruction and the sentence) and an assistant turn (the label) in the model's chat template. "+
+		"Model `%s`; %d training rows and %d test rows drawn per task (sample seed %d); rank classification (the label with the highest log-likelihood).\n\n",
+		first.Sequence, strings.Join(first.Tasks, " → "), first.Config.Model, first.Config.TrainSamples, first.Config.TestSamples, first.Config.SampleSeed)
+	fmt.Fprintf(&b, "Machine: %s. Run %s – %s.\n\n", res.Machine, res.Started, res.Finished)
+	for _, rep := range res.Reports {
+		j := rep.Config.Job
+		fmt.Fprintf(&b, "- methods %s, seeds %v: lr %g, T %g, %d epoch(s) per task, batch %d, max length %d, LoRA r %d α %g targets %v.\n",
+			strings.Join(rep.Config.Methods, ", "), rep.Config.Seeds, j.Train.Optim.LR, j.Train.T, j.Epochs, j.BatchSize, j.MaxLen, j.LoRA.R, j.LoRA.Alpha, j.LoRA.Targets)
+		for _, s := range rep.Skipped {
+			fmt.Fprintf(&b, "- skipped task %s: %s.\n", s.Task, s.Reason)
+		}
+		for _, w := range rep.Warnings {
+			fmt.Fprintf(&b, "- warning: %s.\n", w)
+		}
+	}
+	b.WriteString("\n## Comparison\n\nAA: average accuracy after the last task; BWT: backward transfer; forgetting: mean drop from each task's best earlier accuracy; FWT: forward transfer. Percent, mean ± sample std over seeds.\n\n")
+	b.WriteString("| method | AA | BWT | forgetting | FWT | seeds |\n|---|---|---|---|---|---|\n")
+	for _, rep := range res.Reports {
+		table := rep.ComparisonTable()
+		for _, line := range strings.Split(table, "\n") {
+			if strings.HasPrefix(line, "| ") && !strings.HasPrefix(line, "| method") {
+				b.WriteString(line + "\n")
+			}
+		}
+	}
+	b.WriteString("\n## MIGU against the same method without it\n\nPer seed, the difference of AA and of BWT (points; +migu − base), and their mean ± std over seeds. `migu continual` records accuracies per task, not per item, so these intervals are over seeds only.\n\n")
+	b.WriteString("| base | +migu | ΔAA per seed | ΔAA mean ± std | ΔBWT per seed | ΔBWT mean ± std |\n|---|---|---|---|---|---|\n")
+	runs := map[string]map[uint64]continual.RunReport{}
+	for _, rep := range res.Reports {
+		for _, rr := range rep.Runs {
+			if runs[rr.Method] == nil {
+				runs[rr.Method] = map[uint64]continual.RunReport{}
+			}
+			runs[rr.Method][rr.Seed] = rr
+		}
+	}
+	pairs := 0
+	for _, m := range []string{"full", "lora"} {
+		mg := m + "+migu"
+		if runs[m] == nil || runs[mg] == nil {
+			continue
+		}
+		pairs++
+		var daa, dbwt []float64
+		var daaText, dbwtText []string
+		for seed, a := range runs[m] {
+			bb, ok := runs[mg][seed]
+			ma, oka := a.Metrics["rank"]
+			mb, okb := bb.Metrics["rank"]
+			if !ok || !oka || !okb {
+				continue
+			}
+			daa = append(daa, mb.AA-ma.AA)
+			daaText = append(daaText, fmt.Sprintf("%d: %+.1f", seed, 100*(mb.AA-ma.AA)))
+			if ma.BWT != nil && mb.BWT != nil {
+				dbwt = append(dbwt, *mb.BWT-*ma.BWT)
+				dbwtText = append(dbwtText, fmt.Sprintf("%d: %+.1f", seed, 100*(*mb.BWT-*ma.BWT)))
+			}
+		}
+		slices.Sort(daaText)
+		slices.Sort(dbwtText)
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", m, mg, strings.Join(daaText, ", "), meanStd(daa), strings.Join(dbwtText, ", "), meanStd(dbwt))
+	}
+	if pairs == 0 {
+		b.WriteString("| – | – | no method ran both with and without MIGU | | | |\n")
+	}
+	b.WriteString("\n## Accuracy matrices (mean over seeds)\n\nRow *after i*: accuracy on each task after training tasks 1…i; *start*: before training.\n\n")
+	for _, rep := range res.Reports {
+		for _, sum := range rep.Summary {
+			fmt.Fprintf(&b, "### %s\n\n| after | %s |\n|---|%s\n", sum.Method, strings.Join(rep.Tasks, " | "), strings.Repeat("---|", len(rep.Tasks)))
+			if len(sum.Mean.Base) > 0 {
+				fmt.Fprintf(&b, "| start | %s |\n", pctRow(sum.Mean.Base))
+			}
+			for i, row := range sum.Mean.R {
+				fmt.Fprintf(&b, "| %d %s | %s |\n", i+1, rep.Tasks[i], pctRow(row))
+			}
+			b.WriteString("\n")
+		}
+	}
+	b.WriteString("## Training\n\n| method | seed | task | steps | loss first → last | s/step |\n|---|---|---|---|---|---|\n")
+	for _, rep := range res.Reports {
+		for _, rr := range rep.Runs {
+			for _, t := range rr.Tasks {
+				per := 0.0
+				if t.Steps > 0 {
+					per = t.Seconds / float64(t.Steps)
+				}
+				fmt.Fprintf(&b, "| %s | %d | %s | %d | %.4f → %.4f | %.2f |\n", rr.Method, rr.Seed, t.Task, t.Steps, t.FirstLoss, t.LastLoss, per)
+			}
+		}
+	}
+	if len(res.Plots) > 0 {
+		b.WriteString("\n## Plots\n\nAccuracy heatmaps, each task's accuracy over the sequence, and MIGU's mask overlap between consecutive tasks per layer (the paper's Fig. 5).\n\n")
+		for _, p := range res.Plots {
+			rel, err := filepath.Rel(dir, p)
+			if err != nil {
+				rel = p
+			}
+			fmt.Fprintf(&b, "![%s](%s)\n\n", filepath.Base(p), filepath.ToSlash(rel))
+		}
+	}
+	b.WriteString("## Commands\n\n```sh\n")
+	for _, c := range res.Commands {
+		b.WriteString(c + "\n")
+	}
+	b.WriteString("```\n")
+	return b.String()
+}
+
+func meanStd(v []float64) string {
+	if len(v) == 0 {
+		return "–"
+	}
+	if len(v) == 1 {
+		return fmt.Sprintf("%+.1f", 100*v[0])
+	}
+	return fmt.Sprintf("%+.1f ± %.1f", 100*stats.Mean(v), 100*stats.SampleStd(v))
+}
+
+func pctRow(v []float64) string {
+	s := make([]string, len(v))
+	for i, x := range v {
+		s[i] = fmt.Sprintf("%.1f", 100*x)
+	}
+	return strings.Join(s, " | ")
+}

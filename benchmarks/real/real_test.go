@@ -1,0 +1,288 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"image"
+	"image/color"
+	"image/png"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/migu-ml/migu/continual"
+)
+
+// fixture is a made-up results set with known outcomes: 20 items per
+// task, the starting model right on the first 10 of each, full right on
+// every item (a difference far beyond its uncertainty), full+migu equal
+// to the start except on 2 items (within it), two held-out documents and
+// four HumanEval problems.
+func fixture() *CodeResults {
+	items := func(right func(i int) bool) map[string][]float64 {
+		out := map[string][]float64{}
+		for _, t := range suiteTasks {
+			for i := range 20 {
+				v := 0.0
+				if right(i) {
+					v = 1
+				}
+				out[t] = append(out[t], v)
+			}
+		}
+		return out
+	}
+	tl := func(lr float64) *TrainLog {
+		return &TrainLog{LR: lr, Steps: 4, Loss: []float64{2, 1.5, 1.2, 1}, StepSeconds: 8, WallSeconds: 12, CPUSeconds: 20, PeakRSSMB: 3000}
+	}
+	return &CodeResults{
+		Config: CodeConfig{Model: ".deps/models/smollm2", Methods: []string{"full", "full+migu"}, Seeds: []uint64{1}, Records: 16, Heldout: 2,
+			Items: 20, HumanEval: 4, MaxNewTokens: 64, LRFull: 1e-4, LRLoRA: 1e-4, T: 0.7, Epochs: 1, Batch: 8, MaxLen: 512, Resamples: 500, Template: "chat"},
+		Machine: "test", Commands: []string{"bin/migu train --model m --data d"},
+		Timings: []Timing{{Command: "bin/migu train --model m --data d", Wall: 12, CPU: 20, PeakRSSMB: 3000}},
+		Models: []ModelResult{
+			{Method: "before", Items: items(func(i int) bool { return i < 10 }), CodeLogLik: []float64{-20, -10}, CodeTokens: []int{10, 10},
+				HumanEval: []float64{0, 0, 1, 0}, Seconds: map[string]float64{"suite": 60, "code_ppl": 2}},
+			{Method: "full", Seed: 1, Train: tl(1e-4), Items: items(func(int) bool { return true }), CodeLogLik: []float64{-10, -5}, CodeTokens: []int{10, 10},
+				HumanEval: []float64{1, 0, 1, 0}, Seconds: map[string]float64{"suite": 60}},
+			{Method: "full+migu", Seed: 1, Train: tl(1e-4), Items: items(func(i int) bool { return i < 10 || i == 15 || i == 16 }), CodeLogLik: []float64{-19, -10},
+				CodeTokens: []int{10, 10}, HumanEval: []float64{0, 0, 1, 0}, Seconds: map[string]float64{"suite": 60}},
+		},
+	}
+}
+
+// TestCodeReport writes the report of the fixture and checks its numbers
+// against hand computations, its words about uncertainty, and its plots.
+func TestCodeReport(t *testing.T) {
+	dir := t.TempDir()
+	base := filepath.Join(dir, "RESULTS-code")
+	if err := writeCode(fixture(), base); err != nil {
+		t.Fatal(err)
+	}
+	md, err := os.ReadFile(base + ".md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(md)
+	// before: 10 of 20 right, stderr √(0.25·20/19)/√20 = 0.1147; full: 20 of 20, stderr 0;
+	// full+migu: 12 of 20, stderr √(0.6·0.4·20/19)/√20 = 0.1124.
+	// Code perplexity before: exp(30/20) = 4.482; full: exp(15/20) = 2.117.
+	// HumanEval before 1/4, stderr √(0.25·0.75·4/3)/2 = 0.25.
+	for _, want := range []string{
+		"| before | 1 | 50.0 ± 11.5 | 50.0 ± 11.5 | 50.0 ± 11.5 | 50.0 ± 6.6 | 4.482 ± ",
+		"| 25.0 ± 25.0 |",
+		"| full | 1 | 100.0 ± 0.0 |",
+		"| full+migu | 1 | 60.0 ± 11.2 |",
+		"| before | full | HellaSwag acc_norm | +50.0 [+",
+		"| 10/0/10 | 0.00195 | yes |",
+		"| full | full+migu | HellaSwag acc_norm | -40.0 [",
+		"| 0/8/12 | 0.00781 | yes |",
+		"| before | full+migu | Winogrande acc | +10.0 [",
+		"| 2/0/18 | 0.5 | no |",
+		"| before | full | held-out code perplexity | -2.365 [",
+		"| full | 1 | 0.0001 | 4 | 2.0000 → 1.0000 (1.4250) | 2.00 | 12 | 20 | 3.00 |",
+		"| before | 0 | 60 (1.00) | 2 (1.00) |",
+		"![RESULTS-code-general.png](plots/RESULTS-code-general.png)",
+		"bin/migu train --model m --data d",
+		"| `bin/migu train --model m --data d` | 12 | 20 | 3.00 |",
+		"Differences larger than their uncertainty (95% interval excludes 0): full − before on HellaSwag acc_norm",
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("report lacks %q:\n%s", want, text)
+		}
+	}
+	if strings.Contains(text, "full+migu − before on HellaSwag") {
+		t.Errorf("the 2-item difference is reported as beyond its uncertainty:\n%s", text)
+	}
+	for _, name := range []string{"general", "code-ppl", "humaneval", "loss"} {
+		checkPNG(t, filepath.Join(dir, "plots", "RESULTS-code-"+name+".png"))
+	}
+	// The JSON holds everything: rewriting the report from it gives the
+	// same Markdown.
+	os.Remove(base + ".md")
+	if err := rewriteReport(base + ".json"); err != nil {
+		t.Fatal(err)
+	}
+	again, _ := os.ReadFile(base + ".md")
+	if !bytes.Equal(again, md) {
+		t.Error("the report rewritten from the JSON differs")
+	}
+}
+
+// checkPNG decodes a PNG and checks it is a real picture: larger than a
+// thumbnail and with more than two colours.
+func checkPNG(t *testing.T, path string) {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	img, err := png.Decode(f)
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	if b := img.Bounds(); b.Dx() < 200 || b.Dy() < 150 {
+		t.Errorf("%s: %v", path, b)
+	}
+	if n := colours(img); n < 3 {
+		t.Errorf("%s: %d colours", path, n)
+	}
+}
+
+func colours(img image.Image) int {
+	seen := map[color.RGBA]bool{}
+	b := img.Bounds()
+	for y := b.Min.Y; y < b.Max.Y; y += 2 {
+		for x := b.Min.X; x < b.Max.X; x += 2 {
+			r, g, bb, a := img.At(x, y).RGBA()
+			seen[color.RGBA{uint8(r >> 8), uint8(g >> 8), uint8(bb >> 8), uint8(a >> 8)}] = true
+		}
+	}
+	return len(seen)
+}
+
+// TestCLReport writes the CL report of a made-up continual result: the
+// comparison table, MIGU's per-seed differences and the copied plots.
+func TestCLReport(t *testing.T) {
+	dir := t.TempDir()
+	runDir := filepath.Join(dir, "run-1")
+	plot := filepath.Join(runDir, continual.PlotsDir, "matrix-full-rank.png")
+	os.MkdirAll(filepath.Dir(plot), 0o755)
+	var buf bytes.Buffer
+	img := image.NewRGBA(image.Rect(0, 0, 4, 4))
+	png.Encode(&buf, img)
+	os.WriteFile(plot, buf.Bytes(), 0o644)
+	mat := func(last float64) continual.Matrix {
+		return continual.Matrix{Base: []float64{.1, .2}, R: [][]float64{{.9, .3}, {last, .8}}}
+	}
+	rep := &continual.Report{Sequence: "order1", Tasks: []string{"dbpedia", "amazon"}, Scores: []string{"rank"}, Out: runDir, Plots: []string{plot},
+		Config: continual.ReportConfig{Model: "m", Methods: []string{"full", "full+migu"}, Seeds: []uint64{1, 2}, TrainSamples: 16, TestSamples: 20}}
+	for _, seed := range []uint64{1, 2} {
+		for m, last := range map[string]float64{"full": .5, "full+migu": .7} {
+			last += float64(seed) / 100
+			mm := mat(last)
+			met := mm.Compute()
+			rep.Runs = append(rep.Runs, continual.RunReport{Method: m, Seed: seed, Matrices: map[string]continual.Matrix{"rank": mm},
+				Metrics: map[string]continual.Metrics{"rank": met}, Tasks: []continual.TaskReport{{Task: "dbpedia", Steps: 2, FirstLoss: 3, LastLoss: 1, Seconds: 5}}})
+		}
+	}
+	rep.Summary = []continual.Summary{{Method: "full", Score: "rank", AA: continual.Stat{Mean: .655, Std: .007, N: 2}, BWT: &continual.Stat{Mean: -.385, N: 2}, Mean: mat(.5)}}
+	res := &CLResults{Machine: "test", Commands: []string{"bin/migu continual"}, Reports: []*continual.Report{rep}}
+	base := filepath.Join(dir, "out", "RESULTS-cl")
+	if err := writeCL(res, base, true); err != nil {
+		t.Fatal(err)
+	}
+	md, _ := os.ReadFile(base + ".md")
+	text := string(md)
+	// full's last row (0.5+s/100, 0.8) against full+migu's (0.7+s/100, 0.8):
+	// ΔAA = 10 points on both seeds; ΔBWT = 20 points.
+	for _, want := range []string{"dbpedia → amazon", "| full | full+migu | 1: +10.0, 2: +10.0 | +10.0 ± 0.0 | 1: +20.0, 2: +20.0 | +20.0 ± 0.0 |",
+		"| full | 65.5 ± 0.7 |", "| start | 10.0 | 20.0 |", "| full | 1 | dbpedia | 2 | 3.0000 → 1.0000 | 2.50 |",
+		"![matrix-full-rank.png](plots/RESULTS-cl/matrix-full-rank.png)"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("report lacks %q:\n%s", want, text)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "out", "plots", "RESULTS-cl", "matrix-full-rank.png")); err != nil {
+		t.Error("plot not copied")
+	}
+	var back CLResults
+	raw, _ := os.ReadFile(base + ".json")
+	if err := json.Unmarshal(raw, &back); err != nil || len(back.Reports) != 1 || len(back.Plots) != 1 {
+		t.Fatalf("results JSON: %v, %+v", err, back)
+	}
+	os.Remove(base + ".md")
+	if err := rewriteReport(base + ".json"); err != nil {
+		t.Fatal(err)
+	}
+	if again, _ := os.ReadFile(base + ".md"); !bytes.Equal(again, md) {
+		t.Errorf("rewritten CL report differs:\n%s", again)
+	}
+}
+
+func TestParseFlags(t *testing.T) {
+	o, err := parseCode([]string{"-records", "16", "-heldout", "4", "-items", "20", "-seeds", "1,2", "-methods", "full,lora+migu", "-lr-lora", "3e-4"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.records != 16 || len(o.seeds) != 2 || len(o.methods) != 2 || o.lr("lora+migu") != 3e-4 || o.lr("full") != 1e-4 {
+		t.Errorf("parsed %+v", o)
+	}
+	if got := o.runName("lora+migu"); got != "lora-migu-lr0.0003-e1-b8-len512-T0.7-r8-a32-qv" {
+		t.Errorf("run name %q", got)
+	}
+	if got := o.runName("full"); got != "full-lr0.0001-e1-b8-len512" {
+		t.Errorf("run name %q", got)
+	}
+	if got := o.resultsBase("code"); got != filepath.Join("benchmarks", "real", "RESULTS-code") {
+		t.Errorf("results base %q", got)
+	}
+	for _, args := range [][]string{
+		{"-methods", "full,sgd"},
+		{"-seeds", "x"},
+		{"-seeds", ""},
+		{"-T", "1"},
+		{"-records", "0"},
+	} {
+		if _, err := parseCode(args); err == nil {
+			t.Errorf("%v accepted", args)
+		}
+	}
+	if _, err := parseCL([]string{"-train-samples", "0"}); err == nil {
+		t.Error("-train-samples 0 accepted")
+	}
+}
+
+// TestComparisons checks the pairs compared: each method against the
+// start, and each +migu method against its base when both ran.
+func TestComparisons(t *testing.T) {
+	got := comparisons([]string{"full", "full+migu", "lora+migu"})
+	want := [][2]string{{"before", "full"}, {"before", "full+migu"}, {"before", "lora+migu"}, {"full", "full+migu"}}
+	if len(got) != len(want) {
+		t.Fatalf("%v", got)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("%v, want %v", got, want)
+		}
+	}
+}
+
+// TestCommandLog runs a stand-in for the migu binary twice, as two
+// invocations would, and checks that the work folder's log keeps both
+// commands with their costs, and that a failing command is not logged.
+func TestCommandLog(t *testing.T) {
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "migu")
+	if err := os.WriteFile(bin, []byte("#!/bin/sh\n[ \"$1\" = fail ] && exit 3\necho \"$@\"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"data", "code-instructions", "--out", "a b.jsonl"}, {"eval", "--json"}} {
+		r := &codeRun{o: &codeOptions{common: common{migu: bin, work: dir}}, res: &CodeResults{}}
+		var out bytes.Buffer
+		if _, err := r.run(&out, args...); err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.TrimSpace(out.String()); got != strings.Join(args, " ") {
+			t.Errorf("standard output %q", got)
+		}
+	}
+	r := &codeRun{o: &codeOptions{common: common{migu: bin, work: dir}}, res: &CodeResults{}}
+	if err := r.migu("fail"); err == nil || !strings.Contains(err.Error(), "fail") {
+		t.Errorf("failing command: %v", err)
+	}
+	if err := r.loadCommands(); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{bin + " data code-instructions --out 'a b.jsonl'", bin + " eval --json"}
+	if len(r.res.Commands) != 2 || r.res.Commands[0] != want[0] || r.res.Commands[1] != want[1] {
+		t.Errorf("commands %q, want %q", r.res.Commands, want)
+	}
+	for _, tm := range r.res.Timings {
+		if tm.Wall <= 0 || tm.CPU < 0 || tm.PeakRSSMB <= 0 {
+			t.Errorf("timing %+v", tm)
+		}
+	}
+}
