@@ -27,8 +27,8 @@ var (
 		{86, 180, 233, 255}, {213, 94, 0, 255}, {240, 228, 66, 255}, {0, 0, 0, 255}}
 )
 
-// savePNG renders p at w × h and writes the PNG atomically.
-func savePNG(p *plot.Plot, path string, w, h vg.Length) error {
+// SavePNG renders p at w × h and writes the PNG atomically.
+func SavePNG(p *plot.Plot, path string, w, h vg.Length) error {
 	wt, err := p.WriterTo(w, h, "png")
 	if err != nil {
 		return err
@@ -141,7 +141,7 @@ func heatmapPNG(path, title string, tasks []string, m Matrix) error {
 	p.NominalY(rev...)
 	w := vg.Length(max(110+80*len(tasks), 360)) * vg.Points(1)
 	h := vg.Length(110+34*len(rows)) * vg.Points(1)
-	return savePNG(p, path, w, h)
+	return SavePNG(p, path, w, h)
 }
 
 // series is one line of a line plot.
@@ -225,7 +225,7 @@ func linesPNG(path, title, xLabel string, xs []string, ss []series, ref float64,
 	// Wide enough for the stage names, but a 30-layer model's overlap
 	// plot stays a readable page width.
 	w := vg.Length(min(max(70*len(xs)+200, 480), 1000)) * vg.Points(1)
-	return savePNG(p, path, w, 320)
+	return SavePNG(p, path, w, 320)
 }
 
 // percentTicks labels [0, 1] in steps of 25%.

@@ -61,10 +61,44 @@ func ReadHumanEval(path string) ([]HumanEvalProblem, error) {
 
 // parseHumanEval parses HumanEval rows; name is the file for messages.
 func parseHumanEval(r io.Reader, name string) ([]HumanEvalProblem, error) {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 1<<20), 64<<20)
 	var out []HumanEvalProblem
 	seen := map[string]int{}
+	err := jsonRows(r, name, func(line int, row map[string]json.RawMessage) error {
+		var p HumanEvalProblem
+		for _, f := range []struct {
+			key      string
+			dst      *string
+			nonEmpty bool
+		}{{"task_id", &p.TaskID, true}, {"prompt", &p.Prompt, true}, {"canonical_solution", &p.CanonicalSolution, false},
+			{"test", &p.Test, true}, {"entry_point", &p.EntryPoint, true}} {
+			if err := stringField(row, f.key, f.dst, name, line); err != nil {
+				return err
+			}
+			if f.nonEmpty && *f.dst == "" {
+				return badinput.Errorf("%s:%d: field %s is empty", name, line, f.key)
+			}
+		}
+		if first, dup := seen[p.TaskID]; dup {
+			return badinput.Errorf("%s:%d: task_id %q repeats line %d", name, line, p.TaskID, first)
+		}
+		seen[p.TaskID] = line
+		out = append(out, p)
+		return nil
+	})
+	if err == nil && len(out) == 0 {
+		err = badinput.Errorf("%s: no problems", name)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// jsonRows calls fn with each non-blank line of r parsed as a JSON object
+// and its 1-based line number; name is the file for messages.
+func jsonRows(r io.Reader, name string, fn func(line int, row map[string]json.RawMessage) error) error {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 1<<20), 64<<20)
 	line := 0
 	for sc.Scan() {
 		line++
@@ -74,39 +108,28 @@ func parseHumanEval(r io.Reader, name string) ([]HumanEvalProblem, error) {
 		}
 		var row map[string]json.RawMessage
 		if err := json.Unmarshal(raw, &row); err != nil {
-			return nil, badinput.Errorf("%s:%d: not a JSON object: %v", name, line, err)
+			return badinput.Errorf("%s:%d: not a JSON object: %v", name, line, err)
 		}
-		var p HumanEvalProblem
-		for _, f := range []struct {
-			key      string
-			dst      *string
-			nonEmpty bool
-		}{{"task_id", &p.TaskID, true}, {"prompt", &p.Prompt, true}, {"canonical_solution", &p.CanonicalSolution, false},
-			{"test", &p.Test, true}, {"entry_point", &p.EntryPoint, true}} {
-			v, ok := row[f.key]
-			if !ok {
-				return nil, badinput.Errorf("%s:%d: field %s is missing", name, line, f.key)
-			}
-			if err := json.Unmarshal(v, f.dst); err != nil {
-				return nil, badinput.Errorf("%s:%d: field %s is not a string", name, line, f.key)
-			}
-			if f.nonEmpty && *f.dst == "" {
-				return nil, badinput.Errorf("%s:%d: field %s is empty", name, line, f.key)
-			}
+		if err := fn(line, row); err != nil {
+			return err
 		}
-		if first, dup := seen[p.TaskID]; dup {
-			return nil, badinput.Errorf("%s:%d: task_id %q repeats line %d", name, line, p.TaskID, first)
-		}
-		seen[p.TaskID] = line
-		out = append(out, p)
 	}
 	if err := sc.Err(); err != nil {
-		return nil, badinput.Errorf("%s:%d: %v", name, line+1, err)
+		return badinput.Errorf("%s:%d: %v", name, line+1, err)
 	}
-	if len(out) == 0 {
-		return nil, badinput.Errorf("%s: no problems", name)
+	return nil
+}
+
+// stringField reads row[key], which must be a JSON string, into dst.
+func stringField(row map[string]json.RawMessage, key string, dst *string, name string, line int) error {
+	v, ok := row[key]
+	if !ok {
+		return badinput.Errorf("%s:%d: field %s is missing", name, line, key)
 	}
-	return out, nil
+	if err := json.Unmarshal(v, dst); err != nil || bytes.Equal(bytes.TrimSpace(v), []byte("null")) {
+		return badinput.Errorf("%s:%d: field %s is not a string", name, line, key)
+	}
+	return nil
 }
 
 // HumanEvalOptions configure HumanEvalScores.
@@ -272,44 +295,28 @@ func parseCompletions(r io.Reader, name string, problems []HumanEvalProblem) ([]
 		index[p.TaskID] = i
 	}
 	out := make([][]string, len(problems))
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 1<<20), 64<<20)
-	line, rows := 0, 0
-	for sc.Scan() {
-		line++
-		raw := bytes.TrimSpace(sc.Bytes())
-		if len(raw) == 0 {
-			continue
-		}
-		var row map[string]json.RawMessage
-		if err := json.Unmarshal(raw, &row); err != nil {
-			return nil, badinput.Errorf("%s:%d: not a JSON object: %v", name, line, err)
-		}
+	rows := 0
+	err := jsonRows(r, name, func(line int, row map[string]json.RawMessage) error {
 		var id, completion string
-		for _, f := range []struct {
-			key string
-			dst *string
-		}{{"task_id", &id}, {"completion", &completion}} {
-			v, ok := row[f.key]
-			if !ok {
-				return nil, badinput.Errorf("%s:%d: field %s is missing", name, line, f.key)
-			}
-			if err := json.Unmarshal(v, f.dst); err != nil || bytes.Equal(bytes.TrimSpace(v), []byte("null")) {
-				return nil, badinput.Errorf("%s:%d: field %s is not a string", name, line, f.key)
-			}
+		if err := stringField(row, "task_id", &id, name, line); err != nil {
+			return err
+		}
+		if err := stringField(row, "completion", &completion, name, line); err != nil {
+			return err
 		}
 		i, ok := index[id]
 		if !ok {
-			return nil, badinput.Errorf("%s:%d: task_id %q is not a problem of the --data file", name, line, id)
+			return badinput.Errorf("%s:%d: task_id %q is not a problem of the --data file", name, line, id)
 		}
 		out[i] = append(out[i], completion)
 		rows++
+		return nil
+	})
+	if err == nil && rows == 0 {
+		err = badinput.Errorf("%s: no completions", name)
 	}
-	if err := sc.Err(); err != nil {
-		return nil, badinput.Errorf("%s:%d: %v", name, line+1, err)
-	}
-	if rows == 0 {
-		return nil, badinput.Errorf("%s: no completions", name)
+	if err != nil {
+		return nil, err
 	}
 	return out, nil
 }

@@ -43,38 +43,31 @@ func (g localGroup) Rank() int { return g.rank }
 func (g localGroup) Size() int { return g.hub.size }
 
 func (g localGroup) SumFloat32(buf []float32) error {
-	g.hub.sum(g.rank, func() { g.hub.f32[g.rank] = buf }, func() {
-		total := make([]float32, len(buf))
-		for _, b := range g.hub.f32 {
-			for i, v := range b {
-				total[i] += v
-			}
-		}
-		for _, b := range g.hub.f32 {
-			copy(b, total)
-		}
-	})
+	g.hub.sum(func() { g.hub.f32[g.rank] = buf }, func() { addAll(g.hub.f32) })
 	return nil
 }
 
 func (g localGroup) SumFloat64(buf []float64) error {
-	g.hub.sum(g.rank, func() { g.hub.f64[g.rank] = buf }, func() {
-		total := make([]float64, len(buf))
-		for _, b := range g.hub.f64 {
-			for i, v := range b {
-				total[i] += v
-			}
-		}
-		for _, b := range g.hub.f64 {
-			copy(b, total)
-		}
-	})
+	g.hub.sum(func() { g.hub.f64[g.rank] = buf }, func() { addAll(g.hub.f64) })
 	return nil
+}
+
+// addAll replaces every buffer by the sum of all, added in rank order.
+func addAll[T float32 | float64](bufs [][]T) {
+	total := make([]T, len(bufs[0]))
+	for _, b := range bufs {
+		for i, v := range b {
+			total[i] += v
+		}
+	}
+	for _, b := range bufs {
+		copy(b, total)
+	}
 }
 
 // sum registers a rank's buffer; the last rank to arrive adds them all,
 // and every rank returns once that is done.
-func (h *sumHub) sum(rank int, register, add func()) {
+func (h *sumHub) sum(register, add func()) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	register()

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"fmt"
 	"image/color"
 	"os"
@@ -13,26 +12,13 @@ import (
 	"gonum.org/v1/plot/vg"
 	"gonum.org/v1/plot/vg/draw"
 
-	"github.com/migu-ml/migu/internal/atomicfile"
+	"github.com/migu-ml/migu/continual"
 	"github.com/migu-ml/migu/internal/stats"
 )
 
 // okabeIto is a colour-blind-safe palette, one colour per method.
 var okabeIto = []color.RGBA{{80, 80, 80, 255}, {0, 114, 178, 255}, {230, 159, 0, 255}, {0, 158, 115, 255}, {204, 121, 167, 255},
 	{86, 180, 233, 255}, {213, 94, 0, 255}}
-
-// savePNG renders p at w × h and writes the PNG atomically.
-func savePNG(p *plot.Plot, path string, w, h vg.Length) error {
-	wt, err := p.WriterTo(w, h, "png")
-	if err != nil {
-		return err
-	}
-	var buf bytes.Buffer
-	if _, err := wt.WriteTo(&buf); err != nil {
-		return err
-	}
-	return atomicfile.WriteFile(path, buf.Bytes())
-}
 
 // errBars is a bar group's tops with ± one standard error.
 type errBars struct {
@@ -90,7 +76,7 @@ func groupedBars(path, title, yLabel string, categories, methods []string, val f
 	p.Y.Min = 0
 	p.Y.Max *= 1.3 // room for the legend above the bars
 	width := vg.Length(120+len(categories)*len(methods)*18+len(categories)*30) * vg.Points(1)
-	return savePNG(p, path, max(width, 480), 320)
+	return continual.SavePNG(p, path, max(width, 480), 320)
 }
 
 // offsetBars draws error bars moved sideways by dx, onto their bar (a
@@ -143,7 +129,7 @@ func lossCurves(path, title string, runs []ModelResult, methods []string, window
 	if n == 0 {
 		return nil
 	}
-	return savePNG(p, path, 560, 340)
+	return continual.SavePNG(p, path, 560, 340)
 }
 
 // plots draws the report's figures into dir, their names starting with

@@ -135,22 +135,18 @@ const chunk = 1 << 28
 // SumFloat32 replaces buf on every rank by the element-wise sum over the
 // ranks. The sum is taken on rank 0 and broadcast, so every rank gets the
 // same bits whatever order the reduction used.
-func (c *Comm) SumFloat32(buf []float32) error {
-	for lo := 0; lo < len(buf); lo += chunk {
-		part := buf[lo:min(lo+chunk, len(buf))]
-		if rc := C.migu_mpi_sum(unsafe.Pointer(&part[0]), C.int(len(part)), 0, C.int(c.rank)); rc != 0 {
-			return fmt.Errorf("MPI sum of %d floats failed with error %d", len(part), int(rc))
-		}
-	}
-	return nil
-}
+func (c *Comm) SumFloat32(buf []float32) error { return sum(c, buf, 0) }
 
 // SumFloat64 is SumFloat32 for float64 values (losses, token counts).
-func (c *Comm) SumFloat64(buf []float64) error {
+func (c *Comm) SumFloat64(buf []float64) error { return sum(c, buf, 1) }
+
+// sum is SumFloat32 and SumFloat64 in chunks of at most chunk values;
+// f64 tells the C side the element type.
+func sum[T float32 | float64](c *Comm, buf []T, f64 C.int) error {
 	for lo := 0; lo < len(buf); lo += chunk {
 		part := buf[lo:min(lo+chunk, len(buf))]
-		if rc := C.migu_mpi_sum(unsafe.Pointer(&part[0]), C.int(len(part)), 1, C.int(c.rank)); rc != 0 {
-			return fmt.Errorf("MPI sum of %d doubles failed with error %d", len(part), int(rc))
+		if rc := C.migu_mpi_sum(unsafe.Pointer(&part[0]), C.int(len(part)), f64, C.int(c.rank)); rc != 0 {
+			return fmt.Errorf("MPI sum of %d values failed with error %d", len(part), int(rc))
 		}
 	}
 	return nil

@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -200,19 +199,7 @@ func unixListener(t *testing.T) (path string, connections func() int64) {
 		t.Fatal(err)
 	}
 	os.Chmod(path, 0o777)
-	t.Cleanup(func() { ln.Close() })
-	var n atomic.Int64
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			n.Add(1)
-			c.Close()
-		}
-	}()
-	return path, n.Load
+	return path, testfix.Count(t, ln)
 }
 
 // TestOSLayers runs attacks with the harness's audit hook and module

@@ -15,6 +15,12 @@ func Listener(t testing.TB) (port int, connections func() int64) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return ln.Addr().(*net.TCPAddr).Port, Count(t, ln)
+}
+
+// Count accepts and closes ln's connections until the test ends (when it
+// closes ln) and returns how many came so far.
+func Count(t testing.TB, ln net.Listener) func() int64 {
 	t.Cleanup(func() { ln.Close() })
 	var n atomic.Int64
 	go func() {
@@ -27,5 +33,5 @@ func Listener(t testing.TB) (port int, connections func() int64) {
 			c.Close()
 		}
 	}()
-	return ln.Addr().(*net.TCPAddr).Port, n.Load
+	return n.Load
 }
