@@ -152,7 +152,7 @@ func report(out, preset string, methods []string, steps, rounds, batch int, spee
 	var b strings.Builder
 	fmt.Fprintf(&b, "# Data parallelism on one machine: two MPI ranks against one process with two threads\n\n")
 	fmt.Fprintf(&b, "Written by `make bench-mpi` on %s (%.1f min). Machine: %s.\n\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"), took.Minutes(), bench.Machine())
-	fmt.Fprintf(&b, "Model: `migu init --arch llama --preset %s` (random weights), global batch %d rows of about 128 tokens, MIGU T = 0.7, LoRA q,v r 8. "+
+	fmt.Fprintf(&b, "Model: `migu init --arch llama --preset %s` (random weights), global batch %d instruction records of 100 words, MIGU T = 0.7, LoRA q,v r 8. "+
 		"Each configuration trains %d steps in its own process (or mpirun job), %d times, the order reversed every other round; tokens/s is the median of the steps after the first, then the median over the processes.\n\n",
 		preset, batch, steps, rounds)
 	fmt.Fprintf(&b, "| method | %s tokens/s | %s tokens/s | ranks / threads |\n|---|---|---|---|\n", configs[0].name, configs[1].name)
