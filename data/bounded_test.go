@@ -64,6 +64,8 @@ var boundedCases = []boundedCase{
 		return Record{Kind: Chat, Messages: []chat.Message{{Role: "user", Content: "hi"}, {Role: "assistant", Content: s}}, Learn: []bool{false, true}}
 	}, true},
 	{"prompt under a chat template", CLM, func(s string) Record { return Record{Kind: Instruction, Prompt: s, Output: "done"} }, true},
+	{"sentence under a chat template", CLM, func(s string) Record { return Record{Kind: Classification, Sentence: s, Label: "b"} }, true},
+	{"input under a chat template", CLM, func(s string) Record { return Record{Kind: Instruction, Instruction: "sum up", Input: s, Output: "ok"} }, true},
 }
 
 // checkBounded encodes rec with and without bounding and fails unless the

@@ -421,6 +421,14 @@ func TestChatExamplesAndLabels(t *testing.T) {
 			"<s> system be nice </s> <s> user hello </s> <s> assistant yes </s> <s> user more </s> <s> assistant no </s> <s> user",
 			"- - - - - - - - - - - yes </s> - - - - - - no </s> - -", 11, true, false},
 		{"a cut before any answer", conv, 8, "<s> system be nice </s> <s> user hello", "- - - - - - - -", 8, true, true},
+		{"a long sentence loses its end, the answer stays", cls, 13,
+			"<s> user pick Option: good, bad nice Answer: </s> <s> assistant good </s>", "- - - - - - - - - - - good </s>", 11, true, false},
+		{"the whole sentence goes before the answer does", cls, 12,
+			"<s> user pick Option: good, bad Answer: </s> <s> assistant good </s>", "- - - - - - - - - - good </s>", 10, true, false},
+		{"no room for the answer even without the sentence", cls, 10,
+			"<s> user pick Option: good, bad nice film Answer: </s>", "- - - - - - - - - -", 10, true, true},
+		{"a long input loses its end", inst, 11,
+			"<s> user do this a </s> <s> assistant ok fine </s>", "- - - - - - - - ok fine </s>", 8, true, false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			cfg := testConfig(CLM, c.maxLen)

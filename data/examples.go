@@ -298,8 +298,81 @@ func Conversation(r *Record, cl CLPrompt) (msgs []chat.Message, learn []bool) {
 // edge counts as the turn's. This is the mask TRL's assistant_only_loss
 // takes from a template whose {% generation %} blocks hold the content
 // and the end-of-turn token. A conversation too long keeps its start and
-// loses its end.
+// loses its end, except that a record the chat format builds (chatContent)
+// first loses the end of its content, so that its answer stays whole.
 func (e *Encoder) chatExample(r *Record, cl CLPrompt) (Example, error) {
+	ex, err := e.chatRender(r, cl)
+	if err != nil || len(ex.InputIDs) <= e.cfg.MaxLen {
+		return ex, err
+	}
+	if cut, ok, err := e.chatShortened(r, cl, len(ex.InputIDs)); err != nil || ok {
+		return cut, err
+	}
+	n := e.cfg.MaxLen
+	ex.Truncated = true
+	for _, m := range ex.LossMask[n:] {
+		ex.AnswerCut = ex.AnswerCut || m
+	}
+	ex.InputIDs, ex.LossMask = ex.InputIDs[:n], ex.LossMask[:n]
+	ex.PromptLen = promptLen(ex.LossMask)
+	return ex, nil
+}
+
+// chatContent is the field of a record that the chat format shortens when
+// the conversation is too long: a classification row's sentence, an
+// instruction's input (or the instruction when it has none), a prompt
+// record's prompt. Chat records have none: their turns are kept as given.
+func chatContent(r *Record) *string {
+	switch {
+	case r.Kind == Chat:
+		return nil
+	case r.Kind == Classification:
+		return &r.Sentence
+	case r.Input != "":
+		return &r.Input
+	case r.Instruction != "":
+		return &r.Instruction
+	}
+	return &r.Prompt
+}
+
+// chatShortened renders r with its content (chatContent) cut to the
+// number of tokens that lets the conversation fit MaxLen: the content
+// keeps its beginning, whole tokens of it as it tokenizes alone, and the
+// count shrinks until the rendered conversation fits. The count depends
+// only on the content's first tokens and on the template's text, so a
+// field that bounded shortened gives the example the whole field gives.
+// ok is false when even empty content leaves the conversation too long.
+func (e *Encoder) chatShortened(r *Record, cl CLPrompt, total int) (ex Example, ok bool, err error) {
+	c := *r
+	field := chatContent(&c)
+	if field == nil || *field == "" {
+		return Example{}, false, nil
+	}
+	full := *field
+	enc, err := e.tok.Encode(full, false)
+	if err != nil {
+		return Example{}, false, err
+	}
+	keep := len(enc.IDs) - (total - e.cfg.MaxLen)
+	for ; keep > 0; keep -= len(ex.InputIDs) - e.cfg.MaxLen {
+		*field = full[:enc.Offsets[keep].Start]
+		if ex, err = e.chatRender(&c, cl); err != nil || len(ex.InputIDs) <= e.cfg.MaxLen {
+			ex.Truncated = true
+			return ex, err == nil, err
+		}
+	}
+	*field = ""
+	if ex, err = e.chatRender(&c, cl); err != nil || len(ex.InputIDs) > e.cfg.MaxLen {
+		return Example{}, false, err
+	}
+	ex.Truncated = true
+	return ex, true, nil
+}
+
+// chatRender renders and tokenizes a record's conversation whole, with
+// the loss mask of its learnt assistant turns.
+func (e *Encoder) chatRender(r *Record, cl CLPrompt) (Example, error) {
 	msgs, learn := Conversation(r, cl)
 	rt, err := e.cfg.Chat.RenderTurns(msgs, nil)
 	if err != nil {
@@ -327,21 +400,19 @@ func (e *Encoder) chatExample(r *Record, cl CLPrompt) (Example, error) {
 		}
 		ex.LossMask[i] = s < len(spans) && o.End > spans[s].Start && o.Start < spans[s].End && spans[s].End > spans[s].Start
 	}
-	if n := e.cfg.MaxLen; len(ex.InputIDs) > n {
-		ex.Truncated = true
-		for _, m := range ex.LossMask[n:] {
-			ex.AnswerCut = ex.AnswerCut || m
-		}
-		ex.InputIDs, ex.LossMask = ex.InputIDs[:n], ex.LossMask[:n]
-	}
-	ex.PromptLen = len(ex.InputIDs)
-	for i, m := range ex.LossMask {
-		if m {
-			ex.PromptLen = i
-			break
-		}
-	}
+	ex.PromptLen = promptLen(ex.LossMask)
 	return ex, nil
+}
+
+// promptLen is the position of the first token the loss is taken on (the
+// prompt's length), or the sequence's length when there is none.
+func promptLen(mask []bool) int {
+	for i, m := range mask {
+		if m {
+			return i
+		}
+	}
+	return len(mask)
 }
 
 // seq2seq builds an encoder-decoder example: prompt + eos in, answer + eos
