@@ -16,11 +16,10 @@ import (
 	"github.com/migu-ml/migu/internal/stats"
 )
 
-// clMaxLen is real cl's default -max-len: in the chat format a row longer
-// than the limit loses its label to truncation and `migu continual` stops
-// ("label … has no tokens left after truncating row N"; amazon's reviews
-// did at 256), so the limit leaves room for the longest reviews.
-const clMaxLen = 1024
+// clMaxLen is real cl's default -max-len. In the chat format a row longer
+// than the limit loses the end of its sentence, never its label; at 256
+// tokens that is a few of amazon's longest reviews.
+const clMaxLen = 256
 
 // clOptions are the flags of `real cl`.
 type clOptions struct {
