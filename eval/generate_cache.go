@@ -2,6 +2,7 @@ package eval
 
 import (
 	"fmt"
+	"runtime/debug"
 
 	"google.golang.org/protobuf/proto"
 
@@ -71,6 +72,9 @@ func (g *generator) load(dir string, seq2seq bool) error {
 		g.sess, g.cache = sess, cache
 		return nil
 	}()
+	// The graph's weights were copied into the session: give their Go
+	// copies back to the system rather than keep them as free heap.
+	debug.FreeOSMemory()
 	return g.err
 }
 
@@ -165,8 +169,16 @@ func (c *cachedStepper) next(tokens []int64) ([]float32, error) {
 	return c.run(tokens, 1)
 }
 
-// run feeds newLen tokens per row and keeps the presents as the next past.
+// run feeds newLen tokens per row and keeps the presents as the next past;
+// it returns the logits of each row's last position.
 func (c *cachedStepper) run(ids []int64, newLen int) ([]float32, error) {
+	return c.runLogits(ids, newLen, 0)
+}
+
+// runLogits is run returning the logits of each row's last n positions
+// ([rows, n, vocab]); n 0 means 1. A seq2seq decoder returns the last
+// position's alone.
+func (c *cachedStepper) runLogits(ids []int64, newLen, n int) ([]float32, error) {
 	idT, err := ort.NewTensor(ids, int64(c.rows), int64(newLen))
 	if err != nil {
 		return nil, err
@@ -189,6 +201,14 @@ func (c *cachedStepper) run(ids []int64, newLen int) ([]float32, error) {
 	}
 	for i := range cache.Layers {
 		in[cache.PastKey[i]], in[cache.PastValue[i]] = c.past[2*i], c.past[2*i+1]
+	}
+	if !c.seq2seq {
+		nT, err := ort.NewTensor([]int64{int64(max(n, 1))}, 1)
+		if err != nil {
+			return nil, err
+		}
+		defer nT.Close()
+		in[exporters.LogitsLen] = nT
 	}
 	outs, err := c.g.sess.Run(in)
 	if err != nil {

@@ -121,6 +121,27 @@ func (m *Model) logLikelihoodTokens(ctx context.Context, reqs []tokenRequest) ([
 		return 0
 	})
 	out := make([]Result, len(reqs))
+	done := 0
+	if !m.seq2seq && !m.unshared && m.gen.load(m.dir, false) == nil {
+		groups, rest := sharedGroups(reqs, m.maxLen)
+		for _, g := range groups {
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+			if err := m.scoreShared(reqs, g, out); err != nil {
+				return nil, err
+			}
+			done += len(g)
+			if m.progress != nil {
+				m.progress(done, len(reqs))
+			}
+		}
+		left := make([]bool, len(reqs))
+		for _, i := range rest {
+			left[i] = true
+		}
+		order = slices.DeleteFunc(order, func(i int) bool { return !left[i] })
+	}
 	var sc batchScratch
 	for start := 0; start < len(order); start += m.batch {
 		if err := ctx.Err(); err != nil {
@@ -137,7 +158,7 @@ func (m *Model) logLikelihoodTokens(ctx context.Context, reqs []tokenRequest) ([
 			return nil, err
 		}
 		if m.progress != nil {
-			m.progress(start+len(idx), len(reqs))
+			m.progress(done+start+len(idx), len(reqs))
 		}
 	}
 	return out, nil

@@ -194,9 +194,11 @@ func compareRequests(t *testing.T, m *Model, reqs []Request, ref refJob, wantCut
 	}
 }
 
-// BenchmarkLogLikelihood scores 64 multiple-choice-like requests with a
-// tiny Llama in batches of 8 and reports the tokens the model reads per
-// second (context and continuation).
+// BenchmarkLogLikelihood scores 64 multiple-choice-like requests (four
+// contexts, each with 16 continuations) with a tiny Llama in batches of 8
+// and reports the request tokens (context and continuation) scored per
+// second: "shared" runs each context once (loglik_shared.go), "whole"
+// every request in full.
 func BenchmarkLogLikelihood(b *testing.B) {
 	_, m := tinyModel(b, "llama", Options{BatchSize: 8, Threads: 1})
 	var reqs []Request
@@ -214,14 +216,19 @@ func BenchmarkLogLikelihood(b *testing.B) {
 		reqs = append(reqs, r)
 	}
 	ctx := context.Background()
-	if _, err := m.LogLikelihood(ctx, reqs); err != nil {
-		b.Fatal(err)
+	for _, whole := range []bool{false, true} {
+		b.Run(map[bool]string{false: "shared", true: "whole"}[whole], func(b *testing.B) {
+			m.unshared = whole
+			if _, err := m.LogLikelihood(ctx, reqs); err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := m.LogLikelihood(ctx, reqs); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(tokens)*float64(b.N)/b.Elapsed().Seconds(), "tokens/s")
+		})
 	}
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := m.LogLikelihood(ctx, reqs); err != nil {
-			b.Fatal(err)
-		}
-	}
-	b.ReportMetric(float64(tokens)*float64(b.N)/b.Elapsed().Seconds(), "tokens/s")
 }

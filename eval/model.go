@@ -56,6 +56,9 @@ type Model struct {
 	progress func(done, total int)
 	fwd      forwardState
 	gen      generator // generation's key/value-cache session, built on first use (generate.go)
+	// unshared scores every request whole, context included (tests
+	// compare it with loglik_shared.go's path).
+	unshared bool
 }
 
 // Open loads modelDir (made by `migu export`) for evaluation; with

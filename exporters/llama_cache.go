@@ -29,8 +29,9 @@ type Cache struct {
 // the folder's own model.onnx, so that a fine-tuned folder (train's
 // export) or one with a merged adapter is followed exactly. The graph takes
 // input_ids [batch, new], attention_mask [batch, past+new] and the past
-// keys and values of every layer, and returns logits [batch, 1, vocab] of
-// the last new position (the only one generation reads) and the present
+// keys and values of every layer, and returns logits [batch, n, vocab] of
+// the last n new positions (n the LogitsLen input: 1 for generation) and
+// the present
 // keys and values [batch, kv_heads, past+new, head_dim]. Positions follow
 // the forward graph's rule (positions) over the whole mask, so left-padded
 // rows are handled and the cache holds the keys the forward graph computes.
@@ -160,9 +161,10 @@ func (c *llamaConfig) buildWithPast(b *Builder) (*Cache, error) {
 	for i := range layers {
 		x = c.block(b, x, bias, cos, sin, i, cache)
 	}
-	// Only the last position's logits: the head is the costliest MatMul of
-	// a prompt's first step.
-	last := b.Op("Slice", []string{x, b.Ints(-1), b.Ints(math.MaxInt64), b.Ints(1)}, "last_position")
+	// Only the last LogitsLen positions' logits (generation's one: the head
+	// is the costliest MatMul of a prompt's first step).
+	from := b.Op("Neg", []string{b.Input(LogitsLen, onnx.Int64, onnx.D(1))}, "logits_from")
+	last := b.Op("Slice", []string{x, from, b.Ints(math.MaxInt64), b.Ints(1)}, "last_positions")
 	last = b.RMSNorm(last, b.Param("model.norm.weight", h), float32(c.eps()), "model.norm")
 	var logits string
 	if c.TieWordEmbeddings {
@@ -170,7 +172,7 @@ func (c *llamaConfig) buildWithPast(b *Builder) (*Cache, error) {
 	} else {
 		logits = b.Linear(last, LinearSpec{Name: "lm_head", Role: modeldir.RoleHead, Block: -1, In: h, Out: v})
 	}
-	b.Output(logits, "logits", onnx.Float, onnx.Sym("batch"), onnx.D(1), onnx.D(v))
+	b.Output(logits, "logits", onnx.Float, onnx.Sym("batch"), onnx.Sym(LogitsLen), onnx.D(v))
 	for i := range layers {
 		kv := onnx.Shape{onnx.Sym("batch"), onnx.D(nkv), onnx.Sym("total"), onnx.D(d)}
 		b.G.AddOutput(cache.PresentKey[i], onnx.Float, kv)
@@ -179,6 +181,12 @@ func (c *llamaConfig) buildWithPast(b *Builder) (*Cache, error) {
 	b.Manifest.Objective = "clm"
 	return cache, b.Err()
 }
+
+// LogitsLen names the cached decoder's input [1] (int64): how many of the
+// last new positions get logits — 1 for generation, which reads only the
+// last, and every new position for scoring continuations after a cached
+// context.
+const LogitsLen = "logits_len"
 
 // rotaryWithPast is the forward graph's rotary table for the new positions
 // only: positions over the whole mask (past and new), sliced from past on,

@@ -98,9 +98,14 @@ func TestDecoderWithPastParity(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		one, err := ort.NewTensor([]int64{1}, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
 		defer idT.Close()
 		defer maskT.Close()
-		in["input_ids"], in["attention_mask"] = idT, maskT
+		defer one.Close()
+		in["input_ids"], in["attention_mask"], in[LogitsLen] = idT, maskT, one
 		for i := range cache.Layers {
 			in[cache.PastKey[i]], in[cache.PastValue[i]] = past[2*i], past[2*i+1]
 		}

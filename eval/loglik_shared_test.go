@@ -1,0 +1,68 @@
+package eval
+
+import (
+	"context"
+	"math"
+	"strings"
+	"testing"
+)
+
+// TestSharedContextsMatchWholeSequences: requests scored after one pass
+// of their shared context (loglik_shared.go) get the log-likelihoods,
+// greediness and token counts of the whole-sequence path, for groups of
+// one-token and long continuations, a group larger than maxShared, a
+// context alone in its group and requests cut to the context length.
+func TestSharedContextsMatchWholeSequences(t *testing.T) {
+	var reqs []Request
+	for _, c := range []string{"The cat sat", "Question: what is two plus two?\nAnswer:", strings.Repeat("a long shared context ", 6)} {
+		for _, cont := range []string{" on", " on the mat.", " quietly by the window, watching the birds go by", " four", "\n"} {
+			reqs = append(reqs, Request{c, cont})
+		}
+	}
+	reqs = append(reqs, Request{"alone", " here"}, Request{"", " no context"})
+	for i := range maxShared + 3 {
+		reqs = append(reqs, Request{"Many labels:", strings.Repeat(" x", 1+i%4)})
+	}
+	for _, maxLen := range []int{0, 32} {
+		_, m := tinyModel(t, "llama", Options{BatchSize: 4, Threads: 1, MaxLength: maxLen})
+		shared, err := m.LogLikelihood(context.Background(), reqs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.gen.sess == nil {
+			t.Fatalf("the cached decoder was not built (%v): nothing was shared", m.gen.err)
+		}
+		m.unshared = true
+		whole, err := m.LogLikelihood(context.Background(), reqs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		groups, _ := sharedGroups(mustTokenize(t, m, reqs), m.maxLen)
+		if len(groups) < 4 {
+			t.Fatalf("max length %d: %d groups of shared contexts; the test does not exercise sharing", maxLen, len(groups))
+		}
+		worst := 0.0
+		for i := range reqs {
+			d := math.Abs(shared[i].LogProb - whole[i].LogProb)
+			worst = max(worst, d)
+			if d > 1e-4 || shared[i].Greedy != whole[i].Greedy || shared[i].Tokens != whole[i].Tokens || shared[i].Truncated != whole[i].Truncated {
+				t.Errorf("max length %d, request %d %q: shared %+v, whole %+v", maxLen, i, reqs[i], shared[i], whole[i])
+			}
+		}
+		t.Logf("max length %d: %d requests, %d shared groups, largest difference %.2g", m.maxLen, len(reqs), len(groups), worst)
+	}
+}
+
+// mustTokenize encodes requests as LogLikelihood does.
+func mustTokenize(t *testing.T, m *Model, reqs []Request) []tokenRequest {
+	t.Helper()
+	out := make([]tokenRequest, len(reqs))
+	for i, r := range reqs {
+		c, cont, err := m.EncodePair(r.Context, r.Continuation)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[i] = tokenRequest{ctx: c, cont: cont}
+	}
+	return out
+}
