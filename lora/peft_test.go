@@ -148,7 +148,7 @@ func TestMatchesPEFT(t *testing.T) {
 			if moved := maxAbsDiff(logits, run(t, filepath.Join(dir, modeldir.ModelFile), ac.forwardFeeds(), nil)["logits"]); moved < 1e-2 {
 				t.Errorf("the adapter moves the logits by %.3g only; the comparison proves little", moved)
 			}
-			if d := maxAbsDiff(logits, ref.get(t, "logits")); d > 1e-5 {
+			if d := maxAbsDiff(logits, ref.Get(t, "logits")); d > 1e-5 {
 				t.Errorf("logits: max |Δ| = %.3g against PEFT", d)
 			} else {
 				t.Logf("logits: max |Δ| = %.3g against PEFT %v (%d adapted layers)", d, ref.Values["peft"], len(layers))
@@ -176,11 +176,11 @@ func TestMatchesPEFT(t *testing.T) {
 			closeTo(t, "loss", got[art.Loss], []float32{float32(ref.Values["loss"].(float64))}, 1e-5)
 			var worst float64
 			for _, p := range art.Params {
-				want := ref.get(t, "grad/"+p.Name)
+				want := ref.Get(t, "grad/"+p.Name)
 				worst = math.Max(worst, closeTo(t, "gradient of "+p.Name, got[p.Grad], transpose(want, p.Shape[1], p.Shape[0]), 1e-5))
 			}
 			for _, tap := range art.Taps {
-				worst = math.Max(worst, closeTo(t, "magnitude "+tap.Name, got[tap.Output], ref.get(t, "magnitude/"+tap.Name), 1e-5))
+				worst = math.Max(worst, closeTo(t, "magnitude "+tap.Name, got[tap.Output], ref.Get(t, "magnitude/"+tap.Name), 1e-5))
 			}
 			t.Logf("%d gradients and %d magnitudes: worst relative |Δ| %.3g", len(art.Params), len(art.Taps), worst)
 
@@ -197,7 +197,7 @@ func TestMatchesPEFT(t *testing.T) {
 				t.Errorf("PEFT's adapter has %d layers, we read %d", len(ref.Values["theirs_adapted"].([]any)), len(layers))
 			}
 			path, _ = injected(t, dir, man, peftAdapter, adapters.InjectOptions{})
-			if d := maxAbsDiff(run(t, path, ac.forwardFeeds(), nil)["logits"], ref.get(t, "theirs/logits")); d > 1e-5 {
+			if d := maxAbsDiff(run(t, path, ac.forwardFeeds(), nil)["logits"], ref.Get(t, "theirs/logits")); d > 1e-5 {
 				t.Errorf("logits with PEFT's adapter: max |Δ| = %.3g", d)
 			} else {
 				t.Logf("logits with the adapter PEFT saved (r=%d, rslora %v): max |Δ| = %.3g", c.theirs.R, c.theirs.RSLoRA, d)
