@@ -77,9 +77,6 @@ anything is written.`,
 			if err := train.CheckRecompute(o.Job.Train.Recompute, nil); err != nil {
 				return err
 			}
-			if err := migu.CheckT(T); err != nil {
-				return err
-			}
 			if spec == "" {
 				return badinput.Errorf("continual needs --sequence SEQ.yaml or a built-in order (order1 … order6)")
 			}
