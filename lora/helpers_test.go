@@ -134,10 +134,11 @@ func run(t testing.TB, path string, feeds map[string][][]int64, floats map[strin
 
 // The reference helpers this package's tests share with others.
 var (
-	maxAbsDiff = testfix.MaxAbsDiff
-	closeTo    = testfix.CloseTo
-	readPyRef  = testfix.ReadPyRef
-	writeFeeds = testfix.WriteFeeds
+	maxAbsDiff  = testfix.MaxAbsDiff
+	closeTo     = testfix.CloseTo
+	readPyRef   = testfix.ReadPyRef
+	writeFeeds  = testfix.WriteFeeds
+	sameTensors = testfix.SameTensors
 )
 
 const pyPrelude = testfix.PyPrelude

@@ -12,7 +12,6 @@ import (
 	"github.com/migu-ml/migu/internal/testenv"
 	"github.com/migu-ml/migu/modeldir"
 	"github.com/migu-ml/migu/onnx"
-	"github.com/migu-ml/migu/safetensors"
 	"github.com/migu-ml/migu/train"
 )
 
@@ -229,30 +228,3 @@ func joinAny(v any) string {
 	return strings.Join(s, " ")
 }
 
-// sameTensors checks that two safetensors files hold the same tensor names,
-// dtypes, shapes and bytes.
-func sameTensors(t *testing.T, a, b string) {
-	t.Helper()
-	fa, err := safetensors.Open(a)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fa.Close()
-	fb, err := safetensors.Open(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fb.Close()
-	if !slices.Equal(fa.Names(), fb.Names()) {
-		t.Fatalf("tensor names differ:\n%v\n%v", fa.Names(), fb.Names())
-	}
-	for _, n := range fa.Names() {
-		ia, _ := fa.Info(n)
-		ib, _ := fb.Info(n)
-		xa, _ := fa.Bytes(n)
-		xb, _ := fb.Bytes(n)
-		if ia.DType != ib.DType || !slices.Equal(ia.Shape, ib.Shape) || string(xa) != string(xb) {
-			t.Errorf("tensor %s: %s %v vs %s %v, bytes equal %v", n, ia.DType, ia.Shape, ib.DType, ib.Shape, string(xa) == string(xb))
-		}
-	}
-}

@@ -6,10 +6,12 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/migu-ml/migu/internal/testenv"
 	"github.com/migu-ml/migu/onnx/ort"
+	"github.com/migu-ml/migu/safetensors"
 )
 
 // The helpers below compare migu's graphs with Python references (PyTorch,
@@ -178,4 +180,32 @@ func WriteFeeds(t testing.TB, feeds map[string][][]int64) string {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// SameTensors checks that two safetensors files hold the same tensor names,
+// dtypes, shapes and bytes.
+func SameTensors(t testing.TB, a, b string) {
+	t.Helper()
+	fa, err := safetensors.Open(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fa.Close()
+	fb, err := safetensors.Open(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fb.Close()
+	if !slices.Equal(fa.Names(), fb.Names()) {
+		t.Fatalf("tensor names differ:\n%v\n%v", fa.Names(), fb.Names())
+	}
+	for _, n := range fa.Names() {
+		ia, _ := fa.Info(n)
+		ib, _ := fb.Info(n)
+		xa, _ := fa.Bytes(n)
+		xb, _ := fb.Bytes(n)
+		if ia.DType != ib.DType || !slices.Equal(ia.Shape, ib.Shape) || string(xa) != string(xb) {
+			t.Errorf("tensor %s: %s %v vs %s %v, bytes equal %v", n, ia.DType, ia.Shape, ib.DType, ib.Shape, string(xa) == string(xb))
+		}
+	}
 }
