@@ -99,7 +99,7 @@ func (inj *Injection) ParamNames() []string {
 // DoRA) declare it alike.
 type Option struct {
 	Name    string // e.g. "lora-r"
-	Type    string // "int", "float", "bool" or "string": how the flag shows it
+	Type    string // "int", "float64", "bool" or "string": how the flag shows it (as pflag names types)
 	Default string // the value when the setting is not given, as text
 	Help    string
 }

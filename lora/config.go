@@ -220,8 +220,8 @@ func Options() []adapters.Option {
 	d := DefaultConfig()
 	return []adapters.Option{
 		{Name: OptionR, Type: "int", Default: strconv.Itoa(d.R), Help: "rank of LoRA and DoRA: 1 … the width of the narrowest adapted layer"},
-		{Name: OptionAlpha, Type: "float", Default: strconv.FormatFloat(d.Alpha, 'g', -1, 64), Help: "LoRA alpha, > 0 (scaling alpha/r)"},
-		{Name: OptionDropout, Type: "float", Default: strconv.FormatFloat(d.Dropout, 'g', -1, 64), Help: "LoRA dropout probability in [0, 1)"},
+		{Name: OptionAlpha, Type: "float64", Default: strconv.FormatFloat(d.Alpha, 'g', -1, 64), Help: "LoRA alpha, > 0 (scaling alpha/r)"},
+		{Name: OptionDropout, Type: "float64", Default: strconv.FormatFloat(d.Dropout, 'g', -1, 64), Help: "LoRA dropout probability in [0, 1)"},
 		{Name: OptionTargets, Type: "string", Default: strings.Join(d.Targets, ","), Help: "roles LoRA adapts: q,k,v,o,ffn_in,ffn_gate,ffn_out,head, or all"},
 	}
 }
