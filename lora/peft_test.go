@@ -227,4 +227,3 @@ func joinAny(v any) string {
 	}
 	return strings.Join(s, " ")
 }
-
