@@ -8,6 +8,7 @@ import (
 
 	// The adapter kinds the CLI offers: each registers itself, its
 	// settings (flags) and its adapter folders with package adapters.
+	_ "github.com/migu-ml/migu/dora"
 	_ "github.com/migu-ml/migu/lora"
 )
 
