@@ -4,9 +4,10 @@
 // magnitudes give their MIGU masks, saves and loads its state in PEFT's
 // folder layout, and merges into a new model folder.
 //
-// Adapter kinds register themselves by name (package lora registers
-// "lora"); code that loads adapter folders by their adapter_config.json
-// imports the kinds it accepts, e.g. `import _ "github.com/migu-ml/migu/lora"`.
+// Adapter kinds register themselves by name with the settings they take
+// (package lora registers "lora"). Training, evaluation and the CLI know
+// adapters only through this registry; the program links in the kinds it
+// offers with blank imports, e.g. `import _ "github.com/migu-ml/migu/lora"`.
 package adapters
 
 import (
@@ -73,8 +74,8 @@ type Injection struct {
 	// Points are the values whose per-feature magnitudes MIGU needs
 	// (train.GraphOptions.TapPoints).
 	Points []migu.Point
-	// Masks say which tap masks which parameter.
-	Masks []MaskRule
+	// Masks say which tap masks which parameter; their Tap names a point.
+	Masks []migu.Rule
 }
 
 // Param is one trainable tensor.
@@ -82,15 +83,6 @@ type Param struct {
 	Name  string
 	Shape []int64
 	Init  []float32 // initial values, row-major
-}
-
-// MaskRule says that the slices of Param along Axis (its output-feature
-// axis) are masked by the MIGU mask of the tap point named Point: feature j
-// of the point's magnitudes gates index j of that axis.
-type MaskRule struct {
-	Param string
-	Axis  int
-	Point string
 }
 
 // ParamNames lists the parameter names, for train.GraphOptions.Names.
@@ -102,12 +94,50 @@ func (inj *Injection) ParamNames() []string {
 	return names
 }
 
-// Kind is a registered adapter type.
+// Option is one setting a kind takes. Its name is also its command-line
+// flag (--<name>), and kinds that share a setting (the rank of LoRA and
+// DoRA) declare it alike.
+type Option struct {
+	Name    string // e.g. "lora-r"
+	Type    string // "int", "float64", "bool" or "string": how the flag shows it (as pflag names types)
+	Default string // the value when the setting is not given, as text
+	Help    string
+}
+
+// Options are settings by option name, as text. A setting a kind declares
+// but Options lacks takes its default, and settings it does not declare
+// are ignored, so one Options can carry every kind's flags.
+type Options map[string]string
+
+// Kind is a registered adapter type: how to make a fresh one from its
+// settings and how to recognise and read a saved one.
 type Kind struct {
 	Name     string // the method name, e.g. "lora"
 	PEFTType string // adapter_config.json's peft_type, e.g. "LORA"
-	// Load reads an adapter folder whose peft_type is PEFTType.
+	// Claims reports whether an adapter_config.json (raw) is this kind's;
+	// nil means its peft_type is PEFTType. Kinds sharing a peft_type (LoRA
+	// and DoRA, told apart by use_dora) must both have one.
+	Claims func(raw []byte) bool
+	// Options are the settings New reads, in the order help shows them.
+	Options []Option
+	// New makes a fresh adapter from settings with the defaults filled in.
+	New func(Options) (Adapter, error)
+	// Load reads an adapter folder this kind claims.
 	Load func(dir string) (Adapter, error)
+}
+
+// Settle returns the settings of o that k declares, defaults filled in:
+// what New receives and what a run's identity records.
+func (k Kind) Settle(o Options) Options {
+	out := Options{}
+	for _, opt := range k.Options {
+		v, ok := o[opt.Name]
+		if !ok {
+			v = opt.Default
+		}
+		out[opt.Name] = v
+	}
+	return out
 }
 
 var (
@@ -116,19 +146,20 @@ var (
 )
 
 // Register adds an adapter kind; packages call it from init. Registering
-// a name or PEFT type twice panics.
+// a name twice, or a PEFT type twice without Claims on both, panics.
 func Register(k Kind) {
 	mu.Lock()
 	defer mu.Unlock()
 	for _, other := range kinds {
-		if other.Name == k.Name || other.PEFTType == k.PEFTType {
+		if other.Name == k.Name || (other.PEFTType == k.PEFTType && (other.Claims == nil || k.Claims == nil)) {
 			panic("adapters: kind " + k.Name + " (" + k.PEFTType + ") registered twice")
 		}
 	}
 	kinds[k.Name] = k
 }
 
-// Lookup returns the kind registered under name.
+// Lookup finds a kind by name; an unknown name is bad input listing the
+// known ones.
 func Lookup(name string) (Kind, error) {
 	mu.RLock()
 	defer mu.RUnlock()
@@ -138,11 +169,65 @@ func Lookup(name string) (Kind, error) {
 	return Kind{}, badinput.Errorf("unknown adapter kind %q (known: %s)", name, strings.Join(namesLocked(), ", "))
 }
 
-// Names lists the registered kinds, sorted.
+// New makes a fresh adapter of the named kind from the settings o.
+func New(name string, o Options) (Adapter, error) {
+	k, err := Lookup(name)
+	if err != nil {
+		return nil, err
+	}
+	if k.New == nil {
+		return nil, badinput.Errorf("adapter kind %s can only be loaded, not trained from scratch", name)
+	}
+	return k.New(k.Settle(o))
+}
+
+// Names lists the registered kinds' names, sorted.
 func Names() []string {
 	mu.RLock()
 	defer mu.RUnlock()
 	return namesLocked()
+}
+
+// Kinds lists the registered kinds, sorted by name.
+func Kinds() []Kind {
+	mu.RLock()
+	defer mu.RUnlock()
+	out := make([]Kind, 0, len(kinds))
+	for _, k := range kinds {
+		out = append(out, k)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// AllOptions lists every kind's options once each, kind by kind in
+// declaration order. Two kinds declaring one name differently panic, as
+// their flags would clash.
+func AllOptions() []Option {
+	var out []Option
+	seen := map[string]Option{}
+	for _, k := range Kinds() {
+		for _, o := range k.Options {
+			if prev, ok := seen[o.Name]; ok {
+				if prev != o {
+					panic("adapters: option " + o.Name + " is declared differently by two kinds")
+				}
+				continue
+			}
+			seen[o.Name] = o
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
+// Defaults are every kind's settings at their defaults.
+func Defaults() Options {
+	out := Options{}
+	for _, o := range AllOptions() {
+		out[o.Name] = o.Default
+	}
+	return out
 }
 
 func namesLocked() []string {
@@ -157,8 +242,11 @@ func namesLocked() []string {
 	return names
 }
 
-// Load reads the adapter folder dir with the kind its adapter_config.json
-// names (peft_type).
+// Load reads an adapter folder with the kind that claims its
+// adapter_config.json (by peft_type, or the kind's Claims). A peft_type no
+// kind reads is bad input listing the known ones; a folder of a known
+// peft_type that no kind claims goes to a kind of that type, whose Load
+// says what it does not read.
 func Load(dir string) (Adapter, error) {
 	raw, err := ReadConfig(dir)
 	if err != nil {
@@ -170,21 +258,29 @@ func Load(dir string) (Adapter, error) {
 	if err := json.Unmarshal(raw, &head); err != nil {
 		return nil, badinput.Errorf("%s: %v", filepath.Join(dir, ConfigFile), err)
 	}
-	mu.RLock()
-	var kind *Kind
+	var claimed, typed []Kind
 	var known []string
-	for _, k := range kinds {
-		known = append(known, k.PEFTType)
+	for _, k := range Kinds() {
+		if !slices.Contains(known, k.PEFTType) {
+			known = append(known, k.PEFTType)
+		}
 		if k.PEFTType == head.PEFTType {
-			kind = &k
+			typed = append(typed, k)
+		}
+		if (k.Claims == nil && k.PEFTType == head.PEFTType) || (k.Claims != nil && k.Claims(raw)) {
+			claimed = append(claimed, k)
 		}
 	}
-	mu.RUnlock()
-	if kind == nil {
-		sort.Strings(known)
-		return nil, badinput.Errorf("%s: peft_type %q is not an adapter kind migu reads (known: %s)", filepath.Join(dir, ConfigFile), head.PEFTType, strings.Join(known, ", "))
+	switch {
+	case len(claimed) == 1:
+		return claimed[0].Load(dir)
+	case len(claimed) > 1:
+		return nil, fmt.Errorf("adapters: %s is claimed by kinds %s and %s", filepath.Join(dir, ConfigFile), claimed[0].Name, claimed[1].Name)
+	case len(typed) > 0:
+		return typed[0].Load(dir)
 	}
-	return kind.Load(dir)
+	sort.Strings(known)
+	return nil, badinput.Errorf("%s: peft_type %q is not an adapter kind migu reads (known: %s)", filepath.Join(dir, ConfigFile), head.PEFTType, strings.Join(known, ", "))
 }
 
 // ReadConfig returns the bytes of dir's adapter_config.json; a folder

@@ -3,6 +3,7 @@ package adapters
 import (
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -40,8 +41,28 @@ func (d *doubler) Merge(m *onnx.Model, man *modeldir.Manifest) error {
 	return nil
 }
 
+// halver shares the doubler's peft_type and claims the configs that say
+// "halve": true, as DoRA shares LoRA's.
+type halver struct {
+	doubler
+	settings Options
+}
+
+func claimsHalve(want bool) func([]byte) bool {
+	return func(raw []byte) bool {
+		return strings.Contains(string(raw), `"HALVER"`) && strings.Contains(string(raw), `"halve": true`) == want
+	}
+}
+
 func init() {
 	Register(Kind{Name: "doubler", PEFTType: "DOUBLER", Load: func(dir string) (Adapter, error) { return &doubler{dir}, nil }})
+	Register(Kind{Name: "halver", PEFTType: "HALVER", Claims: claimsHalve(true),
+		Options: []Option{{Name: "scale-r", Type: "int", Default: "8", Help: "rank"}, {Name: "halver-eps", Type: "float", Default: "0.5", Help: "eps"}},
+		New:     func(o Options) (Adapter, error) { return &halver{settings: o}, nil },
+		Load:    func(dir string) (Adapter, error) { return &halver{doubler: doubler{dir}}, nil }})
+	Register(Kind{Name: "scaler", PEFTType: "HALVER", Claims: claimsHalve(false),
+		Options: []Option{{Name: "scale-r", Type: "int", Default: "8", Help: "rank"}},
+		Load:    func(dir string) (Adapter, error) { return &doubler{dir}, nil }})
 }
 
 func writeConfig(t *testing.T, content string) string {
@@ -73,16 +94,53 @@ func TestRegistry(t *testing.T) {
 	}()
 }
 
+// New fills a kind's settings with their defaults and leaves out those
+// of other kinds; kinds that share a setting declare it once for the CLI.
+func TestNewAndOptions(t *testing.T) {
+	a, err := New("halver", Options{"halver-eps": "0.25", "lora-r": "4"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := a.(*halver).settings; !reflect.DeepEqual(got, Options{"scale-r": "8", "halver-eps": "0.25"}) {
+		t.Errorf("settings %v", got)
+	}
+	if _, err := New("scaler", nil); !badinput.Is(err) || !strings.Contains(err.Error(), "only be loaded") {
+		t.Errorf("New of a kind without New: %v", err)
+	}
+	if _, err := New("prefix", nil); !badinput.Is(err) || !strings.Contains(err.Error(), `unknown adapter kind "prefix"`) {
+		t.Errorf("New of an unknown kind: %v", err)
+	}
+	var names []string
+	for _, o := range AllOptions() {
+		names = append(names, o.Name)
+	}
+	if !slices.Equal(names, []string{"scale-r", "halver-eps"}) {
+		t.Errorf("AllOptions: %v", names)
+	}
+	if d := Defaults(); !reflect.DeepEqual(d, Options{"scale-r": "8", "halver-eps": "0.5"}) {
+		t.Errorf("Defaults: %v", d)
+	}
+}
+
 func TestLoad(t *testing.T) {
 	dir := writeConfig(t, `{"peft_type": "DOUBLER", "r": 8}`)
 	a, err := Load(dir)
 	if err != nil || a.(*doubler).dir != dir {
 		t.Fatalf("Load: %v, %v", a, err)
 	}
+	for _, c := range []struct{ config, kind string }{
+		{`{"peft_type": "HALVER", "halve": true}`, "halver"},
+		{`{"peft_type": "HALVER", "halve": false}`, "doubler"},
+	} {
+		a, err := Load(writeConfig(t, c.config))
+		if _, isHalver := a.(*halver); err != nil || isHalver != (c.kind == "halver") {
+			t.Errorf("%s: %T, %v; want the %s kind", c.config, a, err, c.kind)
+		}
+	}
 	cases := []struct{ name, dir, want string }{
 		{"no config", t.TempDir(), "no adapter_config.json"},
 		{"not JSON", writeConfig(t, `{"peft_type": `), "adapter_config.json: unexpected end"},
-		{"unknown type", writeConfig(t, `{"peft_type": "PROMPT_TUNING"}`), `peft_type "PROMPT_TUNING" is not an adapter kind migu reads (known: DOUBLER`},
+		{"unknown type", writeConfig(t, `{"peft_type": "PROMPT_TUNING"}`), `peft_type "PROMPT_TUNING" is not an adapter kind migu reads (known: DOUBLER, HALVER`},
 	}
 	for _, c := range cases {
 		if _, err := Load(c.dir); !badinput.Is(err) || !strings.Contains(err.Error(), c.want) {

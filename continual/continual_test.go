@@ -263,7 +263,7 @@ func TestBuiltinOrders(t *testing.T) {
 
 func TestParseMethods(t *testing.T) {
 	ms, err := ParseMethods(AllMethods)
-	if err != nil || len(ms) != 4 || !ms[1].MIGU || ms[1].LoRA || !ms[3].LoRA || !ms[3].MIGU {
+	if err != nil || len(ms) != 4 || !ms[1].MIGU || ms[1].Adapter != "" || ms[3].Adapter != lora.Kind || !ms[3].MIGU || ms[3].Base() != lora.Kind {
 		t.Errorf("%+v %v", ms, err)
 	}
 	for _, bad := range []string{"", "full,full", "adapter", "full+magic"} {
@@ -424,8 +424,8 @@ func TestLoRAContinuesAdapter(t *testing.T) {
 	model := tinyLlama(t)
 	root := t.TempDir()
 	seq := writeFixture(t, filepath.Join(root, "data"), 8, 2)
-	job := finetune.JobOptions{Model: model, Data: seq.Tasks[0].Train, Out: filepath.Join(root, "a"), Method: finetune.MethodLoRA,
-		LoRA: lora.DefaultConfig(), Train: train.Config{GradAccum: 1, Optim: train.DefaultAdamW()}, BatchSize: 4, MaxSteps: 2, MaxLen: 128}
+	job := finetune.JobOptions{Model: model, Data: seq.Tasks[0].Train, Out: filepath.Join(root, "a"), Method: lora.Kind,
+		Adapter: lora.DefaultConfig().Settings(), Train: train.Config{GradAccum: 1, Optim: train.DefaultAdamW()}, BatchSize: 4, MaxSteps: 2, MaxLen: 128}
 	job.Train.Optim.LR = 1e-2
 	first, err := finetune.RunJob(context.Background(), job)
 	if err != nil {
@@ -519,8 +519,8 @@ func TestOptionsCheck(t *testing.T) {
 		{"test samples", func(_ *Options, s *Sequence) { s.TestSamples = -2 }, "--test-samples -2 is outside"},
 		{"epochs", func(o *Options, _ *Sequence) { o.Job.Epochs = -1 }, "--epochs -1 is outside"},
 		{"lr", func(o *Options, _ *Sequence) { o.Job.Train.Optim.LR = math.Inf(1) }, "--lr +Inf is outside"},
-		{"lora r 0, full", func(o *Options, _ *Sequence) { o.Job.LoRA.R = 0 }, ""},
-		{"lora r 0, lora", func(o *Options, _ *Sequence) { o.Methods, o.Job.LoRA.R = loraOnly, 0 }, "--lora-r 0 is outside"},
+		{"lora r 0, full", func(o *Options, _ *Sequence) { o.Job.Adapter[lora.OptionR] = "0" }, ""},
+		{"lora r 0, lora", func(o *Options, _ *Sequence) { o.Methods, o.Job.Adapter[lora.OptionR] = loraOnly, "0" }, "--lora-r 0 is outside"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -9,9 +9,11 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
+	"github.com/migu-ml/migu/adapters"
 	"github.com/migu-ml/migu/chat"
 	"github.com/migu-ml/migu/data"
 	"github.com/migu-ml/migu/eval"
@@ -25,12 +27,21 @@ import (
 	"github.com/migu-ml/migu/train"
 )
 
-// Method names a way of training a sequence: full fine-tuning or LoRA,
-// each with or without MIGU.
+// Method names a way of training a sequence: full fine-tuning or an
+// adapter kind, each with or without MIGU.
 type Method struct {
-	Name string `json:"name"` // full, full+migu, lora, lora+migu
-	LoRA bool   `json:"lora"`
-	MIGU bool   `json:"migu"`
+	Name string `json:"name"` // e.g. full, full+migu, lora, dora+migu
+	// Adapter is the adapter kind (adapters.Names), "" for full fine-tuning.
+	Adapter string `json:"adapter,omitempty"`
+	MIGU    bool   `json:"migu"`
+}
+
+// Base is the finetune method a task of m trains with.
+func (m Method) Base() string {
+	if m.Adapter == "" {
+		return finetune.MethodFull
+	}
+	return m.Adapter
 }
 
 // AllMethods are the four methods a comparison runs.
@@ -46,14 +57,18 @@ func ParseMethods(s string) ([]Method, error) {
 			continue
 		}
 		base, migu, _ := strings.Cut(name, "+")
-		if (base != finetune.MethodFull && base != finetune.MethodLoRA) || (migu != "" && migu != "migu") {
-			return nil, badinput.Errorf("unknown method %q (%s)", name, AllMethods)
+		if !slices.Contains(finetune.Methods(), base) || (migu != "" && migu != "migu") {
+			return nil, badinput.Errorf("unknown method %q (%s, each alone or +migu)", name, strings.Join(finetune.Methods(), ", "))
 		}
 		if seen[name] {
 			return nil, badinput.Errorf("method %q is listed twice", name)
 		}
 		seen[name] = true
-		out = append(out, Method{Name: name, LoRA: base == finetune.MethodLoRA, MIGU: migu != ""})
+		m := Method{Name: name, MIGU: migu != ""}
+		if base != finetune.MethodFull {
+			m.Adapter = base
+		}
+		out = append(out, m)
 	}
 	if len(out) == 0 {
 		return nil, badinput.Errorf("no methods given (%s)", AllMethods)
@@ -69,12 +84,12 @@ type Options struct {
 	// Methods to compare (default: full).
 	Methods []Method
 	// Seeds each method runs with (default: Job.Seed). A seed draws the
-	// training rows, orders the batches and initialises LoRA.
+	// training rows, orders the batches and initialises the adapter.
 	Seeds []uint64
 	// Score is eval.CLRank (default), eval.CLGenerate or eval.CLBoth.
 	Score string
 	// Job is the template of every task's training: hyperparameters, MIGU's
-	// T and mode (Job.Train.T, taken as it is), LoRA's configuration, epochs,
+	// T and mode (Job.Train.T, taken as it is), the adapter settings, epochs,
 	// batch size, max length, max steps, checkpointing. Model, Data, Out,
 	// Method, Seed, Unmasked, InitAdapter and Resume are set per task.
 	Job finetune.JobOptions
@@ -115,13 +130,17 @@ func (o Options) Check(seq *Sequence) error {
 	if err := migu.CheckT(o.Job.Train.T); err != nil {
 		return err
 	}
-	job := o.Job
+	if err := o.Job.Check(); err != nil {
+		return err
+	}
 	for _, m := range o.Methods {
-		if m.LoRA {
-			job.Method = finetune.MethodLoRA
+		job := o.Job
+		job.Method = m.Base()
+		if err := job.Check(); err != nil {
+			return err
 		}
 	}
-	return job.Check()
+	return nil
 }
 
 // RunFolder says what a run folder of `migu continual` is: not the model
@@ -249,11 +268,14 @@ func newRunner(seq *Sequence, o Options) (*runner, error) {
 		return nil, err
 	}
 	for _, m := range o.Methods {
-		if m.LoRA {
-			if err := o.Job.LoRA.CheckFor(man); err != nil {
+		if m.Adapter != "" {
+			a, err := adapters.New(m.Adapter, o.Job.Adapter)
+			if err != nil {
 				return nil, err
 			}
-			break
+			if _, err := a.Layers(man); err != nil {
+				return nil, err
+			}
 		}
 	}
 	if err := rundir.Check(o.Out, RunFolder(o.Model)); err != nil {
@@ -490,13 +512,10 @@ func (r *runner) runOne(ctx context.Context, m Method, seed uint64) (bool, error
 		}
 		job := r.o.Job
 		job.Data, job.Out, job.Seed = data, filepath.Join(dir, taskDir(i, t.Task)), seed
-		job.Model, job.Method, job.InitAdapter = r.o.Model, finetune.MethodFull, ""
-		if m.LoRA {
-			job.Method = finetune.MethodLoRA
-		}
+		job.Model, job.Method, job.InitAdapter = r.o.Model, m.Base(), ""
 		if i > 0 {
 			prev := rs.Tasks[i-1].Output
-			if m.LoRA {
+			if m.Adapter != "" {
 				job.InitAdapter = prev
 			} else {
 				job.Model = prev
@@ -547,7 +566,7 @@ func (r *runner) runOne(ctx context.Context, m Method, seed uint64) (bool, error
 			fmt.Fprintf(r.log, "warning: task %s: %d of %d training examples were cut to the maximum length, the sentence first; raise --max-len\n", t.Name, res.Data.Truncated, res.Data.Examples)
 		}
 		modelDir, adapter := res.Output, ""
-		if m.LoRA {
+		if m.Adapter != "" {
 			modelDir, adapter = r.o.Model, res.Output
 		}
 		acc, err := r.evaluate(ctx, modelDir, adapter)
@@ -604,7 +623,7 @@ func (r *runner) cleanup(taskOut string, rs *runState, i int, m Method) {
 	os.RemoveAll(filepath.Join(taskOut, train.CheckpointsDir))
 	os.Remove(filepath.Join(taskOut, train.GraphFile))
 	os.Remove(filepath.Join(taskOut, train.GraphData))
-	if !m.LoRA && i > 0 {
+	if m.Adapter == "" && i > 0 {
 		os.RemoveAll(rs.Tasks[i-1].Output)
 	}
 }

@@ -209,8 +209,8 @@ func Run(w io.Writer, opt Options) (*Result, error) {
 	runDir := filepath.Join(opt.Out, "continual")
 	job := finetune.JobOptions{
 		Epochs: opt.Epochs, BatchSize: defaultBatchSize, MaxLen: defaultMaxLen, Seed: opt.Seed, Template: template,
-		LoRA:  lora.Config{R: 8, Alpha: 32, Targets: []string{lora.AllLinear}},
-		Train: train.Config{GradAccum: 1, Optim: adamW(opt.LR), ClipNorm: 1, T: opt.T, Mode: migu.ModeGrad, Threads: opt.Threads},
+		Adapter: lora.Config{R: 8, Alpha: 32, Targets: []string{lora.AllLinear}}.Settings(),
+		Train:   train.Config{GradAccum: 1, Optim: adamW(opt.LR), ClipNorm: 1, T: opt.T, Mode: migu.ModeGrad, Threads: opt.Threads},
 	}
 	step.start("5. continual: the %d tasks in order, once per method (%s); after each task every task is tested (%s accuracy)",
 		len(names), opt.Methods, opt.Score)

@@ -10,7 +10,6 @@ import (
 
 	"github.com/migu-ml/migu/adapters"
 	"github.com/migu-ml/migu/internal/badinput"
-	_ "github.com/migu-ml/migu/lora" // registers the LoRA adapter kind for --adapter
 	"github.com/migu-ml/migu/modeldir"
 	"github.com/migu-ml/migu/onnx/ort"
 	"github.com/migu-ml/migu/tokenizer"
@@ -27,7 +26,7 @@ const DefaultMaxLength = 2048
 
 // Options open a model folder for evaluation.
 type Options struct {
-	Adapter   string // LoRA adapter folder (PEFT layout); merged into the weights in memory
+	Adapter   string // adapter folder (PEFT layout, a registered kind); merged into the weights in memory
 	Threads   int    // ORT intra-op threads (0: ORT's default)
 	BatchSize int    // sequences per forward run (0: DefaultBatchSize)
 	Provider  string // ort provider ("" = cpu)

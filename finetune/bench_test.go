@@ -1,6 +1,7 @@
 package finetune
 
 import (
+	"github.com/migu-ml/migu/adapters"
 	"path/filepath"
 	"testing"
 
@@ -34,7 +35,7 @@ func BenchmarkTrainStep(b *testing.B) {
 		b.Fatal(err)
 	}
 	batches := testfix.RandomBatches(8, 4, 128, man.VocabSize, 1)
-	for _, method := range []string{MethodFull, MethodLoRA} {
+	for _, method := range []string{MethodFull, lora.Kind} {
 		for _, withMIGU := range []bool{false, true} {
 			name := method
 			if withMIGU {
@@ -76,8 +77,11 @@ func benchTrainer(b *testing.B, model, method string, cfg train.Config) *train.T
 	}
 	defer m.Close()
 	var plan *train.Plan
-	if method == MethodLoRA {
-		_, plan, err = loraPlan(m, man, JobOptions{LoRA: lora.DefaultConfig()})
+	if method == lora.Kind {
+		var a adapters.Adapter
+		if a, err = adapters.New(lora.Kind, nil); err == nil {
+			plan, err = adapterPlan(m, man, a, 0)
+		}
 	} else {
 		plan, err = train.FullPlan(m, man)
 	}

@@ -1,7 +1,8 @@
 // Package finetune runs fine-tuning jobs as `migu train` describes them:
-// read and encode the data, plan what to train (every parameter, or a
-// LoRA adapter), run the trainer with checkpoints, and write the trained
-// model folder or the adapter.
+// read and encode the data, plan what to train (every parameter, or an
+// adapter of a kind registered in package adapters, known here only by
+// name), run the trainer with checkpoints, and write the trained model
+// folder or the adapter.
 package finetune
 
 import (
@@ -21,34 +22,32 @@ import (
 	"github.com/migu-ml/migu/internal/atomicfile"
 	"github.com/migu-ml/migu/internal/badinput"
 	"github.com/migu-ml/migu/internal/rundir"
-	"github.com/migu-ml/migu/lora"
-	"github.com/migu-ml/migu/migu"
 	"github.com/migu-ml/migu/modeldir"
 	"github.com/migu-ml/migu/onnx"
 	"github.com/migu-ml/migu/tokenizer"
 	"github.com/migu-ml/migu/train"
 )
 
-// Methods a job can train with.
-const (
-	MethodFull = "full"
-	MethodLoRA = "lora"
-)
+// MethodFull trains every parameter; any other method names an adapter
+// kind (adapters.Names).
+const MethodFull = "full"
 
 // JobOptions are what `migu train` asks for. Zero values are taken as
 // they are (a zero batch size or LoRA rank is refused by Check, not
 // replaced by a default): start from DefaultJobOptions.
 type JobOptions struct {
 	Model, Data, Out string
-	Method           string       // full or lora
-	LoRA             lora.Config  `json:"lora"`
-	Train            train.Config `json:"train"`
-	Epochs           int          `json:"epochs"`
-	BatchSize        int          `json:"batch_size"`
-	MaxLen           int          `json:"max_len"`
-	Seed             uint64       `json:"seed"`
-	Bucket           int          `json:"bucket"`
-	SkipBadLines     bool         `json:"skip_bad_lines"`
+	Method           string // full, or an adapter kind such as lora
+	// Adapter are the adapter's settings (adapters.Option names, e.g.
+	// "lora-r"); settings of other kinds are ignored.
+	Adapter      adapters.Options `json:"adapter"`
+	Train        train.Config     `json:"train"`
+	Epochs       int              `json:"epochs"`
+	BatchSize    int              `json:"batch_size"`
+	MaxLen       int              `json:"max_len"`
+	Seed         uint64           `json:"seed"`
+	Bucket       int              `json:"bucket"`
+	SkipBadLines bool             `json:"skip_bad_lines"`
 	// MaxLineBytes caps the length of a data file's lines (0:
 	// data.DefaultMaxLineBytes); see data.ReadOptions.
 	MaxLineBytes int `json:"max_line_bytes,omitempty"`
@@ -65,9 +64,9 @@ type JobOptions struct {
 	// is the memory the machine has available, "off" plans without a cap,
 	// and a size such as "20GB" or "512MB" sets it.
 	MemoryLimit string `json:"-"`
-	// InitAdapter starts a LoRA run from a trained adapter folder (its r,
-	// alpha and layers replace LoRA's), so that one adapter continues
-	// across the tasks of a sequence.
+	// InitAdapter starts an adapter run from a trained adapter folder of
+	// the method's kind (its settings and layers replace Adapter's), so
+	// that one adapter continues across the tasks of a sequence.
 	InitAdapter string `json:"init_adapter,omitempty"`
 	// MaskRecord, when set, sums MIGU's magnitudes over the run's steps.
 	MaskRecord *train.MaskRecord `json:"-"`
@@ -83,18 +82,18 @@ type JobOptions struct {
 }
 
 // DefaultJobOptions are `migu train`'s defaults: full fine-tuning with
-// train.DefaultConfig, LoRA's lora.DefaultConfig when --method lora, one
+// train.DefaultConfig, every registered adapter kind's default settings, one
 // epoch of micro-batches of 8, the model's maximum length, the newest 3
 // checkpoints kept, memory capped at what the machine has available.
 func DefaultJobOptions() JobOptions {
-	return JobOptions{Method: MethodFull, LoRA: lora.DefaultConfig(), Train: train.DefaultConfig(), Epochs: 1, BatchSize: 8,
+	return JobOptions{Method: MethodFull, Adapter: adapters.Defaults(), Train: train.DefaultConfig(), Epochs: 1, BatchSize: 8,
 		Keep: 3, MemoryLimit: "auto"}
 }
 
 // Check checks the ranges of every number of o (and of the names that
 // need no file), before anything is read or written; each error is one
-// line naming the flag and what it accepts. LoRA's rank bound needs the
-// model: RunJob checks it with lora.Config.CheckFor.
+// line naming the flag and what it accepts. An adapter's bounds that
+// depend on the model (LoRA's rank) are checked by RunJob.
 func (o JobOptions) Check() error {
 	if err := o.Train.Check(); err != nil {
 		return err
@@ -112,19 +111,24 @@ func (o JobOptions) Check() error {
 	case o.Bucket < 0:
 		return badinput.Range("--bucket", o.Bucket, "≥ 0 (0: off)")
 	}
-	switch o.Method {
-	case "", MethodFull:
-	case MethodLoRA:
+	if o.Method != "" && o.Method != MethodFull {
+		if _, err := adapters.Lookup(o.Method); err != nil {
+			return badinput.Errorf("unknown --method %q (%s)", o.Method, strings.Join(Methods(), ", "))
+		}
 		if o.InitAdapter == "" {
-			if err := o.LoRA.Check(); err != nil {
+			if _, err := adapters.New(o.Method, o.Adapter); err != nil {
 				return err
 			}
 		}
-	default:
-		return badinput.Errorf("unknown --method %q (full, lora)", o.Method)
 	}
 	_, err := ParseMemoryLimit(o.MemoryLimit)
 	return err
+}
+
+// Methods lists the methods a job accepts: full and the registered
+// adapter kinds.
+func Methods() []string {
+	return append([]string{MethodFull}, adapters.Names()...)
 }
 
 // EpochsRange is what --epochs accepts.
@@ -179,10 +183,21 @@ func RunJob(ctx context.Context, o JobOptions) (*JobResult, error) {
 	if err := train.CheckRecompute(o.Train.Recompute, man); err != nil {
 		return nil, err
 	}
-	if o.Method == MethodLoRA && o.InitAdapter == "" {
-		if err := o.LoRA.CheckFor(man); err != nil {
+	var adapter adapters.Adapter
+	if o.Method == "" {
+		o.Method = MethodFull
+	}
+	if o.Method != MethodFull {
+		if adapter, err = newAdapter(o); err != nil {
 			return nil, err
 		}
+		if _, err := adapter.Layers(man); err != nil {
+			return nil, err
+		}
+		kind, _ := adapters.Lookup(o.Method)
+		o.Adapter = kind.Settle(o.Adapter)
+	} else {
+		o.Adapter = nil
 	}
 	// Everything is checked and read before the run folder is created.
 	if err := rundir.Check(o.Out, RunFolder(o.Model)); err != nil {
@@ -208,13 +223,10 @@ func RunJob(ctx context.Context, o JobOptions) (*JobResult, error) {
 	}
 	m := folder.Model
 	var plan *train.Plan
-	var adapter adapters.Adapter
-	switch o.Method {
-	case "", MethodFull:
-		o.Method = MethodFull
+	if adapter == nil {
 		plan, err = train.FullPlan(m, man)
-	case MethodLoRA:
-		adapter, plan, err = loraPlan(m, man, o)
+	} else {
+		plan, err = adapterPlan(m, man, adapter, o.Seed)
 	}
 	if err != nil {
 		return nil, err
@@ -277,7 +289,7 @@ func RunJob(ctx context.Context, o JobOptions) (*JobResult, error) {
 	res := &JobResult{Method: o.Method, Steps: tr.Step, Resumed: run.Resumed, FirstLoss: run.FirstLoss, LastLoss: run.LastLoss,
 		Tokens: run.Tokens, Format: format, Data: stats, Stopped: run.Stopped, Checkpoint: run.Checkpoint}
 	if !run.Stopped {
-		res.Output = filepath.Join(o.Out, map[string]string{MethodFull: "model", MethodLoRA: "adapter"}[o.Method])
+		res.Output = filepath.Join(o.Out, outputDir(o.Method))
 	}
 	if !follower {
 		if err := writeOutputs(o, res, man, adapter, tr); err != nil {
@@ -294,17 +306,24 @@ func RunJob(ctx context.Context, o JobOptions) (*JobResult, error) {
 	return res, nil
 }
 
+// outputDir is the run folder's entry a finished run of method writes.
+func outputDir(method string) string {
+	if method == MethodFull {
+		return "model"
+	}
+	return "adapter"
+}
+
 // writeOutputs writes a finished run's trained model folder (full) or
-// adapter (lora) at res.Output, then run.json.
+// adapter at res.Output, then run.json.
 func writeOutputs(o JobOptions, res *JobResult, man *modeldir.Manifest, adapter adapters.Adapter, tr *train.Trainer) error {
 	if res.Output != "" {
 		params := tr.Finish()
 		var err error
-		switch o.Method {
-		case MethodFull:
+		if adapter == nil {
 			os.RemoveAll(res.Output) // a model of an earlier completion of this run
 			err = train.ExportModel(o.Model, res.Output, params)
-		case MethodLoRA:
+		} else {
 			err = adapter.Save(res.Output, man, params)
 		}
 		if err != nil {
@@ -370,11 +389,10 @@ func finishedRun(dir, identity string) (*JobResult, error) {
 	if json.Unmarshal(raw, &res) != nil || res.Stopped {
 		return nil, nil
 	}
-	output := map[string]string{MethodFull: "model", MethodLoRA: "adapter"}[res.Method]
-	if output == "" {
+	if res.Method == "" {
 		return nil, nil
 	}
-	if _, err := os.Stat(filepath.Join(dir, output)); err != nil {
+	if _, err := os.Stat(filepath.Join(dir, outputDir(res.Method))); err != nil {
 		return nil, nil
 	}
 	latest, st, _, err := train.LatestCheckpoint(dir)
@@ -479,30 +497,28 @@ func loadData(o JobOptions, man *modeldir.Manifest) (*data.Loader, data.Stats, s
 	return l, ex.Stats, format, err
 }
 
-// loraPlan injects a LoRA adapter and trains only its tensors, each masked
-// by the point its rule names.
-func loraPlan(m *onnx.Model, man *modeldir.Manifest, o JobOptions) (adapters.Adapter, *train.Plan, error) {
-	a, err := lora.New(o.LoRA)
-	if o.InitAdapter != "" {
-		a, err = lora.Load(o.InitAdapter)
+// newAdapter is the job's adapter: fresh from its settings, or the
+// InitAdapter folder, which must be of the method's kind.
+func newAdapter(o JobOptions) (adapters.Adapter, error) {
+	if o.InitAdapter == "" {
+		return adapters.New(o.Method, o.Adapter)
 	}
+	a, err := adapters.Load(o.InitAdapter)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	inj, err := a.Inject(m, man, adapters.InjectOptions{Seed: o.Seed, Training: true})
+	if a.Name() != o.Method {
+		return nil, badinput.Errorf("%s is a %s adapter, not %s", o.InitAdapter, a.Name(), o.Method)
+	}
+	return a, nil
+}
+
+// adapterPlan injects an adapter and trains only its tensors, each masked
+// by the rule the adapter gives it.
+func adapterPlan(m *onnx.Model, man *modeldir.Manifest, a adapters.Adapter, seed uint64) (*train.Plan, error) {
+	inj, err := a.Inject(m, man, adapters.InjectOptions{Seed: seed, Training: true})
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	plan := &train.Plan{Model: m, Manifest: man, Trainable: inj.ParamNames(), Points: inj.Points}
-	shapes := map[string][]int64{}
-	for _, p := range inj.Params {
-		shapes[p.Name] = p.Shape
-	}
-	for _, r := range inj.Masks {
-		if shapes[r.Param] == nil {
-			return nil, nil, fmt.Errorf("lora: mask rule for unknown tensor %s", r.Param)
-		}
-		plan.Rules = append(plan.Rules, migu.Rule{Param: r.Param, Shape: shapes[r.Param], Axis: r.Axis, Tap: r.Point})
-	}
-	return a, plan, nil
+	return &train.Plan{Model: m, Manifest: man, Trainable: inj.ParamNames(), Points: inj.Points, Rules: inj.Masks}, nil
 }

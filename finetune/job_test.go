@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/migu-ml/migu/internal/badinput"
+	"github.com/migu-ml/migu/lora"
 )
 
 // Every number of a job is checked before anything is read or written:
@@ -42,12 +43,14 @@ func TestJobOptionsCheck(t *testing.T) {
 		{"threads 1e6", func(o *JobOptions) { o.Train.Threads = 1_000_000 }, "--threads 1000000 is outside"},
 		{"migu T 1", func(o *JobOptions) { o.Train.UseMIGU, o.Train.T = true, 1 }, "--migu 1 is outside [0, 1)"},
 		{"migu T 0", func(o *JobOptions) { o.Train.UseMIGU, o.Train.T = true, 0 }, ""},
-		{"lora r 0", func(o *JobOptions) { o.Method, o.LoRA.R = MethodLoRA, 0 }, "--lora-r 0 is outside its range: 1 …"},
-		{"lora r 0, full", func(o *JobOptions) { o.LoRA.R = 0 }, ""},
-		{"lora r 0 from an adapter", func(o *JobOptions) { o.Method, o.LoRA.R, o.InitAdapter = MethodLoRA, 0, "a" }, ""},
-		{"lora alpha NaN", func(o *JobOptions) { o.Method, o.LoRA.Alpha = MethodLoRA, math.NaN() }, "--lora-alpha NaN is outside"},
-		{"lora dropout 1", func(o *JobOptions) { o.Method, o.LoRA.Dropout = MethodLoRA, 1 }, "--lora-dropout 1 is outside"},
-		{"unknown method", func(o *JobOptions) { o.Method = "qlora" }, `unknown --method "qlora"`},
+		{"lora r 0", func(o *JobOptions) { o.Method, o.Adapter[lora.OptionR] = lora.Kind, "0" }, "--lora-r 0 is outside its range: 1 …"},
+		{"lora r 0, full", func(o *JobOptions) { o.Adapter[lora.OptionR] = "0" }, ""},
+		{"lora r 0 from an adapter", func(o *JobOptions) { o.Method, o.Adapter[lora.OptionR], o.InitAdapter = lora.Kind, "0", "a" }, ""},
+		{"lora alpha NaN", func(o *JobOptions) { o.Method, o.Adapter[lora.OptionAlpha] = lora.Kind, "NaN" }, "--lora-alpha NaN is outside"},
+		{"lora dropout 1", func(o *JobOptions) { o.Method, o.Adapter[lora.OptionDropout] = lora.Kind, "1" }, "--lora-dropout 1 is outside"},
+		{"lora r not a number", func(o *JobOptions) { o.Method, o.Adapter[lora.OptionR] = lora.Kind, "eight" }, `--lora-r "eight" is not an integer`},
+		{"lora targets", func(o *JobOptions) { o.Method, o.Adapter[lora.OptionTargets] = lora.Kind, "q,x" }, `--lora-targets: unknown target "x"`},
+		{"unknown method", func(o *JobOptions) { o.Method = "qlora" }, `unknown --method "qlora" (full, lora`},
 		{"memory limit NaN", func(o *JobOptions) { o.MemoryLimit = "NaNGB" }, `--memory-limit "NaNGB" is not`},
 		{"schedule", func(o *JobOptions) { o.Train.Schedule = "step" }, `unknown --schedule "step"`},
 	}

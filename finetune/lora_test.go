@@ -2,6 +2,7 @@ package finetune
 
 import (
 	"encoding/json"
+	"github.com/migu-ml/migu/adapters"
 	"math"
 	"os"
 	"path/filepath"
@@ -86,7 +87,11 @@ func loraMatchesPEFT(t *testing.T, hf, model string, bf16 bool) {
 		}
 	}
 	const steps, lr, wd = 20, 5e-3, 0.01
-	adapter, plan, err := loraPlan(m, man, JobOptions{LoRA: lora.Config{Targets: []string{"q", "v", "ffn_out"}, R: 4, Alpha: 8}, Seed: 3})
+	adapter, err := adapters.New(lora.Kind, lora.Config{Targets: []string{"q", "v", "ffn_out"}, R: 4, Alpha: 8}.Settings())
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan, err := adapterPlan(m, man, adapter, 3)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,8 +4,10 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strconv"
 	"strings"
 
+	"github.com/migu-ml/migu/adapters"
 	"github.com/migu-ml/migu/internal/badinput"
 	"github.com/migu-ml/migu/modeldir"
 )
@@ -202,4 +204,69 @@ func (c Config) String() string {
 		s += " rslora"
 	}
 	return s
+}
+
+// Option names of LoRA's settings, which are also their flags.
+const (
+	OptionR       = "lora-r"
+	OptionAlpha   = "lora-alpha"
+	OptionDropout = "lora-dropout"
+	OptionTargets = "lora-targets"
+)
+
+// Options declares LoRA's settings with DefaultConfig's values; DoRA
+// declares the same ones.
+func Options() []adapters.Option {
+	d := DefaultConfig()
+	return []adapters.Option{
+		{Name: OptionR, Type: "int", Default: strconv.Itoa(d.R), Help: "rank of LoRA and DoRA: 1 … the width of the narrowest adapted layer"},
+		{Name: OptionAlpha, Type: "float64", Default: strconv.FormatFloat(d.Alpha, 'g', -1, 64), Help: "LoRA alpha, > 0 (scaling alpha/r)"},
+		{Name: OptionDropout, Type: "float64", Default: strconv.FormatFloat(d.Dropout, 'g', -1, 64), Help: "LoRA dropout probability in [0, 1)"},
+		{Name: OptionTargets, Type: "string", Default: strings.Join(d.Targets, ","), Help: "roles LoRA adapts: q,k,v,o,ffn_in,ffn_gate,ffn_out,head, or all"},
+	}
+}
+
+// ConfigFrom reads a configuration from settings named as Options names
+// them; a missing setting takes its default, a malformed one is bad input
+// naming its flag.
+func ConfigFrom(o adapters.Options) (Config, error) {
+	c := DefaultConfig()
+	if v, ok := o[OptionR]; ok {
+		r, err := strconv.Atoi(strings.TrimSpace(v))
+		if err != nil {
+			return Config{}, badinput.Errorf("--%s %q is not an integer", OptionR, v)
+		}
+		c.R = r
+	}
+	for name, dst := range map[string]*float64{OptionAlpha: &c.Alpha, OptionDropout: &c.Dropout} {
+		if v, ok := o[name]; ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				return Config{}, badinput.Errorf("--%s %q is not a number", name, v)
+			}
+			*dst = f
+		}
+	}
+	if v, ok := o[OptionTargets]; ok {
+		t, err := ParseTargets(v)
+		if err != nil {
+			return Config{}, err
+		}
+		c.Targets = t
+	}
+	return c, nil
+}
+
+// Settings are c as settings (Options' names), for jobs built in code.
+// Empty targets are left out, so they take the default.
+func (c Config) Settings() adapters.Options {
+	o := adapters.Options{
+		OptionR:       strconv.Itoa(c.R),
+		OptionAlpha:   strconv.FormatFloat(c.Alpha, 'g', -1, 64),
+		OptionDropout: strconv.FormatFloat(c.Dropout, 'g', -1, 64),
+	}
+	if len(c.Targets) > 0 {
+		o[OptionTargets] = strings.Join(c.Targets, ",")
+	}
+	return o
 }

@@ -43,7 +43,16 @@ const (
 )
 
 func init() {
-	adapters.Register(adapters.Kind{Name: Kind, PEFTType: PEFTType, Load: func(dir string) (adapters.Adapter, error) { return Load(dir) }})
+	adapters.Register(adapters.Kind{Name: Kind, PEFTType: PEFTType, Options: Options(),
+		Claims: func(raw []byte) bool { return ClaimsConfig(raw, false) },
+		New: func(o adapters.Options) (adapters.Adapter, error) {
+			cfg, err := ConfigFrom(o)
+			if err != nil {
+				return nil, err
+			}
+			return New(cfg)
+		},
+		Load: func(dir string) (adapters.Adapter, error) { return Load(dir) }})
 }
 
 var _ adapters.Adapter = (*Adapter)(nil)
@@ -81,9 +90,9 @@ func (a *Adapter) Name() string { return Kind }
 // Config returns the adapter's configuration.
 func (a *Adapter) Config() Config { return a.cfg }
 
-// Parameter and tap names for a linear layer.
-func paramA(linear string) string { return linear + ".lora_A.weight" }
-func paramB(linear string) string { return linear + ".lora_B.weight" }
+// ParamA and ParamB name a layer's LoRA matrices in the graph.
+func ParamA(linear string) string { return linear + ".lora_A.weight" }
+func ParamB(linear string) string { return linear + ".lora_B.weight" }
 
 // PointA names the tap on x·A; the tap on the layer output is named like
 // the linear, as migu.LinearPoints names it.
@@ -149,7 +158,7 @@ func (a *Adapter) Inject(m *onnx.Model, man *modeldir.Manifest, opt adapters.Inj
 	}
 	inj := &adapters.Injection{}
 	for _, l := range layers {
-		nameA, nameB := paramA(l.Name), paramB(l.Name)
+		nameA, nameB := ParamA(l.Name), ParamB(l.Name)
 		if g.Initializer(nameA) != nil || g.Initializer(nameB) != nil {
 			return nil, badinput.Errorf("layer %s already has a LoRA adapter (%s exists)", l.Name, nameA)
 		}
@@ -157,10 +166,7 @@ func (a *Adapter) Inject(m *onnx.Model, man *modeldir.Manifest, opt adapters.Inj
 		if p == nil {
 			return nil, fmt.Errorf("lora: no node computes %s's output %q", l.Name, l.Output)
 		}
-		va, vb, err := a.values(l, opt.Seed)
-		if err != nil {
-			return nil, err
-		}
+		va, vb := a.Values(l, opt.Seed)
 		g.AddInitializer(onnx.Float32Tensor(nameA, []int64{l.DIn, r}, va))
 		g.AddInitializer(onnx.Float32Tensor(nameB, []int64{r, l.DOut}, vb))
 
@@ -172,7 +178,7 @@ func (a *Adapter) Inject(m *onnx.Model, man *modeldir.Manifest, opt adapters.Inj
 		}
 		x := l.Input
 		if ratio != "" {
-			x = g.Op("Dropout", []string{x, ratio, training}, l.Name+".lora_dropout", onnx.AttrInt("seed", dropoutSeed(opt.Seed, l.Name)))
+			x = g.Op("Dropout", []string{x, ratio, training}, l.Name+".lora_dropout", onnx.AttrInt("seed", DropoutSeed(opt.Seed, l.Name)))
 		}
 		h := g.Op("MatMul", []string{x, nameA}, PointA(l.Name))
 		hs := g.Op("Mul", []string{h, scale}, l.Name+".lora_scaled")
@@ -191,8 +197,8 @@ func (a *Adapter) Inject(m *onnx.Model, man *modeldir.Manifest, opt adapters.Inj
 			migu.Point{Name: PointA(l.Name), Value: h, Dim: r, Mask: masks[l.Name]},
 			migu.Point{Name: l.Name, Value: l.Output, Dim: l.DOut, Mask: masks[l.Name]})
 		inj.Masks = append(inj.Masks,
-			adapters.MaskRule{Param: nameA, Axis: 1, Point: PointA(l.Name)},
-			adapters.MaskRule{Param: nameB, Axis: 1, Point: l.Name})
+			migu.Rule{Param: nameA, Shape: []int64{l.DIn, r}, Axis: 1, Tap: PointA(l.Name)},
+			migu.Rule{Param: nameB, Shape: []int64{r, l.DOut}, Axis: 1, Tap: l.Name})
 	}
 	if err := g.TopoSort(); err != nil {
 		return nil, err
@@ -200,16 +206,17 @@ func (a *Adapter) Inject(m *onnx.Model, man *modeldir.Manifest, opt adapters.Inj
 	return inj, nil
 }
 
-// values returns a layer's A and B: loaded ones, or PEFT's initialisation
-// drawn from a stream of its own (seed, layer name), so a layer's values do
-// not depend on which other layers are adapted.
-func (a *Adapter) values(l modeldir.Linear, seed uint64) (va, vb []float32, err error) {
+// Values returns copies of a layer's A [d_in, r] and B [r, d_out] in MatMul
+// orientation: loaded ones, or PEFT's initialisation drawn from a stream of
+// its own (seed, layer name), so a layer's values do not depend on which
+// other layers are adapted.
+func (a *Adapter) Values(l modeldir.Linear, seed uint64) (va, vb []float32) {
 	r := int64(a.cfg.R)
 	if a.layers != nil {
 		v := a.layers[l.Name]
-		return append([]float32(nil), v.a...), append([]float32(nil), v.b...), nil
+		return append([]float32(nil), v.a...), append([]float32(nil), v.b...)
 	}
-	return InitA(l.DIn, r, seed, l.Name), make([]float32, r*l.DOut), nil
+	return InitA(l.DIn, r, seed, l.Name), make([]float32, r*l.DOut)
 }
 
 // KaimingBound is the bound of PEFT's lora_A initialisation:
@@ -244,7 +251,7 @@ func nameHash(s string) uint64 {
 	return h.Sum64()
 }
 
-// dropoutSeed gives each layer's Dropout its own reproducible seed.
-func dropoutSeed(seed uint64, linear string) int64 {
+// DropoutSeed gives each layer's Dropout its own reproducible seed.
+func DropoutSeed(seed uint64, linear string) int64 {
 	return int64((seed ^ nameHash(linear+".lora_dropout")) >> 1)
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/migu-ml/migu/adapters"
 	"github.com/migu-ml/migu/internal/badinput"
+	"github.com/migu-ml/migu/migu"
 	"github.com/migu-ml/migu/modeldir"
 	"github.com/migu-ml/migu/onnx"
 	"github.com/migu-ml/migu/safetensors"
@@ -276,7 +277,8 @@ func TestInjection(t *testing.T) {
 	if p := inj.Points[1]; p.Name != l.Name || p.Value != l.Output || p.Dim != l.DOut {
 		t.Errorf("y point %+v, want the layer output %s", p, l.Output)
 	}
-	wantMasks := []adapters.MaskRule{{Param: l.Name + ".lora_A.weight", Axis: 1, Point: l.Name + ".lora_A"}, {Param: l.Name + ".lora_B.weight", Axis: 1, Point: l.Name}}
+	wantMasks := []migu.Rule{{Param: l.Name + ".lora_A.weight", Shape: []int64{l.DIn, 4}, Axis: 1, Tap: l.Name + ".lora_A"},
+		{Param: l.Name + ".lora_B.weight", Shape: []int64{4, l.DOut}, Axis: 1, Tap: l.Name}}
 	if !reflect.DeepEqual(inj.Masks[:2], wantMasks) {
 		t.Errorf("masks %+v, want %+v", inj.Masks[:2], wantMasks)
 	}

@@ -38,47 +38,62 @@ func (a *Adapter) Merge(m *onnx.Model, man *modeldir.Manifest) error {
 	if err != nil {
 		return err
 	}
-	g := m.Graph()
 	s := float32(a.cfg.Scaling())
 	r := int64(a.cfg.R)
 	for _, l := range layers {
 		v := a.layers[l.Name]
-		t := g.Initializer(l.Weight)
-		if t == nil {
-			return badinput.Errorf("layer %s: the model has no weight initializer %q", l.Name, l.Weight)
-		}
-		if !onnx.DType(t.GetDataType()).IsFloat() {
-			return fmt.Errorf("lora: merging into %s: weight %q is %v, not a float tensor", l.Name, l.Weight, onnx.DType(t.GetDataType()))
-		}
-		// A tied head reads the transpose of the embedding [d_out, d_in].
-		want := []int64{l.DIn, l.DOut}
-		if l.Tied != "" {
-			want = []int64{l.DOut, l.DIn}
-		}
-		if !slices.Equal(t.Dims, want) {
-			return fmt.Errorf("lora: weight %q of %s has shape %v, want %v", l.Weight, l.Name, t.Dims, want)
-		}
-		w, err := m.Float32s(t)
+		w, err := WeightOf(m, l)
 		if err != nil {
 			return err
 		}
-		if l.Tied != "" {
-			w = transpose(w, l.DOut, l.DIn)
-		}
-		addProduct(w, v.a, v.b, l.DIn, r, l.DOut, s)
-		if l.Tied == "" {
-			replaceData(t, w)
-			continue
-		}
-		if err := untie(g, man, l, w); err != nil {
+		AddProduct(w, v.a, v.b, l.DIn, r, l.DOut, s)
+		if err := SetWeight(m, man, l, w); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// addProduct adds s·A·B to w ([d_in, d_out]), with A [d_in, r], B [r, d_out].
-func addProduct(w, a, b []float32, dIn, r, dOut int64, s float32) {
+// WeightOf returns a copy of layer l's weight in MatMul orientation
+// [d_in, d_out], as float32 (a tied head's embedding transposed).
+func WeightOf(m *onnx.Model, l modeldir.Linear) ([]float32, error) {
+	t := m.Graph().Initializer(l.Weight)
+	if t == nil {
+		return nil, badinput.Errorf("layer %s: the model has no weight initializer %q", l.Name, l.Weight)
+	}
+	if !onnx.DType(t.GetDataType()).IsFloat() {
+		return nil, fmt.Errorf("lora: layer %s: weight %q is %v, not a float tensor", l.Name, l.Weight, onnx.DType(t.GetDataType()))
+	}
+	// A tied head reads the transpose of the embedding [d_out, d_in].
+	want := []int64{l.DIn, l.DOut}
+	if l.Tied != "" {
+		want = []int64{l.DOut, l.DIn}
+	}
+	if !slices.Equal(t.Dims, want) {
+		return nil, fmt.Errorf("lora: weight %q of %s has shape %v, want %v", l.Weight, l.Name, t.Dims, want)
+	}
+	w, err := m.Float32s(t)
+	if err != nil {
+		return nil, err
+	}
+	if l.Tied != "" {
+		return transpose(w, l.DOut, l.DIn), nil
+	}
+	return slices.Clone(w), nil
+}
+
+// SetWeight replaces layer l's weight with w [d_in, d_out] (float32); a
+// tied head gets a weight of its own, and the embedding stays as it was.
+func SetWeight(m *onnx.Model, man *modeldir.Manifest, l modeldir.Linear, w []float32) error {
+	if l.Tied == "" {
+		replaceData(m.Graph().Initializer(l.Weight), w)
+		return nil
+	}
+	return untie(m.Graph(), man, l, w)
+}
+
+// AddProduct adds s·A·B to w ([d_in, d_out]), with A [d_in, r], B [r, d_out].
+func AddProduct(w, a, b []float32, dIn, r, dOut int64, s float32) {
 	row := make([]float32, dOut)
 	for i := range dIn {
 		clear(row)

@@ -50,8 +50,12 @@ type peftConfig struct {
 const keyPrefix = "base_model.model."
 
 // Tensor names in the adapter file for a linear layer.
-func keyA(linear string) string { return keyPrefix + linear + ".lora_A.weight" }
-func keyB(linear string) string { return keyPrefix + linear + ".lora_B.weight" }
+func keyA(linear string) string { return Key(linear, "lora_A.weight") }
+func keyB(linear string) string { return Key(linear, "lora_B.weight") }
+
+// Key is the name PEFT's files give a layer's tensor with this suffix,
+// e.g. Key("model.layers.0.self_attn.q_proj", "lora_A.weight").
+func Key(linear, suffix string) string { return keyPrefix + linear + "." + suffix }
 
 // taskTypes maps migu objectives to PEFT's task_type; PEFT has none for
 // masked language modelling, which loads as a plain PeftModel.
@@ -62,6 +66,13 @@ var taskTypes = map[string]string{"clm": "CAUSAL_LM", "seq2seq": "SEQ_2_SEQ_LM",
 // (lora_A [r, d_in], lora_B [d_out, r]). values holds every parameter of
 // Inject by name; nil saves the loaded values.
 func (a *Adapter) Save(dir string, man *modeldir.Manifest, values map[string][]float32) error {
+	return a.Write(dir, man, values, false, nil)
+}
+
+// Write is Save for the kinds of PEFT's LoRA family: useDora sets
+// use_dora in adapter_config.json, and extra tensors (named with Key) are
+// written beside lora_A and lora_B.
+func (a *Adapter) Write(dir string, man *modeldir.Manifest, values map[string][]float32, useDora bool, extra []safetensors.Tensor) error {
 	layers, err := a.Layers(man)
 	if err != nil {
 		return err
@@ -69,7 +80,7 @@ func (a *Adapter) Save(dir string, man *modeldir.Manifest, values map[string][]f
 	r := int64(a.cfg.R)
 	var tensors []safetensors.Tensor
 	for _, l := range layers {
-		va, vb := values[paramA(l.Name)], values[paramB(l.Name)]
+		va, vb := values[ParamA(l.Name)], values[ParamB(l.Name)]
 		if values == nil {
 			if v := a.layers[l.Name]; v != nil {
 				va, vb = v.a, v.b
@@ -77,7 +88,7 @@ func (a *Adapter) Save(dir string, man *modeldir.Manifest, values map[string][]f
 		}
 		if int64(len(va)) != l.DIn*r || int64(len(vb)) != r*l.DOut {
 			return fmt.Errorf("lora: saving %s: %d and %d values for %s and %s, want %d and %d",
-				dir, len(va), len(vb), paramA(l.Name), paramB(l.Name), l.DIn*r, r*l.DOut)
+				dir, len(va), len(vb), ParamA(l.Name), ParamB(l.Name), l.DIn*r, r*l.DOut)
 		}
 		tensors = append(tensors,
 			safetensors.Tensor{Name: keyA(l.Name), DType: safetensors.F32, Shape: []int64{r, l.DIn}, Values: transpose(va, l.DIn, r)},
@@ -96,8 +107,10 @@ func (a *Adapter) Save(dir string, man *modeldir.Manifest, values map[string][]f
 		R:               a.cfg.R,
 		RankPattern:     map[string]any{},
 		TargetModules:   targetModules(layers, man),
+		UseDora:         useDora,
 		UseRSLoRA:       a.cfg.RSLoRA,
 	}
+	tensors = append(tensors, extra...)
 	base := a.baseModel
 	if base == "" {
 		base = man.Source.From
@@ -166,38 +179,60 @@ func isNumber(s string) bool {
 	return true
 }
 
+// ClaimsConfig reports whether an adapter_config.json (raw) is PEFT's
+// LoRA with use_dora as given: PEFT writes DoRA adapters as peft_type
+// "LORA" with use_dora true, so the peft_type alone does not tell them apart.
+func ClaimsConfig(raw []byte, useDora bool) bool {
+	var head struct {
+		PEFTType string `json:"peft_type"`
+		UseDora  bool   `json:"use_dora"`
+	}
+	return json.Unmarshal(raw, &head) == nil && head.PEFTType == PEFTType && head.UseDora == useDora
+}
+
 // Load reads a LoRA adapter folder written by Save or by PEFT's
 // save_pretrained. The tensors, not target_modules, say which layers are
 // adapted; Layers, Inject and Merge check them against a model. Options
 // migu does not implement (DoRA, trained biases, per-module ranks,
 // fan_in_fan_out, extra saved modules) are bad input naming the field.
 func Load(dir string) (*Adapter, error) {
+	a, _, err := Read(dir, false)
+	return a, err
+}
+
+// Read is Load for the kinds of PEFT's LoRA family: use_dora must be
+// useDora, and each layer may have, beside lora_A and lora_B, 1-D tensors
+// named Key(linear, suffix) for the suffixes in extra, returned by suffix
+// and linear name.
+func Read(dir string, useDora bool, extra ...string) (*Adapter, map[string]map[string][]float32, error) {
 	raw, err := adapters.ReadConfig(dir)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	cfgPath := filepath.Join(dir, adapters.ConfigFile)
 	var pc peftConfig
 	if err := json.Unmarshal(raw, &pc); err != nil {
-		return nil, badinput.Errorf("%s: %v", cfgPath, err)
+		return nil, nil, badinput.Errorf("%s: %v", cfgPath, err)
 	}
 	switch {
 	case pc.PEFTType != PEFTType:
-		return nil, badinput.Errorf("%s: peft_type is %q, not %q", cfgPath, pc.PEFTType, PEFTType)
+		return nil, nil, badinput.Errorf("%s: peft_type is %q, not %q", cfgPath, pc.PEFTType, PEFTType)
 	case pc.R <= 0:
-		return nil, badinput.Errorf("%s: r = %d, the rank must be positive", cfgPath, pc.R)
+		return nil, nil, badinput.Errorf("%s: r = %d, the rank must be positive", cfgPath, pc.R)
 	case !(pc.LoraAlpha > 0) || math.IsInf(pc.LoraAlpha, 0):
-		return nil, badinput.Errorf("%s: lora_alpha = %v, must be positive", cfgPath, pc.LoraAlpha)
-	case pc.UseDora:
-		return nil, badinput.Errorf("%s: use_dora is true; migu reads plain LoRA adapters only", cfgPath)
+		return nil, nil, badinput.Errorf("%s: lora_alpha = %v, must be positive", cfgPath, pc.LoraAlpha)
+	case pc.UseDora && !useDora:
+		return nil, nil, badinput.Errorf("%s: use_dora is true; the lora kind reads plain LoRA adapters only (DoRA is the dora kind)", cfgPath)
+	case !pc.UseDora && useDora:
+		return nil, nil, badinput.Errorf("%s: use_dora is false: a plain LoRA adapter, not DoRA", cfgPath)
 	case pc.Bias != "" && pc.Bias != "none":
-		return nil, badinput.Errorf("%s: bias is %q; migu reads LoRA adapters with bias \"none\" only", cfgPath, pc.Bias)
+		return nil, nil, badinput.Errorf("%s: bias is %q; migu reads LoRA adapters with bias \"none\" only", cfgPath, pc.Bias)
 	case pc.FanInFanOut:
-		return nil, badinput.Errorf("%s: fan_in_fan_out is true (GPT-2 Conv1D layers); migu's layers are linear", cfgPath)
+		return nil, nil, badinput.Errorf("%s: fan_in_fan_out is true (GPT-2 Conv1D layers); migu's layers are linear", cfgPath)
 	case len(pc.RankPattern) > 0 || len(pc.AlphaPattern) > 0:
-		return nil, badinput.Errorf("%s: rank_pattern / alpha_pattern give per-module ranks; migu reads one r and lora_alpha for all layers", cfgPath)
+		return nil, nil, badinput.Errorf("%s: rank_pattern / alpha_pattern give per-module ranks; migu reads one r and lora_alpha for all layers", cfgPath)
 	case !(pc.LoraDropout >= 0 && pc.LoraDropout < 1):
-		return nil, badinput.Errorf("%s: lora_dropout = %v, must be in [0, 1)", cfgPath, pc.LoraDropout)
+		return nil, nil, badinput.Errorf("%s: lora_dropout = %v, must be in [0, 1)", cfgPath, pc.LoraDropout)
 	}
 	a := &Adapter{
 		cfg:    Config{R: pc.R, Alpha: pc.LoraAlpha, Dropout: pc.LoraDropout, RSLoRA: pc.UseRSLoRA},
@@ -209,54 +244,74 @@ func Load(dir string) (*Adapter, error) {
 	path := filepath.Join(dir, adapters.WeightsFile)
 	f, err := safetensors.Open(path)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer f.Close()
 	names := f.Names()
+	extras := map[string]map[string][]float32{}
+	for _, suffix := range extra {
+		extras[suffix] = map[string][]float32{}
+	}
+keys:
 	for _, key := range names {
 		rest, prefixed := strings.CutPrefix(key, keyPrefix)
+		for _, suffix := range extra {
+			if linear, ok := strings.CutSuffix(rest, "."+suffix); prefixed && ok {
+				info, err := f.Info(key)
+				if err != nil {
+					return nil, nil, err
+				}
+				if len(info.Shape) != 1 {
+					return nil, nil, badinput.Errorf("%s: tensor %q has shape %v, want one dimension", path, key, info.Shape)
+				}
+				if extras[suffix][linear], err = f.Float32(key); err != nil {
+					return nil, nil, err
+				}
+				continue keys
+			}
+		}
 		linear, isA := strings.CutSuffix(rest, ".lora_A.weight")
 		other, isB := strings.CutSuffix(rest, ".lora_B.weight")
 		switch {
 		case prefixed && isB:
 			if !slices.Contains(names, keyA(other)) {
-				return nil, badinput.Errorf("%s: tensor %q has no partner %q", path, key, keyA(other))
+				return nil, nil, badinput.Errorf("%s: tensor %q has no partner %q", path, key, keyA(other))
 			}
 			continue
 		case !prefixed || !isA:
-			return nil, badinput.Errorf("%s: tensor %q is not a LoRA matrix of a linear layer (%s<module>.lora_A.weight / .lora_B.weight); migu reads those only", path, key, keyPrefix)
+			return nil, nil, badinput.Errorf("%s: tensor %q is not a LoRA matrix of a linear layer (%s<module>.lora_A.weight / .lora_B.weight); migu reads those only", path, key, keyPrefix)
 		case !slices.Contains(names, keyB(linear)):
-			return nil, badinput.Errorf("%s: tensor %q has no partner %q", path, key, keyB(linear))
+			return nil, nil, badinput.Errorf("%s: tensor %q has no partner %q", path, key, keyB(linear))
 		}
 		ia, err := f.Info(key)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		ib, err := f.Info(keyB(linear))
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if len(ia.Shape) != 2 || ia.Shape[0] != int64(pc.R) {
-			return nil, badinput.Errorf("%s: tensor %q has shape %v, want [r=%d, d_in] (rank mismatch with adapter_config.json)", path, key, ia.Shape, pc.R)
+			return nil, nil, badinput.Errorf("%s: tensor %q has shape %v, want [r=%d, d_in] (rank mismatch with adapter_config.json)", path, key, ia.Shape, pc.R)
 		}
 		if len(ib.Shape) != 2 || ib.Shape[1] != int64(pc.R) {
-			return nil, badinput.Errorf("%s: tensor %q has shape %v, want [d_out, r=%d] (rank mismatch with adapter_config.json)", path, keyB(linear), ib.Shape, pc.R)
+			return nil, nil, badinput.Errorf("%s: tensor %q has shape %v, want [d_out, r=%d] (rank mismatch with adapter_config.json)", path, keyB(linear), ib.Shape, pc.R)
 		}
 		va, err := f.Float32(key)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		vb, err := f.Float32(keyB(linear))
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		dIn, dOut, r := ia.Shape[1], ib.Shape[0], int64(pc.R)
 		a.layers[linear] = &layerValues{a: transpose(va, r, dIn), b: transpose(vb, dOut, r), dIn: dIn, dOut: dOut, keyA: key}
 	}
 	if len(a.layers) == 0 {
-		return nil, badinput.Errorf("%s: no LoRA tensors", path)
+		return nil, nil, badinput.Errorf("%s: no LoRA tensors", path)
 	}
-	return a, nil
+	return a, extras, nil
 }
 
 // transpose returns the [cols, rows] transpose of a row-major [rows, cols]

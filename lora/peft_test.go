@@ -12,7 +12,6 @@ import (
 	"github.com/migu-ml/migu/internal/testenv"
 	"github.com/migu-ml/migu/modeldir"
 	"github.com/migu-ml/migu/onnx"
-	"github.com/migu-ml/migu/safetensors"
 	"github.com/migu-ml/migu/train"
 )
 
@@ -148,7 +147,7 @@ func TestMatchesPEFT(t *testing.T) {
 			if moved := maxAbsDiff(logits, run(t, filepath.Join(dir, modeldir.ModelFile), ac.forwardFeeds(), nil)["logits"]); moved < 1e-2 {
 				t.Errorf("the adapter moves the logits by %.3g only; the comparison proves little", moved)
 			}
-			if d := maxAbsDiff(logits, ref.get(t, "logits")); d > 1e-5 {
+			if d := maxAbsDiff(logits, ref.Get(t, "logits")); d > 1e-5 {
 				t.Errorf("logits: max |Δ| = %.3g against PEFT", d)
 			} else {
 				t.Logf("logits: max |Δ| = %.3g against PEFT %v (%d adapted layers)", d, ref.Values["peft"], len(layers))
@@ -176,11 +175,11 @@ func TestMatchesPEFT(t *testing.T) {
 			closeTo(t, "loss", got[art.Loss], []float32{float32(ref.Values["loss"].(float64))}, 1e-5)
 			var worst float64
 			for _, p := range art.Params {
-				want := ref.get(t, "grad/"+p.Name)
+				want := ref.Get(t, "grad/"+p.Name)
 				worst = math.Max(worst, closeTo(t, "gradient of "+p.Name, got[p.Grad], transpose(want, p.Shape[1], p.Shape[0]), 1e-5))
 			}
 			for _, tap := range art.Taps {
-				worst = math.Max(worst, closeTo(t, "magnitude "+tap.Name, got[tap.Output], ref.get(t, "magnitude/"+tap.Name), 1e-5))
+				worst = math.Max(worst, closeTo(t, "magnitude "+tap.Name, got[tap.Output], ref.Get(t, "magnitude/"+tap.Name), 1e-5))
 			}
 			t.Logf("%d gradients and %d magnitudes: worst relative |Δ| %.3g", len(art.Params), len(art.Taps), worst)
 
@@ -197,7 +196,7 @@ func TestMatchesPEFT(t *testing.T) {
 				t.Errorf("PEFT's adapter has %d layers, we read %d", len(ref.Values["theirs_adapted"].([]any)), len(layers))
 			}
 			path, _ = injected(t, dir, man, peftAdapter, adapters.InjectOptions{})
-			if d := maxAbsDiff(run(t, path, ac.forwardFeeds(), nil)["logits"], ref.get(t, "theirs/logits")); d > 1e-5 {
+			if d := maxAbsDiff(run(t, path, ac.forwardFeeds(), nil)["logits"], ref.Get(t, "theirs/logits")); d > 1e-5 {
 				t.Errorf("logits with PEFT's adapter: max |Δ| = %.3g", d)
 			} else {
 				t.Logf("logits with the adapter PEFT saved (r=%d, rslora %v): max |Δ| = %.3g", c.theirs.R, c.theirs.RSLoRA, d)
@@ -227,32 +226,4 @@ func joinAny(v any) string {
 		s = append(s, x.(string))
 	}
 	return strings.Join(s, " ")
-}
-
-// sameTensors checks that two safetensors files hold the same tensor names,
-// dtypes, shapes and bytes.
-func sameTensors(t *testing.T, a, b string) {
-	t.Helper()
-	fa, err := safetensors.Open(a)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fa.Close()
-	fb, err := safetensors.Open(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fb.Close()
-	if !slices.Equal(fa.Names(), fb.Names()) {
-		t.Fatalf("tensor names differ:\n%v\n%v", fa.Names(), fb.Names())
-	}
-	for _, n := range fa.Names() {
-		ia, _ := fa.Info(n)
-		ib, _ := fb.Info(n)
-		xa, _ := fa.Bytes(n)
-		xb, _ := fb.Bytes(n)
-		if ia.DType != ib.DType || !slices.Equal(ia.Shape, ib.Shape) || string(xa) != string(xb) {
-			t.Errorf("tensor %s: %s %v vs %s %v, bytes equal %v", n, ia.DType, ia.Shape, ib.DType, ib.Shape, string(xa) == string(xb))
-		}
-	}
 }

@@ -11,16 +11,15 @@ import (
 
 // Threshold is the T-quantile of n with linear interpolation between order
 // statistics (torch.quantile's default): the value below which a fraction T
-// of the features lie. T is the fraction of features NOT updated.
+// of the features lie. T is the fraction of features NOT updated, in
+// [0, 1) as CheckT checks where T enters (NewMasker); a T outside is taken
+// as the nearest end.
 func Threshold(n []float32, t float64) (float32, error) {
 	if len(n) == 0 {
 		return 0, fmt.Errorf("migu: no magnitudes")
 	}
-	if !(t >= 0 && t < 1) {
-		return 0, fmt.Errorf("migu: T = %v is outside [0, 1)", t)
-	}
-	pos := t * float64(len(n)-1)
-	lo := int(math.Floor(pos))
+	pos := min(max(t, 0), 1) * float64(len(n)-1)
+	lo := min(int(math.Floor(pos)), len(n)-1)
 	hi := min(lo+1, len(n)-1)
 	frac := pos - float64(lo)
 	var a, b float32

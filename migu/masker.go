@@ -8,10 +8,13 @@ import (
 	"github.com/migu-ml/migu/internal/badinput"
 )
 
-// Mode says how a mask acts on the update.
+// Mode says how a mask acts on the update; the optimizer takes it as it
+// is, ModeNone when nothing is masked.
 type Mode string
 
 const (
+	// ModeNone updates every element: no mask applies.
+	ModeNone Mode = ""
 	// ModeGrad multiplies the gradient by the mask before the optimizer, as
 	// the authors' code does: with AdamW a masked column can still move
 	// through its momentum and weight decay.
@@ -30,7 +33,9 @@ func ParseMode(s string) (Mode, error) {
 	return "", badinput.Errorf("unknown --migu-mode %q (grad, update)", s)
 }
 
-// CheckT validates the threshold T, the fraction of features not updated.
+// CheckT validates the threshold T, the fraction of features not updated:
+// the one check of T's range, made where T enters (train.Config.Check and
+// NewMasker).
 func CheckT(t float64) error {
 	if !(t >= 0 && t < 1) {
 		return badinput.Errorf("--migu %v is outside [0, 1): T is the fraction of output features not updated", t)
@@ -39,12 +44,18 @@ func CheckT(t float64) error {
 }
 
 // Rule ties a trainable tensor to the tap whose magnitudes mask it: the
-// tensor's elements along Axis are output features of the tap.
+// tensor's elements along Axis are output features of the tap, so feature
+// j of the tap's mask gates index j of that axis. Adapters give their
+// tensors' rules in this form, and the trainer takes them as they are.
 type Rule struct {
 	Param string
+	// Shape is the tensor's: a matrix [rows, cols] or a vector [d].
 	Shape []int64
-	Axis  int // 0: rows (e.g. a tied embedding [vocab, hidden]); 1: columns ([d_in, d_out] weights)
-	Tap   string
+	// Axis is 0 for rows (a tied embedding [vocab, hidden]) or a vector's
+	// only axis (DoRA's magnitude [d_out]), 1 for columns ([d_in, d_out]
+	// weights).
+	Axis int
+	Tap  string
 }
 
 // Masker turns accumulated tap magnitudes into per-element keep masks for
@@ -72,7 +83,7 @@ func NewMasker(t float64, rules []Rule, tapDims map[string]int64) (*Masker, erro
 		if !ok {
 			return nil, fmt.Errorf("migu: tensor %s is masked by tap %q, which the training graph lacks", r.Param, r.Tap)
 		}
-		if len(r.Shape) != 2 || r.Axis < 0 || r.Axis > 1 || r.Shape[r.Axis] != dim {
+		if len(r.Shape) < 1 || len(r.Shape) > 2 || r.Axis < 0 || r.Axis >= len(r.Shape) || r.Shape[r.Axis] != dim {
 			return nil, fmt.Errorf("migu: tensor %s %v: axis %d does not have the tap's %d features", r.Param, r.Shape, r.Axis, dim)
 		}
 		if _, ok := m.magnitudes[r.Tap]; !ok {
@@ -121,7 +132,8 @@ func (m *Masker) Compute() error {
 }
 
 // Keep is the mask of one tensor [Rows, Cols]: element (i, j) may change
-// when Features[j] (Axis 1) or Features[i] (Axis 0) is set.
+// when Features[j] (Axis 1) or Features[i] (Axis 0) is set. A vector [d]
+// is one row of d columns masked by column: element j by Features[j].
 type Keep struct {
 	Features   []bool
 	Axis       int
@@ -141,6 +153,9 @@ func (m *Masker) Keep(param string) *Keep {
 	r, ok := m.byParam[param]
 	if !ok {
 		return nil
+	}
+	if len(r.Shape) == 1 {
+		return &Keep{Features: m.features[r.Tap], Axis: 1, Rows: 1, Cols: r.Shape[0]}
 	}
 	return &Keep{Features: m.features[r.Tap], Axis: r.Axis, Rows: r.Shape[0], Cols: r.Shape[1]}
 }

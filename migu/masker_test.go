@@ -10,6 +10,7 @@ func TestMaskerRowsAndColumns(t *testing.T) {
 	rules := []Rule{
 		{Param: "w", Shape: []int64{3, 4}, Axis: 1, Tap: "y"},
 		{Param: "e", Shape: []int64{4, 2}, Axis: 0, Tap: "y"},
+		{Param: "m", Shape: []int64{4}, Axis: 0, Tap: "y"},
 	}
 	m, err := NewMasker(0.5, rules, map[string]int64{"y": 4})
 	if err != nil {
@@ -40,6 +41,9 @@ func TestMaskerRowsAndColumns(t *testing.T) {
 	if got := pattern("e", 4, 2); got != "[0 0 1 1 0 0 1 1]" {
 		t.Errorf("rows: %v", got)
 	}
+	if k := m.Keep("m"); k.Rows != 1 || k.Cols != 4 || pattern("m", 1, 4) != "[0 1 0 1]" {
+		t.Errorf("vector: %+v, %v", k, pattern("m", 1, 4))
+	}
 	if m.Keep("other") != nil {
 		t.Error("an unmasked tensor has a mask")
 	}
@@ -51,11 +55,21 @@ func TestMaskerRowsAndColumns(t *testing.T) {
 	if s := m.Stats()["y"]; s.Overlap != 0.5 {
 		t.Errorf("overlap after a second step %+v", s)
 	}
-	if _, err := NewMasker(0.5, []Rule{{Param: "w", Shape: []int64{3, 5}, Axis: 1, Tap: "y"}}, map[string]int64{"y": 4}); err == nil {
-		t.Error("a rule whose axis does not match the tap was accepted")
+	for _, bad := range []Rule{
+		{Param: "w", Shape: []int64{3, 5}, Axis: 1, Tap: "y"},
+		{Param: "m", Shape: []int64{4}, Axis: 1, Tap: "y"},
+		{Param: "m", Shape: []int64{5}, Axis: 0, Tap: "y"},
+		{Param: "s", Shape: nil, Axis: 0, Tap: "y"},
+		{Param: "c", Shape: []int64{2, 2, 4}, Axis: 2, Tap: "y"},
+	} {
+		if _, err := NewMasker(0.5, []Rule{bad}, map[string]int64{"y": 4}); err == nil {
+			t.Errorf("rule %+v, whose axis does not match the tap, was accepted", bad)
+		}
 	}
-	if _, err := NewMasker(1, rules, map[string]int64{"y": 4}); err == nil {
-		t.Error("T = 1 was accepted")
+	for _, bad := range []float64{-0.1, 1, 1.5} {
+		if _, err := NewMasker(bad, rules, map[string]int64{"y": 4}); err == nil || err.Error() != CheckT(bad).Error() {
+			t.Errorf("T = %v: %v", bad, err)
+		}
 	}
 }
 

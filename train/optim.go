@@ -77,26 +77,16 @@ func finiteAtLeast(v, lo float64) bool {
 	return v >= lo && !math.IsInf(v, 0)
 }
 
-// Masking says how Step treats the rows or columns a MIGU mask leaves out.
-type Masking int
-
-const (
-	// MaskNone updates every element.
-	MaskNone Masking = iota
-	// MaskGrad updates masked elements as if their gradient were zero:
-	// their momentum and weight decay still move them (the authors' code).
-	MaskGrad
-	// MaskUpdate leaves masked elements exactly as they are, value and
-	// moments (the paper's update rule).
-	MaskUpdate
-)
-
 // Step applies one update at learning rate lr to every tensor, in
 // parallel. For tensors with a mask in keep, masked rows or columns are
-// treated as masking says; folding the mask into this one pass over the
-// parameters costs nothing extra.
-func (o *AdamW) Step(tensors []*Tensor, lr float64, keep map[*Tensor]*migu.Keep, masking Masking) {
-	o.StepScaled(tensors, lr, 1, keep, masking)
+// treated as mode says; folding the mask into this one pass over the
+// parameters costs nothing extra. In migu.ModeGrad masked elements update
+// as if their gradient were zero (their momentum and weight decay still
+// move them, as in the authors' code); in migu.ModeUpdate they stay exactly
+// as they are, value and moments (the paper's update rule); migu.ModeNone
+// ignores keep.
+func (o *AdamW) Step(tensors []*Tensor, lr float64, keep map[*Tensor]*migu.Keep, mode migu.Mode) {
+	o.StepScaled(tensors, lr, 1, keep, mode)
 }
 
 // chunkSize is the number of values one worker updates at a time: large
@@ -125,7 +115,7 @@ type adamTensor struct {
 // clipping does in place in PyTorch (g·scale, then the update), without a
 // separate pass over the gradients. The work is split into chunks that
 // GOMAXPROCS goroutines take in turn, so large and small tensors balance.
-func (o *AdamW) StepScaled(tensors []*Tensor, lr float64, scale float32, keep map[*Tensor]*migu.Keep, masking Masking) {
+func (o *AdamW) StepScaled(tensors []*Tensor, lr float64, scale float32, keep map[*Tensor]*migu.Keep, mode migu.Mode) {
 	if len(o.state) != len(tensors) {
 		o.state = make([]adamTensor, len(tensors))
 	}
@@ -138,9 +128,9 @@ func (o *AdamW) StepScaled(tensors []*Tensor, lr float64, scale float32, keep ma
 		factor := st.factor
 		*st = adamTensor{t: t, decay: float32(1 - lr*o.cfg.WeightDecay), negStep: float32(-(lr / bc1)),
 			bc2Sqrt: float32(math.Sqrt(bc2)), factor: factor}
-		if k := keep[t]; k != nil && masking != MaskNone {
+		if k := keep[t]; k != nil && mode != migu.ModeNone {
 			st.keep = k
-			if masking == MaskGrad && k.Axis == 1 {
+			if mode == migu.ModeGrad && k.Axis == 1 {
 				st.factor = slices.Grow(st.factor[:0], len(k.Features))[:len(k.Features)]
 				for j, f := range k.Features {
 					st.factor[j] = 0
@@ -171,7 +161,7 @@ func (o *AdamW) StepScaled(tensors []*Tensor, lr float64, scale float32, keep ma
 				if c >= int64(len(o.chunks)) {
 					return
 				}
-				o.chunk(o.chunks[c], scale, masking)
+				o.chunk(o.chunks[c], scale, mode)
 			}
 		}()
 	}
@@ -179,7 +169,7 @@ func (o *AdamW) StepScaled(tensors []*Tensor, lr float64, scale float32, keep ma
 }
 
 // chunk updates one chunk.
-func (o *AdamW) chunk(c adamChunk, scale float32, masking Masking) {
+func (o *AdamW) chunk(c adamChunk, scale float32, mode migu.Mode) {
 	st, t := c.t, c.t.t
 	k := adamConsts{decay: st.decay, negStep: st.negStep, bc2Sqrt: st.bc2Sqrt, eps: float32(o.cfg.Eps),
 		b1: float32(o.cfg.Beta1), b2: float32(o.cfg.Beta2), ob1: float32(1 - o.cfg.Beta1), ob2: float32(1 - o.cfg.Beta2)}
@@ -198,11 +188,11 @@ func (o *AdamW) chunk(c adamChunk, scale float32, masking Masking) {
 			switch {
 			case keep.Features[row]:
 				k.update(p[lo:hi], g[lo:hi], m[lo:hi], v[lo:hi], scale)
-			case masking == MaskGrad:
+			case mode == migu.ModeGrad:
 				k.update(p[lo:hi], g[lo:hi], m[lo:hi], v[lo:hi], 0)
 			}
 		}
-	case masking == MaskGrad:
+	case mode == migu.ModeGrad:
 		// Columns: the gradient times a 0/1 factor per column; a zero
 		// gradient is the authors' masked update.
 		cols := keep.Cols

@@ -53,8 +53,8 @@ func BenchmarkAdamW(b *testing.B) {
 	}
 	for _, c := range []struct {
 		name    string
-		masking Masking
-	}{{"plain", MaskNone}, {"migu-grad", MaskGrad}, {"migu-update", MaskUpdate}} {
+		masking migu.Mode
+	}{{"plain", migu.ModeNone}, {"migu-grad", migu.ModeGrad}, {"migu-update", migu.ModeUpdate}} {
 		b.Run(c.name, func(b *testing.B) {
 			cpu := cpuTime()
 			for b.Loop() {

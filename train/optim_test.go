@@ -4,6 +4,8 @@ import (
 	"math"
 	"math/rand/v2"
 	"testing"
+
+	"github.com/migu-ml/migu/migu"
 )
 
 // The AdamW loops (8-lane ones when built with GOEXPERIMENT=simd) give
@@ -45,6 +47,43 @@ func TestAdamWLoopsMatchScalarFormula(t *testing.T) {
 				if p[i] != wp[i] || m[i] != wm[i] || v[i] != wv[i] {
 					t.Fatalf("n %d factor %v, value %d: got (%v %v %v), want (%v %v %v)", n, withFactor, i, p[i], m[i], v[i], wp[i], wm[i], wv[i])
 				}
+			}
+		}
+	}
+}
+
+// A vector masked as one row of columns (DoRA's magnitude): in update mode
+// its masked elements do not move; in grad mode they move only by weight
+// decay on the first step (zero gradient, zero momentum); kept elements
+// move as unmasked ones do.
+func TestAdamWMasksVectors(t *testing.T) {
+	keepFeatures := []bool{true, false, true, false}
+	for _, c := range []struct {
+		mode   migu.Mode
+		masked func(v0 float32) float32
+	}{
+		{migu.ModeUpdate, func(v0 float32) float32 { return v0 }},
+		{migu.ModeGrad, func(v0 float32) float32 { return v0 * float32(1-0.1*0.5) }},
+	} {
+		opt, err := NewAdamW(AdamWConfig{LR: 0.1, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.5})
+		if err != nil {
+			t.Fatal(err)
+		}
+		newTensor := func() *Tensor {
+			return &Tensor{Name: "m", Shape: []int64{4}, Value: []float32{1, 2, 3, 4}, Grad: []float32{0.5, -0.5, 0.25, 1},
+				M: make([]float32, 4), V: make([]float32, 4)}
+		}
+		masked, plain := newTensor(), newTensor()
+		opt.Step([]*Tensor{masked}, 0.1, map[*Tensor]*migu.Keep{masked: {Features: keepFeatures, Axis: 1, Rows: 1, Cols: 4}}, c.mode)
+		ref, _ := NewAdamW(AdamWConfig{LR: 0.1, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.5})
+		ref.Step([]*Tensor{plain}, 0.1, nil, migu.ModeNone)
+		for j, keep := range keepFeatures {
+			want := plain.Value[j]
+			if !keep {
+				want = c.masked(float32(j + 1))
+			}
+			if masked.Value[j] != want {
+				t.Errorf("%s mode, element %d (kept %v): %v, want %v", c.mode, j, keep, masked.Value[j], want)
 			}
 		}
 	}

@@ -92,6 +92,11 @@ func (c Config) Check() error {
 		if err := migu.CheckT(c.T); err != nil {
 			return err
 		}
+		if c.Mode != migu.ModeNone {
+			if _, err := migu.ParseMode(string(c.Mode)); err != nil {
+				return err
+			}
+		}
 	}
 	if err := ort.CheckThreads("--threads", c.Threads); err != nil {
 		return err
@@ -521,17 +526,14 @@ func (t *Trainer) TrainStep(batches []*data.Batch, masked bool) (*StepResult, er
 	// pass of its own.
 	res.GradNorm = GradNorm(t.Tensors)
 	scale := ClipScale(res.GradNorm, t.cfg.ClipNorm)
-	masking := MaskNone
+	mode := migu.ModeNone
 	if t.masker != nil {
 		if err := t.masker.Compute(); err != nil {
 			return nil, err
 		}
 		if masked {
 			res.Masks = t.masker.Stats()
-			masking = MaskGrad
-			if t.cfg.Mode == migu.ModeUpdate {
-				masking = MaskUpdate
-			}
+			mode = t.cfg.Mode
 			clear(t.keepOpt)
 			for _, tt := range t.Tensors {
 				if k := t.masker.Keep(tt.Name); k != nil {
@@ -541,7 +543,7 @@ func (t *Trainer) TrainStep(batches []*data.Batch, masked bool) (*StepResult, er
 		}
 	}
 	res.LR = t.sched.LR(t.Step)
-	t.opt.StepScaled(t.Tensors, res.LR, scale, t.keepOpt, masking)
+	t.opt.StepScaled(t.Tensors, res.LR, scale, t.keepOpt, mode)
 	t.Step++
 	res.Seconds = time.Since(start).Seconds()
 	return res, nil

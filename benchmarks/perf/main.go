@@ -316,15 +316,7 @@ func loraPlan(m *onnx.Model, man *modeldir.Manifest) (*train.Plan, error) {
 	if err != nil {
 		return nil, err
 	}
-	plan := &train.Plan{Model: m, Manifest: man, Trainable: inj.ParamNames(), Points: inj.Points}
-	shapes := map[string][]int64{}
-	for _, p := range inj.Params {
-		shapes[p.Name] = p.Shape
-	}
-	for _, r := range inj.Masks {
-		plan.Rules = append(plan.Rules, migu.Rule{Param: r.Param, Shape: shapes[r.Param], Axis: r.Axis, Tap: r.Point})
-	}
-	return plan, nil
+	return &train.Plan{Model: m, Manifest: man, Trainable: inj.ParamNames(), Points: inj.Points, Rules: inj.Masks}, nil
 }
 
 // workMatMul times an n×n·n×n float32 MatMul in ORT and prints its

@@ -14,6 +14,7 @@ import (
 	"github.com/migu-ml/migu/continual"
 	"github.com/migu-ml/migu/internal/atomicfile"
 	"github.com/migu-ml/migu/internal/stats"
+	"github.com/migu-ml/migu/lora"
 )
 
 // clMaxLen is real cl's default -max-len. In the chat format a row longer
@@ -168,8 +169,9 @@ func clMarkdown(res *CLResults, dir string) string {
 	fmt.Fprintf(&b, "Machine: %s. Run %s – %s.\n\n", res.Machine, res.Started, res.Finished)
 	for _, rep := range res.Reports {
 		j := rep.Config.Job
-		fmt.Fprintf(&b, "- methods %s, seeds %v: lr %g, T %g, %d epoch(s) per task, batch %d, max length %d, LoRA r %d α %g targets %v.\n",
-			strings.Join(rep.Config.Methods, ", "), rep.Config.Seeds, j.Train.Optim.LR, j.Train.T, j.Epochs, j.BatchSize, j.MaxLen, j.LoRA.R, j.LoRA.Alpha, j.LoRA.Targets)
+		fmt.Fprintf(&b, "- methods %s, seeds %v: lr %g, T %g, %d epoch(s) per task, batch %d, max length %d, LoRA r %s α %s targets %s.\n",
+			strings.Join(rep.Config.Methods, ", "), rep.Config.Seeds, j.Train.Optim.LR, j.Train.T, j.Epochs, j.BatchSize, j.MaxLen,
+			j.Adapter[lora.OptionR], j.Adapter[lora.OptionAlpha], j.Adapter[lora.OptionTargets])
 		for _, s := range rep.Skipped {
 			fmt.Fprintf(&b, "- skipped task %s: %s.\n", s.Task, s.Reason)
 		}

@@ -10,11 +10,11 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/migu-ml/migu/adapters"
 	"github.com/migu-ml/migu/continual"
 	"github.com/migu-ml/migu/finetune"
 	"github.com/migu-ml/migu/internal/badinput"
 	"github.com/migu-ml/migu/internal/mpi"
-	"github.com/migu-ml/migu/lora"
 	"github.com/migu-ml/migu/migu"
 	"github.com/migu-ml/migu/train"
 	"github.com/spf13/cobra"
@@ -24,9 +24,9 @@ func newContinualCmd(g *globalFlags) *cobra.Command {
 	o := continual.DefaultOptions()
 	T := o.Job.Train.T
 	var (
-		spec, dataDir, methods, seeds, mode, targets, method string
-		trainSamples, testSamples                            int
-		asJSON                                               bool
+		spec, dataDir, methods, seeds, mode, method string
+		trainSamples, testSamples                   int
+		asJSON                                      bool
 	)
 	cmd := &cobra.Command{
 		Use:   "continual --model MODEL_DIR --sequence SEQ.yaml|order1…order6 --out RUN_DIR [--methods …]",
@@ -75,12 +75,6 @@ anything is written.`,
 			}
 			o.Job.Train.Mode = m
 			if err := train.CheckRecompute(o.Job.Train.Recompute, nil); err != nil {
-				return err
-			}
-			if o.Job.LoRA.Targets, err = lora.ParseTargets(targets); err != nil {
-				return err
-			}
-			if err := migu.CheckT(T); err != nil {
 				return err
 			}
 			if spec == "" {
@@ -154,7 +148,7 @@ anything is written.`,
 	f.StringVar(&o.Out, "out", "", "run folder: new, empty, or an earlier continual run's (with --resume)")
 	f.StringVar(&dataDir, "data-dir", "", "the CL benchmark's folder for built-in orders (default: $"+continual.DataDirEnv+", else shared/data/cl_benchmark beside the working directory or a parent)")
 	f.StringVar(&methods, "methods", "", "methods to compare, e.g. "+continual.AllMethods+" (default: --method, with +migu when --migu is given)")
-	f.StringVar(&method, "method", "full", "full or lora, when --methods is not given")
+	f.StringVar(&method, "method", "full", "full or an adapter ("+strings.Join(adapters.Names(), ", ")+"), when --methods is not given")
 	f.StringVar(&seeds, "seeds", "", "comma-separated seeds, one run of every method per seed (default: --seed)")
 	f.StringVar(&o.Score, "score", o.Score, "rank (the label with the highest log-likelihood), generate (exact match of the greedy answer) or both")
 	f.IntVar(&trainSamples, "train-samples", 0, "training rows drawn per task, ≥ 0 (0: every row; the long orders default to 1000)")
@@ -167,7 +161,7 @@ anything is written.`,
 	f.Float64Var(&T, "migu", T, "MIGU's threshold T in [0, 1) for the +migu methods: the fraction of each layer's output features NOT updated")
 	f.StringVar(&mode, "migu-mode", "grad", "grad (mask the gradient, as the authors' code) or update (masked columns do not move)")
 	f.BoolVar(&o.Job.Train.SkipPaddingTaps, "migu-skip-padding", false, "leave padding positions out of the magnitudes")
-	addLoRAFlags(cmd, &o.Job.LoRA, &targets)
+	addAdapterFlags(cmd, o.Job.Adapter)
 	f.StringVar(&o.Job.Template, "template", "", "chat renders each row as a user turn (the CL prompt) and an assistant turn (the label) with the model's chat template, in training and evaluation; alpaca (the default) and plain leave the CL prompt as it is")
 	f.StringVar(&o.Job.ChatTemplate, "chat-template", "", "Jinja chat template file to use instead of the model folder's (implies --template chat)")
 	f.IntVar(&o.Job.Epochs, "epochs", o.Job.Epochs, "passes over each task's data: "+finetune.EpochsRange)

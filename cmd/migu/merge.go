@@ -5,7 +5,6 @@ import (
 
 	"github.com/migu-ml/migu/adapters"
 	"github.com/migu-ml/migu/internal/badinput"
-	_ "github.com/migu-ml/migu/lora" // registers the LoRA adapter kind
 	"github.com/spf13/cobra"
 )
 
@@ -13,7 +12,7 @@ func newMergeCmd() *cobra.Command {
 	var model, adapter, out string
 	cmd := &cobra.Command{
 		Use:   "merge --model MODEL_DIR --adapter DIR --out MODEL_DIR",
-		Short: "Fold a trained adapter (LoRA, PEFT format) into a new model folder",
+		Short: "Fold a trained adapter (PEFT format) into a new model folder",
 		Long: `merge reads a model folder and an adapter folder (adapter_config.json and
 adapter_model.safetensors, as migu train or PEFT's save_pretrained writes them)
 and writes a new model folder whose weights include the adapter:

@@ -8,10 +8,10 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/migu-ml/migu/adapters"
 	"github.com/migu-ml/migu/data"
 	"github.com/migu-ml/migu/finetune"
 	"github.com/migu-ml/migu/internal/mpi"
-	"github.com/migu-ml/migu/lora"
 	"github.com/migu-ml/migu/migu"
 	"github.com/migu-ml/migu/onnx/ort"
 	"github.com/migu-ml/migu/train"
@@ -21,10 +21,10 @@ import (
 func newTrainCmd(g *globalFlags) *cobra.Command {
 	o := finetune.DefaultJobOptions()
 	T := o.Train.T
-	var mode, targets string
+	var mode string
 	cmd := &cobra.Command{
-		Use:   "train --model MODEL_DIR --data FILE --out RUN_DIR [--method full|lora] [--migu T]",
-		Short: "Fine-tune a model folder on a data file: all weights or LoRA, with or without MIGU",
+		Use:   "train --model MODEL_DIR --data FILE --out RUN_DIR [--method full|lora|…] [--migu T]",
+		Short: "Fine-tune a model folder on a data file: all weights or an adapter (LoRA, …), with or without MIGU",
 		Long: `train fine-tunes a model folder (from migu export) on a JSON lines or JSON array
 file of instruction, classification, text or chat records ({"messages": [{"role",
 "content"}, …]}). Chat records are rendered with the model's chat template
@@ -35,7 +35,7 @@ micro-batch computes loss, gradients and MIGU's magnitudes; Go runs AdamW and
 the masks. Checkpoints (atomic, checksummed) go to RUN_DIR/checkpoints; Ctrl-C
 checkpoints and stops; --resume continues (on a finished run it says so and
 changes nothing). A finished run writes RUN_DIR/model (full) or RUN_DIR/adapter
-(LoRA, PEFT format), metrics.jsonl and run.json. RUN_DIR is locked while a run
+(adapters, PEFT format), metrics.jsonl and run.json. RUN_DIR is locked while a run
 uses it; it may not be the model folder or a non-empty folder of something
 else. Every number is checked against the range its flag's help gives before
 anything is written.`,
@@ -54,9 +54,6 @@ anything is written.`,
 			}
 			o.Train.Mode = m
 			if err := train.CheckRecompute(o.Train.Recompute, nil); err != nil {
-				return err
-			}
-			if o.LoRA.Targets, err = lora.ParseTargets(targets); err != nil {
 				return err
 			}
 			if err := g.initORT(); err != nil {
@@ -108,32 +105,22 @@ anything is written.`,
 	f.StringVar(&o.Template, "template", "", "how records become text: chat (the model's chat template, loss on the assistant turns; the default for chat records), alpaca (the default otherwise) or plain")
 	f.StringVar(&o.ChatTemplate, "chat-template", "", "Jinja chat template file to use instead of the model folder's (implies --template chat)")
 	f.StringVar(&o.Out, "out", "", "run folder: new, empty, or one of an earlier run (with --resume)")
-	f.StringVar(&o.Method, "method", o.Method, "full (all weights) or lora")
+	f.StringVar(&o.Method, "method", o.Method, "full (all weights) or an adapter: "+strings.Join(adapters.Names(), ", "))
 	f.Float64Var(&T, "migu", T, "turn MIGU on with threshold T in [0, 1): the fraction of each layer's output features NOT updated")
 	f.StringVar(&mode, "migu-mode", "grad", "grad (mask the gradient, as the authors' code) or update (masked columns do not move)")
 	f.BoolVar(&o.Unmasked, "migu-unmasked", false, "compute MIGU statistics but do not mask (the first task of a sequence)")
 	f.BoolVar(&o.Train.SkipPaddingTaps, "migu-skip-padding", false, "leave padding positions out of the magnitudes")
-	addLoRAFlags(cmd, &o.LoRA, &targets)
+	addAdapterFlags(cmd, o.Adapter)
 	f.IntVar(&o.Epochs, "epochs", o.Epochs, "passes over the data: "+finetune.EpochsRange)
 	f.Int64Var(&o.MaxSteps, "max-steps", o.MaxSteps, "stop after N optimizer steps, ≥ 0 (0: run the epochs)")
 	addOptimFlags(cmd, &o, false)
-	f.Uint64Var(&o.Seed, "seed", o.Seed, "random seed (data order, LoRA init, MLM masking)")
+	f.Uint64Var(&o.Seed, "seed", o.Seed, "random seed (data order, adapter init, MLM masking)")
 	f.StringVar(&o.Train.Objective, "objective", "", "clm, seq2seq, mlm or cls (default: the model's)")
 	f.Int64Var(&o.SaveEvery, "save-every", o.SaveEvery, "checkpoint every N steps, ≥ 0 (0: only at the end, as always)")
 	f.IntVar(&o.Keep, "keep", o.Keep, "checkpoints to keep, ≥ 0 (0: all)")
 	f.BoolVar(&o.Resume, "resume", false, "continue from the newest good checkpoint in --out")
 	f.BoolVar(&o.SkipBadLines, "skip-bad-lines", false, "count and skip data records that are not JSON, not UTF-8, too long or lack a field")
 	return cmd
-}
-
-// addLoRAFlags adds LoRA's flags, as train and continual have them, with
-// c's values as defaults; targets receives --lora-targets.
-func addLoRAFlags(cmd *cobra.Command, c *lora.Config, targets *string) {
-	f := cmd.Flags()
-	f.IntVar(&c.R, "lora-r", c.R, "LoRA rank: 1 … the width of the narrowest adapted layer")
-	f.Float64Var(&c.Alpha, "lora-alpha", c.Alpha, "LoRA alpha, > 0 (scaling alpha/r)")
-	f.Float64Var(&c.Dropout, "lora-dropout", c.Dropout, "LoRA dropout probability in [0, 1)")
-	f.StringVar(targets, "lora-targets", strings.Join(c.Targets, ","), "roles LoRA adapts: q,k,v,o,ffn_in,ffn_gate,ffn_out,head, or all")
 }
 
 // addOptimFlags adds the optimizer, batching and resource flags, as train

@@ -3,7 +3,7 @@
 // only, so that any stock ONNX Runtime build runs forward and backward in
 // one session. One Rule per op type, registered in a table; ops that carry
 // no gradient (shapes, indices, masks) are recognised by their value types
-// and skipped.
+// and skipped, and values passed through StopGradient are constants.
 package grad
 
 import (
@@ -13,6 +13,7 @@ import (
 	"github.com/migu-ml/migu/internal/badinput"
 	"github.com/migu-ml/migu/onnx"
 	"github.com/migu-ml/migu/onnx/onnxpb"
+	"google.golang.org/protobuf/proto"
 )
 
 // Rule emits the gradient of one forward node. dY[i] names the gradient of
@@ -158,6 +159,31 @@ func checkRules(g *onnx.Graph, c *Context) error {
 	return badinput.Errorf("no gradient rule for %d op type(s) on the path to the loss: %s", len(missing), onnx.OpList(missing))
 }
 
+// stopKey marks, in a node's metadata, an Identity node of StopGradient.
+const stopKey = "migu.stop_gradient"
+
+// StopGradient adds to g a node passing x through unchanged whose output
+// the backward pass treats as a constant, as PyTorch's detach: no gradient
+// flows back through it, and the nodes that compute x need no rule unless
+// another path needs them. It is an Identity node marked in its metadata,
+// which runtimes ignore. It returns the output's name.
+func StopGradient(g *onnx.Graph, x, hint string) string {
+	out := g.Op("Identity", []string{x}, hint)
+	n := g.P.Node[len(g.P.Node)-1]
+	n.MetadataProps = append(n.MetadataProps, &onnxpb.StringStringEntryProto{Key: proto.String(stopKey), Value: proto.String("true")})
+	return out
+}
+
+// stopsGradient reports whether n is a node of StopGradient.
+func stopsGradient(n *onnxpb.NodeProto) bool {
+	for _, p := range n.GetMetadataProps() {
+		if p.GetKey() == stopKey {
+			return true
+		}
+	}
+	return false
+}
+
 // activePaths marks the float values that lie on a path from a tensor in
 // wrt to the loss: only those carry gradients.
 func activePaths(g *onnx.Graph, shapes Shapes, loss string, wrt []string) map[string]bool {
@@ -170,6 +196,9 @@ func activePaths(g *onnx.Graph, shapes Shapes, loss string, wrt []string) map[st
 		forward[w] = true
 	}
 	for _, n := range g.P.Node {
+		if stopsGradient(n) {
+			continue
+		}
 		for _, in := range n.Input {
 			if forward[in] {
 				for _, out := range n.Output {
