@@ -298,6 +298,9 @@ type LinearSpec struct {
 	Stack   string
 	In, Out int64
 	Bias    bool // reads Name+".bias"
+	// Mask is the padding-mask input whose positions the output lies on,
+	// recorded as modeldir.Linear.Mask; empty for attention_mask.
+	Mask string
 }
 
 // Residuals records the residual-stream values at a stack's block
@@ -327,14 +330,15 @@ func (b *Builder) Linear(x string, l LinearSpec) string {
 	}
 	b.Manifest.Linears = append(b.Manifest.Linears, modeldir.Linear{
 		Name: l.Name, Role: l.Role, Block: l.Block, Stack: l.Stack,
-		Weight: b.initializerOf(w), Bias: bias, Node: node, Input: x, Output: y, DIn: l.In, DOut: l.Out,
+		Weight: b.initializerOf(w), Bias: bias, Node: node, Input: x, Output: y, DIn: l.In, DOut: l.Out, Mask: l.Mask,
 	})
 	return y
 }
 
 // TiedHead emits logits = x·Eᵀ for an output head that shares the embedding
-// table E [vocab, hidden], and records it as a linear tied to E.
-func (b *Builder) TiedHead(x, embedding string, name string, vocab, hidden int64) string {
+// table E [vocab, hidden], and records it as a linear tied to E whose
+// positions lie on the padding mask input mask (empty for attention_mask).
+func (b *Builder) TiedHead(x, embedding, name, mask string, vocab, hidden int64) string {
 	w := b.Op("Transpose", []string{embedding}, name+".weight_t", onnx.AttrInts("perm", 1, 0))
 	y := b.Op("MatMul", []string{x, w}, name)
 	if b.err != nil {
@@ -343,7 +347,7 @@ func (b *Builder) TiedHead(x, embedding string, name string, vocab, hidden int64
 	node := b.lastNode().GetName()
 	b.Manifest.Linears = append(b.Manifest.Linears, modeldir.Linear{
 		Name: name, Role: modeldir.RoleHead, Block: -1, Weight: b.initializerOf(embedding), Node: node,
-		Input: x, Output: y, DIn: hidden, DOut: vocab, Tied: b.initializerOf(embedding),
+		Input: x, Output: y, DIn: hidden, DOut: vocab, Tied: b.initializerOf(embedding), Mask: mask,
 	})
 	return y
 }

@@ -305,7 +305,7 @@ func (c *llamaConfig) Build(b *Builder) error {
 	x = b.RMSNorm(x, b.Param("model.norm.weight", h), float32(c.eps()), "model.norm")
 	var logits string
 	if c.TieWordEmbeddings {
-		logits = b.TiedHead(x, embed, "lm_head", v, h)
+		logits = b.TiedHead(x, embed, "lm_head", "", v, h)
 	} else {
 		logits = b.Linear(x, LinearSpec{Name: "lm_head", Role: modeldir.RoleHead, Block: -1, In: h, Out: v})
 	}

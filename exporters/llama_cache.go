@@ -168,7 +168,7 @@ func (c *llamaConfig) buildWithPast(b *Builder) (*Cache, error) {
 	last = b.RMSNorm(last, b.Param("model.norm.weight", h), float32(c.eps()), "model.norm")
 	var logits string
 	if c.TieWordEmbeddings {
-		logits = b.TiedHead(last, embed, "lm_head", v, h)
+		logits = b.TiedHead(last, embed, "lm_head", "", v, h)
 	} else {
 		logits = b.Linear(last, LinearSpec{Name: "lm_head", Role: modeldir.RoleHead, Block: -1, In: h, Out: v})
 	}

@@ -59,7 +59,7 @@ func TestPythonExporterAgreesWithGo(t *testing.T) {
 			}
 			for i, g := range goMan.Linears {
 				p := pyMan.Linears[i]
-				if p.Name != g.Name || p.Role != g.Role || p.DIn != g.DIn || p.DOut != g.DOut || p.Weight != g.Weight || p.Tied != g.Tied {
+				if p.Name != g.Name || p.Role != g.Role || p.DIn != g.DIn || p.DOut != g.DOut || p.Weight != g.Weight || p.Tied != g.Tied || p.Mask != g.Mask {
 					t.Errorf("linear %d: python %+v\n go %+v", i, p, g)
 				}
 			}

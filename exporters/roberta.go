@@ -397,7 +397,7 @@ func (c *robertaModel) lmHead(b *Builder, x, wordEmb string) string {
 	y = c.norm(b, b.GELU(y, robertaLMDense+".gelu"), robertaLMNorm)
 	var logits string
 	if c.TieWordEmbeddings {
-		logits = b.TiedHead(y, wordEmb, robertaLMDecode, c.VocabSize, h)
+		logits = b.TiedHead(y, wordEmb, robertaLMDecode, "", c.VocabSize, h)
 	} else {
 		logits = b.Linear(y, LinearSpec{Name: robertaLMDecode, Role: modeldir.RoleHead, Block: -1, In: h, Out: c.VocabSize})
 	}

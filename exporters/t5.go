@@ -153,15 +153,17 @@ func t5Default[T any](p *T, def T) T {
 	return *p
 }
 
-// t5Stack names the encoder or the decoder and where its sublayers sit.
+// t5Stack names the encoder or the decoder, where its sublayers sit, and
+// the padding-mask input of its positions.
 type t5Stack struct {
 	name    string // "encoder" or "decoder"
 	layers  int64
 	decoder bool
+	mask    string // attention_mask or decoder_attention_mask
 }
 
 func (m *t5Model) stacks() []t5Stack {
-	return []t5Stack{{"encoder", m.NumLayers, false}, {"decoder", m.decLayers, true}}
+	return []t5Stack{{"encoder", m.NumLayers, false, "attention_mask"}, {"decoder", m.decLayers, true, "decoder_attention_mask"}}
 }
 
 // ffnLayer is the index of the feed-forward sublayer in a block: after
@@ -279,9 +281,9 @@ func (m *t5Model) Build(b *Builder) error {
 	if m.tied {
 		// Mesh TensorFlow's rescale before a head shared with the embedding.
 		y = b.Op("Mul", []string{y, b.Scalar(float32(math.Pow(float64(m.DModel), -0.5)))}, "lm_head.rescale")
-		logits = b.TiedHead(y, shared, "lm_head", m.VocabSize, m.DModel)
+		logits = b.TiedHead(y, shared, "lm_head", dec.mask, m.VocabSize, m.DModel)
 	} else {
-		logits = b.Linear(y, LinearSpec{Name: "lm_head", Role: modeldir.RoleHead, Block: -1, In: m.DModel, Out: m.VocabSize})
+		logits = b.Linear(y, LinearSpec{Name: "lm_head", Role: modeldir.RoleHead, Block: -1, In: m.DModel, Out: m.VocabSize, Mask: dec.mask})
 	}
 	b.Output(logits, "logits", onnx.Float, batch, tgt, onnx.D(m.VocabSize))
 	return b.Err()
@@ -309,12 +311,12 @@ func (m *t5Model) block(b *Builder, s t5Stack, i int, x, bias, encOut, encBias s
 	blk := s.block(i)
 	self := blk + ".layer.0"
 	x = m.residual(b, x, self, func(h string) string {
-		return m.attention(b, s, i, self+".SelfAttention", h, h, bias)
+		return m.attention(b, s, i, self+".SelfAttention", h, h, s.mask, bias)
 	})
 	if s.decoder {
 		cross := blk + ".layer.1"
 		x = m.residual(b, x, cross, func(h string) string {
-			return m.attention(b, s, i, cross+".EncDecAttention", h, encOut, encBias)
+			return m.attention(b, s, i, cross+".EncDecAttention", h, encOut, m.stacks()[0].mask, encBias)
 		})
 	}
 	ffn := fmt.Sprintf("%s.layer.%d", blk, s.ffnLayer())
@@ -332,25 +334,26 @@ func (m *t5Model) norm(b *Builder, x, name string) string {
 }
 
 // attention is T5Attention without a KV cache: queries from x, keys and
-// values from kv, no 1/√d_kv scaling, and an additive bias that already
-// holds position bias and masks.
-func (m *t5Model) attention(b *Builder, s t5Stack, i int, name, x, kv, bias string) string {
+// values from kv (whose positions lie on the padding mask kvMask), no
+// 1/√d_kv scaling, and an additive bias that already holds position bias
+// and masks.
+func (m *t5Model) attention(b *Builder, s t5Stack, i int, name, x, kv, kvMask, bias string) string {
 	n, dkv, d := m.NumHeads, m.DKV, m.DModel
-	lin := func(in, proj string, role modeldir.Role, din, dout int64) string {
-		return b.Linear(in, LinearSpec{Name: name + "." + proj, Role: role, Block: i, Stack: s.name, In: din, Out: dout})
+	lin := func(in, proj string, role modeldir.Role, din, dout int64, mask string) string {
+		return b.Linear(in, LinearSpec{Name: name + "." + proj, Role: role, Block: i, Stack: s.name, In: din, Out: dout, Mask: mask})
 	}
-	q := b.SplitHeads(lin(x, "q", modeldir.RoleQ, d, n*dkv), n, dkv, false, name+".q")
-	kT := b.SplitHeads(lin(kv, "k", modeldir.RoleK, d, n*dkv), n, dkv, true, name+".k")
-	v := b.SplitHeads(lin(kv, "v", modeldir.RoleV, d, n*dkv), n, dkv, false, name+".v")
+	q := b.SplitHeads(lin(x, "q", modeldir.RoleQ, d, n*dkv, s.mask), n, dkv, false, name+".q")
+	kT := b.SplitHeads(lin(kv, "k", modeldir.RoleK, d, n*dkv, kvMask), n, dkv, true, name+".k")
+	v := b.SplitHeads(lin(kv, "v", modeldir.RoleV, d, n*dkv, kvMask), n, dkv, false, name+".v")
 	ctx := b.Attend(q, kT, v, bias, n, n, dkv, 1, name)
-	return lin(b.MergeHeads(ctx, n, dkv, name+".merge"), "o", modeldir.RoleO, n*dkv, d)
+	return lin(b.MergeHeads(ctx, n, dkv, name+".merge"), "o", modeldir.RoleO, n*dkv, d, s.mask)
 }
 
 // feedForward is T5DenseActDense (wi → act → wo) or T5DenseGatedActDense
 // (act(wi_0 x) · wi_1 x → wo).
 func (m *t5Model) feedForward(b *Builder, s t5Stack, i int, name, x string) string {
 	lin := func(in, proj string, role modeldir.Role, din, dout int64) string {
-		return b.Linear(in, LinearSpec{Name: name + "." + proj, Role: role, Block: i, Stack: s.name, In: din, Out: dout})
+		return b.Linear(in, LinearSpec{Name: name + "." + proj, Role: role, Block: i, Stack: s.name, In: din, Out: dout, Mask: s.mask})
 	}
 	var h string
 	if m.gated {

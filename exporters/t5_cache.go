@@ -79,7 +79,7 @@ func (m *t5Model) buildEncoderWithCross(b *Builder, cache *Cache) {
 			proj, out string
 			role      modeldir.Role
 		}{{"k", cache.CrossKey[i], modeldir.RoleK}, {"v", cache.CrossValue[i], modeldir.RoleV}} {
-			y := b.Linear(encOut, LinearSpec{Name: name + "." + p.proj, Role: p.role, Block: i, Stack: dec.name, In: d, Out: n * dkv})
+			y := b.Linear(encOut, LinearSpec{Name: name + "." + p.proj, Role: p.role, Block: i, Stack: dec.name, In: d, Out: n * dkv, Mask: m.stacks()[0].mask})
 			heads := b.SplitHeads(y, n, dkv, false, name+"."+p.proj)
 			if b.Err() == nil {
 				b.G.Rename(heads, p.out)
@@ -130,7 +130,7 @@ func (m *t5Model) buildDecoderWithPast(b *Builder, cache *Cache) {
 		y = m.residual(b, y, self, func(h string) string {
 			name := self + ".SelfAttention"
 			lin := func(in, proj string, role modeldir.Role, din, dout int64) string {
-				return b.Linear(in, LinearSpec{Name: name + "." + proj, Role: role, Block: i, Stack: dec.name, In: din, Out: dout})
+				return b.Linear(in, LinearSpec{Name: name + "." + proj, Role: role, Block: i, Stack: dec.name, In: din, Out: dout, Mask: dec.mask})
 			}
 			q := b.SplitHeads(lin(h, "q", modeldir.RoleQ, d, n*dkv), n, dkv, false, name+".q")
 			k := b.SplitHeads(lin(h, "k", modeldir.RoleK, d, n*dkv), n, dkv, false, name+".k")
@@ -143,10 +143,10 @@ func (m *t5Model) buildDecoderWithPast(b *Builder, cache *Cache) {
 		cross := blk + ".layer.1"
 		y = m.residual(b, y, cross, func(h string) string {
 			name := cross + ".EncDecAttention"
-			q := b.SplitHeads(b.Linear(h, LinearSpec{Name: name + ".q", Role: modeldir.RoleQ, Block: i, Stack: dec.name, In: d, Out: n * dkv}), n, dkv, false, name+".q")
+			q := b.SplitHeads(b.Linear(h, LinearSpec{Name: name + ".q", Role: modeldir.RoleQ, Block: i, Stack: dec.name, In: d, Out: n * dkv, Mask: dec.mask}), n, dkv, false, name+".q")
 			kT := b.Op("Transpose", []string{cache.CrossKey[i]}, name+".k_t", onnx.AttrInts("perm", 0, 1, 3, 2))
 			ctx := b.Attend(q, kT, cache.CrossValue[i], crossBias, n, n, dkv, 1, name)
-			return b.Linear(b.MergeHeads(ctx, n, dkv, name+".merge"), LinearSpec{Name: name + ".o", Role: modeldir.RoleO, Block: i, Stack: dec.name, In: n * dkv, Out: d})
+			return b.Linear(b.MergeHeads(ctx, n, dkv, name+".merge"), LinearSpec{Name: name + ".o", Role: modeldir.RoleO, Block: i, Stack: dec.name, In: n * dkv, Out: d, Mask: dec.mask})
 		})
 		ffn := fmt.Sprintf("%s.layer.%d", blk, dec.ffnLayer())
 		y = m.residual(b, y, ffn, func(h string) string { return m.feedForward(b, dec, i, ffn+".DenseReluDense", h) })
@@ -156,9 +156,9 @@ func (m *t5Model) buildDecoderWithPast(b *Builder, cache *Cache) {
 	var logits string
 	if m.tied {
 		y = b.Op("Mul", []string{y, b.Scalar(float32(math.Pow(float64(m.DModel), -0.5)))}, "lm_head.rescale")
-		logits = b.TiedHead(y, shared, "lm_head", m.VocabSize, m.DModel)
+		logits = b.TiedHead(y, shared, "lm_head", dec.mask, m.VocabSize, m.DModel)
 	} else {
-		logits = b.Linear(y, LinearSpec{Name: "lm_head", Role: modeldir.RoleHead, Block: -1, In: m.DModel, Out: m.VocabSize})
+		logits = b.Linear(y, LinearSpec{Name: "lm_head", Role: modeldir.RoleHead, Block: -1, In: m.DModel, Out: m.VocabSize, Mask: dec.mask})
 	}
 	b.Output(logits, "logits", onnx.Float, batch, onnx.D(1), onnx.D(m.VocabSize))
 	for i := range cache.Layers {

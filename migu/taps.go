@@ -2,7 +2,6 @@ package migu
 
 import (
 	"fmt"
-	"strings"
 
 	"github.com/migu-ml/migu/modeldir"
 	"github.com/migu-ml/migu/onnx"
@@ -35,18 +34,11 @@ type Tap struct {
 const TapPrefix = "magnitude/"
 
 // LinearPoints lists the output of every linear layer of the manifest,
-// with the padding mask that covers its positions: T5's decoder and head
-// use decoder_attention_mask, except the cross-attention keys and values,
-// which are computed from the encoder's output and so lie on its positions.
+// with the padding mask the manifest says covers its positions.
 func LinearPoints(man *modeldir.Manifest) []Point {
 	points := make([]Point, 0, len(man.Linears))
 	for _, l := range man.Linears {
-		mask := "attention_mask"
-		cross := strings.Contains(l.Name, ".EncDecAttention.") && (l.Role == modeldir.RoleK || l.Role == modeldir.RoleV)
-		if (l.Stack == "decoder" && !cross) || (man.Architecture == "t5" && l.Role == modeldir.RoleHead) {
-			mask = "decoder_attention_mask"
-		}
-		points = append(points, Point{Name: l.Name, Value: l.Output, Dim: l.DOut, Mask: mask})
+		points = append(points, Point{Name: l.Name, Value: l.Output, Dim: l.DOut, Mask: l.PaddingMask()})
 	}
 	return points
 }

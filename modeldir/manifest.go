@@ -84,6 +84,22 @@ type Linear struct {
 	DOut   int64  `json:"d_out"`
 	// Tied is set when W is shared with an embedding (a tied LM head).
 	Tied string `json:"tied,omitempty"`
+	// Mask is the graph input, a [batch, seq] padding mask, whose
+	// positions the layer's output lies on; MIGU's taps use it to leave
+	// padding out. The exporter fills it in where a model has several
+	// sequences (T5's decoder layers lie on decoder_attention_mask, its
+	// cross-attention keys and values on the encoder's attention_mask).
+	// Empty means attention_mask, as in folders written before the field.
+	Mask string `json:"mask,omitempty"`
+}
+
+// PaddingMask is the graph input holding the padding mask of the layer's
+// output positions: Mask, or attention_mask when Mask is empty.
+func (l Linear) PaddingMask() string {
+	if l.Mask == "" {
+		return "attention_mask"
+	}
+	return l.Mask
 }
 
 // Manifest is the content of migu.json.
@@ -176,6 +192,10 @@ func (m *Manifest) Validate() error {
 	if m.VocabSize < 0 || m.HiddenSize < 0 || m.NumLayers < 0 || m.MaxLength < 0 || m.NumLabels < 0 {
 		return fmt.Errorf("fields vocab_size, hidden_size, num_layers, max_length and num_labels may not be negative (got %d, %d, %d, %d, %d)", m.VocabSize, m.HiddenSize, m.NumLayers, m.MaxLength, m.NumLabels)
 	}
+	inputs := map[string]bool{}
+	for _, in := range m.Inputs {
+		inputs[in] = true
+	}
 	seen := map[string]bool{}
 	for i, l := range m.Linears {
 		if l.Name == "" || l.Weight == "" || l.Node == "" || l.Output == "" {
@@ -186,6 +206,9 @@ func (m *Manifest) Validate() error {
 		}
 		if l.DIn <= 0 || l.DOut <= 0 {
 			return fmt.Errorf("linears[%d] (%s): d_in and d_out must be positive", i, l.Name)
+		}
+		if l.Mask != "" && !inputs[l.Mask] {
+			return fmt.Errorf("linears[%d] (%s): mask %q is not one of the inputs", i, l.Name, l.Mask)
 		}
 		if seen[l.Name] {
 			return fmt.Errorf("linears[%d]: name %q appears twice", i, l.Name)

@@ -57,6 +57,7 @@ func TestManifestRejects(t *testing.T) {
 		{"vocab 0", func(m *Manifest) { m.VocabSize = 0 }, "field vocab_size is 0; it must be positive"},
 		{"negative hidden", func(m *Manifest) { m.HiddenSize = -4 }, "may not be negative (got 10, -4, 1, 0, 0)"},
 		{"cls without labels", func(m *Manifest) { m.Objective, m.NumLabels = "cls", 0 }, "field num_labels is 0"},
+		{"mask not an input", func(m *Manifest) { m.Linears[1].Mask = "decoder_attention_mask" }, `mask "decoder_attention_mask" is not one of the inputs`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -575,8 +575,22 @@ def build_linears(model_proto, hf_model, arch, roles):
             entry["stack"] = path.split(".")[0] if path.split(".")[0] in ("encoder", "decoder") else ""
         entry.update({"weight": weight, "bias": b_name, "node": node.name, "input": x, "output": out,
                       "d_in": d_in, "d_out": d_out, "tied": tied})
+        if arch == "t5":
+            entry["mask"] = t5_mask_of(path, role)
         linears.append({k: v for k, v in entry.items() if v != "" or k in ("name", "weight", "node", "input", "output")})
     return linears
+
+
+def t5_mask_of(path, role):
+    """The padding-mask input whose positions a T5 linear's output lies on
+    (the manifest's linears[].mask): the decoder's layers and the LM head
+    lie on decoder_attention_mask, except the cross-attention keys and
+    values, computed from the encoder's output; the encoder's layers lie on
+    attention_mask."""
+    cross_kv = ".EncDecAttention." in path and role in ("k", "v")
+    if (path.startswith("decoder.") and not cross_kv) or role == "head":
+        return "decoder_attention_mask"
+    return "attention_mask"
 
 
 def gemm_to_matmul(g, ix, node, path):
