@@ -96,9 +96,9 @@ func (o GenOptions) validate() (GenOptions, error) {
 // Generate continues each prompt, batched (rows left-padded so every row's
 // next token sits at the last position), greedily or by temperature/top-p
 // sampling, until the end-of-sequence token, a stop string or MaxNewTokens.
-// Llama-style and T5 models use key/value-cache graphs built from the
-// folder's own weights (exporters.DecoderWithPast, Seq2SeqWithPast; T5
-// encodes the prompt once). Results are in prompt order.
+// Models whose architecture registered key/value-cache graphs with kvcache
+// (Llama-style and T5, by the exporters) use them, built from the folder's
+// own weights (T5 encodes the prompt once). Results are in prompt order.
 func (m *Model) Generate(ctx context.Context, prompts []string, o GenOptions) ([]Generation, error) {
 	if m.mlm {
 		return nil, m.errMaskedLM("generate")
@@ -460,7 +460,7 @@ func (m *Model) newStepper(noCache bool) (stepper, error) {
 	case noCache:
 		return &fullStepper{m: m}, nil
 	}
-	if err := m.gen.load(m.dir, m.seq2seq); err != nil {
+	if err := m.gen.load(m.dir, m.man.Architecture, m.seq2seq); err != nil {
 		return nil, err
 	}
 	return &cachedStepper{m: m, g: &m.gen, seq2seq: m.seq2seq}, nil

@@ -6,7 +6,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
-	"github.com/migu-ml/migu/exporters"
+	"github.com/migu-ml/migu/kvcache"
 	"github.com/migu-ml/migu/onnx"
 	"github.com/migu-ml/migu/onnx/ort"
 )
@@ -19,7 +19,7 @@ type generator struct {
 	opts  ort.SessionOptions
 	enc   *ort.Session // seq2seq only
 	sess  *ort.Session
-	cache *exporters.Cache
+	cache *kvcache.Cache
 	err   error // a failed build is not retried
 	// Output positions: the decoder's logits and per layer present key
 	// and value; the encoder's cross keys and values.
@@ -29,25 +29,21 @@ type generator struct {
 	crossValueAt      []int
 }
 
-// load builds the cached graphs of dir (once).
-func (g *generator) load(dir string, seq2seq bool) error {
+// load builds the cached graphs of dir (once), through the builder its
+// architecture registered with kvcache.
+func (g *generator) load(dir, architecture string, seq2seq bool) error {
 	if g.sess != nil || g.err != nil {
 		return g.err
 	}
 	g.err = func() error {
-		var (
-			encoder, decoder *onnx.Model
-			cache            *exporters.Cache
-			err              error
-		)
-		if seq2seq {
-			encoder, decoder, cache, err = exporters.Seq2SeqWithPast(dir)
-		} else {
-			decoder, cache, err = exporters.DecoderWithPast(dir)
-		}
+		graphs, err := kvcache.Build(dir, architecture)
 		if err != nil {
 			return err
 		}
+		if (graphs.Encoder != nil) != seq2seq {
+			return fmt.Errorf("%s: the %s key/value-cache graphs do not fit the model's objective", dir, architecture)
+		}
+		encoder, decoder, cache := graphs.Encoder, graphs.Decoder, graphs.Cache
 		sess, at, err := g.session(decoder)
 		if err != nil {
 			return err
@@ -208,7 +204,7 @@ func (c *cachedStepper) runLogits(ids []int64, newLen, n int) ([]float32, error)
 			return nil, err
 		}
 		defer nT.Close()
-		in[exporters.LogitsLen] = nT
+		in[kvcache.LogitsLen] = nT
 	}
 	outs, err := c.g.sess.Run(in)
 	if err != nil {

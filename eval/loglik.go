@@ -122,7 +122,7 @@ func (m *Model) logLikelihoodTokens(ctx context.Context, reqs []tokenRequest) ([
 	})
 	out := make([]Result, len(reqs))
 	done := 0
-	if !m.seq2seq && !m.unshared && m.gen.load(m.dir, false) == nil {
+	if !m.seq2seq && !m.unshared && m.gen.load(m.dir, m.man.Architecture, false) == nil {
 		groups, rest := sharedGroups(reqs, m.maxLen)
 		for _, g := range groups {
 			if err := ctx.Err(); err != nil {

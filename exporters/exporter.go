@@ -19,6 +19,7 @@ import (
 
 	"github.com/migu-ml/migu/gguf"
 	"github.com/migu-ml/migu/internal/badinput"
+	"github.com/migu-ml/migu/kvcache"
 	"github.com/migu-ml/migu/modeldir"
 	"github.com/migu-ml/migu/ollama"
 	"github.com/migu-ml/migu/onnx"
@@ -62,6 +63,10 @@ type Architecture struct {
 	// FromGGUF derives config.json from a GGUF file's metadata, naming the
 	// GGUF key behind any problem.
 	FromGGUF func(f *gguf.File) (map[string]any, error)
+	// CachedGraphs builds a model folder's key/value-cache graphs for
+	// generation, where the family has them; register adds it to
+	// kvcache's registry under Name.
+	CachedGraphs kvcache.Builder
 }
 
 // SpecialTokens are the ids of a tokenizer's special tokens (-1: none).
@@ -77,6 +82,9 @@ func register(a *Architecture) {
 		panic("exporters: architecture registered twice: " + a.Name)
 	}
 	registry[a.Name] = a
+	if a.CachedGraphs != nil {
+		kvcache.Register(a.Name, a.CachedGraphs)
+	}
 }
 
 // Names lists the registered architectures.

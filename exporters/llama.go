@@ -11,6 +11,7 @@ import (
 	"github.com/migu-ml/migu/tokenizer"
 
 	"github.com/migu-ml/migu/internal/badinput"
+	"github.com/migu-ml/migu/kvcache"
 	"github.com/migu-ml/migu/modeldir"
 	"github.com/migu-ml/migu/onnx"
 )
@@ -56,6 +57,8 @@ func init() {
 		Tokenizer:  tokenizer.SentencePieceBPE,
 		GGUFArch:   "llama",
 		FromGGUF:   llamaFromGGUF,
+
+		CachedGraphs: decoderWithPast,
 	})
 }
 
@@ -384,7 +387,7 @@ func (c *llamaConfig) rope(b *Builder, x, cos, sin string, hint string) string {
 // With a cache (the generation graph, llama_cache.go) the layer's keys and
 // values are appended to its past ones and returned as present before
 // attention; the training and scoring graph passes nil.
-func (c *llamaConfig) block(b *Builder, x, bias, cos, sin string, i int, cache *Cache) string {
+func (c *llamaConfig) block(b *Builder, x, bias, cos, sin string, i int, cache *kvcache.Cache) string {
 	h, ff := c.HiddenSize, c.IntermediateSize
 	n, nkv, d := c.NumAttentionHeads, c.kvHeads(), c.headDim()
 	p := fmt.Sprintf("model.layers.%d.", i)
@@ -406,7 +409,7 @@ func (c *llamaConfig) block(b *Builder, x, bias, cos, sin string, i int, cache *
 		k = b.Op("Transpose", []string{k}, p+"k.t", onnx.AttrInts("perm", 0, 2, 3, 1))
 	} else {
 		k = b.Op("Transpose", []string{k}, p+"k.t", onnx.AttrInts("perm", 0, 2, 1, 3))
-		k, val = cache.appendLayer(b, k, val, i, p)
+		k, val = appendLayer(b, cache, k, val, i, p)
 		k = b.Op("Transpose", []string{k}, p+"k.all_t", onnx.AttrInts("perm", 0, 1, 3, 2))
 	}
 	ctx := b.Attend(q, k, val, bias, n, nkv, d, float32(1/math.Sqrt(float64(d))), p+"attn")

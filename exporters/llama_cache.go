@@ -6,64 +6,51 @@ import (
 	"path/filepath"
 
 	"github.com/migu-ml/migu/internal/badinput"
+	"github.com/migu-ml/migu/kvcache"
 	"github.com/migu-ml/migu/modeldir"
 	"github.com/migu-ml/migu/onnx"
 )
 
-// Cache describes the key/value cache of a decoder built by
-// DecoderWithPast: per layer, the names of the past inputs and present
-// outputs, each [batch, kv_heads, length, head_dim] in transformers'
-// layout, so the present of one step is fed as the past of the next.
-type Cache struct {
-	Layers, KVHeads, HeadDim int
-	PastKey, PastValue       []string
-	PresentKey, PresentValue []string
-	// CrossKey and CrossValue name, for an encoder-decoder, the
-	// cross-attention keys and values the encoder graph returns and every
-	// decoder step takes ([batch, heads, src, head_dim]); empty otherwise.
-	CrossKey, CrossValue []string
-}
-
-// DecoderWithPast builds, in memory, the key/value-cache decoder of the
+// decoderWithPast builds, in memory, the key/value-cache decoder of the
 // model folder dir: its architecture from config.json and its weights from
 // the folder's own model.onnx, so that a fine-tuned folder (train's
 // export) or one with a merged adapter is followed exactly. The graph takes
 // input_ids [batch, new], attention_mask [batch, past+new] and the past
 // keys and values of every layer, and returns logits [batch, n, vocab] of
-// the last n new positions (n the LogitsLen input: 1 for generation) and
-// the present
-// keys and values [batch, kv_heads, past+new, head_dim]. Positions follow
+// the last n new positions (n the kvcache.LogitsLen input: 1 for
+// generation) and the present keys and values [batch, kv_heads, past+new,
+// head_dim]. Positions follow
 // the forward graph's rule (positions) over the whole mask, so left-padded
 // rows are handled and the cache holds the keys the forward graph computes.
-// Only Llama-style decoders have one; other architectures get a bad-input
-// error.
-func DecoderWithPast(dir string) (*onnx.Model, *Cache, error) {
+// A folder whose config.json is not Llama-style gets a bad-input error. It
+// is the llama architecture's kvcache.Builder.
+func decoderWithPast(dir string) (*kvcache.Graphs, error) {
 	_, conv, err := ParseConfig(filepath.Join(dir, modeldir.ConfigFile))
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	c, ok := conv.(*llamaConfig)
 	if !ok {
-		return nil, nil, badinput.Errorf("%s: the key/value-cache decoder is built for Llama-style models only", dir)
+		return nil, badinput.Errorf("%s: the key/value-cache decoder is built for Llama-style models only", dir)
 	}
 	man, err := modeldir.ReadManifest(dir)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	fwd, err := onnx.Load(filepath.Join(dir, modeldir.ModelFile))
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	defer fwd.Close()
 	b := newBuilder("llama_with_past", newFolderWeights(fwd, man))
 	cache, err := c.buildWithPast(b)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	if err := b.Err(); err != nil {
-		return nil, nil, fmt.Errorf("%s: building the key/value-cache decoder: %w", dir, err)
+		return nil, fmt.Errorf("%s: building the key/value-cache decoder: %w", dir, err)
 	}
-	return b.Model, cache, nil
+	return &kvcache.Graphs{Decoder: b.Model, Cache: cache}, nil
 }
 
 // folderWeights reads checkpoint tensors back from a model folder's graph:
@@ -121,11 +108,11 @@ func (w *folderWeights) Float32(name string) ([]float32, error) {
 
 // buildWithPast emits the cached decoder into b and returns its cache
 // layout.
-func (c *llamaConfig) buildWithPast(b *Builder) (*Cache, error) {
+func (c *llamaConfig) buildWithPast(b *Builder) (*kvcache.Cache, error) {
 	h, v := c.HiddenSize, c.VocabSize
 	nkv, d := c.kvHeads(), c.headDim()
 	layers := int(c.NumHiddenLayers)
-	cache := &Cache{Layers: layers, KVHeads: int(nkv), HeadDim: int(d)}
+	cache := &kvcache.Cache{Layers: layers, KVHeads: int(nkv), HeadDim: int(d)}
 	ids := b.Input("input_ids", onnx.Int64, onnx.Sym("batch"), onnx.Sym("seq"))
 	mask := b.Input("attention_mask", onnx.Int64, onnx.Sym("batch"), onnx.Sym("total"))
 	for i := range layers {
@@ -163,7 +150,7 @@ func (c *llamaConfig) buildWithPast(b *Builder) (*Cache, error) {
 	}
 	// Only the last LogitsLen positions' logits (generation's one: the head
 	// is the costliest MatMul of a prompt's first step).
-	from := b.Op("Neg", []string{b.Input(LogitsLen, onnx.Int64, onnx.D(1))}, "logits_from")
+	from := b.Op("Neg", []string{b.Input(kvcache.LogitsLen, onnx.Int64, onnx.D(1))}, "logits_from")
 	last := b.Op("Slice", []string{x, from, b.Ints(math.MaxInt64), b.Ints(1)}, "last_positions")
 	last = b.RMSNorm(last, b.Param("model.norm.weight", h), float32(c.eps()), "model.norm")
 	var logits string
@@ -172,7 +159,7 @@ func (c *llamaConfig) buildWithPast(b *Builder) (*Cache, error) {
 	} else {
 		logits = b.Linear(last, LinearSpec{Name: "lm_head", Role: modeldir.RoleHead, Block: -1, In: h, Out: v})
 	}
-	b.Output(logits, "logits", onnx.Float, onnx.Sym("batch"), onnx.Sym(LogitsLen), onnx.D(v))
+	b.Output(logits, "logits", onnx.Float, onnx.Sym("batch"), onnx.Sym(kvcache.LogitsLen), onnx.D(v))
 	for i := range layers {
 		kv := onnx.Shape{onnx.Sym("batch"), onnx.D(nkv), onnx.Sym("total"), onnx.D(d)}
 		b.G.AddOutput(cache.PresentKey[i], onnx.Float, kv)
@@ -181,12 +168,6 @@ func (c *llamaConfig) buildWithPast(b *Builder) (*Cache, error) {
 	b.Manifest.Objective = "clm"
 	return cache, b.Err()
 }
-
-// LogitsLen names the cached decoder's input [1] (int64): how many of the
-// last new positions get logits — 1 for generation, which reads only the
-// last, and every new position for scoring continuations after a cached
-// context.
-const LogitsLen = "logits_len"
 
 // rotaryWithPast is the forward graph's rotary table for the new positions
 // only: positions over the whole mask (past and new), sliced from past on,
@@ -199,8 +180,9 @@ func (c *llamaConfig) rotaryWithPast(b *Builder, mask, past string) (cos, sin st
 }
 
 // appendLayer concatenates layer i's new keys and values ([B, heads, S, d])
-// to its past ones along the sequence and names the results present.
-func (cache *Cache) appendLayer(b *Builder, k, v string, i int, p string) (keys, values string) {
+// to its past ones in cache along the sequence and names the results
+// present.
+func appendLayer(b *Builder, cache *kvcache.Cache, k, v string, i int, p string) (keys, values string) {
 	keys = b.Op("Concat", []string{cache.PastKey[i], k}, p+"k.all", onnx.AttrInt("axis", 2))
 	values = b.Op("Concat", []string{cache.PastValue[i], v}, p+"v.all", onnx.AttrInt("axis", 2))
 	if b.Err() == nil {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/migu-ml/migu/internal/badinput"
 	"github.com/migu-ml/migu/internal/testenv"
+	"github.com/migu-ml/migu/kvcache"
 	"github.com/migu-ml/migu/onnx/ort"
 )
 
@@ -57,10 +58,11 @@ func TestDecoderWithPastParity(t *testing.T) {
 	if _, err := Export(hf, dir); err != nil {
 		t.Fatal(err)
 	}
-	model, cache, err := DecoderWithPast(dir)
+	graphs, err := kvcache.Build(dir, "llama")
 	if err != nil {
 		t.Fatal(err)
 	}
+	model, cache := graphs.Decoder, graphs.Cache
 	raw, err := proto.Marshal(model.Proto)
 	if err != nil {
 		t.Fatal(err)
@@ -105,7 +107,7 @@ func TestDecoderWithPastParity(t *testing.T) {
 		defer idT.Close()
 		defer maskT.Close()
 		defer one.Close()
-		in["input_ids"], in["attention_mask"], in[LogitsLen] = idT, maskT, one
+		in["input_ids"], in["attention_mask"], in[kvcache.LogitsLen] = idT, maskT, one
 		for i := range cache.Layers {
 			in[cache.PastKey[i]], in[cache.PastValue[i]] = past[2*i], past[2*i+1]
 		}
@@ -198,8 +200,9 @@ func TestDecoderWithPastParity(t *testing.T) {
 	}
 }
 
-// TestDecoderWithPastRefusesOtherArchitectures checks the bad-input error
-// for a RoBERTa folder.
+// TestDecoderWithPastRefusesOtherArchitectures checks the bad-input errors
+// for a RoBERTa folder: its family registers no cached graphs, and the
+// llama builder refuses its config.json.
 func TestDecoderWithPastRefusesOtherArchitectures(t *testing.T) {
 	root := t.TempDir()
 	hf, dir := filepath.Join(root, "hf"), filepath.Join(root, "model")
@@ -209,7 +212,10 @@ func TestDecoderWithPastRefusesOtherArchitectures(t *testing.T) {
 	if _, err := Export(hf, dir); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := DecoderWithPast(dir); !badinput.Is(err) {
-		t.Fatalf("got %v, want a bad-input error", err)
+	if _, err := kvcache.Build(dir, "roberta"); !badinput.Is(err) {
+		t.Fatalf("kvcache.Build: got %v, want a bad-input error", err)
+	}
+	if _, err := decoderWithPast(dir); !badinput.Is(err) {
+		t.Fatalf("decoderWithPast: got %v, want a bad-input error", err)
 	}
 }

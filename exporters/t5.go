@@ -20,6 +20,8 @@ func init() {
 		Preset:     t5Preset,
 		Presets:    []string{"tiny", "small"},
 		Tokenizer:  tokenizer.Unigram,
+
+		CachedGraphs: seq2seqWithPast,
 	})
 }
 

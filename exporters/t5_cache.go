@@ -6,13 +6,14 @@ import (
 	"path/filepath"
 
 	"github.com/migu-ml/migu/internal/badinput"
+	"github.com/migu-ml/migu/kvcache"
 	"github.com/migu-ml/migu/modeldir"
 	"github.com/migu-ml/migu/onnx"
 )
 
-// Seq2SeqWithPast builds, in memory, the two graphs of cached T5
+// seq2seqWithPast builds, in memory, the two graphs of cached T5
 // generation for the model folder dir, with the folder's own weights (see
-// DecoderWithPast). The encoder graph runs once per prompt: input_ids and
+// decoderWithPast); it is the t5 architecture's kvcache.Builder. The encoder graph runs once per prompt: input_ids and
 // attention_mask [batch, src] in, and for every decoder layer the
 // cross-attention keys and values [batch, heads, src, d_kv] out (named
 // cache.CrossKey/CrossValue). The decoder graph runs once per token:
@@ -20,27 +21,27 @@ import (
 // keys and values, and the past self-attention keys and values in; logits
 // [batch, 1, vocab] of the last new position and the present keys and
 // values out. The decoder has no padding: every row has the same length.
-func Seq2SeqWithPast(dir string) (encoder, decoder *onnx.Model, cache *Cache, err error) {
+func seq2seqWithPast(dir string) (*kvcache.Graphs, error) {
 	_, conv, err := ParseConfig(filepath.Join(dir, modeldir.ConfigFile))
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, err
 	}
 	m, ok := conv.(*t5Model)
 	if !ok {
-		return nil, nil, nil, badinput.Errorf("%s: the cached encoder-decoder graphs are built for T5 models only", dir)
+		return nil, badinput.Errorf("%s: the cached encoder-decoder graphs are built for T5 models only", dir)
 	}
 	man, err := modeldir.ReadManifest(dir)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, err
 	}
 	fwd, err := onnx.Load(filepath.Join(dir, modeldir.ModelFile))
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, err
 	}
 	defer fwd.Close()
 	w := newFolderWeights(fwd, man)
 	n, dkv := m.NumHeads, m.DKV
-	cache = &Cache{Layers: int(m.decLayers), KVHeads: int(n), HeadDim: int(dkv)}
+	cache := &kvcache.Cache{Layers: int(m.decLayers), KVHeads: int(n), HeadDim: int(dkv)}
 	for i := range cache.Layers {
 		cache.PastKey = append(cache.PastKey, fmt.Sprintf("past_key_values.%d.decoder.key", i))
 		cache.PastValue = append(cache.PastValue, fmt.Sprintf("past_key_values.%d.decoder.value", i))
@@ -52,19 +53,19 @@ func Seq2SeqWithPast(dir string) (encoder, decoder *onnx.Model, cache *Cache, er
 	eb := newBuilder("t5_encoder", w)
 	m.buildEncoderWithCross(eb, cache)
 	if err := eb.Err(); err != nil {
-		return nil, nil, nil, fmt.Errorf("%s: building the cached T5 encoder: %w", dir, err)
+		return nil, fmt.Errorf("%s: building the cached T5 encoder: %w", dir, err)
 	}
 	db := newBuilder("t5_decoder_with_past", w)
 	m.buildDecoderWithPast(db, cache)
 	if err := db.Err(); err != nil {
-		return nil, nil, nil, fmt.Errorf("%s: building the cached T5 decoder: %w", dir, err)
+		return nil, fmt.Errorf("%s: building the cached T5 decoder: %w", dir, err)
 	}
-	return eb.Model, db.Model, cache, nil
+	return &kvcache.Graphs{Encoder: eb.Model, Decoder: db.Model, Cache: cache}, nil
 }
 
 // buildEncoderWithCross emits the encoder stack and, from its output, the
 // cross-attention keys and values of every decoder layer.
-func (m *t5Model) buildEncoderWithCross(b *Builder, cache *Cache) {
+func (m *t5Model) buildEncoderWithCross(b *Builder, cache *kvcache.Cache) {
 	batch, src := onnx.Sym("batch"), onnx.Sym("src_seq")
 	ids := b.Input("input_ids", onnx.Int64, batch, src)
 	mask := b.Input("attention_mask", onnx.Int64, batch, src)
@@ -90,7 +91,7 @@ func (m *t5Model) buildEncoderWithCross(b *Builder, cache *Cache) {
 }
 
 // buildDecoderWithPast emits one cached decoder step.
-func (m *t5Model) buildDecoderWithPast(b *Builder, cache *Cache) {
+func (m *t5Model) buildDecoderWithPast(b *Builder, cache *kvcache.Cache) {
 	batch := onnx.Sym("batch")
 	n, dkv, d := m.NumHeads, m.DKV, m.DModel
 	ids := b.Input("decoder_input_ids", onnx.Int64, batch, onnx.Sym("new"))
@@ -135,7 +136,7 @@ func (m *t5Model) buildDecoderWithPast(b *Builder, cache *Cache) {
 			q := b.SplitHeads(lin(h, "q", modeldir.RoleQ, d, n*dkv), n, dkv, false, name+".q")
 			k := b.SplitHeads(lin(h, "k", modeldir.RoleK, d, n*dkv), n, dkv, false, name+".k")
 			v := b.SplitHeads(lin(h, "v", modeldir.RoleV, d, n*dkv), n, dkv, false, name+".v")
-			keys, values := cache.appendLayer(b, k, v, i, name+".")
+			keys, values := appendLayer(b, cache, k, v, i, name+".")
 			kT := b.Op("Transpose", []string{keys}, name+".k_all_t", onnx.AttrInts("perm", 0, 1, 3, 2))
 			ctx := b.Attend(q, kT, values, selfBias, n, n, dkv, 1, name)
 			return lin(b.MergeHeads(ctx, n, dkv, name+".merge"), "o", modeldir.RoleO, n*dkv, d)

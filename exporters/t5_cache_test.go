@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/migu-ml/migu/internal/testenv"
+	"github.com/migu-ml/migu/kvcache"
 	"github.com/migu-ml/migu/onnx"
 	"github.com/migu-ml/migu/onnx/ort"
 )
@@ -52,10 +53,11 @@ func TestSeq2SeqWithPastParity(t *testing.T) {
 	if _, err := Export(hf, dir); err != nil {
 		t.Fatal(err)
 	}
-	encoder, decoder, cache, err := Seq2SeqWithPast(dir)
+	graphs, err := kvcache.Build(dir, "t5")
 	if err != nil {
 		t.Fatal(err)
 	}
+	encoder, decoder, cache := graphs.Encoder, graphs.Decoder, graphs.Cache
 	if err := ort.Init(ort.InitOptions{LibraryPath: lib}); err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/migu-ml/migu/eval"
+	// The exporters register the key/value-cache graphs generation runs.
+	_ "github.com/migu-ml/migu/exporters"
 	"github.com/migu-ml/migu/internal/atomicfile"
 	"github.com/migu-ml/migu/onnx/ort"
 )
