@@ -7,7 +7,7 @@ import (
 	"github.com/migu-ml/migu/onnx"
 )
 
-// Ranks tells AddTaps the rank of forward values (onnx.InferShapes gives it).
+// Ranks tells AddTaps the rank of forward values (shapes.Infer gives it).
 type Ranks interface {
 	Type(value string) (onnx.DType, onnx.Shape, bool)
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/migu-ml/migu/internal/testenv"
 	"github.com/migu-ml/migu/onnx"
 	"github.com/migu-ml/migu/onnx/ort"
+	"github.com/migu-ml/migu/onnx/shapes"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -37,12 +38,12 @@ func TestTapsMatchHandSums(t *testing.T) {
 			g.AddInput("y", onnx.Float, onnx.Shape{onnx.Sym("batch"), onnx.Sym("seq"), onnx.D(dim)})
 			g.AddInput("z", onnx.Float, onnx.Shape{onnx.Sym("batch"), onnx.D(dim)})
 			g.AddInput("attention_mask", onnx.Int64, onnx.Shape{onnx.Sym("batch"), onnx.Sym("seq")})
-			shapes, err := onnx.InferShapes(m)
+			info, err := shapes.Infer(m)
 			if err != nil {
 				t.Fatal(err)
 			}
 			points := []Point{{Name: "y", Value: "y", Dim: dim, Mask: "attention_mask"}, {Name: "z", Value: "z", Dim: dim, Mask: "attention_mask"}}
-			taps, err := AddTaps(g, c.opset, shapes, points, c.skipPadding)
+			taps, err := AddTaps(g, c.opset, info, points, c.skipPadding)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -56,7 +57,7 @@ func TestTapsMatchHandSums(t *testing.T) {
 			for _, tp := range taps {
 				g.AddOutput(tp.Output, onnx.Float, onnx.Shape{onnx.D(tp.Dim)})
 			}
-			if _, err := onnx.InferShapes(m); err != nil {
+			if _, err := shapes.Infer(m); err != nil {
 				t.Fatalf("shape inference of the tapped graph: %v", err)
 			}
 			raw, err := proto.Marshal(m.Proto)

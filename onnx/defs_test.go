@@ -9,6 +9,7 @@ import (
 	"github.com/migu-ml/migu/internal/badinput"
 	"github.com/migu-ml/migu/onnx"
 	"github.com/migu-ml/migu/onnx/onnxpb"
+	"github.com/migu-ml/migu/onnx/shapes"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -114,11 +115,11 @@ func TestShapeInferenceErrorsNameTheFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer m.Close()
-	_, err = onnx.InferShapes(m)
+	_, err = shapes.Infer(m)
 	if err == nil || !badinput.Is(err) || !strings.HasPrefix(err.Error(), path+": ") || !strings.Contains(err.Error(), `"mm"`) {
 		t.Fatalf("error %v: want bad input naming %s and node mm", err, path)
 	}
-	_, err = onnx.InferShapes(defsModel(bad))
+	_, err = shapes.Infer(defsModel(bad))
 	if err == nil || strings.Contains(err.Error(), "model.onnx") {
 		t.Fatalf("in-memory model: error %v, want one that names no file", err)
 	}

@@ -53,6 +53,13 @@ func (d DType) String() string {
 	return fmt.Sprintf("dtype(%d)", int32(d))
 }
 
+// Known reports whether d is an element type ONNX defines; Undefined is
+// not one.
+func (d DType) Known() bool {
+	_, ok := dtypeNames[d]
+	return ok && d != Undefined
+}
+
 // Size is the byte size of one element, or 0 for types that are not a whole
 // number of bytes per element (string, 4-bit types) or unknown.
 func (d DType) Size() int {

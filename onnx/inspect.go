@@ -149,7 +149,7 @@ func Inspect(m *Model) *Summary {
 	walk = func(nodes []*onnxpb.NodeProto) {
 		for _, n := range nodes {
 			s.Nodes++
-			d := canonicalDomain(n.GetDomain())
+			d := CanonicalDomain(n.GetDomain())
 			counts[[2]string{d, n.GetOpType()}]++
 			domains[d] = true
 			for _, a := range n.Attribute {

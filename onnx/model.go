@@ -145,9 +145,9 @@ func (m *Model) Close() error {
 // Opset returns the version imported for a domain ("" or "ai.onnx" is the
 // default domain), or 0 when the domain is not imported.
 func (m *Model) Opset(domain string) int64 {
-	domain = canonicalDomain(domain)
+	domain = CanonicalDomain(domain)
 	for _, o := range m.Proto.OpsetImport {
-		if canonicalDomain(o.GetDomain()) == domain {
+		if CanonicalDomain(o.GetDomain()) == domain {
 			return o.GetVersion()
 		}
 	}
@@ -157,7 +157,7 @@ func (m *Model) Opset(domain string) int64 {
 // SetOpset imports a domain at a version, replacing any earlier import.
 func (m *Model) SetOpset(domain string, version int64) {
 	for _, o := range m.Proto.OpsetImport {
-		if canonicalDomain(o.GetDomain()) == canonicalDomain(domain) {
+		if CanonicalDomain(o.GetDomain()) == CanonicalDomain(domain) {
 			o.Version = proto.Int64(version)
 			return
 		}
@@ -167,7 +167,9 @@ func (m *Model) SetOpset(domain string, version int64) {
 	})
 }
 
-func canonicalDomain(d string) string {
+// CanonicalDomain is an operator domain with the default domain's alias
+// "ai.onnx" written as "", so that the two compare equal.
+func CanonicalDomain(d string) string {
 	if d == "ai.onnx" {
 		return ""
 	}

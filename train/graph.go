@@ -21,6 +21,7 @@ import (
 	"github.com/migu-ml/migu/onnx"
 	"github.com/migu-ml/migu/onnx/grad"
 	"github.com/migu-ml/migu/onnx/onnxpb"
+	"github.com/migu-ml/migu/onnx/shapes"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -203,7 +204,7 @@ func Build(m *onnx.Model, man *modeldir.Manifest, opt GraphOptions) (*Artifact, 
 	}
 	var taps []migu.Tap
 	if opt.Taps {
-		fwd, err := onnx.InferShapes(m)
+		fwd, err := shapes.Infer(m)
 		if err != nil {
 			return nil, err
 		}
@@ -225,7 +226,7 @@ func Build(m *onnx.Model, man *modeldir.Manifest, opt GraphOptions) (*Artifact, 
 	art.Loss = loss
 	art.Nodes = len(g.P.Node)
 
-	shapes, err := onnx.InferShapes(m)
+	shapes, err := shapes.Infer(m)
 	if err != nil {
 		return nil, err
 	}

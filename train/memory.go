@@ -11,6 +11,7 @@ import (
 	"github.com/migu-ml/migu/internal/badinput"
 	"github.com/migu-ml/migu/onnx"
 	"github.com/migu-ml/migu/onnx/onnxpb"
+	"github.com/migu-ml/migu/onnx/shapes"
 )
 
 // MemoryPlan is a training run's memory, planned from the training graph
@@ -120,7 +121,7 @@ func planMemory(m *onnx.Model, art *Artifact, trainable int64, gradAccum int, ba
 			p.Frozen[dt.String()] += n * int64(dt.Size())
 		}
 	}
-	info, err := onnx.InferShapes(m)
+	info, err := shapes.Infer(m)
 	if err != nil {
 		return nil, err
 	}
@@ -153,7 +154,7 @@ func planMemory(m *onnx.Model, art *Artifact, trainable int64, gradAccum int, ba
 // over a same-sized input that nothing reads later; a buffer is freed when
 // no value in it is read again. Graph inputs, initializers and outputs
 // (bound to memory the plan counts elsewhere) are not intermediates.
-func activationPeak(g *onnx.Graph, info *onnx.ShapeInfo, sizes map[string]int64) (int64, int) {
+func activationPeak(g *onnx.Graph, info *shapes.Info, sizes map[string]int64) (int64, int) {
 	outside := map[string]bool{}
 	for _, vi := range g.P.Input {
 		outside[vi.GetName()] = true
@@ -322,7 +323,7 @@ func freedAfter(n *onnxpb.NodeProto, i int, last map[string]int, outside map[str
 }
 
 // valueBytes is a value's size at the given atom sizes.
-func valueBytes(info *onnx.ShapeInfo, v string, sizes map[string]int64) (int64, bool) {
+func valueBytes(info *shapes.Info, v string, sizes map[string]int64) (int64, bool) {
 	dt, shape, ok := info.Type(v)
 	if !ok || shape == nil {
 		return 0, false

@@ -11,6 +11,7 @@ import (
 	"github.com/migu-ml/migu/modeldir"
 	"github.com/migu-ml/migu/onnx"
 	"github.com/migu-ml/migu/onnx/grad"
+	"github.com/migu-ml/migu/onnx/shapes"
 )
 
 // The simulated peak of small graphs whose allocations can be counted by
@@ -55,7 +56,7 @@ func TestActivationPeak(t *testing.T) {
 				}
 			}
 			g.AddOutput("y", onnx.Float, onnx.Shape{onnx.D(4)})
-			info, err := onnx.InferShapes(m)
+			info, err := shapes.Infer(m)
 			if err != nil {
 				t.Fatal(err)
 			}

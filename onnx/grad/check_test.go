@@ -11,6 +11,7 @@ import (
 	"github.com/migu-ml/migu/onnx"
 	"github.com/migu-ml/migu/onnx/onnxpb"
 	"github.com/migu-ml/migu/onnx/ort"
+	"github.com/migu-ml/migu/onnx/shapes"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -150,7 +151,7 @@ func checkGradient(t *testing.T, c gradCase) {
 	loss = g.Op("Reshape", []string{loss, g.ConstInt64("one", []int64{1}, 1)}, "loss")
 	g.AddOutput(loss, onnx.Double, onnx.Shape{onnx.D(1)})
 
-	shapes, err := onnx.InferShapes(m)
+	shapes, err := shapes.Infer(m)
 	if err != nil {
 		t.Fatalf("shape inference: %v", err)
 	}

@@ -13,7 +13,7 @@ import (
 )
 
 // Shapes is what the rules need to know about the forward graph's values:
-// their element types and symbolic shapes (onnx.InferShapes provides it).
+// their element types and symbolic shapes (shapes.Infer provides it).
 type Shapes interface {
 	Type(value string) (onnx.DType, onnx.Shape, bool)
 	SameShape(a, b string) bool

@@ -10,6 +10,7 @@ import (
 	"github.com/migu-ml/migu/onnx"
 	"github.com/migu-ml/migu/onnx/onnxpb"
 	"github.com/migu-ml/migu/onnx/ort"
+	"github.com/migu-ml/migu/onnx/shapes"
 )
 
 // blocksGraph is a small float32 graph of two residual blocks between
@@ -85,7 +86,7 @@ func newBlocksGraph(t *testing.T) *blocksGraph {
 	bg.loss = g.Op("Reshape", []string{sum, g.ConstInt64("one", []int64{1}, 1)}, "loss")
 	g.AddOutput(bg.loss, onnx.Float, onnx.Shape{onnx.D(1)})
 
-	shapes, err := onnx.InferShapes(bg.m)
+	shapes, err := shapes.Infer(bg.m)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"github.com/migu-ml/migu/internal/testenv"
 	"github.com/migu-ml/migu/onnx"
 	"github.com/migu-ml/migu/onnx/ort"
+	"github.com/migu-ml/migu/onnx/shapes"
 )
 
 // A stopped value is a constant for the backward pass: for
@@ -29,7 +30,7 @@ func TestStopGradient(t *testing.T) {
 	loss := g.Op("Reshape", []string{g.Op("ReduceSum", []string{g.Op("Mul", []string{y, "r"}, "ry")}, "sum", onnx.AttrInt("keepdims", 0)),
 		g.ConstInt64("one", []int64{1}, 1)}, "loss")
 	g.AddOutput(loss, onnx.Double, onnx.Shape{onnx.D(1)})
-	shapes, err := onnx.InferShapes(m)
+	shapes, err := shapes.Infer(m)
 	if err != nil {
 		t.Fatal(err)
 	}

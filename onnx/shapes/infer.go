@@ -1,4 +1,8 @@
-package onnx
+// Package shapes infers the element type and symbolic shape of every value
+// of an ONNX graph, and the contents of its small integer tensors, with one
+// rule per op type; onnx/grad and training read ranks and dim equalities
+// from it, the runtime sizes buffers with it.
+package shapes
 
 import (
 	"encoding/binary"
@@ -7,10 +11,11 @@ import (
 	"strconv"
 
 	"github.com/migu-ml/migu/internal/badinput"
+	"github.com/migu-ml/migu/onnx"
 	"github.com/migu-ml/migu/onnx/onnxpb"
 )
 
-// ShapeInfo holds the element type and symbolic shape of every value of a
+// Info holds the element type and symbolic shape of every value of a
 // graph, and the symbolic contents of its small integer tensors (the shape
 // computations that feed Reshape, Expand, Slice, …). The gradient rules of
 // onnx/grad read ranks and dim equalities from it; the runtime reads it to
@@ -24,7 +29,7 @@ import (
 // identifiers are quoted, so the printed form is unambiguous. Graph-input
 // dims are assumed to be at least 1, as ONNX's own inference assumes.
 // Propagated contents are dims too (bools as 0 and 1).
-type ShapeInfo struct {
+type Info struct {
 	vals  map[string]*tinfo
 	exprs map[string]*expr
 	// Unresolved lists, in lenient mode, the nodes whose outputs got an
@@ -33,18 +38,18 @@ type ShapeInfo struct {
 	Unresolved []string
 }
 
-// InferOptions configure InferShapesWith.
-type InferOptions struct {
+// Options configure InferWith.
+type Options struct {
 	// Lenient gives the outputs of ops without a rule an unknown type and
 	// rank (and so everything computed from them) instead of failing, and
-	// records them in ShapeInfo.Unresolved. A caller that must
+	// records them in Info.Unresolved. A caller that must
 	// differentiate the graph wants the strict default.
 	Lenient bool
 }
 
 // tinfo is what inference knows about one value.
 type tinfo struct {
-	dtype DType
+	dtype onnx.DType
 	shape []*expr // nil when the rank is unknown
 	vals  []*expr // contents of a small integer tensor, row-major; nil when unknown
 }
@@ -57,15 +62,15 @@ const maxValues = 16
 // none; lenient inference turns it into unknown outputs.
 var errUnknownRank = errors.New("unknown rank")
 
-// InferShapes infers the types and shapes of every value of m's main graph.
+// Infer infers the types and shapes of every value of m's main graph.
 // It fails, naming the node, on a malformed node, and lists every op type
 // it has no rule for (If and Loop included: subgraphs are not supported).
-func InferShapes(m *Model) (*ShapeInfo, error) { return InferShapesWith(m, InferOptions{}) }
+func Infer(m *onnx.Model) (*Info, error) { return InferWith(m, Options{}) }
 
-// InferShapesWith is InferShapes with options. Errors of a model loaded
+// InferWith is Infer with options. Errors of a model loaded
 // from a file name that file first, so a user sees which model.onnx the
 // node belongs to.
-func InferShapesWith(m *Model, opt InferOptions) (*ShapeInfo, error) {
+func InferWith(m *onnx.Model, opt Options) (*Info, error) {
 	info, err := inferShapes(m, opt)
 	if err != nil && m.Path != "" {
 		if badinput.Is(err) {
@@ -76,7 +81,7 @@ func InferShapesWith(m *Model, opt InferOptions) (*ShapeInfo, error) {
 	return info, err
 }
 
-func inferShapes(m *Model, opt InferOptions) (*ShapeInfo, error) {
+func inferShapes(m *onnx.Model, opt Options) (*Info, error) {
 	g := m.Proto.GetGraph()
 	if g == nil {
 		return nil, badinput.Errorf("shape inference: the model has no graph")
@@ -92,7 +97,7 @@ func inferShapes(m *Model, opt InferOptions) (*ShapeInfo, error) {
 	}
 	st := &inferState{
 		m: m, opset: opset, lenient: opt.Lenient,
-		info:     &ShapeInfo{vals: map[string]*tinfo{}},
+		info:     &Info{vals: map[string]*tinfo{}},
 		positive: map[string]bool{},
 		upper:    map[string][]*expr{},
 		used:     map[string]bool{},
@@ -101,7 +106,7 @@ func inferShapes(m *Model, opt InferOptions) (*ShapeInfo, error) {
 	for _, list := range [][]*onnxpb.ValueInfoProto{g.Input, g.ValueInfo, g.Output} {
 		for _, vi := range list {
 			st.declared[vi.GetName()] = vi
-			if _, shape, ok := TensorType(vi); ok {
+			if _, shape, ok := onnx.TensorType(vi); ok {
 				for _, d := range shape {
 					st.used[d.Param] = true
 				}
@@ -130,17 +135,17 @@ func inferShapes(m *Model, opt InferOptions) (*ShapeInfo, error) {
 // Type returns a value's element type and shape; ok is false for a name the
 // graph does not define. The shape is nil when the rank is unknown (lenient
 // mode only).
-func (s *ShapeInfo) Type(value string) (dtype DType, shape Shape, ok bool) {
+func (s *Info) Type(value string) (dtype onnx.DType, shape onnx.Shape, ok bool) {
 	t := s.vals[value]
 	if t == nil {
-		return Undefined, nil, false
+		return onnx.Undefined, nil, false
 	}
 	return t.dtype, exprsToDims(t.shape), true
 }
 
 // Values returns the symbolic contents of a small integer tensor of rank 0
 // or 1 (a shape, axes, a size), when inference could follow them.
-func (s *ShapeInfo) Values(value string) ([]Dim, bool) {
+func (s *Info) Values(value string) ([]onnx.Dim, bool) {
 	t := s.vals[value]
 	if t == nil || t.vals == nil {
 		return nil, false
@@ -149,7 +154,7 @@ func (s *ShapeInfo) Values(value string) ([]Dim, bool) {
 }
 
 // SameShape reports whether two values provably have the same shape.
-func (s *ShapeInfo) SameShape(a, b string) bool {
+func (s *Info) SameShape(a, b string) bool {
 	ta, tb := s.vals[a], s.vals[b]
 	if ta == nil || tb == nil || ta.shape == nil || tb.shape == nil || len(ta.shape) != len(tb.shape) {
 		return false
@@ -164,7 +169,7 @@ func (s *ShapeInfo) SameShape(a, b string) bool {
 
 // Eval returns the size of d given the sizes of the atoms it is made of;
 // ok is false when one of them has no size.
-func (s *ShapeInfo) Eval(d Dim, sizes map[string]int64) (int64, bool) {
+func (s *Info) Eval(d onnx.Dim, sizes map[string]int64) (int64, bool) {
 	if d.Param == "" {
 		return d.Value, d.Known
 	}
@@ -178,7 +183,7 @@ func (s *ShapeInfo) Eval(d Dim, sizes map[string]int64) (int64, bool) {
 // Bind learns atom sizes from a concrete shape of a value (a graph input
 // fed, an output received): a dim that is a single atom without a size
 // takes the concrete size, every dim that can be evaluated must match it.
-func (s *ShapeInfo) Bind(value string, dims []int64, sizes map[string]int64) error {
+func (s *Info) Bind(value string, dims []int64, sizes map[string]int64) error {
 	t := s.vals[value]
 	if t == nil {
 		return fmt.Errorf("shape inference has no value %q", value)
@@ -203,11 +208,11 @@ func (s *ShapeInfo) Bind(value string, dims []int64, sizes map[string]int64) err
 	return nil
 }
 
-func exprsToDims(es []*expr) Shape {
+func exprsToDims(es []*expr) onnx.Shape {
 	if es == nil {
 		return nil
 	}
-	out := make(Shape, len(es))
+	out := make(onnx.Shape, len(es))
 	for i, e := range es {
 		out[i] = e.dim()
 	}
@@ -226,7 +231,7 @@ func checkRules(g *onnxpb.GraphProto) error {
 		if _, seen := missing[op]; seen {
 			continue
 		}
-		label := NodeLabel(n)
+		label := onnx.NodeLabel(n)
 		if hasSubgraph(n) {
 			label += ", subgraphs are not supported"
 		}
@@ -235,13 +240,13 @@ func checkRules(g *onnxpb.GraphProto) error {
 	if len(missing) == 0 {
 		return nil
 	}
-	return badinput.Errorf("shape inference has no rule for %d op type(s): %s", len(missing), OpList(missing))
+	return badinput.Errorf("shape inference has no rule for %d op type(s): %s", len(missing), onnx.OpList(missing))
 }
 
 // opKey is the rule-table key of a node: its op type in the default
 // domain, "domain.OpType" elsewhere.
 func opKey(n *onnxpb.NodeProto) string {
-	if d := canonicalDomain(n.GetDomain()); d != "" {
+	if d := onnx.CanonicalDomain(n.GetDomain()); d != "" {
 		return d + "." + n.GetOpType()
 	}
 	return n.GetOpType()
@@ -258,10 +263,10 @@ func hasSubgraph(n *onnxpb.NodeProto) bool {
 
 // inferState carries one inference run.
 type inferState struct {
-	m        *Model
+	m        *onnx.Model
 	opset    int64
 	lenient  bool
-	info     *ShapeInfo
+	info     *Info
 	positive map[string]bool    // atoms known to be at least 1
 	upper    map[string][]*expr // atoms known to be at most each of these sizes
 	used     map[string]bool    // atom names taken
@@ -290,7 +295,7 @@ func (st *inferState) graphInputs(g *onnxpb.GraphProto) error {
 	isInput := map[string]bool{}
 	for _, vi := range g.Input {
 		name := vi.GetName()
-		dtype, shape, ok := TensorType(vi)
+		dtype, shape, ok := onnx.TensorType(vi)
 		if !ok {
 			return badinput.Errorf("shape inference: graph input %q is not a tensor", name)
 		}
@@ -334,7 +339,7 @@ func (st *inferState) graphInputs(g *onnxpb.GraphProto) error {
 		if err != nil {
 			return badinput.Errorf("shape inference: sparse initializer %q: %v", v.GetName(), err)
 		}
-		st.info.vals[v.GetName()] = &tinfo{dtype: DType(v.GetDataType()), shape: shape}
+		st.info.vals[v.GetName()] = &tinfo{dtype: onnx.DType(v.GetDataType()), shape: shape}
 	}
 	return nil
 }
@@ -346,9 +351,9 @@ func (st *inferState) tensorInfo(tp *onnxpb.TensorProto, withValues bool) (*tinf
 	if err != nil {
 		return nil, err
 	}
-	t := &tinfo{dtype: DType(tp.GetDataType()), shape: shape}
+	t := &tinfo{dtype: onnx.DType(tp.GetDataType()), shape: shape}
 	if withValues && len(shape) <= 1 && isIntegral(t.dtype) {
-		if n, _ := NumElements(tp.GetDims()); n <= maxValues {
+		if n, _ := onnx.NumElements(tp.GetDims()); n <= maxValues {
 			ints, err := st.tensorInts(tp)
 			if err != nil {
 				return nil, err
@@ -371,7 +376,7 @@ func (st *inferState) tensorInts(tp *onnxpb.TensorProto) ([]int64, error) {
 	if err != nil {
 		return nil, err
 	}
-	dtype := DType(tp.GetDataType())
+	dtype := onnx.DType(tp.GetDataType())
 	size := dtype.Size()
 	if size == 0 || len(raw)%size != 0 {
 		return nil, nil
@@ -380,21 +385,21 @@ func (st *inferState) tensorInts(tp *onnxpb.TensorProto) ([]int64, error) {
 	for i := range out {
 		b := raw[i*size:]
 		switch dtype {
-		case Bool, Uint8:
+		case onnx.Bool, onnx.Uint8:
 			out[i] = int64(b[0])
-		case Int8:
+		case onnx.Int8:
 			out[i] = int64(int8(b[0]))
-		case Int16:
+		case onnx.Int16:
 			out[i] = int64(int16(binary.LittleEndian.Uint16(b)))
-		case Uint16:
+		case onnx.Uint16:
 			out[i] = int64(binary.LittleEndian.Uint16(b))
-		case Int32:
+		case onnx.Int32:
 			out[i] = int64(int32(binary.LittleEndian.Uint32(b)))
-		case Uint32:
+		case onnx.Uint32:
 			out[i] = int64(binary.LittleEndian.Uint32(b))
-		case Int64:
+		case onnx.Int64:
 			out[i] = int64(binary.LittleEndian.Uint64(b))
-		case Uint64:
+		case onnx.Uint64:
 			v := binary.LittleEndian.Uint64(b)
 			if v > maxInt64 {
 				return nil, nil
@@ -404,7 +409,7 @@ func (st *inferState) tensorInts(tp *onnxpb.TensorProto) ([]int64, error) {
 			return nil, nil
 		}
 	}
-	if dtype == Bool {
+	if dtype == onnx.Bool {
 		for i, v := range out {
 			out[i] = min(v, 1)
 		}
@@ -425,9 +430,9 @@ func constShape(dims []int64) ([]*expr, error) {
 }
 
 // isIntegral reports the element types whose contents are propagated.
-func isIntegral(d DType) bool {
+func isIntegral(d onnx.DType) bool {
 	switch d {
-	case Bool, Int8, Uint8, Int16, Uint16, Int32, Uint32, Int64, Uint64:
+	case onnx.Bool, onnx.Int8, onnx.Uint8, onnx.Int16, onnx.Uint16, onnx.Int32, onnx.Uint32, onnx.Int64, onnx.Uint64:
 		return true
 	}
 	return false
@@ -436,7 +441,7 @@ func isIntegral(d DType) bool {
 // node runs the rule of one node and records its outputs.
 func (st *inferState) node(n *onnxpb.NodeProto) error {
 	fail := func(err error) error {
-		return badinput.Errorf("shape inference: node %s: %v", NodeLabel(n), err)
+		return badinput.Errorf("shape inference: node %s: %v", onnx.NodeLabel(n), err)
 	}
 	c := &inferCtx{st: st, n: n, opset: st.opset, ins: make([]*tinfo, len(n.Input)), outs: make([]*tinfo, len(n.Output))}
 	for i, name := range n.Input {
@@ -463,7 +468,7 @@ func (st *inferState) node(n *onnxpb.NodeProto) error {
 		if !st.lenient || (ok && !errors.Is(err, errUnknownRank)) {
 			return fail(err)
 		}
-		st.info.Unresolved = append(st.info.Unresolved, NodeLabel(n))
+		st.info.Unresolved = append(st.info.Unresolved, onnx.NodeLabel(n))
 		for i := range c.outs {
 			c.outs[i] = &tinfo{dtype: st.declaredType(n.Output[i])}
 		}
@@ -492,13 +497,13 @@ func slicesIndex(list []string, s string) int {
 }
 
 // declaredType is the element type a graph declares for a value, if any.
-func (st *inferState) declaredType(name string) DType {
+func (st *inferState) declaredType(name string) onnx.DType {
 	if vi := st.declared[name]; vi != nil {
-		if dt, _, ok := TensorType(vi); ok {
+		if dt, _, ok := onnx.TensorType(vi); ok {
 			return dt
 		}
 	}
-	return Undefined
+	return onnx.Undefined
 }
 
 // settleValues keeps propagated contents only where they are meaningful:
@@ -529,23 +534,23 @@ func settleValues(t *tinfo) []*expr {
 
 // intRange is the range of an integral element type (uint64 capped at the
 // int64 maximum); a constant outside it wrapped at run time.
-func intRange(d DType) (lo, hi int64) {
+func intRange(d onnx.DType) (lo, hi int64) {
 	switch d {
-	case Bool:
+	case onnx.Bool:
 		return 0, 1
-	case Int8:
+	case onnx.Int8:
 		return -1 << 7, 1<<7 - 1
-	case Uint8:
+	case onnx.Uint8:
 		return 0, 1<<8 - 1
-	case Int16:
+	case onnx.Int16:
 		return -1 << 15, 1<<15 - 1
-	case Uint16:
+	case onnx.Uint16:
 		return 0, 1<<16 - 1
-	case Int32:
+	case onnx.Int32:
 		return -1 << 31, 1<<31 - 1
-	case Uint32:
+	case onnx.Uint32:
 		return 0, 1<<32 - 1
-	case Uint64:
+	case onnx.Uint64:
 		return 0, maxInt64
 	}
 	return minInt64, maxInt64
@@ -604,7 +609,7 @@ func (c *inferCtx) optional(i int) *tinfo {
 }
 
 // set records output i and returns it so the rule can attach contents.
-func (c *inferCtx) set(i int, dtype DType, shape []*expr) *tinfo {
+func (c *inferCtx) set(i int, dtype onnx.DType, shape []*expr) *tinfo {
 	t := &tinfo{dtype: dtype, shape: shape}
 	if i < len(c.outs) {
 		c.outs[i] = t
@@ -651,9 +656,9 @@ func (c *inferCtx) freshDims(n int) []*expr {
 }
 
 // attr returns an attribute or nil.
-func (c *inferCtx) attr(name string) *onnxpb.AttributeProto { return GetAttr(c.n, name) }
+func (c *inferCtx) attr(name string) *onnxpb.AttributeProto { return onnx.GetAttr(c.n, name) }
 
-func (c *inferCtx) intAttr(name string, def int64) int64 { return AttrIntOr(c.n, name, def) }
+func (c *inferCtx) intAttr(name string, def int64) int64 { return onnx.AttrIntOr(c.n, name, def) }
 
 // intsAttr returns an integer-list attribute and whether it is present.
 func (c *inferCtx) intsAttr(name string) ([]int64, bool) {
@@ -711,12 +716,12 @@ func (c *inferCtx) length(i int) (int, bool) {
 }
 
 // sameType checks that inputs share one element type and returns it.
-func (c *inferCtx) sameType(idx ...int) (DType, error) {
-	var dt DType
+func (c *inferCtx) sameType(idx ...int) (onnx.DType, error) {
+	var dt onnx.DType
 	first := -1
 	for _, i := range idx {
 		t := c.optional(i)
-		if t == nil || t.dtype == Undefined {
+		if t == nil || t.dtype == onnx.Undefined {
 			continue
 		}
 		if first < 0 {
@@ -724,7 +729,7 @@ func (c *inferCtx) sameType(idx ...int) (DType, error) {
 			continue
 		}
 		if t.dtype != dt {
-			return Undefined, fmt.Errorf("inputs %d and %d have different element types (%v, %v)", first, i, dt, t.dtype)
+			return onnx.Undefined, fmt.Errorf("inputs %d and %d have different element types (%v, %v)", first, i, dt, t.dtype)
 		}
 	}
 	return dt, nil

@@ -1,9 +1,11 @@
-package onnx
+package shapes
 
 import (
 	"fmt"
 	"slices"
 	"strings"
+
+	"github.com/migu-ml/migu/onnx"
 )
 
 func init() {
@@ -802,7 +804,7 @@ func inferGather(c *inferCtx) error {
 	if err != nil {
 		return err
 	}
-	if ind.dtype != Int64 && ind.dtype != Int32 && ind.dtype != Undefined {
+	if ind.dtype != onnx.Int64 && ind.dtype != onnx.Int32 && ind.dtype != onnx.Undefined {
 		return fmt.Errorf("indices are %v, not int32 or int64", ind.dtype)
 	}
 	r := len(data.shape)
@@ -1015,19 +1017,19 @@ func inferConstant(c *inferCtx) error {
 		if err != nil {
 			return err
 		}
-		c.set(0, DType(sp.GetValues().GetDataType()), shape)
+		c.set(0, onnx.DType(sp.GetValues().GetDataType()), shape)
 	case "value_float":
-		c.set(0, Float, []*expr{})
+		c.set(0, onnx.Float, []*expr{})
 	case "value_floats":
-		c.set(0, Float, []*expr{constExpr(int64(len(a.GetFloats())))})
+		c.set(0, onnx.Float, []*expr{constExpr(int64(len(a.GetFloats())))})
 	case "value_int":
-		c.set(0, Int64, []*expr{}).vals = []*expr{constExpr(a.GetI())}
+		c.set(0, onnx.Int64, []*expr{}).vals = []*expr{constExpr(a.GetI())}
 	case "value_ints":
-		c.set(0, Int64, []*expr{constExpr(int64(len(a.GetInts())))}).vals = constExprs(a.GetInts())
+		c.set(0, onnx.Int64, []*expr{constExpr(int64(len(a.GetInts())))}).vals = constExprs(a.GetInts())
 	case "value_string":
-		c.set(0, String, []*expr{})
+		c.set(0, onnx.String, []*expr{})
 	case "value_strings":
-		c.set(0, String, []*expr{constExpr(int64(len(a.GetStrings())))})
+		c.set(0, onnx.String, []*expr{constExpr(int64(len(a.GetStrings())))})
 	default:
 		return fmt.Errorf("unknown Constant attribute %q", found[0])
 	}
@@ -1042,7 +1044,7 @@ func inferConstantOfShape(c *inferCtx) error {
 	if err != nil {
 		return err
 	}
-	dtype := Float
+	dtype := onnx.Float
 	var fill *expr
 	if a := c.attr("value"); a != nil {
 		if a.T == nil {
@@ -1088,14 +1090,14 @@ func inferShapeOp(c *inferCtx) error {
 		return err
 	}
 	if c.n.GetOpType() == "Size" {
-		out := c.set(0, Int64, []*expr{})
+		out := c.set(0, onnx.Int64, []*expr{})
 		if x.shape != nil {
 			out.vals = []*expr{c.productOrFresh(x.shape)}
 		}
 		return nil
 	}
 	if x.shape == nil {
-		c.set(0, Int64, []*expr{c.fresh()})
+		c.set(0, onnx.Int64, []*expr{c.fresh()})
 		return nil
 	}
 	r := int64(len(x.shape))
@@ -1109,7 +1111,7 @@ func inferShapeOp(c *inferCtx) error {
 	start, end = min(max(start, 0), r), min(max(end, 0), r)
 	end = max(end, start)
 	dims := x.shape[start:end]
-	c.set(0, Int64, []*expr{constExpr(end - start)}).vals = dims
+	c.set(0, onnx.Int64, []*expr{constExpr(end - start)}).vals = dims
 	return nil
 }
 

@@ -1,4 +1,4 @@
-package onnx_test
+package shapes_test
 
 import (
 	"encoding/json"
@@ -15,6 +15,7 @@ import (
 	"github.com/migu-ml/migu/modeldir"
 	"github.com/migu-ml/migu/onnx"
 	"github.com/migu-ml/migu/onnx/ort"
+	"github.com/migu-ml/migu/onnx/shapes"
 )
 
 // shapeModel is a forward graph made from a tiny random checkpoint by the Go
@@ -81,13 +82,13 @@ func TestShapeInferenceOnExportedModels(t *testing.T) {
 	t.Run("torch-export", func(t *testing.T) {
 		models = append(models, torchShapeModels(t, dir, hf)...)
 	})
-	infos := map[string]*onnx.ShapeInfo{}
+	infos := map[string]*shapes.Info{}
 	for _, sm := range models {
 		m, err := onnx.Load(sm.path)
 		if err != nil {
 			t.Fatal(err)
 		}
-		info, err := onnx.InferShapes(m)
+		info, err := shapes.Infer(m)
 		m.Close()
 		if err != nil {
 			t.Fatalf("%s: %v", sm.name, err)
@@ -130,7 +131,7 @@ for path in sys.argv[1:]:
 print(json.dumps(out))
 `
 
-func compareWithONNX(t *testing.T, models []shapeModel, infos map[string]*onnx.ShapeInfo) {
+func compareWithONNX(t *testing.T, models []shapeModel, infos map[string]*shapes.Info) {
 	testenv.Python(t)
 	paths := make([]string, len(models))
 	for i, sm := range models {
@@ -223,7 +224,7 @@ func fixedDim(d onnx.Dim) bool { return d.Known && d.Param == "" }
 // at two input sizes, and checks each inferred shape (symbols bound to
 // their sizes in that run), each propagated content, and that values
 // inferred to have the same shape ran with the same shape.
-func compareWithORT(t *testing.T, sm shapeModel, info *onnx.ShapeInfo) {
+func compareWithORT(t *testing.T, sm shapeModel, info *shapes.Info) {
 	m, err := onnx.Load(sm.path)
 	if err != nil {
 		t.Fatal(err)
@@ -344,7 +345,7 @@ func feedData(name string, dims []int64) []int64 {
 	return data
 }
 
-func checkRun(t *testing.T, info *onnx.ShapeInfo, names []string, outs []ort.Value, shapes [][]int64, sizes map[string]int64, run int) {
+func checkRun(t *testing.T, info *shapes.Info, names []string, outs []ort.Value, shapes [][]int64, sizes map[string]int64, run int) {
 	t.Helper()
 	for i, name := range names {
 		if err := info.Bind(name, shapes[i], sizes); err != nil {
@@ -424,8 +425,8 @@ func intData(v ort.Value) []int64 {
 	return nil
 }
 
-// BenchmarkInferShapes infers the forward graph of the small Llama preset.
-func BenchmarkInferShapes(b *testing.B) {
+// BenchmarkInfer infers the forward graph of the small Llama preset.
+func BenchmarkInfer(b *testing.B) {
 	dir := b.TempDir()
 	hf, out := filepath.Join(dir, "hf"), filepath.Join(dir, "model")
 	if _, err := exporters.Init(hf, exporters.InitOptions{Arch: "llama", Preset: "small", Seed: 1}); err != nil {
@@ -440,7 +441,7 @@ func BenchmarkInferShapes(b *testing.B) {
 	}
 	defer m.Close()
 	for b.Loop() {
-		if _, err := onnx.InferShapes(m); err != nil {
+		if _, err := shapes.Infer(m); err != nil {
 			b.Fatal(err)
 		}
 	}

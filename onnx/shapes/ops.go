@@ -1,9 +1,11 @@
-package onnx
+package shapes
 
 import (
 	"fmt"
 	"slices"
 	"strings"
+
+	"github.com/migu-ml/migu/onnx"
 )
 
 // shapeRules maps an op type (or "domain.OpType") to its shape rule. Rules
@@ -57,10 +59,10 @@ func inferUnary(c *inferCtx) error {
 	op := c.n.GetOpType()
 	switch op {
 	case "IsNaN", "IsInf":
-		c.set(0, Bool, x.shape)
+		c.set(0, onnx.Bool, x.shape)
 		return nil
 	case "Not":
-		if x.dtype != Bool && x.dtype != Undefined {
+		if x.dtype != onnx.Bool && x.dtype != onnx.Undefined {
 			return fmt.Errorf("Not needs a bool input, not %v", x.dtype)
 		}
 	case "Clip":
@@ -68,7 +70,7 @@ func inferUnary(c *inferCtx) error {
 			return err
 		}
 	case "Dropout":
-		c.set(1, Bool, x.shape)
+		c.set(1, onnx.Bool, x.shape)
 	}
 	out := c.set(0, x.dtype, x.shape)
 	if x.vals == nil {
@@ -146,11 +148,11 @@ func inferBroadcast(c *inferCtx) error {
 	case op != "Where" && op != "Min" && op != "Max" && op != "Sum" && op != "Mean" && len(ins) != 2:
 		return fmt.Errorf("%s needs 2 inputs, not %d", op, len(ins))
 	}
-	var dtype DType
+	var dtype onnx.DType
 	var err error
 	switch op {
 	case "Where":
-		if ins[0].dtype != Bool && ins[0].dtype != Undefined {
+		if ins[0].dtype != onnx.Bool && ins[0].dtype != onnx.Undefined {
 			return fmt.Errorf("Where's condition is %v, not bool", ins[0].dtype)
 		}
 		dtype, err = c.sameType(1, 2)
@@ -164,7 +166,7 @@ func inferBroadcast(c *inferCtx) error {
 	}
 	switch op {
 	case "Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "And", "Or", "Xor":
-		dtype = Bool
+		dtype = onnx.Bool
 	}
 	shapes := make([][]*expr, len(ins))
 	for i, t := range ins {
@@ -610,7 +612,7 @@ func inferArgReduce(c *inferCtx) error {
 	if c.intAttr("keepdims", 1) != 0 {
 		out = append(out, constExpr(1))
 	}
-	c.set(0, Int64, append(out, x.shape[a+1:]...))
+	c.set(0, onnx.Int64, append(out, x.shape[a+1:]...))
 	return nil
 }
 
@@ -638,7 +640,7 @@ func inferLayerNorm(c *inferCtx) error {
 	for range r - a {
 		stats = append(stats, constExpr(1))
 	}
-	stash := DType(c.intAttr("stash_type", int64(Float)))
+	stash := onnx.DType(c.intAttr("stash_type", int64(onnx.Float)))
 	c.set(1, stash, stats)
 	c.set(2, stash, stats)
 	return nil
@@ -675,7 +677,7 @@ func inferTopK(c *inferCtx) error {
 	out := append([]*expr{}, x.shape...)
 	out[a] = k
 	c.set(0, x.dtype, out)
-	c.set(1, Int64, out)
+	c.set(1, onnx.Int64, out)
 	return nil
 }
 
@@ -685,7 +687,7 @@ func inferNonZero(c *inferCtx) error {
 	if err != nil {
 		return err
 	}
-	c.set(0, Int64, []*expr{constExpr(int64(len(x.shape))), c.fresh()})
+	c.set(0, onnx.Int64, []*expr{constExpr(int64(len(x.shape))), c.fresh()})
 	return nil
 }
 
@@ -778,7 +780,7 @@ func inferCast(c *inferCtx) error {
 	if err != nil {
 		return err
 	}
-	var to DType
+	var to onnx.DType
 	if c.n.GetOpType() == "CastLike" {
 		like, err := c.input(1)
 		if err != nil {
@@ -789,8 +791,8 @@ func inferCast(c *inferCtx) error {
 		if c.attr("to") == nil {
 			return fmt.Errorf("Cast has no 'to' attribute")
 		}
-		to = DType(c.intAttr("to", 0))
-		if _, known := dtypeNames[to]; !known || to == Undefined {
+		to = onnx.DType(c.intAttr("to", 0))
+		if !to.Known() {
 			return fmt.Errorf("Cast to unknown element type %d", int32(to))
 		}
 	}
@@ -805,35 +807,35 @@ func inferCast(c *inferCtx) error {
 // type does, symbolic values are kept by the 32- and 64-bit signed types
 // (sizes fit in them), and a cast to bool is decided where the value is
 // provably positive.
-func (c *inferCtx) castValue(e *expr, to DType) (*expr, bool) {
+func (c *inferCtx) castValue(e *expr, to onnx.DType) (*expr, bool) {
 	v, ok := e.constant()
 	if !ok {
 		switch {
-		case to == Bool && c.atLeast(e, 1):
+		case to == onnx.Bool && c.atLeast(e, 1):
 			return constExpr(1), true
-		case to == Int64 || to == Int32:
+		case to == onnx.Int64 || to == onnx.Int32:
 			return e, true
 		}
 		return nil, false
 	}
 	switch to {
-	case Bool:
+	case onnx.Bool:
 		if v != 0 {
 			v = 1
 		}
-	case Int8:
+	case onnx.Int8:
 		v = int64(int8(v))
-	case Uint8:
+	case onnx.Uint8:
 		v = int64(uint8(v))
-	case Int16:
+	case onnx.Int16:
 		v = int64(int16(v))
-	case Uint16:
+	case onnx.Uint16:
 		v = int64(uint16(v))
-	case Int32:
+	case onnx.Int32:
 		v = int64(int32(v))
-	case Uint32:
+	case onnx.Uint32:
 		v = int64(uint32(v))
-	case Uint64:
+	case onnx.Uint64:
 		if v < 0 {
 			return nil, false
 		}

@@ -1,10 +1,12 @@
-package onnx
+package shapes
 
 import (
 	"math/bits"
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/migu-ml/migu/onnx"
 )
 
 // Symbolic sizes are integer polynomials over named atoms: graph-input dim
@@ -75,11 +77,11 @@ func (e *expr) atom() (string, bool) {
 
 // dim converts e to the public form: a fixed Dim for constants, else a
 // symbol named by the canonical key.
-func (e *expr) dim() Dim {
+func (e *expr) dim() onnx.Dim {
 	if v, ok := e.constant(); ok {
-		return D(v)
+		return onnx.D(v)
 	}
-	return Sym(e.key)
+	return onnx.Sym(e.key)
 }
 
 // newExpr puts terms into canonical form; it fails when coefficients
