@@ -32,7 +32,6 @@ import (
 	"github.com/migu-ml/migu/onnx/grad"
 	"github.com/migu-ml/migu/onnx/onnxpb"
 	"github.com/migu-ml/migu/safetensors"
-	"google.golang.org/protobuf/proto"
 )
 
 // Kind is the adapter kind's name.
@@ -205,12 +204,7 @@ func (a *Adapter) Inject(m *onnx.Model, man *modeldir.Manifest, opt adapters.Inj
 		t1 := g.Op("Mul", []string{xw, g.Op("Sub", []string{f, one}, l.Name+".dora_scale_m1")}, l.Name+".dora_base_delta")
 		t2 := g.Op("Mul", []string{d, f}, l.Name+".dora_lora")
 		delta := g.Op("Add", []string{t1, t2}, l.Name+".dora_delta")
-		g.AddNode(&onnxpb.NodeProto{
-			OpType: proto.String("Add"),
-			Name:   proto.String(g.Unique(l.Name + ".dora/Add")),
-			Input:  []string{base, delta},
-			Output: []string{l.Output},
-		})
+		g.Node("Add", []string{base, delta}, []string{l.Output}, l.Name+".dora")
 
 		inj.Params = append(inj.Params,
 			adapters.Param{Name: nameA, Shape: []int64{l.DIn, r}, Init: va},

@@ -32,8 +32,6 @@ import (
 	"github.com/migu-ml/migu/migu"
 	"github.com/migu-ml/migu/modeldir"
 	"github.com/migu-ml/migu/onnx"
-	"github.com/migu-ml/migu/onnx/onnxpb"
-	"google.golang.org/protobuf/proto"
 )
 
 // Kind is the adapter kind's name and PEFT's peft_type for it.
@@ -183,12 +181,7 @@ func (a *Adapter) Inject(m *onnx.Model, man *modeldir.Manifest, opt adapters.Inj
 		h := g.Op("MatMul", []string{x, nameA}, PointA(l.Name))
 		hs := g.Op("Mul", []string{h, scale}, l.Name+".lora_scaled")
 		d := g.Op("MatMul", []string{hs, nameB}, l.Name+".lora_B")
-		g.AddNode(&onnxpb.NodeProto{
-			OpType: proto.String("Add"),
-			Name:   proto.String(g.Unique(l.Name + ".lora/Add")),
-			Input:  []string{base, d},
-			Output: []string{l.Output},
-		})
+		g.Node("Add", []string{base, d}, []string{l.Output}, l.Name+".lora")
 
 		inj.Params = append(inj.Params,
 			adapters.Param{Name: nameA, Shape: []int64{l.DIn, r}, Init: va},

@@ -138,14 +138,21 @@ func (g *Graph) OpN(opType string, inputs []string, n int, hint string, attrs ..
 			outs[i] = g.Unique(hint + "_" + strconv.Itoa(i))
 		}
 	}
+	g.Node(opType, inputs, outs, hint, attrs...)
+	return outs
+}
+
+// Node appends a node of the default domain writing the given outputs, for
+// rewrites that must produce an existing value name (Op and OpN make new
+// ones); its name is unique in the graph and derived from hint.
+func (g *Graph) Node(opType string, inputs, outputs []string, hint string, attrs ...Attr) {
 	g.AddNode(&onnxpb.NodeProto{
 		OpType:    proto.String(opType),
 		Name:      proto.String(g.Unique(hint + "/" + opType)),
 		Input:     inputs,
-		Output:    outs,
+		Output:    outputs,
 		Attribute: attrs,
 	})
-	return outs
 }
 
 // AddNode appends a node, taking its name and output names.

@@ -48,6 +48,21 @@ func TestUniqueNames(t *testing.T) {
 	}
 }
 
+// Node writes the outputs it is given and names the node after the hint,
+// uniquely; its outputs are taken names afterwards.
+func TestNodeKeepsOutputNames(t *testing.T) {
+	_, g := chain()
+	g.Node("Identity", []string{"x"}, []string{"copy"}, "copy", onnx.AttrInt("unused", 1))
+	g.Node("Identity", []string{"x"}, []string{"copy2"}, "copy")
+	n1, n2 := g.P.Node[len(g.P.Node)-2], g.P.Node[len(g.P.Node)-1]
+	if n1.GetName() != "copy/Identity" || n2.GetName() != "copy/Identity_1" || n1.Output[0] != "copy" || len(n1.Attribute) != 1 {
+		t.Fatalf("nodes %v and %v", n1, n2)
+	}
+	if got := g.Unique("copy"); got != "copy_1" {
+		t.Errorf("Unique(copy) = %q after Node wrote copy", got)
+	}
+}
+
 func TestTopoSortRestoresOrder(t *testing.T) {
 	_, g := chain()
 	n := g.P.Node

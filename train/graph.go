@@ -22,7 +22,6 @@ import (
 	"github.com/migu-ml/migu/onnx/grad"
 	"github.com/migu-ml/migu/onnx/onnxpb"
 	"github.com/migu-ml/migu/onnx/shapes"
-	"google.golang.org/protobuf/proto"
 )
 
 // File names of the training artifacts inside an output folder.
@@ -251,7 +250,7 @@ func Build(m *onnx.Model, man *modeldir.Manifest, opt GraphOptions) (*Artifact, 
 		if len(consumers[v]) == 0 && g.Input(v) == nil && g.Initializer(v) == nil && g.Output(v) == nil {
 			g.Rename(v, out)
 		} else {
-			g.AddNode(&onnxpb.NodeProto{OpType: proto.String("Identity"), Name: proto.String(out + "/Identity"), Input: []string{v}, Output: []string{out}})
+			g.Node("Identity", []string{v}, []string{out}, out)
 		}
 		g.AddOutput(out, onnx.Float, dims(p.Shape))
 		p.Grad = out
