@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
-	"sync"
 	"unicode/utf8"
 )
 
@@ -29,11 +28,8 @@ type bpeModel struct {
 	ignoreMerges bool
 	byteIDs      [256]int
 
-	mu    sync.Mutex
-	cache map[string][]token
+	cache wordCache
 }
-
-const bpeCacheSize = 10000
 
 func parseBPE(o jsonObj) (*bpeModel, error) {
 	m := &bpeModel{}
@@ -110,7 +106,6 @@ func parseBPE(o jsonObj) (*bpeModel, error) {
 		m.merges[pairKey(a, b)] = bpeMerge{int32(i), int32(id)}
 		m.mergeOrder[i] = pairKey(a, b)
 	}
-	m.cache = make(map[string][]token)
 	return m, nil
 }
 
@@ -163,26 +158,7 @@ func (m *bpeModel) tokenize(word string, out []token) ([]token, error) {
 			return append(out, token{id, word, 0, len(word)}), nil
 		}
 	}
-	m.mu.Lock()
-	hit, ok := m.cache[word]
-	m.mu.Unlock()
-	if ok {
-		return append(out, hit...), nil
-	}
-	start := len(out)
-	out, err := m.mergeWord(word, out)
-	if err != nil {
-		return out, err
-	}
-	if len(word) < 256 {
-		m.mu.Lock()
-		if len(m.cache) >= bpeCacheSize {
-			clear(m.cache)
-		}
-		m.cache[word] = append([]token(nil), out[start:]...)
-		m.mu.Unlock()
-	}
-	return out, nil
+	return m.cache.tokenize(word, out, m.mergeWord)
 }
 
 type bpeSymbol struct {

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math"
 	"strings"
-	"sync"
 	"unicode/utf8"
 )
 
@@ -26,8 +25,7 @@ type unigramModel struct {
 	minScore     float64
 	byteIDs      [256]int
 
-	mu    sync.Mutex
-	cache map[string][]token
+	cache wordCache
 }
 
 func parseUnigram(o jsonObj) (*unigramModel, error) {
@@ -78,7 +76,6 @@ func parseUnigram(o jsonObj) (*unigramModel, error) {
 		}
 		m.byteIDs[b] = id
 	}
-	m.cache = make(map[string][]token)
 	return m, nil
 }
 
@@ -100,26 +97,7 @@ func (m *unigramModel) tokenize(word string, out []token) ([]token, error) {
 	if word == "" {
 		return out, nil
 	}
-	m.mu.Lock()
-	hit, ok := m.cache[word]
-	m.mu.Unlock()
-	if ok {
-		return append(out, hit...), nil
-	}
-	start := len(out)
-	out, err := m.segment(word, out)
-	if err != nil {
-		return out, err
-	}
-	if len(word) < 256 {
-		m.mu.Lock()
-		if len(m.cache) >= bpeCacheSize {
-			clear(m.cache)
-		}
-		m.cache[word] = append([]token(nil), out[start:]...)
-		m.mu.Unlock()
-	}
-	return out, nil
+	return m.cache.tokenize(word, out, m.segment)
 }
 
 type viterbiNode struct {
