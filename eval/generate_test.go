@@ -15,7 +15,6 @@ import (
 	"github.com/migu-ml/migu/internal/testenv"
 	"github.com/migu-ml/migu/modeldir"
 	"github.com/migu-ml/migu/onnx"
-	"github.com/migu-ml/migu/train"
 )
 
 var genPrompts = []string{
@@ -113,7 +112,7 @@ func TestGenerateGreedyMatchesTransformers(t *testing.T) {
 }
 
 // TestGenerateFollowsFolderWeights writes a fine-tuned copy of a tiny
-// model folder (train.ExportModel with a changed head) and checks that the
+// model folder (modeldir.WriteTrained with a changed head) and checks that the
 // cached graph reads the copy's weights: cached and uncached generation
 // agree on the copy and differ from the base model's.
 func TestGenerateFollowsFolderWeights(t *testing.T) {
@@ -133,7 +132,7 @@ func TestGenerateFollowsFolderWeights(t *testing.T) {
 		head[i] = float32(rng.NormFloat64())
 	}
 	tuned := filepath.Join(t.TempDir(), "tuned")
-	if err := train.ExportModel(base.dir, tuned, map[string][]float32{g.Weight: head}); err != nil {
+	if err := modeldir.WriteTrained(base.dir, tuned, map[string][]float32{g.Weight: head}); err != nil {
 		t.Fatal(err)
 	}
 	m, err := Open(tuned, Options{})

@@ -322,7 +322,7 @@ func writeOutputs(o JobOptions, res *JobResult, man *modeldir.Manifest, adapter 
 		var err error
 		if adapter == nil {
 			os.RemoveAll(res.Output) // a model of an earlier completion of this run
-			err = train.ExportModel(o.Model, res.Output, params)
+			err = modeldir.WriteTrained(o.Model, res.Output, params)
 		} else {
 			err = adapter.Save(res.Output, man, params)
 		}

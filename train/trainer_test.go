@@ -274,10 +274,10 @@ func TestResumeIsBitIdentical(t *testing.T) {
 	}
 }
 
-// ExportModel writes the trained values (float32, whatever the base
+// modeldir.WriteTrained writes the trained values (float32, whatever the base
 // stored) into a new model folder and leaves every other tensor's bytes
 // and type as they were; Finish hands over the values it needs.
-func TestExportModel(t *testing.T) {
+func TestWriteTrained(t *testing.T) {
 	hf, f32 := tinyModel(t)
 	bf16 := filepath.Join(t.TempDir(), "bf16")
 	if _, err := exporters.ExportWith(hf, bf16, exporters.ExportOptions{DType: exporters.DTypeBF16}); err != nil {
@@ -293,7 +293,7 @@ func TestExportModel(t *testing.T) {
 			}
 			params := tr.Finish()
 			out := filepath.Join(t.TempDir(), "trained")
-			if err := ExportModel(c.model, out, params); err != nil {
+			if err := modeldir.WriteTrained(c.model, out, params); err != nil {
 				t.Fatal(err)
 			}
 			base, err := onnx.Load(filepath.Join(c.model, modeldir.ModelFile))
@@ -334,7 +334,7 @@ func TestExportModel(t *testing.T) {
 			if _, err := modeldir.ReadManifest(out); err != nil {
 				t.Fatal(err)
 			}
-			if err := ExportModel(c.model, out, params); err == nil {
+			if err := modeldir.WriteTrained(c.model, out, params); err == nil {
 				t.Fatal("exported over an existing model folder")
 			}
 		})

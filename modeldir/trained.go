@@ -1,4 +1,4 @@
-package train
+package modeldir
 
 import (
 	"errors"
@@ -8,19 +8,18 @@ import (
 	"path/filepath"
 
 	"github.com/migu-ml/migu/internal/pages"
-	"github.com/migu-ml/migu/modeldir"
 	"github.com/migu-ml/migu/onnx"
 )
 
-// ExportModel writes a model folder at out that is the model folder base
+// WriteTrained writes a model folder at out that is the model folder base
 // with trained values replacing its initializers (full fine-tuning): the
 // same graph, config, tokenizer (with its chat template) and manifest, so
 // evaluation, generation and further training read it like any exported
 // model. It streams: each tensor goes to the new data file straight from
 // the trained values or the base's mapped file, so the only memory it
 // needs is what the caller already holds.
-func ExportModel(base, out string, params map[string][]float32) error {
-	m, err := onnx.Load(filepath.Join(base, modeldir.ModelFile))
+func WriteTrained(base, out string, params map[string][]float32) error {
+	m, err := onnx.Load(filepath.Join(base, ModelFile))
 	if err != nil {
 		return err
 	}
@@ -39,12 +38,12 @@ func ExportModel(base, out string, params map[string][]float32) error {
 			return fmt.Errorf("trained tensor %s has %d values for shape %v", name, len(vals), t.Dims)
 		}
 	}
-	stage, err := modeldir.Stage(out)
+	stage, err := Stage(out)
 	if err != nil {
 		return err
 	}
 	defer stage.Abort()
-	data, err := onnx.CreateData(stage.Dir, modeldir.DataFile)
+	data, err := onnx.CreateData(stage.Dir, DataFile)
 	if err != nil {
 		return err
 	}
@@ -71,12 +70,12 @@ func ExportModel(base, out string, params map[string][]float32) error {
 	if err := data.Commit(); err != nil {
 		return err
 	}
-	if err := m.Save(filepath.Join(stage.Dir, modeldir.ModelFile), onnx.SaveOptions{External: onnx.ExternalKeep}); err != nil {
+	if err := m.Save(filepath.Join(stage.Dir, ModelFile), onnx.SaveOptions{External: onnx.ExternalKeep}); err != nil {
 		return err
 	}
-	for _, name := range []string{modeldir.ConfigFile, modeldir.TokenizerFile, modeldir.ManifestFile, modeldir.TokenizerConfigFile} {
+	for _, name := range []string{ConfigFile, TokenizerFile, ManifestFile, TokenizerConfigFile} {
 		raw, err := os.ReadFile(filepath.Join(base, name))
-		if name == modeldir.TokenizerConfigFile && errors.Is(err, fs.ErrNotExist) {
+		if name == TokenizerConfigFile && errors.Is(err, fs.ErrNotExist) {
 			continue
 		}
 		if err != nil {
