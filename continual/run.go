@@ -20,6 +20,7 @@ import (
 	"github.com/migu-ml/migu/finetune"
 	"github.com/migu-ml/migu/internal/atomicfile"
 	"github.com/migu-ml/migu/internal/badinput"
+	"github.com/migu-ml/migu/internal/identity"
 	"github.com/migu-ml/migu/internal/rundir"
 	"github.com/migu-ml/migu/migu"
 	"github.com/migu-ml/migu/modeldir"
@@ -333,7 +334,7 @@ func newRunner(seq *Sequence, o Options) (*runner, error) {
 func (r *runner) identity() (string, error) {
 	job := r.o.Job
 	job.Progress, job.MaxSteps, job.SaveEvery, job.Keep, job.Resume = nil, 0, 0, 0, false
-	return train.IdentityOf(r.o.Model, r.seq.Tasks, r.seq.TrainSamples, r.seq.TestSamples, r.seq.SampleSeed,
+	return identity.Of(r.o.Model, r.seq.Tasks, r.seq.TrainSamples, r.seq.TestSamples, r.seq.SampleSeed,
 		r.o.Methods, r.o.Seeds, r.scores, job, r.o.Job.MaxSteps)
 }
 

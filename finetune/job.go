@@ -21,6 +21,7 @@ import (
 	"github.com/migu-ml/migu/data"
 	"github.com/migu-ml/migu/internal/atomicfile"
 	"github.com/migu-ml/migu/internal/badinput"
+	"github.com/migu-ml/migu/internal/identity"
 	"github.com/migu-ml/migu/internal/rundir"
 	"github.com/migu-ml/migu/modeldir"
 	"github.com/migu-ml/migu/onnx"
@@ -237,7 +238,7 @@ func RunJob(ctx context.Context, o JobOptions) (*JobResult, error) {
 			o.Train.TotalSteps = int64(o.Epochs * loader.BatchesPerEpoch() / o.Train.GradAccum)
 		}
 	}
-	identity, err := train.IdentityOf(man, globalBatch(o))
+	identity, err := identity.Of(man, globalBatch(o))
 	if err != nil {
 		return nil, err
 	}

@@ -3,8 +3,6 @@ package train
 import (
 	"bufio"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -48,7 +46,7 @@ type RunOptions struct {
 	// travels in the checkpoints, so a resumed run continues its sums.
 	MaskRecord *MaskRecord
 	// Identity names the model and configuration; checkpoints of another
-	// identity are refused on resume. IdentityOf makes one.
+	// identity are refused on resume. internal/identity makes one.
 	Identity string
 	// Progress receives one line per step (nil: silent); on a terminal
 	// (Terminal set) each step's line replaces the previous one.
@@ -285,19 +283,4 @@ func logf(w io.Writer, format string, args ...any) {
 	if w != nil {
 		fmt.Fprintf(w, format+"\n", args...)
 	}
-}
-
-// IdentityOf hashes what must not change between a checkpoint and its
-// resumption: the model's manifest and the training configuration.
-func IdentityOf(parts ...any) (string, error) {
-	h := sha256.New()
-	for _, p := range parts {
-		raw, err := json.Marshal(p)
-		if err != nil {
-			return "", badinput.Errorf("identity: %v", err)
-		}
-		h.Write(raw)
-		h.Write([]byte{0})
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
 }
