@@ -79,7 +79,7 @@ func BenchmarkInjectMerge(b *testing.B) {
 			i := 0
 			for b.Loop() {
 				i++
-				if _, err := Merge(dir, ad, filepath.Join(b.TempDir(), fmt.Sprint("out", i))); err != nil {
+				if _, err := adapters.Merge(dir, ad, filepath.Join(b.TempDir(), fmt.Sprint("out", i))); err != nil {
 					b.Fatal(err)
 				}
 			}

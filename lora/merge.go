@@ -4,28 +4,12 @@ import (
 	"fmt"
 	"slices"
 
-	"github.com/migu-ml/migu/adapters"
 	"github.com/migu-ml/migu/internal/badinput"
 	"github.com/migu-ml/migu/modeldir"
 	"github.com/migu-ml/migu/onnx"
 	"github.com/migu-ml/migu/onnx/onnxpb"
 	"google.golang.org/protobuf/proto"
 )
-
-// Merge writes outDir, a new model folder holding modelDir's model with
-// the LoRA adapter of adapterDir folded into its weights
-// (W' = W + (α/r)·A·B); every other file is copied.
-func Merge(modelDir, adapterDir, outDir string) (*adapters.MergeResult, error) {
-	man, err := modeldir.Check(modelDir)
-	if err != nil {
-		return nil, err
-	}
-	a, err := Load(adapterDir)
-	if err != nil {
-		return nil, err
-	}
-	return adapters.MergeWith(a, man, modelDir, outDir)
-}
 
 // Merge folds the loaded values into m's weight initializers in MatMul
 // orientation. A head tied to an embedding gets a weight of its own (the

@@ -55,7 +55,7 @@ func TestMerge(t *testing.T) {
 			base := run(t, filepath.Join(dir, modeldir.ModelFile), ac.forwardFeeds(), nil)["logits"]
 
 			out := filepath.Join(t.TempDir(), "merged")
-			res, err := Merge(dir, ad, out)
+			res, err := adapters.Merge(dir, ad, out)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -118,7 +118,7 @@ func TestMergeErrors(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			_, err := Merge(c.model, c.adapter, c.out)
+			_, err := adapters.Merge(c.model, c.adapter, c.out)
 			if !badinput.Is(err) || !strings.Contains(err.Error(), c.want) {
 				t.Errorf("error %v, want bad input containing %q", err, c.want)
 			}
