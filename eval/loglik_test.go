@@ -130,7 +130,7 @@ var handRequests = []Request{
 func TestMatchesReference(t *testing.T) {
 	files := map[string]string{}
 	for _, name := range TaskNames() {
-		files[name] = testenv.SharedData(t, filepath.Join("eval", Tasks[name].File))
+		files[name] = testenv.SharedData(t, filepath.Join("eval", registeredTasks[name].File))
 	}
 	text := perplexityText(t)
 	for _, arch := range []string{"llama", "t5"} {

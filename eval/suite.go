@@ -77,7 +77,11 @@ func SuiteScores(ctx context.Context, m *Model, tasks []string, dir string, o Ta
 	// Read every file first so that a bad row stops the run before the
 	// first task is scored.
 	for _, name := range tasks {
-		if _, err := Tasks[name].ReadDocs(files[name]); err != nil {
+		t, err := LookupTask(name)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := t.ReadDocs(files[name]); err != nil {
 			return nil, err
 		}
 	}

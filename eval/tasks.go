@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"unicode"
 
 	"github.com/migu-ml/migu/internal/badinput"
@@ -81,20 +82,43 @@ type Task struct {
 	Name    string
 	File    string   // standard file name in a data folder
 	Metrics []string // "acc", and "acc_norm" when Choices are set
-	parse   func(row []byte) (*Doc, error)
+	// Parse turns one JSON row into a Doc; ReadDocs prefixes its errors
+	// with the file and line.
+	Parse func(row []byte) (*Doc, error)
 }
 
-// Tasks lists the multiple-choice tasks by name.
-var Tasks = map[string]*Task{
-	"hellaswag":     {Name: "hellaswag", File: "hellaswag_validation.jsonl", Metrics: []string{"acc", "acc_norm"}, parse: parseHellaSwag},
-	"arc_challenge": {Name: "arc_challenge", File: "arc_challenge_test.jsonl", Metrics: []string{"acc", "acc_norm"}, parse: parseARC},
-	"winogrande":    {Name: "winogrande", File: "winogrande_xl_validation.jsonl", Metrics: []string{"acc"}, parse: parseWinogrande},
+var (
+	registeredMu    sync.RWMutex
+	registeredTasks = map[string]*Task{}
+)
+
+func init() {
+	RegisterTask(&Task{Name: "hellaswag", File: "hellaswag_validation.jsonl", Metrics: []string{"acc", "acc_norm"}, Parse: parseHellaSwag})
+	RegisterTask(&Task{Name: "arc_challenge", File: "arc_challenge_test.jsonl", Metrics: []string{"acc", "acc_norm"}, Parse: parseARC})
+	RegisterTask(&Task{Name: "winogrande", File: "winogrande_xl_validation.jsonl", Metrics: []string{"acc"}, Parse: parseWinogrande})
+}
+
+// RegisterTask adds a multiple-choice task; packages call it from init.
+// Registering a name twice panics.
+func RegisterTask(t *Task) {
+	registeredMu.Lock()
+	defer registeredMu.Unlock()
+	if _, dup := registeredTasks[t.Name]; dup {
+		panic("eval: task registered twice: " + t.Name)
+	}
+	registeredTasks[t.Name] = t
 }
 
 // TaskNames lists the multiple-choice task names in a stable order.
 func TaskNames() []string {
-	names := make([]string, 0, len(Tasks))
-	for n := range Tasks {
+	registeredMu.RLock()
+	defer registeredMu.RUnlock()
+	return taskNamesLocked()
+}
+
+func taskNamesLocked() []string {
+	names := make([]string, 0, len(registeredTasks))
+	for n := range registeredTasks {
 		names = append(names, n)
 	}
 	slices.Sort(names)
@@ -104,9 +128,11 @@ func TaskNames() []string {
 // LookupTask returns the named multiple-choice task, or a bad-input error
 // listing the known ones.
 func LookupTask(name string) (*Task, error) {
-	t, ok := Tasks[name]
+	registeredMu.RLock()
+	defer registeredMu.RUnlock()
+	t, ok := registeredTasks[name]
 	if !ok {
-		return nil, badinput.Errorf("unknown task %q (tasks: %s)", name, strings.Join(TaskNames(), ", "))
+		return nil, badinput.Errorf("unknown task %q (tasks: %s)", name, strings.Join(taskNamesLocked(), ", "))
 	}
 	return t, nil
 }
@@ -151,7 +177,7 @@ func (t *Task) readDocs(path string, r io.Reader) ([]*Doc, error) {
 		if len(row) == 0 {
 			continue
 		}
-		d, err := t.parse(row)
+		d, err := t.Parse(row)
 		if err != nil {
 			return nil, badinput.Errorf("%s:%d: %s row: %v", path, line, t.Name, err)
 		}

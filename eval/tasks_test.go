@@ -31,7 +31,7 @@ func compareTasks(t *testing.T, m *Model, files map[string]string, ref refJob) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		docs, err := Tasks[name].ReadDocs(files[name])
+		docs, err := registeredTasks[name].ReadDocs(files[name])
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -119,7 +119,7 @@ func TestDocsByHand(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.task, func(t *testing.T) {
-			d, err := Tasks[tc.task].parse([]byte(tc.row))
+			d, err := registeredTasks[tc.task].Parse([]byte(tc.row))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -147,12 +147,12 @@ func TestFewshotPrefix(t *testing.T) {
 		`{"question": "Q1", "choices": {"text": ["c", "d"], "label": ["A", "B"]}, "answerKey": "B"}`,
 		`{"question": "Q2", "choices": {"text": ["e", "f"], "label": ["A", "B"]}, "answerKey": "A"}`,
 	}
-	docs, err := Tasks["arc_challenge"].readDocs("arc.jsonl", strings.NewReader(strings.Join(rows, "\n")))
+	docs, err := registeredTasks["arc_challenge"].readDocs("arc.jsonl", strings.NewReader(strings.Join(rows, "\n")))
 	if err != nil {
 		t.Fatal(err)
 	}
 	examples := map[string]bool{"Question: Q0\nAnswer: a": true, "Question: Q1\nAnswer: d": true, "Question: Q2\nAnswer: e": true}
-	prefixes, err := fewshotPrefixes(Tasks["arc_challenge"], docs, 3, TaskOptions{NumFewshot: 2})
+	prefixes, err := fewshotPrefixes(registeredTasks["arc_challenge"], docs, 3, TaskOptions{NumFewshot: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,15 +170,15 @@ func TestFewshotPrefix(t *testing.T) {
 			}
 		}
 	}
-	again, _ := fewshotPrefixes(Tasks["arc_challenge"], docs, 3, TaskOptions{NumFewshot: 2})
+	again, _ := fewshotPrefixes(registeredTasks["arc_challenge"], docs, 3, TaskOptions{NumFewshot: 2})
 	if strings.Join(again, "") != strings.Join(prefixes, "") {
 		t.Error("few-shot examples differ between two runs with the same seed")
 	}
-	if _, err := fewshotPrefixes(Tasks["arc_challenge"], docs, 3, TaskOptions{NumFewshot: 3}); !badinput.Is(err) {
+	if _, err := fewshotPrefixes(registeredTasks["arc_challenge"], docs, 3, TaskOptions{NumFewshot: 3}); !badinput.Is(err) {
 		t.Errorf("3 shots from 2 other items: %v, want a bad-input error", err)
 	}
 	// Winogrande: the example is the gold option's context and the target.
-	d, err := Tasks["winogrande"].parse([]byte(`{"sentence": "X or _ won.", "option1": "A", "option2": "B", "answer": "2"}`))
+	d, err := registeredTasks["winogrande"].Parse([]byte(`{"sentence": "X or _ won.", "option1": "A", "option2": "B", "answer": "2"}`))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -218,7 +218,7 @@ func TestBadRows(t *testing.T) {
 			if err := os.WriteFile(path, []byte(good+"\n\n"+tc.row+"\n"), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			_, err := Tasks[tc.task].ReadDocs(path)
+			_, err := registeredTasks[tc.task].ReadDocs(path)
 			if !badinput.Is(err) || !strings.Contains(err.Error(), path+":3:") || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("error %v, want bad input at %s:3 saying %q", err, path, tc.want)
 			}
@@ -254,7 +254,7 @@ func FuzzReadDocs(f *testing.F) {
 	f.Add(`{"sentence": "_", "option1": "", "option2": "b", "answer": 2}`)
 	f.Fuzz(func(t *testing.T, rows string) {
 		for _, name := range TaskNames() {
-			docs, err := Tasks[name].readDocs("fuzz.jsonl", strings.NewReader(rows))
+			docs, err := registeredTasks[name].readDocs("fuzz.jsonl", strings.NewReader(rows))
 			if err != nil {
 				if !badinput.Is(err) {
 					t.Fatalf("%s: %v is not bad input", name, err)
@@ -304,4 +304,21 @@ func TestDocScore(t *testing.T) {
 	if _, n := (&Doc{Gold: 0}).score([]float64{-1, -2}); !math.IsNaN(n) {
 		t.Errorf("acc_norm without choices = %v, want NaN", n)
 	}
+}
+
+// The built-in tasks are registered, LookupTask names them when refusing
+// an unknown one, and registering a name twice panics.
+func TestTaskRegistry(t *testing.T) {
+	if got := strings.Join(TaskNames(), ","); got != "arc_challenge,hellaswag,winogrande" {
+		t.Errorf("TaskNames = %s", got)
+	}
+	if _, err := LookupTask("mmlu"); !badinput.Is(err) || !strings.Contains(err.Error(), "hellaswag") {
+		t.Errorf("LookupTask(mmlu): %v", err)
+	}
+	defer func() {
+		if recover() == nil {
+			t.Error("registering hellaswag twice did not panic")
+		}
+	}()
+	RegisterTask(&Task{Name: "hellaswag"})
 }

@@ -145,7 +145,11 @@ func fullFiles(o options, arch string, md *strings.Builder) error {
 	md.WriteString("| task | metric | value | stderr | n | requests | contexts cut | seconds | requests/s |\n|---|---|---|---|---|---|---|---|---|\n")
 	var all []eval.Score
 	for _, name := range eval.TaskNames() {
-		path := filepath.Join(o.data, eval.Tasks[name].File)
+		task, err := eval.LookupTask(name)
+		if err != nil {
+			return err
+		}
+		path := filepath.Join(o.data, task.File)
 		start := time.Now()
 		r, err := eval.RunTask(context.Background(), m, name, path, eval.TaskOptions{Limit: o.limit, Log: os.Stderr})
 		if err != nil {
@@ -175,7 +179,11 @@ func speed(o options, arch string, md *strings.Builder) error {
 		return err
 	}
 	defer m.Close()
-	docs, err := eval.Tasks["hellaswag"].ReadDocs(filepath.Join(o.data, eval.Tasks["hellaswag"].File))
+	hellaswag, err := eval.LookupTask("hellaswag")
+	if err != nil {
+		return err
+	}
+	docs, err := hellaswag.ReadDocs(filepath.Join(o.data, hellaswag.File))
 	if err != nil {
 		return err
 	}

@@ -214,8 +214,8 @@ func runCompletions(ctx context.Context, f *evalFlags, out, log io.Writer) error
 }
 
 func isEvalTask(name string) bool {
-	_, mc := eval.Tasks[name]
-	return mc || name == "perplexity" || name == "humaneval" || name == "cl"
+	_, err := eval.LookupTask(name)
+	return err == nil || name == "perplexity" || name == "humaneval" || name == "cl"
 }
 
 // runEval opens the model (and the one to compare with), scores, prints.
@@ -313,7 +313,7 @@ func (f *evalFlags) score(ctx context.Context, m *eval.Model, name string, log i
 		}
 		return scores, nil
 	}
-	if _, ok := eval.Tasks[f.task]; ok && f.logSamples != "" {
+	if _, err := eval.LookupTask(f.task); err == nil && f.logSamples != "" {
 		return f.runTask(ctx, m, name, f.task, f.data, to)
 	}
 	switch f.task {
