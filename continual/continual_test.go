@@ -254,7 +254,11 @@ func TestBuiltinOrders(t *testing.T) {
 	if got := DefaultDataDir(); !strings.HasSuffix(got, filepath.Join("shared", "data", "cl_benchmark")) {
 		t.Errorf("DefaultDataDir: %s", got)
 	}
-	for o, tasks := range Orders {
+	for o := range orders {
+		tasks, ok := Order(o)
+		if !ok {
+			t.Fatalf("Order(%s) is not found", o)
+		}
 		if want := map[bool]int{true: 4, false: 15}[o <= "order3"]; len(tasks) != want {
 			t.Errorf("%s has %d tasks", o, len(tasks))
 		}

@@ -81,15 +81,22 @@ var BenchmarkTasks = map[string]string{
 	"SST-2": "SC/SST-2", "MultiRC": "MultiRC/MultiRC",
 }
 
-// Orders are the task orders 1–6 of the O-LoRA and MIGU papers: 1–3 the
+// orders are the task orders 1–6 of the O-LoRA and MIGU papers: 1–3 the
 // standard benchmark, 4–6 the long (15-task) one.
-var Orders = map[string][]string{
+var orders = map[string][]string{
 	"order1": {"dbpedia", "amazon", "yahoo", "agnews"},
 	"order2": {"dbpedia", "amazon", "agnews", "yahoo"},
 	"order3": {"yahoo", "amazon", "agnews", "dbpedia"},
 	"order4": {"MNLI", "CB", "WiC", "COPA", "QQP", "BoolQA", "RTE", "IMDB", "yelp", "amazon", "SST-2", "dbpedia", "agnews", "MultiRC", "yahoo"},
 	"order5": {"MultiRC", "BoolQA", "WiC", "MNLI", "CB", "COPA", "QQP", "RTE", "IMDB", "SST-2", "dbpedia", "agnews", "yelp", "amazon", "yahoo"},
 	"order6": {"yelp", "amazon", "MNLI", "CB", "COPA", "QQP", "RTE", "IMDB", "SST-2", "dbpedia", "agnews", "yahoo", "MultiRC", "BoolQA", "WiC"},
+}
+
+// Order returns the tasks of a built-in order (order1 … order6), a copy
+// the caller may change, and whether the name is one.
+func Order(name string) ([]string, bool) {
+	tasks, ok := orders[name]
+	return slices.Clone(tasks), ok
 }
 
 // LongTrainSamples is how many training rows per task the long benchmark
@@ -130,7 +137,7 @@ func DefaultDataDir() string {
 // Resolve returns the sequence spec names: a built-in order (order1 …
 // order6) over dataDir, or a sequence file.
 func Resolve(spec, dataDir string) (*Sequence, error) {
-	if _, ok := Orders[spec]; ok {
+	if _, ok := Order(spec); ok {
 		return BuiltinSequence(spec, dataDir)
 	}
 	if strings.HasPrefix(spec, "order") && !strings.ContainsAny(spec, `./\`) {
@@ -144,7 +151,7 @@ func Resolve(spec, dataDir string) (*Sequence, error) {
 // listed in Skipped; orders 4–6 draw LongTrainSamples training rows per
 // task.
 func BuiltinSequence(name, dataDir string) (*Sequence, error) {
-	order, ok := Orders[name]
+	order, ok := Order(name)
 	if !ok {
 		return nil, badinput.Errorf("unknown order %q (order1 … order6)", name)
 	}
