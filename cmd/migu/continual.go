@@ -12,11 +12,8 @@ import (
 
 	"github.com/migu-ml/migu/adapters"
 	"github.com/migu-ml/migu/continual"
-	"github.com/migu-ml/migu/finetune"
 	"github.com/migu-ml/migu/internal/badinput"
 	"github.com/migu-ml/migu/internal/mpi"
-	"github.com/migu-ml/migu/migu"
-	"github.com/migu-ml/migu/train"
 	"github.com/spf13/cobra"
 )
 
@@ -24,9 +21,10 @@ func newContinualCmd(g *globalFlags) *cobra.Command {
 	o := continual.DefaultOptions()
 	T := o.Job.Train.T
 	var (
-		spec, dataDir, methods, seeds, mode, method string
-		trainSamples, testSamples                   int
-		asJSON                                      bool
+		spec, dataDir, methods, seeds, method string
+		trainSamples, testSamples             int
+		asJSON                                bool
+		job                                   *jobFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "continual --model MODEL_DIR --sequence SEQ.yaml|order1…order6 --out RUN_DIR [--methods …]",
@@ -69,12 +67,7 @@ anything is written.`,
 				return err
 			}
 			o.Job.Train.T = T
-			m, err := migu.ParseMode(mode)
-			if err != nil {
-				return err
-			}
-			o.Job.Train.Mode = m
-			if err := train.CheckRecompute(o.Job.Train.Recompute, nil); err != nil {
+			if err := job.settle(); err != nil {
 				return err
 			}
 			if spec == "" {
@@ -159,16 +152,10 @@ anything is written.`,
 	f.BoolVar(&asJSON, "json", false, "print results.json instead of the table")
 	// Training flags, as migu train has them.
 	f.Float64Var(&T, "migu", T, "MIGU's threshold T in [0, 1) for the +migu methods: the fraction of each layer's output features NOT updated")
-	f.StringVar(&mode, "migu-mode", "grad", "grad (mask the gradient, as the authors' code) or update (masked columns do not move)")
-	f.BoolVar(&o.Job.Train.SkipPaddingTaps, "migu-skip-padding", false, "leave padding positions out of the magnitudes")
 	addAdapterFlags(cmd, o.Job.Adapter)
 	f.StringVar(&o.Job.Template, "template", "", "chat renders each row as a user turn (the CL prompt) and an assistant turn (the label) with the model's chat template, in training and evaluation; alpaca (the default) and plain leave the CL prompt as it is")
-	f.StringVar(&o.Job.ChatTemplate, "chat-template", "", "Jinja chat template file to use instead of the model folder's (implies --template chat)")
-	f.IntVar(&o.Job.Epochs, "epochs", o.Job.Epochs, "passes over each task's data: "+finetune.EpochsRange)
-	f.Int64Var(&o.Job.MaxSteps, "max-steps", o.Job.MaxSteps, "stop each task after N optimizer steps, ≥ 0 (0: run the epochs)")
-	addOptimFlags(cmd, &o.Job, true)
+	job = addJobFlags(cmd, &o.Job, true)
 	f.Uint64Var(&o.Job.Seed, "seed", o.Job.Seed, "random seed when --seeds is not given")
-	f.Int64Var(&o.Job.SaveEvery, "save-every", o.Job.SaveEvery, "checkpoint every N steps within a task, ≥ 0 (0: only at its end, as always)")
 	return cmd
 }
 

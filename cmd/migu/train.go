@@ -21,7 +21,7 @@ import (
 func newTrainCmd(g *globalFlags) *cobra.Command {
 	o := finetune.DefaultJobOptions()
 	T := o.Train.T
-	var mode string
+	var job *jobFlags
 	cmd := &cobra.Command{
 		Use:   "train --model MODEL_DIR --data FILE --out RUN_DIR [--method full|lora|…] [--migu T]",
 		Short: "Fine-tune a model folder on a data file: all weights or an adapter (LoRA, …), with or without MIGU",
@@ -48,12 +48,7 @@ anything is written.`,
 			if cmd.Flags().Changed("migu") {
 				o.Train.UseMIGU, o.Train.T = true, T
 			}
-			m, err := migu.ParseMode(mode)
-			if err != nil {
-				return err
-			}
-			o.Train.Mode = m
-			if err := train.CheckRecompute(o.Train.Recompute, nil); err != nil {
+			if err := job.settle(); err != nil {
 				return err
 			}
 			if err := g.initORT(); err != nil {
@@ -103,35 +98,45 @@ anything is written.`,
 	f.StringVar(&o.Model, "model", "", "model folder (from migu export)")
 	f.StringVar(&o.Data, "data", "", "training data: .jsonl or .json (instruction, classification, text or chat records)")
 	f.StringVar(&o.Template, "template", "", "how records become text: chat (the model's chat template, loss on the assistant turns; the default for chat records), alpaca (the default otherwise) or plain")
-	f.StringVar(&o.ChatTemplate, "chat-template", "", "Jinja chat template file to use instead of the model folder's (implies --template chat)")
 	f.StringVar(&o.Out, "out", "", "run folder: new, empty, or one of an earlier run (with --resume)")
 	f.StringVar(&o.Method, "method", o.Method, "full (all weights) or an adapter: "+strings.Join(adapters.Names(), ", "))
 	f.Float64Var(&T, "migu", T, "turn MIGU on with threshold T in [0, 1): the fraction of each layer's output features NOT updated")
-	f.StringVar(&mode, "migu-mode", "grad", "grad (mask the gradient, as the authors' code) or update (masked columns do not move)")
 	f.BoolVar(&o.Unmasked, "migu-unmasked", false, "compute MIGU statistics but do not mask (the first task of a sequence)")
-	f.BoolVar(&o.Train.SkipPaddingTaps, "migu-skip-padding", false, "leave padding positions out of the magnitudes")
 	addAdapterFlags(cmd, o.Adapter)
-	f.IntVar(&o.Epochs, "epochs", o.Epochs, "passes over the data: "+finetune.EpochsRange)
-	f.Int64Var(&o.MaxSteps, "max-steps", o.MaxSteps, "stop after N optimizer steps, ≥ 0 (0: run the epochs)")
-	addOptimFlags(cmd, &o, false)
+	job = addJobFlags(cmd, &o, false)
 	f.Uint64Var(&o.Seed, "seed", o.Seed, "random seed (data order, adapter init, MLM masking)")
 	f.StringVar(&o.Train.Objective, "objective", "", "clm, seq2seq, mlm or cls (default: the model's)")
-	f.Int64Var(&o.SaveEvery, "save-every", o.SaveEvery, "checkpoint every N steps, ≥ 0 (0: only at the end, as always)")
 	f.IntVar(&o.Keep, "keep", o.Keep, "checkpoints to keep, ≥ 0 (0: all)")
 	f.BoolVar(&o.Resume, "resume", false, "continue from the newest good checkpoint in --out")
 	f.BoolVar(&o.SkipBadLines, "skip-bad-lines", false, "count and skip data records that are not JSON, not UTF-8, too long or lack a field")
 	return cmd
 }
 
-// addOptimFlags adds the optimizer, batching and resource flags, as train
-// and continual have them, with o's values as defaults; perTask says that
-// the schedule and the memory check apply to each task (continual).
-func addOptimFlags(cmd *cobra.Command, o *finetune.JobOptions, perTask bool) {
+// jobFlags are the training-job flags train and continual share; settle
+// finishes what the flags cannot set directly.
+type jobFlags struct {
+	o    *finetune.JobOptions
+	mode string // --migu-mode
+}
+
+// addJobFlags adds the flags of one training job — MIGU's mode and
+// padding, the chat template, length, checkpoints, optimizer, batching and
+// resources — with o's values as defaults; perTask words their help for
+// continual, where they apply to each task of the sequence.
+func addJobFlags(cmd *cobra.Command, o *finetune.JobOptions, perTask bool) *jobFlags {
+	j := &jobFlags{o: o}
 	f := cmd.Flags()
-	schedule, start := "", "refuse to start"
+	data, stop, saveEvery, schedule, start := "the data", "stop after N optimizer steps", "checkpoint every N steps, ≥ 0 (0: only at the end, as always)", "", "refuse to start"
 	if perTask {
+		data, stop, saveEvery = "each task's data", "stop each task after N optimizer steps", "checkpoint every N steps within a task, ≥ 0 (0: only at its end, as always)"
 		schedule, start = ", per task", "refuse to start a task"
 	}
+	f.StringVar(&j.mode, "migu-mode", "grad", "grad (mask the gradient, as the authors' code) or update (masked columns do not move)")
+	f.BoolVar(&o.Train.SkipPaddingTaps, "migu-skip-padding", false, "leave padding positions out of the magnitudes")
+	f.StringVar(&o.ChatTemplate, "chat-template", "", "Jinja chat template file to use instead of the model folder's (implies --template chat)")
+	f.IntVar(&o.Epochs, "epochs", o.Epochs, "passes over "+data+": "+finetune.EpochsRange)
+	f.Int64Var(&o.MaxSteps, "max-steps", o.MaxSteps, stop+", ≥ 0 (0: run the epochs)")
+	f.Int64Var(&o.SaveEvery, "save-every", o.SaveEvery, saveEvery)
 	f.Float64Var(&o.Train.Optim.LR, "lr", o.Train.Optim.LR, "peak learning rate, finite and ≥ 0")
 	f.Float64Var(&o.Train.Optim.WeightDecay, "weight-decay", o.Train.Optim.WeightDecay, "AdamW decoupled weight decay, finite and ≥ 0")
 	f.StringVar(&o.Train.Schedule, "schedule", o.Train.Schedule, "constant, linear or cosine (with --warmup)"+schedule)
@@ -145,6 +150,17 @@ func addOptimFlags(cmd *cobra.Command, o *finetune.JobOptions, perTask bool) {
 	f.IntVar(&o.Train.Threads, "threads", o.Train.Threads, "ONNX Runtime threads: "+ort.ThreadsRange)
 	f.StringVar(&o.MemoryLimit, "memory-limit", o.MemoryLimit, start+" when the planned memory is above this: auto (what the machine has available), off, or a size such as 20GB (1 byte or more)")
 	f.StringVar(&o.Train.Recompute, "recompute", train.RecomputeNone, "none, or layers: keep only each transformer block's input for the backward pass and recompute the block there (less memory, more compute; same gradients)")
+	return j
+}
+
+// settle parses --migu-mode into the job's options and checks --recompute.
+func (j *jobFlags) settle() error {
+	m, err := migu.ParseMode(j.mode)
+	if err != nil {
+		return err
+	}
+	j.o.Train.Mode = m
+	return train.CheckRecompute(j.o.Train.Recompute, nil)
 }
 
 // maxLineBytesHelp describes --max-line-bytes (train and continual).
