@@ -20,7 +20,9 @@ import (
 
 func newTrainCmd(g *globalFlags) *cobra.Command {
 	o := finetune.DefaultJobOptions()
-	T := o.Train.T
+	// T is MIGU's threshold; MIGU is on only when --migu gives it, so the
+	// flag shows no default.
+	var T float64
 	var job *jobFlags
 	cmd := &cobra.Command{
 		Use:   "train --model MODEL_DIR --data FILE --out RUN_DIR [--method full|lora|…] [--migu T]",
@@ -100,7 +102,7 @@ anything is written.`,
 	f.StringVar(&o.Template, "template", "", "how records become text: chat (the model's chat template, loss on the assistant turns; the default for chat records), alpaca (the default otherwise) or plain")
 	f.StringVar(&o.Out, "out", "", "run folder: new, empty, or one of an earlier run (with --resume)")
 	f.StringVar(&o.Method, "method", o.Method, "full (all weights) or an adapter: "+strings.Join(adapters.Names(), ", "))
-	f.Float64Var(&T, "migu", T, "turn MIGU on with threshold T in [0, 1): the fraction of each layer's output features NOT updated")
+	f.Float64Var(&T, "migu", 0, "turn MIGU on with threshold T in [0, 1): the fraction of each layer's output features NOT updated (the paper's is 0.7); off when not given")
 	f.BoolVar(&o.Unmasked, "migu-unmasked", false, "compute MIGU statistics but do not mask (the first task of a sequence)")
 	addAdapterFlags(cmd, o.Adapter)
 	job = addJobFlags(cmd, &o, false)
