@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -505,6 +506,64 @@ func TestSampledFiles(t *testing.T) {
 	}
 }
 
+// A validation split is held out of each training file before the
+// training rows are drawn, shares no row with them, and is scored after
+// every task under validation-rank beside the test rows' rank; holding out
+// every training row is bad input naming the file.
+func TestValidationSplit(t *testing.T) {
+	model := tinyLlama(t)
+	root := t.TempDir()
+	seq := writeFixture(t, filepath.Join(root, "data"), 20, 6)
+	seq.ValSamples = 7
+	o := DefaultOptions()
+	o.Model, o.Out, o.Seeds = model, filepath.Join(root, "run"), []uint64{1}
+	o.Job.Epochs, o.Job.BatchSize, o.Job.MaxSteps, o.Job.MaxLen = 0, 4, 2, 128
+	rep, err := Run(context.Background(), seq, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"rank", ValidationPrefix + "rank"}; !slices.Equal(rep.Scores, want) {
+		t.Fatalf("scores %v, want %v", rep.Scores, want)
+	}
+	for _, s := range rep.Scores {
+		m := rep.Runs[0].Matrices[s]
+		if len(m.Base) != len(seq.Tasks) || len(m.R) != len(seq.Tasks) || len(m.R[len(m.R)-1]) != len(seq.Tasks) {
+			t.Errorf("%s: matrix %v / %v is not %d tasks square", s, m.Base, m.R, len(seq.Tasks))
+		}
+	}
+	readRows := func(path string) map[string]bool {
+		var rows []map[string]string
+		raw, err := os.ReadFile(path)
+		if err != nil || json.Unmarshal(raw, &rows) != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		out := map[string]bool{}
+		for _, r := range rows {
+			out[r["sentence"]+"\x00"+r["label"]] = true
+		}
+		return out
+	}
+	for i, task := range seq.Tasks {
+		dir := taskDir(i, task)
+		tt, td := promptDirs(task.Train)
+		val := readRows(filepath.Join(o.Out, "data", "validation", dir, tt, td, "validation.json"))
+		tr := readRows(filepath.Join(o.Out, "data", "seed-1", dir, tt, td, "train.json"))
+		if len(val) == 0 || len(tr) == 0 {
+			t.Fatalf("task %s: %d validation and %d training rows", task.Name, len(val), len(tr))
+		}
+		for r := range val {
+			if tr[r] {
+				t.Errorf("task %s: validation row %q is also a training row", task.Name, r)
+			}
+		}
+	}
+	seq.ValSamples = 20
+	o.Out = filepath.Join(root, "run2")
+	if _, err := Run(context.Background(), seq, o); !badinput.Is(err) || !strings.Contains(err.Error(), "leaves none to train on") || !strings.Contains(err.Error(), "train.json") {
+		t.Errorf("every row held out: %v", err)
+	}
+}
+
 // Options.Check refuses each number outside its range with one line
 // naming the flag, and MIGU's T is taken as given: 0 stays 0 (it was
 // once replaced by 0.7).
@@ -521,6 +580,7 @@ func TestOptionsCheck(t *testing.T) {
 		{"eval batch", func(o *Options, _ *Sequence) { o.EvalBatch = -1 }, "--eval-batch-size -1 is outside its range: ≥ 0"},
 		{"train samples", func(_ *Options, s *Sequence) { s.TrainSamples = -1 }, "--train-samples -1 is outside its range: ≥ 0"},
 		{"test samples", func(_ *Options, s *Sequence) { s.TestSamples = -2 }, "--test-samples -2 is outside"},
+		{"val samples", func(_ *Options, s *Sequence) { s.ValSamples = -1 }, "--val-samples -1 is outside"},
 		{"epochs", func(o *Options, _ *Sequence) { o.Job.Epochs = -1 }, "--epochs -1 is outside"},
 		{"lr", func(o *Options, _ *Sequence) { o.Job.Train.Optim.LR = math.Inf(1) }, "--lr +Inf is outside"},
 		{"lora r 0, full", func(o *Options, _ *Sequence) { o.Job.Adapter[lora.OptionR] = "0" }, ""},

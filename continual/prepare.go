@@ -15,7 +15,10 @@ import (
 type taskData struct {
 	Task
 	train, test *data.Dataset
-	labels      []string
+	// val is the validation split held out of the training file
+	// (Sequence.ValSamples); nil without one.
+	val    *data.Dataset
+	labels []string
 }
 
 // Check reads every task's files before any training: an unknown or
@@ -89,7 +92,14 @@ func load(seq *Sequence) ([]taskData, []string, error) {
 			warnings = append(warnings, fmt.Sprintf("task %s: %d of %d test rows have a label the training rows lack (%d label(s), e.g. %q); they count as wrong",
 				t.Name, missing, len(test.Records), len(kinds), anyKey(kinds)))
 		}
-		out = append(out, taskData{Task: t, train: train, test: test, labels: train.Labels})
+		td := taskData{Task: t, train: train, test: test, labels: train.Labels}
+		if seq.ValSamples > 0 {
+			if len(train.Records) <= seq.ValSamples {
+				return nil, nil, badinput.Errorf("%s: %s has %d rows; holding out %d for validation leaves none to train on", t.where(seq), t.Train, len(train.Records), seq.ValSamples)
+			}
+			td.val, td.train = train.Split(seq.ValSamples, seq.SampleSeed)
+		}
+		out = append(out, td)
 	}
 	return out, warnings, nil
 }

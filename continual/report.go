@@ -22,6 +22,11 @@ const (
 	PlotsDir    = "plots"
 )
 
+// ValidationPrefix names the scores of the validation split
+// (Sequence.ValSamples): "validation-rank" is rank accuracy on rows held
+// out of the training files, the score hyperparameters are chosen on.
+const ValidationPrefix = "validation-"
+
 // Report is the outcome of Run, written as results.json.
 type Report struct {
 	Sequence string    `json:"sequence"`
@@ -51,6 +56,7 @@ type ReportConfig struct {
 	Seeds        []uint64            `json:"seeds"`
 	TrainSamples int                 `json:"train_samples"`
 	TestSamples  int                 `json:"test_samples"`
+	ValSamples   int                 `json:"val_samples,omitempty"`
 	SampleSeed   uint64              `json:"sample_seed"`
 	Job          finetune.JobOptions `json:"job"`
 	MaxSteps     int64               `json:"max_steps,omitempty"`
@@ -124,7 +130,7 @@ func (r *runner) report(stopped bool) (*Report, error) {
 	job := r.o.Job
 	job.Progress, job.MaskRecord = nil, nil
 	rep.Config = ReportConfig{Model: r.o.Model, Seeds: r.o.Seeds, TrainSamples: r.seq.TrainSamples, TestSamples: r.seq.TestSamples,
-		SampleSeed: r.seq.SampleSeed, Job: job, MaxSteps: r.o.Job.MaxSteps}
+		ValSamples: r.seq.ValSamples, SampleSeed: r.seq.SampleSeed, Job: job, MaxSteps: r.o.Job.MaxSteps}
 	for _, m := range r.o.Methods {
 		rep.Config.Methods = append(rep.Config.Methods, m.Name)
 		if m.MIGU {
@@ -393,8 +399,12 @@ func (rep *Report) Markdown() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# Continual learning: %s\n\n", rep.Sequence)
 	fmt.Fprintf(&b, "Sequence %s (%s): %s.\n\n", rep.Sequence, rep.Source, strings.Join(rep.Tasks, " → "))
-	fmt.Fprintf(&b, "Model `%s`; methods %s; seeds %v; training rows per task %s, test rows %s.\n\n", rep.Config.Model,
+	fmt.Fprintf(&b, "Model `%s`; methods %s; seeds %v; training rows per task %s, test rows %s", rep.Config.Model,
 		strings.Join(rep.Config.Methods, ", "), rep.Config.Seeds, countText(rep.Config.TrainSamples), countText(rep.Config.TestSamples))
+	if n := rep.Config.ValSamples; n > 0 {
+		fmt.Fprintf(&b, "; %d rows per task held out of the training file before drawing the training rows, as a validation split (scores %s…)", n, ValidationPrefix)
+	}
+	b.WriteString(".\n\n")
 	for _, s := range rep.Skipped {
 		fmt.Fprintf(&b, "- Skipped task %s: %s.\n", s.Task, s.Reason)
 	}

@@ -128,6 +128,9 @@ func (o Options) Check(seq *Sequence) error {
 	if seq != nil && seq.TestSamples < 0 {
 		return badinput.Range("--test-samples", seq.TestSamples, "≥ 0 (0: every row)")
 	}
+	if seq != nil && seq.ValSamples < 0 {
+		return badinput.Range("--val-samples", seq.ValSamples, "≥ 0 (0: no validation split)")
+	}
 	if err := migu.CheckT(o.Job.Train.T); err != nil {
 		return err
 	}
@@ -195,10 +198,11 @@ type runner struct {
 	man    *modeldir.Manifest
 	scores []string
 	st     *state
-	// testFiles are the sampled test files, per task.
-	testFiles []string
-	warnings  []string
-	log       io.Writer
+	// testFiles are the sampled test files, per task; valFiles the
+	// validation files (Sequence.ValSamples), nil without a validation split.
+	testFiles, valFiles []string
+	warnings            []string
+	log                 io.Writer
 	// chat is the chat template tasks train with (--template chat), so
 	// that evaluation renders rows as training did; nil otherwise.
 	chat *chat.Template
@@ -310,6 +314,11 @@ func newRunner(seq *Sequence, o Options) (*runner, error) {
 	default:
 		r.scores = []string{eval.CLRank, eval.CLGenerate}
 	}
+	if seq.ValSamples > 0 {
+		for _, s := range r.scores {
+			r.scores = append(r.scores, ValidationPrefix+s)
+		}
+	}
 	r.tasks, r.warnings, err = load(seq)
 	if err != nil {
 		return nil, err
@@ -334,8 +343,12 @@ func newRunner(seq *Sequence, o Options) (*runner, error) {
 func (r *runner) identity() (string, error) {
 	job := r.o.Job
 	job.Progress, job.MaxSteps, job.SaveEvery, job.Keep, job.Resume = nil, 0, 0, 0, false
-	return identity.Of(r.o.Model, r.seq.Tasks, r.seq.TrainSamples, r.seq.TestSamples, r.seq.SampleSeed,
-		r.o.Methods, r.o.Seeds, r.scores, job, r.o.Job.MaxSteps)
+	parts := []any{r.o.Model, r.seq.Tasks, r.seq.TrainSamples, r.seq.TestSamples, r.seq.SampleSeed,
+		r.o.Methods, r.o.Seeds, r.scores, job, r.o.Job.MaxSteps}
+	if r.seq.ValSamples > 0 { // runs without a validation split keep their identity
+		parts = append(parts, r.seq.ValSamples)
+	}
+	return identity.Of(parts...)
 }
 
 // openState creates the run folder and its state, or reads it to resume.
@@ -435,7 +448,19 @@ func (r *runner) trainFile(i int, seed uint64) (string, error) {
 // labels after the training labels so the file reads.
 func (r *runner) testFile(i int) (string, error) {
 	t := r.tasks[i]
-	ds := t.test.Sample(samples(t.TestSamples, r.seq.TestSamples), r.seq.SampleSeed)
+	return r.evalFile(i, "test", t.test.Sample(samples(t.TestSamples, r.seq.TestSamples), r.seq.SampleSeed))
+}
+
+// valFile writes (once) the validation rows of task i, held out of its
+// training file.
+func (r *runner) valFile(i int) (string, error) {
+	return r.evalFile(i, "validation", r.tasks[i].val)
+}
+
+// evalFile writes rows of task i that evaluation scores as
+// data/SPLIT/NN-name/SPLIT.json.
+func (r *runner) evalFile(i int, split string, ds *data.Dataset) (string, error) {
+	t := r.tasks[i]
 	labels := append([]string(nil), t.labels...)
 	have := map[string]bool{}
 	for _, l := range labels {
@@ -447,9 +472,9 @@ func (r *runner) testFile(i int) (string, error) {
 			labels = append(labels, rec.Label)
 		}
 	}
-	root := filepath.Join(r.o.Out, "data", "test", taskDir(i, t.Task))
+	root := filepath.Join(r.o.Out, "data", split, taskDir(i, t.Task))
 	// Under the training file's folder names, which the prompt is built from.
-	return writeRows(root, t.Train, "test.json", ds, labels)
+	return writeRows(root, t.Train, split+".json", ds, labels)
 }
 
 func (r *runner) run(ctx context.Context) (bool, error) {
@@ -462,6 +487,12 @@ func (r *runner) run(ctx context.Context) (bool, error) {
 			return false, err
 		}
 		r.testFiles = append(r.testFiles, p)
+		if r.tasks[i].val != nil {
+			if p, err = r.valFile(i); err != nil {
+				return false, err
+			}
+			r.valFiles = append(r.valFiles, p)
+		}
 	}
 	if r.st.Base == nil && !r.follower {
 		fmt.Fprintf(r.log, "evaluating the starting model on %d task(s)\n", len(r.tasks))
@@ -629,7 +660,8 @@ func (r *runner) cleanup(taskOut string, rs *runState, i int, m Method) {
 	}
 }
 
-// evaluate scores a model (with an adapter) on every task's test rows.
+// evaluate scores a model (with an adapter) on every task's test rows and,
+// with a validation split, its validation rows (scores ValidationPrefix+s).
 func (r *runner) evaluate(ctx context.Context, modelDir, adapter string) (map[string][]float64, error) {
 	m, err := eval.Open(modelDir, eval.Options{Adapter: adapter, Threads: r.o.Job.Train.Threads, BatchSize: r.o.EvalBatch})
 	if err != nil {
@@ -638,25 +670,35 @@ func (r *runner) evaluate(ctx context.Context, modelDir, adapter string) (map[st
 	defer m.Close()
 	out := map[string][]float64{}
 	for i, t := range r.tasks {
-		ds, err := data.Read(r.testFiles[i], data.ReadOptions{Kind: data.Classification, MaxLineBytes: r.o.Job.MaxLineBytes})
-		if err != nil {
-			return nil, err
+		splits := map[string]string{"": r.testFiles[i]}
+		if r.valFiles != nil {
+			splits[ValidationPrefix] = r.valFiles[i]
 		}
-		train := filepath.Join(filepath.Dir(r.testFiles[i]), "train.json") // stands for the prompt's folders
-		prompt := data.CLPromptFor(train, t.labels)
-		res, err := eval.CLEvaluate(ctx, m, ds, eval.CLOptions{Labels: t.labels, Prompt: &prompt, Mode: r.o.Score, MaxLen: r.o.Job.MaxLen, Chat: r.chat})
-		if err != nil {
-			return nil, fmt.Errorf("evaluating task %s: %w", t.Name, err)
-		}
-		for _, s := range r.scores {
-			v := res.RankAccuracy()
-			if s == eval.CLGenerate {
-				v = res.ExactAccuracy()
+		for prefix, file := range splits {
+			ds, err := data.Read(file, data.ReadOptions{Kind: data.Classification, MaxLineBytes: r.o.Job.MaxLineBytes})
+			if err != nil {
+				return nil, err
 			}
-			if math.IsNaN(v) {
-				v = 0
+			train := filepath.Join(filepath.Dir(file), "train.json") // stands for the prompt's folders
+			prompt := data.CLPromptFor(train, t.labels)
+			res, err := eval.CLEvaluate(ctx, m, ds, eval.CLOptions{Labels: t.labels, Prompt: &prompt, Mode: r.o.Score, MaxLen: r.o.Job.MaxLen, Chat: r.chat})
+			if err != nil {
+				return nil, fmt.Errorf("evaluating task %s: %w", t.Name, err)
 			}
-			out[s] = append(out[s], v)
+			for _, s := range r.scores {
+				base, ok := strings.CutPrefix(s, ValidationPrefix)
+				if ok != (prefix == ValidationPrefix) {
+					continue
+				}
+				v := res.RankAccuracy()
+				if base == eval.CLGenerate {
+					v = res.ExactAccuracy()
+				}
+				if math.IsNaN(v) {
+					v = 0
+				}
+				out[s] = append(out[s], v)
+			}
 		}
 	}
 	return out, nil

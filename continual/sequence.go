@@ -54,9 +54,14 @@ type Sequence struct {
 	// TrainSamples and TestSamples are the rows drawn per task (0 or
 	// negative: every row). Training rows are drawn per seed; test rows with
 	// SampleSeed, the same for every method and seed.
-	TrainSamples int    `json:"train_samples,omitempty"`
-	TestSamples  int    `json:"test_samples,omitempty"`
-	SampleSeed   uint64 `json:"sample_seed"`
+	TrainSamples int `json:"train_samples,omitempty"`
+	TestSamples  int `json:"test_samples,omitempty"`
+	// ValSamples holds this many rows of each task's training file out
+	// (drawn with SampleSeed, before the training rows are drawn from the
+	// rest) as a validation split, scored after every task like the test
+	// rows; 0: none. It is what hyperparameters are chosen on.
+	ValSamples int    `json:"val_samples,omitempty"`
+	SampleSeed uint64 `json:"sample_seed"`
 	// Source is the sequence file or the built-in order's name.
 	Source string `json:"source"`
 	// Skipped lists tasks left out because their data is absent.
@@ -195,6 +200,7 @@ type seqFile struct {
 	DataDir      string      `yaml:"data_dir"`
 	TrainSamples int         `yaml:"train_samples"`
 	TestSamples  int         `yaml:"test_samples"`
+	ValSamples   int         `yaml:"val_samples"`
 	SampleSeed   uint64      `yaml:"sample_seed"`
 	Tasks        []yaml.Node `yaml:"tasks"`
 }
@@ -214,6 +220,7 @@ type taskEntry struct {
 //	data_dir: ../data        # optional, relative to this file
 //	train_samples: 1000      # optional: rows drawn per task (default all)
 //	test_samples: 200
+//	val_samples: 50          # optional: rows of train held out for validation
 //	tasks:
 //	  - name: dbpedia        # a benchmark task: its files under data_dir
 //	  - name: mine
@@ -266,10 +273,10 @@ func parseSequence(raw []byte, name string) (*Sequence, error) {
 			dataDir = filepath.Join(base, dataDir)
 		}
 	}
-	if f.TrainSamples < 0 || f.TestSamples < 0 {
-		return nil, badinput.Errorf("%s: train_samples and test_samples must be ≥ 0 (0: every row)", name)
+	if f.TrainSamples < 0 || f.TestSamples < 0 || f.ValSamples < 0 {
+		return nil, badinput.Errorf("%s: train_samples, test_samples and val_samples must be ≥ 0 (0: every row; val_samples 0: no validation split)", name)
 	}
-	seq := &Sequence{Name: f.Name, TrainSamples: f.TrainSamples, TestSamples: f.TestSamples, SampleSeed: f.SampleSeed, Source: name}
+	seq := &Sequence{Name: f.Name, TrainSamples: f.TrainSamples, TestSamples: f.TestSamples, ValSamples: f.ValSamples, SampleSeed: f.SampleSeed, Source: name}
 	if seq.Name == "" {
 		seq.Name = strings.TrimSuffix(filepath.Base(name), filepath.Ext(name))
 	}

@@ -25,17 +25,31 @@ type Dataset struct {
 // the same ones for the same seed; all of them when n is not smaller than
 // the dataset (the long CL benchmark trains on 1000 rows per task).
 func (d *Dataset) Sample(n int, seed uint64) *Dataset {
-	out := *d
+	held, _ := d.Split(n, seed)
+	return held
+}
+
+// Split draws n records as Sample does (held) and returns the records it
+// left too (rest), both in file order, so that a validation split and the
+// rows later drawn for training never share a record.
+func (d *Dataset) Split(n int, seed uint64) (held, rest *Dataset) {
+	h, r := *d, *d
 	if n < 0 || n >= len(d.Records) {
-		out.Records = slices.Clone(d.Records)
-		return &out
+		h.Records, r.Records = slices.Clone(d.Records), nil
+		return &h, &r
 	}
 	rng := rand.New(rand.NewPCG(mix(seed, sampleStream), 0))
-	picked := rng.Perm(len(d.Records))[:n]
-	slices.Sort(picked)
-	out.Records = make([]Record, n)
-	for i, j := range picked {
-		out.Records[i] = d.Records[j]
+	taken := make([]bool, len(d.Records))
+	for _, j := range rng.Perm(len(d.Records))[:n] {
+		taken[j] = true
 	}
-	return &out
+	h.Records, r.Records = make([]Record, 0, n), make([]Record, 0, len(d.Records)-n)
+	for j, rec := range d.Records {
+		if taken[j] {
+			h.Records = append(h.Records, rec)
+		} else {
+			r.Records = append(r.Records, rec)
+		}
+	}
+	return &h, &r
 }

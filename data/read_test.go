@@ -323,6 +323,25 @@ func TestSample(t *testing.T) {
 	if all := ds.Sample(1000, 1); len(all.Records) != 100 || len(ds.Records) != 100 {
 		t.Errorf("sample of more than there is: %d", len(all.Records))
 	}
+	held, rest := ds.Split(10, 1)
+	if !reflect.DeepEqual(held.Records, a.Records) || len(rest.Records) != 90 {
+		t.Fatalf("split: held %d (same as Sample: %v), rest %d", len(held.Records), reflect.DeepEqual(held.Records, a.Records), len(rest.Records))
+	}
+	seen := map[int]bool{}
+	for _, r := range append(held.Records, rest.Records...) {
+		if seen[r.Line] {
+			t.Fatalf("split: line %d in both parts", r.Line)
+		}
+		seen[r.Line] = true
+	}
+	for i := 1; i < len(rest.Records); i++ {
+		if rest.Records[i].Line <= rest.Records[i-1].Line {
+			t.Fatalf("rest not in file order")
+		}
+	}
+	if held, rest := ds.Split(1000, 1); len(held.Records) != 100 || len(rest.Records) != 0 {
+		t.Errorf("split of more than there is: %d held, %d left", len(held.Records), len(rest.Records))
+	}
 }
 
 func TestReadFolder(t *testing.T) {
