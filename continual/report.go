@@ -376,22 +376,32 @@ func (rep *Report) ComparisonTable() string {
 		fmt.Fprintf(&b, "Score: %s (%s)\n\n", s, scoreDescription(s))
 		b.WriteString("| method | AA | BWT | forgetting | FWT | seeds |\n|---|---|---|---|---|---|\n")
 		for _, sum := range rep.Summary {
-			if sum.Score != s {
-				continue
+			if sum.Score == s {
+				b.WriteString(sum.Row() + "\n")
 			}
-			aa := sum.AA
-			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %d |\n", sum.Method, statText(&aa), statText(sum.BWT), statText(sum.Forgetting), statText(sum.FWT), sum.AA.N)
 		}
 		b.WriteString("\n")
 	}
 	return b.String()
 }
 
+// Row is the summary as a Markdown table row: method, AA, BWT, forgetting
+// and FWT in percent (mean ± std over seeds), and the number of seeds.
+func (sum Summary) Row() string {
+	aa := sum.AA
+	return fmt.Sprintf("| %s | %s | %s | %s | %s | %d |", sum.Method, statText(&aa), statText(sum.BWT), statText(sum.Forgetting), statText(sum.FWT), sum.AA.N)
+}
+
 func scoreDescription(s string) string {
-	if s == eval.CLGenerate {
-		return "exact match of the greedily generated label"
+	base, val := strings.CutPrefix(s, ValidationPrefix)
+	d := "rank classification: the label with the highest log-likelihood"
+	if base == eval.CLGenerate {
+		d = "exact match of the greedily generated label"
 	}
-	return "rank classification: the label with the highest log-likelihood"
+	if val {
+		d += ", on the validation rows held out of the training files"
+	}
+	return d
 }
 
 // Markdown is report.md.

@@ -4,9 +4,11 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -25,8 +27,12 @@ const clMaxLen = 256
 // clOptions are the flags of `real cl`.
 type clOptions struct {
 	common
-	sequence    string
-	train, test int
+	sequence         string
+	train, test, val int
+	// gridFull and gridLoRA are candidate learning rates; each method runs
+	// with every candidate of its grid and the one with the best validation
+	// AA is chosen (empty: -lr-full or -lr-lora alone).
+	gridFull, gridLoRA []float64
 }
 
 func parseCL(args []string) (*clOptions, error) {
@@ -36,16 +42,49 @@ func parseCL(args []string) (*clOptions, error) {
 	fs.StringVar(&o.sequence, "sequence", bench.EnvOr("REAL_SEQUENCE", "order1"), "CL-benchmark order (order1 … order6) or a sequence file")
 	fs.IntVar(&o.train, "train-samples", bench.EnvInt("REAL_CL_TRAIN", 1000), "training rows drawn per task")
 	fs.IntVar(&o.test, "test-samples", bench.EnvInt("REAL_CL_TEST", 500), "test rows drawn per task")
+	fs.IntVar(&o.val, "val-samples", bench.EnvInt("REAL_CL_VAL", 0), "rows per task held out of the training file as a validation split (migu continual --val-samples; 0: none)")
+	gridFull := fs.String("lr-grid-full", bench.EnvOr("REAL_LR_GRID_FULL", ""), "candidate learning rates of full and full+migu, chosen on the validation split (needs -val-samples; empty: -lr-full)")
+	gridLoRA := fs.String("lr-grid-lora", bench.EnvOr("REAL_LR_GRID_LORA", ""), "candidate learning rates of lora and lora+migu, chosen on the validation split (needs -val-samples; empty: -lr-lora)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
 	if err := o.finish(*methods, *seeds); err != nil {
 		return nil, err
 	}
-	if o.train < 1 || o.test < 1 {
-		return nil, fmt.Errorf("-train-samples and -test-samples must be positive")
+	if o.train < 1 || o.test < 1 || o.val < 0 {
+		return nil, fmt.Errorf("-train-samples and -test-samples must be positive, -val-samples ≥ 0")
+	}
+	for _, g := range []struct {
+		flag, text string
+		dst        *[]float64
+	}{{"-lr-grid-full", *gridFull, &o.gridFull}, {"-lr-grid-lora", *gridLoRA, &o.gridLoRA}} {
+		for _, s := range bench.Split(g.text) {
+			v, err := strconv.ParseFloat(s, 64)
+			if err != nil || v <= 0 || math.IsInf(v, 0) {
+				return nil, fmt.Errorf("%s: %q is not a positive learning rate", g.flag, s)
+			}
+			if !slices.Contains(*g.dst, v) {
+				*g.dst = append(*g.dst, v)
+			}
+		}
+		if len(*g.dst) > 0 && o.val == 0 {
+			return nil, fmt.Errorf("%s chooses on the validation split: give -val-samples", g.flag)
+		}
 	}
 	return o, nil
+}
+
+// candidates are the learning rates a method runs with: its grid, or its
+// one learning rate.
+func (o *clOptions) candidates(method string) []float64 {
+	g := o.gridFull
+	if isLoRA(method) {
+		g = o.gridLoRA
+	}
+	if len(g) == 0 {
+		return []float64{o.lr(method)}
+	}
+	return g
 }
 
 // CLResults is RESULTS-cl.json: the reports of the continual runs (one per
@@ -71,8 +110,10 @@ func runCL(o *clOptions) error {
 	// One continual run per learning rate, in the order of the methods.
 	var lrs []float64
 	for _, m := range o.methods {
-		if !slices.Contains(lrs, o.lr(m)) {
-			lrs = append(lrs, o.lr(m))
+		for _, lr := range o.candidates(m) {
+			if !slices.Contains(lrs, lr) {
+				lrs = append(lrs, lr)
+			}
 		}
 	}
 	var seeds []string
@@ -82,7 +123,7 @@ func runCL(o *clOptions) error {
 	for i, lr := range lrs {
 		var ms []string
 		for _, m := range o.methods {
-			if o.lr(m) == lr {
+			if slices.Contains(o.candidates(m), lr) {
 				ms = append(ms, m)
 			}
 		}
@@ -93,6 +134,9 @@ func runCL(o *clOptions) error {
 			"--batch-size", fmt.Sprint(o.batch), "--max-len", fmt.Sprint(o.maxLen), "--threads", fmt.Sprint(o.threads), "--recompute", o.recompute,
 			"--lora-r", fmt.Sprint(o.loraR), "--lora-alpha", fmt.Sprint(o.loraAlpha), "--lora-targets", o.loraTargets,
 			"--data-dir", filepath.Join(o.shared, "cl_benchmark")}
+		if o.val > 0 {
+			args = append(args, "--val-samples", fmt.Sprint(o.val))
+		}
 		if exists(filepath.Join(dir, continual.StateFile)) {
 			args = append(args, "--resume")
 		}
@@ -179,71 +223,45 @@ func clMarkdown(res *CLResults, dir string) string {
 			fmt.Fprintf(&b, "- warning: %s.\n", w)
 		}
 	}
-	b.WriteString("\n## Comparison\n\nAA: average accuracy after the last task; BWT: backward transfer; forgetting: mean drop from each task's best earlier accuracy; FWT: forward transfer. Percent, mean ± sample std over seeds.\n\n")
-	b.WriteString("| method | AA | BWT | forgetting | FWT | seeds |\n|---|---|---|---|---|---|\n")
-	for _, rep := range res.Reports {
-		table := rep.ComparisonTable()
-		for _, line := range strings.Split(table, "\n") {
-			if strings.HasPrefix(line, "| ") && !strings.HasPrefix(line, "| method") {
-				b.WriteString(line + "\n")
-			}
+	runs := lrRuns(res)
+	if choices := chooseLR(runs); choices != nil {
+		writeSelection(&b, choices, res.Reports[0].Config.ValSamples)
+	}
+	b.WriteString("\n## Comparison\n\nAA: average accuracy after the last task; BWT: backward transfer; forgetting: mean drop from each task's best earlier accuracy; FWT: forward transfer. Percent, mean ± sample std over seeds; test rows.\n\n")
+	b.WriteString("| method | lr | AA | BWT | forgetting | FWT | seeds |\n|---|---|---|---|---|---|---|\n")
+	for _, r := range runs {
+		if r.sum != nil {
+			b.WriteString(r.row() + "\n")
 		}
 	}
-	b.WriteString("\n## MIGU against the same method without it\n\nPer seed, the difference of AA and of BWT (points; +migu − base), and their mean ± std over seeds. `migu continual` records accuracies per task, not per item, so these intervals are over seeds only.\n\n")
-	b.WriteString("| base | +migu | ΔAA per seed | ΔAA mean ± std | ΔBWT per seed | ΔBWT mean ± std |\n|---|---|---|---|---|---|\n")
-	runs := map[string]map[uint64]continual.RunReport{}
-	for _, rep := range res.Reports {
-		for _, rr := range rep.Runs {
-			if runs[rr.Method] == nil {
-				runs[rr.Method] = map[uint64]continual.RunReport{}
-			}
-			runs[rr.Method][rr.Seed] = rr
-		}
-	}
+	b.WriteString("\n## MIGU against the same method without it\n\nAt the same learning rate, per seed, the difference of AA and of BWT (points; +migu − base), and their mean ± std over seeds. `migu continual` records accuracies per task, not per item, so these intervals are over seeds only.\n\n")
+	b.WriteString(pairHeader)
 	pairs := 0
-	for _, m := range []string{"full", "lora"} {
-		mg := m + "+migu"
-		if runs[m] == nil || runs[mg] == nil {
-			continue
+	for _, base := range runs {
+		if mg := findRun(runs, base.method+"+migu", base.lr); mg != nil && !strings.HasSuffix(base.method, "+migu") {
+			pairs++
+			b.WriteString(pairRow(base, *mg) + "\n")
 		}
-		pairs++
-		var daa, dbwt []float64
-		var daaText, dbwtText []string
-		for seed, a := range runs[m] {
-			bb, ok := runs[mg][seed]
-			ma, oka := a.Metrics["rank"]
-			mb, okb := bb.Metrics["rank"]
-			if !ok || !oka || !okb {
-				continue
-			}
-			daa = append(daa, mb.AA-ma.AA)
-			daaText = append(daaText, fmt.Sprintf("%d: %+.1f", seed, 100*(mb.AA-ma.AA)))
-			if ma.BWT != nil && mb.BWT != nil {
-				dbwt = append(dbwt, *mb.BWT-*ma.BWT)
-				dbwtText = append(dbwtText, fmt.Sprintf("%d: %+.1f", seed, 100*(*mb.BWT-*ma.BWT)))
-			}
-		}
-		slices.Sort(daaText)
-		slices.Sort(dbwtText)
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", m, mg, strings.Join(daaText, ", "), meanStd(daa), strings.Join(dbwtText, ", "), meanStd(dbwt))
 	}
 	if pairs == 0 {
-		b.WriteString("| – | – | no method ran both with and without MIGU | | | |\n")
+		b.WriteString("| – | – | – | no method ran both with and without MIGU | | | |\n")
 	}
 	b.WriteString("\n## Accuracy matrices (mean over seeds)\n\nRow *after i*: accuracy on each task after training tasks 1…i; *start*: before training.\n\n")
-	for _, rep := range res.Reports {
-		for _, sum := range rep.Summary {
-			fmt.Fprintf(&b, "### %s\n\n| after | %s |\n|---|%s\n", sum.Method, strings.Join(rep.Tasks, " | "), strings.Repeat("---|", len(rep.Tasks)))
-			if len(sum.Mean.Base) > 0 {
-				fmt.Fprintf(&b, "| start | %s |\n", pctRow(sum.Mean.Base))
-			}
-			for i, row := range sum.Mean.R {
-				fmt.Fprintf(&b, "| %d %s | %s |\n", i+1, rep.Tasks[i], pctRow(row))
-			}
-			b.WriteString("\n")
+	for _, r := range runs {
+		if r.sum == nil {
+			continue
 		}
+		tasks := r.rep.Tasks
+		fmt.Fprintf(&b, "### %s, lr %g\n\n| after | %s |\n|---|%s\n", r.method, r.lr, strings.Join(tasks, " | "), strings.Repeat("---|", len(tasks)))
+		if len(r.sum.Mean.Base) > 0 {
+			fmt.Fprintf(&b, "| start | %s |\n", pctRow(r.sum.Mean.Base))
+		}
+		for i, row := range r.sum.Mean.R {
+			fmt.Fprintf(&b, "| %d %s | %s |\n", i+1, tasks[i], pctRow(row))
+		}
+		b.WriteString("\n")
 	}
-	b.WriteString("## Training\n\n| method | seed | task | steps | loss first → last | s/step |\n|---|---|---|---|---|---|\n")
+	b.WriteString("## Training\n\n| method | lr | seed | task | steps | loss first → last | s/step |\n|---|---|---|---|---|---|---|\n")
 	for _, rep := range res.Reports {
 		for _, rr := range rep.Runs {
 			for _, t := range rr.Tasks {
@@ -251,7 +269,7 @@ func clMarkdown(res *CLResults, dir string) string {
 				if t.Steps > 0 {
 					per = t.Seconds / float64(t.Steps)
 				}
-				fmt.Fprintf(&b, "| %s | %d | %s | %d | %.4f → %.4f | %.2f |\n", rr.Method, rr.Seed, t.Task, t.Steps, t.FirstLoss, t.LastLoss, per)
+				fmt.Fprintf(&b, "| %s | %g | %d | %s | %d | %.4f → %.4f | %.2f |\n", rr.Method, rep.Config.Job.Train.Optim.LR, rr.Seed, t.Task, t.Steps, t.FirstLoss, t.LastLoss, per)
 			}
 		}
 	}

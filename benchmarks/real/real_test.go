@@ -6,8 +6,10 @@ import (
 	"image"
 	"image/color"
 	"image/png"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -159,6 +161,7 @@ func TestCLReport(t *testing.T) {
 	}
 	rep := &continual.Report{Sequence: "order1", Tasks: []string{"dbpedia", "amazon"}, Scores: []string{"rank"}, Out: runDir, Plots: []string{plot},
 		Config: continual.ReportConfig{Model: "m", Methods: []string{"full", "full+migu"}, Seeds: []uint64{1, 2}, TrainSamples: 16, TestSamples: 20}}
+	rep.Config.Job.Train.Optim.LR = 1e-4
 	for _, seed := range []uint64{1, 2} {
 		for m, last := range map[string]float64{"full": .5, "full+migu": .7} {
 			last += float64(seed) / 100
@@ -178,8 +181,8 @@ func TestCLReport(t *testing.T) {
 	text := string(md)
 	// full's last row (0.5+s/100, 0.8) against full+migu's (0.7+s/100, 0.8):
 	// ΔAA = 10 points on both seeds; ΔBWT = 20 points.
-	for _, want := range []string{"dbpedia → amazon", "| full | full+migu | 1: +10.0, 2: +10.0 | +10.0 ± 0.0 | 1: +20.0, 2: +20.0 | +20.0 ± 0.0 |",
-		"| full | 65.5 ± 0.7 |", "| start | 10.0 | 20.0 |", "| full | 1 | dbpedia | 2 | 3.0000 → 1.0000 | 2.50 |",
+	for _, want := range []string{"dbpedia → amazon", "| full | full+migu | 0.0001 | 1: +10.0, 2: +10.0 | +10.0 ± 0.0 | 1: +20.0, 2: +20.0 | +20.0 ± 0.0 |",
+		"| full | 0.0001 | 65.5 ± 0.7 |", "| start | 10.0 | 20.0 |", "| full | 0.0001 | 1 | dbpedia | 2 | 3.0000 → 1.0000 | 2.50 |",
 		"![matrix-full-rank.png](plots/RESULTS-cl/matrix-full-rank.png)"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("report lacks %q:\n%s", want, text)
@@ -199,6 +202,47 @@ func TestCLReport(t *testing.T) {
 	}
 	if again, _ := os.ReadFile(base + ".md"); !bytes.Equal(again, md) {
 		t.Errorf("rewritten CL report differs:\n%s", again)
+	}
+}
+
+// Each method's learning rate is the candidate with the best validation
+// AA, whatever the test rows say; the comparison at the chosen rates pairs
+// each +migu method with its base at their own choices.
+func TestChooseLR(t *testing.T) {
+	stat := func(v float64) continual.Stat { return continual.Stat{Mean: v, N: 1} }
+	report := func(lr float64, val, test map[string]float64) *continual.Report {
+		rep := &continual.Report{Tasks: []string{"a"}, Scores: []string{"rank", "validation-rank"},
+			Config: continual.ReportConfig{Methods: []string{"full", "full+migu"}, ValSamples: 10}}
+		rep.Config.Job.Train.Optim.LR = lr
+		for _, m := range rep.Config.Methods {
+			rep.Summary = append(rep.Summary, continual.Summary{Method: m, Score: "rank", AA: stat(test[m])},
+				continual.Summary{Method: m, Score: "validation-rank", AA: stat(val[m])})
+			rep.Runs = append(rep.Runs, continual.RunReport{Method: m, Seed: 1, Metrics: map[string]continual.Metrics{"rank": {AA: test[m]}}})
+		}
+		return rep
+	}
+	res := &CLResults{Reports: []*continual.Report{
+		report(1e-4, map[string]float64{"full": .5, "full+migu": .6}, map[string]float64{"full": .9, "full+migu": .2}),
+		report(1e-3, map[string]float64{"full": .7, "full+migu": .6}, map[string]float64{"full": .1, "full+migu": .8}),
+	}}
+	choices := chooseLR(lrRuns(res))
+	got := map[string]float64{}
+	for _, c := range choices {
+		got[c.method] = c.cands[c.chosen].lr
+	}
+	// full: validation .7 at 1e-3 beats .5; full+migu: a tie keeps 1e-4.
+	if want := map[string]float64{"full": 1e-3, "full+migu": 1e-4}; !maps.Equal(got, want) {
+		t.Fatalf("chosen %v, want %v", got, want)
+	}
+	text := clMarkdown(res, t.TempDir())
+	for _, want := range []string{"| full | 0.001 | 70.0 | 10.0 | – | ✓ |", "| full+migu | 0.0001 | 60.0 | 20.0 | – | ✓ |",
+		"| full | full+migu | 0.001 / 0.0001 | 1: +10.0 |"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("report lacks %q:\n%s", want, text)
+		}
+	}
+	if one := chooseLR(lrRuns(&CLResults{Reports: res.Reports[:1]})); one != nil {
+		t.Errorf("one learning rate per method: chose %v", one)
 	}
 }
 
@@ -230,8 +274,25 @@ func TestParseFlags(t *testing.T) {
 			t.Errorf("%v accepted", args)
 		}
 	}
-	if _, err := parseCL([]string{"-train-samples", "0"}); err == nil {
-		t.Error("-train-samples 0 accepted")
+	for _, args := range [][]string{
+		{"-train-samples", "0"},
+		{"-lr-grid-full", "1e-4,1e-3"},
+		{"-val-samples", "10", "-lr-grid-lora", "1e-4,x"},
+		{"-val-samples", "10", "-lr-grid-lora", "0"},
+	} {
+		if _, err := parseCL(args); err == nil {
+			t.Errorf("%v accepted", args)
+		}
+	}
+	cl, err := parseCL([]string{"-val-samples", "10", "-lr-grid-lora", "1e-4,1e-3,1e-4", "-lr-full", "3e-5"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cl.candidates("lora+migu"); !slices.Equal(got, []float64{1e-4, 1e-3}) {
+		t.Errorf("lora candidates %v", got)
+	}
+	if got := cl.candidates("full"); !slices.Equal(got, []float64{3e-5}) {
+		t.Errorf("full candidates %v", got)
 	}
 }
 
