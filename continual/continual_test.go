@@ -528,7 +528,24 @@ func TestValidationSplit(t *testing.T) {
 	for _, s := range rep.Scores {
 		m := rep.Runs[0].Matrices[s]
 		if len(m.Base) != len(seq.Tasks) || len(m.R) != len(seq.Tasks) || len(m.R[len(m.R)-1]) != len(seq.Tasks) {
-			t.Errorf("%s: matrix %v / %v is not %d tasks square", s, m.Base, m.R, len(seq.Tasks))
+			t.Fatalf("%s: matrix %v / %v is not %d tasks square", s, m.Base, m.R, len(seq.Tasks))
+		}
+		// The per-item outcomes are behind every accuracy: 6 test rows or
+		// 7 validation rows per task.
+		rows := 6
+		if strings.HasPrefix(s, ValidationPrefix) {
+			rows = 7
+		}
+		accs, items := append([][]float64{m.Base}, m.R...), append([][]string{m.BaseItems}, m.RItems...)
+		if len(items) != len(accs) {
+			t.Fatalf("%s: %d rows of items for %d rows of accuracies", s, len(items), len(accs))
+		}
+		for i := range accs {
+			for j, acc := range accs[i] {
+				if it := items[i][j]; len(it) != rows || float64(strings.Count(it, "1"))/float64(rows) != acc {
+					t.Errorf("%s row %d task %d: items %q, accuracy %v", s, i, j, it, acc)
+				}
+			}
 		}
 	}
 	readRows := func(path string) map[string]bool {

@@ -12,6 +12,12 @@ import (
 type Matrix struct {
 	Base []float64   `json:"base"`
 	R    [][]float64 `json:"r"`
+	// BaseItems and RItems are the per-item outcomes behind Base and R, one
+	// string per task with '1' for each test row answered right and '0'
+	// otherwise (in the order of the test file), so that two methods can
+	// be compared item by item; absent in runs recorded before them.
+	BaseItems []string   `json:"base_items,omitempty"`
+	RItems    [][]string `json:"r_items,omitempty"`
 }
 
 // Metrics summarise a matrix as the continual-learning papers do. Fields

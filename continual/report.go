@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -150,9 +151,13 @@ func (r *runner) report(stopped bool) (*Report, error) {
 					LastLoss: ts.LastLoss, Seconds: ts.Seconds, Trained: ts.Trained})
 			}
 			for _, s := range r.scores {
-				mat := Matrix{Base: r.st.Base[s]}
+				mat := Matrix{Base: r.st.Base[s], BaseItems: r.st.BaseItems[s]}
 				for _, ts := range rs.Tasks {
 					mat.R = append(mat.R, ts.Eval[s])
+					mat.RItems = append(mat.RItems, ts.Items[s])
+				}
+				if mat.BaseItems == nil || slices.ContainsFunc(mat.RItems, func(v []string) bool { return v == nil }) { // recorded before items were
+					mat.BaseItems, mat.RItems = nil, nil
 				}
 				rr.Matrices[s] = mat
 				if len(rs.Tasks) == T {

@@ -161,7 +161,9 @@ type state struct {
 	Format   int                  `json:"format"`
 	Identity string               `json:"identity"`
 	Base     map[string][]float64 `json:"base,omitempty"` // score → accuracy per task, before training
-	Runs     map[string]*runState `json:"runs"`
+	// BaseItems are the per-item outcomes behind Base (Matrix.BaseItems).
+	BaseItems map[string][]string  `json:"base_items,omitempty"`
+	Runs      map[string]*runState `json:"runs"`
 }
 
 type runState struct {
@@ -184,6 +186,8 @@ type taskState struct {
 	Examples  int                  `json:"examples"`
 	Truncated int                  `json:"truncated"`
 	Eval      map[string][]float64 `json:"eval"` // score → accuracy per task
+	// Items are the per-item outcomes behind Eval (Matrix.RItems).
+	Items map[string][]string `json:"items,omitempty"`
 	// Trained is set when this invocation trained (or finished) the task.
 	Trained bool `json:"-"`
 }
@@ -496,12 +500,12 @@ func (r *runner) run(ctx context.Context) (bool, error) {
 	}
 	if r.st.Base == nil && !r.follower {
 		fmt.Fprintf(r.log, "evaluating the starting model on %d task(s)\n", len(r.tasks))
-		base, err := r.evaluate(ctx, r.o.Model, "")
+		base, items, err := r.evaluate(ctx, r.o.Model, "")
 		if err != nil && ctx.Err() == nil {
 			return false, err
 		}
 		if err == nil {
-			r.st.Base = base
+			r.st.Base, r.st.BaseItems = base, items
 			if err := r.saveState(); err != nil {
 				return false, err
 			}
@@ -601,14 +605,14 @@ func (r *runner) runOne(ctx context.Context, m Method, seed uint64) (bool, error
 		if m.Adapter != "" {
 			modelDir, adapter = r.o.Model, res.Output
 		}
-		acc, err := r.evaluate(ctx, modelDir, adapter)
+		acc, items, err := r.evaluate(ctx, modelDir, adapter)
 		switch {
 		case err != nil && ctx.Err() == nil:
 			return false, err
 		case err == nil:
 			rs.Tasks = append(rs.Tasks, taskState{Task: t.Name, Steps: res.Steps, Resumed: res.Resumed, FirstLoss: res.FirstLoss,
 				LastLoss: res.LastLoss, Seconds: time.Since(start).Seconds(), Output: res.Output, Examples: res.Data.Examples,
-				Truncated: res.Data.Truncated, Eval: acc, Trained: true})
+				Truncated: res.Data.Truncated, Eval: acc, Items: items, Trained: true})
 			if err := r.saveState(); err != nil {
 				return false, err
 			}
@@ -661,14 +665,16 @@ func (r *runner) cleanup(taskOut string, rs *runState, i int, m Method) {
 }
 
 // evaluate scores a model (with an adapter) on every task's test rows and,
-// with a validation split, its validation rows (scores ValidationPrefix+s).
-func (r *runner) evaluate(ctx context.Context, modelDir, adapter string) (map[string][]float64, error) {
+// with a validation split, its validation rows (scores ValidationPrefix+s):
+// score → accuracy per task, and score → outcomes per task ('1' right,
+// '0' wrong, one byte per row).
+func (r *runner) evaluate(ctx context.Context, modelDir, adapter string) (map[string][]float64, map[string][]string, error) {
 	m, err := eval.Open(modelDir, eval.Options{Adapter: adapter, Threads: r.o.Job.Train.Threads, BatchSize: r.o.EvalBatch})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer m.Close()
-	out := map[string][]float64{}
+	out, items := map[string][]float64{}, map[string][]string{}
 	for i, t := range r.tasks {
 		splits := map[string]string{"": r.testFiles[i]}
 		if r.valFiles != nil {
@@ -677,13 +683,13 @@ func (r *runner) evaluate(ctx context.Context, modelDir, adapter string) (map[st
 		for prefix, file := range splits {
 			ds, err := data.Read(file, data.ReadOptions{Kind: data.Classification, MaxLineBytes: r.o.Job.MaxLineBytes})
 			if err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			train := filepath.Join(filepath.Dir(file), "train.json") // stands for the prompt's folders
 			prompt := data.CLPromptFor(train, t.labels)
 			res, err := eval.CLEvaluate(ctx, m, ds, eval.CLOptions{Labels: t.labels, Prompt: &prompt, Mode: r.o.Score, MaxLen: r.o.Job.MaxLen, Chat: r.chat})
 			if err != nil {
-				return nil, fmt.Errorf("evaluating task %s: %w", t.Name, err)
+				return nil, nil, fmt.Errorf("evaluating task %s: %w", t.Name, err)
 			}
 			for _, s := range r.scores {
 				base, ok := strings.CutPrefix(s, ValidationPrefix)
@@ -698,8 +704,22 @@ func (r *runner) evaluate(ctx context.Context, modelDir, adapter string) (map[st
 					v = 0
 				}
 				out[s] = append(out[s], v)
+				items[s] = append(items[s], outcomeText(res.Outcomes(base)))
 			}
 		}
 	}
-	return out, nil
+	return out, items, nil
+}
+
+// outcomeText writes per-item outcomes (1 right, 0 wrong) as a string of
+// '1' and '0'.
+func outcomeText(xs []float64) string {
+	b := make([]byte, len(xs))
+	for i, x := range xs {
+		b[i] = '0'
+		if x == 1 {
+			b[i] = '1'
+		}
+	}
+	return string(b)
 }

@@ -116,20 +116,25 @@ func CLScores(ctx context.Context, m *Model, path string, o CLOptions) ([]Score,
 	task := "cl:" + filepath.Base(filepath.Dir(path))
 	var out []Score
 	if res.RankCorrect >= 0 {
-		out = append(out, MeanScore(task, MetricCLRank, res.correct(func(p CLPrediction) string { return p.Rank })))
+		out = append(out, MeanScore(task, MetricCLRank, res.Outcomes(CLRank)))
 	}
 	if res.ExactCorrect >= 0 {
-		out = append(out, MeanScore(task, MetricCLExact, res.correct(func(p CLPrediction) string { return p.Generated })))
+		out = append(out, MeanScore(task, MetricCLExact, res.Outcomes(CLGenerate)))
 	}
 	return out, nil
 }
 
-// correct is 1 for each row whose answer (as pick reads it) is the gold
-// label, else 0.
-func (r *CLResult) correct(pick func(CLPrediction) string) []float64 {
+// Outcomes is 1 for each row whose answer in mode (CLRank or CLGenerate)
+// is the gold label, else 0: the per-item outcomes paired comparisons
+// between models resample.
+func (r *CLResult) Outcomes(mode string) []float64 {
 	xs := make([]float64, len(r.Predictions))
 	for i, p := range r.Predictions {
-		if pick(p) == p.Gold {
+		answer := p.Rank
+		if mode == CLGenerate {
+			answer = p.Generated
+		}
+		if answer == p.Gold {
 			xs[i] = 1
 		}
 	}
