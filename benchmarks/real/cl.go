@@ -234,7 +234,7 @@ func clMarkdown(res *CLResults, dir string) string {
 			b.WriteString(r.row() + "\n")
 		}
 	}
-	b.WriteString("\n## MIGU against the same method without it\n\nAt the same learning rate, per seed, the difference of AA and of BWT (points; +migu − base), and their mean ± std over seeds. `migu continual` records accuracies per task, not per item, so these intervals are over seeds only.\n\n")
+	b.WriteString("\n## MIGU against the same method without it\n\nAt the same learning rate. " + pairText + "\n\n")
 	b.WriteString(pairHeader)
 	pairs := 0
 	for _, base := range runs {

@@ -9,6 +9,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -181,7 +182,7 @@ func TestCLReport(t *testing.T) {
 	text := string(md)
 	// full's last row (0.5+s/100, 0.8) against full+migu's (0.7+s/100, 0.8):
 	// ΔAA = 10 points on both seeds; ΔBWT = 20 points.
-	for _, want := range []string{"dbpedia → amazon", "| full | full+migu | 0.0001 | 1: +10.0, 2: +10.0 | +10.0 ± 0.0 | 1: +20.0, 2: +20.0 | +20.0 ± 0.0 |",
+	for _, want := range []string{"dbpedia → amazon", "| full | full+migu | 0.0001 | 1: +10.0, 2: +10.0 | +10.0 ± 0.0 | – | 1: +20.0, 2: +20.0 | +20.0 ± 0.0 | – |",
 		"| full | 0.0001 | 65.5 ± 0.7 |", "| start | 10.0 | 20.0 |", "| full | 0.0001 | 1 | dbpedia | 2 | 3.0000 → 1.0000 | 2.50 |",
 		"![matrix-full-rank.png](plots/RESULTS-cl/matrix-full-rank.png)"} {
 		if !strings.Contains(text, want) {
@@ -243,6 +244,44 @@ func TestChooseLR(t *testing.T) {
 	}
 	if one := chooseLR(lrRuns(&CLResults{Reports: res.Reports[:1]})); one != nil {
 		t.Errorf("one learning rate per method: chose %v", one)
+	}
+}
+
+// Per-item differences, worked by hand: two tasks of two items, two seeds.
+func TestItemDiffs(t *testing.T) {
+	run := func(method string, rows map[uint64][][]string) lrRun {
+		r := lrRun{method: method, seeds: map[uint64]continual.RunReport{}}
+		for seed, items := range rows {
+			r.seeds[seed] = continual.RunReport{Method: method, Seed: seed, Matrices: map[string]continual.Matrix{"rank": {BaseItems: []string{"00", "00"}, RItems: items}}}
+		}
+		return r
+	}
+	// Rows: after task 1, after task 2; columns: tasks.
+	base := run("full", map[uint64][][]string{1: {{"11", "00"}, {"01", "11"}}, 2: {{"11", "00"}, {"00", "11"}}})
+	mg := run("full+migu", map[uint64][][]string{1: {{"11", "00"}, {"11", "11"}}, 2: {{"10", "00"}, {"10", "01"}}})
+	aa, bwt, ok := itemDiffs(base, mg)
+	if !ok {
+		t.Fatal("no item differences")
+	}
+	// Seed 1: last rows 11|11 vs 01|11 → task 1 (+1, 0), task 2 (0, 0).
+	// Seed 2: 10|01 vs 00|11 → task 1 (+1, 0), task 2 (−1, 0).
+	// BWT of task 1: seed 1 migu (11−11)=(0,0), base (01−11)=(−1,0) → (+1, 0);
+	// seed 2 migu (10−10)=(0,0), base (00−11)=(−1,−1) → (+1, +1).
+	wantAA, wantBWT := [][]float64{{1, 0}, {-0.5, 0}}, [][]float64{{1, 0.5}}
+	if !reflect.DeepEqual(aa, wantAA) || !reflect.DeepEqual(bwt, wantBWT) {
+		t.Fatalf("aa %v bwt %v, want %v and %v", aa, bwt, wantAA, wantBWT)
+	}
+	// ΔAA = mean over tasks (0.5, −0.25) = +12.5 points; ΔBWT = +75.
+	if got := taskMeanInterval(aa); !strings.HasPrefix(got, "+12.5 [") {
+		t.Errorf("ΔAA interval %q", got)
+	}
+	if got := taskMeanInterval(bwt); !strings.HasPrefix(got, "+75.0 [+50.0, +100.0] *") {
+		t.Errorf("ΔBWT interval %q", got)
+	}
+	delete(mg.seeds, 1)
+	delete(mg.seeds, 2)
+	if _, _, ok := itemDiffs(base, mg); ok {
+		t.Error("differences without common seeds")
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 
 	"github.com/migu-ml/migu/continual"
 	"github.com/migu-ml/migu/eval"
+	"github.com/migu-ml/migu/internal/stats"
 )
 
 // lrRun is one method's runs at one learning rate: its continual report,
@@ -101,7 +102,97 @@ func chooseLR(runs []lrRun) []lrChoice {
 	return out
 }
 
-const pairHeader = "| base | +migu | lr | ΔAA per seed | ΔAA mean ± std | ΔBWT per seed | ΔBWT mean ± std |\n|---|---|---|---|---|---|---|\n"
+const pairHeader = "| base | +migu | lr | ΔAA per seed | ΔAA mean ± std | ΔAA 95% CI (items) | ΔBWT per seed | ΔBWT mean ± std | ΔBWT 95% CI (items) |\n|---|---|---|---|---|---|---|---|---|\n"
+
+// pairText says what the intervals over items are.
+const pairText = "Per seed, the difference of AA and of BWT (points; +migu − base) on the test rows, their mean ± std over seeds, and a paired bootstrap interval over the test items (2,000 resamples, percentile; each task's items resampled separately; an item's difference averaged over the seeds first). Per item, AA's difference is whether each model answers it right after the last task, BWT's the change of that between the end of the item's own task and the end of the sequence. An interval that excludes 0 marks a difference larger than its uncertainty (*); runs recorded before per-item outcomes show –."
+
+// itemDiffs are +migu − base per test item, averaged over the seeds both
+// ran with per-item outcomes: aa[j][k] for item k of task j after the last
+// task, bwt[j][k] for the change between the end of task j and the end of
+// the sequence (j < T−1). ok is false without per-item outcomes.
+func itemDiffs(base, mg lrRun) (aa, bwt [][]float64, ok bool) {
+	seeds := 0
+	for seed, a := range base.seeds {
+		b, found := mg.seeds[seed]
+		ma, mb := a.Matrices[eval.CLRank], b.Matrices[eval.CLRank]
+		if !found || len(ma.RItems) == 0 || len(ma.RItems) != len(mb.RItems) || len(ma.RItems) != len(ma.RItems[len(ma.RItems)-1]) {
+			continue
+		}
+		T := len(ma.RItems)
+		if aa == nil {
+			aa, bwt = make([][]float64, T), make([][]float64, T-1)
+		}
+		for j := range T {
+			last, lastB := ma.RItems[T-1][j], mb.RItems[T-1][j]
+			if len(last) != len(lastB) || len(ma.RItems[j][j]) != len(last) || len(mb.RItems[j][j]) != len(last) {
+				return nil, nil, false
+			}
+			if aa[j] == nil {
+				aa[j] = make([]float64, len(last))
+				if j < T-1 {
+					bwt[j] = make([]float64, len(last))
+				}
+			}
+			for k := range last {
+				aa[j][k] += bit(lastB, k) - bit(last, k)
+				if j < T-1 {
+					bwt[j][k] += (bit(lastB, k) - bit(mb.RItems[j][j], k)) - (bit(last, k) - bit(ma.RItems[j][j], k))
+				}
+			}
+		}
+		seeds++
+	}
+	if seeds == 0 {
+		return nil, nil, false
+	}
+	for _, m := range [][][]float64{aa, bwt} {
+		for _, row := range m {
+			for k := range row {
+				row[k] /= float64(seeds)
+			}
+		}
+	}
+	return aa, bwt, true
+}
+
+func bit(s string, k int) float64 {
+	if s[k] == '1' {
+		return 1
+	}
+	return 0
+}
+
+// taskMeanInterval is the stratified bootstrap interval of the mean over
+// tasks of each task's mean item difference (points).
+func taskMeanInterval(d [][]float64) string {
+	if len(d) == 0 {
+		return "–"
+	}
+	sizes := make([]int, len(d))
+	for j, row := range d {
+		sizes[j] = len(row)
+	}
+	iv, err := stats.StratifiedBootstrap(sizes, func(idx [][]int) float64 {
+		total := 0.0
+		for j, row := range idx {
+			sum := 0.0
+			for _, k := range row {
+				sum += d[j][k]
+			}
+			total += sum / float64(len(row))
+		}
+		return total / float64(len(idx))
+	}, stats.BootstrapOptions{Seed: 1})
+	if err != nil {
+		return "–"
+	}
+	mark := ""
+	if iv.Excludes(0) {
+		mark = " *"
+	}
+	return fmt.Sprintf("%+.1f [%+.1f, %+.1f]%s", 100*iv.Estimate, 100*iv.Lo, 100*iv.Hi, mark)
+}
 
 // pairRow compares a +migu run with its base seed by seed on the test rows.
 func pairRow(base, mg lrRun) string {
@@ -127,7 +218,12 @@ func pairRow(base, mg lrRun) string {
 	if mg.lr != base.lr {
 		lr = fmt.Sprintf("%g / %g", base.lr, mg.lr)
 	}
-	return fmt.Sprintf("| %s | %s | %s | %s | %s | %s | %s |", base.method, mg.method, lr, strings.Join(daaText, ", "), meanStd(daa), strings.Join(dbwtText, ", "), meanStd(dbwt))
+	aaCI, bwtCI := "–", "–"
+	if aa, bwt, ok := itemDiffs(base, mg); ok {
+		aaCI, bwtCI = taskMeanInterval(aa), taskMeanInterval(bwt)
+	}
+	return fmt.Sprintf("| %s | %s | %s | %s | %s | %s | %s | %s | %s |", base.method, mg.method, lr, strings.Join(daaText, ", "), meanStd(daa), aaCI,
+		strings.Join(dbwtText, ", "), meanStd(dbwt), bwtCI)
 }
 
 // writeSelection is the section on the learning rates chosen on the
