@@ -126,11 +126,12 @@ func envFloat(name string, def float64) float64 {
 	return def
 }
 
-const usage = `usage: real code|cl|report [flags]
+const usage = `usage: real code|cl|report|table [flags]
 
   real code    continual instruction tuning on code (general benchmarks, code perplexity, HumanEval)
   real cl      the CL benchmark (order 1) with the four methods through migu continual
   real report  -results RESULTS-code.json: rewrite its Markdown and plots
+  real table   -results A.json,B.json -out FILE.md: every CL run of several results files in one table
 
 real CMD -h lists the flags.`
 
@@ -162,6 +163,14 @@ func main() {
 			os.Exit(2)
 		}
 		err = rewriteReport(*path)
+	case "table":
+		fs := flag.NewFlagSet("table", flag.ContinueOnError)
+		paths := fs.String("results", "", "comma-separated real cl results JSON files")
+		out := fs.String("out", filepath.Join("benchmarks", "real", "RESULTS-cl-all.md"), "Markdown file to write")
+		if err = fs.Parse(os.Args[2:]); err != nil {
+			os.Exit(2)
+		}
+		err = writeCLTable(bench.Split(*paths), *out)
 	default:
 		fmt.Fprintln(os.Stderr, usage)
 		os.Exit(2)

@@ -285,6 +285,47 @@ func TestItemDiffs(t *testing.T) {
 	}
 }
 
+// real table gathers the runs of several results files by method, lr, T
+// and validation split, each seed once.
+func TestCLTable(t *testing.T) {
+	dir := t.TempDir()
+	file := func(name string, T float64, val int, runs map[string]map[uint64]float64) string {
+		rep := &continual.Report{Tasks: []string{"a", "b"}, Config: continual.ReportConfig{ValSamples: val}}
+		rep.Config.Job.Train.Optim.LR, rep.Config.Job.Train.T = 1e-4, T
+		for m, seeds := range runs {
+			for seed, aa := range seeds {
+				bwt := aa - 1
+				rep.Runs = append(rep.Runs, continual.RunReport{Method: m, Seed: seed, Metrics: map[string]continual.Metrics{"rank": {AA: aa, BWT: &bwt}}})
+			}
+		}
+		raw, _ := json.Marshal(&CLResults{Reports: []*continual.Report{rep}})
+		p := filepath.Join(dir, name)
+		os.WriteFile(p, raw, 0o644)
+		return p
+	}
+	a := file("a.json", 0.7, 0, map[string]map[uint64]float64{"full": {1: .4}, "full+migu": {1: .5}})
+	b := file("b.json", 0.7, 0, map[string]map[uint64]float64{"full": {2: .6, 1: .9}, "full+migu": {2: .3}})
+	c := file("c.json", 0.5, 0, map[string]map[uint64]float64{"full+migu": {1: .2}})
+	d := file("d.json", 0.7, 30, map[string]map[uint64]float64{"full": {1: .8}})
+	text, err := clTable([]string{a, b, c, d})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"| full | 0 | 0.0001 | – | 2 | 1: 40.0, 2: 60.0 | 50.0 ± 14.1 | 1: -60.0, 2: -40.0 | -50.0 ± 14.1 |", // b's seed 1 is a's
+		"| full+migu | 0 | 0.0001 | 0.5 | 1 | 1: 20.0 | 20.0 |",
+		"| full+migu | 0 | 0.0001 | 0.7 | 2 | 1: 50.0, 2: 30.0 | 40.0 ± 14.1 |",
+		"| full | 30 | 0.0001 | – | 1 | 1: 80.0 |",
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("table lacks %q:\n%s", want, text)
+		}
+	}
+	if _, err := clTable([]string{filepath.Join(dir, "none.json")}); err == nil {
+		t.Error("a missing file was accepted")
+	}
+}
+
 func TestParseFlags(t *testing.T) {
 	o, err := parseCode([]string{"-records", "16", "-heldout", "4", "-items", "20", "-seeds", "1,2", "-methods", "full,lora+migu", "-lr-lora", "3e-4"})
 	if err != nil {
