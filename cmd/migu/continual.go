@@ -149,7 +149,7 @@ anything is written.`,
 	f.StringVar(&o.Score, "score", o.Score, "rank (the label with the highest log-likelihood), generate (exact match of the greedy answer) or both")
 	f.IntVar(&trainSamples, "train-samples", 0, "training rows drawn per task, ≥ 0 (0: every row; the long orders default to 1000)")
 	f.IntVar(&testSamples, "test-samples", 0, "test rows drawn per task, ≥ 0 (0: every row)")
-	f.IntVar(&valSamples, "val-samples", 0, "rows of each task's training file held out as a validation split, scored like the test rows (validation-rank); 0: none")
+	f.IntVar(&valSamples, "val-samples", 0, "rows of each task's training file held out as a validation split, scored like the test rows (validation-rank); ≥ 0, 0: none")
 	f.BoolVar(&o.Resume, "resume", false, "continue the interrupted run in --out")
 	f.BoolVar(&o.KeepModels, "keep-models", false, "keep every task's model folder and checkpoints (default: only what the next task needs)")
 	f.IntVar(&o.EvalBatch, "eval-batch-size", o.EvalBatch, "sequences per evaluation forward run, ≥ 0 (0: 8)")
