@@ -42,11 +42,14 @@ fuzz:
 demo: setup build
 	./$(BIN) demo
 
-## bench: migu vs PyTorch side by side (small presets, full/LoRA, ±MIGU; ~10 min);
-##   writes benchmarks/perf/RESULTS.md. BENCH_MODELS=llama BENCH_STEPS=10 PROVIDER=cuda
+## bench: migu vs PyTorch side by side (small presets, full/LoRA, ±MIGU; ~15 min);
+##   PyTorch is Debian's 1.13 (OpenBLAS) and PyPI's 2.x (fp32 and bf16 autocast, a venv
+##   in .deps/torch2 made once by benchmarks/perf/torch2.sh, several GB); writes
+##   benchmarks/perf/RESULTS.md. BENCH_MODELS=llama BENCH_STEPS=10 PROVIDER=cuda
 ##   and the other BENCH_* variables of benchmarks/perf/README.md choose what runs.
 bench: setup
 	./benchmarks/perf/openblas.sh
+	./benchmarks/perf/torch2.sh
 	GOEXPERIMENT=simd $(GO) build -o bin/perf ./benchmarks/perf
 	./bin/perf
 

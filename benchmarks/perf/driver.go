@@ -26,27 +26,36 @@ type run struct {
 	MIGU   bool      `json:"migu"`
 	Migu   []*sample `json:"migu_samples"`
 	Torch  []*sample `json:"torch_samples"`
+	// TorchBF16 are PyTorch's best bf16 autocast configuration's samples.
+	TorchBF16 []*sample `json:"torch_bf16_samples,omitempty"`
 }
 
 // report is results.json.
 type report struct {
-	Date      string              `json:"date"`
-	Machine   string              `json:"machine"`
-	Command   string              `json:"command"`
-	Threads   int                 `json:"threads"`
-	Batch     int                 `json:"batch"`
-	Seq       int                 `json:"seq"`
-	Provider  string              `json:"provider"`
-	ORTGFLOPS float64             `json:"ort_matmul_gflops"`
-	TorchGF   float64             `json:"torch_matmul_gflops"`
-	Torch     bench.TorchConfig   `json:"torch_config"`
-	ORTSpin   string              `json:"ort_spin"`
-	VecAdamW  bool                `json:"vectorized_adamw"`
-	SpinMS    [2]float64          `json:"ort_spin_step_ms"` // spinning off, on
-	Search    []bench.TorchConfig `json:"torch_search"`
-	Runs      []*run              `json:"runs"`
-	Minutes   float64             `json:"minutes"`
-	Partial   bool                `json:"partial,omitempty"`
+	Date      string            `json:"date"`
+	Machine   string            `json:"machine"`
+	CPU       string            `json:"cpu"`
+	CPUFlags  string            `json:"cpu_flags"`
+	BF16Path  string            `json:"bf16_hardware"`
+	Command   string            `json:"command"`
+	Threads   int               `json:"threads"`
+	Batch     int               `json:"batch"`
+	Seq       int               `json:"seq"`
+	Provider  string            `json:"provider"`
+	ORTGFLOPS float64           `json:"ort_matmul_gflops"`
+	TorchGF   float64           `json:"torch_matmul_gflops"`
+	Torch     bench.TorchConfig `json:"torch_config"`
+	// TorchBF16 is PyTorch's best bf16 autocast configuration; nil when
+	// none ran (no PyTorch 2.x, or bf16 not among BENCH_PRECISIONS).
+	TorchBF16   *bench.TorchConfig  `json:"torch_bf16_config,omitempty"`
+	TorchBF16GF float64             `json:"torch_bf16_matmul_gflops,omitempty"`
+	ORTSpin     string              `json:"ort_spin"`
+	VecAdamW    bool                `json:"vectorized_adamw"`
+	SpinMS      [2]float64          `json:"ort_spin_step_ms"` // spinning off, on
+	Search      []bench.TorchConfig `json:"torch_search"`
+	Runs        []*run              `json:"runs"`
+	Minutes     float64             `json:"minutes"`
+	Partial     bool                `json:"partial,omitempty"`
 }
 
 func drive(o *options) error {
@@ -66,7 +75,9 @@ func drive(o *options) error {
 	if err != nil {
 		return err
 	}
-	rep := &report{Date: time.Now().UTC().Format("2006-01-02 15:04 UTC"), Machine: bench.Machine(), Threads: o.threads, Batch: o.batch,
+	ci := bench.ReadCPUInfo()
+	rep := &report{Date: time.Now().UTC().Format("2006-01-02 15:04 UTC"), Machine: bench.Machine(), CPU: ci.Name, CPUFlags: ci.Features(),
+		BF16Path: ci.BF16Path(), Threads: o.threads, Batch: o.batch,
 		Seq: o.seq, Provider: o.provider, Command: "make bench " + benchVars(), ORTSpin: o.ortSpin, VecAdamW: train.VectorizedAdamW()}
 	logf := func(format string, a ...any) {
 		fmt.Fprintf(os.Stderr, "[%5.0fs] "+format+"\n", append([]any{time.Since(start).Seconds()}, a...)...)
@@ -95,11 +106,19 @@ func drive(o *options) error {
 	if o.provider == "cuda" {
 		device = []string{"--device", "cuda"}
 	}
+	// pythonOf is a PyTorch configuration's interpreter: its own, or
+	// BENCH_PYTHON's (Debian's torch 1.13 through .venv).
+	pythonOf := func(c bench.TorchConfig) string {
+		if c.Python != "" {
+			return c.Python
+		}
+		return o.python
+	}
 	torchRun := func(c bench.TorchConfig, arch, method string, withMIGU bool, warmup, steps int) (*sample, error) {
 		d := dirs[arch]
 		args := append([]string{script, "--hf", d[0], "--arch", family(arch), "--method", method, "--migu", b2s(withMIGU), "--batches", d[2],
-			"--steps", fmt.Sprint(steps), "--warmup", fmt.Sprint(warmup), "--threads", fmt.Sprint(c.Threads)}, device...)
-		return runJSON(c.Env, o.python, args...)
+			"--steps", fmt.Sprint(steps), "--warmup", fmt.Sprint(warmup), "--threads", fmt.Sprint(c.Threads), "--precision", c.Prec()}, device...)
+		return runJSON(c.Env, pythonOf(c), args...)
 	}
 	miguRun := func(arch, method string, withMIGU bool) (*sample, error) {
 		d := dirs[arch]
@@ -107,11 +126,12 @@ func drive(o *options) error {
 			fmt.Sprintf("-with-migu=%v", withMIGU), "-steps", fmt.Sprint(o.steps), "-warmup", fmt.Sprint(o.warmup),
 			"-threads", fmt.Sprint(o.threads), "-batch", fmt.Sprint(o.batch), "-seq", fmt.Sprint(o.seq), "-provider", o.provider)
 	}
-	torchMatMul := func(c bench.TorchConfig) (float64, error) {
-		s, err := runJSON(c.Env, o.python, append([]string{script, "--matmul", "--threads", fmt.Sprint(c.Threads)}, device...)...)
+	torchMatMul := func(c *bench.TorchConfig) (float64, error) {
+		s, err := runJSON(c.Env, pythonOf(*c), append([]string{script, "--matmul", "--threads", fmt.Sprint(c.Threads), "--precision", c.Prec()}, device...)...)
 		if err != nil {
 			return 0, err
 		}
+		c.Version = s.Torch
 		return s.GFLOPS, nil
 	}
 	ortMatMul := func() (float64, error) {
@@ -122,68 +142,103 @@ func drive(o *options) error {
 		return s.GFLOPS, nil
 	}
 
-	// PyTorch's best configuration: MatMul speed of each candidate, then a
-	// short full fine-tuning run of the first model for the fast ones.
+	// PyTorch's best configuration per precision: MatMul speed of each
+	// candidate, then a short full fine-tuning run of the first model for
+	// the fast ones. fp32 runs Debian's 1.13 with each BLAS and PyPI's 2.x;
+	// bf16 runs 2.x under autocast.
 	cands := bench.TorchCandidates(o.threads)
+	if torch2, err := filepath.Abs(o.torch2); err == nil {
+		cands = append(cands, bench.Torch2Candidates(torch2, o.threads)...)
+	}
 	if o.provider == "cuda" {
 		cands = []bench.TorchConfig{{Name: "cuda", Threads: o.threads}}
 	}
+	precs := bench.Split(o.precisions)
+	cands = slices.DeleteFunc(cands, func(c bench.TorchConfig) bool { return !slices.Contains(precs, c.Prec()) })
 	if o.torchCfg != "" {
-		cands = slices.DeleteFunc(cands, func(c bench.TorchConfig) bool { return !strings.Contains(c.Name, o.torchCfg) })
-		if len(cands) == 0 {
-			return fmt.Errorf("no PyTorch configuration matches %q", o.torchCfg)
-		}
+		cands = slices.DeleteFunc(cands, func(c bench.TorchConfig) bool {
+			return !slices.ContainsFunc(strings.Split(o.torchCfg, "|"), func(sub string) bool { return strings.Contains(c.Name, sub) })
+		})
 	}
-	best := -1
-	bestGF := 0.0
+	if !slices.ContainsFunc(cands, func(c bench.TorchConfig) bool { return c.Prec() == "fp32" }) {
+		return fmt.Errorf("no fp32 PyTorch configuration matches %q (BENCH_TORCH_CONFIG) and %q (BENCH_PRECISIONS)", o.torchCfg, o.precisions)
+	}
+	bestGF := map[string]float64{}
 	for i := range cands {
-		gf, err := torchMatMul(cands[i])
+		gf, err := torchMatMul(&cands[i])
 		if err != nil {
 			return err
 		}
 		cands[i].GFLOPS = gf
-		bestGF = math.Max(bestGF, gf)
-		logf("torch config %q: MatMul %.1f GFLOP/s", cands[i].Name, gf)
+		bestGF[cands[i].Prec()] = math.Max(bestGF[cands[i].Prec()], gf)
+		logf("torch config %q (torch %s): MatMul %.1f GFLOP/s", cands[i].Name, cands[i].Version, gf)
 	}
 	// Two passes in opposite orders; a configuration keeps its better
 	// median, so that a burst of load on a shared machine does not decide.
+	// A candidate is compared only with those of its own precision; the
+	// only one of its precision is not timed.
+	samePrec := func(prec string, among []int) []int {
+		var out []int
+		for _, i := range among {
+			if cands[i].Prec() == prec {
+				out = append(out, i)
+			}
+		}
+		return out
+	}
+	all := make([]int, len(cands))
+	for i := range all {
+		all[i] = i
+	}
 	var order []int
 	for i := range cands {
-		if len(cands) > 1 && cands[i].GFLOPS < bestGF/4 {
-			cands[i].Note = "not trained: MatMul under a quarter of the best"
+		if len(samePrec(cands[i].Prec(), all)) > 1 && cands[i].GFLOPS < bestGF[cands[i].Prec()]/4 {
+			cands[i].Note = "not trained: MatMul under a quarter of the best of its precision"
 			continue
 		}
 		order = append(order, i)
 	}
-	if len(order) > 1 {
-		for pass := range 2 {
-			for k := range order {
-				i := order[k]
-				if pass == 1 {
-					i = order[len(order)-1-k]
-					if best := slices.MinFunc(order, func(a, b int) int { return cmp.Compare(cands[a].StepMS, cands[b].StepMS) }); cands[i].StepMS > 2*cands[best].StepMS {
-						continue // clearly slower: not worth a second look
-					}
+	for pass := range 2 {
+		for k := range order {
+			i := order[k]
+			if pass == 1 {
+				i = order[len(order)-1-k]
+				if best := bench.BestTorch(cands, cands[i].Prec()); best >= 0 && cands[i].StepMS > 2*cands[best].StepMS {
+					continue // clearly slower: not worth a second look
 				}
-				s, err := torchRun(cands[i], models[0], "full", false, 1, 3)
-				if err != nil {
-					return err
-				}
-				ms := bench.Median(s.StepS) * 1000
-				if cands[i].StepMS == 0 || ms < cands[i].StepMS {
-					cands[i].StepMS = ms
-				}
-				logf("torch config %q: %s full step %.0f ms", cands[i].Name, models[0], ms)
 			}
+			if len(samePrec(cands[i].Prec(), order)) == 1 {
+				continue // nothing to choose between
+			}
+			s, err := torchRun(cands[i], models[0], "full", false, 1, 3)
+			if err != nil {
+				return err
+			}
+			ms := bench.Median(s.StepS) * 1000
+			if cands[i].StepMS == 0 || ms < cands[i].StepMS {
+				cands[i].StepMS = ms
+			}
+			logf("torch config %q: %s full step %.0f ms", cands[i].Name, models[0], ms)
 		}
 	}
-	for _, i := range order {
-		if best < 0 || cands[best].StepMS > cands[i].StepMS {
-			best = i
+	rep.Search = cands
+	pick := func(prec string) int {
+		if one := samePrec(prec, order); len(one) == 1 {
+			return one[0]
 		}
+		return bench.BestTorch(cands, prec)
 	}
-	rep.Search, rep.Torch = cands, cands[best]
-	logf("PyTorch runs with %q", rep.Torch.Name)
+	best := pick("fp32")
+	if best < 0 {
+		return fmt.Errorf("no fp32 PyTorch configuration could be timed")
+	}
+	rep.Torch = cands[best]
+	logf("PyTorch fp32 runs with %q", rep.Torch.Label())
+	if b := pick("bf16"); b >= 0 {
+		c := cands[b]
+		rep.TorchBF16 = &c
+		logf("PyTorch bf16 runs with %q", c.Label())
+	}
 
 	// migu's side gets the same chance: ORT's intra-op threads spinning
 	// (its default) or sleeping between kernels, timed the same way.
@@ -217,12 +272,20 @@ func drive(o *options) error {
 		if err != nil {
 			return err
 		}
-		tg, err := torchMatMul(rep.Torch)
+		tg, err := torchMatMul(&rep.Torch)
 		if err != nil {
 			return err
 		}
 		rep.ORTGFLOPS, rep.TorchGF = math.Max(rep.ORTGFLOPS, og), math.Max(rep.TorchGF, tg)
 		logf("MatMul ceiling: ORT %.1f, torch %.1f GFLOP/s", og, tg)
+		if rep.TorchBF16 != nil {
+			bg, err := torchMatMul(rep.TorchBF16)
+			if err != nil {
+				return err
+			}
+			rep.TorchBF16GF = math.Max(rep.TorchBF16GF, bg)
+			logf("MatMul ceiling: torch bf16 autocast %.1f GFLOP/s", bg)
+		}
 		return nil
 	}
 	if err := ceiling(); err != nil {
@@ -251,8 +314,8 @@ func drive(o *options) error {
 	// against off, LoRA against full) then see the same drift in the
 	// machine's load, as A B B A does for two.
 	type job struct {
-		r     *run
-		torch bool
+		r    *run
+		side string // migu, torch (best fp32), bf16 (PyTorch's best bf16)
 	}
 	for _, arch := range models {
 		var jobs []job
@@ -260,7 +323,10 @@ func drive(o *options) error {
 			for _, mg := range bench.Split(o.migus) {
 				r := &run{Model: arch, Method: method, MIGU: mg == "on"}
 				rep.Runs = append(rep.Runs, r)
-				jobs = append(jobs, job{r, false}, job{r, true})
+				jobs = append(jobs, job{r, "migu"}, job{r, "torch"})
+				if rep.TorchBF16 != nil {
+					jobs = append(jobs, job{r, "bf16"})
+				}
 			}
 		}
 		for round := range o.rounds {
@@ -272,17 +338,21 @@ func drive(o *options) error {
 				r := j.r
 				var s *sample
 				var err error
-				if j.torch {
+				switch j.side {
+				case "torch":
 					s, err = torchRun(rep.Torch, arch, r.Method, r.MIGU, o.warmup, o.steps)
 					r.Torch = append(r.Torch, s)
-				} else {
+				case "bf16":
+					s, err = torchRun(*rep.TorchBF16, arch, r.Method, r.MIGU, o.warmup, o.steps)
+					r.TorchBF16 = append(r.TorchBF16, s)
+				default:
 					s, err = miguRun(arch, r.Method, r.MIGU)
 					r.Migu = append(r.Migu, s)
 				}
 				if err != nil {
 					return err
 				}
-				logf("%s %s migu=%v: %-6s median %.0f ms", arch, r.Method, r.MIGU, map[bool]string{false: "migu", true: "torch"}[j.torch], bench.Median(s.StepS)*1000)
+				logf("%s %s migu=%v: %-6s median %.0f ms", arch, r.Method, r.MIGU, j.side, bench.Median(s.StepS)*1000)
 			}
 			// Written after every round: an interrupted run leaves what
 			// it measured.
@@ -383,7 +453,13 @@ func markdown(rep *report, jsonName string) string {
 	fmt.Fprintf(&b, "Every measurement is a separate process; per model, all configurations of both sides run once per round, in reversed order every other round, so that the machine's changing load falls alike on every comparison. Times are per optimizer step after warm-up, over all processes of a configuration and side.\n\n")
 	fmt.Fprintf(&b, "MatMul ceiling measured in this run (the faster of a 2048³ and a 2000³ float32 MatMul, best of start and end; ORT's MLAS runs 2048³ up to a fifth slower than 2000³ because its rows are a multiple of 4 KB): ORT %.1f GFLOP/s, PyTorch %.1f GFLOP/s. MFU = 6 · parameters · tokens/s ÷ the ceiling that each worker process measures right after its training steps (median over a side's processes, shown as \"MFU%% of GFLOP/s\"), so that changes in the machine's load between configurations do not distort it; full fine-tuning only (a LoRA step skips frozen weight gradients, about 4 · parameters · tokens).\n\n",
 		rep.ORTGFLOPS, rep.TorchGF)
-	fmt.Fprintf(&b, "PyTorch configuration: **%s** (best of the search below).", rep.Torch.Name)
+	if rep.CPU != "" {
+		fmt.Fprintf(&b, "CPU: %s; flags (/proc/cpuinfo): %s; bf16 matrix-product hardware: %s.\n\n", rep.CPU, rep.CPUFlags, rep.BF16Path)
+	}
+	fmt.Fprintf(&b, "PyTorch fp32: **%s**, the fastest fp32 configuration of the search below; migu/torch is against it.", rep.Torch.Label())
+	if rep.TorchBF16 != nil {
+		fmt.Fprintf(&b, " PyTorch bf16: **%s**, the fastest bf16 autocast configuration (MatMul under autocast %.1f GFLOP/s).", rep.TorchBF16.Label(), rep.TorchBF16GF)
+	}
 	if rep.SpinMS[0] == 0 && rep.ORTSpin != "" {
 		fmt.Fprintf(&b, " migu configuration: ORT intra-op spinning **%s** (fixed by BENCH_ORT_SPIN).", map[string]string{"0": "off", "1": "on"}[rep.ORTSpin])
 	}
@@ -451,16 +527,68 @@ func markdown(rep *report, jsonName string) string {
 		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", r.Model, ratio(fm, fo, false, true), ratio(lm, lo, false, true),
 			ratio(lo, fo, false, false), ratio(fm, fo, true, true), ratio(lo, fo, true, false))
 	}
-	fmt.Fprintf(&b, "\nPyTorch configurations tried (MatMul ceiling, then twice, in opposite orders, 3 steps of full fine-tuning of the first model after 1 warm-up step; the better median counts):\n\n| configuration | MatMul GFLOP/s | full step ms | note |\n|---|---|---|---|\n")
+	if rep.TorchBF16 != nil {
+		bf16Table(&b, rep, rows)
+	}
+	fmt.Fprintf(&b, "\nPyTorch configurations tried (MatMul ceiling, then twice, in opposite orders, 3 steps of full fine-tuning of the first model after 1 warm-up step; the better median counts; the fastest of each precision is kept, and the only one of its precision is not timed):\n\n| configuration | torch | precision | MatMul GFLOP/s | full step ms | note |\n|---|---|---|---|---|---|\n")
 	for _, c := range rep.Search {
 		step := "—"
 		if c.StepMS > 0 {
 			step = fmt.Sprintf("%.0f", c.StepMS)
 		}
-		fmt.Fprintf(&b, "| %s | %.1f | %s | %s |\n", c.Name, c.GFLOPS, step, c.Note)
+		fmt.Fprintf(&b, "| %s | %s | %s | %.1f | %s | %s |\n", c.Name, c.Version, c.Prec(), c.GFLOPS, step, c.Note)
 	}
 	fmt.Fprintf(&b, "\nRaw samples: %s beside this file. How the run works and how to profile: README.md.\n", jsonName)
 	return b.String()
+}
+
+// bf16Table writes PyTorch's bf16 autocast runs beside its fp32 ones, and
+// the loss curves of all three sides. migu has no bf16 training yet: its
+// column says so rather than showing a number.
+func bf16Table(b *strings.Builder, rep *report, rows []*run) {
+	fmt.Fprintf(b, "\n### bf16 (PyTorch: %s)\n\n", rep.TorchBF16.Label())
+	fmt.Fprintf(b, "PyTorch runs the forward pass under `torch.autocast(\"cpu\", dtype=torch.bfloat16)` with float32 weights, gradients and AdamW state; the processes ran in the same rounds as the fp32 table's. bf16 hardware here: %s.\n\n", rep.BF16Path)
+	fmt.Fprintf(b, "| model | method | MIGU | migu bf16 | torch bf16 step ms (IQR) | torch bf16 tokens/s | torch bf16 ÷ fp32 step | peak RSS torch bf16 MB | final loss bf16 − fp32 (torch) |\n|---|---|---|---|---|---|---|---|---|\n")
+	for _, r := range rows {
+		t, f := summarize(r.TorchBF16), summarize(r.Torch)
+		if t.steps == 0 {
+			continue
+		}
+		drift := "—"
+		if lb, lf := lossCurve(r.TorchBF16), lossCurve(r.Torch); len(lb) > 0 && len(lb) == len(lf) {
+			drift = fmt.Sprintf("%+.4f", lb[len(lb)-1]-lf[len(lf)-1])
+		}
+		fmt.Fprintf(b, "| %s | %s | %s | not available yet | %.0f (±%.0f%%) | %.0f | %.2f× | %.0f | %s |\n",
+			r.Model, r.Method, onOff(r.MIGU), t.medianMS, t.iqrPct/2, t.tokS, t.medianMS/f.medianMS, t.rssMB, drift)
+	}
+	fmt.Fprintf(b, "\nLoss curves over every step the first process of each side ran (warm-up steps first; the batches cycle through 4):\n\n| model | method | MIGU | side | loss per step |\n|---|---|---|---|---|\n")
+	for _, r := range rows {
+		for _, side := range []struct {
+			name string
+			ss   []*sample
+		}{{"migu fp32", r.Migu}, {"torch fp32", r.Torch}, {"torch bf16", r.TorchBF16}} {
+			if c := lossCurve(side.ss); len(c) > 0 {
+				fmt.Fprintf(b, "| %s | %s | %s | %s | %s |\n", r.Model, r.Method, onOff(r.MIGU), side.name, formatLosses(c))
+			}
+		}
+	}
+}
+
+// lossCurve is the first sample's losses over all its steps, warm-up
+// first.
+func lossCurve(ss []*sample) []float64 {
+	if len(ss) == 0 {
+		return nil
+	}
+	return append(slices.Clone(ss[0].WarmupLoss), ss[0].Loss...)
+}
+
+func formatLosses(v []float64) string {
+	parts := make([]string, len(v))
+	for i, x := range v {
+		parts[i] = fmt.Sprintf("%.4f", x)
+	}
+	return strings.Join(parts, " ")
 }
 
 // realModels are the benchmark models that are real pretrained checkpoints
@@ -512,7 +640,7 @@ func readVocab(model string) (int64, error) {
 
 func benchVars() string {
 	var parts []string
-	for _, k := range []string{"BENCH_MODELS", "BENCH_METHODS", "BENCH_MIGU", "BENCH_STEPS", "BENCH_WARMUP", "BENCH_ROUNDS", "BENCH_BATCH", "BENCH_SEQ", "BENCH_THREADS", "PROVIDER"} {
+	for _, k := range []string{"BENCH_MODELS", "BENCH_METHODS", "BENCH_MIGU", "BENCH_STEPS", "BENCH_WARMUP", "BENCH_ROUNDS", "BENCH_BATCH", "BENCH_SEQ", "BENCH_THREADS", "BENCH_PRECISIONS", "BENCH_TORCH_CONFIG", "PROVIDER"} {
 		if v := os.Getenv(k); v != "" {
 			parts = append(parts, k+"="+v)
 		}

@@ -59,6 +59,10 @@ type options struct {
 	work     string
 	out      string
 	torchCfg string
+	// torch2 is the interpreter of PyPI's PyTorch 2.x (benchmarks/perf/torch2.sh).
+	torch2 string
+	// precisions are the PyTorch precisions run beside migu: fp32, bf16.
+	precisions string
 	// ortSpinSearch times migu with ORT's spinning on and off first.
 	ortSpinSearch bool
 	// worker-only
@@ -86,7 +90,9 @@ func parseFlags() *options {
 	flag.StringVar(&o.python, "python", bench.EnvOr("BENCH_PYTHON", ".venv/bin/python"), "Python with torch and transformers")
 	flag.StringVar(&o.work, "work", bench.EnvOr("BENCH_WORK", ""), "scratch folder (default: a temporary one, removed)")
 	flag.StringVar(&o.out, "out", bench.EnvOr("BENCH_OUT", "benchmarks/perf/RESULTS.md"), "where to write the results table")
-	flag.StringVar(&o.torchCfg, "torch-config", bench.EnvOr("BENCH_TORCH_CONFIG", ""), "skip the search and use this PyTorch configuration")
+	flag.StringVar(&o.torchCfg, "torch-config", bench.EnvOr("BENCH_TORCH_CONFIG", ""), "search only the PyTorch configurations whose name contains one of these |-separated substrings")
+	flag.StringVar(&o.torch2, "torch2", bench.EnvOr("BENCH_TORCH2_PYTHON", ".deps/torch2/bin/python"), "Python of PyPI's PyTorch 2.x (benchmarks/perf/torch2.sh); none there: PyTorch 1.13 only")
+	flag.StringVar(&o.precisions, "precisions", bench.EnvOr("BENCH_PRECISIONS", "fp32,bf16"), "PyTorch precisions to run beside migu: fp32, bf16 (autocast, PyTorch 2.x)")
 	flag.BoolVar(&o.ortSpinSearch, "ort-spin-search", bench.EnvOr("BENCH_ORT_SPIN", "") == "", "time migu with ORT's intra-op spinning on and off, keep the faster")
 	flag.StringVar(&o.model, "model", "", "worker: model folder")
 	flag.StringVar(&o.hf, "hf", "", "worker: Hugging Face folder")
@@ -123,15 +129,22 @@ func main() {
 
 // sample is what a worker prints: one process's timed steps.
 type sample struct {
-	StepS     []float64 `json:"step_s"`
-	CPUS      []float64 `json:"cpu_s,omitempty"` // process CPU time per step (migu side)
-	Tokens    []int     `json:"tokens"`
-	Loss      []float64 `json:"loss"`
-	Params    int64     `json:"params"`
-	Trainable int64     `json:"trainable"`
-	PeakRSSMB float64   `json:"peak_rss_mb"`
-	GFLOPS    float64   `json:"gflops"`
-	Threads   int       `json:"threads"`
+	StepS  []float64 `json:"step_s"`
+	CPUS   []float64 `json:"cpu_s,omitempty"` // process CPU time per step (migu side)
+	Tokens []int     `json:"tokens"`
+	Loss   []float64 `json:"loss"`
+	// WarmupLoss are the losses of the untimed steps before Loss: with it,
+	// the loss curve over every step the process ran.
+	WarmupLoss []float64 `json:"warmup_loss,omitempty"`
+	// Torch and Precision are what the PyTorch worker ran: torch's
+	// version, fp32 or bf16 (autocast).
+	Torch     string  `json:"torch,omitempty"`
+	Precision string  `json:"precision,omitempty"`
+	Params    int64   `json:"params"`
+	Trainable int64   `json:"trainable"`
+	PeakRSSMB float64 `json:"peak_rss_mb"`
+	GFLOPS    float64 `json:"gflops"`
+	Threads   int     `json:"threads"`
 }
 
 // cpuSeconds is the process's user+system CPU time.
@@ -291,6 +304,8 @@ func workMIGU(o *options) error {
 			s.CPUS = append(s.CPUS, cpuSeconds()-cpu)
 			s.Tokens = append(s.Tokens, res.Tokens)
 			s.Loss = append(s.Loss, res.Loss)
+		} else {
+			s.WarmupLoss = append(s.WarmupLoss, res.Loss)
 		}
 	}
 	if err := tr.Close(); err != nil { // writes the ORT profile

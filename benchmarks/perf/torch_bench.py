@@ -7,14 +7,22 @@ and a per-layer quantile mask on the gradients, as the authors' code does),
 torch.optim.AdamW, zero_grad. Prints one JSON object: per-step wall times,
 tokens per step and the peak resident set size of this process.
 
+--precision bf16 runs the forward pass (and so the loss) under
+torch.autocast(device, dtype=torch.bfloat16), the way a PyTorch 2.x user
+fine-tunes on a CPU with bf16 hardware: float32 master weights, gradients and
+AdamW state; bf16 matrix products through oneDNN. The backward pass follows
+the forward's dtypes, outside the context, as PyTorch's documentation asks.
+
 With --matmul it times the MatMul ceiling instead: the faster of a 2048^3
-and a 2000^3 float32 MatMul (the Go side measures ORT the same way).
+and a 2000^3 float32 MatMul (the Go side measures ORT the same way), under
+the same autocast with --precision bf16.
 Thread settings come from the environment the driver chooses
 (OMP_NUM_THREADS, OMP_WAIT_POLICY, the BLAS on LD_LIBRARY_PATH) and from
 --threads (torch.set_num_threads).
 """
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -35,6 +43,13 @@ def peak_rss_mb():
 def sync(device):
     if device == "cuda":
         torch.cuda.synchronize()
+
+
+def autocast(args):
+    """The precision's context: bf16 autocast, or nothing for fp32."""
+    if args.precision == "bf16":
+        return torch.autocast(args.device, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def matmul(n, reps, device):
@@ -60,8 +75,9 @@ def matmul(n, reps, device):
 CEILING_SIZES = (2048, 2000)
 
 
-def ceiling(reps, device):
-    return max(matmul(n, reps, device) for n in CEILING_SIZES)
+def ceiling(reps, args):
+    with autocast(args):
+        return max(matmul(n, reps, args.device) for n in CEILING_SIZES)
 
 
 LORA_TARGETS = {"llama": ["q_proj", "v_proj"], "t5": ["q", "v"], "roberta": ["query", "value"]}
@@ -80,7 +96,7 @@ class Migu:
     def tap(self, module, weight):
         def hook(_m, _inp, out):
             with torch.no_grad():
-                y = out.detach()
+                y = out.detach().float()  # bf16 under autocast: sum in float32
                 self.mags[weight] = self.mags.get(weight, 0) + y.abs().reshape(-1, y.shape[-1]).sum(0)
 
         self.hooks.append(module.register_forward_hook(hook))
@@ -131,12 +147,13 @@ def train(args):
     feeds = [{k: torch.tensor(v, dtype=torch.long, device=args.device) for k, v in b["feeds"].items()} for b in batches]
     tokens = [b["tokens"] for b in batches]
     model, opt, migu = build(args)
-    times, losses, tok = [], [], []
+    times, losses, tok, warm = [], [], [], []
     for i in range(args.warmup + args.steps):
         f = feeds[i % len(feeds)]
         sync(args.device)
         t = time.perf_counter()
-        loss = model(**f).loss
+        with autocast(args):
+            loss = model(**f).loss
         loss.backward()
         if migu:
             migu.apply()
@@ -148,7 +165,9 @@ def train(args):
             times.append(dt)
             tok.append(tokens[i % len(feeds)])
             losses.append(float(loss))
-    return {"step_s": times, "tokens": tok, "loss": losses,
+        else:
+            warm.append(float(loss))
+    return {"step_s": times, "tokens": tok, "loss": losses, "warmup_loss": warm,
             "params": sum(p.numel() for p in model.parameters()),
             "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad)}
 
@@ -165,20 +184,23 @@ def main():
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+                    help="bf16: the forward pass under torch.autocast(dtype=torch.bfloat16)")
     ap.add_argument("--matmul", action="store_true", help="time the MatMul ceiling instead of training")
     args = ap.parse_args()
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     if args.matmul:
-        out = {"gflops": ceiling(5, args.device)}
+        out = {"gflops": ceiling(5, args)}
     else:
         out = train(args)
     out["threads"] = torch.get_num_threads()
     out["torch"] = torch.__version__
+    out["precision"] = args.precision
     out["peak_rss_mb"] = peak_rss_mb()
     if not args.matmul:
         # The ceiling now, in this process, after the peak RSS is read.
-        out["gflops"] = ceiling(3, args.device)
+        out["gflops"] = ceiling(3, args)
     if args.device == "cuda":
         out["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
     json.dump(out, sys.stdout)
