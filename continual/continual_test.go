@@ -219,7 +219,7 @@ func TestReadSequence(t *testing.T) {
 func TestBuiltinOrders(t *testing.T) {
 	root := t.TempDir()
 	for _, task := range []string{"dbpedia", "amazon", "agnews"} {
-		dir := filepath.Join(root, BenchmarkTasks[task])
+		dir := filepath.Join(root, benchmarkTasks[task])
 		os.MkdirAll(dir, 0o755)
 		for _, f := range []string{"train.json", "test.json"} {
 			os.WriteFile(filepath.Join(dir, f), []byte(`[{"sentence":"a","label":"b"}]`), 0o644)
