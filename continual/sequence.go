@@ -161,7 +161,7 @@ func BuiltinSequence(name, dataDir string) (*Sequence, error) {
 		return nil, badinput.Errorf("unknown order %q (order1 … order6)", name)
 	}
 	if st, err := os.Stat(dataDir); err != nil || !st.IsDir() {
-		return nil, badinput.Errorf("the CL benchmark data is not at %s; pass --data-dir DIR (the folder holding TC/, SC/, NLI/ …) or set $%s", dataDir, DataDirEnv)
+		return nil, badinput.Errorf("the CL benchmark data is not at %s; pass %v DIR (the folder holding TC/, SC/, NLI/ …) or set $%s", dataDir, badinput.Setting("data_dir"), DataDirEnv)
 	}
 	seq := &Sequence{Name: name, Source: name}
 	if name >= "order4" {
