@@ -61,7 +61,7 @@ func ParseConfig(path string, raw []byte) (*Config, error) {
 				for i, n := range named {
 					names[i] = n.Name
 				}
-				return nil, badinput.Errorf("%s: field chat_template lists templates %q but none named \"default\"; choose one with --chat-template FILE", path, names)
+				return nil, badinput.Errorf("%s: field chat_template lists templates %q but none named \"default\"; choose one with %v FILE", path, names, badinput.Setting("chat_template"))
 			}
 		default:
 			return nil, badinput.Errorf(`%s: field chat_template is neither a string nor a list of {"name", "template"}`, path)

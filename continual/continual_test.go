@@ -219,7 +219,7 @@ func TestReadSequence(t *testing.T) {
 func TestBuiltinOrders(t *testing.T) {
 	root := t.TempDir()
 	for _, task := range []string{"dbpedia", "amazon", "agnews"} {
-		dir := filepath.Join(root, BenchmarkTasks[task])
+		dir := filepath.Join(root, benchmarkTasks[task])
 		os.MkdirAll(dir, 0o755)
 		for _, f := range []string{"train.json", "test.json"} {
 			os.WriteFile(filepath.Join(dir, f), []byte(`[{"sentence":"a","label":"b"}]`), 0o644)
@@ -244,7 +244,7 @@ func TestBuiltinOrders(t *testing.T) {
 			t.Errorf("%s: %v", bad, err)
 		}
 	}
-	if _, err := Resolve("order1", filepath.Join(root, "none")); err == nil || !strings.Contains(err.Error(), "--data-dir") {
+	if _, err := Resolve("order1", filepath.Join(root, "none")); err == nil || !strings.Contains(err.Error(), "data_dir") {
 		t.Errorf("absent data dir: %v", err)
 	}
 	t.Setenv(DataDirEnv, root)
@@ -593,15 +593,15 @@ func TestOptionsCheck(t *testing.T) {
 	}{
 		{"defaults", func(*Options, *Sequence) {}, ""},
 		{"T 0", func(o *Options, _ *Sequence) { o.Job.Train.T = 0 }, ""},
-		{"T 1", func(o *Options, _ *Sequence) { o.Job.Train.T = 1 }, "--migu 1 is outside [0, 1)"},
-		{"eval batch", func(o *Options, _ *Sequence) { o.EvalBatch = -1 }, "--eval-batch-size -1 is outside its range: ≥ 0"},
-		{"train samples", func(_ *Options, s *Sequence) { s.TrainSamples = -1 }, "--train-samples -1 is outside its range: ≥ 0"},
-		{"test samples", func(_ *Options, s *Sequence) { s.TestSamples = -2 }, "--test-samples -2 is outside"},
-		{"val samples", func(_ *Options, s *Sequence) { s.ValSamples = -1 }, "--val-samples -1 is outside"},
-		{"epochs", func(o *Options, _ *Sequence) { o.Job.Epochs = -1 }, "--epochs -1 is outside"},
-		{"lr", func(o *Options, _ *Sequence) { o.Job.Train.Optim.LR = math.Inf(1) }, "--lr +Inf is outside"},
+		{"T 1", func(o *Options, _ *Sequence) { o.Job.Train.T = 1 }, "migu_t 1 is outside [0, 1)"},
+		{"eval batch", func(o *Options, _ *Sequence) { o.EvalBatch = -1 }, "eval_batch_size -1 is outside its range: ≥ 0"},
+		{"train samples", func(_ *Options, s *Sequence) { s.TrainSamples = -1 }, "train_samples -1 is outside its range: ≥ 0"},
+		{"test samples", func(_ *Options, s *Sequence) { s.TestSamples = -2 }, "test_samples -2 is outside"},
+		{"val samples", func(_ *Options, s *Sequence) { s.ValSamples = -1 }, "val_samples -1 is outside"},
+		{"epochs", func(o *Options, _ *Sequence) { o.Job.Epochs = -1 }, "epochs -1 is outside"},
+		{"lr", func(o *Options, _ *Sequence) { o.Job.Train.Optim.LR = math.Inf(1) }, "lr +Inf is outside"},
 		{"lora r 0, full", func(o *Options, _ *Sequence) { o.Job.Adapter[lora.OptionR] = "0" }, ""},
-		{"lora r 0, lora", func(o *Options, _ *Sequence) { o.Methods, o.Job.Adapter[lora.OptionR] = loraOnly, "0" }, "--lora-r 0 is outside"},
+		{"lora r 0, lora", func(o *Options, _ *Sequence) { o.Methods, o.Job.Adapter[lora.OptionR] = loraOnly, "0" }, "lora-r 0 is outside"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

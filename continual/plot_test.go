@@ -3,28 +3,16 @@ package continual
 import (
 	"image"
 	"image/color"
-	"image/png"
 	"math"
-	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/migu-ml/migu/internal/testfix"
 )
 
+// decodePNG decodes a plot of at least 200 × 120 pixels.
 func decodePNG(t *testing.T, path string) image.Image {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	img, err := png.Decode(f)
-	if err != nil {
-		t.Fatalf("%s: %v", path, err)
-	}
-	if b := img.Bounds(); b.Dx() < 200 || b.Dy() < 120 {
-		t.Errorf("%s: only %v", path, b)
-	}
-	return img
+	return testfix.DecodePNG(t, path, 200, 120)
 }
 
 // has reports whether img contains a pixel of colour c (give or take

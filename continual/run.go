@@ -120,16 +120,16 @@ func DefaultOptions() Options {
 // anything is read or written.
 func (o Options) Check(seq *Sequence) error {
 	if o.EvalBatch < 0 {
-		return badinput.Range("--eval-batch-size", o.EvalBatch, "≥ 0 (0: 8)")
+		return badinput.Range("eval_batch_size", o.EvalBatch, "≥ 0 (0: 8)")
 	}
 	if seq != nil && seq.TrainSamples < 0 {
-		return badinput.Range("--train-samples", seq.TrainSamples, "≥ 0 (0: every row)")
+		return badinput.Range("train_samples", seq.TrainSamples, "≥ 0 (0: every row)")
 	}
 	if seq != nil && seq.TestSamples < 0 {
-		return badinput.Range("--test-samples", seq.TestSamples, "≥ 0 (0: every row)")
+		return badinput.Range("test_samples", seq.TestSamples, "≥ 0 (0: every row)")
 	}
 	if seq != nil && seq.ValSamples < 0 {
-		return badinput.Range("--val-samples", seq.ValSamples, "≥ 0 (0: no validation split)")
+		return badinput.Range("val_samples", seq.ValSamples, "≥ 0 (0: no validation split)")
 	}
 	if err := migu.CheckT(o.Job.Train.T); err != nil {
 		return err
@@ -251,7 +251,7 @@ func Run(ctx context.Context, seq *Sequence, o Options) (*Report, error) {
 
 func newRunner(seq *Sequence, o Options) (*runner, error) {
 	if o.Model == "" || o.Out == "" {
-		return nil, badinput.Errorf("continual needs --model MODEL_DIR, --sequence and --out RUN_DIR")
+		return nil, badinput.Errorf("continual needs %v, %v and %v", badinput.Setting("model"), badinput.Setting("sequence"), badinput.Setting("out"))
 	}
 	if len(o.Methods) == 0 {
 		o.Methods = []Method{{Name: finetune.MethodFull}}
@@ -365,14 +365,14 @@ func (r *runner) openState() error {
 	raw, err := os.ReadFile(path)
 	switch {
 	case err == nil && !r.o.Resume:
-		return badinput.Errorf("%s already holds a continual run (%s); pass --resume to continue it, or choose another --out", r.o.Out, StateFile)
+		return badinput.Errorf("%s already holds a continual run (%s); pass %v to continue it, or choose another %v", r.o.Out, StateFile, badinput.Setting("resume"), badinput.Setting("out"))
 	case err == nil:
 		var st state
 		if err := json.Unmarshal(raw, &st); err != nil {
 			return badinput.Errorf("%s: damaged: %v; remove the run folder to start again", path, err)
 		}
 		if st.Identity != id {
-			return badinput.Errorf("%s: --resume with another model, sequence, method, seed or training setting than the run in that folder; use the same flags, or another --out", r.o.Out)
+			return badinput.Errorf("%s: %v with another model, sequence, method, seed or training setting than the run in that folder; use the same settings, or another %v", r.o.Out, badinput.Setting("resume"), badinput.Setting("out"))
 		}
 		if st.Runs == nil {
 			st.Runs = map[string]*runState{}

@@ -77,9 +77,9 @@ func NewSequence(name string, tasks ...Task) *Sequence {
 	return &Sequence{Name: name, Tasks: tasks, Source: "code"}
 }
 
-// BenchmarkTasks maps the CL benchmark's task names to their folders
+// benchmarkTasks maps the CL benchmark's task names to their folders
 // (TYPE/DATASET) under the benchmark's data directory.
-var BenchmarkTasks = map[string]string{
+var benchmarkTasks = map[string]string{
 	"dbpedia": "TC/dbpedia", "amazon": "SC/amazon", "yahoo": "TC/yahoo", "agnews": "TC/agnews",
 	"MNLI": "NLI/MNLI", "CB": "NLI/CB", "WiC": "WiC/WiC", "COPA": "COPA/COPA", "QQP": "QQP/QQP",
 	"BoolQA": "BoolQA/BoolQA", "RTE": "NLI/RTE", "IMDB": "SC/IMDB", "yelp": "SC/yelp",
@@ -161,7 +161,7 @@ func BuiltinSequence(name, dataDir string) (*Sequence, error) {
 		return nil, badinput.Errorf("unknown order %q (order1 … order6)", name)
 	}
 	if st, err := os.Stat(dataDir); err != nil || !st.IsDir() {
-		return nil, badinput.Errorf("the CL benchmark data is not at %s; pass --data-dir DIR (the folder holding TC/, SC/, NLI/ …) or set $%s", dataDir, DataDirEnv)
+		return nil, badinput.Errorf("the CL benchmark data is not at %s; pass %v DIR (the folder holding TC/, SC/, NLI/ …) or set $%s", dataDir, badinput.Setting("data_dir"), DataDirEnv)
 	}
 	seq := &Sequence{Name: name, Source: name}
 	if name >= "order4" {
@@ -184,7 +184,7 @@ func BuiltinSequence(name, dataDir string) (*Sequence, error) {
 // benchmarkTask locates a benchmark task's files; the reason is non-empty
 // when they are absent.
 func benchmarkTask(name, dataDir string) (Task, string) {
-	dir := filepath.Join(dataDir, filepath.FromSlash(BenchmarkTasks[name]))
+	dir := filepath.Join(dataDir, filepath.FromSlash(benchmarkTasks[name]))
 	t := Task{Name: name, Train: filepath.Join(dir, "train.json"), Test: filepath.Join(dir, "test.json")}
 	for _, f := range []string{t.Train, t.Test} {
 		if st, err := os.Stat(f); err != nil || st.Size() == 0 {
@@ -310,11 +310,11 @@ func parseSequence(raw []byte, name string) (*Sequence, error) {
 		t := Task{Name: e.Name, TrainSamples: e.TrainSamples, TestSamples: e.TestSamples, line: n.Line}
 		switch {
 		case e.Train == "" && e.Test == "":
-			if BenchmarkTasks[e.Name] == "" {
+			if benchmarkTasks[e.Name] == "" {
 				return nil, badinput.Errorf("%s:%d: unknown task %q: give its train and test files, or name a benchmark task (%s)",
-					name, n.Line, e.Name, strings.Join(slices.Sorted(maps.Keys(BenchmarkTasks)), ", "))
+					name, n.Line, e.Name, strings.Join(slices.Sorted(maps.Keys(benchmarkTasks)), ", "))
 			}
-			dir := filepath.Join(dataDir, filepath.FromSlash(BenchmarkTasks[e.Name]))
+			dir := filepath.Join(dataDir, filepath.FromSlash(benchmarkTasks[e.Name]))
 			t.Train, t.Test = filepath.Join(dir, "train.json"), filepath.Join(dir, "test.json")
 		case e.Train == "":
 			return nil, badinput.Errorf("%s:%d: task %q has a test file but no train file", name, n.Line, e.Name)

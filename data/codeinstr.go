@@ -94,7 +94,7 @@ func CodeInstructions(root string, o CodeInstructionOptions) ([]CodeInstruction,
 		o.Format = CodeFormatInstruction
 	case CodeFormatInstruction, CodeFormatCompletion:
 	default:
-		return nil, st, badinput.Errorf("unknown --format %q (instruction, completion)", o.Format)
+		return nil, st, badinput.Errorf("unknown %v %q (instruction, completion)", badinput.Setting("format"), o.Format)
 	}
 	if o.MinBodyLines == 0 {
 		o.MinBodyLines = 2
@@ -106,14 +106,14 @@ func CodeInstructions(root string, o CodeInstructionOptions) ([]CodeInstruction,
 		o.MinDocChars = 10
 	}
 	if o.Limit < 0 {
-		return nil, st, badinput.Errorf("--limit %d is negative", o.Limit)
+		return nil, st, badinput.Errorf("%v %d is negative", badinput.Setting("limit"), o.Limit)
 	}
 	info, err := os.Stat(root)
 	if err != nil {
 		return nil, st, badinput.Wrap(err)
 	}
 	if !info.IsDir() {
-		return nil, st, badinput.Errorf("%s is not a folder (--from names a folder of Python sources)", root)
+		return nil, st, badinput.Errorf("%s is not a folder (%v names a folder of Python sources)", root, badinput.Setting("from"))
 	}
 	var recs []CodeInstruction
 	seen := map[string]bool{}

@@ -338,7 +338,7 @@ func TestCodeInstructionsBadInput(t *testing.T) {
 	}{
 		{filepath.Join(dir, "absent"), CodeInstructionOptions{}, "no such file"},
 		{file, CodeInstructionOptions{}, "is not a folder"},
-		{dir, CodeInstructionOptions{Format: "yaml"}, `unknown --format "yaml"`},
+		{dir, CodeInstructionOptions{Format: "yaml"}, `unknown format "yaml"`},
 		{dir, CodeInstructionOptions{Limit: -1}, "is negative"},
 	} {
 		_, _, err := CodeInstructions(tc.root, tc.o)

@@ -182,17 +182,17 @@ func (p CLPrompt) format(sentence string) (string, span) {
 // tokens spelled by the tokenizer. Without a template it returns nil, or,
 // when need says what requires one, bad input naming the folder's
 // tokenizer_config.json and --chat-template.
-func LoadChat(modelDir, override string, man *modeldir.Manifest, tok *tokenizer.Tokenizer, need string) (*chat.Template, error) {
+func LoadChat(modelDir, override string, man *modeldir.Manifest, tok *tokenizer.Tokenizer, need any) (*chat.Template, error) {
 	tpl, err := chat.Load(modelDir, override)
 	if err != nil {
 		return nil, err
 	}
 	if tpl == nil {
-		if need == "" {
+		if need == nil || need == "" {
 			return nil, nil
 		}
-		return nil, badinput.Errorf("%s needs a chat template, and %s has none (no field chat_template): give the model's template with --chat-template FILE",
-			need, filepath.Join(modelDir, modeldir.TokenizerConfigFile))
+		return nil, badinput.Errorf("%v needs a chat template, and %s has none (no field chat_template): give the model's template with %v FILE",
+			need, filepath.Join(modelDir, modeldir.TokenizerConfigFile), badinput.Setting("chat_template"))
 	}
 	fill := map[string]any{}
 	for role, id := range man.SpecialTokens {

@@ -124,7 +124,7 @@ func read(r io.Reader, name, labelsPath string, opt ReadOptions) (*Dataset, erro
 		opt.TextField = "text"
 	}
 	if opt.MaxLineBytes < 0 {
-		return nil, badinput.Errorf("%s: --max-line-bytes %d is negative (0: the default, %d)", name, opt.MaxLineBytes, DefaultMaxLineBytes)
+		return nil, badinput.Errorf("%s: %v %d is negative (0: the default, %d)", name, badinput.Setting("max_line_bytes"), opt.MaxLineBytes, DefaultMaxLineBytes)
 	}
 	if opt.MaxLineBytes == 0 {
 		opt.MaxLineBytes = DefaultMaxLineBytes

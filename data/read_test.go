@@ -222,7 +222,7 @@ func TestReadErrors(t *testing.T) {
 		{name: "array element over the cap", file: "f.json", opt: ReadOptions{MaxLineBytes: 20}, content: "[{\"text\": \"a\"},\n {\"text\": \"" + strings.Repeat("a", 30) + "\"}]",
 			want: `f.json:2 (element 2): element longer than 20 bytes (--max-line-bytes)`, line: 2},
 		{name: "negative cap", file: "f.jsonl", opt: ReadOptions{MaxLineBytes: -1}, content: `{"text": "a"}`,
-			want: `f.jsonl: --max-line-bytes -1 is negative (0: the default, 16777216)`},
+			want: `f.jsonl: max_line_bytes -1 is negative (0: the default, 16777216)`},
 		{name: "invalid UTF-8", file: "f.jsonl", content: "{\"text\": \"a\"}\n{\"text\": \"b\xffc\"}\n",
 			want: `f.jsonl:2: invalid UTF-8 at byte 12 of the record`, line: 2},
 		{name: "invalid UTF-8 in a key", file: "f.jsonl", content: "{\"te\xc3xt\": \"a\"}",

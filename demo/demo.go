@@ -158,13 +158,13 @@ func Run(w io.Writer, opt Options) (*Result, error) {
 	var given *modeldir.Manifest
 	if opt.Model != "" {
 		if given, err = modeldir.ReadManifest(opt.Model); err != nil {
-			return nil, badinput.Errorf("--model %s: %v", opt.Model, err)
+			return nil, badinput.Errorf("%v %s: %v", badinput.Setting("model"), opt.Model, err)
 		}
 		if inside(opt.Model, opt.Out) {
-			return nil, badinput.Errorf("--model %s lies inside --out %s, which the demo empties first; choose another --out", opt.Model, opt.Out)
+			return nil, badinput.Errorf("%v %s lies inside %v %s, which the demo empties first; choose another %[3]v", badinput.Setting("model"), opt.Model, badinput.Setting("out"), opt.Out)
 		}
 		if given.Objective != "clm" && given.Objective != "seq2seq" {
-			return nil, badinput.Errorf("--model %s: the demo needs a model that answers with a label (a causal or seq2seq language model), not objective %q", opt.Model, given.Objective)
+			return nil, badinput.Errorf("%v %s: the demo needs a model that answers with a label (a causal or seq2seq language model), not objective %q", badinput.Setting("model"), opt.Model, given.Objective)
 		}
 	}
 	if opt.Tasks < 2 || opt.Tasks > len(data.SyntheticTasks()) {

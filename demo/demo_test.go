@@ -194,10 +194,10 @@ func TestDemoRefusesBadModel(t *testing.T) {
 		o    Options
 		want string
 	}{
-		{Options{Model: filepath.Join(root, "absent"), Out: filepath.Join(root, "d1")}, "--model"},
-		{Options{Model: filepath.Join(root, "d2", "model"), Out: filepath.Join(root, "d2")}, "lies inside --out"},
+		{Options{Model: filepath.Join(root, "absent"), Out: filepath.Join(root, "d1")}, "model"},
+		{Options{Model: filepath.Join(root, "d2", "model"), Out: filepath.Join(root, "d2")}, "lies inside out"},
 	} {
-		if tc.want == "lies inside --out" {
+		if tc.want == "lies inside out" {
 			if err := os.CopyFS(tc.o.Model, os.DirFS(model)); err != nil {
 				t.Fatal(err)
 			}

@@ -31,7 +31,7 @@ func TestRegistry(t *testing.T) {
 	if cfg := a.(*Adapter).Config(); cfg.R != 2 || cfg.Alpha != lora.DefaultAlpha || strings.Join(cfg.Targets, ",") != "q,k" {
 		t.Errorf("config %+v", cfg)
 	}
-	if _, err := adapters.New(Kind, adapters.Options{lora.OptionR: "0"}); !badinput.Is(err) || !strings.Contains(err.Error(), "--lora-r 0 is outside") {
+	if _, err := adapters.New(Kind, adapters.Options{lora.OptionR: "0"}); !badinput.Is(err) || !strings.Contains(err.Error(), "lora-r 0 is outside") {
 		t.Errorf("rank 0: %v", err)
 	}
 	k, _ := adapters.Lookup(Kind)

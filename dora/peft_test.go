@@ -184,11 +184,7 @@ func TestMatchesPEFT(t *testing.T) {
 			if err := m.Save(trainPath, onnx.SaveOptions{External: onnx.ExternalNone}); err != nil {
 				t.Fatal(err)
 			}
-			floats := map[string]testfix.Floats{}
-			for _, p := range tinj.Params {
-				floats[p.Name] = testfix.Floats{Shape: p.Shape, Values: p.Init}
-			}
-			got := testfix.Run(t, trainPath, c.feeds, floats)
+			got := testfix.Run(t, trainPath, c.feeds, testfix.ParamFloats(tinj.Params))
 			testfix.CloseTo(t, "loss", got[art.Loss], []float32{float32(ref.Values["loss"].(float64))}, 1e-5)
 			var names []string
 			worst := map[string]float64{}

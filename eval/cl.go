@@ -180,7 +180,7 @@ func CLEvaluate(ctx context.Context, m *Model, ds *data.Dataset, o CLOptions) (*
 	cfg.MaxLen = min(cfg.MaxLen, m.MaxLength())
 	cfg.Chat = o.Chat
 	if m.mlm && o.Mode != CLRank {
-		return nil, badinput.Errorf("%s: a masked-LM model cannot generate; score it with --cl-mode rank (pseudo-log-likelihood of each label)", ds.Path)
+		return nil, badinput.Errorf("%s: a masked-LM model cannot generate; score it with %v rank (pseudo-log-likelihood of each label)", ds.Path, badinput.Setting("cl_mode"))
 	}
 	enc, err := data.NewEncoder(m.Tokenizer(), cfg)
 	if err != nil {

@@ -328,9 +328,9 @@ func (o HumanEvalOptions) validate() (HumanEvalOptions, error) {
 	}
 	switch {
 	case o.Samples < 0:
-		return o, badinput.Errorf("--samples %d: it must be positive", o.Samples)
+		return o, badinput.Errorf("%v %d: it must be positive", badinput.Setting("samples"), o.Samples)
 	case o.Samples > 1 && o.Temperature == 0:
-		return o, badinput.Errorf("--samples %d with temperature 0 would repeat one greedy completion; give --temperature (0.2 or 0.8 as in the Codex paper)", o.Samples)
+		return o, badinput.Errorf("%v %d with temperature 0 would repeat one greedy completion; give %v (0.2 or 0.8 as in the Codex paper)", badinput.Setting("samples"), o.Samples, badinput.Setting("temperature"))
 	case o.Limit < 0 || o.Workers < 0 || o.MemoryMB < 0 || o.Timeout < 0 || o.MaxNewTokens < 0:
 		return o, badinput.Errorf("limit, workers, memory, timeout and max new tokens must not be negative")
 	}

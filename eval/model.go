@@ -247,7 +247,7 @@ func (m *Model) MaskedLM() bool { return m.mlm }
 
 // errMaskedLM is the error of every scoring path a masked-LM model lacks.
 func (m *Model) errMaskedLM(what string) error {
-	return badinput.Errorf("%s: a masked-LM model (%s, objective mlm) has no left-to-right likelihood, so it cannot %s; only `--task cl --cl-mode rank` (pseudo-log-likelihood) scores it", m.dir, m.man.Architecture, what)
+	return badinput.Errorf("%s: a masked-LM model (%s, objective mlm) has no left-to-right likelihood, so it cannot %s; only `%v cl %v rank` (pseudo-log-likelihood) scores it", m.dir, m.man.Architecture, what, badinput.Setting("task"), badinput.Setting("cl_mode"))
 }
 
 // prefixToken is the token that stands for an empty context: BOS, else

@@ -81,10 +81,10 @@ func PerplexityScores(ctx context.Context, m *Model, path string, o PerplexityOp
 // predicted exactly once.
 func Perplexity(ctx context.Context, m *Model, path string, o PerplexityOptions) (*PerplexityResult, error) {
 	if o.Stride < 0 || o.Stride > m.maxLen {
-		return nil, badinput.Errorf("--stride %d must be between 1 and the context length %d (0: the context length)", o.Stride, m.maxLen)
+		return nil, badinput.Errorf("%v %d must be between 1 and the context length %d (0: the context length)", badinput.Setting("stride"), o.Stride, m.maxLen)
 	}
 	if o.Limit < 0 {
-		return nil, badinput.Errorf("--limit %d must not be negative", o.Limit)
+		return nil, badinput.Errorf("%v %d must not be negative", badinput.Setting("limit"), o.Limit)
 	}
 	docs, err := readTexts(path)
 	if err != nil {

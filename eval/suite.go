@@ -41,7 +41,7 @@ func ParseTaskList(s string) ([]string, error) {
 		out = append(out, name)
 	}
 	if len(out) == 0 {
-		return nil, badinput.Errorf("--tasks is empty; list tasks such as hellaswag,arc_challenge,winogrande")
+		return nil, badinput.Errorf("%v is empty; list tasks such as hellaswag,arc_challenge,winogrande", badinput.Setting("tasks"))
 	}
 	return out, nil
 }
@@ -58,7 +58,7 @@ func SuiteFiles(dir string, tasks []string) (map[string]string, error) {
 		p := filepath.Join(dir, t.File)
 		if _, err := os.Stat(p); err != nil {
 			if _, gzErr := os.Stat(p + ".gz"); gzErr != nil {
-				return nil, badinput.Errorf("--data-dir %s: no %s for task %s", dir, t.File, name)
+				return nil, badinput.Errorf("%v %s: no %s for task %s", badinput.Setting("data_dir"), dir, t.File, name)
 			}
 			p += ".gz"
 		}

@@ -79,7 +79,7 @@ func RunTask(ctx context.Context, m *Model, task, path string, o TaskOptions) (*
 		return nil, err
 	}
 	if o.Limit < 0 || o.NumFewshot < 0 {
-		return nil, badinput.Errorf("--limit and --num-fewshot must not be negative (got %d, %d)", o.Limit, o.NumFewshot)
+		return nil, badinput.Errorf("%v and %v must not be negative (got %d, %d)", badinput.Setting("limit"), badinput.Setting("num_fewshot"), o.Limit, o.NumFewshot)
 	}
 	all, err := t.ReadDocs(path)
 	if err != nil {
@@ -158,7 +158,7 @@ func fewshotPrefixes(t *Task, docs []*Doc, n int, o TaskOptions) ([]string, erro
 		avail--
 	}
 	if o.NumFewshot > avail {
-		return nil, badinput.Errorf("--num-fewshot %d: only %d examples are available to draw from", o.NumFewshot, avail)
+		return nil, badinput.Errorf("%v %d: only %d examples are available to draw from", badinput.Setting("num_fewshot"), o.NumFewshot, avail)
 	}
 	seed := o.Seed
 	if seed == 0 {

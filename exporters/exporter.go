@@ -194,7 +194,7 @@ func ParseDType(s string) (DType, error) {
 	case DTypeKeep, DTypeF32, DTypeF16, DTypeBF16:
 		return d, nil
 	}
-	return "", badinput.Errorf("--dtype %q is not one of keep, f32, f16, bf16", s)
+	return "", badinput.Errorf("%v %q is not one of keep, f32, f16, bf16", badinput.Setting("dtype"), s)
 }
 
 // ExportOptions tune Export.

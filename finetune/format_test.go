@@ -35,11 +35,11 @@ func TestRecordFormat(t *testing.T) {
 		{"--chat-template chooses chat", bare, "", override, data.Classification, FormatChat, override, ""},
 		{"--template plain", bare, "plain", "", data.Instruction, FormatPlain, "", ""},
 		{"text records take no format", bare, "chat", "", data.Text, "", "", ""},
-		{"messages without a template", bare, "", "", data.Chat, "", "", filepath.Join(bare, modeldir.TokenizerConfigFile) + " has none (no field chat_template): give the model's template with --chat-template FILE"},
-		{"--template chat without a template", bare, "chat", "", data.Instruction, "", "", "--template chat needs a chat template"},
-		{"messages with --template alpaca", withTpl, "alpaca", "", data.Chat, "", "", "only --template chat formats"},
-		{"--chat-template with --template plain", withTpl, "plain", override, data.Instruction, "", "", "--chat-template applies to --template chat"},
-		{"unknown template", withTpl, "vicuna", "", data.Instruction, "", "", `unknown --template "vicuna"`},
+		{"messages without a template", bare, "", "", data.Chat, "", "", filepath.Join(bare, modeldir.TokenizerConfigFile) + " has none (no field chat_template): give the model's template with chat_template FILE"},
+		{"--template chat without a template", bare, "chat", "", data.Instruction, "", "", "template chat needs a chat template"},
+		{"messages with --template alpaca", withTpl, "alpaca", "", data.Chat, "", "", "only template chat formats"},
+		{"--chat-template with --template plain", withTpl, "plain", override, data.Instruction, "", "", "chat_template applies to template chat"},
+		{"unknown template", withTpl, "vicuna", "", data.Instruction, "", "", `unknown template "vicuna"`},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			o := JobOptions{Model: c.model, Data: "d.jsonl", Template: c.template, ChatTemplate: c.chatTemplate}

@@ -104,17 +104,17 @@ func (o JobOptions) Check() error {
 	}
 	switch {
 	case o.Epochs < 0 || (o.Epochs == 0 && o.MaxSteps == 0):
-		return badinput.Range("--epochs", o.Epochs, EpochsRange)
+		return badinput.Errorf("%v %v is outside its range: ≥ 1, or 0 with %v (as many passes as the steps take)", badinput.Setting("epochs"), o.Epochs, badinput.Setting("max_steps"))
 	case o.BatchSize < 1:
-		return badinput.Range("--batch-size", o.BatchSize, "≥ 1")
+		return badinput.Range("batch_size", o.BatchSize, "≥ 1")
 	case o.MaxLen < 0:
-		return badinput.Range("--max-len", o.MaxLen, "≥ 0 (0: the model's limit or 512)")
+		return badinput.Range("max_len", o.MaxLen, "≥ 0 (0: the model's limit or 512)")
 	case o.Bucket < 0:
-		return badinput.Range("--bucket", o.Bucket, "≥ 0 (0: off)")
+		return badinput.Range("bucket", o.Bucket, "≥ 0 (0: off)")
 	}
 	if o.Method != "" && o.Method != MethodFull {
 		if _, err := adapters.Lookup(o.Method); err != nil {
-			return badinput.Errorf("unknown --method %q (%s)", o.Method, strings.Join(Methods(), ", "))
+			return badinput.Errorf("unknown %v %q (%s)", badinput.Setting("method"), o.Method, strings.Join(Methods(), ", "))
 		}
 		if o.InitAdapter == "" {
 			if _, err := adapters.New(o.Method, o.Adapter); err != nil {
@@ -131,9 +131,6 @@ func (o JobOptions) Check() error {
 func Methods() []string {
 	return append([]string{MethodFull}, adapters.Names()...)
 }
-
-// EpochsRange is what --epochs accepts.
-const EpochsRange = "≥ 1, or 0 with --max-steps (as many passes as the steps take)"
 
 // JobResult is run.json.
 type JobResult struct {
@@ -170,7 +167,7 @@ func RunFolder(model string) rundir.Options {
 // and run.json. A cancelled context checkpoints and stops.
 func RunJob(ctx context.Context, o JobOptions) (*JobResult, error) {
 	if o.Model == "" || o.Data == "" || o.Out == "" {
-		return nil, badinput.Errorf("train needs --model MODEL_DIR, --data FILE and --out RUN_DIR")
+		return nil, badinput.Errorf("train needs %v, %v and %v", badinput.Setting("model"), badinput.Setting("data"), badinput.Setting("out"))
 	}
 	if err := o.Check(); err != nil {
 		return nil, err
@@ -268,7 +265,7 @@ func RunJob(ctx context.Context, o JobOptions) (*JobResult, error) {
 			return done, err
 		}
 	} else if latest, _, _, _ := train.LatestCheckpoint(o.Out); latest != "" {
-		return nil, badinput.Errorf("%s already holds checkpoints; pass --resume to continue that run, or choose another --out", o.Out)
+		return nil, badinput.Errorf("%s already holds checkpoints; pass %v to continue that run, or choose another %v", o.Out, badinput.Setting("resume"), badinput.Setting("out"))
 	}
 	tr, err := train.NewTrainer(plan, dir, cfg)
 	if err != nil {
@@ -373,7 +370,7 @@ func ParseMemoryLimit(s string) (int64, error) {
 			return int64(bytes), nil
 		}
 	}
-	return 0, badinput.Errorf("--memory-limit %q is not auto, off or a size such as 20GB", s)
+	return 0, badinput.Errorf("%v %q is not auto, off or a size such as 20GB", badinput.Setting("memory_limit"), s)
 }
 
 // finishedRun is the result of a run in dir that finished, for --resume
@@ -434,13 +431,13 @@ func RecordFormat(o JobOptions, kind data.Kind, man *modeldir.Manifest, tok *tok
 		}
 	case FormatChat, FormatAlpaca, FormatPlain:
 	default:
-		return data.Template{}, nil, "", badinput.Errorf("unknown --template %q (chat, alpaca or plain)", o.Template)
+		return data.Template{}, nil, "", badinput.Errorf("unknown %v %q (chat, alpaca or plain)", badinput.Setting("template"), o.Template)
 	}
 	switch {
 	case format != FormatChat && kind == data.Chat:
-		return data.Template{}, nil, "", badinput.Errorf("%s holds chat records (messages), which only --template chat formats", o.Data)
+		return data.Template{}, nil, "", badinput.Errorf("%s holds chat records (messages), which only %v chat formats", o.Data, badinput.Setting("template"))
 	case format != FormatChat && o.ChatTemplate != "":
-		return data.Template{}, nil, "", badinput.Errorf("--chat-template applies to --template chat, not %s", format)
+		return data.Template{}, nil, "", badinput.Errorf("%v applies to %v chat, not %s", badinput.Setting("chat_template"), badinput.Setting("template"), format)
 	case kind == data.Text:
 		return data.AlpacaTemplate, nil, "", nil
 	case format == FormatAlpaca:
@@ -448,7 +445,7 @@ func RecordFormat(o JobOptions, kind data.Kind, man *modeldir.Manifest, tok *tok
 	case format == FormatPlain:
 		return data.PlainTemplate, nil, format, nil
 	}
-	need := "--template chat"
+	var need any = badinput.Errorf("%v chat", badinput.Setting("template"))
 	if kind == data.Chat {
 		need = o.Data + " (chat records)"
 	}

@@ -393,7 +393,7 @@ func Adapter(modelDir, adapterDir, out string, typ gguf.Type) (*Result, error) {
 	res := &Result{Path: out}
 	for _, l := range layers {
 		if l.Tied != "" {
-			return nil, badinput.Errorf("%s: layer %s shares the embedding table, and a llama.cpp adapter cannot adapt a tied head; merge the adapter (export-gguf without --lora-only)", adapterDir, l.Name)
+			return nil, badinput.Errorf("%s: layer %s shares the embedding table, and a llama.cpp adapter cannot adapt a tied head; merge the adapter (export-gguf without %v)", adapterDir, l.Name, badinput.Setting("lora_only"))
 		}
 		ggName, heads, ok := fam.conv.GGUFTensor(l.Name + ".weight")
 		if !ok {

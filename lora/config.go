@@ -54,7 +54,7 @@ func ParseTargets(s string) ([]string, error) {
 		}
 		if part != AllLinear {
 			if _, err := modeldir.ParseRole(part); err != nil {
-				return nil, badinput.Errorf("--lora-targets: unknown target %q (roles q, k, v, o, ffn_in, ffn_gate, ffn_out, head, or all)", part)
+				return nil, badinput.Errorf("%v: unknown target %q (roles q, k, v, o, ffn_in, ffn_gate, ffn_out, head, or all)", badinput.Setting(OptionTargets), part)
 			}
 		}
 		if !slices.Contains(out, part) {
@@ -62,7 +62,7 @@ func ParseTargets(s string) ([]string, error) {
 		}
 	}
 	if len(out) == 0 {
-		return nil, badinput.Errorf("--lora-targets is empty (give roles such as q,v, or all)")
+		return nil, badinput.Errorf("%v is empty (give roles such as q,v, or all)", badinput.Setting(OptionTargets))
 	}
 	return out, nil
 }
@@ -88,11 +88,11 @@ func (c Config) withDefaults() (Config, error) {
 func (c Config) Check() error {
 	switch {
 	case c.R < 1:
-		return badinput.Range("--lora-r", c.R, "1 … the width of the narrowest adapted layer")
+		return badinput.Range(OptionR, c.R, "1 … the width of the narrowest adapted layer")
 	case !(c.Alpha > 0) || math.IsInf(c.Alpha, 0):
-		return badinput.Range("--lora-alpha", c.Alpha, "a finite number > 0")
+		return badinput.Range(OptionAlpha, c.Alpha, "a finite number > 0")
 	case !(c.Dropout >= 0 && c.Dropout < 1):
-		return badinput.Range("--lora-dropout", c.Dropout, "[0, 1)")
+		return badinput.Range(OptionDropout, c.Dropout, "[0, 1)")
 	}
 	for _, t := range c.Targets {
 		if _, err := ParseTargets(t); err != nil {
@@ -130,8 +130,8 @@ func (c Config) layersFor(man *modeldir.Manifest) ([]modeldir.Linear, error) {
 		}
 	}
 	if width := min(narrow.DIn, narrow.DOut); int64(c.R) > width {
-		return nil, badinput.Errorf("--lora-r %d is outside its range: 1 … %d, the width of the narrowest adapted layer (%s, %d→%d)",
-			c.R, width, narrow.Name, narrow.DIn, narrow.DOut)
+		return nil, badinput.Errorf("%v %d is outside its range: 1 … %d, the width of the narrowest adapted layer (%s, %d→%d)",
+			badinput.Setting(OptionR), c.R, width, narrow.Name, narrow.DIn, narrow.DOut)
 	}
 	return layers, nil
 }
@@ -228,24 +228,21 @@ func Options() []adapters.Option {
 
 // ConfigFrom reads a configuration from settings named as Options names
 // them; a missing setting takes its default, a malformed one is bad input
-// naming its flag.
+// naming the setting.
 func ConfigFrom(o adapters.Options) (Config, error) {
 	c := DefaultConfig()
 	if v, ok := o[OptionR]; ok {
 		r, err := strconv.Atoi(strings.TrimSpace(v))
 		if err != nil {
-			return Config{}, badinput.Errorf("--%s %q is not an integer", OptionR, v)
+			return Config{}, badinput.Errorf("%v %q is not an integer", badinput.Setting(OptionR), v)
 		}
 		c.R = r
 	}
-	for name, dst := range map[string]*float64{OptionAlpha: &c.Alpha, OptionDropout: &c.Dropout} {
-		if v, ok := o[name]; ok {
-			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			if err != nil {
-				return Config{}, badinput.Errorf("--%s %q is not a number", name, v)
-			}
-			*dst = f
-		}
+	if err := parseFloat(o, OptionAlpha, &c.Alpha); err != nil {
+		return Config{}, err
+	}
+	if err := parseFloat(o, OptionDropout, &c.Dropout); err != nil {
+		return Config{}, err
 	}
 	if v, ok := o[OptionTargets]; ok {
 		t, err := ParseTargets(v)
@@ -255,6 +252,20 @@ func ConfigFrom(o adapters.Options) (Config, error) {
 		c.Targets = t
 	}
 	return c, nil
+}
+
+// parseFloat sets *dst to the number o gives setting s, if it gives one.
+func parseFloat(o adapters.Options, s badinput.Setting, dst *float64) error {
+	v, ok := o[string(s)]
+	if !ok {
+		return nil
+	}
+	f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+	if err != nil {
+		return badinput.Errorf("%v %q is not a number", s, v)
+	}
+	*dst = f
+	return nil
 }
 
 // Settings are c as settings (Options' names), for jobs built in code.

@@ -11,7 +11,6 @@ import (
 	"github.com/migu-ml/migu/exporters"
 	"github.com/migu-ml/migu/internal/testfix"
 	"github.com/migu-ml/migu/modeldir"
-	"github.com/migu-ml/migu/onnx"
 )
 
 // fixtureRoot holds the tiny models every test shares, built once.
@@ -94,32 +93,11 @@ func model(t testing.TB, arch string) (hf, dir string, man *modeldir.Manifest) {
 	return f.hf, f.model, man
 }
 
-// loadModel loads a model folder's forward graph.
-func loadModel(t testing.TB, dir string) *onnx.Model {
-	t.Helper()
-	m, err := onnx.Load(filepath.Join(dir, modeldir.ModelFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { m.Close() })
-	return m
-}
-
-// injected returns the model of dir with adapter a injected (inference
-// mode), saved inline into a temporary file, and the injection.
-func injected(t testing.TB, dir string, man *modeldir.Manifest, a adapters.Adapter, opt adapters.InjectOptions) (string, *adapters.Injection) {
-	t.Helper()
-	m := loadModel(t, dir)
-	inj, err := a.Inject(m, man, opt)
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), "model.onnx")
-	if err := m.Save(path, onnx.SaveOptions{External: onnx.ExternalNone}); err != nil {
-		t.Fatal(err)
-	}
-	return path, inj
-}
+// Model loading and adapter injection as the other adapter tests do them.
+var (
+	loadModel = testfix.LoadModel
+	injected  = testfix.Injected
+)
 
 // run runs an ONNX file once on int64 feeds plus the adapter parameters'
 // values, returning every output by name.

@@ -79,13 +79,13 @@ func TestConfig(t *testing.T) {
 		c    Config
 		want string
 	}{
-		{Config{R: 0, Alpha: 32}, "--lora-r 0 is outside its range: 1 …"},
-		{Config{R: -1, Alpha: 32}, "--lora-r -1 is outside"},
-		{Config{R: 8, Alpha: 0}, "--lora-alpha 0 is outside its range: a finite number > 0"},
-		{Config{R: 8, Alpha: -2}, "--lora-alpha -2 is outside"},
-		{Config{R: 8, Alpha: math.Inf(1)}, "--lora-alpha +Inf is outside"},
-		{Config{R: 8, Alpha: 32, Dropout: 1}, "--lora-dropout 1 is outside its range: [0, 1)"},
-		{Config{R: 8, Alpha: 32, Dropout: math.NaN()}, "--lora-dropout NaN is outside"},
+		{Config{R: 0, Alpha: 32}, "lora-r 0 is outside its range: 1 …"},
+		{Config{R: -1, Alpha: 32}, "lora-r -1 is outside"},
+		{Config{R: 8, Alpha: 0}, "lora-alpha 0 is outside its range: a finite number > 0"},
+		{Config{R: 8, Alpha: -2}, "lora-alpha -2 is outside"},
+		{Config{R: 8, Alpha: math.Inf(1)}, "lora-alpha +Inf is outside"},
+		{Config{R: 8, Alpha: 32, Dropout: 1}, "lora-dropout 1 is outside its range: [0, 1)"},
+		{Config{R: 8, Alpha: 32, Dropout: math.NaN()}, "lora-dropout NaN is outside"},
 		{Config{R: 8, Alpha: 32, Targets: []string{"wq"}}, `unknown target "wq"`},
 	}
 	for _, c := range cases {
@@ -114,7 +114,7 @@ func TestRankBoundedByWidth(t *testing.T) {
 			}
 			continue
 		}
-		want := fmt.Sprintf("--lora-r %d is outside its range: 1 … %d, the width of the narrowest adapted layer", r, narrow)
+		want := fmt.Sprintf("lora-r %d is outside its range: 1 … %d, the width of the narrowest adapted layer", r, narrow)
 		if !badinput.Is(err) || !strings.Contains(err.Error(), want) {
 			t.Errorf("r %d: %v, want %q", r, err, want)
 		}

@@ -30,7 +30,7 @@ func ParseMode(s string) (Mode, error) {
 	case ModeGrad, ModeUpdate:
 		return Mode(s), nil
 	}
-	return "", badinput.Errorf("unknown --migu-mode %q (grad, update)", s)
+	return "", badinput.Errorf("unknown %v %q (grad, update)", badinput.Setting("migu_mode"), s)
 }
 
 // CheckT validates the threshold T, the fraction of features not updated:
@@ -38,7 +38,7 @@ func ParseMode(s string) (Mode, error) {
 // NewMasker).
 func CheckT(t float64) error {
 	if !(t >= 0 && t < 1) {
-		return badinput.Errorf("--migu %v is outside [0, 1): T is the fraction of output features not updated", t)
+		return badinput.Errorf("%v %v is outside [0, 1): T is the fraction of output features not updated", badinput.Setting("migu_t"), t)
 	}
 	return nil
 }

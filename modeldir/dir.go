@@ -21,7 +21,7 @@ type Staging struct {
 // empty folder, so an export never mixes old and new files.
 func Stage(dest string) (*Staging, error) {
 	if entries, err := os.ReadDir(dest); err == nil && len(entries) > 0 {
-		return nil, badinput.Errorf("%s already exists and is not empty; remove it or choose another --out", dest)
+		return nil, badinput.Errorf("%s already exists and is not empty; remove it or choose another %v", dest, badinput.Setting("out"))
 	} else if err != nil && !os.IsNotExist(err) {
 		return nil, badinput.Wrap(err)
 	}
@@ -50,7 +50,7 @@ func CheckNotModel(model, out, why string) error {
 		}
 	}
 	if same {
-		return badinput.Errorf("--out %s is the model folder itself; %s", out, why)
+		return badinput.Errorf("%v %s is the model folder itself; %s", badinput.Setting("out"), out, why)
 	}
 	return nil
 }

@@ -175,7 +175,7 @@ func readCheckpointState(dir string) (*CheckpointState, error) {
 // configuration than identity's.
 func (st *CheckpointState) CheckIdentity(dir, identity string) error {
 	if st.Identity != identity {
-		return badinput.Errorf("%s was written for another model or configuration (identity %.12s…, this run %.12s…); use a new --out or the original settings", dir, st.Identity, identity)
+		return badinput.Errorf("%s was written for another model or configuration (identity %.12s…, this run %.12s…); use a new %v or the original settings", dir, st.Identity, identity, badinput.Setting("out"))
 	}
 	return nil
 }

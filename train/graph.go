@@ -310,10 +310,10 @@ func trainableNames(g *onnx.Graph, man *modeldir.Manifest, opt GraphOptions) ([]
 		for _, n := range opt.Names {
 			t := g.Initializer(n)
 			if t == nil {
-				return nil, badinput.Errorf("--trainable %q is not an initializer of the model", n)
+				return nil, badinput.Errorf("%v %q is not an initializer of the model", badinput.Setting("trainable"), n)
 			}
 			if !onnx.DType(t.GetDataType()).IsFloat() {
-				return nil, badinput.Errorf("--trainable %q is %v, not a float tensor", n, onnx.DType(t.GetDataType()))
+				return nil, badinput.Errorf("%v %q is %v, not a float tensor", badinput.Setting("trainable"), n, onnx.DType(t.GetDataType()))
 			}
 			set[n] = true
 		}

@@ -68,28 +68,31 @@ func (p *MemoryPlan) String() string {
 }
 
 // Check refuses a plan above limit bytes (0: no limit) with one line that
-// names the flags that would shrink it.
+// names the settings that would shrink it.
 func (p *MemoryPlan) Check(limit int64, recompute bool) error {
 	if limit <= 0 || p.Total <= limit {
 		return nil
 	}
-	var advice []string
+	// Each piece of advice is bad input of its own, so the settings it
+	// names reach badinput.Rename.
+	var advice []any
 	if !recompute && p.Activations > p.Total/4 {
-		advice = append(advice, "--recompute layers")
+		advice = append(advice, badinput.Errorf("%v layers", badinput.Setting("recompute")))
 	}
 	if p.Activations > p.Total/4 {
-		advice = append(advice, "a smaller --batch-size or --max-len")
+		advice = append(advice, badinput.Errorf("a smaller %v or %v", badinput.Setting("batch_size"), badinput.Setting("max_len")))
 	}
 	if p.Frozen["float32"] > p.Total/4 {
-		advice = append(advice, "a model exported with --dtype bf16")
+		advice = append(advice, badinput.Errorf("a model exported with %v bf16", badinput.Setting("dtype")))
 	}
 	if p.State > p.Total/4 {
-		advice = append(advice, "--method lora")
+		advice = append(advice, badinput.Errorf("%v lora", badinput.Setting("method")))
 	}
 	if len(advice) == 0 {
 		advice = append(advice, "a machine with more memory")
 	}
-	return badinput.Errorf("%s, more than the %s available (--memory-limit); try %s", p, gb(limit), strings.Join(advice, ", or "))
+	format := "%s, more than the %s available (%v); try " + strings.Repeat("%v, or ", len(advice)-1) + "%v"
+	return badinput.Errorf(format, append([]any{p, gb(limit), badinput.Setting("memory_limit")}, advice...)...)
 }
 
 // gb prints a size in GB, or in MB below one GB.

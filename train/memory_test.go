@@ -95,7 +95,7 @@ func TestMemoryPlanRefuses(t *testing.T) {
 	if err == nil || !badinput.Is(err) {
 		t.Fatalf("a 1 MB limit gave %v, want a bad-input refusal", err)
 	}
-	for _, want := range []string{"planned memory", fmt.Sprintf(" %d trained parameters", params), "more than the 1 MB available (--memory-limit); try "} {
+	for _, want := range []string{"planned memory", fmt.Sprintf(" %d trained parameters", params), "more than the 1 MB available (memory_limit); try "} {
 		if !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "\n") {
 			t.Errorf("refusal %q lacks %q or is not one line", err, want)
 		}

@@ -59,9 +59,9 @@ func NewAdamW(cfg AdamWConfig) (*AdamW, error) {
 func (c AdamWConfig) Check() error {
 	switch {
 	case !finiteAtLeast(c.LR, 0):
-		return badinput.Range("--lr", c.LR, "a finite number ≥ 0")
+		return badinput.Range("lr", c.LR, "a finite number ≥ 0")
 	case !finiteAtLeast(c.WeightDecay, 0):
-		return badinput.Range("--weight-decay", c.WeightDecay, "a finite number ≥ 0")
+		return badinput.Range("weight_decay", c.WeightDecay, "a finite number ≥ 0")
 	case !(c.Beta1 >= 0 && c.Beta1 < 1):
 		return badinput.Range("beta1", c.Beta1, "[0, 1)")
 	case !(c.Beta2 >= 0 && c.Beta2 < 1):
@@ -340,7 +340,7 @@ func ParseSchedule(kind string) (string, error) {
 	case "linear", "cosine":
 		return kind, nil
 	}
-	return "", badinput.Errorf("unknown --schedule %q (constant, linear, cosine)", kind)
+	return "", badinput.Errorf("unknown %v %q (constant, linear, cosine)", badinput.Setting("schedule"), kind)
 }
 
 // LR is the learning rate for the optimizer step with index step (0 for

@@ -26,10 +26,10 @@ func CheckRecompute(choice string, man *modeldir.Manifest) error {
 	switch choice {
 	case "", RecomputeNone, RecomputeLayers:
 	default:
-		return badinput.Errorf("--recompute %q is not one of none, layers", choice)
+		return badinput.Errorf("%v %q is not one of none, layers", badinput.Setting("recompute"), choice)
 	}
 	if choice == RecomputeLayers && man != nil && len(man.Blocks) == 0 {
-		return badinput.Errorf("--recompute layers: the model's migu.json does not name its block boundaries (blocks); re-export the model with this migu (migu export)")
+		return badinput.Errorf("%v layers: the model's migu.json does not name its block boundaries (blocks); re-export the model with this migu (migu export)", badinput.Setting("recompute"))
 	}
 	return nil
 }
@@ -82,7 +82,7 @@ func blockSegments(forward []*onnxpb.NodeProto, stacks []modeldir.BlockStack) ([
 	for _, s := range stacks {
 		for _, r := range s.Residuals {
 			if producer[r] == nil {
-				return nil, badinput.Errorf("--recompute layers: migu.json names block boundary %q, which no node of the graph computes; re-export the model (migu export)", r)
+				return nil, badinput.Errorf("%v layers: migu.json names block boundary %q, which no node of the graph computes; re-export the model (migu export)", badinput.Setting("recompute"), r)
 			}
 		}
 		for k := range len(s.Residuals) - 1 {

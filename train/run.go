@@ -63,11 +63,11 @@ type RunOptions struct {
 func (o RunOptions) Check() error {
 	switch {
 	case o.MaxSteps < 0:
-		return badinput.Range("--max-steps", o.MaxSteps, "≥ 0 (0: run the epochs)")
+		return badinput.Range("max_steps", o.MaxSteps, "≥ 0 (0: run the epochs)")
 	case o.SaveEvery < 0:
-		return badinput.Range("--save-every", o.SaveEvery, "≥ 0 (0: only at the end)")
+		return badinput.Range("save_every", o.SaveEvery, "≥ 0 (0: only at the end)")
 	case o.Keep < 0:
-		return badinput.Range("--keep", o.Keep, "≥ 0 (0: all)")
+		return badinput.Range("keep", o.Keep, "≥ 0 (0: all)")
 	}
 	return nil
 }
@@ -102,7 +102,7 @@ func Run(ctx context.Context, t *Trainer, src Source, runDir string, opt RunOpti
 			logf(opt.Progress, "skipping damaged checkpoint: %s", s)
 		}
 		if dir == "" && len(skipped) > 0 {
-			return nil, badinput.Errorf("--resume: no usable checkpoint in %s (%d damaged: %s)", runDir, len(skipped), skipped[0])
+			return nil, badinput.Errorf("%v: no usable checkpoint in %s (%d damaged: %s)", badinput.Setting("resume"), runDir, len(skipped), skipped[0])
 		}
 		if dir != "" {
 			if err := t.LoadCheckpoint(dir, st, opt.Identity); err != nil {

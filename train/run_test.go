@@ -69,19 +69,19 @@ func TestConfigCheck(t *testing.T) {
 		set  func(*Config, *RunOptions)
 		want string
 	}{
-		{"grad accum 0", func(c *Config, _ *RunOptions) { c.GradAccum = 0 }, "--grad-accum 0 is outside its range: ≥ 1"},
-		{"warmup", func(c *Config, _ *RunOptions) { c.Warmup = -1 }, "--warmup -1 is outside"},
-		{"clip Inf", func(c *Config, _ *RunOptions) { c.ClipNorm = math.Inf(1) }, "--clip +Inf is outside"},
-		{"lr NaN", func(c *Config, _ *RunOptions) { c.Optim.LR = math.NaN() }, "--lr NaN is outside its range: a finite number ≥ 0"},
+		{"grad accum 0", func(c *Config, _ *RunOptions) { c.GradAccum = 0 }, "grad_accum 0 is outside its range: ≥ 1"},
+		{"warmup", func(c *Config, _ *RunOptions) { c.Warmup = -1 }, "warmup -1 is outside"},
+		{"clip Inf", func(c *Config, _ *RunOptions) { c.ClipNorm = math.Inf(1) }, "clip_norm +Inf is outside"},
+		{"lr NaN", func(c *Config, _ *RunOptions) { c.Optim.LR = math.NaN() }, "lr NaN is outside its range: a finite number ≥ 0"},
 		{"beta2 1", func(c *Config, _ *RunOptions) { c.Optim.Beta2 = 1 }, "beta2 1 is outside its range: [0, 1)"},
 		{"eps 0", func(c *Config, _ *RunOptions) { c.Optim.Eps = 0 }, "eps 0 is outside"},
-		{"threads", func(c *Config, _ *RunOptions) { c.Threads = -2 }, "--threads -2 is outside"},
-		{"T", func(c *Config, _ *RunOptions) { c.UseMIGU, c.T = true, -0.1 }, "--migu -0.1 is outside"},
-		{"schedule", func(c *Config, _ *RunOptions) { c.Schedule = "exp" }, `unknown --schedule "exp"`},
-		{"recompute", func(c *Config, _ *RunOptions) { c.Recompute = "all" }, `--recompute "all"`},
-		{"max steps", func(_ *Config, o *RunOptions) { o.MaxSteps = -5 }, "--max-steps -5 is outside its range: ≥ 0"},
-		{"save every", func(_ *Config, o *RunOptions) { o.SaveEvery = -1 }, "--save-every -1 is outside"},
-		{"keep", func(_ *Config, o *RunOptions) { o.Keep = -1 }, "--keep -1 is outside"},
+		{"threads", func(c *Config, _ *RunOptions) { c.Threads = -2 }, "threads -2 is outside"},
+		{"T", func(c *Config, _ *RunOptions) { c.UseMIGU, c.T = true, -0.1 }, "migu_t -0.1 is outside"},
+		{"schedule", func(c *Config, _ *RunOptions) { c.Schedule = "exp" }, `unknown schedule "exp"`},
+		{"recompute", func(c *Config, _ *RunOptions) { c.Recompute = "all" }, `recompute "all"`},
+		{"max steps", func(_ *Config, o *RunOptions) { o.MaxSteps = -5 }, "max_steps -5 is outside its range: ≥ 0"},
+		{"save every", func(_ *Config, o *RunOptions) { o.SaveEvery = -1 }, "save_every -1 is outside"},
+		{"keep", func(_ *Config, o *RunOptions) { o.Keep = -1 }, "keep -1 is outside"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -96,7 +96,7 @@ func TestConfigCheck(t *testing.T) {
 			}
 		})
 	}
-	if _, err := NewTrainer(nil, t.TempDir(), Config{Optim: DefaultAdamW()}); !badinput.Is(err) || !strings.Contains(err.Error(), "--grad-accum 0") {
+	if _, err := NewTrainer(nil, t.TempDir(), Config{Optim: DefaultAdamW()}); !badinput.Is(err) || !strings.Contains(err.Error(), "grad_accum 0") {
 		t.Errorf("NewTrainer with a zero GradAccum: %v", err)
 	}
 }

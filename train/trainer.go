@@ -78,15 +78,15 @@ func (c Config) Check() error {
 	}
 	switch {
 	case c.GradAccum < 1:
-		return badinput.Range("--grad-accum", c.GradAccum, "≥ 1")
+		return badinput.Range("grad_accum", c.GradAccum, "≥ 1")
 	case c.Warmup < 0:
-		return badinput.Range("--warmup", c.Warmup, "≥ 0")
+		return badinput.Range("warmup", c.Warmup, "≥ 0")
 	case c.TotalSteps < 0:
-		return badinput.Range("total steps", c.TotalSteps, "≥ 0")
+		return badinput.Range("total_steps", c.TotalSteps, "≥ 0")
 	case !finiteAtLeast(c.ClipNorm, 0):
-		return badinput.Range("--clip", c.ClipNorm, "a finite number ≥ 0 (0: off)")
+		return badinput.Range("clip_norm", c.ClipNorm, "a finite number ≥ 0 (0: off)")
 	case c.MemoryLimit < 0:
-		return badinput.Range("--memory-limit", c.MemoryLimit, "≥ 0 bytes (0: off)")
+		return badinput.Range("memory_limit", c.MemoryLimit, "≥ 0 bytes (0: off)")
 	}
 	if c.UseMIGU {
 		if err := migu.CheckT(c.T); err != nil {
@@ -98,7 +98,7 @@ func (c Config) Check() error {
 			}
 		}
 	}
-	if err := ort.CheckThreads("--threads", c.Threads); err != nil {
+	if err := ort.CheckThreads("threads", c.Threads); err != nil {
 		return err
 	}
 	if _, err := ParseSchedule(c.Schedule); err != nil {

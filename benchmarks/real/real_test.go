@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/migu-ml/migu/continual"
+	"github.com/migu-ml/migu/internal/testfix"
 )
 
 // fixture is a made-up results set with known outcomes: 20 items per
@@ -117,18 +118,7 @@ func TestCodeReport(t *testing.T) {
 // thumbnail and with more than two colours.
 func checkPNG(t *testing.T, path string) {
 	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	img, err := png.Decode(f)
-	if err != nil {
-		t.Fatalf("%s: %v", path, err)
-	}
-	if b := img.Bounds(); b.Dx() < 200 || b.Dy() < 150 {
-		t.Errorf("%s: %v", path, b)
-	}
+	img := testfix.DecodePNG(t, path, 200, 150)
 	if n := colours(img); n < 3 {
 		t.Errorf("%s: %d colours", path, n)
 	}

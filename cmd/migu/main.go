@@ -17,7 +17,8 @@ func main() {
 }
 
 // run executes one command line and returns the exit status: 0 on success,
-// 2 for bad input (a flag, a file, a field), 1 for any other failure.
+// 2 for bad input (a flag, a file, a field), 1 for any other failure. The
+// settings an error names are spelled as their flags (flagOf).
 func run(args []string, stdout, stderr io.Writer) int {
 	root := newRootCmd()
 	root.SetArgs(args)
@@ -27,7 +28,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		bad := badinput.Is(err)
 		// Every rank of an mpirun job finds the same bad input: rank 0 says it.
 		if !bad || mpi.LaunchedRank() <= 0 {
-			fmt.Fprintf(stderr, "migu: %v\n", err)
+			fmt.Fprintf(stderr, "migu: %s\n", badinput.Rename(err, flagOf))
 		}
 		if bad {
 			return 2

@@ -136,7 +136,7 @@ func addJobFlags(cmd *cobra.Command, o *finetune.JobOptions, perTask bool) *jobF
 	f.StringVar(&j.mode, "migu-mode", "grad", "grad (mask the gradient, as the authors' code) or update (masked columns do not move)")
 	f.BoolVar(&o.Train.SkipPaddingTaps, "migu-skip-padding", false, "leave padding positions out of the magnitudes")
 	f.StringVar(&o.ChatTemplate, "chat-template", "", "Jinja chat template file to use instead of the model folder's (implies --template chat)")
-	f.IntVar(&o.Epochs, "epochs", o.Epochs, "passes over "+data+": "+finetune.EpochsRange)
+	f.IntVar(&o.Epochs, "epochs", o.Epochs, "passes over "+data+": ≥ 1, or 0 with --max-steps (as many passes as the steps take)")
 	f.Int64Var(&o.MaxSteps, "max-steps", o.MaxSteps, stop+", ≥ 0 (0: run the epochs)")
 	f.Int64Var(&o.SaveEvery, "save-every", o.SaveEvery, saveEvery)
 	f.Float64Var(&o.Train.Optim.LR, "lr", o.Train.Optim.LR, "peak learning rate, finite and ≥ 0")

@@ -297,6 +297,10 @@ func TestTrainBadInput(t *testing.T) {
 		{"unknown method", base(good, "f", "--method", "qlora"), 2, "qlora"},
 		{"nan loss", base(good, "g", "--lr", "1e38", "--max-steps", "5", "--clip", "0"), 1, "not finite"},
 		{"unknown recompute", base(good, "i", "--recompute", "all"), 2, `--recompute "all" is not one of none, layers`},
+		{"epochs out of range", base(good, "k", "--epochs", "-1"), 2, "--epochs -1 is outside its range: ≥ 1, or 0 with --max-steps"},
+		{"clip out of range", base(good, "l", "--clip", "-1"), 2, "--clip -1 is outside its range"},
+		{"lora rank out of range", base(good, "m", "--method", "lora", "--lora-r", "0"), 2, "--lora-r 0 is outside its range"},
+		{"unknown template", base(good, "n", "--template", "vicuna"), 2, `unknown --template "vicuna"`},
 		{"recompute on an old model folder", append(base(good, "j", "--recompute", "layers"), "--model", withoutBlocks(t, model)), 2, "re-export the model"},
 	}
 	for _, c := range cases {

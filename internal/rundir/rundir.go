@@ -45,7 +45,7 @@ func Check(dir string, o Options) error {
 	}
 	if o.Model != "" {
 		if rel, err := filepath.Rel(absPath(dir), absPath(o.Model)); err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
-			return badinput.Errorf("--out %s holds the model folder %s, which the run's output could replace; choose a folder of its own", dir, o.Model)
+			return badinput.Errorf("%v %s holds the model folder %s, which the run's output could replace; choose a folder of its own", badinput.Setting("out"), dir, o.Model)
 		}
 	}
 	entries, err := os.ReadDir(dir)
@@ -61,8 +61,8 @@ func Check(dir string, o Options) error {
 		}
 	}
 	if len(entries) > 0 {
-		return badinput.Errorf("--out %s is not empty and holds no run of this command (none of %s); remove it or choose another --out",
-			dir, strings.Join(o.Markers, ", "))
+		return badinput.Errorf("%v %s is not empty and holds no run of this command (none of %s); remove it or choose another %[1]v",
+			badinput.Setting("out"), dir, strings.Join(o.Markers, ", "))
 	}
 	return nil
 }
@@ -94,7 +94,7 @@ func Open(dir string, o Options) (*Lock, error) {
 	path := filepath.Join(dir, LockFile)
 	f, err := lockFile(path)
 	if errors.Is(err, errBusy) {
-		return nil, badinput.Errorf("run folder %s is in use by %s; wait for it to finish or choose another --out", dir, holder(path))
+		return nil, badinput.Errorf("run folder %s is in use by %s; wait for it to finish or choose another %v", dir, holder(path), badinput.Setting("out"))
 	}
 	if err != nil {
 		return nil, fmt.Errorf("locking run folder %s: %w", dir, err)

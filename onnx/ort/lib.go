@@ -32,7 +32,10 @@ const apiVersion = 24
 
 // howToGet tells the user how to obtain a library; every discovery and load
 // error ends with it.
-var howToGet = "run `make setup` in the migu repository, or download an ONNX Runtime (>= 1.24) release archive from https://github.com/microsoft/onnxruntime/releases and set " + EnvVar + " to its lib/" + libNames[0] + " (or pass --ort-lib)"
+var howToGet = badinput.Errorf("run `make setup` in the migu repository, or download an ONNX Runtime (>= 1.24) release archive from https://github.com/microsoft/onnxruntime/releases and set %s to its lib/%s (or pass %v)", EnvVar, libNames[0], LibrarySetting)
+
+// LibrarySetting names InitOptions.LibraryPath in errors.
+const LibrarySetting badinput.Setting = "ort_lib"
 
 // InitOptions configures Init.
 type InitOptions struct {
@@ -68,7 +71,7 @@ func Init(opts InitOptions) error {
 		if opts.LibraryPath == "" {
 			return nil
 		}
-		want, err := resolveLibrary(opts.LibraryPath, "--ort-lib")
+		want, err := resolveLibrary(opts.LibraryPath, LibrarySetting)
 		if err != nil {
 			return err
 		}
@@ -156,7 +159,7 @@ var libNames = func() []string {
 // the order documented on Init.
 func findLibrary(s search) (string, error) {
 	if s.explicit != "" {
-		return resolveLibrary(s.explicit, "--ort-lib")
+		return resolveLibrary(s.explicit, LibrarySetting)
 	}
 	if s.env != "" {
 		return resolveLibrary(s.env, "$"+EnvVar)
@@ -187,12 +190,12 @@ func findLibrary(s search) (string, error) {
 	if len(where) == 0 {
 		where = []string{"any directory (neither the executable's nor the working directory is known)"}
 	}
-	return "", badinput.Errorf("ONNX Runtime library not found: --ort-lib not given, $%s not set, and no %s in %s; %s", EnvVar, rel, strings.Join(where, ", nor in "), howToGet)
+	return "", badinput.Errorf("ONNX Runtime library not found: %v not given, $%s not set, and no %s in %s; %v", LibrarySetting, EnvVar, rel, strings.Join(where, ", nor in "), howToGet)
 }
 
 // resolveLibrary turns a path given by the user (a file, or a directory
 // holding the library or a lib/ folder with it) into an absolute file path.
-func resolveLibrary(p, from string) (string, error) {
+func resolveLibrary(p string, from any) (string, error) {
 	st, err := os.Stat(p)
 	if errors.Is(err, fs.ErrNotExist) {
 		return "", badinput.Errorf("ONNX Runtime library %s (from %s) does not exist; %s", p, from, howToGet)

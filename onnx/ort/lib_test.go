@@ -113,13 +113,13 @@ func TestFindLibrary(t *testing.T) {
 		{"working directory of another checkout", search{exeDir: empty, workDir: otherWD}, otherLib, nil},
 		{"release directory", search{explicit: release}, releaseLib, nil},
 		{"explicit path missing", search{explicit: filepath.Join(tmp, "nope.so"), env: fromEnv, exeDir: bin},
-			"", []string{filepath.Join(tmp, "nope.so"), "(from --ort-lib) does not exist", "make setup", EnvVar}},
+			"", []string{filepath.Join(tmp, "nope.so"), "(from ort_lib) does not exist", "make setup", EnvVar}},
 		{"env path missing", search{env: filepath.Join(tmp, "gone.so"), exeDir: bin},
 			"", []string{filepath.Join(tmp, "gone.so"), "(from $" + EnvVar + ")"}},
 		{"directory without a library", search{explicit: empty},
 			"", []string{filepath.Join(empty, libNames[0]), filepath.Join(empty, "lib", libNames[0])}},
 		{"nothing anywhere", search{exeDir: empty, workDir: filepath.Join(tmp, "explicit")},
-			"", []string{"--ort-lib not given", "$" + EnvVar + " not set", setupRel, empty + " or any directory above it", filepath.Join(tmp, "explicit") + " or any directory above it", "make setup", "github.com/microsoft/onnxruntime/releases"}},
+			"", []string{"ort_lib not given", "$" + EnvVar + " not set", setupRel, empty + " or any directory above it", filepath.Join(tmp, "explicit") + " or any directory above it", "make setup", "github.com/microsoft/onnxruntime/releases"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

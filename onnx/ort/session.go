@@ -212,9 +212,9 @@ const MaxThreads = 1024
 var ThreadsRange = fmt.Sprintf("0 (one per core) … %d", MaxThreads)
 
 // CheckThreads checks a thread count (flag names it in the error).
-func CheckThreads(flag string, n int) error {
+func CheckThreads(s badinput.Setting, n int) error {
 	if n < 0 || n > MaxThreads {
-		return badinput.Range(flag, n, ThreadsRange)
+		return badinput.Range(s, n, ThreadsRange)
 	}
 	return nil
 }
@@ -222,10 +222,10 @@ func CheckThreads(flag string, n int) error {
 // sessionOptions translates opts into ORT session options; the caller
 // destroys them.
 func sessionOptions(opts SessionOptions) (*ortgo.SessionOptions, string, error) {
-	if err := CheckThreads("--threads", opts.Threads); err != nil {
+	if err := CheckThreads("threads", opts.Threads); err != nil {
 		return nil, "", err
 	}
-	if err := CheckThreads("inter-op threads", opts.InterOpThreads); err != nil {
+	if err := CheckThreads("inter_op_threads", opts.InterOpThreads); err != nil {
 		return nil, "", err
 	}
 	level, err := opts.OptLevel.ort()
@@ -315,7 +315,7 @@ func appendCUDA(so *ortgo.SessionOptions, device int) error {
 	lib := LibraryPath()
 	provider := filepath.Join(filepath.Dir(lib), cudaProviderLib)
 	if !isFile(provider) {
-		return badinput.Errorf("the ONNX Runtime library at %s has no CUDA execution provider (no %s beside it); use the cpu provider, or get a GPU build: download onnxruntime-linux-x64-gpu-<version>.tgz from https://github.com/microsoft/onnxruntime/releases and point %s (or --ort-lib) at its lib/ directory, where libonnxruntime_providers_cuda.so and libonnxruntime_providers_shared.so sit beside the library", lib, cudaProviderLib, EnvVar)
+		return badinput.Errorf("the ONNX Runtime library at %s has no CUDA execution provider (no %s beside it); use the cpu provider, or get a GPU build: download onnxruntime-linux-x64-gpu-<version>.tgz from https://github.com/microsoft/onnxruntime/releases and point %s (or %v) at its lib/ directory, where libonnxruntime_providers_cuda.so and libonnxruntime_providers_shared.so sit beside the library", lib, cudaProviderLib, EnvVar, LibrarySetting)
 	}
 	return badinput.Errorf("enabling the CUDA execution provider (device %d) of %s failed: %v; check that the CUDA and cuDNN versions this ORT build wants are installed and on the library path, and that device %d exists", device, provider, unwrapORT(err), device)
 }
