@@ -84,7 +84,7 @@ func BenchmarkFusedStep(b *testing.B) {
 			name, so.CustomOps = "fused", []string{lib}
 		}
 		out := mkdir(b, filepath.Join(root, name))
-		art, err := BuildGraph(model, out, GraphOptions{Trainable: TrainAll, Taps: true, Fused: fused})
+		art, err := BuildGraph(model, out, GraphOptions{Trainable: TrainAll, Taps: true, Fused: fused, FusedTaps: fused})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -78,6 +78,10 @@ type GraphOptions struct {
 	// session that runs it must load the kernel library. Results equal
 	// the standard operators' to float32 rounding.
 	Fused bool
+	// FusedTaps, with Fused, also computes the MIGU taps with the fused
+	// kernel. Off by default: on the CPUs measured so far it was slower
+	// than the standard Abs and MatMul (benchmarks/perf/README.md).
+	FusedTaps bool
 }
 
 // IO names one graph input or output of the artifact.
@@ -121,7 +125,7 @@ type Artifact struct {
 	Recompute       string `json:"recompute"`
 	RecomputedNodes int    `json:"recomputed_nodes,omitempty"`
 	// FusedNorms counts the RMSNorms computed by migu's fused kernels,
-	// FusedTaps whether the taps are (GraphOptions.Fused).
+	// FusedTaps whether the taps are (GraphOptions.FusedTaps).
 	FusedNorms int  `json:"fused_norms,omitempty"`
 	FusedTaps  bool `json:"fused_taps,omitempty"`
 }
@@ -220,7 +224,7 @@ func Build(m *onnx.Model, man *modeldir.Manifest, opt GraphOptions) (*Artifact, 
 			return nil, err
 		}
 		m.SetOpset(onnx.DomainMigu, kernels.Opset)
-		art.FusedTaps = opt.Taps
+		art.FusedTaps = opt.Taps && opt.FusedTaps
 	}
 	var taps []migu.Tap
 	if opt.Taps {
@@ -232,7 +236,7 @@ func Build(m *onnx.Model, man *modeldir.Manifest, opt GraphOptions) (*Artifact, 
 		if points == nil {
 			points = migu.LinearPoints(man)
 		}
-		taps, err = migu.AddTapsWith(g, m.Opset(""), fwd, points, migu.TapOptions{SkipPadding: opt.TapsSkipPadding, Fused: opt.Fused})
+		taps, err = migu.AddTapsWith(g, m.Opset(""), fwd, points, migu.TapOptions{SkipPadding: opt.TapsSkipPadding, Fused: art.FusedTaps})
 		if err != nil {
 			return nil, err
 		}

@@ -140,7 +140,7 @@ func (s recomputeSpec) run(t *testing.T, recompute string) (*Artifact, map[strin
 		}
 		values[name] = v
 	}
-	art, err := Build(m, man, GraphOptions{Names: names, Taps: true, TapPoints: points, HiddenPad: s.pad, Recompute: recompute, Fused: s.kernels != ""})
+	art, err := Build(m, man, GraphOptions{Names: names, Taps: true, TapPoints: points, HiddenPad: s.pad, Recompute: recompute, Fused: s.kernels != "", FusedTaps: s.kernels != ""})
 	if err != nil {
 		t.Fatal(err)
 	}
