@@ -14,11 +14,14 @@ all: build
 setup:
 	@./scripts/setup.sh
 
-## build: compile the CLI into bin/migu
+## build: compile the CLI into bin/migu and the fused kernels into bin/libmigu_kernels.so
 # GOEXPERIMENT=simd turns on the 8-lane AdamW loops (train/optim_simd.go);
 # without it the scalar loops give the same results, about 4x slower.
+# The kernel library (onnx/kernels) is optional: without a C compiler the
+# build says so and migu runs standard ONNX operators only.
 build:
 	GOEXPERIMENT=simd $(GO) build -o $(BIN) ./cmd/migu
+	@GO=$(GO) ./scripts/kernels.sh >/dev/null || echo "build: fused kernels not built; migu will use standard ONNX operators"
 
 ## test: vet, unit and reference tests, Python tests, and a short run of every fuzz target
 test: setup vet gotest pytest fuzz

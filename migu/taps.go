@@ -5,6 +5,7 @@ import (
 
 	"github.com/migu-ml/migu/modeldir"
 	"github.com/migu-ml/migu/onnx"
+	"google.golang.org/protobuf/proto"
 )
 
 // Ranks tells AddTaps the rank of forward values (shapes.Infer gives it).
@@ -55,6 +56,25 @@ func LinearPoints(man *modeldir.Manifest) []Point {
 // ReduceL1 over the two leading axes (measured with ORT 1.30 at dim 512 to
 // 3400). Other values use one ReduceL1.
 func AddTaps(g *onnx.Graph, opset int64, ranks Ranks, points []Point, skipPadding bool) ([]Tap, error) {
+	return AddTapsWith(g, opset, ranks, points, TapOptions{SkipPadding: skipPadding})
+}
+
+// TapOptions configure AddTapsWith.
+type TapOptions struct {
+	// SkipPadding leaves padding positions out of the magnitudes.
+	SkipPadding bool
+	// Fused computes each tap with migu's fused kernel ai.migu.AbsColSum
+	// (package onnx/kernels): Σ|v| per column in one pass over v, without
+	// the |v| tensor the standard form materialises. The caller imports
+	// the domain (onnx.DomainMigu, version 1) and loads the kernel
+	// library. Values whose padding must be masked but whose shape is not
+	// aligned with the mask keep the standard form.
+	Fused bool
+}
+
+// AddTapsWith is AddTaps with options.
+func AddTapsWith(g *onnx.Graph, opset int64, ranks Ranks, points []Point, opt TapOptions) ([]Tap, error) {
+	skipPadding := opt.SkipPadding
 	taps := make([]Tap, 0, len(points))
 	masks := map[string]string{}
 	rows := map[string]string{}
@@ -74,7 +94,23 @@ func AddTaps(g *onnx.Graph, opset int64, ranks Ranks, points []Point, skipPaddin
 		if width < p.Dim {
 			return nil, fmt.Errorf("migu: %s's value %q has %d features, fewer than %d", p.Name, v, width, p.Dim)
 		}
-		if alignedWithMask(g, shape, p.Mask) {
+		aligned := alignedWithMask(g, shape, p.Mask)
+		masked := skipPadding && (aligned || len(shape) == 3)
+		if opt.Fused && (!masked || aligned && int64Mask(g, p.Mask)) {
+			in := []string{v}
+			if masked {
+				in = append(in, p.Mask)
+			}
+			sum := g.Op("AbsColSum", in, out+".colsum")
+			g.P.Node[len(g.P.Node)-1].Domain = proto.String(onnx.DomainMigu)
+			if width > p.Dim {
+				sum = firstFeatures(g, sum, p.Dim, out)
+			}
+			g.Rename(sum, out)
+			taps = append(taps, Tap{Name: p.Name, Output: out, Dim: p.Dim})
+			continue
+		}
+		if aligned {
 			if rows[p.Mask] == "" {
 				rows[p.Mask] = tokenRow(g, p.Mask, skipPadding)
 			}
@@ -139,6 +175,17 @@ func alignedWithMask(g *onnx.Graph, shape onnx.Shape, mask string) bool {
 		}
 	}
 	return true
+}
+
+// int64Mask tells whether mask is an int64 graph input (what the fused
+// tap reads).
+func int64Mask(g *onnx.Graph, mask string) bool {
+	in := g.Input(mask)
+	if in == nil {
+		return false
+	}
+	dt, _, ok := onnx.TensorType(in)
+	return ok && dt == onnx.Int64
 }
 
 // tokenRow is a [1, batch·seq] float row over the positions of mask: the

@@ -14,7 +14,9 @@ import (
 
 // The taps ORT computes equal Σ|v| per feature computed here by hand, with
 // padding counted or left out, for a [batch, seq, dim] value (the MatMul
-// form) and a [batch, dim] value (the ReduceL1 form), at opsets 17 and 18.
+// form) and a [batch, dim] value (the ReduceL1 form), at opsets 17 and 18;
+// and the same with the fused kernel ai.migu.AbsColSum (onnx/kernels)
+// computing both.
 func TestTapsMatchHandSums(t *testing.T) {
 	if err := ort.Init(ort.InitOptions{LibraryPath: testenv.ORTLib(t)}); err != nil {
 		t.Fatal(err)
@@ -31,9 +33,16 @@ func TestTapsMatchHandSums(t *testing.T) {
 		name        string
 		opset       int64
 		skipPadding bool
-	}{{"opset17", 17, false}, {"opset18", 18, false}, {"opset17-skip-padding", 17, true}, {"opset18-skip-padding", 18, true}} {
+		fused       bool
+	}{{"opset17", 17, false, false}, {"opset18", 18, false, false}, {"opset17-skip-padding", 17, true, false}, {"opset18-skip-padding", 18, true, false},
+		{"fused", 18, false, true}, {"fused-skip-padding", 18, true, true}} {
 		t.Run(c.name, func(t *testing.T) {
+			so := ort.SessionOptions{Threads: 1}
 			m := onnx.New("taps", map[string]int64{"": c.opset})
+			if c.fused {
+				so.CustomOps = []string{testenv.Kernels(t)}
+				m.SetOpset(onnx.DomainMigu, 1)
+			}
 			g := m.Graph()
 			g.AddInput("y", onnx.Float, onnx.Shape{onnx.Sym("batch"), onnx.Sym("seq"), onnx.D(dim)})
 			g.AddInput("z", onnx.Float, onnx.Shape{onnx.Sym("batch"), onnx.D(dim)})
@@ -43,7 +52,7 @@ func TestTapsMatchHandSums(t *testing.T) {
 				t.Fatal(err)
 			}
 			points := []Point{{Name: "y", Value: "y", Dim: dim, Mask: "attention_mask"}, {Name: "z", Value: "z", Dim: dim, Mask: "attention_mask"}}
-			taps, err := AddTaps(g, c.opset, info, points, c.skipPadding)
+			taps, err := AddTapsWith(g, c.opset, info, points, TapOptions{SkipPadding: c.skipPadding, Fused: c.fused})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -51,7 +60,10 @@ func TestTapsMatchHandSums(t *testing.T) {
 			for _, n := range g.P.Node {
 				ops[n.GetOpType()]++
 			}
-			if ops["MatMul"] != 1 || ops["ReduceL1"] != 1 {
+			switch {
+			case c.fused && (ops["AbsColSum"] != 2 || ops["Abs"] != 0):
+				t.Errorf("want the fused tap for y and z, got ops %v", ops)
+			case !c.fused && (ops["MatMul"] != 1 || ops["ReduceL1"] != 1):
 				t.Errorf("want the MatMul form for y and ReduceL1 for z, got ops %v", ops)
 			}
 			for _, tp := range taps {
@@ -64,7 +76,7 @@ func TestTapsMatchHandSums(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			s, err := ort.NewSessionFromBytes(raw, ort.SessionOptions{Threads: 1})
+			s, err := ort.NewSessionFromBytes(raw, so)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -167,6 +167,10 @@ func (m *Model) SetOpset(domain string, version int64) {
 	})
 }
 
+// DomainMigu is the operator domain of migu's fused kernels (package
+// onnx/kernels): graphs use it only when the kernel library is loaded.
+const DomainMigu = "ai.migu"
+
 // CanonicalDomain is an operator domain with the default domain's alias
 // "ai.onnx" written as "", so that the two compare equal.
 func CanonicalDomain(d string) string {

@@ -20,6 +20,7 @@ import (
 	"github.com/migu-ml/migu/modeldir"
 	"github.com/migu-ml/migu/onnx"
 	"github.com/migu-ml/migu/onnx/grad"
+	"github.com/migu-ml/migu/onnx/kernels"
 	"github.com/migu-ml/migu/onnx/onnxpb"
 	"github.com/migu-ml/migu/onnx/shapes"
 )
@@ -72,6 +73,15 @@ type GraphOptions struct {
 	// the block there (recompute.go). Gradients stay equal to float32
 	// rounding.
 	Recompute string
+	// Fused rewrites the graph to migu's fused kernels (package
+	// onnx/kernels: RMSNorm forward and backward, the MIGU taps); the
+	// session that runs it must load the kernel library. Results equal
+	// the standard operators' to float32 rounding.
+	Fused bool
+	// FusedTaps, with Fused, also computes the MIGU taps with the fused
+	// kernel. Off by default: on the CPUs measured so far it was slower
+	// than the standard Abs and MatMul (benchmarks/perf/README.md).
+	FusedTaps bool
 }
 
 // IO names one graph input or output of the artifact.
@@ -114,6 +124,10 @@ type Artifact struct {
 	// backward pass recomputes.
 	Recompute       string `json:"recompute"`
 	RecomputedNodes int    `json:"recomputed_nodes,omitempty"`
+	// FusedNorms counts the RMSNorms computed by migu's fused kernels,
+	// FusedTaps whether the taps are (GraphOptions.FusedTaps).
+	FusedNorms int  `json:"fused_norms,omitempty"`
+	FusedTaps  bool `json:"fused_taps,omitempty"`
 }
 
 // BuildGraph writes train.onnx (+ external data) and train.json for the
@@ -201,6 +215,17 @@ func Build(m *onnx.Model, man *modeldir.Manifest, opt GraphOptions) (*Artifact, 
 	if err != nil {
 		return nil, err
 	}
+	if opt.Fused {
+		info, err := shapes.Infer(m)
+		if err != nil {
+			return nil, err
+		}
+		if art.FusedNorms, err = kernels.FuseRMSNorm(m, info); err != nil {
+			return nil, err
+		}
+		m.SetOpset(onnx.DomainMigu, kernels.Opset)
+		art.FusedTaps = opt.Taps && opt.FusedTaps
+	}
 	var taps []migu.Tap
 	if opt.Taps {
 		fwd, err := shapes.Infer(m)
@@ -211,7 +236,7 @@ func Build(m *onnx.Model, man *modeldir.Manifest, opt GraphOptions) (*Artifact, 
 		if points == nil {
 			points = migu.LinearPoints(man)
 		}
-		taps, err = migu.AddTaps(g, m.Opset(""), fwd, points, opt.TapsSkipPadding)
+		taps, err = migu.AddTapsWith(g, m.Opset(""), fwd, points, migu.TapOptions{SkipPadding: opt.TapsSkipPadding, Fused: art.FusedTaps})
 		if err != nil {
 			return nil, err
 		}

@@ -98,6 +98,9 @@ type recomputeSpec struct {
 	dropout       float64
 	pad           HiddenPad
 	feeds         map[string][][]int64
+	// kernels, when set, is the fused-kernel library: the graph is built
+	// with GraphOptions.Fused and the session loads it.
+	kernels string
 }
 
 func (s recomputeSpec) manifest(t *testing.T) *modeldir.Manifest {
@@ -137,7 +140,7 @@ func (s recomputeSpec) run(t *testing.T, recompute string) (*Artifact, map[strin
 		}
 		values[name] = v
 	}
-	art, err := Build(m, man, GraphOptions{Names: names, Taps: true, TapPoints: points, HiddenPad: s.pad, Recompute: recompute})
+	art, err := Build(m, man, GraphOptions{Names: names, Taps: true, TapPoints: points, HiddenPad: s.pad, Recompute: recompute, Fused: s.kernels != "", FusedTaps: s.kernels != ""})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,7 +148,11 @@ func (s recomputeSpec) run(t *testing.T, recompute string) (*Artifact, map[strin
 	if err := m.Save(path, onnx.SaveOptions{External: onnx.ExternalAll, DataFile: GraphData}); err != nil {
 		t.Fatal(err)
 	}
-	sess, err := ort.NewSession(path, ort.SessionOptions{Threads: 1})
+	so := ort.SessionOptions{Threads: 1}
+	if s.kernels != "" {
+		so.CustomOps = []string{s.kernels}
+	}
+	sess, err := ort.NewSession(path, so)
 	if err != nil {
 		t.Fatal(err)
 	}

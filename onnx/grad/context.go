@@ -55,6 +55,14 @@ func (c *Context) OpN(opType string, inputs []string, n int, hint string, attrs 
 	return c.g.OpN(opType, inputs, n, hint, attrs...)
 }
 
+// OpIn appends a node of another operator domain (migu's fused kernels,
+// onnx.DomainMigu) with n outputs.
+func (c *Context) OpIn(domain, opType string, inputs []string, n int, hint string, attrs ...onnx.Attr) []string {
+	outs := c.g.OpN(opType, inputs, n, hint, attrs...)
+	c.g.P.Node[len(c.g.P.Node)-1].Domain = proto.String(domain)
+	return outs
+}
+
 // Type returns a forward value's element type and symbolic shape.
 func (c *Context) Type(value string) (onnx.DType, onnx.Shape, error) {
 	dt, shape, ok := c.shapes.Type(value)

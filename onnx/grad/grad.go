@@ -22,8 +22,17 @@ import (
 // inputs that need none (c.Needs tells which do).
 type Rule func(c *Context, n *onnxpb.NodeProto, dY []string) ([]string, error)
 
-// rules is the registry: op type (default ONNX domain) to gradient rule.
+// rules is the registry: op type to gradient rule, keyed as opKey names
+// a node (the op type in the default domain, "domain.OpType" elsewhere).
 var rules = map[string]Rule{}
+
+// opKey is the registry key of a node.
+func opKey(n *onnxpb.NodeProto) string {
+	if d := onnx.CanonicalDomain(n.GetDomain()); d != "" {
+		return d + "." + n.GetOpType()
+	}
+	return n.GetOpType()
+}
 
 // register adds rules from the files that define them.
 func register(r map[string]Rule) {
@@ -105,7 +114,7 @@ func Differentiate(m *onnx.Model, shapes Shapes, loss string, wrt []string) (*Re
 		if !any || !c.needsAnyInput(n) {
 			continue
 		}
-		dX, err := rules[n.GetOpType()](c, n, dY)
+		dX, err := rules[opKey(n)](c, n, dY)
 		if err != nil {
 			return nil, badinput.Errorf("gradient of node %s: %v", onnx.NodeLabel(n), err)
 		}
@@ -141,13 +150,9 @@ func checkRules(g *onnx.Graph, c *Context) error {
 		if !onPath || !c.needsAnyInput(n) {
 			continue
 		}
-		d := n.GetDomain()
-		if _, ok := rules[n.GetOpType()]; ok && (d == "" || d == "ai.onnx") {
+		op := opKey(n)
+		if _, ok := rules[op]; ok {
 			continue
-		}
-		op := n.GetOpType()
-		if d != "" {
-			op = d + "." + op
 		}
 		if _, seen := missing[op]; !seen {
 			missing[op] = onnx.NodeLabel(n)

@@ -98,6 +98,10 @@ type SessionOptions struct {
 	// Config holds ORT session configuration entries, e.g.
 	// "session.intra_op.allow_spinning": "0" on a shared machine.
 	Config map[string]string
+	// CustomOps lists shared libraries of custom operators (each exporting
+	// ORT's RegisterCustomOps entry point, as migu's fused kernels,
+	// package onnx/kernels, do) to register with the session.
+	CustomOps []string
 }
 
 // Session is a model loaded into ONNX Runtime. Run it through a Binding
@@ -288,6 +292,11 @@ func configure(so *ortgo.SessionOptions, opts SessionOptions, level ortgo.GraphO
 	for _, k := range keys {
 		if err := so.AddSessionConfigEntry(k, opts.Config[k]); err != nil {
 			return badinput.Errorf("session config %s=%s: %v", k, opts.Config[k], err)
+		}
+	}
+	for _, lib := range opts.CustomOps {
+		if err := registerCustomOps(so, lib); err != nil {
+			return err
 		}
 	}
 	if provider == ProviderCUDA {

@@ -1,0 +1,96 @@
+package kernels_test
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/migu-ml/migu/internal/testenv"
+	"github.com/migu-ml/migu/onnx/ort"
+)
+
+// BenchmarkRMSNorm runs RMSNorm forward and backward (y, dx, dw, plus the
+// Σ y ⊙ r loss both variants share) in standard operators and with the
+// fused kernels, at the small llama preset's shapes as `make bench` trains
+// it (batch 4 × 128, hidden 512) and at SmolLM2-135M's (batch 8 × 256,
+// hidden 576), on 1 and 2 ORT threads, outputs bound in advance. Besides
+// wall time it reports CPU time per run (cpu-ms/op), which a machine
+// shared with other jobs disturbs less.
+func BenchmarkRMSNorm(b *testing.B) {
+	lib := testenv.Kernels(b)
+	if err := ort.Init(ort.InitOptions{LibraryPath: testenv.ORTLib(b)}); err != nil {
+		b.Fatal(err)
+	}
+	for _, c := range []struct {
+		shape   []int64
+		threads int
+	}{{[]int64{4, 128, 512}, 1}, {[]int64{4, 128, 512}, 2}, {[]int64{8, 256, 576}, 1}, {[]int64{8, 256, 576}, 2}} {
+		shape := c.shape
+		rng := rand.New(rand.NewPCG(1, 2))
+		n, d := numel(shape), int(shape[len(shape)-1])
+		x, w, r := random(rng, n, -2, 2), random(rng, d, 0.5, 1.5), random(rng, n, -1, 1)
+		for _, fused := range []bool{false, true} {
+			variant := "standard"
+			opts := ort.SessionOptions{Threads: c.threads}
+			if fused {
+				variant = "fused"
+				opts.CustomOps = []string{lib}
+			}
+			name := fmt.Sprintf("%dx%dx%d/threads=%d/%s", shape[0], shape[1], shape[2], c.threads, variant)
+			b.Run(name, func(b *testing.B) {
+				g := buildRMS(b, shape, r, fused)
+				s, err := ort.NewSession(g.path, opts)
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer s.Close()
+				bind, err := s.NewBinding()
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer bind.Close()
+				tensor := func(v []float32, shape ...int64) ort.Value {
+					t, err := ort.NewTensor(v, shape...)
+					if err != nil {
+						b.Fatal(err)
+					}
+					b.Cleanup(func() { t.Close() })
+					return t
+				}
+				for _, err := range []error{
+					bind.BindInput("x", tensor(x, shape...)),
+					bind.BindInput("w", tensor(w, int64(d))),
+					bind.BindOutput("y", tensor(make([]float32, n), shape...)),
+					bind.BindOutput("dx", tensor(make([]float32, n), shape...)),
+					bind.BindOutput("dw", tensor(make([]float32, d), int64(d))),
+				} {
+					if err != nil {
+						b.Fatal(err)
+					}
+				}
+				for range 3 { // ORT's first runs are slow
+					if err := bind.Run(); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.ResetTimer()
+				cpu := cpuTime()
+				for range b.N {
+					if err := bind.Run(); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.ReportMetric(float64(cpuTime()-cpu)/float64(time.Millisecond)/float64(b.N), "cpu-ms/op")
+			})
+		}
+	}
+}
+
+// cpuTime is the process's user + system CPU time.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}

@@ -1,0 +1,469 @@
+// migu_kernels: fused CPU kernels for migu's training graphs, loaded into a
+// stock ONNX Runtime through its custom-operator C API. Every op lives in the
+// domain "ai.migu", opset 1, and takes and gives float32 tensors:
+//
+//   RMSNorm(X[..., d], W[d]; epsilon) -> Y[..., d], InvRMS[..., 1]
+//       Y = X * InvRMS * W, InvRMS = 1 / sqrt(mean(X^2 over the last axis) + epsilon)
+//   RMSNormGrad(dY[..., d], X[..., d], W[d], InvRMS[..., 1]) -> dX[..., d], dW[d]
+//   AbsColSum(Y[..., d] [, Mask[...] int64]) -> S[d]
+//       S_j = sum over every leading position t of Mask_t * |Y_tj| (Mask 1 when absent):
+//       MIGU's magnitude tap in one pass.
+//
+// The float operations are those of the standard-op formulation (x*x summed,
+// divided by d, eps added, sqrt, reciprocal, x*r, times w), so both agree to
+// float32 rounding. Sums run in eight fixed lanes and per-block partial sums
+// are added in block order, so a result does not depend on the number of
+// threads, and -ffp-contract=off keeps the vector clones (target_clones) from
+// fusing multiply-adds: every CPU gives the same bits.
+//
+// Work is split over ONNX Runtime's intra-op threads with
+// KernelContext_ParallelFor (ORT >= 1.17).
+
+#include <limits.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <pthread.h>
+
+#include "onnxruntime_c_api.h"
+
+// MIGU_ORT_API is the C API version the library asks for: onnxruntime_go's
+// header is version 24 and migu loads ORT >= 1.24, which serves it.
+#define MIGU_ORT_API 24
+
+// The library is built with -fvisibility=hidden: only these two symbols are exported.
+#define MIGU_EXPORT __attribute__((visibility("default")))
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define VECTOR __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define VECTOR
+#endif
+
+static const OrtApi *api;
+
+#define TRY(expr)                          \
+	do {                                   \
+		OrtStatus *status_ = (expr);       \
+		if (status_ != NULL) return status_; \
+	} while (0)
+
+static OrtStatus *fail(const char *op, const char *msg) {
+	char buf[512];
+	snprintf(buf, sizeof buf, "ai.migu.%s: %s", op, msg);
+	return api->CreateStatus(ORT_INVALID_ARGUMENT, buf);
+}
+
+enum { MAX_RANK = 8 };
+
+// tensor is one input or output as the kernels see it.
+typedef struct {
+	void *data;
+	int64_t dims[MAX_RANK];
+	size_t rank;
+	int64_t count;
+	ONNXTensorElementDataType type;
+} tensor;
+
+static OrtStatus *describe(const OrtValue *v, tensor *t, const char *op) {
+	OrtTensorTypeAndShapeInfo *info = NULL;
+	TRY(api->GetTensorTypeAndShape(v, &info));
+	OrtStatus *s = api->GetDimensionsCount(info, &t->rank);
+	if (s == NULL && t->rank > MAX_RANK) s = fail(op, "tensor rank above 8");
+	if (s == NULL) s = api->GetDimensions(info, t->dims, t->rank);
+	if (s == NULL) s = api->GetTensorElementType(info, &t->type);
+	api->ReleaseTensorTypeAndShapeInfo(info);
+	if (s != NULL) return s;
+	t->count = 1;
+	for (size_t i = 0; i < t->rank; i++) t->count *= t->dims[i];
+	return api->GetTensorMutableData((OrtValue *)v, &t->data);
+}
+
+static OrtStatus *input(OrtKernelContext *ctx, size_t i, tensor *t, const char *op) {
+	const OrtValue *v = NULL;
+	TRY(api->KernelContext_GetInput(ctx, i, &v));
+	if (v == NULL) return fail(op, "a required input is missing");
+	return describe(v, t, op);
+}
+
+static OrtStatus *output(OrtKernelContext *ctx, size_t i, const int64_t *dims, size_t rank, float **data) {
+	OrtValue *v = NULL;
+	TRY(api->KernelContext_GetOutput(ctx, i, dims, rank, &v));
+	return api->GetTensorMutableData(v, (void **)data);
+}
+
+// rowsOf checks that x is [..., d] with d = w's length and returns the row count.
+static OrtStatus *rowsOf(const tensor *x, const tensor *w, int64_t *rows, const char *op) {
+	if (x->rank < 1 || w->rank != 1 || x->dims[x->rank - 1] != w->dims[0])
+		return fail(op, "X must be [..., d] and W [d]");
+	*rows = w->dims[0] == 0 ? 0 : x->count / w->dims[0];
+	return NULL;
+}
+
+// Rows are taken in blocks of ROW_BLOCK; columns of the tap in blocks of COL_BLOCK.
+enum { ROW_BLOCK = 16, COL_BLOCK = 64, LANES = 8 };
+
+VECTOR static float sum_squares(const float *x, int64_t d) {
+	float acc[LANES] = {0};
+	int64_t j = 0;
+	for (; j + LANES <= d; j += LANES)
+		for (int k = 0; k < LANES; k++) acc[k] += x[j + k] * x[j + k];
+	float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+	for (; j < d; j++) s += x[j] * x[j];
+	return s;
+}
+
+VECTOR static float dot_gx(const float *dy, const float *w, const float *x, int64_t d) {
+	float acc[LANES] = {0};
+	int64_t j = 0;
+	for (; j + LANES <= d; j += LANES)
+		for (int k = 0; k < LANES; k++) acc[k] += (dy[j + k] * w[j + k]) * x[j + k];
+	float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+	for (; j < d; j++) s += (dy[j] * w[j]) * x[j];
+	return s;
+}
+
+VECTOR static void scale_row(const float *x, const float *w, float r, float *y, int64_t d) {
+	for (int64_t j = 0; j < d; j++) y[j] = (x[j] * r) * w[j];
+}
+
+// grad_row writes dx = r*g - c*x with g = dy*w, and adds dy*x*r to dw.
+VECTOR static void grad_row(const float *dy, const float *w, const float *x, float r, float c, float *dx, float *dw,
+                            int64_t d) {
+	for (int64_t j = 0; j < d; j++) {
+		dx[j] = (dy[j] * w[j]) * r - x[j] * c;
+		dw[j] += dy[j] * (x[j] * r);
+	}
+}
+
+VECTOR static void add_row(float *acc, const float *v, int64_t d) {
+	for (int64_t j = 0; j < d; j++) acc[j] += v[j];
+}
+
+VECTOR static void abs_add(float *acc, const float *y, int64_t n) {
+	for (int64_t j = 0; j < n; j++) acc[j] += fabsf(y[j]);
+}
+
+VECTOR static void abs_add_scaled(float *acc, const float *y, float m, int64_t n) {
+	for (int64_t j = 0; j < n; j++) acc[j] += m * fabsf(y[j]);
+}
+
+static size_t blocks(int64_t n, int64_t size) { return (size_t)((n + size - 1) / size); }
+
+// ---- RMSNorm ----
+
+typedef struct {
+	float epsilon;
+} rms_kernel;
+
+typedef struct {
+	const float *x, *w;
+	float *y, *inv;
+	int64_t rows, d;
+	float eps;
+} rms_job;
+
+static void rms_block(void *p, size_t b) {
+	const rms_job *j = p;
+	int64_t end = (int64_t)(b + 1) * ROW_BLOCK;
+	if (end > j->rows) end = j->rows;
+	for (int64_t r = (int64_t)b * ROW_BLOCK; r < end; r++) {
+		const float *x = j->x + r * j->d;
+		float ms = sum_squares(x, j->d) / (float)j->d;
+		float inv = 1.0f / sqrtf(ms + j->eps);
+		j->inv[r] = inv;
+		scale_row(x, j->w, inv, j->y + r * j->d, j->d);
+	}
+}
+
+static OrtStatus *rms_compute(void *k, OrtKernelContext *ctx) {
+	const char *op = "RMSNorm";
+	tensor x, w;
+	TRY(input(ctx, 0, &x, op));
+	TRY(input(ctx, 1, &w, op));
+	int64_t rows = 0;
+	TRY(rowsOf(&x, &w, &rows, op));
+	rms_job j = {.x = x.data, .w = w.data, .rows = rows, .d = w.dims[0], .eps = ((rms_kernel *)k)->epsilon};
+	TRY(output(ctx, 0, x.dims, x.rank, &j.y));
+	int64_t idims[MAX_RANK];
+	memcpy(idims, x.dims, sizeof idims);
+	idims[x.rank - 1] = 1;
+	TRY(output(ctx, 1, idims, x.rank, &j.inv));
+	if (rows == 0) return NULL;
+	return api->KernelContext_ParallelFor(ctx, rms_block, blocks(rows, ROW_BLOCK), 0, &j);
+}
+
+// ---- RMSNormGrad ----
+
+typedef struct {
+	const float *dy, *x, *w, *inv;
+	float *dx, *partial; // partial: one dW row per block
+	int64_t rows, d;
+} rmsgrad_job;
+
+static void rmsgrad_block(void *p, size_t b) {
+	const rmsgrad_job *j = p;
+	int64_t d = j->d;
+	float *dw = j->partial + (int64_t)b * d;
+	memset(dw, 0, (size_t)d * sizeof *dw);
+	int64_t end = (int64_t)(b + 1) * ROW_BLOCK;
+	if (end > j->rows) end = j->rows;
+	for (int64_t r = (int64_t)b * ROW_BLOCK; r < end; r++) {
+		const float *dy = j->dy + r * d, *x = j->x + r * d;
+		float inv = j->inv[r];
+		float c = inv * inv * inv * (dot_gx(dy, j->w, x, d) / (float)d);
+		grad_row(dy, j->w, x, inv, c, j->dx + r * d, dw, d);
+	}
+}
+
+typedef struct {
+	const float *partial;
+	float *dw;
+	size_t nblocks;
+	int64_t d;
+} colsum_job;
+
+// colsum_block adds the per-block dW rows, in block order, for one column block.
+static void colsum_block(void *p, size_t b) {
+	const colsum_job *j = p;
+	int64_t c0 = (int64_t)b * COL_BLOCK, n = j->d - c0 < COL_BLOCK ? j->d - c0 : COL_BLOCK;
+	float *out = j->dw + c0;
+	memset(out, 0, (size_t)n * sizeof *out);
+	for (size_t k = 0; k < j->nblocks; k++) add_row(out, j->partial + (int64_t)k * j->d + c0, n);
+}
+
+static OrtStatus *rmsgrad_compute(void *k, OrtKernelContext *ctx) {
+	(void)k;
+	const char *op = "RMSNormGrad";
+	tensor dy, x, w, inv;
+	TRY(input(ctx, 0, &dy, op));
+	TRY(input(ctx, 1, &x, op));
+	TRY(input(ctx, 2, &w, op));
+	TRY(input(ctx, 3, &inv, op));
+	int64_t rows = 0;
+	TRY(rowsOf(&x, &w, &rows, op));
+	if (dy.count != x.count || inv.count != rows) return fail(op, "dY must have X's shape and InvRMS one value per row");
+	rmsgrad_job j = {.dy = dy.data, .x = x.data, .w = w.data, .inv = inv.data, .rows = rows, .d = w.dims[0]};
+	float *dw;
+	TRY(output(ctx, 0, x.dims, x.rank, &j.dx));
+	TRY(output(ctx, 1, w.dims, 1, &dw));
+	if (j.d == 0) return NULL;
+	if (rows == 0) {
+		memset(dw, 0, (size_t)j.d * sizeof *dw);
+		return NULL;
+	}
+	size_t nb = blocks(rows, ROW_BLOCK);
+	j.partial = malloc(nb * (size_t)j.d * sizeof(float));
+	if (j.partial == NULL) return api->CreateStatus(ORT_FAIL, "ai.migu.RMSNormGrad: out of memory");
+	OrtStatus *s = api->KernelContext_ParallelFor(ctx, rmsgrad_block, nb, 0, &j);
+	if (s == NULL) {
+		colsum_job cj = {.partial = j.partial, .dw = dw, .nblocks = nb, .d = j.d};
+		s = api->KernelContext_ParallelFor(ctx, colsum_block, blocks(j.d, COL_BLOCK), 0, &cj);
+	}
+	free(j.partial);
+	return s;
+}
+
+// ---- AbsColSum ----
+
+typedef struct {
+	const float *y;
+	const int64_t *mask;
+	float *out;
+	int64_t rows, d;
+} tap_job;
+
+static void tap_block(void *p, size_t b) {
+	const tap_job *j = p;
+	int64_t c0 = (int64_t)b * COL_BLOCK, n = j->d - c0 < COL_BLOCK ? j->d - c0 : COL_BLOCK;
+	float acc[COL_BLOCK] = {0};
+	for (int64_t r = 0; r < j->rows; r++) {
+		const float *y = j->y + r * j->d + c0;
+		if (j->mask == NULL)
+			abs_add(acc, y, n);
+		else if (j->mask[r] != 0)
+			abs_add_scaled(acc, y, (float)j->mask[r], n);
+	}
+	memcpy(j->out + c0, acc, (size_t)n * sizeof *acc);
+}
+
+static OrtStatus *tap_compute(void *k, OrtKernelContext *ctx) {
+	(void)k;
+	const char *op = "AbsColSum";
+	tensor y, mask = {0};
+	size_t nin = 0;
+	TRY(input(ctx, 0, &y, op));
+	TRY(api->KernelContext_GetInputCount(ctx, &nin));
+	if (nin > 1) {
+		const OrtValue *v = NULL;
+		TRY(api->KernelContext_GetInput(ctx, 1, &v));
+		if (v != NULL) TRY(describe(v, &mask, op));
+	}
+	if (y.rank < 1) return fail(op, "Y must have rank 1 or more");
+	tap_job j = {.y = y.data, .d = y.dims[y.rank - 1]};
+	j.rows = j.d == 0 ? 0 : y.count / j.d;
+	if (mask.data != NULL) {
+		if (mask.count != j.rows) return fail(op, "Mask must have one value per row of Y");
+		j.mask = mask.data;
+	}
+	TRY(output(ctx, 0, &j.d, 1, &j.out));
+	if (j.d == 0) return NULL;
+	return api->KernelContext_ParallelFor(ctx, tap_block, blocks(j.d, COL_BLOCK), 0, &j);
+}
+
+// ---- op table ----
+
+typedef struct {
+	OrtCustomOp base;
+	const char *name;
+	size_t nin, nout, optional_from; // inputs from optional_from on are optional
+	ONNXTensorElementDataType in[4];
+	OrtStatus *(*compute)(void *, OrtKernelContext *);
+	int has_epsilon;
+} migu_op;
+
+typedef struct {
+	const migu_op *op;
+	rms_kernel rms;
+} kernel;
+
+static const migu_op *self(const OrtCustomOp *op) { return (const migu_op *)op; }
+
+static OrtStatus *ORT_API_CALL create_kernel(const OrtCustomOp *o, const OrtApi *a, const OrtKernelInfo *info,
+                                             void **out) {
+	(void)a;
+	kernel *k = calloc(1, sizeof *k);
+	if (k == NULL) return api->CreateStatus(ORT_FAIL, "ai.migu: out of memory");
+	k->op = self(o);
+	k->rms.epsilon = 1e-5f;
+	if (k->op->has_epsilon) {
+		float eps;
+		OrtStatus *s = api->KernelInfoGetAttribute_float(info, "epsilon", &eps);
+		if (s == NULL)
+			k->rms.epsilon = eps;
+		else
+			api->ReleaseStatus(s);
+	}
+	*out = k;
+	return NULL;
+}
+
+static OrtStatus *ORT_API_CALL compute(void *k, OrtKernelContext *ctx) {
+	kernel *kk = k;
+	return kk->op->compute(&kk->rms, ctx);
+}
+
+static void ORT_API_CALL destroy(void *k) { free(k); }
+
+static const char *ORT_API_CALL get_name(const OrtCustomOp *o) { return self(o)->name; }
+static const char *ORT_API_CALL get_provider(const OrtCustomOp *o) {
+	(void)o;
+	return "CPUExecutionProvider";
+}
+static ONNXTensorElementDataType ORT_API_CALL input_type(const OrtCustomOp *o, size_t i) { return self(o)->in[i]; }
+static size_t ORT_API_CALL input_count(const OrtCustomOp *o) { return self(o)->nin; }
+static ONNXTensorElementDataType ORT_API_CALL output_type(const OrtCustomOp *o, size_t i) {
+	(void)o;
+	(void)i;
+	return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+}
+static size_t ORT_API_CALL output_count(const OrtCustomOp *o) { return self(o)->nout; }
+static OrtCustomOpInputOutputCharacteristic ORT_API_CALL input_char(const OrtCustomOp *o, size_t i) {
+	return i >= self(o)->optional_from ? INPUT_OUTPUT_OPTIONAL : INPUT_OUTPUT_REQUIRED;
+}
+static OrtCustomOpInputOutputCharacteristic ORT_API_CALL output_char(const OrtCustomOp *o, size_t i) {
+	(void)o;
+	(void)i;
+	return INPUT_OUTPUT_REQUIRED;
+}
+static OrtMemType ORT_API_CALL input_mem(const OrtCustomOp *o, size_t i) {
+	(void)o;
+	(void)i;
+	return OrtMemTypeDefault;
+}
+static int ORT_API_CALL one(const OrtCustomOp *o) {
+	(void)o;
+	return 1;
+}
+static int ORT_API_CALL start_version(const OrtCustomOp *o) {
+	(void)o;
+	return 1;
+}
+static int ORT_API_CALL end_version(const OrtCustomOp *o) {
+	(void)o;
+	return INT_MAX;
+}
+static size_t ORT_API_CALL no_pairs(int **in, int **out) {
+	*in = NULL;
+	*out = NULL;
+	return 0;
+}
+static void ORT_API_CALL release_pairs(int *in, int *out) {
+	(void)in;
+	(void)out;
+}
+
+#define F ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT
+#define I64 ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64
+static migu_op ops[] = {
+	{.name = "RMSNorm", .nin = 2, .nout = 2, .optional_from = 2, .in = {F, F}, .compute = rms_compute, .has_epsilon = 1},
+	{.name = "RMSNormGrad", .nin = 4, .nout = 2, .optional_from = 4, .in = {F, F, F, F}, .compute = rmsgrad_compute},
+	{.name = "AbsColSum", .nin = 2, .nout = 1, .optional_from = 1, .in = {F, I64}, .compute = tap_compute},
+};
+#undef F
+#undef I64
+
+static OrtCustomOpDomain *domain;
+static OrtStatus *domain_status;
+static pthread_once_t once = PTHREAD_ONCE_INIT;
+
+static void make_domain(void) {
+	for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++) {
+		OrtCustomOp *o = &ops[i].base;
+		o->version = MIGU_ORT_API;
+		o->CreateKernelV2 = create_kernel;
+		o->KernelComputeV2 = compute;
+		o->KernelDestroy = destroy;
+		o->GetName = get_name;
+		o->GetExecutionProviderType = get_provider;
+		o->GetInputType = input_type;
+		o->GetInputTypeCount = input_count;
+		o->GetOutputType = output_type;
+		o->GetOutputTypeCount = output_count;
+		o->GetInputCharacteristic = input_char;
+		o->GetOutputCharacteristic = output_char;
+		o->GetInputMemoryType = input_mem;
+		o->GetVariadicInputMinArity = one;
+		o->GetVariadicInputHomogeneity = one;
+		o->GetVariadicOutputMinArity = one;
+		o->GetVariadicOutputHomogeneity = one;
+		o->GetStartVersion = start_version;
+		o->GetEndVersion = end_version;
+		o->GetMayInplace = no_pairs;
+		o->ReleaseMayInplace = release_pairs;
+		o->GetAliasMap = no_pairs;
+		o->ReleaseAliasMap = release_pairs;
+	}
+	domain_status = api->CreateCustomOpDomain("ai.migu", &domain);
+	for (size_t i = 0; domain_status == NULL && i < sizeof ops / sizeof ops[0]; i++)
+		domain_status = api->CustomOpDomain_Add(domain, &ops[i].base);
+}
+
+// RegisterCustomOps is the entry point ONNX Runtime's RegisterCustomOpsLibrary
+// looks for; migu calls it directly. The domain is made once per process and
+// added to every session's options (it must outlive the sessions, so it is
+// never released).
+MIGU_EXPORT OrtStatus *ORT_API_CALL RegisterCustomOps(OrtSessionOptions *options, const OrtApiBase *base) {
+	if (api == NULL) {
+		api = base->GetApi(MIGU_ORT_API);
+		if (api == NULL) return NULL; // cannot even report: ORT is older than the API this library needs
+	}
+	pthread_once(&once, make_domain);
+	if (domain_status != NULL) return api->CreateStatus(ORT_FAIL, api->GetErrorMessage(domain_status));
+	return api->AddCustomOpDomain(options, domain);
+}
+
+// MiguKernelsVersion tells the loader which op set this build provides.
+MIGU_EXPORT const char *MiguKernelsVersion(void) { return "1"; }

@@ -1,0 +1,99 @@
+// Package kernels is migu's fused-kernel library for ONNX Runtime: C
+// kernels (csrc/migu_kernels.c, built by `make build` into
+// bin/libmigu_kernels.so with scripts/kernels.sh) registered into a stock
+// ORT session as custom operators of the domain ai.migu (onnx.DomainMigu),
+// and the graph rewrite that uses them.
+//
+// What is fused: RMSNorm forward (one pass per row: Y and the row's inverse
+// RMS, which the backward reuses) and backward (dX and dW in one pass; dW
+// from per-block partial sums added in a fixed order), and MIGU's magnitude
+// tap (Σ|y| per output column, masked or not, without materialising |y|).
+// The standard-op formulations these replace stay in the exporters and in
+// package migu; both give the same numbers to float32 rounding, and the
+// fused graph is used only when the library is found and loaded.
+//
+// Switching it off: MIGU_KERNELS=off (or train.Config.Kernels "off") keeps
+// every graph in standard ONNX operators; MIGU_KERNELS=/path/lib.so picks
+// a library explicitly.
+package kernels
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/migu-ml/migu/internal/badinput"
+)
+
+// EnvVar switches the fused kernels: "off" (or "0") turns them off, a path
+// names the library to load; unset, Find looks for the built library.
+const EnvVar = "MIGU_KERNELS"
+
+// LibName is the library's file name; `make build` puts it in bin/ beside
+// the migu binary.
+const LibName = "libmigu_kernels.so"
+
+// Off is the value of EnvVar (and of train.Config.Kernels) that turns the
+// fused kernels off.
+const Off = "off"
+
+// Find returns the kernel library to load, or "" when the kernels are
+// switched off or no built library is found (graphs then use standard
+// operators only). The order: $MIGU_KERNELS, then LibName beside the
+// executable, then bin/LibName in the working directory or any directory
+// above it (so `go test` finds what `make build` made).
+func Find() (string, error) {
+	return Resolve(os.Getenv(EnvVar))
+}
+
+// Resolve is Find with the setting given: "" searches, "off" or "0" turns
+// the kernels off, anything else is the library's path, which must exist.
+func Resolve(setting string) (string, error) {
+	switch strings.ToLower(setting) {
+	case Off, "0", "false":
+		return "", nil
+	case "":
+	default:
+		st, err := os.Stat(setting)
+		if err != nil || st.IsDir() {
+			return "", badinput.Errorf("fused-kernel library %s (from $%s) does not exist; build it with `make build` (scripts/kernels.sh), or set %s=off", setting, EnvVar, EnvVar)
+		}
+		return abs(setting), nil
+	}
+	var starts []string
+	if exe, err := os.Executable(); err == nil {
+		if p, err := filepath.EvalSymlinks(exe); err == nil {
+			exe = p
+		}
+		if p := filepath.Join(filepath.Dir(exe), LibName); isFile(p) {
+			return abs(p), nil
+		}
+		starts = append(starts, filepath.Dir(exe))
+	}
+	if wd, err := os.Getwd(); err == nil {
+		starts = append(starts, wd)
+	}
+	for _, start := range starts {
+		for d := start; ; d = filepath.Dir(d) {
+			if p := filepath.Join(d, "bin", LibName); isFile(p) {
+				return abs(p), nil
+			}
+			if filepath.Dir(d) == d {
+				break
+			}
+		}
+	}
+	return "", nil
+}
+
+func isFile(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && !st.IsDir()
+}
+
+func abs(p string) string {
+	if a, err := filepath.Abs(p); err == nil {
+		return a
+	}
+	return p
+}

@@ -1,0 +1,13 @@
+package ort
+
+import (
+	ortgo "github.com/yalue/onnxruntime_go"
+
+	"github.com/migu-ml/migu/internal/badinput"
+)
+
+// registerCustomOps is not implemented on Windows: migu's kernel library is
+// built for Linux and macOS only.
+func registerCustomOps(_ *ortgo.SessionOptions, path string) error {
+	return badinput.Errorf("custom-op library %s: custom operators are not supported on Windows", path)
+}

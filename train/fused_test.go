@@ -1,0 +1,72 @@
+package train
+
+import (
+	"math"
+	"testing"
+
+	"github.com/migu-ml/migu/internal/testenv"
+	"github.com/migu-ml/migu/internal/testfix"
+)
+
+// The training graph built with migu's fused kernels (GraphOptions.Fused:
+// RMSNorm forward and backward, the MIGU taps) gives the loss, every
+// gradient and every tap of the standard-op graph to float32 rounding, for
+// the architectures with RMSNorm (llama, t5) and one without (roberta:
+// taps only), full fine-tuning and LoRA, with and without recomputation.
+// Both variants run in this one test; the kernel library is built when
+// missing (testenv.Kernels).
+func TestFusedKernelsKeepGradients(t *testing.T) {
+	lib := testenv.Kernels(t)
+	ids := [][]int64{{5, 9, 12, 3, 7, 20}, {4, 8, 31, 6, 1, 1}}
+	mask := [][]int64{{1, 1, 1, 1, 1, 1}, {1, 1, 1, 1, 0, 0}}
+	feeds := map[string]map[string][][]int64{
+		"llama":   {"input_ids": ids, "attention_mask": mask, "labels": {{5, 9, 12, 3, 7, 20}, {4, 8, 31, 6, -100, -100}}},
+		"roberta": {"input_ids": ids, "attention_mask": mask, "labels": {{-100, 9, -100, 3, -100, -100}, {4, -100, -100, 6, -100, -100}}},
+		"t5": {"input_ids": ids, "attention_mask": mask, "decoder_input_ids": {{0, 7, 9, 2}, {0, 5, 1, 0}},
+			"decoder_attention_mask": {{1, 1, 1, 1}, {1, 1, 1, 0}}, "labels": {{7, 9, 2, 1}, {5, 1, 2, -100}}},
+	}
+	cases := []struct {
+		arch, method, recompute string
+		norms                   bool // the architecture has RMSNorms to fuse
+	}{
+		{"llama", "full", RecomputeNone, true}, {"llama", "full", RecomputeLayers, true}, {"llama", "lora", RecomputeNone, true},
+		{"t5", "full", RecomputeNone, true}, {"roberta", "full", RecomputeNone, false},
+	}
+	models := map[string]string{}
+	outer := t
+	for _, c := range cases {
+		t.Run(c.arch+"/"+c.method+"/"+c.recompute, func(t *testing.T) {
+			if models[c.arch] == "" {
+				_, models[c.arch] = testfix.TinyModel(outer, c.arch)
+			}
+			spec := recomputeSpec{model: models[c.arch], method: c.method, feeds: feeds[c.arch]}
+			art, want, _ := spec.run(t, c.recompute)
+			spec.kernels = lib
+			fart, got, g := spec.run(t, c.recompute)
+			if art.FusedNorms != 0 || (fart.FusedNorms > 0) != c.norms || !fart.FusedTaps {
+				t.Fatalf("fused norms %d (standard graph %d), fused taps %v", fart.FusedNorms, art.FusedNorms, fart.FusedTaps)
+			}
+			ops := map[string]int{}
+			for _, n := range g.P.Node {
+				ops[n.GetDomain()+"."+n.GetOpType()]++
+			}
+			// Recomputation clones the forward RMSNorms of every block.
+			if c.norms && (ops["ai.migu.RMSNorm"] < fart.FusedNorms || ops["ai.migu.RMSNormGrad"] == 0) || ops["ai.migu.AbsColSum"] != len(fart.Taps) {
+				t.Fatalf("fused ops in the graph: RMSNorm %d, RMSNormGrad %d, AbsColSum %d (%d taps)",
+					ops["ai.migu.RMSNorm"], ops["ai.migu.RMSNormGrad"], ops["ai.migu.AbsColSum"], len(fart.Taps))
+			}
+			worst := 0.0
+			compare := func(what, name string) {
+				worst = math.Max(worst, relDiff(t, what, got[name], want[name]))
+			}
+			compare("loss", art.Loss)
+			for _, p := range art.Params {
+				compare("grad "+p.Name, p.Grad)
+			}
+			for _, tap := range art.Taps {
+				compare("tap "+tap.Name, tap.Output)
+			}
+			t.Logf("%d norms and %d taps fused: max relative difference %.2g", fart.FusedNorms, len(fart.Taps), worst)
+		})
+	}
+}
