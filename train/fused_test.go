@@ -1,7 +1,6 @@
 package train
 
 import (
-	"math"
 	"testing"
 
 	"github.com/migu-ml/migu/internal/testenv"
@@ -55,17 +54,7 @@ func TestFusedKernelsKeepGradients(t *testing.T) {
 				t.Fatalf("fused ops in the graph: RMSNorm %d, RMSNormGrad %d, AbsColSum %d (%d taps)",
 					ops["ai.migu.RMSNorm"], ops["ai.migu.RMSNormGrad"], ops["ai.migu.AbsColSum"], len(fart.Taps))
 			}
-			worst := 0.0
-			compare := func(what, name string) {
-				worst = math.Max(worst, relDiff(t, what, got[name], want[name]))
-			}
-			compare("loss", art.Loss)
-			for _, p := range art.Params {
-				compare("grad "+p.Name, p.Grad)
-			}
-			for _, tap := range art.Taps {
-				compare("tap "+tap.Name, tap.Output)
-			}
+			worst := worstRelDiff(t, art, got, want)
 			t.Logf("%d norms and %d taps fused: max relative difference %.2g", fart.FusedNorms, len(fart.Taps), worst)
 		})
 	}

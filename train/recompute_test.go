@@ -73,17 +73,7 @@ func TestRecomputeLayersKeepsGradients(t *testing.T) {
 				t.Fatalf("recompute %q cloned %d nodes", rart.Recompute, rart.RecomputedNodes)
 			}
 			checkNoBlockValueRead(t, g, spec.manifest(t))
-			worst := 0.0
-			compare := func(what, name string) {
-				worst = math.Max(worst, relDiff(t, what, got[name], want[name]))
-			}
-			compare("loss", art.Loss)
-			for _, p := range art.Params {
-				compare("grad "+p.Name, p.Grad)
-			}
-			for _, tap := range art.Taps {
-				compare("tap "+tap.Name, tap.Output)
-			}
+			worst := worstRelDiff(t, art, got, want)
 			if len(art.Taps) == 0 {
 				t.Error("no MIGU taps to compare")
 			}
@@ -264,6 +254,20 @@ func checkNoBlockValueRead(t *testing.T, g *onnx.Graph, man *modeldir.Manifest) 
 
 // relDiff returns max |got − want| / max(max |want|, 1e-3) and reports it
 // when it is above recomputeTol.
+// worstRelDiff compares the loss, every gradient and every tap of art
+// between two runs' outputs and returns the largest relative difference.
+func worstRelDiff(t *testing.T, art *Artifact, got, want map[string][]float32) float64 {
+	t.Helper()
+	worst := math.Max(0, relDiff(t, "loss", got[art.Loss], want[art.Loss]))
+	for _, p := range art.Params {
+		worst = math.Max(worst, relDiff(t, "grad "+p.Name, got[p.Grad], want[p.Grad]))
+	}
+	for _, tap := range art.Taps {
+		worst = math.Max(worst, relDiff(t, "tap "+tap.Name, got[tap.Output], want[tap.Output]))
+	}
+	return worst
+}
+
 func relDiff(t *testing.T, what string, got, want []float32) float64 {
 	t.Helper()
 	if len(got) != len(want) || len(want) == 0 {
