@@ -16,14 +16,7 @@ import (
 // missing (testenv.Kernels).
 func TestFusedKernelsKeepGradients(t *testing.T) {
 	lib := testenv.Kernels(t)
-	ids := [][]int64{{5, 9, 12, 3, 7, 20}, {4, 8, 31, 6, 1, 1}}
-	mask := [][]int64{{1, 1, 1, 1, 1, 1}, {1, 1, 1, 1, 0, 0}}
-	feeds := map[string]map[string][][]int64{
-		"llama":   {"input_ids": ids, "attention_mask": mask, "labels": {{5, 9, 12, 3, 7, 20}, {4, 8, 31, 6, -100, -100}}},
-		"roberta": {"input_ids": ids, "attention_mask": mask, "labels": {{-100, 9, -100, 3, -100, -100}, {4, -100, -100, 6, -100, -100}}},
-		"t5": {"input_ids": ids, "attention_mask": mask, "decoder_input_ids": {{0, 7, 9, 2}, {0, 5, 1, 0}},
-			"decoder_attention_mask": {{1, 1, 1, 1}, {1, 1, 1, 0}}, "labels": {{7, 9, 2, 1}, {5, 1, 2, -100}}},
-	}
+	feeds := tinyFeeds()
 	cases := []struct {
 		arch, method, recompute string
 		norms                   bool // the architecture has RMSNorms to fuse

@@ -35,14 +35,7 @@ const recomputeTol = 1e-5
 // HiddenPad), while its backward pass reads no value from inside a block:
 // only clones.
 func TestRecomputeLayersKeepsGradients(t *testing.T) {
-	ids := [][]int64{{5, 9, 12, 3, 7, 20}, {4, 8, 31, 6, 1, 1}}
-	mask := [][]int64{{1, 1, 1, 1, 1, 1}, {1, 1, 1, 1, 0, 0}}
-	feeds := map[string]map[string][][]int64{
-		"llama":   {"input_ids": ids, "attention_mask": mask, "labels": {{5, 9, 12, 3, 7, 20}, {4, 8, 31, 6, -100, -100}}},
-		"roberta": {"input_ids": ids, "attention_mask": mask, "labels": {{-100, 9, -100, 3, -100, -100}, {4, -100, -100, 6, -100, -100}}},
-		"t5": {"input_ids": ids, "attention_mask": mask, "decoder_input_ids": {{0, 7, 9, 2}, {0, 5, 1, 0}},
-			"decoder_attention_mask": {{1, 1, 1, 1}, {1, 1, 1, 0}}, "labels": {{7, 9, 2, 1}, {5, 1, 2, -100}}},
-	}
+	feeds := tinyFeeds()
 	cases := []struct {
 		arch, method string
 		dropout      float64
@@ -254,6 +247,19 @@ func checkNoBlockValueRead(t *testing.T, g *onnx.Graph, man *modeldir.Manifest) 
 
 // relDiff returns max |got − want| / max(max |want|, 1e-3) and reports it
 // when it is above recomputeTol.
+// tinyFeeds is one padded batch of two rows per architecture, for the
+// tests that compare two training graphs of the tiny models.
+func tinyFeeds() map[string]map[string][][]int64 {
+	ids := [][]int64{{5, 9, 12, 3, 7, 20}, {4, 8, 31, 6, 1, 1}}
+	mask := [][]int64{{1, 1, 1, 1, 1, 1}, {1, 1, 1, 1, 0, 0}}
+	return map[string]map[string][][]int64{
+		"llama":   {"input_ids": ids, "attention_mask": mask, "labels": {{5, 9, 12, 3, 7, 20}, {4, 8, 31, 6, -100, -100}}},
+		"roberta": {"input_ids": ids, "attention_mask": mask, "labels": {{-100, 9, -100, 3, -100, -100}, {4, -100, -100, 6, -100, -100}}},
+		"t5": {"input_ids": ids, "attention_mask": mask, "decoder_input_ids": {{0, 7, 9, 2}, {0, 5, 1, 0}},
+			"decoder_attention_mask": {{1, 1, 1, 1}, {1, 1, 1, 0}}, "labels": {{7, 9, 2, 1}, {5, 1, 2, -100}}},
+	}
+}
+
 // worstRelDiff compares the loss, every gradient and every tap of art
 // between two runs' outputs and returns the largest relative difference.
 func worstRelDiff(t *testing.T, art *Artifact, got, want map[string][]float32) float64 {
