@@ -215,7 +215,7 @@ const MaxThreads = 1024
 // ThreadsRange is the allowed range of a thread count, for help texts.
 var ThreadsRange = fmt.Sprintf("0 (one per core) … %d", MaxThreads)
 
-// CheckThreads checks a thread count (flag names it in the error).
+// CheckThreads checks a thread count; the error names the setting s.
 func CheckThreads(s badinput.Setting, n int) error {
 	if n < 0 || n > MaxThreads {
 		return badinput.Range(s, n, ThreadsRange)
