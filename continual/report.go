@@ -194,7 +194,7 @@ func (r *runner) truncationWarnings() []string {
 			}
 		}
 		if cut > 0 {
-			out = append(out, fmt.Sprintf("task %s: %d of %d training examples were cut to the maximum length, the sentence first; raise --max-len", t.Name, cut, n))
+			out = append(out, fmt.Sprintf("task %s: %d of %d training examples were cut to the maximum length, the sentence first; raise the max_len setting", t.Name, cut, n))
 		}
 	}
 	return out

@@ -577,7 +577,7 @@ func (r *runner) runOne(ctx context.Context, m Method, seed uint64) (bool, error
 			return false, fmt.Errorf("%s, seed %d, task %s: %w", m.Name, seed, t.Name, err)
 		}
 		if res.Stopped {
-			fmt.Fprintf(r.log, "[%s seed %d] task %s stopped at step %d; continue with --resume\n", m.Name, seed, t.Name, res.Steps)
+			fmt.Fprintf(r.log, "[%s seed %d] task %s stopped at step %d; resume the run to continue\n", m.Name, seed, t.Name, res.Steps)
 			return true, r.saveState()
 		}
 		if r.follower {
@@ -599,7 +599,7 @@ func (r *runner) runOne(ctx context.Context, m Method, seed uint64) (bool, error
 		}
 		fmt.Fprintf(r.log, "[%s seed %d] task %d/%d %s: %d steps, loss %.4f → %.4f; evaluating\n", m.Name, seed, i+1, len(r.tasks), t.Name, res.Steps, res.FirstLoss, res.LastLoss)
 		if res.Data.Truncated > 0 {
-			fmt.Fprintf(r.log, "warning: task %s: %d of %d training examples were cut to the maximum length, the sentence first; raise --max-len\n", t.Name, res.Data.Truncated, res.Data.Examples)
+			fmt.Fprintf(r.log, "warning: task %s: %d of %d training examples were cut to the maximum length, the sentence first; raise the max_len setting\n", t.Name, res.Data.Truncated, res.Data.Examples)
 		}
 		modelDir, adapter := res.Output, ""
 		if m.Adapter != "" {

@@ -57,6 +57,9 @@ type LineError struct {
 	Element int // 1-based element of a JSON array; 0 in JSON lines
 	Field   string
 	Msg     string
+	// cause, when set, is the error Msg was taken from (a bad-input error
+	// naming a setting, which the CLI respells as its flag).
+	cause error
 }
 
 func (e *LineError) Error() string {
@@ -69,6 +72,9 @@ func (e *LineError) Error() string {
 	}
 	return loc + ": " + e.Msg
 }
+
+// Unwrap returns the error the message came from, if any.
+func (e *LineError) Unwrap() error { return e.cause }
 
 // LabelsFile is the file beside a classification data file that lists its
 // labels, as in the CL benchmark.
@@ -158,7 +164,7 @@ func read(r io.Reader, name, labelsPath string, opt ReadOptions) (*Dataset, erro
 			return nil, err
 		}
 		if tooLong {
-			if err := rd.reject(lineNo, 0, "", fmt.Sprintf("line longer than %d bytes (--max-line-bytes)", opt.MaxLineBytes)); err != nil {
+			if err := rd.rejectCause(lineNo, 0, "", tooLongError("line", opt.MaxLineBytes)); err != nil {
 				return nil, err
 			}
 		} else if t := bytes.TrimSpace(line); len(t) > 0 {
@@ -256,8 +262,7 @@ func (rd *reader) readArray(r io.Reader, firstLine int) error {
 			return fatal(off, elem, "not valid JSON: "+jsonError(err))
 		}
 		if len(raw) > rd.opt.MaxLineBytes {
-			msg := fmt.Sprintf("element longer than %d bytes (--max-line-bytes)", rd.opt.MaxLineBytes)
-			if err := rd.reject(lineAt(off), elem, "", msg); err != nil {
+			if err := rd.rejectCause(lineAt(off), elem, "", tooLongError("element", rd.opt.MaxLineBytes)); err != nil {
 				return err
 			}
 			continue
@@ -299,7 +304,25 @@ type reader struct {
 // kept for the report) and nil returned, otherwise the bad-input error
 // naming file:line and the field.
 func (rd *reader) reject(line, elem int, field, msg string) error {
-	err := badinput.Wrap(&LineError{File: rd.name, Line: line, Element: elem, Field: field, Msg: msg})
+	return rd.record(&LineError{File: rd.name, Line: line, Element: elem, Field: field, Msg: msg})
+}
+
+// rejectCause is reject with the message taken from an error, which the
+// LineError wraps.
+func (rd *reader) rejectCause(line, elem int, field string, cause error) error {
+	return rd.record(&LineError{File: rd.name, Line: line, Element: elem, Field: field, Msg: cause.Error(), cause: cause})
+}
+
+// tooLongError says that a line (or an array element) is over the
+// max_line_bytes cap.
+func tooLongError(what string, limit int) error {
+	return badinput.Errorf("%s longer than %d bytes (%v)", what, limit, badinput.Setting("max_line_bytes"))
+}
+
+// record fails on a rejected record, or skips and counts it under
+// SkipBadLines.
+func (rd *reader) record(e *LineError) error {
+	err := badinput.Wrap(e)
 	if !rd.opt.SkipBadLines {
 		return err
 	}

@@ -218,9 +218,9 @@ func TestReadErrors(t *testing.T) {
 		{name: "data after the array", file: "f.json", content: "[{\"text\": \"a\"}]\n{\"text\": \"b\"}",
 			want: `f.json:2: unexpected data after the JSON array's closing ]`, line: 2},
 		{name: "line over the cap", file: "f.jsonl", opt: ReadOptions{MaxLineBytes: 20}, content: "{\"text\": \"a\"}\n{\"text\": \"" + strings.Repeat("a", 30) + "\"}\n",
-			want: `f.jsonl:2: line longer than 20 bytes (--max-line-bytes)`, line: 2},
+			want: `f.jsonl:2: line longer than 20 bytes (max_line_bytes)`, line: 2},
 		{name: "array element over the cap", file: "f.json", opt: ReadOptions{MaxLineBytes: 20}, content: "[{\"text\": \"a\"},\n {\"text\": \"" + strings.Repeat("a", 30) + "\"}]",
-			want: `f.json:2 (element 2): element longer than 20 bytes (--max-line-bytes)`, line: 2},
+			want: `f.json:2 (element 2): element longer than 20 bytes (max_line_bytes)`, line: 2},
 		{name: "negative cap", file: "f.jsonl", opt: ReadOptions{MaxLineBytes: -1}, content: `{"text": "a"}`,
 			want: `f.jsonl: max_line_bytes -1 is negative (0: the default, 16777216)`},
 		{name: "invalid UTF-8", file: "f.jsonl", content: "{\"text\": \"a\"}\n{\"text\": \"b\xffc\"}\n",
@@ -367,7 +367,7 @@ func TestReadLineCap(t *testing.T) {
 	if err != nil || len(ds.Records) != 2 {
 		t.Fatalf("lines of exactly the cap: %v", err)
 	}
-	if _, err := Read(writeFile(t, dir, "over.jsonl", rec(40)+"\n"+rec(41)), ReadOptions{MaxLineBytes: 40}); err == nil || !strings.HasSuffix(err.Error(), "over.jsonl:2: line longer than 40 bytes (--max-line-bytes)") {
+	if _, err := Read(writeFile(t, dir, "over.jsonl", rec(40)+"\n"+rec(41)), ReadOptions{MaxLineBytes: 40}); err == nil || !strings.HasSuffix(err.Error(), "over.jsonl:2: line longer than 40 bytes (max_line_bytes)") {
 		t.Fatalf("a line one byte over the cap: %v", err)
 	}
 	array := "[" + strings.Repeat(rec(30)+", ", 200) + rec(30) + "]"

@@ -284,7 +284,7 @@ func makeModel(w io.Writer, step *steps, opt Options, files []data.SyntheticFile
 		base = job.Output
 		step.done("%d steps: loss %.3f → %.3f -> %s", job.Steps, job.FirstLoss, job.LastLoss, base)
 	} else {
-		fmt.Fprintf(w, "4. pre-train: skipped (%s)\n", map[bool]string{true: "--pretrain-lines 0", false: "the demo pre-trains causal models only"}[opt.PretrainLines <= 0])
+		fmt.Fprintf(w, "4. pre-train: skipped (%s)\n", map[bool]string{true: "no pre-training lines asked for", false: "the demo pre-trains causal models only"}[opt.PretrainLines <= 0])
 	}
 	return base, nil
 }
@@ -423,7 +423,7 @@ func prepare(dir string) error {
 		return err
 	case len(entries) > 0:
 		if _, err := os.Stat(filepath.Join(dir, marker)); err != nil {
-			return fmt.Errorf("%s exists and was not made by migu demo; choose another --out", dir)
+			return badinput.Errorf("%s exists and was not made by migu demo; choose another %v", dir, badinput.Setting("out"))
 		}
 		if err := os.RemoveAll(dir); err != nil {
 			return err

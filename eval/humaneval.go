@@ -306,7 +306,7 @@ func parseCompletions(r io.Reader, name string, problems []HumanEvalProblem) ([]
 		}
 		i, ok := index[id]
 		if !ok {
-			return badinput.Errorf("%s:%d: task_id %q is not a problem of the --data file", name, line, id)
+			return badinput.Errorf("%s:%d: task_id %q is not a problem of the %v file", name, line, id, badinput.Setting("data"))
 		}
 		out[i] = append(out[i], completion)
 		rows++
