@@ -1,9 +1,7 @@
 package dora
 
 import (
-	"encoding/json"
 	"math"
-	"os"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -18,31 +16,6 @@ import (
 	"github.com/migu-ml/migu/onnx/ort"
 	"github.com/migu-ml/migu/train"
 )
-
-// torchTrainPEFT trains the same DoRA adapter with PEFT: the base model
-// frozen, the adapter loaded from our saved initial state, AdamW on its
-// tensors only.
-const torchTrainPEFT = `
-import json, sys
-import torch, transformers, peft
-spec = json.load(open(sys.argv[1]))
-base = getattr(transformers, spec["class"]).from_pretrained(sys.argv[2])
-model = peft.PeftModel.from_pretrained(base, sys.argv[3], is_trainable=True)
-assert model.peft_config["default"].use_dora
-model.eval()
-params = [p for p in model.parameters() if p.requires_grad]
-opt = torch.optim.AdamW(params, lr=spec["lr"], betas=(0.9, 0.999), eps=1e-8, weight_decay=spec["wd"])
-losses = []
-for batch in spec["batches"]:
-    feeds = {k: torch.tensor(v, dtype=torch.long) for k, v in batch.items()}
-    feeds["position_ids"] = torch.where(feeds["attention_mask"] == 1, feeds["attention_mask"].cumsum(-1) - 1, torch.arange(feeds["attention_mask"].shape[-1]))
-    loss = model(**feeds).loss
-    loss.backward()
-    opt.step()
-    opt.zero_grad()
-    losses.append(float(loss))
-print(json.dumps(losses))
-`
 
 // plan injects a fresh DoRA adapter into the model folder and returns the
 // adapter, its training plan and its initial values.
@@ -86,19 +59,7 @@ func TestTrainingMatchesPEFT(t *testing.T) {
 	}
 	defer tr.Close()
 	batches := testfix.RandomBatches(steps, 2, 10, 600, 8)
-	var list []map[string][][]int64
-	for _, b := range batches {
-		list = append(list, testfix.BatchFeeds(b))
-	}
-	raw, _ := json.Marshal(map[string]any{"class": "LlamaForCausalLM", "lr": lr, "wd": wd, "batches": list})
-	spec := filepath.Join(t.TempDir(), "spec.json")
-	if err := os.WriteFile(spec, raw, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	var want []float64
-	if err := json.Unmarshal(testenv.RunPython(t, torchTrainPEFT, spec, hf, initial), &want); err != nil {
-		t.Fatal(err)
-	}
+	want := testfix.PEFTLosses(t, hf, initial, batches, testfix.PEFTRun{Class: "LlamaForCausalLM", LR: lr, WD: wd, DoRA: true})
 	worst := 0.0
 	for i, b := range batches {
 		res, err := tr.TrainStep([]*data.Batch{b}, false)

@@ -1,13 +1,11 @@
 package finetune
 
 import (
-	"encoding/json"
-	"github.com/migu-ml/migu/adapters"
 	"math"
-	"os"
 	"path/filepath"
 	"testing"
 
+	"github.com/migu-ml/migu/adapters"
 	"github.com/migu-ml/migu/data"
 	"github.com/migu-ml/migu/exporters"
 	"github.com/migu-ml/migu/internal/testenv"
@@ -18,37 +16,6 @@ import (
 	"github.com/migu-ml/migu/onnx/ort"
 	"github.com/migu-ml/migu/train"
 )
-
-// torchTrainPEFT trains the same LoRA adapter with PEFT: the base model
-// frozen, the adapter loaded from our saved initial state, AdamW on its
-// tensors only.
-const torchTrainPEFT = `
-import json, sys
-import torch, transformers, peft
-spec = json.load(open(sys.argv[1]))
-base = getattr(transformers, spec["class"]).from_pretrained(sys.argv[2])
-if spec["bf16"]:
-    # The frozen weight matrices rounded to bfloat16 as migu export --dtype
-    # bf16 stores them; the arithmetic stays float32 on both sides.
-    with torch.no_grad():
-        for p in base.parameters():
-            if p.dim() >= 2:
-                p.copy_(p.to(torch.bfloat16).float())
-model = peft.PeftModel.from_pretrained(base, sys.argv[3], is_trainable=True)
-model.eval()
-params = [p for p in model.parameters() if p.requires_grad]
-opt = torch.optim.AdamW(params, lr=spec["lr"], betas=(0.9, 0.999), eps=1e-8, weight_decay=spec["wd"])
-losses = []
-for batch in spec["batches"]:
-    feeds = {k: torch.tensor(v, dtype=torch.long) for k, v in batch.items()}
-    feeds["position_ids"] = torch.where(feeds["attention_mask"] == 1, feeds["attention_mask"].cumsum(-1) - 1, torch.arange(feeds["attention_mask"].shape[-1]))
-    loss = model(**feeds).loss
-    loss.backward()
-    opt.step()
-    opt.zero_grad()
-    losses.append(float(loss))
-print(json.dumps(losses))
-`
 
 // Twenty LoRA steps give PEFT's losses from the same initial A and B, with
 // the frozen weights in float32 and in bfloat16 (migu export --dtype bf16;
@@ -113,19 +80,7 @@ func loraMatchesPEFT(t *testing.T, hf, model string, bf16 bool) {
 	}
 	defer tr.Close()
 	batches := testfix.RandomBatches(steps, 2, 10, 600, 8)
-	spec := map[string]any{"class": "LlamaForCausalLM", "lr": lr, "wd": wd, "bf16": bf16}
-	var list []map[string][][]int64
-	for _, b := range batches {
-		list = append(list, testfix.BatchFeeds(b))
-	}
-	spec["batches"] = list
-	path := filepath.Join(t.TempDir(), "spec.json")
-	raw, _ := json.Marshal(spec)
-	os.WriteFile(path, raw, 0o644)
-	var want []float64
-	if err := json.Unmarshal(testenv.RunPython(t, torchTrainPEFT, path, hf, initial), &want); err != nil {
-		t.Fatal(err)
-	}
+	want := testfix.PEFTLosses(t, hf, initial, batches, testfix.PEFTRun{Class: "LlamaForCausalLM", LR: lr, WD: wd, BF16: bf16})
 	worst := 0.0
 	for i, b := range batches {
 		res, err := tr.TrainStep([]*data.Batch{b}, false)
