@@ -84,11 +84,6 @@ type peftSpec struct {
 	Task    *string  `json:"task"`
 }
 
-var (
-	ids  = [][]int64{{5, 9, 12, 3, 7, 20}, {4, 8, 31, 6, 1, 1}}
-	mask = [][]int64{{1, 1, 1, 1, 1, 1}, {1, 1, 1, 1, 0, 0}}
-)
-
 // archCase is one architecture of the tests: its transformers class, a
 // batch with labels, and the targets on both sides.
 type archCase struct {
@@ -99,27 +94,17 @@ type archCase struct {
 }
 
 var archCases = []archCase{
-	{"llama", "LlamaForCausalLM", map[string][][]int64{"input_ids": ids, "attention_mask": mask,
-		"labels": {{5, 9, 12, 3, 7, 20}, {4, 8, 31, 6, -100, -100}}},
+	{"llama", "LlamaForCausalLM", testfix.TinyBatch("llama"),
 		[]string{"q", "v", "ffn_out"}, peftSpec{4, 8, []string{"q_proj", "v_proj"}, ptr("CAUSAL_LM")}},
 	// RoBERTa's linear layers have biases: DoRA scales x·W, not the bias.
-	{"roberta", "RobertaForMaskedLM", map[string][][]int64{"input_ids": ids, "attention_mask": mask,
-		"labels": {{-100, 9, -100, 3, -100, -100}, {4, -100, -100, 6, -100, -100}}},
+	{"roberta", "RobertaForMaskedLM", testfix.TinyBatch("roberta"),
 		[]string{lora.AllLinear}, peftSpec{6, 12, []string{"query", "value"}, nil}},
 }
 
 func ptr(s string) *string { return &s }
 
 // forwardFeeds drops the labels, which the forward graphs do not take.
-func (c archCase) forwardFeeds() map[string][][]int64 {
-	f := map[string][][]int64{}
-	for k, v := range c.feeds {
-		if k != "labels" {
-			f[k] = v
-		}
-	}
-	return f
-}
+func (c archCase) forwardFeeds() map[string][][]int64 { return testfix.WithoutLabels(c.feeds) }
 
 // Our DoRA equals PEFT's use_dora=True on the same checkpoint, both ways:
 // PEFT loads the adapter we save and computes our logits, loss and A, B,

@@ -35,31 +35,14 @@ type archCase struct {
 	feeds       map[string][][]int64
 }
 
-var (
-	ids  = [][]int64{{5, 9, 12, 3, 7, 20}, {4, 8, 31, 6, 1, 1}}
-	mask = [][]int64{{1, 1, 1, 1, 1, 1}, {1, 1, 1, 1, 0, 0}}
-)
-
 var archCases = map[string]archCase{
-	"llama": {"llama", "LlamaForCausalLM", map[string][][]int64{"input_ids": ids, "attention_mask": mask,
-		"labels": {{5, 9, 12, 3, 7, 20}, {4, 8, 31, 6, -100, -100}}}},
-	"t5": {"t5", "T5ForConditionalGeneration", map[string][][]int64{"input_ids": ids, "attention_mask": mask,
-		"decoder_input_ids": {{0, 7, 9, 2}, {0, 5, 1, 0}}, "decoder_attention_mask": {{1, 1, 1, 1}, {1, 1, 1, 0}},
-		"labels": {{7, 9, 2, 1}, {5, 1, 2, -100}}}},
-	"roberta": {"roberta", "RobertaForMaskedLM", map[string][][]int64{"input_ids": ids, "attention_mask": mask,
-		"labels": {{-100, 9, -100, 3, -100, -100}, {4, -100, -100, 6, -100, -100}}}},
+	"llama":   {"llama", "LlamaForCausalLM", testfix.TinyBatch("llama")},
+	"t5":      {"t5", "T5ForConditionalGeneration", testfix.TinyBatch("t5")},
+	"roberta": {"roberta", "RobertaForMaskedLM", testfix.TinyBatch("roberta")},
 }
 
 // forwardFeeds drops the labels, which the forward graphs do not take.
-func (c archCase) forwardFeeds() map[string][][]int64 {
-	f := map[string][][]int64{}
-	for k, v := range c.feeds {
-		if k != "labels" {
-			f[k] = v
-		}
-	}
-	return f
-}
+func (c archCase) forwardFeeds() map[string][][]int64 { return testfix.WithoutLabels(c.feeds) }
 
 type fixture struct {
 	hf, model string

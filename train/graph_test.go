@@ -12,6 +12,7 @@ import (
 
 	"github.com/migu-ml/migu/exporters"
 	"github.com/migu-ml/migu/internal/testenv"
+	"github.com/migu-ml/migu/internal/testfix"
 	"github.com/migu-ml/migu/modeldir"
 	"github.com/migu-ml/migu/onnx"
 	"github.com/migu-ml/migu/onnx/ort"
@@ -211,20 +212,14 @@ func transposed(v []float32, rows, cols int64) []float32 {
 // The loss, every gradient and every magnitude tap of train.onnx equal
 // PyTorch autograd and forward hooks on the same checkpoint and batch.
 func TestTrainGraphMatchesPyTorch(t *testing.T) {
-	ids := [][]int64{{5, 9, 12, 3, 7, 20}, {4, 8, 31, 6, 1, 1}}
-	mask := [][]int64{{1, 1, 1, 1, 1, 1}, {1, 1, 1, 1, 0, 0}}
 	cases := []struct {
 		arch, class string
 		feeds       map[string][][]int64
 		trainable   Trainable
 	}{
-		{"llama", "LlamaForCausalLM", map[string][][]int64{"input_ids": ids, "attention_mask": mask,
-			"labels": {{5, 9, 12, 3, 7, 20}, {4, 8, 31, 6, -100, -100}}}, TrainAll},
-		{"roberta", "RobertaForMaskedLM", map[string][][]int64{"input_ids": ids, "attention_mask": mask,
-			"labels": {{-100, 9, -100, 3, -100, -100}, {4, -100, -100, 6, -100, -100}}}, TrainAll},
-		{"t5", "T5ForConditionalGeneration", map[string][][]int64{"input_ids": ids, "attention_mask": mask,
-			"decoder_input_ids": {{0, 7, 9, 2}, {0, 5, 1, 0}}, "decoder_attention_mask": {{1, 1, 1, 1}, {1, 1, 1, 0}},
-			"labels": {{7, 9, 2, 1}, {5, 1, 2, -100}}}, TrainLinear},
+		{"llama", "LlamaForCausalLM", testfix.TinyBatch("llama"), TrainAll},
+		{"roberta", "RobertaForMaskedLM", testfix.TinyBatch("roberta"), TrainAll},
+		{"t5", "T5ForConditionalGeneration", testfix.TinyBatch("t5"), TrainLinear},
 	}
 	for _, c := range cases {
 		root := t.TempDir()
