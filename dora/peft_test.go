@@ -11,10 +11,9 @@ import (
 	"github.com/migu-ml/migu/adapters"
 	"github.com/migu-ml/migu/internal/testenv"
 	"github.com/migu-ml/migu/internal/testfix"
+	"github.com/migu-ml/migu/internal/testfix/trainfix"
 	"github.com/migu-ml/migu/lora"
 	"github.com/migu-ml/migu/modeldir"
-	"github.com/migu-ml/migu/onnx"
-	"github.com/migu-ml/migu/train"
 )
 
 // peftReference loads our DoRA adapter into the transformers model with
@@ -156,19 +155,7 @@ func TestMatchesPEFT(t *testing.T) {
 			}
 
 			// Loss and gradients of the training graph.
-			m := loadModel(t, dir)
-			tinj, err := loaded.Inject(m, man, adapters.InjectOptions{Training: true})
-			if err != nil {
-				t.Fatal(err)
-			}
-			art, err := train.Build(m, man, train.GraphOptions{Names: tinj.ParamNames(), Taps: true, TapPoints: tinj.Points})
-			if err != nil {
-				t.Fatal(err)
-			}
-			trainPath := filepath.Join(t.TempDir(), "train.onnx")
-			if err := m.Save(trainPath, onnx.SaveOptions{External: onnx.ExternalNone}); err != nil {
-				t.Fatal(err)
-			}
+			trainPath, tinj, art := trainfix.Graph(t, dir, man, loaded, true)
 			got := testfix.Run(t, trainPath, c.feeds, testfix.ParamFloats(tinj.Params))
 			testfix.CloseTo(t, "loss", got[art.Loss], []float32{float32(ref.Values["loss"].(float64))}, 1e-5)
 			var names []string

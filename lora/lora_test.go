@@ -15,6 +15,7 @@ import (
 
 	"github.com/migu-ml/migu/adapters"
 	"github.com/migu-ml/migu/internal/badinput"
+	"github.com/migu-ml/migu/internal/testfix/trainfix"
 	"github.com/migu-ml/migu/migu"
 	"github.com/migu-ml/migu/modeldir"
 	"github.com/migu-ml/migu/onnx"
@@ -338,19 +339,7 @@ func TestDropoutOnlyWhenTraining(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ref := loadModel(t, dir)
-		refInj, err := undropped.Inject(ref, man, adapters.InjectOptions{Training: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		refArt, err := train.Build(ref, man, train.GraphOptions{Names: refInj.ParamNames()})
-		if err != nil {
-			t.Fatal(err)
-		}
-		refPath := filepath.Join(t.TempDir(), "train.onnx")
-		if err := ref.Save(refPath, onnx.SaveOptions{External: onnx.ExternalNone}); err != nil {
-			t.Fatal(err)
-		}
+		refPath, _, refArt := trainfix.Graph(t, dir, man, undropped, false)
 		values := randomValues(inj, 3)
 		floats := map[string]adapters.Param{}
 		for _, p := range inj.Params {

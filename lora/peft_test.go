@@ -10,9 +10,8 @@ import (
 
 	"github.com/migu-ml/migu/adapters"
 	"github.com/migu-ml/migu/internal/testenv"
+	"github.com/migu-ml/migu/internal/testfix/trainfix"
 	"github.com/migu-ml/migu/modeldir"
-	"github.com/migu-ml/migu/onnx"
-	"github.com/migu-ml/migu/train"
 )
 
 // peftReference loads our adapter into the transformers model with PEFT
@@ -154,19 +153,7 @@ func TestMatchesPEFT(t *testing.T) {
 			}
 
 			// Loss, gradients and taps of the training graph.
-			m := loadModel(t, dir)
-			tinj, err := loaded.Inject(m, man, adapters.InjectOptions{Training: true})
-			if err != nil {
-				t.Fatal(err)
-			}
-			art, err := train.Build(m, man, train.GraphOptions{Names: tinj.ParamNames(), Taps: true, TapPoints: tinj.Points})
-			if err != nil {
-				t.Fatal(err)
-			}
-			trainPath := filepath.Join(t.TempDir(), "train.onnx")
-			if err := m.Save(trainPath, onnx.SaveOptions{External: onnx.ExternalNone}); err != nil {
-				t.Fatal(err)
-			}
+			trainPath, tinj, art := trainfix.Graph(t, dir, man, loaded, true)
 			floats := map[string]adapters.Param{}
 			for _, p := range tinj.Params {
 				floats[p.Name] = p
