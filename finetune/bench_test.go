@@ -25,15 +25,7 @@ func BenchmarkTrainStep(b *testing.B) {
 	if err := ort.Init(ort.InitOptions{LibraryPath: testenv.ORTLib(b)}); err != nil {
 		b.Fatal(err)
 	}
-	root := b.TempDir()
-	hf, model := filepath.Join(root, "hf"), filepath.Join(root, "model")
-	if _, err := exporters.Init(hf, exporters.InitOptions{Arch: "llama", Preset: "small"}); err != nil {
-		b.Fatal(err)
-	}
-	man, err := exporters.Export(hf, model)
-	if err != nil {
-		b.Fatal(err)
-	}
+	_, model, man := testfix.PresetModel(b, "llama", exporters.InitOptions{Preset: "small"})
 	batches := testfix.RandomBatches(8, 4, 128, man.VocabSize, 1)
 	for _, method := range []string{MethodFull, lora.Kind} {
 		for _, withMIGU := range []bool{false, true} {

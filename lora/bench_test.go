@@ -8,6 +8,7 @@ import (
 
 	"github.com/migu-ml/migu/adapters"
 	"github.com/migu-ml/migu/exporters"
+	"github.com/migu-ml/migu/internal/testfix"
 	"github.com/migu-ml/migu/modeldir"
 	"github.com/migu-ml/migu/onnx"
 )
@@ -17,15 +18,7 @@ import (
 // memory, and `migu merge`'s whole folder-to-folder path, for the default
 // targets (q, v) and for every linear.
 func BenchmarkInjectMerge(b *testing.B) {
-	root := b.TempDir()
-	hf, dir := filepath.Join(root, "hf"), filepath.Join(root, "model")
-	if _, err := exporters.Init(hf, exporters.InitOptions{Arch: "llama", Preset: "small"}); err != nil {
-		b.Fatal(err)
-	}
-	man, err := exporters.Export(hf, dir)
-	if err != nil {
-		b.Fatal(err)
-	}
+	_, dir, man := testfix.PresetModel(b, "llama", exporters.InitOptions{Preset: "small"})
 	load := func() *onnx.Model {
 		m, err := onnx.Load(filepath.Join(dir, modeldir.ModelFile))
 		if err != nil {
@@ -44,7 +37,7 @@ func BenchmarkInjectMerge(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		ad := filepath.Join(root, fmt.Sprint(targets))
+		ad := filepath.Join(b.TempDir(), fmt.Sprint(targets))
 		if err := a.Save(ad, man, randomValues(inj, 1)); err != nil {
 			b.Fatal(err)
 		}

@@ -22,15 +22,27 @@ import (
 // Hugging Face checkpoint folder and the model folder.
 func TinyModel(t testing.TB, arch string) (hf, model string) {
 	t.Helper()
+	hf, model, _ = PresetModel(t, arch, exporters.InitOptions{Preset: "tiny", VocabSize: 600})
+	return hf, model
+}
+
+// PresetModel writes a random model of arch as opt says (`migu init`'s
+// preset, vocabulary, seed) and exports it, in a temporary folder; it
+// returns the checkpoint folder, the model folder and its manifest. The
+// benchmarks use it for the small preset.
+func PresetModel(t testing.TB, arch string, opt exporters.InitOptions) (hf, model string, man *modeldir.Manifest) {
+	t.Helper()
 	root := t.TempDir()
 	hf, model = filepath.Join(root, "hf"), filepath.Join(root, "model")
-	if _, err := exporters.Init(hf, exporters.InitOptions{Arch: arch, Preset: "tiny", VocabSize: 600}); err != nil {
+	opt.Arch = arch
+	if _, err := exporters.Init(hf, opt); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := exporters.Export(hf, model); err != nil {
+	man, err := exporters.Export(hf, model)
+	if err != nil {
 		t.Fatal(err)
 	}
-	return hf, model
+	return hf, model, man
 }
 
 // RandomBatches makes deterministic causal-LM batches: random ids, the
