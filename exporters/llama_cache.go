@@ -33,16 +33,12 @@ func decoderWithPast(dir string) (*kvcache.Graphs, error) {
 	if !ok {
 		return nil, badinput.Errorf("%s: the key/value-cache decoder is built for Llama-style models only", dir)
 	}
-	man, err := modeldir.ReadManifest(dir)
+	w, err := openFolderWeights(dir)
 	if err != nil {
 		return nil, err
 	}
-	fwd, err := onnx.Load(filepath.Join(dir, modeldir.ModelFile))
-	if err != nil {
-		return nil, err
-	}
-	defer fwd.Close()
-	b := newBuilder("llama_with_past", newFolderWeights(fwd, man))
+	defer w.Close()
+	b := newBuilder("llama_with_past", w)
 	cache, err := c.buildWithPast(b)
 	if err != nil {
 		return nil, err
@@ -64,7 +60,17 @@ type folderWeights struct {
 
 var _ Weights = (*folderWeights)(nil)
 
-func newFolderWeights(m *onnx.Model, man *modeldir.Manifest) *folderWeights {
+// openFolderWeights loads the model folder dir's graph and manifest for
+// reading its weights back; Close releases the graph.
+func openFolderWeights(dir string) (*folderWeights, error) {
+	man, err := modeldir.ReadManifest(dir)
+	if err != nil {
+		return nil, err
+	}
+	m, err := onnx.Load(filepath.Join(dir, modeldir.ModelFile))
+	if err != nil {
+		return nil, err
+	}
 	w := &folderWeights{m: m, byName: map[string]string{}, stored: map[string]bool{}}
 	for _, l := range man.Linears {
 		if l.Tied != "" {
@@ -76,8 +82,11 @@ func newFolderWeights(m *onnx.Model, man *modeldir.Manifest) *folderWeights {
 			w.byName[l.Name+".bias"] = l.Bias
 		}
 	}
-	return w
+	return w, nil
 }
+
+// Close releases the folder's graph.
+func (w *folderWeights) Close() error { return w.m.Close() }
 
 // Float32 returns the tensor in checkpoint layout.
 func (w *folderWeights) Float32(name string) ([]float32, error) {

@@ -30,16 +30,11 @@ func seq2seqWithPast(dir string) (*kvcache.Graphs, error) {
 	if !ok {
 		return nil, badinput.Errorf("%s: the cached encoder-decoder graphs are built for T5 models only", dir)
 	}
-	man, err := modeldir.ReadManifest(dir)
+	w, err := openFolderWeights(dir)
 	if err != nil {
 		return nil, err
 	}
-	fwd, err := onnx.Load(filepath.Join(dir, modeldir.ModelFile))
-	if err != nil {
-		return nil, err
-	}
-	defer fwd.Close()
-	w := newFolderWeights(fwd, man)
+	defer w.Close()
 	n, dkv := m.NumHeads, m.DKV
 	cache := &kvcache.Cache{Layers: int(m.decLayers), KVHeads: int(n), HeadDim: int(dkv)}
 	for i := range cache.Layers {
