@@ -24,14 +24,7 @@ func TestManifestBlockBoundaries(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.arch, func(t *testing.T) {
-			root := t.TempDir()
-			hf, dir := filepath.Join(root, "hf"), filepath.Join(root, "model")
-			if _, err := Init(hf, InitOptions{Arch: c.arch, Preset: "tiny", VocabSize: 600}); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := Export(hf, dir); err != nil {
-				t.Fatal(err)
-			}
+			_, dir := tinyFolder(t, c.arch)
 			man, err := modeldir.ReadManifest(dir)
 			if err != nil {
 				t.Fatal(err)

@@ -50,14 +50,7 @@ json.dump(out, open(sys.argv[2], "w"))
 // with the cache) against transformers' past_key_values within 1e-4.
 func TestDecoderWithPastParity(t *testing.T) {
 	lib := testenv.ORTLib(t)
-	root := t.TempDir()
-	hf, dir := filepath.Join(root, "hf"), filepath.Join(root, "model")
-	if _, err := Init(hf, InitOptions{Arch: "llama", Preset: "tiny", VocabSize: 600}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := Export(hf, dir); err != nil {
-		t.Fatal(err)
-	}
+	hf, dir := tinyFolder(t, "llama")
 	graphs, err := kvcache.Build(dir, "llama")
 	if err != nil {
 		t.Fatal(err)
@@ -147,7 +140,7 @@ func TestDecoderWithPastParity(t *testing.T) {
 	}
 
 	spec, _ := json.Marshal(map[string]any{"hf": hf, "ids": ids, "mask": mask, "next": next})
-	specPath, outPath := filepath.Join(root, "spec.json"), filepath.Join(root, "ref.json")
+	specPath, outPath := filepath.Join(t.TempDir(), "spec.json"), filepath.Join(t.TempDir(), "ref.json")
 	if err := os.WriteFile(specPath, spec, 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -204,14 +197,7 @@ func TestDecoderWithPastParity(t *testing.T) {
 // for a RoBERTa folder: its family registers no cached graphs, and the
 // llama builder refuses its config.json.
 func TestDecoderWithPastRefusesOtherArchitectures(t *testing.T) {
-	root := t.TempDir()
-	hf, dir := filepath.Join(root, "hf"), filepath.Join(root, "model")
-	if _, err := Init(hf, InitOptions{Arch: "roberta", Preset: "tiny", VocabSize: 600}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := Export(hf, dir); err != nil {
-		t.Fatal(err)
-	}
+	_, dir := tinyFolder(t, "roberta")
 	if _, err := kvcache.Build(dir, "roberta"); !badinput.Is(err) {
 		t.Fatalf("kvcache.Build: got %v, want a bad-input error", err)
 	}

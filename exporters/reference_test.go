@@ -52,6 +52,21 @@ np.ascontiguousarray(logits, dtype="<f4").tofile(out + "/ref_logits.bin")
 json.dump(list(logits.shape), open(out + "/ref_shape.json", "w"))
 `
 
+// tinyFolder writes a random tiny checkpoint of arch (vocabulary 600) and
+// exports it, returning both folders.
+func tinyFolder(t *testing.T, arch string) (hf, dir string) {
+	t.Helper()
+	root := t.TempDir()
+	hf, dir = filepath.Join(root, "hf"), filepath.Join(root, "model")
+	if _, err := Init(hf, InitOptions{Arch: arch, Preset: "tiny", VocabSize: 600}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Export(hf, dir); err != nil {
+		t.Fatal(err)
+	}
+	return hf, dir
+}
+
 // hfReference runs hfScript for a transformers class and config and returns
 // the checkpoint folder and its reference logits. hfOnly holds feeds that
 // only the transformers model takes (position_ids, say); it may be nil.

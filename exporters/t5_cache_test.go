@@ -45,14 +45,7 @@ json.dump(out, open(sys.argv[2], "w"))
 // cross-attention keys and values with transformers within 1e-4.
 func TestSeq2SeqWithPastParity(t *testing.T) {
 	lib := testenv.ORTLib(t)
-	root := t.TempDir()
-	hf, dir := filepath.Join(root, "hf"), filepath.Join(root, "model")
-	if _, err := Init(hf, InitOptions{Arch: "t5", Preset: "tiny", VocabSize: 600}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := Export(hf, dir); err != nil {
-		t.Fatal(err)
-	}
+	hf, dir := tinyFolder(t, "t5")
 	graphs, err := kvcache.Build(dir, "t5")
 	if err != nil {
 		t.Fatal(err)
@@ -135,7 +128,7 @@ func TestSeq2SeqWithPastParity(t *testing.T) {
 	second := step(next, first)
 
 	spec, _ := json.Marshal(map[string]any{"hf": hf, "ids": ids, "mask": mask, "next": next})
-	specPath, outPath := filepath.Join(root, "spec.json"), filepath.Join(root, "ref.json")
+	specPath, outPath := filepath.Join(t.TempDir(), "spec.json"), filepath.Join(t.TempDir(), "ref.json")
 	if err := os.WriteFile(specPath, spec, 0o644); err != nil {
 		t.Fatal(err)
 	}
