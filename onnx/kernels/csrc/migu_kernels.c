@@ -313,6 +313,304 @@ static OrtStatus *tap_compute(void *k, OrtKernelContext *ctx) {
 	return api->KernelContext_ParallelFor(ctx, tap_block, blocks(j.d, COL_BLOCK), 0, &j);
 }
 
+// ---- cross-entropy and softmax (PickLogSoftmax, PickLogSoftmaxGrad, Softmax, SoftmaxGrad) ----
+//
+// exp is a Cephes-style polynomial (Cody-Waite reduction by ln 2, degree-6
+// polynomial, 2^n put into the exponent bits), written so that GCC
+// vectorises the loops that call it: within 2 ulp of expf on the range the
+// kernels use (arguments ≤ 0, after the row maximum is subtracted). Below
+// -86 it returns 0 (e^-86 < 2^-124 is lost against the row's largest term,
+// which is 1); NaN stays NaN. Row sums run in XLANES fixed lanes, so results
+// do not depend on the vector width or the thread count.
+
+enum { XLANES = 16 };
+
+// XVECTOR is VECTOR without trapping math, so that GCC turns the selects
+// of the exp (clamps, the NaN test) into vector blends: the kernels never
+// run with floating-point traps enabled, and no result changes.
+#define NO_TRAPS __attribute__((optimize("no-trapping-math")))
+#define XVECTOR VECTOR NO_TRAPS
+
+NO_TRAPS static inline float xent_exp(float x) {
+	const float log2e = 1.44269504088896341f, magic = 12582912.0f; // 1.5 * 2^23: rounds to an integer
+	const float ln2hi = 0.693359375f, ln2lo = -2.12194440e-4f;
+	float xc = x < -86.0f ? -86.0f : (x > 88.0f ? 88.0f : x);
+	float t = xc * log2e + magic;
+	float n = t - magic;
+	uint32_t tb;
+	memcpy(&tb, &t, sizeof tb);
+	uint32_t scale = (tb - 0x4B400000u) << 23; // n, placed in the exponent field
+	float r = (xc - n * ln2hi) - n * ln2lo;
+	float p = 1.9875691500e-4f;
+	p = p * r + 1.3981999507e-3f;
+	p = p * r + 8.3334519073e-3f;
+	p = p * r + 4.1665795894e-2f;
+	p = p * r + 1.6666665459e-1f;
+	p = p * r + 5.0000001201e-1f;
+	float e = (p * (r * r) + r) + 1.0f;
+	uint32_t eb;
+	memcpy(&eb, &e, sizeof eb);
+	eb += scale;
+	memcpy(&e, &eb, sizeof e);
+	return x >= -86.0f ? e : (x != x ? x : 0.0f);
+}
+
+static inline float xent_lanes(const float *acc) {
+	float s[8];
+	for (int k = 0; k < 8; k++) s[k] = acc[k] + acc[k + 8];
+	return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+}
+
+// row_max returns max_j x_j (NaN-free rows; a NaN is caught by the exp that follows).
+XVECTOR static float row_max(const float *x, int64_t d) {
+	float acc[XLANES];
+	for (int k = 0; k < XLANES; k++) acc[k] = -INFINITY;
+	int64_t j = 0;
+	for (; j + XLANES <= d; j += XLANES)
+		for (int k = 0; k < XLANES; k++) acc[k] = x[j + k] > acc[k] ? x[j + k] : acc[k];
+	float m = -INFINITY;
+	for (int k = 0; k < XLANES; k++) m = acc[k] > m ? acc[k] : m;
+	for (; j < d; j++) m = x[j] > m ? x[j] : m;
+	return m;
+}
+
+// sum_exp returns Σ_j exp(x_j - m), storing the terms in e unless e is NULL.
+XVECTOR static float sum_exp(const float *x, float m, float *e, int64_t d) {
+	float acc[XLANES] = {0};
+	int64_t j = 0;
+	if (e == NULL) {
+		for (; j + XLANES <= d; j += XLANES)
+			for (int k = 0; k < XLANES; k++) acc[k] += xent_exp(x[j + k] - m);
+	} else {
+		for (; j + XLANES <= d; j += XLANES)
+			for (int k = 0; k < XLANES; k++) {
+				float v = xent_exp(x[j + k] - m);
+				e[j + k] = v;
+				acc[k] += v;
+			}
+	}
+	float s = xent_lanes(acc);
+	for (; j < d; j++) {
+		float v = xent_exp(x[j] - m);
+		if (e != NULL) e[j] = v;
+		s += v;
+	}
+	return s;
+}
+
+// neg_softmax_scaled writes dx_j = -(exp(x_j - lse) * g).
+XVECTOR static void neg_softmax_scaled(const float *x, float lse, float g, float *dx, int64_t d) {
+	for (int64_t j = 0; j < d; j++) dx[j] = -(xent_exp(x[j] - lse) * g);
+}
+
+XVECTOR static void scale_in_place(float *y, float s, int64_t d) {
+	for (int64_t j = 0; j < d; j++) y[j] *= s;
+}
+
+XVECTOR static float dot_row(const float *a, const float *b, int64_t d) {
+	float acc[XLANES] = {0};
+	int64_t j = 0;
+	for (; j + XLANES <= d; j += XLANES)
+		for (int k = 0; k < XLANES; k++) acc[k] += a[j + k] * b[j + k];
+	float s = xent_lanes(acc);
+	for (; j < d; j++) s += a[j] * b[j];
+	return s;
+}
+
+// softmax_grad_row writes dx = y * (dy - dot).
+XVECTOR static void softmax_grad_row(const float *dy, const float *y, float dot, float *dx, int64_t d) {
+	for (int64_t j = 0; j < d; j++) dx[j] = y[j] * (dy[j] - dot);
+}
+
+// rows_per_block gives row blocks of at least ROW_BLOCK rows and about 16K
+// values, so that short rows (attention over a few keys) are not split
+// into more blocks than the thread pool can use.
+static int64_t rows_per_block(int64_t d) {
+	int64_t r = d > 0 ? 16384 / d : ROW_BLOCK;
+	return r < ROW_BLOCK ? ROW_BLOCK : r;
+}
+
+// lastAxis describes x as rows of its last axis.
+static OrtStatus *last_axis(const tensor *x, int64_t *rows, int64_t *d, const char *op) {
+	if (x->rank < 1) return fail(op, "the input must have rank 1 or more");
+	*d = x->dims[x->rank - 1];
+	*rows = *d == 0 ? 0 : x->count / *d;
+	return NULL;
+}
+
+// ---- PickLogSoftmax ----
+//
+// PickLogSoftmax(Logits[..., V], Index[..., 1] int64) -> Picked[..., 1], LSE[..., 1]
+//     LSE = log Σ_j exp(Logits_j) (max-shifted), Picked = (Logits_Index - max) - log Σ exp(Logits - max):
+//     LogSoftmax(axis -1) then GatherElements at Index, without the [..., V] log-probabilities.
+//     Index may be negative (counted from V, as GatherElements allows).
+
+typedef struct {
+	const float *x;
+	const int64_t *idx;
+	float *picked, *lse;
+	int64_t rows, v, per;
+} pick_job;
+
+static void pick_block(void *p, size_t b) {
+	const pick_job *j = p;
+	int64_t end = (int64_t)(b + 1) * j->per;
+	if (end > j->rows) end = j->rows;
+	for (int64_t r = (int64_t)b * j->per; r < end; r++) {
+		const float *x = j->x + r * j->v;
+		float m = row_max(x, j->v);
+		float ls = logf(sum_exp(x, m, NULL, j->v));
+		int64_t i = j->idx[r] < 0 ? j->idx[r] + j->v : j->idx[r];
+		j->picked[r] = (x[i] - m) - ls;
+		j->lse[r] = m + ls;
+	}
+}
+
+// pick_index checks Index against Logits: one index per row, each in [-V, V).
+static OrtStatus *pick_index(const tensor *x, const tensor *idx, int64_t rows, int64_t v, const char *op) {
+	if (x->rank < 1 || idx->rank != x->rank || idx->dims[idx->rank - 1] != 1 || idx->count != rows)
+		return fail(op, "Index must be Logits' shape with a last axis of 1");
+	const int64_t *ix = idx->data;
+	for (int64_t r = 0; r < rows; r++)
+		if (ix[r] < -v || ix[r] >= v) {
+			char msg[160];
+			snprintf(msg, sizeof msg, "index %lld of row %lld is outside [-%lld, %lld)", (long long)ix[r], (long long)r,
+			         (long long)v, (long long)v);
+			return fail(op, msg);
+		}
+	return NULL;
+}
+
+static OrtStatus *pick_compute(void *k, OrtKernelContext *ctx) {
+	(void)k;
+	const char *op = "PickLogSoftmax";
+	tensor x, idx;
+	TRY(input(ctx, 0, &x, op));
+	TRY(input(ctx, 1, &idx, op));
+	pick_job j = {.x = x.data, .idx = idx.data};
+	TRY(last_axis(&x, &j.rows, &j.v, op));
+	if (j.v == 0) return fail(op, "Logits' last axis is empty");
+	TRY(pick_index(&x, &idx, j.rows, j.v, op));
+	TRY(output(ctx, 0, idx.dims, idx.rank, &j.picked));
+	TRY(output(ctx, 1, idx.dims, idx.rank, &j.lse));
+	if (j.rows == 0) return NULL;
+	j.per = rows_per_block(j.v);
+	return api->KernelContext_ParallelFor(ctx, pick_block, blocks(j.rows, j.per), 0, &j);
+}
+
+// ---- PickLogSoftmaxGrad ----
+//
+// PickLogSoftmaxGrad(dPicked[..., 1], Logits[..., V], Index[..., 1] int64, LSE[..., 1]) -> dLogits[..., V]
+//     dLogits = dPicked * (onehot(Index) - softmax(Logits)), softmax recomputed as exp(Logits - LSE),
+//     in the standard rule's operations: -(p * g) off the index, g - p * g at it.
+
+typedef struct {
+	const float *dp, *x, *lse;
+	const int64_t *idx;
+	float *dx;
+	int64_t rows, v, per;
+} pickgrad_job;
+
+static void pickgrad_block(void *p, size_t b) {
+	const pickgrad_job *j = p;
+	int64_t end = (int64_t)(b + 1) * j->per;
+	if (end > j->rows) end = j->rows;
+	for (int64_t r = (int64_t)b * j->per; r < end; r++) {
+		const float *x = j->x + r * j->v;
+		float *dx = j->dx + r * j->v, g = j->dp[r];
+		if (g == 0.0f) { // an ignored label: no gradient
+			memset(dx, 0, (size_t)j->v * sizeof *dx);
+			continue;
+		}
+		neg_softmax_scaled(x, j->lse[r], g, dx, j->v);
+		int64_t i = j->idx[r] < 0 ? j->idx[r] + j->v : j->idx[r];
+		dx[i] = g + dx[i];
+	}
+}
+
+static OrtStatus *pickgrad_compute(void *k, OrtKernelContext *ctx) {
+	(void)k;
+	const char *op = "PickLogSoftmaxGrad";
+	tensor dp, x, idx, lse;
+	TRY(input(ctx, 0, &dp, op));
+	TRY(input(ctx, 1, &x, op));
+	TRY(input(ctx, 2, &idx, op));
+	TRY(input(ctx, 3, &lse, op));
+	pickgrad_job j = {.dp = dp.data, .x = x.data, .lse = lse.data, .idx = idx.data};
+	TRY(last_axis(&x, &j.rows, &j.v, op));
+	if (j.v == 0) return fail(op, "Logits' last axis is empty");
+	TRY(pick_index(&x, &idx, j.rows, j.v, op));
+	if (dp.count != j.rows || lse.count != j.rows) return fail(op, "dPicked and LSE must have one value per row of Logits");
+	TRY(output(ctx, 0, x.dims, x.rank, &j.dx));
+	if (j.rows == 0) return NULL;
+	j.per = rows_per_block(j.v);
+	return api->KernelContext_ParallelFor(ctx, pickgrad_block, blocks(j.rows, j.per), 0, &j);
+}
+
+// ---- Softmax ----
+//
+// Softmax(X[..., d]) -> Y[..., d], over the last axis: Y = exp(X - max) * (1 / Σ exp(X - max)).
+
+typedef struct {
+	const float *x, *dy, *y;
+	float *out;
+	int64_t rows, d, per;
+} softmax_job;
+
+static void softmax_block(void *p, size_t b) {
+	const softmax_job *j = p;
+	int64_t end = (int64_t)(b + 1) * j->per;
+	if (end > j->rows) end = j->rows;
+	for (int64_t r = (int64_t)b * j->per; r < end; r++) {
+		const float *x = j->x + r * j->d;
+		float *y = j->out + r * j->d;
+		float s = sum_exp(x, row_max(x, j->d), y, j->d);
+		scale_in_place(y, 1.0f / s, j->d);
+	}
+}
+
+static OrtStatus *softmax_compute(void *k, OrtKernelContext *ctx) {
+	(void)k;
+	const char *op = "Softmax";
+	tensor x;
+	TRY(input(ctx, 0, &x, op));
+	softmax_job j = {.x = x.data};
+	TRY(last_axis(&x, &j.rows, &j.d, op));
+	TRY(output(ctx, 0, x.dims, x.rank, &j.out));
+	if (j.rows == 0) return NULL;
+	j.per = rows_per_block(j.d);
+	return api->KernelContext_ParallelFor(ctx, softmax_block, blocks(j.rows, j.per), 0, &j);
+}
+
+// ---- SoftmaxGrad ----
+//
+// SoftmaxGrad(dY[..., d], Y[..., d]) -> dX[..., d]: dX = Y * (dY - Σ dY * Y) over the last axis.
+
+static void softmaxgrad_block(void *p, size_t b) {
+	const softmax_job *j = p;
+	int64_t end = (int64_t)(b + 1) * j->per;
+	if (end > j->rows) end = j->rows;
+	for (int64_t r = (int64_t)b * j->per; r < end; r++) {
+		const float *dy = j->dy + r * j->d, *y = j->y + r * j->d;
+		softmax_grad_row(dy, y, dot_row(dy, y, j->d), j->out + r * j->d, j->d);
+	}
+}
+
+static OrtStatus *softmaxgrad_compute(void *k, OrtKernelContext *ctx) {
+	(void)k;
+	const char *op = "SoftmaxGrad";
+	tensor dy, y;
+	TRY(input(ctx, 0, &dy, op));
+	TRY(input(ctx, 1, &y, op));
+	softmax_job j = {.dy = dy.data, .y = y.data};
+	TRY(last_axis(&y, &j.rows, &j.d, op));
+	if (dy.rank != y.rank || memcmp(dy.dims, y.dims, y.rank * sizeof y.dims[0]) != 0) return fail(op, "dY must have Y's shape");
+	TRY(output(ctx, 0, y.dims, y.rank, &j.out));
+	if (j.rows == 0) return NULL;
+	j.per = rows_per_block(j.d);
+	return api->KernelContext_ParallelFor(ctx, softmaxgrad_block, blocks(j.rows, j.per), 0, &j);
+}
+
 // ---- op table ----
 
 typedef struct {
@@ -411,6 +709,10 @@ static migu_op ops[] = {
 	{.name = "RMSNorm", .nin = 2, .nout = 2, .optional_from = 2, .in = {F, F}, .compute = rms_compute, .has_epsilon = 1},
 	{.name = "RMSNormGrad", .nin = 4, .nout = 2, .optional_from = 4, .in = {F, F, F, F}, .compute = rmsgrad_compute},
 	{.name = "AbsColSum", .nin = 2, .nout = 1, .optional_from = 1, .in = {F, I64}, .compute = tap_compute},
+	{.name = "PickLogSoftmax", .nin = 2, .nout = 2, .optional_from = 2, .in = {F, I64}, .compute = pick_compute},
+	{.name = "PickLogSoftmaxGrad", .nin = 4, .nout = 1, .optional_from = 4, .in = {F, F, I64, F}, .compute = pickgrad_compute},
+	{.name = "Softmax", .nin = 1, .nout = 1, .optional_from = 1, .in = {F}, .compute = softmax_compute},
+	{.name = "SoftmaxGrad", .nin = 2, .nout = 1, .optional_from = 2, .in = {F, F}, .compute = softmaxgrad_compute},
 };
 #undef F
 #undef I64
