@@ -315,83 +315,133 @@ static OrtStatus *tap_compute(void *k, OrtKernelContext *ctx) {
 
 // ---- cross-entropy and softmax (PickLogSoftmax, PickLogSoftmaxGrad, Softmax, SoftmaxGrad) ----
 //
+// The row loops work on 16 floats at a time in GCC's generic vectors (vf):
+// one AVX-512 register, two AVX2 ones or four SSE ones, the same
+// operations on every lane whatever the width, so row sums, added lane by
+// lane and then across the 16 lanes in a fixed order, do not depend on the
+// CPU or the thread count. Tails shorter than 16 run the same operations
+// on scalars.
+//
 // exp is a Cephes-style polynomial (Cody-Waite reduction by ln 2, degree-6
-// polynomial, 2^n put into the exponent bits), written so that GCC
-// vectorises the loops that call it: within 2 ulp of expf on the range the
-// kernels use (arguments ≤ 0, after the row maximum is subtracted). Below
-// -86 it returns 0 (e^-86 < 2^-124 is lost against the row's largest term,
-// which is 1); NaN stays NaN. Row sums run in XLANES fixed lanes, so results
-// do not depend on the vector width or the thread count.
+// polynomial, 2^n put into the exponent bits): under 1 ulp from exp on
+// [-86, 0], where the kernels use it (arguments are shifted by the row
+// maximum or the log-sum-exp, so they are at most a rounding error above
+// 0). Below -86 it returns 0 (e^-86 < 2^-124 is lost against the row's
+// largest term, which is 1); NaN stays NaN.
 
 enum { XLANES = 16 };
 
-// XVECTOR is VECTOR without trapping math, so that GCC turns the selects
-// of the exp (clamps, the NaN test) into vector blends: the kernels never
-// run with floating-point traps enabled, and no result changes.
-#define NO_TRAPS __attribute__((optimize("no-trapping-math")))
-#define XVECTOR VECTOR NO_TRAPS
+// The vector helpers are static and always inlined, so no vector crosses a
+// call: GCC's notes on the AVX-512 calling convention do not apply
+// (scripts/kernels.sh builds with -Wno-psabi).
+typedef float vf __attribute__((vector_size(XLANES * sizeof(float))));
+typedef int32_t vi __attribute__((vector_size(XLANES * sizeof(int32_t))));
 
-NO_TRAPS static inline float xent_exp(float x) {
-	const float log2e = 1.44269504088896341f, magic = 12582912.0f; // 1.5 * 2^23: rounds to an integer
-	const float ln2hi = 0.693359375f, ln2lo = -2.12194440e-4f;
-	float xc = x < -86.0f ? -86.0f : (x > 88.0f ? 88.0f : x);
-	float t = xc * log2e + magic;
-	float n = t - magic;
+#define XINLINE static inline __attribute__((always_inline))
+
+XINLINE vf vload(const float *p) {
+	vf v;
+	memcpy(&v, p, sizeof v);
+	return v;
+}
+
+XINLINE void vstore(float *p, const vf *v) { memcpy(p, v, sizeof *v); }
+
+XINLINE vf vsplat(float x) { return (vf){0} + x; }
+
+// vselect takes a where mask is set (all ones), b elsewhere.
+XINLINE vf vselect(vi mask, vf a, vf b) { return (vf)(((vi)a & mask) | ((vi)b & ~mask)); }
+
+// The exp constants: 1.5 * 2^23 rounds to an integer when added; ln 2 in two parts.
+#define XEXP_LOG2E 1.44269504088896341f
+#define XEXP_MAGIC 12582912.0f
+#define XEXP_LN2HI 0.693359375f
+#define XEXP_LN2LO -2.12194440e-4f
+#define XEXP_POLY(p, r)                     \
+	p = p * r + 1.3981999507e-3f;          \
+	p = p * r + 8.3334519073e-3f;          \
+	p = p * r + 4.1665795894e-2f;          \
+	p = p * r + 1.6666665459e-1f;          \
+	p = p * r + 5.0000001201e-1f
+
+XINLINE vf vexp(vf x) {
+	vf lo = vsplat(-86.0f);
+	vi under = x < lo; // false for NaN, which the arithmetic carries through
+	vf xc = vselect(under, lo, x);
+	vf t = xc * XEXP_LOG2E + XEXP_MAGIC;
+	vf n = t - XEXP_MAGIC;
+	vi scale = ((vi)t - 0x4B400000) << 23; // n, placed in the exponent field
+	vf r = (xc - n * XEXP_LN2HI) - n * XEXP_LN2LO;
+	vf p = vsplat(1.9875691500e-4f);
+	XEXP_POLY(p, r);
+	vf e = (p * (r * r) + r) + 1.0f;
+	return (vf)(((vi)e + scale) & ~under);
+}
+
+// xexp is vexp on one float, for the tails: the same operations, so the same bits.
+XINLINE float xexp(float x) {
+	if (x < -86.0f) return 0.0f;
+	float t = x * XEXP_LOG2E + XEXP_MAGIC;
+	float n = t - XEXP_MAGIC;
 	uint32_t tb;
 	memcpy(&tb, &t, sizeof tb);
-	uint32_t scale = (tb - 0x4B400000u) << 23; // n, placed in the exponent field
-	float r = (xc - n * ln2hi) - n * ln2lo;
+	uint32_t scale = (tb - 0x4B400000u) << 23;
+	float r = (x - n * XEXP_LN2HI) - n * XEXP_LN2LO;
 	float p = 1.9875691500e-4f;
-	p = p * r + 1.3981999507e-3f;
-	p = p * r + 8.3334519073e-3f;
-	p = p * r + 4.1665795894e-2f;
-	p = p * r + 1.6666665459e-1f;
-	p = p * r + 5.0000001201e-1f;
+	XEXP_POLY(p, r);
 	float e = (p * (r * r) + r) + 1.0f;
 	uint32_t eb;
 	memcpy(&eb, &e, sizeof eb);
 	eb += scale;
 	memcpy(&e, &eb, sizeof e);
-	return x >= -86.0f ? e : (x != x ? x : 0.0f);
+	return e;
 }
 
-static inline float xent_lanes(const float *acc) {
+// vsum adds the 16 lanes pairwise in a fixed order.
+XINLINE float vsum(const vf *v) {
+	float a[XLANES];
+	vstore(a, v);
 	float s[8];
-	for (int k = 0; k < 8; k++) s[k] = acc[k] + acc[k + 8];
+	for (int k = 0; k < 8; k++) s[k] = a[k] + a[k + 8];
 	return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
 }
 
-// row_max returns max_j x_j (NaN-free rows; a NaN is caught by the exp that follows).
-XVECTOR static float row_max(const float *x, int64_t d) {
-	float acc[XLANES];
-	for (int k = 0; k < XLANES; k++) acc[k] = -INFINITY;
+// row_max returns max_j x_j (a NaN is caught by the exp that follows), in
+// four vectors of lanes, which changes nothing but the speed: the maximum
+// does not depend on the order.
+VECTOR static float row_max(const float *x, int64_t d) {
+	vf acc[4] = {vsplat(-INFINITY), vsplat(-INFINITY), vsplat(-INFINITY), vsplat(-INFINITY)};
 	int64_t j = 0;
-	for (; j + XLANES <= d; j += XLANES)
-		for (int k = 0; k < XLANES; k++) acc[k] = x[j + k] > acc[k] ? x[j + k] : acc[k];
-	float m = -INFINITY;
-	for (int k = 0; k < XLANES; k++) m = acc[k] > m ? acc[k] : m;
+	for (; j + 4 * XLANES <= d; j += 4 * XLANES)
+		for (int k = 0; k < 4; k++) {
+			vf v = vload(x + j + k * XLANES);
+			acc[k] = vselect(v > acc[k], v, acc[k]);
+		}
+	for (; j + XLANES <= d; j += XLANES) {
+		vf v = vload(x + j);
+		acc[0] = vselect(v > acc[0], v, acc[0]);
+	}
+	float a[XLANES], m = -INFINITY;
+	for (int k = 0; k < 4; k++) {
+		vstore(a, &acc[k]);
+		for (int i = 0; i < XLANES; i++) m = a[i] > m ? a[i] : m;
+	}
 	for (; j < d; j++) m = x[j] > m ? x[j] : m;
 	return m;
 }
 
 // sum_exp returns Σ_j exp(x_j - m), storing the terms in e unless e is NULL.
-XVECTOR static float sum_exp(const float *x, float m, float *e, int64_t d) {
-	float acc[XLANES] = {0};
+VECTOR static float sum_exp(const float *x, float m, float *e, int64_t d) {
+	vf acc = vsplat(0.0f);
 	int64_t j = 0;
-	if (e == NULL) {
-		for (; j + XLANES <= d; j += XLANES)
-			for (int k = 0; k < XLANES; k++) acc[k] += xent_exp(x[j + k] - m);
-	} else {
-		for (; j + XLANES <= d; j += XLANES)
-			for (int k = 0; k < XLANES; k++) {
-				float v = xent_exp(x[j + k] - m);
-				e[j + k] = v;
-				acc[k] += v;
-			}
+	for (; j + XLANES <= d; j += XLANES) {
+		vf v = vexp(vload(x + j) - m);
+		if (e != NULL) vstore(e + j, &v);
+		acc += v;
 	}
-	float s = xent_lanes(acc);
+	float s = vsum(&acc);
 	for (; j < d; j++) {
-		float v = xent_exp(x[j] - m);
+		float v = xexp(x[j] - m);
 		if (e != NULL) e[j] = v;
 		s += v;
 	}
@@ -399,26 +449,30 @@ XVECTOR static float sum_exp(const float *x, float m, float *e, int64_t d) {
 }
 
 // neg_softmax_scaled writes dx_j = -(exp(x_j - lse) * g).
-XVECTOR static void neg_softmax_scaled(const float *x, float lse, float g, float *dx, int64_t d) {
-	for (int64_t j = 0; j < d; j++) dx[j] = -(xent_exp(x[j] - lse) * g);
+VECTOR static void neg_softmax_scaled(const float *x, float lse, float g, float *dx, int64_t d) {
+	int64_t j = 0;
+	for (; j + XLANES <= d; j += XLANES) {
+		vf v = -(vexp(vload(x + j) - lse) * g);
+		vstore(dx + j, &v);
+	}
+	for (; j < d; j++) dx[j] = -(xexp(x[j] - lse) * g);
 }
 
-XVECTOR static void scale_in_place(float *y, float s, int64_t d) {
+VECTOR static void scale_in_place(float *y, float s, int64_t d) {
 	for (int64_t j = 0; j < d; j++) y[j] *= s;
 }
 
-XVECTOR static float dot_row(const float *a, const float *b, int64_t d) {
-	float acc[XLANES] = {0};
+VECTOR static float dot_row(const float *a, const float *b, int64_t d) {
+	vf acc = vsplat(0.0f);
 	int64_t j = 0;
-	for (; j + XLANES <= d; j += XLANES)
-		for (int k = 0; k < XLANES; k++) acc[k] += a[j + k] * b[j + k];
-	float s = xent_lanes(acc);
+	for (; j + XLANES <= d; j += XLANES) acc += vload(a + j) * vload(b + j);
+	float s = vsum(&acc);
 	for (; j < d; j++) s += a[j] * b[j];
 	return s;
 }
 
 // softmax_grad_row writes dx = y * (dy - dot).
-XVECTOR static void softmax_grad_row(const float *dy, const float *y, float dot, float *dx, int64_t d) {
+VECTOR static void softmax_grad_row(const float *dy, const float *y, float dot, float *dx, int64_t d) {
 	for (int64_t j = 0; j < d; j++) dx[j] = y[j] * (dy[j] - dot);
 }
 
