@@ -196,3 +196,30 @@ func benchGraph(b *testing.B, path, lib string, fused bool, threads int, in, out
 	}
 	b.ReportMetric(float64(cpuTime()-cpu)/float64(time.Millisecond)/float64(b.N), "cpu-ms/op")
 }
+
+// BenchmarkRotary runs the rotary embedding forward and backward (y, the
+// loss Σ y ⊙ r, dx; buildRotary) in standard operators and fused, at the
+// queries of the small llama preset (batch 4 × 128, 8 heads of 64) and of
+// SmolLM2-135M at batch 8 × 256 (9 heads of 64), on 1 and 2 ORT threads.
+func BenchmarkRotary(b *testing.B) {
+	lib := testenv.Kernels(b)
+	if err := ort.Init(ort.InitOptions{LibraryPath: testenv.ORTLib(b)}); err != nil {
+		b.Fatal(err)
+	}
+	for _, shape := range [][]int64{{4, 128, 8, 64}, {8, 256, 9, 64}} {
+		for _, threads := range []int{1, 2} {
+			x, angles, r := rotaryCase(shape)
+			n := numel(shape)
+			for _, fused := range []bool{false, true} {
+				b.Run(fmt.Sprintf("%dx%dx%dx%d/threads=%d/%s", shape[0], shape[1], shape[2], shape[3], threads, variant(fused)), func(b *testing.B) {
+					g := buildRotary(b, shape, angles, r, fused)
+					benchGraph(b, g.path, lib, fused, threads, map[string]ort.Value{"x": benchTensor(b, x, shape...)}, map[string]ort.Value{
+						"loss1": benchTensor(b, make([]float32, 1), 1),
+						"y":     benchTensor(b, make([]float32, n), shape...),
+						"dx":    benchTensor(b, make([]float32, n), shape...),
+					})
+				})
+			}
+		}
+	}
+}

@@ -665,6 +665,80 @@ static OrtStatus *softmaxgrad_compute(void *k, OrtKernelContext *ctx) {
 	return api->KernelContext_ParallelFor(ctx, softmaxgrad_block, blocks(j.rows, j.per), 0, &j);
 }
 
+// ---- Rotary, RotaryGrad ----
+//
+// Rotary(X[..., m, d], Cos[..., 1, d/2], Sin[..., 1, d/2]) -> Y[..., m, d]
+//     rotary position embedding in the rotate-half layout (llama's), with
+//     halves x1, x2 of each row: Y = [x1*cos - x2*sin, x2*cos + x1*sin], Cos
+//     and Sin shared by the m rows (heads) of a position.
+// RotaryGrad(dY[..., m, d], Cos, Sin) -> dX: the rotation back,
+//     dX = [dy1*cos + dy2*sin, dy2*cos - dy1*sin].
+
+typedef struct {
+	const float *x, *cos, *sin;
+	float *y;
+	int64_t rows, m, half, per;
+	int back;
+} rotary_job;
+
+VECTOR static void rotate_row(const float *x, const float *c, const float *s, float *y, int64_t half) {
+	const float *x2 = x + half;
+	float *y2 = y + half;
+	for (int64_t j = 0; j < half; j++) {
+		y[j] = x[j] * c[j] - x2[j] * s[j];
+		y2[j] = x2[j] * c[j] + x[j] * s[j];
+	}
+}
+
+VECTOR static void unrotate_row(const float *dy, const float *c, const float *s, float *dx, int64_t half) {
+	const float *dy2 = dy + half;
+	float *dx2 = dx + half;
+	for (int64_t j = 0; j < half; j++) {
+		dx[j] = dy[j] * c[j] + dy2[j] * s[j];
+		dx2[j] = dy2[j] * c[j] - dy[j] * s[j];
+	}
+}
+
+static void rotary_block(void *p, size_t b) {
+	const rotary_job *j = p;
+	int64_t end = (int64_t)(b + 1) * j->per, d = 2 * j->half;
+	if (end > j->rows) end = j->rows;
+	for (int64_t r = (int64_t)b * j->per; r < end; r++) {
+		const float *c = j->cos + (r / j->m) * j->half, *s = j->sin + (r / j->m) * j->half;
+		if (j->back)
+			unrotate_row(j->x + r * d, c, s, j->y + r * d, j->half);
+		else
+			rotate_row(j->x + r * d, c, s, j->y + r * d, j->half);
+	}
+}
+
+static OrtStatus *rotary_run(OrtKernelContext *ctx, int back, const char *op) {
+	tensor x, c, s;
+	TRY(input(ctx, 0, &x, op));
+	TRY(input(ctx, 1, &c, op));
+	TRY(input(ctx, 2, &s, op));
+	if (x.rank < 2 || x.dims[x.rank - 1] % 2 != 0) return fail(op, "X must be [..., m, d] with an even d");
+	rotary_job j = {.x = x.data, .cos = c.data, .sin = s.data, .m = x.dims[x.rank - 2], .half = x.dims[x.rank - 1] / 2, .back = back};
+	int ok = c.rank == x.rank && s.rank == x.rank && c.dims[c.rank - 1] == j.half && c.dims[c.rank - 2] == 1;
+	for (size_t i = 0; ok && i < x.rank; i++) ok = s.dims[i] == c.dims[i] && (i + 2 >= x.rank || c.dims[i] == x.dims[i]);
+	if (!ok) return fail(op, "Cos and Sin must be X's shape with m = 1 and d/2 for d");
+	j.rows = j.half == 0 ? 0 : x.count / (2 * j.half);
+	TRY(output(ctx, 0, x.dims, x.rank, &j.y));
+	if (j.rows == 0 || j.m == 0) return NULL;
+	j.per = rows_per_block(2 * j.half);
+	return api->KernelContext_ParallelFor(ctx, rotary_block, blocks(j.rows, j.per), 0, &j);
+}
+
+static OrtStatus *rotary_compute(void *k, OrtKernelContext *ctx) {
+	(void)k;
+	return rotary_run(ctx, 0, "Rotary");
+}
+
+static OrtStatus *rotarygrad_compute(void *k, OrtKernelContext *ctx) {
+	(void)k;
+	return rotary_run(ctx, 1, "RotaryGrad");
+}
+
 // ---- op table ----
 
 typedef struct {
@@ -767,6 +841,8 @@ static migu_op ops[] = {
 	{.name = "PickLogSoftmaxGrad", .nin = 4, .nout = 1, .optional_from = 4, .in = {F, F, I64, F}, .compute = pickgrad_compute},
 	{.name = "Softmax", .nin = 1, .nout = 1, .optional_from = 1, .in = {F}, .compute = softmax_compute},
 	{.name = "SoftmaxGrad", .nin = 2, .nout = 1, .optional_from = 2, .in = {F, F}, .compute = softmaxgrad_compute},
+	{.name = "Rotary", .nin = 3, .nout = 1, .optional_from = 3, .in = {F, F, F}, .compute = rotary_compute},
+	{.name = "RotaryGrad", .nin = 3, .nout = 1, .optional_from = 3, .in = {F, F, F}, .compute = rotarygrad_compute},
 };
 #undef F
 #undef I64
