@@ -484,7 +484,7 @@ static int64_t rows_per_block(int64_t d) {
 	return r < ROW_BLOCK ? ROW_BLOCK : r;
 }
 
-// lastAxis describes x as rows of its last axis.
+// last_axis describes x as rows of its last axis.
 static OrtStatus *last_axis(const tensor *x, int64_t *rows, int64_t *d, const char *op) {
 	if (x->rank < 1) return fail(op, "the input must have rank 1 or more");
 	*d = x->dims[x->rank - 1];
