@@ -24,7 +24,7 @@ mkdir -p "$(dirname "$out")"
 tmp=$(mktemp "$out.XXXXXX")
 trap 'rm -f "$tmp"' EXIT
 "$cc" -std=c11 -D_GNU_SOURCE -O3 -ffp-contract=off -fno-math-errno -fPIC -shared -fvisibility=hidden \
-	-Wall -Wextra -I"$hdr" -o "$tmp" "$src" -lm -lpthread
+	-Wall -Wextra -Wno-psabi -I"$hdr" -o "$tmp" "$src" -lm -lpthread
 mv "$tmp" "$out"
 trap - EXIT
 echo "$out"

@@ -8,7 +8,8 @@ import (
 )
 
 // The training graph built with migu's fused kernels (GraphOptions.Fused:
-// RMSNorm forward and backward, the MIGU taps) gives the loss, every
+// RMSNorm, the cross-entropy pick, attention's softmax and llama's rotary
+// embedding, forward and backward, the MIGU taps) gives the loss, every
 // gradient and every tap of the standard-op graph to float32 rounding, for
 // the architectures with RMSNorm (llama, t5) and one without (roberta:
 // taps only), full fine-tuning and LoRA, with and without recomputation.
@@ -47,8 +48,24 @@ func TestFusedKernelsKeepGradients(t *testing.T) {
 				t.Fatalf("fused ops in the graph: RMSNorm %d, RMSNormGrad %d, AbsColSum %d (%d taps)",
 					ops["ai.migu.RMSNorm"], ops["ai.migu.RMSNormGrad"], ops["ai.migu.AbsColSum"], len(fart.Taps))
 			}
+			// Every architecture's loss is one cross-entropy pick, and
+			// every attention layer's probabilities one softmax.
+			if art.FusedLoss != 0 || art.FusedSoftmax != 0 || fart.FusedLoss != 1 || fart.FusedSoftmax == 0 ||
+				ops[".LogSoftmax"] != 0 || ops[".Softmax"] != 0 || ops["ai.migu.PickLogSoftmaxGrad"] != 1 ||
+				ops["ai.migu.Softmax"] < fart.FusedSoftmax || ops["ai.migu.SoftmaxGrad"] != fart.FusedSoftmax {
+				t.Fatalf("fused loss %d, softmaxes %d (standard graph %d, %d); ops: LogSoftmax %d, Softmax %d, PickLogSoftmaxGrad %d, ai.migu.Softmax %d, SoftmaxGrad %d",
+					fart.FusedLoss, fart.FusedSoftmax, art.FusedLoss, art.FusedSoftmax, ops[".LogSoftmax"], ops[".Softmax"],
+					ops["ai.migu.PickLogSoftmaxGrad"], ops["ai.migu.Softmax"], ops["ai.migu.SoftmaxGrad"])
+			}
+			// llama rotates queries and keys: two rotations per layer.
+			if rope := c.arch == "llama"; art.FusedRotary != 0 || (fart.FusedRotary > 0) != rope ||
+				ops["ai.migu.RotaryGrad"] != fart.FusedRotary || rope && (ops[".Split"] != 0 || ops["ai.migu.Rotary"] < fart.FusedRotary) {
+				t.Fatalf("fused rotations %d (standard graph %d); ops: Rotary %d, RotaryGrad %d, Split %d",
+					fart.FusedRotary, art.FusedRotary, ops["ai.migu.Rotary"], ops["ai.migu.RotaryGrad"], ops[".Split"])
+			}
 			worst := worstRelDiff(t, art, got, want)
-			t.Logf("%d norms and %d taps fused: max relative difference %.2g", fart.FusedNorms, len(fart.Taps), worst)
+			t.Logf("%d norms, %d softmaxes, %d rotations, the loss and %d taps fused: max relative difference %.2g",
+				fart.FusedNorms, fart.FusedSoftmax, fart.FusedRotary, len(fart.Taps), worst)
 		})
 	}
 }

@@ -74,7 +74,9 @@ type GraphOptions struct {
 	// rounding.
 	Recompute string
 	// Fused rewrites the graph to migu's fused kernels (package
-	// onnx/kernels: RMSNorm forward and backward, the MIGU taps); the
+	// onnx/kernels: RMSNorm, the cross-entropy's log-softmax pick, the
+	// last-axis softmax and the rotary embedding, forward and backward,
+	// the MIGU taps); the
 	// session that runs it must load the kernel library. Results equal
 	// the standard operators' to float32 rounding.
 	Fused bool
@@ -128,6 +130,12 @@ type Artifact struct {
 	// FusedTaps whether the taps are (GraphOptions.FusedTaps).
 	FusedNorms int  `json:"fused_norms,omitempty"`
 	FusedTaps  bool `json:"fused_taps,omitempty"`
+	// FusedLoss counts the cross-entropy picks (1 or 0), FusedSoftmax
+	// the softmaxes (attention's) and FusedRotary the rotary embeddings
+	// computed by the fused kernels.
+	FusedLoss    int `json:"fused_loss,omitempty"`
+	FusedSoftmax int `json:"fused_softmax,omitempty"`
+	FusedRotary  int `json:"fused_rotary,omitempty"`
 }
 
 // BuildGraph writes train.onnx (+ external data) and train.json for the
@@ -221,6 +229,15 @@ func Build(m *onnx.Model, man *modeldir.Manifest, opt GraphOptions) (*Artifact, 
 			return nil, err
 		}
 		if art.FusedNorms, err = kernels.FuseRMSNorm(m, info); err != nil {
+			return nil, err
+		}
+		if art.FusedLoss, err = kernels.FuseCrossEntropy(m, info); err != nil {
+			return nil, err
+		}
+		if art.FusedSoftmax, err = kernels.FuseSoftmax(m, info); err != nil {
+			return nil, err
+		}
+		if art.FusedRotary, err = kernels.FuseRotary(m, info); err != nil {
 			return nil, err
 		}
 		m.SetOpset(onnx.DomainMigu, kernels.Opset)

@@ -12,6 +12,13 @@
 // package migu; both give the same numbers to float32 rounding, and the
 // fused graph is used only when the library is found and loaded.
 //
+// The loss and attention (fuse_loss.go): the cross-entropy's pick of one
+// log-probability per row (PickLogSoftmax: max, log-sum-exp and pick in
+// one pass, the [N, V] log-probabilities never stored; its backward
+// recomputes the softmax from the saved log-sum-exp in one pass) and the
+// softmax over the last axis, whose backward is one SoftmaxGrad pass
+// instead of four standard ops over the attention scores.
+//
 // Switching it off: MIGU_KERNELS=off (or train.Config.Kernels "off") keeps
 // every graph in standard ONNX operators; MIGU_KERNELS=/path/lib.so picks
 // a library explicitly.

@@ -313,6 +313,432 @@ static OrtStatus *tap_compute(void *k, OrtKernelContext *ctx) {
 	return api->KernelContext_ParallelFor(ctx, tap_block, blocks(j.d, COL_BLOCK), 0, &j);
 }
 
+// ---- cross-entropy and softmax (PickLogSoftmax, PickLogSoftmaxGrad, Softmax, SoftmaxGrad) ----
+//
+// The row loops work on 16 floats at a time in GCC's generic vectors (vf):
+// one AVX-512 register, two AVX2 ones or four SSE ones, the same
+// operations on every lane whatever the width, so row sums, added lane by
+// lane and then across the 16 lanes in a fixed order, do not depend on the
+// CPU or the thread count. Tails shorter than 16 run the same operations
+// on scalars.
+//
+// exp is a Cephes-style polynomial (Cody-Waite reduction by ln 2, degree-6
+// polynomial, 2^n put into the exponent bits): under 1 ulp from exp on
+// [-86, 0], where the kernels use it (arguments are shifted by the row
+// maximum or the log-sum-exp, so they are at most a rounding error above
+// 0). Below -86 it returns 0 (e^-86 < 2^-124 is lost against the row's
+// largest term, which is 1); NaN stays NaN.
+
+enum { XLANES = 16 };
+
+// The vector helpers are static and always inlined, so no vector crosses a
+// call: GCC's notes on the AVX-512 calling convention do not apply
+// (scripts/kernels.sh builds with -Wno-psabi).
+typedef float vf __attribute__((vector_size(XLANES * sizeof(float))));
+typedef int32_t vi __attribute__((vector_size(XLANES * sizeof(int32_t))));
+
+#define XINLINE static inline __attribute__((always_inline))
+
+XINLINE vf vload(const float *p) {
+	vf v;
+	memcpy(&v, p, sizeof v);
+	return v;
+}
+
+XINLINE void vstore(float *p, const vf *v) { memcpy(p, v, sizeof *v); }
+
+XINLINE vf vsplat(float x) { return (vf){0} + x; }
+
+// vselect takes a where mask is set (all ones), b elsewhere.
+XINLINE vf vselect(vi mask, vf a, vf b) { return (vf)(((vi)a & mask) | ((vi)b & ~mask)); }
+
+// The exp constants: 1.5 * 2^23 rounds to an integer when added; ln 2 in two parts.
+#define XEXP_LOG2E 1.44269504088896341f
+#define XEXP_MAGIC 12582912.0f
+#define XEXP_LN2HI 0.693359375f
+#define XEXP_LN2LO -2.12194440e-4f
+#define XEXP_POLY(p, r)                     \
+	p = p * r + 1.3981999507e-3f;          \
+	p = p * r + 8.3334519073e-3f;          \
+	p = p * r + 4.1665795894e-2f;          \
+	p = p * r + 1.6666665459e-1f;          \
+	p = p * r + 5.0000001201e-1f
+
+XINLINE vf vexp(vf x) {
+	vf lo = vsplat(-86.0f);
+	vi under = x < lo; // false for NaN, which the arithmetic carries through
+	vf xc = vselect(under, lo, x);
+	vf t = xc * XEXP_LOG2E + XEXP_MAGIC;
+	vf n = t - XEXP_MAGIC;
+	vi scale = ((vi)t - 0x4B400000) << 23; // n, placed in the exponent field
+	vf r = (xc - n * XEXP_LN2HI) - n * XEXP_LN2LO;
+	vf p = vsplat(1.9875691500e-4f);
+	XEXP_POLY(p, r);
+	vf e = (p * (r * r) + r) + 1.0f;
+	return (vf)(((vi)e + scale) & ~under);
+}
+
+// xexp is vexp on one float, for the tails: the same operations, so the same bits.
+XINLINE float xexp(float x) {
+	if (x < -86.0f) return 0.0f;
+	float t = x * XEXP_LOG2E + XEXP_MAGIC;
+	float n = t - XEXP_MAGIC;
+	uint32_t tb;
+	memcpy(&tb, &t, sizeof tb);
+	uint32_t scale = (tb - 0x4B400000u) << 23;
+	float r = (x - n * XEXP_LN2HI) - n * XEXP_LN2LO;
+	float p = 1.9875691500e-4f;
+	XEXP_POLY(p, r);
+	float e = (p * (r * r) + r) + 1.0f;
+	uint32_t eb;
+	memcpy(&eb, &e, sizeof eb);
+	eb += scale;
+	memcpy(&e, &eb, sizeof e);
+	return e;
+}
+
+// vsum adds the 16 lanes pairwise in a fixed order.
+XINLINE float vsum(const vf *v) {
+	float a[XLANES];
+	vstore(a, v);
+	float s[8];
+	for (int k = 0; k < 8; k++) s[k] = a[k] + a[k + 8];
+	return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+}
+
+// row_max returns max_j x_j (a NaN is caught by the exp that follows), in
+// four vectors of lanes, which changes nothing but the speed: the maximum
+// does not depend on the order.
+VECTOR static float row_max(const float *x, int64_t d) {
+	vf acc[4] = {vsplat(-INFINITY), vsplat(-INFINITY), vsplat(-INFINITY), vsplat(-INFINITY)};
+	int64_t j = 0;
+	for (; j + 4 * XLANES <= d; j += 4 * XLANES)
+		for (int k = 0; k < 4; k++) {
+			vf v = vload(x + j + k * XLANES);
+			acc[k] = vselect(v > acc[k], v, acc[k]);
+		}
+	for (; j + XLANES <= d; j += XLANES) {
+		vf v = vload(x + j);
+		acc[0] = vselect(v > acc[0], v, acc[0]);
+	}
+	float a[XLANES], m = -INFINITY;
+	for (int k = 0; k < 4; k++) {
+		vstore(a, &acc[k]);
+		for (int i = 0; i < XLANES; i++) m = a[i] > m ? a[i] : m;
+	}
+	for (; j < d; j++) m = x[j] > m ? x[j] : m;
+	return m;
+}
+
+// sum_exp returns Σ_j exp(x_j - m), storing the terms in e unless e is NULL.
+VECTOR static float sum_exp(const float *x, float m, float *e, int64_t d) {
+	vf acc = vsplat(0.0f);
+	int64_t j = 0;
+	for (; j + XLANES <= d; j += XLANES) {
+		vf v = vexp(vload(x + j) - m);
+		if (e != NULL) vstore(e + j, &v);
+		acc += v;
+	}
+	float s = vsum(&acc);
+	for (; j < d; j++) {
+		float v = xexp(x[j] - m);
+		if (e != NULL) e[j] = v;
+		s += v;
+	}
+	return s;
+}
+
+// neg_softmax_scaled writes dx_j = -(exp(x_j - lse) * g).
+VECTOR static void neg_softmax_scaled(const float *x, float lse, float g, float *dx, int64_t d) {
+	int64_t j = 0;
+	for (; j + XLANES <= d; j += XLANES) {
+		vf v = -(vexp(vload(x + j) - lse) * g);
+		vstore(dx + j, &v);
+	}
+	for (; j < d; j++) dx[j] = -(xexp(x[j] - lse) * g);
+}
+
+VECTOR static void scale_in_place(float *y, float s, int64_t d) {
+	for (int64_t j = 0; j < d; j++) y[j] *= s;
+}
+
+VECTOR static float dot_row(const float *a, const float *b, int64_t d) {
+	vf acc = vsplat(0.0f);
+	int64_t j = 0;
+	for (; j + XLANES <= d; j += XLANES) acc += vload(a + j) * vload(b + j);
+	float s = vsum(&acc);
+	for (; j < d; j++) s += a[j] * b[j];
+	return s;
+}
+
+// softmax_grad_row writes dx = y * (dy - dot).
+VECTOR static void softmax_grad_row(const float *dy, const float *y, float dot, float *dx, int64_t d) {
+	for (int64_t j = 0; j < d; j++) dx[j] = y[j] * (dy[j] - dot);
+}
+
+// rows_per_block gives row blocks of at least ROW_BLOCK rows and about 16K
+// values, so that short rows (attention over a few keys) are not split
+// into more blocks than the thread pool can use.
+static int64_t rows_per_block(int64_t d) {
+	int64_t r = d > 0 ? 16384 / d : ROW_BLOCK;
+	return r < ROW_BLOCK ? ROW_BLOCK : r;
+}
+
+// last_axis describes x as rows of its last axis.
+static OrtStatus *last_axis(const tensor *x, int64_t *rows, int64_t *d, const char *op) {
+	if (x->rank < 1) return fail(op, "the input must have rank 1 or more");
+	*d = x->dims[x->rank - 1];
+	*rows = *d == 0 ? 0 : x->count / *d;
+	return NULL;
+}
+
+// ---- PickLogSoftmax ----
+//
+// PickLogSoftmax(Logits[..., V], Index[..., 1] int64) -> Picked[..., 1], LSE[..., 1]
+//     LSE = log Σ_j exp(Logits_j) (max-shifted), Picked = (Logits_Index - max) - log Σ exp(Logits - max):
+//     LogSoftmax(axis -1) then GatherElements at Index, without the [..., V] log-probabilities.
+//     Index may be negative (counted from V, as GatherElements allows).
+
+typedef struct {
+	const float *x;
+	const int64_t *idx;
+	float *picked, *lse;
+	int64_t rows, v, per;
+} pick_job;
+
+static void pick_block(void *p, size_t b) {
+	const pick_job *j = p;
+	int64_t end = (int64_t)(b + 1) * j->per;
+	if (end > j->rows) end = j->rows;
+	for (int64_t r = (int64_t)b * j->per; r < end; r++) {
+		const float *x = j->x + r * j->v;
+		float m = row_max(x, j->v);
+		float ls = logf(sum_exp(x, m, NULL, j->v));
+		int64_t i = j->idx[r] < 0 ? j->idx[r] + j->v : j->idx[r];
+		j->picked[r] = (x[i] - m) - ls;
+		j->lse[r] = m + ls;
+	}
+}
+
+// pick_index checks Index against Logits: one index per row, each in [-V, V).
+static OrtStatus *pick_index(const tensor *x, const tensor *idx, int64_t rows, int64_t v, const char *op) {
+	if (x->rank < 1 || idx->rank != x->rank || idx->dims[idx->rank - 1] != 1 || idx->count != rows)
+		return fail(op, "Index must be Logits' shape with a last axis of 1");
+	const int64_t *ix = idx->data;
+	for (int64_t r = 0; r < rows; r++)
+		if (ix[r] < -v || ix[r] >= v) {
+			char msg[160];
+			snprintf(msg, sizeof msg, "index %lld of row %lld is outside [-%lld, %lld)", (long long)ix[r], (long long)r,
+			         (long long)v, (long long)v);
+			return fail(op, msg);
+		}
+	return NULL;
+}
+
+static OrtStatus *pick_compute(void *k, OrtKernelContext *ctx) {
+	(void)k;
+	const char *op = "PickLogSoftmax";
+	tensor x, idx;
+	TRY(input(ctx, 0, &x, op));
+	TRY(input(ctx, 1, &idx, op));
+	pick_job j = {.x = x.data, .idx = idx.data};
+	TRY(last_axis(&x, &j.rows, &j.v, op));
+	if (j.v == 0) return fail(op, "Logits' last axis is empty");
+	TRY(pick_index(&x, &idx, j.rows, j.v, op));
+	TRY(output(ctx, 0, idx.dims, idx.rank, &j.picked));
+	TRY(output(ctx, 1, idx.dims, idx.rank, &j.lse));
+	if (j.rows == 0) return NULL;
+	j.per = rows_per_block(j.v);
+	return api->KernelContext_ParallelFor(ctx, pick_block, blocks(j.rows, j.per), 0, &j);
+}
+
+// ---- PickLogSoftmaxGrad ----
+//
+// PickLogSoftmaxGrad(dPicked[..., 1], Logits[..., V], Index[..., 1] int64, LSE[..., 1]) -> dLogits[..., V]
+//     dLogits = dPicked * (onehot(Index) - softmax(Logits)), softmax recomputed as exp(Logits - LSE),
+//     in the standard rule's operations: -(p * g) off the index, g - p * g at it.
+
+typedef struct {
+	const float *dp, *x, *lse;
+	const int64_t *idx;
+	float *dx;
+	int64_t rows, v, per;
+} pickgrad_job;
+
+static void pickgrad_block(void *p, size_t b) {
+	const pickgrad_job *j = p;
+	int64_t end = (int64_t)(b + 1) * j->per;
+	if (end > j->rows) end = j->rows;
+	for (int64_t r = (int64_t)b * j->per; r < end; r++) {
+		const float *x = j->x + r * j->v;
+		float *dx = j->dx + r * j->v, g = j->dp[r];
+		if (g == 0.0f) { // an ignored label: no gradient
+			memset(dx, 0, (size_t)j->v * sizeof *dx);
+			continue;
+		}
+		neg_softmax_scaled(x, j->lse[r], g, dx, j->v);
+		int64_t i = j->idx[r] < 0 ? j->idx[r] + j->v : j->idx[r];
+		dx[i] = g + dx[i];
+	}
+}
+
+static OrtStatus *pickgrad_compute(void *k, OrtKernelContext *ctx) {
+	(void)k;
+	const char *op = "PickLogSoftmaxGrad";
+	tensor dp, x, idx, lse;
+	TRY(input(ctx, 0, &dp, op));
+	TRY(input(ctx, 1, &x, op));
+	TRY(input(ctx, 2, &idx, op));
+	TRY(input(ctx, 3, &lse, op));
+	pickgrad_job j = {.dp = dp.data, .x = x.data, .lse = lse.data, .idx = idx.data};
+	TRY(last_axis(&x, &j.rows, &j.v, op));
+	if (j.v == 0) return fail(op, "Logits' last axis is empty");
+	TRY(pick_index(&x, &idx, j.rows, j.v, op));
+	if (dp.count != j.rows || lse.count != j.rows) return fail(op, "dPicked and LSE must have one value per row of Logits");
+	TRY(output(ctx, 0, x.dims, x.rank, &j.dx));
+	if (j.rows == 0) return NULL;
+	j.per = rows_per_block(j.v);
+	return api->KernelContext_ParallelFor(ctx, pickgrad_block, blocks(j.rows, j.per), 0, &j);
+}
+
+// ---- Softmax ----
+//
+// Softmax(X[..., d]) -> Y[..., d], over the last axis: Y = exp(X - max) * (1 / Σ exp(X - max)).
+
+typedef struct {
+	const float *x, *dy, *y;
+	float *out;
+	int64_t rows, d, per;
+} softmax_job;
+
+static void softmax_block(void *p, size_t b) {
+	const softmax_job *j = p;
+	int64_t end = (int64_t)(b + 1) * j->per;
+	if (end > j->rows) end = j->rows;
+	for (int64_t r = (int64_t)b * j->per; r < end; r++) {
+		const float *x = j->x + r * j->d;
+		float *y = j->out + r * j->d;
+		float s = sum_exp(x, row_max(x, j->d), y, j->d);
+		scale_in_place(y, 1.0f / s, j->d);
+	}
+}
+
+static OrtStatus *softmax_compute(void *k, OrtKernelContext *ctx) {
+	(void)k;
+	const char *op = "Softmax";
+	tensor x;
+	TRY(input(ctx, 0, &x, op));
+	softmax_job j = {.x = x.data};
+	TRY(last_axis(&x, &j.rows, &j.d, op));
+	TRY(output(ctx, 0, x.dims, x.rank, &j.out));
+	if (j.rows == 0) return NULL;
+	j.per = rows_per_block(j.d);
+	return api->KernelContext_ParallelFor(ctx, softmax_block, blocks(j.rows, j.per), 0, &j);
+}
+
+// ---- SoftmaxGrad ----
+//
+// SoftmaxGrad(dY[..., d], Y[..., d]) -> dX[..., d]: dX = Y * (dY - Σ dY * Y) over the last axis.
+
+static void softmaxgrad_block(void *p, size_t b) {
+	const softmax_job *j = p;
+	int64_t end = (int64_t)(b + 1) * j->per;
+	if (end > j->rows) end = j->rows;
+	for (int64_t r = (int64_t)b * j->per; r < end; r++) {
+		const float *dy = j->dy + r * j->d, *y = j->y + r * j->d;
+		softmax_grad_row(dy, y, dot_row(dy, y, j->d), j->out + r * j->d, j->d);
+	}
+}
+
+static OrtStatus *softmaxgrad_compute(void *k, OrtKernelContext *ctx) {
+	(void)k;
+	const char *op = "SoftmaxGrad";
+	tensor dy, y;
+	TRY(input(ctx, 0, &dy, op));
+	TRY(input(ctx, 1, &y, op));
+	softmax_job j = {.dy = dy.data, .y = y.data};
+	TRY(last_axis(&y, &j.rows, &j.d, op));
+	if (dy.rank != y.rank || memcmp(dy.dims, y.dims, y.rank * sizeof y.dims[0]) != 0) return fail(op, "dY must have Y's shape");
+	TRY(output(ctx, 0, y.dims, y.rank, &j.out));
+	if (j.rows == 0) return NULL;
+	j.per = rows_per_block(j.d);
+	return api->KernelContext_ParallelFor(ctx, softmaxgrad_block, blocks(j.rows, j.per), 0, &j);
+}
+
+// ---- Rotary, RotaryGrad ----
+//
+// Rotary(X[..., m, d], Cos[..., 1, d/2], Sin[..., 1, d/2]) -> Y[..., m, d]
+//     rotary position embedding in the rotate-half layout (llama's), with
+//     halves x1, x2 of each row: Y = [x1*cos - x2*sin, x2*cos + x1*sin], Cos
+//     and Sin shared by the m rows (heads) of a position.
+// RotaryGrad(dY[..., m, d], Cos, Sin) -> dX: the rotation back,
+//     dX = [dy1*cos + dy2*sin, dy2*cos - dy1*sin].
+
+typedef struct {
+	const float *x, *cos, *sin;
+	float *y;
+	int64_t rows, m, half, per;
+	int back;
+} rotary_job;
+
+VECTOR static void rotate_row(const float *x, const float *c, const float *s, float *y, int64_t half) {
+	const float *x2 = x + half;
+	float *y2 = y + half;
+	for (int64_t j = 0; j < half; j++) {
+		y[j] = x[j] * c[j] - x2[j] * s[j];
+		y2[j] = x2[j] * c[j] + x[j] * s[j];
+	}
+}
+
+VECTOR static void unrotate_row(const float *dy, const float *c, const float *s, float *dx, int64_t half) {
+	const float *dy2 = dy + half;
+	float *dx2 = dx + half;
+	for (int64_t j = 0; j < half; j++) {
+		dx[j] = dy[j] * c[j] + dy2[j] * s[j];
+		dx2[j] = dy2[j] * c[j] - dy[j] * s[j];
+	}
+}
+
+static void rotary_block(void *p, size_t b) {
+	const rotary_job *j = p;
+	int64_t end = (int64_t)(b + 1) * j->per, d = 2 * j->half;
+	if (end > j->rows) end = j->rows;
+	for (int64_t r = (int64_t)b * j->per; r < end; r++) {
+		const float *c = j->cos + (r / j->m) * j->half, *s = j->sin + (r / j->m) * j->half;
+		if (j->back)
+			unrotate_row(j->x + r * d, c, s, j->y + r * d, j->half);
+		else
+			rotate_row(j->x + r * d, c, s, j->y + r * d, j->half);
+	}
+}
+
+static OrtStatus *rotary_run(OrtKernelContext *ctx, int back, const char *op) {
+	tensor x, c, s;
+	TRY(input(ctx, 0, &x, op));
+	TRY(input(ctx, 1, &c, op));
+	TRY(input(ctx, 2, &s, op));
+	if (x.rank < 2 || x.dims[x.rank - 1] % 2 != 0) return fail(op, "X must be [..., m, d] with an even d");
+	rotary_job j = {.x = x.data, .cos = c.data, .sin = s.data, .m = x.dims[x.rank - 2], .half = x.dims[x.rank - 1] / 2, .back = back};
+	int ok = c.rank == x.rank && s.rank == x.rank && c.dims[c.rank - 1] == j.half && c.dims[c.rank - 2] == 1;
+	for (size_t i = 0; ok && i < x.rank; i++) ok = s.dims[i] == c.dims[i] && (i + 2 >= x.rank || c.dims[i] == x.dims[i]);
+	if (!ok) return fail(op, "Cos and Sin must be X's shape with m = 1 and d/2 for d");
+	j.rows = j.half == 0 ? 0 : x.count / (2 * j.half);
+	TRY(output(ctx, 0, x.dims, x.rank, &j.y));
+	if (j.rows == 0 || j.m == 0) return NULL;
+	j.per = rows_per_block(2 * j.half);
+	return api->KernelContext_ParallelFor(ctx, rotary_block, blocks(j.rows, j.per), 0, &j);
+}
+
+static OrtStatus *rotary_compute(void *k, OrtKernelContext *ctx) {
+	(void)k;
+	return rotary_run(ctx, 0, "Rotary");
+}
+
+static OrtStatus *rotarygrad_compute(void *k, OrtKernelContext *ctx) {
+	(void)k;
+	return rotary_run(ctx, 1, "RotaryGrad");
+}
+
 // ---- op table ----
 
 typedef struct {
@@ -411,6 +837,12 @@ static migu_op ops[] = {
 	{.name = "RMSNorm", .nin = 2, .nout = 2, .optional_from = 2, .in = {F, F}, .compute = rms_compute, .has_epsilon = 1},
 	{.name = "RMSNormGrad", .nin = 4, .nout = 2, .optional_from = 4, .in = {F, F, F, F}, .compute = rmsgrad_compute},
 	{.name = "AbsColSum", .nin = 2, .nout = 1, .optional_from = 1, .in = {F, I64}, .compute = tap_compute},
+	{.name = "PickLogSoftmax", .nin = 2, .nout = 2, .optional_from = 2, .in = {F, I64}, .compute = pick_compute},
+	{.name = "PickLogSoftmaxGrad", .nin = 4, .nout = 1, .optional_from = 4, .in = {F, F, I64, F}, .compute = pickgrad_compute},
+	{.name = "Softmax", .nin = 1, .nout = 1, .optional_from = 1, .in = {F}, .compute = softmax_compute},
+	{.name = "SoftmaxGrad", .nin = 2, .nout = 1, .optional_from = 2, .in = {F, F}, .compute = softmaxgrad_compute},
+	{.name = "Rotary", .nin = 3, .nout = 1, .optional_from = 3, .in = {F, F, F}, .compute = rotary_compute},
+	{.name = "RotaryGrad", .nin = 3, .nout = 1, .optional_from = 3, .in = {F, F, F}, .compute = rotarygrad_compute},
 };
 #undef F
 #undef I64
