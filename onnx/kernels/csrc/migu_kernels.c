@@ -8,6 +8,10 @@
 //   AbsColSum(Y[..., d] [, Mask[...] int64]) -> S[d]
 //       S_j = sum over every leading position t of Mask_t * |Y_tj| (Mask 1 when absent):
 //       MIGU's magnitude tap in one pass.
+//   SwiGLU(G, U) -> Y = G * sigmoid(G) * U
+//   SwiGLUGrad(dY, G, U) -> dG, dU
+//   Gelu(X; approximate "none" | "tanh") -> Y
+//   GeluGrad(dY, X; approximate) -> dX
 //
 // The float operations are those of the standard-op formulation (x*x summed,
 // divided by d, eps added, sqrt, reciprocal, x*r, times w), so both agree to
@@ -156,6 +160,7 @@ static size_t blocks(int64_t n, int64_t size) { return (size_t)((n + size - 1) /
 
 typedef struct {
 	float epsilon;
+	int tanh; // Gelu, GeluGrad: approximate "tanh" (else "none": erf)
 } rms_kernel;
 
 typedef struct {
@@ -313,6 +318,218 @@ static OrtStatus *tap_compute(void *k, OrtKernelContext *ctx) {
 	return api->KernelContext_ParallelFor(ctx, tap_block, blocks(j.d, COL_BLOCK), 0, &j);
 }
 
+// ---- Activations: SwiGLU, Gelu ----
+//
+// SwiGLU(G, U) -> Y = G * sigmoid(G) * U (llama's MLP gate) and
+// SwiGLUGrad(dY, G, U) -> dG, dU recompute the sigmoid in the backward
+// instead of saving it. Gelu(X; approximate) -> Y is 0.5 X (1 + erf(X/sqrt 2))
+// ("none") or 0.5 X (1 + tanh(sqrt(2/pi) (X + 0.044715 X^3))) ("tanh");
+// GeluGrad(dY, X; approximate) -> dX. All are elementwise, taken in blocks of
+// ELEM_BLOCK values over ORT's threads. exp, sigmoid, tanh and erf are
+// written here, branch-free, so that the target_clones vectorise them: exp
+// by Cody-Waite reduction to [-ln2/2, ln2/2] and its Taylor polynomial of
+// degree 7 (relative error below 1e-7), erf by two least-squares fits made
+// for this file (erf(z)/z as a polynomial in z^2 on [0, 1], erfc(z) e^(z^2)
+// as a polynomial in 1/(1+z) on [1, 4]; erf is 1 in float32 beyond 4).
+// The libm calls they replace would keep the loops scalar.
+
+enum { ELEM_BLOCK = 8192 };
+
+static inline float act_exp(float x) {
+	x = x < -87.0f ? -87.0f : x > 88.0f ? 88.0f : x;
+	const float round = 12582912.0f; // 1.5 * 2^23: adding it rounds to an integer
+	float n = (x * 1.44269504f + round) - round;
+	float r = (x - n * 0.693359375f) - n * -2.12194440e-4f;
+	float p = 1.0f / 5040.0f;
+	p = p * r + 1.0f / 720.0f;
+	p = p * r + 1.0f / 120.0f;
+	p = p * r + 1.0f / 24.0f;
+	p = p * r + 1.0f / 6.0f;
+	p = p * r + 0.5f;
+	p = p * r + 1.0f;
+	p = p * r + 1.0f;
+	uint32_t bits = (uint32_t)((int32_t)n + 127) << 23;
+	float scale;
+	memcpy(&scale, &bits, sizeof scale);
+	return p * scale;
+}
+
+static inline float act_sigmoid(float x) { return 1.0f / (1.0f + act_exp(-x)); }
+
+static inline float act_tanh(float x) { return 1.0f - 2.0f / (1.0f + act_exp(2.0f * x)); }
+
+static inline float act_erf(float x) {
+	float z = fabsf(x), z2 = z * z;
+	float a = 7.93349391e-05f;
+	a = a * z2 + -8.03484640e-04f;
+	a = a * z2 + 5.19121857e-03f;
+	a = a * z2 + -2.68553998e-02f;
+	a = a * z2 + 1.12836257e-01f;
+	a = a * z2 + -3.76126289e-01f;
+	a = a * z2 + 1.12837923f;
+	a = a * z;
+	float zc = z > 4.0f ? 4.0f : z;
+	float t = 1.0f / (1.0f + zc);
+	float q = -0.619279146f;
+	q = q * t + 1.34160995f;
+	q = q * t + -0.656581759f;
+	q = q * t + -0.608966410f;
+	q = q * t + 0.420508325f;
+	q = q * t + 0.536240220f;
+	q = q * t + 0.567072451f;
+	q = q * t + -1.22188343e-04f;
+	float b = z > 4.0f ? 1.0f : 1.0f - act_exp(-(zc * zc)) * q;
+	float e = z < 1.0f ? a : b;
+	return x < 0.0f ? -e : e;
+}
+
+#define GELU_K 0.797884561f  // sqrt(2/pi)
+#define GELU_C 0.044715f
+#define GELU_R 0.707106781f  // 1/sqrt(2)
+#define GELU_D 0.398942280f  // 1/sqrt(2 pi)
+
+// The forward kernels do the standard-op formulation's operations in its
+// order (exporters.Builder.SiLU, GELU, GELUTanh).
+VECTOR static void swiglu_row(const float *g, const float *u, float *y, int64_t n) {
+	for (int64_t i = 0; i < n; i++) y[i] = (g[i] * act_sigmoid(g[i])) * u[i];
+}
+
+// swiglu_grad_row: with s = sigmoid(g), dU = dY g s and
+// dG = dY u (s + g s (1 - s)).
+VECTOR static void swiglu_grad_row(const float *dy, const float *g, const float *u, float *dg, float *du, int64_t n) {
+	for (int64_t i = 0; i < n; i++) {
+		float s = act_sigmoid(g[i]), dgs = dy[i] * u[i];
+		du[i] = dy[i] * (g[i] * s);
+		dg[i] = dgs * s + (dgs * g[i]) * (s * (1.0f - s));
+	}
+}
+
+VECTOR static void gelu_row(const float *x, float *y, int64_t n) {
+	for (int64_t i = 0; i < n; i++) y[i] = (x[i] * (act_erf(x[i] * GELU_R) + 1.0f)) * 0.5f;
+}
+
+VECTOR static void gelu_tanh_row(const float *x, float *y, int64_t n) {
+	for (int64_t i = 0; i < n; i++) {
+		float v = x[i], inner = v + ((v * v) * v) * GELU_C;
+		y[i] = (v * (act_tanh(inner * GELU_K) + 1.0f)) * 0.5f;
+	}
+}
+
+// dX = dY (0.5 (1 + erf(x/sqrt 2)) + x e^(-x^2/2) / sqrt(2 pi))
+VECTOR static void gelu_grad_row(const float *dy, const float *x, float *dx, int64_t n) {
+	for (int64_t i = 0; i < n; i++) {
+		float v = x[i];
+		float d = 0.5f * (act_erf(v * GELU_R) + 1.0f) + v * (act_exp(-0.5f * (v * v)) * GELU_D);
+		dx[i] = dy[i] * d;
+	}
+}
+
+// dX = dY (0.5 (1 + t) + 0.5 x (1 - t^2) sqrt(2/pi) (1 + 3 0.044715 x^2)),
+// t = tanh(sqrt(2/pi) (x + 0.044715 x^3))
+VECTOR static void gelu_tanh_grad_row(const float *dy, const float *x, float *dx, int64_t n) {
+	for (int64_t i = 0; i < n; i++) {
+		float v = x[i], v2 = v * v;
+		float t = act_tanh((v + (v2 * v) * GELU_C) * GELU_K);
+		float d = 0.5f * (1.0f + t) + (0.5f * v) * ((1.0f - t * t) * (GELU_K * (1.0f + (3.0f * GELU_C) * v2)));
+		dx[i] = dy[i] * d;
+	}
+}
+
+typedef struct {
+	const float *a, *b, *c; // inputs: (G, U), (dY, G, U), (X) or (dY, X)
+	float *y, *z;           // outputs
+	int64_t n;
+	int tanh;
+} act_job;
+
+static int64_t act_span(const act_job *j, size_t b, int64_t *len) {
+	int64_t i0 = (int64_t)b * ELEM_BLOCK;
+	*len = j->n - i0 < ELEM_BLOCK ? j->n - i0 : ELEM_BLOCK;
+	return i0;
+}
+
+static void swiglu_block(void *p, size_t b) {
+	const act_job *j = p;
+	int64_t n, i = act_span(j, b, &n);
+	swiglu_row(j->a + i, j->b + i, j->y + i, n);
+}
+
+static void swiglu_grad_block(void *p, size_t b) {
+	const act_job *j = p;
+	int64_t n, i = act_span(j, b, &n);
+	swiglu_grad_row(j->a + i, j->b + i, j->c + i, j->y + i, j->z + i, n);
+}
+
+static void gelu_block(void *p, size_t b) {
+	const act_job *j = p;
+	int64_t n, i = act_span(j, b, &n);
+	(j->tanh ? gelu_tanh_row : gelu_row)(j->a + i, j->y + i, n);
+}
+
+static void gelu_grad_block(void *p, size_t b) {
+	const act_job *j = p;
+	int64_t n, i = act_span(j, b, &n);
+	(j->tanh ? gelu_tanh_grad_row : gelu_grad_row)(j->a + i, j->b + i, j->y + i, n);
+}
+
+static OrtStatus *act_run(OrtKernelContext *ctx, void (*block)(void *, size_t), act_job *j) {
+	if (j->n == 0) return NULL;
+	return api->KernelContext_ParallelFor(ctx, block, blocks(j->n, ELEM_BLOCK), 0, j);
+}
+
+static int same_shape(const tensor *a, const tensor *b) {
+	if (a->rank != b->rank) return 0;
+	for (size_t i = 0; i < a->rank; i++)
+		if (a->dims[i] != b->dims[i]) return 0;
+	return 1;
+}
+
+static OrtStatus *swiglu_compute(void *k, OrtKernelContext *ctx) {
+	(void)k;
+	const char *op = "SwiGLU";
+	tensor g, u;
+	TRY(input(ctx, 0, &g, op));
+	TRY(input(ctx, 1, &u, op));
+	if (!same_shape(&g, &u)) return fail(op, "G and U must have the same shape");
+	act_job j = {.a = g.data, .b = u.data, .n = g.count};
+	TRY(output(ctx, 0, g.dims, g.rank, &j.y));
+	return act_run(ctx, swiglu_block, &j);
+}
+
+static OrtStatus *swiglu_grad_compute(void *k, OrtKernelContext *ctx) {
+	(void)k;
+	const char *op = "SwiGLUGrad";
+	tensor dy, g, u;
+	TRY(input(ctx, 0, &dy, op));
+	TRY(input(ctx, 1, &g, op));
+	TRY(input(ctx, 2, &u, op));
+	if (!same_shape(&g, &u) || !same_shape(&dy, &g)) return fail(op, "dY, G and U must have the same shape");
+	act_job j = {.a = dy.data, .b = g.data, .c = u.data, .n = g.count};
+	TRY(output(ctx, 0, g.dims, g.rank, &j.y));
+	TRY(output(ctx, 1, g.dims, g.rank, &j.z));
+	return act_run(ctx, swiglu_grad_block, &j);
+}
+
+static OrtStatus *gelu_compute(void *k, OrtKernelContext *ctx) {
+	const char *op = "Gelu";
+	tensor x;
+	TRY(input(ctx, 0, &x, op));
+	act_job j = {.a = x.data, .n = x.count, .tanh = ((rms_kernel *)k)->tanh};
+	TRY(output(ctx, 0, x.dims, x.rank, &j.y));
+	return act_run(ctx, gelu_block, &j);
+}
+
+static OrtStatus *gelu_grad_compute(void *k, OrtKernelContext *ctx) {
+	const char *op = "GeluGrad";
+	tensor dy, x;
+	TRY(input(ctx, 0, &dy, op));
+	TRY(input(ctx, 1, &x, op));
+	if (!same_shape(&dy, &x)) return fail(op, "dY must have X's shape");
+	act_job j = {.a = dy.data, .b = x.data, .n = x.count, .tanh = ((rms_kernel *)k)->tanh};
+	TRY(output(ctx, 0, x.dims, x.rank, &j.y));
+	return act_run(ctx, gelu_grad_block, &j);
+}
+
 // ---- op table ----
 
 typedef struct {
@@ -322,6 +539,7 @@ typedef struct {
 	ONNXTensorElementDataType in[4];
 	OrtStatus *(*compute)(void *, OrtKernelContext *);
 	int has_epsilon;
+	int has_approximate; // reads the string attribute approximate ("none" or "tanh")
 } migu_op;
 
 typedef struct {
@@ -345,6 +563,19 @@ static OrtStatus *ORT_API_CALL create_kernel(const OrtCustomOp *o, const OrtApi 
 			k->rms.epsilon = eps;
 		else
 			api->ReleaseStatus(s);
+	}
+	if (k->op->has_approximate) {
+		char buf[8] = {0};
+		size_t size = sizeof buf;
+		OrtStatus *s = api->KernelInfoGetAttribute_string(info, "approximate", buf, &size);
+		if (s != NULL) {
+			api->ReleaseStatus(s);
+		} else if (strcmp(buf, "tanh") == 0) {
+			k->rms.tanh = 1;
+		} else if (strcmp(buf, "none") != 0) {
+			free(k);
+			return api->CreateStatus(ORT_INVALID_ARGUMENT, "ai.migu: attribute approximate must be \"none\" or \"tanh\"");
+		}
 	}
 	*out = k;
 	return NULL;
@@ -411,6 +642,10 @@ static migu_op ops[] = {
 	{.name = "RMSNorm", .nin = 2, .nout = 2, .optional_from = 2, .in = {F, F}, .compute = rms_compute, .has_epsilon = 1},
 	{.name = "RMSNormGrad", .nin = 4, .nout = 2, .optional_from = 4, .in = {F, F, F, F}, .compute = rmsgrad_compute},
 	{.name = "AbsColSum", .nin = 2, .nout = 1, .optional_from = 1, .in = {F, I64}, .compute = tap_compute},
+	{.name = "SwiGLU", .nin = 2, .nout = 1, .optional_from = 2, .in = {F, F}, .compute = swiglu_compute},
+	{.name = "SwiGLUGrad", .nin = 3, .nout = 2, .optional_from = 3, .in = {F, F, F}, .compute = swiglu_grad_compute},
+	{.name = "Gelu", .nin = 1, .nout = 1, .optional_from = 1, .in = {F}, .compute = gelu_compute, .has_approximate = 1},
+	{.name = "GeluGrad", .nin = 2, .nout = 1, .optional_from = 2, .in = {F, F}, .compute = gelu_grad_compute, .has_approximate = 1},
 };
 #undef F
 #undef I64
