@@ -8,10 +8,12 @@ import (
 )
 
 // The training graph built with migu's fused kernels (GraphOptions.Fused:
-// RMSNorm forward and backward, the MIGU taps) gives the loss, every
-// gradient and every tap of the standard-op graph to float32 rounding, for
-// the architectures with RMSNorm (llama, t5) and one without (roberta:
-// taps only), full fine-tuning and LoRA, with and without recomputation.
+// RMSNorm, SwiGLU and GELU forward and backward, the MIGU taps) gives the
+// loss, every gradient and every tap of the standard-op graph to float32
+// rounding, for the architectures with RMSNorm (llama, t5) and one without
+// (roberta), each with its activation (llama's SwiGLU gate, t5's gated
+// tanh GELU, roberta's erf GELU), full fine-tuning and LoRA, with and
+// without recomputation.
 // Both variants run in this one test; the kernel library is built when
 // missing (testenv.Kernels).
 func TestFusedKernelsKeepGradients(t *testing.T) {
@@ -19,10 +21,13 @@ func TestFusedKernelsKeepGradients(t *testing.T) {
 	feeds := tinyFeeds()
 	cases := []struct {
 		arch, method, recompute string
-		norms                   bool // the architecture has RMSNorms to fuse
+		norms                   bool   // the architecture has RMSNorms to fuse
+		act                     string // the fused activation op it gets
 	}{
-		{"llama", "full", RecomputeNone, true}, {"llama", "full", RecomputeLayers, true}, {"llama", "lora", RecomputeNone, true},
-		{"t5", "full", RecomputeNone, true}, {"roberta", "full", RecomputeNone, false},
+		{"llama", "full", RecomputeNone, true, "SwiGLU"}, {"llama", "full", RecomputeLayers, true, "SwiGLU"},
+		{"llama", "lora", RecomputeNone, true, "SwiGLU"},
+		{"t5", "full", RecomputeNone, true, "Gelu"}, {"t5", "lora", RecomputeLayers, true, "Gelu"},
+		{"roberta", "full", RecomputeNone, false, "Gelu"}, {"roberta", "full", RecomputeLayers, false, "Gelu"},
 	}
 	models := map[string]string{}
 	outer := t
@@ -35,8 +40,9 @@ func TestFusedKernelsKeepGradients(t *testing.T) {
 			art, want, _ := spec.run(t, c.recompute)
 			spec.kernels = lib
 			fart, got, g := spec.run(t, c.recompute)
-			if art.FusedNorms != 0 || (fart.FusedNorms > 0) != c.norms || !fart.FusedTaps {
-				t.Fatalf("fused norms %d (standard graph %d), fused taps %v", fart.FusedNorms, art.FusedNorms, fart.FusedTaps)
+			if art.FusedNorms != 0 || (fart.FusedNorms > 0) != c.norms || !fart.FusedTaps || art.FusedActivations != 0 || fart.FusedActivations == 0 {
+				t.Fatalf("fused norms %d (standard graph %d), activations %d (standard graph %d), fused taps %v",
+					fart.FusedNorms, art.FusedNorms, fart.FusedActivations, art.FusedActivations, fart.FusedTaps)
 			}
 			ops := map[string]int{}
 			for _, n := range g.P.Node {
@@ -47,8 +53,15 @@ func TestFusedKernelsKeepGradients(t *testing.T) {
 				t.Fatalf("fused ops in the graph: RMSNorm %d, RMSNormGrad %d, AbsColSum %d (%d taps)",
 					ops["ai.migu.RMSNorm"], ops["ai.migu.RMSNormGrad"], ops["ai.migu.AbsColSum"], len(fart.Taps))
 			}
+			// Every activation of the model is fused (recomputation clones
+			// them), and no standard op of theirs is left.
+			act := "ai.migu." + c.act
+			if ops[act] < fart.FusedActivations || ops[act+"Grad"] != fart.FusedActivations || ops[".Sigmoid"]+ops[".Erf"] != 0 {
+				t.Fatalf("fused activations %d: %s %d, %sGrad %d; Sigmoid %d, Erf %d left",
+					fart.FusedActivations, act, ops[act], act, ops[act+"Grad"], ops[".Sigmoid"], ops[".Erf"])
+			}
 			worst := worstRelDiff(t, art, got, want)
-			t.Logf("%d norms and %d taps fused: max relative difference %.2g", fart.FusedNorms, len(fart.Taps), worst)
+			t.Logf("%d norms, %d activations and %d taps fused: max relative difference %.2g", fart.FusedNorms, fart.FusedActivations, len(fart.Taps), worst)
 		})
 	}
 }
