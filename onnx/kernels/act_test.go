@@ -21,7 +21,7 @@ import (
 type activation struct {
 	name   string
 	inputs []string
-	build  func(g *onnx.Graph) string // returns the output
+	build  func(g *onnx.Graph) string // returns the output, named y
 	fuse   func(*onnx.Model, kernels.Types) (int, error)
 	fused  string // the fused forward op, "ai.migu.Op"
 	ref    func(in []float64) float64
@@ -38,7 +38,7 @@ var activations = []activation{
 		// exporters.Builder.SiLU, then the llama MLP's Mul by up.
 		build: func(g *onnx.Graph) string {
 			silu := g.Op("Mul", []string{"g", g.Op("Sigmoid", []string{"g"}, "act.sig")}, "act")
-			return g.Op("Mul", []string{silu, "u"}, "glu")
+			return g.Op("Mul", []string{silu, "u"}, "y")
 		},
 		fuse: kernels.FuseSwiGLU, fused: "ai.migu.SwiGLU",
 		ref: func(in []float64) float64 { return in[0] / (1 + math.Exp(-in[0])) * in[1] },
@@ -50,7 +50,7 @@ var activations = []activation{
 		build: func(g *onnx.Graph) string {
 			e := g.Op("Erf", []string{g.Op("Mul", []string{"x", scalarConst(g, 1/math.Sqrt2)}, "act.scaled")}, "act.erf")
 			h := g.Op("Mul", []string{"x", g.Op("Add", []string{e, scalarConst(g, 1)}, "act.erf1")}, "act.xerf")
-			return g.Op("Mul", []string{h, scalarConst(g, 0.5)}, "act")
+			return g.Op("Mul", []string{h, scalarConst(g, 0.5)}, "y")
 		},
 		fuse: kernels.FuseGelu, fused: "ai.migu.Gelu",
 		ref: func(in []float64) float64 { return 0.5 * in[0] * (1 + math.Erf(in[0]/math.Sqrt2)) },
@@ -65,7 +65,7 @@ var activations = []activation{
 			inner := g.Op("Add", []string{"x", g.Op("Mul", []string{x3, scalarConst(g, 0.044715)}, "act.cubic")}, "act.inner")
 			t := g.Op("Tanh", []string{g.Op("Mul", []string{inner, scalarConst(g, math.Sqrt(2/math.Pi))}, "act.arg")}, "act.tanh")
 			h := g.Op("Mul", []string{"x", g.Op("Add", []string{t, scalarConst(g, 1)}, "act.tanh1")}, "act.xt")
-			return g.Op("Mul", []string{h, scalarConst(g, 0.5)}, "act")
+			return g.Op("Mul", []string{h, scalarConst(g, 0.5)}, "y")
 		},
 		fuse: kernels.FuseGelu, fused: "ai.migu.Gelu",
 		ref: func(in []float64) float64 {
