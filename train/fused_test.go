@@ -8,12 +8,12 @@ import (
 )
 
 // The training graph built with migu's fused kernels (GraphOptions.Fused:
-// RMSNorm, SwiGLU and GELU forward and backward, the MIGU taps) gives the
-// loss, every gradient and every tap of the standard-op graph to float32
-// rounding, for the architectures with RMSNorm (llama, t5) and one without
-// (roberta), each with its activation (llama's SwiGLU gate, t5's gated
-// tanh GELU, roberta's erf GELU), full fine-tuning and LoRA, with and
-// without recomputation.
+// RMSNorm, LayerNorm, SwiGLU and GELU forward and backward, the MIGU taps)
+// gives the loss, every gradient and every tap of the standard-op graph to
+// float32 rounding, for each architecture with its norm (llama's and t5's
+// RMSNorm, roberta's LayerNorm) and activation (llama's SwiGLU gate, t5's
+// gated tanh GELU, roberta's erf GELU), full fine-tuning and LoRA, with
+// and without recomputation.
 // Both variants run in this one test; the kernel library is built when
 // missing (testenv.Kernels).
 func TestFusedKernelsKeepGradients(t *testing.T) {
@@ -21,13 +21,13 @@ func TestFusedKernelsKeepGradients(t *testing.T) {
 	feeds := tinyFeeds()
 	cases := []struct {
 		arch, method, recompute string
-		norms                   bool   // the architecture has RMSNorms to fuse
-		act                     string // the fused activation op it gets
+		norm, act               string // the fused norm and activation ops it gets
 	}{
-		{"llama", "full", RecomputeNone, true, "SwiGLU"}, {"llama", "full", RecomputeLayers, true, "SwiGLU"},
-		{"llama", "lora", RecomputeNone, true, "SwiGLU"},
-		{"t5", "full", RecomputeNone, true, "Gelu"}, {"t5", "lora", RecomputeLayers, true, "Gelu"},
-		{"roberta", "full", RecomputeNone, false, "Gelu"}, {"roberta", "full", RecomputeLayers, false, "Gelu"},
+		{"llama", "full", RecomputeNone, "RMSNorm", "SwiGLU"}, {"llama", "full", RecomputeLayers, "RMSNorm", "SwiGLU"},
+		{"llama", "lora", RecomputeNone, "RMSNorm", "SwiGLU"},
+		{"t5", "full", RecomputeNone, "RMSNorm", "Gelu"}, {"t5", "lora", RecomputeLayers, "RMSNorm", "Gelu"},
+		{"roberta", "full", RecomputeNone, "LayerNorm", "Gelu"}, {"roberta", "full", RecomputeLayers, "LayerNorm", "Gelu"},
+		{"roberta", "lora", RecomputeNone, "LayerNorm", "Gelu"},
 	}
 	models := map[string]string{}
 	outer := t
@@ -40,7 +40,7 @@ func TestFusedKernelsKeepGradients(t *testing.T) {
 			art, want, _ := spec.run(t, c.recompute)
 			spec.kernels = lib
 			fart, got, g := spec.run(t, c.recompute)
-			if art.FusedNorms != 0 || (fart.FusedNorms > 0) != c.norms || !fart.FusedTaps || art.FusedActivations != 0 || fart.FusedActivations == 0 {
+			if art.FusedNorms != 0 || fart.FusedNorms == 0 || !fart.FusedTaps || art.FusedActivations != 0 || fart.FusedActivations == 0 {
 				t.Fatalf("fused norms %d (standard graph %d), activations %d (standard graph %d), fused taps %v",
 					fart.FusedNorms, art.FusedNorms, fart.FusedActivations, art.FusedActivations, fart.FusedTaps)
 			}
@@ -48,10 +48,11 @@ func TestFusedKernelsKeepGradients(t *testing.T) {
 			for _, n := range g.P.Node {
 				ops[n.GetDomain()+"."+n.GetOpType()]++
 			}
-			// Recomputation clones the forward RMSNorms of every block.
-			if c.norms && (ops["ai.migu.RMSNorm"] < fart.FusedNorms || ops["ai.migu.RMSNormGrad"] == 0) || ops["ai.migu.AbsColSum"] != len(fart.Taps) {
-				t.Fatalf("fused ops in the graph: RMSNorm %d, RMSNormGrad %d, AbsColSum %d (%d taps)",
-					ops["ai.migu.RMSNorm"], ops["ai.migu.RMSNormGrad"], ops["ai.migu.AbsColSum"], len(fart.Taps))
+			// Recomputation clones the forward norms of every block.
+			norm := "ai.migu." + c.norm
+			if ops[norm] < fart.FusedNorms || ops[norm+"Grad"] == 0 || ops[".LayerNormalization"] != 0 || ops["ai.migu.AbsColSum"] != len(fart.Taps) {
+				t.Fatalf("fused ops in the graph: %s %d, %sGrad %d, AbsColSum %d (%d taps); LayerNormalization %d left",
+					norm, ops[norm], norm, ops[norm+"Grad"], ops["ai.migu.AbsColSum"], len(fart.Taps), ops[".LayerNormalization"])
 			}
 			// Every activation of the model is fused (recomputation clones
 			// them), and no standard op of theirs is left.

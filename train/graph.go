@@ -74,9 +74,10 @@ type GraphOptions struct {
 	// rounding.
 	Recompute string
 	// Fused rewrites the graph to migu's fused kernels (package
-	// onnx/kernels: RMSNorm, SwiGLU and GELU forward and backward, the
-	// MIGU taps); the session that runs it must load the kernel library.
-	// Results equal the standard operators' to float32 rounding.
+	// onnx/kernels: RMSNorm, LayerNorm, SwiGLU and GELU forward and
+	// backward, the MIGU taps); the session that runs it must load the
+	// kernel library. Results equal the standard operators' to float32
+	// rounding.
 	Fused bool
 	// FusedTaps, with Fused, also computes the MIGU taps with the fused
 	// kernel. Off by default: on the CPUs measured so far it was slower
@@ -124,7 +125,8 @@ type Artifact struct {
 	// backward pass recomputes.
 	Recompute       string `json:"recompute"`
 	RecomputedNodes int    `json:"recomputed_nodes,omitempty"`
-	// FusedNorms counts the RMSNorms computed by migu's fused kernels,
+	// FusedNorms counts the norms (RMSNorm, LayerNorm) computed by migu's
+	// fused kernels,
 	// FusedActivations the activations (SwiGLU gates and GELUs),
 	// FusedTaps whether the taps are (GraphOptions.FusedTaps).
 	FusedNorms       int  `json:"fused_norms,omitempty"`
@@ -225,6 +227,11 @@ func Build(m *onnx.Model, man *modeldir.Manifest, opt GraphOptions) (*Artifact, 
 		if art.FusedNorms, err = kernels.FuseRMSNorm(m, info); err != nil {
 			return nil, err
 		}
+		layerNorms, err := kernels.FuseLayerNorm(m, info)
+		if err != nil {
+			return nil, err
+		}
+		art.FusedNorms += layerNorms
 		for _, fuse := range []func(*onnx.Model, kernels.Types) (int, error){kernels.FuseSwiGLU, kernels.FuseGelu} {
 			n, err := fuse(m, info)
 			if err != nil {

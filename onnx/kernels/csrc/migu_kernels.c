@@ -12,6 +12,8 @@
 //   SwiGLUGrad(dY, G, U) -> dG, dU
 //   Gelu(X; approximate "none" | "tanh") -> Y
 //   GeluGrad(dY, X; approximate) -> dX
+//   LayerNorm(X[..., d], W[d], B[d]; epsilon) -> Y[..., d], Mean[..., 1], InvStd[..., 1]
+//   LayerNormGrad(dY, X, W, Mean, InvStd) -> dX, dW[d], dB[d]
 //
 // The float operations are those of the standard-op formulation (x*x summed,
 // divided by d, eps added, sqrt, reciprocal, x*r, times w), so both agree to
@@ -530,13 +532,187 @@ static OrtStatus *gelu_grad_compute(void *k, OrtKernelContext *ctx) {
 	return act_run(ctx, gelu_grad_block, &j);
 }
 
+// ---- LayerNorm ----
+//
+// LayerNorm(X[..., d], W[d], B[d]; epsilon) -> Y[..., d], Mean[..., 1], InvStd[..., 1]
+// is ONNX's LayerNormalization over the last axis (two passes per row: the
+// mean, then the mean square deviation from it), saving what the backward
+// reuses; LayerNormGrad(dY, X, W, Mean, InvStd) -> dX, dW, dB does the
+// backward in one pass over each row after its two sums, with dW and dB
+// from per-block partial sums added in block order (colsum_block), as
+// RMSNormGrad does. The operations and their order are those of migu's
+// standard-op gradient rule for LayerNormalization (onnx/grad/reduce.go).
+
+VECTOR static float ln_sum(const float *x, int64_t d) {
+	float acc[LANES] = {0};
+	int64_t j = 0;
+	for (; j + LANES <= d; j += LANES)
+		for (int k = 0; k < LANES; k++) acc[k] += x[j + k];
+	float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+	for (; j < d; j++) s += x[j];
+	return s;
+}
+
+VECTOR static float ln_deviation(const float *x, float mean, int64_t d) {
+	float acc[LANES] = {0};
+	int64_t j = 0;
+	for (; j + LANES <= d; j += LANES)
+		for (int k = 0; k < LANES; k++) acc[k] += (x[j + k] - mean) * (x[j + k] - mean);
+	float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+	for (; j < d; j++) s += (x[j] - mean) * (x[j] - mean);
+	return s;
+}
+
+VECTOR static void ln_row(const float *x, const float *w, const float *b, float mean, float inv, float *y, int64_t d) {
+	for (int64_t j = 0; j < d; j++) y[j] = ((x[j] - mean) * inv) * w[j] + b[j];
+}
+
+// ln_grad_sums returns sum of g = dy*w and, in *sgx, sum of g*xhat.
+VECTOR static float ln_grad_sums(const float *dy, const float *w, const float *x, float mean, float inv, int64_t d,
+                                 float *sgx) {
+	float a[LANES] = {0}, b[LANES] = {0};
+	int64_t j = 0;
+	for (; j + LANES <= d; j += LANES)
+		for (int k = 0; k < LANES; k++) {
+			float g = dy[j + k] * w[j + k];
+			a[k] += g;
+			b[k] += g * ((x[j + k] - mean) * inv);
+		}
+	float sg = ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+	float s2 = ((b[0] + b[1]) + (b[2] + b[3])) + ((b[4] + b[5]) + (b[6] + b[7]));
+	for (; j < d; j++) {
+		float g = dy[j] * w[j];
+		sg += g;
+		s2 += g * ((x[j] - mean) * inv);
+	}
+	*sgx = s2;
+	return sg;
+}
+
+// ln_grad_row writes dx = ((g - mg) - xhat*mgx) * inv and adds dy*xhat to
+// dw and dy to db.
+VECTOR static void ln_grad_row(const float *dy, const float *w, const float *x, float mean, float inv, float mg,
+                               float mgx, float *dx, float *dw, float *db, int64_t d) {
+	for (int64_t j = 0; j < d; j++) {
+		float xhat = (x[j] - mean) * inv;
+		dx[j] = ((dy[j] * w[j] - mg) - xhat * mgx) * inv;
+		dw[j] += dy[j] * xhat;
+		db[j] += dy[j];
+	}
+}
+
+typedef struct {
+	const float *x, *w, *b;
+	float *y, *mean, *inv;
+	int64_t rows, d;
+	float eps;
+} ln_job;
+
+static void ln_block(void *p, size_t blk) {
+	const ln_job *j = p;
+	int64_t end = (int64_t)(blk + 1) * ROW_BLOCK;
+	if (end > j->rows) end = j->rows;
+	for (int64_t r = (int64_t)blk * ROW_BLOCK; r < end; r++) {
+		const float *x = j->x + r * j->d;
+		float mean = ln_sum(x, j->d) / (float)j->d;
+		float var = ln_deviation(x, mean, j->d) / (float)j->d;
+		float inv = 1.0f / sqrtf(var + j->eps);
+		j->mean[r] = mean;
+		j->inv[r] = inv;
+		ln_row(x, j->w, j->b, mean, inv, j->y + r * j->d, j->d);
+	}
+}
+
+static OrtStatus *ln_compute(void *k, OrtKernelContext *ctx) {
+	const char *op = "LayerNorm";
+	tensor x, w, b;
+	TRY(input(ctx, 0, &x, op));
+	TRY(input(ctx, 1, &w, op));
+	TRY(input(ctx, 2, &b, op));
+	int64_t rows = 0;
+	TRY(rowsOf(&x, &w, &rows, op));
+	if (b.count != w.count) return fail(op, "B must have W's shape");
+	ln_job j = {.x = x.data, .w = w.data, .b = b.data, .rows = rows, .d = w.dims[0], .eps = ((rms_kernel *)k)->epsilon};
+	TRY(output(ctx, 0, x.dims, x.rank, &j.y));
+	int64_t sdims[MAX_RANK];
+	memcpy(sdims, x.dims, sizeof sdims);
+	sdims[x.rank - 1] = 1;
+	TRY(output(ctx, 1, sdims, x.rank, &j.mean));
+	TRY(output(ctx, 2, sdims, x.rank, &j.inv));
+	if (rows == 0) return NULL;
+	return api->KernelContext_ParallelFor(ctx, ln_block, blocks(rows, ROW_BLOCK), 0, &j);
+}
+
+typedef struct {
+	const float *dy, *x, *w, *mean, *inv;
+	float *dx, *pw, *pb; // pw, pb: one dW and one dB row per block
+	int64_t rows, d;
+} lngrad_job;
+
+static void lngrad_block(void *p, size_t blk) {
+	const lngrad_job *j = p;
+	int64_t d = j->d;
+	float *dw = j->pw + (int64_t)blk * d, *db = j->pb + (int64_t)blk * d;
+	memset(dw, 0, (size_t)d * sizeof *dw);
+	memset(db, 0, (size_t)d * sizeof *db);
+	int64_t end = (int64_t)(blk + 1) * ROW_BLOCK;
+	if (end > j->rows) end = j->rows;
+	for (int64_t r = (int64_t)blk * ROW_BLOCK; r < end; r++) {
+		const float *dy = j->dy + r * d, *x = j->x + r * d;
+		float mean = j->mean[r], inv = j->inv[r], sgx;
+		float mg = ln_grad_sums(dy, j->w, x, mean, inv, d, &sgx) / (float)d;
+		ln_grad_row(dy, j->w, x, mean, inv, mg, sgx / (float)d, j->dx + r * d, dw, db, d);
+	}
+}
+
+static OrtStatus *lngrad_compute(void *k, OrtKernelContext *ctx) {
+	(void)k;
+	const char *op = "LayerNormGrad";
+	tensor dy, x, w, mean, inv;
+	TRY(input(ctx, 0, &dy, op));
+	TRY(input(ctx, 1, &x, op));
+	TRY(input(ctx, 2, &w, op));
+	TRY(input(ctx, 3, &mean, op));
+	TRY(input(ctx, 4, &inv, op));
+	int64_t rows = 0;
+	TRY(rowsOf(&x, &w, &rows, op));
+	if (dy.count != x.count || mean.count != rows || inv.count != rows)
+		return fail(op, "dY must have X's shape, Mean and InvStd one value per row");
+	lngrad_job j = {.dy = dy.data, .x = x.data, .w = w.data, .mean = mean.data, .inv = inv.data, .rows = rows, .d = w.dims[0]};
+	float *dw, *db;
+	TRY(output(ctx, 0, x.dims, x.rank, &j.dx));
+	TRY(output(ctx, 1, w.dims, 1, &dw));
+	TRY(output(ctx, 2, w.dims, 1, &db));
+	if (j.d == 0) return NULL;
+	if (rows == 0) {
+		memset(dw, 0, (size_t)j.d * sizeof *dw);
+		memset(db, 0, (size_t)j.d * sizeof *db);
+		return NULL;
+	}
+	size_t nb = blocks(rows, ROW_BLOCK);
+	j.pw = malloc(2 * nb * (size_t)j.d * sizeof(float));
+	if (j.pw == NULL) return api->CreateStatus(ORT_FAIL, "ai.migu.LayerNormGrad: out of memory");
+	j.pb = j.pw + nb * (size_t)j.d;
+	OrtStatus *s = api->KernelContext_ParallelFor(ctx, lngrad_block, nb, 0, &j);
+	if (s == NULL) {
+		colsum_job cj = {.partial = j.pw, .dw = dw, .nblocks = nb, .d = j.d};
+		s = api->KernelContext_ParallelFor(ctx, colsum_block, blocks(j.d, COL_BLOCK), 0, &cj);
+	}
+	if (s == NULL) {
+		colsum_job cj = {.partial = j.pb, .dw = db, .nblocks = nb, .d = j.d};
+		s = api->KernelContext_ParallelFor(ctx, colsum_block, blocks(j.d, COL_BLOCK), 0, &cj);
+	}
+	free(j.pw);
+	return s;
+}
+
 // ---- op table ----
 
 typedef struct {
 	OrtCustomOp base;
 	const char *name;
 	size_t nin, nout, optional_from; // inputs from optional_from on are optional
-	ONNXTensorElementDataType in[4];
+	ONNXTensorElementDataType in[5];
 	OrtStatus *(*compute)(void *, OrtKernelContext *);
 	int has_epsilon;
 	int has_approximate; // reads the string attribute approximate ("none" or "tanh")
@@ -646,6 +822,8 @@ static migu_op ops[] = {
 	{.name = "SwiGLUGrad", .nin = 3, .nout = 2, .optional_from = 3, .in = {F, F, F}, .compute = swiglu_grad_compute},
 	{.name = "Gelu", .nin = 1, .nout = 1, .optional_from = 1, .in = {F}, .compute = gelu_compute, .has_approximate = 1},
 	{.name = "GeluGrad", .nin = 2, .nout = 1, .optional_from = 2, .in = {F, F}, .compute = gelu_grad_compute, .has_approximate = 1},
+	{.name = "LayerNorm", .nin = 3, .nout = 3, .optional_from = 3, .in = {F, F, F}, .compute = ln_compute, .has_epsilon = 1},
+	{.name = "LayerNormGrad", .nin = 5, .nout = 3, .optional_from = 5, .in = {F, F, F, F, F}, .compute = lngrad_compute},
 };
 #undef F
 #undef I64
