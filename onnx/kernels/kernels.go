@@ -8,6 +8,12 @@
 // RMS, which the backward reuses) and backward (dX and dW in one pass; dW
 // from per-block partial sums added in a fixed order), and MIGU's magnitude
 // tap (Σ|y| per output column, masked or not, without materialising |y|).
+// The activations (fuse_act.go): llama's SwiGLU gate and GELU in its erf
+// (roberta) and tanh (t5's gated-gelu) forms, each forward and backward
+// one elementwise pass, the backward recomputing the sigmoid, erf or tanh
+// from the forward's inputs rather than keeping them. LayerNorm
+// (fuse_layernorm.go): ONNX's LayerNormalization forward saving each row's
+// mean and inverse deviation, and the backward (dX, dW, dB) in one pass.
 // The standard-op formulations these replace stay in the exporters and in
 // package migu; both give the same numbers to float32 rounding, and the
 // fused graph is used only when the library is found and loaded.
