@@ -5,6 +5,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/migu-ml/migu/internal/testenv"
@@ -13,6 +14,7 @@ import (
 	"github.com/migu-ml/migu/onnx/kernels"
 	"github.com/migu-ml/migu/onnx/ort"
 	"github.com/migu-ml/migu/onnx/shapes"
+	"google.golang.org/protobuf/proto"
 )
 
 // An activation under test: its inputs (all of one shape), its
@@ -279,4 +281,79 @@ func TestActivationGradFiniteDifferences(t *testing.T) {
 			}
 		})
 	}
+}
+
+// ai.migu.Gelu takes approximate "none" (also when absent) or "tanh", as
+// ONNX's Gelu does; anything else fails when ORT creates the kernel,
+// rather than silently computing the erf form.
+func TestGeluApproximateAttribute(t *testing.T) {
+	lib := testenv.Kernels(t)
+	if err := ort.Init(ort.InitOptions{LibraryPath: testenv.ORTLib(t)}); err != nil {
+		t.Fatal(err)
+	}
+	x := []float32{-1, 0.5, 2}
+	for _, c := range []struct {
+		approx string // "" leaves the attribute out
+		ref    func(float64) float64
+	}{
+		{"", activations[1].ref1()}, {"none", activations[1].ref1()}, {"tanh", activations[2].ref1()},
+		{"exact", nil}, {"tanh-approximation", nil},
+	} {
+		t.Run(c.approx, func(t *testing.T) {
+			m := onnx.New("gelu", nil)
+			g := m.Graph()
+			g.AddInput("x", onnx.Float, onnx.Shape{onnx.D(3)})
+			var attrs []onnx.Attr
+			if c.approx != "" {
+				attrs = append(attrs, onnx.AttrString("approximate", c.approx))
+			}
+			g.Node("Gelu", []string{"x"}, []string{"y"}, "gelu", attrs...)
+			g.P.Node[0].Domain = proto.String(onnx.DomainMigu)
+			m.SetOpset(onnx.DomainMigu, kernels.Opset)
+			g.AddOutput("y", onnx.Float, onnx.Shape{onnx.D(3)})
+			path := filepath.Join(t.TempDir(), "gelu.onnx")
+			if err := m.Save(path, onnx.SaveOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			y, err := runGelu(path, lib, x)
+			switch {
+			case c.ref == nil && err == nil:
+				t.Fatalf("approximate %q was accepted", c.approx)
+			case c.ref == nil && !strings.Contains(err.Error(), "approximate"):
+				t.Fatalf("approximate %q: %v, want an error naming the attribute", c.approx, err)
+			case c.ref != nil && err != nil:
+				t.Fatalf("approximate %q: %v", c.approx, err)
+			}
+			for i, v := range y {
+				if want := c.ref(float64(x[i])); math.Abs(float64(v)-want) > 1e-6 {
+					t.Errorf("y[%d] = %.8g, want %.8g", i, v, want)
+				}
+			}
+		})
+	}
+}
+
+// runGelu runs the one-node graph of TestGeluApproximateAttribute.
+func runGelu(path, lib string, x []float32) ([]float32, error) {
+	s, err := ort.NewSession(path, ort.SessionOptions{Threads: 1, CustomOps: []string{lib}})
+	if err != nil {
+		return nil, err
+	}
+	defer s.Close()
+	xv, err := ort.NewTensor(x, int64(len(x)))
+	if err != nil {
+		return nil, err
+	}
+	defer xv.Close()
+	outs, err := s.Run(map[string]ort.Value{"x": xv})
+	if err != nil {
+		return nil, err
+	}
+	defer outs[0].Close()
+	return append([]float32(nil), outs[0].(*ort.Tensor[float32]).Data()...), nil
+}
+
+// ref1 is a one-input activation's reference.
+func (a activation) ref1() func(float64) float64 {
+	return func(x float64) float64 { return a.ref([]float64{x}) }
 }

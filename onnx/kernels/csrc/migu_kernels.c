@@ -743,16 +743,20 @@ static OrtStatus *ORT_API_CALL create_kernel(const OrtCustomOp *o, const OrtApi 
 			api->ReleaseStatus(s);
 	}
 	if (k->op->has_approximate) {
+		// Absent means "none"; the first call asks only for the value's size.
 		char buf[8] = {0};
-		size_t size = sizeof buf;
-		OrtStatus *s = api->KernelInfoGetAttribute_string(info, "approximate", buf, &size);
+		size_t size = 0;
+		OrtStatus *s = api->KernelInfoGetAttribute_string(info, "approximate", NULL, &size);
 		if (s != NULL) {
 			api->ReleaseStatus(s);
-		} else if (strcmp(buf, "tanh") == 0) {
-			k->rms.tanh = 1;
-		} else if (strcmp(buf, "none") != 0) {
+		} else if (size > sizeof buf ||
+		           (s = api->KernelInfoGetAttribute_string(info, "approximate", buf, &size)) != NULL ||
+		           (strcmp(buf, "tanh") != 0 && strcmp(buf, "none") != 0)) {
+			if (s != NULL) api->ReleaseStatus(s);
 			free(k);
-			return api->CreateStatus(ORT_INVALID_ARGUMENT, "ai.migu: attribute approximate must be \"none\" or \"tanh\"");
+			return api->CreateStatus(ORT_INVALID_ARGUMENT, "ai.migu.Gelu: attribute approximate must be \"none\" or \"tanh\"");
+		} else {
+			k->rms.tanh = strcmp(buf, "tanh") == 0;
 		}
 	}
 	*out = k;
