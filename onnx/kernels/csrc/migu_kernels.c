@@ -543,22 +543,44 @@ static OrtStatus *gelu_grad_compute(void *k, OrtKernelContext *ctx) {
 // RMSNormGrad does. The operations and their order are those of migu's
 // standard-op gradient rule for LayerNormalization (onnx/grad/reduce.go).
 
+// The row sums run in WIDE = 16 fixed lanes, added pairwise at the end,
+// written with GCC's vector extension so that each clone maps them onto
+// its registers (one AVX-512 register, two AVX2, four SSE) without
+// reassociating anything: every clone gives the same bits. (The 8-lane
+// arrays of the RMSNorm section leave GCC's AVX-512 clone keeping each
+// lane's additions in order with scalar adds.)
+enum { WIDE = 16 };
+typedef float wide __attribute__((vector_size(WIDE * sizeof(float))));
+
+// load_wide reads WIDE floats at any alignment (a macro: a function
+// returning a 64-byte vector would change the ABI of the default clone).
+#define load_wide(p) (__extension__({ wide v_; memcpy(&v_, (p), sizeof v_); v_; }))
+
+static inline float wide_total(const wide *v) {
+	float s[WIDE];
+	memcpy(s, v, sizeof s);
+	for (int n = WIDE / 2; n >= 1; n /= 2)
+		for (int k = 0; k < n; k++) s[k] = s[2 * k] + s[2 * k + 1];
+	return s[0];
+}
+
 VECTOR static float ln_sum(const float *x, int64_t d) {
-	float acc[LANES] = {0};
+	wide acc = {0};
 	int64_t j = 0;
-	for (; j + LANES <= d; j += LANES)
-		for (int k = 0; k < LANES; k++) acc[k] += x[j + k];
-	float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+	for (; j + WIDE <= d; j += WIDE) acc += load_wide(x + j);
+	float s = wide_total(&acc);
 	for (; j < d; j++) s += x[j];
 	return s;
 }
 
 VECTOR static float ln_deviation(const float *x, float mean, int64_t d) {
-	float acc[LANES] = {0};
+	wide acc = {0};
 	int64_t j = 0;
-	for (; j + LANES <= d; j += LANES)
-		for (int k = 0; k < LANES; k++) acc[k] += (x[j + k] - mean) * (x[j + k] - mean);
-	float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+	for (; j + WIDE <= d; j += WIDE) {
+		wide c = load_wide(x + j) - mean;
+		acc += c * c;
+	}
+	float s = wide_total(&acc);
 	for (; j < d; j++) s += (x[j] - mean) * (x[j] - mean);
 	return s;
 }
@@ -570,16 +592,14 @@ VECTOR static void ln_row(const float *x, const float *w, const float *b, float 
 // ln_grad_sums returns sum of g = dy*w and, in *sgx, sum of g*xhat.
 VECTOR static float ln_grad_sums(const float *dy, const float *w, const float *x, float mean, float inv, int64_t d,
                                  float *sgx) {
-	float a[LANES] = {0}, b[LANES] = {0};
+	wide a = {0}, b = {0};
 	int64_t j = 0;
-	for (; j + LANES <= d; j += LANES)
-		for (int k = 0; k < LANES; k++) {
-			float g = dy[j + k] * w[j + k];
-			a[k] += g;
-			b[k] += g * ((x[j + k] - mean) * inv);
-		}
-	float sg = ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
-	float s2 = ((b[0] + b[1]) + (b[2] + b[3])) + ((b[4] + b[5]) + (b[6] + b[7]));
+	for (; j + WIDE <= d; j += WIDE) {
+		wide g = load_wide(dy + j) * load_wide(w + j);
+		a += g;
+		b += g * ((load_wide(x + j) - mean) * inv);
+	}
+	float sg = wide_total(&a), s2 = wide_total(&b);
 	for (; j < d; j++) {
 		float g = dy[j] * w[j];
 		sg += g;
