@@ -17,7 +17,7 @@
 //
 // The float operations are those of the standard-op formulation (x*x summed,
 // divided by d, eps added, sqrt, reciprocal, x*r, times w), so both agree to
-// float32 rounding. Sums run in eight fixed lanes and per-block partial sums
+// float32 rounding. Sums run in sixteen fixed lanes and per-block partial sums
 // are added in block order, so a result does not depend on the number of
 // threads, and -ffp-contract=off keeps the vector clones (target_clones) from
 // fusing multiply-adds: every CPU gives the same bits.
@@ -109,24 +109,46 @@ static OrtStatus *rowsOf(const tensor *x, const tensor *w, int64_t *rows, const 
 }
 
 // Rows are taken in blocks of ROW_BLOCK; columns of the tap in blocks of COL_BLOCK.
-enum { ROW_BLOCK = 16, COL_BLOCK = 64, LANES = 8 };
+enum { ROW_BLOCK = 16, COL_BLOCK = 64 };
+
+// The row sums (RMSNorm, LayerNorm) run in WIDE = 16 fixed lanes, added
+// pairwise at the end, written with GCC's vector extension so that each
+// clone maps them onto its registers (one AVX-512 register, two AVX2, four
+// SSE) without reassociating anything: every clone gives the same bits.
+// (Loops over 8-lane arrays left GCC's AVX-512 clone keeping each lane's
+// additions in order with scalar adds, at a fraction of the speed.)
+enum { WIDE = 16 };
+typedef float wide __attribute__((vector_size(WIDE * sizeof(float))));
+
+// load_wide reads WIDE floats at any alignment (a macro: a function
+// returning a 64-byte vector would change the ABI of the default clone).
+#define load_wide(p) (__extension__({ wide v_; memcpy(&v_, (p), sizeof v_); v_; }))
+
+static inline float wide_total(const wide *v) {
+	float s[WIDE];
+	memcpy(s, v, sizeof s);
+	for (int n = WIDE / 2; n >= 1; n /= 2)
+		for (int k = 0; k < n; k++) s[k] = s[2 * k] + s[2 * k + 1];
+	return s[0];
+}
 
 VECTOR static float sum_squares(const float *x, int64_t d) {
-	float acc[LANES] = {0};
+	wide acc = {0};
 	int64_t j = 0;
-	for (; j + LANES <= d; j += LANES)
-		for (int k = 0; k < LANES; k++) acc[k] += x[j + k] * x[j + k];
-	float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+	for (; j + WIDE <= d; j += WIDE) {
+		wide v = load_wide(x + j);
+		acc += v * v;
+	}
+	float s = wide_total(&acc);
 	for (; j < d; j++) s += x[j] * x[j];
 	return s;
 }
 
 VECTOR static float dot_gx(const float *dy, const float *w, const float *x, int64_t d) {
-	float acc[LANES] = {0};
+	wide acc = {0};
 	int64_t j = 0;
-	for (; j + LANES <= d; j += LANES)
-		for (int k = 0; k < LANES; k++) acc[k] += (dy[j + k] * w[j + k]) * x[j + k];
-	float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+	for (; j + WIDE <= d; j += WIDE) acc += (load_wide(dy + j) * load_wide(w + j)) * load_wide(x + j);
+	float s = wide_total(&acc);
 	for (; j < d; j++) s += (dy[j] * w[j]) * x[j];
 	return s;
 }
@@ -542,27 +564,6 @@ static OrtStatus *gelu_grad_compute(void *k, OrtKernelContext *ctx) {
 // from per-block partial sums added in block order (colsum_block), as
 // RMSNormGrad does. The operations and their order are those of migu's
 // standard-op gradient rule for LayerNormalization (onnx/grad/reduce.go).
-
-// The row sums run in WIDE = 16 fixed lanes, added pairwise at the end,
-// written with GCC's vector extension so that each clone maps them onto
-// its registers (one AVX-512 register, two AVX2, four SSE) without
-// reassociating anything: every clone gives the same bits. (The 8-lane
-// arrays of the RMSNorm section leave GCC's AVX-512 clone keeping each
-// lane's additions in order with scalar adds.)
-enum { WIDE = 16 };
-typedef float wide __attribute__((vector_size(WIDE * sizeof(float))));
-
-// load_wide reads WIDE floats at any alignment (a macro: a function
-// returning a 64-byte vector would change the ABI of the default clone).
-#define load_wide(p) (__extension__({ wide v_; memcpy(&v_, (p), sizeof v_); v_; }))
-
-static inline float wide_total(const wide *v) {
-	float s[WIDE];
-	memcpy(s, v, sizeof s);
-	for (int n = WIDE / 2; n >= 1; n /= 2)
-		for (int k = 0; k < n; k++) s[k] = s[2 * k] + s[2 * k + 1];
-	return s[0];
-}
 
 VECTOR static float ln_sum(const float *x, int64_t d) {
 	wide acc = {0};
