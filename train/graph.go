@@ -126,9 +126,8 @@ type Artifact struct {
 	Recompute       string `json:"recompute"`
 	RecomputedNodes int    `json:"recomputed_nodes,omitempty"`
 	// FusedNorms counts the norms (RMSNorm, LayerNorm) computed by migu's
-	// fused kernels,
-	// FusedActivations the activations (SwiGLU gates and GELUs),
-	// FusedTaps whether the taps are (GraphOptions.FusedTaps).
+	// fused kernels, FusedActivations the activations (SwiGLU gates and
+	// GELUs), FusedTaps whether the taps are (GraphOptions.FusedTaps).
 	FusedNorms       int  `json:"fused_norms,omitempty"`
 	FusedActivations int  `json:"fused_activations,omitempty"`
 	FusedTaps        bool `json:"fused_taps,omitempty"`
