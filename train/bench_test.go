@@ -60,45 +60,48 @@ func BenchmarkStep(b *testing.B) {
 	}
 }
 
-// BenchmarkFusedStep times one full fine-tuning Run of the small llama's
-// train.onnx (every parameter, MIGU taps, batch 4 × 128) in standard
-// operators and with migu's fused kernels (GraphOptions.Fused), reporting
-// wall and CPU time per step.
+// BenchmarkFusedStep times one full fine-tuning Run of each small
+// preset's train.onnx (llama, t5, roberta; every parameter, MIGU taps,
+// batch 4 × 128) in standard operators and with migu's fused kernels as
+// the trainer builds it (GraphOptions.Fused: norms and activations fused,
+// the taps in standard ops), reporting wall and CPU time per step.
 func BenchmarkFusedStep(b *testing.B) {
 	lib := testenv.Kernels(b)
 	if err := ort.Init(ort.InitOptions{LibraryPath: testenv.ORTLib(b)}); err != nil {
 		b.Fatal(err)
 	}
-	root := b.TempDir()
-	hf, model := filepath.Join(root, "hf"), filepath.Join(root, "model")
-	if _, err := exporters.Init(hf, exporters.InitOptions{Arch: "llama", Preset: "small"}); err != nil {
-		b.Fatal(err)
-	}
-	man, err := exporters.Export(hf, model)
-	if err != nil {
-		b.Fatal(err)
-	}
-	for _, fused := range []bool{false, true} {
-		name, so := "standard", ort.SessionOptions{Threads: 2, NoMemPattern: true}
-		if fused {
-			name, so.CustomOps = "fused", []string{lib}
+	for _, arch := range []string{"llama", "t5", "roberta"} {
+		root := b.TempDir()
+		hf, model := filepath.Join(root, "hf"), filepath.Join(root, "model")
+		if _, err := exporters.Init(hf, exporters.InitOptions{Arch: arch, Preset: "small"}); err != nil {
+			b.Fatal(err)
 		}
-		out := mkdir(b, filepath.Join(root, name))
-		art, err := BuildGraph(model, out, GraphOptions{Trainable: TrainAll, Taps: true, Fused: fused, FusedTaps: fused})
+		man, err := exporters.Export(hf, model)
 		if err != nil {
 			b.Fatal(err)
 		}
-		b.Run("llama/"+name, func(b *testing.B) {
-			run := bind(b, filepath.Join(out, GraphFile), model, man, art, so)
-			var ru0, ru1 syscall.Rusage
-			syscall.Getrusage(syscall.RUSAGE_SELF, &ru0)
-			for b.Loop() {
-				run()
+		for _, fused := range []bool{false, true} {
+			name, so := "standard", ort.SessionOptions{Threads: 2, NoMemPattern: true}
+			if fused {
+				name, so.CustomOps = "fused", []string{lib}
 			}
-			syscall.Getrusage(syscall.RUSAGE_SELF, &ru1)
-			cpu := ru1.Utime.Nano() + ru1.Stime.Nano() - ru0.Utime.Nano() - ru0.Stime.Nano()
-			b.ReportMetric(float64(cpu)/1e6/float64(b.N), "cpu-ms/op")
-		})
+			out := mkdir(b, filepath.Join(root, name))
+			art, err := BuildGraph(model, out, GraphOptions{Trainable: TrainAll, Taps: true, Fused: fused})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Run(arch+"/"+name, func(b *testing.B) {
+				run := bind(b, filepath.Join(out, GraphFile), model, man, art, so)
+				var ru0, ru1 syscall.Rusage
+				syscall.Getrusage(syscall.RUSAGE_SELF, &ru0)
+				for b.Loop() {
+					run()
+				}
+				syscall.Getrusage(syscall.RUSAGE_SELF, &ru1)
+				cpu := ru1.Utime.Nano() + ru1.Stime.Nano() - ru0.Utime.Nano() - ru0.Stime.Nano()
+				b.ReportMetric(float64(cpu)/1e6/float64(b.N), "cpu-ms/op")
+			})
+		}
 	}
 }
 

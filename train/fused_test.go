@@ -8,11 +8,13 @@ import (
 )
 
 // The training graph built with migu's fused kernels (GraphOptions.Fused:
-// RMSNorm, the cross-entropy pick, attention's softmax and llama's rotary
-// embedding, forward and backward, the MIGU taps) gives the loss, every
-// gradient and every tap of the standard-op graph to float32 rounding, for
-// the architectures with RMSNorm (llama, t5) and one without (roberta:
-// taps only), full fine-tuning and LoRA, with and without recomputation.
+// RMSNorm, LayerNorm, SwiGLU, GELU, the rotary embedding, attention's
+// softmax and the cross-entropy pick, forward and backward, the MIGU taps)
+// gives the loss, every gradient and every tap of the standard-op graph to
+// float32 rounding, for each architecture with its norm (llama's and t5's
+// RMSNorm, roberta's LayerNorm) and activation (llama's SwiGLU gate, t5's
+// gated tanh GELU, roberta's erf GELU), full fine-tuning and LoRA, with
+// and without recomputation.
 // Both variants run in this one test; the kernel library is built when
 // missing (testenv.Kernels).
 func TestFusedKernelsKeepGradients(t *testing.T) {
@@ -20,10 +22,13 @@ func TestFusedKernelsKeepGradients(t *testing.T) {
 	feeds := tinyFeeds()
 	cases := []struct {
 		arch, method, recompute string
-		norms                   bool // the architecture has RMSNorms to fuse
+		norm, act               string // the fused norm and activation ops it gets
 	}{
-		{"llama", "full", RecomputeNone, true}, {"llama", "full", RecomputeLayers, true}, {"llama", "lora", RecomputeNone, true},
-		{"t5", "full", RecomputeNone, true}, {"roberta", "full", RecomputeNone, false},
+		{"llama", "full", RecomputeNone, "RMSNorm", "SwiGLU"}, {"llama", "full", RecomputeLayers, "RMSNorm", "SwiGLU"},
+		{"llama", "lora", RecomputeNone, "RMSNorm", "SwiGLU"},
+		{"t5", "full", RecomputeNone, "RMSNorm", "Gelu"}, {"t5", "lora", RecomputeLayers, "RMSNorm", "Gelu"},
+		{"roberta", "full", RecomputeNone, "LayerNorm", "Gelu"}, {"roberta", "full", RecomputeLayers, "LayerNorm", "Gelu"},
+		{"roberta", "lora", RecomputeNone, "LayerNorm", "Gelu"},
 	}
 	models := map[string]string{}
 	outer := t
@@ -36,36 +41,45 @@ func TestFusedKernelsKeepGradients(t *testing.T) {
 			art, want, _ := spec.run(t, c.recompute)
 			spec.kernels = lib
 			fart, got, g := spec.run(t, c.recompute)
-			if art.FusedNorms != 0 || (fart.FusedNorms > 0) != c.norms || !fart.FusedTaps {
-				t.Fatalf("fused norms %d (standard graph %d), fused taps %v", fart.FusedNorms, art.FusedNorms, fart.FusedTaps)
+			norms, acts := fart.Fused[c.norm], fart.Fused[c.act]
+			loss, softmaxes, rotations := fart.Fused["CrossEntropy"], fart.Fused["Softmax"], fart.Fused["Rotary"]
+			if len(art.Fused) != 0 || norms == 0 || acts == 0 || !fart.FusedTaps {
+				t.Fatalf("fused %v (standard graph %v), fused taps %v", fart.Fused, art.Fused, fart.FusedTaps)
 			}
 			ops := map[string]int{}
 			for _, n := range g.P.Node {
 				ops[n.GetDomain()+"."+n.GetOpType()]++
 			}
-			// Recomputation clones the forward RMSNorms of every block.
-			if c.norms && (ops["ai.migu.RMSNorm"] < fart.FusedNorms || ops["ai.migu.RMSNormGrad"] == 0) || ops["ai.migu.AbsColSum"] != len(fart.Taps) {
-				t.Fatalf("fused ops in the graph: RMSNorm %d, RMSNormGrad %d, AbsColSum %d (%d taps)",
-					ops["ai.migu.RMSNorm"], ops["ai.migu.RMSNormGrad"], ops["ai.migu.AbsColSum"], len(fart.Taps))
+			// Recomputation clones the forward norms of every block.
+			norm := "ai.migu." + c.norm
+			if ops[norm] < norms || ops[norm+"Grad"] == 0 || ops[".LayerNormalization"] != 0 || ops["ai.migu.AbsColSum"] != len(fart.Taps) {
+				t.Fatalf("fused ops in the graph: %s %d, %sGrad %d, AbsColSum %d (%d taps); LayerNormalization %d left",
+					norm, ops[norm], norm, ops[norm+"Grad"], ops["ai.migu.AbsColSum"], len(fart.Taps), ops[".LayerNormalization"])
+			}
+			// Every activation of the model is fused (recomputation clones
+			// them), and no standard op of theirs is left.
+			act := "ai.migu." + c.act
+			if ops[act] < acts || ops[act+"Grad"] != acts || ops[".Sigmoid"]+ops[".Erf"] != 0 {
+				t.Fatalf("fused activations %d: %s %d, %sGrad %d; Sigmoid %d, Erf %d left",
+					acts, act, ops[act], act, ops[act+"Grad"], ops[".Sigmoid"], ops[".Erf"])
 			}
 			// Every architecture's loss is one cross-entropy pick, and
 			// every attention layer's probabilities one softmax.
-			if art.FusedLoss != 0 || art.FusedSoftmax != 0 || fart.FusedLoss != 1 || fart.FusedSoftmax == 0 ||
+			if loss != 1 || softmaxes == 0 ||
 				ops[".LogSoftmax"] != 0 || ops[".Softmax"] != 0 || ops["ai.migu.PickLogSoftmaxGrad"] != 1 ||
-				ops["ai.migu.Softmax"] < fart.FusedSoftmax || ops["ai.migu.SoftmaxGrad"] != fart.FusedSoftmax {
-				t.Fatalf("fused loss %d, softmaxes %d (standard graph %d, %d); ops: LogSoftmax %d, Softmax %d, PickLogSoftmaxGrad %d, ai.migu.Softmax %d, SoftmaxGrad %d",
-					fart.FusedLoss, fart.FusedSoftmax, art.FusedLoss, art.FusedSoftmax, ops[".LogSoftmax"], ops[".Softmax"],
+				ops["ai.migu.Softmax"] < softmaxes || ops["ai.migu.SoftmaxGrad"] != softmaxes {
+				t.Fatalf("fused loss %d, softmaxes %d; ops: LogSoftmax %d, Softmax %d, PickLogSoftmaxGrad %d, ai.migu.Softmax %d, SoftmaxGrad %d",
+					loss, softmaxes, ops[".LogSoftmax"], ops[".Softmax"],
 					ops["ai.migu.PickLogSoftmaxGrad"], ops["ai.migu.Softmax"], ops["ai.migu.SoftmaxGrad"])
 			}
 			// llama rotates queries and keys: two rotations per layer.
-			if rope := c.arch == "llama"; art.FusedRotary != 0 || (fart.FusedRotary > 0) != rope ||
-				ops["ai.migu.RotaryGrad"] != fart.FusedRotary || rope && (ops[".Split"] != 0 || ops["ai.migu.Rotary"] < fart.FusedRotary) {
-				t.Fatalf("fused rotations %d (standard graph %d); ops: Rotary %d, RotaryGrad %d, Split %d",
-					fart.FusedRotary, art.FusedRotary, ops["ai.migu.Rotary"], ops["ai.migu.RotaryGrad"], ops[".Split"])
+			if rope := c.arch == "llama"; (rotations > 0) != rope ||
+				ops["ai.migu.RotaryGrad"] != rotations || rope && (ops[".Split"] != 0 || ops["ai.migu.Rotary"] < rotations) {
+				t.Fatalf("fused rotations %d; ops: Rotary %d, RotaryGrad %d, Split %d",
+					rotations, ops["ai.migu.Rotary"], ops["ai.migu.RotaryGrad"], ops[".Split"])
 			}
 			worst := worstRelDiff(t, art, got, want)
-			t.Logf("%d norms, %d softmaxes, %d rotations, the loss and %d taps fused: max relative difference %.2g",
-				fart.FusedNorms, fart.FusedSoftmax, fart.FusedRotary, len(fart.Taps), worst)
+			t.Logf("fused %v and %d taps: max relative difference %.2g", fart.Fused, len(fart.Taps), worst)
 		})
 	}
 }

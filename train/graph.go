@@ -74,11 +74,11 @@ type GraphOptions struct {
 	// rounding.
 	Recompute string
 	// Fused rewrites the graph to migu's fused kernels (package
-	// onnx/kernels: RMSNorm, the cross-entropy's log-softmax pick, the
-	// last-axis softmax and the rotary embedding, forward and backward,
-	// the MIGU taps); the
-	// session that runs it must load the kernel library. Results equal
-	// the standard operators' to float32 rounding.
+	// onnx/kernels: RMSNorm, LayerNorm, SwiGLU, GELU, the rotary
+	// embedding, the last-axis softmax and the cross-entropy's
+	// log-softmax pick, forward and backward, and the MIGU taps); the
+	// session that runs it must load the kernel library. Results equal the
+	// standard operators' to float32 rounding.
 	Fused bool
 	// FusedTaps, with Fused, also computes the MIGU taps with the fused
 	// kernel. Off by default: on the CPUs measured so far it was slower
@@ -126,16 +126,12 @@ type Artifact struct {
 	// backward pass recomputes.
 	Recompute       string `json:"recompute"`
 	RecomputedNodes int    `json:"recomputed_nodes,omitempty"`
-	// FusedNorms counts the RMSNorms computed by migu's fused kernels,
-	// FusedTaps whether the taps are (GraphOptions.FusedTaps).
-	FusedNorms int  `json:"fused_norms,omitempty"`
-	FusedTaps  bool `json:"fused_taps,omitempty"`
-	// FusedLoss counts the cross-entropy picks (1 or 0), FusedSoftmax
-	// the softmaxes (attention's) and FusedRotary the rotary embeddings
-	// computed by the fused kernels.
-	FusedLoss    int `json:"fused_loss,omitempty"`
-	FusedSoftmax int `json:"fused_softmax,omitempty"`
-	FusedRotary  int `json:"fused_rotary,omitempty"`
+	// Fused counts the subgraphs computed by migu's fused kernels, by
+	// kernel (kernels.Fuse: RMSNorm, LayerNorm, SwiGLU, Gelu, Rotary,
+	// Softmax, CrossEntropy), FusedTaps whether the taps are
+	// (GraphOptions.FusedTaps).
+	Fused     map[string]int `json:"fused,omitempty"`
+	FusedTaps bool           `json:"fused_taps,omitempty"`
 }
 
 // BuildGraph writes train.onnx (+ external data) and train.json for the
@@ -228,19 +224,9 @@ func Build(m *onnx.Model, man *modeldir.Manifest, opt GraphOptions) (*Artifact, 
 		if err != nil {
 			return nil, err
 		}
-		if art.FusedNorms, err = kernels.FuseRMSNorm(m, info); err != nil {
+		if art.Fused, err = kernels.Fuse(m, info); err != nil {
 			return nil, err
 		}
-		if art.FusedLoss, err = kernels.FuseCrossEntropy(m, info); err != nil {
-			return nil, err
-		}
-		if art.FusedSoftmax, err = kernels.FuseSoftmax(m, info); err != nil {
-			return nil, err
-		}
-		if art.FusedRotary, err = kernels.FuseRotary(m, info); err != nil {
-			return nil, err
-		}
-		m.SetOpset(onnx.DomainMigu, kernels.Opset)
 		art.FusedTaps = opt.Taps && opt.FusedTaps
 	}
 	var taps []migu.Tap

@@ -2,22 +2,30 @@
 // kernels (csrc/migu_kernels.c, built by `make build` into
 // bin/libmigu_kernels.so with scripts/kernels.sh) registered into a stock
 // ORT session as custom operators of the domain ai.migu (onnx.DomainMigu),
-// and the graph rewrite that uses them.
+// and the graph rewrites that use them (Fuse applies them all).
 //
-// What is fused: RMSNorm forward (one pass per row: Y and the row's inverse
-// RMS, which the backward reuses) and backward (dX and dW in one pass; dW
-// from per-block partial sums added in a fixed order), and MIGU's magnitude
-// tap (Σ|y| per output column, masked or not, without materialising |y|).
+// What is fused, each forward and backward:
+//   - RMSNorm (fuse.go): one pass per row, saving the row's inverse RMS
+//     for the backward, which gives dX and dW in one pass (dW from
+//     per-block partial sums added in a fixed order);
+//   - LayerNorm (fuse_layernorm.go): ONNX's LayerNormalization, saving
+//     each row's mean and inverse deviation; the backward gives dX, dW, dB;
+//   - the activations (fuse_act.go): llama's SwiGLU gate and GELU in its
+//     erf (roberta) and tanh (t5's gated-gelu) forms, one elementwise pass
+//     each, the backward recomputing sigmoid, erf or tanh from the inputs;
+//   - llama's rotary embedding (fuse_rotary.go);
+//   - attention's softmax over the last axis (fuse_loss.go), whose backward
+//     is one pass instead of four standard ops over the scores;
+//   - the cross-entropy's pick of one log-probability per row
+//     (fuse_loss.go): max, log-sum-exp and pick in one pass, the [N, V]
+//     log-probabilities never stored, the backward recomputing the softmax
+//     from the saved log-sum-exp;
+//   - MIGU's magnitude tap (Σ|y| per output column, masked or not, without
+//     materialising |y|), used only with train.GraphOptions.FusedTaps.
+//
 // The standard-op formulations these replace stay in the exporters and in
-// package migu; both give the same numbers to float32 rounding, and the
-// fused graph is used only when the library is found and loaded.
-//
-// The loss and attention (fuse_loss.go): the cross-entropy's pick of one
-// log-probability per row (PickLogSoftmax: max, log-sum-exp and pick in
-// one pass, the [N, V] log-probabilities never stored; its backward
-// recomputes the softmax from the saved log-sum-exp in one pass) and the
-// softmax over the last axis, whose backward is one SoftmaxGrad pass
-// instead of four standard ops over the attention scores.
+// package migu; both give the same numbers to float32 rounding, and a
+// fused graph is built only when the library is found and loaded.
 //
 // Switching it off: MIGU_KERNELS=off (or train.Config.Kernels "off") keeps
 // every graph in standard ONNX operators; MIGU_KERNELS=/path/lib.so picks

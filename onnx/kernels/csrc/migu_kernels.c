@@ -8,10 +8,16 @@
 //   AbsColSum(Y[..., d] [, Mask[...] int64]) -> S[d]
 //       S_j = sum over every leading position t of Mask_t * |Y_tj| (Mask 1 when absent):
 //       MIGU's magnitude tap in one pass.
+//   SwiGLU(G, U) -> Y = G * sigmoid(G) * U
+//   SwiGLUGrad(dY, G, U) -> dG, dU
+//   Gelu(X; approximate "none" | "tanh") -> Y
+//   GeluGrad(dY, X; approximate) -> dX
+//   LayerNorm(X[..., d], W[d], B[d]; epsilon) -> Y[..., d], Mean[..., 1], InvStd[..., 1]
+//   LayerNormGrad(dY, X, W, Mean, InvStd) -> dX, dW[d], dB[d]
 //
 // The float operations are those of the standard-op formulation (x*x summed,
 // divided by d, eps added, sqrt, reciprocal, x*r, times w), so both agree to
-// float32 rounding. Sums run in eight fixed lanes and per-block partial sums
+// float32 rounding. Sums run in sixteen fixed lanes and per-block partial sums
 // are added in block order, so a result does not depend on the number of
 // threads, and -ffp-contract=off keeps the vector clones (target_clones) from
 // fusing multiply-adds: every CPU gives the same bits.
@@ -103,24 +109,46 @@ static OrtStatus *rowsOf(const tensor *x, const tensor *w, int64_t *rows, const 
 }
 
 // Rows are taken in blocks of ROW_BLOCK; columns of the tap in blocks of COL_BLOCK.
-enum { ROW_BLOCK = 16, COL_BLOCK = 64, LANES = 8 };
+enum { ROW_BLOCK = 16, COL_BLOCK = 64 };
+
+// The row sums (RMSNorm, LayerNorm) run in WIDE = 16 fixed lanes, added
+// pairwise at the end, written with GCC's vector extension so that each
+// clone maps them onto its registers (one AVX-512 register, two AVX2, four
+// SSE) without reassociating anything: every clone gives the same bits.
+// (Loops over 8-lane arrays left GCC's AVX-512 clone keeping each lane's
+// additions in order with scalar adds, at a fraction of the speed.)
+enum { WIDE = 16 };
+typedef float wide __attribute__((vector_size(WIDE * sizeof(float))));
+
+// load_wide reads WIDE floats at any alignment (a macro: a function
+// returning a 64-byte vector would change the ABI of the default clone).
+#define load_wide(p) (__extension__({ wide v_; memcpy(&v_, (p), sizeof v_); v_; }))
+
+static inline float wide_total(const wide *v) {
+	float s[WIDE];
+	memcpy(s, v, sizeof s);
+	for (int n = WIDE / 2; n >= 1; n /= 2)
+		for (int k = 0; k < n; k++) s[k] = s[2 * k] + s[2 * k + 1];
+	return s[0];
+}
 
 VECTOR static float sum_squares(const float *x, int64_t d) {
-	float acc[LANES] = {0};
+	wide acc = {0};
 	int64_t j = 0;
-	for (; j + LANES <= d; j += LANES)
-		for (int k = 0; k < LANES; k++) acc[k] += x[j + k] * x[j + k];
-	float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+	for (; j + WIDE <= d; j += WIDE) {
+		wide v = load_wide(x + j);
+		acc += v * v;
+	}
+	float s = wide_total(&acc);
 	for (; j < d; j++) s += x[j] * x[j];
 	return s;
 }
 
 VECTOR static float dot_gx(const float *dy, const float *w, const float *x, int64_t d) {
-	float acc[LANES] = {0};
+	wide acc = {0};
 	int64_t j = 0;
-	for (; j + LANES <= d; j += LANES)
-		for (int k = 0; k < LANES; k++) acc[k] += (dy[j + k] * w[j + k]) * x[j + k];
-	float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+	for (; j + WIDE <= d; j += WIDE) acc += (load_wide(dy + j) * load_wide(w + j)) * load_wide(x + j);
+	float s = wide_total(&acc);
 	for (; j < d; j++) s += (dy[j] * w[j]) * x[j];
 	return s;
 }
@@ -156,6 +184,7 @@ static size_t blocks(int64_t n, int64_t size) { return (size_t)((n + size - 1) /
 
 typedef struct {
 	float epsilon;
+	int tanh; // Gelu, GeluGrad: approximate "tanh" (else "none": erf)
 } rms_kernel;
 
 typedef struct {
@@ -739,15 +768,403 @@ static OrtStatus *rotarygrad_compute(void *k, OrtKernelContext *ctx) {
 	return rotary_run(ctx, 1, "RotaryGrad");
 }
 
+// ---- Activations: SwiGLU, Gelu ----
+//
+// SwiGLU(G, U) -> Y = G * sigmoid(G) * U (llama's MLP gate) and
+// SwiGLUGrad(dY, G, U) -> dG, dU recompute the sigmoid in the backward
+// instead of saving it. Gelu(X; approximate) -> Y is 0.5 X (1 + erf(X/sqrt 2))
+// ("none") or 0.5 X (1 + tanh(sqrt(2/pi) (X + 0.044715 X^3))) ("tanh");
+// GeluGrad(dY, X; approximate) -> dX. All are elementwise, taken in blocks of
+// ELEM_BLOCK values over ORT's threads. exp, sigmoid, tanh and erf are
+// written here, branch-free, so that the target_clones vectorise them: exp
+// by Cody-Waite reduction to [-ln2/2, ln2/2] and its Taylor polynomial of
+// degree 7 (relative error below 1e-7), erf by two least-squares fits made
+// for this file (erf(z)/z as a polynomial in z^2 on [0, 1], erfc(z) e^(z^2)
+// as a polynomial in 1/(1+z) on [1, 4]; erf is 1 in float32 beyond 4).
+// The libm calls they replace would keep the loops scalar.
+
+enum { ELEM_BLOCK = 8192 };
+
+static inline float act_exp(float x) {
+	x = x < -87.0f ? -87.0f : x > 88.0f ? 88.0f : x;
+	const float round = 12582912.0f; // 1.5 * 2^23: adding it rounds to an integer
+	float n = (x * 1.44269504f + round) - round;
+	float r = (x - n * 0.693359375f) - n * -2.12194440e-4f;
+	float p = 1.0f / 5040.0f;
+	p = p * r + 1.0f / 720.0f;
+	p = p * r + 1.0f / 120.0f;
+	p = p * r + 1.0f / 24.0f;
+	p = p * r + 1.0f / 6.0f;
+	p = p * r + 0.5f;
+	p = p * r + 1.0f;
+	p = p * r + 1.0f;
+	uint32_t bits = (uint32_t)((int32_t)n + 127) << 23;
+	float scale;
+	memcpy(&scale, &bits, sizeof scale);
+	return p * scale;
+}
+
+static inline float act_sigmoid(float x) { return 1.0f / (1.0f + act_exp(-x)); }
+
+static inline float act_tanh(float x) { return 1.0f - 2.0f / (1.0f + act_exp(2.0f * x)); }
+
+static inline float act_erf(float x) {
+	float z = fabsf(x), z2 = z * z;
+	float a = 7.93349391e-05f;
+	a = a * z2 + -8.03484640e-04f;
+	a = a * z2 + 5.19121857e-03f;
+	a = a * z2 + -2.68553998e-02f;
+	a = a * z2 + 1.12836257e-01f;
+	a = a * z2 + -3.76126289e-01f;
+	a = a * z2 + 1.12837923f;
+	a = a * z;
+	float zc = z > 4.0f ? 4.0f : z;
+	float t = 1.0f / (1.0f + zc);
+	float q = -0.619279146f;
+	q = q * t + 1.34160995f;
+	q = q * t + -0.656581759f;
+	q = q * t + -0.608966410f;
+	q = q * t + 0.420508325f;
+	q = q * t + 0.536240220f;
+	q = q * t + 0.567072451f;
+	q = q * t + -1.22188343e-04f;
+	float b = z > 4.0f ? 1.0f : 1.0f - act_exp(-(zc * zc)) * q;
+	float e = z < 1.0f ? a : b;
+	return x < 0.0f ? -e : e;
+}
+
+#define GELU_K 0.797884561f  // sqrt(2/pi)
+#define GELU_C 0.044715f
+#define GELU_R 0.707106781f  // 1/sqrt(2)
+#define GELU_D 0.398942280f  // 1/sqrt(2 pi)
+
+// The forward kernels do the standard-op formulation's operations in its
+// order (exporters.Builder.SiLU, GELU, GELUTanh).
+VECTOR static void swiglu_row(const float *g, const float *u, float *y, int64_t n) {
+	for (int64_t i = 0; i < n; i++) y[i] = (g[i] * act_sigmoid(g[i])) * u[i];
+}
+
+// swiglu_grad_row: with s = sigmoid(g), dU = dY g s and
+// dG = dY u (s + g s (1 - s)).
+VECTOR static void swiglu_grad_row(const float *dy, const float *g, const float *u, float *dg, float *du, int64_t n) {
+	for (int64_t i = 0; i < n; i++) {
+		float s = act_sigmoid(g[i]), dgs = dy[i] * u[i];
+		du[i] = dy[i] * (g[i] * s);
+		dg[i] = dgs * s + (dgs * g[i]) * (s * (1.0f - s));
+	}
+}
+
+VECTOR static void gelu_row(const float *x, float *y, int64_t n) {
+	for (int64_t i = 0; i < n; i++) y[i] = (x[i] * (act_erf(x[i] * GELU_R) + 1.0f)) * 0.5f;
+}
+
+VECTOR static void gelu_tanh_row(const float *x, float *y, int64_t n) {
+	for (int64_t i = 0; i < n; i++) {
+		float v = x[i], inner = v + ((v * v) * v) * GELU_C;
+		y[i] = (v * (act_tanh(inner * GELU_K) + 1.0f)) * 0.5f;
+	}
+}
+
+// dX = dY (0.5 (1 + erf(x/sqrt 2)) + x e^(-x^2/2) / sqrt(2 pi))
+VECTOR static void gelu_grad_row(const float *dy, const float *x, float *dx, int64_t n) {
+	for (int64_t i = 0; i < n; i++) {
+		float v = x[i];
+		float d = 0.5f * (act_erf(v * GELU_R) + 1.0f) + v * (act_exp(-0.5f * (v * v)) * GELU_D);
+		dx[i] = dy[i] * d;
+	}
+}
+
+// dX = dY (0.5 (1 + t) + 0.5 x (1 - t^2) sqrt(2/pi) (1 + 3 0.044715 x^2)),
+// t = tanh(sqrt(2/pi) (x + 0.044715 x^3))
+VECTOR static void gelu_tanh_grad_row(const float *dy, const float *x, float *dx, int64_t n) {
+	for (int64_t i = 0; i < n; i++) {
+		float v = x[i], v2 = v * v;
+		float t = act_tanh((v + (v2 * v) * GELU_C) * GELU_K);
+		float d = 0.5f * (1.0f + t) + (0.5f * v) * ((1.0f - t * t) * (GELU_K * (1.0f + (3.0f * GELU_C) * v2)));
+		dx[i] = dy[i] * d;
+	}
+}
+
+typedef struct {
+	const float *a, *b, *c; // inputs: (G, U), (dY, G, U), (X) or (dY, X)
+	float *y, *z;           // outputs
+	int64_t n;
+	int tanh;
+} act_job;
+
+static int64_t act_span(const act_job *j, size_t b, int64_t *len) {
+	int64_t i0 = (int64_t)b * ELEM_BLOCK;
+	*len = j->n - i0 < ELEM_BLOCK ? j->n - i0 : ELEM_BLOCK;
+	return i0;
+}
+
+static void swiglu_block(void *p, size_t b) {
+	const act_job *j = p;
+	int64_t n, i = act_span(j, b, &n);
+	swiglu_row(j->a + i, j->b + i, j->y + i, n);
+}
+
+static void swiglu_grad_block(void *p, size_t b) {
+	const act_job *j = p;
+	int64_t n, i = act_span(j, b, &n);
+	swiglu_grad_row(j->a + i, j->b + i, j->c + i, j->y + i, j->z + i, n);
+}
+
+static void gelu_block(void *p, size_t b) {
+	const act_job *j = p;
+	int64_t n, i = act_span(j, b, &n);
+	(j->tanh ? gelu_tanh_row : gelu_row)(j->a + i, j->y + i, n);
+}
+
+static void gelu_grad_block(void *p, size_t b) {
+	const act_job *j = p;
+	int64_t n, i = act_span(j, b, &n);
+	(j->tanh ? gelu_tanh_grad_row : gelu_grad_row)(j->a + i, j->b + i, j->y + i, n);
+}
+
+static OrtStatus *act_run(OrtKernelContext *ctx, void (*block)(void *, size_t), act_job *j) {
+	if (j->n == 0) return NULL;
+	return api->KernelContext_ParallelFor(ctx, block, blocks(j->n, ELEM_BLOCK), 0, j);
+}
+
+static int same_shape(const tensor *a, const tensor *b) {
+	if (a->rank != b->rank) return 0;
+	for (size_t i = 0; i < a->rank; i++)
+		if (a->dims[i] != b->dims[i]) return 0;
+	return 1;
+}
+
+static OrtStatus *swiglu_compute(void *k, OrtKernelContext *ctx) {
+	(void)k;
+	const char *op = "SwiGLU";
+	tensor g, u;
+	TRY(input(ctx, 0, &g, op));
+	TRY(input(ctx, 1, &u, op));
+	if (!same_shape(&g, &u)) return fail(op, "G and U must have the same shape");
+	act_job j = {.a = g.data, .b = u.data, .n = g.count};
+	TRY(output(ctx, 0, g.dims, g.rank, &j.y));
+	return act_run(ctx, swiglu_block, &j);
+}
+
+static OrtStatus *swiglu_grad_compute(void *k, OrtKernelContext *ctx) {
+	(void)k;
+	const char *op = "SwiGLUGrad";
+	tensor dy, g, u;
+	TRY(input(ctx, 0, &dy, op));
+	TRY(input(ctx, 1, &g, op));
+	TRY(input(ctx, 2, &u, op));
+	if (!same_shape(&g, &u) || !same_shape(&dy, &g)) return fail(op, "dY, G and U must have the same shape");
+	act_job j = {.a = dy.data, .b = g.data, .c = u.data, .n = g.count};
+	TRY(output(ctx, 0, g.dims, g.rank, &j.y));
+	TRY(output(ctx, 1, g.dims, g.rank, &j.z));
+	return act_run(ctx, swiglu_grad_block, &j);
+}
+
+static OrtStatus *gelu_compute(void *k, OrtKernelContext *ctx) {
+	const char *op = "Gelu";
+	tensor x;
+	TRY(input(ctx, 0, &x, op));
+	act_job j = {.a = x.data, .n = x.count, .tanh = ((rms_kernel *)k)->tanh};
+	TRY(output(ctx, 0, x.dims, x.rank, &j.y));
+	return act_run(ctx, gelu_block, &j);
+}
+
+static OrtStatus *gelu_grad_compute(void *k, OrtKernelContext *ctx) {
+	const char *op = "GeluGrad";
+	tensor dy, x;
+	TRY(input(ctx, 0, &dy, op));
+	TRY(input(ctx, 1, &x, op));
+	if (!same_shape(&dy, &x)) return fail(op, "dY must have X's shape");
+	act_job j = {.a = dy.data, .b = x.data, .n = x.count, .tanh = ((rms_kernel *)k)->tanh};
+	TRY(output(ctx, 0, x.dims, x.rank, &j.y));
+	return act_run(ctx, gelu_grad_block, &j);
+}
+
+// ---- LayerNorm ----
+//
+// LayerNorm(X[..., d], W[d], B[d]; epsilon) -> Y[..., d], Mean[..., 1], InvStd[..., 1]
+// is ONNX's LayerNormalization over the last axis (two passes per row: the
+// mean, then the mean square deviation from it), saving what the backward
+// reuses; LayerNormGrad(dY, X, W, Mean, InvStd) -> dX, dW, dB does the
+// backward in one pass over each row after its two sums, with dW and dB
+// from per-block partial sums added in block order (colsum_block), as
+// RMSNormGrad does. The operations and their order are those of migu's
+// standard-op gradient rule for LayerNormalization (onnx/grad/reduce.go).
+
+VECTOR static float ln_sum(const float *x, int64_t d) {
+	wide acc = {0};
+	int64_t j = 0;
+	for (; j + WIDE <= d; j += WIDE) acc += load_wide(x + j);
+	float s = wide_total(&acc);
+	for (; j < d; j++) s += x[j];
+	return s;
+}
+
+VECTOR static float ln_deviation(const float *x, float mean, int64_t d) {
+	wide acc = {0};
+	int64_t j = 0;
+	for (; j + WIDE <= d; j += WIDE) {
+		wide c = load_wide(x + j) - mean;
+		acc += c * c;
+	}
+	float s = wide_total(&acc);
+	for (; j < d; j++) s += (x[j] - mean) * (x[j] - mean);
+	return s;
+}
+
+VECTOR static void ln_row(const float *x, const float *w, const float *b, float mean, float inv, float *y, int64_t d) {
+	for (int64_t j = 0; j < d; j++) y[j] = ((x[j] - mean) * inv) * w[j] + b[j];
+}
+
+// ln_grad_sums returns sum of g = dy*w and, in *sgx, sum of g*xhat.
+VECTOR static float ln_grad_sums(const float *dy, const float *w, const float *x, float mean, float inv, int64_t d,
+                                 float *sgx) {
+	wide a = {0}, b = {0};
+	int64_t j = 0;
+	for (; j + WIDE <= d; j += WIDE) {
+		wide g = load_wide(dy + j) * load_wide(w + j);
+		a += g;
+		b += g * ((load_wide(x + j) - mean) * inv);
+	}
+	float sg = wide_total(&a), s2 = wide_total(&b);
+	for (; j < d; j++) {
+		float g = dy[j] * w[j];
+		sg += g;
+		s2 += g * ((x[j] - mean) * inv);
+	}
+	*sgx = s2;
+	return sg;
+}
+
+// ln_grad_row writes dx = ((g - mg) - xhat*mgx) * inv and adds dy*xhat to
+// dw and dy to db. The pointers are restrict (they never overlap) because
+// GCC gives up vectorising with run-time alias checks for six of them.
+VECTOR static void ln_grad_row(const float *restrict dy, const float *restrict w, const float *restrict x, float mean,
+                               float inv, float mg, float mgx, float *restrict dx, float *restrict dw,
+                               float *restrict db, int64_t d) {
+	for (int64_t j = 0; j < d; j++) {
+		float xhat = (x[j] - mean) * inv;
+		dx[j] = ((dy[j] * w[j] - mg) - xhat * mgx) * inv;
+		dw[j] += dy[j] * xhat;
+		db[j] += dy[j];
+	}
+}
+
+typedef struct {
+	const float *x, *w, *b;
+	float *y, *mean, *inv;
+	int64_t rows, d;
+	float eps;
+} ln_job;
+
+static void ln_block(void *p, size_t blk) {
+	const ln_job *j = p;
+	int64_t end = (int64_t)(blk + 1) * ROW_BLOCK;
+	if (end > j->rows) end = j->rows;
+	for (int64_t r = (int64_t)blk * ROW_BLOCK; r < end; r++) {
+		const float *x = j->x + r * j->d;
+		float mean = ln_sum(x, j->d) / (float)j->d;
+		float var = ln_deviation(x, mean, j->d) / (float)j->d;
+		float inv = 1.0f / sqrtf(var + j->eps);
+		j->mean[r] = mean;
+		j->inv[r] = inv;
+		ln_row(x, j->w, j->b, mean, inv, j->y + r * j->d, j->d);
+	}
+}
+
+static OrtStatus *ln_compute(void *k, OrtKernelContext *ctx) {
+	const char *op = "LayerNorm";
+	tensor x, w, b;
+	TRY(input(ctx, 0, &x, op));
+	TRY(input(ctx, 1, &w, op));
+	TRY(input(ctx, 2, &b, op));
+	int64_t rows = 0;
+	TRY(rowsOf(&x, &w, &rows, op));
+	if (b.count != w.count) return fail(op, "B must have W's shape");
+	ln_job j = {.x = x.data, .w = w.data, .b = b.data, .rows = rows, .d = w.dims[0], .eps = ((rms_kernel *)k)->epsilon};
+	TRY(output(ctx, 0, x.dims, x.rank, &j.y));
+	int64_t sdims[MAX_RANK];
+	memcpy(sdims, x.dims, sizeof sdims);
+	sdims[x.rank - 1] = 1;
+	TRY(output(ctx, 1, sdims, x.rank, &j.mean));
+	TRY(output(ctx, 2, sdims, x.rank, &j.inv));
+	if (rows == 0) return NULL;
+	return api->KernelContext_ParallelFor(ctx, ln_block, blocks(rows, ROW_BLOCK), 0, &j);
+}
+
+typedef struct {
+	const float *dy, *x, *w, *mean, *inv;
+	float *dx, *pw, *pb; // pw, pb: one dW and one dB row per block
+	int64_t rows, d;
+} lngrad_job;
+
+static void lngrad_block(void *p, size_t blk) {
+	const lngrad_job *j = p;
+	int64_t d = j->d;
+	float *dw = j->pw + (int64_t)blk * d, *db = j->pb + (int64_t)blk * d;
+	memset(dw, 0, (size_t)d * sizeof *dw);
+	memset(db, 0, (size_t)d * sizeof *db);
+	int64_t end = (int64_t)(blk + 1) * ROW_BLOCK;
+	if (end > j->rows) end = j->rows;
+	for (int64_t r = (int64_t)blk * ROW_BLOCK; r < end; r++) {
+		const float *dy = j->dy + r * d, *x = j->x + r * d;
+		float mean = j->mean[r], inv = j->inv[r], sgx;
+		float mg = ln_grad_sums(dy, j->w, x, mean, inv, d, &sgx) / (float)d;
+		ln_grad_row(dy, j->w, x, mean, inv, mg, sgx / (float)d, j->dx + r * d, dw, db, d);
+	}
+}
+
+static OrtStatus *lngrad_compute(void *k, OrtKernelContext *ctx) {
+	(void)k;
+	const char *op = "LayerNormGrad";
+	tensor dy, x, w, mean, inv;
+	TRY(input(ctx, 0, &dy, op));
+	TRY(input(ctx, 1, &x, op));
+	TRY(input(ctx, 2, &w, op));
+	TRY(input(ctx, 3, &mean, op));
+	TRY(input(ctx, 4, &inv, op));
+	int64_t rows = 0;
+	TRY(rowsOf(&x, &w, &rows, op));
+	if (dy.count != x.count || mean.count != rows || inv.count != rows)
+		return fail(op, "dY must have X's shape, Mean and InvStd one value per row");
+	lngrad_job j = {.dy = dy.data, .x = x.data, .w = w.data, .mean = mean.data, .inv = inv.data, .rows = rows, .d = w.dims[0]};
+	float *dw, *db;
+	TRY(output(ctx, 0, x.dims, x.rank, &j.dx));
+	TRY(output(ctx, 1, w.dims, 1, &dw));
+	TRY(output(ctx, 2, w.dims, 1, &db));
+	if (j.d == 0) return NULL;
+	if (rows == 0) {
+		memset(dw, 0, (size_t)j.d * sizeof *dw);
+		memset(db, 0, (size_t)j.d * sizeof *db);
+		return NULL;
+	}
+	size_t nb = blocks(rows, ROW_BLOCK);
+	j.pw = malloc(2 * nb * (size_t)j.d * sizeof(float));
+	if (j.pw == NULL) return api->CreateStatus(ORT_FAIL, "ai.migu.LayerNormGrad: out of memory");
+	j.pb = j.pw + nb * (size_t)j.d;
+	OrtStatus *s = api->KernelContext_ParallelFor(ctx, lngrad_block, nb, 0, &j);
+	if (s == NULL) {
+		colsum_job cj = {.partial = j.pw, .dw = dw, .nblocks = nb, .d = j.d};
+		s = api->KernelContext_ParallelFor(ctx, colsum_block, blocks(j.d, COL_BLOCK), 0, &cj);
+	}
+	if (s == NULL) {
+		colsum_job cj = {.partial = j.pb, .dw = db, .nblocks = nb, .d = j.d};
+		s = api->KernelContext_ParallelFor(ctx, colsum_block, blocks(j.d, COL_BLOCK), 0, &cj);
+	}
+	free(j.pw);
+	return s;
+}
+
 // ---- op table ----
 
 typedef struct {
 	OrtCustomOp base;
 	const char *name;
 	size_t nin, nout, optional_from; // inputs from optional_from on are optional
-	ONNXTensorElementDataType in[4];
+	ONNXTensorElementDataType in[5];
 	OrtStatus *(*compute)(void *, OrtKernelContext *);
 	int has_epsilon;
+	int has_approximate; // reads the string attribute approximate ("none" or "tanh")
 } migu_op;
 
 typedef struct {
@@ -771,6 +1188,23 @@ static OrtStatus *ORT_API_CALL create_kernel(const OrtCustomOp *o, const OrtApi 
 			k->rms.epsilon = eps;
 		else
 			api->ReleaseStatus(s);
+	}
+	if (k->op->has_approximate) {
+		// Absent means "none"; the first call asks only for the value's size.
+		char buf[8] = {0};
+		size_t size = 0;
+		OrtStatus *s = api->KernelInfoGetAttribute_string(info, "approximate", NULL, &size);
+		if (s != NULL) {
+			api->ReleaseStatus(s);
+		} else if (size > sizeof buf ||
+		           (s = api->KernelInfoGetAttribute_string(info, "approximate", buf, &size)) != NULL ||
+		           (strcmp(buf, "tanh") != 0 && strcmp(buf, "none") != 0)) {
+			if (s != NULL) api->ReleaseStatus(s);
+			free(k);
+			return api->CreateStatus(ORT_INVALID_ARGUMENT, "ai.migu.Gelu: attribute approximate must be \"none\" or \"tanh\"");
+		} else {
+			k->rms.tanh = strcmp(buf, "tanh") == 0;
+		}
 	}
 	*out = k;
 	return NULL;
@@ -843,6 +1277,12 @@ static migu_op ops[] = {
 	{.name = "SoftmaxGrad", .nin = 2, .nout = 1, .optional_from = 2, .in = {F, F}, .compute = softmaxgrad_compute},
 	{.name = "Rotary", .nin = 3, .nout = 1, .optional_from = 3, .in = {F, F, F}, .compute = rotary_compute},
 	{.name = "RotaryGrad", .nin = 3, .nout = 1, .optional_from = 3, .in = {F, F, F}, .compute = rotarygrad_compute},
+	{.name = "SwiGLU", .nin = 2, .nout = 1, .optional_from = 2, .in = {F, F}, .compute = swiglu_compute},
+	{.name = "SwiGLUGrad", .nin = 3, .nout = 2, .optional_from = 3, .in = {F, F, F}, .compute = swiglu_grad_compute},
+	{.name = "Gelu", .nin = 1, .nout = 1, .optional_from = 1, .in = {F}, .compute = gelu_compute, .has_approximate = 1},
+	{.name = "GeluGrad", .nin = 2, .nout = 1, .optional_from = 2, .in = {F, F}, .compute = gelu_grad_compute, .has_approximate = 1},
+	{.name = "LayerNorm", .nin = 3, .nout = 3, .optional_from = 3, .in = {F, F, F}, .compute = ln_compute, .has_epsilon = 1},
+	{.name = "LayerNormGrad", .nin = 5, .nout = 3, .optional_from = 5, .in = {F, F, F, F, F}, .compute = lngrad_compute},
 };
 #undef F
 #undef I64

@@ -1,0 +1,44 @@
+package kernels
+
+import (
+	"fmt"
+
+	"github.com/migu-ml/migu/onnx"
+)
+
+// fusions are the rewrites Fuse applies, in order, named as the counts it
+// returns. A new fused kernel adds its rewrite here, and every graph migu
+// builds with the kernels — training graphs and evaluation's forward and
+// key/value-cache graphs — picks it up.
+var fusions = []struct {
+	name string
+	fuse func(*onnx.Model, Types) (int, error)
+}{
+	{"RMSNorm", FuseRMSNorm},
+	{"LayerNorm", FuseLayerNorm},
+	{"SwiGLU", FuseSwiGLU},
+	{"Gelu", FuseGelu},
+	{"Rotary", FuseRotary},
+	{"Softmax", FuseSoftmax},
+	{"CrossEntropy", FuseCrossEntropy},
+}
+
+// Fuse rewrites every standard-op formulation in m that a fused kernel
+// replaces, imports the ai.migu domain, and returns how many of each it
+// rewrote (fusions with none are left out). types describes m as it was
+// before the call (shapes.Infer): each rewrite reads only the types of
+// values that were in the graph already, so one inference serves them all.
+func Fuse(m *onnx.Model, types Types) (map[string]int, error) {
+	counts := map[string]int{}
+	for _, f := range fusions {
+		n, err := f.fuse(m, types)
+		if err != nil {
+			return counts, fmt.Errorf("fusing %s: %w", f.name, err)
+		}
+		if n > 0 {
+			counts[f.name] = n
+		}
+	}
+	m.SetOpset(onnx.DomainMigu, Opset)
+	return counts, nil
+}

@@ -1,0 +1,225 @@
+package kernels_test
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"path/filepath"
+	"testing"
+
+	"github.com/migu-ml/migu/internal/testenv"
+	"github.com/migu-ml/migu/onnx"
+	"github.com/migu-ml/migu/onnx/grad"
+	"github.com/migu-ml/migu/onnx/kernels"
+	"github.com/migu-ml/migu/onnx/ort"
+	"github.com/migu-ml/migu/onnx/shapes"
+)
+
+// lnEps is roberta's layer_norm_eps.
+const lnEps = 1e-12
+
+// buildLN is buildRMS for y = LayerNormalization(x, w, b) over the last
+// axis, as exporters.Builder.LayerNorm writes it. Outputs: y, dx, dw, db.
+func buildLN(t testing.TB, shape []int64, r []float32, fused bool) rmsGraph {
+	t.Helper()
+	d := shape[len(shape)-1]
+	m := onnx.New("ln", nil)
+	g := m.Graph()
+	g.AddInput("x", onnx.Float, dimsOf(shape))
+	g.AddInput("w", onnx.Float, onnx.Shape{onnx.D(d)})
+	g.AddInput("b", onnx.Float, onnx.Shape{onnx.D(d)})
+	y := g.Op("LayerNormalization", []string{"x", "w", "b"}, "y", onnx.AttrInt("axis", -1), onnx.AttrFloat("epsilon", lnEps))
+	loss := g.Op("ReduceSum", []string{g.Op("Mul", []string{y, g.Const("r", shape, r...)}, "weighted")}, "loss", onnx.AttrInt("keepdims", 1))
+	loss = g.Op("Reshape", []string{loss, g.ConstInt64("one", []int64{1}, 1)}, "loss1")
+	g.AddOutput(loss, onnx.Float, onnx.Shape{onnx.D(1)})
+	g.AddOutput(y, onnx.Float, dimsOf(shape))
+	if fused {
+		info, err := shapes.Infer(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := kernels.FuseLayerNorm(m, info)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n != 1 {
+			t.Fatalf("FuseLayerNorm fused %d norms, want 1", n)
+		}
+	}
+	info, err := shapes.Infer(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	params := []string{"x", "w", "b"}
+	res, err := grad.Differentiate(m, info, loss, params)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.RemoveOutput(loss)
+	for _, p := range params {
+		g.Node("Identity", []string{res.Grads[p]}, []string{"d" + p}, "d"+p)
+	}
+	g.AddOutput("dx", onnx.Float, dimsOf(shape))
+	g.AddOutput("dw", onnx.Float, onnx.Shape{onnx.D(d)})
+	g.AddOutput("db", onnx.Float, onnx.Shape{onnx.D(d)})
+	if err := g.TopoSort(); err != nil {
+		t.Fatal(err)
+	}
+	out := rmsGraph{path: filepath.Join(t.TempDir(), "ln.onnx"), nodes: map[string]int{}}
+	for _, n := range g.P.Node {
+		op := n.GetOpType()
+		if n.GetDomain() != "" {
+			op = n.GetDomain() + "." + op
+		}
+		out.nodes[op]++
+	}
+	if err := m.Save(out.path, onnx.SaveOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// runLN runs a graph of buildLN and returns y, dx, dw, db.
+func runLN(t testing.TB, path, lib string, threads int, shape []int64, x, w, b []float32) [][]float32 {
+	t.Helper()
+	a := activation{inputs: []string{"x", "w", "b"}}
+	d := shape[len(shape)-1]
+	opts := ort.SessionOptions{Threads: threads}
+	if lib != "" {
+		opts.CustomOps = []string{lib}
+	}
+	s, err := ort.NewSession(path, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	feeds := map[string]ort.Value{}
+	for i, v := range [][]float32{x, w, b} {
+		dims := []int64{d}
+		if i == 0 {
+			dims = shape
+		}
+		tv, err := ort.NewTensor(v, dims...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tv.Close()
+		feeds[a.inputs[i]] = tv
+	}
+	outs, err := s.Run(feeds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := make([][]float32, len(outs))
+	for i, o := range outs {
+		res[i] = append([]float32(nil), o.(*ort.Tensor[float32]).Data()...)
+		o.Close()
+	}
+	return res
+}
+
+// The fused LayerNorm kernels against ORT's LayerNormalization and migu's
+// standard-op gradient rule for it, forward and backward, on random
+// inputs with an offset (so the mean matters): equal to 1e-5 of the
+// tensor's largest magnitude (at least 1), on 1 and 2 threads.
+func TestLayerNormMatchesStandardOps(t *testing.T) {
+	lib := testenv.Kernels(t)
+	if err := ort.Init(ort.InitOptions{LibraryPath: testenv.ORTLib(t)}); err != nil {
+		t.Fatal(err)
+	}
+	for _, shape := range shapeCases {
+		t.Run(fmt.Sprint(shape), func(t *testing.T) {
+			rng := rand.New(rand.NewPCG(uint64(numel(shape)), 17))
+			n, d := numel(shape), int(shape[len(shape)-1])
+			x := random(rng, n, -1.5, 2.5)
+			w := random(rng, d, 0.5, 1.5)
+			b := random(rng, d, -0.5, 0.5)
+			r := random(rng, n, -1, 1)
+			std := buildLN(t, shape, r, false)
+			fused := buildLN(t, shape, r, true)
+			if fused.nodes["ai.migu.LayerNorm"] != 1 || fused.nodes["ai.migu.LayerNormGrad"] != 1 || fused.nodes["LayerNormalization"] != 0 || fused.nodes["ReduceMean"] != 0 {
+				t.Fatalf("fused graph's nodes: %v", fused.nodes)
+			}
+			if std.nodes["ai.migu.LayerNorm"] != 0 {
+				t.Fatalf("standard graph holds fused nodes: %v", std.nodes)
+			}
+			want := runLN(t, std.path, "", 1, shape, x, w, b)
+			for _, threads := range []int{1, 2} {
+				got := runLN(t, fused.path, lib, threads, shape, x, w, b)
+				for i, name := range []string{"y", "dx", "dw", "db"} {
+					if err := closeTo(got[i], want[i], 1e-5); err != nil {
+						t.Errorf("%d threads: %s: %v", threads, name, err)
+					}
+				}
+			}
+		})
+	}
+}
+
+// lnLoss is Σ r ⊙ LayerNorm(x, w, b) in float64.
+func lnLoss(x, w, b, r []float64, d int) float64 {
+	var loss float64
+	for row := 0; row*d < len(x); row++ {
+		xs := x[row*d : (row+1)*d]
+		var mean, dev float64
+		for _, v := range xs {
+			mean += v
+		}
+		mean /= float64(d)
+		for _, v := range xs {
+			dev += (v - mean) * (v - mean)
+		}
+		inv := 1 / math.Sqrt(dev/float64(d)+lnEps)
+		for j, v := range xs {
+			loss += r[row*d+j] * ((v-mean)*inv*w[j] + b[j])
+		}
+	}
+	return loss
+}
+
+// The fused LayerNorm against a float64 reference: Y to 1e-6 of
+// max(1, |y|), and dX, dW, dB against central finite differences of the
+// reference loss to 2e-5.
+func TestLayerNormGradFiniteDifferences(t *testing.T) {
+	lib := testenv.Kernels(t)
+	if err := ort.Init(ort.InitOptions{LibraryPath: testenv.ORTLib(t)}); err != nil {
+		t.Fatal(err)
+	}
+	for _, shape := range [][]int64{{2, 3, 7}, {1, 2, 19}, {18, 4}} {
+		t.Run(fmt.Sprint(shape), func(t *testing.T) {
+			rng := rand.New(rand.NewPCG(uint64(numel(shape)), 23))
+			n, d := numel(shape), int(shape[len(shape)-1])
+			x32, w32, b32 := random(rng, n, -1.5, 2.5), random(rng, d, 0.5, 1.5), random(rng, d, -0.5, 0.5)
+			r32 := random(rng, n, -1, 1)
+			got := runLN(t, buildLN(t, shape, r32, true).path, lib, 2, shape, x32, w32, b32)
+			x, w, b, r := widen(x32), widen(w32), widen(b32), widen(r32)
+			// Forward: y = ∂loss/∂r.
+			for i := range x {
+				one := make([]float64, n)
+				one[i] = 1
+				y := lnLoss(x, w, b, one, d)
+				if e := math.Abs(float64(got[0][i]) - y); e > 1e-6*math.Max(1, math.Abs(y)) {
+					t.Fatalf("y[%d] = %g, float64 reference %g", i, got[0][i], y)
+				}
+			}
+			const h = 1e-6
+			check := func(name string, v []float64, g []float32) {
+				for i := range v {
+					orig := v[i]
+					v[i] = orig + h
+					up := lnLoss(x, w, b, r, d)
+					v[i] = orig - h
+					down := lnLoss(x, w, b, r, d)
+					v[i] = orig
+					fd := (up - down) / (2 * h)
+					if e := math.Abs(float64(g[i]) - fd); !(e <= 2e-5*math.Max(1, math.Abs(fd))) {
+						t.Fatalf("d loss/d %s[%d]: fused kernel %.9g, finite differences %.9g (error %.2g)", name, i, g[i], fd, e)
+					}
+				}
+			}
+			check("x", x, got[1])
+			check("w", w, got[2])
+			check("b", b, got[3])
+		})
+	}
+}
