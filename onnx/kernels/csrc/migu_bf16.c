@@ -1,0 +1,357 @@
+// migu_bf16: bfloat16 matrix products for migu's training graphs, an
+// optional companion of migu_kernels.c built only where oneDNN's headers
+// are installed (Debian's libdnnl-dev; scripts/bf16.sh), loaded into a stock
+// ONNX Runtime through its custom-operator C API. One op, domain "ai.migu",
+// opset 1:
+//
+//   MatMulBF16(A, B; transA, transB) -> Y float32
+//       Y = op(A) · op(B), op a transpose where the flag is set.
+//       A is [..., M, K] (transA 0: leading axes are flattened into M) or
+//       [K, M] (transA 1, 2-D only); B is [K, N] (transB 0) or [N, K].
+//       A and B are float32 (rounded to bfloat16 here, to nearest even) or
+//       already bfloat16 (frozen weights a model folder stores in bf16).
+//
+// The product is oneDNN's bf16 matmul with float32 accumulation: on CPUs
+// with AMX-BF16 or AVX-512 BF16 it runs on those units; elsewhere oneDNN
+// emulates the bf16 multiply in float32 (slower than ORT's float32 MatMul,
+// which is why migu warns where the CPU lacks them).
+//
+// oneDNN runs the product on its own threads (OpenMP in Debian's build), not
+// on ONNX Runtime's pool; the float32 → bf16 rounding runs on ORT's pool.
+
+#include <limits.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <oneapi/dnnl/dnnl.h>
+
+#include "onnxruntime_c_api.h"
+
+// MIGU_ORT_API is the C API version the library asks for (as migu_kernels.c).
+#define MIGU_ORT_API 24
+
+#define MIGU_EXPORT __attribute__((visibility("default")))
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define VECTOR __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define VECTOR
+#endif
+
+static const OrtApi *api;
+
+#define TRY(expr)                            \
+	do {                                     \
+		OrtStatus *status_ = (expr);         \
+		if (status_ != NULL) return status_; \
+	} while (0)
+
+static OrtStatus *fail(const char *msg) {
+	char buf[512];
+	snprintf(buf, sizeof buf, "ai.migu.MatMulBF16: %s", msg);
+	return api->CreateStatus(ORT_INVALID_ARGUMENT, buf);
+}
+
+static OrtStatus *dnnl_fail(const char *what, dnnl_status_t st) {
+	char buf[256];
+	snprintf(buf, sizeof buf, "ai.migu.MatMulBF16: oneDNN %s failed (status %d)", what, (int)st);
+	return api->CreateStatus(ORT_FAIL, buf);
+}
+
+enum { MAX_RANK = 8 };
+
+typedef struct {
+	void *data;
+	int64_t dims[MAX_RANK];
+	size_t rank;
+	int64_t count;
+	ONNXTensorElementDataType type;
+} tensor;
+
+static OrtStatus *input(OrtKernelContext *ctx, size_t i, tensor *t) {
+	const OrtValue *v = NULL;
+	TRY(api->KernelContext_GetInput(ctx, i, &v));
+	if (v == NULL) return fail("a required input is missing");
+	OrtTensorTypeAndShapeInfo *info = NULL;
+	TRY(api->GetTensorTypeAndShape(v, &info));
+	OrtStatus *s = api->GetDimensionsCount(info, &t->rank);
+	if (s == NULL && t->rank > MAX_RANK) s = fail("tensor rank above 8");
+	if (s == NULL) s = api->GetDimensions(info, t->dims, t->rank);
+	if (s == NULL) s = api->GetTensorElementType(info, &t->type);
+	api->ReleaseTensorTypeAndShapeInfo(info);
+	if (s != NULL) return s;
+	if (t->type != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT && t->type != ONNX_TENSOR_ELEMENT_DATA_TYPE_BFLOAT16)
+		return fail("inputs must be float32 or bfloat16");
+	t->count = 1;
+	for (size_t i = 0; i < t->rank; i++) t->count *= t->dims[i];
+	return api->GetTensorMutableData((OrtValue *)v, &t->data);
+}
+
+// to_bf16 rounds float32 to bfloat16, to nearest even; NaN stays NaN (the
+// rounding of internal/half.F32ToBF16).
+VECTOR static void to_bf16(const float *x, uint16_t *y, int64_t n) {
+	for (int64_t i = 0; i < n; i++) {
+		uint32_t b;
+		memcpy(&b, &x[i], sizeof b);
+		uint16_t h = (uint16_t)((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
+		if ((b & 0x7fffffffu) > 0x7f800000u) h = (uint16_t)((b >> 16) | 0x40u);
+		y[i] = h;
+	}
+}
+
+enum { CONVERT_BLOCK = 1 << 16 };
+
+typedef struct {
+	const float *x;
+	uint16_t *y;
+	int64_t n;
+} convert_job;
+
+static void convert_block(void *p, size_t b) {
+	const convert_job *j = p;
+	int64_t start = (int64_t)b * CONVERT_BLOCK, n = j->n - start < CONVERT_BLOCK ? j->n - start : CONVERT_BLOCK;
+	to_bf16(j->x + start, j->y + start, n);
+}
+
+// as_bf16 gives t's values in bfloat16: t's own data when it is bf16, else
+// a rounded copy in *owned (freed by the caller).
+static OrtStatus *as_bf16(OrtKernelContext *ctx, const tensor *t, const uint16_t **out, uint16_t **owned) {
+	*owned = NULL;
+	if (t->type == ONNX_TENSOR_ELEMENT_DATA_TYPE_BFLOAT16) {
+		*out = t->data;
+		return NULL;
+	}
+	uint16_t *y = malloc((size_t)(t->count > 0 ? t->count : 1) * sizeof *y);
+	if (y == NULL) return api->CreateStatus(ORT_FAIL, "ai.migu.MatMulBF16: out of memory");
+	*owned = y;
+	*out = y;
+	if (t->count == 0) return NULL;
+	convert_job j = {.x = t->data, .y = y, .n = t->count};
+	return api->KernelContext_ParallelFor(ctx, convert_block, (size_t)((t->count + CONVERT_BLOCK - 1) / CONVERT_BLOCK), 0, &j);
+}
+
+// The CPU engine is made once per process and shared by every kernel
+// (oneDNN engines are thread-safe); each Compute makes its own stream.
+static dnnl_engine_t engine;
+static dnnl_status_t engine_status;
+static pthread_once_t engine_once = PTHREAD_ONCE_INIT;
+
+static void make_engine(void) { engine_status = dnnl_engine_create(&engine, dnnl_cpu, 0); }
+
+typedef struct {
+	int64_t trans_a, trans_b;
+} kernel;
+
+// matmul runs y[M,N] = op(a) · op(b) in oneDNN with bf16 operands and
+// float32 accumulation and output; strides express the transposes.
+static OrtStatus *matmul(const uint16_t *a, const uint16_t *b, float *y, int64_t m, int64_t k, int64_t n, int trans_a,
+                         int trans_b) {
+	pthread_once(&engine_once, make_engine);
+	if (engine_status != dnnl_success) return dnnl_fail("engine creation", engine_status);
+	dnnl_memory_desc_t a_md, b_md, y_md;
+	dnnl_dims_t a_dims = {m, k}, b_dims = {k, n}, y_dims = {m, n};
+	dnnl_dims_t a_str = {k, 1}, b_str = {n, 1}, y_str = {n, 1};
+	if (trans_a) a_str[0] = 1, a_str[1] = m;
+	if (trans_b) b_str[0] = 1, b_str[1] = k;
+	dnnl_status_t st = dnnl_memory_desc_init_by_strides(&a_md, 2, a_dims, dnnl_bf16, a_str);
+	if (st == dnnl_success) st = dnnl_memory_desc_init_by_strides(&b_md, 2, b_dims, dnnl_bf16, b_str);
+	if (st == dnnl_success) st = dnnl_memory_desc_init_by_strides(&y_md, 2, y_dims, dnnl_f32, y_str);
+	if (st != dnnl_success) return dnnl_fail("memory descriptor", st);
+	dnnl_matmul_desc_t desc;
+	if ((st = dnnl_matmul_desc_init(&desc, &a_md, &b_md, NULL, &y_md)) != dnnl_success)
+		return dnnl_fail("matmul descriptor", st);
+	dnnl_primitive_desc_t pd = NULL;
+	dnnl_primitive_t prim = NULL;
+	dnnl_stream_t stream = NULL;
+	dnnl_memory_t am = NULL, bm = NULL, ym = NULL;
+	const char *what = "primitive descriptor";
+	st = dnnl_primitive_desc_create(&pd, &desc, NULL, engine, NULL);
+	if (st == dnnl_success) what = "primitive", st = dnnl_primitive_create(&prim, pd);
+	if (st == dnnl_success) what = "memory", st = dnnl_memory_create(&am, &a_md, engine, (void *)a);
+	if (st == dnnl_success) st = dnnl_memory_create(&bm, &b_md, engine, (void *)b);
+	if (st == dnnl_success) st = dnnl_memory_create(&ym, &y_md, engine, y);
+	if (st == dnnl_success) what = "stream", st = dnnl_stream_create(&stream, engine, dnnl_stream_default_flags);
+	if (st == dnnl_success) {
+		dnnl_exec_arg_t args[3] = {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, ym}};
+		what = "execution";
+		st = dnnl_primitive_execute(prim, stream, 3, args);
+		if (st == dnnl_success) st = dnnl_stream_wait(stream);
+	}
+	if (stream) dnnl_stream_destroy(stream);
+	if (ym) dnnl_memory_destroy(ym);
+	if (bm) dnnl_memory_destroy(bm);
+	if (am) dnnl_memory_destroy(am);
+	if (prim) dnnl_primitive_destroy(prim);
+	if (pd) dnnl_primitive_desc_destroy(pd);
+	return st == dnnl_success ? NULL : dnnl_fail(what, st);
+}
+
+static OrtStatus *compute_status(const kernel *kk, OrtKernelContext *ctx) {
+	tensor a, b;
+	TRY(input(ctx, 0, &a));
+	TRY(input(ctx, 1, &b));
+	if (b.rank != 2) return fail("B must be 2-D");
+	if (a.rank < 2 || (kk->trans_a && a.rank != 2)) return fail("A must be [..., M, K], or [K, M] with transA");
+	int64_t k = kk->trans_a ? a.dims[0] : a.dims[a.rank - 1], m = kk->trans_a ? a.dims[1] : 1;
+	for (size_t i = 0; !kk->trans_a && i + 1 < a.rank; i++) m *= a.dims[i];
+	int64_t bk = kk->trans_b ? b.dims[1] : b.dims[0], n = kk->trans_b ? b.dims[0] : b.dims[1];
+	if (bk != k) return fail("the inner dimensions of op(A) and op(B) differ");
+	int64_t ydims[MAX_RANK];
+	size_t yrank = a.rank;
+	if (kk->trans_a) {
+		ydims[0] = m;
+	} else {
+		memcpy(ydims, a.dims, sizeof ydims);
+	}
+	ydims[yrank - 1] = n;
+	OrtValue *yv = NULL;
+	float *y = NULL;
+	TRY(api->KernelContext_GetOutput(ctx, 0, ydims, yrank, &yv));
+	TRY(api->GetTensorMutableData(yv, (void **)&y));
+	if (m == 0 || n == 0) return NULL;
+	if (k == 0) {
+		memset(y, 0, (size_t)(m * n) * sizeof *y);
+		return NULL;
+	}
+	const uint16_t *ab, *bb;
+	uint16_t *aown, *bown = NULL;
+	OrtStatus *s = as_bf16(ctx, &a, &ab, &aown);
+	if (s == NULL) s = as_bf16(ctx, &b, &bb, &bown);
+	if (s == NULL) s = matmul(ab, bb, y, m, k, n, (int)kk->trans_a, (int)kk->trans_b);
+	free(aown);
+	free(bown);
+	return s;
+}
+
+// ---- op ----
+
+static int64_t int_attr(const OrtKernelInfo *info, const char *name) {
+	int64_t v = 0;
+	OrtStatus *s = api->KernelInfoGetAttribute_int64(info, name, &v);
+	if (s != NULL) {
+		api->ReleaseStatus(s);
+		return 0;
+	}
+	return v;
+}
+
+static OrtStatus *ORT_API_CALL create_kernel(const OrtCustomOp *o, const OrtApi *a, const OrtKernelInfo *info,
+                                             void **out) {
+	(void)o;
+	(void)a;
+	kernel *k = calloc(1, sizeof *k);
+	if (k == NULL) return api->CreateStatus(ORT_FAIL, "ai.migu.MatMulBF16: out of memory");
+	k->trans_a = int_attr(info, "transA") != 0;
+	k->trans_b = int_attr(info, "transB") != 0;
+	*out = k;
+	return NULL;
+}
+
+static OrtStatus *ORT_API_CALL compute(void *k, OrtKernelContext *ctx) { return compute_status(k, ctx); }
+static void ORT_API_CALL destroy(void *k) { free(k); }
+static const char *ORT_API_CALL get_name(const OrtCustomOp *o) {
+	(void)o;
+	return "MatMulBF16";
+}
+static const char *ORT_API_CALL get_provider(const OrtCustomOp *o) {
+	(void)o;
+	return "CPUExecutionProvider";
+}
+// Inputs are typed UNDEFINED: each may be float32 or bfloat16 (checked in
+// Compute), which ORT allows custom ops.
+static ONNXTensorElementDataType ORT_API_CALL input_type(const OrtCustomOp *o, size_t i) {
+	(void)o;
+	(void)i;
+	return ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
+}
+static size_t ORT_API_CALL input_count(const OrtCustomOp *o) {
+	(void)o;
+	return 2;
+}
+static ONNXTensorElementDataType ORT_API_CALL output_type(const OrtCustomOp *o, size_t i) {
+	(void)o;
+	(void)i;
+	return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+}
+static size_t ORT_API_CALL output_count(const OrtCustomOp *o) {
+	(void)o;
+	return 1;
+}
+static OrtCustomOpInputOutputCharacteristic ORT_API_CALL required(const OrtCustomOp *o, size_t i) {
+	(void)o;
+	(void)i;
+	return INPUT_OUTPUT_REQUIRED;
+}
+static OrtMemType ORT_API_CALL input_mem(const OrtCustomOp *o, size_t i) {
+	(void)o;
+	(void)i;
+	return OrtMemTypeDefault;
+}
+static int ORT_API_CALL one(const OrtCustomOp *o) {
+	(void)o;
+	return 1;
+}
+static int ORT_API_CALL end_version(const OrtCustomOp *o) {
+	(void)o;
+	return INT_MAX;
+}
+static size_t ORT_API_CALL no_pairs(int **in, int **out) {
+	*in = NULL;
+	*out = NULL;
+	return 0;
+}
+static void ORT_API_CALL release_pairs(int *in, int *out) {
+	(void)in;
+	(void)out;
+}
+
+static OrtCustomOp op;
+static OrtCustomOpDomain *domain;
+static OrtStatus *domain_status;
+static pthread_once_t once = PTHREAD_ONCE_INIT;
+
+static void make_domain(void) {
+	op.version = MIGU_ORT_API;
+	op.CreateKernelV2 = create_kernel;
+	op.KernelComputeV2 = compute;
+	op.KernelDestroy = destroy;
+	op.GetName = get_name;
+	op.GetExecutionProviderType = get_provider;
+	op.GetInputType = input_type;
+	op.GetInputTypeCount = input_count;
+	op.GetOutputType = output_type;
+	op.GetOutputTypeCount = output_count;
+	op.GetInputCharacteristic = required;
+	op.GetOutputCharacteristic = required;
+	op.GetInputMemoryType = input_mem;
+	op.GetVariadicInputMinArity = one;
+	op.GetVariadicInputHomogeneity = one;
+	op.GetVariadicOutputMinArity = one;
+	op.GetVariadicOutputHomogeneity = one;
+	op.GetStartVersion = one;
+	op.GetEndVersion = end_version;
+	op.GetMayInplace = no_pairs;
+	op.ReleaseMayInplace = release_pairs;
+	op.GetAliasMap = no_pairs;
+	op.ReleaseAliasMap = release_pairs;
+	domain_status = api->CreateCustomOpDomain("ai.migu", &domain);
+	if (domain_status == NULL) domain_status = api->CustomOpDomain_Add(domain, &op);
+}
+
+// RegisterCustomOps is the entry point ONNX Runtime's RegisterCustomOpsLibrary
+// looks for; migu calls it directly (onnx/ort), after migu_kernels' own.
+MIGU_EXPORT OrtStatus *ORT_API_CALL RegisterCustomOps(OrtSessionOptions *options, const OrtApiBase *base) {
+	if (api == NULL) {
+		api = base->GetApi(MIGU_ORT_API);
+		if (api == NULL) return NULL;
+	}
+	pthread_once(&once, make_domain);
+	if (domain_status != NULL) return api->CreateStatus(ORT_FAIL, api->GetErrorMessage(domain_status));
+	return api->AddCustomOpDomain(options, domain);
+}
+
+// MiguBF16Version tells the loader which op set this build provides.
+MIGU_EXPORT const char *MiguBF16Version(void) { return "1"; }
