@@ -84,6 +84,9 @@ type recomputeSpec struct {
 	// kernels, when set, is the fused-kernel library: the graph is built
 	// with GraphOptions.Fused and the session loads it.
 	kernels string
+	// bf16, when set, is the bf16 library: the graph is built with
+	// Precision bf16 and the session loads it.
+	bf16 string
 }
 
 func (s recomputeSpec) manifest(t *testing.T) *modeldir.Manifest {
@@ -123,7 +126,7 @@ func (s recomputeSpec) run(t *testing.T, recompute string) (*Artifact, map[strin
 		}
 		values[name] = v
 	}
-	art, err := Build(m, man, GraphOptions{Names: names, Taps: true, TapPoints: points, HiddenPad: s.pad, Recompute: recompute, Fused: s.kernels != "", FusedTaps: s.kernels != ""})
+	art, err := Build(m, man, GraphOptions{Names: names, Taps: true, TapPoints: points, HiddenPad: s.pad, Recompute: recompute, Fused: s.kernels != "", FusedTaps: s.kernels != "", Precision: precisionOf(s.bf16)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,8 +135,10 @@ func (s recomputeSpec) run(t *testing.T, recompute string) (*Artifact, map[strin
 		t.Fatal(err)
 	}
 	so := ort.SessionOptions{Threads: 1}
-	if s.kernels != "" {
-		so.CustomOps = []string{s.kernels}
+	for _, lib := range []string{s.kernels, s.bf16} {
+		if lib != "" {
+			so.CustomOps = append(so.CustomOps, lib)
+		}
 	}
 	sess, err := ort.NewSession(path, so)
 	if err != nil {

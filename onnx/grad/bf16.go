@@ -13,7 +13,7 @@ import (
 // weights' path.
 func init() {
 	register(map[string]Rule{
-		onnx.DomainMigu + ".MatMulBF16": matmulBF16Grad,
+		onnx.DomainMiguBF16 + ".MatMulBF16": matmulBF16Grad,
 	})
 }
 
@@ -29,7 +29,7 @@ func matmulBF16Grad(c *Context, n *onnxpb.NodeProto, dY []string) ([]string, err
 	out := grads(n)
 	a, b, y, dy := n.Input[0], n.Input[1], n.Output[0], dY[0]
 	product := func(x, w string, transA, transB int64, hint string) string {
-		return c.OpIn(onnx.DomainMigu, "MatMulBF16", []string{x, w}, 1, hint, onnx.AttrInt("transA", transA), onnx.AttrInt("transB", transB))[0]
+		return c.OpIn(onnx.DomainMiguBF16, "MatMulBF16", []string{x, w}, 1, hint, onnx.AttrInt("transA", transA), onnx.AttrInt("transB", transB))[0]
 	}
 	if c.Needs(a) {
 		out[0] = product(dy, b, 0, 1-tb, "bw/"+a)

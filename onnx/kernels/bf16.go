@@ -11,7 +11,7 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-// bfloat16 matrix products: ai.migu.MatMulBF16 (csrc/migu_bf16.c) rounds
+// bfloat16 matrix products: ai.migu.bf16.MatMulBF16 (csrc/migu_bf16.c) rounds
 // its float32 operands to bfloat16 and multiplies them in oneDNN with
 // float32 accumulation and a float32 result. It lives in a library of its
 // own, bin/libmigu_bf16.so, built by scripts/bf16.sh only where oneDNN's
@@ -92,7 +92,7 @@ func BF16SlowWarning(units string) string {
 }
 
 // RewriteBF16 replaces the MatMul nodes named in nodes (the weight
-// products: migu.json's linears) by ai.migu.MatMulBF16 nodes with the same
+// products: migu.json's linears) by ai.migu.bf16.MatMulBF16 nodes with the same
 // name and output, where the left operand is float32 of rank 2 or more and
 // the right one a 2-D float32 or bfloat16 matrix. On the way it folds the
 // right operand's producers that only reshape its precision or layout: a
@@ -134,7 +134,7 @@ func RewriteBF16(m *onnx.Model, types Types, nodes map[string]bool) (int, error)
 			b = p.Input[0]
 		}
 		n.OpType = proto.String("MatMulBF16")
-		n.Domain = proto.String(onnx.DomainMigu)
+		n.Domain = proto.String(onnx.DomainMiguBF16)
 		n.Input = []string{a, b}
 		n.Attribute = []*onnxpb.AttributeProto{onnx.AttrInt("transA", 0), onnx.AttrInt("transB", transB)}
 		count++
@@ -152,7 +152,7 @@ func RewriteBF16(m *onnx.Model, types Types, nodes map[string]bool) (int, error)
 			return bypassed[n] && len(consumers[n.Output[0]]) == 0 && !outputs[n.Output[0]]
 		}) > 0
 	}
-	m.SetOpset(onnx.DomainMigu, Opset)
+	m.SetOpset(onnx.DomainMiguBF16, Opset)
 	return count, nil
 }
 

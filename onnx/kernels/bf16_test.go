@@ -88,14 +88,14 @@ func (p product) save(t testing.TB) string {
 	}
 	g.AddInput("b", bt, dimsOf(p.b))
 	g.Node("MatMulBF16", []string{"a", "b"}, []string{"y"}, "y", onnx.AttrInt("transA", p.transA), onnx.AttrInt("transB", p.transB))
-	g.P.Node[0].Domain = &[]string{onnx.DomainMigu}[0]
+	g.P.Node[0].Domain = &[]string{onnx.DomainMiguBF16}[0]
 	_, _, n := p.dims()
 	ys := append(append([]int64{}, p.a[:len(p.a)-1]...), int64(n))
 	if p.transA == 1 {
 		ys = []int64{p.a[1], int64(n)}
 	}
 	g.AddOutput("y", onnx.Float, dimsOf(ys))
-	m.SetOpset(onnx.DomainMigu, 1)
+	m.SetOpset(onnx.DomainMiguBF16, 1)
 	path := filepath.Join(t.TempDir(), "bf16.onnx")
 	if err := m.Save(path, onnx.SaveOptions{}); err != nil {
 		t.Fatal(err)
@@ -260,7 +260,7 @@ func TestMatMulBF16BadShapes(t *testing.T) {
 	defer bv.Close()
 	if _, err := s.Run(map[string]ort.Value{"a": av, "b": bv}); err == nil {
 		t.Fatal("a [2,3]·[4,5] product ran")
-	} else if want := "ai.migu.MatMulBF16"; !strings.Contains(err.Error(), want) {
+	} else if want := "ai.migu.bf16.MatMulBF16"; !strings.Contains(err.Error(), want) {
 		t.Fatalf("error %q does not name %s", err, want)
 	}
 }

@@ -9,7 +9,7 @@ import (
 // Shape rule of migu's bfloat16 matrix product (onnx/kernels,
 // csrc/migu_bf16.c): float32 or bfloat16 in, float32 out.
 func init() {
-	registerShape(inferMatMulBF16, onnx.DomainMigu+".MatMulBF16")
+	registerShape(inferMatMulBF16, onnx.DomainMiguBF16+".MatMulBF16")
 }
 
 // inferMatMulBF16: Y = op(A)·op(B) with B 2-D; A is [..., M, K], or [K, M]

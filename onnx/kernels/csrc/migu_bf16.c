@@ -1,8 +1,9 @@
 // migu_bf16: bfloat16 matrix products for migu's training graphs, an
 // optional companion of migu_kernels.c built only where oneDNN's headers
 // are installed (Debian's libdnnl-dev; scripts/bf16.sh), loaded into a stock
-// ONNX Runtime through its custom-operator C API. One op, domain "ai.migu",
-// opset 1:
+// ONNX Runtime through its custom-operator C API. One op, domain
+// "ai.migu.bf16" (ORT refuses a second library registering migu_kernels'
+// "ai.migu"), opset 1:
 //
 //   MatMulBF16(A, B; transA, transB) -> Y float32
 //       Y = op(A) · op(B), op a transpose where the flag is set.
@@ -51,13 +52,13 @@ static const OrtApi *api;
 
 static OrtStatus *fail(const char *msg) {
 	char buf[512];
-	snprintf(buf, sizeof buf, "ai.migu.MatMulBF16: %s", msg);
+	snprintf(buf, sizeof buf, "ai.migu.bf16.MatMulBF16: %s", msg);
 	return api->CreateStatus(ORT_INVALID_ARGUMENT, buf);
 }
 
 static OrtStatus *dnnl_fail(const char *what, dnnl_status_t st) {
 	char buf[256];
-	snprintf(buf, sizeof buf, "ai.migu.MatMulBF16: oneDNN %s failed (status %d)", what, (int)st);
+	snprintf(buf, sizeof buf, "ai.migu.bf16.MatMulBF16: oneDNN %s failed (status %d)", what, (int)st);
 	return api->CreateStatus(ORT_FAIL, buf);
 }
 
@@ -125,7 +126,7 @@ static OrtStatus *as_bf16(OrtKernelContext *ctx, const tensor *t, const uint16_t
 		return NULL;
 	}
 	uint16_t *y = malloc((size_t)(t->count > 0 ? t->count : 1) * sizeof *y);
-	if (y == NULL) return api->CreateStatus(ORT_FAIL, "ai.migu.MatMulBF16: out of memory");
+	if (y == NULL) return api->CreateStatus(ORT_FAIL, "ai.migu.bf16.MatMulBF16: out of memory");
 	*owned = y;
 	*out = y;
 	if (t->count == 0) return NULL;
@@ -243,7 +244,7 @@ static OrtStatus *ORT_API_CALL create_kernel(const OrtCustomOp *o, const OrtApi 
 	(void)o;
 	(void)a;
 	kernel *k = calloc(1, sizeof *k);
-	if (k == NULL) return api->CreateStatus(ORT_FAIL, "ai.migu.MatMulBF16: out of memory");
+	if (k == NULL) return api->CreateStatus(ORT_FAIL, "ai.migu.bf16.MatMulBF16: out of memory");
 	k->trans_a = int_attr(info, "transA") != 0;
 	k->trans_b = int_attr(info, "transB") != 0;
 	*out = k;
@@ -337,7 +338,7 @@ static void make_domain(void) {
 	op.ReleaseMayInplace = release_pairs;
 	op.GetAliasMap = no_pairs;
 	op.ReleaseAliasMap = release_pairs;
-	domain_status = api->CreateCustomOpDomain("ai.migu", &domain);
+	domain_status = api->CreateCustomOpDomain("ai.migu.bf16", &domain);
 	if (domain_status == NULL) domain_status = api->CustomOpDomain_Add(domain, &op);
 }
 
