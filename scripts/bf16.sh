@@ -27,7 +27,7 @@ mkdir -p "$(dirname "$out")"
 tmp=$(mktemp "$out.XXXXXX")
 trap 'rm -f "$tmp"' EXIT
 "$cc" -std=c11 -D_GNU_SOURCE -O3 -fno-math-errno -fPIC -shared -fvisibility=hidden \
-	-Wall -Wextra -I"$hdr" -o "$tmp" "$src" -ldnnl -lpthread
+	-Wall -Wextra -I"$hdr" -o "$tmp" "$src" -ldnnl -lgomp -lpthread
 mv "$tmp" "$out"
 trap - EXIT
 echo "$out"

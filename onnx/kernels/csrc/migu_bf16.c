@@ -17,8 +17,9 @@
 // emulates the bf16 multiply in float32 (slower than ORT's float32 MatMul,
 // which is why migu warns where the CPU lacks them).
 //
-// oneDNN runs the product on its own threads (OpenMP in Debian's build), not
-// on ONNX Runtime's pool; the float32 → bf16 rounding runs on ORT's pool.
+// The work runs on ONNX Runtime's intra-op threads: the float32 → bf16
+// rounding, and the product cut into blocks of Y, each one oneDNN call on
+// one thread (matmul below).
 
 #include <limits.h>
 #include <pthread.h>
@@ -28,6 +29,15 @@
 #include <string.h>
 
 #include <oneapi/dnnl/dnnl.h>
+
+// Debian's oneDNN runs on OpenMP: a block asks it for one thread, the one
+// ORT runs the block on. Other oneDNN builds use their own pools.
+#if DNNL_CPU_RUNTIME == DNNL_RUNTIME_OMP
+#include <omp.h>
+#define ONE_THREAD() omp_set_num_threads(1)
+#else
+#define ONE_THREAD() ((void)0)
+#endif
 
 #include "onnxruntime_c_api.h"
 
@@ -135,62 +145,157 @@ static OrtStatus *as_bf16(OrtKernelContext *ctx, const tensor *t, const uint16_t
 }
 
 // The CPU engine is made once per process and shared by every kernel
-// (oneDNN engines are thread-safe); each Compute makes its own stream.
+// (oneDNN engines are thread-safe).
 static dnnl_engine_t engine;
 static dnnl_status_t engine_status;
 static pthread_once_t engine_once = PTHREAD_ONCE_INIT;
 
 static void make_engine(void) { engine_status = dnnl_engine_create(&engine, dnnl_cpu, 0); }
 
+// Each thread that runs blocks keeps one oneDNN stream (streams are not
+// shared between threads); ORT's pool threads live as long as the process.
+static __thread dnnl_stream_t thread_stream;
+
+// A product is cut into blocks of up to BLOCK_M rows and BLOCK_N columns
+// of Y, run on ONNX Runtime's intra-op threads (KernelContext_ParallelFor),
+// each block by oneDNN on the thread that runs it: the product uses the
+// threads --threads gives ORT, not a second pool of its own. (Debian's
+// oneDNN runs on OpenMP; set to one thread on ORT's threads, it works
+// where it is called.)
+enum { BLOCK_M = 128, BLOCK_N = 256, CACHE = 8 };
+
+// block_shape is an m×n block of Y with inner dimension k, and the leading
+// strides of A, B and Y in the full matrices (the trans flags are the
+// kernel's).
+typedef struct {
+	int64_t m, n, k, lda, ldb, ldy;
+} block_shape;
+
+// prim is a oneDNN matmul primitive for one block shape.
+typedef struct {
+	block_shape sh;
+	dnnl_primitive_t prim;
+	dnnl_memory_desc_t a_md, b_md, y_md;
+} prim;
+
 typedef struct {
 	int64_t trans_a, trans_b;
+	// cache holds the primitives of the block shapes met so far (a full
+	// block and its edges: four per product shape), guarded by mu.
+	// Primitives are immutable: threads execute them at once.
+	pthread_mutex_t mu;
+	prim cache[CACHE];
+	int cached;
 } kernel;
 
-// matmul runs y[M,N] = op(a) · op(b) in oneDNN with bf16 operands and
-// float32 accumulation and output; strides express the transposes.
-static OrtStatus *matmul(const uint16_t *a, const uint16_t *b, float *y, int64_t m, int64_t k, int64_t n, int trans_a,
-                         int trans_b) {
-	pthread_once(&engine_once, make_engine);
-	if (engine_status != dnnl_success) return dnnl_fail("engine creation", engine_status);
-	dnnl_memory_desc_t a_md, b_md, y_md;
-	dnnl_dims_t a_dims = {m, k}, b_dims = {k, n}, y_dims = {m, n};
-	dnnl_dims_t a_str = {k, 1}, b_str = {n, 1}, y_str = {n, 1};
-	if (trans_a) a_str[0] = 1, a_str[1] = m;
-	if (trans_b) b_str[0] = 1, b_str[1] = k;
-	dnnl_status_t st = dnnl_memory_desc_init_by_strides(&a_md, 2, a_dims, dnnl_bf16, a_str);
-	if (st == dnnl_success) st = dnnl_memory_desc_init_by_strides(&b_md, 2, b_dims, dnnl_bf16, b_str);
-	if (st == dnnl_success) st = dnnl_memory_desc_init_by_strides(&y_md, 2, y_dims, dnnl_f32, y_str);
-	if (st != dnnl_success) return dnnl_fail("memory descriptor", st);
+static dnnl_status_t make_prim(const kernel *kk, block_shape sh, prim *out) {
+	out->sh = sh;
+	dnnl_dims_t a_dims = {sh.m, sh.k}, b_dims = {sh.k, sh.n}, y_dims = {sh.m, sh.n};
+	dnnl_dims_t a_str = {sh.lda, 1}, b_str = {sh.ldb, 1}, y_str = {sh.ldy, 1};
+	if (kk->trans_a) a_str[0] = 1, a_str[1] = sh.lda;
+	if (kk->trans_b) b_str[0] = 1, b_str[1] = sh.ldb;
+	dnnl_status_t st = dnnl_memory_desc_init_by_strides(&out->a_md, 2, a_dims, dnnl_bf16, a_str);
+	if (st == dnnl_success) st = dnnl_memory_desc_init_by_strides(&out->b_md, 2, b_dims, dnnl_bf16, b_str);
+	if (st == dnnl_success) st = dnnl_memory_desc_init_by_strides(&out->y_md, 2, y_dims, dnnl_f32, y_str);
+	if (st != dnnl_success) return st;
 	dnnl_matmul_desc_t desc;
-	if ((st = dnnl_matmul_desc_init(&desc, &a_md, &b_md, NULL, &y_md)) != dnnl_success)
-		return dnnl_fail("matmul descriptor", st);
+	if ((st = dnnl_matmul_desc_init(&desc, &out->a_md, &out->b_md, NULL, &out->y_md)) != dnnl_success) return st;
 	dnnl_primitive_desc_t pd = NULL;
-	dnnl_primitive_t prim = NULL;
-	dnnl_stream_t stream = NULL;
+	if ((st = dnnl_primitive_desc_create(&pd, &desc, NULL, engine, NULL)) != dnnl_success) return st;
+	st = dnnl_primitive_create(&out->prim, pd);
+	dnnl_primitive_desc_destroy(pd);
+	return st;
+}
+
+// get_prim finds the block shape's primitive in the kernel's cache or
+// makes it; *owned is set when the cache is full and the caller must
+// destroy it after use.
+static dnnl_status_t get_prim(kernel *kk, block_shape sh, prim *out, int *owned) {
+	*owned = 0;
+	pthread_mutex_lock(&kk->mu);
+	for (int i = 0; i < kk->cached; i++) {
+		if (memcmp(&kk->cache[i].sh, &sh, sizeof sh) == 0) {
+			*out = kk->cache[i];
+			pthread_mutex_unlock(&kk->mu);
+			return dnnl_success;
+		}
+	}
+	dnnl_status_t st = make_prim(kk, sh, out);
+	if (st == dnnl_success) {
+		if (kk->cached < CACHE)
+			kk->cache[kk->cached++] = *out;
+		else
+			*owned = 1;
+	}
+	pthread_mutex_unlock(&kk->mu);
+	return st;
+}
+
+typedef struct {
+	kernel *kk;
+	const uint16_t *a, *b;
+	float *y;
+	int64_t m, k, n, blocks_n;
+	_Atomic dnnl_status_t status;
+	_Atomic int failed_at; // 0: none; 1: primitive, 2: memory or stream, 3: execution
+} matmul_job;
+
+static void matmul_block(void *p, size_t blk) {
+	matmul_job *j = p;
+	const kernel *kk = j->kk;
+	int64_t m0 = (int64_t)(blk / (size_t)j->blocks_n) * BLOCK_M, n0 = (int64_t)(blk % (size_t)j->blocks_n) * BLOCK_N;
+	block_shape sh;
+	memset(&sh, 0, sizeof sh); // the cache compares shapes bytewise
+	sh.m = j->m - m0 < BLOCK_M ? j->m - m0 : BLOCK_M;
+	sh.n = j->n - n0 < BLOCK_N ? j->n - n0 : BLOCK_N;
+	sh.k = j->k;
+	sh.lda = kk->trans_a ? j->m : j->k;
+	sh.ldb = kk->trans_b ? j->k : j->n;
+	sh.ldy = j->n;
+	// Block origins: rows m0 of op(A), columns n0 of op(B), element (m0, n0) of Y.
+	const uint16_t *a = j->a + (kk->trans_a ? m0 : m0 * j->k);
+	const uint16_t *b = j->b + (kk->trans_b ? n0 * j->k : n0);
+	float *y = j->y + m0 * j->n + n0;
+	ONE_THREAD();
+	prim pr;
+	int owned = 0, stage = 1;
+	dnnl_status_t st = get_prim(j->kk, sh, &pr, &owned);
 	dnnl_memory_t am = NULL, bm = NULL, ym = NULL;
-	const char *what = "primitive descriptor";
-	st = dnnl_primitive_desc_create(&pd, &desc, NULL, engine, NULL);
-	if (st == dnnl_success) what = "primitive", st = dnnl_primitive_create(&prim, pd);
-	if (st == dnnl_success) what = "memory", st = dnnl_memory_create(&am, &a_md, engine, (void *)a);
-	if (st == dnnl_success) st = dnnl_memory_create(&bm, &b_md, engine, (void *)b);
-	if (st == dnnl_success) st = dnnl_memory_create(&ym, &y_md, engine, y);
-	if (st == dnnl_success) what = "stream", st = dnnl_stream_create(&stream, engine, dnnl_stream_default_flags);
+	if (st == dnnl_success) stage = 2, st = dnnl_memory_create(&am, &pr.a_md, engine, (void *)a);
+	if (st == dnnl_success) st = dnnl_memory_create(&bm, &pr.b_md, engine, (void *)b);
+	if (st == dnnl_success) st = dnnl_memory_create(&ym, &pr.y_md, engine, y);
+	if (st == dnnl_success && thread_stream == NULL) st = dnnl_stream_create(&thread_stream, engine, dnnl_stream_default_flags);
 	if (st == dnnl_success) {
 		dnnl_exec_arg_t args[3] = {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, ym}};
-		what = "execution";
-		st = dnnl_primitive_execute(prim, stream, 3, args);
-		if (st == dnnl_success) st = dnnl_stream_wait(stream);
+		stage = 3;
+		st = dnnl_primitive_execute(pr.prim, thread_stream, 3, args);
+		if (st == dnnl_success) st = dnnl_stream_wait(thread_stream);
 	}
-	if (stream) dnnl_stream_destroy(stream);
 	if (ym) dnnl_memory_destroy(ym);
 	if (bm) dnnl_memory_destroy(bm);
 	if (am) dnnl_memory_destroy(am);
-	if (prim) dnnl_primitive_destroy(prim);
-	if (pd) dnnl_primitive_desc_destroy(pd);
-	return st == dnnl_success ? NULL : dnnl_fail(what, st);
+	if (owned) dnnl_primitive_destroy(pr.prim);
+	if (st != dnnl_success) {
+		j->status = st;
+		j->failed_at = stage;
+	}
 }
 
-static OrtStatus *compute_status(const kernel *kk, OrtKernelContext *ctx) {
+// matmul runs y[M,N] = op(a) · op(b) with bf16 operands and float32
+// accumulation and output, block by block on ORT's threads.
+static OrtStatus *matmul(OrtKernelContext *ctx, kernel *kk, const uint16_t *a, const uint16_t *b, float *y, int64_t m,
+                         int64_t k, int64_t n) {
+	pthread_once(&engine_once, make_engine);
+	if (engine_status != dnnl_success) return dnnl_fail("engine creation", engine_status);
+	matmul_job j = {.kk = kk, .a = a, .b = b, .y = y, .m = m, .k = k, .n = n, .blocks_n = (n + BLOCK_N - 1) / BLOCK_N,
+	                .status = dnnl_success, .failed_at = 0};
+	size_t blocks = (size_t)((m + BLOCK_M - 1) / BLOCK_M * j.blocks_n);
+	TRY(api->KernelContext_ParallelFor(ctx, matmul_block, blocks, 0, &j));
+	static const char *stages[] = {"", "primitive creation", "memory or stream creation", "execution"};
+	return j.failed_at == 0 ? NULL : dnnl_fail(stages[j.failed_at], j.status);
+}
+
+static OrtStatus *compute_status(kernel *kk, OrtKernelContext *ctx) {
 	tensor a, b;
 	TRY(input(ctx, 0, &a));
 	TRY(input(ctx, 1, &b));
@@ -221,7 +326,7 @@ static OrtStatus *compute_status(const kernel *kk, OrtKernelContext *ctx) {
 	uint16_t *aown, *bown = NULL;
 	OrtStatus *s = as_bf16(ctx, &a, &ab, &aown);
 	if (s == NULL) s = as_bf16(ctx, &b, &bb, &bown);
-	if (s == NULL) s = matmul(ab, bb, y, m, k, n, (int)kk->trans_a, (int)kk->trans_b);
+	if (s == NULL) s = matmul(ctx, kk, ab, bb, y, m, k, n);
 	free(aown);
 	free(bown);
 	return s;
@@ -247,12 +352,18 @@ static OrtStatus *ORT_API_CALL create_kernel(const OrtCustomOp *o, const OrtApi 
 	if (k == NULL) return api->CreateStatus(ORT_FAIL, "ai.migu.bf16.MatMulBF16: out of memory");
 	k->trans_a = int_attr(info, "transA") != 0;
 	k->trans_b = int_attr(info, "transB") != 0;
+	pthread_mutex_init(&k->mu, NULL);
 	*out = k;
 	return NULL;
 }
 
 static OrtStatus *ORT_API_CALL compute(void *k, OrtKernelContext *ctx) { return compute_status(k, ctx); }
-static void ORT_API_CALL destroy(void *k) { free(k); }
+static void ORT_API_CALL destroy(void *k) {
+	kernel *kk = k;
+	for (int i = 0; i < kk->cached; i++) dnnl_primitive_destroy(kk->cache[i].prim);
+	pthread_mutex_destroy(&kk->mu);
+	free(kk);
+}
 static const char *ORT_API_CALL get_name(const OrtCustomOp *o) {
 	(void)o;
 	return "MatMulBF16";
