@@ -104,9 +104,9 @@ func (p product) save(t testing.TB) string {
 }
 
 // run feeds a and b (b as bfloat16 bits when p.bf16B) and returns y.
-func (p product) run(t testing.TB, path, lib string, a, b []float32) []float32 {
+func (p product) run(t testing.TB, path, lib string, threads int, a, b []float32) []float32 {
 	t.Helper()
-	s, err := ort.NewSession(path, ort.SessionOptions{Threads: 2, CustomOps: []string{lib}})
+	s, err := ort.NewSession(path, ort.SessionOptions{Threads: threads, CustomOps: []string{lib}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,6 +145,8 @@ var products = []product{
 	{name: "bf16 B (frozen weight)", a: []int64{2, 7, 32}, b: []int64{32, 9}, bf16B: true},
 	{name: "K 512 (llama-small hidden)", a: []int64{8, 512}, b: []int64{512, 64}},
 	{name: "K 1376 transA transB", a: []int64{1376, 12}, b: []int64{10, 1376}, transA: 1, transB: 1},
+	{name: "blocks with edges (M 300, N 600: 3x3 blocks of 128x256)", a: []int64{3, 100, 64}, b: []int64{64, 600}},
+	{name: "blocks with edges transA transB", a: []int64{64, 300}, b: []int64{600, 64}, transA: 1, transB: 1},
 	{name: "K 0", a: []int64{3, 0}, b: []int64{0, 4}},
 }
 
@@ -182,7 +184,7 @@ func gaussian(rng *rand.Rand, n int) []float32 {
 
 // MatMulBF16 against float64 references: exactly the product of the
 // bfloat16-rounded inputs where float32 sums are exact; on Gaussian inputs
-// within float32 accumulation's worst-case bound (k·u·Σ|ab|) of the
+// the same bits on 1 and 2 threads, and within float32 accumulation's worst-case bound (k·u·Σ|ab|) of the
 // rounded product and within bfloat16's (2·2^-9·Σ|ab| more) of the
 // unrounded float32 one — and measurably away from the latter, so the
 // inputs were rounded.
@@ -198,7 +200,7 @@ func TestMatMulBF16(t *testing.T) {
 			_, k, _ := p.dims()
 
 			a, b := exactValues(t, rng, numel(p.a)), exactValues(t, rng, numel(p.b))
-			got := p.run(t, path, lib, a, b)
+			got := p.run(t, path, lib, 2, a, b)
 			want, _ := p.reference(a, b, true)
 			unrounded, _ := p.reference(a, b, false)
 			if len(got) != len(want) {
@@ -216,7 +218,12 @@ func TestMatMulBF16(t *testing.T) {
 			}
 
 			a, b = gaussian(rng, numel(p.a)), gaussian(rng, numel(p.b))
-			got = p.run(t, path, lib, a, b)
+			got = p.run(t, path, lib, 2, a, b)
+			for j, v := range p.run(t, path, lib, 1, a, b) {
+				if v != got[j] {
+					t.Fatalf("gaussian inputs: y[%d] = %g on 1 thread, %g on 2: the blocks depend on the threads", j, v, got[j])
+				}
+			}
 			want, scale := p.reference(a, b, true)
 			fp32, _ := p.reference(a, b, false)
 			worst := 0.0
