@@ -105,9 +105,10 @@ func BF16SlowWarning(units string) string {
 func RewriteBF16(m *onnx.Model, types Types, nodes map[string]bool) (int, error) {
 	g := m.Graph()
 	producers := g.Producers()
-	is2D := func(v string, dts ...onnx.DType) bool {
+	// matrix tells whether v is 2-D and of one of the types.
+	matrix := func(v string, float, bf16 bool) bool {
 		dt, s, ok := types.Type(v)
-		return ok && len(s) == 2 && (dt == dts[0] || len(dts) > 1 && dt == dts[1])
+		return ok && len(s) == 2 && (float && dt == onnx.Float || bf16 && dt == onnx.BFloat16)
 	}
 	bypassed := map[*onnxpb.NodeProto]bool{}
 	count := 0
@@ -116,7 +117,7 @@ func RewriteBF16(m *onnx.Model, types Types, nodes map[string]bool) (int, error)
 			continue
 		}
 		a, b := n.Input[0], n.Input[1]
-		if dt, s, ok := types.Type(a); !ok || dt != onnx.Float || len(s) < 2 || !is2D(b, onnx.Float) {
+		if dt, s, ok := types.Type(a); !ok || dt != onnx.Float || len(s) < 2 || !matrix(b, true, false) {
 			continue
 		}
 		var transB int64
@@ -125,9 +126,9 @@ func RewriteBF16(m *onnx.Model, types Types, nodes map[string]bool) (int, error)
 			if p == nil || p.GetDomain() != "" || len(p.Input) != 1 {
 				break
 			}
-			if p.GetOpType() == "Transpose" && transposes2D(p) && is2D(p.Input[0], onnx.Float, onnx.BFloat16) {
+			if p.GetOpType() == "Transpose" && transposes2D(p) && matrix(p.Input[0], true, true) {
 				transB = 1 - transB
-			} else if p.GetOpType() != "Cast" || onnx.AttrIntOr(p, "to", 0) != int64(onnx.Float) || !is2D(p.Input[0], onnx.BFloat16) {
+			} else if p.GetOpType() != "Cast" || onnx.AttrIntOr(p, "to", 0) != int64(onnx.Float) || !matrix(p.Input[0], false, true) {
 				break
 			}
 			bypassed[p] = true

@@ -12,6 +12,9 @@
 // package migu; both give the same numbers to float32 rounding, and the
 // fused graph is used only when the library is found and loaded.
 //
+// bfloat16 matrix products (MatMulBF16, --precision bf16) live in a library
+// of their own that needs oneDNN (bf16.go, csrc/migu_bf16.c).
+//
 // Switching it off: MIGU_KERNELS=off (or train.Config.Kernels "off") keeps
 // every graph in standard ONNX operators; MIGU_KERNELS=/path/lib.so picks
 // a library explicitly.
