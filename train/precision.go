@@ -48,8 +48,8 @@ func BF16Library(cfg Config) (string, error) {
 }
 
 // PrecisionWarning is the one line to show before a bf16 run on a CPU
-// without bf16 units (AMX-BF16, AVX512-BF16), where the products are
-// emulated and slower than fp32; "" otherwise. The run goes on either way.
+// without bf16 units (AMX-BF16, AVX512-BF16), where the products run as
+// float32 products of rounded operands, slower than fp32; "" otherwise. The run goes on either way.
 func (t *Trainer) PrecisionWarning() string {
 	if t.bf16 == "" {
 		return ""

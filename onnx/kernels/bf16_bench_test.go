@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -19,16 +20,20 @@ import (
 // x·W, input gradient dY·Wᵀ, weight gradient xᵀ·dY — on 1 and 2 threads:
 //
 //   - fp32: ORT's MatMul and Gemm (MLAS), what --precision fp32 runs;
-//   - bf16: ai.migu.bf16.MatMulBF16 on float32 operands (rounded to bf16 in
-//     the op), what --precision bf16 runs for trained weights;
-//   - bf16-weight: the same with W already stored in bf16 (frozen weights
-//     of a bf16 model folder), forward and input gradient only;
+//   - bf16-native, bf16-f32: ai.migu.bf16.MatMulBF16 on float32 operands
+//     (rounded to bf16 in the op), what --precision bf16 runs for trained
+//     weights, on each of its paths ($MIGU_BF16_PATH): oneDNN's bf16
+//     product (bf16 units, or emulated), or oneDNN's float32 product of
+//     the rounded operands (migu's choice on CPUs without bf16 units);
+//   - bf16-weight-native, bf16-weight-f32: the same with W already stored
+//     in bf16 (frozen weights of a bf16 model folder), forward and input
+//     gradient only;
 //   - ort-bf16: ORT's own kernels on bf16 operands (Cast, MatMul in bf16),
 //     the alternative to oneDNN; where ORT's CPU provider has no bf16
 //     MatMul the case reports it and skips.
 //
 // The log names the CPU's bf16 units (kernels.BF16Units): without them
-// oneDNN emulates bf16 and the bf16 cases are slower than fp32.
+// bf16-native is oneDNN's emulation, and bf16-f32 is what migu runs.
 func BenchmarkMatMulBF16(b *testing.B) {
 	lib := testenv.BF16(b)
 	if err := ort.Init(ort.InitOptions{LibraryPath: testenv.ORTLib(b)}); err != nil {
@@ -36,7 +41,7 @@ func BenchmarkMatMulBF16(b *testing.B) {
 	}
 	units := kernels.BF16Units()
 	if units == "" {
-		units = "none: bf16 emulated"
+		units = "none"
 	}
 	b.Logf("CPU bf16 units: %s", units)
 	const m, k, n = 512, 512, 1376
@@ -58,8 +63,9 @@ func BenchmarkMatMulBF16(b *testing.B) {
 		{"grad-weight", operand{"x", []int64{m, k}, x}, operand{"dy", []int64{m, n}, dy}, 1, 0, []int64{k, n}},
 	}
 	for _, p := range products {
-		for _, variant := range []string{"fp32", "bf16", "bf16-weight", "ort-bf16"} {
-			if variant == "bf16-weight" && p.b.name != "w" {
+		for _, variant := range []string{"fp32", "bf16-native", "bf16-f32", "bf16-weight-native", "bf16-weight-f32", "ort-bf16"} {
+			bf16Weight := strings.HasPrefix(variant, "bf16-weight")
+			if bf16Weight && p.b.name != "w" {
 				continue
 			}
 			for _, threads := range []int{1, 2} {
@@ -68,7 +74,7 @@ func BenchmarkMatMulBF16(b *testing.B) {
 					g := gm.Graph()
 					g.AddInput("a", onnx.Float, dimsOf(p.a.shape))
 					bt := onnx.Float
-					if variant == "bf16-weight" {
+					if bf16Weight {
 						bt = onnx.BFloat16
 					}
 					g.AddInput("b", bt, dimsOf(p.b.shape))
@@ -88,6 +94,7 @@ func BenchmarkMatMulBF16(b *testing.B) {
 						}
 						g.Node("Cast", []string{y16}, []string{"y"}, "y", onnx.AttrInt("to", int64(onnx.Float)))
 					default:
+						b.Setenv("MIGU_BF16_PATH", variant[strings.LastIndexByte(variant, '-')+1:])
 						g.Node("MatMulBF16", []string{"a", "b"}, []string{"y"}, "y", trans...)
 						g.P.Node[0].Domain = &[]string{onnx.DomainMiguBF16}[0]
 						gm.SetOpset(onnx.DomainMiguBF16, kernels.Opset)
@@ -117,7 +124,7 @@ func BenchmarkMatMulBF16(b *testing.B) {
 					}
 					defer av.Close()
 					var bv ort.Value
-					if variant == "bf16-weight" {
+					if bf16Weight {
 						bits := make([]uint16, len(p.b.vals))
 						for i, v := range p.b.vals {
 							bits[i] = half.F32ToBF16(v)

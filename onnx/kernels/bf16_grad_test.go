@@ -34,8 +34,12 @@ func TestRewriteBF16Gradients(t *testing.T) {
 		t.Fatal(err)
 	}
 	const b, s, k, n = 2, 5, 40, 300 // n above one 256-column block
-	for _, storage := range []string{"kn", "nk-transposed", "bf16-cast"} {
-		t.Run(storage, func(t *testing.T) {
+	for _, c := range []struct{ storage, path string }{
+		{"kn", "native"}, {"kn", "f32"}, {"nk-transposed", "native"}, {"nk-transposed", "f32"}, {"bf16-cast", "native"}, {"bf16-cast", "f32"},
+	} {
+		storage := c.storage
+		t.Run(storage+"/"+c.path, func(t *testing.T) {
+			t.Setenv("MIGU_BF16_PATH", c.path)
 			rng := rand.New(rand.NewPCG(7, uint64(len(storage))))
 			x, r := gaussian(rng, b*s*k), gaussian(rng, b*s*n)
 			wv := gaussian(rng, k*n) // W[k][n] row-major

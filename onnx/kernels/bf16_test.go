@@ -182,7 +182,7 @@ func gaussian(rng *rand.Rand, n int) []float32 {
 	return v
 }
 
-// MatMulBF16 against float64 references: exactly the product of the
+// MatMulBF16, on both paths, against float64 references: exactly the product of the
 // bfloat16-rounded inputs where float32 sums are exact; on Gaussian inputs
 // the same bits on 1 and 2 threads, and within float32 accumulation's worst-case bound (k·u·Σ|ab|) of the
 // rounded product and within bfloat16's (2·2^-9·Σ|ab| more) of the
@@ -193,6 +193,18 @@ func TestMatMulBF16(t *testing.T) {
 	if err := ort.Init(ort.InitOptions{LibraryPath: testenv.ORTLib(t)}); err != nil {
 		t.Fatal(err)
 	}
+	for _, bf16Path := range bf16Paths {
+		t.Run(bf16Path, func(t *testing.T) { testMatMulBF16(t, lib, bf16Path) })
+	}
+}
+
+// bf16Paths are MatMulBF16's two ways of computing ($MIGU_BF16_PATH): a bf16
+// product in oneDNN (on bf16 units, or emulated), and a float32 product
+// of the bf16-rounded operands (CPUs without bf16 units).
+var bf16Paths = []string{"native", "f32"}
+
+func testMatMulBF16(t *testing.T, lib, bf16Path string) {
+	t.Setenv("MIGU_BF16_PATH", bf16Path)
 	for i, p := range products {
 		t.Run(p.name, func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(uint64(i), 18))

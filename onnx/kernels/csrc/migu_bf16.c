@@ -12,10 +12,14 @@
 //       A and B are float32 (rounded to bfloat16 here, to nearest even) or
 //       already bfloat16 (frozen weights a model folder stores in bf16).
 //
-// The product is oneDNN's bf16 matmul with float32 accumulation: on CPUs
-// with AMX-BF16 or AVX-512 BF16 it runs on those units; elsewhere oneDNN
-// emulates the bf16 multiply in float32 (slower than ORT's float32 MatMul,
-// which is why migu warns where the CPU lacks them).
+// On CPUs with AMX-BF16 or AVX-512 BF16 the product is oneDNN's bf16 matmul
+// with float32 accumulation, on those units. Elsewhere oneDNN would emulate
+// bf16 (measured 2.6-2.8x the CPU time of float32 on Ice Lake), so the op
+// rounds the operands to bf16 values kept in float32 and runs oneDNN's
+// float32 matmul: the same numbers up to the order of the float32 sums (a
+// product of two bf16 values is exact in float32), at about float32 speed
+// (native_bf16 below). Either way the rounding is extra work over fp32,
+// which is why migu warns where the CPU lacks bf16 units.
 //
 // The work runs on ONNX Runtime's intra-op threads: the float32 → bf16
 // rounding, and the product cut into blocks of Y, each one oneDNN call on
@@ -113,34 +117,66 @@ VECTOR static void to_bf16(const float *x, uint16_t *y, int64_t n) {
 	}
 }
 
+// round_f32 rounds float32 to the nearest bfloat16 value, kept in float32
+// (the low 16 bits cleared): the operands of the float32 path.
+VECTOR static void round_f32(const float *x, float *y, int64_t n) {
+	for (int64_t i = 0; i < n; i++) {
+		uint32_t b;
+		memcpy(&b, &x[i], sizeof b);
+		uint32_t h = ((b + 0x7fffu + ((b >> 16) & 1u)) >> 16) << 16;
+		if ((b & 0x7fffffffu) > 0x7f800000u) h = (b & 0xffff0000u) | 0x00400000u;
+		memcpy(&y[i], &h, sizeof h);
+	}
+}
+
+// widen_f32 turns bfloat16 into float32 (exact).
+VECTOR static void widen_f32(const uint16_t *x, float *y, int64_t n) {
+	for (int64_t i = 0; i < n; i++) {
+		uint32_t h = (uint32_t)x[i] << 16;
+		memcpy(&y[i], &h, sizeof h);
+	}
+}
+
 enum { CONVERT_BLOCK = 1 << 16 };
 
+// convert_job converts n values of x into y: float32 to bf16 (native
+// path), or to bf16-valued float32 from float32 or from bf16 (float32 path).
 typedef struct {
-	const float *x;
-	uint16_t *y;
+	const void *x;
+	void *y;
 	int64_t n;
+	int to_f32, from_bf16;
 } convert_job;
 
 static void convert_block(void *p, size_t b) {
 	const convert_job *j = p;
 	int64_t start = (int64_t)b * CONVERT_BLOCK, n = j->n - start < CONVERT_BLOCK ? j->n - start : CONVERT_BLOCK;
-	to_bf16(j->x + start, j->y + start, n);
+	if (!j->to_f32)
+		to_bf16((const float *)j->x + start, (uint16_t *)j->y + start, n);
+	else if (j->from_bf16)
+		widen_f32((const uint16_t *)j->x + start, (float *)j->y + start, n);
+	else
+		round_f32((const float *)j->x + start, (float *)j->y + start, n);
 }
 
-// as_bf16 gives t's values in bfloat16: t's own data when it is bf16, else
-// a rounded copy in *owned (freed by the caller).
-static OrtStatus *as_bf16(OrtKernelContext *ctx, const tensor *t, const uint16_t **out, uint16_t **owned) {
+// operand gives t's values as the product reads them: bfloat16 (to_f32 0)
+// or bf16-valued float32 (to_f32 1). It is t's own data where that already
+// is the form (a bf16 tensor on the native path), else a converted copy in
+// *owned (freed by the caller).
+static OrtStatus *operand(OrtKernelContext *ctx, const tensor *t, int to_f32, const void **out, void **owned) {
 	*owned = NULL;
-	if (t->type == ONNX_TENSOR_ELEMENT_DATA_TYPE_BFLOAT16) {
+	int from_bf16 = t->type == ONNX_TENSOR_ELEMENT_DATA_TYPE_BFLOAT16;
+	if (from_bf16 && !to_f32) {
 		*out = t->data;
 		return NULL;
 	}
-	uint16_t *y = malloc((size_t)(t->count > 0 ? t->count : 1) * sizeof *y);
+	size_t size = to_f32 ? sizeof(float) : sizeof(uint16_t);
+	void *y = malloc((size_t)(t->count > 0 ? t->count : 1) * size);
 	if (y == NULL) return api->CreateStatus(ORT_FAIL, "ai.migu.bf16.MatMulBF16: out of memory");
 	*owned = y;
 	*out = y;
 	if (t->count == 0) return NULL;
-	convert_job j = {.x = t->data, .y = y, .n = t->count};
+	convert_job j = {.x = t->data, .y = y, .n = t->count, .to_f32 = to_f32, .from_bf16 = from_bf16};
 	return api->KernelContext_ParallelFor(ctx, convert_block, (size_t)((t->count + CONVERT_BLOCK - 1) / CONVERT_BLOCK), 0, &j);
 }
 
@@ -180,6 +216,9 @@ typedef struct {
 
 typedef struct {
 	int64_t trans_a, trans_b;
+	// f32 picks the float32 path: the operands rounded to bf16 values and
+	// multiplied by oneDNN's float32 matmul (see native_bf16).
+	int f32;
 	// cache holds the primitives of the block shapes met so far (a full
 	// block and its edges: four per product shape), guarded by mu.
 	// Primitives are immutable: threads execute them at once.
@@ -194,8 +233,9 @@ static dnnl_status_t make_prim(const kernel *kk, block_shape sh, prim *out) {
 	dnnl_dims_t a_str = {sh.lda, 1}, b_str = {sh.ldb, 1}, y_str = {sh.ldy, 1};
 	if (kk->trans_a) a_str[0] = 1, a_str[1] = sh.lda;
 	if (kk->trans_b) b_str[0] = 1, b_str[1] = sh.ldb;
-	dnnl_status_t st = dnnl_memory_desc_init_by_strides(&out->a_md, 2, a_dims, dnnl_bf16, a_str);
-	if (st == dnnl_success) st = dnnl_memory_desc_init_by_strides(&out->b_md, 2, b_dims, dnnl_bf16, b_str);
+	dnnl_data_type_t in = kk->f32 ? dnnl_f32 : dnnl_bf16;
+	dnnl_status_t st = dnnl_memory_desc_init_by_strides(&out->a_md, 2, a_dims, in, a_str);
+	if (st == dnnl_success) st = dnnl_memory_desc_init_by_strides(&out->b_md, 2, b_dims, in, b_str);
 	if (st == dnnl_success) st = dnnl_memory_desc_init_by_strides(&out->y_md, 2, y_dims, dnnl_f32, y_str);
 	if (st != dnnl_success) return st;
 	dnnl_matmul_desc_t desc;
@@ -233,7 +273,8 @@ static dnnl_status_t get_prim(kernel *kk, block_shape sh, prim *out, int *owned)
 
 typedef struct {
 	kernel *kk;
-	const uint16_t *a, *b;
+	const char *a, *b; // bf16 or float32 elements of size esize
+	size_t esize;
 	float *y;
 	int64_t m, k, n, blocks_n;
 	_Atomic dnnl_status_t status;
@@ -253,8 +294,8 @@ static void matmul_block(void *p, size_t blk) {
 	sh.ldb = kk->trans_b ? j->k : j->n;
 	sh.ldy = j->n;
 	// Block origins: rows m0 of op(A), columns n0 of op(B), element (m0, n0) of Y.
-	const uint16_t *a = j->a + (kk->trans_a ? m0 : m0 * j->k);
-	const uint16_t *b = j->b + (kk->trans_b ? n0 * j->k : n0);
+	const char *a = j->a + (size_t)(kk->trans_a ? m0 : m0 * j->k) * j->esize;
+	const char *b = j->b + (size_t)(kk->trans_b ? n0 * j->k : n0) * j->esize;
 	float *y = j->y + m0 * j->n + n0;
 	ONE_THREAD();
 	prim pr;
@@ -283,16 +324,32 @@ static void matmul_block(void *p, size_t blk) {
 
 // matmul runs y[M,N] = op(a) · op(b) with bf16 operands and float32
 // accumulation and output, block by block on ORT's threads.
-static OrtStatus *matmul(OrtKernelContext *ctx, kernel *kk, const uint16_t *a, const uint16_t *b, float *y, int64_t m,
+static OrtStatus *matmul(OrtKernelContext *ctx, kernel *kk, const void *a, const void *b, float *y, int64_t m,
                          int64_t k, int64_t n) {
 	pthread_once(&engine_once, make_engine);
 	if (engine_status != dnnl_success) return dnnl_fail("engine creation", engine_status);
-	matmul_job j = {.kk = kk, .a = a, .b = b, .y = y, .m = m, .k = k, .n = n, .blocks_n = (n + BLOCK_N - 1) / BLOCK_N,
+	matmul_job j = {.kk = kk, .a = a, .b = b, .esize = kk->f32 ? sizeof(float) : sizeof(uint16_t), .y = y, .m = m, .k = k, .n = n, .blocks_n = (n + BLOCK_N - 1) / BLOCK_N,
 	                .status = dnnl_success, .failed_at = 0};
 	size_t blocks = (size_t)((m + BLOCK_M - 1) / BLOCK_M * j.blocks_n);
 	TRY(api->KernelContext_ParallelFor(ctx, matmul_block, blocks, 0, &j));
 	static const char *stages[] = {"", "primitive creation", "memory or stream creation", "execution"};
 	return j.failed_at == 0 ? NULL : dnnl_fail(stages[j.failed_at], j.status);
+}
+
+// native_bf16 tells whether the product runs as a bf16 product in oneDNN
+// (1) or as a float32 product of the bf16-rounded operands (0). Both give
+// the same numbers up to the order of the float32 sums: a product of two
+// bf16 values is exact in float32. oneDNN multiplies bf16 on its bf16
+// units where the CPU has them (AVX512-BF16, AMX-BF16); elsewhere it
+// emulates them, slower than its own float32 product, which the float32
+// path then uses instead. $MIGU_BF16_PATH=native or f32 forces a path
+// (tests, measurements); it is read when a session creates its kernels.
+static int native_bf16(void) {
+	const char *force = getenv("MIGU_BF16_PATH");
+	if (force != NULL && strcmp(force, "native") == 0) return 1;
+	if (force != NULL && strcmp(force, "f32") == 0) return 0;
+	int isa = (int)dnnl_get_effective_cpu_isa();
+	return (isa & (int)dnnl_cpu_isa_avx512_core_bf16) == (int)dnnl_cpu_isa_avx512_core_bf16;
 }
 
 static OrtStatus *compute_status(kernel *kk, OrtKernelContext *ctx) {
@@ -322,10 +379,10 @@ static OrtStatus *compute_status(kernel *kk, OrtKernelContext *ctx) {
 		memset(y, 0, (size_t)(m * n) * sizeof *y);
 		return NULL;
 	}
-	const uint16_t *ab, *bb;
-	uint16_t *aown, *bown = NULL;
-	OrtStatus *s = as_bf16(ctx, &a, &ab, &aown);
-	if (s == NULL) s = as_bf16(ctx, &b, &bb, &bown);
+	const void *ab, *bb;
+	void *aown, *bown = NULL;
+	OrtStatus *s = operand(ctx, &a, kk->f32, &ab, &aown);
+	if (s == NULL) s = operand(ctx, &b, kk->f32, &bb, &bown);
 	if (s == NULL) s = matmul(ctx, kk, ab, bb, y, m, k, n);
 	free(aown);
 	free(bown);
@@ -352,6 +409,7 @@ static OrtStatus *ORT_API_CALL create_kernel(const OrtCustomOp *o, const OrtApi 
 	if (k == NULL) return api->CreateStatus(ORT_FAIL, "ai.migu.bf16.MatMulBF16: out of memory");
 	k->trans_a = int_attr(info, "transA") != 0;
 	k->trans_b = int_attr(info, "transB") != 0;
+	k->f32 = !native_bf16();
 	pthread_mutex_init(&k->mu, NULL);
 	*out = k;
 	return NULL;
