@@ -2,6 +2,7 @@ package train
 
 import (
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -16,7 +17,8 @@ import (
 // with bf16 weight products (GraphOptions.Precision), standard operators
 // otherwise, on 2 ORT threads, reporting wall and CPU time per step. The
 // log names the CPU's bf16 units: without them (kernels.BF16Units "")
-// bf16 is emulated and expected slower.
+// bf16 is expected slower than fp32 by the rounding (bf16-f32) and
+// oneDNN's emulation slower still (bf16-native).
 func BenchmarkBF16Step(b *testing.B) {
 	lib := testenv.BF16(b)
 	if err := ort.Init(ort.InitOptions{LibraryPath: testenv.ORTLib(b)}); err != nil {
@@ -32,17 +34,23 @@ func BenchmarkBF16Step(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	for _, precision := range []string{PrecisionFP32, PrecisionBF16} {
+	// bf16 runs on each of MatMulBF16's paths ($MIGU_BF16_PATH): f32, what
+	// migu picks without bf16 units, and native, oneDNN's bf16 products.
+	for _, variant := range []string{PrecisionFP32, PrecisionBF16 + "-f32", PrecisionBF16 + "-native"} {
+		precision, path, _ := strings.Cut(variant, "-")
 		so := ort.SessionOptions{Threads: 2, NoMemPattern: true}
 		if precision == PrecisionBF16 {
 			so.CustomOps = []string{lib}
 		}
-		out := mkdir(b, filepath.Join(root, precision))
+		out := mkdir(b, filepath.Join(root, variant))
 		art, err := BuildGraph(model, out, GraphOptions{Trainable: TrainAll, Taps: true, Precision: precision})
 		if err != nil {
 			b.Fatal(err)
 		}
-		b.Run("llama/"+precision, func(b *testing.B) {
+		b.Run("llama/"+variant, func(b *testing.B) {
+			if path != "" {
+				b.Setenv("MIGU_BF16_PATH", path)
+			}
 			run := bind(b, filepath.Join(out, GraphFile), model, man, art, so)
 			var ru0, ru1 syscall.Rusage
 			syscall.Getrusage(syscall.RUSAGE_SELF, &ru0)
