@@ -10,6 +10,7 @@ import (
 	"github.com/migu-ml/migu/internal/half"
 	"github.com/migu-ml/migu/internal/testenv"
 	"github.com/migu-ml/migu/onnx"
+	"github.com/migu-ml/migu/onnx/kernels"
 	"github.com/migu-ml/migu/onnx/ort"
 )
 
@@ -281,5 +282,69 @@ func TestMatMulBF16BadShapes(t *testing.T) {
 		t.Fatal("a [2,3]·[4,5] product ran")
 	} else if want := "ai.migu.bf16.MatMulBF16"; !strings.Contains(err.Error(), want) {
 		t.Fatalf("error %q does not name %s", err, want)
+	}
+}
+
+// One session runs MatMulBF16 on 40 token counts in turn, as training on
+// batches of varying length does: the forward product (rows vary) and the
+// weight gradient's xᵀ·dY (inner dimension varies), each several blocks
+// wide, so every count brings new block shapes and the kernel's primitive
+// cache (16 entries) evicts; every result stays within float32's bound
+// of the bf16-rounded float64 product.
+func TestMatMulBF16ShapeChanges(t *testing.T) {
+	lib := testenv.BF16(t)
+	if err := ort.Init(ort.InitOptions{LibraryPath: testenv.ORTLib(t)}); err != nil {
+		t.Fatal(err)
+	}
+	const k, n = 64, 300
+	for _, transA := range []int64{0, 1} {
+		m := onnx.New("shapes", nil)
+		g := m.Graph()
+		tok := onnx.Sym("tokens")
+		g.AddInput("a", onnx.Float, onnx.Shape{tok, onnx.D(k)})
+		bShape, yShape := onnx.Shape{onnx.D(k), onnx.D(n)}, onnx.Shape{tok, onnx.D(n)}
+		if transA == 1 {
+			bShape, yShape = onnx.Shape{tok, onnx.D(n)}, onnx.Shape{onnx.D(k), onnx.D(n)}
+		}
+		g.AddInput("b", onnx.Float, bShape)
+		g.Node("MatMulBF16", []string{"a", "b"}, []string{"y"}, "y", onnx.AttrInt("transA", transA), onnx.AttrInt("transB", 0))
+		g.P.Node[0].Domain = &[]string{onnx.DomainMiguBF16}[0]
+		g.AddOutput("y", onnx.Float, yShape)
+		m.SetOpset(onnx.DomainMiguBF16, kernels.Opset)
+		path := filepath.Join(t.TempDir(), "shapes.onnx")
+		if err := m.Save(path, onnx.SaveOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		s, err := ort.NewSession(path, ort.SessionOptions{Threads: 2, CustomOps: []string{lib}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rng := rand.New(rand.NewPCG(3, uint64(transA)))
+		for i := range 40 {
+			tokens := int64(1 + 7*i)
+			p := product{a: []int64{tokens, k}, b: []int64{k, n}, transA: transA}
+			if transA == 1 {
+				p = product{a: []int64{tokens, k}, b: []int64{tokens, n}, transA: 1}
+			}
+			a, b := gaussian(rng, numel(p.a)), gaussian(rng, numel(p.b))
+			av, _ := ort.NewTensor(a, p.a...)
+			bv, _ := ort.NewTensor(b, p.b...)
+			outs, err := s.Run(map[string]ort.Value{"a": av, "b": bv})
+			av.Close()
+			bv.Close()
+			if err != nil {
+				t.Fatalf("transA %d, %d tokens: %v", transA, tokens, err)
+			}
+			got := outs[0].(*ort.Tensor[float32]).Data()
+			want, scale := p.reference(a, b, true)
+			_, kk, _ := p.dims()
+			for j := range want {
+				if e := math.Abs(float64(got[j]) - want[j]); e > float64(kk)*u*scale[j] {
+					t.Fatalf("transA %d, %d tokens: y[%d] = %g, want %g", transA, tokens, j, got[j], want[j])
+				}
+			}
+			outs[0].Close()
+		}
+		s.Close()
 	}
 }

@@ -198,7 +198,7 @@ static __thread dnnl_stream_t thread_stream;
 // threads --threads gives ORT, not a second pool of its own. (Debian's
 // oneDNN runs on OpenMP; set to one thread on ORT's threads, it works
 // where it is called.)
-enum { BLOCK_M = 128, BLOCK_N = 256, CACHE = 8 };
+enum { BLOCK_M = 128, BLOCK_N = 256, CACHE = 16 };
 
 // block_shape is an m×n block of Y with inner dimension k, and the leading
 // strides of A, B and Y in the full matrices (the trans flags are the
@@ -207,11 +207,14 @@ typedef struct {
 	int64_t m, n, k, lda, ldb, ldy;
 } block_shape;
 
-// prim is a oneDNN matmul primitive for one block shape.
+// prim is a oneDNN matmul primitive for one block shape; in the cache,
+// refs counts the blocks running it and used orders entries by last use.
 typedef struct {
 	block_shape sh;
 	dnnl_primitive_t prim;
 	dnnl_memory_desc_t a_md, b_md, y_md;
+	int refs;
+	uint64_t used;
 } prim;
 
 typedef struct {
@@ -219,12 +222,15 @@ typedef struct {
 	// f32 picks the float32 path: the operands rounded to bf16 values and
 	// multiplied by oneDNN's float32 matmul (see native_bf16).
 	int f32;
-	// cache holds the primitives of the block shapes met so far (a full
-	// block and its edges: four per product shape), guarded by mu.
-	// Primitives are immutable: threads execute them at once.
+	// cache holds the primitives of the block shapes met last (a full
+	// block and its edges: up to four per product shape, which changes
+	// with the batch's token count), guarded by mu; the least recently
+	// used one that no block is running makes room. Primitives are
+	// immutable: threads execute one at once.
 	pthread_mutex_t mu;
 	prim cache[CACHE];
 	int cached;
+	uint64_t clock;
 } kernel;
 
 static dnnl_status_t make_prim(const kernel *kk, block_shape sh, prim *out) {
@@ -248,27 +254,51 @@ static dnnl_status_t make_prim(const kernel *kk, block_shape sh, prim *out) {
 }
 
 // get_prim finds the block shape's primitive in the kernel's cache or
-// makes it; *owned is set when the cache is full and the caller must
-// destroy it after use.
-static dnnl_status_t get_prim(kernel *kk, block_shape sh, prim *out, int *owned) {
-	*owned = 0;
+// makes it, and tells where it is: *slot is its cache entry (release it
+// with put_prim), or -1 when every entry is running and the caller owns
+// (and destroys) the primitive.
+static dnnl_status_t get_prim(kernel *kk, block_shape sh, prim *out, int *slot) {
+	*slot = -1;
 	pthread_mutex_lock(&kk->mu);
+	kk->clock++;
 	for (int i = 0; i < kk->cached; i++) {
 		if (memcmp(&kk->cache[i].sh, &sh, sizeof sh) == 0) {
+			kk->cache[i].refs++;
+			kk->cache[i].used = kk->clock;
 			*out = kk->cache[i];
+			*slot = i;
 			pthread_mutex_unlock(&kk->mu);
 			return dnnl_success;
 		}
 	}
 	dnnl_status_t st = make_prim(kk, sh, out);
 	if (st == dnnl_success) {
+		int victim = -1;
 		if (kk->cached < CACHE)
-			kk->cache[kk->cached++] = *out;
+			victim = kk->cached;
 		else
-			*owned = 1;
+			for (int i = 0; i < CACHE; i++)
+				if (kk->cache[i].refs == 0 && (victim < 0 || kk->cache[i].used < kk->cache[victim].used)) victim = i;
+		if (victim >= 0) {
+			if (victim < kk->cached)
+				dnnl_primitive_destroy(kk->cache[victim].prim);
+			else
+				kk->cached++;
+			out->refs = 1;
+			out->used = kk->clock;
+			kk->cache[victim] = *out;
+			*slot = victim;
+		}
 	}
 	pthread_mutex_unlock(&kk->mu);
 	return st;
+}
+
+// put_prim releases a cache entry get_prim gave.
+static void put_prim(kernel *kk, int slot) {
+	pthread_mutex_lock(&kk->mu);
+	kk->cache[slot].refs--;
+	pthread_mutex_unlock(&kk->mu);
 }
 
 typedef struct {
@@ -299,8 +329,9 @@ static void matmul_block(void *p, size_t blk) {
 	float *y = j->y + m0 * j->n + n0;
 	ONE_THREAD();
 	prim pr;
-	int owned = 0, stage = 1;
-	dnnl_status_t st = get_prim(j->kk, sh, &pr, &owned);
+	int slot = -1, stage = 1;
+	dnnl_status_t st = get_prim(j->kk, sh, &pr, &slot);
+	int made = st == dnnl_success;
 	dnnl_memory_t am = NULL, bm = NULL, ym = NULL;
 	if (st == dnnl_success) stage = 2, st = dnnl_memory_create(&am, &pr.a_md, engine, (void *)a);
 	if (st == dnnl_success) st = dnnl_memory_create(&bm, &pr.b_md, engine, (void *)b);
@@ -315,7 +346,10 @@ static void matmul_block(void *p, size_t blk) {
 	if (ym) dnnl_memory_destroy(ym);
 	if (bm) dnnl_memory_destroy(bm);
 	if (am) dnnl_memory_destroy(am);
-	if (owned) dnnl_primitive_destroy(pr.prim);
+	if (made && slot >= 0)
+		put_prim(j->kk, slot);
+	else if (made)
+		dnnl_primitive_destroy(pr.prim);
 	if (st != dnnl_success) {
 		j->status = st;
 		j->failed_at = stage;
