@@ -87,6 +87,8 @@ type recomputeSpec struct {
 	// bf16, when set, is the bf16 library: the graph is built with
 	// Precision bf16 and the session loads it.
 	bf16 string
+	// threads are ORT's intra-op threads (0: 1).
+	threads int
 }
 
 func (s recomputeSpec) manifest(t *testing.T) *modeldir.Manifest {
@@ -134,7 +136,7 @@ func (s recomputeSpec) run(t *testing.T, recompute string) (*Artifact, map[strin
 	if err := m.Save(path, onnx.SaveOptions{External: onnx.ExternalAll, DataFile: GraphData}); err != nil {
 		t.Fatal(err)
 	}
-	so := ort.SessionOptions{Threads: 1}
+	so := ort.SessionOptions{Threads: max(s.threads, 1)}
 	for _, lib := range []string{s.kernels, s.bf16} {
 		if lib != "" {
 			so.CustomOps = append(so.CustomOps, lib)

@@ -189,8 +189,11 @@ static pthread_once_t engine_once = PTHREAD_ONCE_INIT;
 static void make_engine(void) { engine_status = dnnl_engine_create(&engine, dnnl_cpu, 0); }
 
 // Each thread that runs blocks keeps one oneDNN stream (streams are not
-// shared between threads); ORT's pool threads live as long as the process.
+// shared between threads) and one scratchpad buffer, grown to the largest
+// a block has needed; ORT's pool threads live as long as the process.
 static __thread dnnl_stream_t thread_stream;
+static __thread void *thread_scratch;
+static __thread size_t thread_scratch_size;
 
 // A product is cut into blocks of up to BLOCK_M rows and BLOCK_N columns
 // of Y, run on ONNX Runtime's intra-op threads (KernelContext_ParallelFor),
@@ -212,7 +215,7 @@ typedef struct {
 typedef struct {
 	block_shape sh;
 	dnnl_primitive_t prim;
-	dnnl_memory_desc_t a_md, b_md, y_md;
+	dnnl_memory_desc_t a_md, b_md, y_md, scratch_md;
 	int refs;
 	uint64_t used;
 } prim;
@@ -246,8 +249,21 @@ static dnnl_status_t make_prim(const kernel *kk, block_shape sh, prim *out) {
 	if (st != dnnl_success) return st;
 	dnnl_matmul_desc_t desc;
 	if ((st = dnnl_matmul_desc_init(&desc, &out->a_md, &out->b_md, NULL, &out->y_md)) != dnnl_success) return st;
+	// The scratchpad is the caller's (thread_scratch): oneDNN's own is one
+	// buffer per creating thread, unsafe for a primitive that another
+	// thread runs, or that two threads run at once.
+	dnnl_primitive_attr_t attr = NULL;
+	if ((st = dnnl_primitive_attr_create(&attr)) != dnnl_success) return st;
+	st = dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
 	dnnl_primitive_desc_t pd = NULL;
-	if ((st = dnnl_primitive_desc_create(&pd, &desc, NULL, engine, NULL)) != dnnl_success) return st;
+	if (st == dnnl_success) st = dnnl_primitive_desc_create(&pd, &desc, attr, engine, NULL);
+	dnnl_primitive_attr_destroy(attr);
+	if (st != dnnl_success) return st;
+	const dnnl_memory_desc_t *scratch = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+	if (scratch != NULL)
+		out->scratch_md = *scratch;
+	else
+		memset(&out->scratch_md, 0, sizeof out->scratch_md);
 	st = dnnl_primitive_create(&out->prim, pd);
 	dnnl_primitive_desc_destroy(pd);
 	return st;
@@ -332,17 +348,28 @@ static void matmul_block(void *p, size_t blk) {
 	int slot = -1, stage = 1;
 	dnnl_status_t st = get_prim(j->kk, sh, &pr, &slot);
 	int made = st == dnnl_success;
-	dnnl_memory_t am = NULL, bm = NULL, ym = NULL;
+	dnnl_memory_t am = NULL, bm = NULL, ym = NULL, sm = NULL;
 	if (st == dnnl_success) stage = 2, st = dnnl_memory_create(&am, &pr.a_md, engine, (void *)a);
 	if (st == dnnl_success) st = dnnl_memory_create(&bm, &pr.b_md, engine, (void *)b);
 	if (st == dnnl_success) st = dnnl_memory_create(&ym, &pr.y_md, engine, y);
 	if (st == dnnl_success && thread_stream == NULL) st = dnnl_stream_create(&thread_stream, engine, dnnl_stream_default_flags);
+	size_t scratch = made ? dnnl_memory_desc_get_size(&pr.scratch_md) : 0;
+	if (st == dnnl_success && scratch > thread_scratch_size) {
+		free(thread_scratch);
+		thread_scratch = NULL, thread_scratch_size = 0;
+		if (posix_memalign(&thread_scratch, 64, scratch) != 0)
+			st = dnnl_out_of_memory;
+		else
+			thread_scratch_size = scratch;
+	}
+	if (st == dnnl_success && scratch > 0) st = dnnl_memory_create(&sm, &pr.scratch_md, engine, thread_scratch);
 	if (st == dnnl_success) {
-		dnnl_exec_arg_t args[3] = {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, ym}};
+		dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, ym}, {DNNL_ARG_SCRATCHPAD, sm}};
 		stage = 3;
-		st = dnnl_primitive_execute(pr.prim, thread_stream, 3, args);
+		st = dnnl_primitive_execute(pr.prim, thread_stream, sm != NULL ? 4 : 3, args);
 		if (st == dnnl_success) st = dnnl_stream_wait(thread_stream);
 	}
+	if (sm) dnnl_memory_destroy(sm);
 	if (ym) dnnl_memory_destroy(ym);
 	if (bm) dnnl_memory_destroy(bm);
 	if (am) dnnl_memory_destroy(am);
