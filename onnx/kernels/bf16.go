@@ -51,7 +51,7 @@ func FindBF16() (string, error) {
 // "avx512_bf16" (Intel Cooper Lake, AMD Zen 4 and later), or "" where
 // there are none (or the flags cannot be read). Without them MatMulBF16
 // multiplies the bf16-rounded operands in float32 (oneDNN's own bf16
-// emulation measured 2.6–2.8× the CPU time of float32 on Ice Lake): the
+// emulation measured 2.6–3.8× the CPU time of float32 on Ice Lake): the
 // same numbers, slower than fp32 by the rounding. (The library decides
 // its path from oneDNN's view of the CPU, which agrees.)
 func BF16Units() string {

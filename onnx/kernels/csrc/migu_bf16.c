@@ -14,7 +14,7 @@
 //
 // On CPUs with AMX-BF16 or AVX-512 BF16 the product is oneDNN's bf16 matmul
 // with float32 accumulation, on those units. Elsewhere oneDNN would emulate
-// bf16 (measured 2.6-2.8x the CPU time of float32 on Ice Lake), so the op
+// bf16 (measured 2.6-3.8x the CPU time of float32 on Ice Lake), so the op
 // rounds the operands to bf16 values kept in float32 and runs oneDNN's
 // float32 matmul: the same numbers up to the order of the float32 sums (a
 // product of two bf16 values is exact in float32), at about float32 speed
