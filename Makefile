@@ -14,7 +14,8 @@ all: build
 setup:
 	@./scripts/setup.sh
 
-## build: compile the CLI into bin/migu and the fused kernels into bin/libmigu_kernels.so
+## build: compile the CLI into bin/migu, the fused kernels into bin/libmigu_kernels.so and,
+##   where oneDNN is installed (libdnnl-dev), the bf16 products into bin/libmigu_bf16.so
 # GOEXPERIMENT=simd turns on the 8-lane AdamW loops (train/optim_simd.go);
 # without it the scalar loops give the same results, about 4x slower.
 # The kernel library (onnx/kernels) is optional: without a C compiler the
@@ -22,6 +23,7 @@ setup:
 build:
 	GOEXPERIMENT=simd $(GO) build -o $(BIN) ./cmd/migu
 	@GO=$(GO) ./scripts/kernels.sh >/dev/null || echo "build: fused kernels not built; migu will use standard ONNX operators"
+	@GO=$(GO) ./scripts/bf16.sh >/dev/null || echo "build: bf16 products not built; --precision bf16 unavailable, fp32 training unaffected"
 
 ## test: vet, unit and reference tests, Python tests, and a short run of every fuzz target
 test: setup vet gotest pytest fuzz

@@ -172,6 +172,9 @@ func RunJob(ctx context.Context, o JobOptions) (*JobResult, error) {
 	if err := o.Check(); err != nil {
 		return nil, err
 	}
+	if _, err := train.BF16Library(o.Train); err != nil {
+		return nil, err
+	}
 	folder, err := modeldir.Open(o.Model)
 	if err != nil {
 		return nil, err
@@ -274,6 +277,9 @@ func RunJob(ctx context.Context, o JobOptions) (*JobResult, error) {
 	defer tr.Close()
 	if o.Progress != nil {
 		fmt.Fprintln(o.Progress, tr.Memory)
+		if w := tr.PrecisionWarning(); w != "" {
+			fmt.Fprintln(o.Progress, w)
+		}
 	}
 	// The trainer holds its own copies of the parameters: unmap the model's
 	// weights now rather than carry them through the run.

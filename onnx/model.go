@@ -171,6 +171,11 @@ func (m *Model) SetOpset(domain string, version int64) {
 // onnx/kernels): graphs use it only when the kernel library is loaded.
 const DomainMigu = "ai.migu"
 
+// DomainMiguBF16 is the operator domain of migu's bf16 products
+// (MatMulBF16, package onnx/kernels), a library of its own: ONNX Runtime
+// refuses two libraries that register the same domain.
+const DomainMiguBF16 = "ai.migu.bf16"
+
 // CanonicalDomain is an operator domain with the default domain's alias
 // "ai.onnx" written as "", so that the two compare equal.
 func CanonicalDomain(d string) string {

@@ -84,6 +84,11 @@ type GraphOptions struct {
 	// kernel. Off by default: on the CPUs measured so far it was slower
 	// than the standard Abs and MatMul (benchmarks/perf/README.md).
 	FusedTaps bool
+	// Precision is PrecisionFP32 (or "") or PrecisionBF16: the weight
+	// products of migu.json's linears, and the products of their
+	// gradients, become ai.migu.MatMulBF16 (package onnx/kernels); the
+	// session that runs the graph must load the bf16 library.
+	Precision string
 }
 
 // IO names one graph input or output of the artifact.
@@ -132,6 +137,10 @@ type Artifact struct {
 	// (GraphOptions.FusedTaps).
 	Fused     map[string]int `json:"fused,omitempty"`
 	FusedTaps bool           `json:"fused_taps,omitempty"`
+	// Precision is the weight products' (fp32 or bf16); BF16Products
+	// counts the forward products in bf16 (each brings its gradient's).
+	Precision    string `json:"precision"`
+	BF16Products int    `json:"bf16_products,omitempty"`
 }
 
 // BuildGraph writes train.onnx (+ external data) and train.json for the
@@ -188,12 +197,15 @@ func Build(m *onnx.Model, man *modeldir.Manifest, opt GraphOptions) (*Artifact, 
 	if err := CheckRecompute(opt.Recompute, man); err != nil {
 		return nil, err
 	}
+	if err := CheckPrecision(opt.Precision); err != nil {
+		return nil, err
+	}
 	g := m.Graph()
 	names, err := trainableNames(g, man, opt)
 	if err != nil {
 		return nil, err
 	}
-	art := &Artifact{Format: 1, Objective: objective, Recompute: RecomputeNone}
+	art := &Artifact{Format: 1, Objective: objective, Recompute: RecomputeNone, Precision: PrecisionFP32}
 	if len(man.Outputs) == 0 || g.Output(man.Outputs[0]) == nil {
 		return nil, badinput.Errorf("the graph has no output %q", strings.Join(man.Outputs, ", "))
 	}
@@ -253,6 +265,22 @@ func Build(m *onnx.Model, man *modeldir.Manifest, opt GraphOptions) (*Artifact, 
 	art.Loss = loss
 	art.Nodes = len(g.P.Node)
 
+	if opt.Precision == PrecisionBF16 {
+		// Before differentiation: MatMulBF16's gradient rule makes the
+		// backward products of the weights bf16 too.
+		info, err := shapes.Infer(m)
+		if err != nil {
+			return nil, err
+		}
+		linears := map[string]bool{}
+		for _, l := range man.Linears {
+			linears[l.Node] = true
+		}
+		if art.BF16Products, err = kernels.RewriteBF16(m, info, linears); err != nil {
+			return nil, err
+		}
+		art.Precision = PrecisionBF16
+	}
 	shapes, err := shapes.Infer(m)
 	if err != nil {
 		return nil, err

@@ -84,6 +84,11 @@ type recomputeSpec struct {
 	// kernels, when set, is the fused-kernel library: the graph is built
 	// with GraphOptions.Fused and the session loads it.
 	kernels string
+	// bf16, when set, is the bf16 library: the graph is built with
+	// Precision bf16 and the session loads it.
+	bf16 string
+	// threads are ORT's intra-op threads (0: 1).
+	threads int
 }
 
 func (s recomputeSpec) manifest(t *testing.T) *modeldir.Manifest {
@@ -123,7 +128,7 @@ func (s recomputeSpec) run(t *testing.T, recompute string) (*Artifact, map[strin
 		}
 		values[name] = v
 	}
-	art, err := Build(m, man, GraphOptions{Names: names, Taps: true, TapPoints: points, HiddenPad: s.pad, Recompute: recompute, Fused: s.kernels != "", FusedTaps: s.kernels != ""})
+	art, err := Build(m, man, GraphOptions{Names: names, Taps: true, TapPoints: points, HiddenPad: s.pad, Recompute: recompute, Fused: s.kernels != "", FusedTaps: s.kernels != "", Precision: precisionOf(s.bf16)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,9 +136,11 @@ func (s recomputeSpec) run(t *testing.T, recompute string) (*Artifact, map[strin
 	if err := m.Save(path, onnx.SaveOptions{External: onnx.ExternalAll, DataFile: GraphData}); err != nil {
 		t.Fatal(err)
 	}
-	so := ort.SessionOptions{Threads: 1}
-	if s.kernels != "" {
-		so.CustomOps = []string{s.kernels}
+	so := ort.SessionOptions{Threads: max(s.threads, 1)}
+	for _, lib := range []string{s.kernels, s.bf16} {
+		if lib != "" {
+			so.CustomOps = append(so.CustomOps, lib)
+		}
 	}
 	sess, err := ort.NewSession(path, so)
 	if err != nil {

@@ -75,6 +75,12 @@ type Config struct {
 	// The CUDA provider always runs standard operators (the kernels are
 	// CPU kernels).
 	Kernels string `json:"-"`
+	// Precision is the weight products' precision: fp32 (or "") or bf16
+	// (PrecisionBF16, which needs the bf16 library, kernels.FindBF16). It
+	// changes speed and rounding, not the state a checkpoint holds (float32
+	// master weights and moments), so a run may resume with the other
+	// precision; train.json records the graph's.
+	Precision string `json:"-"`
 	// Group, when set, is the data-parallel group this trainer is one rank
 	// of (Group); nil trains alone.
 	Group Group `json:"-"`
@@ -124,6 +130,9 @@ func (c Config) Check() error {
 	if _, err := ParseSchedule(c.Schedule); err != nil {
 		return err
 	}
+	if err := CheckPrecision(c.Precision); err != nil {
+		return err
+	}
 	return CheckRecompute(c.Recompute, nil)
 }
 
@@ -137,8 +146,9 @@ type Trainer struct {
 	opt     *AdamW
 	sched   Schedule
 	masker  *migu.Masker
-	// kernels is the fused-kernel library the session loads, or "".
-	kernels string
+	// kernels is the fused-kernel library the session loads, or "";
+	// bf16 the library of the bf16 products, or "".
+	kernels, bf16 string
 	// Step counts optimizer steps taken.
 	Step int64
 	// Memory is the run's memory plan (nil unless Config.PlanBatch and
@@ -216,9 +226,12 @@ func NewTrainer(plan *Plan, dir string, cfg Config) (*Trainer, error) {
 		return nil, err
 	}
 	t.kernels = lib
+	if t.bf16, err = BF16Library(cfg); err != nil {
+		return nil, err
+	}
 	art, err := Build(plan.Model, plan.Manifest, GraphOptions{Objective: cfg.Objective, Names: plan.Trainable,
 		Taps: cfg.UseMIGU, TapPoints: plan.Points, TapsSkipPadding: cfg.SkipPaddingTaps, HiddenPad: cfg.HiddenPad, Recompute: cfg.Recompute,
-		Fused: lib != ""})
+		Fused: lib != "", Precision: cfg.Precision})
 	if err != nil {
 		return nil, err
 	}
@@ -277,8 +290,10 @@ func (t *Trainer) open(path string) error {
 	// peak memory than reusing freed tensors, and no time (ort.SessionOptions).
 	so.NoMemPattern = true
 	so.Config = trainingSessionConfig(so.Config)
-	if t.kernels != "" {
-		so.CustomOps = append(slices.Clip(so.CustomOps), t.kernels)
+	for _, lib := range []string{t.kernels, t.bf16} {
+		if lib != "" {
+			so.CustomOps = append(slices.Clip(so.CustomOps), lib)
+		}
 	}
 	s, err := ort.NewSession(path, so)
 	if err != nil {

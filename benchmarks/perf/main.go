@@ -72,6 +72,8 @@ type options struct {
 	optLevel                string
 	ortSpin                 string
 	hiddenPad               bool
+	// precision is migu's weight-product precision (train.Config.Precision).
+	precision string
 }
 
 func parseFlags() *options {
@@ -103,6 +105,7 @@ func parseFlags() *options {
 	flag.StringVar(&o.cpuProfile, "cpuprofile", bench.EnvOr("BENCH_CPUPROFILE", ""), "worker: Go CPU profile file")
 	flag.BoolVar(&o.hiddenPad, "hidden-pad", true, "worker: widen feed-forward layers whose width is a multiple of 4 KB (train.HiddenPad)")
 	flag.StringVar(&o.ortSpin, "ort-spin", bench.EnvOr("BENCH_ORT_SPIN", ""), "worker: ORT intra-op spinning, 0 or 1 (empty: ORT's default, on)")
+	flag.StringVar(&o.precision, "migu-precision", "fp32", "worker: migu's weight products, fp32 or bf16 (--precision; the driver does not run bf16 yet)")
 	flag.StringVar(&o.optLevel, "opt-level", bench.EnvOr("BENCH_OPT_LEVEL", "all"), "worker: ORT graph optimisation level")
 	flag.Parse()
 	return o
@@ -263,7 +266,7 @@ func workMIGU(o *options) error {
 	opt := train.DefaultAdamW()
 	opt.LR = 1e-4
 	cfg := train.Config{Optim: opt, GradAccum: 1, UseMIGU: o.withMIGU, T: 0.7, Mode: migu.ModeGrad, Threads: o.threads,
-		Session: ort.SessionOptions{Provider: o.provider, OptLevel: level, ProfilePrefix: o.ortProfile}}
+		Session: ort.SessionOptions{Provider: o.provider, OptLevel: level, ProfilePrefix: o.ortProfile}, Precision: o.precision}
 	if !o.hiddenPad {
 		cfg.HiddenPad = train.HiddenPad{Extra: -1}
 	}

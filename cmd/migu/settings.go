@@ -39,6 +39,7 @@ var settingFlags = map[badinput.Setting]string{
 	"num_fewshot":     "--num-fewshot",
 	"ort_lib":         "--ort-lib",
 	"out":             "--out",
+	"precision":       "--precision",
 	"recompute":       "--recompute",
 	"resume":          "--resume",
 	"samples":         "--samples",

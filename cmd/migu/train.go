@@ -152,16 +152,21 @@ func addJobFlags(cmd *cobra.Command, o *finetune.JobOptions, perTask bool) *jobF
 	f.IntVar(&o.Train.Threads, "threads", o.Train.Threads, "ONNX Runtime threads: "+ort.ThreadsRange)
 	f.StringVar(&o.MemoryLimit, "memory-limit", o.MemoryLimit, start+" when the planned memory is above this: auto (what the machine has available), off, or a size such as 20GB (1 byte or more)")
 	f.StringVar(&o.Train.Recompute, "recompute", train.RecomputeNone, "none, or layers: keep only each transformer block's input for the backward pass and recompute the block there (less memory, more compute; same gradients)")
+	f.StringVar(&o.Train.Precision, "precision", train.PrecisionFP32, "fp32, or bf16: weight products in bfloat16 with float32 accumulation (oneDNN; weights and optimizer state stay float32); fast only on CPUs with AMX-BF16 or AVX512-BF16, and needs migu built with libdnnl-dev")
 	return j
 }
 
-// settle parses --migu-mode into the job's options and checks --recompute.
+// settle parses --migu-mode into the job's options and checks --recompute
+// and --precision.
 func (j *jobFlags) settle() error {
 	m, err := migu.ParseMode(j.mode)
 	if err != nil {
 		return err
 	}
 	j.o.Train.Mode = m
+	if err := train.CheckPrecision(j.o.Train.Precision); err != nil {
+		return err
+	}
 	return train.CheckRecompute(j.o.Train.Recompute, nil)
 }
 

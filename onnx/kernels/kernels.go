@@ -27,6 +27,9 @@
 // package migu; both give the same numbers to float32 rounding, and a
 // fused graph is built only when the library is found and loaded.
 //
+// bfloat16 matrix products (MatMulBF16, --precision bf16) live in a library
+// of their own that needs oneDNN (bf16.go, csrc/migu_bf16.c).
+//
 // Switching it off: MIGU_KERNELS=off (or train.Config.Kernels "off") keeps
 // every graph in standard ONNX operators; MIGU_KERNELS=/path/lib.so picks
 // a library explicitly.
@@ -75,13 +78,19 @@ func Resolve(setting string) (string, error) {
 		}
 		return abs(setting), nil
 	}
+	return search(LibName), nil
+}
+
+// search looks for the library file lib beside the executable, then in
+// bin/ of the working directory or any directory above it; "" when absent.
+func search(lib string) string {
 	var starts []string
 	if exe, err := os.Executable(); err == nil {
 		if p, err := filepath.EvalSymlinks(exe); err == nil {
 			exe = p
 		}
-		if p := filepath.Join(filepath.Dir(exe), LibName); isFile(p) {
-			return abs(p), nil
+		if p := filepath.Join(filepath.Dir(exe), lib); isFile(p) {
+			return abs(p)
 		}
 		starts = append(starts, filepath.Dir(exe))
 	}
@@ -90,15 +99,15 @@ func Resolve(setting string) (string, error) {
 	}
 	for _, start := range starts {
 		for d := start; ; d = filepath.Dir(d) {
-			if p := filepath.Join(d, "bin", LibName); isFile(p) {
-				return abs(p), nil
+			if p := filepath.Join(d, "bin", lib); isFile(p) {
+				return abs(p)
 			}
 			if filepath.Dir(d) == d {
 				break
 			}
 		}
 	}
-	return "", nil
+	return ""
 }
 
 func isFile(p string) bool {

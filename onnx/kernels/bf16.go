@@ -1,0 +1,167 @@
+package kernels
+
+import (
+	"bytes"
+	"os"
+	"strings"
+
+	"github.com/migu-ml/migu/internal/badinput"
+	"github.com/migu-ml/migu/onnx"
+	"github.com/migu-ml/migu/onnx/onnxpb"
+	"google.golang.org/protobuf/proto"
+)
+
+// bfloat16 matrix products: ai.migu.bf16.MatMulBF16 (csrc/migu_bf16.c) rounds
+// its float32 operands to bfloat16 and multiplies them in oneDNN with
+// float32 accumulation and a float32 result. It lives in a library of its
+// own, bin/libmigu_bf16.so, built by scripts/bf16.sh only where oneDNN's
+// headers are installed (Debian's libdnnl-dev): oneDNN is an optional
+// accelerator, and migu builds and trains in float32 without it.
+//
+// One precision design serves frozen half-precision weights and bf16
+// products: master weights and optimizer state are float32 always; a
+// model folder may store frozen weight matrices in bfloat16 (migu export
+// --dtype bf16), which the forward graph widens with a Cast; under bf16
+// products the rewrite feeds those bf16 weights to MatMulBF16 as they are,
+// so the Cast and its float32 copy disappear.
+
+// BF16LibName is the bf16 library's file name; `make build` puts it in
+// bin/ beside the migu binary when oneDNN is installed.
+const BF16LibName = "libmigu_bf16.so"
+
+// BF16EnvVar names the bf16 library explicitly; unset, FindBF16 looks for
+// the built one as Find does.
+const BF16EnvVar = "MIGU_BF16"
+
+// FindBF16 returns the bf16 library to load: $MIGU_BF16 (which must
+// exist), else BF16LibName beside the executable or in bin/ of the working
+// directory or a directory above it; "" when there is none.
+func FindBF16() (string, error) {
+	if p := os.Getenv(BF16EnvVar); p != "" {
+		if !isFile(p) {
+			return "", badinput.Errorf("bf16 library %s (from $%s) does not exist; build it with `make build` (scripts/bf16.sh, needs libdnnl-dev)", p, BF16EnvVar)
+		}
+		return abs(p), nil
+	}
+	return search(BF16LibName), nil
+}
+
+// BF16Units names the CPU's bfloat16 matrix units from the flags of
+// /proc/cpuinfo: "amx_bf16" (Intel Sapphire Rapids and later),
+// "avx512_bf16" (Intel Cooper Lake, AMD Zen 4 and later), or "" where
+// there are none (or the flags cannot be read). Without them MatMulBF16
+// multiplies the bf16-rounded operands in float32 (oneDNN's own bf16
+// emulation measured 2.6–3.8× the CPU time of float32 on Ice Lake): the
+// same numbers, slower than fp32 by the rounding. (The library decides
+// its path from oneDNN's view of the CPU, which agrees.)
+func BF16Units() string {
+	data, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return ""
+	}
+	return bf16Units(data)
+}
+
+// bf16Units reads the first "flags" line of a /proc/cpuinfo.
+func bf16Units(cpuinfo []byte) string {
+	for line := range bytes.Lines(cpuinfo) {
+		key, val, ok := bytes.Cut(line, []byte(":"))
+		if !ok || string(bytes.TrimSpace(key)) != "flags" {
+			continue
+		}
+		flags := map[string]bool{}
+		for _, f := range strings.Fields(string(val)) {
+			flags[f] = true
+		}
+		switch {
+		case flags["amx_bf16"]:
+			return "amx_bf16"
+		case flags["avx512_bf16"]:
+			return "avx512_bf16"
+		}
+		return ""
+	}
+	return ""
+}
+
+// BF16SlowWarning is the one line migu prints when bf16 products run on a
+// CPU without bf16 units (units is BF16Units' answer), "" where they have
+// them.
+func BF16SlowWarning(units string) string {
+	if units != "" {
+		return ""
+	}
+	return "warning: precision bf16: this CPU has no AMX-BF16 or AVX512-BF16 units, so the bf16 products run as float32 products of bf16-rounded operands: the same numbers, but slower than fp32 by the rounding (fp32 is the faster choice on this machine)"
+}
+
+// RewriteBF16 replaces the MatMul nodes named in nodes (the weight
+// products: migu.json's linears) by ai.migu.bf16.MatMulBF16 nodes with the same
+// name and output, where the left operand is float32 of rank 2 or more and
+// the right one a 2-D float32 or bfloat16 matrix. On the way it folds the
+// right operand's producers that only reshape its precision or layout: a
+// Cast to float32 of a bfloat16 weight (the frozen half-precision weights
+// of a model folder) is skipped, so MatMulBF16 reads the stored bf16
+// values, and a 2-D Transpose (a tied output head) becomes transB. The
+// Casts and Transposes left unused are removed. It returns the number of
+// products rewritten. Rewrite before differentiation: the gradient rule
+// of MatMulBF16 makes the backward products bf16 too.
+func RewriteBF16(m *onnx.Model, types Types, nodes map[string]bool) (int, error) {
+	g := m.Graph()
+	producers := g.Producers()
+	// matrix tells whether v is 2-D and of one of the types.
+	matrix := func(v string, float, bf16 bool) bool {
+		dt, s, ok := types.Type(v)
+		return ok && len(s) == 2 && (float && dt == onnx.Float || bf16 && dt == onnx.BFloat16)
+	}
+	bypassed := map[*onnxpb.NodeProto]bool{}
+	count := 0
+	for _, n := range g.P.Node {
+		if n.GetOpType() != "MatMul" || n.GetDomain() != "" || !nodes[n.GetName()] || len(n.Input) != 2 {
+			continue
+		}
+		a, b := n.Input[0], n.Input[1]
+		if dt, s, ok := types.Type(a); !ok || dt != onnx.Float || len(s) < 2 || !matrix(b, true, false) {
+			continue
+		}
+		var transB int64
+		for steps := 0; steps < 2; steps++ {
+			p := producers[b]
+			if p == nil || p.GetDomain() != "" || len(p.Input) != 1 {
+				break
+			}
+			if p.GetOpType() == "Transpose" && transposes2D(p) && matrix(p.Input[0], true, true) {
+				transB = 1 - transB
+			} else if p.GetOpType() != "Cast" || onnx.AttrIntOr(p, "to", 0) != int64(onnx.Float) || !matrix(p.Input[0], false, true) {
+				break
+			}
+			bypassed[p] = true
+			b = p.Input[0]
+		}
+		n.OpType = proto.String("MatMulBF16")
+		n.Domain = proto.String(onnx.DomainMiguBF16)
+		n.Input = []string{a, b}
+		n.Attribute = []*onnxpb.AttributeProto{onnx.AttrInt("transA", 0), onnx.AttrInt("transB", transB)}
+		count++
+	}
+	if count == 0 {
+		return 0, nil
+	}
+	outputs := map[string]bool{}
+	for _, o := range g.P.Output {
+		outputs[o.GetName()] = true
+	}
+	for removed := true; removed; {
+		consumers := g.Consumers()
+		removed = g.RemoveNodes(func(n *onnxpb.NodeProto) bool {
+			return bypassed[n] && len(consumers[n.Output[0]]) == 0 && !outputs[n.Output[0]]
+		}) > 0
+	}
+	m.SetOpset(onnx.DomainMiguBF16, Opset)
+	return count, nil
+}
+
+// transposes2D tells whether a Transpose swaps the two axes of a matrix.
+func transposes2D(n *onnxpb.NodeProto) bool {
+	p := onnx.GetAttr(n, "perm")
+	return p == nil || len(p.Ints) == 2 && p.Ints[0] == 1 && p.Ints[1] == 0
+}

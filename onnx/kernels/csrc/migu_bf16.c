@@ -1,0 +1,588 @@
+// migu_bf16: bfloat16 matrix products for migu's training graphs, an
+// optional companion of migu_kernels.c built only where oneDNN's headers
+// are installed (Debian's libdnnl-dev; scripts/bf16.sh), loaded into a stock
+// ONNX Runtime through its custom-operator C API. One op, domain
+// "ai.migu.bf16" (ORT refuses a second library registering migu_kernels'
+// "ai.migu"), opset 1:
+//
+//   MatMulBF16(A, B; transA, transB) -> Y float32
+//       Y = op(A) · op(B), op a transpose where the flag is set.
+//       A is [..., M, K] (transA 0: leading axes are flattened into M) or
+//       [K, M] (transA 1, 2-D only); B is [K, N] (transB 0) or [N, K].
+//       A and B are float32 (rounded to bfloat16 here, to nearest even) or
+//       already bfloat16 (frozen weights a model folder stores in bf16).
+//
+// On CPUs with AMX-BF16 or AVX-512 BF16 the product is oneDNN's bf16 matmul
+// with float32 accumulation, on those units. Elsewhere oneDNN would emulate
+// bf16 (measured 2.6-3.8x the CPU time of float32 on Ice Lake), so the op
+// rounds the operands to bf16 values kept in float32 and runs oneDNN's
+// float32 matmul: the same numbers up to the order of the float32 sums (a
+// product of two bf16 values is exact in float32), at about float32 speed
+// (native_bf16 below). Either way the rounding is extra work over fp32,
+// which is why migu warns where the CPU lacks bf16 units.
+//
+// The work runs on ONNX Runtime's intra-op threads: the float32 → bf16
+// rounding, and the product cut into blocks of Y, each one oneDNN call on
+// one thread (matmul below).
+
+#include <limits.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <oneapi/dnnl/dnnl.h>
+
+// Debian's oneDNN runs on OpenMP: a block asks it for one thread, the one
+// ORT runs the block on. Other oneDNN builds use their own pools.
+#if DNNL_CPU_RUNTIME == DNNL_RUNTIME_OMP
+#include <omp.h>
+#define ONE_THREAD() omp_set_num_threads(1)
+#else
+#define ONE_THREAD() ((void)0)
+#endif
+
+#include "onnxruntime_c_api.h"
+
+// MIGU_ORT_API is the C API version the library asks for (as migu_kernels.c).
+#define MIGU_ORT_API 24
+
+#define MIGU_EXPORT __attribute__((visibility("default")))
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define VECTOR __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define VECTOR
+#endif
+
+static const OrtApi *api;
+
+#define TRY(expr)                            \
+	do {                                     \
+		OrtStatus *status_ = (expr);         \
+		if (status_ != NULL) return status_; \
+	} while (0)
+
+static OrtStatus *fail(const char *msg) {
+	char buf[512];
+	snprintf(buf, sizeof buf, "ai.migu.bf16.MatMulBF16: %s", msg);
+	return api->CreateStatus(ORT_INVALID_ARGUMENT, buf);
+}
+
+static OrtStatus *dnnl_fail(const char *what, dnnl_status_t st) {
+	char buf[256];
+	snprintf(buf, sizeof buf, "ai.migu.bf16.MatMulBF16: oneDNN %s failed (status %d)", what, (int)st);
+	return api->CreateStatus(ORT_FAIL, buf);
+}
+
+enum { MAX_RANK = 8 };
+
+typedef struct {
+	void *data;
+	int64_t dims[MAX_RANK];
+	size_t rank;
+	int64_t count;
+	ONNXTensorElementDataType type;
+} tensor;
+
+static OrtStatus *input(OrtKernelContext *ctx, size_t i, tensor *t) {
+	const OrtValue *v = NULL;
+	TRY(api->KernelContext_GetInput(ctx, i, &v));
+	if (v == NULL) return fail("a required input is missing");
+	OrtTensorTypeAndShapeInfo *info = NULL;
+	TRY(api->GetTensorTypeAndShape(v, &info));
+	OrtStatus *s = api->GetDimensionsCount(info, &t->rank);
+	if (s == NULL && t->rank > MAX_RANK) s = fail("tensor rank above 8");
+	if (s == NULL) s = api->GetDimensions(info, t->dims, t->rank);
+	if (s == NULL) s = api->GetTensorElementType(info, &t->type);
+	api->ReleaseTensorTypeAndShapeInfo(info);
+	if (s != NULL) return s;
+	if (t->type != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT && t->type != ONNX_TENSOR_ELEMENT_DATA_TYPE_BFLOAT16)
+		return fail("inputs must be float32 or bfloat16");
+	t->count = 1;
+	for (size_t i = 0; i < t->rank; i++) t->count *= t->dims[i];
+	return api->GetTensorMutableData((OrtValue *)v, &t->data);
+}
+
+// to_bf16 rounds float32 to bfloat16, to nearest even; NaN stays NaN (the
+// rounding of internal/half.F32ToBF16).
+VECTOR static void to_bf16(const float *x, uint16_t *y, int64_t n) {
+	for (int64_t i = 0; i < n; i++) {
+		uint32_t b;
+		memcpy(&b, &x[i], sizeof b);
+		uint16_t h = (uint16_t)((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
+		if ((b & 0x7fffffffu) > 0x7f800000u) h = (uint16_t)((b >> 16) | 0x40u);
+		y[i] = h;
+	}
+}
+
+// round_f32 rounds float32 to the nearest bfloat16 value, kept in float32
+// (the low 16 bits cleared): the operands of the float32 path.
+VECTOR static void round_f32(const float *x, float *y, int64_t n) {
+	for (int64_t i = 0; i < n; i++) {
+		uint32_t b;
+		memcpy(&b, &x[i], sizeof b);
+		uint32_t h = ((b + 0x7fffu + ((b >> 16) & 1u)) >> 16) << 16;
+		if ((b & 0x7fffffffu) > 0x7f800000u) h = (b & 0xffff0000u) | 0x00400000u;
+		memcpy(&y[i], &h, sizeof h);
+	}
+}
+
+// widen_f32 turns bfloat16 into float32 (exact).
+VECTOR static void widen_f32(const uint16_t *x, float *y, int64_t n) {
+	for (int64_t i = 0; i < n; i++) {
+		uint32_t h = (uint32_t)x[i] << 16;
+		memcpy(&y[i], &h, sizeof h);
+	}
+}
+
+enum { CONVERT_BLOCK = 1 << 16 };
+
+// convert_job converts n values of x into y: float32 to bf16 (native
+// path), or to bf16-valued float32 from float32 or from bf16 (float32 path).
+typedef struct {
+	const void *x;
+	void *y;
+	int64_t n;
+	int to_f32, from_bf16;
+} convert_job;
+
+static void convert_block(void *p, size_t b) {
+	const convert_job *j = p;
+	int64_t start = (int64_t)b * CONVERT_BLOCK, n = j->n - start < CONVERT_BLOCK ? j->n - start : CONVERT_BLOCK;
+	if (!j->to_f32)
+		to_bf16((const float *)j->x + start, (uint16_t *)j->y + start, n);
+	else if (j->from_bf16)
+		widen_f32((const uint16_t *)j->x + start, (float *)j->y + start, n);
+	else
+		round_f32((const float *)j->x + start, (float *)j->y + start, n);
+}
+
+// operand gives t's values as the product reads them: bfloat16 (to_f32 0)
+// or bf16-valued float32 (to_f32 1). It is t's own data where that already
+// is the form (a bf16 tensor on the native path), else a converted copy in
+// *owned (freed by the caller).
+static OrtStatus *operand(OrtKernelContext *ctx, const tensor *t, int to_f32, const void **out, void **owned) {
+	*owned = NULL;
+	int from_bf16 = t->type == ONNX_TENSOR_ELEMENT_DATA_TYPE_BFLOAT16;
+	if (from_bf16 && !to_f32) {
+		*out = t->data;
+		return NULL;
+	}
+	size_t size = to_f32 ? sizeof(float) : sizeof(uint16_t);
+	void *y = malloc((size_t)(t->count > 0 ? t->count : 1) * size);
+	if (y == NULL) return api->CreateStatus(ORT_FAIL, "ai.migu.bf16.MatMulBF16: out of memory");
+	*owned = y;
+	*out = y;
+	if (t->count == 0) return NULL;
+	convert_job j = {.x = t->data, .y = y, .n = t->count, .to_f32 = to_f32, .from_bf16 = from_bf16};
+	return api->KernelContext_ParallelFor(ctx, convert_block, (size_t)((t->count + CONVERT_BLOCK - 1) / CONVERT_BLOCK), 0, &j);
+}
+
+// The CPU engine is made once per process and shared by every kernel
+// (oneDNN engines are thread-safe).
+static dnnl_engine_t engine;
+static dnnl_status_t engine_status;
+static pthread_once_t engine_once = PTHREAD_ONCE_INIT;
+
+static void make_engine(void) { engine_status = dnnl_engine_create(&engine, dnnl_cpu, 0); }
+
+// Each thread that runs blocks keeps one oneDNN stream (streams are not
+// shared between threads) and one scratchpad buffer, grown to the largest
+// a block has needed; ORT's pool threads live as long as the process.
+static __thread dnnl_stream_t thread_stream;
+static __thread void *thread_scratch;
+static __thread size_t thread_scratch_size;
+
+// A product is cut into blocks of up to BLOCK_M rows and BLOCK_N columns
+// of Y, run on ONNX Runtime's intra-op threads (KernelContext_ParallelFor),
+// each block by oneDNN on the thread that runs it: the product uses the
+// threads --threads gives ORT, not a second pool of its own. (Debian's
+// oneDNN runs on OpenMP; set to one thread on ORT's threads, it works
+// where it is called.)
+enum { BLOCK_M = 128, BLOCK_N = 256, CACHE = 16 };
+
+// block_shape is an m×n block of Y with inner dimension k, and the leading
+// strides of A, B and Y in the full matrices (the trans flags are the
+// kernel's).
+typedef struct {
+	int64_t m, n, k, lda, ldb, ldy;
+} block_shape;
+
+// prim is a oneDNN matmul primitive for one block shape; in the cache,
+// refs counts the blocks running it and used orders entries by last use.
+typedef struct {
+	block_shape sh;
+	dnnl_primitive_t prim;
+	dnnl_memory_desc_t a_md, b_md, y_md, scratch_md;
+	int refs;
+	uint64_t used;
+} prim;
+
+typedef struct {
+	int64_t trans_a, trans_b;
+	// f32 picks the float32 path: the operands rounded to bf16 values and
+	// multiplied by oneDNN's float32 matmul (see native_bf16).
+	int f32;
+	// cache holds the primitives of the block shapes met last (a full
+	// block and its edges: up to four per product shape, which changes
+	// with the batch's token count), guarded by mu; the least recently
+	// used one that no block is running makes room. Primitives are
+	// immutable: threads execute one at once.
+	pthread_mutex_t mu;
+	prim cache[CACHE];
+	int cached;
+	uint64_t clock;
+} kernel;
+
+static dnnl_status_t make_prim(const kernel *kk, block_shape sh, prim *out) {
+	out->sh = sh;
+	dnnl_dims_t a_dims = {sh.m, sh.k}, b_dims = {sh.k, sh.n}, y_dims = {sh.m, sh.n};
+	dnnl_dims_t a_str = {sh.lda, 1}, b_str = {sh.ldb, 1}, y_str = {sh.ldy, 1};
+	if (kk->trans_a) a_str[0] = 1, a_str[1] = sh.lda;
+	if (kk->trans_b) b_str[0] = 1, b_str[1] = sh.ldb;
+	dnnl_data_type_t in = kk->f32 ? dnnl_f32 : dnnl_bf16;
+	dnnl_status_t st = dnnl_memory_desc_init_by_strides(&out->a_md, 2, a_dims, in, a_str);
+	if (st == dnnl_success) st = dnnl_memory_desc_init_by_strides(&out->b_md, 2, b_dims, in, b_str);
+	if (st == dnnl_success) st = dnnl_memory_desc_init_by_strides(&out->y_md, 2, y_dims, dnnl_f32, y_str);
+	if (st != dnnl_success) return st;
+	dnnl_matmul_desc_t desc;
+	if ((st = dnnl_matmul_desc_init(&desc, &out->a_md, &out->b_md, NULL, &out->y_md)) != dnnl_success) return st;
+	// The scratchpad is the caller's (thread_scratch): oneDNN's own is one
+	// buffer per creating thread, unsafe for a primitive that another
+	// thread runs, or that two threads run at once.
+	dnnl_primitive_attr_t attr = NULL;
+	if ((st = dnnl_primitive_attr_create(&attr)) != dnnl_success) return st;
+	st = dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
+	dnnl_primitive_desc_t pd = NULL;
+	if (st == dnnl_success) st = dnnl_primitive_desc_create(&pd, &desc, attr, engine, NULL);
+	dnnl_primitive_attr_destroy(attr);
+	if (st != dnnl_success) return st;
+	const dnnl_memory_desc_t *scratch = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+	if (scratch != NULL)
+		out->scratch_md = *scratch;
+	else
+		memset(&out->scratch_md, 0, sizeof out->scratch_md);
+	st = dnnl_primitive_create(&out->prim, pd);
+	dnnl_primitive_desc_destroy(pd);
+	return st;
+}
+
+// get_prim finds the block shape's primitive in the kernel's cache or
+// makes it, and tells where it is: *slot is its cache entry (release it
+// with put_prim), or -1 when every entry is running and the caller owns
+// (and destroys) the primitive.
+static dnnl_status_t get_prim(kernel *kk, block_shape sh, prim *out, int *slot) {
+	*slot = -1;
+	pthread_mutex_lock(&kk->mu);
+	kk->clock++;
+	for (int i = 0; i < kk->cached; i++) {
+		if (memcmp(&kk->cache[i].sh, &sh, sizeof sh) == 0) {
+			kk->cache[i].refs++;
+			kk->cache[i].used = kk->clock;
+			*out = kk->cache[i];
+			*slot = i;
+			pthread_mutex_unlock(&kk->mu);
+			return dnnl_success;
+		}
+	}
+	dnnl_status_t st = make_prim(kk, sh, out);
+	if (st == dnnl_success) {
+		int victim = -1;
+		if (kk->cached < CACHE)
+			victim = kk->cached;
+		else
+			for (int i = 0; i < CACHE; i++)
+				if (kk->cache[i].refs == 0 && (victim < 0 || kk->cache[i].used < kk->cache[victim].used)) victim = i;
+		if (victim >= 0) {
+			if (victim < kk->cached)
+				dnnl_primitive_destroy(kk->cache[victim].prim);
+			else
+				kk->cached++;
+			out->refs = 1;
+			out->used = kk->clock;
+			kk->cache[victim] = *out;
+			*slot = victim;
+		}
+	}
+	pthread_mutex_unlock(&kk->mu);
+	return st;
+}
+
+// put_prim releases a cache entry get_prim gave.
+static void put_prim(kernel *kk, int slot) {
+	pthread_mutex_lock(&kk->mu);
+	kk->cache[slot].refs--;
+	pthread_mutex_unlock(&kk->mu);
+}
+
+typedef struct {
+	kernel *kk;
+	const char *a, *b; // bf16 or float32 elements of size esize
+	size_t esize;
+	float *y;
+	int64_t m, k, n, blocks_n;
+	_Atomic dnnl_status_t status;
+	_Atomic int failed_at; // 0: none; 1: primitive, 2: memory or stream, 3: execution
+} matmul_job;
+
+static void matmul_block(void *p, size_t blk) {
+	matmul_job *j = p;
+	const kernel *kk = j->kk;
+	int64_t m0 = (int64_t)(blk / (size_t)j->blocks_n) * BLOCK_M, n0 = (int64_t)(blk % (size_t)j->blocks_n) * BLOCK_N;
+	block_shape sh;
+	memset(&sh, 0, sizeof sh); // the cache compares shapes bytewise
+	sh.m = j->m - m0 < BLOCK_M ? j->m - m0 : BLOCK_M;
+	sh.n = j->n - n0 < BLOCK_N ? j->n - n0 : BLOCK_N;
+	sh.k = j->k;
+	sh.lda = kk->trans_a ? j->m : j->k;
+	sh.ldb = kk->trans_b ? j->k : j->n;
+	sh.ldy = j->n;
+	// Block origins: rows m0 of op(A), columns n0 of op(B), element (m0, n0) of Y.
+	const char *a = j->a + (size_t)(kk->trans_a ? m0 : m0 * j->k) * j->esize;
+	const char *b = j->b + (size_t)(kk->trans_b ? n0 * j->k : n0) * j->esize;
+	float *y = j->y + m0 * j->n + n0;
+	ONE_THREAD();
+	prim pr;
+	int slot = -1, stage = 1;
+	dnnl_status_t st = get_prim(j->kk, sh, &pr, &slot);
+	int made = st == dnnl_success;
+	dnnl_memory_t am = NULL, bm = NULL, ym = NULL, sm = NULL;
+	if (st == dnnl_success) stage = 2, st = dnnl_memory_create(&am, &pr.a_md, engine, (void *)a);
+	if (st == dnnl_success) st = dnnl_memory_create(&bm, &pr.b_md, engine, (void *)b);
+	if (st == dnnl_success) st = dnnl_memory_create(&ym, &pr.y_md, engine, y);
+	if (st == dnnl_success && thread_stream == NULL) st = dnnl_stream_create(&thread_stream, engine, dnnl_stream_default_flags);
+	size_t scratch = made ? dnnl_memory_desc_get_size(&pr.scratch_md) : 0;
+	if (st == dnnl_success && scratch > thread_scratch_size) {
+		free(thread_scratch);
+		thread_scratch = NULL, thread_scratch_size = 0;
+		if (posix_memalign(&thread_scratch, 64, scratch) != 0)
+			st = dnnl_out_of_memory;
+		else
+			thread_scratch_size = scratch;
+	}
+	if (st == dnnl_success && scratch > 0) st = dnnl_memory_create(&sm, &pr.scratch_md, engine, thread_scratch);
+	if (st == dnnl_success) {
+		dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, ym}, {DNNL_ARG_SCRATCHPAD, sm}};
+		stage = 3;
+		st = dnnl_primitive_execute(pr.prim, thread_stream, sm != NULL ? 4 : 3, args);
+		if (st == dnnl_success) st = dnnl_stream_wait(thread_stream);
+	}
+	if (sm) dnnl_memory_destroy(sm);
+	if (ym) dnnl_memory_destroy(ym);
+	if (bm) dnnl_memory_destroy(bm);
+	if (am) dnnl_memory_destroy(am);
+	if (made && slot >= 0)
+		put_prim(j->kk, slot);
+	else if (made)
+		dnnl_primitive_destroy(pr.prim);
+	if (st != dnnl_success) {
+		j->status = st;
+		j->failed_at = stage;
+	}
+}
+
+// matmul runs y[M,N] = op(a) · op(b) with bf16 operands and float32
+// accumulation and output, block by block on ORT's threads.
+static OrtStatus *matmul(OrtKernelContext *ctx, kernel *kk, const void *a, const void *b, float *y, int64_t m,
+                         int64_t k, int64_t n) {
+	pthread_once(&engine_once, make_engine);
+	if (engine_status != dnnl_success) return dnnl_fail("engine creation", engine_status);
+	matmul_job j = {.kk = kk, .a = a, .b = b, .esize = kk->f32 ? sizeof(float) : sizeof(uint16_t), .y = y, .m = m, .k = k, .n = n, .blocks_n = (n + BLOCK_N - 1) / BLOCK_N,
+	                .status = dnnl_success, .failed_at = 0};
+	size_t blocks = (size_t)((m + BLOCK_M - 1) / BLOCK_M * j.blocks_n);
+	TRY(api->KernelContext_ParallelFor(ctx, matmul_block, blocks, 0, &j));
+	static const char *stages[] = {"", "primitive creation", "memory or stream creation", "execution"};
+	return j.failed_at == 0 ? NULL : dnnl_fail(stages[j.failed_at], j.status);
+}
+
+// native_bf16 tells whether the product runs as a bf16 product in oneDNN
+// (1) or as a float32 product of the bf16-rounded operands (0). Both give
+// the same numbers up to the order of the float32 sums: a product of two
+// bf16 values is exact in float32. oneDNN multiplies bf16 on its bf16
+// units where the CPU has them (AVX512-BF16, AMX-BF16); elsewhere it
+// emulates them, slower than its own float32 product, which the float32
+// path then uses instead. $MIGU_BF16_PATH=native or f32 forces a path
+// (tests, measurements); it is read when a session creates its kernels.
+static int native_bf16(void) {
+	const char *force = getenv("MIGU_BF16_PATH");
+	if (force != NULL && strcmp(force, "native") == 0) return 1;
+	if (force != NULL && strcmp(force, "f32") == 0) return 0;
+	int isa = (int)dnnl_get_effective_cpu_isa();
+	return (isa & (int)dnnl_cpu_isa_avx512_core_bf16) == (int)dnnl_cpu_isa_avx512_core_bf16;
+}
+
+static OrtStatus *compute_status(kernel *kk, OrtKernelContext *ctx) {
+	tensor a, b;
+	TRY(input(ctx, 0, &a));
+	TRY(input(ctx, 1, &b));
+	if (b.rank != 2) return fail("B must be 2-D");
+	if (a.rank < 2 || (kk->trans_a && a.rank != 2)) return fail("A must be [..., M, K], or [K, M] with transA");
+	int64_t k = kk->trans_a ? a.dims[0] : a.dims[a.rank - 1], m = kk->trans_a ? a.dims[1] : 1;
+	for (size_t i = 0; !kk->trans_a && i + 1 < a.rank; i++) m *= a.dims[i];
+	int64_t bk = kk->trans_b ? b.dims[1] : b.dims[0], n = kk->trans_b ? b.dims[0] : b.dims[1];
+	if (bk != k) return fail("the inner dimensions of op(A) and op(B) differ");
+	int64_t ydims[MAX_RANK];
+	size_t yrank = a.rank;
+	if (kk->trans_a) {
+		ydims[0] = m;
+	} else {
+		memcpy(ydims, a.dims, sizeof ydims);
+	}
+	ydims[yrank - 1] = n;
+	OrtValue *yv = NULL;
+	float *y = NULL;
+	TRY(api->KernelContext_GetOutput(ctx, 0, ydims, yrank, &yv));
+	TRY(api->GetTensorMutableData(yv, (void **)&y));
+	if (m == 0 || n == 0) return NULL;
+	if (k == 0) {
+		memset(y, 0, (size_t)(m * n) * sizeof *y);
+		return NULL;
+	}
+	const void *ab, *bb;
+	void *aown, *bown = NULL;
+	OrtStatus *s = operand(ctx, &a, kk->f32, &ab, &aown);
+	if (s == NULL) s = operand(ctx, &b, kk->f32, &bb, &bown);
+	if (s == NULL) s = matmul(ctx, kk, ab, bb, y, m, k, n);
+	free(aown);
+	free(bown);
+	return s;
+}
+
+// ---- op ----
+
+static int64_t int_attr(const OrtKernelInfo *info, const char *name) {
+	int64_t v = 0;
+	OrtStatus *s = api->KernelInfoGetAttribute_int64(info, name, &v);
+	if (s != NULL) {
+		api->ReleaseStatus(s);
+		return 0;
+	}
+	return v;
+}
+
+static OrtStatus *ORT_API_CALL create_kernel(const OrtCustomOp *o, const OrtApi *a, const OrtKernelInfo *info,
+                                             void **out) {
+	(void)o;
+	(void)a;
+	kernel *k = calloc(1, sizeof *k);
+	if (k == NULL) return api->CreateStatus(ORT_FAIL, "ai.migu.bf16.MatMulBF16: out of memory");
+	k->trans_a = int_attr(info, "transA") != 0;
+	k->trans_b = int_attr(info, "transB") != 0;
+	k->f32 = !native_bf16();
+	pthread_mutex_init(&k->mu, NULL);
+	*out = k;
+	return NULL;
+}
+
+static OrtStatus *ORT_API_CALL compute(void *k, OrtKernelContext *ctx) { return compute_status(k, ctx); }
+static void ORT_API_CALL destroy(void *k) {
+	kernel *kk = k;
+	for (int i = 0; i < kk->cached; i++) dnnl_primitive_destroy(kk->cache[i].prim);
+	pthread_mutex_destroy(&kk->mu);
+	free(kk);
+}
+static const char *ORT_API_CALL get_name(const OrtCustomOp *o) {
+	(void)o;
+	return "MatMulBF16";
+}
+static const char *ORT_API_CALL get_provider(const OrtCustomOp *o) {
+	(void)o;
+	return "CPUExecutionProvider";
+}
+// Inputs are typed UNDEFINED: each may be float32 or bfloat16 (checked in
+// Compute), which ORT allows custom ops.
+static ONNXTensorElementDataType ORT_API_CALL input_type(const OrtCustomOp *o, size_t i) {
+	(void)o;
+	(void)i;
+	return ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
+}
+static size_t ORT_API_CALL input_count(const OrtCustomOp *o) {
+	(void)o;
+	return 2;
+}
+static ONNXTensorElementDataType ORT_API_CALL output_type(const OrtCustomOp *o, size_t i) {
+	(void)o;
+	(void)i;
+	return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+}
+static size_t ORT_API_CALL output_count(const OrtCustomOp *o) {
+	(void)o;
+	return 1;
+}
+static OrtCustomOpInputOutputCharacteristic ORT_API_CALL required(const OrtCustomOp *o, size_t i) {
+	(void)o;
+	(void)i;
+	return INPUT_OUTPUT_REQUIRED;
+}
+static OrtMemType ORT_API_CALL input_mem(const OrtCustomOp *o, size_t i) {
+	(void)o;
+	(void)i;
+	return OrtMemTypeDefault;
+}
+static int ORT_API_CALL one(const OrtCustomOp *o) {
+	(void)o;
+	return 1;
+}
+static int ORT_API_CALL end_version(const OrtCustomOp *o) {
+	(void)o;
+	return INT_MAX;
+}
+static size_t ORT_API_CALL no_pairs(int **in, int **out) {
+	*in = NULL;
+	*out = NULL;
+	return 0;
+}
+static void ORT_API_CALL release_pairs(int *in, int *out) {
+	(void)in;
+	(void)out;
+}
+
+static OrtCustomOp op;
+static OrtCustomOpDomain *domain;
+static OrtStatus *domain_status;
+static pthread_once_t once = PTHREAD_ONCE_INIT;
+
+static void make_domain(void) {
+	op.version = MIGU_ORT_API;
+	op.CreateKernelV2 = create_kernel;
+	op.KernelComputeV2 = compute;
+	op.KernelDestroy = destroy;
+	op.GetName = get_name;
+	op.GetExecutionProviderType = get_provider;
+	op.GetInputType = input_type;
+	op.GetInputTypeCount = input_count;
+	op.GetOutputType = output_type;
+	op.GetOutputTypeCount = output_count;
+	op.GetInputCharacteristic = required;
+	op.GetOutputCharacteristic = required;
+	op.GetInputMemoryType = input_mem;
+	op.GetVariadicInputMinArity = one;
+	op.GetVariadicInputHomogeneity = one;
+	op.GetVariadicOutputMinArity = one;
+	op.GetVariadicOutputHomogeneity = one;
+	op.GetStartVersion = one;
+	op.GetEndVersion = end_version;
+	op.GetMayInplace = no_pairs;
+	op.ReleaseMayInplace = release_pairs;
+	op.GetAliasMap = no_pairs;
+	op.ReleaseAliasMap = release_pairs;
+	domain_status = api->CreateCustomOpDomain("ai.migu.bf16", &domain);
+	if (domain_status == NULL) domain_status = api->CustomOpDomain_Add(domain, &op);
+}
+
+// RegisterCustomOps is the entry point ONNX Runtime's RegisterCustomOpsLibrary
+// looks for; migu calls it directly (onnx/ort), after migu_kernels' own.
+MIGU_EXPORT OrtStatus *ORT_API_CALL RegisterCustomOps(OrtSessionOptions *options, const OrtApiBase *base) {
+	if (api == NULL) {
+		api = base->GetApi(MIGU_ORT_API);
+		if (api == NULL) return NULL;
+	}
+	pthread_once(&once, make_domain);
+	if (domain_status != NULL) return api->CreateStatus(ORT_FAIL, api->GetErrorMessage(domain_status));
+	return api->AddCustomOpDomain(options, domain);
+}
+
+// MiguBF16Version tells the loader which op set this build provides.
+MIGU_EXPORT const char *MiguBF16Version(void) { return "1"; }

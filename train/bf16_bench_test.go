@@ -1,0 +1,65 @@
+package train
+
+import (
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/migu-ml/migu/exporters"
+	"github.com/migu-ml/migu/internal/testenv"
+	"github.com/migu-ml/migu/onnx/kernels"
+	"github.com/migu-ml/migu/onnx/ort"
+)
+
+// BenchmarkBF16Step times one full fine-tuning Run of the small llama's
+// train.onnx (every parameter, MIGU taps, batch 4 × 128) with fp32 and
+// with bf16 weight products (GraphOptions.Precision), standard operators
+// otherwise, on 2 ORT threads, reporting wall and CPU time per step. The
+// log names the CPU's bf16 units: without them (kernels.BF16Units "")
+// bf16 is expected slower than fp32 by the rounding (bf16-f32) and
+// oneDNN's emulation slower still (bf16-native).
+func BenchmarkBF16Step(b *testing.B) {
+	lib := testenv.BF16(b)
+	if err := ort.Init(ort.InitOptions{LibraryPath: testenv.ORTLib(b)}); err != nil {
+		b.Fatal(err)
+	}
+	b.Logf("CPU bf16 units: %q", kernels.BF16Units())
+	root := b.TempDir()
+	hf, model := filepath.Join(root, "hf"), filepath.Join(root, "model")
+	if _, err := exporters.Init(hf, exporters.InitOptions{Arch: "llama", Preset: "small"}); err != nil {
+		b.Fatal(err)
+	}
+	man, err := exporters.Export(hf, model)
+	if err != nil {
+		b.Fatal(err)
+	}
+	// bf16 runs on each of MatMulBF16's paths ($MIGU_BF16_PATH): f32, what
+	// migu picks without bf16 units, and native, oneDNN's bf16 products.
+	for _, variant := range []string{PrecisionFP32, PrecisionBF16 + "-f32", PrecisionBF16 + "-native"} {
+		precision, path, _ := strings.Cut(variant, "-")
+		so := ort.SessionOptions{Threads: 2, NoMemPattern: true}
+		if precision == PrecisionBF16 {
+			so.CustomOps = []string{lib}
+		}
+		out := mkdir(b, filepath.Join(root, variant))
+		art, err := BuildGraph(model, out, GraphOptions{Trainable: TrainAll, Taps: true, Precision: precision})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Run("llama/"+variant, func(b *testing.B) {
+			if path != "" {
+				b.Setenv("MIGU_BF16_PATH", path)
+			}
+			run := bind(b, filepath.Join(out, GraphFile), model, man, art, so)
+			var ru0, ru1 syscall.Rusage
+			syscall.Getrusage(syscall.RUSAGE_SELF, &ru0)
+			for b.Loop() {
+				run()
+			}
+			syscall.Getrusage(syscall.RUSAGE_SELF, &ru1)
+			cpu := ru1.Utime.Nano() + ru1.Stime.Nano() - ru0.Utime.Nano() - ru0.Stime.Nano()
+			b.ReportMetric(float64(cpu)/1e6/float64(b.N), "cpu-ms/op")
+		})
+	}
+}

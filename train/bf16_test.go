@@ -1,0 +1,327 @@
+package train
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/migu-ml/migu/data"
+	"github.com/migu-ml/migu/exporters"
+	"github.com/migu-ml/migu/internal/testenv"
+	"github.com/migu-ml/migu/internal/testfix"
+	"github.com/migu-ml/migu/modeldir"
+	"github.com/migu-ml/migu/onnx"
+)
+
+// precisionOf is the precision of a test graph: bf16 when the bf16
+// library is given.
+func precisionOf(bf16Lib string) string {
+	if bf16Lib != "" {
+		return PrecisionBF16
+	}
+	return PrecisionFP32
+}
+
+// bf16GradTol bounds the relative difference (to each tensor's largest
+// magnitude) between a bf16 graph's loss, gradients and taps and the fp32
+// graph's. Rounding both operands of a product to bfloat16 moves it by up
+// to 2·2^-9 of Σ|ab|, about 0.4 %; through the tiny models' layers the
+// measured worst is about 1 % (gradients of the first layers), so 5 %
+// leaves room while still failing on a wrong transpose or operand (errors
+// of order 100 %).
+const bf16GradTol = 5e-2
+
+// The training graph with bf16 weight products gives the loss, every
+// gradient and every MIGU tap of the fp32 graph within bfloat16's
+// rounding — every architecture, full fine-tuning and LoRA, with and
+// without recomputation — and holds no float32 product on a weight: every
+// linear of migu.json is a MatMulBF16, the backward products too (no Gemm
+// is left), and frozen weights a model folder stores in bfloat16 feed the
+// products without their Cast to float32.
+func TestBF16ProductsKeepGradients(t *testing.T) {
+	lib := testenv.BF16(t)
+	feeds := tinyFeeds()
+	cases := []struct {
+		arch, method, recompute string
+		bf16Weights             bool // export the model's weight matrices in bfloat16
+	}{
+		{"llama", "full", RecomputeNone, false}, {"llama", "full", RecomputeLayers, false},
+		{"llama", "lora", RecomputeNone, true}, {"t5", "full", RecomputeNone, false}, {"roberta", "full", RecomputeNone, false},
+	}
+	for _, c := range cases {
+		name := c.arch + "/" + c.method + "/" + c.recompute
+		if c.bf16Weights {
+			name += "/bf16-weights"
+		}
+		t.Run(name, func(t *testing.T) {
+			hf, model := testfix.TinyModel(t, c.arch)
+			if c.bf16Weights {
+				model = filepath.Join(t.TempDir(), "bf16")
+				if _, err := exporters.ExportWith(hf, model, exporters.ExportOptions{DType: exporters.DTypeBF16}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			spec := recomputeSpec{model: model, method: c.method, feeds: feeds[c.arch]}
+			art, want, _ := spec.run(t, c.recompute)
+			spec.bf16 = lib
+			bart, got, g := spec.run(t, c.recompute)
+			man := spec.manifest(t)
+			if art.Precision != PrecisionFP32 || bart.Precision != PrecisionBF16 || bart.BF16Products != len(man.Linears) {
+				t.Fatalf("precision %s/%s, %d bf16 products for %d linears", art.Precision, bart.Precision, bart.BF16Products, len(man.Linears))
+			}
+			checkBF16Graph(t, g, man, c.method == "full", c.bf16Weights)
+			worst := 0.0
+			for name, w := range want {
+				d := bf16RelDiff(t, name, got[name], w)
+				worst = math.Max(worst, d)
+			}
+			if worst == 0 {
+				t.Fatal("the bf16 graph gives the fp32 graph's numbers exactly: nothing ran in bf16")
+			}
+			t.Logf("%d linears in bf16 (%d params, %d taps): max relative difference %.2g", bart.BF16Products, len(bart.Params), len(bart.Taps), worst)
+		})
+	}
+}
+
+// checkBF16Graph checks the ops of a bf16 training graph: every linear's
+// node is a MatMulBF16, no Gemm is left when every weight trains (the
+// fp32 graph computes their gradients with Gemms), and with bf16Weights
+// every linear reads its stored bfloat16 weight itself, not a float32
+// Cast of it.
+func checkBF16Graph(t *testing.T, g *onnx.Graph, man *modeldir.Manifest, full, bf16Weights bool) {
+	t.Helper()
+	linears := map[string]modeldir.Linear{}
+	for _, l := range man.Linears {
+		linears[l.Node] = l
+	}
+	products := 0
+	for _, n := range g.P.Node {
+		bf16 := n.GetDomain() == onnx.DomainMiguBF16 && n.GetOpType() == "MatMulBF16"
+		if bf16 {
+			products++
+		}
+		if l, ok := linears[n.GetName()]; ok {
+			if !bf16 {
+				t.Errorf("linear %s is a %s node", l.Name, n.GetOpType())
+			} else if bf16Weights && n.Input[1] != l.Weight {
+				t.Errorf("linear %s reads %s, not its bf16 weight %s", l.Name, n.Input[1], l.Weight)
+			}
+		}
+		if full && n.GetDomain() == "" && n.GetOpType() == "Gemm" {
+			t.Errorf("float32 Gemm %s left in a full fine-tuning graph", n.GetName())
+		}
+	}
+	if full && products < 2*len(man.Linears) {
+		t.Errorf("%d MatMulBF16 nodes for %d linears: the backward products are not all bf16", products, len(man.Linears))
+	}
+}
+
+func bf16RelDiff(t *testing.T, what string, got, want []float32) float64 {
+	t.Helper()
+	if len(got) != len(want) || len(want) == 0 {
+		t.Errorf("%s: %d values, %d in fp32", what, len(got), len(want))
+		return math.Inf(1)
+	}
+	var diff, scale float64
+	for i := range want {
+		diff = math.Max(diff, math.Abs(float64(got[i]-want[i])))
+		scale = math.Max(scale, math.Abs(float64(want[i])))
+	}
+	rel := diff / math.Max(scale, 1e-3)
+	if !(rel <= bf16GradTol) {
+		t.Errorf("%s: max |Δ| = %.3g at scale %.3g (relative %.2g > %g)", what, diff, scale, rel, bf16GradTol)
+	}
+	return rel
+}
+
+// bf16CurveTol bounds the relative difference between the losses of a
+// bf16 run and an fp32 run from the same weights on the same batches, at
+// every one of 50 steps: 1e-2, the drift issue 18 accepts for bf16
+// products (bf16 rounding moves each update slightly, and the difference
+// grows along the run). Measured on the tiny llama at lr 1e-3: 1.5e-3. At
+// lr 2e-3 the tiny model's fp32 curve itself jumps by up to 8 % from step
+// to step, and any two runs that round differently part ways; the test
+// keeps to the stable rate.
+const bf16CurveTol = 1e-2
+
+// bf16CurveSteps and bf16CurveLR are the loss-curve tests' run: full
+// fine-tuning of a tiny llama on ten random batches, cycled.
+const (
+	bf16CurveSteps = 50
+	bf16CurveLR    = 1e-3
+)
+
+// bf16Curve trains the model folder for bf16CurveSteps steps at the given
+// precision and returns the loss of every step.
+func bf16Curve(t *testing.T, model, precision string, batches []*data.Batch) []float64 {
+	t.Helper()
+	cfg := Config{GradAccum: 1, Optim: AdamWConfig{LR: bf16CurveLR, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.01}, Precision: precision}
+	tr := newFullTrainer(t, model, cfg)
+	if tr.Art.Precision != precision {
+		t.Fatalf("train.json precision %q, want %q", tr.Art.Precision, precision)
+	}
+	losses := make([]float64, bf16CurveSteps)
+	for i := range losses {
+		res, err := tr.TrainStep([]*data.Batch{batches[i%len(batches)]}, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		losses[i] = res.Loss
+	}
+	return losses
+}
+
+// compareCurves checks got against want at every step within tol
+// (relative) and returns the worst relative difference and a few steps
+// of both curves for the log.
+func compareCurves(t *testing.T, what string, got, want []float64, tol float64) (float64, string) {
+	t.Helper()
+	worst := 0.0
+	var lines []string
+	for i := range want {
+		rel := math.Abs(got[i]-want[i]) / want[i]
+		worst = math.Max(worst, rel)
+		if !(rel <= tol) {
+			t.Errorf("step %d: loss %.5f, %s %.5f: relative difference %.2g > %g", i+1, got[i], what, want[i], rel, tol)
+		}
+		if i%10 == 0 || i == len(want)-1 {
+			lines = append(lines, fmt.Sprintf("%d %.4f %.4f", i+1, want[i], got[i]))
+		}
+	}
+	return worst, strings.Join(lines, "; ")
+}
+
+// Fifty steps of full fine-tuning of a tiny llama with bf16 products
+// follow the fp32 loss curve within bf16CurveTol at every step, while not
+// reproducing it exactly, and learn.
+func TestBF16LossCurve(t *testing.T) {
+	lib := testenv.BF16(t)
+	t.Setenv("MIGU_BF16", lib)
+	_, model := tinyModel(t)
+	batches := testfix.RandomBatches(10, 2, 16, 600, 7)
+	fp32, bf16 := bf16Curve(t, model, PrecisionFP32, batches), bf16Curve(t, model, PrecisionBF16, batches)
+	worst, curve := compareCurves(t, "fp32", bf16, fp32, bf16CurveTol)
+	if worst == 0 {
+		t.Fatal("bf16 and fp32 losses are identical: nothing ran in bf16")
+	}
+	last := len(fp32) - 1
+	if fp32[last] > 0.9*fp32[0] || bf16[last] > 0.9*bf16[0] {
+		t.Errorf("no learning: fp32 %.4f → %.4f, bf16 %.4f → %.4f", fp32[0], fp32[last], bf16[0], bf16[last])
+	}
+	t.Logf("%d steps, max relative loss difference %.2g (step fp32 bf16): %s", len(fp32), worst, curve)
+}
+
+// torchAutocast trains a transformers checkpoint as a PyTorch 2.x user
+// trains on a CPU in bf16: float32 weights and AdamW, the forward pass
+// under torch.autocast("cpu", dtype=torch.bfloat16) (every matrix
+// product in bf16, attention's included); it prints every step's loss.
+const torchAutocast = `
+import json, sys
+import torch, transformers
+spec = json.load(open(sys.argv[1]))
+torch.manual_seed(0)
+model = transformers.LlamaForCausalLM.from_pretrained(sys.argv[2])
+model.eval()
+opt = torch.optim.AdamW(model.parameters(), lr=spec["lr"], betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01)
+losses = []
+for i in range(spec["steps"]):
+    batch = spec["batches"][i % len(spec["batches"])]
+    feeds = {k: torch.tensor(v, dtype=torch.long) for k, v in batch.items()}
+    feeds["position_ids"] = torch.where(feeds["attention_mask"] == 1, feeds["attention_mask"].cumsum(-1) - 1, torch.arange(feeds["attention_mask"].shape[-1]))
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=spec["autocast"]):
+        loss = model(**feeds).loss
+    loss.float().backward()
+    opt.step()
+    opt.zero_grad()
+    losses.append(float(loss))
+print(json.dumps(losses))
+`
+
+// The bf16 loss curve against PyTorch 2.x's CPU autocast on the same
+// checkpoint and batches, within bf16CurveTol at every step (issue 18's
+// target), beside our fp32 curve against PyTorch's fp32 (1e-4: float32
+// rounding only, grown over 50 steps). Optional: it needs the PyTorch 2.x
+// venv that `make bench` makes (.deps/torch2, benchmarks/perf/torch2.sh),
+// and skips without it.
+func TestBF16LossCurveMatchesAutocast(t *testing.T) {
+	lib := testenv.BF16(t)
+	py := filepath.Join(testenv.Root(), ".deps", "torch2", "bin", "python")
+	if _, err := os.Stat(py); err != nil {
+		t.Skipf("PyTorch 2.x venv %s not found (made by `make bench`, benchmarks/perf/torch2.sh): autocast comparison skipped", py)
+	}
+	t.Setenv("MIGU_BF16", lib)
+	hf, model := tinyModel(t)
+	batches := testfix.RandomBatches(10, 2, 16, 600, 7)
+	torch := func(autocast bool) []float64 {
+		spec := map[string]any{"lr": bf16CurveLR, "steps": bf16CurveSteps, "autocast": autocast}
+		var feeds []map[string][][]int64
+		for _, b := range batches {
+			feeds = append(feeds, testfix.BatchFeeds(b))
+		}
+		spec["batches"] = feeds
+		path := filepath.Join(t.TempDir(), "spec.json")
+		raw, _ := json.Marshal(spec)
+		if err := os.WriteFile(path, raw, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(py, "-c", torchAutocast, path, hf)
+		cmd.Env = append(os.Environ(), "TRANSFORMERS_OFFLINE=1", "HF_HUB_OFFLINE=1", "OMP_NUM_THREADS=1")
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("PyTorch 2.x: %v\n%s", err, stderr.Bytes())
+		}
+		var losses []float64
+		if err := json.Unmarshal(out, &losses); err != nil {
+			t.Fatalf("PyTorch 2.x printed %q: %v", out, err)
+		}
+		return losses
+	}
+	worst, curve := compareCurves(t, "PyTorch fp32", bf16Curve(t, model, PrecisionFP32, batches), torch(false), 1e-4)
+	t.Logf("fp32 vs PyTorch 2.x fp32: max relative loss difference %.2g (step torch migu): %s", worst, curve)
+	worst, curve = compareCurves(t, "PyTorch autocast", bf16Curve(t, model, PrecisionBF16, batches), torch(true), bf16CurveTol)
+	t.Logf("bf16 vs PyTorch 2.x bf16 autocast: max relative loss difference %.2g (step torch migu): %s", worst, curve)
+}
+
+// The small llama's bf16 training graph (batch 4 × 128: every product
+// several blocks wide) gives the same loss, gradients and taps, bit for
+// bit, on 2 threads twice and on 1 thread: the blocks that run at once
+// share no scratch memory. (oneDNN's own scratchpad, one buffer per
+// creating thread, gave step losses off by up to 0.03 at random on 2
+// threads before MatMulBF16 passed its own.)
+func TestBF16ThreadsDeterministic(t *testing.T) {
+	if testing.Short() {
+		t.Skip("exports the small llama (-short)")
+	}
+	lib := testenv.BF16(t)
+	root := t.TempDir()
+	hf, model := filepath.Join(root, "hf"), filepath.Join(root, "model")
+	if _, err := exporters.Init(hf, exporters.InitOptions{Arch: "llama", Preset: "small"}); err != nil {
+		t.Fatal(err)
+	}
+	man, err := exporters.Export(hf, model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := testfix.RandomBatches(1, 4, 128, man.VocabSize, 9)[0]
+	spec := recomputeSpec{model: model, method: "full", feeds: testfix.BatchFeeds(b), bf16: lib, threads: 2}
+	_, want, _ := spec.run(t, RecomputeNone)
+	for _, threads := range []int{2, 1} {
+		spec.threads = threads
+		_, got, _ := spec.run(t, RecomputeNone)
+		for name, w := range want {
+			for i := range w {
+				if got[name][i] != w[i] {
+					t.Fatalf("%d threads: %s[%d] = %g, %g on the first 2-thread run", threads, name, i, got[name][i], w[i])
+				}
+			}
+		}
+	}
+}
