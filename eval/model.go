@@ -40,6 +40,11 @@ type Options struct {
 	// else is the library's path. Without one the graphs run in standard
 	// operators, with the same results to float32 rounding.
 	Kernels string
+	// WholeRequests scores every request in full, context included, even
+	// when requests share a context (loglik_shared.go scores such a
+	// context once): the results agree to float32 rounding, and the
+	// benchmarks time both ways.
+	WholeRequests bool
 }
 
 // Model is a model folder opened for scoring: one ORT session on the
@@ -61,8 +66,9 @@ type Model struct {
 	progress func(done, total int)
 	fwd      forwardState
 	gen      generator // generation's key/value-cache session, built on first use (generate.go)
-	// unshared scores every request whole, context included (tests
-	// compare it with loglik_shared.go's path).
+	// unshared scores every request whole, context included
+	// (Options.WholeRequests; tests compare it with loglik_shared.go's
+	// path).
 	unshared bool
 	// fused counts the nodes kernels.Fuse replaced in the forward graph
 	// (0 without the kernel library).
@@ -98,7 +104,7 @@ func Open(modelDir string, o Options) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := &Model{dir: modelDir, man: man, seq2seq: seq2seq, mlm: mlm, vocab: int(man.VocabSize)}
+	m := &Model{dir: modelDir, man: man, seq2seq: seq2seq, mlm: mlm, vocab: int(man.VocabSize), unshared: o.WholeRequests}
 	lib, err := kernelLibrary(o)
 	if err != nil {
 		return nil, err
