@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"time"
@@ -167,6 +168,15 @@ func workEval(o *options) error {
 	}
 	reqs := evalRequests(items)
 	s := &evalSample{Threads: o.threads}
+	if o.cpuProfile != "" {
+		f, err := os.Create(o.cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		pprof.StartCPUProfile(f)
+		defer pprof.StopCPUProfile()
+	}
 	for range o.steps {
 		start := time.Now()
 		res, err := m.LogLikelihood(ctx, reqs)
@@ -365,6 +375,9 @@ func driveEval(o *options) error {
 			i := order[k]
 			if pass == 1 {
 				i = order[len(order)-1-k]
+				if b := bench.BestTorch(cands, "fp32"); b >= 0 && cands[i].StepMS > 2*cands[b].StepMS {
+					continue // clearly slower: not worth a second look
+				}
 			}
 			s, err := torchRun(cands[i], "hflm", searchPath, 1)
 			if err != nil {
