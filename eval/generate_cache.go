@@ -21,6 +21,7 @@ type generator struct {
 	sess  *ort.Session
 	cache *kvcache.Cache
 	err   error // a failed build is not retried
+	fused int   // nodes kernels.Fuse replaced in the decoder (and encoder)
 	// Output positions: the decoder's logits and per layer present key
 	// and value; the encoder's cross keys and values.
 	logitsAt, crossAt int
@@ -75,8 +76,15 @@ func (g *generator) load(dir, architecture string, seq2seq bool) error {
 }
 
 // session loads an in-memory graph and maps its output names to
-// positions.
+// positions. With the kernel library in opts it fuses the graph first.
 func (g *generator) session(m *onnx.Model) (*ort.Session, map[string]int, error) {
+	if len(g.opts.CustomOps) > 0 {
+		n, err := fuse(m)
+		if err != nil {
+			return nil, nil, fmt.Errorf("fusing the key/value-cache graph: %w", err)
+		}
+		g.fused += n
+	}
 	raw, err := proto.Marshal(m.Proto)
 	if err != nil {
 		return nil, nil, fmt.Errorf("serializing the key/value-cache graph: %w", err)

@@ -124,14 +124,16 @@ func (m *Model) logLikelihoodTokens(ctx context.Context, reqs []tokenRequest) ([
 	done := 0
 	if !m.seq2seq && !m.unshared && m.gen.load(m.dir, m.man.Architecture, false) == nil {
 		groups, rest := sharedGroups(reqs, m.maxLen)
-		for _, g := range groups {
+		for _, b := range sharedBatches(reqs, groups, m.batch) {
 			if err := ctx.Err(); err != nil {
 				return nil, err
 			}
-			if err := m.scoreShared(reqs, g, out); err != nil {
+			if err := m.scoreShared(reqs, b, out); err != nil {
 				return nil, err
 			}
-			done += len(g)
+			for _, g := range b {
+				done += len(g)
+			}
 			if m.progress != nil {
 				m.progress(done, len(reqs))
 			}

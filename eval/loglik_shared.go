@@ -1,12 +1,18 @@
 package eval
 
-import "fmt"
+import (
+	"fmt"
+	"slices"
+)
 
 // Requests that share a context — the labels of one CL row, the endings
 // of one HellaSwag item, the choices of one ARC question — score the
 // context once: it runs through the key/value-cache decoder as one row,
 // its keys and values are copied to one row per continuation, and the
 // continuations (all but their last token) run as one batch after them.
+// Groups with few continuations share their runs: the contexts of as
+// many groups as BatchSize continuations allow run as one left-padded
+// batch, and all their continuations as the next.
 // The tokens the model sees and the positions it reads are those of the
 // whole-sequence path (scoreCausal), so the log-probabilities agree to
 // float32 rounding; only requests cut to MaxLength take that path.
@@ -44,57 +50,105 @@ func sharedGroups(reqs []tokenRequest, maxLen int) (groups [][]int, rest []int) 
 	return kept, rest
 }
 
-// scoreShared scores requests with one context (sharedGroups) through
-// the cached decoder. The caller holds m.mu and has loaded m.gen.
-func (m *Model) scoreShared(reqs []tokenRequest, group []int, out []Result) error {
-	ctx := reqs[group[0]].ctx
+// sharedBatches packs groups into runs of at most batch continuations
+// (a group of batch or more runs alone), longest context first, so that the
+// contexts of several items run as one batch and their continuations as
+// another.
+func sharedBatches(reqs []tokenRequest, groups [][]int, batch int) [][][]int {
+	groups = slices.Clone(groups)
+	slices.SortStableFunc(groups, func(a, b []int) int { return len(reqs[b[0]].ctx) - len(reqs[a[0]].ctx) })
+	var out [][][]int
+	open, rows := -1, 0 // the batch being filled and its continuations
+	for _, g := range groups {
+		if len(g) >= batch {
+			out = append(out, [][]int{g})
+			continue
+		}
+		if open < 0 || rows+len(g) > batch {
+			out = append(out, nil)
+			open, rows = len(out)-1, 0
+		}
+		out[open] = append(out[open], g)
+		rows += len(g)
+	}
+	return out
+}
+
+// scoreShared scores groups of requests that share a context
+// (sharedGroups) through the cached decoder: the contexts as one batch,
+// left-padded, then every continuation of every group as one batch after
+// its context's keys and values. The caller holds m.mu and has loaded
+// m.gen.
+func (m *Model) scoreShared(reqs []tokenRequest, groups [][]int, out []Result) error {
 	st := &cachedStepper{m: m, g: &m.gen}
 	defer st.close()
-	ids := make([]int64, len(ctx))
-	mask := make([]int64, len(ctx))
-	for s, id := range ctx {
-		ids[s], mask[s] = int64(id), 1
+	seq := 0
+	for _, g := range groups {
+		seq = max(seq, len(reqs[g[0]].ctx))
 	}
-	first, err := st.first(ids, mask, 1, len(ctx))
+	n := len(groups)
+	ids := make([]int64, n*seq)
+	mask := make([]int64, n*seq)
+	for r, g := range groups {
+		ctx := reqs[g[0]].ctx
+		pad := seq - len(ctx)
+		for s := range pad {
+			ids[r*seq+s] = m.padToken()
+		}
+		for s, id := range ctx {
+			ids[r*seq+pad+s], mask[r*seq+pad+s] = int64(id), 1
+		}
+	}
+	first, err := st.first(ids, mask, n, seq)
 	if err != nil {
 		return err
 	}
 	rest := 0 // the longest continuation after its first token
-	for _, i := range group {
-		cont := reqs[i].cont
-		lp, best := logSoftmaxAt(first, cont[0])
-		out[i] = Result{LogProb: lp, Greedy: best == cont[0], Tokens: len(cont)}
-		rest = max(rest, len(cont)-1)
+	var rows []int
+	for r, g := range groups {
+		for _, i := range g {
+			cont := reqs[i].cont
+			lp, best := logSoftmaxAt(first[r*m.vocab:(r+1)*m.vocab], cont[0])
+			out[i] = Result{LogProb: lp, Greedy: best == cont[0], Tokens: len(cont)}
+			rest = max(rest, len(cont)-1)
+			rows = append(rows, r)
+		}
 	}
 	if rest == 0 {
 		return nil
 	}
-	rows := len(group)
-	if err := st.keep(make([]int, rows)); err != nil { // row 0, once per request
+	if err := st.keep(rows); err != nil { // each context's row, once per request
 		return err
 	}
 	// Each row feeds its continuation but the last token, right-padded
 	// (a padded position comes after every real one, so no real query
 	// sees it); the mask covers the context and the new tokens.
-	next := make([]int64, rows*rest)
-	st.mask = make([]int64, rows*(len(ctx)+rest))
-	for k := range st.mask {
-		st.mask[k] = 1
+	next := make([]int64, len(rows)*rest)
+	for range rest {
+		st.mask = appendColumn(st.mask, len(rows), len(st.mask)/len(rows), nil)
 	}
-	for r, i := range group {
-		for s, id := range reqs[i].cont[:len(reqs[i].cont)-1] {
-			next[r*rest+s] = int64(id)
+	r := 0
+	for _, g := range groups {
+		for _, i := range g {
+			for s, id := range reqs[i].cont[:len(reqs[i].cont)-1] {
+				next[r*rest+s] = int64(id)
+			}
+			r++
 		}
 	}
 	logits, err := st.runLogits(next, rest, rest)
 	if err != nil {
 		return err
 	}
-	for r, i := range group {
-		cont := reqs[i].cont
-		lp, greedy := m.sumLogProbs(logits, r*rest, cont[1:])
-		out[i].LogProb += lp
-		out[i].Greedy = out[i].Greedy && greedy
+	r = 0
+	for _, g := range groups {
+		for _, i := range g {
+			cont := reqs[i].cont
+			lp, greedy := m.sumLogProbs(logits, r*rest, cont[1:])
+			out[i].LogProb += lp
+			out[i].Greedy = out[i].Greedy && greedy
+			r++
+		}
 	}
 	return nil
 }

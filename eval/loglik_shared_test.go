@@ -11,7 +11,9 @@ import (
 // of their shared context (loglik_shared.go) get the log-likelihoods,
 // greediness and token counts of the whole-sequence path, for groups of
 // one-token and long continuations, a group larger than maxShared, a
-// context alone in its group and requests cut to the context length.
+// context alone in its group and requests cut to the context length, and
+// with a batch size that runs several groups' contexts (left-padded) and
+// continuations together.
 func TestSharedContextsMatchWholeSequences(t *testing.T) {
 	var reqs []Request
 	for _, c := range []string{"The cat sat", "Question: what is two plus two?\nAnswer:", strings.Repeat("a long shared context ", 6)} {
@@ -23,8 +25,9 @@ func TestSharedContextsMatchWholeSequences(t *testing.T) {
 	for i := range maxShared + 3 {
 		reqs = append(reqs, Request{"Many labels:", strings.Repeat(" x", 1+i%4)})
 	}
-	for _, maxLen := range []int{0, 32} {
-		_, m := tinyModel(t, "llama", Options{BatchSize: 4, Threads: 1, MaxLength: maxLen})
+	for _, tc := range []struct{ batch, maxLen int }{{4, 0}, {4, 32}, {16, 0}} {
+		maxLen := tc.maxLen
+		_, m := tinyModel(t, "llama", Options{BatchSize: tc.batch, Threads: 1, MaxLength: maxLen})
 		shared, err := m.LogLikelihood(context.Background(), reqs)
 		if err != nil {
 			t.Fatal(err)
@@ -41,15 +44,22 @@ func TestSharedContextsMatchWholeSequences(t *testing.T) {
 		if len(groups) < 4 {
 			t.Fatalf("max length %d: %d groups of shared contexts; the test does not exercise sharing", maxLen, len(groups))
 		}
+		together := 0
+		for _, b := range sharedBatches(mustTokenize(t, m, reqs), groups, m.batch) {
+			together = max(together, len(b))
+		}
+		if tc.batch > 4 && together < 3 {
+			t.Fatalf("batch %d: at most %d groups run together; the test does not exercise batched contexts", tc.batch, together)
+		}
 		worst := 0.0
 		for i := range reqs {
 			d := math.Abs(shared[i].LogProb - whole[i].LogProb)
 			worst = max(worst, d)
 			if d > 1e-4 || shared[i].Greedy != whole[i].Greedy || shared[i].Tokens != whole[i].Tokens || shared[i].Truncated != whole[i].Truncated {
-				t.Errorf("max length %d, request %d %q: shared %+v, whole %+v", maxLen, i, reqs[i], shared[i], whole[i])
+				t.Errorf("batch %d, max length %d, request %d %q: shared %+v, whole %+v", tc.batch, maxLen, i, reqs[i], shared[i], whole[i])
 			}
 		}
-		t.Logf("max length %d: %d requests, %d shared groups, largest difference %.2g", m.maxLen, len(reqs), len(groups), worst)
+		t.Logf("batch %d, max length %d: %d requests, %d shared groups (up to %d per run), largest difference %.2g", tc.batch, m.maxLen, len(reqs), len(groups), together, worst)
 	}
 }
 

@@ -34,6 +34,17 @@ type Options struct {
 	// manifest's max_length, else tokenizer_config.json's
 	// model_max_length, else DefaultMaxLength).
 	MaxLength int
+	// Kernels chooses migu's fused kernels (package onnx/kernels), as
+	// train.Config.Kernels does: "" uses the library kernels.Find finds
+	// ($MIGU_KERNELS, else bin/libmigu_kernels.so), "off" none, anything
+	// else is the library's path. Without one the graphs run in standard
+	// operators, with the same results to float32 rounding.
+	Kernels string
+	// WholeRequests scores every request in full, context included, even
+	// when requests share a context (loglik_shared.go scores such a
+	// context once): the results agree to float32 rounding, and the
+	// benchmarks time both ways.
+	WholeRequests bool
 }
 
 // Model is a model folder opened for scoring: one ORT session on the
@@ -55,9 +66,13 @@ type Model struct {
 	progress func(done, total int)
 	fwd      forwardState
 	gen      generator // generation's key/value-cache session, built on first use (generate.go)
-	// unshared scores every request whole, context included (tests
-	// compare it with loglik_shared.go's path).
+	// unshared scores every request whole, context included
+	// (Options.WholeRequests; tests compare it with loglik_shared.go's
+	// path).
 	unshared bool
+	// fused counts the nodes kernels.Fuse replaced in the forward graph
+	// (0 without the kernel library).
+	fused int
 }
 
 // Open loads modelDir (made by `migu export`) for evaluation; with
@@ -89,8 +104,15 @@ func Open(modelDir string, o Options) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := &Model{dir: modelDir, man: man, seq2seq: seq2seq, mlm: mlm, vocab: int(man.VocabSize)}
+	m := &Model{dir: modelDir, man: man, seq2seq: seq2seq, mlm: mlm, vocab: int(man.VocabSize), unshared: o.WholeRequests}
+	lib, err := kernelLibrary(o)
+	if err != nil {
+		return nil, err
+	}
 	m.gen.opts = ort.SessionOptions{Threads: o.Threads, Provider: o.Provider}
+	if lib != "" {
+		m.gen.opts.CustomOps = []string{lib}
+	}
 	if o.Adapter != "" {
 		m.tmp, err = os.MkdirTemp("", "migu-eval-")
 		if err != nil {
@@ -111,11 +133,28 @@ func Open(modelDir string, o Options) (*Model, error) {
 	if err != nil {
 		return fail(err)
 	}
-	m.sess, err = ort.NewSession(filepath.Join(m.dir, modeldir.ModelFile), ort.SessionOptions{
-		Threads:  o.Threads,
-		Provider: o.Provider,
-		Outputs:  []string{"logits"},
-	})
+	so := ort.SessionOptions{
+		Threads:   o.Threads,
+		Provider:  o.Provider,
+		Outputs:   []string{"logits"},
+		CustomOps: m.gen.opts.CustomOps,
+	}
+	var fused []byte
+	if lib != "" {
+		if fused, m.fused, err = fusedModel(m.dir); err != nil {
+			return fail(err)
+		}
+	}
+	if fused != nil {
+		var abs string
+		if abs, err = filepath.Abs(m.dir); err != nil {
+			return fail(err)
+		}
+		so.Config = map[string]string{externalDataFolder: abs}
+		m.sess, err = ort.NewSessionFromBytes(fused, so)
+	} else {
+		m.sess, err = ort.NewSession(filepath.Join(m.dir, modeldir.ModelFile), so)
+	}
 	if err != nil {
 		return fail(err)
 	}

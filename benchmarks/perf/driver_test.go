@@ -42,3 +42,24 @@ func TestMarkdownAnchor(t *testing.T) {
 		t.Errorf("a bf16 section without a bf16 configuration:\n%s", md)
 	}
 }
+
+// The eval results name the CPU and divide transformers' HFLM-way median
+// pass by each side's: 10 s against 2 s is 5×.
+func TestEvalMarkdownRatio(t *testing.T) {
+	side := func(name string, s ...float64) *evalSide {
+		return &evalSide{Name: name, Samples: []*evalSample{{PassS: s, PeakRSSMB: 500}}}
+	}
+	rep := &evalReport{CPU: "Test CPU", CPUFlags: "avx512f yes", Model: "smollm2", Threads: 2, Batch: 8, Items: 2, Requests: 8, Tokens: 1000,
+		Torch: bench.TorchConfig{Name: "OpenBLAS openmp", Version: "1.13"},
+		Sides: []*evalSide{side("migu (shared context, fused kernels)", 2, 3, 1), side("transformers (HFLM: whole requests, batch 8)", 10)}}
+	md := evalMarkdown(rep, "x.json")
+	for _, want := range []string{
+		"CPU: Test CPU; flags (/proc/cpuinfo): avx512f yes. 2 threads on both sides.",
+		"| migu (shared context, fused kernels) | 2.00 (±25%) | 500 | 5.00× | 500 |",
+		"| transformers (HFLM: whole requests, batch 8) | 10.00 (±0%) | 100 | 1.00× | 500 |",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("results lack %q:\n%s", want, md)
+		}
+	}
+}

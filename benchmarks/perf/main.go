@@ -74,6 +74,15 @@ type options struct {
 	hiddenPad               bool
 	// precision is migu's weight-product precision (train.Config.Precision).
 	precision string
+	// BENCH_EVAL=1: the evaluation throughput benchmark (eval.go).
+	evalMode   bool
+	evalModel  string
+	evalItems  int
+	evalBatch  int
+	evalPasses int
+	// eval worker-only
+	items, kernels string
+	whole          bool
 }
 
 func parseFlags() *options {
@@ -107,6 +116,14 @@ func parseFlags() *options {
 	flag.StringVar(&o.ortSpin, "ort-spin", bench.EnvOr("BENCH_ORT_SPIN", ""), "worker: ORT intra-op spinning, 0 or 1 (empty: ORT's default, on)")
 	flag.StringVar(&o.precision, "migu-precision", "fp32", "worker: migu's weight products, fp32 or bf16 (--precision; the driver does not run bf16 yet)")
 	flag.StringVar(&o.optLevel, "opt-level", bench.EnvOr("BENCH_OPT_LEVEL", "all"), "worker: ORT graph optimisation level")
+	flag.BoolVar(&o.evalMode, "eval", bench.EnvOr("BENCH_EVAL", "") == "1", "benchmark evaluation throughput (log-likelihood scoring) against transformers instead of training")
+	flag.StringVar(&o.evalModel, "eval-model", bench.EnvOr("BENCH_EVAL_MODEL", ""), "eval: smollm2 or llama (default: smollm2 when `make smollm2` exported it)")
+	flag.IntVar(&o.evalItems, "eval-items", bench.EnvInt("BENCH_EVAL_ITEMS", 8), "eval: multiple-choice items (4 requests each)")
+	flag.IntVar(&o.evalBatch, "eval-batch", bench.EnvInt("BENCH_EVAL_BATCH", 8), "eval: batch size on both sides")
+	flag.IntVar(&o.evalPasses, "eval-passes", bench.EnvInt("BENCH_EVAL_PASSES", 2), "eval: timed passes over all items per process")
+	flag.StringVar(&o.items, "items", "", "eval worker: items JSON")
+	flag.StringVar(&o.kernels, "kernels", "", "eval worker: fused-kernel library, or off")
+	flag.BoolVar(&o.whole, "whole", false, "eval worker: score every request whole (no shared context)")
 	flag.Parse()
 	return o
 }
@@ -116,7 +133,13 @@ func main() {
 	var err error
 	switch o.worker {
 	case "":
-		err = drive(o)
+		if o.evalMode {
+			err = driveEval(o)
+		} else {
+			err = drive(o)
+		}
+	case "eval":
+		err = workEval(o)
 	case "migu":
 		err = workMIGU(o)
 	case "matmul":

@@ -1,0 +1,74 @@
+package eval
+
+import (
+	"fmt"
+	"path/filepath"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/migu-ml/migu/modeldir"
+	"github.com/migu-ml/migu/onnx"
+	"github.com/migu-ml/migu/onnx/kernels"
+	"github.com/migu-ml/migu/onnx/ort"
+	"github.com/migu-ml/migu/onnx/shapes"
+)
+
+// Scoring and generation run their forward graphs with migu's fused
+// kernels (package onnx/kernels) when the library is found, as training
+// does: the graph is rewritten in memory by kernels.Fuse and the library
+// is registered into the session. The fused graph computes the same
+// numbers to float32 rounding (kernels_test.go compares the two).
+
+// kernelLibrary resolves Options.Kernels (and $MIGU_KERNELS when it is
+// empty) to the library to load, "" for none. The kernels are CPU
+// kernels: another provider runs the standard graph.
+func kernelLibrary(o Options) (string, error) {
+	if o.Provider != "" && o.Provider != ort.ProviderCPU {
+		return "", nil
+	}
+	if o.Kernels == "" {
+		return kernels.Find()
+	}
+	return kernels.Resolve(o.Kernels)
+}
+
+// fuse rewrites m with every fusion (kernels.Fuse) and returns how many
+// subgraphs it fused. Types come from lenient inference, so an op without a shape
+// rule leaves the norms after it as they are rather than failing.
+func fuse(m *onnx.Model) (int, error) {
+	info, err := shapes.InferWith(m, shapes.Options{Lenient: true})
+	if err != nil {
+		return 0, err
+	}
+	counts, err := kernels.Fuse(m, info)
+	total := 0
+	for _, n := range counts {
+		total += n
+	}
+	return total, err
+}
+
+// externalDataFolder is the ORT session setting that tells a model loaded
+// from memory where its external data files are.
+const externalDataFolder = "session.model_external_initializers_file_folder_path"
+
+// fusedModel reads the forward graph of dir and fuses it. It returns the
+// serialized graph and the number of nodes fused, or nil when nothing
+// was. The graph still refers to the weights in dir's data files, which
+// ORT reads from there (externalDataFolder), so fusing copies no weights.
+func fusedModel(dir string) ([]byte, int, error) {
+	m, err := onnx.Load(filepath.Join(dir, modeldir.ModelFile))
+	if err != nil {
+		return nil, 0, err
+	}
+	defer m.Close()
+	n, err := fuse(m)
+	if err != nil || n == 0 {
+		return nil, 0, err
+	}
+	raw, err := proto.Marshal(m.Proto)
+	if err != nil {
+		return nil, 0, fmt.Errorf("serializing the fused graph: %w", err)
+	}
+	return raw, n, nil
+}

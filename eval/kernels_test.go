@@ -1,0 +1,100 @@
+package eval
+
+import (
+	"context"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/migu-ml/migu/internal/testenv"
+	"github.com/migu-ml/migu/internal/testfix"
+	"github.com/migu-ml/migu/onnx/kernels"
+	"github.com/migu-ml/migu/onnx/ort"
+)
+
+// TestFusedKernelsMatchStandard opens a model with migu's kernel library
+// and without it, and scores the same requests: multiple-choice groups
+// that share a context (the cached decoder), requests alone and ones cut
+// to the context length (the whole-sequence forward). The fused graphs
+// must have fused every RMSNorm, and every log-likelihood must agree with
+// the standard graph's to float32 rounding, greediness exactly. The real
+// SmolLM2-135M (30 layers, vocabulary 49152) runs when `make smollm2` has
+// exported it.
+func TestFusedKernelsMatchStandard(t *testing.T) {
+	lib := testenv.Kernels(t)
+	if err := ort.Init(ort.InitOptions{LibraryPath: testenv.ORTLib(t)}); err != nil {
+		t.Fatal(err)
+	}
+	var reqs []Request
+	for _, c := range []string{"The cat sat", "Question: what is two plus two?\nAnswer:", strings.Repeat("A man is sitting on a roof and he ", 4)} {
+		for _, cont := range []string{" on", " on the mat.", " starts pulling up roofing", " four"} {
+			reqs = append(reqs, Request{c, cont})
+		}
+	}
+	reqs = append(reqs, Request{"alone", " here"}, Request{"", " no context"}, Request{strings.Repeat("long ", 40), " cut"})
+	cases := []struct {
+		name string
+		dir  func(t *testing.T) string
+		// norms is the number of RMSNorms in the forward graph: two per
+		// layer and the final one.
+		norms int
+	}{
+		{"tiny llama", func(t *testing.T) string { _, dir := testfix.TinyModel(t, "llama"); return dir }, 0},
+		{"SmolLM2-135M", func(t *testing.T) string {
+			dir := filepath.Join(testenv.Root(), ".deps", "models", "smollm2")
+			if _, err := os.Stat(filepath.Join(dir, "migu.json")); err != nil {
+				t.Skipf("no exported SmolLM2-135M-Instruct at %s (run `make smollm2`)", dir)
+			}
+			return dir
+		}, 2*30 + 1},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if testing.Short() && tc.norms > 0 {
+				t.Skip("scores with a 135M-parameter model")
+			}
+			dir := tc.dir(t)
+			score := func(kern string, unshared bool) ([]Result, *Model) {
+				m, err := Open(dir, Options{BatchSize: 4, Threads: 1, MaxLength: 32, Kernels: kern})
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { m.Close() })
+				m.unshared = unshared
+				res, err := m.LogLikelihood(context.Background(), reqs)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return res, m
+			}
+			want, std := score(kernels.Off, false)
+			if std.fused != 0 || std.gen.fused != 0 {
+				t.Fatalf("with kernels off, %d + %d nodes were fused", std.fused, std.gen.fused)
+			}
+			for _, unshared := range []bool{false, true} {
+				got, m := score(lib, unshared)
+				norms := tc.norms
+				if norms == 0 {
+					norms = 2*int(m.Manifest().NumLayers) + 1
+				}
+				if m.fused != norms {
+					t.Fatalf("the forward graph fused %d RMSNorms, want %d", m.fused, norms)
+				}
+				if !unshared && m.gen.fused != norms {
+					t.Fatalf("the cached decoder fused %d RMSNorms (%v), want %d", m.gen.fused, m.gen.err, norms)
+				}
+				worst := 0.0
+				for i := range reqs {
+					d := math.Abs(got[i].LogProb - want[i].LogProb)
+					worst = max(worst, d/max(1, math.Abs(want[i].LogProb)))
+					if d > 2e-5*max(1, math.Abs(want[i].LogProb)) || got[i].Greedy != want[i].Greedy || got[i].Tokens != want[i].Tokens || got[i].Truncated != want[i].Truncated {
+						t.Errorf("unshared %v, request %d %q: fused %+v, standard %+v", unshared, i, reqs[i], got[i], want[i])
+					}
+				}
+				t.Logf("unshared %v: %d requests, largest relative difference %.2g", unshared, len(reqs), worst)
+			}
+		})
+	}
+}
