@@ -479,7 +479,11 @@ func evalMarkdown(rep *evalReport, jsonName string) string {
 	fmt.Fprintf(&b, "Log-likelihood scoring of multiple-choice requests (rank classification, as HellaSwag or ARC): %s, %d items of one context and 4 continuations, %d requests, batch %d; contexts %.0f tokens and continuations %.1f tokens on average. "+
 		"Throughput counts the tokens HFLM runs, context + continuation − 1 per request (%d per pass), over the median time of a pass over all items; every side runs %d processes, in reversed order every other round.\n\n",
 		rep.Model, rep.Items, rep.Requests, rep.Batch, rep.CtxMean, rep.ContMean, rep.Tokens, len(rep.Sides[0].Samples))
-	fmt.Fprintf(&b, "PyTorch configuration: **%s** (best of the search in %s). All sides give the same log-likelihoods: largest difference from transformers (HFLM way) %.2g.\n\n", rep.Torch.Label(), jsonName, rep.WorstLL)
+	how := "best of the search in " + jsonName
+	if len(rep.Search) == 1 {
+		how = "the only one BENCH_TORCH_CONFIG named: no search"
+	}
+	fmt.Fprintf(&b, "PyTorch configuration: **%s** (%s). All sides give the same log-likelihoods: largest difference from transformers (HFLM way) %.2g.\n\n", rep.Torch.Label(), how, rep.WorstLL)
 	fmt.Fprintf(&b, "| side | pass s (IQR) | tokens/s | vs transformers HFLM | peak RSS MB |\n|---|---|---|---|---|\n")
 	var base float64
 	for _, side := range rep.Sides {
