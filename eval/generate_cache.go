@@ -20,8 +20,8 @@ type generator struct {
 	enc   *ort.Session // seq2seq only
 	sess  *ort.Session
 	cache *kvcache.Cache
-	err   error // a failed build is not retried
-	fused int   // nodes kernels.Fuse replaced in the decoder (and encoder)
+	err   error          // a failed build is not retried
+	fused map[string]int // what kernels.Fuse replaced in the decoder (and encoder)
 	// Output positions: the decoder's logits and per layer present key
 	// and value; the encoder's cross keys and values.
 	logitsAt, crossAt int
@@ -79,11 +79,16 @@ func (g *generator) load(dir, architecture string, seq2seq bool) error {
 // positions. With the kernel library in opts it fuses the graph first.
 func (g *generator) session(m *onnx.Model) (*ort.Session, map[string]int, error) {
 	if len(g.opts.CustomOps) > 0 {
-		n, err := fuse(m)
+		counts, err := fuse(m)
 		if err != nil {
 			return nil, nil, fmt.Errorf("fusing the key/value-cache graph: %w", err)
 		}
-		g.fused += n
+		if g.fused == nil {
+			g.fused = map[string]int{}
+		}
+		for k, n := range counts {
+			g.fused[k] += n
+		}
 	}
 	raw, err := proto.Marshal(m.Proto)
 	if err != nil {

@@ -33,19 +33,15 @@ func kernelLibrary(o Options) (string, error) {
 }
 
 // fuse rewrites m with every fusion (kernels.Fuse) and returns how many
-// subgraphs it fused. Types come from lenient inference, so an op without a shape
-// rule leaves the norms after it as they are rather than failing.
-func fuse(m *onnx.Model) (int, error) {
+// subgraphs of each kind it fused. Types come from lenient inference, so
+// an op without a shape rule leaves the subgraphs after it as they are
+// rather than failing.
+func fuse(m *onnx.Model) (map[string]int, error) {
 	info, err := shapes.InferWith(m, shapes.Options{Lenient: true})
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	counts, err := kernels.Fuse(m, info)
-	total := 0
-	for _, n := range counts {
-		total += n
-	}
-	return total, err
+	return kernels.Fuse(m, info)
 }
 
 // externalDataFolder is the ORT session setting that tells a model loaded
@@ -53,22 +49,21 @@ func fuse(m *onnx.Model) (int, error) {
 const externalDataFolder = "session.model_external_initializers_file_folder_path"
 
 // fusedModel reads the forward graph of dir and fuses it. It returns the
-// serialized graph and the number of nodes fused, or nil when nothing
-// was. The graph still refers to the weights in dir's data files, which
+// serialized graph and what was fused, or nil when nothing was. The graph still refers to the weights in dir's data files, which
 // ORT reads from there (externalDataFolder), so fusing copies no weights.
-func fusedModel(dir string) ([]byte, int, error) {
+func fusedModel(dir string) ([]byte, map[string]int, error) {
 	m, err := onnx.Load(filepath.Join(dir, modeldir.ModelFile))
 	if err != nil {
-		return nil, 0, err
+		return nil, nil, err
 	}
 	defer m.Close()
-	n, err := fuse(m)
-	if err != nil || n == 0 {
-		return nil, 0, err
+	counts, err := fuse(m)
+	if err != nil || len(counts) == 0 {
+		return nil, nil, err
 	}
 	raw, err := proto.Marshal(m.Proto)
 	if err != nil {
-		return nil, 0, fmt.Errorf("serializing the fused graph: %w", err)
+		return nil, nil, fmt.Errorf("serializing the fused graph: %w", err)
 	}
-	return raw, n, nil
+	return raw, counts, nil
 }

@@ -70,8 +70,8 @@ func TestFusedKernelsMatchStandard(t *testing.T) {
 				return res, m
 			}
 			want, std := score(kernels.Off, false)
-			if std.fused != 0 || std.gen.fused != 0 {
-				t.Fatalf("with kernels off, %d + %d nodes were fused", std.fused, std.gen.fused)
+			if len(std.fused) != 0 || len(std.gen.fused) != 0 {
+				t.Fatalf("with kernels off, %v and %v were fused", std.fused, std.gen.fused)
 			}
 			for _, unshared := range []bool{false, true} {
 				got, m := score(lib, unshared)
@@ -79,11 +79,11 @@ func TestFusedKernelsMatchStandard(t *testing.T) {
 				if norms == 0 {
 					norms = 2*int(m.Manifest().NumLayers) + 1
 				}
-				if m.fused != norms {
-					t.Fatalf("the forward graph fused %d RMSNorms, want %d", m.fused, norms)
+				if m.fused["RMSNorm"] != norms || m.fused["SwiGLU"] == 0 || m.fused["Softmax"] == 0 {
+					t.Fatalf("the forward graph fused %v, want %d RMSNorms, SwiGLUs and softmaxes", m.fused, norms)
 				}
-				if !unshared && m.gen.fused != norms {
-					t.Fatalf("the cached decoder fused %d RMSNorms (%v), want %d", m.gen.fused, m.gen.err, norms)
+				if !unshared && (m.gen.fused["RMSNorm"] != norms || m.gen.fused["SwiGLU"] == 0) {
+					t.Fatalf("the cached decoder fused %v (%v), want %d RMSNorms and SwiGLUs", m.gen.fused, m.gen.err, norms)
 				}
 				worst := 0.0
 				for i := range reqs {

@@ -70,9 +70,9 @@ type Model struct {
 	// (Options.WholeRequests; tests compare it with loglik_shared.go's
 	// path).
 	unshared bool
-	// fused counts the nodes kernels.Fuse replaced in the forward graph
-	// (0 without the kernel library).
-	fused int
+	// fused counts what kernels.Fuse replaced in the forward graph, by
+	// kernel (empty without the kernel library).
+	fused map[string]int
 }
 
 // Open loads modelDir (made by `migu export`) for evaluation; with
