@@ -10,10 +10,8 @@ import (
 
 	"github.com/migu-ml/migu/internal/testenv"
 	"github.com/migu-ml/migu/onnx"
-	"github.com/migu-ml/migu/onnx/grad"
 	"github.com/migu-ml/migu/onnx/kernels"
 	"github.com/migu-ml/migu/onnx/ort"
-	"github.com/migu-ml/migu/onnx/shapes"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -82,7 +80,7 @@ var activations = []activation{
 // Σ y ⊙ r, and the gradient of every input; with fused, the activation is
 // rewritten to its ai.migu kernel first. Outputs: y, then d<input> per
 // input.
-func buildAct(t testing.TB, a activation, shape []int64, r []float32, fused bool) rmsGraph {
+func buildAct(t testing.TB, a activation, shape []int64, r []float32, fused bool) graphFile {
 	t.Helper()
 	m := onnx.New("act", nil)
 	g := m.Graph()
@@ -94,47 +92,15 @@ func buildAct(t testing.TB, a activation, shape []int64, r []float32, fused bool
 	loss = g.Op("Reshape", []string{loss, g.ConstInt64("one", []int64{1}, 1)}, "loss1")
 	g.AddOutput(loss, onnx.Float, onnx.Shape{onnx.D(1)})
 	g.AddOutput(y, onnx.Float, dimsOf(shape))
+	var fuse fuser
 	if fused {
-		info, err := shapes.Infer(m)
-		if err != nil {
-			t.Fatal(err)
-		}
-		n, err := a.fuse(m, info)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if n != 1 {
-			t.Fatalf("%s: fused %d activations, want 1", a.name, n)
-		}
+		fuse = a.fuse
 	}
-	info, err := shapes.Infer(m)
-	if err != nil {
-		t.Fatal(err)
+	params := make([]wrt, len(a.inputs))
+	for i, in := range a.inputs {
+		params[i] = wrt{in, shape}
 	}
-	res, err := grad.Differentiate(m, info, loss, a.inputs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	g.RemoveOutput(loss)
-	for _, in := range a.inputs {
-		g.Node("Identity", []string{res.Grads[in]}, []string{"d" + in}, "d"+in)
-		g.AddOutput("d"+in, onnx.Float, dimsOf(shape))
-	}
-	if err := g.TopoSort(); err != nil {
-		t.Fatal(err)
-	}
-	out := rmsGraph{path: filepath.Join(t.TempDir(), "act.onnx"), nodes: map[string]int{}}
-	for _, n := range g.P.Node {
-		op := n.GetOpType()
-		if n.GetDomain() != "" {
-			op = n.GetDomain() + "." + op
-		}
-		out.nodes[op]++
-	}
-	if err := m.Save(out.path, onnx.SaveOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	return out
+	return withGradient(t, m, loss, false, params, fuse, 1)
 }
 
 // runAct runs a graph of buildAct on the given inputs (in a.inputs'

@@ -17,17 +17,84 @@ import (
 
 const eps = 1e-5
 
-// rmsGraph is a float32 graph computing y = RMSNorm(x, w) in standard
+// fuser is a graph rewrite of package kernels.
+type fuser func(*onnx.Model, kernels.Types) (int, error)
+
+// graphFile is a saved test graph and the count of its nodes by op type
+// ("domain.Op" for custom ops).
+type graphFile struct {
+	path  string
+	nodes map[string]int
+}
+
+// wrt is an input of a test graph to differentiate, with its shape.
+type wrt struct {
+	name  string
+	shape []int64
+}
+
+// withGradient rewrites m with fuse (unless nil; it must fuse exactly
+// want subgraphs), adds d loss / d p as the output "d"+p.name after m's
+// outputs for every p of params, drops the loss output (shape [1]) unless
+// keepLoss, and saves the graph.
+func withGradient(t testing.TB, m *onnx.Model, loss string, keepLoss bool, params []wrt, fuse fuser, want int) graphFile {
+	t.Helper()
+	g := m.Graph()
+	if fuse != nil {
+		info, err := shapes.Infer(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := fuse(m, info)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n != want {
+			t.Fatalf("fused %d subgraphs, want %d", n, want)
+		}
+	}
+	info, err := shapes.Infer(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := make([]string, len(params))
+	for i, p := range params {
+		names[i] = p.name
+	}
+	res, err := grad.Differentiate(m, info, loss, names)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !keepLoss {
+		g.RemoveOutput(loss)
+	}
+	for _, p := range params {
+		g.Node("Identity", []string{res.Grads[p.name]}, []string{"d" + p.name}, "d"+p.name)
+		g.AddOutput("d"+p.name, onnx.Float, dimsOf(p.shape))
+	}
+	if err := g.TopoSort(); err != nil {
+		t.Fatal(err)
+	}
+	out := graphFile{path: filepath.Join(t.TempDir(), "g.onnx"), nodes: map[string]int{}}
+	for _, n := range g.P.Node {
+		op := n.GetOpType()
+		if n.GetDomain() != "" {
+			op = n.GetDomain() + "." + op
+		}
+		out.nodes[op]++
+	}
+	if err := m.Save(out.path, onnx.SaveOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// buildRMS is a float32 graph computing y = RMSNorm(x, w) in standard
 // operators, exactly as exporters.Builder.RMSNorm writes it, a loss
 // Σ y ⊙ r (r fixed, so every element gets its own upstream gradient), and
 // the gradients of x and w. With fused, the norm is rewritten to the
 // ai.migu kernels first. Outputs: y, dx, dw.
-type rmsGraph struct {
-	path  string
-	nodes map[string]int // op type → count, "domain.Op" for custom ops
-}
-
-func buildRMS(t testing.TB, shape []int64, r []float32, fused bool) rmsGraph {
+func buildRMS(t testing.TB, shape []int64, r []float32, fused bool) graphFile {
 	t.Helper()
 	d := shape[len(shape)-1]
 	m := onnx.New("rms", nil)
@@ -44,47 +111,11 @@ func buildRMS(t testing.TB, shape []int64, r []float32, fused bool) rmsGraph {
 	loss = g.Op("Reshape", []string{loss, g.ConstInt64("one", []int64{1}, 1)}, "loss1")
 	g.AddOutput(loss, onnx.Float, onnx.Shape{onnx.D(1)})
 	g.AddOutput(y, onnx.Float, dimsOf(shape))
+	var fuse fuser
 	if fused {
-		info, err := shapes.Infer(m)
-		if err != nil {
-			t.Fatal(err)
-		}
-		n, err := kernels.FuseRMSNorm(m, info)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if n != 1 {
-			t.Fatalf("FuseRMSNorm fused %d norms, want 1", n)
-		}
+		fuse = kernels.FuseRMSNorm
 	}
-	info, err := shapes.Infer(m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := grad.Differentiate(m, info, loss, []string{"x", "w"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	g.RemoveOutput(loss)
-	g.Node("Identity", []string{res.Grads["x"]}, []string{"dx"}, "dx")
-	g.Node("Identity", []string{res.Grads["w"]}, []string{"dw"}, "dw")
-	g.AddOutput("dx", onnx.Float, dimsOf(shape))
-	g.AddOutput("dw", onnx.Float, onnx.Shape{onnx.D(d)})
-	if err := g.TopoSort(); err != nil {
-		t.Fatal(err)
-	}
-	out := rmsGraph{path: filepath.Join(t.TempDir(), "rms.onnx"), nodes: map[string]int{}}
-	for _, n := range g.P.Node {
-		op := n.GetOpType()
-		if n.GetDomain() != "" {
-			op = n.GetDomain() + "." + op
-		}
-		out.nodes[op]++
-	}
-	if err := m.Save(out.path, onnx.SaveOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	return out
+	return withGradient(t, m, loss, false, []wrt{{"x", shape}, {"w", []int64{d}}}, fuse, 1)
 }
 
 func dimsOf(shape []int64) onnx.Shape {

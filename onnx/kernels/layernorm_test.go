@@ -4,15 +4,12 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
-	"path/filepath"
 	"testing"
 
 	"github.com/migu-ml/migu/internal/testenv"
 	"github.com/migu-ml/migu/onnx"
-	"github.com/migu-ml/migu/onnx/grad"
 	"github.com/migu-ml/migu/onnx/kernels"
 	"github.com/migu-ml/migu/onnx/ort"
-	"github.com/migu-ml/migu/onnx/shapes"
 )
 
 // lnEps is roberta's layer_norm_eps.
@@ -20,7 +17,7 @@ const lnEps = 1e-12
 
 // buildLN is buildRMS for y = LayerNormalization(x, w, b) over the last
 // axis, as exporters.Builder.LayerNorm writes it. Outputs: y, dx, dw, db.
-func buildLN(t testing.TB, shape []int64, r []float32, fused bool) rmsGraph {
+func buildLN(t testing.TB, shape []int64, r []float32, fused bool) graphFile {
 	t.Helper()
 	d := shape[len(shape)-1]
 	m := onnx.New("ln", nil)
@@ -33,50 +30,11 @@ func buildLN(t testing.TB, shape []int64, r []float32, fused bool) rmsGraph {
 	loss = g.Op("Reshape", []string{loss, g.ConstInt64("one", []int64{1}, 1)}, "loss1")
 	g.AddOutput(loss, onnx.Float, onnx.Shape{onnx.D(1)})
 	g.AddOutput(y, onnx.Float, dimsOf(shape))
+	var fuse fuser
 	if fused {
-		info, err := shapes.Infer(m)
-		if err != nil {
-			t.Fatal(err)
-		}
-		n, err := kernels.FuseLayerNorm(m, info)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if n != 1 {
-			t.Fatalf("FuseLayerNorm fused %d norms, want 1", n)
-		}
+		fuse = kernels.FuseLayerNorm
 	}
-	info, err := shapes.Infer(m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	params := []string{"x", "w", "b"}
-	res, err := grad.Differentiate(m, info, loss, params)
-	if err != nil {
-		t.Fatal(err)
-	}
-	g.RemoveOutput(loss)
-	for _, p := range params {
-		g.Node("Identity", []string{res.Grads[p]}, []string{"d" + p}, "d"+p)
-	}
-	g.AddOutput("dx", onnx.Float, dimsOf(shape))
-	g.AddOutput("dw", onnx.Float, onnx.Shape{onnx.D(d)})
-	g.AddOutput("db", onnx.Float, onnx.Shape{onnx.D(d)})
-	if err := g.TopoSort(); err != nil {
-		t.Fatal(err)
-	}
-	out := rmsGraph{path: filepath.Join(t.TempDir(), "ln.onnx"), nodes: map[string]int{}}
-	for _, n := range g.P.Node {
-		op := n.GetOpType()
-		if n.GetDomain() != "" {
-			op = n.GetDomain() + "." + op
-		}
-		out.nodes[op]++
-	}
-	if err := m.Save(out.path, onnx.SaveOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	return out
+	return withGradient(t, m, loss, false, []wrt{{"x", shape}, {"w", []int64{d}}, {"b", []int64{d}}}, fuse, 1)
 }
 
 // runLN runs a graph of buildLN and returns y, dx, dw, db.

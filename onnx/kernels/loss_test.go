@@ -4,75 +4,16 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
-	"path/filepath"
 	"testing"
 
 	"github.com/migu-ml/migu/internal/testenv"
 	"github.com/migu-ml/migu/onnx"
-	"github.com/migu-ml/migu/onnx/grad"
 	"github.com/migu-ml/migu/onnx/kernels"
 	"github.com/migu-ml/migu/onnx/ort"
-	"github.com/migu-ml/migu/onnx/shapes"
 )
 
 // ignoreIndex marks a label that does not count, as train.IgnoreIndex does.
 const ignoreIndex = -100
-
-// fuser is a graph rewrite of package kernels.
-type fuser func(*onnx.Model, kernels.Types) (int, error)
-
-// graphFile is a saved graph and the count of its nodes by op type
-// ("domain.Op" for custom ops).
-type graphFile struct {
-	path  string
-	nodes map[string]int
-}
-
-// withGradient rewrites m with fuse (unless nil; it must fuse exactly
-// want nodes), adds d loss / d x as the output "dx" of shape xs beside
-// loss (shape [1], already an output) and saves the graph.
-func withGradient(t testing.TB, m *onnx.Model, loss string, xs []int64, fuse fuser, want int) graphFile {
-	t.Helper()
-	g := m.Graph()
-	if fuse != nil {
-		info, err := shapes.Infer(m)
-		if err != nil {
-			t.Fatal(err)
-		}
-		n, err := fuse(m, info)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if n != want {
-			t.Fatalf("fused %d nodes, want %d", n, want)
-		}
-	}
-	info, err := shapes.Infer(m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := grad.Differentiate(m, info, loss, []string{"x"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	g.Node("Identity", []string{res.Grads["x"]}, []string{"dx"}, "dx")
-	g.AddOutput("dx", onnx.Float, dimsOf(xs))
-	if err := g.TopoSort(); err != nil {
-		t.Fatal(err)
-	}
-	out := graphFile{path: filepath.Join(t.TempDir(), "g.onnx"), nodes: map[string]int{}}
-	for _, n := range g.P.Node {
-		op := n.GetOpType()
-		if n.GetDomain() != "" {
-			op = n.GetDomain() + "." + op
-		}
-		out.nodes[op]++
-	}
-	if err := m.Save(out.path, onnx.SaveOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
 
 // buildCrossEntropy is the cross-entropy as train.addLoss writes it, over
 // logits x [n, v] and labels [n] (ignoreIndex where a row does not count),
@@ -98,7 +39,7 @@ func buildCrossEntropy(t testing.TB, n, v int64, r []float32, fused bool) graphF
 	if fused {
 		fuse = kernels.FuseCrossEntropy
 	}
-	return withGradient(t, m, loss, []int64{n, v}, fuse, 1)
+	return withGradient(t, m, loss, true, []wrt{{"x", []int64{n, v}}}, fuse, 1)
 }
 
 // buildSoftmax is y = Softmax(x, axis -1) with the loss Σ y ⊙ r. Outputs:
@@ -116,7 +57,7 @@ func buildSoftmax(t testing.TB, shape []int64, r []float32, fused bool) graphFil
 	if fused {
 		fuse = kernels.FuseSoftmax
 	}
-	return withGradient(t, m, loss, shape, fuse, 1)
+	return withGradient(t, m, loss, true, []wrt{{"x", shape}}, fuse, 1)
 }
 
 // runFeeds runs a graph on float32 x and, when labels is not nil, int64

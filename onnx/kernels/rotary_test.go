@@ -41,7 +41,7 @@ func buildRotary(t testing.TB, shape []int64, angles, r []float32, fused bool) g
 	if fused {
 		fuse = kernels.FuseRotary
 	}
-	return withGradient(t, m, loss, shape, fuse, 1)
+	return withGradient(t, m, loss, true, []wrt{{"x", shape}}, fuse, 1)
 }
 
 // rotaryCase draws x, the angles of the cos/sin tables (positions up to
