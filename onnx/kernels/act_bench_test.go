@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"testing"
-	"time"
 
 	"github.com/migu-ml/migu/internal/testenv"
 	"github.com/migu-ml/migu/onnx/ort"
@@ -37,54 +36,15 @@ func BenchmarkActivations(b *testing.B) {
 			r := random(rng, n, -1, 1)
 			for _, threads := range []int{1, 2} {
 				for _, fused := range []bool{false, true} {
-					variant := "standard"
-					opts := ort.SessionOptions{Threads: threads}
-					if fused {
-						variant = "fused"
-						opts.CustomOps = []string{lib}
-					}
-					name := fmt.Sprintf("%s/%dx%dx%d/threads=%d/%s", a.name, shape[0], shape[1], shape[2], threads, variant)
+					name := fmt.Sprintf("%s/%dx%dx%d/threads=%d/%s", a.name, shape[0], shape[1], shape[2], threads, variant(fused))
 					b.Run(name, func(b *testing.B) {
-						s, err := ort.NewSession(buildAct(b, a, shape, r, fused).path, opts)
-						if err != nil {
-							b.Fatal(err)
-						}
-						defer s.Close()
-						bind, err := s.NewBinding()
-						if err != nil {
-							b.Fatal(err)
-						}
-						defer bind.Close()
-						tensor := func(v []float32) ort.Value {
-							t, err := ort.NewTensor(v, shape...)
-							if err != nil {
-								b.Fatal(err)
-							}
-							b.Cleanup(func() { t.Close() })
-							return t
-						}
-						errs := []error{bind.BindOutput("y", tensor(make([]float32, n)))}
+						inputs := map[string]ort.Value{}
+						out := map[string]ort.Value{"y": benchTensor(b, make([]float32, n), shape...)}
 						for i, name := range a.inputs {
-							errs = append(errs, bind.BindInput(name, tensor(in[i])), bind.BindOutput("d"+name, tensor(make([]float32, n))))
+							inputs[name] = benchTensor(b, in[i], shape...)
+							out["d"+name] = benchTensor(b, make([]float32, n), shape...)
 						}
-						for _, err := range errs {
-							if err != nil {
-								b.Fatal(err)
-							}
-						}
-						for range 3 { // ORT's first runs are slow
-							if err := bind.Run(); err != nil {
-								b.Fatal(err)
-							}
-						}
-						b.ResetTimer()
-						cpu := cpuTime()
-						for range b.N {
-							if err := bind.Run(); err != nil {
-								b.Fatal(err)
-							}
-						}
-						b.ReportMetric(float64(cpuTime()-cpu)/float64(time.Millisecond)/float64(b.N), "cpu-ms/op")
+						benchGraph(b, buildAct(b, a, shape, r, fused).path, lib, fused, threads, inputs, out)
 					})
 				}
 			}

@@ -32,60 +32,76 @@ func BenchmarkRMSNorm(b *testing.B) {
 		n, d := numel(shape), int(shape[len(shape)-1])
 		x, w, r := random(rng, n, -2, 2), random(rng, d, 0.5, 1.5), random(rng, n, -1, 1)
 		for _, fused := range []bool{false, true} {
-			variant := "standard"
-			opts := ort.SessionOptions{Threads: c.threads}
-			if fused {
-				variant = "fused"
-				opts.CustomOps = []string{lib}
-			}
-			name := fmt.Sprintf("%dx%dx%d/threads=%d/%s", shape[0], shape[1], shape[2], c.threads, variant)
+			name := fmt.Sprintf("%dx%dx%d/threads=%d/%s", shape[0], shape[1], shape[2], c.threads, variant(fused))
 			b.Run(name, func(b *testing.B) {
-				g := buildRMS(b, shape, r, fused)
-				s, err := ort.NewSession(g.path, opts)
-				if err != nil {
-					b.Fatal(err)
-				}
-				defer s.Close()
-				bind, err := s.NewBinding()
-				if err != nil {
-					b.Fatal(err)
-				}
-				defer bind.Close()
-				tensor := func(v []float32, shape ...int64) ort.Value {
-					t, err := ort.NewTensor(v, shape...)
-					if err != nil {
-						b.Fatal(err)
-					}
-					b.Cleanup(func() { t.Close() })
-					return t
-				}
-				for _, err := range []error{
-					bind.BindInput("x", tensor(x, shape...)),
-					bind.BindInput("w", tensor(w, int64(d))),
-					bind.BindOutput("y", tensor(make([]float32, n), shape...)),
-					bind.BindOutput("dx", tensor(make([]float32, n), shape...)),
-					bind.BindOutput("dw", tensor(make([]float32, d), int64(d))),
-				} {
-					if err != nil {
-						b.Fatal(err)
-					}
-				}
-				for range 3 { // ORT's first runs are slow
-					if err := bind.Run(); err != nil {
-						b.Fatal(err)
-					}
-				}
-				b.ResetTimer()
-				cpu := cpuTime()
-				for range b.N {
-					if err := bind.Run(); err != nil {
-						b.Fatal(err)
-					}
-				}
-				b.ReportMetric(float64(cpuTime()-cpu)/float64(time.Millisecond)/float64(b.N), "cpu-ms/op")
+				in := map[string]ort.Value{"x": benchTensor(b, x, shape...), "w": benchTensor(b, w, int64(d))}
+				out := map[string]ort.Value{"y": benchTensor(b, make([]float32, n), shape...),
+					"dx": benchTensor(b, make([]float32, n), shape...), "dw": benchTensor(b, make([]float32, d), int64(d))}
+				benchGraph(b, buildRMS(b, shape, r, fused).path, lib, fused, c.threads, in, out)
 			})
 		}
 	}
+}
+
+// variant names a benchmark's side.
+func variant(fused bool) string {
+	if fused {
+		return "fused"
+	}
+	return "standard"
+}
+
+// benchTensor is an ORT tensor of v, closed when the benchmark ends.
+func benchTensor[T float32 | int64](b *testing.B, v []T, shape ...int64) ort.Value {
+	t, err := ort.NewTensor(v, shape...)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { t.Close() })
+	return t
+}
+
+// benchGraph times runs of a graph with bound inputs and outputs, after
+// three warm-up runs, and reports CPU time per run (cpu-ms/op).
+func benchGraph(b *testing.B, path, lib string, fused bool, threads int, in, out map[string]ort.Value) {
+	b.Helper()
+	opts := ort.SessionOptions{Threads: threads}
+	if fused {
+		opts.CustomOps = []string{lib}
+	}
+	s, err := ort.NewSession(path, opts)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	bind, err := s.NewBinding()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer bind.Close()
+	for name, v := range in {
+		if err := bind.BindInput(name, v); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for name, v := range out {
+		if err := bind.BindOutput(name, v); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for range 3 { // ORT's first runs are slow
+		if err := bind.Run(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ResetTimer()
+	cpu := cpuTime()
+	for range b.N {
+		if err := bind.Run(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(cpuTime()-cpu)/float64(time.Millisecond)/float64(b.N), "cpu-ms/op")
 }
 
 // cpuTime is the process's user + system CPU time.

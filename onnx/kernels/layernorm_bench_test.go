@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"testing"
-	"time"
 
 	"github.com/migu-ml/migu/internal/testenv"
 	"github.com/migu-ml/migu/onnx/ort"
@@ -27,57 +26,11 @@ func BenchmarkLayerNorm(b *testing.B) {
 	x, w, bias, r := random(rng, n, -1.5, 2.5), random(rng, d, 0.5, 1.5), random(rng, d, -0.5, 0.5), random(rng, n, -1, 1)
 	for _, threads := range []int{1, 2} {
 		for _, fused := range []bool{false, true} {
-			variant := "standard"
-			opts := ort.SessionOptions{Threads: threads}
-			if fused {
-				variant = "fused"
-				opts.CustomOps = []string{lib}
-			}
-			b.Run(fmt.Sprintf("%dx%dx%d/threads=%d/%s", shape[0], shape[1], shape[2], threads, variant), func(b *testing.B) {
-				s, err := ort.NewSession(buildLN(b, shape, r, fused).path, opts)
-				if err != nil {
-					b.Fatal(err)
-				}
-				defer s.Close()
-				bind, err := s.NewBinding()
-				if err != nil {
-					b.Fatal(err)
-				}
-				defer bind.Close()
-				tensor := func(v []float32, shape ...int64) ort.Value {
-					t, err := ort.NewTensor(v, shape...)
-					if err != nil {
-						b.Fatal(err)
-					}
-					b.Cleanup(func() { t.Close() })
-					return t
-				}
-				for _, err := range []error{
-					bind.BindInput("x", tensor(x, shape...)),
-					bind.BindInput("w", tensor(w, int64(d))),
-					bind.BindInput("b", tensor(bias, int64(d))),
-					bind.BindOutput("y", tensor(make([]float32, n), shape...)),
-					bind.BindOutput("dx", tensor(make([]float32, n), shape...)),
-					bind.BindOutput("dw", tensor(make([]float32, d), int64(d))),
-					bind.BindOutput("db", tensor(make([]float32, d), int64(d))),
-				} {
-					if err != nil {
-						b.Fatal(err)
-					}
-				}
-				for range 3 { // ORT's first runs are slow
-					if err := bind.Run(); err != nil {
-						b.Fatal(err)
-					}
-				}
-				b.ResetTimer()
-				cpu := cpuTime()
-				for range b.N {
-					if err := bind.Run(); err != nil {
-						b.Fatal(err)
-					}
-				}
-				b.ReportMetric(float64(cpuTime()-cpu)/float64(time.Millisecond)/float64(b.N), "cpu-ms/op")
+			b.Run(fmt.Sprintf("%dx%dx%d/threads=%d/%s", shape[0], shape[1], shape[2], threads, variant(fused)), func(b *testing.B) {
+				in := map[string]ort.Value{"x": benchTensor(b, x, shape...), "w": benchTensor(b, w, int64(d)), "b": benchTensor(b, bias, int64(d))}
+				out := map[string]ort.Value{"y": benchTensor(b, make([]float32, n), shape...), "dx": benchTensor(b, make([]float32, n), shape...),
+					"dw": benchTensor(b, make([]float32, d), int64(d)), "db": benchTensor(b, make([]float32, d), int64(d))}
+				benchGraph(b, buildLN(b, shape, r, fused).path, lib, fused, threads, in, out)
 			})
 		}
 	}

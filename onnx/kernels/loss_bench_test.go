@@ -5,7 +5,6 @@ import (
 	"math/rand/v2"
 	"path/filepath"
 	"testing"
-	"time"
 
 	"github.com/migu-ml/migu/internal/testenv"
 	"github.com/migu-ml/migu/onnx"
@@ -137,64 +136,6 @@ func softmaxPass(b *testing.B, shape []int64, backward, fused bool) string {
 		b.Fatal(err)
 	}
 	return path
-}
-
-func variant(fused bool) string {
-	if fused {
-		return "fused"
-	}
-	return "standard"
-}
-
-func benchTensor[T float32 | int64](b *testing.B, v []T, shape ...int64) ort.Value {
-	t, err := ort.NewTensor(v, shape...)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { t.Close() })
-	return t
-}
-
-// benchGraph times runs of a graph with bound inputs and outputs, after
-// three warm-up runs, and reports CPU time per run (cpu-ms/op).
-func benchGraph(b *testing.B, path, lib string, fused bool, threads int, in, out map[string]ort.Value) {
-	opts := ort.SessionOptions{Threads: threads}
-	if fused {
-		opts.CustomOps = []string{lib}
-	}
-	s, err := ort.NewSession(path, opts)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
-	bind, err := s.NewBinding()
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer bind.Close()
-	for name, v := range in {
-		if err := bind.BindInput(name, v); err != nil {
-			b.Fatal(err)
-		}
-	}
-	for name, v := range out {
-		if err := bind.BindOutput(name, v); err != nil {
-			b.Fatal(err)
-		}
-	}
-	for range 3 { // ORT's first runs are slow
-		if err := bind.Run(); err != nil {
-			b.Fatal(err)
-		}
-	}
-	b.ResetTimer()
-	cpu := cpuTime()
-	for range b.N {
-		if err := bind.Run(); err != nil {
-			b.Fatal(err)
-		}
-	}
-	b.ReportMetric(float64(cpuTime()-cpu)/float64(time.Millisecond)/float64(b.N), "cpu-ms/op")
 }
 
 // BenchmarkRotary runs the rotary embedding forward and backward (y, the
