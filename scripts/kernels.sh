@@ -13,7 +13,7 @@ cc=${CC:-cc}
 go=${GO:-go}
 
 src=$root/onnx/kernels/csrc/migu_kernels.c
-if [[ -f "$out" && "$out" -nt "$src" && "$out" -nt "$0" ]]; then
+if [[ -f "$out" && "$out" -nt "$src" && "$out" -nt "$root/onnx/kernels/csrc/ort_op.h" && "$out" -nt "$0" ]]; then
 	echo "$out"
 	exit 0
 fi

@@ -78,7 +78,7 @@ func TestBF16ProductsKeepGradients(t *testing.T) {
 			checkBF16Graph(t, g, man, c.method == "full", c.bf16Weights)
 			worst := 0.0
 			for name, w := range want {
-				d := bf16RelDiff(t, name, got[name], w)
+				d := relDiff(t, name, got[name], w, bf16GradTol)
 				worst = math.Max(worst, d)
 			}
 			if worst == 0 {
@@ -120,24 +120,6 @@ func checkBF16Graph(t *testing.T, g *onnx.Graph, man *modeldir.Manifest, full, b
 	if full && products < 2*len(man.Linears) {
 		t.Errorf("%d MatMulBF16 nodes for %d linears: the backward products are not all bf16", products, len(man.Linears))
 	}
-}
-
-func bf16RelDiff(t *testing.T, what string, got, want []float32) float64 {
-	t.Helper()
-	if len(got) != len(want) || len(want) == 0 {
-		t.Errorf("%s: %d values, %d in fp32", what, len(got), len(want))
-		return math.Inf(1)
-	}
-	var diff, scale float64
-	for i := range want {
-		diff = math.Max(diff, math.Abs(float64(got[i]-want[i])))
-		scale = math.Max(scale, math.Abs(float64(want[i])))
-	}
-	rel := diff / math.Max(scale, 1e-3)
-	if !(rel <= bf16GradTol) {
-		t.Errorf("%s: max |Δ| = %.3g at scale %.3g (relative %.2g > %g)", what, diff, scale, rel, bf16GradTol)
-	}
-	return rel
 }
 
 // bf16CurveTol bounds the relative difference between the losses of a

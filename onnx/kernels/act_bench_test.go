@@ -5,7 +5,6 @@ import (
 	"math/rand/v2"
 	"testing"
 
-	"github.com/migu-ml/migu/internal/testenv"
 	"github.com/migu-ml/migu/onnx/ort"
 )
 
@@ -17,10 +16,7 @@ import (
 // intermediate 1536), on 1 and 2 ORT threads, outputs bound in advance;
 // with CPU time per run (cpu-ms/op) as BenchmarkRMSNorm reports it.
 func BenchmarkActivations(b *testing.B) {
-	lib := testenv.Kernels(b)
-	if err := ort.Init(ort.InitOptions{LibraryPath: testenv.ORTLib(b)}); err != nil {
-		b.Fatal(err)
-	}
+	lib := withKernels(b)
 	for _, a := range activations {
 		shapes := [][]int64{{4, 128, 1376}}
 		if a.name == "SwiGLU" {

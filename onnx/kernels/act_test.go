@@ -8,7 +8,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/migu-ml/migu/internal/testenv"
 	"github.com/migu-ml/migu/onnx"
 	"github.com/migu-ml/migu/onnx/kernels"
 	"github.com/migu-ml/migu/onnx/ort"
@@ -147,10 +146,7 @@ var actShapes = [][]int64{{2, 3, 8}, {1, 5, 13}, {3, 7, 64}, {2, 40, 576}, {37, 
 // equal to 1e-5 of the tensor's largest magnitude (at least 1), float32
 // rounding of ORT's and our own exp/erf/tanh approximations.
 func TestActivationsMatchStandardOps(t *testing.T) {
-	lib := testenv.Kernels(t)
-	if err := ort.Init(ort.InitOptions{LibraryPath: testenv.ORTLib(t)}); err != nil {
-		t.Fatal(err)
-	}
+	lib := withKernels(t)
 	for _, a := range activations {
 		for _, shape := range actShapes {
 			t.Run(a.name+"/"+fmt.Sprint(shape), func(t *testing.T) {
@@ -192,10 +188,7 @@ func TestActivationsMatchStandardOps(t *testing.T) {
 // differences of the reference to 2e-5 (the loss is Σ r ⊙ act, so each
 // input's gradient is r times the activation's partial derivative).
 func TestActivationGradFiniteDifferences(t *testing.T) {
-	lib := testenv.Kernels(t)
-	if err := ort.Init(ort.InitOptions{LibraryPath: testenv.ORTLib(t)}); err != nil {
-		t.Fatal(err)
-	}
+	lib := withKernels(t)
 	shape := []int64{3, 5, 41}
 	for _, a := range activations {
 		t.Run(a.name, func(t *testing.T) {
@@ -253,10 +246,7 @@ func TestActivationGradFiniteDifferences(t *testing.T) {
 // ONNX's Gelu does; anything else fails when ORT creates the kernel,
 // rather than silently computing the erf form.
 func TestGeluApproximateAttribute(t *testing.T) {
-	lib := testenv.Kernels(t)
-	if err := ort.Init(ort.InitOptions{LibraryPath: testenv.ORTLib(t)}); err != nil {
-		t.Fatal(err)
-	}
+	lib := withKernels(t)
 	x := []float32{-1, 0.5, 2}
 	for _, c := range []struct {
 		approx string // "" leaves the attribute out

@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/migu-ml/migu/internal/testenv"
 	"github.com/migu-ml/migu/onnx/ort"
 )
 
@@ -19,10 +18,7 @@ import (
 // wall time it reports CPU time per run (cpu-ms/op), which a machine
 // shared with other jobs disturbs less.
 func BenchmarkRMSNorm(b *testing.B) {
-	lib := testenv.Kernels(b)
-	if err := ort.Init(ort.InitOptions{LibraryPath: testenv.ORTLib(b)}); err != nil {
-		b.Fatal(err)
-	}
+	lib := withKernels(b)
 	for _, c := range []struct {
 		shape   []int64
 		threads int

@@ -17,6 +17,17 @@ import (
 
 const eps = 1e-5
 
+// withKernels starts ONNX Runtime and returns the kernel library, built
+// when missing.
+func withKernels(t testing.TB) string {
+	t.Helper()
+	lib := testenv.Kernels(t)
+	if err := ort.Init(ort.InitOptions{LibraryPath: testenv.ORTLib(t)}); err != nil {
+		t.Fatal(err)
+	}
+	return lib
+}
+
 // fuser is a graph rewrite of package kernels.
 type fuser func(*onnx.Model, kernels.Types) (int, error)
 
@@ -189,10 +200,7 @@ var shapeCases = [][]int64{
 // kernels and migu's gradient rules), forward and backward, on random
 // inputs: equal to float32 rounding.
 func TestRMSNormMatchesStandardOps(t *testing.T) {
-	lib := testenv.Kernels(t)
-	if err := ort.Init(ort.InitOptions{LibraryPath: testenv.ORTLib(t)}); err != nil {
-		t.Fatal(err)
-	}
+	lib := withKernels(t)
 	for _, shape := range shapeCases {
 		t.Run(fmt.Sprint(shape), func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(uint64(numel(shape)), 3))
@@ -266,10 +274,7 @@ func refLoss(x, w, r []float64, d int) float64 {
 // float64 reference: the kernel's float32 dX and dW must agree to float32
 // precision, and its Y with the reference's forward.
 func TestRMSNormGradFiniteDifferences(t *testing.T) {
-	lib := testenv.Kernels(t)
-	if err := ort.Init(ort.InitOptions{LibraryPath: testenv.ORTLib(t)}); err != nil {
-		t.Fatal(err)
-	}
+	lib := withKernels(t)
 	for _, shape := range [][]int64{{2, 3, 7}, {1, 2, 19}, {18, 4}} {
 		t.Run(fmt.Sprint(shape), func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(uint64(numel(shape)), 11))

@@ -5,7 +5,6 @@ import (
 	"math/rand/v2"
 	"testing"
 
-	"github.com/migu-ml/migu/internal/testenv"
 	"github.com/migu-ml/migu/onnx/ort"
 )
 
@@ -16,10 +15,7 @@ import (
 // hidden 512), on 1 and 2 ORT threads, outputs bound in advance, with CPU
 // time per run as BenchmarkRMSNorm reports it.
 func BenchmarkLayerNorm(b *testing.B) {
-	lib := testenv.Kernels(b)
-	if err := ort.Init(ort.InitOptions{LibraryPath: testenv.ORTLib(b)}); err != nil {
-		b.Fatal(err)
-	}
+	lib := withKernels(b)
 	shape := []int64{4, 128, 512}
 	rng := rand.New(rand.NewPCG(1, 2))
 	n, d := numel(shape), int(shape[len(shape)-1])

@@ -6,7 +6,6 @@ import (
 	"math/rand/v2"
 	"testing"
 
-	"github.com/migu-ml/migu/internal/testenv"
 	"github.com/migu-ml/migu/onnx"
 	"github.com/migu-ml/migu/onnx/kernels"
 	"github.com/migu-ml/migu/onnx/ort"
@@ -81,10 +80,7 @@ func runLN(t testing.TB, path, lib string, threads int, shape []int64, x, w, b [
 // inputs with an offset (so the mean matters): equal to 1e-5 of the
 // tensor's largest magnitude (at least 1), on 1 and 2 threads.
 func TestLayerNormMatchesStandardOps(t *testing.T) {
-	lib := testenv.Kernels(t)
-	if err := ort.Init(ort.InitOptions{LibraryPath: testenv.ORTLib(t)}); err != nil {
-		t.Fatal(err)
-	}
+	lib := withKernels(t)
 	for _, shape := range shapeCases {
 		t.Run(fmt.Sprint(shape), func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(uint64(numel(shape)), 17))
@@ -139,10 +135,7 @@ func lnLoss(x, w, b, r []float64, d int) float64 {
 // max(1, |y|), and dX, dW, dB against central finite differences of the
 // reference loss to 2e-5.
 func TestLayerNormGradFiniteDifferences(t *testing.T) {
-	lib := testenv.Kernels(t)
-	if err := ort.Init(ort.InitOptions{LibraryPath: testenv.ORTLib(t)}); err != nil {
-		t.Fatal(err)
-	}
+	lib := withKernels(t)
 	for _, shape := range [][]int64{{2, 3, 7}, {1, 2, 19}, {18, 4}} {
 		t.Run(fmt.Sprint(shape), func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(uint64(numel(shape)), 23))

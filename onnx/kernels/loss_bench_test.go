@@ -6,7 +6,6 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/migu-ml/migu/internal/testenv"
 	"github.com/migu-ml/migu/onnx"
 	"github.com/migu-ml/migu/onnx/ort"
 	"google.golang.org/protobuf/proto"
@@ -20,10 +19,7 @@ import (
 // vocabulary of 3.4k, on 1 and 2 ORT threads, outputs bound in advance.
 // It reports CPU time per run (cpu-ms/op) beside wall time.
 func BenchmarkCrossEntropy(b *testing.B) {
-	lib := testenv.Kernels(b)
-	if err := ort.Init(ort.InitOptions{LibraryPath: testenv.ORTLib(b)}); err != nil {
-		b.Fatal(err)
-	}
+	lib := withKernels(b)
 	for _, c := range []struct{ n, v, threads int }{{512, 3400, 1}, {512, 3400, 2}, {2048, 49152, 1}, {2048, 49152, 2}} {
 		rng := rand.New(rand.NewPCG(1, 2))
 		x := random(rng, c.n*c.v, -8, 8)
@@ -62,10 +58,7 @@ var attentionShapes = [][]int64{{4, 8, 128, 128}, {8, 9, 256, 256}}
 // against one SoftmaxGrad, from given dY and Y), "fwd+bwd" the two in one
 // graph (buildSoftmax: y, the loss Σ y ⊙ r, dx).
 func BenchmarkSoftmax(b *testing.B) {
-	lib := testenv.Kernels(b)
-	if err := ort.Init(ort.InitOptions{LibraryPath: testenv.ORTLib(b)}); err != nil {
-		b.Fatal(err)
-	}
+	lib := withKernels(b)
 	for _, shape := range attentionShapes {
 		for _, threads := range []int{1, 2} {
 			rng := rand.New(rand.NewPCG(3, 4))
@@ -143,10 +136,7 @@ func softmaxPass(b *testing.B, shape []int64, backward, fused bool) string {
 // queries of the small llama preset (batch 4 × 128, 8 heads of 64) and of
 // SmolLM2-135M at batch 8 × 256 (9 heads of 64), on 1 and 2 ORT threads.
 func BenchmarkRotary(b *testing.B) {
-	lib := testenv.Kernels(b)
-	if err := ort.Init(ort.InitOptions{LibraryPath: testenv.ORTLib(b)}); err != nil {
-		b.Fatal(err)
-	}
+	lib := withKernels(b)
 	for _, shape := range [][]int64{{4, 128, 8, 64}, {8, 256, 9, 64}} {
 		for _, threads := range []int{1, 2} {
 			x, angles, r := rotaryCase(shape)

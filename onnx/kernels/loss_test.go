@@ -6,7 +6,6 @@ import (
 	"math/rand/v2"
 	"testing"
 
-	"github.com/migu-ml/migu/internal/testenv"
 	"github.com/migu-ml/migu/onnx"
 	"github.com/migu-ml/migu/onnx/kernels"
 	"github.com/migu-ml/migu/onnx/ort"
@@ -126,10 +125,7 @@ func xentCase(n, v int, scale float64) (x []float32, labels []int64, r []float32
 // relative to the largest value, with 1 the least scale), and ignored rows
 // get exactly zero gradient.
 func TestCrossEntropyMatchesStandardOps(t *testing.T) {
-	lib := testenv.Kernels(t)
-	if err := ort.Init(ort.InitOptions{LibraryPath: testenv.ORTLib(t)}); err != nil {
-		t.Fatal(err)
-	}
+	lib := withKernels(t)
 	for _, c := range []struct {
 		n, v  int
 		scale float64
@@ -199,10 +195,7 @@ func xentRef(x []float64, labels []int64, r []float64, v int) float64 {
 // reference, ignored rows included: loss and d loss / d logits agree to
 // float32 precision.
 func TestCrossEntropyGradFiniteDifferences(t *testing.T) {
-	lib := testenv.Kernels(t)
-	if err := ort.Init(ort.InitOptions{LibraryPath: testenv.ORTLib(t)}); err != nil {
-		t.Fatal(err)
-	}
+	lib := withKernels(t)
 	for _, c := range [][2]int{{4, 7}, {6, 33}, {5, 3}} {
 		n, v := c[0], c[1]
 		t.Run(fmt.Sprintf("%dx%d", n, v), func(t *testing.T) {
@@ -264,10 +257,7 @@ var softmaxCases = []struct {
 // a fully masked row: loss and dx agree to float32 rounding (1e-6
 // relative to the largest value, with 1 the least scale).
 func TestSoftmaxMatchesStandardOps(t *testing.T) {
-	lib := testenv.Kernels(t)
-	if err := ort.Init(ort.InitOptions{LibraryPath: testenv.ORTLib(t)}); err != nil {
-		t.Fatal(err)
-	}
+	lib := withKernels(t)
 	for _, c := range softmaxCases {
 		t.Run(fmt.Sprint(c.shape), func(t *testing.T) {
 			x, r := softmaxCase(c.shape, c.scale, c.masked)
@@ -312,10 +302,7 @@ func softmaxRef(x, r []float64, d int) float64 {
 // The fused softmax against central finite differences of a float64
 // reference: loss and dX agree to float32 precision.
 func TestSoftmaxGradFiniteDifferences(t *testing.T) {
-	lib := testenv.Kernels(t)
-	if err := ort.Init(ort.InitOptions{LibraryPath: testenv.ORTLib(t)}); err != nil {
-		t.Fatal(err)
-	}
+	lib := withKernels(t)
 	for _, shape := range [][]int64{{2, 3, 7}, {1, 2, 19}, {18, 4}} {
 		t.Run(fmt.Sprint(shape), func(t *testing.T) {
 			x32, r32 := softmaxCase(shape, 3, false)

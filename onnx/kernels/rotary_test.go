@@ -6,10 +6,8 @@ import (
 	"math/rand/v2"
 	"testing"
 
-	"github.com/migu-ml/migu/internal/testenv"
 	"github.com/migu-ml/migu/onnx"
 	"github.com/migu-ml/migu/onnx/kernels"
-	"github.com/migu-ml/migu/onnx/ort"
 )
 
 // buildRotary is y = rope(x) for x [..., m, d] in standard operators,
@@ -58,10 +56,7 @@ func rotaryCase(shape []int64) (x, angles, r []float32) {
 // agree to float32 rounding (1e-6 of the largest value, 1 the least
 // scale; the forward does the same float operations), 1 and 2 threads.
 func TestRotaryMatchesStandardOps(t *testing.T) {
-	lib := testenv.Kernels(t)
-	if err := ort.Init(ort.InitOptions{LibraryPath: testenv.ORTLib(t)}); err != nil {
-		t.Fatal(err)
-	}
+	lib := withKernels(t)
 	for _, shape := range [][]int64{{1, 3, 2, 8}, {2, 5, 4, 16}, {2, 37, 3, 64}, {1, 1, 1, 2}, {4, 9, 6}} {
 		t.Run(fmt.Sprint(shape), func(t *testing.T) {
 			x, angles, r := rotaryCase(shape)
@@ -105,10 +100,7 @@ func rotaryRef(x, r []float64, angles []float32, shape []int64) float64 {
 // The fused rotary embedding against central finite differences of a
 // float64 reference: loss and dX agree to float32 precision.
 func TestRotaryGradFiniteDifferences(t *testing.T) {
-	lib := testenv.Kernels(t)
-	if err := ort.Init(ort.InitOptions{LibraryPath: testenv.ORTLib(t)}); err != nil {
-		t.Fatal(err)
-	}
+	lib := withKernels(t)
 	for _, shape := range [][]int64{{1, 3, 2, 8}, {2, 2, 3, 6}} {
 		t.Run(fmt.Sprint(shape), func(t *testing.T) {
 			x32, angles, r32 := rotaryCase(shape)

@@ -44,6 +44,7 @@
 #endif
 
 #include "onnxruntime_c_api.h"
+#include "ort_op.h"
 
 // MIGU_ORT_API is the C API version the library asks for (as migu_kernels.c).
 #define MIGU_ORT_API 24
@@ -502,41 +503,10 @@ static size_t ORT_API_CALL input_count(const OrtCustomOp *o) {
 	(void)o;
 	return 2;
 }
-static ONNXTensorElementDataType ORT_API_CALL output_type(const OrtCustomOp *o, size_t i) {
-	(void)o;
-	(void)i;
-	return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
-}
+
 static size_t ORT_API_CALL output_count(const OrtCustomOp *o) {
 	(void)o;
 	return 1;
-}
-static OrtCustomOpInputOutputCharacteristic ORT_API_CALL required(const OrtCustomOp *o, size_t i) {
-	(void)o;
-	(void)i;
-	return INPUT_OUTPUT_REQUIRED;
-}
-static OrtMemType ORT_API_CALL input_mem(const OrtCustomOp *o, size_t i) {
-	(void)o;
-	(void)i;
-	return OrtMemTypeDefault;
-}
-static int ORT_API_CALL one(const OrtCustomOp *o) {
-	(void)o;
-	return 1;
-}
-static int ORT_API_CALL end_version(const OrtCustomOp *o) {
-	(void)o;
-	return INT_MAX;
-}
-static size_t ORT_API_CALL no_pairs(int **in, int **out) {
-	*in = NULL;
-	*out = NULL;
-	return 0;
-}
-static void ORT_API_CALL release_pairs(int *in, int *out) {
-	(void)in;
-	(void)out;
 }
 
 static OrtCustomOp op;
@@ -545,7 +515,7 @@ static OrtStatus *domain_status;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 
 static void make_domain(void) {
-	op.version = MIGU_ORT_API;
+	op_defaults(&op, MIGU_ORT_API);
 	op.CreateKernelV2 = create_kernel;
 	op.KernelComputeV2 = compute;
 	op.KernelDestroy = destroy;
@@ -553,21 +523,7 @@ static void make_domain(void) {
 	op.GetExecutionProviderType = get_provider;
 	op.GetInputType = input_type;
 	op.GetInputTypeCount = input_count;
-	op.GetOutputType = output_type;
 	op.GetOutputTypeCount = output_count;
-	op.GetInputCharacteristic = required;
-	op.GetOutputCharacteristic = required;
-	op.GetInputMemoryType = input_mem;
-	op.GetVariadicInputMinArity = one;
-	op.GetVariadicInputHomogeneity = one;
-	op.GetVariadicOutputMinArity = one;
-	op.GetVariadicOutputHomogeneity = one;
-	op.GetStartVersion = one;
-	op.GetEndVersion = end_version;
-	op.GetMayInplace = no_pairs;
-	op.ReleaseMayInplace = release_pairs;
-	op.GetAliasMap = no_pairs;
-	op.ReleaseAliasMap = release_pairs;
 	domain_status = api->CreateCustomOpDomain("ai.migu.bf16", &domain);
 	if (domain_status == NULL) domain_status = api->CustomOpDomain_Add(domain, &op);
 }

@@ -34,6 +34,7 @@
 #include <pthread.h>
 
 #include "onnxruntime_c_api.h"
+#include "ort_op.h"
 
 // MIGU_ORT_API is the C API version the library asks for: onnxruntime_go's
 // header is version 24 and migu loads ORT >= 1.24, which serves it.
@@ -1224,45 +1225,9 @@ static const char *ORT_API_CALL get_provider(const OrtCustomOp *o) {
 }
 static ONNXTensorElementDataType ORT_API_CALL input_type(const OrtCustomOp *o, size_t i) { return self(o)->in[i]; }
 static size_t ORT_API_CALL input_count(const OrtCustomOp *o) { return self(o)->nin; }
-static ONNXTensorElementDataType ORT_API_CALL output_type(const OrtCustomOp *o, size_t i) {
-	(void)o;
-	(void)i;
-	return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
-}
 static size_t ORT_API_CALL output_count(const OrtCustomOp *o) { return self(o)->nout; }
 static OrtCustomOpInputOutputCharacteristic ORT_API_CALL input_char(const OrtCustomOp *o, size_t i) {
 	return i >= self(o)->optional_from ? INPUT_OUTPUT_OPTIONAL : INPUT_OUTPUT_REQUIRED;
-}
-static OrtCustomOpInputOutputCharacteristic ORT_API_CALL output_char(const OrtCustomOp *o, size_t i) {
-	(void)o;
-	(void)i;
-	return INPUT_OUTPUT_REQUIRED;
-}
-static OrtMemType ORT_API_CALL input_mem(const OrtCustomOp *o, size_t i) {
-	(void)o;
-	(void)i;
-	return OrtMemTypeDefault;
-}
-static int ORT_API_CALL one(const OrtCustomOp *o) {
-	(void)o;
-	return 1;
-}
-static int ORT_API_CALL start_version(const OrtCustomOp *o) {
-	(void)o;
-	return 1;
-}
-static int ORT_API_CALL end_version(const OrtCustomOp *o) {
-	(void)o;
-	return INT_MAX;
-}
-static size_t ORT_API_CALL no_pairs(int **in, int **out) {
-	*in = NULL;
-	*out = NULL;
-	return 0;
-}
-static void ORT_API_CALL release_pairs(int *in, int *out) {
-	(void)in;
-	(void)out;
 }
 
 #define F ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT
@@ -1294,7 +1259,7 @@ static pthread_once_t once = PTHREAD_ONCE_INIT;
 static void make_domain(void) {
 	for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++) {
 		OrtCustomOp *o = &ops[i].base;
-		o->version = MIGU_ORT_API;
+		op_defaults(o, MIGU_ORT_API);
 		o->CreateKernelV2 = create_kernel;
 		o->KernelComputeV2 = compute;
 		o->KernelDestroy = destroy;
@@ -1302,21 +1267,8 @@ static void make_domain(void) {
 		o->GetExecutionProviderType = get_provider;
 		o->GetInputType = input_type;
 		o->GetInputTypeCount = input_count;
-		o->GetOutputType = output_type;
 		o->GetOutputTypeCount = output_count;
 		o->GetInputCharacteristic = input_char;
-		o->GetOutputCharacteristic = output_char;
-		o->GetInputMemoryType = input_mem;
-		o->GetVariadicInputMinArity = one;
-		o->GetVariadicInputHomogeneity = one;
-		o->GetVariadicOutputMinArity = one;
-		o->GetVariadicOutputHomogeneity = one;
-		o->GetStartVersion = start_version;
-		o->GetEndVersion = end_version;
-		o->GetMayInplace = no_pairs;
-		o->ReleaseMayInplace = release_pairs;
-		o->GetAliasMap = no_pairs;
-		o->ReleaseAliasMap = release_pairs;
 	}
 	domain_status = api->CreateCustomOpDomain("ai.migu", &domain);
 	for (size_t i = 0; domain_status == NULL && i < sizeof ops / sizeof ops[0]; i++)
