@@ -314,9 +314,28 @@ func gatherGrad(c *Context, n *onnxpb.NodeProto, dY []string) ([]string, error) 
 	idx64 := c.Op("Cast", []string{idx}, h+".idx64", onnx.AttrInt("to", int64(onnx.Int64)))
 	neg := c.Op("Less", []string{idx64, c.Int(0)}, h+".negidx")
 	fixed := c.Op("Where", []string{neg, c.Op("Add", []string{idx64, rows}, h+".wrapped"), idx64}, h+".index")
-	indices := c.Op("Unsqueeze", []string{fixed, c.Ints(-1)}, h+".indices")
+	// ScatterElements, not ScatterND: ONNX Runtime's ScatterND adds on
+	// several threads without guarding repeated indices and loses updates
+	// (embedding rows of repeated tokens); ScatterElements adds in index
+	// order on one thread, so the sums are exact and repeatable. It wants
+	// indices shaped like the updates: dy's index axes become one, and
+	// each index is repeated along the row.
+	flat := c.Ints(-1)
+	if r > 1 {
+		rest := c.Op("Slice", []string{c.ShapeOf(table), c.Ints(1), c.Ints(int64(r))}, h+".rowshape")
+		flat = c.Op("Concat", []string{flat, rest}, h+".flatshape", onnx.AttrInt("axis", 0))
+	}
+	rows1 := make([]int64, r)
+	rows1[0] = -1
+	for i := 1; i < r; i++ {
+		rows1[i] = 1
+	}
+	dyFlat := c.Op("Reshape", []string{dy, flat}, h+".dyflat")
+	column := c.Op("Reshape", []string{fixed, c.Ints(rows1...)}, h+".column")
+	indices := c.Op("Expand", []string{column, c.Op("Shape", []string{dyFlat}, h+".dyshape")}, h+".indices")
 	zeros := c.zerosLike(table, data)
-	g := c.Op("ScatterND", []string{zeros, indices, dy}, h+".scatter", onnx.AttrString("reduction", "add"))
+	g := c.Op("ScatterElements", []string{zeros, indices, dyFlat}, h+".scatter",
+		onnx.AttrInt("axis", 0), onnx.AttrString("reduction", "add"))
 	if axis != 0 {
 		inv := make([]int64, r)
 		inv[axis] = 0
