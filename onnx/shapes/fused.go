@@ -9,41 +9,96 @@ import (
 // Shape rules of migu's fused kernels (onnx.DomainMigu, package
 // onnx/kernels); every one is float32 in and out.
 func init() {
-	registerShape(inferRMSNorm, onnx.DomainMigu+".RMSNorm")
-	registerShape(inferRMSNormGrad, onnx.DomainMigu+".RMSNormGrad")
-	registerShape(inferAbsColSum, onnx.DomainMigu+".AbsColSum")
+	for op, rule := range map[string]shapeRule{
+		"RMSNorm":            inferNorm(1),
+		"RMSNormGrad":        inferNormGrad(1),
+		"LayerNorm":          inferNorm(2),
+		"LayerNormGrad":      inferNormGrad(2),
+		"SwiGLU":             inferLike(0, 1),
+		"SwiGLUGrad":         inferLike(1, 2),
+		"Gelu":               inferLike(0, 1),
+		"GeluGrad":           inferLike(1, 1),
+		"Rotary":             inferLike(0, 1),
+		"RotaryGrad":         inferLike(0, 1),
+		"Softmax":            inferLike(0, 1),
+		"SoftmaxGrad":        inferLike(1, 1),
+		"PickLogSoftmax":     inferPickLogSoftmax,
+		"PickLogSoftmaxGrad": inferLike(1, 1),
+		"AbsColSum":          inferAbsColSum,
+	} {
+		registerShape(rule, onnx.DomainMigu+"."+op)
+	}
 }
 
-// inferRMSNorm: Y has X's shape, InvRMS X's with a last axis of 1.
-func inferRMSNorm(c *inferCtx) error {
-	x, err := c.ranked(0)
-	if err != nil {
-		return err
+// inferLike gives n outputs of input i's shape.
+func inferLike(i, n int) shapeRule {
+	return func(c *inferCtx) error {
+		x, err := c.input(i)
+		if err != nil {
+			return err
+		}
+		for k := range n {
+			c.set(k, onnx.Float, x.shape)
+		}
+		return nil
 	}
-	if _, err := c.input(1); err != nil {
-		return err
-	}
-	if len(x.shape) == 0 {
-		return fmt.Errorf("RMSNorm needs X of rank 1 or more")
-	}
-	c.set(0, onnx.Float, x.shape)
-	stats := append(append([]*expr{}, x.shape[:len(x.shape)-1]...), constExpr(1))
-	c.set(1, onnx.Float, stats)
-	return nil
 }
 
-// inferRMSNormGrad: dX has X's shape, dW W's.
-func inferRMSNormGrad(c *inferCtx) error {
-	x, err := c.input(1)
+// inferNorm is a normalisation over the last axis (RMSNorm: the inverse
+// RMS; LayerNorm: the mean and inverse deviation): Y has X's shape and each
+// of the stats saved for the backward pass X's with a last axis of 1.
+func inferNorm(stats int) shapeRule {
+	return func(c *inferCtx) error {
+		x, err := c.ranked(0)
+		if err != nil {
+			return err
+		}
+		if len(x.shape) == 0 {
+			return fmt.Errorf("%s needs X of rank 1 or more", c.n.GetOpType())
+		}
+		c.set(0, onnx.Float, x.shape)
+		saved := append(append([]*expr{}, x.shape[:len(x.shape)-1]...), constExpr(1))
+		for k := range stats {
+			c.set(1+k, onnx.Float, saved)
+		}
+		return nil
+	}
+}
+
+// inferNormGrad is a norm's backward pass (dY, X, W, ...): dX has X's
+// shape and each of the params gradients (dW, and dB for LayerNorm) W's.
+func inferNormGrad(params int) shapeRule {
+	return func(c *inferCtx) error {
+		x, err := c.input(1)
+		if err != nil {
+			return err
+		}
+		w, err := c.input(2)
+		if err != nil {
+			return err
+		}
+		c.set(0, onnx.Float, x.shape)
+		for k := range params {
+			c.set(1+k, onnx.Float, w.shape)
+		}
+		return nil
+	}
+}
+
+// inferPickLogSoftmax: Picked and LSE have Index's shape ([..., 1]).
+func inferPickLogSoftmax(c *inferCtx) error {
+	if _, err := c.input(0); err != nil {
+		return err
+	}
+	idx, err := c.ranked(1)
 	if err != nil {
 		return err
 	}
-	w, err := c.input(2)
-	if err != nil {
-		return err
+	if len(idx.shape) == 0 {
+		return fmt.Errorf("PickLogSoftmax needs Index of rank 1 or more")
 	}
-	c.set(0, onnx.Float, x.shape)
-	c.set(1, onnx.Float, w.shape)
+	c.set(0, onnx.Float, idx.shape)
+	c.set(1, onnx.Float, idx.shape)
 	return nil
 }
 
