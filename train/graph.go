@@ -84,8 +84,9 @@ type GraphOptions struct {
 	// kernel ai.migu.AbsColSum: one pass over each linear's output instead
 	// of Abs and a MatMul over a materialised |y|. The trainer sets it
 	// whenever it loads the kernel library: on the small llama (Ice Lake,
-	// 2 threads) a step's 57 taps took 28 ms of ORT kernel time in the
-	// standard form, 13 ms fused (benchmarks/perf/README.md, "MIGU cost").
+	// 2 threads) a step's 57 taps took 23–25 ms of ORT kernel time in the
+	// standard form and 8.4 ms fused, each tap run while its value is in
+	// cache (benchmarks/perf/README.md, "MIGU cost").
 	FusedTaps bool
 	// Precision is PrecisionFP32 (or "") or PrecisionBF16: the weight
 	// products of migu.json's linears, and the products of their
@@ -327,6 +328,9 @@ func Build(m *onnx.Model, man *modeldir.Manifest, opt GraphOptions) (*Artifact, 
 		}
 		scheduleLeaves(g, tapOutputs, grads)
 	} else {
+		// Only the taps move: each then runs as soon as its value exists,
+		// not after the backward pass. (Moving the gradient leaves as well
+		// raised the peak memory without recomputation.)
 		scheduleLeaves(g, tapOutputs, nil)
 	}
 	for _, vi := range g.P.Input {
