@@ -15,6 +15,13 @@ import (
 // [0, 1) as CheckT checks where T enters (NewMasker); a T outside is taken
 // as the nearest end.
 func Threshold(n []float32, t float64) (float32, error) {
+	return threshold(n, t, nil)
+}
+
+// threshold is Threshold with work as scratch space for the selection
+// (grown when shorter than n), so that a caller who keeps it allocates
+// nothing per call.
+func threshold(n []float32, t float64, work []float32) (float32, error) {
 	if len(n) == 0 {
 		return 0, fmt.Errorf("migu: no magnitudes")
 	}
@@ -30,7 +37,7 @@ func Threshold(n []float32, t float64) (float32, error) {
 	} else {
 		// Quickselect: the lo-th smallest, then the smallest of those above
 		// it; linear time instead of a sort.
-		work := slices.Clone(n)
+		work = append(work[:0], n...)
 		a = selectKth(work, lo)
 		b = a
 		if hi > lo {
@@ -86,10 +93,15 @@ func selectKth(v []float32, k int) float32 {
 // Mask sets keep[j] for every feature whose magnitude is at or above the
 // T-quantile of n, and returns how many it kept. Per layer, never global.
 func Mask(n []float32, t float64, keep []bool) (int, error) {
+	return mask(n, t, keep, nil)
+}
+
+// mask is Mask with work as threshold's scratch space.
+func mask(n []float32, t float64, keep []bool, work []float32) (int, error) {
 	if len(keep) != len(n) {
 		return 0, fmt.Errorf("migu: mask has %d entries for %d magnitudes", len(keep), len(n))
 	}
-	th, err := Threshold(n, t)
+	th, err := threshold(n, t, work)
 	if err != nil {
 		return 0, err
 	}

@@ -67,8 +67,12 @@ type Masker struct {
 	magnitudes map[string][]float32
 	// features is the current keep mask per tap; previous the last step's.
 	features, previous map[string][]bool
-	// byParam finds a tensor's rule.
-	byParam map[string]Rule
+	// keeps holds each tensor's mask: Keep hands out the same value every
+	// step, whose Features Compute rewrites in place.
+	keeps map[string]*Keep
+	// work is the quantile's scratch space, as long as the widest tap, so
+	// that Compute allocates nothing.
+	work []float32
 }
 
 // NewMasker prepares masks for the rules; tapDims gives each tap's length.
@@ -77,7 +81,7 @@ func NewMasker(t float64, rules []Rule, tapDims map[string]int64) (*Masker, erro
 		return nil, err
 	}
 	m := &Masker{T: t, rules: rules, magnitudes: map[string][]float32{}, features: map[string][]bool{},
-		previous: map[string][]bool{}, byParam: map[string]Rule{}}
+		previous: map[string][]bool{}, keeps: map[string]*Keep{}}
 	for _, r := range rules {
 		dim, ok := tapDims[r.Tap]
 		if !ok {
@@ -91,7 +95,12 @@ func NewMasker(t float64, rules []Rule, tapDims map[string]int64) (*Masker, erro
 			m.features[r.Tap] = make([]bool, dim)
 			m.previous[r.Tap] = make([]bool, dim)
 		}
-		m.byParam[r.Param] = r
+		if len(r.Shape) == 1 {
+			m.keeps[r.Param] = &Keep{Features: m.features[r.Tap], Axis: 1, Rows: 1, Cols: r.Shape[0]}
+		} else {
+			m.keeps[r.Param] = &Keep{Features: m.features[r.Tap], Axis: r.Axis, Rows: r.Shape[0], Cols: r.Shape[1]}
+		}
+		m.work = slices.Grow(m.work, int(dim))
 	}
 	return m, nil
 }
@@ -123,7 +132,7 @@ func (m *Masker) EachMagnitude(fn func([]float32) error) error {
 func (m *Masker) Compute() error {
 	for name, acc := range m.magnitudes {
 		copy(m.previous[name], m.features[name])
-		if _, err := Mask(acc, m.T, m.features[name]); err != nil {
+		if _, err := mask(acc, m.T, m.features[name], m.work); err != nil {
 			return fmt.Errorf("tap %s: %w", name, err)
 		}
 		clear(acc)
@@ -148,16 +157,11 @@ func (k *Keep) At(i, j int64) bool {
 	return k.Features[j]
 }
 
-// Keep returns the current mask of a tensor, or nil when it is unmasked.
+// Keep returns the current mask of a tensor, or nil when it is unmasked:
+// the same value at every step, which the next Compute updates. Callers
+// read it and do not change it.
 func (m *Masker) Keep(param string) *Keep {
-	r, ok := m.byParam[param]
-	if !ok {
-		return nil
-	}
-	if len(r.Shape) == 1 {
-		return &Keep{Features: m.features[r.Tap], Axis: 1, Rows: 1, Cols: r.Shape[0]}
-	}
-	return &Keep{Features: m.features[r.Tap], Axis: r.Axis, Rows: r.Shape[0], Cols: r.Shape[1]}
+	return m.keeps[param]
 }
 
 // Stats are per-tap mask statistics for the metrics.

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"testing"
+	"time"
 )
 
 func TestMaskerRowsAndColumns(t *testing.T) {
@@ -74,10 +75,41 @@ func TestMaskerRowsAndColumns(t *testing.T) {
 }
 
 // BenchmarkMaskStep measures MIGU's Go-side work per optimizer step on the
-// taps of the small llama preset (8 blocks, hidden 512, vocab 8000): the
-// quantile of every tap. Applying the masks costs nothing extra: the
-// optimizer's one pass over the parameters reads them.
+// taps of the small llama preset (8 blocks, hidden 512, feed-forward 1376,
+// vocabulary 3241): adding a micro-batch's taps and the quantile of every
+// tap. Applying the masks costs nothing extra: the optimizer's one pass
+// over the parameters reads them.
 func BenchmarkMaskStep(b *testing.B) {
+	m, taps := smallLlamaMasker(b)
+	b.ReportAllocs()
+	cpu := cpuTime()
+	for b.Loop() {
+		m.Accumulate(taps)
+		if err := m.Compute(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(cpuTime()-cpu)/float64(time.Millisecond)/float64(b.N), "cpu-ms/op")
+}
+
+// A step's mask selection allocates nothing: the quantile works in the
+// masker's scratch space and Keep hands out the same masks every step.
+func TestMaskerStepAllocatesNothing(t *testing.T) {
+	m, taps := smallLlamaMasker(t)
+	if n := testing.AllocsPerRun(5, func() {
+		m.Accumulate(taps)
+		if err := m.Compute(); err != nil {
+			t.Fatal(err)
+		}
+		m.Keep("head.w")
+	}); n != 0 {
+		t.Errorf("%v allocations per step", n)
+	}
+}
+
+// smallLlamaMasker is a masker over the small llama preset's taps, with
+// random magnitudes for one micro-batch.
+func smallLlamaMasker(tb testing.TB) (*Masker, map[string][]float32) {
 	var rules []Rule
 	dims := map[string]int64{}
 	taps := map[string][]float32{}
@@ -95,15 +127,10 @@ func BenchmarkMaskStep(b *testing.B) {
 			add(fmt.Sprintf("l%d.%d", i, k), d[0], d[1])
 		}
 	}
-	add("head", 512, 8000)
+	add("head", 512, 3241)
 	m, err := NewMasker(0.7, rules, dims)
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
-	for b.Loop() {
-		m.Accumulate(taps)
-		if err := m.Compute(); err != nil {
-			b.Fatal(err)
-		}
-	}
+	return m, taps
 }

@@ -1,10 +1,12 @@
 package train
 
 import (
+	"slices"
 	"testing"
 
 	"github.com/migu-ml/migu/internal/testenv"
 	"github.com/migu-ml/migu/internal/testfix"
+	"github.com/migu-ml/migu/migu"
 )
 
 // The training graph built with migu's fused kernels (GraphOptions.Fused:
@@ -14,7 +16,8 @@ import (
 // float32 rounding, for each architecture with its norm (llama's and t5's
 // RMSNorm, roberta's LayerNorm) and activation (llama's SwiGLU gate, t5's
 // gated tanh GELU, roberta's erf GELU), full fine-tuning and LoRA, with
-// and without recomputation.
+// and without recomputation; the MIGU masks (T = 0.7) of the fused taps
+// equal the standard taps' bit for bit.
 // Both variants run in this one test; the kernel library is built when
 // missing (testenv.Kernels).
 func TestFusedKernelsKeepGradients(t *testing.T) {
@@ -80,6 +83,20 @@ func TestFusedKernelsKeepGradients(t *testing.T) {
 			}
 			worst := worstRelDiff(t, art, got, want)
 			t.Logf("fused %v and %d taps: max relative difference %.2g", fart.Fused, len(fart.Taps), worst)
+			// The fused taps give the standard taps' MIGU masks, bit for bit.
+			for _, tap := range art.Taps {
+				n, fn := want[tap.Output], got[tap.Output]
+				keep, fkeep := make([]bool, len(n)), make([]bool, len(fn))
+				if _, err := migu.Mask(n, 0.7, keep); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := migu.Mask(fn, 0.7, fkeep); err != nil {
+					t.Fatal(err)
+				}
+				if !slices.Equal(keep, fkeep) {
+					t.Errorf("tap %s: the fused taps' mask differs from the standard taps'", tap.Name)
+				}
+			}
 		})
 	}
 }

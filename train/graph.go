@@ -81,8 +81,12 @@ type GraphOptions struct {
 	// standard operators' to float32 rounding.
 	Fused bool
 	// FusedTaps, with Fused, also computes the MIGU taps with the fused
-	// kernel. Off by default: on the CPUs measured so far it was slower
-	// than the standard Abs and MatMul (benchmarks/perf/README.md).
+	// kernel ai.migu.AbsColSum: one pass over each linear's output instead
+	// of Abs and a MatMul over a materialised |y|. The trainer sets it
+	// whenever it loads the kernel library: on the small llama (Ice Lake,
+	// 2 threads) a step's 57 taps took 23–25 ms of ORT kernel time in the
+	// standard form and 8.4 ms fused, each tap run while its value is in
+	// cache (benchmarks/perf/README.md, "MIGU cost").
 	FusedTaps bool
 	// Precision is PrecisionFP32 (or "") or PrecisionBF16: the weight
 	// products of migu.json's linears, and the products of their
@@ -323,6 +327,11 @@ func Build(m *onnx.Model, man *modeldir.Manifest, opt GraphOptions) (*Artifact, 
 			grads[i] = p.Grad
 		}
 		scheduleLeaves(g, tapOutputs, grads)
+	} else {
+		// Only the taps move: each then runs as soon as its value exists,
+		// not after the backward pass. (Moving the gradient leaves as well
+		// raised the peak memory without recomputation.)
+		scheduleLeaves(g, tapOutputs, nil)
 	}
 	for _, vi := range g.P.Input {
 		if slices.ContainsFunc(art.Params, func(p Param) bool { return p.Name == vi.GetName() }) {

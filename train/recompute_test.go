@@ -405,3 +405,60 @@ func TestRecomputeSchedulesLeaves(t *testing.T) {
 		t.Errorf("a tap (node %d) comes before the head's gradient (node %d)", firstTap, index[grads["lm_head.weight"]])
 	}
 }
+
+// Without recomputation the graph ends with the MIGU taps too, the first
+// layer's last: ONNX Runtime's depth-first executor then runs each tap
+// right after the forward pass computed its value, while the value is in
+// cache, instead of after the whole backward pass (where the taps' inputs
+// stayed alive for nothing). The weight-gradient leaves stay in place.
+func TestTapsScheduledAfterTheirValues(t *testing.T) {
+	_, model := testfix.TinyModel(t, "llama")
+	spec := recomputeSpec{model: model, method: "full"}
+	build := func(taps bool) (*Artifact, *onnx.Graph) {
+		m, err := onnx.Load(filepath.Join(model, modeldir.ModelFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { m.Close() })
+		man := spec.manifest(t)
+		names, _ := spec.trainable(t, m, man)
+		art, err := Build(m, man, GraphOptions{Names: names, Taps: taps})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return art, m.Graph()
+	}
+	art, g := build(true)
+	index := map[string]int{}
+	for i, n := range g.P.Node {
+		for _, o := range n.Output {
+			index[o] = i
+		}
+	}
+	if last := len(g.P.Node) - 1; index[art.Taps[0].Output] != last {
+		t.Errorf("the first tap (%s) is node %d, not the last (%d)", art.Taps[0].Name, index[art.Taps[0].Output], last)
+	}
+	firstTap := len(g.P.Node)
+	for _, tap := range art.Taps {
+		firstTap = min(firstTap, index[tap.Output])
+	}
+	for _, p := range art.Params {
+		if index[p.Grad] > firstTap {
+			t.Errorf("a tap (node %d) comes before the gradient of %s (node %d)", firstTap, p.Name, index[p.Grad])
+		}
+	}
+	// The gradients keep the order they have in the graph without taps.
+	plain, pg := build(false)
+	pindex := map[string]int{}
+	for i, n := range pg.P.Node {
+		for _, o := range n.Output {
+			pindex[o] = i
+		}
+	}
+	for i := 1; i < len(plain.Params); i++ {
+		a, b := plain.Params[i-1], plain.Params[i]
+		if (pindex[a.Grad] < pindex[b.Grad]) != (index[art.Params[i-1].Grad] < index[art.Params[i].Grad]) {
+			t.Errorf("the gradients of %s and %s changed order", a.Name, b.Name)
+		}
+	}
+}

@@ -231,7 +231,7 @@ func NewTrainer(plan *Plan, dir string, cfg Config) (*Trainer, error) {
 	}
 	art, err := Build(plan.Model, plan.Manifest, GraphOptions{Objective: cfg.Objective, Names: plan.Trainable,
 		Taps: cfg.UseMIGU, TapPoints: plan.Points, TapsSkipPadding: cfg.SkipPaddingTaps, HiddenPad: cfg.HiddenPad, Recompute: cfg.Recompute,
-		Fused: lib != "", Precision: cfg.Precision})
+		Fused: lib != "", FusedTaps: lib != "", Precision: cfg.Precision})
 	if err != nil {
 		return nil, err
 	}

@@ -10,7 +10,8 @@
 // MFU against a large MatMul timed in the same run, and writes RESULTS.md.
 //
 // The same binary is its own worker: -worker migu trains in this process,
-// -worker matmul times ORT's MatMul.
+// -worker matmul times ORT's MatMul, -worker migu-pair MIGU's cost in one
+// process (pair.go).
 package main
 
 import (
@@ -87,7 +88,7 @@ type options struct {
 
 func parseFlags() *options {
 	o := &options{}
-	flag.StringVar(&o.worker, "worker", "", "internal: run as a worker (migu or matmul)")
+	flag.StringVar(&o.worker, "worker", "", "internal: run as a worker (migu, migu-pair or matmul)")
 	flag.StringVar(&o.models, "models", bench.EnvOr("BENCH_MODELS", "llama,t5,roberta"), "models to benchmark: architectures (small presets) and smollm2 (SmolLM2-135M-Instruct from its GGUF)")
 	flag.StringVar(&o.methods, "methods", bench.EnvOr("BENCH_METHODS", "full,lora"), "training methods")
 	flag.StringVar(&o.migus, "migu", bench.EnvOr("BENCH_MIGU", "off,on"), "MIGU settings to run (off, on)")
@@ -142,6 +143,8 @@ func main() {
 		err = workEval(o)
 	case "migu":
 		err = workMIGU(o)
+	case "migu-pair":
+		err = workPair(o)
 	case "matmul":
 		err = workMatMul(o)
 	default:
@@ -245,17 +248,29 @@ func writeBatches(path string, bs []*data.Batch) error {
 }
 
 // workMIGU trains the model folder in this process and prints a sample.
-func workMIGU(o *options) error {
-	if err := ort.Init(ort.InitOptions{}); err != nil {
-		return err
-	}
+// benchTrainer is a trainer set up as the migu worker runs it.
+type benchTrainer struct {
+	tr     *train.Trainer
+	man    *modeldir.Manifest
+	params int64 // weights and biases of the model, trainable or not
+	dir    string
+}
+
+func (b *benchTrainer) close() error {
+	defer os.RemoveAll(b.dir)
+	return b.tr.Close()
+}
+
+// newBenchTrainer builds the trainer of the migu worker: the plan of
+// o.method, AdamW at lr 1e-4, MIGU (T = 0.7, grad mode) when withMIGU.
+func newBenchTrainer(o *options, withMIGU bool) (*benchTrainer, error) {
 	man, err := modeldir.ReadManifest(o.model)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	m, err := onnx.Load(filepath.Join(o.model, modeldir.ModelFile))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer m.Close()
 	params := int64(0)
@@ -275,20 +290,19 @@ func workMIGU(o *options) error {
 		plan, err = train.FullPlan(m, man)
 	}
 	if err != nil {
-		return err
+		return nil, err
 	}
 	level, err := ort.ParseOptLevel(o.optLevel)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	dir, err := os.MkdirTemp("", "perf-train-")
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer os.RemoveAll(dir)
 	opt := train.DefaultAdamW()
 	opt.LR = 1e-4
-	cfg := train.Config{Optim: opt, GradAccum: 1, UseMIGU: o.withMIGU, T: 0.7, Mode: migu.ModeGrad, Threads: o.threads,
+	cfg := train.Config{Optim: opt, GradAccum: 1, UseMIGU: withMIGU, T: 0.7, Mode: migu.ModeGrad, Threads: o.threads,
 		Session: ort.SessionOptions{Provider: o.provider, OptLevel: level, ProfilePrefix: o.ortProfile}, Precision: o.precision}
 	if !o.hiddenPad {
 		cfg.HiddenPad = train.HiddenPad{Extra: -1}
@@ -298,13 +312,29 @@ func workMIGU(o *options) error {
 	}
 	tr, err := train.NewTrainer(plan, dir, cfg)
 	if err != nil {
-		return err
+		os.RemoveAll(dir)
+		return nil, err
 	}
 	// The trainer holds its own copies: unmap the model file now, so that
 	// its pages leave the resident set before training starts.
 	if err := m.Close(); err != nil {
+		tr.Close()
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	return &benchTrainer{tr: tr, man: man, params: params, dir: dir}, nil
+}
+
+func workMIGU(o *options) error {
+	if err := ort.Init(ort.InitOptions{}); err != nil {
 		return err
 	}
+	b, err := newBenchTrainer(o, o.withMIGU)
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(b.dir)
+	tr, man, params := b.tr, b.man, b.params
 	bs := batches(o.arch, man.VocabSize, 4, o.batch, o.seq)
 	s := sample{Params: params, Threads: o.threads}
 	for _, t := range tr.Tensors {

@@ -21,7 +21,8 @@
 //     log-probabilities never stored, the backward recomputing the softmax
 //     from the saved log-sum-exp;
 //   - MIGU's magnitude tap (Σ|y| per output column, masked or not, without
-//     materialising |y|), used only with train.GraphOptions.FusedTaps.
+//     materialising |y|), used with train.GraphOptions.FusedTaps, which
+//     the trainer sets whenever it loads this library.
 //
 // The standard-op formulations these replace stay in the exporters and in
 // package migu; both give the same numbers to float32 rounding, and a

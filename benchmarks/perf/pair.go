@@ -1,0 +1,65 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"time"
+
+	"github.com/migu-ml/migu/data"
+	"github.com/migu-ml/migu/onnx/ort"
+)
+
+// pairSample is what the migu-pair worker prints: per step pair, the
+// wall and CPU seconds of the step without MIGU and of the step with it.
+type pairSample struct {
+	OffS    []float64 `json:"off_s"`
+	OnS     []float64 `json:"on_s"`
+	OffCPUS []float64 `json:"off_cpu_s"`
+	OnCPUS  []float64 `json:"on_cpu_s"`
+}
+
+// workPair measures MIGU's cost in one process: two trainers of the same
+// model, without and with MIGU, take turns step by step (off, on, on, off,
+// …), so that the load of other processes on a shared machine falls alike
+// on both; separate processes minutes apart differ by ±20 % there, more
+// than the cost being measured.
+func workPair(o *options) error {
+	if err := ort.Init(ort.InitOptions{}); err != nil {
+		return err
+	}
+	off, err := newBenchTrainer(o, false)
+	if err != nil {
+		return err
+	}
+	defer off.close()
+	on, err := newBenchTrainer(o, true)
+	if err != nil {
+		return err
+	}
+	defer on.close()
+	bs := batches(o.arch, off.man.VocabSize, 4, o.batch, o.seq)
+	var s pairSample
+	for i := range o.warmup + o.steps {
+		b := []*data.Batch{bs[i%len(bs)]}
+		first, second := off, on
+		if i%2 == 1 {
+			first, second = on, off
+		}
+		for _, t := range []*benchTrainer{first, second} {
+			start, cpu := time.Now(), cpuSeconds()
+			if _, err := t.tr.TrainStep(b, true); err != nil {
+				return err
+			}
+			if i < o.warmup {
+				continue
+			}
+			wall, c := time.Since(start).Seconds(), cpuSeconds()-cpu
+			if t == on {
+				s.OnS, s.OnCPUS = append(s.OnS, wall), append(s.OnCPUS, c)
+			} else {
+				s.OffS, s.OffCPUS = append(s.OffS, wall), append(s.OffCPUS, c)
+			}
+		}
+	}
+	return json.NewEncoder(os.Stdout).Encode(s)
+}
