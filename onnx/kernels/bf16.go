@@ -84,6 +84,29 @@ func bf16Units(cpuinfo []byte) string {
 	return ""
 }
 
+// BF16PathEnvVar forces MatMulBF16's path: "native" (oneDNN's bf16
+// product) or "f32" (float32 products of the bf16-rounded operands); unset,
+// the library picks native where the CPU has bf16 units.
+const BF16PathEnvVar = "MIGU_BF16_PATH"
+
+// BF16ProductPath says which path MatMulBF16 takes in a process started
+// now, decided as the library decides it (native_bf16 in
+// csrc/migu_bf16.c): $MIGU_BF16_PATH when it is native or f32, else native
+// exactly where units (BF16Units' answer) names bf16 units. It is the
+// description that benchmark results print.
+func BF16ProductPath(units string) string {
+	switch os.Getenv(BF16PathEnvVar) {
+	case "native":
+		return "native: oneDNN bf16 products (forced by $" + BF16PathEnvVar + ")"
+	case "f32":
+		return "f32: float32 products of the bf16-rounded operands (forced by $" + BF16PathEnvVar + ")"
+	}
+	if units != "" {
+		return "native: oneDNN bf16 products on " + units
+	}
+	return "f32: float32 products of the bf16-rounded operands (no AMX-BF16 or AVX512-BF16 units)"
+}
+
 // BF16SlowWarning is the one line migu prints when bf16 products run on a
 // CPU without bf16 units (units is BF16Units' answer), "" where they have
 // them.
