@@ -1290,4 +1290,6 @@ MIGU_EXPORT OrtStatus *ORT_API_CALL RegisterCustomOps(OrtSessionOptions *options
 }
 
 // MiguKernelsVersion tells the loader which op set this build provides.
-MIGU_EXPORT const char *MiguKernelsVersion(void) { return "1"; }
+// It changes with the op set, together with LibVersion in onnx/kernels/fusions.go
+// (the Go side refuses a library reporting another version).
+MIGU_EXPORT const char *MiguKernelsVersion(void) { return "2"; }
