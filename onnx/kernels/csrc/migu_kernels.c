@@ -353,15 +353,18 @@ static OrtStatus *tap_compute(void *k, OrtKernelContext *ctx) {
 // on scalars.
 //
 // exp, the file's only one (vexp on 16 lanes, xexp on one float, the same
-// operations; the activations below use xexp too), is a Cephes-style
-// polynomial: Cody-Waite reduction by ln 2, a degree-6 polynomial, 2^n put
-// into the exponent bits. Checked against double-precision exp on every
-// float of [-86, 88] (2.24e9 values): at most 0.990 ulp, mean 0.063 (the
-// degree-7 Taylor polynomial the activations had before: 1.218 ulp, mean
-// 0.064). Below -86 it returns 0 (e^-86 < 2^-124: lost against a row's
-// largest term, which is 1, and below any tolerance of the activations);
-// above 88 it returns e^88 (finite, so sigmoid and tanh of large arguments
-// stay 0, 1 or -1 without inf arithmetic); NaN stays NaN.
+// operations, so the same bits; the activations below use xexp too), is a
+// Cephes-style polynomial: Cody-Waite reduction by ln 2, a degree-6
+// polynomial, and a multiply by 2^n made in the exponent bits. Checked
+// against double-precision exp on every float of [-86, 88] (2.24e9
+// values): at most 0.990 ulp, mean 0.063 (the degree-7 Taylor polynomial
+// the activations had before: 1.218 ulp, mean 0.064). Below -86 the
+// results are subnormal or nearly so, and below about -87.7 (n = -127,
+// whose 2^n bits are 0) it returns 0; so does -inf, and NaN stays NaN. Its
+// arguments must not exceed XEXP_HI = 88 (e^88 is finite; above 88.7 the
+// exponent bits overflow): the softmax and loss arguments are at most a
+// rounding error above 0, and sigmoid and tanh, whose arguments are
+// unbounded, clamp theirs (xexp_hi).
 
 enum { XLANES = 16 };
 
@@ -387,8 +390,9 @@ XINLINE vf vsplat(float x) { return (vf){0} + x; }
 XINLINE vf vselect(vi mask, vf a, vf b) { return (vf)(((vi)a & mask) | ((vi)b & ~mask)); }
 
 // The exp constants: 1.5 * 2^23 rounds to an integer when added; ln 2 in
-// two parts; the range outside which it returns 0 or e^88.
-#define XEXP_LO -86.0f
+// two parts; the smallest argument it computes with (below, the same
+// result, 0) and the largest it takes.
+#define XEXP_LO -88.0f
 #define XEXP_HI 88.0f
 #define XEXP_LOG2E 1.44269504088896341f
 #define XEXP_MAGIC 12582912.0f
@@ -402,18 +406,16 @@ XINLINE vf vselect(vi mask, vf a, vf b) { return (vf)(((vi)a & mask) | ((vi)b & 
 	p = p * r + 5.0000001201e-1f
 
 XINLINE vf vexp(vf x) {
-	vf lo = vsplat(XEXP_LO), hi = vsplat(XEXP_HI);
-	vi under = x < lo; // false for NaN, which the arithmetic carries through
-	vf xc = vselect(under, lo, x);
-	xc = vselect(xc > hi, hi, xc);
+	vf lo = vsplat(XEXP_LO);
+	vf xc = vselect(x < lo, lo, x); // NaN is not below: the arithmetic carries it through
 	vf t = xc * XEXP_LOG2E + XEXP_MAGIC;
 	vf n = t - XEXP_MAGIC;
-	vi scale = ((vi)t - 0x4B400000) << 23; // n, placed in the exponent field
+	vf scale = (vf)(((vi)t - (0x4B400000 - 127)) << 23); // 2^n; 0 for n = -127
 	vf r = (xc - n * XEXP_LN2HI) - n * XEXP_LN2LO;
 	vf p = vsplat(1.9875691500e-4f);
 	XEXP_POLY(p, r);
 	vf e = (p * (r * r) + r) + 1.0f;
-	return (vf)(((vi)e + scale) & ~under);
+	return e * scale;
 }
 
 // xexp is vexp on one float: the same operations, so the same bits. It is
@@ -421,21 +423,18 @@ XINLINE vf vexp(vf x) {
 // vectorise in the target_clones.
 XINLINE float xexp(float x) {
 	float xc = x < XEXP_LO ? XEXP_LO : x;
-	xc = xc > XEXP_HI ? XEXP_HI : xc;
 	float t = xc * XEXP_LOG2E + XEXP_MAGIC;
 	float n = t - XEXP_MAGIC;
 	uint32_t tb;
 	memcpy(&tb, &t, sizeof tb);
-	uint32_t scale = (tb - 0x4B400000u) << 23;
+	uint32_t sb = (tb - (0x4B400000u - 127u)) << 23;
+	float scale;
+	memcpy(&scale, &sb, sizeof scale);
 	float r = (xc - n * XEXP_LN2HI) - n * XEXP_LN2LO;
 	float p = 1.9875691500e-4f;
 	XEXP_POLY(p, r);
 	float e = (p * (r * r) + r) + 1.0f;
-	uint32_t eb;
-	memcpy(&eb, &e, sizeof eb);
-	eb = x < XEXP_LO ? 0 : eb + scale;
-	memcpy(&e, &eb, sizeof e);
-	return e;
+	return e * scale;
 }
 
 // vsum adds the 16 lanes pairwise in a fixed order.
@@ -796,9 +795,14 @@ static OrtStatus *rotarygrad_compute(void *k, OrtKernelContext *ctx) {
 
 enum { ELEM_BLOCK = 8192 };
 
-static inline float act_sigmoid(float x) { return 1.0f / (1.0f + xexp(-x)); }
+// xexp_hi is xexp of an argument that may exceed XEXP_HI: clamped there,
+// e^88 is finite, so sigmoid and tanh of large arguments come out as 0, 1
+// or -1 without inf arithmetic.
+static inline float xexp_hi(float x) { return xexp(x > XEXP_HI ? XEXP_HI : x); }
 
-static inline float act_tanh(float x) { return 1.0f - 2.0f / (1.0f + xexp(2.0f * x)); }
+static inline float act_sigmoid(float x) { return 1.0f / (1.0f + xexp_hi(-x)); }
+
+static inline float act_tanh(float x) { return 1.0f - 2.0f / (1.0f + xexp_hi(2.0f * x)); }
 
 static inline float act_erf(float x) {
 	float z = fabsf(x), z2 = z * z;
