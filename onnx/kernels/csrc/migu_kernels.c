@@ -363,8 +363,8 @@ static OrtStatus *tap_compute(void *k, OrtKernelContext *ctx) {
 // whose 2^n bits are 0) it returns 0; so does -inf, and NaN stays NaN. Its
 // arguments must not exceed XEXP_HI = 88 (e^88 is finite; above 88.7 the
 // exponent bits overflow): the softmax and loss arguments are at most a
-// rounding error above 0, and sigmoid and tanh, whose arguments are
-// unbounded, clamp theirs (xexp_hi).
+// rounding error above 0, tanh takes exp of -2|x|, and sigmoid clamps its
+// argument (xexp_hi).
 
 enum { XLANES = 16 };
 
@@ -796,13 +796,19 @@ static OrtStatus *rotarygrad_compute(void *k, OrtKernelContext *ctx) {
 enum { ELEM_BLOCK = 8192 };
 
 // xexp_hi is xexp of an argument that may exceed XEXP_HI: clamped there,
-// e^88 is finite, so sigmoid and tanh of large arguments come out as 0, 1
-// or -1 without inf arithmetic.
+// e^88 is finite, so the sigmoid of a large negative argument comes out as
+// 0 without inf arithmetic.
 static inline float xexp_hi(float x) { return xexp(x > XEXP_HI ? XEXP_HI : x); }
 
 static inline float act_sigmoid(float x) { return 1.0f / (1.0f + xexp_hi(-x)); }
 
-static inline float act_tanh(float x) { return 1.0f - 2.0f / (1.0f + xexp_hi(2.0f * x)); }
+// act_tanh takes exp of -2|x| <= 0, which needs no clamp, and puts x's
+// sign back: with the clamp of 1 - 2/(1 + e^{2x}), GCC split the vector
+// loop into paths for the clamped lanes, and GeluTanh ran 17-23 % slower.
+static inline float act_tanh(float x) {
+	float e = xexp(-2.0f * fabsf(x));
+	return copysignf((1.0f - e) / (1.0f + e), x);
+}
 
 static inline float act_erf(float x) {
 	float z = fabsf(x), z2 = z * z;
