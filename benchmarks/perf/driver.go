@@ -16,6 +16,7 @@ import (
 	"github.com/migu-ml/migu/exporters"
 	"github.com/migu-ml/migu/internal/atomicfile"
 	"github.com/migu-ml/migu/modeldir"
+	"github.com/migu-ml/migu/onnx/kernels"
 	"github.com/migu-ml/migu/train"
 )
 
@@ -28,6 +29,9 @@ type run struct {
 	Torch  []*sample `json:"torch_samples"`
 	// TorchBF16 are PyTorch's best bf16 autocast configuration's samples.
 	TorchBF16 []*sample `json:"torch_bf16_samples,omitempty"`
+	// MiguBF16 are migu's samples with bf16 weight products
+	// (--precision bf16).
+	MiguBF16 []*sample `json:"migu_bf16_samples,omitempty"`
 }
 
 // report is results.json.
@@ -47,15 +51,20 @@ type report struct {
 	Torch     bench.TorchConfig `json:"torch_config"`
 	// TorchBF16 is PyTorch's best bf16 autocast configuration; nil when
 	// none ran (no PyTorch 2.x, or bf16 not among BENCH_PRECISIONS).
-	TorchBF16   *bench.TorchConfig  `json:"torch_bf16_config,omitempty"`
-	TorchBF16GF float64             `json:"torch_bf16_matmul_gflops,omitempty"`
-	ORTSpin     string              `json:"ort_spin"`
-	VecAdamW    bool                `json:"vectorized_adamw"`
-	SpinMS      [2]float64          `json:"ort_spin_step_ms"` // spinning off, on
-	Search      []bench.TorchConfig `json:"torch_search"`
-	Runs        []*run              `json:"runs"`
-	Minutes     float64             `json:"minutes"`
-	Partial     bool                `json:"partial,omitempty"`
+	TorchBF16   *bench.TorchConfig `json:"torch_bf16_config,omitempty"`
+	TorchBF16GF float64            `json:"torch_bf16_matmul_gflops,omitempty"`
+	// MiguBF16Lib is the bf16 library migu's bf16 runs loaded; "" when
+	// they did not run, and MiguBF16Note then says why ("" too when bf16
+	// is not among BENCH_PRECISIONS).
+	MiguBF16Lib  string              `json:"migu_bf16_library,omitempty"`
+	MiguBF16Note string              `json:"migu_bf16_note,omitempty"`
+	ORTSpin      string              `json:"ort_spin"`
+	VecAdamW     bool                `json:"vectorized_adamw"`
+	SpinMS       [2]float64          `json:"ort_spin_step_ms"` // spinning off, on
+	Search       []bench.TorchConfig `json:"torch_search"`
+	Runs         []*run              `json:"runs"`
+	Minutes      float64             `json:"minutes"`
+	Partial      bool                `json:"partial,omitempty"`
 }
 
 func drive(o *options) error {
@@ -120,9 +129,20 @@ func drive(o *options) error {
 			"--steps", fmt.Sprint(steps), "--warmup", fmt.Sprint(warmup), "--threads", fmt.Sprint(c.Threads), "--precision", c.Prec()}, device...)
 		return runJSON(c.Env, pythonOf(c), args...)
 	}
-	miguRun := func(arch, method string, withMIGU bool) (*sample, error) {
+	precs := bench.Split(o.precisions)
+	rep.MiguBF16Lib, rep.MiguBF16Note = miguBF16(precs, o.provider, kernels.FindBF16)
+	if rep.MiguBF16Note != "" {
+		logf("migu bf16 does not run: %s", rep.MiguBF16Note)
+	}
+	// miguRun runs migu's worker; precision bf16 loads the library found
+	// above ($MIGU_BF16 names it to the worker).
+	miguRun := func(arch, method string, withMIGU bool, precision string) (*sample, error) {
 		d := dirs[arch]
-		return runJSON(nil, self, "-worker", "migu", "-ort-spin", rep.ORTSpin, "-model", d[1], "-hf", d[0], "-arch", family(arch), "-method", method,
+		var env []string
+		if precision == train.PrecisionBF16 {
+			env = []string{kernels.BF16EnvVar + "=" + rep.MiguBF16Lib}
+		}
+		return runJSON(env, self, "-worker", "migu", "-migu-precision", precision, "-ort-spin", rep.ORTSpin, "-model", d[1], "-hf", d[0], "-arch", family(arch), "-method", method,
 			fmt.Sprintf("-with-migu=%v", withMIGU), "-steps", fmt.Sprint(o.steps), "-warmup", fmt.Sprint(o.warmup),
 			"-threads", fmt.Sprint(o.threads), "-batch", fmt.Sprint(o.batch), "-seq", fmt.Sprint(o.seq), "-provider", o.provider)
 	}
@@ -153,7 +173,6 @@ func drive(o *options) error {
 	if o.provider == "cuda" {
 		cands = []bench.TorchConfig{{Name: "cuda", Threads: o.threads}}
 	}
-	precs := bench.Split(o.precisions)
 	cands = slices.DeleteFunc(cands, func(c bench.TorchConfig) bool { return !slices.Contains(precs, c.Prec()) })
 	if o.torchCfg != "" {
 		cands = slices.DeleteFunc(cands, func(c bench.TorchConfig) bool {
@@ -315,7 +334,7 @@ func drive(o *options) error {
 	// machine's load, as A B B A does for two.
 	type job struct {
 		r    *run
-		side string // migu, torch (best fp32), bf16 (PyTorch's best bf16)
+		side string // migu, migu-bf16, torch (best fp32), bf16 (PyTorch's best bf16)
 	}
 	for _, arch := range models {
 		var jobs []job
@@ -324,6 +343,9 @@ func drive(o *options) error {
 				r := &run{Model: arch, Method: method, MIGU: mg == "on"}
 				rep.Runs = append(rep.Runs, r)
 				jobs = append(jobs, job{r, "migu"}, job{r, "torch"})
+				if rep.MiguBF16Lib != "" {
+					jobs = append(jobs, job{r, "migu-bf16"})
+				}
 				if rep.TorchBF16 != nil {
 					jobs = append(jobs, job{r, "bf16"})
 				}
@@ -345,14 +367,17 @@ func drive(o *options) error {
 				case "bf16":
 					s, err = torchRun(*rep.TorchBF16, arch, r.Method, r.MIGU, o.warmup, o.steps)
 					r.TorchBF16 = append(r.TorchBF16, s)
+				case "migu-bf16":
+					s, err = miguRun(arch, r.Method, r.MIGU, train.PrecisionBF16)
+					r.MiguBF16 = append(r.MiguBF16, s)
 				default:
-					s, err = miguRun(arch, r.Method, r.MIGU)
+					s, err = miguRun(arch, r.Method, r.MIGU, train.PrecisionFP32)
 					r.Migu = append(r.Migu, s)
 				}
 				if err != nil {
 					return err
 				}
-				logf("%s %s migu=%v: %-6s median %.0f ms", arch, r.Method, r.MIGU, j.side, bench.Median(s.StepS)*1000)
+				logf("%s %s migu=%v: %-9s median %.0f ms", arch, r.Method, r.MIGU, j.side, bench.Median(s.StepS)*1000)
 			}
 			// Written after every round: an interrupted run leaves what
 			// it measured.
@@ -527,7 +552,7 @@ func markdown(rep *report, jsonName string) string {
 		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", r.Model, ratio(fm, fo, false, true), ratio(lm, lo, false, true),
 			ratio(lo, fo, false, false), ratio(fm, fo, true, true), ratio(lo, fo, true, false))
 	}
-	if rep.TorchBF16 != nil {
+	if rep.TorchBF16 != nil || rep.MiguBF16Lib != "" || rep.MiguBF16Note != "" {
 		bf16Table(&b, rep, rows)
 	}
 	fmt.Fprintf(&b, "\nPyTorch configurations tried (MatMul ceiling, then twice, in opposite orders, 3 steps of full fine-tuning of the first model after 1 warm-up step; the better median counts; the fastest of each precision is kept, and the only one of its precision is not timed):\n\n| configuration | torch | precision | MatMul GFLOP/s | full step ms | note |\n|---|---|---|---|---|---|\n")
@@ -542,36 +567,120 @@ func markdown(rep *report, jsonName string) string {
 	return b.String()
 }
 
-// bf16Table writes PyTorch's bf16 autocast runs beside its fp32 ones, and
-// the loss curves of all three sides. migu has no bf16 training yet: its
-// column says so rather than showing a number.
+// miguBF16 decides whether migu's bf16 configurations run: with bf16
+// among the precisions, on the CPU provider, where find (kernels.FindBF16)
+// finds the bf16 library. It returns the library, or the reason that the
+// results print in migu's bf16 cells; both "" when bf16 was not asked for.
+func miguBF16(precs []string, provider string, find func() (string, error)) (lib, note string) {
+	if !slices.Contains(precs, train.PrecisionBF16) {
+		return "", ""
+	}
+	if provider != "" && provider != "cpu" {
+		return "", "bf16 products run on the CPU provider only, not " + provider
+	}
+	lib, err := find()
+	if err != nil {
+		return "", "no usable bf16 library: " + err.Error()
+	}
+	if lib == "" {
+		return "", "no bf16 library: install libdnnl-dev and run `make build` (scripts/bf16.sh builds bin/" + kernels.BF16LibName + ")"
+	}
+	return lib, ""
+}
+
+// bf16Paths lists the distinct MatMulBF16 paths migu's bf16 workers
+// reported, in the order first seen.
+func bf16Paths(runs []*run) []string {
+	var paths []string
+	for _, r := range runs {
+		for _, s := range r.MiguBF16 {
+			if s.BF16Path != "" && !slices.Contains(paths, s.BF16Path) {
+				paths = append(paths, s.BF16Path)
+			}
+		}
+	}
+	return paths
+}
+
+// bf16Table writes the bf16 runs of both sides beside their fp32 ones:
+// migu with bf16 weight products (--precision bf16), PyTorch under bf16
+// autocast, each side's step against its own fp32 step, migu's against
+// PyTorch's bf16, and the loss curves of all four. A side that did not run
+// shows "—", and migu's first cell the reason when it could not.
 func bf16Table(b *strings.Builder, rep *report, rows []*run) {
-	fmt.Fprintf(b, "\n### bf16 (PyTorch: %s)\n\n", rep.TorchBF16.Label())
-	fmt.Fprintf(b, "PyTorch runs the forward pass under `torch.autocast(\"cpu\", dtype=torch.bfloat16)` with float32 weights, gradients and AdamW state; the processes ran in the same rounds as the fp32 table's. bf16 hardware here: %s.\n\n", rep.BF16Path)
-	fmt.Fprintf(b, "| model | method | MIGU | migu bf16 | torch bf16 step ms (IQR) | torch bf16 tokens/s | torch bf16 ÷ fp32 step | peak RSS torch bf16 MB | final loss bf16 − fp32 (torch) |\n|---|---|---|---|---|---|---|---|---|\n")
+	torchName := "none"
+	if rep.TorchBF16 != nil {
+		torchName = rep.TorchBF16.Label()
+	}
+	fmt.Fprintf(b, "\n### bf16 (PyTorch: %s)\n\n", torchName)
+	fmt.Fprintf(b, "PyTorch runs the forward pass under `torch.autocast(\"cpu\", dtype=torch.bfloat16)` with float32 weights, gradients and AdamW state. ")
+	switch {
+	case rep.MiguBF16Lib != "":
+		paths := "not reported"
+		if p := bf16Paths(rep.Runs); len(p) > 0 {
+			paths = strings.Join(p, "; ")
+		}
+		fmt.Fprintf(b, "migu runs with `--precision bf16`: every weight product, forward and backward, is ai.migu.bf16.MatMulBF16 (%s) with float32 accumulation, weights, gradients and AdamW state; its products took this path: **%s**. ", filepath.Base(rep.MiguBF16Lib), paths)
+	case rep.MiguBF16Note != "":
+		fmt.Fprintf(b, "migu bf16 did not run: %s. ", rep.MiguBF16Note)
+	}
+	fmt.Fprintf(b, "The processes ran in the same rounds as the fp32 table's. bf16 hardware here: %s. migu/torch bf16 is migu's bf16 tokens/s over PyTorch's bf16 tokens/s; a side's bf16 ÷ fp32 step is its bf16 median step over its own fp32 one.\n\n", rep.BF16Path)
+	fmt.Fprintf(b, "| model | method | MIGU | migu bf16 step ms (IQR) | migu bf16 tokens/s | migu/torch bf16 | migu bf16 ÷ fp32 step | peak RSS migu bf16 MB | final loss bf16 − fp32 (migu) | torch bf16 step ms (IQR) | torch bf16 tokens/s | torch bf16 ÷ fp32 step | peak RSS torch bf16 MB | final loss bf16 − fp32 (torch) |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range rows {
-		t, f := summarize(r.TorchBF16), summarize(r.Torch)
-		if t.steps == 0 {
+		mb, mf := summarize(r.MiguBF16), summarize(r.Migu)
+		tb, tf := summarize(r.TorchBF16), summarize(r.Torch)
+		if mb.steps == 0 && tb.steps == 0 && rep.MiguBF16Note == "" {
 			continue
 		}
-		drift := "—"
-		if lb, lf := lossCurve(r.TorchBF16), lossCurve(r.Torch); len(lb) > 0 && len(lb) == len(lf) {
-			drift = fmt.Sprintf("%+.4f", lb[len(lb)-1]-lf[len(lf)-1])
+		migu := []string{"—", "—", "—", "—", "—", "—"}
+		if rep.MiguBF16Note != "" {
+			migu[0] = rep.MiguBF16Note
 		}
-		fmt.Fprintf(b, "| %s | %s | %s | not available yet | %.0f (±%.0f%%) | %.0f | %.2f× | %.0f | %s |\n",
-			r.Model, r.Method, onOff(r.MIGU), t.medianMS, t.iqrPct/2, t.tokS, t.medianMS/f.medianMS, t.rssMB, drift)
+		if mb.steps > 0 {
+			migu = []string{fmt.Sprintf("%.0f (±%.0f%%)", mb.medianMS, mb.iqrPct/2), fmt.Sprintf("%.0f", mb.tokS), "—",
+				stepRatio(mb, mf), fmt.Sprintf("%.0f", mb.rssMB), lossDrift(r.MiguBF16, r.Migu)}
+			if tb.steps > 0 {
+				migu[2] = fmt.Sprintf("%.2fx", mb.tokS/tb.tokS)
+			}
+		}
+		torch := []string{"—", "—", "—", "—", "—"}
+		if tb.steps > 0 {
+			torch = []string{fmt.Sprintf("%.0f (±%.0f%%)", tb.medianMS, tb.iqrPct/2), fmt.Sprintf("%.0f", tb.tokS),
+				stepRatio(tb, tf), fmt.Sprintf("%.0f", tb.rssMB), lossDrift(r.TorchBF16, r.Torch)}
+		}
+		fmt.Fprintf(b, "| %s | %s | %s | %s | %s |\n", r.Model, r.Method, onOff(r.MIGU), strings.Join(migu, " | "), strings.Join(torch, " | "))
 	}
 	fmt.Fprintf(b, "\nLoss curves over every step the first process of each side ran (warm-up steps first; the batches cycle through 4):\n\n| model | method | MIGU | side | loss per step |\n|---|---|---|---|---|\n")
 	for _, r := range rows {
 		for _, side := range []struct {
 			name string
 			ss   []*sample
-		}{{"migu fp32", r.Migu}, {"torch fp32", r.Torch}, {"torch bf16", r.TorchBF16}} {
+		}{{"migu fp32", r.Migu}, {"migu bf16", r.MiguBF16}, {"torch fp32", r.Torch}, {"torch bf16", r.TorchBF16}} {
 			if c := lossCurve(side.ss); len(c) > 0 {
 				fmt.Fprintf(b, "| %s | %s | %s | %s | %s |\n", r.Model, r.Method, onOff(r.MIGU), side.name, formatLosses(c))
 			}
 		}
 	}
+}
+
+// stepRatio is a side's bf16 median step over its fp32 one, "—" without
+// fp32 steps.
+func stepRatio(bf16, fp32 stats) string {
+	if fp32.steps == 0 {
+		return "—"
+	}
+	return fmt.Sprintf("%.2f×", bf16.medianMS/fp32.medianMS)
+}
+
+// lossDrift is the last loss of the first bf16 process minus that of the
+// first fp32 process, which ran the same batches; "—" when their curves
+// differ in length.
+func lossDrift(bf16, fp32 []*sample) string {
+	lb, lf := lossCurve(bf16), lossCurve(fp32)
+	if len(lb) == 0 || len(lb) != len(lf) {
+		return "—"
+	}
+	return fmt.Sprintf("%+.4f", lb[len(lb)-1]-lf[len(lf)-1])
 }
 
 // lossCurve is the first sample's losses over all its steps, warm-up

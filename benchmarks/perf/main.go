@@ -37,6 +37,7 @@ import (
 	"github.com/migu-ml/migu/migu"
 	"github.com/migu-ml/migu/modeldir"
 	"github.com/migu-ml/migu/onnx"
+	"github.com/migu-ml/migu/onnx/kernels"
 	"github.com/migu-ml/migu/onnx/ort"
 	"github.com/migu-ml/migu/train"
 	"google.golang.org/protobuf/proto"
@@ -62,7 +63,8 @@ type options struct {
 	torchCfg string
 	// torch2 is the interpreter of PyPI's PyTorch 2.x (benchmarks/perf/torch2.sh).
 	torch2 string
-	// precisions are the PyTorch precisions run beside migu: fp32, bf16.
+	// precisions are the precisions both sides run: fp32, and bf16 (migu's
+	// --precision bf16 where its library is built, PyTorch's autocast).
 	precisions string
 	// ortSpinSearch times migu with ORT's spinning on and off first.
 	ortSpinSearch bool
@@ -104,7 +106,7 @@ func parseFlags() *options {
 	flag.StringVar(&o.out, "out", bench.EnvOr("BENCH_OUT", "benchmarks/perf/RESULTS.md"), "where to write the results table")
 	flag.StringVar(&o.torchCfg, "torch-config", bench.EnvOr("BENCH_TORCH_CONFIG", ""), "search only the PyTorch configurations whose name contains one of these |-separated substrings")
 	flag.StringVar(&o.torch2, "torch2", bench.EnvOr("BENCH_TORCH2_PYTHON", ".deps/torch2/bin/python"), "Python of PyPI's PyTorch 2.x (benchmarks/perf/torch2.sh); none there: PyTorch 1.13 only")
-	flag.StringVar(&o.precisions, "precisions", bench.EnvOr("BENCH_PRECISIONS", "fp32,bf16"), "PyTorch precisions to run beside migu: fp32, bf16 (autocast, PyTorch 2.x)")
+	flag.StringVar(&o.precisions, "precisions", bench.EnvOr("BENCH_PRECISIONS", "fp32,bf16"), "precisions on both sides: fp32, bf16 (migu --precision bf16 where bin/libmigu_bf16.so is built; PyTorch 2.x autocast)")
 	flag.BoolVar(&o.ortSpinSearch, "ort-spin-search", bench.EnvOr("BENCH_ORT_SPIN", "") == "", "time migu with ORT's intra-op spinning on and off, keep the faster")
 	flag.StringVar(&o.model, "model", "", "worker: model folder")
 	flag.StringVar(&o.hf, "hf", "", "worker: Hugging Face folder")
@@ -115,7 +117,7 @@ func parseFlags() *options {
 	flag.StringVar(&o.cpuProfile, "cpuprofile", bench.EnvOr("BENCH_CPUPROFILE", ""), "worker: Go CPU profile file")
 	flag.BoolVar(&o.hiddenPad, "hidden-pad", true, "worker: widen feed-forward layers whose width is a multiple of 4 KB (train.HiddenPad)")
 	flag.StringVar(&o.ortSpin, "ort-spin", bench.EnvOr("BENCH_ORT_SPIN", ""), "worker: ORT intra-op spinning, 0 or 1 (empty: ORT's default, on)")
-	flag.StringVar(&o.precision, "migu-precision", "fp32", "worker: migu's weight products, fp32 or bf16 (--precision; the driver does not run bf16 yet)")
+	flag.StringVar(&o.precision, "migu-precision", "fp32", "worker: migu's weight products, fp32 or bf16 (--precision; bf16 needs the bf16 library, $MIGU_BF16 or bin/libmigu_bf16.so)")
 	flag.StringVar(&o.optLevel, "opt-level", bench.EnvOr("BENCH_OPT_LEVEL", "all"), "worker: ORT graph optimisation level")
 	flag.BoolVar(&o.evalMode, "eval", bench.EnvOr("BENCH_EVAL", "") == "1", "benchmark evaluation throughput (log-likelihood scoring) against transformers instead of training")
 	flag.StringVar(&o.evalModel, "eval-model", bench.EnvOr("BENCH_EVAL_MODEL", ""), "eval: smollm2 or llama (default: smollm2 when `make smollm2` exported it)")
@@ -167,8 +169,11 @@ type sample struct {
 	WarmupLoss []float64 `json:"warmup_loss,omitempty"`
 	// Torch and Precision are what the PyTorch worker ran: torch's
 	// version, fp32 or bf16 (autocast).
-	Torch     string  `json:"torch,omitempty"`
-	Precision string  `json:"precision,omitempty"`
+	Torch     string `json:"torch,omitempty"`
+	Precision string `json:"precision,omitempty"`
+	// BF16Path is the path migu's bf16 products took
+	// (kernels.BF16ProductPath); "" for fp32.
+	BF16Path  string  `json:"bf16_path,omitempty"`
 	Params    int64   `json:"params"`
 	Trainable int64   `json:"trainable"`
 	PeakRSSMB float64 `json:"peak_rss_mb"`
@@ -336,7 +341,10 @@ func workMIGU(o *options) error {
 	defer os.RemoveAll(b.dir)
 	tr, man, params := b.tr, b.man, b.params
 	bs := batches(o.arch, man.VocabSize, 4, o.batch, o.seq)
-	s := sample{Params: params, Threads: o.threads}
+	s := sample{Params: params, Threads: o.threads, Precision: o.precision}
+	if o.precision == train.PrecisionBF16 {
+		s.BF16Path = kernels.BF16ProductPath(kernels.BF16Units())
+	}
 	for _, t := range tr.Tensors {
 		s.Trainable += int64(len(t.Value))
 	}

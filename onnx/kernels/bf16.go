@@ -29,21 +29,32 @@ import (
 // bin/ beside the migu binary when oneDNN is installed.
 const BF16LibName = "libmigu_bf16.so"
 
+// BF16LibVersion is the op set this Go code expects of the bf16 library:
+// MiguBF16Version in csrc/migu_bf16.c returns the same string, and both
+// change together with MatMulBF16's domain, inputs, outputs or attributes.
+// FindBF16 refuses a library reporting another version. Version 1 put
+// MatMulBF16 in the domain ai.migu; 2 in ai.migu.bf16.
+const BF16LibVersion = "2"
+
 // BF16EnvVar names the bf16 library explicitly; unset, FindBF16 looks for
 // the built one as Find does.
 const BF16EnvVar = "MIGU_BF16"
 
 // FindBF16 returns the bf16 library to load: $MIGU_BF16 (which must
 // exist), else BF16LibName beside the executable or in bin/ of the working
-// directory or a directory above it; "" when there is none.
+// directory or a directory above it; "" when there is none. A library
+// that reports another op-set version than BF16LibVersion is refused.
 func FindBF16() (string, error) {
 	if p := os.Getenv(BF16EnvVar); p != "" {
 		if !isFile(p) {
 			return "", badinput.Errorf("bf16 library %s (from $%s) does not exist; build it with `make build` (scripts/bf16.sh, needs libdnnl-dev)", p, BF16EnvVar)
 		}
-		return abs(p), nil
+		return checked(abs(p), bf16Lib)
 	}
-	return search(BF16LibName), nil
+	if lib := search(BF16LibName); lib != "" {
+		return checked(lib, bf16Lib)
+	}
+	return "", nil
 }
 
 // BF16Units names the CPU's bfloat16 matrix units from the flags of
@@ -82,6 +93,29 @@ func bf16Units(cpuinfo []byte) string {
 		return ""
 	}
 	return ""
+}
+
+// BF16PathEnvVar forces MatMulBF16's path: "native" (oneDNN's bf16
+// product) or "f32" (float32 products of the bf16-rounded operands); unset,
+// the library picks native where the CPU has bf16 units.
+const BF16PathEnvVar = "MIGU_BF16_PATH"
+
+// BF16ProductPath says which path MatMulBF16 takes in a process started
+// now, decided as the library decides it (native_bf16 in
+// csrc/migu_bf16.c): $MIGU_BF16_PATH when it is native or f32, else native
+// exactly where units (BF16Units' answer) names bf16 units. It is the
+// description that benchmark results print.
+func BF16ProductPath(units string) string {
+	switch os.Getenv(BF16PathEnvVar) {
+	case "native":
+		return "native: oneDNN bf16 products (forced by $" + BF16PathEnvVar + ")"
+	case "f32":
+		return "f32: float32 products of the bf16-rounded operands (forced by $" + BF16PathEnvVar + ")"
+	}
+	if units != "" {
+		return "native: oneDNN bf16 products on " + units
+	}
+	return "f32: float32 products of the bf16-rounded operands (no AMX-BF16 or AVX512-BF16 units)"
 }
 
 // BF16SlowWarning is the one line migu prints when bf16 products run on a

@@ -24,3 +24,23 @@ func TestBF16Units(t *testing.T) {
 		})
 	}
 }
+
+// BF16ProductPath names the path the library takes: the forced one, else
+// native exactly where the CPU has bf16 units.
+func TestBF16ProductPath(t *testing.T) {
+	for _, c := range []struct {
+		env, units, want string
+	}{
+		{"", "", "f32: float32 products of the bf16-rounded operands (no AMX-BF16 or AVX512-BF16 units)"},
+		{"", "avx512_bf16", "native: oneDNN bf16 products on avx512_bf16"},
+		{"", "amx_bf16", "native: oneDNN bf16 products on amx_bf16"},
+		{"native", "", "native: oneDNN bf16 products (forced by $MIGU_BF16_PATH)"},
+		{"f32", "amx_bf16", "f32: float32 products of the bf16-rounded operands (forced by $MIGU_BF16_PATH)"},
+		{"other", "amx_bf16", "native: oneDNN bf16 products on amx_bf16"},
+	} {
+		t.Setenv(BF16PathEnvVar, c.env)
+		if got := BF16ProductPath(c.units); got != c.want {
+			t.Errorf("MIGU_BF16_PATH=%q units %q: %q, want %q", c.env, c.units, got, c.want)
+		}
+	}
+}

@@ -6,6 +6,15 @@ import (
 	"github.com/migu-ml/migu/onnx"
 )
 
+// LibVersion is the op set this Go code expects of the kernel library:
+// MiguKernelsVersion in csrc/migu_kernels.c returns the same string, and
+// both change together whenever an op is added, removed or changes its
+// inputs, outputs or attributes. Resolve refuses a library that reports
+// another version (a stale bin/libmigu_kernels.so) rather than letting ORT
+// fail later on an op it lacks. Version 1 was RMSNorm alone; 2 adds
+// AbsColSum, the loss, softmax, rotary, activation and LayerNorm ops.
+const LibVersion = "2"
+
 // fusions are the rewrites Fuse applies, in order, named as the counts it
 // returns. A new fused kernel adds its rewrite here, and every graph migu
 // builds with the kernels — training graphs and evaluation's forward and

@@ -42,6 +42,7 @@ import (
 	"strings"
 
 	"github.com/migu-ml/migu/internal/badinput"
+	"github.com/migu-ml/migu/onnx/ort"
 )
 
 // EnvVar switches the fused kernels: "off" (or "0") turns them off, a path
@@ -67,6 +68,8 @@ func Find() (string, error) {
 
 // Resolve is Find with the setting given: "" searches, "off" or "0" turns
 // the kernels off, anything else is the library's path, which must exist.
+// A library found or named that reports another op-set version than
+// LibVersion is refused (a bad-input error), not skipped.
 func Resolve(setting string) (string, error) {
 	switch strings.ToLower(setting) {
 	case Off, "0", "false":
@@ -77,9 +80,41 @@ func Resolve(setting string) (string, error) {
 		if err != nil || st.IsDir() {
 			return "", badinput.Errorf("fused-kernel library %s (from $%s) does not exist; build it with `make build` (scripts/kernels.sh), or set %s=off", setting, EnvVar, EnvVar)
 		}
-		return abs(setting), nil
+		return checked(abs(setting), kernelsLib)
 	}
-	return search(LibName), nil
+	if lib := search(LibName); lib != "" {
+		return checked(lib, kernelsLib)
+	}
+	return "", nil
+}
+
+// library is one of migu's kernel libraries as the loader checks it: what
+// it is called in errors, the function reporting its op-set version, the
+// version this Go code expects, and how to rebuild it.
+type library struct {
+	what, symbol, version, rebuild string
+}
+
+var (
+	kernelsLib = library{"fused-kernel library", "MiguKernelsVersion", LibVersion, "`make build` (scripts/kernels.sh)"}
+	bf16Lib    = library{"bf16 library", "MiguBF16Version", BF16LibVersion, "`make build` (scripts/bf16.sh, needs libdnnl-dev)"}
+)
+
+// checked returns path when the library there reports the op-set version
+// l expects, else a bad-input error in one line naming the library, both
+// versions and how to rebuild it.
+func checked(path string, l library) (string, error) {
+	got, found, err := ort.LibraryString(path, l.symbol)
+	if err != nil {
+		return "", err
+	}
+	if !found {
+		return "", badinput.Errorf("%s %s reports no op-set version (it exports no %s), this migu needs version %s: rebuild it with %s", l.what, path, l.symbol, l.version, l.rebuild)
+	}
+	if got != l.version {
+		return "", badinput.Errorf("%s %s is op-set version %s, this migu needs version %s: rebuild it with %s", l.what, path, got, l.version, l.rebuild)
+	}
+	return path, nil
 }
 
 // search looks for the library file lib beside the executable, then in

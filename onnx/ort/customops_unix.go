@@ -51,6 +51,27 @@ static int migu_register(const char *ort, const char *lib, void *options, unsign
 	if (a != NULL) { strncpy(msg, a->GetErrorMessage(status), mn - 1); msg[mn - 1] = 0; }
 	return REG_FAILED;
 }
+
+enum { STR_OK, STR_DLOPEN, STR_NO_SYMBOL };
+
+// migu_lib_string opens lib and copies what its exported
+// `const char *sym(void)` returns into out.
+static int migu_lib_string(const char *lib, const char *sym, char *out, size_t n) {
+	out[0] = 0;
+	void *h = dlopen(lib, RTLD_NOW | RTLD_LOCAL);
+	if (h == NULL) {
+		const char *e = dlerror();
+		if (e != NULL) { strncpy(out, e, n - 1); out[n - 1] = 0; }
+		return STR_DLOPEN;
+	}
+	typedef const char *(*str_fn)(void);
+	str_fn f = (str_fn)dlsym(h, sym);
+	if (f == NULL) { dlclose(h); return STR_NO_SYMBOL; }
+	const char *v = f();
+	if (v != NULL) { strncpy(out, v, n - 1); out[n - 1] = 0; }
+	dlclose(h);
+	return STR_OK;
+}
 */
 import "C"
 
@@ -95,5 +116,26 @@ func registerCustomOps(so *ortgo.SessionOptions, path string) error {
 		return badinput.Errorf("%s is not an ONNX Runtime custom-op library (it exports no RegisterCustomOps)", path)
 	default:
 		return fmt.Errorf("registering the custom ops of %s: %s", path, detail)
+	}
+}
+
+// LibraryString loads the shared library at path and returns what its
+// exported function symbol, of C type `const char *symbol(void)`, returns:
+// how migu's kernel libraries report their op-set version. found is false
+// when the library exports no such symbol; a library that cannot be loaded
+// is a bad-input error.
+func LibraryString(path, symbol string) (value string, found bool, err error) {
+	cLib := C.CString(path)
+	defer C.free(unsafe.Pointer(cLib))
+	cSym := C.CString(symbol)
+	defer C.free(unsafe.Pointer(cSym))
+	var out [256]C.char
+	switch C.migu_lib_string(cLib, cSym, &out[0], C.size_t(len(out))) {
+	case C.STR_OK:
+		return C.GoString(&out[0]), true, nil
+	case C.STR_NO_SYMBOL:
+		return "", false, nil
+	default:
+		return "", false, badinput.Errorf("cannot load custom-op library %s: %s", path, C.GoString(&out[0]))
 	}
 }

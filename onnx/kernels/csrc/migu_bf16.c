@@ -541,4 +541,6 @@ MIGU_EXPORT OrtStatus *ORT_API_CALL RegisterCustomOps(OrtSessionOptions *options
 }
 
 // MiguBF16Version tells the loader which op set this build provides.
-MIGU_EXPORT const char *MiguBF16Version(void) { return "1"; }
+// It changes with the op set, together with BF16LibVersion in onnx/kernels/bf16.go
+// (the Go side refuses a library reporting another version).
+MIGU_EXPORT const char *MiguBF16Version(void) { return "2"; }
