@@ -91,7 +91,7 @@ func (h *sumHub) sum(register, add func()) {
 // equal to float32 rounding, the same MIGU masks at all 20 steps, and the
 // final weights within 1e-5 (norm-wise) of one process's. AdamW magnifies
 // rounding in gradients near zero, so single elements drift further, up to
-// 1e-4 of the tensor's largest weight.
+// a quarter of a learning rate (measured: 0.03 and 0.11).
 func TestDataParallelEqualsOneProcess(t *testing.T) {
 	_, model := tinyModel(t)
 	cases := []struct {
@@ -170,13 +170,19 @@ func TestDataParallelEqualsOneProcess(t *testing.T) {
 				for i, tt := range ranks[r].Tensors {
 					grad = max(grad, maxRel(rankGrads[r][i], firstGrads[i]))
 					norm = max(norm, normRel(tt.Value, one.Tensors[i].Value))
-					elem = max(elem, maxRel(tt.Value, one.Tensors[i].Value))
+					elem = max(elem, maxAbs(tt.Value, one.Tensors[i].Value)/opt.LR)
 				}
-				if grad > 1e-5 || norm > 1e-5 || elem > 1e-4 {
-					t.Fatalf("rank %d differs from one process: first gradients %.3g, weights %.3g norm-wise and %.3g element-wise (relative)", r, grad, norm, elem)
+				// Element-wise, the final weights are compared in learning
+				// rates, AdamW's largest move of an element in one step: the
+				// ranks' gradient sums round differently, and where an
+				// element's gradient stays near zero AdamW's normalisation
+				// turns that rounding into a fraction of a step; a lost or
+				// doubled contribution would move elements by whole steps.
+				if grad > 1e-5 || norm > 1e-5 || elem > 0.25 {
+					t.Fatalf("rank %d differs from one process: first gradients %.3g, weights %.3g norm-wise (relative) and %.3g learning rates element-wise", r, grad, norm, elem)
 				}
 				if r == 0 {
-					t.Logf("%d steps, masks identical; relative differences: first gradients %.2g, final weights %.2g norm-wise, %.2g element-wise", steps, grad, norm, elem)
+					t.Logf("%d steps, masks identical; differences: first gradients %.2g, final weights %.2g norm-wise (relative), %.2g learning rates element-wise", steps, grad, norm, elem)
 				}
 			}
 		})
@@ -211,6 +217,15 @@ func maxRel(got, want []float32) float64 {
 		scale = math.Max(scale, math.Abs(float64(want[i])))
 	}
 	return diff / math.Max(scale, 1e-30)
+}
+
+// maxAbs is max |got − want|.
+func maxAbs(got, want []float32) float64 {
+	var diff float64
+	for i := range want {
+		diff = math.Max(diff, math.Abs(float64(got[i]-want[i])))
+	}
+	return diff
 }
 
 // normRel is ‖got − want‖ / ‖want‖.
