@@ -4,7 +4,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"testing"
-	"time"
+
+	"github.com/migu-ml/migu/internal/testenv"
 )
 
 func TestMaskerRowsAndColumns(t *testing.T) {
@@ -82,14 +83,14 @@ func TestMaskerRowsAndColumns(t *testing.T) {
 func BenchmarkMaskStep(b *testing.B) {
 	m, taps := smallLlamaMasker(b)
 	b.ReportAllocs()
-	cpu := cpuTime()
+	cpu := testenv.CPUTime()
 	for b.Loop() {
 		m.Accumulate(taps)
 		if err := m.Compute(); err != nil {
 			b.Fatal(err)
 		}
 	}
-	b.ReportMetric(float64(cpuTime()-cpu)/float64(time.Millisecond)/float64(b.N), "cpu-ms/op")
+	testenv.ReportCPU(b, cpu)
 }
 
 // A step's mask selection allocates nothing: the quantile works in the

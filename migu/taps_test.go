@@ -5,15 +5,14 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
-	"syscall"
 	"testing"
-	"time"
+
+	"google.golang.org/protobuf/proto"
 
 	"github.com/migu-ml/migu/internal/testenv"
 	"github.com/migu-ml/migu/onnx"
 	"github.com/migu-ml/migu/onnx/ort"
 	"github.com/migu-ml/migu/onnx/shapes"
-	"google.golang.org/protobuf/proto"
 )
 
 // The taps ORT computes equal Σ|v| per feature computed here by hand in
@@ -266,22 +265,14 @@ func BenchmarkTaps(b *testing.B) {
 						b.Fatal(err)
 					}
 				}
-				cpu := cpuTime()
+				cpu := testenv.CPUTime()
 				for b.Loop() {
 					if err := bind.Run(); err != nil {
 						b.Fatal(err)
 					}
 				}
-				b.ReportMetric(float64(cpuTime()-cpu)/float64(time.Millisecond)/float64(b.N), "cpu-ms/op")
+				testenv.ReportCPU(b, cpu)
 			})
 		}
 	}
-}
-
-// cpuTime is the process's user + system CPU time: on a shared machine it
-// varies less than wall time.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -4,7 +4,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"syscall"
 	"testing"
 
 	"github.com/migu-ml/migu/exporters"
@@ -92,14 +91,11 @@ func BenchmarkFusedStep(b *testing.B) {
 			}
 			b.Run(arch+"/"+name, func(b *testing.B) {
 				run := bind(b, filepath.Join(out, GraphFile), model, man, art, so)
-				var ru0, ru1 syscall.Rusage
-				syscall.Getrusage(syscall.RUSAGE_SELF, &ru0)
+				cpu := testenv.CPUTime()
 				for b.Loop() {
 					run()
 				}
-				syscall.Getrusage(syscall.RUSAGE_SELF, &ru1)
-				cpu := ru1.Utime.Nano() + ru1.Stime.Nano() - ru0.Utime.Nano() - ru0.Stime.Nano()
-				b.ReportMetric(float64(cpu)/1e6/float64(b.N), "cpu-ms/op")
+				testenv.ReportCPU(b, cpu)
 			})
 		}
 	}

@@ -3,7 +3,6 @@ package train
 import (
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 
 	"github.com/migu-ml/migu/exporters"
@@ -52,14 +51,11 @@ func BenchmarkBF16Step(b *testing.B) {
 				b.Setenv("MIGU_BF16_PATH", path)
 			}
 			run := bind(b, filepath.Join(out, GraphFile), model, man, art, so)
-			var ru0, ru1 syscall.Rusage
-			syscall.Getrusage(syscall.RUSAGE_SELF, &ru0)
+			cpu := testenv.CPUTime()
 			for b.Loop() {
 				run()
 			}
-			syscall.Getrusage(syscall.RUSAGE_SELF, &ru1)
-			cpu := ru1.Utime.Nano() + ru1.Stime.Nano() - ru0.Utime.Nano() - ru0.Stime.Nano()
-			b.ReportMetric(float64(cpu)/1e6/float64(b.N), "cpu-ms/op")
+			testenv.ReportCPU(b, cpu)
 		})
 	}
 }

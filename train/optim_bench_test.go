@@ -2,10 +2,9 @@ package train
 
 import (
 	"math/rand/v2"
-	"syscall"
 	"testing"
-	"time"
 
+	"github.com/migu-ml/migu/internal/testenv"
 	"github.com/migu-ml/migu/migu"
 )
 
@@ -56,31 +55,18 @@ func BenchmarkAdamW(b *testing.B) {
 		masking migu.Mode
 	}{{"plain", migu.ModeNone}, {"migu-grad", migu.ModeGrad}, {"migu-update", migu.ModeUpdate}} {
 		b.Run(c.name, func(b *testing.B) {
-			cpu := cpuTime()
+			cpu := testenv.CPUTime()
 			for b.Loop() {
 				opt.Step(ts, 1e-4, keep, c.masking)
 			}
-			reportCPU(b, cpu)
+			testenv.ReportCPU(b, cpu)
 		})
 	}
 	b.Run("grad-norm", func(b *testing.B) {
-		cpu := cpuTime()
+		cpu := testenv.CPUTime()
 		for b.Loop() {
 			GradNorm(ts)
 		}
-		reportCPU(b, cpu)
+		testenv.ReportCPU(b, cpu)
 	})
-}
-
-// cpuTime is the process's user+system CPU time: on a shared machine it
-// varies less than wall time.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-// reportCPU reports the CPU time per iteration since start.
-func reportCPU(b *testing.B, start time.Duration) {
-	b.ReportMetric(float64(cpuTime()-start)/float64(b.N)/1e6, "cpu-ms/op")
 }

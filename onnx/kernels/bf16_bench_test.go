@@ -6,7 +6,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/migu-ml/migu/internal/half"
 	"github.com/migu-ml/migu/internal/testenv"
@@ -156,13 +155,13 @@ func BenchmarkMatMulBF16(b *testing.B) {
 						}
 					}
 					b.ResetTimer()
-					cpu := cpuTime()
+					cpu := testenv.CPUTime()
 					for range b.N {
 						if err := bind.Run(); err != nil {
 							b.Fatal(err)
 						}
 					}
-					b.ReportMetric(float64(cpuTime()-cpu)/float64(time.Millisecond)/float64(b.N), "cpu-ms/op")
+					testenv.ReportCPU(b, cpu)
 					b.ReportMetric(2*float64(m)*float64(k)*float64(n)/b.Elapsed().Seconds()*float64(b.N)/1e9, "GFLOP/s")
 				})
 			}
