@@ -146,11 +146,7 @@ func Open(modelDir string, o Options) (*Model, error) {
 		}
 	}
 	if fused != nil {
-		var abs string
-		if abs, err = filepath.Abs(m.dir); err != nil {
-			return fail(err)
-		}
-		so.Config = map[string]string{externalDataFolder: abs}
+		so.ExternalDataDir = m.dir
 		m.sess, err = ort.NewSessionFromBytes(fused, so)
 	} else {
 		m.sess, err = ort.NewSession(filepath.Join(m.dir, modeldir.ModelFile), so)
