@@ -2,7 +2,6 @@ package eval
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -109,8 +108,8 @@ func (m *Model) Generate(ctx context.Context, prompts []string, o GenOptions) ([
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.sess == nil {
-		return nil, errors.New("eval: the model is closed")
+	if m.closed {
+		return nil, errClosed
 	}
 	if id, ok := m.man.SpecialTokens["eos"]; ok {
 		o.endIDs = append(o.endIDs, id)

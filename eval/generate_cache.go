@@ -45,6 +45,10 @@ func (g *generator) load(dir, architecture string, seq2seq bool) error {
 			return fmt.Errorf("%s: the %s key/value-cache graphs do not fit the model's objective", dir, architecture)
 		}
 		encoder, decoder, cache := graphs.Encoder, graphs.Decoder, graphs.Cache
+		defer decoder.Close()
+		if encoder != nil {
+			defer encoder.Close()
+		}
 		sess, at, err := g.session(decoder)
 		if err != nil {
 			return err
@@ -69,14 +73,18 @@ func (g *generator) load(dir, architecture string, seq2seq bool) error {
 		g.sess, g.cache = sess, cache
 		return nil
 	}()
-	// The graph's weights were copied into the session: give their Go
-	// copies back to the system rather than keep them as free heap.
+	// Weights a builder read into the graph (a folder that keeps them
+	// inline) were copied into the session: give their Go copies back to
+	// the system rather than keep them as free heap.
 	debug.FreeOSMemory()
 	return g.err
 }
 
 // session loads an in-memory graph and maps its output names to
-// positions. With the kernel library in opts it fuses the graph first.
+// positions. With the kernel library in opts it fuses the graph first. A
+// graph whose weights are external data in its folder (m.Dir) is loaded
+// with that folder as the session's ExternalDataDir, so that ORT reads
+// them from there, as for the fused forward graph (fusedModel).
 func (g *generator) session(m *onnx.Model) (*ort.Session, map[string]int, error) {
 	if len(g.opts.CustomOps) > 0 {
 		counts, err := fuse(m)
@@ -94,7 +102,9 @@ func (g *generator) session(m *onnx.Model) (*ort.Session, map[string]int, error)
 	if err != nil {
 		return nil, nil, fmt.Errorf("serializing the key/value-cache graph: %w", err)
 	}
-	sess, err := ort.NewSessionFromBytes(raw, g.opts)
+	opts := g.opts
+	opts.ExternalDataDir = m.Dir
+	sess, err := ort.NewSessionFromBytes(raw, opts)
 	if err != nil {
 		return nil, nil, err
 	}

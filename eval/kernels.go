@@ -44,13 +44,9 @@ func fuse(m *onnx.Model) (map[string]int, error) {
 	return kernels.Fuse(m, info)
 }
 
-// externalDataFolder is the ORT session setting that tells a model loaded
-// from memory where its external data files are.
-const externalDataFolder = "session.model_external_initializers_file_folder_path"
-
 // fusedModel reads the forward graph of dir and fuses it. It returns the
 // serialized graph and what was fused, or nil when nothing was. The graph still refers to the weights in dir's data files, which
-// ORT reads from there (externalDataFolder), so fusing copies no weights.
+// ORT reads from there (ort.SessionOptions.ExternalDataDir), so fusing copies no weights.
 func fusedModel(dir string) ([]byte, map[string]int, error) {
 	m, err := onnx.Load(filepath.Join(dir, modeldir.ModelFile))
 	if err != nil {

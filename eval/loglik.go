@@ -108,6 +108,9 @@ func (m *Model) EncodePair(context, continuation string) (ctx, cont []int, err e
 func (m *Model) logLikelihoodTokens(ctx context.Context, reqs []tokenRequest) ([]Result, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.closed {
+		return nil, errClosed
+	}
 	order := make([]int, len(reqs))
 	for i := range order {
 		order[i] = i

@@ -76,3 +76,37 @@ func mustTokenize(t *testing.T, m *Model, reqs []Request) []tokenRequest {
 	}
 	return out
 }
+
+// TestForwardSessionOpensOnFirstUse: scoring that the cached decoder
+// serves whole loads the weights once, into the decoder's session, and
+// opens the forward graph's session only for a request it has to score
+// whole (a context of its own, or Options.WholeRequests).
+func TestForwardSessionOpensOnFirstUse(t *testing.T) {
+	shared := []Request{{"The cat sat", " on"}, {"The cat sat", " on the mat."}, {"Two plus two is", " four"}, {"Two plus two is", " five"}}
+	for _, tc := range []struct {
+		name    string
+		reqs    []Request
+		whole   bool
+		forward bool // whether the forward session is open afterwards
+	}{
+		{"shared contexts", shared, false, false},
+		{"a context alone", append(shared[:4:4], Request{"alone", " here"}), false, true},
+		{"whole requests", shared, true, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, m := tinyModel(t, "llama", Options{BatchSize: 4, Threads: 1, WholeRequests: tc.whole})
+			if m.sess != nil {
+				t.Fatal("Open opened the forward session")
+			}
+			if _, err := m.LogLikelihood(context.Background(), tc.reqs); err != nil {
+				t.Fatal(err)
+			}
+			if (m.sess != nil) != tc.forward {
+				t.Errorf("forward session open: %v, want %v", m.sess != nil, tc.forward)
+			}
+			if (m.gen.sess != nil) == tc.whole {
+				t.Errorf("cached decoder built: %v (%v), want %v", m.gen.sess != nil, m.gen.err, !tc.whole)
+			}
+		})
+	}
+}

@@ -51,16 +51,24 @@ type Options struct {
 // forward graph, its tokenizer and manifest. A Model runs one forward at a
 // time (calls from several goroutines are serialised).
 type Model struct {
-	dir     string // folder the session was loaded from (a temporary merge with an adapter)
-	tmp     string // temporary folder to remove on Close, "" without adapter
-	man     *modeldir.Manifest
-	tok     *tokenizer.Tokenizer
-	sess    *ort.Session
-	batch   int
-	maxLen  int
-	vocab   int
-	seq2seq bool
-	mlm     bool // masked-LM model: only CL rank mode scores it, by pseudo-log-likelihood (mlm.go)
+	dir string // folder the session was loaded from (a temporary merge with an adapter)
+	tmp string // temporary folder to remove on Close, "" without adapter
+	man *modeldir.Manifest
+	tok *tokenizer.Tokenizer
+	// sess is the forward graph's session, opened on first use
+	// (forwardSession), so that scoring the cached decoder serves whole
+	// (shared contexts) never loads a second copy of the weights.
+	// fwdGraph is the fused forward graph (nil: the folder's model.onnx)
+	// and fwdOpts its options.
+	sess     *ort.Session
+	fwdGraph []byte
+	fwdOpts  ort.SessionOptions
+	closed   bool
+	batch    int
+	maxLen   int
+	vocab    int
+	seq2seq  bool
+	mlm      bool // masked-LM model: only CL rank mode scores it, by pseudo-log-likelihood (mlm.go)
 
 	mu       sync.Mutex // guards fwd, progress and the session's use
 	progress func(done, total int)
@@ -139,25 +147,15 @@ func Open(modelDir string, o Options) (*Model, error) {
 		Outputs:   []string{"logits"},
 		CustomOps: m.gen.opts.CustomOps,
 	}
-	var fused []byte
 	if lib != "" {
-		if fused, m.fused, err = fusedModel(m.dir); err != nil {
+		if m.fwdGraph, m.fused, err = fusedModel(m.dir); err != nil {
 			return fail(err)
 		}
 	}
-	if fused != nil {
-		var abs string
-		if abs, err = filepath.Abs(m.dir); err != nil {
-			return fail(err)
-		}
-		so.Config = map[string]string{externalDataFolder: abs}
-		m.sess, err = ort.NewSessionFromBytes(fused, so)
-	} else {
-		m.sess, err = ort.NewSession(filepath.Join(m.dir, modeldir.ModelFile), so)
+	if m.fwdGraph != nil {
+		so.ExternalDataDir = m.dir
 	}
-	if err != nil {
-		return fail(err)
-	}
+	m.fwdOpts = so
 	m.batch = o.BatchSize
 	if m.batch == 0 {
 		m.batch = DefaultBatchSize
@@ -238,6 +236,7 @@ func (m *Model) Close() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var err error
+	m.closed = true
 	m.fwd.close()
 	m.gen.close()
 	if m.sess != nil {
@@ -379,15 +378,41 @@ type namedInput struct {
 	cols int
 }
 
+// forwardSession returns the forward graph's session, opening it on
+// first use. The caller holds m.mu.
+func (m *Model) forwardSession() (*ort.Session, error) {
+	if m.closed {
+		return nil, errClosed
+	}
+	if m.sess != nil {
+		return m.sess, nil
+	}
+	var err error
+	if m.fwdGraph != nil {
+		m.sess, err = ort.NewSessionFromBytes(m.fwdGraph, m.fwdOpts)
+	} else {
+		m.sess, err = ort.NewSession(filepath.Join(m.dir, modeldir.ModelFile), m.fwdOpts)
+	}
+	if err != nil {
+		return nil, err
+	}
+	m.fwdGraph = nil
+	return m.sess, nil
+}
+
+// errClosed is what a Model returns after Close.
+var errClosed = errors.New("eval: the model is closed")
+
 // run binds the inputs and a logits view of [rows, outLen, vocab] and runs
 // the session once.
 func (m *Model) run(rows, outLen int, inputs []namedInput) ([]float32, error) {
-	if m.sess == nil {
-		return nil, errors.New("eval: the model is closed")
+	sess, err := m.forwardSession()
+	if err != nil {
+		return nil, err
 	}
 	f := &m.fwd
 	if f.bind == nil {
-		b, err := m.sess.NewBinding()
+		b, err := sess.NewBinding()
 		if err != nil {
 			return nil, err
 		}

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/migu-ml/migu/internal/half"
 	"github.com/migu-ml/migu/modeldir"
 	"github.com/migu-ml/migu/onnx"
@@ -32,6 +34,17 @@ type typedWeights interface {
 // streaming export gives back after each tensor.
 type releasingWeights interface {
 	Release(name string)
+}
+
+// referencingWeights are Weights that can hand a tensor over as a reference
+// to bytes already in a file (a model folder's external data) rather than
+// as values, so that a graph built from them holds no weights: Reference
+// returns the tensor, in MatMul orientation [in, out] when transpose is set
+// and shaped shape otherwise, as external data relative to the weights'
+// folder, or nil when the bytes are not stored in that form (then the
+// builder reads the values).
+type referencingWeights interface {
+	Reference(name string, transpose bool, shape []int64) (*onnxpb.TensorProto, error)
 }
 
 // MaskValue is the additive attention mask for excluded positions. Large
@@ -105,6 +118,16 @@ func (b *Builder) param(name string, transpose bool, shape []int64) string {
 	if v, ok := b.params[key]; ok || b.err != nil {
 		return v
 	}
+	if r, ok := b.weights.(referencingWeights); ok {
+		t, err := r.Reference(name, transpose, shape)
+		if err != nil {
+			b.Fail(err)
+			return ""
+		}
+		if t != nil {
+			return b.addParam(key, name, t)
+		}
+	}
 	data, err := b.weights.Float32(name)
 	if err != nil {
 		b.Fail(err)
@@ -117,11 +140,7 @@ func (b *Builder) param(name string, transpose bool, shape []int64) string {
 	}
 	dt := b.storageType(name, shape)
 	raw, shape := encodeParam(data, shape, transpose, dt)
-	initName := name
-	if b.G.Initializer(initName) != nil || b.G.Input(initName) != nil {
-		initName = b.G.Unique(name)
-	}
-	t := onnx.NewTensor(initName, dt, shape, nil)
+	t := onnx.NewTensor(b.initName(name), dt, shape, nil)
 	if b.data != nil && len(raw) >= externalThreshold {
 		if err := b.data.Append(t, raw); err != nil {
 			b.Fail(err)
@@ -130,7 +149,6 @@ func (b *Builder) param(name string, transpose bool, shape []int64) string {
 	} else {
 		t.RawData = slices.Clone(raw)
 	}
-	b.G.AddInitializer(t)
 	if r, ok := b.weights.(releasingWeights); ok {
 		r.Release(name)
 	}
@@ -140,8 +158,29 @@ func (b *Builder) param(name string, transpose bool, shape []int64) string {
 		data, raw = nil, nil
 		runtime.GC()
 	}
+	return b.addParam(key, name, t)
+}
+
+// initName is the initializer name of checkpoint tensor name: the name
+// itself unless the graph already uses it.
+func (b *Builder) initName(name string) string {
+	if b.G.Initializer(name) != nil || b.G.Input(name) != nil {
+		return b.G.Unique(name)
+	}
+	return name
+}
+
+// addParam adds the initializer t of checkpoint tensor name, a Cast to
+// float32 after it when it is stored in another type, and returns the
+// float32 value, remembered under key.
+func (b *Builder) addParam(key, name string, t *onnxpb.TensorProto) string {
+	if t.Name == nil {
+		t.Name = proto.String(b.initName(name))
+	}
+	initName := t.GetName()
+	b.G.AddInitializer(t)
 	value := initName
-	if dt != onnx.Float {
+	if dt := onnx.DType(t.GetDataType()); dt != onnx.Float {
 		value = b.G.Op("Cast", []string{initName}, initName+".f32", onnx.AttrInt("to", int64(onnx.Float)))
 		b.castFrom[value] = initName
 	}

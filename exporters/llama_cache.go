@@ -4,16 +4,19 @@ import (
 	"fmt"
 	"math"
 	"path/filepath"
+	"slices"
 
 	"github.com/migu-ml/migu/internal/badinput"
 	"github.com/migu-ml/migu/kvcache"
 	"github.com/migu-ml/migu/modeldir"
 	"github.com/migu-ml/migu/onnx"
+	"github.com/migu-ml/migu/onnx/onnxpb"
 )
 
 // decoderWithPast builds, in memory, the key/value-cache decoder of the
 // model folder dir: its architecture from config.json and its weights from
-// the folder's own model.onnx, so that a fine-tuned folder (train's
+// the folder's own model.onnx (as references to the folder's external data
+// where it has them, so that the graph holds no weights), so that a fine-tuned folder (train's
 // export) or one with a merged adapter is followed exactly. The graph takes
 // input_ids [batch, new], attention_mask [batch, past+new] and the past
 // keys and values of every layer, and returns logits [batch, n, vocab] of
@@ -46,6 +49,7 @@ func decoderWithPast(dir string) (*kvcache.Graphs, error) {
 	if err := b.Err(); err != nil {
 		return nil, fmt.Errorf("%s: building the key/value-cache decoder: %w", dir, err)
 	}
+	b.Model.Dir = dir
 	return &kvcache.Graphs{Decoder: b.Model, Cache: cache}, nil
 }
 
@@ -83,6 +87,49 @@ func openFolderWeights(dir string) (*folderWeights, error) {
 		}
 	}
 	return w, nil
+}
+
+// Reference returns a tensor that refers to the bytes of checkpoint tensor
+// name in the folder's external data file (its location, offset and
+// length, relative to the folder), when the folder stores it externally
+// in the orientation asked for: linear weights in MatMul orientation (as
+// ParamT wants them), every other tensor as in the checkpoint. The
+// reference keeps the folder's element type (a bf16 or fp16 folder's
+// matrices stay half precision, cast in the graph). It is nil otherwise.
+// The reference is checked as reading it would be (the file inside the
+// folder, the range inside the file, the length that of the shape), but no
+// byte is read.
+func (w *folderWeights) Reference(name string, transpose bool, shape []int64) (*onnxpb.TensorProto, error) {
+	init := name
+	if n, ok := w.byName[name]; ok {
+		init = n
+	}
+	t := w.m.Graph().Initializer(init)
+	if t == nil || !onnx.IsExternal(t) || w.stored[name] != transpose {
+		return nil, nil
+	}
+	want := shape
+	if transpose {
+		if len(shape) != 2 {
+			return nil, fmt.Errorf("linear weight %s: want a 2-D shape, got %v", name, shape)
+		}
+		want = []int64{shape[1], shape[0]}
+	}
+	if !slices.Equal(t.Dims, want) {
+		return nil, fmt.Errorf("tensor %s: the model graph's %s has shape %v, want %v", name, init, t.Dims, want)
+	}
+	if _, err := w.m.TensorBytes(t); err != nil {
+		return nil, err
+	}
+	ref := &onnxpb.TensorProto{
+		DataType:     t.DataType,
+		Dims:         slices.Clone(t.Dims),
+		DataLocation: t.DataLocation,
+	}
+	for _, kv := range t.ExternalData {
+		ref.ExternalData = append(ref.ExternalData, &onnxpb.StringStringEntryProto{Key: kv.Key, Value: kv.Value})
+	}
+	return ref, nil
 }
 
 // Close releases the folder's graph.

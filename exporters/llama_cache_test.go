@@ -63,7 +63,7 @@ func TestDecoderWithPastParity(t *testing.T) {
 	if err := ort.Init(ort.InitOptions{LibraryPath: lib}); err != nil {
 		t.Fatal(err)
 	}
-	sess, err := ort.NewSessionFromBytes(raw, ort.SessionOptions{Threads: 1})
+	sess, err := ort.NewSessionFromBytes(raw, ort.SessionOptions{Threads: 1, ExternalDataDir: model.Dir})
 	if err != nil {
 		t.Fatal(err)
 	}

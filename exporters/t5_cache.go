@@ -55,6 +55,7 @@ func seq2seqWithPast(dir string) (*kvcache.Graphs, error) {
 	if err := db.Err(); err != nil {
 		return nil, fmt.Errorf("%s: building the cached T5 decoder: %w", dir, err)
 	}
+	eb.Model.Dir, db.Model.Dir = dir, dir
 	return &kvcache.Graphs{Encoder: eb.Model, Decoder: db.Model, Cache: cache}, nil
 }
 

@@ -59,7 +59,7 @@ func TestSeq2SeqWithPastParity(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		s, err := ort.NewSessionFromBytes(raw, ort.SessionOptions{Threads: 1})
+		s, err := ort.NewSessionFromBytes(raw, ort.SessionOptions{Threads: 1, ExternalDataDir: m.Dir})
 		if err != nil {
 			t.Fatal(err)
 		}

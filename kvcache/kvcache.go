@@ -34,7 +34,11 @@ type Cache struct {
 	CrossKey, CrossValue []string
 }
 
-// Graphs are the cached graphs of one model folder.
+// Graphs are the cached graphs of one model folder. Their weights may be
+// external data in the folder's own files (each Model's Dir is the
+// folder), as the forward graph's are, so that building them reads no
+// weight: a runner loads them with that folder as the external data
+// folder, and the weights are read once, by the runtime.
 type Graphs struct {
 	// Encoder, for encoder-decoders only, runs once per prompt: input_ids
 	// and attention_mask in, the cross-attention keys and values out.
@@ -47,7 +51,8 @@ type Graphs struct {
 }
 
 // Builder builds, in memory, the cached graphs of the model folder dir
-// from its config.json and its own weights.
+// from its config.json and its own weights (referred to in the folder's
+// files where the folder keeps them external).
 type Builder func(dir string) (*Graphs, error)
 
 var (

@@ -3,6 +3,7 @@ package ort
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -95,6 +96,11 @@ type SessionOptions struct {
 	// of freed tensors (small llama: 1016 MB peak RSS with it, 743 MB
 	// without, at the same step time).
 	NoMemPattern bool
+	// ExternalDataDir is the folder the external data locations of a model
+	// loaded from memory (NewSessionFromBytes) are relative to: the model
+	// folder whose data files it shares, so that ORT reads the weights
+	// from there and the serialized graph carries none.
+	ExternalDataDir string
 	// Config holds ORT session configuration entries, e.g.
 	// "session.intra_op.allow_spinning": "0" on a shared machine.
 	Config map[string]string
@@ -255,6 +261,10 @@ func sessionOptions(opts SessionOptions) (*ortgo.SessionOptions, string, error) 
 	return so, provider, nil
 }
 
+// externalDataFolder is the ORT session setting that tells a model loaded
+// from memory where its external data files are.
+const externalDataFolder = "session.model_external_initializers_file_folder_path"
+
 func configure(so *ortgo.SessionOptions, opts SessionOptions, level ortgo.GraphOptimizationLevel, provider string) error {
 	if opts.Threads > 0 {
 		if err := so.SetIntraOpNumThreads(opts.Threads); err != nil {
@@ -284,14 +294,26 @@ func configure(so *ortgo.SessionOptions, opts SessionOptions, level ortgo.GraphO
 			return fmt.Errorf("enabling profiling to %s: %w", opts.ProfilePrefix, err)
 		}
 	}
-	keys := make([]string, 0, len(opts.Config))
-	for k := range opts.Config {
+	config := opts.Config
+	if opts.ExternalDataDir != "" {
+		abs, err := filepath.Abs(opts.ExternalDataDir)
+		if err != nil {
+			return err
+		}
+		config = maps.Clone(config)
+		if config == nil {
+			config = map[string]string{}
+		}
+		config[externalDataFolder] = abs
+	}
+	keys := make([]string, 0, len(config))
+	for k := range config {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
-		if err := so.AddSessionConfigEntry(k, opts.Config[k]); err != nil {
-			return badinput.Errorf("session config %s=%s: %v", k, opts.Config[k], err)
+		if err := so.AddSessionConfigEntry(k, config[k]); err != nil {
+			return badinput.Errorf("session config %s=%s: %v", k, config[k], err)
 		}
 	}
 	for _, lib := range opts.CustomOps {
