@@ -15,18 +15,19 @@ import (
 
 // decoderWithPast builds, in memory, the key/value-cache decoder of the
 // model folder dir: its architecture from config.json and its weights from
-// the folder's own model.onnx (as references to the folder's external data
-// where it has them, so that the graph holds no weights), so that a fine-tuned folder (train's
-// export) or one with a merged adapter is followed exactly. The graph takes
+// the folder's own model.onnx, so that a fine-tuned folder (train's export)
+// or one with a merged adapter is followed exactly. Weights the folder keeps
+// as external data are referenced, not copied: the graph holds none of
+// them, and ONNX Runtime reads them from the folder. The graph takes
 // input_ids [batch, new], attention_mask [batch, past+new] and the past
 // keys and values of every layer, and returns logits [batch, n, vocab] of
 // the last n new positions (n the kvcache.LogitsLen input: 1 for
 // generation) and the present keys and values [batch, kv_heads, past+new,
-// head_dim]. Positions follow
-// the forward graph's rule (positions) over the whole mask, so left-padded
-// rows are handled and the cache holds the keys the forward graph computes.
-// A folder whose config.json is not Llama-style gets a bad-input error. It
-// is the llama architecture's kvcache.Builder.
+// head_dim]. Positions follow the forward graph's rule (positions) over
+// the whole mask, so left-padded rows are handled and the cache holds the
+// keys the forward graph computes. A folder whose config.json is not
+// Llama-style gets a bad-input error. It is the llama architecture's
+// kvcache.Builder.
 func decoderWithPast(dir string) (*kvcache.Graphs, error) {
 	_, conv, err := ParseConfig(filepath.Join(dir, modeldir.ConfigFile))
 	if err != nil {
