@@ -66,7 +66,7 @@ type GraphOptions struct {
 	// e.g. with an adapter's points.
 	TapPoints []migu.Point
 	// HiddenPad widens feed-forward hidden layers whose width ORT's GEMM
-	// handles slowly (hiddenpad.go); the zero value is DefaultHiddenPad.
+	// handles slowly (hiddenpad.go); the zero value leaves them as they are.
 	HiddenPad HiddenPad
 	// Recompute is RecomputeNone ("" too) or RecomputeLayers: keep only
 	// each transformer block's input for the backward pass and recompute

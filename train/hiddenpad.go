@@ -16,22 +16,25 @@ import (
 // down weight Extra zero rows, each through a Pad node, so the parameters,
 // their gradients (Pad's gradient slices the padding off) and the model's
 // outputs are unchanged. The padded weights are copies that live through
-// the step, so memory grows by up to MaxBytes. Measured on small presets:
-// t5 (1024) full steps 1–11 % faster for 76 MB, roberta (2048) 0–6 % for
-// 46 MB; see benchmarks/perf/README.md.
+// the step, so memory grows by up to MaxBytes. It is off unless asked for
+// (the zero value): measured on small presets in November, t5 (1024) full
+// steps 1–11 % faster for 76 MB and roberta (2048) 0–6 %, but on a quiet
+// Ice Lake with the fused kernels (7 Dec) 3 % and 6.5 % slower, the Pad
+// and Slice nodes costing more than the products gain; see
+// benchmarks/perf/README.md.
 type HiddenPad struct {
 	// Multiple is the width, in floats, whose multiples are widened.
 	Multiple int64
-	// Extra is the number of columns added; negative turns padding off.
+	// Extra is the number of columns added; 0 or negative turns padding off.
 	Extra int64
 	// MaxBytes caps the padded weight copies; blocks beyond it stay as
 	// they are (a large model would pay gigabytes for a few per cent).
 	MaxBytes int64
 }
 
-// DefaultHiddenPad widens hidden layers whose rows are a multiple of
-// 4 KB by 16 columns (64 bytes), for at most 256 MiB of copies.
-var DefaultHiddenPad = HiddenPad{Multiple: 1024, Extra: 16, MaxBytes: 256 << 20}
+// PadFourKB widens hidden layers whose rows are a multiple of 4 KB by 16
+// columns (64 bytes), for at most 256 MiB of copies.
+var PadFourKB = HiddenPad{Multiple: 1024, Extra: 16, MaxBytes: 256 << 20}
 
 // hiddenOps are the ops a widened hidden layer may pass through between
 // the up projections and the down projection: elementwise ones whose
@@ -50,9 +53,6 @@ var hiddenOps = map[string]bool{
 // layer, an unknown op) are left as they are. It returns the number of
 // blocks widened.
 func padHidden(g *onnx.Graph, man *modeldir.Manifest, hp HiddenPad) (int, error) {
-	if hp == (HiddenPad{}) {
-		hp = DefaultHiddenPad
-	}
 	if hp.Extra <= 0 || hp.Multiple <= 0 {
 		return 0, nil
 	}

@@ -38,7 +38,8 @@ func TestHiddenPadBlocks(t *testing.T) {
 		want int
 	}{
 		{"off", HiddenPad{Extra: -1}, 0},
-		{"default: tiny widths are no multiple of 4 KB", HiddenPad{}, 0},
+		{"zero value: off", HiddenPad{}, 0},
+		{"4 KB rule: tiny widths are no multiple of 4 KB", PadFourKB, 0},
 		{"every block", forcedPad, blocks},
 		{"capped at one block", HiddenPad{Multiple: 4, Extra: 16, MaxBytes: blockBytes}, 1},
 	}

@@ -51,7 +51,7 @@ type Config struct {
 	Objective       string `json:"objective,omitempty"`
 	Threads         int    `json:"-"`
 	// HiddenPad widens slow feed-forward widths in the graph (the zero
-	// value: DefaultHiddenPad; it changes speed, not results).
+	// value: off; it changes speed, not results).
 	HiddenPad HiddenPad `json:"-"`
 	// PlanBatch and PlanSeq, when set, are the largest batch's shape:
 	// NewTrainer then plans the run's memory (Trainer.Memory) before it

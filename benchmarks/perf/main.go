@@ -115,7 +115,7 @@ func parseFlags() *options {
 	flag.BoolVar(&o.withMIGU, "with-migu", false, "worker: train with MIGU (T = 0.7, grad mode)")
 	flag.StringVar(&o.ortProfile, "ort-profile", bench.EnvOr("BENCH_ORT_PROFILE", ""), "worker: ORT profile file prefix")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", bench.EnvOr("BENCH_CPUPROFILE", ""), "worker: Go CPU profile file")
-	flag.BoolVar(&o.hiddenPad, "hidden-pad", true, "worker: widen feed-forward layers whose width is a multiple of 4 KB (train.HiddenPad)")
+	flag.BoolVar(&o.hiddenPad, "hidden-pad", false, "worker: widen feed-forward layers whose width is a multiple of 4 KB (train.PadFourKB)")
 	flag.StringVar(&o.ortSpin, "ort-spin", bench.EnvOr("BENCH_ORT_SPIN", ""), "worker: ORT intra-op spinning, 0 or 1 (empty: ORT's default, on)")
 	flag.StringVar(&o.precision, "migu-precision", "fp32", "worker: migu's weight products, fp32 or bf16 (--precision; bf16 needs the bf16 library, $MIGU_BF16 or bin/libmigu_bf16.so)")
 	flag.StringVar(&o.optLevel, "opt-level", bench.EnvOr("BENCH_OPT_LEVEL", "all"), "worker: ORT graph optimisation level")
@@ -309,8 +309,8 @@ func newBenchTrainer(o *options, withMIGU bool) (*benchTrainer, error) {
 	opt.LR = 1e-4
 	cfg := train.Config{Optim: opt, GradAccum: 1, UseMIGU: withMIGU, T: 0.7, Mode: migu.ModeGrad, Threads: o.threads,
 		Session: ort.SessionOptions{Provider: o.provider, OptLevel: level, ProfilePrefix: o.ortProfile}, Precision: o.precision}
-	if !o.hiddenPad {
-		cfg.HiddenPad = train.HiddenPad{Extra: -1}
+	if o.hiddenPad {
+		cfg.HiddenPad = train.PadFourKB
 	}
 	if o.ortSpin != "" {
 		cfg.Session.Config = map[string]string{"session.intra_op.allow_spinning": o.ortSpin}

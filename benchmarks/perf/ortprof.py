@@ -1,7 +1,9 @@
 """Summarise an ONNX Runtime profile (SessionOptions.ProfilePrefix): time
-per operator type, the heaviest nodes, and the speed of the matrix
-products by role (forward, input gradient, weight gradient, attention),
-over the last --runs model runs (the first runs are warm-up).
+per kernel class (matrix products, migu's fused kernels, elementwise,
+layout, reductions) and per operator type, the heaviest nodes, and the
+speed of the matrix products by role (forward, input gradient, weight
+gradient, attention), over the last --runs model runs (the first runs are
+warm-up).
 Usage: ortprof.py PROFILE.json [--runs 2] [--top 25]."""
 
 import argparse
@@ -9,7 +11,36 @@ import collections
 import json
 import math
 
-MATMULS = ("Gemm", "MatMul", "FusedMatMul")
+MATMULS = ("Gemm", "MatMul", "FusedMatMul", "MatMulBF16")
+
+# Kernel classes by operator type; the profile does not name an op's
+# domain, so migu's fused kernels are listed by name (onnx/kernels).
+FUSED = {
+    "RMSNorm", "RMSNormGrad", "LayerNorm", "LayerNormGrad", "SwiGLU", "SwiGLUGrad", "Gelu", "GeluGrad",
+    "Rotary", "RotaryGrad", "Softmax", "SoftmaxGrad", "PickLogSoftmax", "PickLogSoftmaxGrad", "AbsColSum",
+}
+LAYOUT = {
+    "Transpose", "Reshape", "Concat", "Slice", "Split", "Gather", "GatherElements", "Expand", "Unsqueeze",
+    "Squeeze", "Shape", "ConstantOfShape", "ScatterElements", "ScatterND", "Identity", "Tile", "Range",
+    "Trilu", "Flatten", "Pad", "MemcpyFromHost", "MemcpyToHost",
+}
+REDUCTIONS = {"ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceL2", "ReduceSumSquare", "LogSoftmax",
+              "ArgMax", "CumSum"}
+
+
+def kernel_class(op):
+    """The class of an operator type. ORT's profile names an op without its
+    domain, so ai.migu.Softmax and ONNX's Softmax share a row (with the
+    kernel library, every attention softmax is migu's)."""
+    if op in MATMULS:
+        return "matrix products"
+    if op in FUSED:
+        return "fused kernels (ai.migu)"
+    if op in LAYOUT:
+        return "layout and indexing"
+    if op in REDUCTIONS:
+        return "reductions"
+    return "elementwise and other"
 
 
 def shapes(args, key):
@@ -71,6 +102,13 @@ def main():
     n = len(runs)
     tot = sum(by_op.values()) / n
     print(f"model_run {total_run/1000:.1f} ms; kernels {tot/1000:.1f} ms per run")
+    by_class, class_count = collections.Counter(), collections.Counter()
+    for op, d in by_op.items():
+        by_class[kernel_class(op)] += d
+        class_count[kernel_class(op)] += count[op]
+    print("by kernel class:")
+    for c, d in by_class.most_common():
+        print(f"  {c:36s} {d/n/1000:8.1f} ms {100*d/n/tot:5.1f}%  x{class_count[c]//n}")
     for op, d in by_op.most_common():
         print(f"  {op:28s} {d/n/1000:8.1f} ms {100*d/n/tot:5.1f}%  x{count[op]//n}")
     mm_total = sum(mm_time.values()) / n
