@@ -378,15 +378,7 @@ func TestRecomputeSchedulesLeaves(t *testing.T) {
 		t.Fatal(err)
 	}
 	g := m.Graph()
-	index := map[string]int{}
-	for i, n := range g.P.Node {
-		for _, o := range n.Output {
-			index[o] = i
-		}
-	}
-	if last := len(g.P.Node) - 1; index[art.Taps[0].Output] != last {
-		t.Errorf("the first tap (%s) is node %d, not the last (%d)", art.Taps[0].Name, index[art.Taps[0].Output], last)
-	}
+	index := firstTapLast(t, g, art)
 	grads := map[string]string{}
 	for _, p := range art.Params {
 		grads[p.Name] = p.Grad
@@ -429,15 +421,7 @@ func TestTapsScheduledAfterTheirValues(t *testing.T) {
 		return art, m.Graph()
 	}
 	art, g := build(true)
-	index := map[string]int{}
-	for i, n := range g.P.Node {
-		for _, o := range n.Output {
-			index[o] = i
-		}
-	}
-	if last := len(g.P.Node) - 1; index[art.Taps[0].Output] != last {
-		t.Errorf("the first tap (%s) is node %d, not the last (%d)", art.Taps[0].Name, index[art.Taps[0].Output], last)
-	}
+	index := firstTapLast(t, g, art)
 	firstTap := len(g.P.Node)
 	for _, tap := range art.Taps {
 		firstTap = min(firstTap, index[tap.Output])
@@ -461,4 +445,20 @@ func TestTapsScheduledAfterTheirValues(t *testing.T) {
 			t.Errorf("the gradients of %s and %s changed order", a.Name, b.Name)
 		}
 	}
+}
+
+// firstTapLast maps every value of g to the position of the node that
+// makes it, and fails t unless the first layer's tap is g's last node.
+func firstTapLast(t *testing.T, g *onnx.Graph, art *Artifact) map[string]int {
+	t.Helper()
+	index := map[string]int{}
+	for i, n := range g.P.Node {
+		for _, o := range n.Output {
+			index[o] = i
+		}
+	}
+	if last := len(g.P.Node) - 1; index[art.Taps[0].Output] != last {
+		t.Errorf("the first tap (%s) is node %d, not the last (%d)", art.Taps[0].Name, index[art.Taps[0].Output], last)
+	}
+	return index
 }
