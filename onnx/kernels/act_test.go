@@ -8,10 +8,11 @@ import (
 	"strings"
 	"testing"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/migu-ml/migu/onnx"
 	"github.com/migu-ml/migu/onnx/kernels"
 	"github.com/migu-ml/migu/onnx/ort"
-	"google.golang.org/protobuf/proto"
 )
 
 // An activation under test: its inputs (all of one shape), its
@@ -106,34 +107,11 @@ func buildAct(t testing.TB, a activation, shape []int64, r []float32, fused bool
 // order) and returns its outputs.
 func runAct(t testing.TB, a activation, path, lib string, threads int, shape []int64, in [][]float32) [][]float32 {
 	t.Helper()
-	opts := ort.SessionOptions{Threads: threads}
-	if lib != "" {
-		opts.CustomOps = []string{lib}
-	}
-	s, err := ort.NewSession(path, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	feeds := map[string]ort.Value{}
+	feeds := make([]feed, len(a.inputs))
 	for i, name := range a.inputs {
-		v, err := ort.NewTensor(in[i], shape...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer v.Close()
-		feeds[name] = v
+		feeds[i] = feed{name, shape, in[i]}
 	}
-	outs, err := s.Run(feeds)
-	if err != nil {
-		t.Fatal(err)
-	}
-	res := make([][]float32, len(outs))
-	for i, o := range outs {
-		res[i] = append([]float32(nil), o.(*ort.Tensor[float32]).Data()...)
-		o.Close()
-	}
-	return res
+	return runGraph(t, path, lib, threads, feeds...)
 }
 
 // actShapes include sizes below, at and above the kernels' element block

@@ -140,6 +140,21 @@ func dimsOf(shape []int64) onnx.Shape {
 // run runs a graph of buildRMS and returns y, dx, dw.
 func run(t testing.TB, path string, lib string, threads int, shape []int64, x, w []float32) [][]float32 {
 	t.Helper()
+	return runGraph(t, path, lib, threads, feed{"x", shape, x}, feed{"w", shape[len(shape)-1:], w})
+}
+
+// feed is one input of a test graph: its name, shape and values (float32,
+// or int64 for labels).
+type feed struct {
+	name  string
+	shape []int64
+	value any
+}
+
+// runGraph runs the graph at path on threads, with the kernel library lib
+// ("" for none), and returns every output as float32.
+func runGraph(t testing.TB, path, lib string, threads int, feeds ...feed) [][]float32 {
+	t.Helper()
 	opts := ort.SessionOptions{Threads: threads}
 	if lib != "" {
 		opts.CustomOps = []string{lib}
@@ -149,17 +164,24 @@ func run(t testing.TB, path string, lib string, threads int, shape []int64, x, w
 		t.Fatal(err)
 	}
 	defer s.Close()
-	xv, err := ort.NewTensor(x, shape...)
-	if err != nil {
-		t.Fatal(err)
+	in := map[string]ort.Value{}
+	for _, f := range feeds {
+		var v ort.Value
+		switch x := f.value.(type) {
+		case []float32:
+			v, err = ort.NewTensor(x, f.shape...)
+		case []int64:
+			v, err = ort.NewTensor(x, f.shape...)
+		default:
+			t.Fatalf("input %s: values of type %T", f.name, f.value)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer v.Close()
+		in[f.name] = v
 	}
-	defer xv.Close()
-	wv, err := ort.NewTensor(w, shape[len(shape)-1])
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer wv.Close()
-	outs, err := s.Run(map[string]ort.Value{"x": xv, "w": wv})
+	outs, err := s.Run(in)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -297,24 +319,30 @@ func TestRMSNormGradFiniteDifferences(t *testing.T) {
 					t.Fatalf("y[%d] = %g, float64 reference %g", i, got[0][i], y)
 				}
 			}
-			const h = 1e-6
-			check := func(name string, v []float64, g []float32) {
-				for i := range v {
-					orig := v[i]
-					v[i] = orig + h
-					up := refLoss(x, w, r, d)
-					v[i] = orig - h
-					down := refLoss(x, w, r, d)
-					v[i] = orig
-					fd := (up - down) / (2 * h)
-					if e := math.Abs(float64(g[i]) - fd); !(e <= 2e-5*math.Max(1, math.Abs(fd))) {
-						t.Fatalf("d loss/d %s[%d]: fused kernel %.9g, finite differences %.9g (error %.2g)", name, i, g[i], fd, e)
-					}
-				}
-			}
-			check("x", x, got[1])
-			check("w", w, got[2])
+			loss := func() float64 { return refLoss(x, w, r, d) }
+			checkFiniteDifferences(t, "x", x, got[1], loss, 2e-5)
+			checkFiniteDifferences(t, "w", w, got[2], loss, 2e-5)
 		})
+	}
+}
+
+// checkFiniteDifferences compares a kernel's gradient g of the loss with
+// respect to v against central differences (step 1e-6) of loss, a float64
+// reference that reads v: every element within tol of max(1, |fd|).
+func checkFiniteDifferences(t *testing.T, name string, v []float64, g []float32, loss func() float64, tol float64) {
+	t.Helper()
+	const h = 1e-6
+	for i := range v {
+		orig := v[i]
+		v[i] = orig + h
+		up := loss()
+		v[i] = orig - h
+		down := loss()
+		v[i] = orig
+		fd := (up - down) / (2 * h)
+		if e := math.Abs(float64(g[i]) - fd); !(e <= tol*math.Max(1, math.Abs(fd))) {
+			t.Fatalf("d loss/d %s[%d]: fused kernel %.9g, finite differences %.9g (error %.2g)", name, i, g[i], fd, e)
+		}
 	}
 }
 

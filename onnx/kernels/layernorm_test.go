@@ -8,7 +8,6 @@ import (
 
 	"github.com/migu-ml/migu/onnx"
 	"github.com/migu-ml/migu/onnx/kernels"
-	"github.com/migu-ml/migu/onnx/ort"
 )
 
 // lnEps is roberta's layer_norm_eps.
@@ -39,40 +38,8 @@ func buildLN(t testing.TB, shape []int64, r []float32, fused bool) graphFile {
 // runLN runs a graph of buildLN and returns y, dx, dw, db.
 func runLN(t testing.TB, path, lib string, threads int, shape []int64, x, w, b []float32) [][]float32 {
 	t.Helper()
-	a := activation{inputs: []string{"x", "w", "b"}}
-	d := shape[len(shape)-1]
-	opts := ort.SessionOptions{Threads: threads}
-	if lib != "" {
-		opts.CustomOps = []string{lib}
-	}
-	s, err := ort.NewSession(path, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	feeds := map[string]ort.Value{}
-	for i, v := range [][]float32{x, w, b} {
-		dims := []int64{d}
-		if i == 0 {
-			dims = shape
-		}
-		tv, err := ort.NewTensor(v, dims...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer tv.Close()
-		feeds[a.inputs[i]] = tv
-	}
-	outs, err := s.Run(feeds)
-	if err != nil {
-		t.Fatal(err)
-	}
-	res := make([][]float32, len(outs))
-	for i, o := range outs {
-		res[i] = append([]float32(nil), o.(*ort.Tensor[float32]).Data()...)
-		o.Close()
-	}
-	return res
+	d := shape[len(shape)-1:]
+	return runGraph(t, path, lib, threads, feed{"x", shape, x}, feed{"w", d, w}, feed{"b", d, b})
 }
 
 // The fused LayerNorm kernels against ORT's LayerNormalization and migu's
@@ -153,24 +120,10 @@ func TestLayerNormGradFiniteDifferences(t *testing.T) {
 					t.Fatalf("y[%d] = %g, float64 reference %g", i, got[0][i], y)
 				}
 			}
-			const h = 1e-6
-			check := func(name string, v []float64, g []float32) {
-				for i := range v {
-					orig := v[i]
-					v[i] = orig + h
-					up := lnLoss(x, w, b, r, d)
-					v[i] = orig - h
-					down := lnLoss(x, w, b, r, d)
-					v[i] = orig
-					fd := (up - down) / (2 * h)
-					if e := math.Abs(float64(g[i]) - fd); !(e <= 2e-5*math.Max(1, math.Abs(fd))) {
-						t.Fatalf("d loss/d %s[%d]: fused kernel %.9g, finite differences %.9g (error %.2g)", name, i, g[i], fd, e)
-					}
-				}
-			}
-			check("x", x, got[1])
-			check("w", w, got[2])
-			check("b", b, got[3])
+			loss := func() float64 { return lnLoss(x, w, b, r, d) }
+			checkFiniteDifferences(t, "x", x, got[1], loss, 2e-5)
+			checkFiniteDifferences(t, "w", w, got[2], loss, 2e-5)
+			checkFiniteDifferences(t, "b", b, got[3], loss, 2e-5)
 		})
 	}
 }

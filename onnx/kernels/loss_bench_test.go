@@ -6,9 +6,10 @@ import (
 	"path/filepath"
 	"testing"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/migu-ml/migu/onnx"
 	"github.com/migu-ml/migu/onnx/ort"
-	"google.golang.org/protobuf/proto"
 )
 
 // BenchmarkCrossEntropy runs the cross-entropy forward and backward (loss

@@ -8,7 +8,6 @@ import (
 
 	"github.com/migu-ml/migu/onnx"
 	"github.com/migu-ml/migu/onnx/kernels"
-	"github.com/migu-ml/migu/onnx/ort"
 )
 
 // ignoreIndex marks a label that does not count, as train.IgnoreIndex does.
@@ -63,40 +62,11 @@ func buildSoftmax(t testing.TB, shape []int64, r []float32, fused bool) graphFil
 // labels [rows], and returns every output.
 func runFeeds(t testing.TB, path, lib string, threads int, shape []int64, x []float32, labels []int64) [][]float32 {
 	t.Helper()
-	opts := ort.SessionOptions{Threads: threads}
-	if lib != "" {
-		opts.CustomOps = []string{lib}
-	}
-	s, err := ort.NewSession(path, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	feeds := map[string]ort.Value{}
-	xv, err := ort.NewTensor(x, shape...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer xv.Close()
-	feeds["x"] = xv
+	feeds := []feed{{"x", shape, x}}
 	if labels != nil {
-		lv, err := ort.NewTensor(labels, int64(len(labels)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer lv.Close()
-		feeds["labels"] = lv
+		feeds = append(feeds, feed{"labels", []int64{int64(len(labels))}, labels})
 	}
-	outs, err := s.Run(feeds)
-	if err != nil {
-		t.Fatal(err)
-	}
-	res := make([][]float32, len(outs))
-	for i, o := range outs {
-		res[i] = append([]float32(nil), o.(*ort.Tensor[float32]).Data()...)
-		o.Close()
-	}
-	return res
+	return runGraph(t, path, lib, threads, feeds...)
 }
 
 // xentCase draws logits (spread ±scale), labels (every third row
@@ -206,19 +176,7 @@ func TestCrossEntropyGradFiniteDifferences(t *testing.T) {
 			if want := xentRef(x, labels, r, v); math.Abs(float64(got[0][0])-want) > 1e-6*math.Max(1, math.Abs(want)) {
 				t.Fatalf("loss %.9g, float64 reference %.9g", got[0][0], want)
 			}
-			const h = 1e-6
-			for i := range x {
-				orig := x[i]
-				x[i] = orig + h
-				up := xentRef(x, labels, r, v)
-				x[i] = orig - h
-				down := xentRef(x, labels, r, v)
-				x[i] = orig
-				fd := (up - down) / (2 * h)
-				if e := math.Abs(float64(got[1][i]) - fd); !(e <= 2e-6*math.Max(1, math.Abs(fd))) {
-					t.Fatalf("d loss/d x[%d]: fused kernel %.9g, finite differences %.9g (error %.2g)", i, got[1][i], fd, e)
-				}
-			}
+			checkFiniteDifferences(t, "x", x, got[1], func() float64 { return xentRef(x, labels, r, v) }, 2e-6)
 		})
 	}
 }
@@ -313,19 +271,7 @@ func TestSoftmaxGradFiniteDifferences(t *testing.T) {
 			if want := softmaxRef(x, r, d); math.Abs(float64(got[0][0])-want) > 1e-6*math.Max(1, math.Abs(want)) {
 				t.Fatalf("loss %.9g, float64 reference %.9g", got[0][0], want)
 			}
-			const h = 1e-6
-			for i := range x {
-				orig := x[i]
-				x[i] = orig + h
-				up := softmaxRef(x, r, d)
-				x[i] = orig - h
-				down := softmaxRef(x, r, d)
-				x[i] = orig
-				fd := (up - down) / (2 * h)
-				if e := math.Abs(float64(got[1][i]) - fd); !(e <= 2e-6*math.Max(1, math.Abs(fd))) {
-					t.Fatalf("d loss/d x[%d]: fused kernel %.9g, finite differences %.9g (error %.2g)", i, got[1][i], fd, e)
-				}
-			}
+			checkFiniteDifferences(t, "x", x, got[1], func() float64 { return softmaxRef(x, r, d) }, 2e-6)
 		})
 	}
 }

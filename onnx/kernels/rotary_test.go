@@ -110,19 +110,7 @@ func TestRotaryGradFiniteDifferences(t *testing.T) {
 			if want := rotaryRef(x, r, angles, shape); math.Abs(float64(got[0][0])-want) > 1e-6*math.Max(1, math.Abs(want)) {
 				t.Fatalf("loss %.9g, float64 reference %.9g", got[0][0], want)
 			}
-			const h = 1e-6
-			for i := range x {
-				orig := x[i]
-				x[i] = orig + h
-				up := rotaryRef(x, r, angles, shape)
-				x[i] = orig - h
-				down := rotaryRef(x, r, angles, shape)
-				x[i] = orig
-				fd := (up - down) / (2 * h)
-				if e := math.Abs(float64(got[2][i]) - fd); !(e <= 2e-6*math.Max(1, math.Abs(fd))) {
-					t.Fatalf("d loss/d x[%d]: fused kernel %.9g, finite differences %.9g (error %.2g)", i, got[2][i], fd, e)
-				}
-			}
+			checkFiniteDifferences(t, "x", x, got[2], func() float64 { return rotaryRef(x, r, angles, shape) }, 2e-6)
 		})
 	}
 }
