@@ -46,24 +46,7 @@
 #include "onnxruntime_c_api.h"
 #include "ort_op.h"
 
-// MIGU_ORT_API is the C API version the library asks for (as migu_kernels.c).
-#define MIGU_ORT_API 24
-
-#define MIGU_EXPORT __attribute__((visibility("default")))
-
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define VECTOR __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define VECTOR
-#endif
-
 static const OrtApi *api;
-
-#define TRY(expr)                            \
-	do {                                     \
-		OrtStatus *status_ = (expr);         \
-		if (status_ != NULL) return status_; \
-	} while (0)
 
 static OrtStatus *fail(const char *msg) {
 	char buf[512];

@@ -36,26 +36,7 @@
 #include "onnxruntime_c_api.h"
 #include "ort_op.h"
 
-// MIGU_ORT_API is the C API version the library asks for: onnxruntime_go's
-// header is version 24 and migu loads ORT >= 1.24, which serves it.
-#define MIGU_ORT_API 24
-
-// The library is built with -fvisibility=hidden: only these two symbols are exported.
-#define MIGU_EXPORT __attribute__((visibility("default")))
-
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define VECTOR __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define VECTOR
-#endif
-
 static const OrtApi *api;
-
-#define TRY(expr)                          \
-	do {                                   \
-		OrtStatus *status_ = (expr);       \
-		if (status_ != NULL) return status_; \
-	} while (0)
 
 static OrtStatus *fail(const char *op, const char *msg) {
 	char buf[512];

@@ -1,5 +1,6 @@
-// The OrtCustomOp callbacks that migu's two kernel libraries
-// (migu_kernels.c, migu_bf16.c) share: every output is float32, every
+// What migu's two kernel libraries (migu_kernels.c, migu_bf16.c) share:
+// the C API version, export and vectorisation macros, TRY, and the
+// OrtCustomOp callbacks that are alike in both: every output is float32, every
 // output required, inputs in the provider's default memory, no variadic
 // inputs or outputs, op versions 1 and up, no in-place or alias pairs.
 // op_defaults puts them into an op; each library then sets the callbacks
@@ -12,6 +13,29 @@
 #include <stdint.h>
 
 #include "onnxruntime_c_api.h"
+
+// MIGU_ORT_API is the C API version both libraries ask for: onnxruntime_go's
+// header is version 24 and migu loads ORT >= 1.24, which serves it.
+#define MIGU_ORT_API 24
+
+// The libraries are built with -fvisibility=hidden: only what is marked
+// MIGU_EXPORT (the registration and version functions) is exported.
+#define MIGU_EXPORT __attribute__((visibility("default")))
+
+// VECTOR compiles a loop for AVX-512, AVX2 and baseline x86-64, picked at
+// load time (GCC's target_clones), so one build runs on every CPU.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define VECTOR __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define VECTOR
+#endif
+
+// TRY returns a failed ORT call's status from the calling function.
+#define TRY(expr)                            \
+	do {                                     \
+		OrtStatus *status_ = (expr);         \
+		if (status_ != NULL) return status_; \
+	} while (0)
 
 static ONNXTensorElementDataType ORT_API_CALL op_float_output(const OrtCustomOp *o, size_t i) {
 	(void)o;
