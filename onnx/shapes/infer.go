@@ -600,6 +600,18 @@ func (c *inferCtx) ranked(i int) (*tinfo, error) {
 	return t, nil
 }
 
+// rankedPair returns inputs 0 and 1, a product's A and B, both of known
+// rank.
+func (c *inferCtx) rankedPair() (a, b *tinfo, err error) {
+	if a, err = c.ranked(0); err != nil {
+		return nil, nil, err
+	}
+	if b, err = c.ranked(1); err != nil {
+		return nil, nil, err
+	}
+	return a, b, nil
+}
+
 // optional returns an optional input, or nil when it is absent.
 func (c *inferCtx) optional(i int) *tinfo {
 	if i >= len(c.ins) {

@@ -418,14 +418,28 @@ func unifyDim(a, b *expr) (*expr, error) {
 	return a, nil
 }
 
+// transposedProduct gives M and N of op(A)·op(B) from A's and B's last two
+// dims, each pair swapped where the transA or transB attribute is set (Gemm,
+// MatMulBF16), after checking that the inner dims agree.
+func (c *inferCtx) transposedProduct(as, bs []*expr) (m, n *expr, err error) {
+	m, ka := as[len(as)-2], as[len(as)-1]
+	if c.intAttr("transA", 0) != 0 {
+		m, ka = ka, m
+	}
+	kb, n := bs[len(bs)-2], bs[len(bs)-1]
+	if c.intAttr("transB", 0) != 0 {
+		kb, n = n, kb
+	}
+	if _, err := unifyDim(ka, kb); err != nil {
+		return nil, nil, fmt.Errorf("inner dims of %s and %s: %v", exprsToDims(as), exprsToDims(bs), err)
+	}
+	return m, n, nil
+}
+
 // inferMatMul is numpy matmul: vectors are promoted and their added axis
 // dropped, batch dims broadcast.
 func inferMatMul(c *inferCtx) error {
-	a, err := c.ranked(0)
-	if err != nil {
-		return err
-	}
-	b, err := c.ranked(1)
+	a, b, err := c.rankedPair()
 	if err != nil {
 		return err
 	}
@@ -465,11 +479,7 @@ func inferMatMul(c *inferCtx) error {
 // inferGemm is alpha·A'·B' + beta·C with A', B' optionally transposed and C
 // broadcast to the result.
 func inferGemm(c *inferCtx) error {
-	a, err := c.ranked(0)
-	if err != nil {
-		return err
-	}
-	b, err := c.ranked(1)
+	a, b, err := c.rankedPair()
 	if err != nil {
 		return err
 	}
@@ -480,16 +490,9 @@ func inferGemm(c *inferCtx) error {
 	if err != nil {
 		return err
 	}
-	m, ka := a.shape[0], a.shape[1]
-	if c.intAttr("transA", 0) != 0 {
-		m, ka = ka, m
-	}
-	kb, n := b.shape[0], b.shape[1]
-	if c.intAttr("transB", 0) != 0 {
-		kb, n = n, kb
-	}
-	if _, err := unifyDim(ka, kb); err != nil {
-		return fmt.Errorf("inner dims: %v", err)
+	m, n, err := c.transposedProduct(a.shape, b.shape)
+	if err != nil {
+		return err
 	}
 	out := []*expr{m, n}
 	if bias := c.optional(2); bias != nil && bias.shape != nil {
