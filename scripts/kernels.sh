@@ -6,25 +6,8 @@
 # load time (GCC's target_clones), never -march=native. Prints the
 # library's path; a library newer than its source is kept as it is.
 set -euo pipefail
+. "$(dirname "$0")/csrc.sh"
 
-root=$(cd "$(dirname "$0")/.." && pwd)
-out=${1:-$root/bin/libmigu_kernels.so}
-cc=${CC:-cc}
-go=${GO:-go}
-
-src=$root/onnx/kernels/csrc/migu_kernels.c
-if [[ -f "$out" && "$out" -nt "$src" && "$out" -nt "$root/onnx/kernels/csrc/ort_op.h" && "$out" -nt "$0" ]]; then
-	echo "$out"
-	exit 0
-fi
-command -v "$cc" >/dev/null || { echo "kernels: no C compiler ($cc): install gcc, or run without fused kernels (MIGU_KERNELS=off)" >&2; exit 1; }
-hdr=$(cd "$root" && "$go" list -m -f '{{.Dir}}' github.com/yalue/onnxruntime_go)
-[[ -f "$hdr/onnxruntime_c_api.h" ]] || { echo "kernels: onnxruntime_c_api.h not found in $hdr (run go mod download)" >&2; exit 1; }
-mkdir -p "$(dirname "$out")"
-tmp=$(mktemp "$out.XXXXXX")
-trap 'rm -f "$tmp"' EXIT
-"$cc" -std=c11 -D_GNU_SOURCE -O3 -ffp-contract=off -fno-math-errno -fPIC -shared -fvisibility=hidden \
-	-Wall -Wextra -Wno-psabi -I"$hdr" -o "$tmp" "$src" -lm -lpthread
-mv "$tmp" "$out"
-trap - EXIT
-echo "$out"
+csrc_start kernels migu_kernels.c libmigu_kernels.so "${1:-}"
+csrc_need_cc "install gcc, or run without fused kernels (MIGU_KERNELS=off)"
+csrc_build -ffp-contract=off -Wno-psabi -- -lm -lpthread
