@@ -1,11 +1,7 @@
 package testenv
 
 import (
-	"bytes"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 )
@@ -33,22 +29,8 @@ func BF16(t testing.TB) string {
 			bf16Lib = p
 			return
 		}
-		cmd := exec.Command(filepath.Join(Root(), "scripts", "bf16.sh"))
-		var stderr bytes.Buffer
-		cmd.Stderr = &stderr
-		out, err := cmd.Output()
-		if err != nil {
-			msg := strings.TrimSpace(stderr.String())
-			if i := strings.LastIndexByte(msg, '\n'); i >= 0 {
-				msg = msg[i+1:]
-			}
-			if msg == "" {
-				msg = err.Error()
-			}
-			bf16Err = msg
-			return
-		}
-		bf16Lib = string(bytes.TrimSpace(out))
+		res := runScript("scripts/bf16.sh")
+		bf16Lib, bf16Err = res.out, res.err
 	})
 	if bf16Err != "" {
 		if os.Getenv("MIGU_REQUIRE_BF16") == "1" {

@@ -135,32 +135,41 @@ type scriptResult struct{ out, err string }
 // stderr; what names the missing reference in that message.
 func FromScript(t testing.TB, script, what string) string {
 	t.Helper()
-	scriptMu.Lock()
-	res, done := scriptOut[script]
-	if !done {
-		cmd := exec.Command(filepath.Join(Root(), script))
-		var stderr bytes.Buffer
-		cmd.Stderr = &stderr
-		out, err := cmd.Output()
-		if err != nil {
-			msg := strings.TrimSpace(stderr.String())
-			if i := strings.LastIndexByte(msg, '\n'); i >= 0 {
-				msg = msg[i+1:]
-			}
-			if msg == "" {
-				msg = err.Error()
-			}
-			res.err = msg
-		} else {
-			res.out = string(bytes.TrimSpace(out))
-		}
-		scriptOut[script] = res
-	}
-	scriptMu.Unlock()
+	res := runScript(script)
 	if res.err != "" {
 		missing(t, "%s unavailable: %s: %s", what, script, res.err)
 	}
 	return res.out
+}
+
+// runScript runs a setup script of the repository once per test process:
+// its trimmed stdout, or where it fails the last line of its stderr (its
+// exit status where that is empty).
+func runScript(script string) scriptResult {
+	scriptMu.Lock()
+	defer scriptMu.Unlock()
+	if res, done := scriptOut[script]; done {
+		return res
+	}
+	var res scriptResult
+	cmd := exec.Command(filepath.Join(Root(), script))
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		msg := strings.TrimSpace(stderr.String())
+		if i := strings.LastIndexByte(msg, '\n'); i >= 0 {
+			msg = msg[i+1:]
+		}
+		if msg == "" {
+			msg = err.Error()
+		}
+		res.err = msg
+	} else {
+		res.out = string(bytes.TrimSpace(out))
+	}
+	scriptOut[script] = res
+	return res
 }
 
 // Kernels returns migu's fused-kernel library (package onnx/kernels):
