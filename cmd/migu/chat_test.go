@@ -92,10 +92,7 @@ func TestTrainChat(t *testing.T) {
 		Data      data.Stats `json:"data"`
 		Output    string     `json:"output"`
 	}
-	raw, err := os.ReadFile(filepath.Join(out, "run.json"))
-	if err != nil || json.Unmarshal(raw, &res) != nil {
-		t.Fatalf("run.json: %v", err)
-	}
+	readJSON(t, filepath.Join(out, "run.json"), &res)
 	if !(res.LastLoss < 0.8*res.FirstLoss) || res.Format != "chat" {
 		t.Errorf("format %q, loss %.4f → %.4f: want chat and a falling loss", res.Format, res.FirstLoss, res.LastLoss)
 	}

@@ -85,10 +85,7 @@ type clResults struct {
 func readResults(t *testing.T, out string) clResults {
 	t.Helper()
 	var res clResults
-	raw, err := os.ReadFile(filepath.Join(out, "results.json"))
-	if err != nil || json.Unmarshal(raw, &res) != nil {
-		t.Fatalf("results.json: %v", err)
-	}
+	readJSON(t, filepath.Join(out, "results.json"), &res)
 	return res
 }
 

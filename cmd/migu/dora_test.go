@@ -22,15 +22,12 @@ func TestDoRA(t *testing.T) {
 		t.Fatalf("exit %d\n%s%s", code, stdout, stderr)
 	}
 	var res runJSON
-	raw, err := os.ReadFile(filepath.Join(out, "run.json"))
-	if err != nil || json.Unmarshal(raw, &res) != nil {
-		t.Fatalf("run.json: %v", err)
-	}
+	readJSON(t, filepath.Join(out, "run.json"), &res)
 	if !(res.LastLoss < res.FirstLoss) || res.Output != filepath.Join(out, "adapter") {
 		t.Errorf("loss %.4f → %.4f, output %s", res.FirstLoss, res.LastLoss, res.Output)
 	}
 	var cfg map[string]any
-	raw, _ = os.ReadFile(filepath.Join(res.Output, "adapter_config.json"))
+	raw, _ := os.ReadFile(filepath.Join(res.Output, "adapter_config.json"))
 	if json.Unmarshal(raw, &cfg) != nil || cfg["use_dora"] != true {
 		t.Errorf("adapter_config.json: %s", raw)
 	}

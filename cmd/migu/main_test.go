@@ -20,6 +20,19 @@ func runCLI(t *testing.T, args ...string) (int, string, string) {
 	return code, stdout.String(), stderr.String()
 }
 
+// readJSON decodes the JSON file at path (a run folder's run.json,
+// train.json, results.json) into v, or ends the test naming the file.
+func readJSON(t *testing.T, path string, v any) {
+	t.Helper()
+	raw, err := os.ReadFile(path)
+	if err == nil {
+		err = json.Unmarshal(raw, v)
+	}
+	if err != nil {
+		t.Fatalf("%s: %v", filepath.Base(path), err)
+	}
+}
+
 // torchExport writes a model exported by torch.onnx.export (the onnx
 // package's test fixture script) and returns its path.
 func torchExport(t *testing.T) string {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -25,10 +24,7 @@ func TestTrainPrecisionBF16(t *testing.T) {
 		t.Fatalf("exit %d\n%s%s", code, stdout, stderr)
 	}
 	var art train.Artifact
-	raw, err := os.ReadFile(filepath.Join(out, train.ArtifactFile))
-	if err != nil || json.Unmarshal(raw, &art) != nil {
-		t.Fatalf("train.json: %v", err)
-	}
+	readJSON(t, filepath.Join(out, train.ArtifactFile), &art)
 	if art.Precision != train.PrecisionBF16 || art.BF16Products == 0 {
 		t.Errorf("train.json records precision %q with %d bf16 products", art.Precision, art.BF16Products)
 	}

@@ -42,10 +42,7 @@ func TestSmolLM2ChatLoRA(t *testing.T) {
 		Format    string  `json:"format"`
 		Output    string  `json:"output"`
 	}
-	raw, err := os.ReadFile(filepath.Join(run, "run.json"))
-	if err != nil || json.Unmarshal(raw, &res) != nil {
-		t.Fatalf("run.json: %v", err)
-	}
+	readJSON(t, filepath.Join(run, "run.json"), &res)
 	t.Logf("%s format, loss %.3f → %.3f", res.Format, res.FirstLoss, res.LastLoss)
 	if res.Format != "chat" || !(res.LastLoss < 0.7*res.FirstLoss) {
 		t.Fatalf("format %q, loss %.4f → %.4f: want the model's chat template and a falling loss", res.Format, res.FirstLoss, res.LastLoss)
@@ -70,7 +67,7 @@ func TestSmolLM2ChatLoRA(t *testing.T) {
 	}
 	got := testfix.Logits(t, merged, ids)
 	idsPath, out := filepath.Join(work, "ids.json"), filepath.Join(work, "peft.bin")
-	raw, _ = json.Marshal([][]int64{ids})
+	raw, _ := json.Marshal([][]int64{ids})
 	if err := os.WriteFile(idsPath, raw, 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -143,10 +143,7 @@ func TestTrainLowersLoss(t *testing.T) {
 				t.Fatalf("exit %d\n%s%s", code, stdout, stderr)
 			}
 			var res runJSON
-			raw, err := os.ReadFile(filepath.Join(out, "run.json"))
-			if err != nil || json.Unmarshal(raw, &res) != nil {
-				t.Fatalf("run.json: %v", err)
-			}
+			readJSON(t, filepath.Join(out, "run.json"), &res)
 			if !(res.LastLoss < res.FirstLoss) {
 				t.Errorf("loss %.4f → %.4f did not fall", res.FirstLoss, res.LastLoss)
 			}
@@ -206,10 +203,7 @@ func TestTrainRecomputeLayers(t *testing.T) {
 				t.Fatalf("exit %d\n%s%s", code, stdout, stderr)
 			}
 			var art train.Artifact
-			raw, err := os.ReadFile(filepath.Join(out, train.ArtifactFile))
-			if err != nil || json.Unmarshal(raw, &art) != nil {
-				t.Fatalf("train.json: %v", err)
-			}
+			readJSON(t, filepath.Join(out, train.ArtifactFile), &art)
 			if art.Recompute != train.RecomputeLayers || art.RecomputedNodes == 0 {
 				t.Errorf("train.json records recompute %q with %d recomputed nodes", art.Recompute, art.RecomputedNodes)
 			}
