@@ -28,10 +28,7 @@ type Types interface {
 func FuseRMSNorm(m *onnx.Model, types Types) (int, error) {
 	g := m.Graph()
 	consumers := g.Consumers()
-	outputs := map[string]bool{}
-	for _, o := range g.P.Output {
-		outputs[o.GetName()] = true
-	}
+	outputs := outputSet(g)
 	// only returns the single consumer of v with the given op type, or nil.
 	only := func(v, op string) *onnxpb.NodeProto {
 		cs := consumers[v]
@@ -96,9 +93,26 @@ func FuseRMSNorm(m *onnx.Model, types Types) (int, error) {
 			Attribute: []*onnxpb.AttributeProto{onnx.AttrFloat("epsilon", eps)},
 		}
 	}
-	if len(replace) == 0 {
-		return 0, nil
+	replaceNodes(m, drop, replace)
+	return len(replace), nil
+}
+
+// outputSet is the set of g's output names.
+func outputSet(g *onnx.Graph) map[string]bool {
+	outputs := map[string]bool{}
+	for _, o := range g.P.Output {
+		outputs[o.GetName()] = true
 	}
+	return outputs
+}
+
+// replaceNodes drops and replaces nodes in place, keeping the order, and
+// imports the domain when it changed anything.
+func replaceNodes(m *onnx.Model, drop map[*onnxpb.NodeProto]bool, replace map[*onnxpb.NodeProto]*onnxpb.NodeProto) {
+	if len(replace) == 0 {
+		return
+	}
+	g := m.Graph()
 	kept := g.P.Node[:0]
 	for _, n := range g.P.Node {
 		switch {
@@ -111,7 +125,6 @@ func FuseRMSNorm(m *onnx.Model, types Types) (int, error) {
 	}
 	g.P.Node = kept
 	m.SetOpset(onnx.DomainMigu, Opset)
-	return len(replace), nil
 }
 
 // other returns n's input that is not v (n has two inputs), or "".
@@ -138,17 +151,23 @@ func lastAxis(m *onnx.Model, n *onnxpb.NodeProto, rank int) bool {
 	if a := onnx.GetAttr(n, "axes"); a != nil {
 		axes = a.Ints
 	} else if len(n.Input) == 2 {
-		t := m.Graph().Initializer(n.Input[1])
-		if t == nil {
-			return false
-		}
-		v, err := m.Int64s(t)
-		if err != nil {
+		v, ok := int64s(m, n.Input[1])
+		if !ok {
 			return false
 		}
 		axes = v
 	}
 	return len(axes) == 1 && (axes[0] == -1 || axes[0] == int64(rank-1))
+}
+
+// int64s reads an int64 initializer (a ReduceMean's axes, a Split's sizes).
+func int64s(m *onnx.Model, name string) ([]int64, bool) {
+	t := m.Graph().Initializer(name)
+	if t == nil {
+		return nil, false
+	}
+	v, err := m.Int64s(t)
+	return v, err == nil
 }
 
 // scalar reads a one-element float32 initializer.

@@ -102,32 +102,3 @@ func axisIsLast(m *onnx.Model, n *onnxpb.NodeProto, rank int) bool {
 	a := onnx.AttrIntOr(n, "axis", def)
 	return a == -1 || a == int64(rank-1)
 }
-
-func outputSet(g *onnx.Graph) map[string]bool {
-	outputs := map[string]bool{}
-	for _, o := range g.P.Output {
-		outputs[o.GetName()] = true
-	}
-	return outputs
-}
-
-// replaceNodes drops and replaces nodes in place, keeping the order, and
-// imports the domain when it changed anything.
-func replaceNodes(m *onnx.Model, drop map[*onnxpb.NodeProto]bool, replace map[*onnxpb.NodeProto]*onnxpb.NodeProto) {
-	if len(replace) == 0 {
-		return
-	}
-	g := m.Graph()
-	kept := g.P.Node[:0]
-	for _, n := range g.P.Node {
-		switch {
-		case drop[n]:
-		case replace[n] != nil:
-			kept = append(kept, replace[n])
-		default:
-			kept = append(kept, n)
-		}
-	}
-	g.P.Node = kept
-	m.SetOpset(onnx.DomainMigu, Opset)
-}

@@ -113,12 +113,8 @@ func halves(m *onnx.Model, n *onnxpb.NodeProto, h int64) bool {
 	var sizes []int64
 	switch {
 	case len(n.Input) >= 2 && n.Input[1] != "":
-		t := m.Graph().Initializer(n.Input[1])
-		if t == nil {
-			return false
-		}
-		v, err := m.Int64s(t)
-		if err != nil {
+		v, ok := int64s(m, n.Input[1])
+		if !ok {
 			return false
 		}
 		sizes = v
