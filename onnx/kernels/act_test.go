@@ -88,19 +88,13 @@ func buildAct(t testing.TB, a activation, shape []int64, r []float32, fused bool
 		g.AddInput(in, onnx.Float, dimsOf(shape))
 	}
 	y := a.build(g)
-	loss := g.Op("ReduceSum", []string{g.Op("Mul", []string{y, g.Const("r", shape, r...)}, "weighted")}, "loss", onnx.AttrInt("keepdims", 1))
-	loss = g.Op("Reshape", []string{loss, g.ConstInt64("one", []int64{1}, 1)}, "loss1")
-	g.AddOutput(loss, onnx.Float, onnx.Shape{onnx.D(1)})
+	loss := weightedLoss(g, y, shape, r)
 	g.AddOutput(y, onnx.Float, dimsOf(shape))
-	var fuse fuser
-	if fused {
-		fuse = a.fuse
-	}
 	params := make([]wrt, len(a.inputs))
 	for i, in := range a.inputs {
 		params[i] = wrt{in, shape}
 	}
-	return withGradient(t, m, loss, false, params, fuse, 1)
+	return withGradient(t, m, loss, false, params, fusedBy(fused, a.fuse), 1)
 }
 
 // runAct runs a graph of buildAct on the given inputs (in a.inputs'

@@ -117,16 +117,28 @@ func buildRMS(t testing.TB, shape []int64, r []float32, fused bool) graphFile {
 	rs := g.Op("Sqrt", []string{g.Op("Add", []string{ms, g.Const("eps", nil, eps)}, "norm.var")}, "norm.rms")
 	inv := g.Op("Reciprocal", []string{rs}, "norm.inv")
 	y := g.Op("Mul", []string{g.Op("Mul", []string{"x", inv}, "norm.normed"), "w"}, "y")
-	rn := g.Const("r", shape, r...)
-	loss := g.Op("ReduceSum", []string{g.Op("Mul", []string{y, rn}, "weighted")}, "loss", onnx.AttrInt("keepdims", 1))
+	loss := weightedLoss(g, y, shape, r)
+	g.AddOutput(y, onnx.Float, dimsOf(shape))
+	return withGradient(t, m, loss, false, []wrt{{"x", shape}, {"w", []int64{d}}}, fusedBy(fused, kernels.FuseRMSNorm), 1)
+}
+
+// weightedLoss adds the loss Σ y ⊙ r over y of the given shape (r fixed,
+// so every element gets its own upstream gradient) as an output of shape
+// [1] and returns its name.
+func weightedLoss(g *onnx.Graph, y string, shape []int64, r []float32) string {
+	loss := g.Op("ReduceSum", []string{g.Op("Mul", []string{y, g.Const("r", shape, r...)}, "weighted")}, "loss", onnx.AttrInt("keepdims", 1))
 	loss = g.Op("Reshape", []string{loss, g.ConstInt64("one", []int64{1}, 1)}, "loss1")
 	g.AddOutput(loss, onnx.Float, onnx.Shape{onnx.D(1)})
-	g.AddOutput(y, onnx.Float, dimsOf(shape))
-	var fuse fuser
+	return loss
+}
+
+// fusedBy is f for the fused variant of a test graph and nil, no rewrite,
+// for the standard-operator one.
+func fusedBy(fused bool, f fuser) fuser {
 	if fused {
-		fuse = kernels.FuseRMSNorm
+		return f
 	}
-	return withGradient(t, m, loss, false, []wrt{{"x", shape}, {"w", []int64{d}}}, fuse, 1)
+	return nil
 }
 
 func dimsOf(shape []int64) onnx.Shape {

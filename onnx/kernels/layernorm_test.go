@@ -24,15 +24,9 @@ func buildLN(t testing.TB, shape []int64, r []float32, fused bool) graphFile {
 	g.AddInput("w", onnx.Float, onnx.Shape{onnx.D(d)})
 	g.AddInput("b", onnx.Float, onnx.Shape{onnx.D(d)})
 	y := g.Op("LayerNormalization", []string{"x", "w", "b"}, "y", onnx.AttrInt("axis", -1), onnx.AttrFloat("epsilon", lnEps))
-	loss := g.Op("ReduceSum", []string{g.Op("Mul", []string{y, g.Const("r", shape, r...)}, "weighted")}, "loss", onnx.AttrInt("keepdims", 1))
-	loss = g.Op("Reshape", []string{loss, g.ConstInt64("one", []int64{1}, 1)}, "loss1")
-	g.AddOutput(loss, onnx.Float, onnx.Shape{onnx.D(1)})
+	loss := weightedLoss(g, y, shape, r)
 	g.AddOutput(y, onnx.Float, dimsOf(shape))
-	var fuse fuser
-	if fused {
-		fuse = kernels.FuseLayerNorm
-	}
-	return withGradient(t, m, loss, false, []wrt{{"x", shape}, {"w", []int64{d}}, {"b", []int64{d}}}, fuse, 1)
+	return withGradient(t, m, loss, false, []wrt{{"x", shape}, {"w", []int64{d}}, {"b", []int64{d}}}, fusedBy(fused, kernels.FuseLayerNorm), 1)
 }
 
 // runLN runs a graph of buildLN and returns y, dx, dw, db.

@@ -33,11 +33,7 @@ func buildCrossEntropy(t testing.TB, n, v int64, r []float32, fused bool) graphF
 	w := g.Op("Mul", []string{g.Op("Cast", []string{valid}, "weight", onnx.AttrInt("to", int64(onnx.Float))), g.Const("r", []int64{n}, r...)}, "rw")
 	loss := g.Op("ReduceSum", []string{g.Op("Mul", []string{flat, w}, "masked")}, "loss", onnx.AttrInt("keepdims", 1))
 	g.AddOutput(loss, onnx.Float, onnx.Shape{onnx.D(1)})
-	var fuse fuser
-	if fused {
-		fuse = kernels.FuseCrossEntropy
-	}
-	return withGradient(t, m, loss, true, []wrt{{"x", []int64{n, v}}}, fuse, 1)
+	return withGradient(t, m, loss, true, []wrt{{"x", []int64{n, v}}}, fusedBy(fused, kernels.FuseCrossEntropy), 1)
 }
 
 // buildSoftmax is y = Softmax(x, axis -1) with the loss Σ y ⊙ r. Outputs:
@@ -48,14 +44,8 @@ func buildSoftmax(t testing.TB, shape []int64, r []float32, fused bool) graphFil
 	g := m.Graph()
 	g.AddInput("x", onnx.Float, dimsOf(shape))
 	y := g.Op("Softmax", []string{"x"}, "y", onnx.AttrInt("axis", -1))
-	loss := g.Op("ReduceSum", []string{g.Op("Mul", []string{y, g.Const("r", shape, r...)}, "weighted")}, "loss", onnx.AttrInt("keepdims", 1))
-	loss = g.Op("Reshape", []string{loss, g.ConstInt64("one", []int64{1}, 1)}, "loss1")
-	g.AddOutput(loss, onnx.Float, onnx.Shape{onnx.D(1)})
-	var fuse fuser
-	if fused {
-		fuse = kernels.FuseSoftmax
-	}
-	return withGradient(t, m, loss, true, []wrt{{"x", shape}}, fuse, 1)
+	loss := weightedLoss(g, y, shape, r)
+	return withGradient(t, m, loss, true, []wrt{{"x", shape}}, fusedBy(fused, kernels.FuseSoftmax), 1)
 }
 
 // runFeeds runs a graph on float32 x and, when labels is not nil, int64
@@ -148,14 +138,7 @@ func xentRef(x []float64, labels []int64, r []float64, v int) float64 {
 			l += int64(v)
 		}
 		xs := x[row*v : (row+1)*v]
-		m := math.Inf(-1)
-		for _, e := range xs {
-			m = math.Max(m, e)
-		}
-		var s float64
-		for _, e := range xs {
-			s += math.Exp(e - m)
-		}
+		m, s := maxSumExp(xs)
 		loss += r[row] * (xs[l] - m - math.Log(s))
 	}
 	return loss
@@ -237,19 +220,25 @@ func TestSoftmaxMatchesStandardOps(t *testing.T) {
 	}
 }
 
+// maxSumExp returns a row's maximum m and Σ exp(x - m), the parts of a
+// stable softmax and log-sum-exp (m + log of the sum).
+func maxSumExp(xs []float64) (m, s float64) {
+	m = math.Inf(-1)
+	for _, e := range xs {
+		m = math.Max(m, e)
+	}
+	for _, e := range xs {
+		s += math.Exp(e - m)
+	}
+	return m, s
+}
+
 // softmaxRef is Σ r ⊙ softmax(x) over the last axis, in float64.
 func softmaxRef(x, r []float64, d int) float64 {
 	var loss float64
 	for row := 0; row*d < len(x); row++ {
 		xs := x[row*d : (row+1)*d]
-		m := math.Inf(-1)
-		for _, e := range xs {
-			m = math.Max(m, e)
-		}
-		var s float64
-		for _, e := range xs {
-			s += math.Exp(e - m)
-		}
+		m, s := maxSumExp(xs)
 		for j, e := range xs {
 			loss += r[row*d+j] * math.Exp(e-m) / s
 		}

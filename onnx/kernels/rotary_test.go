@@ -31,15 +31,9 @@ func buildRotary(t testing.TB, shape []int64, angles, r []float32, fused bool) g
 	r1 := g.Op("Sub", []string{g.Op("Mul", []string{xs[0], cos}, "x1cos"), g.Op("Mul", []string{xs[1], sin}, "x2sin")}, "r1")
 	r2 := g.Op("Add", []string{g.Op("Mul", []string{xs[1], cos}, "x2cos"), g.Op("Mul", []string{xs[0], sin}, "x1sin")}, "r2")
 	y := g.Op("Concat", []string{r1, r2}, "y", onnx.AttrInt("axis", -1))
-	loss := g.Op("ReduceSum", []string{g.Op("Mul", []string{y, g.Const("r", shape, r...)}, "weighted")}, "loss", onnx.AttrInt("keepdims", 1))
-	loss = g.Op("Reshape", []string{loss, g.ConstInt64("one", []int64{1}, 1)}, "loss1")
-	g.AddOutput(loss, onnx.Float, onnx.Shape{onnx.D(1)})
+	loss := weightedLoss(g, y, shape, r)
 	g.AddOutput(y, onnx.Float, dimsOf(shape))
-	var fuse fuser
-	if fused {
-		fuse = kernels.FuseRotary
-	}
-	return withGradient(t, m, loss, true, []wrt{{"x", shape}}, fuse, 1)
+	return withGradient(t, m, loss, true, []wrt{{"x", shape}}, fusedBy(fused, kernels.FuseRotary), 1)
 }
 
 // rotaryCase draws x, the angles of the cos/sin tables (positions up to
