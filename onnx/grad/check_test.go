@@ -61,9 +61,7 @@ func single(op string, attrs ...onnx.Attr) func(g *onnx.Graph, x []string) []str
 
 func checkGradient(t *testing.T, c gradCase) {
 	t.Helper()
-	if err := ort.Init(ort.InitOptions{LibraryPath: testenv.ORTLib(t)}); err != nil {
-		t.Fatal(err)
-	}
+	initORT(t)
 	rng := rand.New(rand.NewPCG(uint64(len(c.name)), 7))
 	m := onnx.New("check", nil)
 	g := m.Graph()
@@ -231,6 +229,41 @@ func float64Tensor(name string, dims []int64, v []float64) *onnxpb.TensorProto {
 		}
 	}
 	return onnx.NewTensor(name, onnx.Double, dims, raw)
+}
+
+// initORT loads ONNX Runtime for a test that runs graphs.
+func initORT(t *testing.T) {
+	t.Helper()
+	if err := ort.Init(ort.InitOptions{LibraryPath: testenv.ORTLib(t)}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// saveWithGradients differentiates m's loss with respect to wrt, adds each
+// gradient as an output after the loss, and saves the graph in a temporary
+// folder under name; it returns the file's path.
+func saveWithGradients(t *testing.T, m *onnx.Model, loss, name string, wrt ...string) string {
+	t.Helper()
+	sh, err := shapes.Infer(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := Differentiate(m, sh, loss, wrt)
+	if err != nil {
+		t.Fatalf("Differentiate: %v", err)
+	}
+	g := m.Graph()
+	for _, w := range wrt {
+		g.AddOutput(res.Grads[w], onnx.Double, nil)
+	}
+	if err := g.TopoSort(); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), name)
+	if err := m.Save(path, onnx.SaveOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
 
 // feeds wraps the float inputs as ORT tensors.

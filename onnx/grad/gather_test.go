@@ -2,13 +2,10 @@ package grad
 
 import (
 	"math/rand/v2"
-	"path/filepath"
 	"testing"
 
-	"github.com/migu-ml/migu/internal/testenv"
 	"github.com/migu-ml/migu/onnx"
 	"github.com/migu-ml/migu/onnx/ort"
-	"github.com/migu-ml/migu/onnx/shapes"
 )
 
 // An embedding looked up by a batch full of repeated tokens gets, on two
@@ -17,9 +14,7 @@ import (
 // reduction add, which the rule used before, lost updates of repeated
 // indices on two threads: rows off by whole units, different every run.)
 func TestGatherGradRepeatedIdsOnThreads(t *testing.T) {
-	if err := ort.Init(ort.InitOptions{LibraryPath: testenv.ORTLib(t)}); err != nil {
-		t.Fatal(err)
-	}
+	initORT(t)
 	const vocab, hidden, tokens = 16, 512, 4096
 	rng := rand.New(rand.NewPCG(3, 5))
 	ids := make([]int64, tokens)
@@ -43,22 +38,7 @@ func TestGatherGradRepeatedIdsOnThreads(t *testing.T) {
 	sum := g.Op("ReduceSum", []string{g.Op("Mul", []string{y, "r"}, "weighted")}, "sum", onnx.AttrInt("keepdims", 0))
 	loss := g.Op("Reshape", []string{sum, g.ConstInt64("one", []int64{1}, 1)}, "loss")
 	g.AddOutput(loss, onnx.Double, onnx.Shape{onnx.D(1)})
-	sh, err := shapes.Infer(m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := Differentiate(m, sh, loss, []string{"table"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	g.AddOutput(res.Grads["table"], onnx.Double, nil)
-	if err := g.TopoSort(); err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), "gather.onnx")
-	if err := m.Save(path, onnx.SaveOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	path := saveWithGradients(t, m, loss, "gather.onnx", "table")
 
 	want := make([]float64, vocab*hidden)
 	for i, id := range ids {

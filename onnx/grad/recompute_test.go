@@ -6,7 +6,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/migu-ml/migu/internal/testenv"
 	"github.com/migu-ml/migu/onnx"
 	"github.com/migu-ml/migu/onnx/onnxpb"
 	"github.com/migu-ml/migu/onnx/ort"
@@ -121,9 +120,7 @@ func (bg *blocksGraph) segments(blocks ...int) []Segment {
 // through the gate), which changes float rounding.
 func (bg *blocksGraph) run(t *testing.T) map[string][]float32 {
 	t.Helper()
-	if err := ort.Init(ort.InitOptions{LibraryPath: testenv.ORTLib(t)}); err != nil {
-		t.Fatal(err)
-	}
+	initORT(t)
 	g := bg.m.Graph()
 	for _, w := range bg.wrt {
 		g.AddOutput(bg.diff.Grads[w], onnx.Float, dimsOf(bg.shapes[w]))

@@ -2,13 +2,9 @@ package grad
 
 import (
 	"math"
-	"path/filepath"
 	"testing"
 
-	"github.com/migu-ml/migu/internal/testenv"
 	"github.com/migu-ml/migu/onnx"
-	"github.com/migu-ml/migu/onnx/ort"
-	"github.com/migu-ml/migu/onnx/shapes"
 )
 
 // A stopped value is a constant for the backward pass: for
@@ -16,9 +12,7 @@ import (
 // the full derivative, and ReduceL2, which has no rule, is not needed
 // because only the stopped path reads it.
 func TestStopGradient(t *testing.T) {
-	if err := ort.Init(ort.InitOptions{LibraryPath: testenv.ORTLib(t)}); err != nil {
-		t.Fatal(err)
-	}
+	initORT(t)
 	x := []float64{0.5, -1.25, 2, 0.75}
 	r := []float64{1, -0.5, 0.25, 2}
 	m := onnx.New("stop", nil)
@@ -30,22 +24,7 @@ func TestStopGradient(t *testing.T) {
 	loss := g.Op("Reshape", []string{g.Op("ReduceSum", []string{g.Op("Mul", []string{y, "r"}, "ry")}, "sum", onnx.AttrInt("keepdims", 0)),
 		g.ConstInt64("one", []int64{1}, 1)}, "loss")
 	g.AddOutput(loss, onnx.Double, onnx.Shape{onnx.D(1)})
-	shapes, err := shapes.Infer(m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := Differentiate(m, shapes, loss, []string{"x0"})
-	if err != nil {
-		t.Fatalf("Differentiate: %v", err)
-	}
-	g.AddOutput(res.Grads["x0"], onnx.Double, nil)
-	if err := g.TopoSort(); err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), "train.onnx")
-	if err := m.Save(path, onnx.SaveOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	path := saveWithGradients(t, m, loss, "train.onnx", "x0")
 	out, _ := runAll(t, path, []string{"x0"}, map[string][]float64{"x0": x}, []in{{shape: []int64{4}}})
 	var n float64
 	for _, v := range x {
