@@ -19,3 +19,23 @@ func CPUTime() time.Duration {
 func ReportCPU(b *testing.B, start time.Duration) {
 	b.ReportMetric(float64(CPUTime()-start)/float64(time.Millisecond)/float64(b.N), "cpu-ms/op")
 }
+
+// TimeRuns benchmarks run, typically an ONNX Runtime binding's Run: three
+// untimed warm-up runs (a session's first runs are slow), then the timed
+// runs of b.Loop, reporting CPU time per run (ReportCPU) beside wall time.
+// An error from run ends the benchmark.
+func TimeRuns(b *testing.B, run func() error) {
+	b.Helper()
+	for range 3 {
+		if err := run(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	cpu := CPUTime()
+	for b.Loop() {
+		if err := run(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	ReportCPU(b, cpu)
+}

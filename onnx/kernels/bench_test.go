@@ -56,8 +56,8 @@ func benchTensor[T float32 | int64](b *testing.B, v []T, shape ...int64) ort.Val
 	return t
 }
 
-// benchGraph times runs of a graph with bound inputs and outputs, after
-// three warm-up runs, and reports CPU time per run (cpu-ms/op).
+// benchGraph times runs of a graph with bound inputs and outputs
+// (testenv.TimeRuns: after three warm-up runs, with CPU time per run).
 func benchGraph(b *testing.B, path, lib string, fused bool, threads int, in, out map[string]ort.Value) {
 	b.Helper()
 	opts := ort.SessionOptions{Threads: threads}
@@ -84,17 +84,5 @@ func benchGraph(b *testing.B, path, lib string, fused bool, threads int, in, out
 			b.Fatal(err)
 		}
 	}
-	for range 3 { // ORT's first runs are slow
-		if err := bind.Run(); err != nil {
-			b.Fatal(err)
-		}
-	}
-	b.ResetTimer()
-	cpu := testenv.CPUTime()
-	for range b.N {
-		if err := bind.Run(); err != nil {
-			b.Fatal(err)
-		}
-	}
-	testenv.ReportCPU(b, cpu)
+	testenv.TimeRuns(b, bind.Run)
 }
