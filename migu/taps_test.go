@@ -260,18 +260,7 @@ func BenchmarkTaps(b *testing.B) {
 					ov, err := ort.NewTensor(make([]float32, tp.Dim), tp.Dim)
 					bindTensor(false, tp.Output, ov, err)
 				}
-				for range 3 { // ORT's first runs are slow
-					if err := bind.Run(); err != nil {
-						b.Fatal(err)
-					}
-				}
-				cpu := testenv.CPUTime()
-				for b.Loop() {
-					if err := bind.Run(); err != nil {
-						b.Fatal(err)
-					}
-				}
-				testenv.ReportCPU(b, cpu)
+				testenv.TimeRuns(b, bind.Run)
 			})
 		}
 	}
