@@ -158,12 +158,8 @@ type fuser struct {
 
 func newFuser(m *onnx.Model) *fuser {
 	g := m.Graph()
-	f := &fuser{m: m, consumers: g.Consumers(), outputs: map[string]bool{},
+	return &fuser{m: m, consumers: g.Consumers(), outputs: outputSet(g),
 		drop: map[*onnxpb.NodeProto]bool{}, replace: map[*onnxpb.NodeProto]*onnxpb.NodeProto{}}
-	for _, o := range g.P.Output {
-		f.outputs[o.GetName()] = true
-	}
-	return f
 }
 
 // only returns the single consumer of v, a standard op of the given type
@@ -202,22 +198,7 @@ func (f *fuser) fuse(last *onnxpb.NodeProto, chain []*onnxpb.NodeProto, op strin
 // finish rewrites the graph's node list and returns the number of chains
 // fused.
 func (f *fuser) finish() int {
-	if len(f.replace) == 0 {
-		return 0
-	}
-	g := f.m.Graph()
-	kept := g.P.Node[:0]
-	for _, n := range g.P.Node {
-		switch {
-		case f.drop[n]:
-		case f.replace[n] != nil:
-			kept = append(kept, f.replace[n])
-		default:
-			kept = append(kept, n)
-		}
-	}
-	g.P.Node = kept
-	f.m.SetOpset(onnx.DomainMigu, Opset)
+	replaceNodes(f.m, f.drop, f.replace)
 	return len(f.replace)
 }
 
