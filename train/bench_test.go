@@ -8,6 +8,7 @@ import (
 
 	"github.com/migu-ml/migu/exporters"
 	"github.com/migu-ml/migu/internal/testenv"
+	"github.com/migu-ml/migu/internal/testfix"
 	"github.com/migu-ml/migu/modeldir"
 	"github.com/migu-ml/migu/onnx"
 	"github.com/migu-ml/migu/onnx/ort"
@@ -28,15 +29,8 @@ func BenchmarkStep(b *testing.B) {
 		b.Fatal(err)
 	}
 	for _, arch := range []string{"llama", "t5", "roberta"} {
-		root := b.TempDir()
-		hf, model, out := filepath.Join(root, "hf"), filepath.Join(root, "model"), filepath.Join(root, "train")
-		if _, err := exporters.Init(hf, exporters.InitOptions{Arch: arch, Preset: "small"}); err != nil {
-			b.Fatal(err)
-		}
-		man, err := exporters.Export(hf, model)
-		if err != nil {
-			b.Fatal(err)
-		}
+		_, model, man := testfix.PresetModel(b, arch, exporters.InitOptions{Preset: "small"})
+		out := filepath.Join(b.TempDir(), "train")
 		art, err := BuildGraph(model, mkdir(b, out), GraphOptions{Trainable: TrainLinear, Taps: true})
 		if err != nil {
 			b.Fatal(err)
@@ -70,21 +64,13 @@ func BenchmarkFusedStep(b *testing.B) {
 		b.Fatal(err)
 	}
 	for _, arch := range []string{"llama", "t5", "roberta"} {
-		root := b.TempDir()
-		hf, model := filepath.Join(root, "hf"), filepath.Join(root, "model")
-		if _, err := exporters.Init(hf, exporters.InitOptions{Arch: arch, Preset: "small"}); err != nil {
-			b.Fatal(err)
-		}
-		man, err := exporters.Export(hf, model)
-		if err != nil {
-			b.Fatal(err)
-		}
+		_, model, man := testfix.PresetModel(b, arch, exporters.InitOptions{Preset: "small"})
 		for _, fused := range []bool{false, true} {
 			name, so := "standard", ort.SessionOptions{Threads: 2, NoMemPattern: true}
 			if fused {
 				name, so.CustomOps = "fused", []string{lib}
 			}
-			out := mkdir(b, filepath.Join(root, name))
+			out := mkdir(b, filepath.Join(b.TempDir(), name))
 			art, err := BuildGraph(model, out, GraphOptions{Trainable: TrainAll, Taps: true, Fused: fused})
 			if err != nil {
 				b.Fatal(err)

@@ -7,6 +7,7 @@ import (
 
 	"github.com/migu-ml/migu/exporters"
 	"github.com/migu-ml/migu/internal/testenv"
+	"github.com/migu-ml/migu/internal/testfix"
 	"github.com/migu-ml/migu/onnx/kernels"
 	"github.com/migu-ml/migu/onnx/ort"
 )
@@ -24,15 +25,7 @@ func BenchmarkBF16Step(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.Logf("CPU bf16 units: %q", kernels.BF16Units())
-	root := b.TempDir()
-	hf, model := filepath.Join(root, "hf"), filepath.Join(root, "model")
-	if _, err := exporters.Init(hf, exporters.InitOptions{Arch: "llama", Preset: "small"}); err != nil {
-		b.Fatal(err)
-	}
-	man, err := exporters.Export(hf, model)
-	if err != nil {
-		b.Fatal(err)
-	}
+	_, model, man := testfix.PresetModel(b, "llama", exporters.InitOptions{Preset: "small"})
 	// bf16 runs on each of MatMulBF16's paths ($MIGU_BF16_PATH): f32, what
 	// migu picks without bf16 units, and native, oneDNN's bf16 products.
 	for _, variant := range []string{PrecisionFP32, PrecisionBF16 + "-f32", PrecisionBF16 + "-native"} {
@@ -41,7 +34,7 @@ func BenchmarkBF16Step(b *testing.B) {
 		if precision == PrecisionBF16 {
 			so.CustomOps = []string{lib}
 		}
-		out := mkdir(b, filepath.Join(root, variant))
+		out := mkdir(b, filepath.Join(b.TempDir(), variant))
 		art, err := BuildGraph(model, out, GraphOptions{Trainable: TrainAll, Taps: true, Precision: precision})
 		if err != nil {
 			b.Fatal(err)

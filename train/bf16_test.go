@@ -283,15 +283,7 @@ func TestBF16ThreadsDeterministic(t *testing.T) {
 		t.Skip("exports the small llama (-short)")
 	}
 	lib := testenv.BF16(t)
-	root := t.TempDir()
-	hf, model := filepath.Join(root, "hf"), filepath.Join(root, "model")
-	if _, err := exporters.Init(hf, exporters.InitOptions{Arch: "llama", Preset: "small"}); err != nil {
-		t.Fatal(err)
-	}
-	man, err := exporters.Export(hf, model)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, model, man := testfix.PresetModel(t, "llama", exporters.InitOptions{Preset: "small"})
 	b := testfix.RandomBatches(1, 4, 128, man.VocabSize, 9)[0]
 	spec := recomputeSpec{model: model, method: "full", feeds: testfix.BatchFeeds(b), bf16: lib, threads: 2}
 	_, want, _ := spec.run(t, RecomputeNone)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/migu-ml/migu/exporters"
 	"github.com/migu-ml/migu/internal/testenv"
+	"github.com/migu-ml/migu/internal/testfix"
 	"github.com/migu-ml/migu/modeldir"
 	"github.com/migu-ml/migu/onnx"
 	"github.com/migu-ml/migu/onnx/ort"
@@ -427,14 +428,7 @@ func intData(v ort.Value) []int64 {
 
 // BenchmarkInfer infers the forward graph of the small Llama preset.
 func BenchmarkInfer(b *testing.B) {
-	dir := b.TempDir()
-	hf, out := filepath.Join(dir, "hf"), filepath.Join(dir, "model")
-	if _, err := exporters.Init(hf, exporters.InitOptions{Arch: "llama", Preset: "small", Seed: 1}); err != nil {
-		b.Fatal(err)
-	}
-	if _, err := exporters.Export(hf, out); err != nil {
-		b.Fatal(err)
-	}
+	_, out, _ := testfix.PresetModel(b, "llama", exporters.InitOptions{Preset: "small", Seed: 1})
 	m, err := onnx.Load(filepath.Join(out, modeldir.ModelFile))
 	if err != nil {
 		b.Fatal(err)
