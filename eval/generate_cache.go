@@ -90,7 +90,7 @@ func (g *generator) load(dir, architecture string, seq2seq bool) error {
 // positions. With the kernel library in opts it fuses the graph first. A
 // graph whose weights are external data in its folder (m.Dir) is loaded
 // with that folder as the session's ExternalDataDir, so that ORT reads
-// them from there, as for the fused forward graph (fusedModel).
+// them from there, as for the forward graph (forwardModel).
 func (g *generator) session(m *onnx.Model) (*ort.Session, map[string]int, error) {
 	if len(g.opts.CustomOps) > 0 {
 		counts, err := fuse(m)
