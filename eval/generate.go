@@ -465,15 +465,14 @@ func (m *Model) newStepper(noCache bool) (stepper, error) {
 	return &cachedStepper{m: m, g: &m.gen, seq2seq: m.seq2seq}, nil
 }
 
-// lastPositions copies the logits of the last position of every row out
-// of a [rows, seq, vocab] block.
-func (m *Model) lastPositions(dst, logits []float32, rows, seq int) []float32 {
-	dst = slices.Grow(dst[:0], rows*m.vocab)[:rows*m.vocab]
-	for r := range rows {
-		src := logits[((r+1)*seq-1)*m.vocab : (r+1)*seq*m.vocab]
-		copy(dst[r*m.vocab:], src)
+// lastPositions is the position query of a forward run that reads the
+// last of seq positions of each of rows rows.
+func lastPositions(rows, seq int) []int64 {
+	pos := make([]int64, rows)
+	for r := range pos {
+		pos[r] = int64(seq - 1)
 	}
-	return dst
+	return pos
 }
 
 // fullStepper reruns the forward graph on the whole sequence every step.
@@ -507,11 +506,11 @@ func (f *fullStepper) run() ([]float32, error) {
 	if f.seq > f.m.maxLen {
 		return nil, fmt.Errorf("generation reached the context length %d", f.m.maxLen)
 	}
-	logits, err := f.m.forward(f.ids, f.mask, f.rows, f.seq)
+	logits, err := f.m.forward(f.ids, f.mask, f.rows, f.seq, lastPositions(f.rows, f.seq), 1)
 	if err != nil {
 		return nil, err
 	}
-	f.lastLogits = f.m.lastPositions(f.lastLogits, logits, f.rows, f.seq)
+	f.lastLogits = append(f.lastLogits[:0], logits...)
 	return f.lastLogits, nil
 }
 
@@ -581,11 +580,11 @@ func (s *seq2seqStepper) keep(rows []int) error {
 }
 
 func (s *seq2seqStepper) run() ([]float32, error) {
-	logits, err := s.m.forwardSeq2Seq(s.encIDs, s.encMask, s.encLen, s.decIDs, s.decMask, s.decLen, s.rows)
+	logits, err := s.m.forwardSeq2Seq(s.encIDs, s.encMask, s.encLen, s.decIDs, s.decMask, s.decLen, s.rows, lastPositions(s.rows, s.decLen), 1)
 	if err != nil {
 		return nil, err
 	}
-	s.lastLogits = s.m.lastPositions(s.lastLogits, logits, s.rows, s.decLen)
+	s.lastLogits = append(s.lastLogits[:0], logits...)
 	return s.lastLogits, nil
 }
 

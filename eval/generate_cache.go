@@ -25,9 +25,13 @@ type generator struct {
 	// Output positions: the decoder's logits and per layer present key
 	// and value; the encoder's cross keys and values.
 	logitsAt, crossAt int
-	keyAt, valueAt    []int
-	crossKeyAt        []int
-	crossValueAt      []int
+	// scored: the causal decoder has the scoring input and outputs
+	// (addScoring), which shared-context scoring reads instead of its
+	// logits.
+	scored         bool
+	keyAt, valueAt []int
+	crossKeyAt     []int
+	crossValueAt   []int
 }
 
 // load builds the cached graphs of dir (once), through the builder its
@@ -48,6 +52,8 @@ func (g *generator) load(dir, architecture string, seq2seq bool) error {
 		defer decoder.Close()
 		if encoder != nil {
 			defer encoder.Close()
+		} else if err := addScoring(decoder, false); err != nil {
+			return fmt.Errorf("%s: the key/value-cache decoder: %w", dir, err)
 		}
 		sess, at, err := g.session(decoder)
 		if err != nil {
@@ -70,7 +76,7 @@ func (g *generator) load(dir, architecture string, seq2seq bool) error {
 			}
 			g.enc = enc
 		}
-		g.sess, g.cache = sess, cache
+		g.sess, g.cache, g.scored = sess, cache, encoder == nil
 		return nil
 	}()
 	// Weights a builder read into the graph (a folder that keeps them
@@ -84,7 +90,7 @@ func (g *generator) load(dir, architecture string, seq2seq bool) error {
 // positions. With the kernel library in opts it fuses the graph first. A
 // graph whose weights are external data in its folder (m.Dir) is loaded
 // with that folder as the session's ExternalDataDir, so that ORT reads
-// them from there, as for the fused forward graph (fusedModel).
+// them from there, as for the forward graph (forwardModel).
 func (g *generator) session(m *onnx.Model) (*ort.Session, map[string]int, error) {
 	if len(g.opts.CustomOps) > 0 {
 		counts, err := fuse(m)
@@ -189,15 +195,8 @@ func (c *cachedStepper) next(tokens []int64) ([]float32, error) {
 }
 
 // run feeds newLen tokens per row and keeps the presents as the next past;
-// it returns the logits of each row's last position.
+// it returns the logits of each row's last position ([rows, vocab]).
 func (c *cachedStepper) run(ids []int64, newLen int) ([]float32, error) {
-	return c.runLogits(ids, newLen, 0)
-}
-
-// runLogits is run returning the logits of each row's last n positions
-// ([rows, n, vocab]); n 0 means 1. A seq2seq decoder returns the last
-// position's alone.
-func (c *cachedStepper) runLogits(ids []int64, newLen, n int) ([]float32, error) {
 	idT, err := ort.NewTensor(ids, int64(c.rows), int64(newLen))
 	if err != nil {
 		return nil, err
@@ -222,12 +221,20 @@ func (c *cachedStepper) runLogits(ids []int64, newLen, n int) ([]float32, error)
 		in[cache.PastKey[i]], in[cache.PastValue[i]] = c.past[2*i], c.past[2*i+1]
 	}
 	if !c.seq2seq {
-		nT, err := ort.NewTensor([]int64{int64(max(n, 1))}, 1)
+		nT, err := ort.NewTensor([]int64{1}, 1)
 		if err != nil {
 			return nil, err
 		}
 		defer nT.Close()
 		in[kvcache.LogitsLen] = nT
+	}
+	if c.g.scored { // any token: these scores are not read
+		tT, err := ort.NewTensor(make([]int64, c.rows), int64(c.rows), 1, 1)
+		if err != nil {
+			return nil, err
+		}
+		defer tT.Close()
+		in[scoreTarget] = tT
 	}
 	outs, err := c.g.sess.Run(in)
 	if err != nil {
@@ -237,17 +244,93 @@ func (c *cachedStepper) runLogits(ids []int64, newLen, n int) ([]float32, error)
 		v.Close()
 	}
 	c.past = c.past[:0]
+	kept := map[int]bool{}
 	for i := range cache.Layers {
 		c.past = append(c.past, outs[c.g.keyAt[i]], outs[c.g.valueAt[i]])
+		kept[c.g.keyAt[i]], kept[c.g.valueAt[i]] = true, true
+	}
+	for i, v := range outs {
+		if !kept[i] {
+			defer v.Close()
+		}
 	}
 	logits := outs[c.g.logitsAt]
-	defer logits.Close()
 	t, ok := logits.(*ort.Tensor[float32])
 	if !ok {
 		return nil, fmt.Errorf("the cached decoder's logits are %v, not float32", logits.DType())
 	}
 	c.last = append(c.last[:0], t.Data()...)
 	return c.last, nil
+}
+
+// score feeds newLen new tokens per row, as run does, and returns the
+// log-probabilities of the tokens target ([rows, n]) at each row's last n
+// positions and those positions' argmaxes ([rows, n] each), computed in
+// the graph (addScoring): neither the logits nor the presents, which the
+// binding leaves unbound, are copied out. The past stays as it was; the
+// caller runs no step after this one. The slices are new.
+func (c *cachedStepper) score(ids []int64, newLen int, target []int64, n int) (runOut, error) {
+	if !c.g.scored {
+		return runOut{}, fmt.Errorf("the key/value-cache decoder has no scoring outputs")
+	}
+	b, err := c.g.sess.NewBinding()
+	if err != nil {
+		return runOut{}, err
+	}
+	defer b.Close()
+	var vals []ort.Value
+	defer func() {
+		for _, v := range vals {
+			v.Close()
+		}
+	}()
+	tgt := make([]int64, len(target))
+	for i, t := range target {
+		if t >= 0 && t < int64(c.m.vocab) {
+			tgt[i] = t
+		}
+	}
+	res := runOut{logp: make([]float32, c.rows*n), argmax: make([]int64, c.rows*n)}
+	rows, nn := int64(c.rows), int64(n)
+	cache := c.g.cache
+	for _, err := range []error{
+		bindTensor(b, &vals, "input_ids", false, ids, rows, int64(newLen)),
+		bindTensor(b, &vals, "attention_mask", false, c.mask, rows, int64(len(c.mask)/c.rows)),
+		bindTensor(b, &vals, kvcache.LogitsLen, false, []int64{nn}, 1),
+		bindTensor(b, &vals, scoreTarget, false, tgt, rows, nn, 1),
+		bindTensor(b, &vals, scoreLogProb, true, res.logp, rows, nn, 1),
+		bindTensor(b, &vals, scoreArgmax, true, res.argmax, rows, nn, 1),
+	} {
+		if err != nil {
+			return runOut{}, err
+		}
+	}
+	for i := range cache.Layers {
+		if err := b.BindInput(cache.PastKey[i], c.past[2*i]); err != nil {
+			return runOut{}, err
+		}
+		if err := b.BindInput(cache.PastValue[i], c.past[2*i+1]); err != nil {
+			return runOut{}, err
+		}
+	}
+	if err := b.Run(); err != nil {
+		return runOut{}, err
+	}
+	return res, nil
+}
+
+// bindTensor binds data, shaped, to the input or output name of b, and
+// adds the tensor to vals, which the caller closes after the run.
+func bindTensor[T float32 | int64](b *ort.Binding, vals *[]ort.Value, name string, out bool, data []T, shape ...int64) error {
+	t, err := ort.NewTensor(data, shape...)
+	if err != nil {
+		return err
+	}
+	*vals = append(*vals, t)
+	if out {
+		return b.BindOutput(name, t)
+	}
+	return b.BindInput(name, t)
 }
 
 func (c *cachedStepper) keep(rows []int) error {

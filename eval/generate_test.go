@@ -407,12 +407,12 @@ func TestGenerateSeq2Seq(t *testing.T) {
 		var want []int64
 		m.mu.Lock()
 		for len(want) < 8 {
-			logits, err := m.forwardSeq2Seq(enc, mask, len(enc), dec, slices.Repeat([]int64{1}, len(dec)), len(dec), 1)
+			logits, err := m.forwardSeq2Seq(enc, mask, len(enc), dec, slices.Repeat([]int64{1}, len(dec)), len(dec), 1, lastPositions(1, len(dec)), 1)
 			if err != nil {
 				m.mu.Unlock()
 				t.Fatal(err)
 			}
-			_, best := logSoftmaxAt(logits[(len(dec)-1)*m.vocab:len(dec)*m.vocab], 0)
+			_, best := logSoftmaxAt(logits, 0)
 			if int64(best) == eos {
 				break
 			}

@@ -44,22 +44,29 @@ func fuse(m *onnx.Model) (map[string]int, error) {
 	return kernels.Fuse(m, info)
 }
 
-// fusedModel reads the forward graph of dir and fuses it. It returns the
-// serialized graph and what was fused, or nil when nothing was. The graph still refers to the weights in dir's data files, which
-// ORT reads from there (ort.SessionOptions.ExternalDataDir), so fusing copies no weights.
-func fusedModel(dir string) ([]byte, map[string]int, error) {
+// forwardModel reads the forward graph of dir, adds the scoring inputs
+// and outputs (addScoring) and, with withKernels, fuses it. It returns the
+// serialized graph and what was fused. The graph still refers to the
+// weights in dir's data files, which ORT reads from there
+// (ort.SessionOptions.ExternalDataDir), so the rewrite copies no weights.
+func forwardModel(dir string, withKernels bool) ([]byte, map[string]int, error) {
 	m, err := onnx.Load(filepath.Join(dir, modeldir.ModelFile))
 	if err != nil {
 		return nil, nil, err
 	}
 	defer m.Close()
-	counts, err := fuse(m)
-	if err != nil || len(counts) == 0 {
-		return nil, nil, err
+	if err := addScoring(m, true); err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", dir, err)
+	}
+	var counts map[string]int
+	if withKernels {
+		if counts, err = fuse(m); err != nil {
+			return nil, nil, err
+		}
 	}
 	raw, err := proto.Marshal(m.Proto)
 	if err != nil {
-		return nil, nil, fmt.Errorf("serializing the fused graph: %w", err)
+		return nil, nil, fmt.Errorf("serializing the forward graph: %w", err)
 	}
 	return raw, counts, nil
 }

@@ -21,7 +21,8 @@ import (
 // must have fused every RMSNorm, and every log-likelihood must agree with
 // the standard graph's to float32 rounding, greediness exactly. The real
 // SmolLM2-135M (30 layers, vocabulary 49152) runs when `make smollm2` has
-// exported it.
+// exported it. Both graphs' scoring log-softmax picks (scoregraph.go) run
+// as PickLogSoftmax.
 func TestFusedKernelsMatchStandard(t *testing.T) {
 	lib := testenv.Kernels(t)
 	if err := ort.Init(ort.InitOptions{LibraryPath: testenv.ORTLib(t)}); err != nil {
@@ -79,11 +80,11 @@ func TestFusedKernelsMatchStandard(t *testing.T) {
 				if norms == 0 {
 					norms = 2*int(m.Manifest().NumLayers) + 1
 				}
-				if m.fused["RMSNorm"] != norms || m.fused["SwiGLU"] == 0 || m.fused["Softmax"] == 0 {
-					t.Fatalf("the forward graph fused %v, want %d RMSNorms, SwiGLUs and softmaxes", m.fused, norms)
+				if m.fused["RMSNorm"] != norms || m.fused["SwiGLU"] == 0 || m.fused["Softmax"] == 0 || m.fused["CrossEntropy"] != 1 {
+					t.Fatalf("the forward graph fused %v, want %d RMSNorms, SwiGLUs, softmaxes and the scoring's log-softmax pick", m.fused, norms)
 				}
-				if !unshared && (m.gen.fused["RMSNorm"] != norms || m.gen.fused["SwiGLU"] == 0) {
-					t.Fatalf("the cached decoder fused %v (%v), want %d RMSNorms and SwiGLUs", m.gen.fused, m.gen.err, norms)
+				if !unshared && (m.gen.fused["RMSNorm"] != norms || m.gen.fused["SwiGLU"] == 0 || m.gen.fused["CrossEntropy"] != 1) {
+					t.Fatalf("the cached decoder fused %v (%v), want %d RMSNorms, SwiGLUs and the scoring's log-softmax pick", m.gen.fused, m.gen.err, norms)
 				}
 				worst := 0.0
 				for i := range reqs {

@@ -203,15 +203,23 @@ func (m *Model) scoreCausal(reqs []tokenRequest, idx []int, out []Result, sc *ba
 			sc.mask[r*seq+s] = 1
 		}
 	}
-	logits, err := m.forward(sc.ids, sc.mask, rows, seq)
+	if err := m.checkCausal(sc.ids, sc.mask, rows, seq); err != nil {
+		return err
+	}
+	conts := make([][]int, rows)
+	firsts := make([]int, rows)
+	for r, i := range idx {
+		conts[r] = reqs[i].cont
+		firsts[r] = len(inps[r]) - len(conts[r]) // position whose logits predict cont[0]
+	}
+	pos, target, n := contQuery(firsts, conts)
+	res, err := m.run(rows, seq, []namedInput{{"input_ids", sc.ids, seq}, {"attention_mask", sc.mask, seq}}, pos, target, n)
 	if err != nil {
 		return err
 	}
 	for r, i := range idx {
-		cont := reqs[i].cont
-		first := len(inps[r]) - len(cont) // position whose logits predict cont[0]
-		out[i].LogProb, out[i].Greedy = m.sumLogProbs(logits, r*seq+first, cont)
-		out[i].Tokens = len(cont)
+		out[i].LogProb, out[i].Greedy = m.sumScores(res, r, n, conts[r])
+		out[i].Tokens = len(conts[r])
 	}
 	return nil
 }
@@ -248,29 +256,55 @@ func (m *Model) scoreSeq2Seq(reqs []tokenRequest, idx []int, out []Result, sc *b
 			sc.decMask[r*decLen+s] = 1
 		}
 	}
-	logits, err := m.forwardSeq2Seq(sc.ids, sc.mask, encLen, sc.dec, sc.decMask, decLen, rows)
+	if err := m.checkSeq2Seq(sc.ids, sc.mask, encLen, sc.dec, sc.decMask, decLen, rows); err != nil {
+		return err
+	}
+	conts := make([][]int, rows)
+	for r, i := range idx {
+		conts[r] = reqs[i].cont
+	}
+	pos, target, n := contQuery(make([]int, rows), conts)
+	res, err := m.run(rows, decLen, seq2seqInputs(sc.ids, sc.mask, encLen, sc.dec, sc.decMask, decLen), pos, target, n)
 	if err != nil {
 		return err
 	}
 	for r, i := range idx {
-		cont := reqs[i].cont
-		out[i].LogProb, out[i].Greedy = m.sumLogProbs(logits, r*decLen, cont)
-		out[i].Tokens = len(cont)
+		out[i].LogProb, out[i].Greedy = m.sumScores(res, r, n, conts[r])
+		out[i].Tokens = len(conts[r])
 	}
 	return nil
 }
 
-// sumLogProbs adds log-softmax(logits[pos+k])[cont[k]] over k, where pos
-// counts rows of vocab logits, and reports whether every cont[k] is the
-// argmax (the first maximum, as torch.argmax).
-func (m *Model) sumLogProbs(logits []float32, pos int, cont []int) (float64, bool) {
-	v := m.vocab
+// contQuery lays out what a scoring run reads: row r's continuation
+// conts[r], whose first token the position firsts[r] predicts, at n
+// positions per row (the longest continuation; the rest of a shorter
+// row reads position 0 for token 0 and is ignored).
+func contQuery(firsts []int, conts [][]int) (pos, target []int64, n int) {
+	for _, c := range conts {
+		n = max(n, len(c))
+	}
+	pos, target = make([]int64, len(conts)*n), make([]int64, len(conts)*n)
+	for r, c := range conts {
+		for k, tok := range c {
+			pos[r*n+k], target[r*n+k] = int64(firsts[r]+k), int64(tok)
+		}
+	}
+	return pos, target, n
+}
+
+// sumScores adds the log-probabilities of row r's tokens cont, scored at
+// the first len(cont) of its n positions, in float64, and reports whether
+// every one is the argmax (the first maximum, as torch.argmax). A token
+// outside the vocabulary has probability 0 and is never the argmax.
+func (m *Model) sumScores(res runOut, r, n int, cont []int) (float64, bool) {
 	sum, greedy := 0.0, true
 	for k, tok := range cont {
-		row := logits[(pos+k)*v : (pos+k+1)*v]
-		lp, best := logSoftmaxAt(row, tok)
-		sum += lp
-		if best != tok {
+		if tok < 0 || tok >= m.vocab {
+			sum, greedy = math.Inf(-1), false
+			continue
+		}
+		sum += float64(res.logp[r*n+k])
+		if res.argmax[r*n+k] != int64(tok) {
 			greedy = false
 		}
 	}
@@ -278,7 +312,7 @@ func (m *Model) sumLogProbs(logits []float32, pos int, cont []int) (float64, boo
 }
 
 // logSoftmaxAt returns log-softmax(row)[tok] computed in float64, and the
-// index of the first maximum of row.
+// index of the first maximum of row (torch.argmax's choice).
 func logSoftmaxAt(row []float32, tok int) (float64, int) {
 	best := 0
 	mx := row[0]

@@ -77,7 +77,11 @@ func sharedBatches(reqs []tokenRequest, groups [][]int, batch int) [][][]int {
 // scoreShared scores groups of requests that share a context
 // (sharedGroups) through the cached decoder: the contexts as one batch,
 // left-padded, then every continuation of every group as one batch after
-// its context's keys and values. The caller holds m.mu and has loaded
+// its context's keys and values. The first run returns the logits of each
+// context's last position (one row of the vocabulary per group), which
+// score every continuation's first token; the second returns the
+// log-probabilities and argmaxes of the other tokens alone (the decoder's
+// scoring outputs, scoregraph.go). The caller holds m.mu and has loaded
 // m.gen.
 func (m *Model) scoreShared(reqs []tokenRequest, groups [][]int, out []Result) error {
 	st := &cachedStepper{m: m, g: &m.gen}
@@ -136,7 +140,17 @@ func (m *Model) scoreShared(reqs []tokenRequest, groups [][]int, out []Result) e
 			r++
 		}
 	}
-	logits, err := st.runLogits(next, rest, rest)
+	target := make([]int64, len(rows)*rest)
+	r = 0
+	for _, g := range groups {
+		for _, i := range g {
+			for s, id := range reqs[i].cont[1:] {
+				target[r*rest+s] = int64(id)
+			}
+			r++
+		}
+	}
+	res, err := st.score(next, rest, target, rest)
 	if err != nil {
 		return err
 	}
@@ -144,7 +158,7 @@ func (m *Model) scoreShared(reqs []tokenRequest, groups [][]int, out []Result) e
 	for _, g := range groups {
 		for _, i := range g {
 			cont := reqs[i].cont
-			lp, greedy := m.sumLogProbs(logits, r*rest, cont[1:])
+			lp, greedy := m.sumScores(res, r, rest, cont[1:])
 			out[i].LogProb += lp
 			out[i].Greedy = out[i].Greedy && greedy
 			r++

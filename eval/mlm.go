@@ -3,7 +3,6 @@ package eval
 import (
 	"context"
 	"fmt"
-	"math"
 
 	"github.com/migu-ml/migu/data"
 	"github.com/migu-ml/migu/internal/badinput"
@@ -84,7 +83,7 @@ func (m *Model) pseudoLogLikelihoods(ctx context.Context, reqs []pllRequest) ([]
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	out := make([]float64, len(reqs))
-	var ids, mask []int64
+	var ids, mask, pos, target []int64
 	for start := 0; start < len(copies); start += m.batch {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -108,32 +107,22 @@ func (m *Model) pseudoLogLikelihoods(ctx context.Context, reqs []pllRequest) ([]
 				}
 			}
 		}
-		logits, err := m.run(len(batch), seq, []namedInput{{"input_ids", ids, seq}, {"attention_mask", mask, seq}})
+		pos, target = pos[:0], target[:0]
+		for _, c := range batch {
+			pos, target = append(pos, int64(c.pos)), append(target, reqs[c.req].ids[c.pos])
+		}
+		res, err := m.run(len(batch), seq, []namedInput{{"input_ids", ids, seq}, {"attention_mask", mask, seq}}, pos, target, 1)
 		if err != nil {
 			return nil, err
 		}
 		for b, c := range batch {
-			row := logits[(b*seq+c.pos)*m.vocab : (b*seq+c.pos+1)*m.vocab]
-			out[c.req] += logProbAt(row, int(reqs[c.req].ids[c.pos]))
+			out[c.req] += float64(res.logp[b])
 		}
 		if m.progress != nil {
 			m.progress(start+len(batch), len(copies))
 		}
 	}
 	return out, nil
-}
-
-// logProbAt is log softmax(row)[k], in float64.
-func logProbAt(row []float32, k int) float64 {
-	hi := math.Inf(-1)
-	for _, v := range row {
-		hi = max(hi, float64(v))
-	}
-	var sum float64
-	for _, v := range row {
-		sum += math.Exp(float64(v) - hi)
-	}
-	return float64(row[k]) - hi - math.Log(sum)
 }
 
 // clRankMLM is clRank for masked-LM models: each label's score is its

@@ -58,8 +58,9 @@ type Model struct {
 	// sess is the forward graph's session, opened on first use
 	// (forwardSession), so that scoring the cached decoder serves whole
 	// (shared contexts) never loads a second copy of the weights.
-	// fwdGraph is the fused forward graph (nil: the folder's model.onnx)
-	// and fwdOpts its options.
+	// fwdGraph is the forward graph with its scoring outputs
+	// (scoregraph.go), fused when the kernel library is loaded, and
+	// fwdOpts its options.
 	sess     *ort.Session
 	fwdGraph []byte
 	fwdOpts  ort.SessionOptions
@@ -144,17 +145,13 @@ func Open(modelDir string, o Options) (*Model, error) {
 	so := ort.SessionOptions{
 		Threads:   o.Threads,
 		Provider:  o.Provider,
-		Outputs:   []string{"logits"},
+		Outputs:   []string{"logits", scoreLogProb, scoreArgmax},
 		CustomOps: m.gen.opts.CustomOps,
 	}
-	if lib != "" {
-		if m.fwdGraph, m.fused, err = fusedModel(m.dir); err != nil {
-			return fail(err)
-		}
+	if m.fwdGraph, m.fused, err = forwardModel(m.dir, lib != ""); err != nil {
+		return fail(err)
 	}
-	if m.fwdGraph != nil {
-		so.ExternalDataDir = m.dir
-	}
+	so.ExternalDataDir = m.dir
 	m.fwdOpts = so
 	m.batch = o.BatchSize
 	if m.batch == 0 {
@@ -306,70 +303,107 @@ func (m *Model) decoderStart() int64 {
 	return m.man.SpecialTokens["pad"]
 }
 
-// forwardState holds what the forward runs reuse: one ORT binding, the
-// tensors bound to it by the last run (closed when the next run replaces
-// them) and the logits buffer, grown to the largest batch seen.
+// forwardState holds what the forward runs reuse: one ORT binding for
+// the runs that return logits and one for those that return scores (an
+// output left unbound is not copied out), the tensors bound to each by
+// its last run (closed when the next run replaces them) and the buffers,
+// grown to the largest batch seen.
 type forwardState struct {
-	bind   *ort.Binding
-	bound  []ort.Value
-	logits []float32
+	logitsRun, scoreRun boundRun
+	index, target       []int64
+	logits, logp        []float32
+	argmax              []int64
+}
+
+// boundRun is one ORT binding of the forward session and the tensors its
+// last run bound.
+type boundRun struct {
+	bind  *ort.Binding
+	bound []ort.Value
 }
 
 func (f *forwardState) close() {
-	f.release()
-	if f.bind != nil {
-		f.bind.Close()
-		f.bind = nil
+	for _, r := range []*boundRun{&f.logitsRun, &f.scoreRun} {
+		r.release()
+		if r.bind != nil {
+			r.bind.Close()
+			r.bind = nil
+		}
 	}
-	f.logits = nil
+	f.logits, f.logp, f.argmax, f.index, f.target = nil, nil, nil, nil, nil
 }
 
 // release closes the tensors of the previous run.
-func (f *forwardState) release() {
-	for _, v := range f.bound {
+func (r *boundRun) release() {
+	for _, v := range r.bound {
 		v.Close()
 	}
-	f.bound = f.bound[:0]
+	r.bound = r.bound[:0]
 }
 
 // forward runs a causal model on a batch: ids and mask are row-major
 // [rows, seq] (padding anywhere, mask 0 there; positions come from the
 // cumulative sum of the mask, so left- and right-padded rows both work).
-// It returns the logits [rows, seq, vocab] as one row-major slice.
+// It returns the logits [rows, n, vocab] of the n positions pos[r·n+k]
+// (each in [0, seq)) of every row r, as one row-major slice: the output
+// head runs on those positions only.
 //
-// This is the low-level forward that scoring and uncached generation share
-// (helper code in generate*.go may call it). The caller must hold m.mu; the
+// This is the low-level forward that uncached generation uses (helper
+// code in generate*.go may call it). The caller must hold m.mu; the
 // returned slice is m's buffer and is overwritten by the next forward call,
-// so copy what must outlive it. ids and mask are read during the call only.
-func (m *Model) forward(ids, mask []int64, rows, seq int) ([]float32, error) {
+// so copy what must outlive it. ids, mask and pos are read during the call
+// only.
+func (m *Model) forward(ids, mask []int64, rows, seq int, pos []int64, n int) ([]float32, error) {
+	if err := m.checkCausal(ids, mask, rows, seq); err != nil {
+		return nil, err
+	}
+	out, err := m.run(rows, seq, []namedInput{{"input_ids", ids, seq}, {"attention_mask", mask, seq}}, pos, nil, n)
+	return out.logits, err
+}
+
+// checkCausal checks a causal model's batch before a forward run.
+func (m *Model) checkCausal(ids, mask []int64, rows, seq int) error {
 	if m.seq2seq {
-		return nil, errors.New("forward: a seq2seq model needs forwardSeq2Seq")
+		return errors.New("forward: a seq2seq model needs forwardSeq2Seq")
 	}
 	if m.mlm {
-		return nil, m.errMaskedLM("score log-likelihoods or perplexity")
+		return m.errMaskedLM("score log-likelihoods or perplexity")
 	}
 	if len(ids) != rows*seq || len(mask) != rows*seq {
-		return nil, fmt.Errorf("forward: %d ids and %d mask values for a [%d, %d] batch", len(ids), len(mask), rows, seq)
+		return fmt.Errorf("forward: %d ids and %d mask values for a [%d, %d] batch", len(ids), len(mask), rows, seq)
 	}
-	return m.run(rows, seq, []namedInput{{"input_ids", ids, seq}, {"attention_mask", mask, seq}})
+	return nil
 }
 
 // forwardSeq2Seq runs an encoder-decoder model: encIDs/encMask are
 // [rows, encLen], decIDs/decMask are [rows, decLen] (decoder inputs, i.e.
 // the decoder start token followed by the target shifted right). It returns
-// the decoder logits [rows, decLen, vocab]. The same rules as forward
-// apply: the caller holds m.mu, the result is reused by the next call.
-func (m *Model) forwardSeq2Seq(encIDs, encMask []int64, encLen int, decIDs, decMask []int64, decLen, rows int) ([]float32, error) {
+// the decoder logits [rows, n, vocab] of the decoder positions pos, as
+// forward does. The same rules as forward apply: the caller holds m.mu,
+// the result is reused by the next call.
+func (m *Model) forwardSeq2Seq(encIDs, encMask []int64, encLen int, decIDs, decMask []int64, decLen, rows int, pos []int64, n int) ([]float32, error) {
+	if err := m.checkSeq2Seq(encIDs, encMask, encLen, decIDs, decMask, decLen, rows); err != nil {
+		return nil, err
+	}
+	out, err := m.run(rows, decLen, seq2seqInputs(encIDs, encMask, encLen, decIDs, decMask, decLen), pos, nil, n)
+	return out.logits, err
+}
+
+func (m *Model) checkSeq2Seq(encIDs, encMask []int64, encLen int, decIDs, decMask []int64, decLen, rows int) error {
 	if !m.seq2seq {
-		return nil, errors.New("forwardSeq2Seq: the model is not seq2seq")
+		return errors.New("forwardSeq2Seq: the model is not seq2seq")
 	}
 	if len(encIDs) != rows*encLen || len(encMask) != rows*encLen || len(decIDs) != rows*decLen || len(decMask) != rows*decLen {
-		return nil, fmt.Errorf("forwardSeq2Seq: input sizes do not match [%d, %d] and [%d, %d]", rows, encLen, rows, decLen)
+		return fmt.Errorf("forwardSeq2Seq: input sizes do not match [%d, %d] and [%d, %d]", rows, encLen, rows, decLen)
 	}
-	return m.run(rows, decLen, []namedInput{
+	return nil
+}
+
+func seq2seqInputs(encIDs, encMask []int64, encLen int, decIDs, decMask []int64, decLen int) []namedInput {
+	return []namedInput{
 		{"input_ids", encIDs, encLen}, {"attention_mask", encMask, encLen},
 		{"decoder_input_ids", decIDs, decLen}, {"decoder_attention_mask", decMask, decLen},
-	})
+	}
 }
 
 type namedInput struct {
@@ -388,12 +422,7 @@ func (m *Model) forwardSession() (*ort.Session, error) {
 		return m.sess, nil
 	}
 	var err error
-	if m.fwdGraph != nil {
-		m.sess, err = ort.NewSessionFromBytes(m.fwdGraph, m.fwdOpts)
-	} else {
-		m.sess, err = ort.NewSession(filepath.Join(m.dir, modeldir.ModelFile), m.fwdOpts)
-	}
-	if err != nil {
+	if m.sess, err = ort.NewSessionFromBytes(m.fwdGraph, m.fwdOpts); err != nil {
 		return nil, err
 	}
 	m.fwdGraph = nil
@@ -403,57 +432,109 @@ func (m *Model) forwardSession() (*ort.Session, error) {
 // errClosed is what a Model returns after Close.
 var errClosed = errors.New("eval: the model is closed")
 
-// run binds the inputs and a logits view of [rows, outLen, vocab] and runs
-// the session once.
-func (m *Model) run(rows, outLen int, inputs []namedInput) ([]float32, error) {
+// runOut is what one forward run returns: logits [rows, n, vocab] for a
+// run without targets, else each position's log-probability of its
+// target and its argmax, [rows, n] each. The slices are m's buffers.
+type runOut struct {
+	logits, logp []float32
+	argmax       []int64
+}
+
+// run binds the inputs and runs the forward session once, reading the n
+// positions pos[r·n+k] (each in [0, seq)) of every row r: with target nil
+// their logits, else (target [rows, n], token ids) the scores of the
+// targets there. A target outside the vocabulary is scored as token 0:
+// the caller gives it no probability.
+func (m *Model) run(rows, seq int, inputs []namedInput, pos, target []int64, n int) (runOut, error) {
 	sess, err := m.forwardSession()
 	if err != nil {
-		return nil, err
+		return runOut{}, err
+	}
+	if len(pos) != rows*n || target != nil && len(target) != rows*n {
+		return runOut{}, fmt.Errorf("forward: %d positions and %d targets for %d rows of %d", len(pos), len(target), rows, n)
 	}
 	f := &m.fwd
-	if f.bind == nil {
-		b, err := sess.NewBinding()
+	r := &f.logitsRun
+	if target != nil {
+		r = &f.scoreRun
+	}
+	if r.bind == nil {
+		if r.bind, err = sess.NewBinding(); err != nil {
+			return runOut{}, err
+		}
+	}
+	// The previous run's tensors go first: they may hold the buffers
+	// replaced below.
+	r.release()
+	f.index, f.target = grow(f.index, rows*n), grow(f.target, rows*n)
+	for i, p := range pos {
+		if p < 0 || p >= int64(seq) {
+			return runOut{}, fmt.Errorf("forward: position %d outside a sequence of %d", p, seq)
+		}
+		f.index[i] = int64(i/n*seq) + p
+		if target != nil && target[i] >= 0 && target[i] < int64(m.vocab) {
+			f.target[i] = target[i]
+		}
+	}
+	fail := func(err error) (runOut, error) {
+		r.release()
+		return runOut{}, err
+	}
+	bindIn := func(name string, data []int64, shape ...int64) error {
+		t, err := ort.NewTensor(data, shape...)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		f.bind = b
-	}
-	n := rows * outLen * m.vocab
-	if cap(f.logits) < n {
-		// Replace the buffer only after the old output tensor is released.
-		f.release()
-		f.logits = make([]float32, n)
-	}
-	logits := f.logits[:n:n]
-	var next []ort.Value
-	fail := func(err error) ([]float32, error) {
-		for _, v := range next {
-			v.Close()
-		}
-		return nil, err
+		r.bound = append(r.bound, t)
+		return r.bind.BindInput(name, t)
 	}
 	for _, in := range inputs {
-		t, err := ort.NewTensor(in.data, int64(rows), int64(in.cols))
-		if err != nil {
-			return fail(err)
-		}
-		next = append(next, t)
-		if err := f.bind.BindInput(in.name, t); err != nil {
+		if err := bindIn(in.name, in.data, int64(rows), int64(in.cols)); err != nil {
 			return fail(err)
 		}
 	}
-	out, err := ort.NewTensor(logits, int64(rows), int64(outLen), int64(m.vocab))
+	if err := bindIn(scoreIndex, f.index, int64(rows), int64(n)); err != nil {
+		return fail(err)
+	}
+	if err := bindIn(scoreTarget, f.target, int64(rows), int64(n), 1); err != nil {
+		return fail(err)
+	}
+	var out runOut
+	if target == nil {
+		f.logits = growTo(f.logits, rows*n*m.vocab)
+		out.logits = f.logits
+		err = bindOut(r, "logits", out.logits, int64(rows), int64(n), int64(m.vocab))
+	} else {
+		f.logp, f.argmax = growTo(f.logp, rows*n), growTo(f.argmax, rows*n)
+		out.logp, out.argmax = f.logp, f.argmax
+		if err = bindOut(r, scoreLogProb, out.logp, int64(rows), int64(n), 1); err == nil {
+			err = bindOut(r, scoreArgmax, out.argmax, int64(rows), int64(n), 1)
+		}
+	}
 	if err != nil {
 		return fail(err)
 	}
-	next = append(next, out)
-	if err := f.bind.BindOutput("logits", out); err != nil {
-		return fail(err)
+	if err := r.bind.Run(); err != nil {
+		return runOut{}, err
 	}
-	f.release()
-	f.bound = append(f.bound, next...)
-	if err := f.bind.Run(); err != nil {
-		return nil, err
+	return out, nil
+}
+
+// bindOut binds data, shaped, to the output name of r's binding.
+func bindOut[T float32 | int64](r *boundRun, name string, data []T, shape ...int64) error {
+	t, err := ort.NewTensor(data, shape...)
+	if err != nil {
+		return err
 	}
-	return logits, nil
+	r.bound = append(r.bound, t)
+	return r.bind.BindOutput(name, t)
+}
+
+// growTo returns s with length n, reallocated when it is too short; the
+// contents are not kept.
+func growTo[T any](s []T, n int) []T {
+	if cap(s) < n {
+		return make([]T, n)
+	}
+	return s[:n:n]
 }
