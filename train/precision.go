@@ -31,7 +31,7 @@ func CheckPrecision(p string) error {
 // BF16Library resolves the library of MatMulBF16 for a bf16 run: "" for
 // fp32, an error naming the setting where bf16 cannot run.
 func BF16Library(cfg Config) (string, error) {
-	if cfg.Precision != PrecisionBF16 {
+	if cfg.Precision != PrecisionBF16 && cfg.OneDNN == (kernels.F32Roles{}) {
 		return "", nil
 	}
 	if cfg.Session.Provider != "" && cfg.Session.Provider != ort.ProviderCPU {

@@ -81,6 +81,8 @@ type Config struct {
 	// master weights and moments), so a run may resume with the other
 	// precision; train.json records the graph's.
 	Precision string `json:"-"`
+	// OneDNN is GraphOptions.OneDNN; it needs the bf16 library.
+	OneDNN kernels.F32Roles `json:"-"`
 	// Group, when set, is the data-parallel group this trainer is one rank
 	// of (Group); nil trains alone.
 	Group Group `json:"-"`
@@ -231,7 +233,7 @@ func NewTrainer(plan *Plan, dir string, cfg Config) (*Trainer, error) {
 	}
 	art, err := Build(plan.Model, plan.Manifest, GraphOptions{Objective: cfg.Objective, Names: plan.Trainable,
 		Taps: cfg.UseMIGU, TapPoints: plan.Points, TapsSkipPadding: cfg.SkipPaddingTaps, HiddenPad: cfg.HiddenPad, Recompute: cfg.Recompute,
-		Fused: lib != "", FusedTaps: lib != "", Precision: cfg.Precision})
+		Fused: lib != "", FusedTaps: lib != "", Precision: cfg.Precision, OneDNN: cfg.OneDNN})
 	if err != nil {
 		return nil, err
 	}

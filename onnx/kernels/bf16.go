@@ -33,8 +33,9 @@ const BF16LibName = "libmigu_bf16.so"
 // MiguBF16Version in csrc/migu_bf16.c returns the same string, and both
 // change together with MatMulBF16's domain, inputs, outputs or attributes.
 // FindBF16 refuses a library reporting another version. Version 1 put
-// MatMulBF16 in the domain ai.migu; 2 in ai.migu.bf16.
-const BF16LibVersion = "2"
+// MatMulBF16 in the domain ai.migu; 2 in ai.migu.bf16; 3 added MatMulF32
+// (f32.go).
+const BF16LibVersion = "3"
 
 // BF16EnvVar names the bf16 library explicitly; unset, FindBF16 looks for
 // the built one as Find does.
