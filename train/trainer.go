@@ -81,8 +81,12 @@ type Config struct {
 	// master weights and moments), so a run may resume with the other
 	// precision; train.json records the graph's.
 	Precision string `json:"-"`
-	// OneDNN is GraphOptions.OneDNN; it needs the bf16 library.
-	OneDNN kernels.F32Roles `json:"-"`
+	// OneDNN picks the float32 products that run in oneDNN instead of
+	// MLAS (GraphOptions.OneDNN; ParseProducts reads --products): nil
+	// decides by the machine (OneDNNRoles), a value says which. They need
+	// the bf16 library; results equal MLAS's to float32 rounding, so a
+	// run may resume with another choice.
+	OneDNN *kernels.F32Roles `json:"-"`
 	// Group, when set, is the data-parallel group this trainer is one rank
 	// of (Group); nil trains alone.
 	Group Group `json:"-"`
@@ -231,9 +235,18 @@ func NewTrainer(plan *Plan, dir string, cfg Config) (*Trainer, error) {
 	if t.bf16, err = BF16Library(cfg); err != nil {
 		return nil, err
 	}
+	oneDNN, err := OneDNNRoles(cfg, t.bf16)
+	if err != nil {
+		return nil, err
+	}
+	if oneDNN != (kernels.F32Roles{}) && t.bf16 == "" {
+		if t.bf16, err = kernels.FindBF16(); err != nil {
+			return nil, err
+		}
+	}
 	art, err := Build(plan.Model, plan.Manifest, GraphOptions{Objective: cfg.Objective, Names: plan.Trainable,
 		Taps: cfg.UseMIGU, TapPoints: plan.Points, TapsSkipPadding: cfg.SkipPaddingTaps, HiddenPad: cfg.HiddenPad, Recompute: cfg.Recompute,
-		Fused: lib != "", FusedTaps: lib != "", Precision: cfg.Precision, OneDNN: cfg.OneDNN})
+		Fused: lib != "", FusedTaps: lib != "", Precision: cfg.Precision, OneDNN: oneDNN})
 	if err != nil {
 		return nil, err
 	}

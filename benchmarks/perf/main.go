@@ -122,7 +122,7 @@ func parseFlags() *options {
 	flag.BoolVar(&o.hiddenPad, "hidden-pad", false, "worker: widen feed-forward layers whose width is a multiple of 4 KB (train.PadFourKB)")
 	flag.StringVar(&o.ortSpin, "ort-spin", bench.EnvOr("BENCH_ORT_SPIN", ""), "worker: ORT intra-op spinning, 0 or 1 (empty: ORT's default, on)")
 	flag.StringVar(&o.precision, "migu-precision", "fp32", "worker: migu's weight products, fp32 or bf16 (--precision; bf16 needs the bf16 library, $MIGU_BF16 or bin/libmigu_bf16.so)")
-	flag.StringVar(&o.onednn, "onednn", "", "worker: float32 products in oneDNN (needs the bf16 library): forward, input-grads, weight-grads (comma-separated) or all; empty: none (MLAS)")
+	flag.StringVar(&o.onednn, "onednn", "", "worker: where the float32 products run: empty (as migu train --products auto decides), mlas, or the products moved to oneDNN (needs the bf16 library): forward, input-grads, weight-grads (comma-separated) or all")
 	flag.StringVar(&o.optLevel, "opt-level", bench.EnvOr("BENCH_OPT_LEVEL", "all"), "worker: ORT graph optimisation level")
 	flag.BoolVar(&o.evalMode, "eval", bench.EnvOr("BENCH_EVAL", "") == "1", "benchmark evaluation throughput (log-likelihood scoring) against transformers instead of training")
 	flag.StringVar(&o.evalModel, "eval-model", bench.EnvOr("BENCH_EVAL_MODEL", ""), "eval: smollm2 or llama (default: smollm2 when `make smollm2` exported it)")
@@ -271,16 +271,20 @@ type benchTrainer struct {
 // benchSetup is what a worker's trainers may differ in.
 type benchSetup struct {
 	withMIGU bool
-	oneDNN   kernels.F32Roles
+	oneDNN   *kernels.F32Roles // nil: as migu train decides
 }
 
-// parseOneDNN reads -onednn: a comma-separated list of forward,
-// input-grads and weight-grads, or all of them ("all"); "" runs every
-// product in MLAS.
-func parseOneDNN(s string) (kernels.F32Roles, error) {
+// parseOneDNN reads -onednn: "" decides as migu train does (nil:
+// --products auto), mlas runs every product in MLAS, and a
+// comma-separated list of forward, input-grads and weight-grads (or all
+// three, "all") moves those products to oneDNN.
+func parseOneDNN(s string) (*kernels.F32Roles, error) {
 	var r kernels.F32Roles
-	if s == "" {
-		return r, nil
+	switch s {
+	case "":
+		return nil, nil
+	case "mlas":
+		return &r, nil
 	}
 	for _, role := range strings.Split(s, ",") {
 		switch role {
@@ -293,10 +297,10 @@ func parseOneDNN(s string) (kernels.F32Roles, error) {
 		case "all":
 			r = kernels.F32Roles{Forward: true, InputGrads: true, WeightGrads: true}
 		default:
-			return r, fmt.Errorf("-onednn %q: %q is not forward, input-grads, weight-grads or all", s, role)
+			return nil, fmt.Errorf("-onednn %q: %q is not mlas, forward, input-grads, weight-grads or all", s, role)
 		}
 	}
-	return r, nil
+	return &r, nil
 }
 
 func (b *benchTrainer) close() error {

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/migu-ml/migu/data"
+	"github.com/migu-ml/migu/onnx/kernels"
 	"github.com/migu-ml/migu/onnx/ort"
 )
 
@@ -31,13 +32,14 @@ func workPair(o *options) error {
 // workOneDNNPair measures oneDNN's float32 products the same way: two
 // trainers of the same model (MIGU as -with-migu says), one with every
 // product in ORT's MLAS, one with the products -onednn names in oneDNN
-// (ai.migu.bf16.MatMulF32), taking turns step by step.
+// (ai.migu.bf16.MatMulF32; empty: what --products auto picks), taking
+// turns step by step.
 func workOneDNNPair(o *options) error {
 	roles, err := parseOneDNN(o.onednn)
 	if err != nil {
 		return err
 	}
-	return pairSteps(o, benchSetup{withMIGU: o.withMIGU}, benchSetup{withMIGU: o.withMIGU, oneDNN: roles})
+	return pairSteps(o, benchSetup{withMIGU: o.withMIGU, oneDNN: &kernels.F32Roles{}}, benchSetup{withMIGU: o.withMIGU, oneDNN: roles})
 }
 
 // pairSteps runs a trainer of each setup, off and on, in turns (off, on,

@@ -74,8 +74,21 @@ func BF16Units() string {
 	return bf16Units(data)
 }
 
-// bf16Units reads the first "flags" line of a /proc/cpuinfo.
+// bf16Units reads the bf16 units from a /proc/cpuinfo.
 func bf16Units(cpuinfo []byte) string {
+	flags := cpuFlags(cpuinfo)
+	switch {
+	case flags["amx_bf16"]:
+		return "amx_bf16"
+	case flags["avx512_bf16"]:
+		return "avx512_bf16"
+	}
+	return ""
+}
+
+// cpuFlags reads the first "flags" line of a /proc/cpuinfo (x86); nil
+// where there is none.
+func cpuFlags(cpuinfo []byte) map[string]bool {
 	for line := range bytes.Lines(cpuinfo) {
 		key, val, ok := bytes.Cut(line, []byte(":"))
 		if !ok || string(bytes.TrimSpace(key)) != "flags" {
@@ -85,15 +98,9 @@ func bf16Units(cpuinfo []byte) string {
 		for _, f := range strings.Fields(string(val)) {
 			flags[f] = true
 		}
-		switch {
-		case flags["amx_bf16"]:
-			return "amx_bf16"
-		case flags["avx512_bf16"]:
-			return "avx512_bf16"
-		}
-		return ""
+		return flags
 	}
-	return ""
+	return nil
 }
 
 // BF16PathEnvVar forces MatMulBF16's path: "native" (oneDNN's bf16

@@ -1,6 +1,8 @@
 package kernels
 
 import (
+	"os"
+
 	"github.com/migu-ml/migu/onnx"
 	"github.com/migu-ml/migu/onnx/onnxpb"
 	"google.golang.org/protobuf/proto"
@@ -9,6 +11,33 @@ import (
 // float32 products through oneDNN: ai.migu.bf16.MatMulF32 (csrc/migu_bf16.c,
 // in the bf16 library) multiplies float32 operands as they are, with
 // oneDNN's float32 matmul instead of ORT's MLAS, on ORT's threads.
+//
+// In the small presets' training graphs on Ice Lake-SP (2 threads,
+// benchmarks/perf/README.md, "oneDNN float32 products") oneDNN took
+// about 15 % less time than MLAS on the weight gradients (Gemm transA)
+// and about 9 % less on the forward products, and about 30 % more on the
+// input gradients (Gemm transB), so OneDNNRoles are the first two.
+
+// OneDNNRoles are the products migu moves to oneDNN where it was
+// measured faster (OneDNNFaster): forward products and weight gradients.
+var OneDNNRoles = F32Roles{Forward: true, WeightGrads: true}
+
+// OneDNNFaster tells whether this CPU is of the kind where OneDNNRoles
+// in oneDNN were measured faster than in MLAS: Ice Lake's AVX-512
+// generation (avx512_vbmi2) without bf16 units. Elsewhere — older
+// AVX-512, AVX2 only, bf16 units (Zen 4, Sapphire Rapids) — it was not
+// measured, and migu keeps MLAS.
+func OneDNNFaster() bool {
+	data, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return false
+	}
+	return oneDNNFaster(cpuFlags(data))
+}
+
+func oneDNNFaster(flags map[string]bool) bool {
+	return flags["avx512_vbmi2"] && !flags["avx512_bf16"] && !flags["amx_bf16"]
+}
 
 // F32Roles picks which products of a training graph RewriteF32 moves to
 // oneDNN, by their role.
