@@ -180,12 +180,15 @@ type sample struct {
 	Precision string `json:"precision,omitempty"`
 	// BF16Path is the path migu's bf16 products took
 	// (kernels.BF16ProductPath); "" for fp32.
-	BF16Path  string  `json:"bf16_path,omitempty"`
-	Params    int64   `json:"params"`
-	Trainable int64   `json:"trainable"`
-	PeakRSSMB float64 `json:"peak_rss_mb"`
-	GFLOPS    float64 `json:"gflops"`
-	Threads   int     `json:"threads"`
+	BF16Path string `json:"bf16_path,omitempty"`
+	// OneDNNProducts counts the float32 products the migu worker ran in
+	// oneDNN (train --products; Artifact.OneDNNProducts), 0: all in MLAS.
+	OneDNNProducts int     `json:"onednn_products,omitempty"`
+	Params         int64   `json:"params"`
+	Trainable      int64   `json:"trainable"`
+	PeakRSSMB      float64 `json:"peak_rss_mb"`
+	GFLOPS         float64 `json:"gflops"`
+	Threads        int     `json:"threads"`
 }
 
 // cpuSeconds is the process's user+system CPU time.
@@ -388,7 +391,7 @@ func workMIGU(o *options) error {
 	defer os.RemoveAll(b.dir)
 	tr, man, params := b.tr, b.man, b.params
 	bs := batches(o.arch, man.VocabSize, 4, o.batch, o.seq)
-	s := sample{Params: params, Threads: o.threads, Precision: o.precision}
+	s := sample{Params: params, Threads: o.threads, Precision: o.precision, OneDNNProducts: tr.Art.OneDNNProducts}
 	if o.precision == train.PrecisionBF16 {
 		s.BF16Path = kernels.BF16ProductPath(kernels.BF16Units())
 	}

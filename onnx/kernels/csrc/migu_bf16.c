@@ -1,5 +1,6 @@
-// migu_bf16: bfloat16 matrix products for migu's training graphs, an
-// optional companion of migu_kernels.c built only where oneDNN's headers
+// migu_bf16: oneDNN matrix products for migu's training graphs —
+// bfloat16, and float32 where oneDNN beats ORT's MLAS — an optional
+// companion of migu_kernels.c built only where oneDNN's headers
 // are installed (Debian's libdnnl-dev; scripts/bf16.sh), loaded into a stock
 // ONNX Runtime through its custom-operator C API. Two ops, domain
 // "ai.migu.bf16" (ORT refuses a second library registering migu_kernels'
@@ -15,8 +16,8 @@
 //   MatMulF32(A, B; transA, transB) -> Y float32
 //       The same product in float32, operands as they are (a bf16 operand
 //       is widened, exactly): oneDNN's float32 matmul in place of ORT's
-//       MLAS, for the products where it was measured faster (the weight
-//       gradients, onnx/kernels/f32.go).
+//       MLAS, for the products where it was measured faster (forward
+//       products and weight gradients on Ice Lake; onnx/kernels/f32.go).
 //
 // On CPUs with AMX-BF16 or AVX-512 BF16 the product is oneDNN's bf16 matmul
 // with float32 accumulation, on those units. Elsewhere oneDNN would emulate
