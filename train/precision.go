@@ -86,38 +86,39 @@ func ParseProducts(s string) (*kernels.F32Roles, error) {
 }
 
 // OneDNNRoles resolves Config.OneDNN for a run whose bf16 library (for
-// bf16 precision) is bf16Lib: the products to move to oneDNN. Automatic
+// bf16 precision) is bf16Lib: the products to move to oneDNN, and the
+// library the session then loads (bf16Lib, or the one found). Automatic
 // (nil), fp32 runs on the CPU provider take kernels.OneDNNRoles where
 // kernels.OneDNNFaster and the bf16 library is found, and none elsewhere;
 // bf16 runs none (their weight products are MatMulBF16). Asked for
 // explicitly, the products need the CPU provider and the library, or it
 // is an error naming the setting.
-func OneDNNRoles(cfg Config, bf16Lib string) (kernels.F32Roles, error) {
+func OneDNNRoles(cfg Config, bf16Lib string) (kernels.F32Roles, string, error) {
+	none := kernels.F32Roles{}
 	cpu := cfg.Session.Provider == "" || cfg.Session.Provider == ort.ProviderCPU
 	if cfg.OneDNN == nil {
 		if !cpu || cfg.Precision == PrecisionBF16 || !kernels.OneDNNFaster() {
-			return kernels.F32Roles{}, nil
+			return none, bf16Lib, nil
 		}
-		if lib, err := kernels.FindBF16(); err != nil || lib == "" {
-			return kernels.F32Roles{}, err
+		lib, err := kernels.FindBF16()
+		if err != nil || lib == "" {
+			return none, bf16Lib, err
 		}
-		return kernels.OneDNNRoles, nil
+		return kernels.OneDNNRoles, lib, nil
 	}
 	roles := *cfg.OneDNN
-	if roles == (kernels.F32Roles{}) {
-		return roles, nil
+	if roles == none || bf16Lib != "" {
+		return roles, bf16Lib, nil
 	}
 	if !cpu {
-		return roles, badinput.Errorf("%v onednn runs on the CPU provider only; use mlas (or auto) with %s", badinput.Setting("products"), cfg.Session.Provider)
+		return none, "", badinput.Errorf("%v onednn runs on the CPU provider only; use mlas (or auto) with %s", badinput.Setting("products"), cfg.Session.Provider)
 	}
-	if bf16Lib == "" {
-		lib, err := kernels.FindBF16()
-		if err != nil {
-			return roles, err
-		}
-		if lib == "" {
-			return roles, badinput.Errorf("%v onednn needs %s, which `make build` builds where oneDNN is installed (apt-get install libdnnl-dev), or $%s naming it; none was found", badinput.Setting("products"), kernels.BF16LibName, kernels.BF16EnvVar)
-		}
+	lib, err := kernels.FindBF16()
+	if err != nil {
+		return none, "", err
 	}
-	return roles, nil
+	if lib == "" {
+		return none, "", badinput.Errorf("%v onednn needs %s, which `make build` builds where oneDNN is installed (apt-get install libdnnl-dev), or $%s naming it; none was found", badinput.Setting("products"), kernels.BF16LibName, kernels.BF16EnvVar)
+	}
+	return roles, lib, nil
 }

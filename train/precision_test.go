@@ -83,7 +83,11 @@ func TestProductsSettings(t *testing.T) {
 			roles, err := ParseProducts(c.products)
 			if err == nil {
 				c.cfg.OneDNN = roles
-				got, err = OneDNNRoles(c.cfg, "")
+				var lib string
+				got, lib, err = OneDNNRoles(c.cfg, "")
+				if err == nil && (lib != "") != (got != kernels.F32Roles{}) {
+					t.Fatalf("roles %+v with library %q", got, lib)
+				}
 			}
 			switch {
 			case c.err == "" && err != nil:

@@ -153,7 +153,8 @@ type Trainer struct {
 	sched   Schedule
 	masker  *migu.Masker
 	// kernels is the fused-kernel library the session loads, or "";
-	// bf16 the library of the bf16 products, or "".
+	// bf16 the library of the bf16 products and of the float32 products
+	// in oneDNN (Config.OneDNN), or "".
 	kernels, bf16 string
 	// Step counts optimizer steps taken.
 	Step int64
@@ -235,15 +236,11 @@ func NewTrainer(plan *Plan, dir string, cfg Config) (*Trainer, error) {
 	if t.bf16, err = BF16Library(cfg); err != nil {
 		return nil, err
 	}
-	oneDNN, err := OneDNNRoles(cfg, t.bf16)
+	oneDNN, lib16, err := OneDNNRoles(cfg, t.bf16)
 	if err != nil {
 		return nil, err
 	}
-	if oneDNN != (kernels.F32Roles{}) && t.bf16 == "" {
-		if t.bf16, err = kernels.FindBF16(); err != nil {
-			return nil, err
-		}
-	}
+	t.bf16 = lib16
 	art, err := Build(plan.Model, plan.Manifest, GraphOptions{Objective: cfg.Objective, Names: plan.Trainable,
 		Taps: cfg.UseMIGU, TapPoints: plan.Points, TapsSkipPadding: cfg.SkipPaddingTaps, HiddenPad: cfg.HiddenPad, Recompute: cfg.Recompute,
 		Fused: lib != "", FusedTaps: lib != "", Precision: cfg.Precision, OneDNN: oneDNN})
