@@ -175,6 +175,9 @@ func RunJob(ctx context.Context, o JobOptions) (*JobResult, error) {
 	if _, err := train.BF16Library(o.Train); err != nil {
 		return nil, err
 	}
+	if _, _, err := train.OneDNNRoles(o.Train, ""); err != nil {
+		return nil, err
+	}
 	folder, err := modeldir.Open(o.Model)
 	if err != nil {
 		return nil, err

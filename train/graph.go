@@ -93,6 +93,10 @@ type GraphOptions struct {
 	// gradients, become ai.migu.MatMulBF16 (package onnx/kernels); the
 	// session that runs the graph must load the bf16 library.
 	Precision string
+	// OneDNN moves the float32 products of the roles it picks to
+	// ai.migu.bf16.MatMulF32, oneDNN's float32 matmul (kernels.RewriteF32);
+	// the session that runs the graph must load the bf16 library.
+	OneDNN kernels.F32Roles
 }
 
 // IO names one graph input or output of the artifact.
@@ -143,8 +147,11 @@ type Artifact struct {
 	FusedTaps bool           `json:"fused_taps,omitempty"`
 	// Precision is the weight products' (fp32 or bf16); BF16Products
 	// counts the forward products in bf16 (each brings its gradient's).
-	Precision    string `json:"precision"`
-	BF16Products int    `json:"bf16_products,omitempty"`
+	Precision string `json:"precision"`
+	// OneDNNProducts counts the float32 products GraphOptions.OneDNN
+	// moved to oneDNN.
+	OneDNNProducts int `json:"onednn_products,omitempty"`
+	BF16Products   int `json:"bf16_products,omitempty"`
 }
 
 // BuildGraph writes train.onnx (+ external data) and train.json for the
@@ -285,11 +292,11 @@ func Build(m *onnx.Model, man *modeldir.Manifest, opt GraphOptions) (*Artifact, 
 		}
 		art.Precision = PrecisionBF16
 	}
-	shapes, err := shapes.Infer(m)
+	fwd, err := shapes.Infer(m)
 	if err != nil {
 		return nil, err
 	}
-	res, err := grad.Differentiate(m, shapes, loss, names)
+	res, err := grad.Differentiate(m, fwd, loss, names)
 	if err != nil {
 		return nil, err
 	}
@@ -299,6 +306,13 @@ func Build(m *onnx.Model, man *modeldir.Manifest, opt GraphOptions) (*Artifact, 
 	}
 	if art.RecomputedNodes, err = recompute(g, man, res, art.Recompute == RecomputeLayers); err != nil {
 		return nil, err
+	}
+	if opt.OneDNN != (kernels.F32Roles{}) {
+		info, err := shapes.Infer(m)
+		if err != nil {
+			return nil, err
+		}
+		art.OneDNNProducts = kernels.RewriteF32(m, info, opt.OneDNN)
 	}
 	consumers := g.Consumers()
 	for i := range art.Params {

@@ -51,8 +51,74 @@ func BF16Library(cfg Config) (string, error) {
 // without bf16 units (AMX-BF16, AVX512-BF16), where the products run as
 // float32 products of rounded operands, slower than fp32; "" otherwise. The run goes on either way.
 func (t *Trainer) PrecisionWarning() string {
-	if t.bf16 == "" {
+	if t.cfg.Precision != PrecisionBF16 {
 		return ""
 	}
 	return kernels.BF16SlowWarning(kernels.BF16Units())
+}
+
+// Where the float32 products run (--products; Config.OneDNN).
+const (
+	// ProductsAuto runs OneDNNRoles' products in oneDNN on CPUs where that
+	// was measured faster (kernels.OneDNNFaster) when the bf16 library is
+	// found, in MLAS otherwise.
+	ProductsAuto = "auto"
+	// ProductsMLAS runs every float32 product in ORT's MLAS.
+	ProductsMLAS = "mlas"
+	// ProductsOneDNN runs kernels.OneDNNRoles' products in oneDNN
+	// (ai.migu.bf16.MatMulF32) on any CPU; it needs the bf16 library.
+	ProductsOneDNN = "onednn"
+)
+
+// ParseProducts reads a --products setting ("" is auto) into
+// Config.OneDNN.
+func ParseProducts(s string) (*kernels.F32Roles, error) {
+	switch s {
+	case "", ProductsAuto:
+		return nil, nil
+	case ProductsMLAS:
+		return &kernels.F32Roles{}, nil
+	case ProductsOneDNN:
+		roles := kernels.OneDNNRoles
+		return &roles, nil
+	}
+	return nil, badinput.Errorf("%v %q is not one of auto, mlas, onednn", badinput.Setting("products"), s)
+}
+
+// OneDNNRoles resolves Config.OneDNN for a run whose bf16 library (for
+// bf16 precision) is bf16Lib: the products to move to oneDNN, and the
+// library the session then loads (bf16Lib, or the one found). Automatic
+// (nil), fp32 runs on the CPU provider take kernels.OneDNNRoles where
+// kernels.OneDNNFaster and the bf16 library is found, and none elsewhere;
+// bf16 runs none (their weight products are MatMulBF16). Asked for
+// explicitly, the products need the CPU provider and the library, or it
+// is an error naming the setting.
+func OneDNNRoles(cfg Config, bf16Lib string) (kernels.F32Roles, string, error) {
+	none := kernels.F32Roles{}
+	cpu := cfg.Session.Provider == "" || cfg.Session.Provider == ort.ProviderCPU
+	if cfg.OneDNN == nil {
+		if !cpu || cfg.Precision == PrecisionBF16 || !kernels.OneDNNFaster() {
+			return none, bf16Lib, nil
+		}
+		lib, err := kernels.FindBF16()
+		if err != nil || lib == "" {
+			return none, bf16Lib, err
+		}
+		return kernels.OneDNNRoles, lib, nil
+	}
+	roles := *cfg.OneDNN
+	if roles == none || bf16Lib != "" {
+		return roles, bf16Lib, nil
+	}
+	if !cpu {
+		return none, "", badinput.Errorf("%v onednn runs on the CPU provider only; use mlas (or auto) with %s", badinput.Setting("products"), cfg.Session.Provider)
+	}
+	lib, err := kernels.FindBF16()
+	if err != nil {
+		return none, "", err
+	}
+	if lib == "" {
+		return none, "", badinput.Errorf("%v onednn needs %s, which `make build` builds where oneDNN is installed (apt-get install libdnnl-dev), or $%s naming it; none was found", badinput.Setting("products"), kernels.BF16LibName, kernels.BF16EnvVar)
+	}
+	return roles, lib, nil
 }

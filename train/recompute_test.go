@@ -16,6 +16,7 @@ import (
 	"github.com/migu-ml/migu/modeldir"
 	"github.com/migu-ml/migu/onnx"
 	"github.com/migu-ml/migu/onnx/grad"
+	"github.com/migu-ml/migu/onnx/kernels"
 	"github.com/migu-ml/migu/onnx/onnxpb"
 	"github.com/migu-ml/migu/onnx/ort"
 )
@@ -89,6 +90,11 @@ type recomputeSpec struct {
 	bf16 string
 	// threads are ORT's intra-op threads (0: 1).
 	threads int
+	// oneDNN, with oneDNNLib (the bf16 library), moves the products of
+	// those roles to MatMulF32 (GraphOptions.OneDNN) and the session loads
+	// the library.
+	oneDNN    kernels.F32Roles
+	oneDNNLib string
 }
 
 func (s recomputeSpec) manifest(t *testing.T) *modeldir.Manifest {
@@ -128,7 +134,7 @@ func (s recomputeSpec) run(t *testing.T, recompute string) (*Artifact, map[strin
 		}
 		values[name] = v
 	}
-	art, err := Build(m, man, GraphOptions{Names: names, Taps: true, TapPoints: points, HiddenPad: s.pad, Recompute: recompute, Fused: s.kernels != "", FusedTaps: s.kernels != "", Precision: precisionOf(s.bf16)})
+	art, err := Build(m, man, GraphOptions{Names: names, Taps: true, TapPoints: points, HiddenPad: s.pad, Recompute: recompute, Fused: s.kernels != "", FusedTaps: s.kernels != "", Precision: precisionOf(s.bf16), OneDNN: s.oneDNN})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,7 +143,7 @@ func (s recomputeSpec) run(t *testing.T, recompute string) (*Artifact, map[strin
 		t.Fatal(err)
 	}
 	so := ort.SessionOptions{Threads: max(s.threads, 1)}
-	for _, lib := range []string{s.kernels, s.bf16} {
+	for _, lib := range []string{s.kernels, s.bf16, s.oneDNNLib} {
 		if lib != "" {
 			so.CustomOps = append(so.CustomOps, lib)
 		}

@@ -81,6 +81,12 @@ type Config struct {
 	// master weights and moments), so a run may resume with the other
 	// precision; train.json records the graph's.
 	Precision string `json:"-"`
+	// OneDNN picks the float32 products that run in oneDNN instead of
+	// MLAS (GraphOptions.OneDNN; ParseProducts reads --products): nil
+	// decides by the machine (OneDNNRoles), a value says which. They need
+	// the bf16 library; results equal MLAS's to float32 rounding, so a
+	// run may resume with another choice.
+	OneDNN *kernels.F32Roles `json:"-"`
 	// Group, when set, is the data-parallel group this trainer is one rank
 	// of (Group); nil trains alone.
 	Group Group `json:"-"`
@@ -147,7 +153,8 @@ type Trainer struct {
 	sched   Schedule
 	masker  *migu.Masker
 	// kernels is the fused-kernel library the session loads, or "";
-	// bf16 the library of the bf16 products, or "".
+	// bf16 the library of the bf16 products and of the float32 products
+	// in oneDNN (Config.OneDNN), or "".
 	kernels, bf16 string
 	// Step counts optimizer steps taken.
 	Step int64
@@ -229,9 +236,14 @@ func NewTrainer(plan *Plan, dir string, cfg Config) (*Trainer, error) {
 	if t.bf16, err = BF16Library(cfg); err != nil {
 		return nil, err
 	}
+	oneDNN, lib16, err := OneDNNRoles(cfg, t.bf16)
+	if err != nil {
+		return nil, err
+	}
+	t.bf16 = lib16
 	art, err := Build(plan.Model, plan.Manifest, GraphOptions{Objective: cfg.Objective, Names: plan.Trainable,
 		Taps: cfg.UseMIGU, TapPoints: plan.Points, TapsSkipPadding: cfg.SkipPaddingTaps, HiddenPad: cfg.HiddenPad, Recompute: cfg.Recompute,
-		Fused: lib != "", FusedTaps: lib != "", Precision: cfg.Precision})
+		Fused: lib != "", FusedTaps: lib != "", Precision: cfg.Precision, OneDNN: oneDNN})
 	if err != nil {
 		return nil, err
 	}

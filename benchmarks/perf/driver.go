@@ -481,6 +481,7 @@ func markdown(rep *report, jsonName string) string {
 	if rep.CPU != "" {
 		fmt.Fprintf(&b, "CPU: %s; flags (/proc/cpuinfo): %s; bf16 matrix-product hardware: %s.\n\n", rep.CPU, rep.CPUFlags, rep.BF16Path)
 	}
+	fmt.Fprintf(&b, "migu's float32 matrix products (`--products auto`): %s.\n\n", oneDNNLine(rep.Runs))
 	fmt.Fprintf(&b, "PyTorch fp32: **%s**, the fastest fp32 configuration of the search below; migu/torch is against it.", rep.Torch.Label())
 	if rep.TorchBF16 != nil {
 		fmt.Fprintf(&b, " PyTorch bf16: **%s**, the fastest bf16 autocast configuration (MatMul under autocast %.1f GFLOP/s).", rep.TorchBF16.Label(), rep.TorchBF16GF)
@@ -586,6 +587,21 @@ func miguBF16(precs []string, provider string, find func() (string, error)) (lib
 		return "", "no bf16 library: install libdnnl-dev and run `make build` (scripts/bf16.sh builds bin/" + kernels.BF16LibName + ")"
 	}
 	return lib, ""
+}
+
+// oneDNNLine says where migu's fp32 workers ran their float32 products:
+// how many per step in oneDNN (the most over the workers), or all in MLAS.
+func oneDNNLine(runs []*run) string {
+	most := 0
+	for _, r := range runs {
+		for _, s := range r.Migu {
+			most = max(most, s.OneDNNProducts)
+		}
+	}
+	if most == 0 {
+		return "all in ORT's MLAS"
+	}
+	return fmt.Sprintf("the forward and weight-gradient products in oneDNN (ai.migu.bf16.MatMulF32, up to %d per step), the rest in ORT's MLAS", most)
 }
 
 // bf16Paths lists the distinct MatMulBF16 paths migu's bf16 workers

@@ -11,7 +11,8 @@
 //
 // The same binary is its own worker: -worker migu trains in this process,
 // -worker matmul times ORT's MatMul, -worker migu-pair MIGU's cost in one
-// process (pair.go).
+// process, -worker onednn-pair oneDNN's float32 products against MLAS in
+// one process (pair.go).
 package main
 
 import (
@@ -77,6 +78,9 @@ type options struct {
 	hiddenPad               bool
 	// precision is migu's weight-product precision (train.Config.Precision).
 	precision string
+	// onednn names the float32 products the worker runs in oneDNN
+	// (train.Config.OneDNN; parseOneDNN).
+	onednn string
 	// BENCH_EVAL=1: the evaluation throughput benchmark (eval.go).
 	evalMode   bool
 	evalModel  string
@@ -90,7 +94,7 @@ type options struct {
 
 func parseFlags() *options {
 	o := &options{}
-	flag.StringVar(&o.worker, "worker", "", "internal: run as a worker (migu, migu-pair or matmul)")
+	flag.StringVar(&o.worker, "worker", "", "internal: run as a worker (migu, migu-pair, onednn-pair or matmul)")
 	flag.StringVar(&o.models, "models", bench.EnvOr("BENCH_MODELS", "llama,t5,roberta"), "models to benchmark: architectures (small presets) and smollm2 (SmolLM2-135M-Instruct from its GGUF)")
 	flag.StringVar(&o.methods, "methods", bench.EnvOr("BENCH_METHODS", "full,lora"), "training methods")
 	flag.StringVar(&o.migus, "migu", bench.EnvOr("BENCH_MIGU", "off,on"), "MIGU settings to run (off, on)")
@@ -118,6 +122,7 @@ func parseFlags() *options {
 	flag.BoolVar(&o.hiddenPad, "hidden-pad", false, "worker: widen feed-forward layers whose width is a multiple of 4 KB (train.PadFourKB)")
 	flag.StringVar(&o.ortSpin, "ort-spin", bench.EnvOr("BENCH_ORT_SPIN", ""), "worker: ORT intra-op spinning, 0 or 1 (empty: ORT's default, on)")
 	flag.StringVar(&o.precision, "migu-precision", "fp32", "worker: migu's weight products, fp32 or bf16 (--precision; bf16 needs the bf16 library, $MIGU_BF16 or bin/libmigu_bf16.so)")
+	flag.StringVar(&o.onednn, "onednn", "", "worker: where the float32 products run: empty (as migu train --products auto decides), mlas, or the products moved to oneDNN (needs the bf16 library): forward, input-grads, weight-grads (comma-separated) or all")
 	flag.StringVar(&o.optLevel, "opt-level", bench.EnvOr("BENCH_OPT_LEVEL", "all"), "worker: ORT graph optimisation level")
 	flag.BoolVar(&o.evalMode, "eval", bench.EnvOr("BENCH_EVAL", "") == "1", "benchmark evaluation throughput (log-likelihood scoring) against transformers instead of training")
 	flag.StringVar(&o.evalModel, "eval-model", bench.EnvOr("BENCH_EVAL_MODEL", ""), "eval: smollm2 or llama (default: smollm2 when `make smollm2` exported it)")
@@ -147,6 +152,8 @@ func main() {
 		err = workMIGU(o)
 	case "migu-pair":
 		err = workPair(o)
+	case "onednn-pair":
+		err = workOneDNNPair(o)
 	case "matmul":
 		err = workMatMul(o)
 	default:
@@ -173,12 +180,15 @@ type sample struct {
 	Precision string `json:"precision,omitempty"`
 	// BF16Path is the path migu's bf16 products took
 	// (kernels.BF16ProductPath); "" for fp32.
-	BF16Path  string  `json:"bf16_path,omitempty"`
-	Params    int64   `json:"params"`
-	Trainable int64   `json:"trainable"`
-	PeakRSSMB float64 `json:"peak_rss_mb"`
-	GFLOPS    float64 `json:"gflops"`
-	Threads   int     `json:"threads"`
+	BF16Path string `json:"bf16_path,omitempty"`
+	// OneDNNProducts counts the float32 products the migu worker ran in
+	// oneDNN (train --products; Artifact.OneDNNProducts), 0: all in MLAS.
+	OneDNNProducts int     `json:"onednn_products,omitempty"`
+	Params         int64   `json:"params"`
+	Trainable      int64   `json:"trainable"`
+	PeakRSSMB      float64 `json:"peak_rss_mb"`
+	GFLOPS         float64 `json:"gflops"`
+	Threads        int     `json:"threads"`
 }
 
 // cpuSeconds is the process's user+system CPU time.
@@ -261,6 +271,41 @@ type benchTrainer struct {
 	dir    string
 }
 
+// benchSetup is what a worker's trainers may differ in.
+type benchSetup struct {
+	withMIGU bool
+	oneDNN   *kernels.F32Roles // nil: as migu train decides
+}
+
+// parseOneDNN reads -onednn: "" decides as migu train does (nil:
+// --products auto), mlas runs every product in MLAS, and a
+// comma-separated list of forward, input-grads and weight-grads (or all
+// three, "all") moves those products to oneDNN.
+func parseOneDNN(s string) (*kernels.F32Roles, error) {
+	var r kernels.F32Roles
+	switch s {
+	case "":
+		return nil, nil
+	case "mlas":
+		return &r, nil
+	}
+	for _, role := range strings.Split(s, ",") {
+		switch role {
+		case "forward":
+			r.Forward = true
+		case "input-grads":
+			r.InputGrads = true
+		case "weight-grads":
+			r.WeightGrads = true
+		case "all":
+			r = kernels.F32Roles{Forward: true, InputGrads: true, WeightGrads: true}
+		default:
+			return nil, fmt.Errorf("-onednn %q: %q is not mlas, forward, input-grads, weight-grads or all", s, role)
+		}
+	}
+	return &r, nil
+}
+
 func (b *benchTrainer) close() error {
 	defer os.RemoveAll(b.dir)
 	return b.tr.Close()
@@ -268,7 +313,7 @@ func (b *benchTrainer) close() error {
 
 // newBenchTrainer builds the trainer of the migu worker: the plan of
 // o.method, AdamW at lr 1e-4, MIGU (T = 0.7, grad mode) when withMIGU.
-func newBenchTrainer(o *options, withMIGU bool) (*benchTrainer, error) {
+func newBenchTrainer(o *options, setup benchSetup) (*benchTrainer, error) {
 	man, err := modeldir.ReadManifest(o.model)
 	if err != nil {
 		return nil, err
@@ -307,8 +352,9 @@ func newBenchTrainer(o *options, withMIGU bool) (*benchTrainer, error) {
 	}
 	opt := train.DefaultAdamW()
 	opt.LR = 1e-4
-	cfg := train.Config{Optim: opt, GradAccum: 1, UseMIGU: withMIGU, T: 0.7, Mode: migu.ModeGrad, Threads: o.threads,
-		Session: ort.SessionOptions{Provider: o.provider, OptLevel: level, ProfilePrefix: o.ortProfile}, Precision: o.precision}
+	cfg := train.Config{Optim: opt, GradAccum: 1, UseMIGU: setup.withMIGU, T: 0.7, Mode: migu.ModeGrad, Threads: o.threads,
+		Session: ort.SessionOptions{Provider: o.provider, OptLevel: level, ProfilePrefix: o.ortProfile}, Precision: o.precision,
+		OneDNN: setup.oneDNN}
 	if o.hiddenPad {
 		cfg.HiddenPad = train.PadFourKB
 	}
@@ -334,14 +380,18 @@ func workMIGU(o *options) error {
 	if err := ort.Init(ort.InitOptions{}); err != nil {
 		return err
 	}
-	b, err := newBenchTrainer(o, o.withMIGU)
+	roles, err := parseOneDNN(o.onednn)
+	if err != nil {
+		return err
+	}
+	b, err := newBenchTrainer(o, benchSetup{withMIGU: o.withMIGU, oneDNN: roles})
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(b.dir)
 	tr, man, params := b.tr, b.man, b.params
 	bs := batches(o.arch, man.VocabSize, 4, o.batch, o.seq)
-	s := sample{Params: params, Threads: o.threads, Precision: o.precision}
+	s := sample{Params: params, Threads: o.threads, Precision: o.precision, OneDNNProducts: tr.Art.OneDNNProducts}
 	if o.precision == train.PrecisionBF16 {
 		s.BF16Path = kernels.BF16ProductPath(kernels.BF16Units())
 	}

@@ -11,7 +11,7 @@ import collections
 import json
 import math
 
-MATMULS = ("Gemm", "MatMul", "FusedMatMul", "MatMulBF16")
+MATMULS = ("Gemm", "MatMul", "FusedMatMul", "MatMulBF16", "MatMulF32")
 
 # Kernel classes by operator type; the profile does not name an op's
 # domain, so migu's fused kernels are listed by name (onnx/kernels).

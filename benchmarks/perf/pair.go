@@ -6,11 +6,13 @@ import (
 	"time"
 
 	"github.com/migu-ml/migu/data"
+	"github.com/migu-ml/migu/onnx/kernels"
 	"github.com/migu-ml/migu/onnx/ort"
 )
 
-// pairSample is what the migu-pair worker prints: per step pair, the
-// wall and CPU seconds of the step without MIGU and of the step with it.
+// pairSample is what the pair workers print: per step pair, the wall and
+// CPU seconds of the step without the change (off: MIGU off, or every
+// product in MLAS) and of the step with it (on).
 type pairSample struct {
 	OffS    []float64 `json:"off_s"`
 	OnS     []float64 `json:"on_s"`
@@ -24,15 +26,34 @@ type pairSample struct {
 // on both; separate processes minutes apart differ by ±20 % there, more
 // than the cost being measured.
 func workPair(o *options) error {
+	return pairSteps(o, benchSetup{}, benchSetup{withMIGU: true})
+}
+
+// workOneDNNPair measures oneDNN's float32 products the same way: two
+// trainers of the same model (MIGU as -with-migu says), one with every
+// product in ORT's MLAS, one with the products -onednn names in oneDNN
+// (ai.migu.bf16.MatMulF32; empty: what --products auto picks), taking
+// turns step by step.
+func workOneDNNPair(o *options) error {
+	roles, err := parseOneDNN(o.onednn)
+	if err != nil {
+		return err
+	}
+	return pairSteps(o, benchSetup{withMIGU: o.withMIGU, oneDNN: &kernels.F32Roles{}}, benchSetup{withMIGU: o.withMIGU, oneDNN: roles})
+}
+
+// pairSteps runs a trainer of each setup, off and on, in turns (off, on,
+// on, off, …) and prints their pairSample.
+func pairSteps(o *options, offSetup, onSetup benchSetup) error {
 	if err := ort.Init(ort.InitOptions{}); err != nil {
 		return err
 	}
-	off, err := newBenchTrainer(o, false)
+	off, err := newBenchTrainer(o, offSetup)
 	if err != nil {
 		return err
 	}
 	defer off.close()
-	on, err := newBenchTrainer(o, true)
+	on, err := newBenchTrainer(o, onSetup)
 	if err != nil {
 		return err
 	}

@@ -37,15 +37,26 @@ func mpirunCommand(t *testing.T, n int, mark string, args ...string) *exec.Cmd {
 // MIGU: every step's loss within 1e-5 and its mask statistics (each
 // layer's share updated and overlap with the last step, which follow from
 // the mask bits) equal, and the final weights within 1e-5 norm-wise after
-// 20 steps. Only rank 0 writes the run folder.
+// 20 steps, 1e-4 element-wise with MLAS's products. Full fine-tuning runs
+// with --products mlas and auto: where auto picks oneDNN (Ice Lake with
+// the bf16 library), its weight-gradient sums round about twice as far
+// from the exact sum as MLAS's (mean 0.15–0.34 against 0.10–0.25
+// u·Σ|ab|), and AdamW turns sign changes of near-zero gradients into
+// full-size steps: measured 1.2e-4 element-wise (7.4e-6 norm-wise)
+// against MLAS's 1.4e-5 (1.1e-6), so its element-wise bound is 2e-4.
+// Only rank 0 writes the run folder.
 func TestMpirunTrainEqualsOneProcess(t *testing.T) {
 	model := tinyModelDir(t, "llama")
 	data := fixture(t, "instruction", 160)
-	for _, method := range []string{"full", "lora"} {
-		t.Run(method, func(t *testing.T) {
+	for _, c := range []struct {
+		method, products string
+		elemTol          float64
+	}{{"full", train.ProductsMLAS, 1e-4}, {"full", train.ProductsAuto, 2e-4}, {"lora", train.ProductsAuto, 1e-4}} {
+		method := c.method
+		t.Run(method+"/"+c.products, func(t *testing.T) {
 			args := func(out, batch string) []string {
 				return []string{"train", "--model", model, "--data", data, "--out", out, "--method", method, "--migu", "0.7",
-					"--max-steps", "20", "--batch-size", batch, "--threads", "1", "--lr", "1e-3"}
+					"--max-steps", "20", "--batch-size", batch, "--threads", "1", "--lr", "1e-3", "--products", c.products}
 			}
 			one, two := filepath.Join(t.TempDir(), "one"), filepath.Join(t.TempDir(), "two")
 			if code, stdout, stderr := runCLI(t, args(one, "8")...); code != 0 {
@@ -77,7 +88,7 @@ func TestMpirunTrainEqualsOneProcess(t *testing.T) {
 			}
 			wa, wb := floatsOf(t, filepath.Join(one, file)), floatsOf(t, filepath.Join(two, file))
 			norm, elem := relDiffs(wa, wb)
-			if norm > 1e-5 || elem > 1e-4 {
+			if norm > 1e-5 || elem > c.elemTol {
 				t.Fatalf("%s: weights differ by %.3g norm-wise, %.3g element-wise (relative)", file, norm, elem)
 			}
 			t.Logf("20 steps: losses within 1e-5, mask statistics equal; %s within %.2g norm-wise, %.2g element-wise", file, norm, elem)

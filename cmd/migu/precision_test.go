@@ -34,9 +34,9 @@ func TestTrainPrecisionBF16(t *testing.T) {
 	}
 }
 
-// A bad --precision, or bf16 without its library, stops train and
-// continual with exit status 2 and one line naming the flag, before the
-// run folder exists.
+// A bad --precision or --products, or bf16 or onednn without the bf16
+// library, stops train and continual with exit status 2 and one line
+// naming the flag (or $MIGU_BF16), before the run folder exists.
 func TestPrecisionBadInput(t *testing.T) {
 	model := tinyModelDir(t, "llama")
 	data := fixture(t, "instruction", 40)
@@ -50,6 +50,9 @@ func TestPrecisionBadInput(t *testing.T) {
 		{"train unknown", []string{"train", "--precision", "fp16"}, "", `--precision "fp16" is not one of fp32, bf16`},
 		{"continual unknown", []string{"continual", "--precision", "BF16"}, "", `--precision "BF16" is not one of fp32, bf16`},
 		{"bf16 library missing", []string{"train", "--precision", "bf16"}, missing, "bf16 library " + missing + " (from $MIGU_BF16) does not exist"},
+		{"train products unknown", []string{"train", "--products", "fast"}, "", `--products "fast" is not one of auto, mlas, onednn`},
+		{"continual products unknown", []string{"continual", "--products", "MLAS"}, "", `--products "MLAS" is not one of auto, mlas, onednn`},
+		{"onednn library missing", []string{"train", "--products", "onednn"}, missing, "bf16 library " + missing + " (from $MIGU_BF16) does not exist"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

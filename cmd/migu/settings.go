@@ -40,6 +40,7 @@ var settingFlags = map[badinput.Setting]string{
 	"ort_lib":         "--ort-lib",
 	"out":             "--out",
 	"precision":       "--precision",
+	"products":        "--products",
 	"recompute":       "--recompute",
 	"resume":          "--resume",
 	"samples":         "--samples",

@@ -117,8 +117,9 @@ anything is written.`,
 // jobFlags are the training-job flags train and continual share; settle
 // finishes what the flags cannot set directly.
 type jobFlags struct {
-	o    *finetune.JobOptions
-	mode string // --migu-mode
+	o        *finetune.JobOptions
+	mode     string // --migu-mode
+	products string // --products
 }
 
 // addJobFlags adds the flags of one training job — MIGU's mode and
@@ -153,17 +154,21 @@ func addJobFlags(cmd *cobra.Command, o *finetune.JobOptions, perTask bool) *jobF
 	f.StringVar(&o.MemoryLimit, "memory-limit", o.MemoryLimit, start+" when the planned memory is above this: auto (what the machine has available), off, or a size such as 20GB (1 byte or more)")
 	f.StringVar(&o.Train.Recompute, "recompute", train.RecomputeNone, "none, or layers: keep only each transformer block's input for the backward pass and recompute the block there (less memory, more compute; same gradients)")
 	f.StringVar(&o.Train.Precision, "precision", train.PrecisionFP32, "fp32, or bf16: weight products in bfloat16 with float32 accumulation (oneDNN; weights and optimizer state stay float32); fast only on CPUs with AMX-BF16 or AVX512-BF16, and needs migu built with libdnnl-dev")
+	f.StringVar(&j.products, "products", train.ProductsAuto, "where the float32 matrix products run: auto (oneDNN for the forward and weight-gradient products on CPUs where that was measured faster — Ice Lake-class AVX-512 without bf16 units — when migu was built with libdnnl-dev; ORT's MLAS elsewhere), mlas, or onednn; the same results to float32 rounding")
 	return j
 }
 
-// settle parses --migu-mode into the job's options and checks --recompute
-// and --precision.
+// settle parses --migu-mode and --products into the job's options and
+// checks --recompute and --precision.
 func (j *jobFlags) settle() error {
 	m, err := migu.ParseMode(j.mode)
 	if err != nil {
 		return err
 	}
 	j.o.Train.Mode = m
+	if j.o.Train.OneDNN, err = train.ParseProducts(j.products); err != nil {
+		return err
+	}
 	if err := train.CheckPrecision(j.o.Train.Precision); err != nil {
 		return err
 	}

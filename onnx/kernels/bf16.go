@@ -33,8 +33,9 @@ const BF16LibName = "libmigu_bf16.so"
 // MiguBF16Version in csrc/migu_bf16.c returns the same string, and both
 // change together with MatMulBF16's domain, inputs, outputs or attributes.
 // FindBF16 refuses a library reporting another version. Version 1 put
-// MatMulBF16 in the domain ai.migu; 2 in ai.migu.bf16.
-const BF16LibVersion = "2"
+// MatMulBF16 in the domain ai.migu; 2 in ai.migu.bf16; 3 added MatMulF32
+// (f32.go).
+const BF16LibVersion = "3"
 
 // BF16EnvVar names the bf16 library explicitly; unset, FindBF16 looks for
 // the built one as Find does.
@@ -73,8 +74,21 @@ func BF16Units() string {
 	return bf16Units(data)
 }
 
-// bf16Units reads the first "flags" line of a /proc/cpuinfo.
+// bf16Units reads the bf16 units from a /proc/cpuinfo.
 func bf16Units(cpuinfo []byte) string {
+	flags := cpuFlags(cpuinfo)
+	switch {
+	case flags["amx_bf16"]:
+		return "amx_bf16"
+	case flags["avx512_bf16"]:
+		return "avx512_bf16"
+	}
+	return ""
+}
+
+// cpuFlags reads the first "flags" line of a /proc/cpuinfo (x86); nil
+// where there is none.
+func cpuFlags(cpuinfo []byte) map[string]bool {
 	for line := range bytes.Lines(cpuinfo) {
 		key, val, ok := bytes.Cut(line, []byte(":"))
 		if !ok || string(bytes.TrimSpace(key)) != "flags" {
@@ -84,15 +98,9 @@ func bf16Units(cpuinfo []byte) string {
 		for _, f := range strings.Fields(string(val)) {
 			flags[f] = true
 		}
-		switch {
-		case flags["amx_bf16"]:
-			return "amx_bf16"
-		case flags["avx512_bf16"]:
-			return "avx512_bf16"
-		}
-		return ""
+		return flags
 	}
-	return ""
+	return nil
 }
 
 // BF16PathEnvVar forces MatMulBF16's path: "native" (oneDNN's bf16

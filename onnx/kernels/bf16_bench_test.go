@@ -62,7 +62,7 @@ func BenchmarkMatMulBF16(b *testing.B) {
 		{"grad-weight", operand{"x", []int64{m, k}, x}, operand{"dy", []int64{m, n}, dy}, 1, 0, []int64{k, n}},
 	}
 	for _, p := range products {
-		for _, variant := range []string{"fp32", "bf16-native", "bf16-f32", "bf16-weight-native", "bf16-weight-f32", "ort-bf16"} {
+		for _, variant := range []string{"fp32", "bf16-native", "bf16-f32", "bf16-weight-native", "bf16-weight-f32", "ort-bf16", "onednn-f32"} {
 			bf16Weight := strings.HasPrefix(variant, "bf16-weight")
 			if bf16Weight && p.b.name != "w" {
 				continue
@@ -92,6 +92,11 @@ func BenchmarkMatMulBF16(b *testing.B) {
 							y16 = g.Op("Gemm", []string{ab, bb}, "y16", trans...)
 						}
 						g.Node("Cast", []string{y16}, []string{"y"}, "y", onnx.AttrInt("to", int64(onnx.Float)))
+					case "onednn-f32":
+						g.Node("MatMulF32", []string{"a", "b"}, []string{"y"}, "y", trans...)
+						g.P.Node[0].Domain = &[]string{onnx.DomainMiguBF16}[0]
+						gm.SetOpset(onnx.DomainMiguBF16, kernels.Opset)
+						opts.CustomOps = []string{lib}
 					default:
 						b.Setenv("MIGU_BF16_PATH", variant[strings.LastIndexByte(variant, '-')+1:])
 						g.Node("MatMulBF16", []string{"a", "b"}, []string{"y"}, "y", trans...)

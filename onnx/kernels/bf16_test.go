@@ -20,12 +20,13 @@ const (
 	bf16U = 0x1p-9
 )
 
-// product is one MatMulBF16 case: y = op(a)·op(b).
+// product is one MatMulBF16 (or MatMulF32) case: y = op(a)·op(b).
 type product struct {
 	name           string
 	a, b           []int64 // stored shapes
 	transA, transB int64
 	bf16B          bool // b is fed as bfloat16 (a frozen bf16 weight)
+	f32            bool // the op is MatMulF32 (float32, unrounded)
 }
 
 // dims returns m (all rows of op(a)), k and n.
@@ -77,7 +78,8 @@ func (p product) reference(a, b []float32, round bool) (y, abs []float64) {
 	return y, abs
 }
 
-// save writes the one-node graph y = MatMulBF16(a, b) and returns its path.
+// save writes the one-node graph y = MatMulBF16(a, b) (MatMulF32 where
+// p.f32) and returns its path.
 func (p product) save(t testing.TB) string {
 	t.Helper()
 	m := onnx.New("bf16", nil)
@@ -88,7 +90,11 @@ func (p product) save(t testing.TB) string {
 		bt = onnx.BFloat16
 	}
 	g.AddInput("b", bt, dimsOf(p.b))
-	g.Node("MatMulBF16", []string{"a", "b"}, []string{"y"}, "y", onnx.AttrInt("transA", p.transA), onnx.AttrInt("transB", p.transB))
+	op := "MatMulBF16"
+	if p.f32 {
+		op = "MatMulF32"
+	}
+	g.Node(op, []string{"a", "b"}, []string{"y"}, "y", onnx.AttrInt("transA", p.transA), onnx.AttrInt("transB", p.transB))
 	g.P.Node[0].Domain = &[]string{onnx.DomainMiguBF16}[0]
 	_, _, n := p.dims()
 	ys := append(append([]int64{}, p.a[:len(p.a)-1]...), int64(n))
@@ -261,27 +267,34 @@ func testMatMulBF16(t *testing.T, lib, bf16Path string) {
 	}
 }
 
-// A bad operand is an error naming the op, not a crash.
+// A bad operand is an error naming the op and the fault, not a crash.
 func TestMatMulBF16BadShapes(t *testing.T) {
 	lib := testenv.BF16(t)
 	if err := ort.Init(ort.InitOptions{LibraryPath: testenv.ORTLib(t)}); err != nil {
 		t.Fatal(err)
 	}
-	p := product{a: []int64{2, 3}, b: []int64{4, 5}}
-	path := p.save(t)
-	s, err := ort.NewSession(path, ort.SessionOptions{CustomOps: []string{lib}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	av, _ := ort.NewTensor(make([]float32, 6), 2, 3)
-	defer av.Close()
-	bv, _ := ort.NewTensor(make([]float32, 20), 4, 5)
-	defer bv.Close()
-	if _, err := s.Run(map[string]ort.Value{"a": av, "b": bv}); err == nil {
-		t.Fatal("a [2,3]·[4,5] product ran")
-	} else if want := "ai.migu.bf16.MatMulBF16"; !strings.Contains(err.Error(), want) {
-		t.Fatalf("error %q does not name %s", err, want)
+	for _, f32 := range []bool{false, true} {
+		p := product{a: []int64{2, 3}, b: []int64{4, 5}, f32: f32}
+		want := "ai.migu.bf16.MatMulBF16: the inner dimensions of op(A) and op(B) differ"
+		if f32 {
+			want = "ai.migu.bf16.MatMulF32: the inner dimensions of op(A) and op(B) differ"
+		}
+		path := p.save(t)
+		s, err := ort.NewSession(path, ort.SessionOptions{CustomOps: []string{lib}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		av, _ := ort.NewTensor(make([]float32, 6), 2, 3)
+		bv, _ := ort.NewTensor(make([]float32, 20), 4, 5)
+		_, err = s.Run(map[string]ort.Value{"a": av, "b": bv})
+		av.Close()
+		bv.Close()
+		s.Close()
+		if err == nil {
+			t.Fatalf("a [2,3]·[4,5] product ran (f32 %v)", f32)
+		} else if !strings.Contains(err.Error(), want) {
+			t.Fatalf("error %q does not say %q", err, want)
+		}
 	}
 }
 
@@ -350,23 +363,27 @@ func TestMatMulBF16ShapeChanges(t *testing.T) {
 }
 
 // The small llama's feed-forward product on 2 threads, five times over in
-// one session, gives the bits of a 1-thread run every time: blocks that
-// run at once share nothing (oneDNN's scratchpad is per call, not its
-// library-wide one).
+// one session, gives the bits of a 1-thread run every time, on both of
+// MatMulBF16's paths and in MatMulF32: blocks that run at once share
+// nothing (oneDNN's scratchpad is per call, not its library-wide one).
 func TestMatMulBF16Deterministic(t *testing.T) {
 	lib := testenv.BF16(t)
 	if err := ort.Init(ort.InitOptions{LibraryPath: testenv.ORTLib(t)}); err != nil {
 		t.Fatal(err)
 	}
-	for _, bf16Path := range bf16Paths {
+	for _, bf16Path := range append(bf16Paths, "MatMulF32") {
 		t.Run(bf16Path, func(t *testing.T) {
-			t.Setenv("MIGU_BF16_PATH", bf16Path)
+			f32 := bf16Path == "MatMulF32"
+			if !f32 {
+				t.Setenv("MIGU_BF16_PATH", bf16Path)
+			}
 			for _, p := range []product{
 				{name: "forward", a: []int64{512, 512}, b: []int64{512, 1376}},
 				{name: "input gradient", a: []int64{512, 1376}, b: []int64{512, 1376}, transB: 1},
 				{name: "weight gradient", a: []int64{512, 512}, b: []int64{512, 1376}, transA: 1},
 				{name: "tied head", a: []int64{512, 512}, b: []int64{8000, 512}, transB: 1},
 			} {
+				p.f32 = f32
 				rng := rand.New(rand.NewPCG(11, uint64(p.transA)))
 				a, b := gaussian(rng, numel(p.a)), gaussian(rng, numel(p.b))
 				path := p.save(t)

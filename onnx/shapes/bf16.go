@@ -6,10 +6,11 @@ import (
 	"github.com/migu-ml/migu/onnx"
 )
 
-// Shape rule of migu's bfloat16 matrix product (onnx/kernels,
-// csrc/migu_bf16.c): float32 or bfloat16 in, float32 out.
+// Shape rule of migu's oneDNN matrix products (onnx/kernels,
+// csrc/migu_bf16.c), MatMulBF16 and MatMulF32: float32 or bfloat16 in,
+// float32 out.
 func init() {
-	registerShape(inferMatMulBF16, onnx.DomainMiguBF16+".MatMulBF16")
+	registerShape(inferMatMulBF16, onnx.DomainMiguBF16+".MatMulBF16", onnx.DomainMiguBF16+".MatMulF32")
 }
 
 // inferMatMulBF16: Y = op(A)·op(B) with B 2-D; A is [..., M, K], or [K, M]

@@ -1,7 +1,8 @@
-// migu_bf16: bfloat16 matrix products for migu's training graphs, an
-// optional companion of migu_kernels.c built only where oneDNN's headers
+// migu_bf16: oneDNN matrix products for migu's training graphs —
+// bfloat16, and float32 where oneDNN beats ORT's MLAS — an optional
+// companion of migu_kernels.c built only where oneDNN's headers
 // are installed (Debian's libdnnl-dev; scripts/bf16.sh), loaded into a stock
-// ONNX Runtime through its custom-operator C API. One op, domain
+// ONNX Runtime through its custom-operator C API. Two ops, domain
 // "ai.migu.bf16" (ORT refuses a second library registering migu_kernels'
 // "ai.migu"), opset 1:
 //
@@ -11,6 +12,12 @@
 //       [K, M] (transA 1, 2-D only); B is [K, N] (transB 0) or [N, K].
 //       A and B are float32 (rounded to bfloat16 here, to nearest even) or
 //       already bfloat16 (frozen weights a model folder stores in bf16).
+//
+//   MatMulF32(A, B; transA, transB) -> Y float32
+//       The same product in float32, operands as they are (a bf16 operand
+//       is widened, exactly): oneDNN's float32 matmul in place of ORT's
+//       MLAS, for the products where it was measured faster (forward
+//       products and weight gradients on Ice Lake; onnx/kernels/f32.go).
 //
 // On CPUs with AMX-BF16 or AVX-512 BF16 the product is oneDNN's bf16 matmul
 // with float32 accumulation, on those units. Elsewhere oneDNN would emulate
@@ -48,16 +55,23 @@
 
 static const OrtApi *api;
 
-static OrtStatus *fail(const char *msg) {
-	char buf[512];
-	snprintf(buf, sizeof buf, "ai.migu.bf16.MatMulBF16: %s", msg);
-	return api->CreateStatus(ORT_INVALID_ARGUMENT, buf);
-}
+// Errors are made without the op's name; compute puts it in front (named).
+static OrtStatus *fail(const char *msg) { return api->CreateStatus(ORT_INVALID_ARGUMENT, msg); }
 
 static OrtStatus *dnnl_fail(const char *what, dnnl_status_t st) {
 	char buf[256];
-	snprintf(buf, sizeof buf, "ai.migu.bf16.MatMulBF16: oneDNN %s failed (status %d)", what, (int)st);
+	snprintf(buf, sizeof buf, "oneDNN %s failed (status %d)", what, (int)st);
 	return api->CreateStatus(ORT_FAIL, buf);
+}
+
+// named returns s with "ai.migu.bf16.<op>: " in front of its message.
+static OrtStatus *named(const char *op, OrtStatus *s) {
+	if (s == NULL) return NULL;
+	char buf[640];
+	snprintf(buf, sizeof buf, "ai.migu.bf16.%s: %s", op, api->GetErrorMessage(s));
+	OrtErrorCode code = api->GetErrorCode(s);
+	api->ReleaseStatus(s);
+	return api->CreateStatus(code, buf);
 }
 
 enum { MAX_RANK = 8 };
@@ -143,20 +157,22 @@ static void convert_block(void *p, size_t b) {
 		round_f32((const float *)j->x + start, (float *)j->y + start, n);
 }
 
-// operand gives t's values as the product reads them: bfloat16 (to_f32 0)
-// or bf16-valued float32 (to_f32 1). It is t's own data where that already
-// is the form (a bf16 tensor on the native path), else a converted copy in
-// *owned (freed by the caller).
-static OrtStatus *operand(OrtKernelContext *ctx, const tensor *t, int to_f32, const void **out, void **owned) {
+// operand gives t's values as the product reads them: bfloat16 (to_f32 0),
+// bf16-valued float32 (to_f32 1, round 1) or float32 (to_f32 1, round 0).
+// It is t's own data where that already is the form (a bf16 tensor on the
+// native path, a float32 one unrounded), else a converted copy in *owned
+// (freed by the caller).
+static OrtStatus *operand(OrtKernelContext *ctx, const tensor *t, int to_f32, int round, const void **out,
+                          void **owned) {
 	*owned = NULL;
 	int from_bf16 = t->type == ONNX_TENSOR_ELEMENT_DATA_TYPE_BFLOAT16;
-	if (from_bf16 && !to_f32) {
+	if ((from_bf16 && !to_f32) || (!from_bf16 && !round)) {
 		*out = t->data;
 		return NULL;
 	}
 	size_t size = to_f32 ? sizeof(float) : sizeof(uint16_t);
 	void *y = malloc((size_t)(t->count > 0 ? t->count : 1) * size);
-	if (y == NULL) return api->CreateStatus(ORT_FAIL, "ai.migu.bf16.MatMulBF16: out of memory");
+	if (y == NULL) return api->CreateStatus(ORT_FAIL, "out of memory");
 	*owned = y;
 	*out = y;
 	if (t->count == 0) return NULL;
@@ -205,10 +221,12 @@ typedef struct {
 } prim;
 
 typedef struct {
+	const char *name; // the op's
 	int64_t trans_a, trans_b;
-	// f32 picks the float32 path: the operands rounded to bf16 values and
-	// multiplied by oneDNN's float32 matmul (see native_bf16).
-	int f32;
+	// f32 picks oneDNN's float32 matmul: for MatMulBF16 on the operands
+	// rounded to bf16 values (see native_bf16), for MatMulF32 on the
+	// operands as they are (round 0).
+	int f32, round;
 	// cache holds the primitives of the block shapes met last (a full
 	// block and its edges: up to four per product shape, which changes
 	// with the batch's token count), guarded by mu; the least recently
@@ -367,8 +385,8 @@ static void matmul_block(void *p, size_t blk) {
 	}
 }
 
-// matmul runs y[M,N] = op(a) · op(b) with bf16 operands and float32
-// accumulation and output, block by block on ORT's threads.
+// matmul runs y[M,N] = op(a) · op(b) with bf16 or float32 operands (esize)
+// and float32 accumulation and output, block by block on ORT's threads.
 static OrtStatus *matmul(OrtKernelContext *ctx, kernel *kk, const void *a, const void *b, float *y, int64_t m,
                          int64_t k, int64_t n) {
 	pthread_once(&engine_once, make_engine);
@@ -426,15 +444,20 @@ static OrtStatus *compute_status(kernel *kk, OrtKernelContext *ctx) {
 	}
 	const void *ab, *bb;
 	void *aown, *bown = NULL;
-	OrtStatus *s = operand(ctx, &a, kk->f32, &ab, &aown);
-	if (s == NULL) s = operand(ctx, &b, kk->f32, &bb, &bown);
+	OrtStatus *s = operand(ctx, &a, kk->f32, kk->round, &ab, &aown);
+	if (s == NULL) s = operand(ctx, &b, kk->f32, kk->round, &bb, &bown);
 	if (s == NULL) s = matmul(ctx, kk, ab, bb, y, m, k, n);
 	free(aown);
 	free(bown);
 	return s;
 }
 
-// ---- op ----
+// ---- ops ----
+
+// ops are MatMulBF16 and MatMulF32, alike but for their names and the
+// kernel's round flag.
+static OrtCustomOp ops[2];
+static const char *op_names[2] = {"MatMulBF16", "MatMulF32"};
 
 static int64_t int_attr(const OrtKernelInfo *info, const char *name) {
 	int64_t v = 0;
@@ -448,29 +471,30 @@ static int64_t int_attr(const OrtKernelInfo *info, const char *name) {
 
 static OrtStatus *ORT_API_CALL create_kernel(const OrtCustomOp *o, const OrtApi *a, const OrtKernelInfo *info,
                                              void **out) {
-	(void)o;
 	(void)a;
 	kernel *k = calloc(1, sizeof *k);
-	if (k == NULL) return api->CreateStatus(ORT_FAIL, "ai.migu.bf16.MatMulBF16: out of memory");
+	if (k == NULL) return named(op_names[o == &ops[1]], api->CreateStatus(ORT_FAIL, "out of memory"));
 	k->trans_a = int_attr(info, "transA") != 0;
 	k->trans_b = int_attr(info, "transB") != 0;
-	k->f32 = !native_bf16();
+	k->round = o == &ops[0];
+	k->name = op_names[!k->round];
+	k->f32 = !k->round || !native_bf16();
 	pthread_mutex_init(&k->mu, NULL);
 	*out = k;
 	return NULL;
 }
 
-static OrtStatus *ORT_API_CALL compute(void *k, OrtKernelContext *ctx) { return compute_status(k, ctx); }
+static OrtStatus *ORT_API_CALL compute(void *k, OrtKernelContext *ctx) {
+	return named(((kernel *)k)->name, compute_status(k, ctx));
+}
 static void ORT_API_CALL destroy(void *k) {
 	kernel *kk = k;
 	for (int i = 0; i < kk->cached; i++) dnnl_primitive_destroy(kk->cache[i].prim);
 	pthread_mutex_destroy(&kk->mu);
 	free(kk);
 }
-static const char *ORT_API_CALL get_name(const OrtCustomOp *o) {
-	(void)o;
-	return "MatMulBF16";
-}
+static const char *ORT_API_CALL get_name(const OrtCustomOp *o) { return op_names[o == &ops[1]]; }
+
 static const char *ORT_API_CALL get_provider(const OrtCustomOp *o) {
 	(void)o;
 	return "CPUExecutionProvider";
@@ -492,23 +516,25 @@ static size_t ORT_API_CALL output_count(const OrtCustomOp *o) {
 	return 1;
 }
 
-static OrtCustomOp op;
 static OrtCustomOpDomain *domain;
 static OrtStatus *domain_status;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 
 static void make_domain(void) {
-	op_defaults(&op, MIGU_ORT_API);
-	op.CreateKernelV2 = create_kernel;
-	op.KernelComputeV2 = compute;
-	op.KernelDestroy = destroy;
-	op.GetName = get_name;
-	op.GetExecutionProviderType = get_provider;
-	op.GetInputType = input_type;
-	op.GetInputTypeCount = input_count;
-	op.GetOutputTypeCount = output_count;
 	domain_status = api->CreateCustomOpDomain("ai.migu.bf16", &domain);
-	if (domain_status == NULL) domain_status = api->CustomOpDomain_Add(domain, &op);
+	for (int i = 0; i < 2 && domain_status == NULL; i++) {
+		OrtCustomOp *op = &ops[i];
+		op_defaults(op, MIGU_ORT_API);
+		op->CreateKernelV2 = create_kernel;
+		op->KernelComputeV2 = compute;
+		op->KernelDestroy = destroy;
+		op->GetName = get_name;
+		op->GetExecutionProviderType = get_provider;
+		op->GetInputType = input_type;
+		op->GetInputTypeCount = input_count;
+		op->GetOutputTypeCount = output_count;
+		domain_status = api->CustomOpDomain_Add(domain, op);
+	}
 }
 
 // RegisterCustomOps is the entry point ONNX Runtime's RegisterCustomOpsLibrary
@@ -526,4 +552,4 @@ MIGU_EXPORT OrtStatus *ORT_API_CALL RegisterCustomOps(OrtSessionOptions *options
 // MiguBF16Version tells the loader which op set this build provides.
 // It changes with the op set, together with BF16LibVersion in onnx/kernels/bf16.go
 // (the Go side refuses a library reporting another version).
-MIGU_EXPORT const char *MiguBF16Version(void) { return "2"; }
+MIGU_EXPORT const char *MiguBF16Version(void) { return "3"; }
