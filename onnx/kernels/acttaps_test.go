@@ -18,7 +18,7 @@ import (
 // makes it) whose every input is also tapped by an unmasked AbsColSum,
 // outputs y, then one sum per input; with moved, FuseActivationTaps has
 // rewritten it, and it must have moved every tap into the activation.
-func actTapsGraph(t *testing.T, a activation, shape []int64, moved bool) string {
+func actTapsGraph(t testing.TB, a activation, shape []int64, moved bool) string {
 	t.Helper()
 	m := onnx.New("acttaps", nil)
 	m.SetOpset(onnx.DomainMigu, kernels.Opset)
