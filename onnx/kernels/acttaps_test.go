@@ -14,11 +14,18 @@ import (
 	"github.com/migu-ml/migu/onnx/shapes"
 )
 
+// Where actTapsGraph puts the taps of the activation's inputs.
+const (
+	noTaps       = "none"      // no taps
+	separateTaps = "separate"  // AbsColSum nodes
+	kernelTaps   = "in-kernel" // inside the activation (FuseActivationTaps)
+)
+
 // actTapsGraph writes a graph of one fused activation (a.fused, as Fuse
-// makes it) whose every input is also tapped by an unmasked AbsColSum,
-// outputs y, then one sum per input; with moved, FuseActivationTaps has
-// rewritten it, and it must have moved every tap into the activation.
-func actTapsGraph(t testing.TB, a activation, shape []int64, moved bool) string {
+// makes it) with outputs y and, unless taps is noTaps, the sum of |input|
+// of every input, by an unmasked AbsColSum or, with kernelTaps, by the
+// activation itself, FuseActivationTaps having moved every tap there.
+func actTapsGraph(t testing.TB, a activation, shape []int64, taps string) string {
 	t.Helper()
 	m := onnx.New("acttaps", nil)
 	m.SetOpset(onnx.DomainMigu, kernels.Opset)
@@ -39,11 +46,14 @@ func actTapsGraph(t testing.TB, a activation, shape []int64, moved bool) string 
 	g.AddOutput(y, onnx.Float, dimsOf(shape))
 	d := shape[len(shape)-1]
 	for _, in := range a.inputs {
+		if taps == noTaps {
+			break
+		}
 		s := g.Op("AbsColSum", []string{in}, "magnitude/"+in)
 		g.P.Node[len(g.P.Node)-1].Domain = proto.String(onnx.DomainMigu)
 		g.AddOutput(s, onnx.Float, onnx.Shape{onnx.D(d)})
 	}
-	if moved {
+	if taps == kernelTaps {
 		if n := kernels.FuseActivationTaps(m); n != len(a.inputs) || len(g.P.Node) != 1 || g.P.Node[0].GetOpType() != op+"Taps" {
 			t.Fatalf("FuseActivationTaps moved %d taps, want %d; nodes %v", n, len(a.inputs), g.P.Node)
 		}
@@ -74,8 +84,8 @@ func TestActivationTapsMatchHandSums(t *testing.T) {
 				for i, name := range a.inputs {
 					feeds[i] = feed{name, shape, random(rng, n, a.lo, a.hi)}
 				}
-				want := runGraph(t, actTapsGraph(t, a, shape, false), lib, 1, feeds...)
-				path := actTapsGraph(t, a, shape, true)
+				want := runGraph(t, actTapsGraph(t, a, shape, separateTaps), lib, 1, feeds...)
+				path := actTapsGraph(t, a, shape, kernelTaps)
 				for _, threads := range []int{1, 2} {
 					got := runGraph(t, path, lib, threads, feeds...)
 					for k := range want {

@@ -1032,6 +1032,12 @@ VECTOR static void gelu_tanh_taps_row(const float *x, float *y, float *sx, int64
 	}
 }
 
+// ACTTAP_SKEW floats lie between the partial rows of G and those of U:
+// without them the two rows a block adds to were a multiple of 4 KiB apart
+// at the small llama's shapes (32 blocks of 1376 floats), and the CPU took
+// each load of one for a possible reload of the other's last store.
+enum { ACTTAP_SKEW = 16 };
+
 typedef struct {
 	const float *a, *b; // (G, U) or (X)
 	float *y;
@@ -1045,7 +1051,7 @@ static void acttap_block(void *p, size_t b) {
 	const acttap_job *j = p;
 	int64_t d = j->d, r0 = (int64_t)b * j->per, end = r0 + j->per;
 	if (end > j->rows) end = j->rows;
-	float *sa = j->partial + (int64_t)b * d, *sb = sa + j->nblocks * d;
+	float *sa = j->partial + (int64_t)b * d, *sb = sa + j->nblocks * d + ACTTAP_SKEW;
 	memset(sa, 0, (size_t)d * sizeof *sa);
 	if (j->taps == 2) memset(sb, 0, (size_t)d * sizeof *sb);
 	for (int64_t r = r0; r < end; r++) {
@@ -1068,12 +1074,12 @@ static OrtStatus *acttap_run(OrtKernelContext *ctx, acttap_job *j, float **sums)
 	j->per = tap_rows(j->rows);
 	size_t nb = blocks(j->rows, j->per);
 	j->nblocks = (int64_t)nb;
-	j->partial = malloc(nb * (size_t)(j->taps * j->d) * sizeof(float));
+	j->partial = malloc((nb * (size_t)(j->taps * j->d) + ACTTAP_SKEW) * sizeof(float));
 	if (j->partial == NULL)
 		return api->CreateStatus(ORT_FAIL, j->taps == 2 ? "ai.migu.SwiGLUTaps: out of memory" : "ai.migu.GeluTaps: out of memory");
 	OrtStatus *s = api->KernelContext_ParallelFor(ctx, acttap_block, nb, 0, j);
 	for (int k = 0; s == NULL && k < j->taps; k++) {
-		colsum_job cj = {.partial = j->partial + (int64_t)k * j->nblocks * j->d, .dw = sums[k], .nblocks = nb, .d = j->d};
+		colsum_job cj = {.partial = j->partial + (int64_t)k * (j->nblocks * j->d + ACTTAP_SKEW), .dw = sums[k], .nblocks = nb, .d = j->d};
 		s = api->KernelContext_ParallelFor(ctx, colsum_block, blocks(j->d, COL_BLOCK), 0, &cj);
 	}
 	free(j->partial);
