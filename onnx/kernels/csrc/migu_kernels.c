@@ -1032,10 +1032,13 @@ VECTOR static void gelu_tanh_taps_row(const float *x, float *y, float *sx, int64
 	}
 }
 
-// ACTTAP_SKEW floats lie between the partial rows of G and those of U:
-// without them the two rows a block adds to were a multiple of 4 KiB apart
-// at the small llama's shapes (32 blocks of 1376 floats), and the CPU took
-// each load of one for a possible reload of the other's last store.
+// The partial rows start on 64-byte lines (aligned_alloc; with malloc's
+// 16-byte alignment every vector load and store of them split two cache
+// lines, and the taps cost as much inside the kernel as outside), and
+// ACTTAP_SKEW floats lie between those of G and those of U: without them
+// the two rows a block adds to were a multiple of 4 KiB apart at the small
+// llama's shapes (32 blocks of 1376 floats), and the CPU took each load of
+// one for a possible reload of the other's last store.
 enum { ACTTAP_SKEW = 16 };
 
 typedef struct {
@@ -1074,7 +1077,8 @@ static OrtStatus *acttap_run(OrtKernelContext *ctx, acttap_job *j, float **sums)
 	j->per = tap_rows(j->rows);
 	size_t nb = blocks(j->rows, j->per);
 	j->nblocks = (int64_t)nb;
-	j->partial = malloc((nb * (size_t)(j->taps * j->d) + ACTTAP_SKEW) * sizeof(float));
+	size_t bytes = (nb * (size_t)(j->taps * j->d) + ACTTAP_SKEW) * sizeof(float);
+	j->partial = aligned_alloc(64, (bytes + 63) / 64 * 64);
 	if (j->partial == NULL)
 		return api->CreateStatus(ORT_FAIL, j->taps == 2 ? "ai.migu.SwiGLUTaps: out of memory" : "ai.migu.GeluTaps: out of memory");
 	OrtStatus *s = api->KernelContext_ParallelFor(ctx, acttap_block, nb, 0, j);
