@@ -165,6 +165,11 @@ VECTOR static void abs_add_scaled(float *acc, const float *y, float m, int64_t n
 
 static size_t blocks(int64_t n, int64_t size) { return (size_t)((n + size - 1) / size); }
 
+// lines allocates n floats starting on a 64-byte cache line (free() frees
+// them). The taps' partial rows use it: at malloc's 16-byte alignment
+// every 64-byte vector load and store of them split two lines.
+static float *lines(size_t n) { return aligned_alloc(64, (n * sizeof(float) + 63) / 64 * 64); }
+
 // ---- RMSNorm ----
 
 typedef struct {
@@ -349,7 +354,7 @@ static OrtStatus *tap_compute(void *k, OrtKernelContext *ctx) {
 	}
 	j.per = tap_rows(j.rows);
 	size_t nb = blocks(j.rows, j.per);
-	j.partial = malloc(nb * (size_t)j.d * sizeof(float));
+	j.partial = lines(nb * (size_t)j.d);
 	if (j.partial == NULL) return api->CreateStatus(ORT_FAIL, "ai.migu.AbsColSum: out of memory");
 	OrtStatus *s = api->KernelContext_ParallelFor(ctx, tap_block, nb, 0, &j);
 	if (s == NULL) {
@@ -1032,10 +1037,9 @@ VECTOR static void gelu_tanh_taps_row(const float *x, float *y, float *sx, int64
 	}
 }
 
-// The partial rows start on 64-byte lines (aligned_alloc; with malloc's
-// 16-byte alignment every vector load and store of them split two cache
-// lines, and the taps cost as much inside the kernel as outside), and
-// ACTTAP_SKEW floats lie between those of G and those of U: without them
+// The partial rows start on 64-byte lines (lines; at malloc's alignment
+// the taps cost as much inside the kernel as outside), and ACTTAP_SKEW
+// floats lie between those of G and those of U: without them
 // the two rows a block adds to were a multiple of 4 KiB apart at the small
 // llama's shapes (32 blocks of 1376 floats), and the CPU took each load of
 // one for a possible reload of the other's last store.
@@ -1077,8 +1081,7 @@ static OrtStatus *acttap_run(OrtKernelContext *ctx, acttap_job *j, float **sums)
 	j->per = tap_rows(j->rows);
 	size_t nb = blocks(j->rows, j->per);
 	j->nblocks = (int64_t)nb;
-	size_t bytes = (nb * (size_t)(j->taps * j->d) + ACTTAP_SKEW) * sizeof(float);
-	j->partial = aligned_alloc(64, (bytes + 63) / 64 * 64);
+	j->partial = lines(nb * (size_t)(j->taps * j->d) + ACTTAP_SKEW);
 	if (j->partial == NULL)
 		return api->CreateStatus(ORT_FAIL, j->taps == 2 ? "ai.migu.SwiGLUTaps: out of memory" : "ai.migu.GeluTaps: out of memory");
 	OrtStatus *s = api->KernelContext_ParallelFor(ctx, acttap_block, nb, 0, j);
