@@ -17,7 +17,11 @@ import (
 // RMSNorm, roberta's LayerNorm) and activation (llama's SwiGLU gate, t5's
 // gated tanh GELU, roberta's erf GELU), full fine-tuning and LoRA, with
 // and without recomputation; the MIGU masks (T = 0.7) of the fused taps
-// equal the standard taps' bit for bit.
+// equal the standard taps' bit for bit. The taps of the activations'
+// inputs (llama's gate and up projections, t5's wi_0, roberta's
+// intermediate dense and, in full fine-tuning, its head's dense) are
+// computed by the activation kernels (SwiGLUTaps, GeluTaps), every other
+// tap by AbsColSum.
 // Both variants run in this one test; the kernel library is built when
 // missing (testenv.Kernels).
 func TestFusedKernelsKeepGradients(t *testing.T) {
@@ -26,12 +30,13 @@ func TestFusedKernelsKeepGradients(t *testing.T) {
 	cases := []struct {
 		arch, method, recompute string
 		norm, act               string // the fused norm and activation ops it gets
+		actTaps, tapped         int    // taps the activation kernels compute, and the activations computing them
 	}{
-		{"llama", "full", RecomputeNone, "RMSNorm", "SwiGLU"}, {"llama", "full", RecomputeLayers, "RMSNorm", "SwiGLU"},
-		{"llama", "lora", RecomputeNone, "RMSNorm", "SwiGLU"},
-		{"t5", "full", RecomputeNone, "RMSNorm", "Gelu"}, {"t5", "lora", RecomputeLayers, "RMSNorm", "Gelu"},
-		{"roberta", "full", RecomputeNone, "LayerNorm", "Gelu"}, {"roberta", "full", RecomputeLayers, "LayerNorm", "Gelu"},
-		{"roberta", "lora", RecomputeNone, "LayerNorm", "Gelu"},
+		{"llama", "full", RecomputeNone, "RMSNorm", "SwiGLU", 8, 4}, {"llama", "full", RecomputeLayers, "RMSNorm", "SwiGLU", 8, 4},
+		{"llama", "lora", RecomputeNone, "RMSNorm", "SwiGLU", 8, 4},
+		{"t5", "full", RecomputeNone, "RMSNorm", "Gelu", 4, 4}, {"t5", "lora", RecomputeLayers, "RMSNorm", "Gelu", 4, 4},
+		{"roberta", "full", RecomputeNone, "LayerNorm", "Gelu", 3, 3}, {"roberta", "full", RecomputeLayers, "LayerNorm", "Gelu", 3, 3},
+		{"roberta", "lora", RecomputeNone, "LayerNorm", "Gelu", 2, 2},
 	}
 	models := map[string]string{}
 	outer := t
@@ -54,17 +59,18 @@ func TestFusedKernelsKeepGradients(t *testing.T) {
 				ops[n.GetDomain()+"."+n.GetOpType()]++
 			}
 			// Recomputation clones the forward norms of every block.
-			norm := "ai.migu." + c.norm
-			if ops[norm] < norms || ops[norm+"Grad"] == 0 || ops[".LayerNormalization"] != 0 || ops["ai.migu.AbsColSum"] != len(fart.Taps) {
-				t.Fatalf("fused ops in the graph: %s %d, %sGrad %d, AbsColSum %d (%d taps); LayerNormalization %d left",
-					norm, ops[norm], norm, ops[norm+"Grad"], ops["ai.migu.AbsColSum"], len(fart.Taps), ops[".LayerNormalization"])
+			norm, actTaps := "ai.migu."+c.norm, fart.Fused["ActivationTaps"]
+			if ops[norm] < norms || ops[norm+"Grad"] == 0 || ops[".LayerNormalization"] != 0 ||
+				actTaps != c.actTaps || ops["ai.migu.AbsColSum"] != len(fart.Taps)-actTaps {
+				t.Fatalf("fused ops in the graph: %s %d, %sGrad %d, AbsColSum %d and %d in activations (%d taps); LayerNormalization %d left",
+					norm, ops[norm], norm, ops[norm+"Grad"], ops["ai.migu.AbsColSum"], actTaps, len(fart.Taps), ops[".LayerNormalization"])
 			}
 			// Every activation of the model is fused (recomputation clones
-			// them), and no standard op of theirs is left.
+			// them, without taps), and no standard op of theirs is left.
 			act := "ai.migu." + c.act
-			if ops[act] < acts || ops[act+"Grad"] != acts || ops[".Sigmoid"]+ops[".Erf"] != 0 {
-				t.Fatalf("fused activations %d: %s %d, %sGrad %d; Sigmoid %d, Erf %d left",
-					acts, act, ops[act], act, ops[act+"Grad"], ops[".Sigmoid"], ops[".Erf"])
+			if ops[act]+ops[act+"Taps"] < acts || ops[act+"Taps"] != c.tapped || ops[act+"Grad"] != acts || ops[".Sigmoid"]+ops[".Erf"] != 0 {
+				t.Fatalf("fused activations %d: %s %d, %sTaps %d, %sGrad %d; Sigmoid %d, Erf %d left",
+					acts, act, ops[act], act, ops[act+"Taps"], act, ops[act+"Grad"], ops[".Sigmoid"], ops[".Erf"])
 			}
 			// Every architecture's loss is one cross-entropy pick, and
 			// every attention layer's probabilities one softmax.

@@ -86,7 +86,10 @@ type GraphOptions struct {
 	// whenever it loads the kernel library: on the small llama (Ice Lake,
 	// 2 threads) a step's 57 taps took 23–25 ms of ORT kernel time in the
 	// standard form and 8.4 ms fused, each tap run while its value is in
-	// cache (benchmarks/perf/README.md, "MIGU cost").
+	// cache (benchmarks/perf/README.md, "MIGU cost"). Taps of an
+	// activation's inputs (llama's gate and up projections, roberta's and
+	// t5's first feed-forward linear) are computed by the fused activation
+	// kernel itself (kernels.FuseActivationTaps).
 	FusedTaps bool
 	// Precision is PrecisionFP32 (or "") or PrecisionBF16: the weight
 	// products of migu.json's linears, and the products of their
@@ -141,7 +144,8 @@ type Artifact struct {
 	RecomputedNodes int    `json:"recomputed_nodes,omitempty"`
 	// Fused counts the subgraphs computed by migu's fused kernels, by
 	// kernel (kernels.Fuse: RMSNorm, LayerNorm, SwiGLU, Gelu, Rotary,
-	// Softmax, CrossEntropy), FusedTaps whether the taps are
+	// Softmax, CrossEntropy; ActivationTaps counts the taps computed by
+	// the activation kernels), FusedTaps whether the taps are
 	// (GraphOptions.FusedTaps).
 	Fused     map[string]int `json:"fused,omitempty"`
 	FusedTaps bool           `json:"fused_taps,omitempty"`
@@ -306,6 +310,13 @@ func Build(m *onnx.Model, man *modeldir.Manifest, opt GraphOptions) (*Artifact, 
 	}
 	if art.RecomputedNodes, err = recompute(g, man, res, art.Recompute == RecomputeLayers); err != nil {
 		return nil, err
+	}
+	if art.FusedTaps {
+		// After differentiation and recomputation: the gradient rules
+		// and the recomputed blocks see the plain activations.
+		if n := kernels.FuseActivationTaps(m); n > 0 {
+			art.Fused["ActivationTaps"] = n
+		}
 	}
 	if opt.OneDNN != (kernels.F32Roles{}) {
 		info, err := shapes.Infer(m)

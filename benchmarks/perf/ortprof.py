@@ -18,6 +18,7 @@ MATMULS = ("Gemm", "MatMul", "FusedMatMul", "MatMulBF16", "MatMulF32")
 FUSED = {
     "RMSNorm", "RMSNormGrad", "LayerNorm", "LayerNormGrad", "SwiGLU", "SwiGLUGrad", "Gelu", "GeluGrad",
     "Rotary", "RotaryGrad", "Softmax", "SoftmaxGrad", "PickLogSoftmax", "PickLogSoftmaxGrad", "AbsColSum",
+    "SwiGLUTaps", "GeluTaps",
 }
 LAYOUT = {
     "Transpose", "Reshape", "Concat", "Slice", "Split", "Gather", "GatherElements", "Expand", "Unsqueeze",

@@ -47,3 +47,38 @@ func BenchmarkActivations(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkActivationTaps runs each fused activation without taps and with
+// MIGU's taps of its inputs, as separate AbsColSum nodes and inside the
+// activation kernel (SwiGLUTaps, GeluTaps), at the hidden layer of the small presets as
+// `make bench` trains them (batch 4 × 128; llama's intermediate 1376,
+// roberta's 2048 with the erf GELU, t5's 1024 with the tanh one), on 1
+// and 2 ORT threads, with CPU time per run.
+func BenchmarkActivationTaps(b *testing.B) {
+	lib := withKernels(b)
+	width := map[string]int64{"SwiGLU": 1376, "GeluErf": 2048, "GeluTanh": 1024}
+	for _, a := range activations {
+		shape := []int64{4, 128, width[a.name]}
+		rng := rand.New(rand.NewPCG(1, 2))
+		n := numel(shape)
+		in := make([][]float32, len(a.inputs))
+		for i := range in {
+			in[i] = random(rng, n, a.lo, a.hi)
+		}
+		for _, threads := range []int{1, 2} {
+			for _, where := range []string{noTaps, separateTaps, kernelTaps} {
+				b.Run(fmt.Sprintf("%s/%dx%dx%d/threads=%d/%s", a.name, shape[0], shape[1], shape[2], threads, where), func(b *testing.B) {
+					inputs := map[string]ort.Value{}
+					out := map[string]ort.Value{"y": benchTensor(b, make([]float32, n), shape...)}
+					for i, name := range a.inputs {
+						inputs[name] = benchTensor(b, in[i], shape...)
+						if where != noTaps {
+							out["magnitude/"+name] = benchTensor(b, make([]float32, shape[2]), shape[2])
+						}
+					}
+					benchGraph(b, actTapsGraph(b, a, shape, where), lib, true, threads, inputs, out)
+				})
+			}
+		}
+	}
+}

@@ -214,3 +214,67 @@ func sameShape(a, b onnx.Shape) bool {
 	}
 	return true
 }
+
+// FuseActivationTaps moves MIGU's taps into the activation kernels that
+// read the same tensors: an ai.migu.SwiGLU or Gelu node one of whose
+// inputs an unmasked ai.migu.AbsColSum tap also reads becomes SwiGLUTaps
+// or GeluTaps, which writes the activation and the column sums of |input|
+// in the one pass over the input, and the AbsColSum node goes (its output
+// is now the activation node's). llama taps both inputs of its gate,
+// roberta and t5 the input of their GELU; on the small llama these taps
+// were 3.9 ms of the 7.4 ms the taps took per step. A SwiGLU with one
+// tapped input also sums the other, into an output nothing reads. The
+// activation's output and each sum keep their bits (the kernel sums in
+// AbsColSum's blocks and order). Masked taps (padding left out) stay as
+// they are.
+//
+// The trainer applies it after differentiation, so the gradient rules and
+// the recomputed copies of a block see the plain activation. It returns
+// the number of taps moved and imports the domain when it moved any.
+func FuseActivationTaps(m *onnx.Model) int {
+	g := m.Graph()
+	taps := map[string]*onnxpb.NodeProto{} // a tapped value → its AbsColSum
+	for _, n := range g.P.Node {
+		if n.GetDomain() == onnx.DomainMigu && n.GetOpType() == "AbsColSum" && (len(n.Input) == 1 || n.Input[1] == "") {
+			taps[n.Input[0]] = n
+		}
+	}
+	moved := map[*onnxpb.NodeProto]bool{}
+	for _, n := range g.P.Node {
+		if n.GetDomain() != onnx.DomainMigu || len(n.Output) != 1 {
+			continue
+		}
+		var op string
+		switch {
+		case n.GetOpType() == "SwiGLU" && len(n.Input) == 2:
+			op = "SwiGLUTaps"
+		case n.GetOpType() == "Gelu" && len(n.Input) == 1:
+			op = "GeluTaps"
+		default:
+			continue
+		}
+		sums := make([]string, len(n.Input))
+		tapped := false
+		for i, in := range n.Input {
+			if t := taps[in]; t != nil && !moved[t] {
+				sums[i], moved[t], tapped = t.Output[0], true, true
+			}
+		}
+		if !tapped {
+			continue
+		}
+		for i := range sums {
+			if sums[i] == "" {
+				sums[i] = g.Unique(n.Output[0] + ".colsum")
+			}
+		}
+		n.OpType = proto.String(op)
+		n.Output = append(n.Output, sums...)
+	}
+	if len(moved) == 0 {
+		return 0
+	}
+	g.RemoveNodes(func(n *onnxpb.NodeProto) bool { return moved[n] })
+	m.SetOpset(onnx.DomainMigu, Opset)
+	return len(moved)
+}

@@ -22,7 +22,9 @@
 //     from the saved log-sum-exp;
 //   - MIGU's magnitude tap (Σ|y| per output column, masked or not, without
 //     materialising |y|), used with train.GraphOptions.FusedTaps, which
-//     the trainer sets whenever it loads this library.
+//     the trainer sets whenever it loads this library; a tap of an
+//     activation's input goes into the activation kernel, which reads that
+//     input anyway (FuseActivationTaps: SwiGLUTaps, GeluTaps).
 //
 // The standard-op formulations these replace stay in the exporters and in
 // package migu; both give the same numbers to float32 rounding, and a

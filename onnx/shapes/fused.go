@@ -25,6 +25,8 @@ func init() {
 		"PickLogSoftmax":     inferPickLogSoftmax,
 		"PickLogSoftmaxGrad": inferLike(1, 1),
 		"AbsColSum":          inferAbsColSum,
+		"SwiGLUTaps":         inferActTaps(2),
+		"GeluTaps":           inferActTaps(1),
 	} {
 		registerShape(rule, onnx.DomainMigu+"."+op)
 	}
@@ -100,6 +102,25 @@ func inferPickLogSoftmax(c *inferCtx) error {
 	c.set(0, onnx.Float, idx.shape)
 	c.set(1, onnx.Float, idx.shape)
 	return nil
+}
+
+// inferActTaps is an activation with the taps of its inputs (SwiGLUTaps,
+// GeluTaps): Y has the first input's shape, then one [d] sum per input.
+func inferActTaps(inputs int) shapeRule {
+	return func(c *inferCtx) error {
+		x, err := c.ranked(0)
+		if err != nil {
+			return err
+		}
+		if len(x.shape) == 0 {
+			return fmt.Errorf("%s needs inputs of rank 1 or more", c.n.GetOpType())
+		}
+		c.set(0, onnx.Float, x.shape)
+		for k := range inputs {
+			c.set(1+k, onnx.Float, []*expr{x.shape[len(x.shape)-1]})
+		}
+		return nil
+	}
 }
 
 // inferAbsColSum: S is [d], d the last axis of Y.
