@@ -52,7 +52,7 @@ demo: setup build
 ##   in .deps/torch2 made once by benchmarks/perf/torch2.sh, several GB); writes
 ##   benchmarks/perf/RESULTS.md. BENCH_MODELS=llama BENCH_STEPS=10 PROVIDER=cuda
 ##   and the other BENCH_* variables of benchmarks/perf/README.md choose what runs.
-bench: setup
+bench: setup build
 	./benchmarks/perf/openblas.sh
 	./benchmarks/perf/torch2.sh
 	GOEXPERIMENT=simd $(GO) build -o bin/perf ./benchmarks/perf
