@@ -34,10 +34,7 @@ import (
 // The log names the CPU's bf16 units (kernels.BF16Units): without them
 // bf16-native is oneDNN's emulation, and bf16-f32 is what migu runs.
 func BenchmarkMatMulBF16(b *testing.B) {
-	lib := testenv.BF16(b)
-	if err := ort.Init(ort.InitOptions{LibraryPath: testenv.ORTLib(b)}); err != nil {
-		b.Fatal(err)
-	}
+	lib := withBF16(b)
 	units := kernels.BF16Units()
 	if units == "" {
 		units = "none"

@@ -7,7 +7,6 @@ import (
 	"testing"
 
 	"github.com/migu-ml/migu/internal/half"
-	"github.com/migu-ml/migu/internal/testenv"
 	"github.com/migu-ml/migu/onnx"
 	"github.com/migu-ml/migu/onnx/grad"
 	"github.com/migu-ml/migu/onnx/kernels"
@@ -29,10 +28,7 @@ func bf16(v float32) float64 { return float64(half.BF16ToF32(half.F32ToBF16(v)))
 // operands, transposes and flattening of the 3-D x — and the rewrite must
 // leave no MatMul, Gemm, Transpose or Cast behind.
 func TestRewriteBF16Gradients(t *testing.T) {
-	lib := testenv.BF16(t)
-	if err := ort.Init(ort.InitOptions{LibraryPath: testenv.ORTLib(t)}); err != nil {
-		t.Fatal(err)
-	}
+	lib := withBF16(t)
 	const b, s, k, n = 2, 5, 40, 300 // n above one 256-column block
 	for _, c := range []struct{ storage, path string }{
 		{"kn", "native"}, {"kn", "f32"}, {"nk-transposed", "native"}, {"nk-transposed", "f32"}, {"bf16-cast", "native"}, {"bf16-cast", "f32"},

@@ -8,7 +8,6 @@ import (
 	"testing"
 
 	"github.com/migu-ml/migu/internal/half"
-	"github.com/migu-ml/migu/internal/testenv"
 	"github.com/migu-ml/migu/onnx"
 	"github.com/migu-ml/migu/onnx/kernels"
 	"github.com/migu-ml/migu/onnx/ort"
@@ -196,10 +195,7 @@ func gaussian(rng *rand.Rand, n int) []float32 {
 // unrounded float32 one — and measurably away from the latter, so the
 // inputs were rounded.
 func TestMatMulBF16(t *testing.T) {
-	lib := testenv.BF16(t)
-	if err := ort.Init(ort.InitOptions{LibraryPath: testenv.ORTLib(t)}); err != nil {
-		t.Fatal(err)
-	}
+	lib := withBF16(t)
 	for _, bf16Path := range bf16Paths {
 		t.Run(bf16Path, func(t *testing.T) { testMatMulBF16(t, lib, bf16Path) })
 	}
@@ -269,10 +265,7 @@ func testMatMulBF16(t *testing.T, lib, bf16Path string) {
 
 // A bad operand is an error naming the op and the fault, not a crash.
 func TestMatMulBF16BadShapes(t *testing.T) {
-	lib := testenv.BF16(t)
-	if err := ort.Init(ort.InitOptions{LibraryPath: testenv.ORTLib(t)}); err != nil {
-		t.Fatal(err)
-	}
+	lib := withBF16(t)
 	for _, f32 := range []bool{false, true} {
 		p := product{a: []int64{2, 3}, b: []int64{4, 5}, f32: f32}
 		want := "ai.migu.bf16.MatMulBF16: the inner dimensions of op(A) and op(B) differ"
@@ -305,10 +298,7 @@ func TestMatMulBF16BadShapes(t *testing.T) {
 // cache (16 entries) evicts; every result stays within float32's bound
 // of the bf16-rounded float64 product.
 func TestMatMulBF16ShapeChanges(t *testing.T) {
-	lib := testenv.BF16(t)
-	if err := ort.Init(ort.InitOptions{LibraryPath: testenv.ORTLib(t)}); err != nil {
-		t.Fatal(err)
-	}
+	lib := withBF16(t)
 	const k, n = 64, 300
 	for _, transA := range []int64{0, 1} {
 		m := onnx.New("shapes", nil)
@@ -367,10 +357,7 @@ func TestMatMulBF16ShapeChanges(t *testing.T) {
 // MatMulBF16's paths and in MatMulF32: blocks that run at once share
 // nothing (oneDNN's scratchpad is per call, not its library-wide one).
 func TestMatMulBF16Deterministic(t *testing.T) {
-	lib := testenv.BF16(t)
-	if err := ort.Init(ort.InitOptions{LibraryPath: testenv.ORTLib(t)}); err != nil {
-		t.Fatal(err)
-	}
+	lib := withBF16(t)
 	for _, bf16Path := range append(bf16Paths, "MatMulF32") {
 		t.Run(bf16Path, func(t *testing.T) {
 			f32 := bf16Path == "MatMulF32"

@@ -8,10 +8,8 @@ import (
 	"testing"
 
 	"github.com/migu-ml/migu/internal/half"
-	"github.com/migu-ml/migu/internal/testenv"
 	"github.com/migu-ml/migu/onnx"
 	"github.com/migu-ml/migu/onnx/kernels"
-	"github.com/migu-ml/migu/onnx/ort"
 )
 
 // saveMLAS writes p's product in standard operators — MatMul without
@@ -55,10 +53,7 @@ func (p product) saveMLAS(t *testing.T) string {
 // least 4 times nearer the unrounded product than the bf16-rounded one
 // (nothing rounded); 1 and 2 threads give the same bits.
 func TestMatMulF32(t *testing.T) {
-	lib := testenv.BF16(t)
-	if err := ort.Init(ort.InitOptions{LibraryPath: testenv.ORTLib(t)}); err != nil {
-		t.Fatal(err)
-	}
+	lib := withBF16(t)
 	for i, p := range products {
 		p.f32 = true
 		t.Run(p.name, func(t *testing.T) {

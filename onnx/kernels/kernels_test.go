@@ -28,6 +28,17 @@ func withKernels(t testing.TB) string {
 	return lib
 }
 
+// withBF16 starts ONNX Runtime and returns the bf16 library (MatMulBF16,
+// MatMulF32), built when missing.
+func withBF16(t testing.TB) string {
+	t.Helper()
+	lib := testenv.BF16(t)
+	if err := ort.Init(ort.InitOptions{LibraryPath: testenv.ORTLib(t)}); err != nil {
+		t.Fatal(err)
+	}
+	return lib
+}
+
 // fuser is a graph rewrite of package kernels.
 type fuser func(*onnx.Model, kernels.Types) (int, error)
 
