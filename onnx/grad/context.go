@@ -184,24 +184,35 @@ func (c *Context) Unbroadcast(grad, target, result string) (string, error) {
 	if c.shapes.SameShape(target, result) {
 		return grad, nil
 	}
-	_, ts, err := c.Type(target)
-	if err != nil {
-		return "", err
-	}
 	_, ys, err := c.Type(result)
 	if err != nil {
 		return "", err
 	}
-	if ts == nil || ys == nil || len(ts) > len(ys) {
-		return c.unbroadcastDynamic(grad, target, result)
+	ry, err := c.Rank(result)
+	if err != nil {
+		return "", err
 	}
-	lead := len(ys) - len(ts)
+	return c.unbroadcast(grad, target, result, ys, ry)
+}
+
+// unbroadcast is Unbroadcast for a grad whose static shape is gs (nil when
+// unknown) and rank rg, and whose runtime shape is that of the value
+// shapeOf (grad itself, or a forward value of the same shape).
+func (c *Context) unbroadcast(grad, target, shapeOf string, gs onnx.Shape, rg int) (string, error) {
+	_, ts, err := c.Type(target)
+	if err != nil {
+		return "", err
+	}
+	if ts == nil || gs == nil || len(ts) > len(gs) {
+		return c.unbroadcastDynamic(grad, target, shapeOf, rg)
+	}
+	lead := len(gs) - len(ts)
 	var axes []int64
 	for i := 0; i < lead; i++ {
 		axes = append(axes, int64(i))
 	}
 	for i, t := range ts {
-		y := ys[lead+i]
+		y := gs[lead+i]
 		switch {
 		case sameDim(t, y):
 		case isOne(t):
@@ -209,13 +220,13 @@ func (c *Context) Unbroadcast(grad, target, result string) (string, error) {
 		default:
 			// t could be 1 at run time (a symbol) while y is not: only the
 			// runtime shapes can tell.
-			return c.unbroadcastDynamic(grad, target, result)
+			return c.unbroadcastDynamic(grad, target, shapeOf, rg)
 		}
 	}
 	if len(axes) == 0 {
 		return grad, nil
 	}
-	if r, ok := c.sumRows(grad, target, result, ts, ys); ok {
+	if r, ok := c.sumRows(grad, target, shapeOf, ts, gs); ok {
 		return r, nil
 	}
 	r := c.Op("ReduceSum", []string{grad, c.Ints(axes...)}, "bw/"+target+".unbroadcast", onnx.AttrInt("keepdims", 1))
@@ -236,7 +247,7 @@ func (c *Context) Unbroadcast(grad, target, result string) (string, error) {
 // (measured with ORT 1.30 at d = 512 to 3400, 512 rows). The row of ones
 // is built once per result shape, from the forward value's shape.
 func (c *Context) sumRows(grad, target, result string, ts, ys onnx.Shape) (string, bool) {
-	dt, _, err := c.Type(result)
+	dt, _, err := c.Type(target)
 	if err != nil || len(ts) != 1 || len(ys) < 2 || !ts[0].Known || ts[0].Param != "" || !sameDim(ts[0], ys[len(ys)-1]) {
 		return "", false
 	}
@@ -264,14 +275,11 @@ func (c *Context) sumRows(grad, target, result string, ts, ys onnx.Shape) (strin
 	return c.Op("Reshape", []string{sum, c.Ints(d)}, "bw/"+target+".unbroadcast"), true
 }
 
-// unbroadcastDynamic sums grad over every axis where target's runtime size
-// is 1 (or that target lacks) and reshapes to target's runtime shape.
-func (c *Context) unbroadcastDynamic(grad, target, result string) (string, error) {
+// unbroadcastDynamic sums grad (rank ry, the runtime shape of result) over
+// every axis where target's runtime size is 1 (or that target lacks) and
+// reshapes to target's runtime shape.
+func (c *Context) unbroadcastDynamic(grad, target, result string, ry int) (string, error) {
 	rt, err := c.Rank(target)
-	if err != nil {
-		return "", err
-	}
-	ry, err := c.Rank(result)
 	if err != nil {
 		return "", err
 	}

@@ -2,6 +2,7 @@ package grad
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/migu-ml/migu/onnx"
 	"github.com/migu-ml/migu/onnx/onnxpb"
@@ -54,9 +55,15 @@ func matmulGrad(c *Context, n *onnxpb.NodeProto, dY []string) ([]string, error) 
 		}
 		return out, nil
 	}
+	_, ys, err := c.Type(y)
+	if err != nil {
+		return nil, err
+	}
+	ry := max(ra, rb)
 	if c.Needs(a) {
 		bt := c.Op("Transpose", []string{b}, "bw/"+b+".T", onnx.AttrInts("perm", swapLast(rb)...))
-		da, err := c.Unbroadcast(c.Op("MatMul", []string{dy, bt}, "bw/"+a+".full"), a, y)
+		full := c.Op("MatMul", []string{dy, bt}, "bw/"+a+".full")
+		da, err := c.unbroadcast(full, a, full, c.productShape(ys, a), ry)
 		if err != nil {
 			return nil, err
 		}
@@ -64,13 +71,26 @@ func matmulGrad(c *Context, n *onnxpb.NodeProto, dY []string) ([]string, error) 
 	}
 	if c.Needs(b) {
 		at := c.Op("Transpose", []string{a}, "bw/"+a+".T", onnx.AttrInts("perm", swapLast(ra)...))
-		db, err := c.Unbroadcast(c.Op("MatMul", []string{at, dy}, "bw/"+b+".full"), b, y)
+		full := c.Op("MatMul", []string{at, dy}, "bw/"+b+".full")
+		db, err := c.unbroadcast(full, b, full, c.productShape(ys, b), ry)
 		if err != nil {
 			return nil, err
 		}
 		out[1] = db
 	}
 	return out, nil
+}
+
+// productShape is the static shape of a batched MatMul operand's gradient
+// before unbroadcasting: the result's batch axes and the operand's matrix
+// axes (nil when either shape is unknown). Comparing the operand with this,
+// not with the result, leaves the matrix axes out of the broadcast check.
+func (c *Context) productShape(ys onnx.Shape, operand string) onnx.Shape {
+	_, s, _ := c.Type(operand)
+	if ys == nil || len(s) < 2 {
+		return nil
+	}
+	return append(slices.Clone(ys[:len(ys)-2]), s[len(s)-2:]...)
 }
 
 // swapLast is the permutation exchanging the last two of r axes.

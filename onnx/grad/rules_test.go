@@ -67,6 +67,8 @@ var gradCases = []gradCase{
 	{name: "MatMul/linear 3d", inputs: []in{{shape: []int64{2, 3, 4}}, {shape: []int64{4, 5}}}, build: single("MatMul")},
 	{name: "MatMul/batched", inputs: []in{{shape: []int64{2, 3, 4}}, {shape: []int64{2, 4, 2}}}, build: single("MatMul")},
 	{name: "MatMul/broadcast batch", inputs: []in{{shape: []int64{2, 2, 3, 4}}, {shape: []int64{2, 1, 4, 3}}}, build: single("MatMul")},
+	{name: "MatMul/grouped heads", inputs: []in{{shape: []int64{2, 2, 3, 3, 4}}, {shape: []int64{2, 2, 1, 4, 5}}}, build: single("MatMul")},
+	{name: "MatMul/missing batch axes", inputs: []in{{shape: []int64{4, 3}}, {shape: []int64{2, 3, 5}}}, build: single("MatMul")},
 	{name: "Gemm/plain", inputs: []in{{shape: []int64{3, 4}}, {shape: []int64{4, 2}}, {shape: []int64{2}}}, build: single("Gemm")},
 	{name: "Gemm/transposed", inputs: []in{{shape: []int64{4, 3}}, {shape: []int64{2, 4}}, {shape: []int64{3, 1}}},
 		build: single("Gemm", onnx.AttrInt("transA", 1), onnx.AttrInt("transB", 1), onnx.AttrFloat("alpha", 0.5), onnx.AttrFloat("beta", 2))},
