@@ -488,16 +488,18 @@ func (b *Builder) MergeHeads(x string, n, d int64, hint string) string {
 // Attend computes softmax(q·kᵀ·scale + bias)·v. q is [B, n, Sq, d], kT is
 // [B, nkv, d, Sk], v is [B, nkv, Sk, d], bias broadcasts to [B, n, Sq, Sk]
 // (or is ""); scale 1 emits no multiply. With grouped-query attention (nkv
-// < n) the query heads are grouped as [B, nkv, n/nkv, Sq, d] so MatMul
-// broadcasting shares each key head without copying it.
+// < n) the n/nkv query heads sharing a key head are stacked along the query
+// axis, [B, nkv, (n/nkv)·Sq, d], so every product is a plain batched
+// MatMul over [B, nkv]: no broadcast axis, whose gradient would need a
+// reduction and a slow transpose. The bias then needs one row per query,
+// head axis 1: [B, 1, Sq, Sk] is tiled to [B, 1, (n/nkv)·Sq, Sk] (once per
+// bias, shared by the blocks).
 func (b *Builder) Attend(q, kT, v, bias string, n, nkv, d int64, scale float32, hint string) string {
 	grouped := nkv != n
 	if grouped {
-		q = b.Op("Reshape", []string{q, b.Ints(0, nkv, n/nkv, -1, d)}, hint+".qgroups")
-		kT = b.Op("Unsqueeze", []string{kT, b.Ints(2)}, hint+".kgroups")
-		v = b.Op("Unsqueeze", []string{v, b.Ints(2)}, hint+".vgroups")
+		q = b.Op("Reshape", []string{q, b.Ints(0, nkv, -1, d)}, hint+".qgroups")
 		if bias != "" {
-			bias = b.Op("Unsqueeze", []string{bias, b.Ints(2)}, hint+".biasgroups")
+			bias = b.groupedBias(bias, n/nkv)
 		}
 	}
 	if scale != 1 {
@@ -514,6 +516,18 @@ func (b *Builder) Attend(q, kT, v, bias string, n, nkv, d int64, scale float32, 
 		ctx = b.Op("Reshape", []string{ctx, b.Ints(0, n, -1, d)}, hint+".ungroup")
 	}
 	return ctx
+}
+
+// groupedBias repeats a [B, 1, Sq, Sk] attention bias g times along the
+// query axis for Attend's stacked query heads, once per bias.
+func (b *Builder) groupedBias(bias string, g int64) string {
+	key := "grouped:" + bias + ":" + strconv.FormatInt(g, 10)
+	if t, ok := b.consts[key]; ok {
+		return t
+	}
+	t := b.Op("Tile", []string{bias, b.Ints(1, 1, g, 1)}, bias+".grouped")
+	b.consts[key] = t
+	return t
 }
 
 // PaddingBias turns an int64 attention_mask [B, S] (1 = token, 0 = padding)

@@ -12,11 +12,12 @@
 // The same binary is its own worker: -worker migu trains in this process,
 // -worker matmul times ORT's MatMul, -worker migu-pair MIGU's cost in one
 // process, -worker onednn-pair oneDNN's float32 products against MLAS in
-// one process (pair.go).
+// one process, -worker model-pair two exports of one model (pair.go).
 package main
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -71,6 +72,7 @@ type options struct {
 	ortSpinSearch bool
 	// worker-only
 	model, hf, arch, method string
+	modelB                  string // model-pair: the second model folder
 	withMIGU                bool
 	ortProfile, cpuProfile  string
 	optLevel                string
@@ -94,7 +96,7 @@ type options struct {
 
 func parseFlags() *options {
 	o := &options{}
-	flag.StringVar(&o.worker, "worker", "", "internal: run as a worker (migu, migu-pair, onednn-pair or matmul)")
+	flag.StringVar(&o.worker, "worker", "", "internal: run as a worker (migu, migu-pair, onednn-pair, model-pair or matmul)")
 	flag.StringVar(&o.models, "models", bench.EnvOr("BENCH_MODELS", "llama,t5,roberta"), "models to benchmark: architectures (small presets) and smollm2 (SmolLM2-135M-Instruct from its GGUF)")
 	flag.StringVar(&o.methods, "methods", bench.EnvOr("BENCH_METHODS", "full,lora"), "training methods")
 	flag.StringVar(&o.migus, "migu", bench.EnvOr("BENCH_MIGU", "off,on"), "MIGU settings to run (off, on)")
@@ -113,6 +115,7 @@ func parseFlags() *options {
 	flag.StringVar(&o.precisions, "precisions", bench.EnvOr("BENCH_PRECISIONS", "fp32,bf16"), "precisions on both sides: fp32, bf16 (migu --precision bf16 where bin/libmigu_bf16.so is built; PyTorch 2.x autocast)")
 	flag.BoolVar(&o.ortSpinSearch, "ort-spin-search", bench.EnvOr("BENCH_ORT_SPIN", "") == "", "time migu with ORT's intra-op spinning on and off, keep the faster")
 	flag.StringVar(&o.model, "model", "", "worker: model folder")
+	flag.StringVar(&o.modelB, "model-b", "", "model-pair worker: the second model folder (the same model exported another way)")
 	flag.StringVar(&o.hf, "hf", "", "worker: Hugging Face folder")
 	flag.StringVar(&o.arch, "arch", "", "worker: architecture")
 	flag.StringVar(&o.method, "method", "full", "worker: full or lora")
@@ -154,6 +157,8 @@ func main() {
 		err = workPair(o)
 	case "onednn-pair":
 		err = workOneDNNPair(o)
+	case "model-pair":
+		err = workModelPair(o)
 	case "matmul":
 		err = workMatMul(o)
 	default:
@@ -275,6 +280,7 @@ type benchTrainer struct {
 type benchSetup struct {
 	withMIGU bool
 	oneDNN   *kernels.F32Roles // nil: as migu train decides
+	model    string            // model folder; empty: -model
 }
 
 // parseOneDNN reads -onednn: "" decides as migu train does (nil:
@@ -314,11 +320,12 @@ func (b *benchTrainer) close() error {
 // newBenchTrainer builds the trainer of the migu worker: the plan of
 // o.method, AdamW at lr 1e-4, MIGU (T = 0.7, grad mode) when withMIGU.
 func newBenchTrainer(o *options, setup benchSetup) (*benchTrainer, error) {
-	man, err := modeldir.ReadManifest(o.model)
+	dir := cmp.Or(setup.model, o.model)
+	man, err := modeldir.ReadManifest(dir)
 	if err != nil {
 		return nil, err
 	}
-	m, err := onnx.Load(filepath.Join(o.model, modeldir.ModelFile))
+	m, err := onnx.Load(filepath.Join(dir, modeldir.ModelFile))
 	if err != nil {
 		return nil, err
 	}
@@ -346,7 +353,7 @@ func newBenchTrainer(o *options, setup benchSetup) (*benchTrainer, error) {
 	if err != nil {
 		return nil, err
 	}
-	dir, err := os.MkdirTemp("", "perf-train-")
+	runDir, err := os.MkdirTemp("", "perf-train-")
 	if err != nil {
 		return nil, err
 	}
@@ -361,19 +368,19 @@ func newBenchTrainer(o *options, setup benchSetup) (*benchTrainer, error) {
 	if o.ortSpin != "" {
 		cfg.Session.Config = map[string]string{"session.intra_op.allow_spinning": o.ortSpin}
 	}
-	tr, err := train.NewTrainer(plan, dir, cfg)
+	tr, err := train.NewTrainer(plan, runDir, cfg)
 	if err != nil {
-		os.RemoveAll(dir)
+		os.RemoveAll(runDir)
 		return nil, err
 	}
 	// The trainer holds its own copies: unmap the model file now, so that
 	// its pages leave the resident set before training starts.
 	if err := m.Close(); err != nil {
 		tr.Close()
-		os.RemoveAll(dir)
+		os.RemoveAll(runDir)
 		return nil, err
 	}
-	return &benchTrainer{tr: tr, man: man, params: params, dir: dir}, nil
+	return &benchTrainer{tr: tr, man: man, params: params, dir: runDir}, nil
 }
 
 func workMIGU(o *options) error {

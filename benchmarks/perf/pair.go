@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"time"
 
@@ -40,6 +41,16 @@ func workOneDNNPair(o *options) error {
 		return err
 	}
 	return pairSteps(o, benchSetup{withMIGU: o.withMIGU, oneDNN: &kernels.F32Roles{}}, benchSetup{withMIGU: o.withMIGU, oneDNN: roles})
+}
+
+// workModelPair measures a change to an exporter the same way: two model
+// folders of one model (-model before the change, -model-b after it),
+// trained alike (MIGU as -with-migu says), taking turns step by step.
+func workModelPair(o *options) error {
+	if o.modelB == "" {
+		return fmt.Errorf("-worker model-pair needs -model-b")
+	}
+	return pairSteps(o, benchSetup{withMIGU: o.withMIGU}, benchSetup{withMIGU: o.withMIGU, model: o.modelB})
 }
 
 // pairSteps runs a trainer of each setup, off and on, in turns (off, on,
