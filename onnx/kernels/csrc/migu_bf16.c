@@ -34,6 +34,7 @@
 
 #include <limits.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -186,7 +187,23 @@ static dnnl_engine_t engine;
 static dnnl_status_t engine_status;
 static pthread_once_t engine_once = PTHREAD_ONCE_INIT;
 
-static void make_engine(void) { engine_status = dnnl_engine_create(&engine, dnnl_cpu, 0); }
+// async_signals are the signals a block masks while oneDNN runs: every one
+// but the faults a bug would raise (which must still reach a handler).
+// ORT's threads run the blocks, and a process-directed signal (SIGPROF of
+// a Go CPU profile, SIGCHLD, SIGINT) may be delivered to any of them; a
+// handler run inside oneDNN's JIT-compiled code corrupted the heap
+// (onnx/kernels TestProductsSurviveSignals). Masked, it waits for the
+// block's end or goes to another thread. Two syscalls per block, about
+// 0.3 µs, against hundreds of µs of multiplying (1500 blocks, 0.4 ms, in
+// a 470 ms llama-small step).
+static sigset_t async_signals;
+
+static void make_engine(void) {
+	sigfillset(&async_signals);
+	int faults[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGABRT};
+	for (size_t i = 0; i < sizeof faults / sizeof faults[0]; i++) sigdelset(&async_signals, faults[i]);
+	engine_status = dnnl_engine_create(&engine, dnnl_cpu, 0);
+}
 
 // Each thread that runs blocks keeps one oneDNN stream (streams are not
 // shared between threads) and one scratchpad buffer, grown to the largest
@@ -368,8 +385,11 @@ static void matmul_block(void *p, size_t blk) {
 	if (st == dnnl_success) {
 		dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, ym}, {DNNL_ARG_SCRATCHPAD, sm}};
 		stage = 3;
+		sigset_t old;
+		pthread_sigmask(SIG_BLOCK, &async_signals, &old);
 		st = dnnl_primitive_execute(pr.prim, thread_stream, sm != NULL ? 4 : 3, args);
 		if (st == dnnl_success) st = dnnl_stream_wait(thread_stream);
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
 	}
 	if (sm) dnnl_memory_destroy(sm);
 	if (ym) dnnl_memory_destroy(ym);
