@@ -116,6 +116,26 @@ type adamTensor struct {
 // separate pass over the gradients. The work is split into chunks that
 // GOMAXPROCS goroutines take in turn, so large and small tensors balance.
 func (o *AdamW) StepScaled(tensors []*Tensor, lr float64, scale float32, keep map[*Tensor]*migu.Keep, mode migu.Mode) {
+	o.step(tensors, lr, scale, keep, mode, false)
+}
+
+// StepNorm is Step that also returns the global L2 norm of the gradients
+// (GradNorm's), summed chunk by chunk right before each chunk's update,
+// which then reads the gradient from cache: without clipping, the norm a
+// step reports costs no pass over the gradients of its own (a read of
+// 100–160 MB per step of the small presets, about 2 % of the step).
+func (o *AdamW) StepNorm(tensors []*Tensor, lr float64, keep map[*Tensor]*migu.Keep, mode migu.Mode) float64 {
+	sums := o.step(tensors, lr, 1, keep, mode, true)
+	var sq float64
+	for _, s := range sums {
+		sq += s
+	}
+	return math.Sqrt(sq)
+}
+
+// step runs the update over chunks; with norm it returns each chunk's
+// Σ g² (before scaling).
+func (o *AdamW) step(tensors []*Tensor, lr float64, scale float32, keep map[*Tensor]*migu.Keep, mode migu.Mode, norm bool) []float64 {
 	if len(o.state) != len(tensors) {
 		o.state = make([]adamTensor, len(tensors))
 	}
@@ -149,6 +169,10 @@ func (o *AdamW) StepScaled(tensors []*Tensor, lr float64, scale float32, keep ma
 			o.chunks = append(o.chunks, adamChunk{st, lo, min(lo+step, n)})
 		}
 	}
+	var sums []float64
+	if norm {
+		sums = make([]float64, len(o.chunks))
+	}
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	workers := min(runtime.GOMAXPROCS(0), len(o.chunks))
@@ -161,11 +185,16 @@ func (o *AdamW) StepScaled(tensors []*Tensor, lr float64, scale float32, keep ma
 				if c >= int64(len(o.chunks)) {
 					return
 				}
-				o.chunk(o.chunks[c], scale, mode)
+				ch := o.chunks[c]
+				if norm {
+					sums[c] = sumSquares(ch.t.t.Grad[ch.lo:ch.hi])
+				}
+				o.chunk(ch, scale, mode)
 			}
 		}()
 	}
 	wg.Wait()
+	return sums
 }
 
 // chunk updates one chunk.
@@ -307,8 +336,11 @@ func GradNorm(tensors []*Tensor) float64 {
 	return math.Sqrt(sq)
 }
 
-// sumSquares is Σ g² in float64 with four independent accumulators.
+// sumSquares is Σ g² in float64 with four independent accumulators
+// (sixteen lanes when built with GOEXPERIMENT=simd).
 func sumSquares(g []float32) float64 {
+	vec, done := sumSquaresVec(g)
+	g = g[done:]
 	var s0, s1, s2, s3 float64
 	i := 0
 	for ; i+4 <= len(g); i += 4 {
@@ -321,7 +353,7 @@ func sumSquares(g []float32) float64 {
 	for ; i < len(g); i++ {
 		s0 += float64(g[i]) * float64(g[i])
 	}
-	return (s0 + s1) + (s2 + s3)
+	return vec + (s0 + s1) + (s2 + s3)
 }
 
 // Schedule gives the learning rate of each optimizer step.

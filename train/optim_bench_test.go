@@ -42,8 +42,10 @@ func smallLlamaTensors() ([]*Tensor, map[*Tensor]*migu.Keep) {
 }
 
 // BenchmarkAdamW times one optimizer step over the small llama's 26.5M
-// parameters: plain, with MIGU masks in grad mode and in update mode, and
-// the global gradient norm that clipping needs first.
+// parameters: plain, with MIGU masks in grad mode and in update mode, the
+// global gradient norm that clipping needs first, and a step that sums the
+// norm as it goes (StepNorm, without clipping) against the norm and then
+// the step.
 func BenchmarkAdamW(b *testing.B) {
 	ts, keep := smallLlamaTensors()
 	opt, err := NewAdamW(DefaultAdamW())
@@ -66,6 +68,21 @@ func BenchmarkAdamW(b *testing.B) {
 		cpu := testenv.CPUTime()
 		for b.Loop() {
 			GradNorm(ts)
+		}
+		testenv.ReportCPU(b, cpu)
+	})
+	b.Run("norm-then-step", func(b *testing.B) {
+		cpu := testenv.CPUTime()
+		for b.Loop() {
+			GradNorm(ts)
+			opt.Step(ts, 1e-4, keep, migu.ModeGrad)
+		}
+		testenv.ReportCPU(b, cpu)
+	})
+	b.Run("step-norm", func(b *testing.B) {
+		cpu := testenv.CPUTime()
+		for b.Loop() {
+			opt.StepNorm(ts, 1e-4, keep, migu.ModeGrad)
 		}
 		testenv.ReportCPU(b, cpu)
 	})

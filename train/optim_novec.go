@@ -8,6 +8,8 @@ func (k *adamConsts) updateVec(p, g, m, v []float32, scale float32) int { return
 
 func (k *adamConsts) updateFactorVec(p, g, m, v, f []float32, scale float32) int { return 0 }
 
+func sumSquaresVec(g []float32) (float64, int) { return 0, 0 }
+
 // VectorizedAdamW reports whether AdamW runs its 8-lane loops (a build
 // with GOEXPERIMENT=simd on an AVX2 machine), for benchmark reports.
 func VectorizedAdamW() bool { return false }

@@ -33,6 +33,29 @@ func (k *adamConsts) updateVec(p, g, m, v []float32, scale float32) int {
 	return n
 }
 
+// sumSquaresVec sums g[i]² in float64 over the longest prefix of g that
+// is a multiple of 16 values, four at a time in four accumulators, and
+// returns the sum and the prefix's length. A float32 value's square is
+// exact in float64, so only the order of the sums differs from the scalar
+// loop's.
+func sumSquaresVec(g []float32) (float64, int) {
+	if !hasAVX2 {
+		return 0, 0
+	}
+	n := len(g) &^ 15
+	var s0, s1, s2, s3 archsimd.Float64x4
+	for i := 0; i < n; i += 16 {
+		a := archsimd.LoadFloat32x4Slice(g[i:]).ConvertToFloat64()
+		b := archsimd.LoadFloat32x4Slice(g[i+4:]).ConvertToFloat64()
+		c := archsimd.LoadFloat32x4Slice(g[i+8:]).ConvertToFloat64()
+		d := archsimd.LoadFloat32x4Slice(g[i+12:]).ConvertToFloat64()
+		s0, s1, s2, s3 = s0.Add(a.Mul(a)), s1.Add(b.Mul(b)), s2.Add(c.Mul(c)), s3.Add(d.Mul(d))
+	}
+	var lanes [4]float64
+	s0.Add(s1).Add(s2.Add(s3)).Store(&lanes)
+	return (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]), n
+}
+
 // updateFactorVec is updateVec for updateFactor.
 func (k *adamConsts) updateFactorVec(p, g, m, v, f []float32, scale float32) int {
 	if !hasAVX2 {

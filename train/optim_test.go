@@ -3,6 +3,7 @@ package train
 import (
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 
 	"github.com/migu-ml/migu/migu"
@@ -85,6 +86,46 @@ func TestAdamWMasksVectors(t *testing.T) {
 			if masked.Value[j] != want {
 				t.Errorf("%s mode, element %d (kept %v): %v, want %v", c.mode, j, keep, masked.Value[j], want)
 			}
+		}
+	}
+}
+
+// StepNorm returns GradNorm's norm of the gradients it was given (summed
+// in another order: within 1e-12) and updates exactly as Step does, for
+// tensors larger and smaller than a chunk and one masked by column.
+func TestStepNormIsGradNormAndStep(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	tensors := func() []*Tensor {
+		var ts []*Tensor
+		for _, n := range []int{3 * chunkSize / 2, 100, 4096} {
+			tt := &Tensor{Name: "t", Shape: []int64{int64(n / 4), 4}, Value: make([]float32, n), Grad: make([]float32, n), M: make([]float32, n), V: make([]float32, n)}
+			for i := range tt.Value {
+				tt.Value[i], tt.Grad[i] = rng.Float32()-0.5, (rng.Float32()-0.5)*1e-2
+			}
+			ts = append(ts, tt)
+		}
+		return ts
+	}
+	a := tensors()
+	b := make([]*Tensor, len(a))
+	for i, tt := range a {
+		c := *tt
+		c.Value, c.Grad, c.M, c.V = slices.Clone(tt.Value), slices.Clone(tt.Grad), slices.Clone(tt.M), slices.Clone(tt.V)
+		b[i] = &c
+	}
+	keepA := map[*Tensor]*migu.Keep{a[2]: {Features: []bool{true, false, false, true}, Axis: 1, Rows: 1024, Cols: 4}}
+	keepB := map[*Tensor]*migu.Keep{b[2]: keepA[a[2]]}
+	want := GradNorm(a)
+	optA, _ := NewAdamW(DefaultAdamW())
+	optB, _ := NewAdamW(DefaultAdamW())
+	got := optA.StepNorm(a, 1e-3, keepA, migu.ModeGrad)
+	optB.Step(b, 1e-3, keepB, migu.ModeGrad)
+	if math.Abs(got-want) > 1e-12*want {
+		t.Errorf("norm %.17g, GradNorm %.17g", got, want)
+	}
+	for i := range a {
+		if !slices.Equal(a[i].Value, b[i].Value) || !slices.Equal(a[i].M, b[i].M) || !slices.Equal(a[i].V, b[i].V) {
+			t.Errorf("tensor %d: StepNorm and Step update differently", i)
 		}
 	}
 }

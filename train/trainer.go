@@ -581,9 +581,14 @@ func (t *Trainer) TrainStep(batches []*data.Batch, masked bool) (*StepResult, er
 	}
 	res.Loss = loss / float64(len(batches))
 	// Clipping multiplies the gradients inside the AdamW pass, not in a
-	// pass of its own.
-	res.GradNorm = GradNorm(t.Tensors)
-	scale := ClipScale(res.GradNorm, t.cfg.ClipNorm)
+	// pass of its own; it needs the norm first. Without clipping the AdamW
+	// pass sums the norm as it goes.
+	clip := t.cfg.ClipNorm > 0
+	scale := float32(1)
+	if clip {
+		res.GradNorm = GradNorm(t.Tensors)
+		scale = ClipScale(res.GradNorm, t.cfg.ClipNorm)
+	}
 	mode := migu.ModeNone
 	if t.masker != nil {
 		if err := t.masker.Compute(); err != nil {
@@ -601,7 +606,11 @@ func (t *Trainer) TrainStep(batches []*data.Batch, masked bool) (*StepResult, er
 		}
 	}
 	res.LR = t.sched.LR(t.Step)
-	t.opt.StepScaled(t.Tensors, res.LR, scale, t.keepOpt, mode)
+	if clip {
+		t.opt.StepScaled(t.Tensors, res.LR, scale, t.keepOpt, mode)
+	} else {
+		res.GradNorm = t.opt.StepNorm(t.Tensors, res.LR, t.keepOpt, mode)
+	}
 	t.Step++
 	res.Seconds = time.Since(start).Seconds()
 	return res, nil
