@@ -319,3 +319,39 @@ func TestScatterAddRowsIndexOutOfRange(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkScatterAdd runs the gradient of embedding lookups in standard
+// operators (ScatterElements onto zeros, and Sum for a tied table) and
+// through ScatterAddRows, at the shapes of the small presets `make bench`
+// trains (batch 4 × 128): llama's [3241, 512] embedding; t5's shared
+// [3408, 512] one, looked up by the encoder and the decoder and tied to
+// the output projection (Σ q ⊙ 3·table stands in for its gradient); and a
+// [8 heads, 32 buckets] position bias gathered along axis 1 by 128 × 128
+// bucket ids. Outputs are bound in advance; CPU time per run is reported
+// as in BenchmarkRMSNorm.
+func BenchmarkScatterAdd(b *testing.B) {
+	lib := withKernels(b)
+	for _, c := range []scatterCase{
+		{name: "llama embedding", table: []int64{3241, 512}, lookups: [][]int64{{4, 128}}},
+		{name: "t5 tied", table: []int64{3408, 512}, lookups: [][]int64{{4, 128}, {4, 128}}, direct: true, sums: 1},
+		{name: "t5 position bias", table: []int64{8, 32}, axis: 1, lookups: [][]int64{{128, 128}}},
+	} {
+		f := c.feeds(1)
+		for _, threads := range []int{1, 2} {
+			for _, fused := range []bool{false, true} {
+				b.Run(fmt.Sprintf("%s/threads=%d/%s", c.name, threads, variant(fused)), func(b *testing.B) {
+					in := map[string]ort.Value{"table": benchTensor(b, f.table, c.table...)}
+					for k, idx := range c.lookups {
+						in[fmt.Sprintf("ids%d", k)] = benchTensor(b, f.ids[k], idx...)
+						in[fmt.Sprintf("r%d", k)] = benchTensor(b, f.r[k], c.gatherShape(idx)...)
+					}
+					if c.direct {
+						in["q"] = benchTensor(b, f.q, c.table...)
+					}
+					out := map[string]ort.Value{"dtable": benchTensor(b, make([]float32, numel(c.table)), c.table...)}
+					benchGraph(b, c.build(b, fused).path, lib, fused, threads, in, out)
+				})
+			}
+		}
+	}
+}

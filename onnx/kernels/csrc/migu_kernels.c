@@ -1317,7 +1317,12 @@ static OrtStatus *lngrad_compute(void *k, OrtKernelContext *ctx) {
 // ORT may hand Base's buffer over as Y's (GetMayInplace): the rows no index
 // names are then left as they are, not copied.
 
-enum { SCATTER_ROWS = 32, SCATTER_COLS = 256 };
+// Rows are taken SCATTER_ROWS at a time, and whole when they hold at most
+// SCATTER_COLS floats (every table migu trains): a block's rows are then
+// one piece of memory, and each run of rows no index names is filled with
+// one memset or memcpy (row by row, the small llama's zero table took
+// 40 % longer).
+enum { SCATTER_ROWS = 32, SCATTER_COLS = 1024 };
 
 typedef struct {
 	const float *u, *base;
@@ -1350,16 +1355,25 @@ static void scatter_block(void *p, size_t b) {
 	int64_t c0 = cb * SCATTER_COLS, nc = j->inner - c0 < SCATTER_COLS ? j->inner - c0 : SCATTER_COLS;
 	int64_t r0 = rb * SCATTER_ROWS, r1 = r0 + SCATTER_ROWS < j->v ? r0 + SCATTER_ROWS : j->v;
 	const float *u = j->u + o * j->n * j->inner + c0;
-	for (int64_t r = r0; r < r1; r++) {
+	for (int64_t r = r0; r < r1;) {
 		int64_t at = (o * j->v + r) * j->inner + c0, s = j->start[r], cnt = j->start[r + 1] - s;
 		float *y = j->y + at;
 		const float *base = j->base == NULL ? NULL : j->base + at;
-		if (cnt > 0)
+		if (cnt > 0) {
 			scatter_row(y, base, u, j->order + s, cnt, j->inner, nc);
-		else if (base == NULL)
-			memset(y, 0, (size_t)nc * sizeof *y);
+			r++;
+			continue;
+		}
+		// A run of rows without updates: contiguous when the rows are whole.
+		int64_t end = r + 1;
+		if (nc == j->inner)
+			while (end < r1 && j->start[end + 1] == j->start[end]) end++;
+		size_t bytes = (size_t)((end - r - 1) * j->inner + nc) * sizeof *y;
+		if (base == NULL)
+			memset(y, 0, bytes);
 		else if (y != base)
-			memcpy(y, base, (size_t)nc * sizeof *y);
+			memcpy(y, base, bytes);
+		r = end;
 	}
 }
 
