@@ -76,8 +76,9 @@ type GraphOptions struct {
 	// Fused rewrites the graph to migu's fused kernels (package
 	// onnx/kernels: RMSNorm, LayerNorm, SwiGLU, GELU, the rotary
 	// embedding, the last-axis softmax and the cross-entropy's
-	// log-softmax pick, forward and backward, the MIGU taps, and the
-	// gradients of embedding lookups, kernels.FuseScatterAdd); the
+	// log-softmax pick, forward and backward, the MIGU taps, the
+	// gradients of embedding lookups, kernels.FuseScatterAdd, and the
+	// residual gradients' Sums, kernels.FuseResidualGrads); the
 	// session that runs it must load the kernel library. Results equal the
 	// standard operators' to float32 rounding.
 	Fused bool
@@ -147,8 +148,10 @@ type Artifact struct {
 	// kernel (kernels.Fuse: RMSNorm, LayerNorm, SwiGLU, Gelu, Rotary,
 	// Softmax, CrossEntropy; ActivationTaps counts the taps computed by
 	// the activation kernels; ScatterAdd the gradients of Gather and
-	// ScatterSum the Sums folded into them, kernels.FuseScatterAdd),
-	// FusedTaps whether the taps are (GraphOptions.FusedTaps).
+	// ScatterSum the Sums folded into them, kernels.FuseScatterAdd;
+	// ResidualGrad the residual gradients' Sums folded into the norms'
+	// backward kernels, kernels.FuseResidualGrads), FusedTaps whether the
+	// taps are (GraphOptions.FusedTaps).
 	Fused     map[string]int `json:"fused,omitempty"`
 	FusedTaps bool           `json:"fused_taps,omitempty"`
 	// Precision is the weight products' (fp32 or bf16); BF16Products
@@ -315,7 +318,8 @@ func Build(m *onnx.Model, man *modeldir.Manifest, opt GraphOptions) (*Artifact, 
 	}
 	if opt.Fused {
 		// The Gather rule's scatters (embedding tables) and the Sums adding
-		// a tied table's gradients: written by the rules, rewritten here.
+		// a tied table's gradients, and the Sums adding a residual's
+		// gradient to a norm's: written by the rules, rewritten here.
 		info, err := shapes.Infer(m)
 		if err != nil {
 			return nil, err
@@ -326,6 +330,9 @@ func Build(m *onnx.Model, man *modeldir.Manifest, opt GraphOptions) (*Artifact, 
 		}
 		if sums > 0 {
 			art.Fused["ScatterSum"] = sums
+		}
+		if n := kernels.FuseResidualGrads(m); n > 0 {
+			art.Fused["ResidualGrad"] = n
 		}
 	}
 	if art.FusedTaps {

@@ -14,8 +14,9 @@ import (
 // fail later on an op it lacks. Version 1 was RMSNorm alone; 2 adds
 // AbsColSum, the loss, softmax, rotary, activation and LayerNorm ops; 3
 // SwiGLUTaps and GeluTaps (FuseActivationTaps); 4 ScatterAddRows
-// (FuseScatterAdd).
-const LibVersion = "4"
+// (FuseScatterAdd); 5 the optional Residual of RMSNormGrad and
+// LayerNormGrad (FuseResidualGrads).
+const LibVersion = "5"
 
 // fusions are the rewrites Fuse applies, in order, named as the counts it
 // returns. A new fused kernel adds its rewrite here, and every graph migu

@@ -4,7 +4,9 @@
 //
 //   RMSNorm(X[..., d], W[d]; epsilon) -> Y[..., d], InvRMS[..., 1]
 //       Y = X * InvRMS * W, InvRMS = 1 / sqrt(mean(X^2 over the last axis) + epsilon)
-//   RMSNormGrad(dY[..., d], X[..., d], W[d], InvRMS[..., 1]) -> dX[..., d], dW[d]
+//   RMSNormGrad(dY[..., d], X[..., d], W[d], InvRMS[..., 1] [, Residual[..., d]]) -> dX[..., d], dW[d]
+//       dX plus Residual when given: the gradient reaching the norm's input by
+//       the residual connection, added in the same pass (Sum(Residual, dX)'s bits).
 //   AbsColSum(Y[..., d] [, Mask[...] int64]) -> S[d]
 //       S_j = sum over every leading position t of Mask_t * |Y_tj| (Mask 1 when absent):
 //       MIGU's magnitude tap in one pass.
@@ -16,7 +18,7 @@
 //   GeluTaps(X[..., d]; approximate) -> Y, SX[d]
 //       SwiGLU's or Gelu's Y and the AbsColSum of each input, in one pass.
 //   LayerNorm(X[..., d], W[d], B[d]; epsilon) -> Y[..., d], Mean[..., 1], InvStd[..., 1]
-//   LayerNormGrad(dY, X, W, Mean, InvStd) -> dX, dW[d], dB[d]
+//   LayerNormGrad(dY, X, W, Mean, InvStd [, Residual]) -> dX (+ Residual), dW[d], dB[d]
 //   ScatterAddRows(Table[outer, V, inner], Indices[N] int64, Updates[outer, N, inner] [, Base]; axis) -> Y
 //       Y = Base (0 when absent) + the rows of Updates added at their indices along axis:
 //       Gather's gradient (an embedding's), with its tied gradient added.
@@ -80,6 +82,16 @@ static OrtStatus *input(OrtKernelContext *ctx, size_t i, tensor *t, const char *
 	TRY(api->KernelContext_GetInput(ctx, i, &v));
 	if (v == NULL) return fail(op, "a required input is missing");
 	return describe(v, t, op);
+}
+
+// optional reads input i when the node has it; t->data stays NULL otherwise.
+static OrtStatus *optional(OrtKernelContext *ctx, size_t i, tensor *t, const char *op) {
+	size_t n = 0;
+	TRY(api->KernelContext_GetInputCount(ctx, &n));
+	if (n <= i) return NULL;
+	const OrtValue *v = NULL;
+	TRY(api->KernelContext_GetInput(ctx, i, &v));
+	return v == NULL ? NULL : describe(v, t, op);
 }
 
 static OrtStatus *output(OrtKernelContext *ctx, size_t i, const int64_t *dims, size_t rank, float **data) {
@@ -223,8 +235,8 @@ static OrtStatus *rms_compute(void *k, OrtKernelContext *ctx) {
 // ---- RMSNormGrad ----
 
 typedef struct {
-	const float *dy, *x, *w, *inv;
-	float *dx, *partial; // partial: one dW row per block
+	const float *dy, *x, *w, *inv, *res; // res: the Residual added to dX, or NULL
+	float *dx, *partial;                 // partial: one dW row per block
 	int64_t rows, d;
 } rmsgrad_job;
 
@@ -240,6 +252,7 @@ static void rmsgrad_block(void *p, size_t b) {
 		float inv = j->inv[r];
 		float c = inv * inv * inv * (dot_gx(dy, j->w, x, d) / (float)d);
 		grad_row(dy, j->w, x, inv, c, j->dx + r * d, dw, d);
+		if (j->res != NULL) add_row(j->dx + r * d, j->res + r * d, d);
 	}
 }
 
@@ -262,15 +275,17 @@ static void colsum_block(void *p, size_t b) {
 static OrtStatus *rmsgrad_compute(void *k, OrtKernelContext *ctx) {
 	(void)k;
 	const char *op = "RMSNormGrad";
-	tensor dy, x, w, inv;
+	tensor dy, x, w, inv, res = {0};
 	TRY(input(ctx, 0, &dy, op));
 	TRY(input(ctx, 1, &x, op));
 	TRY(input(ctx, 2, &w, op));
 	TRY(input(ctx, 3, &inv, op));
+	TRY(optional(ctx, 4, &res, op));
 	int64_t rows = 0;
 	TRY(rowsOf(&x, &w, &rows, op));
 	if (dy.count != x.count || inv.count != rows) return fail(op, "dY must have X's shape and InvRMS one value per row");
-	rmsgrad_job j = {.dy = dy.data, .x = x.data, .w = w.data, .inv = inv.data, .rows = rows, .d = w.dims[0]};
+	if (res.data != NULL && res.count != x.count) return fail(op, "Residual must have X's shape");
+	rmsgrad_job j = {.dy = dy.data, .x = x.data, .w = w.data, .inv = inv.data, .res = res.data, .rows = rows, .d = w.dims[0]};
 	float *dw;
 	TRY(output(ctx, 0, x.dims, x.rank, &j.dx));
 	TRY(output(ctx, 1, w.dims, 1, &dw));
@@ -1233,8 +1248,8 @@ static OrtStatus *ln_compute(void *k, OrtKernelContext *ctx) {
 }
 
 typedef struct {
-	const float *dy, *x, *w, *mean, *inv;
-	float *dx, *pw, *pb; // pw, pb: one dW and one dB row per block
+	const float *dy, *x, *w, *mean, *inv, *res; // res: the Residual added to dX, or NULL
+	float *dx, *pw, *pb;                        // pw, pb: one dW and one dB row per block
 	int64_t rows, d;
 } lngrad_job;
 
@@ -1251,23 +1266,26 @@ static void lngrad_block(void *p, size_t blk) {
 		float mean = j->mean[r], inv = j->inv[r], sgx;
 		float mg = ln_grad_sums(dy, j->w, x, mean, inv, d, &sgx) / (float)d;
 		ln_grad_row(dy, j->w, x, mean, inv, mg, sgx / (float)d, j->dx + r * d, dw, db, d);
+		if (j->res != NULL) add_row(j->dx + r * d, j->res + r * d, d);
 	}
 }
 
 static OrtStatus *lngrad_compute(void *k, OrtKernelContext *ctx) {
 	(void)k;
 	const char *op = "LayerNormGrad";
-	tensor dy, x, w, mean, inv;
+	tensor dy, x, w, mean, inv, res = {0};
 	TRY(input(ctx, 0, &dy, op));
 	TRY(input(ctx, 1, &x, op));
 	TRY(input(ctx, 2, &w, op));
 	TRY(input(ctx, 3, &mean, op));
 	TRY(input(ctx, 4, &inv, op));
+	TRY(optional(ctx, 5, &res, op));
 	int64_t rows = 0;
 	TRY(rowsOf(&x, &w, &rows, op));
 	if (dy.count != x.count || mean.count != rows || inv.count != rows)
 		return fail(op, "dY must have X's shape, Mean and InvStd one value per row");
-	lngrad_job j = {.dy = dy.data, .x = x.data, .w = w.data, .mean = mean.data, .inv = inv.data, .rows = rows, .d = w.dims[0]};
+	if (res.data != NULL && res.count != x.count) return fail(op, "Residual must have X's shape");
+	lngrad_job j = {.dy = dy.data, .x = x.data, .w = w.data, .mean = mean.data, .inv = inv.data, .res = res.data, .rows = rows, .d = w.dims[0]};
 	float *dw, *db;
 	TRY(output(ctx, 0, x.dims, x.rank, &j.dx));
 	TRY(output(ctx, 1, w.dims, 1, &dw));
@@ -1383,13 +1401,7 @@ static OrtStatus *scatter_compute(void *k, OrtKernelContext *ctx) {
 	TRY(input(ctx, 0, &table, op));
 	TRY(input(ctx, 1, &idx, op));
 	TRY(input(ctx, 2, &upd, op));
-	size_t nin = 0;
-	TRY(api->KernelContext_GetInputCount(ctx, &nin));
-	if (nin > 3) {
-		const OrtValue *v = NULL;
-		TRY(api->KernelContext_GetInput(ctx, 3, &v));
-		if (v != NULL) TRY(describe(v, &base, op));
-	}
+	TRY(optional(ctx, 3, &base, op));
 	int64_t axis = ((rms_kernel *)k)->axis, rank = (int64_t)table.rank;
 	if (axis < 0) axis += rank;
 	if (axis < 0 || axis >= rank) return fail(op, "axis out of Table's rank");
@@ -1461,7 +1473,7 @@ typedef struct {
 	OrtCustomOp base;
 	const char *name;
 	size_t nin, nout, optional_from; // inputs from optional_from on are optional
-	ONNXTensorElementDataType in[5];
+	ONNXTensorElementDataType in[6];
 	OrtStatus *(*compute)(void *, OrtKernelContext *);
 	int has_epsilon;
 	int has_approximate; // reads the string attribute approximate ("none" or "tanh")
@@ -1542,7 +1554,7 @@ static OrtCustomOpInputOutputCharacteristic ORT_API_CALL input_char(const OrtCus
 #define I64 ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64
 static migu_op ops[] = {
 	{.name = "RMSNorm", .nin = 2, .nout = 2, .optional_from = 2, .in = {F, F}, .compute = rms_compute, .has_epsilon = 1},
-	{.name = "RMSNormGrad", .nin = 4, .nout = 2, .optional_from = 4, .in = {F, F, F, F}, .compute = rmsgrad_compute},
+	{.name = "RMSNormGrad", .nin = 5, .nout = 2, .optional_from = 4, .in = {F, F, F, F, F}, .compute = rmsgrad_compute},
 	{.name = "AbsColSum", .nin = 2, .nout = 1, .optional_from = 1, .in = {F, I64}, .compute = tap_compute},
 	{.name = "PickLogSoftmax", .nin = 2, .nout = 2, .optional_from = 2, .in = {F, I64}, .compute = pick_compute},
 	{.name = "PickLogSoftmaxGrad", .nin = 4, .nout = 1, .optional_from = 4, .in = {F, F, I64, F}, .compute = pickgrad_compute},
@@ -1557,7 +1569,7 @@ static migu_op ops[] = {
 	{.name = "SwiGLUTaps", .nin = 2, .nout = 3, .optional_from = 2, .in = {F, F}, .compute = swiglu_taps_compute},
 	{.name = "GeluTaps", .nin = 1, .nout = 2, .optional_from = 1, .in = {F}, .compute = gelu_taps_compute, .has_approximate = 1},
 	{.name = "LayerNorm", .nin = 3, .nout = 3, .optional_from = 3, .in = {F, F, F}, .compute = ln_compute, .has_epsilon = 1},
-	{.name = "LayerNormGrad", .nin = 5, .nout = 3, .optional_from = 5, .in = {F, F, F, F, F}, .compute = lngrad_compute},
+	{.name = "LayerNormGrad", .nin = 6, .nout = 3, .optional_from = 5, .in = {F, F, F, F, F, F}, .compute = lngrad_compute},
 	{.name = "ScatterAddRows", .nin = 4, .nout = 1, .optional_from = 3, .in = {F, I64, F, F}, .compute = scatter_compute, .has_axis = 1, .inplace_last = 1},
 };
 #undef F
@@ -1607,4 +1619,4 @@ MIGU_EXPORT OrtStatus *ORT_API_CALL RegisterCustomOps(OrtSessionOptions *options
 // MiguKernelsVersion tells the loader which op set this build provides.
 // It changes with the op set, together with LibVersion in onnx/kernels/fusions.go
 // (the Go side refuses a library reporting another version).
-MIGU_EXPORT const char *MiguKernelsVersion(void) { return "4"; }
+MIGU_EXPORT const char *MiguKernelsVersion(void) { return "5"; }
