@@ -1330,10 +1330,9 @@ static OrtStatus *lngrad_compute(void *k, OrtKernelContext *ctx) {
 // Sum(Base, ScatterElements(zeros, ...)) on any number of threads. The
 // updates are bucketed by row first (a stable counting sort of the indices),
 // so every output row is written once and the work splits over rows and
-// column blocks without two threads touching one row.
-//
-// ORT may hand Base's buffer over as Y's (GetMayInplace): the rows no index
-// names are then left as they are, not copied.
+// column blocks without two threads touching one row. (Declaring Y may take
+// Base's buffer, GetMayInplace, so that rows no index names need no copy:
+// ORT 1.24 never handed the buffer over in these graphs.)
 
 // Rows are taken SCATTER_ROWS at a time, and whole when they hold at most
 // SCATTER_COLS floats (every table migu trains): a block's rows are then
@@ -1389,7 +1388,7 @@ static void scatter_block(void *p, size_t b) {
 		size_t bytes = (size_t)((end - r - 1) * j->inner + nc) * sizeof *y;
 		if (base == NULL)
 			memset(y, 0, bytes);
-		else if (y != base)
+		else
 			memcpy(y, base, bytes);
 		r = end;
 	}
@@ -1447,26 +1446,6 @@ static OrtStatus *scatter_compute(void *k, OrtKernelContext *ctx) {
 	return s;
 }
 
-// scatter_inplace lets ORT give ScatterAddRows' output Base's buffer.
-static size_t ORT_API_CALL scatter_inplace(int **in, int **out) {
-	*in = malloc(sizeof **in);
-	*out = malloc(sizeof **out);
-	if (*in == NULL || *out == NULL) {
-		free(*in);
-		free(*out);
-		*in = *out = NULL;
-		return 0;
-	}
-	**in = 3;
-	**out = 0;
-	return 1;
-}
-
-static void ORT_API_CALL scatter_release_inplace(int *in, int *out) {
-	free(in);
-	free(out);
-}
-
 // ---- op table ----
 
 typedef struct {
@@ -1478,7 +1457,6 @@ typedef struct {
 	int has_epsilon;
 	int has_approximate; // reads the string attribute approximate ("none" or "tanh")
 	int has_axis;        // reads the int attribute axis (default 0)
-	int inplace_last;    // output 0 may take the last input's buffer (GetMayInplace)
 } migu_op;
 
 typedef struct {
@@ -1570,7 +1548,7 @@ static migu_op ops[] = {
 	{.name = "GeluTaps", .nin = 1, .nout = 2, .optional_from = 1, .in = {F}, .compute = gelu_taps_compute, .has_approximate = 1},
 	{.name = "LayerNorm", .nin = 3, .nout = 3, .optional_from = 3, .in = {F, F, F}, .compute = ln_compute, .has_epsilon = 1},
 	{.name = "LayerNormGrad", .nin = 6, .nout = 3, .optional_from = 5, .in = {F, F, F, F, F, F}, .compute = lngrad_compute},
-	{.name = "ScatterAddRows", .nin = 4, .nout = 1, .optional_from = 3, .in = {F, I64, F, F}, .compute = scatter_compute, .has_axis = 1, .inplace_last = 1},
+	{.name = "ScatterAddRows", .nin = 4, .nout = 1, .optional_from = 3, .in = {F, I64, F, F}, .compute = scatter_compute, .has_axis = 1},
 };
 #undef F
 #undef I64
@@ -1592,10 +1570,6 @@ static void make_domain(void) {
 		o->GetInputTypeCount = input_count;
 		o->GetOutputTypeCount = output_count;
 		o->GetInputCharacteristic = input_char;
-		if (ops[i].inplace_last) {
-			o->GetMayInplace = scatter_inplace;
-			o->ReleaseMayInplace = scatter_release_inplace;
-		}
 	}
 	domain_status = api->CreateCustomOpDomain("ai.migu", &domain);
 	for (size_t i = 0; domain_status == NULL && i < sizeof ops / sizeof ops[0]; i++)
