@@ -54,3 +54,41 @@ func FuseResidualGrads(m *onnx.Model) int {
 	g.RemoveNodes(func(n *onnxpb.NodeProto) bool { return folded[n] })
 	return len(folded)
 }
+
+// FuseNormUpstream folds into the norms' backward kernels the Sums that
+// add the gradients of a norm's output from its several consumers (a
+// block's q, k and v projections, or llama's gate and up projections, read
+// one norm's output): an ai.migu.RMSNormGrad or LayerNormGrad node whose
+// dY is a Sum of two to four inputs read nowhere else takes those inputs
+// as its dY and further dY inputs (after the optional Residual, "" when
+// there is none), and adds them row by row as the Sum did, in its order:
+// the same bits, without the Sum's pass over [batch, seq, d]. Run it after
+// FuseResidualGrads. It returns the number of Sums folded.
+func FuseNormUpstream(m *onnx.Model) int {
+	g := m.Graph()
+	consumers := g.Consumers()
+	producers := g.Producers()
+	outputs := outputSet(g)
+	inputs := map[string]int{"RMSNormGrad": 4, "LayerNormGrad": 5}
+	folded := map[*onnxpb.NodeProto]bool{}
+	for _, norm := range g.P.Node {
+		base := inputs[norm.GetOpType()]
+		if norm.GetDomain() != onnx.DomainMigu || base == 0 || len(norm.Input) < base || len(norm.Input) > base+1 {
+			continue
+		}
+		dy := norm.Input[0]
+		sum := producers[dy]
+		if sum == nil || sum.GetOpType() != "Sum" || sum.GetDomain() != "" || len(sum.Input) < 2 || len(sum.Input) > 4 ||
+			outputs[dy] || len(consumers[dy]) != 1 {
+			continue
+		}
+		if len(norm.Input) == base {
+			norm.Input = append(norm.Input, "")
+		}
+		norm.Input[0] = sum.Input[0]
+		norm.Input = append(norm.Input, sum.Input[1:]...)
+		folded[sum] = true
+	}
+	g.RemoveNodes(func(n *onnxpb.NodeProto) bool { return folded[n] })
+	return len(folded)
+}
