@@ -78,8 +78,7 @@ type GraphOptions struct {
 	// embedding, the last-axis softmax and the cross-entropy's
 	// log-softmax pick, forward and backward, the MIGU taps, the
 	// gradients of embedding lookups, kernels.FuseScatterAdd, and the
-	// Sums around the norms' gradients, kernels.FuseResidualGrads and
-	// FuseNormUpstream); the
+	// residual gradients' Sums, kernels.FuseResidualGrads); the
 	// session that runs it must load the kernel library. Results equal the
 	// standard operators' to float32 rounding.
 	Fused bool
@@ -151,9 +150,8 @@ type Artifact struct {
 	// the activation kernels; ScatterAdd the gradients of Gather and
 	// ScatterSum the Sums folded into them, kernels.FuseScatterAdd;
 	// ResidualGrad the residual gradients' Sums folded into the norms'
-	// backward kernels, kernels.FuseResidualGrads, NormUpstream the Sums of
-	// a norm's output gradients, kernels.FuseNormUpstream), FusedTaps
-	// whether the taps are (GraphOptions.FusedTaps).
+	// backward kernels, kernels.FuseResidualGrads), FusedTaps whether the
+	// taps are (GraphOptions.FusedTaps).
 	Fused     map[string]int `json:"fused,omitempty"`
 	FusedTaps bool           `json:"fused_taps,omitempty"`
 	// Precision is the weight products' (fp32 or bf16); BF16Products
@@ -320,9 +318,8 @@ func Build(m *onnx.Model, man *modeldir.Manifest, opt GraphOptions) (*Artifact, 
 	}
 	if opt.Fused {
 		// The Gather rule's scatters (embedding tables) and the Sums adding
-		// a tied table's gradients, the Sums adding a residual's gradient
-		// to a norm's, and those adding the gradients of a norm's output:
-		// written by the rules, rewritten here.
+		// a tied table's gradients, and the Sums adding a residual's
+		// gradient to a norm's: written by the rules, rewritten here.
 		info, err := shapes.Infer(m)
 		if err != nil {
 			return nil, err
@@ -336,9 +333,6 @@ func Build(m *onnx.Model, man *modeldir.Manifest, opt GraphOptions) (*Artifact, 
 		}
 		if n := kernels.FuseResidualGrads(m); n > 0 {
 			art.Fused["ResidualGrad"] = n
-		}
-		if n := kernels.FuseNormUpstream(m); n > 0 {
-			art.Fused["NormUpstream"] = n
 		}
 	}
 	if art.FusedTaps {

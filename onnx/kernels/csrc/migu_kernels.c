@@ -4,11 +4,9 @@
 //
 //   RMSNorm(X[..., d], W[d]; epsilon) -> Y[..., d], InvRMS[..., 1]
 //       Y = X * InvRMS * W, InvRMS = 1 / sqrt(mean(X^2 over the last axis) + epsilon)
-//   RMSNormGrad(dY[..., d], X[..., d], W[d], InvRMS[..., 1] [, Residual[..., d] [, dY2, dY3, dY4]])
-//       -> dX[..., d], dW[d]
+//   RMSNormGrad(dY[..., d], X[..., d], W[d], InvRMS[..., 1] [, Residual[..., d]]) -> dX[..., d], dW[d]
 //       dX plus Residual when given: the gradient reaching the norm's input by
-//       the residual connection, added in the same pass (Sum(Residual, dX)'s bits);
-//       dY2.. are added to dY first, as Sum(dY, dY2, ...) would (Residual "" when absent).
+//       the residual connection, added in the same pass (Sum(Residual, dX)'s bits).
 //   AbsColSum(Y[..., d] [, Mask[...] int64]) -> S[d]
 //       S_j = sum over every leading position t of Mask_t * |Y_tj| (Mask 1 when absent):
 //       MIGU's magnitude tap in one pass.
@@ -20,7 +18,7 @@
 //   GeluTaps(X[..., d]; approximate) -> Y, SX[d]
 //       SwiGLU's or Gelu's Y and the AbsColSum of each input, in one pass.
 //   LayerNorm(X[..., d], W[d], B[d]; epsilon) -> Y[..., d], Mean[..., 1], InvStd[..., 1]
-//   LayerNormGrad(dY, X, W, Mean, InvStd [, Residual [, dY2, dY3, dY4]]) -> dX (+ Residual), dW[d], dB[d]
+//   LayerNormGrad(dY, X, W, Mean, InvStd [, Residual]) -> dX (+ Residual), dW[d], dB[d]
 //   ScatterAddRows(Table[outer, V, inner], Indices[N] int64, Updates[outer, N, inner] [, Base]; axis) -> Y
 //       Y = Base (0 when absent) + the rows of Updates added at their indices along axis:
 //       Gather's gradient (an embedding's), with its tied gradient added.
@@ -172,44 +170,6 @@ VECTOR static void add_row(float *acc, const float *v, int64_t d) {
 	for (int64_t j = 0; j < d; j++) acc[j] += v[j];
 }
 
-VECTOR static void sum_rows(float *out, const float *a, const float *b, int64_t d) {
-	for (int64_t j = 0; j < d; j++) out[j] = a[j] + b[j];
-}
-
-// The norms' backward kernels take up to MORE_DY further dY inputs: the
-// gradients of the norm's output from its other consumers (a block's q, k
-// and v projections read one norm's output), added to dY row by row as
-// ORT's Sum adds them, ((dY + dY2) + dY3) + dY4, instead of in a Sum node.
-enum { MORE_DY = 3 };
-
-typedef struct {
-	const float *dy[MORE_DY];
-	int n;
-} more_dy;
-
-// upstream_row is row r of dY, or of dY plus the further inputs, summed
-// into block b's row of rows (one row of d floats per block).
-static const float *upstream_row(const float *dy, const more_dy *more, int64_t r, int64_t d, float *rows, size_t b) {
-	if (more->n == 0) return dy + r * d;
-	float *buf = rows + (int64_t)b * d;
-	sum_rows(buf, dy + r * d, more->dy[0] + r * d, d);
-	for (int k = 1; k < more->n; k++) add_row(buf, more->dy[k] + r * d, d);
-	return buf;
-}
-
-// more_inputs reads the further dY inputs from input `from` on, each of count floats.
-static OrtStatus *more_inputs(OrtKernelContext *ctx, size_t from, int64_t count, more_dy *more, const char *op) {
-	more->n = 0;
-	for (size_t i = 0; i < MORE_DY; i++) {
-		tensor t = {0};
-		TRY(optional(ctx, from + i, &t, op));
-		if (t.data == NULL) continue;
-		if (t.count != count) return fail(op, "every dY input must have X's shape");
-		more->dy[more->n++] = t.data;
-	}
-	return NULL;
-}
-
 VECTOR static void abs_add(float *acc, const float *y, int64_t n) {
 	for (int64_t j = 0; j < n; j++) acc[j] += fabsf(y[j]);
 }
@@ -276,8 +236,7 @@ static OrtStatus *rms_compute(void *k, OrtKernelContext *ctx) {
 
 typedef struct {
 	const float *dy, *x, *w, *inv, *res; // res: the Residual added to dX, or NULL
-	float *dx, *partial, *rowbuf;        // partial: one dW row per block; rowbuf: one dY row per block
-	more_dy more;
+	float *dx, *partial;                 // partial: one dW row per block
 	int64_t rows, d;
 } rmsgrad_job;
 
@@ -289,7 +248,7 @@ static void rmsgrad_block(void *p, size_t b) {
 	int64_t end = (int64_t)(b + 1) * ROW_BLOCK;
 	if (end > j->rows) end = j->rows;
 	for (int64_t r = (int64_t)b * ROW_BLOCK; r < end; r++) {
-		const float *dy = upstream_row(j->dy, &j->more, r, d, j->rowbuf, b), *x = j->x + r * d;
+		const float *dy = j->dy + r * d, *x = j->x + r * d;
 		float inv = j->inv[r];
 		float c = inv * inv * inv * (dot_gx(dy, j->w, x, d) / (float)d);
 		grad_row(dy, j->w, x, inv, c, j->dx + r * d, dw, d);
@@ -327,7 +286,6 @@ static OrtStatus *rmsgrad_compute(void *k, OrtKernelContext *ctx) {
 	if (dy.count != x.count || inv.count != rows) return fail(op, "dY must have X's shape and InvRMS one value per row");
 	if (res.data != NULL && res.count != x.count) return fail(op, "Residual must have X's shape");
 	rmsgrad_job j = {.dy = dy.data, .x = x.data, .w = w.data, .inv = inv.data, .res = res.data, .rows = rows, .d = w.dims[0]};
-	TRY(more_inputs(ctx, 5, x.count, &j.more, op));
 	float *dw;
 	TRY(output(ctx, 0, x.dims, x.rank, &j.dx));
 	TRY(output(ctx, 1, w.dims, 1, &dw));
@@ -337,9 +295,8 @@ static OrtStatus *rmsgrad_compute(void *k, OrtKernelContext *ctx) {
 		return NULL;
 	}
 	size_t nb = blocks(rows, ROW_BLOCK);
-	j.partial = malloc((j.more.n > 0 ? 2 : 1) * nb * (size_t)j.d * sizeof(float));
+	j.partial = malloc(nb * (size_t)j.d * sizeof(float));
 	if (j.partial == NULL) return api->CreateStatus(ORT_FAIL, "ai.migu.RMSNormGrad: out of memory");
-	if (j.more.n > 0) j.rowbuf = j.partial + nb * (size_t)j.d;
 	OrtStatus *s = api->KernelContext_ParallelFor(ctx, rmsgrad_block, nb, 0, &j);
 	if (s == NULL) {
 		colsum_job cj = {.partial = j.partial, .dw = dw, .nblocks = nb, .d = j.d};
@@ -1292,8 +1249,7 @@ static OrtStatus *ln_compute(void *k, OrtKernelContext *ctx) {
 
 typedef struct {
 	const float *dy, *x, *w, *mean, *inv, *res; // res: the Residual added to dX, or NULL
-	float *dx, *pw, *pb, *rowbuf;               // pw, pb: one dW and one dB row per block; rowbuf: one dY row
-	more_dy more;
+	float *dx, *pw, *pb;                        // pw, pb: one dW and one dB row per block
 	int64_t rows, d;
 } lngrad_job;
 
@@ -1306,7 +1262,7 @@ static void lngrad_block(void *p, size_t blk) {
 	int64_t end = (int64_t)(blk + 1) * ROW_BLOCK;
 	if (end > j->rows) end = j->rows;
 	for (int64_t r = (int64_t)blk * ROW_BLOCK; r < end; r++) {
-		const float *dy = upstream_row(j->dy, &j->more, r, d, j->rowbuf, blk), *x = j->x + r * d;
+		const float *dy = j->dy + r * d, *x = j->x + r * d;
 		float mean = j->mean[r], inv = j->inv[r], sgx;
 		float mg = ln_grad_sums(dy, j->w, x, mean, inv, d, &sgx) / (float)d;
 		ln_grad_row(dy, j->w, x, mean, inv, mg, sgx / (float)d, j->dx + r * d, dw, db, d);
@@ -1330,7 +1286,6 @@ static OrtStatus *lngrad_compute(void *k, OrtKernelContext *ctx) {
 		return fail(op, "dY must have X's shape, Mean and InvStd one value per row");
 	if (res.data != NULL && res.count != x.count) return fail(op, "Residual must have X's shape");
 	lngrad_job j = {.dy = dy.data, .x = x.data, .w = w.data, .mean = mean.data, .inv = inv.data, .res = res.data, .rows = rows, .d = w.dims[0]};
-	TRY(more_inputs(ctx, 6, x.count, &j.more, op));
 	float *dw, *db;
 	TRY(output(ctx, 0, x.dims, x.rank, &j.dx));
 	TRY(output(ctx, 1, w.dims, 1, &dw));
@@ -1342,10 +1297,9 @@ static OrtStatus *lngrad_compute(void *k, OrtKernelContext *ctx) {
 		return NULL;
 	}
 	size_t nb = blocks(rows, ROW_BLOCK);
-	j.pw = malloc((j.more.n > 0 ? 3 : 2) * nb * (size_t)j.d * sizeof(float));
+	j.pw = malloc(2 * nb * (size_t)j.d * sizeof(float));
 	if (j.pw == NULL) return api->CreateStatus(ORT_FAIL, "ai.migu.LayerNormGrad: out of memory");
 	j.pb = j.pw + nb * (size_t)j.d;
-	if (j.more.n > 0) j.rowbuf = j.pb + nb * (size_t)j.d;
 	OrtStatus *s = api->KernelContext_ParallelFor(ctx, lngrad_block, nb, 0, &j);
 	if (s == NULL) {
 		colsum_job cj = {.partial = j.pw, .dw = dw, .nblocks = nb, .d = j.d};
@@ -1498,7 +1452,7 @@ typedef struct {
 	OrtCustomOp base;
 	const char *name;
 	size_t nin, nout, optional_from; // inputs from optional_from on are optional
-	ONNXTensorElementDataType in[9];
+	ONNXTensorElementDataType in[6];
 	OrtStatus *(*compute)(void *, OrtKernelContext *);
 	int has_epsilon;
 	int has_approximate; // reads the string attribute approximate ("none" or "tanh")
@@ -1578,7 +1532,7 @@ static OrtCustomOpInputOutputCharacteristic ORT_API_CALL input_char(const OrtCus
 #define I64 ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64
 static migu_op ops[] = {
 	{.name = "RMSNorm", .nin = 2, .nout = 2, .optional_from = 2, .in = {F, F}, .compute = rms_compute, .has_epsilon = 1},
-	{.name = "RMSNormGrad", .nin = 8, .nout = 2, .optional_from = 4, .in = {F, F, F, F, F, F, F, F}, .compute = rmsgrad_compute},
+	{.name = "RMSNormGrad", .nin = 5, .nout = 2, .optional_from = 4, .in = {F, F, F, F, F}, .compute = rmsgrad_compute},
 	{.name = "AbsColSum", .nin = 2, .nout = 1, .optional_from = 1, .in = {F, I64}, .compute = tap_compute},
 	{.name = "PickLogSoftmax", .nin = 2, .nout = 2, .optional_from = 2, .in = {F, I64}, .compute = pick_compute},
 	{.name = "PickLogSoftmaxGrad", .nin = 4, .nout = 1, .optional_from = 4, .in = {F, F, I64, F}, .compute = pickgrad_compute},
@@ -1593,7 +1547,7 @@ static migu_op ops[] = {
 	{.name = "SwiGLUTaps", .nin = 2, .nout = 3, .optional_from = 2, .in = {F, F}, .compute = swiglu_taps_compute},
 	{.name = "GeluTaps", .nin = 1, .nout = 2, .optional_from = 1, .in = {F}, .compute = gelu_taps_compute, .has_approximate = 1},
 	{.name = "LayerNorm", .nin = 3, .nout = 3, .optional_from = 3, .in = {F, F, F}, .compute = ln_compute, .has_epsilon = 1},
-	{.name = "LayerNormGrad", .nin = 9, .nout = 3, .optional_from = 5, .in = {F, F, F, F, F, F, F, F, F}, .compute = lngrad_compute},
+	{.name = "LayerNormGrad", .nin = 6, .nout = 3, .optional_from = 5, .in = {F, F, F, F, F, F}, .compute = lngrad_compute},
 	{.name = "ScatterAddRows", .nin = 4, .nout = 1, .optional_from = 3, .in = {F, I64, F, F}, .compute = scatter_compute, .has_axis = 1},
 };
 #undef F
@@ -1639,4 +1593,4 @@ MIGU_EXPORT OrtStatus *ORT_API_CALL RegisterCustomOps(OrtSessionOptions *options
 // MiguKernelsVersion tells the loader which op set this build provides.
 // It changes with the op set, together with LibVersion in onnx/kernels/fusions.go
 // (the Go side refuses a library reporting another version).
-MIGU_EXPORT const char *MiguKernelsVersion(void) { return "6"; }
+MIGU_EXPORT const char *MiguKernelsVersion(void) { return "5"; }
