@@ -9,6 +9,7 @@ import (
 	"github.com/migu-ml/migu/onnx"
 	"github.com/migu-ml/migu/onnx/grad"
 	"github.com/migu-ml/migu/onnx/kernels"
+	"github.com/migu-ml/migu/onnx/ort"
 	"github.com/migu-ml/migu/onnx/shapes"
 )
 
@@ -121,6 +122,34 @@ func TestResidualGradFolded(t *testing.T) {
 					}
 				}
 			})
+		}
+	}
+}
+
+// BenchmarkNormGradFolds runs buildResidual's graph at the small presets'
+// activations ([4, 128, 512], RMSNorm and LayerNorm) with the kernels, the
+// residual's gradient added by an ORT Sum node and folded into the norm's
+// backward kernel, on 1 and 2 threads, with CPU time per run as
+// BenchmarkRMSNorm reports it.
+func BenchmarkNormGradFolds(b *testing.B) {
+	lib := withKernels(b)
+	shape := []int64{4, 128, 512}
+	rng := rand.New(rand.NewPCG(1, 2))
+	n, d := numel(shape), int(shape[len(shape)-1])
+	x, w, bias, r := random(rng, n, -1.5, 2.5), random(rng, d, 0.5, 1.5), random(rng, d, -0.5, 0.5), random(rng, n, -1, 1)
+	for _, ln := range []bool{false, true} {
+		for _, threads := range []int{1, 2} {
+			for _, fold := range []bool{false, true} {
+				name := fmt.Sprintf("%s/threads=%d/folded=%v", map[bool]string{false: "RMSNorm", true: "LayerNorm"}[ln], threads, fold)
+				b.Run(name, func(b *testing.B) {
+					in := map[string]ort.Value{"x": benchTensor(b, x, shape...), "w": benchTensor(b, w, int64(d))}
+					if ln {
+						in["b"] = benchTensor(b, bias, int64(d))
+					}
+					out := map[string]ort.Value{"dx": benchTensor(b, make([]float32, n), shape...), "dw": benchTensor(b, make([]float32, d), int64(d))}
+					benchGraph(b, buildResidual(b, shape, r, ln, true, fold).path, lib, true, threads, in, out)
+				})
+			}
 		}
 	}
 }
