@@ -21,7 +21,17 @@ import (
 // inputs (llama's gate and up projections, t5's wi_0, roberta's
 // intermediate dense and, in full fine-tuning, its head's dense) are
 // computed by the activation kernels (SwiGLUTaps, GeluTaps), every other
-// tap by AbsColSum.
+// tap by AbsColSum. In full fine-tuning every table's gradient (llama's
+// embedding; t5's shared embedding, looked up twice and tied to the
+// output, and its two position-bias tables, gathered along axis 1;
+// roberta's word, position and token-type embeddings, the word embedding
+// tied) is ScatterAddRows, no ScatterElements left, and each tied
+// table's Sum is folded into its scatters. The Sum adding the gradient
+// by a residual connection to a norm's dX goes into the norm's backward
+// kernel in the pre-norm llama and t5 blocks (every norm but the stacks'
+// last and, in LoRA, llama's first, whose input needs no gradient);
+// roberta's post-norm blocks have none to fold (the other gradient there
+// is computed from the norm's dX).
 // Both variants run in this one test; the kernel library is built when
 // missing (testenv.Kernels).
 func TestFusedKernelsKeepGradients(t *testing.T) {
@@ -31,12 +41,14 @@ func TestFusedKernelsKeepGradients(t *testing.T) {
 		arch, method, recompute string
 		norm, act               string // the fused norm and activation ops it gets
 		actTaps, tapped         int    // taps the activation kernels compute, and the activations computing them
+		scatters, sums          int    // tables' gradients through ScatterAddRows, and Sums folded into them
+		residuals               int    // residual gradients' Sums folded into the norms' backward kernels
 	}{
-		{"llama", "full", RecomputeNone, "RMSNorm", "SwiGLU", 8, 4}, {"llama", "full", RecomputeLayers, "RMSNorm", "SwiGLU", 8, 4},
-		{"llama", "lora", RecomputeNone, "RMSNorm", "SwiGLU", 8, 4},
-		{"t5", "full", RecomputeNone, "RMSNorm", "Gelu", 4, 4}, {"t5", "lora", RecomputeLayers, "RMSNorm", "Gelu", 4, 4},
-		{"roberta", "full", RecomputeNone, "LayerNorm", "Gelu", 3, 3}, {"roberta", "full", RecomputeLayers, "LayerNorm", "Gelu", 3, 3},
-		{"roberta", "lora", RecomputeNone, "LayerNorm", "Gelu", 2, 2},
+		{"llama", "full", RecomputeNone, "RMSNorm", "SwiGLU", 8, 4, 1, 0, 8}, {"llama", "full", RecomputeLayers, "RMSNorm", "SwiGLU", 8, 4, 1, 0, 8},
+		{"llama", "lora", RecomputeNone, "RMSNorm", "SwiGLU", 8, 4, 0, 0, 7},
+		{"t5", "full", RecomputeNone, "RMSNorm", "Gelu", 4, 4, 4, 1, 10}, {"t5", "lora", RecomputeLayers, "RMSNorm", "Gelu", 4, 4, 0, 0, 8},
+		{"roberta", "full", RecomputeNone, "LayerNorm", "Gelu", 3, 3, 3, 1, 0}, {"roberta", "full", RecomputeLayers, "LayerNorm", "Gelu", 3, 3, 3, 1, 0},
+		{"roberta", "lora", RecomputeNone, "LayerNorm", "Gelu", 2, 2, 0, 0, 0},
 	}
 	models := map[string]string{}
 	outer := t
@@ -86,6 +98,11 @@ func TestFusedKernelsKeepGradients(t *testing.T) {
 				ops["ai.migu.RotaryGrad"] != rotations || rope && (ops[".Split"] != 0 || ops["ai.migu.Rotary"] < rotations) {
 				t.Fatalf("fused rotations %d; ops: Rotary %d, RotaryGrad %d, Split %d",
 					rotations, ops["ai.migu.Rotary"], ops["ai.migu.RotaryGrad"], ops[".Split"])
+			}
+			if fart.Fused["ScatterAdd"] != c.scatters || fart.Fused["ScatterSum"] != c.sums ||
+				ops["ai.migu.ScatterAddRows"] != c.scatters || ops[".ScatterElements"] != 0 || fart.Fused["ResidualGrad"] != c.residuals {
+				t.Fatalf("fused scatters %d, sums %d, residual gradients %d; ops: ScatterAddRows %d, ScatterElements %d",
+					fart.Fused["ScatterAdd"], fart.Fused["ScatterSum"], fart.Fused["ResidualGrad"], ops["ai.migu.ScatterAddRows"], ops[".ScatterElements"])
 			}
 			worst := worstRelDiff(t, art, got, want)
 			t.Logf("fused %v and %d taps: max relative difference %.2g", fart.Fused, len(fart.Taps), worst)

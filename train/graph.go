@@ -76,7 +76,9 @@ type GraphOptions struct {
 	// Fused rewrites the graph to migu's fused kernels (package
 	// onnx/kernels: RMSNorm, LayerNorm, SwiGLU, GELU, the rotary
 	// embedding, the last-axis softmax and the cross-entropy's
-	// log-softmax pick, forward and backward, and the MIGU taps); the
+	// log-softmax pick, forward and backward, the MIGU taps, the
+	// gradients of embedding lookups, kernels.FuseScatterAdd, and the
+	// residual gradients' Sums, kernels.FuseResidualGrads); the
 	// session that runs it must load the kernel library. Results equal the
 	// standard operators' to float32 rounding.
 	Fused bool
@@ -145,8 +147,11 @@ type Artifact struct {
 	// Fused counts the subgraphs computed by migu's fused kernels, by
 	// kernel (kernels.Fuse: RMSNorm, LayerNorm, SwiGLU, Gelu, Rotary,
 	// Softmax, CrossEntropy; ActivationTaps counts the taps computed by
-	// the activation kernels), FusedTaps whether the taps are
-	// (GraphOptions.FusedTaps).
+	// the activation kernels; ScatterAdd the gradients of Gather and
+	// ScatterSum the Sums folded into them, kernels.FuseScatterAdd;
+	// ResidualGrad the residual gradients' Sums folded into the norms'
+	// backward kernels, kernels.FuseResidualGrads), FusedTaps whether the
+	// taps are (GraphOptions.FusedTaps).
 	Fused     map[string]int `json:"fused,omitempty"`
 	FusedTaps bool           `json:"fused_taps,omitempty"`
 	// Precision is the weight products' (fp32 or bf16); BF16Products
@@ -310,6 +315,25 @@ func Build(m *onnx.Model, man *modeldir.Manifest, opt GraphOptions) (*Artifact, 
 	}
 	if art.RecomputedNodes, err = recompute(g, man, res, art.Recompute == RecomputeLayers); err != nil {
 		return nil, err
+	}
+	if opt.Fused {
+		// The Gather rule's scatters (embedding tables) and the Sums adding
+		// a tied table's gradients, and the Sums adding a residual's
+		// gradient to a norm's: written by the rules, rewritten here.
+		info, err := shapes.Infer(m)
+		if err != nil {
+			return nil, err
+		}
+		scatters, sums := kernels.FuseScatterAdd(m, info)
+		if scatters > 0 {
+			art.Fused["ScatterAdd"] = scatters
+		}
+		if sums > 0 {
+			art.Fused["ScatterSum"] = sums
+		}
+		if n := kernels.FuseResidualGrads(m); n > 0 {
+			art.Fused["ResidualGrad"] = n
+		}
 	}
 	if art.FusedTaps {
 		// After differentiation and recomputation: the gradient rules

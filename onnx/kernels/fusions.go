@@ -13,8 +13,10 @@ import (
 // another version (a stale bin/libmigu_kernels.so) rather than letting ORT
 // fail later on an op it lacks. Version 1 was RMSNorm alone; 2 adds
 // AbsColSum, the loss, softmax, rotary, activation and LayerNorm ops; 3
-// SwiGLUTaps and GeluTaps (FuseActivationTaps).
-const LibVersion = "3"
+// SwiGLUTaps and GeluTaps (FuseActivationTaps); 4 ScatterAddRows
+// (FuseScatterAdd); 5 the optional Residual of RMSNormGrad and
+// LayerNormGrad (FuseResidualGrads).
+const LibVersion = "5"
 
 // fusions are the rewrites Fuse applies, in order, named as the counts it
 // returns. A new fused kernel adds its rewrite here, and every graph migu

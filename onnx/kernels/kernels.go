@@ -24,7 +24,12 @@
 //     materialising |y|), used with train.GraphOptions.FusedTaps, which
 //     the trainer sets whenever it loads this library; a tap of an
 //     activation's input goes into the activation kernel, which reads that
-//     input anyway (FuseActivationTaps: SwiGLUTaps, GeluTaps).
+//     input anyway (FuseActivationTaps: SwiGLUTaps, GeluTaps);
+//   - in the backward pass only (the trainer rewrites the differentiated
+//     graph): the gradient of Gather, an embedding table's, as
+//     ScatterAddRows, with a tied table's Sum folded in (FuseScatterAdd),
+//     and the Sum adding a residual's gradient to a norm's dX, folded into
+//     RMSNormGrad or LayerNormGrad (FuseResidualGrads).
 //
 // The standard-op formulations these replace stay in the exporters and in
 // package migu; both give the same numbers to float32 rounding, and a

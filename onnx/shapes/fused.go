@@ -7,7 +7,8 @@ import (
 )
 
 // Shape rules of migu's fused kernels (onnx.DomainMigu, package
-// onnx/kernels); every one is float32 in and out.
+// onnx/kernels); every one is float32 in and out (besides index and mask
+// inputs). ScatterAddRows' Y is shaped like its Table.
 func init() {
 	for op, rule := range map[string]shapeRule{
 		"RMSNorm":            inferNorm(1),
@@ -27,6 +28,7 @@ func init() {
 		"AbsColSum":          inferAbsColSum,
 		"SwiGLUTaps":         inferActTaps(2),
 		"GeluTaps":           inferActTaps(1),
+		"ScatterAddRows":     inferLike(0, 1),
 	} {
 		registerShape(rule, onnx.DomainMigu+"."+op)
 	}

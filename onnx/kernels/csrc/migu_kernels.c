@@ -4,7 +4,9 @@
 //
 //   RMSNorm(X[..., d], W[d]; epsilon) -> Y[..., d], InvRMS[..., 1]
 //       Y = X * InvRMS * W, InvRMS = 1 / sqrt(mean(X^2 over the last axis) + epsilon)
-//   RMSNormGrad(dY[..., d], X[..., d], W[d], InvRMS[..., 1]) -> dX[..., d], dW[d]
+//   RMSNormGrad(dY[..., d], X[..., d], W[d], InvRMS[..., 1] [, Residual[..., d]]) -> dX[..., d], dW[d]
+//       dX plus Residual when given: the gradient reaching the norm's input by
+//       the residual connection, added in the same pass (Sum(Residual, dX)'s bits).
 //   AbsColSum(Y[..., d] [, Mask[...] int64]) -> S[d]
 //       S_j = sum over every leading position t of Mask_t * |Y_tj| (Mask 1 when absent):
 //       MIGU's magnitude tap in one pass.
@@ -16,7 +18,10 @@
 //   GeluTaps(X[..., d]; approximate) -> Y, SX[d]
 //       SwiGLU's or Gelu's Y and the AbsColSum of each input, in one pass.
 //   LayerNorm(X[..., d], W[d], B[d]; epsilon) -> Y[..., d], Mean[..., 1], InvStd[..., 1]
-//   LayerNormGrad(dY, X, W, Mean, InvStd) -> dX, dW[d], dB[d]
+//   LayerNormGrad(dY, X, W, Mean, InvStd [, Residual]) -> dX (+ Residual), dW[d], dB[d]
+//   ScatterAddRows(Table[outer, V, inner], Indices[N] int64, Updates[outer, N, inner] [, Base]; axis) -> Y
+//       Y = Base (0 when absent) + the rows of Updates added at their indices along axis:
+//       Gather's gradient (an embedding's), with its tied gradient added.
 //
 // The float operations are those of the standard-op formulation (x*x summed,
 // divided by d, eps added, sqrt, reciprocal, x*r, times w), so both agree to
@@ -77,6 +82,16 @@ static OrtStatus *input(OrtKernelContext *ctx, size_t i, tensor *t, const char *
 	TRY(api->KernelContext_GetInput(ctx, i, &v));
 	if (v == NULL) return fail(op, "a required input is missing");
 	return describe(v, t, op);
+}
+
+// optional reads input i when the node has it; t->data stays NULL otherwise.
+static OrtStatus *optional(OrtKernelContext *ctx, size_t i, tensor *t, const char *op) {
+	size_t n = 0;
+	TRY(api->KernelContext_GetInputCount(ctx, &n));
+	if (n <= i) return NULL;
+	const OrtValue *v = NULL;
+	TRY(api->KernelContext_GetInput(ctx, i, &v));
+	return v == NULL ? NULL : describe(v, t, op);
 }
 
 static OrtStatus *output(OrtKernelContext *ctx, size_t i, const int64_t *dims, size_t rank, float **data) {
@@ -176,7 +191,8 @@ static float *lines(size_t n) { return aligned_alloc(64, (n * sizeof(float) + 63
 
 typedef struct {
 	float epsilon;
-	int tanh; // Gelu, GeluGrad: approximate "tanh" (else "none": erf)
+	int tanh;     // Gelu, GeluGrad: approximate "tanh" (else "none": erf)
+	int64_t axis; // ScatterAddRows
 } rms_kernel;
 
 typedef struct {
@@ -219,8 +235,8 @@ static OrtStatus *rms_compute(void *k, OrtKernelContext *ctx) {
 // ---- RMSNormGrad ----
 
 typedef struct {
-	const float *dy, *x, *w, *inv;
-	float *dx, *partial; // partial: one dW row per block
+	const float *dy, *x, *w, *inv, *res; // res: the Residual added to dX, or NULL
+	float *dx, *partial;                 // partial: one dW row per block
 	int64_t rows, d;
 } rmsgrad_job;
 
@@ -236,6 +252,7 @@ static void rmsgrad_block(void *p, size_t b) {
 		float inv = j->inv[r];
 		float c = inv * inv * inv * (dot_gx(dy, j->w, x, d) / (float)d);
 		grad_row(dy, j->w, x, inv, c, j->dx + r * d, dw, d);
+		if (j->res != NULL) add_row(j->dx + r * d, j->res + r * d, d);
 	}
 }
 
@@ -258,15 +275,17 @@ static void colsum_block(void *p, size_t b) {
 static OrtStatus *rmsgrad_compute(void *k, OrtKernelContext *ctx) {
 	(void)k;
 	const char *op = "RMSNormGrad";
-	tensor dy, x, w, inv;
+	tensor dy, x, w, inv, res = {0};
 	TRY(input(ctx, 0, &dy, op));
 	TRY(input(ctx, 1, &x, op));
 	TRY(input(ctx, 2, &w, op));
 	TRY(input(ctx, 3, &inv, op));
+	TRY(optional(ctx, 4, &res, op));
 	int64_t rows = 0;
 	TRY(rowsOf(&x, &w, &rows, op));
 	if (dy.count != x.count || inv.count != rows) return fail(op, "dY must have X's shape and InvRMS one value per row");
-	rmsgrad_job j = {.dy = dy.data, .x = x.data, .w = w.data, .inv = inv.data, .rows = rows, .d = w.dims[0]};
+	if (res.data != NULL && res.count != x.count) return fail(op, "Residual must have X's shape");
+	rmsgrad_job j = {.dy = dy.data, .x = x.data, .w = w.data, .inv = inv.data, .res = res.data, .rows = rows, .d = w.dims[0]};
 	float *dw;
 	TRY(output(ctx, 0, x.dims, x.rank, &j.dx));
 	TRY(output(ctx, 1, w.dims, 1, &dw));
@@ -1231,8 +1250,8 @@ static OrtStatus *ln_compute(void *k, OrtKernelContext *ctx) {
 }
 
 typedef struct {
-	const float *dy, *x, *w, *mean, *inv;
-	float *dx, *pw, *pb; // pw, pb: one dW and one dB row per block
+	const float *dy, *x, *w, *mean, *inv, *res; // res: the Residual added to dX, or NULL
+	float *dx, *pw, *pb;                        // pw, pb: one dW and one dB row per block
 	int64_t rows, d;
 } lngrad_job;
 
@@ -1249,23 +1268,26 @@ static void lngrad_block(void *p, size_t blk) {
 		float mean = j->mean[r], inv = j->inv[r], sgx;
 		float mg = ln_grad_sums(dy, j->w, x, mean, inv, d, &sgx) / (float)d;
 		ln_grad_row(dy, j->w, x, mean, inv, mg, sgx / (float)d, j->dx + r * d, dw, db, d);
+		if (j->res != NULL) add_row(j->dx + r * d, j->res + r * d, d);
 	}
 }
 
 static OrtStatus *lngrad_compute(void *k, OrtKernelContext *ctx) {
 	(void)k;
 	const char *op = "LayerNormGrad";
-	tensor dy, x, w, mean, inv;
+	tensor dy, x, w, mean, inv, res = {0};
 	TRY(input(ctx, 0, &dy, op));
 	TRY(input(ctx, 1, &x, op));
 	TRY(input(ctx, 2, &w, op));
 	TRY(input(ctx, 3, &mean, op));
 	TRY(input(ctx, 4, &inv, op));
+	TRY(optional(ctx, 5, &res, op));
 	int64_t rows = 0;
 	TRY(rowsOf(&x, &w, &rows, op));
 	if (dy.count != x.count || mean.count != rows || inv.count != rows)
 		return fail(op, "dY must have X's shape, Mean and InvStd one value per row");
-	lngrad_job j = {.dy = dy.data, .x = x.data, .w = w.data, .mean = mean.data, .inv = inv.data, .rows = rows, .d = w.dims[0]};
+	if (res.data != NULL && res.count != x.count) return fail(op, "Residual must have X's shape");
+	lngrad_job j = {.dy = dy.data, .x = x.data, .w = w.data, .mean = mean.data, .inv = inv.data, .res = res.data, .rows = rows, .d = w.dims[0]};
 	float *dw, *db;
 	TRY(output(ctx, 0, x.dims, x.rank, &j.dx));
 	TRY(output(ctx, 1, w.dims, 1, &dw));
@@ -1293,16 +1315,150 @@ static OrtStatus *lngrad_compute(void *k, OrtKernelContext *ctx) {
 	return s;
 }
 
+// ---- ScatterAddRows ----
+//
+// The gradient of Gather (an embedding's rows): Y, shaped like Table, is
+// Base (zeros when absent) plus, at every row r of axis `axis`, the rows of
+// Updates whose index is r. Updates is [outer, N, inner] for Table
+// [outer, V, inner] (outer, inner: the products of the axes before and after
+// `axis`) and N indices of any shape; negative indices count from V.
+//
+// The standard-op formulation is ScatterElements(zeros, indices repeated along
+// the row, updates; reduction add), then Sum(other, ·) when the table has
+// another gradient (a tied embedding). ORT adds there one float at a time
+// through a generic loop on one thread, about 13 ns a float on Ice Lake, and
+// fills and reads a table-sized zero tensor. Here each row's updates are
+// summed in index order starting from 0, then Base is added: the bits of
+// Sum(Base, ScatterElements(zeros, ...)) on any number of threads. The
+// updates are bucketed by row first (a stable counting sort of the indices),
+// so every output row is written once and the work splits over rows and
+// column blocks without two threads touching one row. (Declaring Y may take
+// Base's buffer, GetMayInplace, so that rows no index names need no copy:
+// ORT 1.24 never handed the buffer over in these graphs.)
+
+// Rows are taken SCATTER_ROWS at a time, and whole when they hold at most
+// SCATTER_COLS floats (every table migu trains): a block's rows are then
+// one piece of memory, and each run of rows no index names is filled with
+// one memset or memcpy (row by row, the small llama's zero table took
+// 40 % longer).
+enum { SCATTER_ROWS = 32, SCATTER_COLS = 1024 };
+
+typedef struct {
+	const float *u, *base;
+	float *y;
+	const int64_t *start, *order; // row r's updates: order[start[r] .. start[r+1]), in index order
+	int64_t outer, v, n, inner, rblocks, cblocks;
+} scatter_job;
+
+// scatter_row writes y = base + (0 + u[order[0]] + u[order[1]] + ...) over n
+// columns (y = the sum without base), cnt >= 1 updates, stride floats apart.
+VECTOR static void scatter_row(float *y, const float *base, const float *u, const int64_t *order, int64_t cnt,
+                               int64_t stride, int64_t n) {
+	float acc[SCATTER_COLS];
+	const float *u0 = u + order[0] * stride;
+	for (int64_t j = 0; j < n; j++) acc[j] = 0.0f + u0[j];
+	for (int64_t k = 1; k < cnt; k++) {
+		const float *uk = u + order[k] * stride;
+		for (int64_t j = 0; j < n; j++) acc[j] += uk[j];
+	}
+	if (base == NULL)
+		memcpy(y, acc, (size_t)n * sizeof *y);
+	else
+		for (int64_t j = 0; j < n; j++) y[j] = base[j] + acc[j];
+}
+
+static void scatter_block(void *p, size_t b) {
+	const scatter_job *j = p;
+	int64_t cb = (int64_t)b % j->cblocks, rest = (int64_t)b / j->cblocks;
+	int64_t rb = rest % j->rblocks, o = rest / j->rblocks;
+	int64_t c0 = cb * SCATTER_COLS, nc = j->inner - c0 < SCATTER_COLS ? j->inner - c0 : SCATTER_COLS;
+	int64_t r0 = rb * SCATTER_ROWS, r1 = r0 + SCATTER_ROWS < j->v ? r0 + SCATTER_ROWS : j->v;
+	const float *u = j->u + o * j->n * j->inner + c0;
+	for (int64_t r = r0; r < r1;) {
+		int64_t at = (o * j->v + r) * j->inner + c0, s = j->start[r], cnt = j->start[r + 1] - s;
+		float *y = j->y + at;
+		const float *base = j->base == NULL ? NULL : j->base + at;
+		if (cnt > 0) {
+			scatter_row(y, base, u, j->order + s, cnt, j->inner, nc);
+			r++;
+			continue;
+		}
+		// A run of rows without updates: contiguous when the rows are whole.
+		int64_t end = r + 1;
+		if (nc == j->inner)
+			while (end < r1 && j->start[end + 1] == j->start[end]) end++;
+		size_t bytes = (size_t)((end - r - 1) * j->inner + nc) * sizeof *y;
+		if (base == NULL)
+			memset(y, 0, bytes);
+		else
+			memcpy(y, base, bytes);
+		r = end;
+	}
+}
+
+static OrtStatus *scatter_compute(void *k, OrtKernelContext *ctx) {
+	const char *op = "ScatterAddRows";
+	tensor table, idx, upd, base = {0};
+	TRY(input(ctx, 0, &table, op));
+	TRY(input(ctx, 1, &idx, op));
+	TRY(input(ctx, 2, &upd, op));
+	TRY(optional(ctx, 3, &base, op));
+	int64_t axis = ((rms_kernel *)k)->axis, rank = (int64_t)table.rank;
+	if (axis < 0) axis += rank;
+	if (axis < 0 || axis >= rank) return fail(op, "axis out of Table's rank");
+	scatter_job j = {.outer = 1, .inner = 1, .v = table.dims[axis], .n = idx.count};
+	for (int64_t a = 0; a < axis; a++) j.outer *= table.dims[a];
+	for (int64_t a = axis + 1; a < rank; a++) j.inner *= table.dims[a];
+	if (upd.count != j.outer * j.n * j.inner)
+		return fail(op, "Updates must hold, for each index, one row of Table along axis");
+	if (base.data != NULL && base.count != table.count) return fail(op, "Base must have Table's shape");
+	float *y;
+	TRY(output(ctx, 0, table.dims, table.rank, &y));
+	if (table.count == 0) return NULL;
+	int64_t *start = calloc((size_t)(j.v + 1 + j.n), sizeof *start);
+	if (start == NULL) return api->CreateStatus(ORT_FAIL, "ai.migu.ScatterAddRows: out of memory");
+	int64_t *order = start + j.v + 1;
+	const int64_t *ix = idx.data;
+	for (int64_t i = 0; i < j.n; i++) {
+		int64_t r = ix[i] < 0 ? ix[i] + j.v : ix[i];
+		if (r < 0 || r >= j.v) {
+			free(start);
+			return fail(op, "an index is out of the table's range");
+		}
+		start[r + 1]++;
+	}
+	for (int64_t r = 0; r < j.v; r++) start[r + 1] += start[r];
+	// Fill each row's slots in index order, start[r] advancing to start[r + 1];
+	// then shift back.
+	for (int64_t i = 0; i < j.n; i++) {
+		int64_t r = ix[i] < 0 ? ix[i] + j.v : ix[i];
+		order[start[r]++] = i;
+	}
+	for (int64_t r = j.v; r > 0; r--) start[r] = start[r - 1];
+	start[0] = 0;
+	j.u = upd.data;
+	j.base = base.data;
+	j.y = y;
+	j.start = start;
+	j.order = order;
+	j.rblocks = (j.v + SCATTER_ROWS - 1) / SCATTER_ROWS;
+	j.cblocks = (j.inner + SCATTER_COLS - 1) / SCATTER_COLS;
+	OrtStatus *s = api->KernelContext_ParallelFor(ctx, scatter_block, (size_t)(j.outer * j.rblocks * j.cblocks), 0, &j);
+	free(start);
+	return s;
+}
+
 // ---- op table ----
 
 typedef struct {
 	OrtCustomOp base;
 	const char *name;
 	size_t nin, nout, optional_from; // inputs from optional_from on are optional
-	ONNXTensorElementDataType in[5];
+	ONNXTensorElementDataType in[6];
 	OrtStatus *(*compute)(void *, OrtKernelContext *);
 	int has_epsilon;
 	int has_approximate; // reads the string attribute approximate ("none" or "tanh")
+	int has_axis;        // reads the int attribute axis (default 0)
 } migu_op;
 
 typedef struct {
@@ -1326,6 +1482,13 @@ static OrtStatus *ORT_API_CALL create_kernel(const OrtCustomOp *o, const OrtApi 
 			k->rms.epsilon = eps;
 		else
 			api->ReleaseStatus(s);
+	}
+	if (k->op->has_axis) {
+		OrtStatus *s = api->KernelInfoGetAttribute_int64(info, "axis", &k->rms.axis);
+		if (s != NULL) {
+			api->ReleaseStatus(s);
+			k->rms.axis = 0;
+		}
 	}
 	if (k->op->has_approximate) {
 		// Absent means "none"; the first call asks only for the value's size.
@@ -1371,7 +1534,7 @@ static OrtCustomOpInputOutputCharacteristic ORT_API_CALL input_char(const OrtCus
 #define I64 ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64
 static migu_op ops[] = {
 	{.name = "RMSNorm", .nin = 2, .nout = 2, .optional_from = 2, .in = {F, F}, .compute = rms_compute, .has_epsilon = 1},
-	{.name = "RMSNormGrad", .nin = 4, .nout = 2, .optional_from = 4, .in = {F, F, F, F}, .compute = rmsgrad_compute},
+	{.name = "RMSNormGrad", .nin = 5, .nout = 2, .optional_from = 4, .in = {F, F, F, F, F}, .compute = rmsgrad_compute},
 	{.name = "AbsColSum", .nin = 2, .nout = 1, .optional_from = 1, .in = {F, I64}, .compute = tap_compute},
 	{.name = "PickLogSoftmax", .nin = 2, .nout = 2, .optional_from = 2, .in = {F, I64}, .compute = pick_compute},
 	{.name = "PickLogSoftmaxGrad", .nin = 4, .nout = 1, .optional_from = 4, .in = {F, F, I64, F}, .compute = pickgrad_compute},
@@ -1386,7 +1549,8 @@ static migu_op ops[] = {
 	{.name = "SwiGLUTaps", .nin = 2, .nout = 3, .optional_from = 2, .in = {F, F}, .compute = swiglu_taps_compute},
 	{.name = "GeluTaps", .nin = 1, .nout = 2, .optional_from = 1, .in = {F}, .compute = gelu_taps_compute, .has_approximate = 1},
 	{.name = "LayerNorm", .nin = 3, .nout = 3, .optional_from = 3, .in = {F, F, F}, .compute = ln_compute, .has_epsilon = 1},
-	{.name = "LayerNormGrad", .nin = 5, .nout = 3, .optional_from = 5, .in = {F, F, F, F, F}, .compute = lngrad_compute},
+	{.name = "LayerNormGrad", .nin = 6, .nout = 3, .optional_from = 5, .in = {F, F, F, F, F, F}, .compute = lngrad_compute},
+	{.name = "ScatterAddRows", .nin = 4, .nout = 1, .optional_from = 3, .in = {F, I64, F, F}, .compute = scatter_compute, .has_axis = 1},
 };
 #undef F
 #undef I64
@@ -1431,4 +1595,4 @@ MIGU_EXPORT OrtStatus *ORT_API_CALL RegisterCustomOps(OrtSessionOptions *options
 // MiguKernelsVersion tells the loader which op set this build provides.
 // It changes with the op set, together with LibVersion in onnx/kernels/fusions.go
 // (the Go side refuses a library reporting another version).
-MIGU_EXPORT const char *MiguKernelsVersion(void) { return "3"; }
+MIGU_EXPORT const char *MiguKernelsVersion(void) { return "5"; }
