@@ -59,12 +59,23 @@ type F32Roles struct {
 // without a C input, alpha 1, with the transposes as attributes. Rewrite
 // after differentiation (MatMulF32 has no gradient rule). It returns the
 // number of products rewritten.
+//
+// Transposes around a tied output head's products fold into them, as
+// ORT's GemmTransposeFusion would fold them into a Gemm, which it cannot
+// do for MatMulF32: a MatMul by a transposed matrix (the head's forward
+// product, x·Eᵀ) reads the matrix with transB (the Transpose goes when
+// nothing else reads it); a Gemm whose only reader is a Transpose of its
+// output (onnx/grad's weight gradient of the head, [hidden, vocab]
+// transposed back to the embedding's [vocab, hidden]) becomes
+// (op(A)·op(B))ᵀ = op(B)ᵀ·op(A)ᵀ.
 func RewriteF32(m *onnx.Model, types Types, roles F32Roles) int {
 	g := m.Graph()
 	float := func(v string, rank int) bool {
 		dt, s, ok := types.Type(v)
 		return ok && dt == onnx.Float && (len(s) == rank || rank < 0 && len(s) >= 2)
 	}
+	consumers, producers := g.Consumers(), g.Producers()
+	drop, bypassed := map[*onnxpb.NodeProto]bool{}, map[*onnxpb.NodeProto]bool{}
 	count := 0
 	for _, n := range g.P.Node {
 		if n.GetDomain() != "" || len(n.Input) != 2 || len(n.Output) != 1 {
@@ -76,14 +87,27 @@ func RewriteF32(m *onnx.Model, types Types, roles F32Roles) int {
 			if !roles.Forward || !float(n.Input[0], -1) || !float(n.Input[1], 2) {
 				continue
 			}
+			if t := producers[n.Input[1]]; t != nil && t.GetOpType() == "Transpose" && t.GetDomain() == "" && transposes2D(t) && float(t.Input[0], 2) {
+				// A tied output head multiplies by the embedding's
+				// transpose: MatMulF32 reads the embedding with transB.
+				bypassed[t] = true
+				n.Input[1] = t.Input[0]
+				transB = 1
+			}
 		case "Gemm":
 			if onnx.AttrFloatOr(n, "alpha", 1) != 1 || !float(n.Input[0], 2) || !float(n.Input[1], 2) {
 				continue
 			}
 			transA, transB = onnx.AttrIntOr(n, "transA", 0), onnx.AttrIntOr(n, "transB", 0)
-			weight := transA == 1 && transB == 0
-			input := transA == 0 && transB == 1
-			if !(weight && roles.WeightGrads || input && roles.InputGrads) {
+			picked := func(ta, tb int64) bool {
+				return ta == 1 && tb == 0 && roles.WeightGrads || ta == 0 && tb == 1 && roles.InputGrads
+			}
+			if t := outputTranspose(g, consumers, n); t != nil && picked(1-transB, 1-transA) {
+				n.Input[0], n.Input[1] = n.Input[1], n.Input[0]
+				transA, transB = 1-transB, 1-transA
+				n.Output[0] = t.Output[0]
+				drop[t] = true
+			} else if !picked(transA, transB) {
 				continue
 			}
 		default:
@@ -94,8 +118,37 @@ func RewriteF32(m *onnx.Model, types Types, roles F32Roles) int {
 		n.Attribute = []*onnxpb.AttributeProto{onnx.AttrInt("transA", transA), onnx.AttrInt("transB", transB)}
 		count++
 	}
+	// A bypassed Transpose that nothing else reads goes.
+	read := map[string]bool{}
+	for _, n := range g.P.Node {
+		for _, in := range n.Input {
+			read[in] = true
+		}
+	}
+	for t := range bypassed {
+		if !read[t.Output[0]] && g.Output(t.Output[0]) == nil {
+			drop[t] = true
+		}
+	}
+	if len(drop) > 0 {
+		g.RemoveNodes(func(n *onnxpb.NodeProto) bool { return drop[n] })
+	}
 	if count > 0 {
 		m.SetOpset(onnx.DomainMiguBF16, Opset)
 	}
 	return count
+}
+
+// outputTranspose returns the Transpose that is the only reader of a 2-D
+// product's output, or nil.
+func outputTranspose(g *onnx.Graph, consumers map[string][]*onnxpb.NodeProto, n *onnxpb.NodeProto) *onnxpb.NodeProto {
+	out := n.Output[0]
+	readers := consumers[out]
+	if len(readers) != 1 || g.Output(out) != nil {
+		return nil
+	}
+	if t := readers[0]; t.GetOpType() == "Transpose" && t.GetDomain() == "" && transposes2D(t) {
+		return t
+	}
+	return nil
 }

@@ -213,3 +213,120 @@ func (s staticTypes) Type(v string) (onnx.DType, onnx.Shape, bool) {
 	}
 	return t.dt, shape, true
 }
+
+// A weight gradient read only by a Transpose (a tied output head's,
+// transposed back to the embedding's layout) moves to MatMulF32 with the
+// Transpose folded in: operands swapped, transposes flipped, the
+// Transpose's output, no Transpose left; it gives the product and its
+// transpose of the standard graph (ORT's Gemm and Transpose) within
+// float32 rounding. A Gemm whose output has another reader, or that would
+// not be moved, keeps its Transpose.
+func TestRewriteF32FoldsOutputTranspose(t *testing.T) {
+	lib := withBF16(t)
+	build := func() *onnx.Model {
+		m := onnx.New("fold", nil)
+		g := m.Graph()
+		g.AddInput("x", onnx.Float, onnx.Shape{onnx.D(6), onnx.D(4)})
+		g.AddInput("dy", onnx.Float, onnx.Shape{onnx.D(6), onnx.D(5)})
+		wg := g.Op("Gemm", []string{"x", "dy"}, "wg", onnx.AttrInt("transA", 1))
+		g.Node("Transpose", []string{wg}, []string{"wgT"}, "wgT", onnx.AttrInts("perm", 1, 0))
+		g.AddOutput("wgT", onnx.Float, onnx.Shape{onnx.D(5), onnx.D(4)})
+		kept := g.Op("Gemm", []string{"x", "dy"}, "kept", onnx.AttrInt("transA", 1))
+		g.Node("Transpose", []string{kept}, []string{"keptT"}, "keptT", onnx.AttrInts("perm", 1, 0))
+		g.AddOutput("keptT", onnx.Float, onnx.Shape{onnx.D(5), onnx.D(4)})
+		g.AddOutput(kept, onnx.Float, onnx.Shape{onnx.D(4), onnx.D(5)})
+		return m
+	}
+	types := staticTypes{"x": {onnx.Float, 2}, "dy": {onnx.Float, 2}}
+	if m := build(); kernels.RewriteF32(m, types, kernels.F32Roles{InputGrads: true}) != 0 {
+		t.Fatal("folded a Transpose into a product the roles do not move")
+	}
+	m := build()
+	if got := kernels.RewriteF32(m, types, kernels.F32Roles{WeightGrads: true}); got != 2 {
+		t.Fatalf("%d products moved, want 2", got)
+	}
+	ops := map[string]int{}
+	for _, n := range m.Graph().P.Node {
+		ops[n.GetOpType()]++
+		if n.Output[0] == "wgT" {
+			ta, tb := onnx.AttrIntOr(n, "transA", -1), onnx.AttrIntOr(n, "transB", -1)
+			if n.GetOpType() != "MatMulF32" || !slices.Equal(n.Input, []string{"dy", "x"}) || ta != 1 || tb != 0 {
+				t.Fatalf("wgT from %s%v, transA %d transB %d; want MatMulF32[dy x] 1 0", n.GetOpType(), n.Input, ta, tb)
+			}
+		}
+	}
+	if ops["Transpose"] != 1 || ops["MatMulF32"] != 2 {
+		t.Fatalf("nodes %v: want the kept Gemm's Transpose only, and 2 MatMulF32", ops)
+	}
+	rng := rand.New(rand.NewPCG(8, 9))
+	x, dy := gaussian(rng, 24), gaussian(rng, 30)
+	run := func(m *onnx.Model) []float32 {
+		path := filepath.Join(t.TempDir(), "m.onnx")
+		if err := m.Save(path, onnx.SaveOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		return runGraph(t, path, lib, 2, feed{"x", []int64{6, 4}, x}, feed{"dy", []int64{6, 5}, dy})[0] // wgT, the first output
+	}
+	want, got := run(build()), run(m)
+	for i := range want {
+		if math.Abs(float64(got[i]-want[i])) > 1e-5*(1+math.Abs(float64(want[i]))) {
+			t.Fatalf("wgT[%d] = %g, standard ops %g", i, got[i], want[i])
+		}
+	}
+}
+
+// A forward product by a transposed matrix (a tied head's x·Eᵀ) moves to
+// MatMulF32 reading the matrix with transB, and gives the standard graph's
+// logits within float32 rounding; the Transpose goes when nothing else
+// reads it and stays for another reader (the input gradient's Gemm).
+func TestRewriteF32ReadsTransposedWeight(t *testing.T) {
+	lib := withBF16(t)
+	for _, otherReader := range []bool{false, true} {
+		build := func() *onnx.Model {
+			m := onnx.New("head", nil)
+			g := m.Graph()
+			g.AddInput("x", onnx.Float, onnx.Shape{onnx.D(2), onnx.D(3), onnx.D(4)})
+			g.AddInput("e", onnx.Float, onnx.Shape{onnx.D(5), onnx.D(4)})
+			g.Node("Transpose", []string{"e"}, []string{"eT"}, "eT", onnx.AttrInts("perm", 1, 0))
+			g.Node("MatMul", []string{"x", "eT"}, []string{"logits"}, "logits")
+			g.AddOutput("logits", onnx.Float, onnx.Shape{onnx.D(2), onnx.D(3), onnx.D(5)})
+			if otherReader {
+				g.Node("Identity", []string{"eT"}, []string{"eT2"}, "eT2")
+				g.AddOutput("eT2", onnx.Float, onnx.Shape{onnx.D(4), onnx.D(5)})
+			}
+			return m
+		}
+		types := staticTypes{"x": {onnx.Float, 3}, "e": {onnx.Float, 2}, "eT": {onnx.Float, 2}}
+		m := build()
+		if got := kernels.RewriteF32(m, types, kernels.F32Roles{Forward: true}); got != 1 {
+			t.Fatalf("%d products moved, want 1", got)
+		}
+		transposes := 0
+		for _, n := range m.Graph().P.Node {
+			if n.GetOpType() == "Transpose" {
+				transposes++
+			}
+			if n.Output[0] == "logits" && (!slices.Equal(n.Input, []string{"x", "e"}) || onnx.AttrIntOr(n, "transB", 0) != 1) {
+				t.Fatalf("logits from %s%v transB %d, want MatMulF32[x e] transB 1", n.GetOpType(), n.Input, onnx.AttrIntOr(n, "transB", 0))
+			}
+		}
+		if want := map[bool]int{false: 0, true: 1}[otherReader]; transposes != want {
+			t.Fatalf("another reader %v: %d Transposes left, want %d", otherReader, transposes, want)
+		}
+		rng := rand.New(rand.NewPCG(10, 11))
+		x, e := gaussian(rng, 24), gaussian(rng, 20)
+		run := func(m *onnx.Model) []float32 {
+			path := filepath.Join(t.TempDir(), "m.onnx")
+			if err := m.Save(path, onnx.SaveOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			return runGraph(t, path, lib, 2, feed{"x", []int64{2, 3, 4}, x}, feed{"e", []int64{5, 4}, e})[0]
+		}
+		want, got := run(build()), run(m)
+		for i := range want {
+			if math.Abs(float64(got[i]-want[i])) > 1e-5*(1+math.Abs(float64(want[i]))) {
+				t.Fatalf("logits[%d] = %g, standard ops %g", i, got[i], want[i])
+			}
+		}
+	}
+}
