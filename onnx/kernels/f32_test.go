@@ -261,11 +261,7 @@ func TestRewriteF32FoldsOutputTranspose(t *testing.T) {
 	rng := rand.New(rand.NewPCG(8, 9))
 	x, dy := gaussian(rng, 24), gaussian(rng, 30)
 	run := func(m *onnx.Model) []float32 {
-		path := filepath.Join(t.TempDir(), "m.onnx")
-		if err := m.Save(path, onnx.SaveOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		return runGraph(t, path, lib, 2, feed{"x", []int64{6, 4}, x}, feed{"dy", []int64{6, 5}, dy})[0] // wgT, the first output
+		return runGraph(t, saveGraph(t, m).path, lib, 2, feed{"x", []int64{6, 4}, x}, feed{"dy", []int64{6, 5}, dy})[0] // wgT, the first output
 	}
 	want, got := run(build()), run(m)
 	for i := range want {
@@ -316,11 +312,7 @@ func TestRewriteF32ReadsTransposedWeight(t *testing.T) {
 		rng := rand.New(rand.NewPCG(10, 11))
 		x, e := gaussian(rng, 24), gaussian(rng, 20)
 		run := func(m *onnx.Model) []float32 {
-			path := filepath.Join(t.TempDir(), "m.onnx")
-			if err := m.Save(path, onnx.SaveOptions{}); err != nil {
-				t.Fatal(err)
-			}
-			return runGraph(t, path, lib, 2, feed{"x", []int64{2, 3, 4}, x}, feed{"e", []int64{5, 4}, e})[0]
+			return runGraph(t, saveGraph(t, m).path, lib, 2, feed{"x", []int64{2, 3, 4}, x}, feed{"e", []int64{5, 4}, e})[0]
 		}
 		want, got := run(build()), run(m)
 		for i := range want {

@@ -94,6 +94,14 @@ func withGradient(t testing.TB, m *onnx.Model, loss string, keepLoss bool, param
 		g.Node("Identity", []string{res.Grads[p.name]}, []string{"d" + p.name}, "d"+p.name)
 		g.AddOutput("d"+p.name, onnx.Float, dimsOf(p.shape))
 	}
+	return saveGraph(t, m)
+}
+
+// saveGraph sorts m's nodes, saves it in a temporary folder and counts its
+// nodes by op type.
+func saveGraph(t testing.TB, m *onnx.Model) graphFile {
+	t.Helper()
+	g := m.Graph()
 	if err := g.TopoSort(); err != nil {
 		t.Fatal(err)
 	}

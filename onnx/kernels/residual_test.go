@@ -3,7 +3,6 @@ package kernels_test
 import (
 	"fmt"
 	"math/rand/v2"
-	"path/filepath"
 	"testing"
 
 	"github.com/migu-ml/migu/onnx"
@@ -67,21 +66,7 @@ func buildResidual(t testing.TB, shape []int64, r []float32, ln, kernelsOn, fold
 			t.Fatalf("folded %d Sums, want 1", n)
 		}
 	}
-	if err := g.TopoSort(); err != nil {
-		t.Fatal(err)
-	}
-	out := graphFile{path: filepath.Join(t.TempDir(), "g.onnx"), nodes: map[string]int{}}
-	for _, n := range g.P.Node {
-		op := n.GetOpType()
-		if n.GetDomain() != "" {
-			op = n.GetDomain() + "." + op
-		}
-		out.nodes[op]++
-	}
-	if err := m.Save(out.path, onnx.SaveOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	return out
+	return saveGraph(t, m)
 }
 
 // The Sum of a residual's gradient and a norm's dX, folded into

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -109,21 +108,7 @@ func (c scatterCase) build(t testing.TB, fused bool) graphFile {
 			t.Fatalf("FuseScatterAdd rewrote %d scatters and %d sums, want %d and %d", scatters, sums, len(c.lookups), c.sums)
 		}
 	}
-	if err := g.TopoSort(); err != nil {
-		t.Fatal(err)
-	}
-	out := graphFile{path: filepath.Join(t.TempDir(), "g.onnx"), nodes: map[string]int{}}
-	for _, n := range g.P.Node {
-		op := n.GetOpType()
-		if n.GetDomain() != "" {
-			op = n.GetDomain() + "." + op
-		}
-		out.nodes[op]++
-	}
-	if err := m.Save(out.path, onnx.SaveOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	return out
+	return saveGraph(t, m)
 }
 
 // scalarIndex is the value of a scalar index.
