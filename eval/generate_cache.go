@@ -16,12 +16,15 @@ import (
 // Llama-style models, plus an encoder that returns the cross-attention
 // keys and values for T5.
 type generator struct {
-	opts  ort.SessionOptions
-	enc   *ort.Session // seq2seq only
-	sess  *ort.Session
-	cache *kvcache.Cache
-	err   error          // a failed build is not retried
-	fused map[string]int // what kernels.Fuse replaced in the decoder (and encoder)
+	opts ort.SessionOptions
+	// rewrites are applied to the graphs before their sessions start
+	// (kernels.go).
+	rewrites rewrites
+	enc      *ort.Session // seq2seq only
+	sess     *ort.Session
+	cache    *kvcache.Cache
+	err      error          // a failed build is not retried
+	fused    map[string]int // what rewrite replaced in the decoder (and encoder)
 	// Output positions: the decoder's logits and per layer present key
 	// and value; the encoder's cross keys and values.
 	logitsAt, crossAt int
@@ -87,22 +90,20 @@ func (g *generator) load(dir, architecture string, seq2seq bool) error {
 }
 
 // session loads an in-memory graph and maps its output names to
-// positions. With the kernel library in opts it fuses the graph first. A
+// positions. It applies g.rewrites to the graph first. A
 // graph whose weights are external data in its folder (m.Dir) is loaded
 // with that folder as the session's ExternalDataDir, so that ORT reads
 // them from there, as for the forward graph (forwardModel).
 func (g *generator) session(m *onnx.Model) (*ort.Session, map[string]int, error) {
-	if len(g.opts.CustomOps) > 0 {
-		counts, err := fuse(m)
-		if err != nil {
-			return nil, nil, fmt.Errorf("fusing the key/value-cache graph: %w", err)
-		}
+	counts, err := rewrite(m, g.rewrites)
+	if err != nil {
+		return nil, nil, fmt.Errorf("rewriting the key/value-cache graph: %w", err)
+	}
+	for k, n := range counts {
 		if g.fused == nil {
 			g.fused = map[string]int{}
 		}
-		for k, n := range counts {
-			g.fused[k] += n
-		}
+		g.fused[k] += n
 	}
 	raw, err := proto.Marshal(m.Proto)
 	if err != nil {

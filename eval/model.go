@@ -40,6 +40,12 @@ type Options struct {
 	// else is the library's path. Without one the graphs run in standard
 	// operators, with the same results to float32 rounding.
 	Kernels string
+	// Products chooses where the weight products run, as train's
+	// --products: "" or ProductsAuto in oneDNN where kernels.OneDNNFaster
+	// and the bf16 library is found, else in ORT's MLAS; ProductsMLAS;
+	// ProductsOneDNN (needs the bf16 library). The scores agree to
+	// float32 rounding.
+	Products string
 	// WholeRequests scores every request in full, context included, even
 	// when requests share a context (loglik_shared.go scores such a
 	// context once): the results agree to float32 rounding, and the
@@ -80,7 +86,8 @@ type Model struct {
 	// path).
 	unshared bool
 	// fused counts what kernels.Fuse replaced in the forward graph, by
-	// kernel (empty without the kernel library).
+	// kernel, and the products moved to oneDNN (rewrite; empty without
+	// the kernel library and oneDNN).
 	fused map[string]int
 }
 
@@ -118,9 +125,16 @@ func Open(modelDir string, o Options) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
+	bf16Lib, err := productsLibrary(o)
+	if err != nil {
+		return nil, err
+	}
 	m.gen.opts = ort.SessionOptions{Threads: o.Threads, Provider: o.Provider}
-	if lib != "" {
-		m.gen.opts.CustomOps = []string{lib}
+	m.gen.rewrites = rewrites{kernels: lib != "", oneDNN: bf16Lib != ""}
+	for _, l := range []string{lib, bf16Lib} {
+		if l != "" {
+			m.gen.opts.CustomOps = append(m.gen.opts.CustomOps, l)
+		}
 	}
 	if o.Adapter != "" {
 		m.tmp, err = os.MkdirTemp("", "migu-eval-")
@@ -148,7 +162,7 @@ func Open(modelDir string, o Options) (*Model, error) {
 		Outputs:   []string{"logits", scoreLogProb, scoreArgmax},
 		CustomOps: m.gen.opts.CustomOps,
 	}
-	if m.fwdGraph, m.fused, err = forwardModel(m.dir, lib != ""); err != nil {
+	if m.fwdGraph, m.fused, err = forwardModel(m.dir, m.gen.rewrites); err != nil {
 		return fail(err)
 	}
 	so.ExternalDataDir = m.dir

@@ -157,7 +157,7 @@ func workEval(o *options) error {
 	if err := json.Unmarshal(raw, &items); err != nil {
 		return fmt.Errorf("%s: %w", o.items, err)
 	}
-	m, err := eval.Open(o.model, eval.Options{Threads: o.threads, BatchSize: o.batch, Kernels: o.kernels, WholeRequests: o.whole})
+	m, err := eval.Open(o.model, eval.Options{Threads: o.threads, BatchSize: o.batch, Kernels: o.kernels, Products: o.evalProducts, WholeRequests: o.whole})
 	if err != nil {
 		return err
 	}

@@ -90,11 +90,14 @@ type options struct {
 	// eval worker-only
 	items, kernels string
 	whole          bool
+	// evalProducts is the eval worker's eval.Options.Products; evalPair
+	// the change the eval-pair worker measures (workEvalPair).
+	evalProducts, evalPair string
 }
 
 func parseFlags() *options {
 	o := &options{}
-	flag.StringVar(&o.worker, "worker", "", "internal: run as a worker (migu, migu-pair, onednn-pair or matmul)")
+	flag.StringVar(&o.worker, "worker", "", "internal: run as a worker (migu, migu-pair, onednn-pair, eval, eval-pair or matmul)")
 	flag.StringVar(&o.models, "models", bench.EnvOr("BENCH_MODELS", "llama,t5,roberta"), "models to benchmark: architectures (small presets) and smollm2 (SmolLM2-135M-Instruct from its GGUF)")
 	flag.StringVar(&o.methods, "methods", bench.EnvOr("BENCH_METHODS", "full,lora"), "training methods")
 	flag.StringVar(&o.migus, "migu", bench.EnvOr("BENCH_MIGU", "off,on"), "MIGU settings to run (off, on)")
@@ -132,6 +135,8 @@ func parseFlags() *options {
 	flag.StringVar(&o.items, "items", "", "eval worker: items JSON")
 	flag.StringVar(&o.kernels, "kernels", "", "eval worker: fused-kernel library, or off")
 	flag.BoolVar(&o.whole, "whole", false, "eval worker: score every request whole (no shared context)")
+	flag.StringVar(&o.evalProducts, "eval-products", "", "eval worker: where the weight products run (eval.Options.Products): empty or auto, mlas, onednn")
+	flag.StringVar(&o.evalPair, "eval-pair", "products", "eval-pair worker: the change to measure: products (MLAS against -eval-products)")
 	flag.Parse()
 	return o
 }
@@ -154,6 +159,8 @@ func main() {
 		err = workPair(o)
 	case "onednn-pair":
 		err = workOneDNNPair(o)
+	case "eval-pair":
+		err = workEvalPair(o)
 	case "matmul":
 		err = workMatMul(o)
 	default:
