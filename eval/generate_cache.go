@@ -35,6 +35,8 @@ type generator struct {
 	keyAt, valueAt []int
 	crossKeyAt     []int
 	crossValueAt   []int
+	// kv is shared-context scoring's cache memory (loglik_shared.go).
+	kv kvBuffers
 }
 
 // load builds the cached graphs of dir (once), through the builder its

@@ -3,12 +3,16 @@ package eval
 import (
 	"fmt"
 	"slices"
+
+	"github.com/migu-ml/migu/kvcache"
+	"github.com/migu-ml/migu/onnx/ort"
 )
 
 // Requests that share a context — the labels of one CL row, the endings
 // of one HellaSwag item, the choices of one ARC question — score the
 // context once: it runs through the key/value-cache decoder as one row,
-// its keys and values are copied to one row per continuation, and the
+// its keys and values are copied to one row per continuation (in memory
+// kept from batch to batch, kvBuffers), and the
 // continuations (all but their last token) run as one batch after them.
 // Groups with few continuations share their runs: the contexts of as
 // many groups as BatchSize continuations allow run as one left-padded
@@ -103,26 +107,38 @@ func (m *Model) scoreShared(reqs []tokenRequest, groups [][]int, out []Result) e
 			ids[r*seq+pad+s], mask[r*seq+pad+s] = int64(id), 1
 		}
 	}
-	first, err := st.first(ids, mask, n, seq)
+	rest := 0 // the longest continuation after its first token
+	var rows []int
+	for r, g := range groups {
+		for _, i := range g {
+			rest = max(rest, len(reqs[i].cont)-1)
+			rows = append(rows, r) // each context's row, once per request
+		}
+	}
+	var first []float32
+	var err error
+	switch {
+	case rest == 0:
+		first, err = st.contexts(ids, mask, n, seq, nil, &m.gen.kv)
+	case m.kvThroughGo:
+		if first, err = st.first(ids, mask, n, seq); err == nil {
+			err = st.keep(rows)
+		}
+	default:
+		first, err = st.contexts(ids, mask, n, seq, rows, &m.gen.kv)
+	}
 	if err != nil {
 		return err
 	}
-	rest := 0 // the longest continuation after its first token
-	var rows []int
 	for r, g := range groups {
 		for _, i := range g {
 			cont := reqs[i].cont
 			lp, best := logSoftmaxAt(first[r*m.vocab:(r+1)*m.vocab], cont[0])
 			out[i] = Result{LogProb: lp, Greedy: best == cont[0], Tokens: len(cont)}
-			rest = max(rest, len(cont)-1)
-			rows = append(rows, r)
 		}
 	}
 	if rest == 0 {
 		return nil
-	}
-	if err := st.keep(rows); err != nil { // each context's row, once per request
-		return err
 	}
 	// Each row feeds its continuation but the last token, right-padded
 	// (a padded position comes after every real one, so no real query
@@ -165,4 +181,97 @@ func (m *Model) scoreShared(reqs []tokenRequest, groups [][]int, out []Result) e
 		}
 	}
 	return nil
+}
+
+// kvBuffers are the key/value-cache memory of shared-context scoring,
+// kept from batch to batch (the generator owns them, and Model.mu guards
+// their use): ctx holds the context run's presents, which ORT writes
+// there through a Binding, and rows each continuation's copy of its
+// context's rows, which the continuation run reads. Go allocates them at
+// the largest batch once; copied out of ORT by Session.Run and then row
+// by row into new slices, they were ~350 MB of garbage per pass of
+// SmolLM2-135M at batch 8 (8 contexts of ~176 tokens, 32 continuations).
+type kvBuffers struct {
+	ctx, rows [][]float32
+	logits    []float32
+}
+
+// growFloats returns s with length n, reallocated where it is too small.
+// The values are not cleared: every element is written before it is read.
+func growFloats(s []float32, n int) []float32 {
+	if cap(s) < n {
+		return make([]float32, n)
+	}
+	return s[:n]
+}
+
+// contexts runs the contexts ids ([rows, seq], left-padded, mask alike)
+// through the cached decoder from an empty cache, as first does, and
+// returns the logits of each row's last position ([rows, vocab]; buf's
+// memory, valid until the next call). The past it leaves for the next
+// run (score) holds context row expand[i] as its row i, copied from the
+// presents ORT wrote into buf; nil expand leaves none (no run follows).
+func (c *cachedStepper) contexts(ids, mask []int64, rows, seq int, expand []int, buf *kvBuffers) ([]float32, error) {
+	cache := c.g.cache
+	b, err := c.g.sess.NewBinding()
+	if err != nil {
+		return nil, err
+	}
+	defer b.Close()
+	var vals []ort.Value
+	defer func() {
+		for _, v := range vals {
+			v.Close()
+		}
+	}()
+	buf.logits = growFloats(buf.logits, rows*c.m.vocab)
+	r, s, kv, hd := int64(rows), int64(seq), int64(cache.KVHeads), int64(cache.HeadDim)
+	for _, err := range []error{
+		bindTensor(b, &vals, "input_ids", false, ids, r, s),
+		bindTensor(b, &vals, "attention_mask", false, mask, r, s),
+		bindTensor(b, &vals, kvcache.LogitsLen, false, []int64{1}, 1),
+		bindTensor(b, &vals, scoreTarget, false, make([]int64, rows), r, 1, 1), // any token: these scores are not read
+		bindTensor(b, &vals, "logits", true, buf.logits, r, 1, int64(c.m.vocab)),
+	} {
+		if err != nil {
+			return nil, err
+		}
+	}
+	per := cache.KVHeads * seq * cache.HeadDim // one row of one present
+	for len(buf.ctx) < 2*cache.Layers {
+		buf.ctx, buf.rows = append(buf.ctx, nil), append(buf.rows, nil)
+	}
+	for i := range cache.Layers {
+		for j, name := range []string{cache.PastKey[i], cache.PastValue[i]} {
+			if err := bindTensor(b, &vals, name, false, []float32{}, r, kv, 0, hd); err != nil {
+				return nil, err
+			}
+			k := 2*i + j
+			buf.ctx[k] = growFloats(buf.ctx[k], rows*per)
+			if err := bindTensor(b, &vals, []string{cache.PresentKey[i], cache.PresentValue[i]}[j], true, buf.ctx[k], r, kv, s, hd); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if err := b.Run(); err != nil {
+		return nil, err
+	}
+	c.rows, c.mask, c.seq = rows, mask, seq
+	if expand == nil {
+		return buf.logits, nil
+	}
+	for k := range 2 * cache.Layers {
+		dst := growFloats(buf.rows[k], len(expand)*per)
+		buf.rows[k] = dst
+		for row, from := range expand {
+			copy(dst[row*per:(row+1)*per], buf.ctx[k][from*per:(from+1)*per])
+		}
+		t, err := ort.NewTensor(dst, int64(len(expand)), kv, s, hd)
+		if err != nil {
+			return nil, err
+		}
+		c.past = append(c.past, t)
+	}
+	c.mask, c.rows = keepRows(mask, rows, expand), len(expand)
+	return buf.logits, nil
 }

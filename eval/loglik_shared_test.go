@@ -3,6 +3,7 @@ package eval
 import (
 	"context"
 	"math"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -61,6 +62,59 @@ func TestSharedContextsMatchWholeSequences(t *testing.T) {
 		}
 		t.Logf("batch %d, max length %d: %d requests, %d shared groups (up to %d per run), largest difference %.2g", tc.batch, m.maxLen, len(reqs), len(groups), together, worst)
 	}
+}
+
+// TestSharedCacheMemory: shared-context scoring through kvBuffers (the
+// context's presents written by ORT into kept memory, each continuation's
+// rows copied there) gives bit for bit the scores of the way generation
+// keeps rows (presents copied out by Session.Run, rows into new slices),
+// and a second pass over the same requests allocates at least the
+// continuations' key/value rows less in Go than that way does: the
+// buffers are reused, not allocated again.
+func TestSharedCacheMemory(t *testing.T) {
+	var reqs []Request
+	for _, c := range []string{"The cat sat", "Question: what is two plus two?\nAnswer:", strings.Repeat("a long shared context ", 6), "Another context, longer than the first"} {
+		for _, cont := range []string{" on", " on the mat.", " quietly by the window, watching the birds go by", " four"} {
+			reqs = append(reqs, Request{c, cont})
+		}
+	}
+	_, m := tinyModel(t, "llama", Options{BatchSize: 8, Threads: 1})
+	allocated := func(goCopy bool) ([]Result, uint64) {
+		m.kvThroughGo = goCopy
+		var res []Result
+		var before, after runtime.MemStats
+		for pass := range 2 {
+			if pass == 1 {
+				runtime.ReadMemStats(&before)
+			}
+			var err error
+			if res, err = m.LogLikelihood(context.Background(), reqs); err != nil {
+				t.Fatal(err)
+			}
+		}
+		runtime.ReadMemStats(&after)
+		return res, after.TotalAlloc - before.TotalAlloc
+	}
+	want, viaGo := allocated(true)
+	got, kept := allocated(false)
+	if m.gen.sess == nil || len(m.gen.kv.rows) == 0 {
+		t.Fatalf("the shared-context path did not run (%v)", m.gen.err)
+	}
+	for i := range reqs {
+		if got[i] != want[i] {
+			t.Errorf("request %d %q: through kept buffers %+v, through Go copies %+v", i, reqs[i], got[i], want[i])
+		}
+	}
+	var rows uint64
+	for _, r := range m.gen.kv.rows {
+		rows += 4 * uint64(len(r))
+	}
+	// Each batch's rows are at most the largest batch's, which the
+	// buffers hold; there are at least two batches.
+	if kept+rows > viaGo {
+		t.Errorf("a pass allocated %d bytes through kept buffers, %d through Go copies: not the %d bytes of the largest batch's rows less", kept, viaGo, rows)
+	}
+	t.Logf("a pass allocated %d bytes through kept buffers, %d through Go copies (largest batch's rows: %d bytes)", kept, viaGo, rows)
 }
 
 // mustTokenize encodes requests as LogLikelihood does.

@@ -85,6 +85,11 @@ type Model struct {
 	// (Options.WholeRequests; tests compare it with loglik_shared.go's
 	// path).
 	unshared bool
+	// kvThroughGo scores shared contexts the way generation keeps rows:
+	// the context's presents copied out by Session.Run and each row
+	// copied into new Go slices (cachedStepper.keep), instead of through
+	// kvBuffers; tests and benchmarks compare the two.
+	kvThroughGo bool
 	// fused counts what kernels.Fuse replaced in the forward graph, by
 	// kernel, and the products moved to oneDNN (rewrite; empty without
 	// the kernel library and oneDNN).

@@ -144,24 +144,21 @@ func evalRequests(items []evalItem) []eval.Request {
 }
 
 // workEval is the migu eval worker: it scores the items of o.items
-// (evalItem JSON) once untimed (the first item) and o.steps times timed.
+// (evalItem JSON; workerItems) once untimed (the first item) and o.steps
+// times timed.
 func workEval(o *options) error {
 	if err := ort.Init(ort.InitOptions{}); err != nil {
 		return err
-	}
-	var items []evalItem
-	raw, err := os.ReadFile(o.items)
-	if err != nil {
-		return err
-	}
-	if err := json.Unmarshal(raw, &items); err != nil {
-		return fmt.Errorf("%s: %w", o.items, err)
 	}
 	m, err := eval.Open(o.model, eval.Options{Threads: o.threads, BatchSize: o.batch, Kernels: o.kernels, Products: o.evalProducts, WholeRequests: o.whole})
 	if err != nil {
 		return err
 	}
 	defer m.Close()
+	items, err := workerItems(o, m)
+	if err != nil {
+		return err
+	}
 	ctx := context.Background()
 	if _, err := m.LogLikelihood(ctx, evalRequests(items[:1])); err != nil {
 		return err
@@ -191,6 +188,24 @@ func workEval(o *options) error {
 	}
 	s.PeakRSSMB = bench.PeakRSSMB()
 	return json.NewEncoder(os.Stdout).Encode(s)
+}
+
+// workerItems are the items an eval worker scores: those of -items, else
+// -eval-items made here (makeEvalItems).
+func workerItems(o *options, m *eval.Model) ([]evalItem, error) {
+	if o.items == "" {
+		items, _, err := makeEvalItems(m, o.evalItems)
+		return items, err
+	}
+	var items []evalItem
+	raw, err := os.ReadFile(o.items)
+	if err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal(raw, &items); err != nil {
+		return nil, fmt.Errorf("%s: %w", o.items, err)
+	}
+	return items, nil
 }
 
 // runEvalJSON runs an eval worker and decodes the sample it prints.

@@ -53,16 +53,8 @@ func workEvalPair(o *options) error {
 		return err
 	}
 	defer on.Close()
-	var items []evalItem
-	if o.items != "" {
-		raw, err := os.ReadFile(o.items)
-		if err != nil {
-			return err
-		}
-		if err := json.Unmarshal(raw, &items); err != nil {
-			return fmt.Errorf("%s: %w", o.items, err)
-		}
-	} else if items, _, err = makeEvalItems(off, o.evalItems); err != nil {
+	items, err := workerItems(o, off)
+	if err != nil {
 		return err
 	}
 	reqs := evalRequests(items)
