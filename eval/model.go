@@ -46,6 +46,10 @@ type Options struct {
 	// ProductsOneDNN (needs the bf16 library). The scores agree to
 	// float32 rounding.
 	Products string
+	// Profile turns ORT's profiler on for every session the model opens:
+	// each writes <Profile>_<date>.json when it closes (benchmarks/perf's
+	// ortprof.py summarises them).
+	Profile string
 	// WholeRequests scores every request in full, context included, even
 	// when requests share a context (loglik_shared.go scores such a
 	// context once): the results agree to float32 rounding, and the
@@ -134,7 +138,7 @@ func Open(modelDir string, o Options) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
-	m.gen.opts = ort.SessionOptions{Threads: o.Threads, Provider: o.Provider}
+	m.gen.opts = ort.SessionOptions{Threads: o.Threads, Provider: o.Provider, ProfilePrefix: o.Profile}
 	m.gen.rewrites = rewrites{kernels: lib != "", oneDNN: bf16Lib != ""}
 	for _, l := range []string{lib, bf16Lib} {
 		if l != "" {
@@ -162,10 +166,11 @@ func Open(modelDir string, o Options) (*Model, error) {
 		return fail(err)
 	}
 	so := ort.SessionOptions{
-		Threads:   o.Threads,
-		Provider:  o.Provider,
-		Outputs:   []string{"logits", scoreLogProb, scoreArgmax},
-		CustomOps: m.gen.opts.CustomOps,
+		Threads:       o.Threads,
+		Provider:      o.Provider,
+		Outputs:       []string{"logits", scoreLogProb, scoreArgmax},
+		CustomOps:     m.gen.opts.CustomOps,
+		ProfilePrefix: o.Profile,
 	}
 	if m.fwdGraph, m.fused, err = forwardModel(m.dir, m.gen.rewrites); err != nil {
 		return fail(err)

@@ -150,7 +150,7 @@ func workEval(o *options) error {
 	if err := ort.Init(ort.InitOptions{}); err != nil {
 		return err
 	}
-	m, err := eval.Open(o.model, eval.Options{Threads: o.threads, BatchSize: o.batch, Kernels: o.kernels, Products: o.evalProducts, WholeRequests: o.whole})
+	m, err := eval.Open(o.model, eval.Options{Threads: o.threads, BatchSize: o.batch, Kernels: o.kernels, Products: o.evalProducts, WholeRequests: o.whole, Profile: o.ortProfile})
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,86 @@
+package eval
+
+import (
+	"context"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/migu-ml/migu/internal/testenv"
+	"github.com/migu-ml/migu/onnx/ort"
+)
+
+// BenchmarkSharedCache measures shared-context scoring's cache memory in
+// one process: SmolLM2-135M (the `make smollm2` export) scores 8
+// multiple-choice items — contexts of 100 to 200 tokens, four
+// continuations of 3 to 20 words, as benchmarks/perf's eval benchmark —
+// at batch 8, the rows through kvBuffers and through Go copies
+// (kvThroughGo) in turns pass by pass (go, kept, kept, go, …), so that a
+// shared machine's load falls alike on both. It reports the median wall
+// and CPU seconds of a pass each way.
+func BenchmarkSharedCache(b *testing.B) {
+	dir := filepath.Join(testenv.Root(), ".deps", "models", "smollm2")
+	if _, err := os.Stat(filepath.Join(dir, "migu.json")); err != nil {
+		b.Skipf("no exported SmolLM2-135M-Instruct at %s (run `make smollm2`)", dir)
+	}
+	if err := ort.Init(ort.InitOptions{LibraryPath: testenv.ORTLib(b)}); err != nil {
+		b.Fatal(err)
+	}
+	m, err := Open(dir, Options{BatchSize: 8, Threads: 2})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer m.Close()
+	words := strings.Fields("the a man woman child dog cat house river city road car small large old new quickly slowly then after before while because and but or walks runs sits stands looks opens closes takes gives finds holds carries water bread paper window door table chair garden street")
+	rng := rand.New(rand.NewPCG(1, 2))
+	text := func(n int) string {
+		w := make([]string, n)
+		for i := range w {
+			w[i] = words[rng.IntN(len(words))]
+		}
+		return strings.Join(w, " ")
+	}
+	var reqs []Request
+	for range 8 {
+		ctx := "Question: " + text(80+rng.IntN(80)) + "\nAnswer:"
+		for range 4 {
+			reqs = append(reqs, Request{ctx, " " + text(3+rng.IntN(18)) + "."})
+		}
+	}
+	pass := func(goCopy bool) (wall, cpu float64) {
+		m.kvThroughGo = goCopy
+		start, c := time.Now(), testenv.CPUTime()
+		if _, err := m.LogLikelihood(context.Background(), reqs); err != nil {
+			b.Fatal(err)
+		}
+		return time.Since(start).Seconds(), (testenv.CPUTime() - c).Seconds()
+	}
+	pass(true)
+	pass(false)
+	var goWall, goCPU, keptWall, keptCPU []float64
+	i := 0
+	for b.Loop() {
+		for _, goCopy := range [][]bool{{true, false}, {false, true}}[i%2] {
+			w, c := pass(goCopy)
+			if goCopy {
+				goWall, goCPU = append(goWall, w), append(goCPU, c)
+			} else {
+				keptWall, keptCPU = append(keptWall, w), append(keptCPU, c)
+			}
+		}
+		i++
+	}
+	median := func(x []float64) float64 {
+		x = slices.Clone(x)
+		slices.Sort(x)
+		return x[len(x)/2]
+	}
+	b.ReportMetric(median(goWall), "go-s/pass")
+	b.ReportMetric(median(keptWall), "kept-s/pass")
+	b.ReportMetric(median(goCPU), "go-cpu-s/pass")
+	b.ReportMetric(median(keptCPU), "kept-cpu-s/pass")
+}
