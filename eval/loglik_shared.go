@@ -156,28 +156,31 @@ func (m *Model) scoreShared(reqs []tokenRequest, groups [][]int, out []Result) e
 			r++
 		}
 	}
-	target := make([]int64, len(rows)*rest)
+	// The scores read each continuation's real positions alone: row r's
+	// first len(cont)−1 of its rest.
+	var index, target []int64
 	r = 0
 	for _, g := range groups {
 		for _, i := range g {
 			for s, id := range reqs[i].cont[1:] {
-				target[r*rest+s] = int64(id)
+				index, target = append(index, int64(r*rest+s)), append(target, int64(id))
 			}
 			r++
 		}
 	}
-	res, err := st.score(next, rest, target, rest)
+	res, err := st.score(next, rest, index, target)
 	if err != nil {
 		return err
 	}
-	r = 0
+	at := 0
 	for _, g := range groups {
 		for _, i := range g {
-			cont := reqs[i].cont
-			lp, greedy := m.sumScores(res, r, rest, cont[1:])
+			cont := reqs[i].cont[1:]
+			k := len(cont)
+			lp, greedy := m.sumScores(runOut{logp: res.logp[at : at+k], argmax: res.argmax[at : at+k]}, 0, k, cont)
 			out[i].LogProb += lp
 			out[i].Greedy = out[i].Greedy && greedy
-			r++
+			at += k
 		}
 	}
 	return nil
@@ -230,6 +233,7 @@ func (c *cachedStepper) contexts(ids, mask []int64, rows, seq int, expand []int,
 		bindTensor(b, &vals, "input_ids", false, ids, r, s),
 		bindTensor(b, &vals, "attention_mask", false, mask, r, s),
 		bindTensor(b, &vals, kvcache.LogitsLen, false, []int64{1}, 1),
+		bindTensor(b, &vals, scoreIndex, false, rowIndex(rows), r, 1),
 		bindTensor(b, &vals, scoreTarget, false, make([]int64, rows), r, 1, 1), // any token: these scores are not read
 		bindTensor(b, &vals, "logits", true, buf.logits, r, 1, int64(c.m.vocab)),
 	} {
