@@ -191,11 +191,20 @@ func workEval(o *options) error {
 }
 
 // workerItems are the items an eval worker scores: those of -items, else
-// -eval-items made here (makeEvalItems).
+// -eval-items made here (makeEvalItems), which are written to -items when
+// it names a file that does not exist yet (so that another build of the
+// worker scores the same).
 func workerItems(o *options, m *eval.Model) ([]evalItem, error) {
-	if o.items == "" {
+	if _, err := os.Stat(o.items); o.items == "" || os.IsNotExist(err) {
 		items, _, err := makeEvalItems(m, o.evalItems)
-		return items, err
+		if err != nil || o.items == "" {
+			return items, err
+		}
+		raw, err := json.Marshal(items)
+		if err != nil {
+			return nil, err
+		}
+		return items, atomicfile.WriteFile(o.items, raw)
 	}
 	var items []evalItem
 	raw, err := os.ReadFile(o.items)
