@@ -146,8 +146,12 @@ type cachedStepper struct {
 	mask    []int64     // causal: prompt + generated; seq2seq: the encoder's
 	seq     int         // causal: positions so far; seq2seq: decoder positions so far
 	past    []ort.Value // per layer key, value: the last step's presents
-	cross   []ort.Value // seq2seq: per layer cross key, value
-	last    []float32
+	// buf and ctxSeq: shared-context scoring's presents of its context
+	// run and their length (contexts, expand).
+	buf    *kvBuffers
+	ctxSeq int
+	cross  []ort.Value // seq2seq: per layer cross key, value
+	last   []float32
 }
 
 func (c *cachedStepper) first(ids, mask []int64, rows, seq int) ([]float32, error) {

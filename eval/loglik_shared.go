@@ -80,13 +80,14 @@ func sharedBatches(reqs []tokenRequest, groups [][]int, batch int) [][][]int {
 
 // scoreShared scores groups of requests that share a context
 // (sharedGroups) through the cached decoder: the contexts as one batch,
-// left-padded, then every continuation of every group as one batch after
-// its context's keys and values. The first run returns the logits of each
+// left-padded, then the continuations of every group after their
+// context's keys and values. The first run returns the logits of each
 // context's last position (one row of the vocabulary per group), which
-// score every continuation's first token; the second returns the
-// log-probabilities and argmaxes of the other tokens alone (the decoder's
-// scoring outputs, scoregraph.go). The caller holds m.mu and has loaded
-// m.gen.
+// score every continuation's first token; the continuation runs return
+// the log-probabilities and argmaxes of the other tokens alone (the
+// decoder's scoring outputs, scoregraph.go). The continuations run in
+// runs of similar length (contRuns), so that few positions are padding.
+// The caller holds m.mu and has loaded m.gen.
 func (m *Model) scoreShared(reqs []tokenRequest, groups [][]int, out []Result) error {
 	st := &cachedStepper{m: m, g: &m.gen}
 	defer st.close()
@@ -107,65 +108,98 @@ func (m *Model) scoreShared(reqs []tokenRequest, groups [][]int, out []Result) e
 			ids[r*seq+pad+s], mask[r*seq+pad+s] = int64(id), 1
 		}
 	}
-	rest := 0 // the longest continuation after its first token
-	var rows []int
-	for r, g := range groups {
-		for _, i := range g {
-			rest = max(rest, len(reqs[i].cont)-1)
-			rows = append(rows, r) // each context's row, once per request
-		}
-	}
-	var first []float32
-	var err error
-	switch {
-	case rest == 0:
-		first, err = st.contexts(ids, mask, n, seq, nil, &m.gen.kv)
-	case m.kvThroughGo:
-		if first, err = st.first(ids, mask, n, seq); err == nil {
-			err = st.keep(rows)
-		}
-	default:
-		first, err = st.contexts(ids, mask, n, seq, rows, &m.gen.kv)
-	}
+	first, err := st.contexts(ids, mask, n, seq, &m.gen.kv)
 	if err != nil {
 		return err
 	}
+	var conts []contRow // the requests with tokens after their first
 	for r, g := range groups {
 		for _, i := range g {
 			cont := reqs[i].cont
 			lp, best := logSoftmaxAt(first[r*m.vocab:(r+1)*m.vocab], cont[0])
 			out[i] = Result{LogProb: lp, Greedy: best == cont[0], Tokens: len(cont)}
+			if len(cont) > 1 {
+				conts = append(conts, contRow{ctxRow: r, req: i, n: len(cont) - 1})
+			}
 		}
 	}
-	if rest == 0 {
+	for _, run := range contRuns(conts, m.contRunCost) {
+		if err := m.scoreConts(st, reqs, run, mask, n, out); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// contRow is a continuation to score after its context: the context's
+// row in the context run, the request, and its tokens after the first.
+type contRow struct {
+	ctxRow, req, n int
+}
+
+// defaultContRunCost is what one more continuation run costs, counted in
+// padded positions (Model.contRunCost): the fixed work of a run of the
+// decoder — some 600 operators of SmolLM2 — against the layers' work per
+// position.
+const defaultContRunCost = 8
+
+// contRuns splits continuations into runs: sorted by length, cut where
+// the padding a cut saves is worth more than cost positions, the
+// partition of least rows·longest + cost summed over the runs (dynamic
+// programming over the sorted lengths; of equal costs, the fewer runs).
+// Cost 1<<30 keeps them all in one run.
+func contRuns(conts []contRow, cost int) [][]contRow {
+	if len(conts) == 0 {
 		return nil
 	}
-	// Each row feeds its continuation but the last token, right-padded
-	// (a padded position comes after every real one, so no real query
-	// sees it); the mask covers the context and the new tokens.
-	next := make([]int64, len(rows)*rest)
-	for range rest {
-		st.mask = appendColumn(st.mask, len(rows), len(st.mask)/len(rows), nil)
-	}
-	r := 0
-	for _, g := range groups {
-		for _, i := range g {
-			for s, id := range reqs[i].cont[:len(reqs[i].cont)-1] {
-				next[r*rest+s] = int64(id)
+	conts = slices.Clone(conts)
+	slices.SortStableFunc(conts, func(a, b contRow) int { return a.n - b.n })
+	// best[j]: the least cost of the first j rows; cut[j]: where its last
+	// run starts.
+	best, cut := make([]int, len(conts)+1), make([]int, len(conts)+1)
+	for j := 1; j <= len(conts); j++ {
+		best[j] = -1
+		for i := range j { // on a tie, the longer last run: fewer runs
+			c := best[i] + (j-i)*conts[j-1].n + cost
+			if best[j] < 0 || c < best[j] {
+				best[j], cut[j] = c, i
 			}
-			r++
 		}
 	}
-	// The scores read each continuation's real positions alone: row r's
-	// first len(cont)−1 of its rest.
+	var runs [][]contRow
+	for j := len(conts); j > 0; j = cut[j] {
+		runs = append(runs, conts[cut[j]:j])
+	}
+	slices.Reverse(runs)
+	return runs
+}
+
+// scoreConts runs the continuations run after their contexts (whose
+// presents the context run left in st's buffers; ctxMask is its mask, of
+// ctxRows rows): each row feeds its continuation but the last token,
+// right-padded (a padded position comes after every real one, so no real
+// query sees it), and the scores of the real positions are added to out.
+func (m *Model) scoreConts(st *cachedStepper, reqs []tokenRequest, run []contRow, ctxMask []int64, ctxRows int, out []Result) error {
+	expand := make([]int, len(run))
+	rest := 0
+	for k, c := range run {
+		expand[k], rest = c.ctxRow, max(rest, c.n)
+	}
+	if err := st.expand(expand, ctxMask, ctxRows); err != nil {
+		return err
+	}
+	for range rest {
+		st.mask = appendColumn(st.mask, len(run), len(st.mask)/len(run), nil)
+	}
+	next := make([]int64, len(run)*rest)
 	var index, target []int64
-	r = 0
-	for _, g := range groups {
-		for _, i := range g {
-			for s, id := range reqs[i].cont[1:] {
-				index, target = append(index, int64(r*rest+s)), append(target, int64(id))
-			}
-			r++
+	for r, c := range run {
+		cont := reqs[c.req].cont
+		for s, id := range cont[:len(cont)-1] {
+			next[r*rest+s] = int64(id)
+		}
+		for s, id := range cont[1:] {
+			index, target = append(index, int64(r*rest+s)), append(target, int64(id))
 		}
 	}
 	res, err := st.score(next, rest, index, target)
@@ -173,15 +207,12 @@ func (m *Model) scoreShared(reqs []tokenRequest, groups [][]int, out []Result) e
 		return err
 	}
 	at := 0
-	for _, g := range groups {
-		for _, i := range g {
-			cont := reqs[i].cont[1:]
-			k := len(cont)
-			lp, greedy := m.sumScores(runOut{logp: res.logp[at : at+k], argmax: res.argmax[at : at+k]}, 0, k, cont)
-			out[i].LogProb += lp
-			out[i].Greedy = out[i].Greedy && greedy
-			at += k
-		}
+	for _, c := range run {
+		cont := reqs[c.req].cont[1:]
+		lp, greedy := m.sumScores(runOut{logp: res.logp[at : at+c.n], argmax: res.argmax[at : at+c.n]}, 0, c.n, cont)
+		out[c.req].LogProb += lp
+		out[c.req].Greedy = out[c.req].Greedy && greedy
+		at += c.n
 	}
 	return nil
 }
@@ -211,10 +242,9 @@ func growFloats(s []float32, n int) []float32 {
 // contexts runs the contexts ids ([rows, seq], left-padded, mask alike)
 // through the cached decoder from an empty cache, as first does, and
 // returns the logits of each row's last position ([rows, vocab]; buf's
-// memory, valid until the next call). The past it leaves for the next
-// run (score) holds context row expand[i] as its row i, copied from the
-// presents ORT wrote into buf; nil expand leaves none (no run follows).
-func (c *cachedStepper) contexts(ids, mask []int64, rows, seq int, expand []int, buf *kvBuffers) ([]float32, error) {
+// memory, valid until the next call). ORT writes the presents into buf,
+// from which expand makes the past of the continuation runs.
+func (c *cachedStepper) contexts(ids, mask []int64, rows, seq int, buf *kvBuffers) ([]float32, error) {
 	cache := c.g.cache
 	b, err := c.g.sess.NewBinding()
 	if err != nil {
@@ -260,22 +290,33 @@ func (c *cachedStepper) contexts(ids, mask []int64, rows, seq int, expand []int,
 	if err := b.Run(); err != nil {
 		return nil, err
 	}
-	c.rows, c.mask, c.seq = rows, mask, seq
-	if expand == nil {
-		return buf.logits, nil
+	c.buf, c.ctxSeq = buf, seq
+	return buf.logits, nil
+}
+
+// expand makes the past of the next run (score) hold the context run's
+// row expand[i] as its row i, copied from the presents contexts left in
+// the buffers, and its mask the context rows' (ctxMask, of ctxRows rows).
+// The past of an earlier expand is released first.
+func (c *cachedStepper) expand(expand []int, ctxMask []int64, ctxRows int) error {
+	for _, v := range c.past {
+		v.Close()
 	}
+	c.past = c.past[:0]
+	cache, buf := c.g.cache, c.buf
+	per := cache.KVHeads * c.ctxSeq * cache.HeadDim
 	for k := range 2 * cache.Layers {
 		dst := growFloats(buf.rows[k], len(expand)*per)
 		buf.rows[k] = dst
 		for row, from := range expand {
 			copy(dst[row*per:(row+1)*per], buf.ctx[k][from*per:(from+1)*per])
 		}
-		t, err := ort.NewTensor(dst, int64(len(expand)), kv, s, hd)
+		t, err := ort.NewTensor(dst, int64(len(expand)), int64(cache.KVHeads), int64(c.ctxSeq), int64(cache.HeadDim))
 		if err != nil {
-			return nil, err
+			return err
 		}
 		c.past = append(c.past, t)
 	}
-	c.mask, c.rows = keepRows(mask, rows, expand), len(expand)
-	return buf.logits, nil
+	c.mask, c.rows, c.seq = keepRows(ctxMask, ctxRows, expand), len(expand), c.ctxSeq
+	return nil
 }

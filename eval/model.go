@@ -89,11 +89,10 @@ type Model struct {
 	// (Options.WholeRequests; tests compare it with loglik_shared.go's
 	// path).
 	unshared bool
-	// kvThroughGo scores shared contexts the way generation keeps rows:
-	// the context's presents copied out by Session.Run and each row
-	// copied into new Go slices (cachedStepper.keep), instead of through
-	// kvBuffers; tests and benchmarks compare the two.
-	kvThroughGo bool
+	// contRunCost is what one more continuation run costs, in padded
+	// positions, where shared-context scoring splits its continuations
+	// into runs (contRuns); tests and benchmarks set 1<<30 for one run.
+	contRunCost int
 	// fused counts what kernels.Fuse replaced in the forward graph, by
 	// kernel, and the products moved to oneDNN (rewrite; empty without
 	// the kernel library and oneDNN).
@@ -129,7 +128,7 @@ func Open(modelDir string, o Options) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := &Model{dir: modelDir, man: man, seq2seq: seq2seq, mlm: mlm, vocab: int(man.VocabSize), unshared: o.WholeRequests}
+	m := &Model{dir: modelDir, man: man, seq2seq: seq2seq, mlm: mlm, vocab: int(man.VocabSize), unshared: o.WholeRequests, contRunCost: defaultContRunCost}
 	lib, err := kernelLibrary(o)
 	if err != nil {
 		return nil, err

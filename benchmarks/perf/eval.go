@@ -56,18 +56,20 @@ type evalSide struct {
 
 // evalReport is RESULTS-eval.json.
 type evalReport struct {
-	Date     string              `json:"date"`
-	Machine  string              `json:"machine"`
-	CPU      string              `json:"cpu"`
-	CPUFlags string              `json:"cpu_flags"`
-	Model    string              `json:"model"`
-	Threads  int                 `json:"threads"`
-	Batch    int                 `json:"batch"`
-	Items    int                 `json:"items"`
-	Requests int                 `json:"requests"`
-	Tokens   int                 `json:"tokens_per_pass"`
-	CtxMean  float64             `json:"context_tokens_mean"`
-	ContMean float64             `json:"continuation_tokens_mean"`
+	Date     string  `json:"date"`
+	Machine  string  `json:"machine"`
+	CPU      string  `json:"cpu"`
+	CPUFlags string  `json:"cpu_flags"`
+	Model    string  `json:"model"`
+	Threads  int     `json:"threads"`
+	Batch    int     `json:"batch"`
+	Items    int     `json:"items"`
+	Requests int     `json:"requests"`
+	Tokens   int     `json:"tokens_per_pass"`
+	CtxMean  float64 `json:"context_tokens_mean"`
+	ContMean float64 `json:"continuation_tokens_mean"`
+	// Products says where migu's products run (eval.Options.Products).
+	Products string              `json:"products"`
 	Torch    bench.TorchConfig   `json:"torch_config"`
 	Search   []bench.TorchConfig `json:"torch_search"`
 	// WorstLL is the largest difference between a log-likelihood of
@@ -421,10 +423,10 @@ func driveEval(o *options) error {
 	rep.Torch, rep.Search = cands[best], cands
 	logf("PyTorch runs with %q", rep.Torch.Label())
 
-	miguRun := func(kern string, whole bool) func(int) (*evalSample, error) {
+	miguRun := func(kern string, whole bool, products string) func(int) (*evalSample, error) {
 		return func(passes int) (*evalSample, error) {
 			return runEvalJSON(nil, self, "-worker", "eval", "-model", model, "-items", textPath, "-threads", fmt.Sprint(o.threads),
-				"-batch", fmt.Sprint(o.evalBatch), "-kernels", kern, "-whole="+fmt.Sprint(whole), "-steps", fmt.Sprint(passes))
+				"-batch", fmt.Sprint(o.evalBatch), "-kernels", kern, "-whole="+fmt.Sprint(whole), "-steps", fmt.Sprint(passes), "-eval-products", products)
 		}
 	}
 	torchSide := func(mode string) func(int) (*evalSample, error) {
@@ -434,16 +436,29 @@ func driveEval(o *options) error {
 	if err != nil {
 		return err
 	}
+	// The products as eval.Options.Products' auto decides: oneDNN's
+	// float32 matmul where train's --products auto puts them, then a side
+	// with every product in MLAS to show what that gives.
+	oneDNN := false
+	if bf16, err := kernels.FindBF16(); err == nil && bf16 != "" && kernels.OneDNNFaster() {
+		oneDNN = true
+		rep.Products = "weight products in oneDNN's float32 matmul (ai.migu.bf16.MatMulF32; eval.Options.Products auto on this CPU), attention products in MLAS"
+	} else {
+		rep.Products = "every product in ORT's MLAS"
+	}
 	rep.Sides = []*evalSide{
-		{Name: "migu (shared context, fused kernels)", run: miguRun(lib, false)},
-		{Name: "migu (shared context, standard ops)", run: miguRun(kernels.Off, false)},
-		{Name: "migu (whole requests, fused kernels)", run: miguRun(lib, true)},
+		{Name: "migu (shared context, fused kernels)", run: miguRun(lib, false, "")},
+		{Name: "migu (shared context, standard ops)", run: miguRun(kernels.Off, false, "")},
+		{Name: "migu (whole requests, fused kernels)", run: miguRun(lib, true, "")},
 		{Name: "transformers (HFLM: whole requests, batch 8)", run: torchSide("hflm")},
 		{Name: "transformers (shared context)", run: torchSide("shared")},
 	}
 	if lib == "" {
 		rep.Sides = slices.Delete(rep.Sides, 0, 1)
 		rep.Sides[1].Name = "migu (whole requests, standard ops)"
+	}
+	if oneDNN && lib != "" {
+		rep.Sides = slices.Insert(rep.Sides, 1, &evalSide{Name: "migu (shared context, fused kernels, MLAS products)", run: miguRun(lib, false, "mlas")})
 	}
 	for round := range o.rounds {
 		for k := range rep.Sides {
@@ -507,6 +522,7 @@ func evalMarkdown(rep *evalReport, jsonName string) string {
 	if len(rep.Search) == 1 {
 		how = "the only one BENCH_TORCH_CONFIG named: no search"
 	}
+	fmt.Fprintf(&b, "migu's products: %s.\n\n", rep.Products)
 	fmt.Fprintf(&b, "PyTorch configuration: **%s** (%s). All sides give the same log-likelihoods: largest difference from transformers (HFLM way) %.2g.\n\n", rep.Torch.Label(), how, rep.WorstLL)
 	fmt.Fprintf(&b, "| side | pass s (IQR) | tokens/s | vs transformers HFLM | peak RSS MB |\n|---|---|---|---|---|\n")
 	var base float64
