@@ -20,24 +20,32 @@ import (
 // is registered into the session. The fused graph computes the same
 // numbers to float32 rounding (kernels_test.go compares the two).
 //
-// Their weight products run in oneDNN's float32 matmul
-// (ai.migu.bf16.MatMulF32, kernels.RewriteF32) where training's forward
-// products do (train's --products auto): on CPUs where that was measured
-// faster than ORT's MLAS (kernels.OneDNNFaster) when the bf16 library is
-// found, in MLAS elsewhere (Options.Products). The products are the same
-// float32 sums in another order.
+// The whole-sequence graph's weight products run in oneDNN's float32
+// matmul (ai.migu.bf16.MatMulF32, kernels.RewriteF32) where training's
+// forward products do (train's --products auto): on CPUs where that was
+// measured faster than ORT's MLAS (kernels.OneDNNFaster) when the bf16
+// library is found, in MLAS elsewhere (Options.Products). The products
+// are the same float32 sums in another order. The key/value-cache
+// decoder keeps MLAS unless oneDNN is asked for: its runs are small —
+// a continuation run is a few rows of up to ~20 positions, a context run
+// a few hundred positions, generation one per row — and there oneDNN
+// took more time than MLAS (SmolLM2-135M on Ice Lake-SP, shared-context
+// scoring at batch 8, passes paired in one process: 10 % more CPU time
+// on 1 thread, 10 % more on 2), while on the whole-sequence graph's
+// ~1500 positions per run it took 1 % less on 1 thread and 6 % less on 2
+// (benchmarks/perf -worker eval-pair).
 
 // Where the float32 products of the evaluation graphs run
 // (Options.Products), as train's --products settings.
 const (
-	// ProductsAuto runs the weight products in oneDNN where
-	// kernels.OneDNNFaster and the bf16 library is found, in MLAS
-	// otherwise.
+	// ProductsAuto runs the whole-sequence graph's weight products in
+	// oneDNN where kernels.OneDNNFaster and the bf16 library is found, the
+	// rest in MLAS.
 	ProductsAuto = "auto"
 	// ProductsMLAS runs every product in ORT's MLAS.
 	ProductsMLAS = "mlas"
-	// ProductsOneDNN runs the weight products in oneDNN on any CPU; it
-	// needs the bf16 library.
+	// ProductsOneDNN runs every graph's weight products in oneDNN on any
+	// CPU; it needs the bf16 library.
 	ProductsOneDNN = "onednn"
 )
 

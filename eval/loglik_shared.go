@@ -141,7 +141,7 @@ type contRow struct {
 // padded positions (Model.contRunCost): the fixed work of a run of the
 // decoder — some 600 operators of SmolLM2 — against the layers' work per
 // position.
-const defaultContRunCost = 8
+const defaultContRunCost = 24
 
 // contRuns splits continuations into runs: sorted by length, cut where
 // the padding a cut saves is worth more than cost positions, the
