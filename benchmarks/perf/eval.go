@@ -436,13 +436,14 @@ func driveEval(o *options) error {
 	if err != nil {
 		return err
 	}
-	// The products as eval.Options.Products' auto decides: oneDNN's
-	// float32 matmul where train's --products auto puts them, then a side
+	// The products as eval.Options.Products' auto decides: the
+	// whole-request graph's weight products in oneDNN's float32 matmul
+	// where train's --products auto puts them, then a whole-request side
 	// with every product in MLAS to show what that gives.
 	oneDNN := false
 	if bf16, err := kernels.FindBF16(); err == nil && bf16 != "" && kernels.OneDNNFaster() {
 		oneDNN = true
-		rep.Products = "weight products in oneDNN's float32 matmul (ai.migu.bf16.MatMulF32; eval.Options.Products auto on this CPU), attention products in MLAS"
+		rep.Products = "whole requests: weight products in oneDNN's float32 matmul (ai.migu.bf16.MatMulF32; eval.Options.Products auto on this CPU), attention products in MLAS; shared context (the key/value-cache decoder): every product in MLAS"
 	} else {
 		rep.Products = "every product in ORT's MLAS"
 	}
@@ -458,7 +459,7 @@ func driveEval(o *options) error {
 		rep.Sides[1].Name = "migu (whole requests, standard ops)"
 	}
 	if oneDNN && lib != "" {
-		rep.Sides = slices.Insert(rep.Sides, 1, &evalSide{Name: "migu (shared context, fused kernels, MLAS products)", run: miguRun(lib, false, "mlas")})
+		rep.Sides = slices.Insert(rep.Sides, 3, &evalSide{Name: "migu (whole requests, fused kernels, MLAS products)", run: miguRun(lib, true, "mlas")})
 	}
 	for round := range o.rounds {
 		for k := range rep.Sides {
