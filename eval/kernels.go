@@ -20,32 +20,30 @@ import (
 // is registered into the session. The fused graph computes the same
 // numbers to float32 rounding (kernels_test.go compares the two).
 //
-// The whole-sequence graph's weight products run in oneDNN's float32
-// matmul (ai.migu.bf16.MatMulF32, kernels.RewriteF32) where training's
-// forward products do (train's --products auto): on CPUs where that was
-// measured faster than ORT's MLAS (kernels.OneDNNFaster) when the bf16
-// library is found, in MLAS elsewhere (Options.Products). The products
-// are the same float32 sums in another order. The key/value-cache
-// decoder keeps MLAS unless oneDNN is asked for: its runs are small —
-// a continuation run is a few rows of up to ~20 positions, a context run
-// a few hundred positions, generation one per row — and there oneDNN
-// took more time than MLAS (SmolLM2-135M on Ice Lake-SP, shared-context
-// scoring at batch 8, passes paired in one process: 10 % more CPU time
-// on 1 thread, 10 % more on 2), while on the whole-sequence graph's
-// ~1500 positions per run it took 1 % less on 1 thread and 6 % less on 2
-// (benchmarks/perf -worker eval-pair).
+// The weight products can run in oneDNN's float32 matmul
+// (ai.migu.bf16.MatMulF32, kernels.RewriteF32), as training's forward
+// products do under train's --products auto (Options.Products
+// ProductsOneDNN); the products are the same float32 sums in another
+// order. Unlike training's, evaluation's auto keeps ORT's MLAS: on
+// SmolLM2-135M on Ice Lake-SP (the CPU kernels.OneDNNFaster picks),
+// passes paired in one process (benchmarks/perf -worker eval-pair, 8
+// items × 4 continuations, batch 8), oneDNN took 10 % more CPU time than
+// MLAS in shared-context scoring on 1 and on 2 threads (the key/value-cache
+// decoder's runs are small: a few rows of up to ~20 positions, or a few
+// hundred positions of contexts) and the same time (−0.6 % on 1 thread,
+// +0.5 % on 2) in whole-request scoring (~1500 positions per run), where
+// training's 512-position products gained ~9 %.
 
 // Where the float32 products of the evaluation graphs run
 // (Options.Products), as train's --products settings.
 const (
-	// ProductsAuto runs the whole-sequence graph's weight products in
-	// oneDNN where kernels.OneDNNFaster and the bf16 library is found, the
-	// rest in MLAS.
+	// ProductsAuto runs every product in MLAS, which was as fast or
+	// faster on every CPU measured (see above).
 	ProductsAuto = "auto"
 	// ProductsMLAS runs every product in ORT's MLAS.
 	ProductsMLAS = "mlas"
-	// ProductsOneDNN runs every graph's weight products in oneDNN on any
-	// CPU; it needs the bf16 library.
+	// ProductsOneDNN runs the weight products of every graph in oneDNN on
+	// any CPU; it needs the bf16 library.
 	ProductsOneDNN = "onednn"
 )
 
@@ -70,12 +68,7 @@ func cpuProvider(o Options) bool { return o.Provider == "" || o.Provider == ort.
 // the setting.
 func productsLibrary(o Options) (string, error) {
 	switch o.Products {
-	case "", ProductsAuto:
-		if !cpuProvider(o) || !kernels.OneDNNFaster() {
-			return "", nil
-		}
-		return kernels.FindBF16()
-	case ProductsMLAS:
+	case "", ProductsAuto, ProductsMLAS:
 		return "", nil
 	case ProductsOneDNN:
 		if !cpuProvider(o) {

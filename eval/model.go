@@ -41,10 +41,10 @@ type Options struct {
 	// operators, with the same results to float32 rounding.
 	Kernels string
 	// Products chooses where the weight products run, as train's
-	// --products: "" or ProductsAuto those of the whole-sequence graph in
-	// oneDNN where kernels.OneDNNFaster and the bf16 library is found,
-	// the rest in ORT's MLAS; ProductsMLAS; ProductsOneDNN every graph's
-	// (needs the bf16 library). The scores agree to float32 rounding.
+	// --products: "", ProductsAuto and ProductsMLAS in ORT's MLAS (see
+	// kernels.go for why auto differs from training's), ProductsOneDNN in
+	// oneDNN's float32 matmul (needs the bf16 library). The scores agree
+	// to float32 rounding.
 	Products string
 	// Profile turns ORT's profiler on for every session the model opens:
 	// each writes <Profile>_<date>.json when it closes (benchmarks/perf's
@@ -138,9 +138,7 @@ func Open(modelDir string, o Options) (*Model, error) {
 		return nil, err
 	}
 	m.gen.opts = ort.SessionOptions{Threads: o.Threads, Provider: o.Provider, ProfilePrefix: o.Profile}
-	// Auto moves the whole-sequence graph's products alone (productsLibrary).
-	m.gen.rewrites = rewrites{kernels: lib != "", oneDNN: bf16Lib != "" && o.Products == ProductsOneDNN}
-	fwdRewrites := rewrites{kernels: lib != "", oneDNN: bf16Lib != ""}
+	m.gen.rewrites = rewrites{kernels: lib != "", oneDNN: bf16Lib != ""}
 	for _, l := range []string{lib, bf16Lib} {
 		if l != "" {
 			m.gen.opts.CustomOps = append(m.gen.opts.CustomOps, l)
@@ -173,7 +171,7 @@ func Open(modelDir string, o Options) (*Model, error) {
 		CustomOps:     m.gen.opts.CustomOps,
 		ProfilePrefix: o.Profile,
 	}
-	if m.fwdGraph, m.fused, err = forwardModel(m.dir, fwdRewrites); err != nil {
+	if m.fwdGraph, m.fused, err = forwardModel(m.dir, m.gen.rewrites); err != nil {
 		return fail(err)
 	}
 	so.ExternalDataDir = m.dir

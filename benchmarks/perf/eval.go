@@ -436,17 +436,12 @@ func driveEval(o *options) error {
 	if err != nil {
 		return err
 	}
-	// The products as eval.Options.Products' auto decides: the
-	// whole-request graph's weight products in oneDNN's float32 matmul
-	// where train's --products auto puts them, then a whole-request side
-	// with every product in MLAS to show what that gives.
-	oneDNN := false
-	if bf16, err := kernels.FindBF16(); err == nil && bf16 != "" && kernels.OneDNNFaster() {
-		oneDNN = true
-		rep.Products = "whole requests: weight products in oneDNN's float32 matmul (ai.migu.bf16.MatMulF32; eval.Options.Products auto on this CPU), attention products in MLAS; shared context (the key/value-cache decoder): every product in MLAS"
-	} else {
-		rep.Products = "every product in ORT's MLAS"
-	}
+	// migu's products run where eval.Options.Products' auto puts them (ORT's
+	// MLAS); where the bf16 library is built, a whole-request side with the
+	// weight products in oneDNN's float32 matmul shows what that gives.
+	rep.Products = "every product in ORT's MLAS (eval.Options.Products auto)"
+	bf16, err := kernels.FindBF16()
+	oneDNN := err == nil && bf16 != ""
 	rep.Sides = []*evalSide{
 		{Name: "migu (shared context, fused kernels)", run: miguRun(lib, false, "")},
 		{Name: "migu (shared context, standard ops)", run: miguRun(kernels.Off, false, "")},
@@ -459,7 +454,7 @@ func driveEval(o *options) error {
 		rep.Sides[1].Name = "migu (whole requests, standard ops)"
 	}
 	if oneDNN && lib != "" {
-		rep.Sides = slices.Insert(rep.Sides, 3, &evalSide{Name: "migu (whole requests, fused kernels, MLAS products)", run: miguRun(lib, true, "mlas")})
+		rep.Sides = slices.Insert(rep.Sides, 3, &evalSide{Name: "migu (whole requests, fused kernels, oneDNN products)", run: miguRun(lib, true, "onednn")})
 	}
 	for round := range o.rounds {
 		for k := range rep.Sides {
