@@ -16,12 +16,15 @@ import (
 // Llama-style models, plus an encoder that returns the cross-attention
 // keys and values for T5.
 type generator struct {
-	opts  ort.SessionOptions
-	enc   *ort.Session // seq2seq only
-	sess  *ort.Session
-	cache *kvcache.Cache
-	err   error          // a failed build is not retried
-	fused map[string]int // what kernels.Fuse replaced in the decoder (and encoder)
+	opts ort.SessionOptions
+	// rewrites are applied to the graphs before their sessions start
+	// (kernels.go).
+	rewrites rewrites
+	enc      *ort.Session // seq2seq only
+	sess     *ort.Session
+	cache    *kvcache.Cache
+	err      error          // a failed build is not retried
+	fused    map[string]int // what rewrite replaced in the decoder (and encoder)
 	// Output positions: the decoder's logits and per layer present key
 	// and value; the encoder's cross keys and values.
 	logitsAt, crossAt int
@@ -32,6 +35,8 @@ type generator struct {
 	keyAt, valueAt []int
 	crossKeyAt     []int
 	crossValueAt   []int
+	// kv is shared-context scoring's cache memory (loglik_shared.go).
+	kv kvBuffers
 }
 
 // load builds the cached graphs of dir (once), through the builder its
@@ -52,7 +57,7 @@ func (g *generator) load(dir, architecture string, seq2seq bool) error {
 		defer decoder.Close()
 		if encoder != nil {
 			defer encoder.Close()
-		} else if err := addScoring(decoder, false); err != nil {
+		} else if err := addScoring(decoder, true); err != nil {
 			return fmt.Errorf("%s: the key/value-cache decoder: %w", dir, err)
 		}
 		sess, at, err := g.session(decoder)
@@ -87,22 +92,20 @@ func (g *generator) load(dir, architecture string, seq2seq bool) error {
 }
 
 // session loads an in-memory graph and maps its output names to
-// positions. With the kernel library in opts it fuses the graph first. A
+// positions. It applies g.rewrites to the graph first. A
 // graph whose weights are external data in its folder (m.Dir) is loaded
 // with that folder as the session's ExternalDataDir, so that ORT reads
 // them from there, as for the forward graph (forwardModel).
 func (g *generator) session(m *onnx.Model) (*ort.Session, map[string]int, error) {
-	if len(g.opts.CustomOps) > 0 {
-		counts, err := fuse(m)
-		if err != nil {
-			return nil, nil, fmt.Errorf("fusing the key/value-cache graph: %w", err)
-		}
+	counts, err := rewrite(m, g.rewrites)
+	if err != nil {
+		return nil, nil, fmt.Errorf("rewriting the key/value-cache graph: %w", err)
+	}
+	for k, n := range counts {
 		if g.fused == nil {
 			g.fused = map[string]int{}
 		}
-		for k, n := range counts {
-			g.fused[k] += n
-		}
+		g.fused[k] += n
 	}
 	raw, err := proto.Marshal(m.Proto)
 	if err != nil {
@@ -143,8 +146,12 @@ type cachedStepper struct {
 	mask    []int64     // causal: prompt + generated; seq2seq: the encoder's
 	seq     int         // causal: positions so far; seq2seq: decoder positions so far
 	past    []ort.Value // per layer key, value: the last step's presents
-	cross   []ort.Value // seq2seq: per layer cross key, value
-	last    []float32
+	// buf and ctxSeq: shared-context scoring's presents of its context
+	// run and their length (contexts, expand).
+	buf    *kvBuffers
+	ctxSeq int
+	cross  []ort.Value // seq2seq: per layer cross key, value
+	last   []float32
 }
 
 func (c *cachedStepper) first(ids, mask []int64, rows, seq int) ([]float32, error) {
@@ -228,13 +235,19 @@ func (c *cachedStepper) run(ids []int64, newLen int) ([]float32, error) {
 		defer nT.Close()
 		in[kvcache.LogitsLen] = nT
 	}
-	if c.g.scored { // any token: these scores are not read
+	if c.g.scored {
+		// Each row's one position; any token: these scores are not read.
+		index, err := ort.NewTensor(rowIndex(c.rows), int64(c.rows), 1)
+		if err != nil {
+			return nil, err
+		}
+		defer index.Close()
 		tT, err := ort.NewTensor(make([]int64, c.rows), int64(c.rows), 1, 1)
 		if err != nil {
 			return nil, err
 		}
 		defer tT.Close()
-		in[scoreTarget] = tT
+		in[scoreIndex], in[scoreTarget] = index, tT
 	}
 	outs, err := c.g.sess.Run(in)
 	if err != nil {
@@ -263,13 +276,26 @@ func (c *cachedStepper) run(ids []int64, newLen int) ([]float32, error) {
 	return c.last, nil
 }
 
+// rowIndex is the scoreIndex of a run that reads the one last position of
+// each of rows rows: 0, 1, …, rows−1.
+func rowIndex(rows int) []int64 {
+	index := make([]int64, rows)
+	for r := range index {
+		index[r] = int64(r)
+	}
+	return index
+}
+
 // score feeds newLen new tokens per row, as run does, and returns the
-// log-probabilities of the tokens target ([rows, n]) at each row's last n
-// positions and those positions' argmaxes ([rows, n] each), computed in
-// the graph (addScoring): neither the logits nor the presents, which the
-// binding leaves unbound, are copied out. The past stays as it was; the
-// caller runs no step after this one. The slices are new.
-func (c *cachedStepper) score(ids []int64, newLen int, target []int64, n int) (runOut, error) {
+// log-probabilities of the tokens target at the positions index and
+// those positions' argmaxes (one each per position, in index's order),
+// computed in the graph (addScoring): neither the logits nor the
+// presents, which the binding leaves unbound, are copied out. index
+// counts row·newLen + position into the new positions, so that the head
+// runs on the positions asked for alone, not on a row's padding. The
+// past stays as it was; the caller runs no step after this one. The
+// slices are new.
+func (c *cachedStepper) score(ids []int64, newLen int, index, target []int64) (runOut, error) {
 	if !c.g.scored {
 		return runOut{}, fmt.Errorf("the key/value-cache decoder has no scoring outputs")
 	}
@@ -290,16 +316,17 @@ func (c *cachedStepper) score(ids []int64, newLen int, target []int64, n int) (r
 			tgt[i] = t
 		}
 	}
-	res := runOut{logp: make([]float32, c.rows*n), argmax: make([]int64, c.rows*n)}
-	rows, nn := int64(c.rows), int64(n)
+	n := int64(len(index))
+	res := runOut{logp: make([]float32, n), argmax: make([]int64, n)}
 	cache := c.g.cache
 	for _, err := range []error{
-		bindTensor(b, &vals, "input_ids", false, ids, rows, int64(newLen)),
-		bindTensor(b, &vals, "attention_mask", false, c.mask, rows, int64(len(c.mask)/c.rows)),
-		bindTensor(b, &vals, kvcache.LogitsLen, false, []int64{nn}, 1),
-		bindTensor(b, &vals, scoreTarget, false, tgt, rows, nn, 1),
-		bindTensor(b, &vals, scoreLogProb, true, res.logp, rows, nn, 1),
-		bindTensor(b, &vals, scoreArgmax, true, res.argmax, rows, nn, 1),
+		bindTensor(b, &vals, "input_ids", false, ids, int64(c.rows), int64(newLen)),
+		bindTensor(b, &vals, "attention_mask", false, c.mask, int64(c.rows), int64(len(c.mask)/c.rows)),
+		bindTensor(b, &vals, kvcache.LogitsLen, false, []int64{int64(newLen)}, 1),
+		bindTensor(b, &vals, scoreIndex, false, index, 1, n),
+		bindTensor(b, &vals, scoreTarget, false, tgt, 1, n, 1),
+		bindTensor(b, &vals, scoreLogProb, true, res.logp, 1, n, 1),
+		bindTensor(b, &vals, scoreArgmax, true, res.argmax, 1, n, 1),
 	} {
 		if err != nil {
 			return runOut{}, err

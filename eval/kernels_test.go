@@ -5,9 +5,11 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/migu-ml/migu/internal/badinput"
 	"github.com/migu-ml/migu/internal/testenv"
 	"github.com/migu-ml/migu/internal/testfix"
 	"github.com/migu-ml/migu/onnx/kernels"
@@ -58,7 +60,7 @@ func TestFusedKernelsMatchStandard(t *testing.T) {
 			}
 			dir := tc.dir(t)
 			score := func(kern string, unshared bool) ([]Result, *Model) {
-				m, err := Open(dir, Options{BatchSize: 4, Threads: 1, MaxLength: 32, Kernels: kern})
+				m, err := Open(dir, Options{BatchSize: 4, Threads: 1, MaxLength: 32, Kernels: kern, Products: ProductsMLAS})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -97,5 +99,136 @@ func TestFusedKernelsMatchStandard(t *testing.T) {
 				t.Logf("unshared %v: %d requests, largest relative difference %.2g", unshared, len(reqs), worst)
 			}
 		})
+	}
+}
+
+// TestOneDNNProductsMatchMLAS opens a model with its weight products in
+// ORT's MLAS and in oneDNN's float32 matmul (ai.migu.bf16.MatMulF32), the
+// fused kernels on both sides, and scores the requests of
+// TestFusedKernelsMatchStandard through the cached decoder (shared
+// contexts) and the whole-sequence forward, and generates greedily
+// through the cached decoder. Every weight product of both graphs — seven
+// per layer and the output head — must have moved, every log-likelihood
+// must agree with MLAS's to float32 rounding (the same sums in another
+// order), greediness exactly, and the generated tokens must be the same.
+func TestOneDNNProductsMatchMLAS(t *testing.T) {
+	lib := testenv.Kernels(t)
+	t.Setenv(kernels.BF16EnvVar, testenv.BF16(t))
+	if err := ort.Init(ort.InitOptions{LibraryPath: testenv.ORTLib(t)}); err != nil {
+		t.Fatal(err)
+	}
+	var reqs []Request
+	for _, c := range []string{"The cat sat", "Question: what is two plus two?\nAnswer:", strings.Repeat("A man is sitting on a roof and he ", 4)} {
+		for _, cont := range []string{" on", " on the mat.", " starts pulling up roofing", " four"} {
+			reqs = append(reqs, Request{c, cont})
+		}
+	}
+	reqs = append(reqs, Request{"alone", " here"}, Request{"", " no context"}, Request{strings.Repeat("long ", 40), " cut"})
+	prompts := []string{"The cat sat on", "Once upon a time"}
+	cases := []struct {
+		name  string
+		dir   func(t *testing.T) string
+		large bool
+	}{
+		{"tiny llama", func(t *testing.T) string { _, dir := testfix.TinyModel(t, "llama"); return dir }, false},
+		{"SmolLM2-135M", func(t *testing.T) string {
+			dir := filepath.Join(testenv.Root(), ".deps", "models", "smollm2")
+			if _, err := os.Stat(filepath.Join(dir, "migu.json")); err != nil {
+				t.Skipf("no exported SmolLM2-135M-Instruct at %s (run `make smollm2`)", dir)
+			}
+			return dir
+		}, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if testing.Short() && tc.large {
+				t.Skip("scores with a 135M-parameter model")
+			}
+			dir := tc.dir(t)
+			open := func(products string) *Model {
+				m, err := Open(dir, Options{BatchSize: 4, Threads: 1, MaxLength: 32, Kernels: lib, Products: products})
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { m.Close() })
+				return m
+			}
+			mlas, onednn := open(ProductsMLAS), open(ProductsOneDNN)
+			products := 7*int(mlas.Manifest().NumLayers) + 1
+			for _, unshared := range []bool{false, true} {
+				mlas.unshared, onednn.unshared = unshared, unshared
+				want, err := mlas.LogLikelihood(context.Background(), reqs)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got, err := onednn.LogLikelihood(context.Background(), reqs)
+				if err != nil {
+					t.Fatal(err)
+				}
+				worst := 0.0
+				for i := range reqs {
+					d := math.Abs(got[i].LogProb - want[i].LogProb)
+					worst = max(worst, d/max(1, math.Abs(want[i].LogProb)))
+					if d > 2e-5*max(1, math.Abs(want[i].LogProb)) || got[i].Greedy != want[i].Greedy || got[i].Tokens != want[i].Tokens || got[i].Truncated != want[i].Truncated {
+						t.Errorf("unshared %v, request %d %q: oneDNN %+v, MLAS %+v", unshared, i, reqs[i], got[i], want[i])
+					}
+				}
+				t.Logf("unshared %v: %d requests, largest relative difference %.2g", unshared, len(reqs), worst)
+			}
+			wantGen, err := mlas.Generate(context.Background(), prompts, GenOptions{MaxNewTokens: 8})
+			if err != nil {
+				t.Fatal(err)
+			}
+			gotGen, err := onednn.Generate(context.Background(), prompts, GenOptions{MaxNewTokens: 8})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range prompts {
+				if !slices.Equal(gotGen[i].ids, wantGen[i].ids) {
+					t.Errorf("prompt %q: oneDNN generated %v, MLAS %v", prompts[i], gotGen[i].ids, wantGen[i].ids)
+				}
+			}
+			if mlas.fused[oneDNNProducts] != 0 || mlas.gen.fused[oneDNNProducts] != 0 {
+				t.Fatalf("with products mlas, %d and %d products moved to oneDNN", mlas.fused[oneDNNProducts], mlas.gen.fused[oneDNNProducts])
+			}
+			if onednn.fused[oneDNNProducts] != products || onednn.gen.fused[oneDNNProducts] != products {
+				t.Fatalf("oneDNN runs %d products of the forward graph and %d of the cached decoder, want %d each (7 per layer and the head)", onednn.fused[oneDNNProducts], onednn.gen.fused[oneDNNProducts], products)
+			}
+		})
+	}
+}
+
+// TestProductsSetting checks Options.Products: a setting that is not
+// auto, mlas or onednn, and onednn on another provider, are bad input
+// naming the setting; auto and mlas load no library even where the bf16
+// library is found; onednn loads it.
+func TestProductsSetting(t *testing.T) {
+	for _, tc := range []struct {
+		o       Options
+		wantErr bool
+	}{
+		{Options{Products: "fast"}, true},
+		{Options{Products: ProductsOneDNN, Provider: ort.ProviderCUDA}, true},
+		{Options{Products: ProductsAuto, Provider: ort.ProviderCUDA}, false},
+	} {
+		lib, err := productsLibrary(tc.o)
+		if tc.wantErr {
+			if !badinput.Is(err) || !slices.Contains(badinput.Settings(err), "products") {
+				t.Errorf("%+v: error %v, want bad input naming the products setting", tc.o, err)
+			}
+			continue
+		}
+		if err != nil || lib != "" {
+			t.Errorf("%+v: library %q, error %v; want none", tc.o, lib, err)
+		}
+	}
+	t.Setenv(kernels.BF16EnvVar, testenv.BF16(t))
+	for _, p := range []string{"", ProductsAuto, ProductsMLAS} {
+		if lib, err := productsLibrary(Options{Products: p}); err != nil || lib != "" {
+			t.Errorf("products %q with the bf16 library found: library %q, error %v; want MLAS", p, lib, err)
+		}
+	}
+	if lib, err := productsLibrary(Options{Products: ProductsOneDNN}); err != nil || lib == "" {
+		t.Errorf("products onednn with the bf16 library found: library %q, error %v", lib, err)
 	}
 }

@@ -3,6 +3,8 @@ package eval
 import (
 	"context"
 	"math"
+	"runtime"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -60,6 +62,105 @@ func TestSharedContextsMatchWholeSequences(t *testing.T) {
 			}
 		}
 		t.Logf("batch %d, max length %d: %d requests, %d shared groups (up to %d per run), largest difference %.2g", tc.batch, m.maxLen, len(reqs), len(groups), together, worst)
+	}
+}
+
+// TestSharedContinuationRuns: shared-context scoring with its
+// continuations split into runs of similar length (contRuns) gives the
+// scores of one run of them all to float32 rounding, greediness exactly,
+// and does split them; a second pass over the same requests allocates
+// less in Go than the key/value buffers hold: they are reused, not
+// allocated again.
+func TestSharedContinuationRuns(t *testing.T) {
+	var reqs []Request
+	for _, c := range []string{"The cat sat", "Question: what is two plus two?\nAnswer:", strings.Repeat("a long shared context ", 6), "Another context, longer than the first"} {
+		for _, cont := range []string{" on", " on the mat.", " quietly by the window, watching the birds go by, one after another until the evening", " four"} {
+			reqs = append(reqs, Request{c, cont})
+		}
+	}
+	_, m := tinyModel(t, "llama", Options{BatchSize: 8, Threads: 1})
+	score := func(cost int) ([]Result, uint64) {
+		m.contRunCost = cost
+		var res []Result
+		var before, after runtime.MemStats
+		for pass := range 2 {
+			if pass == 1 {
+				runtime.ReadMemStats(&before)
+			}
+			var err error
+			if res, err = m.LogLikelihood(context.Background(), reqs); err != nil {
+				t.Fatal(err)
+			}
+		}
+		runtime.ReadMemStats(&after)
+		return res, after.TotalAlloc - before.TotalAlloc
+	}
+	want, _ := score(1 << 30)
+	got, allocated := score(defaultContRunCost)
+	if m.gen.sess == nil {
+		t.Fatalf("the shared-context path did not run (%v)", m.gen.err)
+	}
+	for i := range reqs {
+		if math.Abs(got[i].LogProb-want[i].LogProb) > 1e-5*max(1, math.Abs(want[i].LogProb)) || got[i].Greedy != want[i].Greedy || got[i].Tokens != want[i].Tokens {
+			t.Errorf("request %d %q: in runs %+v, in one run %+v", i, reqs[i], got[i], want[i])
+		}
+	}
+	toks := mustTokenize(t, m, reqs)
+	groups, _ := sharedGroups(toks, m.maxLen)
+	var conts []contRow
+	for r, g := range groups {
+		for _, i := range g {
+			if len(toks[i].cont) > 1 {
+				conts = append(conts, contRow{ctxRow: r, req: i, n: len(toks[i].cont) - 1})
+			}
+		}
+	}
+	if runs := contRuns(conts, defaultContRunCost); len(runs) < 2 {
+		t.Fatalf("the continuations run as %d run(s); the test does not exercise splitting", len(runs))
+	}
+	var held uint64
+	for _, b := range append(m.gen.kv.ctx, m.gen.kv.rows...) {
+		held += 4 * uint64(cap(b))
+	}
+	if allocated >= held {
+		t.Errorf("a second pass allocated %d bytes; the key/value buffers hold %d: they were allocated again", allocated, held)
+	}
+	t.Logf("a second pass allocated %d bytes; the key/value buffers hold %d", allocated, held)
+}
+
+// TestContRuns checks the split of continuations into runs: sorted by
+// length, cut where the padding saved outweighs a run's cost.
+func TestContRuns(t *testing.T) {
+	lens := func(runs [][]contRow) [][]int {
+		var out [][]int
+		for _, r := range runs {
+			var l []int
+			for _, c := range r {
+				l = append(l, c.n)
+			}
+			out = append(out, l)
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		lens []int
+		cost int
+		want [][]int
+	}{
+		{nil, 8, nil},
+		{[]int{5, 5, 5}, 0, [][]int{{5, 5, 5}}},
+		{[]int{20, 1, 1, 1}, 8, [][]int{{1, 1, 1}, {20}}},
+		{[]int{20, 1, 1, 1}, 1 << 30, [][]int{{1, 1, 1, 20}}},
+		{[]int{4, 5}, 8, [][]int{{4, 5}}},
+		{[]int{3, 20, 4, 19, 21, 2}, 8, [][]int{{2, 3, 4}, {19, 20, 21}}},
+	} {
+		var conts []contRow
+		for i, n := range tc.lens {
+			conts = append(conts, contRow{req: i, n: n})
+		}
+		if got := lens(contRuns(conts, tc.cost)); !slices.EqualFunc(got, tc.want, slices.Equal) {
+			t.Errorf("lengths %v, cost %d: runs %v, want %v", tc.lens, tc.cost, got, tc.want)
+		}
 	}
 }
 

@@ -40,6 +40,16 @@ type Options struct {
 	// else is the library's path. Without one the graphs run in standard
 	// operators, with the same results to float32 rounding.
 	Kernels string
+	// Products chooses where the weight products run, as train's
+	// --products: "", ProductsAuto and ProductsMLAS in ORT's MLAS (see
+	// kernels.go for why auto differs from training's), ProductsOneDNN in
+	// oneDNN's float32 matmul (needs the bf16 library). The scores agree
+	// to float32 rounding.
+	Products string
+	// Profile turns ORT's profiler on for every session the model opens:
+	// each writes <Profile>_<date>.json when it closes (benchmarks/perf's
+	// ortprof.py summarises them).
+	Profile string
 	// WholeRequests scores every request in full, context included, even
 	// when requests share a context (loglik_shared.go scores such a
 	// context once): the results agree to float32 rounding, and the
@@ -79,8 +89,13 @@ type Model struct {
 	// (Options.WholeRequests; tests compare it with loglik_shared.go's
 	// path).
 	unshared bool
+	// contRunCost is what one more continuation run costs, in padded
+	// positions, where shared-context scoring splits its continuations
+	// into runs (contRuns); tests and benchmarks set 1<<30 for one run.
+	contRunCost int
 	// fused counts what kernels.Fuse replaced in the forward graph, by
-	// kernel (empty without the kernel library).
+	// kernel, and the products moved to oneDNN (rewrite; empty without
+	// the kernel library and oneDNN).
 	fused map[string]int
 }
 
@@ -113,14 +128,21 @@ func Open(modelDir string, o Options) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := &Model{dir: modelDir, man: man, seq2seq: seq2seq, mlm: mlm, vocab: int(man.VocabSize), unshared: o.WholeRequests}
+	m := &Model{dir: modelDir, man: man, seq2seq: seq2seq, mlm: mlm, vocab: int(man.VocabSize), unshared: o.WholeRequests, contRunCost: defaultContRunCost}
 	lib, err := kernelLibrary(o)
 	if err != nil {
 		return nil, err
 	}
-	m.gen.opts = ort.SessionOptions{Threads: o.Threads, Provider: o.Provider}
-	if lib != "" {
-		m.gen.opts.CustomOps = []string{lib}
+	bf16Lib, err := productsLibrary(o)
+	if err != nil {
+		return nil, err
+	}
+	m.gen.opts = ort.SessionOptions{Threads: o.Threads, Provider: o.Provider, ProfilePrefix: o.Profile}
+	m.gen.rewrites = rewrites{kernels: lib != "", oneDNN: bf16Lib != ""}
+	for _, l := range []string{lib, bf16Lib} {
+		if l != "" {
+			m.gen.opts.CustomOps = append(m.gen.opts.CustomOps, l)
+		}
 	}
 	if o.Adapter != "" {
 		m.tmp, err = os.MkdirTemp("", "migu-eval-")
@@ -143,12 +165,13 @@ func Open(modelDir string, o Options) (*Model, error) {
 		return fail(err)
 	}
 	so := ort.SessionOptions{
-		Threads:   o.Threads,
-		Provider:  o.Provider,
-		Outputs:   []string{"logits", scoreLogProb, scoreArgmax},
-		CustomOps: m.gen.opts.CustomOps,
+		Threads:       o.Threads,
+		Provider:      o.Provider,
+		Outputs:       []string{"logits", scoreLogProb, scoreArgmax},
+		CustomOps:     m.gen.opts.CustomOps,
+		ProfilePrefix: o.Profile,
 	}
-	if m.fwdGraph, m.fused, err = forwardModel(m.dir, lib != ""); err != nil {
+	if m.fwdGraph, m.fused, err = forwardModel(m.dir, m.gen.rewrites); err != nil {
 		return fail(err)
 	}
 	so.ExternalDataDir = m.dir

@@ -13,10 +13,11 @@ import (
 // vocab] logits (SmolLM2's vocabulary is 49152: a batch of 8 × 200
 // positions is 315 MB of logits):
 //
-//   - the forward graph reads the hidden states of the positions asked
-//     for (scoreIndex) before the output head, so the head's MatMul, the
-//     costliest of a short model, runs on those positions only, and its
-//     "logits" output is theirs: [batch, score_len, vocab];
+//   - the forward graph and the key/value-cache decoder read the hidden
+//     states of the positions asked for (scoreIndex) before the output
+//     head, so the head's MatMul, the costliest of a short model, runs on
+//     those positions only, and their "logits" output is theirs:
+//     [score_rows, score_len, vocab];
 //   - both the forward graph and the key/value-cache decoder end with
 //     LogSoftmax → GatherElements at scoreTarget (which kernels.Fuse turns
 //     into one ai.migu.PickLogSoftmax when the kernel library is loaded)
@@ -26,18 +27,20 @@ import (
 // A run that wants logits (generation without the cache, masked-LM
 // pseudo-log-likelihood) binds "logits" alone and feeds any valid target.
 const (
-	// scoreIndex is the forward graph's int64 input [batch, score_len]:
-	// the positions to read, as row·seq + position into the flattened
-	// [batch·seq] positions of the batch.
+	// scoreIndex is the int64 input [score_rows, score_len]: the
+	// positions to read, as row·seq + position into the flattened
+	// [batch·seq] positions of the batch (the cached decoder's seq is its
+	// logits_len: the last positions of each row). The forward graph
+	// reads [batch, score_len] of them; the cached decoder's continuation
+	// run [1, positions].
 	scoreIndex = "score_index"
-	// scoreTarget is the int64 input [batch, n, 1]: the token whose
-	// log-probability each position scores (n is score_len in the forward
-	// graph, the cached decoder's logits_len there).
+	// scoreTarget is the int64 input [score_rows, score_len, 1]: the
+	// token whose log-probability each position scores.
 	scoreTarget = "score_target"
-	// scoreLogProb is the float output [batch, n, 1]:
+	// scoreLogProb is the float output [score_rows, score_len, 1]:
 	// log-softmax(logits)[target], in float32.
 	scoreLogProb = "score_logprob"
-	// scoreArgmax is the int64 output [batch, n, 1]: the first index of
+	// scoreArgmax is the int64 output [score_rows, score_len, 1]: the first index of
 	// each position's largest logit.
 	scoreArgmax = "score_argmax"
 )
@@ -59,7 +62,10 @@ func addScoring(m *onnx.Model, gather bool) error {
 	}
 	batch, n, vocab := dimOf(dims[0]), dimOf(dims[1]), dimOf(dims[2])
 	if gather {
-		n = onnx.Sym("score_len")
+		// The positions asked for need not be the batch's rows: the cached
+		// decoder's continuation run reads the real positions of all its
+		// rows as one row ([1, positions]), none of the padding.
+		batch, n = onnx.Sym("score_rows"), onnx.Sym("score_len")
 		g.AddInput(scoreIndex, onnx.Int64, onnx.Shape{batch, n})
 		if mm, in := headInput(g); mm != nil {
 			mm.Input[in] = g.Op("Gather", []string{g.Op("Flatten", []string{mm.Input[in]}, "score.hidden", onnx.AttrInt("axis", 2)), scoreIndex}, "score.positions", onnx.AttrInt("axis", 0))

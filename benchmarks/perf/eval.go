@@ -56,18 +56,20 @@ type evalSide struct {
 
 // evalReport is RESULTS-eval.json.
 type evalReport struct {
-	Date     string              `json:"date"`
-	Machine  string              `json:"machine"`
-	CPU      string              `json:"cpu"`
-	CPUFlags string              `json:"cpu_flags"`
-	Model    string              `json:"model"`
-	Threads  int                 `json:"threads"`
-	Batch    int                 `json:"batch"`
-	Items    int                 `json:"items"`
-	Requests int                 `json:"requests"`
-	Tokens   int                 `json:"tokens_per_pass"`
-	CtxMean  float64             `json:"context_tokens_mean"`
-	ContMean float64             `json:"continuation_tokens_mean"`
+	Date     string  `json:"date"`
+	Machine  string  `json:"machine"`
+	CPU      string  `json:"cpu"`
+	CPUFlags string  `json:"cpu_flags"`
+	Model    string  `json:"model"`
+	Threads  int     `json:"threads"`
+	Batch    int     `json:"batch"`
+	Items    int     `json:"items"`
+	Requests int     `json:"requests"`
+	Tokens   int     `json:"tokens_per_pass"`
+	CtxMean  float64 `json:"context_tokens_mean"`
+	ContMean float64 `json:"continuation_tokens_mean"`
+	// Products says where migu's products run (eval.Options.Products).
+	Products string              `json:"products"`
 	Torch    bench.TorchConfig   `json:"torch_config"`
 	Search   []bench.TorchConfig `json:"torch_search"`
 	// WorstLL is the largest difference between a log-likelihood of
@@ -144,24 +146,21 @@ func evalRequests(items []evalItem) []eval.Request {
 }
 
 // workEval is the migu eval worker: it scores the items of o.items
-// (evalItem JSON) once untimed (the first item) and o.steps times timed.
+// (evalItem JSON; workerItems) once untimed (the first item) and o.steps
+// times timed.
 func workEval(o *options) error {
 	if err := ort.Init(ort.InitOptions{}); err != nil {
 		return err
 	}
-	var items []evalItem
-	raw, err := os.ReadFile(o.items)
-	if err != nil {
-		return err
-	}
-	if err := json.Unmarshal(raw, &items); err != nil {
-		return fmt.Errorf("%s: %w", o.items, err)
-	}
-	m, err := eval.Open(o.model, eval.Options{Threads: o.threads, BatchSize: o.batch, Kernels: o.kernels, WholeRequests: o.whole})
+	m, err := eval.Open(o.model, eval.Options{Threads: o.threads, BatchSize: o.batch, Kernels: o.kernels, Products: o.evalProducts, WholeRequests: o.whole, Profile: o.ortProfile})
 	if err != nil {
 		return err
 	}
 	defer m.Close()
+	items, err := workerItems(o, m)
+	if err != nil {
+		return err
+	}
 	ctx := context.Background()
 	if _, err := m.LogLikelihood(ctx, evalRequests(items[:1])); err != nil {
 		return err
@@ -191,6 +190,33 @@ func workEval(o *options) error {
 	}
 	s.PeakRSSMB = bench.PeakRSSMB()
 	return json.NewEncoder(os.Stdout).Encode(s)
+}
+
+// workerItems are the items an eval worker scores: those of -items, else
+// -eval-items made here (makeEvalItems), which are written to -items when
+// it names a file that does not exist yet (so that another build of the
+// worker scores the same).
+func workerItems(o *options, m *eval.Model) ([]evalItem, error) {
+	if _, err := os.Stat(o.items); o.items == "" || os.IsNotExist(err) {
+		items, _, err := makeEvalItems(m, o.evalItems)
+		if err != nil || o.items == "" {
+			return items, err
+		}
+		raw, err := json.Marshal(items)
+		if err != nil {
+			return nil, err
+		}
+		return items, atomicfile.WriteFile(o.items, raw)
+	}
+	var items []evalItem
+	raw, err := os.ReadFile(o.items)
+	if err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal(raw, &items); err != nil {
+		return nil, fmt.Errorf("%s: %w", o.items, err)
+	}
+	return items, nil
 }
 
 // runEvalJSON runs an eval worker and decodes the sample it prints.
@@ -397,10 +423,10 @@ func driveEval(o *options) error {
 	rep.Torch, rep.Search = cands[best], cands
 	logf("PyTorch runs with %q", rep.Torch.Label())
 
-	miguRun := func(kern string, whole bool) func(int) (*evalSample, error) {
+	miguRun := func(kern string, whole bool, products string) func(int) (*evalSample, error) {
 		return func(passes int) (*evalSample, error) {
 			return runEvalJSON(nil, self, "-worker", "eval", "-model", model, "-items", textPath, "-threads", fmt.Sprint(o.threads),
-				"-batch", fmt.Sprint(o.evalBatch), "-kernels", kern, "-whole="+fmt.Sprint(whole), "-steps", fmt.Sprint(passes))
+				"-batch", fmt.Sprint(o.evalBatch), "-kernels", kern, "-whole="+fmt.Sprint(whole), "-steps", fmt.Sprint(passes), "-eval-products", products)
 		}
 	}
 	torchSide := func(mode string) func(int) (*evalSample, error) {
@@ -410,16 +436,25 @@ func driveEval(o *options) error {
 	if err != nil {
 		return err
 	}
+	// migu's products run where eval.Options.Products' auto puts them (ORT's
+	// MLAS); where the bf16 library is built, a whole-request side with the
+	// weight products in oneDNN's float32 matmul shows what that gives.
+	rep.Products = "every product in ORT's MLAS (eval.Options.Products auto)"
+	bf16, err := kernels.FindBF16()
+	oneDNN := err == nil && bf16 != ""
 	rep.Sides = []*evalSide{
-		{Name: "migu (shared context, fused kernels)", run: miguRun(lib, false)},
-		{Name: "migu (shared context, standard ops)", run: miguRun(kernels.Off, false)},
-		{Name: "migu (whole requests, fused kernels)", run: miguRun(lib, true)},
+		{Name: "migu (shared context, fused kernels)", run: miguRun(lib, false, "")},
+		{Name: "migu (shared context, standard ops)", run: miguRun(kernels.Off, false, "")},
+		{Name: "migu (whole requests, fused kernels)", run: miguRun(lib, true, "")},
 		{Name: "transformers (HFLM: whole requests, batch 8)", run: torchSide("hflm")},
 		{Name: "transformers (shared context)", run: torchSide("shared")},
 	}
 	if lib == "" {
 		rep.Sides = slices.Delete(rep.Sides, 0, 1)
 		rep.Sides[1].Name = "migu (whole requests, standard ops)"
+	}
+	if oneDNN && lib != "" {
+		rep.Sides = slices.Insert(rep.Sides, 3, &evalSide{Name: "migu (whole requests, fused kernels, oneDNN products)", run: miguRun(lib, true, "onednn")})
 	}
 	for round := range o.rounds {
 		for k := range rep.Sides {
@@ -483,6 +518,7 @@ func evalMarkdown(rep *evalReport, jsonName string) string {
 	if len(rep.Search) == 1 {
 		how = "the only one BENCH_TORCH_CONFIG named: no search"
 	}
+	fmt.Fprintf(&b, "migu's products: %s.\n\n", rep.Products)
 	fmt.Fprintf(&b, "PyTorch configuration: **%s** (%s). All sides give the same log-likelihoods: largest difference from transformers (HFLM way) %.2g.\n\n", rep.Torch.Label(), how, rep.WorstLL)
 	fmt.Fprintf(&b, "| side | pass s (IQR) | tokens/s | vs transformers HFLM | peak RSS MB |\n|---|---|---|---|---|\n")
 	var base float64

@@ -12,7 +12,9 @@
 // The same binary is its own worker: -worker migu trains in this process,
 // -worker matmul times ORT's MatMul, -worker migu-pair MIGU's cost in one
 // process, -worker onednn-pair oneDNN's float32 products against MLAS in
-// one process, -worker model-pair two exports of one model (pair.go).
+// one process, -worker model-pair two exports of one model (pair.go);
+// -worker eval scores as migu eval does (eval.go), -worker eval-pair two
+// evaluation setups in one process (evalpair.go).
 package main
 
 import (
@@ -92,11 +94,14 @@ type options struct {
 	// eval worker-only
 	items, kernels string
 	whole          bool
+	// evalProducts is the eval worker's eval.Options.Products; evalPair
+	// the change the eval-pair worker measures (workEvalPair).
+	evalProducts, evalPair string
 }
 
 func parseFlags() *options {
 	o := &options{}
-	flag.StringVar(&o.worker, "worker", "", "internal: run as a worker (migu, migu-pair, onednn-pair, model-pair or matmul)")
+	flag.StringVar(&o.worker, "worker", "", "internal: run as a worker (migu, migu-pair, onednn-pair, model-pair, eval, eval-pair or matmul)")
 	flag.StringVar(&o.models, "models", bench.EnvOr("BENCH_MODELS", "llama,t5,roberta"), "models to benchmark: architectures (small presets) and smollm2 (SmolLM2-135M-Instruct from its GGUF)")
 	flag.StringVar(&o.methods, "methods", bench.EnvOr("BENCH_METHODS", "full,lora"), "training methods")
 	flag.StringVar(&o.migus, "migu", bench.EnvOr("BENCH_MIGU", "off,on"), "MIGU settings to run (off, on)")
@@ -135,6 +140,8 @@ func parseFlags() *options {
 	flag.StringVar(&o.items, "items", "", "eval worker: items JSON")
 	flag.StringVar(&o.kernels, "kernels", "", "eval worker: fused-kernel library, or off")
 	flag.BoolVar(&o.whole, "whole", false, "eval worker: score every request whole (no shared context)")
+	flag.StringVar(&o.evalProducts, "eval-products", "", "eval worker: where the weight products run (eval.Options.Products): empty or auto, mlas, onednn")
+	flag.StringVar(&o.evalPair, "eval-pair", "products", "eval-pair worker: the change to measure: products (MLAS against -eval-products)")
 	flag.Parse()
 	return o
 }
@@ -159,6 +166,8 @@ func main() {
 		err = workOneDNNPair(o)
 	case "model-pair":
 		err = workModelPair(o)
+	case "eval-pair":
+		err = workEvalPair(o)
 	case "matmul":
 		err = workMatMul(o)
 	default:
