@@ -16,6 +16,19 @@ import (
 	"github.com/migu-ml/migu/onnx/ort"
 )
 
+// kernelRequests are the requests the kernel comparisons score: contexts
+// short and long, continuations of one and several tokens, an empty
+// context, and one cut to the model's length.
+func kernelRequests() []Request {
+	var reqs []Request
+	for _, c := range []string{"The cat sat", "Question: what is two plus two?\nAnswer:", strings.Repeat("A man is sitting on a roof and he ", 4)} {
+		for _, cont := range []string{" on", " on the mat.", " starts pulling up roofing", " four"} {
+			reqs = append(reqs, Request{c, cont})
+		}
+	}
+	return append(reqs, Request{"alone", " here"}, Request{"", " no context"}, Request{strings.Repeat("long ", 40), " cut"})
+}
+
 // TestFusedKernelsMatchStandard opens a model with migu's kernel library
 // and without it, and scores the same requests: multiple-choice groups
 // that share a context (the cached decoder), requests alone and ones cut
@@ -30,13 +43,7 @@ func TestFusedKernelsMatchStandard(t *testing.T) {
 	if err := ort.Init(ort.InitOptions{LibraryPath: testenv.ORTLib(t)}); err != nil {
 		t.Fatal(err)
 	}
-	var reqs []Request
-	for _, c := range []string{"The cat sat", "Question: what is two plus two?\nAnswer:", strings.Repeat("A man is sitting on a roof and he ", 4)} {
-		for _, cont := range []string{" on", " on the mat.", " starts pulling up roofing", " four"} {
-			reqs = append(reqs, Request{c, cont})
-		}
-	}
-	reqs = append(reqs, Request{"alone", " here"}, Request{"", " no context"}, Request{strings.Repeat("long ", 40), " cut"})
+	reqs := kernelRequests()
 	cases := []struct {
 		name string
 		dir  func(t *testing.T) string
@@ -117,13 +124,7 @@ func TestOneDNNProductsMatchMLAS(t *testing.T) {
 	if err := ort.Init(ort.InitOptions{LibraryPath: testenv.ORTLib(t)}); err != nil {
 		t.Fatal(err)
 	}
-	var reqs []Request
-	for _, c := range []string{"The cat sat", "Question: what is two plus two?\nAnswer:", strings.Repeat("A man is sitting on a roof and he ", 4)} {
-		for _, cont := range []string{" on", " on the mat.", " starts pulling up roofing", " four"} {
-			reqs = append(reqs, Request{c, cont})
-		}
-	}
-	reqs = append(reqs, Request{"alone", " here"}, Request{"", " no context"}, Request{strings.Repeat("long ", 40), " cut"})
+	reqs := kernelRequests()
 	prompts := []string{"The cat sat on", "Once upon a time"}
 	cases := []struct {
 		name  string
