@@ -2,6 +2,7 @@ package eval
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -27,6 +28,22 @@ func kernelRequests() []Request {
 		}
 	}
 	return append(reqs, Request{"alone", " here"}, Request{"", " no context"}, Request{strings.Repeat("long ", 40), " cut"})
+}
+
+// compareResults wants every result equal to want's to float32 rounding
+// (2e-5 relative on the log-likelihood) and its greediness, token count
+// and truncation exactly, naming the two sides in errors.
+func compareResults(t *testing.T, what string, reqs []Request, got, want []Result, gotName, wantName string) {
+	t.Helper()
+	worst := 0.0
+	for i := range reqs {
+		d := math.Abs(got[i].LogProb - want[i].LogProb)
+		worst = max(worst, d/max(1, math.Abs(want[i].LogProb)))
+		if d > 2e-5*max(1, math.Abs(want[i].LogProb)) || got[i].Greedy != want[i].Greedy || got[i].Tokens != want[i].Tokens || got[i].Truncated != want[i].Truncated {
+			t.Errorf("%s, request %d %q: %s %+v, %s %+v", what, i, reqs[i], gotName, got[i], wantName, want[i])
+		}
+	}
+	t.Logf("%s: %d requests, largest relative difference %.2g", what, len(reqs), worst)
 }
 
 // TestFusedKernelsMatchStandard opens a model with migu's kernel library
@@ -95,15 +112,7 @@ func TestFusedKernelsMatchStandard(t *testing.T) {
 				if !unshared && (m.gen.fused["RMSNorm"] != norms || m.gen.fused["SwiGLU"] == 0 || m.gen.fused["CrossEntropy"] != 1) {
 					t.Fatalf("the cached decoder fused %v (%v), want %d RMSNorms, SwiGLUs and the scoring's log-softmax pick", m.gen.fused, m.gen.err, norms)
 				}
-				worst := 0.0
-				for i := range reqs {
-					d := math.Abs(got[i].LogProb - want[i].LogProb)
-					worst = max(worst, d/max(1, math.Abs(want[i].LogProb)))
-					if d > 2e-5*max(1, math.Abs(want[i].LogProb)) || got[i].Greedy != want[i].Greedy || got[i].Tokens != want[i].Tokens || got[i].Truncated != want[i].Truncated {
-						t.Errorf("unshared %v, request %d %q: fused %+v, standard %+v", unshared, i, reqs[i], got[i], want[i])
-					}
-				}
-				t.Logf("unshared %v: %d requests, largest relative difference %.2g", unshared, len(reqs), worst)
+				compareResults(t, fmt.Sprintf("unshared %v", unshared), reqs, got, want, "fused", "standard")
 			}
 		})
 	}
@@ -166,15 +175,7 @@ func TestOneDNNProductsMatchMLAS(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				worst := 0.0
-				for i := range reqs {
-					d := math.Abs(got[i].LogProb - want[i].LogProb)
-					worst = max(worst, d/max(1, math.Abs(want[i].LogProb)))
-					if d > 2e-5*max(1, math.Abs(want[i].LogProb)) || got[i].Greedy != want[i].Greedy || got[i].Tokens != want[i].Tokens || got[i].Truncated != want[i].Truncated {
-						t.Errorf("unshared %v, request %d %q: oneDNN %+v, MLAS %+v", unshared, i, reqs[i], got[i], want[i])
-					}
-				}
-				t.Logf("unshared %v: %d requests, largest relative difference %.2g", unshared, len(reqs), worst)
+				compareResults(t, fmt.Sprintf("unshared %v", unshared), reqs, got, want, "oneDNN", "MLAS")
 			}
 			wantGen, err := mlas.Generate(context.Background(), prompts, GenOptions{MaxNewTokens: 8})
 			if err != nil {
