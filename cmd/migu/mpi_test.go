@@ -38,7 +38,7 @@ func mpirunCommand(t *testing.T, n int, mark string, args ...string) *exec.Cmd {
 // layer's share updated and overlap with the last step, which follow from
 // the mask bits) equal, and the final weights within 1e-5 norm-wise after
 // 20 steps, 1e-4 element-wise with MLAS's products. Full fine-tuning runs
-// with --products mlas and auto: where auto picks oneDNN (Ice Lake with
+// with --products mlas and auto: where auto picks oneDNN (Ice Lake or Zen 4 with
 // the bf16 library), its weight-gradient sums round about twice as far
 // from the exact sum as MLAS's (mean 0.15–0.34 against 0.10–0.25
 // u·Σ|ab|), and AdamW turns sign changes of near-zero gradients into

@@ -16,17 +16,19 @@ import (
 // benchmarks/perf/README.md, "oneDNN float32 products") oneDNN took
 // about 15 % less time than MLAS on the weight gradients (Gemm transA)
 // and about 9 % less on the forward products, and about 30 % more on the
-// input gradients (Gemm transB), so OneDNNRoles are the first two.
+// input gradients (Gemm transB), so OneDNNRoles are the first two. On
+// Zen 4 the same two made whole steps 3–6 % shorter and the input
+// gradients 4 % longer ("Zen 4 with AVX-512 BF16").
 
 // OneDNNRoles are the products migu moves to oneDNN where it was
 // measured faster (OneDNNFaster): forward products and weight gradients.
 var OneDNNRoles = F32Roles{Forward: true, WeightGrads: true}
 
 // OneDNNFaster tells whether this CPU is of the kind where OneDNNRoles
-// in oneDNN were measured faster than in MLAS: Ice Lake's AVX-512
-// generation (avx512_vbmi2) without bf16 units. Elsewhere — older
-// AVX-512, AVX2 only, bf16 units (Zen 4, Sapphire Rapids) — it was not
-// measured, and migu keeps MLAS.
+// in oneDNN were measured faster than in MLAS: AVX-512 of Ice Lake's
+// generation or later (avx512_vbmi2) without AMX, which covers Ice Lake
+// and Zen 4. Elsewhere — older AVX-512, AVX2 only, AMX (Sapphire
+// Rapids) — it was not measured, and migu keeps MLAS.
 func OneDNNFaster() bool {
 	data, err := os.ReadFile("/proc/cpuinfo")
 	if err != nil {
@@ -36,7 +38,7 @@ func OneDNNFaster() bool {
 }
 
 func oneDNNFaster(flags map[string]bool) bool {
-	return flags["avx512_vbmi2"] && !flags["avx512_bf16"] && !flags["amx_bf16"]
+	return flags["avx512_vbmi2"] && !flags["amx_bf16"]
 }
 
 // F32Roles picks which products of a training graph RewriteF32 moves to
