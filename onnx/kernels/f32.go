@@ -17,8 +17,8 @@ import (
 // about 15 % less time than MLAS on the weight gradients (Gemm transA)
 // and about 9 % less on the forward products, and about 30 % more on the
 // input gradients (Gemm transB), so OneDNNRoles are the first two. On
-// Zen 4 the same two made whole steps 3–6 % shorter and the input
-// gradients 4 % longer ("Zen 4 with AVX-512 BF16").
+// Zen 4 the same two made whole steps 6–8 % shorter, and the input
+// gradients added nothing consistent ("Zen 4 with AVX-512 BF16").
 
 // OneDNNRoles are the products migu moves to oneDNN where it was
 // measured faster (OneDNNFaster): forward products and weight gradients.
