@@ -17,6 +17,7 @@ import (
 	"github.com/migu-ml/migu/internal/testfix"
 	"github.com/migu-ml/migu/modeldir"
 	"github.com/migu-ml/migu/onnx"
+	"github.com/migu-ml/migu/onnx/kernels"
 )
 
 // precisionOf is the precision of a test graph: bf16 when the bf16
@@ -42,7 +43,7 @@ const bf16GradTol = 5e-2
 // rounding — every architecture, full fine-tuning and LoRA, with and
 // without recomputation — and holds no float32 product on a weight: every
 // linear of migu.json is a MatMulBF16, the backward products too (no Gemm
-// is left), and frozen weights a model folder stores in bfloat16 feed the
+// is left), attention's products are BatchMatMuls in bf16, and frozen weights a model folder stores in bfloat16 feed the
 // products without their Cast to float32.
 func TestBF16ProductsKeepGradients(t *testing.T) {
 	lib := testenv.BF16(t)
@@ -70,10 +71,12 @@ func TestBF16ProductsKeepGradients(t *testing.T) {
 			spec := recomputeSpec{model: model, method: c.method, feeds: feeds[c.arch]}
 			art, want, _ := spec.run(t, c.recompute)
 			spec.bf16 = lib
+			// As migu train runs bf16: attention's products in bf16 too.
+			spec.oneDNN, spec.oneDNNLib = kernels.F32Roles{Attention: true}, lib
 			bart, got, g := spec.run(t, c.recompute)
 			man := spec.manifest(t)
-			if art.Precision != PrecisionFP32 || bart.Precision != PrecisionBF16 || bart.BF16Products != len(man.Linears) {
-				t.Fatalf("precision %s/%s, %d bf16 products for %d linears", art.Precision, bart.Precision, bart.BF16Products, len(man.Linears))
+			if art.Precision != PrecisionFP32 || bart.Precision != PrecisionBF16 || bart.BF16Products != len(man.Linears) || bart.AttentionProducts < 6 {
+				t.Fatalf("precision %s/%s, %d bf16 products for %d linears, %d of attention", art.Precision, bart.Precision, bart.BF16Products, len(man.Linears), bart.AttentionProducts)
 			}
 			checkBF16Graph(t, g, man, c.method == "full", c.bf16Weights)
 			worst := 0.0
@@ -103,6 +106,9 @@ func checkBF16Graph(t *testing.T, g *onnx.Graph, man *modeldir.Manifest, full, b
 	products := 0
 	for _, n := range g.P.Node {
 		bf16 := n.GetDomain() == onnx.DomainMiguBF16 && n.GetOpType() == "MatMulBF16"
+		if n.GetOpType() == "BatchMatMul" && onnx.AttrIntOr(n, "bf16", 0) != 1 {
+			t.Errorf("attention product %s is not in bf16", n.GetName())
+		}
 		if bf16 {
 			products++
 		}

@@ -158,9 +158,11 @@ type Artifact struct {
 	// counts the forward products in bf16 (each brings its gradient's).
 	Precision string `json:"precision"`
 	// OneDNNProducts counts the float32 products GraphOptions.OneDNN
-	// moved to oneDNN.
-	OneDNNProducts int `json:"onednn_products,omitempty"`
-	BF16Products   int `json:"bf16_products,omitempty"`
+	// moved to oneDNN, AttentionProducts the attention products it moved
+	// (kernels.F32Roles.Attention; bf16 under bf16 precision).
+	OneDNNProducts    int `json:"onednn_products,omitempty"`
+	AttentionProducts int `json:"attention_products,omitempty"`
+	BF16Products      int `json:"bf16_products,omitempty"`
 }
 
 // BuildGraph writes train.onnx (+ external data) and train.json for the
@@ -348,6 +350,9 @@ func Build(m *onnx.Model, man *modeldir.Manifest, opt GraphOptions) (*Artifact, 
 			return nil, err
 		}
 		art.OneDNNProducts = kernels.RewriteF32(m, info, opt.OneDNN)
+		if opt.OneDNN.Attention {
+			art.AttentionProducts = kernels.RewriteBatch(m, info, art.Precision == PrecisionBF16)
+		}
 	}
 	consumers := g.Consumers()
 	for i := range art.Params {

@@ -90,21 +90,30 @@ func ParseProducts(s string) (*kernels.F32Roles, error) {
 // library the session then loads (bf16Lib, or the one found). Automatic
 // (nil), fp32 runs on the CPU provider take kernels.OneDNNRoles where
 // kernels.OneDNNFaster and the bf16 library is found, and none elsewhere;
-// bf16 runs none (their weight products are MatMulBF16). Asked for
+// bf16 runs their attention products (in bf16, as autocast does; their
+// weight products are MatMulBF16 already). Asked for
 // explicitly, the products need the CPU provider and the library, or it
 // is an error naming the setting.
 func OneDNNRoles(cfg Config, bf16Lib string) (kernels.F32Roles, string, error) {
 	none := kernels.F32Roles{}
 	cpu := cfg.Session.Provider == "" || cfg.Session.Provider == ort.ProviderCPU
 	if cfg.OneDNN == nil {
-		if !cpu || cfg.Precision == PrecisionBF16 || !kernels.OneDNNFaster() {
-			return none, bf16Lib, nil
+		auto := none
+		switch {
+		case !cpu:
+		case cfg.Precision == PrecisionBF16:
+			auto = kernels.F32Roles{Attention: true}
+		case kernels.OneDNNFaster():
+			auto = kernels.OneDNNRoles
+		}
+		if auto == none || bf16Lib != "" {
+			return auto, bf16Lib, nil
 		}
 		lib, err := kernels.FindBF16()
 		if err != nil || lib == "" {
 			return none, bf16Lib, err
 		}
-		return kernels.OneDNNRoles, lib, nil
+		return auto, lib, nil
 	}
 	roles := *cfg.OneDNN
 	if roles == none || bf16Lib != "" {

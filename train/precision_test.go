@@ -47,7 +47,8 @@ func TestPrecisionSettings(t *testing.T) {
 
 // --products settings resolve to the products moved to oneDNN: auto takes
 // kernels.OneDNNRoles exactly on CPUs where kernels.OneDNNFaster and the
-// bf16 library is found, for fp32 on the CPU provider; mlas none; onednn
+// bf16 library is found, for fp32 on the CPU provider, and attention's
+// products for bf16 on the CPU provider; mlas none; onednn
 // OneDNNRoles anywhere on the CPU provider. Each refusal is one bad-input
 // error naming the setting (or $MIGU_BF16).
 func TestProductsSettings(t *testing.T) {
@@ -68,7 +69,8 @@ func TestProductsSettings(t *testing.T) {
 		{"default", "", Config{}, lib, auto, ""},
 		{"auto", "auto", Config{}, lib, auto, ""},
 		{"auto on cuda", "auto", Config{Session: cuda}, lib, kernels.F32Roles{}, ""},
-		{"auto under bf16", "auto", Config{Precision: PrecisionBF16}, lib, kernels.F32Roles{}, ""},
+		{"auto under bf16", "auto", Config{Precision: PrecisionBF16}, lib, kernels.F32Roles{Attention: true}, ""},
+		{"auto under bf16 on cuda", "auto", Config{Precision: PrecisionBF16, Session: cuda}, lib, kernels.F32Roles{}, ""},
 		{"mlas", "mlas", Config{}, lib, kernels.F32Roles{}, ""},
 		{"mlas without the library", "mlas", Config{}, missing, kernels.F32Roles{}, ""},
 		{"onednn", "onednn", Config{}, lib, kernels.OneDNNRoles, ""},

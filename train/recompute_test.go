@@ -5,6 +5,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -144,7 +145,7 @@ func (s recomputeSpec) run(t *testing.T, recompute string) (*Artifact, map[strin
 	}
 	so := ort.SessionOptions{Threads: max(s.threads, 1)}
 	for _, lib := range []string{s.kernels, s.bf16, s.oneDNNLib} {
-		if lib != "" {
+		if lib != "" && !slices.Contains(so.CustomOps, lib) {
 			so.CustomOps = append(so.CustomOps, lib)
 		}
 	}

@@ -85,6 +85,8 @@ type options struct {
 	// onednn names the float32 products the worker runs in oneDNN
 	// (train.Config.OneDNN; parseOneDNN).
 	onednn string
+	// onednnOff is the onednn-pair worker's first trainer's -onednn.
+	onednnOff string
 	// BENCH_EVAL=1: the evaluation throughput benchmark (eval.go).
 	evalMode   bool
 	evalModel  string
@@ -130,7 +132,8 @@ func parseFlags() *options {
 	flag.BoolVar(&o.hiddenPad, "hidden-pad", false, "worker: widen feed-forward layers whose width is a multiple of 4 KB (train.PadFourKB)")
 	flag.StringVar(&o.ortSpin, "ort-spin", bench.EnvOr("BENCH_ORT_SPIN", ""), "worker: ORT intra-op spinning, 0 or 1 (empty: ORT's default, on)")
 	flag.StringVar(&o.precision, "migu-precision", "fp32", "worker: migu's weight products, fp32 or bf16 (--precision; bf16 needs the bf16 library, $MIGU_BF16 or bin/libmigu_bf16.so)")
-	flag.StringVar(&o.onednn, "onednn", "", "worker: where the float32 products run: empty (as migu train --products auto decides), mlas, or the products moved to oneDNN (needs the bf16 library): forward, input-grads, weight-grads (comma-separated) or all")
+	flag.StringVar(&o.onednn, "onednn", "", "worker: where the float32 products run: empty (as migu train --products auto decides), mlas, or the products moved to oneDNN (needs the bf16 library): forward, input-grads, weight-grads, attention (comma-separated) or all")
+	flag.StringVar(&o.onednnOff, "onednn-off", "mlas", "onednn-pair worker: the products the first trainer runs in oneDNN, as -onednn")
 	flag.StringVar(&o.optLevel, "opt-level", bench.EnvOr("BENCH_OPT_LEVEL", "all"), "worker: ORT graph optimisation level")
 	flag.BoolVar(&o.evalMode, "eval", bench.EnvOr("BENCH_EVAL", "") == "1", "benchmark evaluation throughput (log-likelihood scoring) against transformers instead of training")
 	flag.StringVar(&o.evalModel, "eval-model", bench.EnvOr("BENCH_EVAL_MODEL", ""), "eval: smollm2 or llama (default: smollm2 when `make smollm2` exported it)")
@@ -196,13 +199,15 @@ type sample struct {
 	// (kernels.BF16ProductPath); "" for fp32.
 	BF16Path string `json:"bf16_path,omitempty"`
 	// OneDNNProducts counts the float32 products the migu worker ran in
-	// oneDNN (train --products; Artifact.OneDNNProducts), 0: all in MLAS.
-	OneDNNProducts int     `json:"onednn_products,omitempty"`
-	Params         int64   `json:"params"`
-	Trainable      int64   `json:"trainable"`
-	PeakRSSMB      float64 `json:"peak_rss_mb"`
-	GFLOPS         float64 `json:"gflops"`
-	Threads        int     `json:"threads"`
+	// oneDNN (train --products; Artifact.OneDNNProducts), 0: all in MLAS;
+	// AttentionProducts attention's (Artifact.AttentionProducts).
+	OneDNNProducts    int     `json:"onednn_products,omitempty"`
+	AttentionProducts int     `json:"attention_products,omitempty"`
+	Params            int64   `json:"params"`
+	Trainable         int64   `json:"trainable"`
+	PeakRSSMB         float64 `json:"peak_rss_mb"`
+	GFLOPS            float64 `json:"gflops"`
+	Threads           int     `json:"threads"`
 }
 
 // cpuSeconds is the process's user+system CPU time.
@@ -294,8 +299,8 @@ type benchSetup struct {
 
 // parseOneDNN reads -onednn: "" decides as migu train does (nil:
 // --products auto), mlas runs every product in MLAS, and a
-// comma-separated list of forward, input-grads and weight-grads (or all
-// three, "all") moves those products to oneDNN.
+// comma-separated list of forward, input-grads, weight-grads and
+// attention (or all four, "all") moves those products to oneDNN.
 func parseOneDNN(s string) (*kernels.F32Roles, error) {
 	var r kernels.F32Roles
 	switch s {
@@ -312,10 +317,12 @@ func parseOneDNN(s string) (*kernels.F32Roles, error) {
 			r.InputGrads = true
 		case "weight-grads":
 			r.WeightGrads = true
+		case "attention":
+			r.Attention = true
 		case "all":
-			r = kernels.F32Roles{Forward: true, InputGrads: true, WeightGrads: true}
+			r = kernels.F32Roles{Forward: true, InputGrads: true, WeightGrads: true, Attention: true}
 		default:
-			return nil, fmt.Errorf("-onednn %q: %q is not mlas, forward, input-grads, weight-grads or all", s, role)
+			return nil, fmt.Errorf("-onednn %q: %q is not mlas, forward, input-grads, weight-grads, attention or all", s, role)
 		}
 	}
 	return &r, nil
@@ -407,7 +414,7 @@ func workMIGU(o *options) error {
 	defer os.RemoveAll(b.dir)
 	tr, man, params := b.tr, b.man, b.params
 	bs := batches(o.arch, man.VocabSize, 4, o.batch, o.seq)
-	s := sample{Params: params, Threads: o.threads, Precision: o.precision, OneDNNProducts: tr.Art.OneDNNProducts}
+	s := sample{Params: params, Threads: o.threads, Precision: o.precision, OneDNNProducts: tr.Art.OneDNNProducts, AttentionProducts: tr.Art.AttentionProducts}
 	if o.precision == train.PrecisionBF16 {
 		s.BF16Path = kernels.BF16ProductPath(kernels.BF16Units())
 	}

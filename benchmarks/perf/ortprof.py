@@ -11,7 +11,7 @@ import collections
 import json
 import math
 
-MATMULS = ("Gemm", "MatMul", "FusedMatMul", "MatMulBF16", "MatMulF32")
+MATMULS = ("Gemm", "MatMul", "FusedMatMul", "MatMulBF16", "MatMulF32", "BatchMatMul")
 
 # Kernel classes by operator type; the profile does not name an op's
 # domain, so migu's fused kernels are listed by name (onnx/kernels).
@@ -48,14 +48,26 @@ def shapes(args, key):
     return [list(d.values())[0] for d in args.get(key, [])]
 
 
-def matmul_flops(args):
+def matmul_flops(op, args):
     """2·M·N·K of a (batched) matrix product from its recorded shapes: the
     output gives M (all but the last axis) and N; A's size over M gives K,
-    whatever A's transposition."""
+    whatever A's transposition. BatchMatMul's operands and output are in
+    any axis order (its perms): K is a size that A and B have twice more
+    than the output and that leaves two of the output's axes as the batch,
+    the largest where several do (attention's batch axes, sequences and
+    heads, are the small ones)."""
     ins, outs = shapes(args, "input_type_shape"), shapes(args, "output_type_shape")
     if len(ins) < 2 or not outs or not outs[0]:
         return 0
     out = outs[0]
+    if op == "BatchMatMul":
+        left = collections.Counter(ins[0]) + collections.Counter(ins[1]) - collections.Counter(out)
+        pa, pb, py = math.prod(ins[0]), math.prod(ins[1]), math.prod(out)
+        pairs = {out[i] * out[j] for i in range(len(out)) for j in range(i + 1, len(out))}
+        # |A|·|B| / |Y| = batch·K², and the batch is two of Y's axes.
+        ks = [k for k, c in left.items() if c >= 2 and k > 0 and (pa * pb) % (py * k * k) == 0
+              and (pa * pb) // (py * k * k) in pairs]
+        return 2 * py * max(ks) if ks else 0
     rows = math.prod(out[:-1])
     return 2 * math.prod(out) * (math.prod(ins[0]) / rows) if rows else 0
 
@@ -98,7 +110,7 @@ def main():
         if op in MATMULS:
             r = role(name, e["args"])
             mm_time[r] += e["dur"]
-            mm_flops[r] += matmul_flops(e["args"])
+            mm_flops[r] += matmul_flops(op, e["args"])
             mm_count[r] += 1
     n = len(runs)
     tot = sum(by_op.values()) / n

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/migu-ml/migu/data"
-	"github.com/migu-ml/migu/onnx/kernels"
 	"github.com/migu-ml/migu/onnx/ort"
 )
 
@@ -30,17 +29,21 @@ func workPair(o *options) error {
 	return pairSteps(o, benchSetup{}, benchSetup{withMIGU: true})
 }
 
-// workOneDNNPair measures oneDNN's float32 products the same way: two
-// trainers of the same model (MIGU as -with-migu says), one with every
-// product in ORT's MLAS, one with the products -onednn names in oneDNN
-// (ai.migu.bf16.MatMulF32; empty: what --products auto picks), taking
-// turns step by step.
+// workOneDNNPair measures oneDNN's products the same way: two trainers
+// of the same model (MIGU as -with-migu says), one with the products
+// -onednn-off names in oneDNN (default none: every product in ORT's
+// MLAS), one with those -onednn names (empty: what --products auto
+// picks), taking turns step by step.
 func workOneDNNPair(o *options) error {
-	roles, err := parseOneDNN(o.onednn)
+	off, err := parseOneDNN(o.onednnOff)
 	if err != nil {
 		return err
 	}
-	return pairSteps(o, benchSetup{withMIGU: o.withMIGU, oneDNN: &kernels.F32Roles{}}, benchSetup{withMIGU: o.withMIGU, oneDNN: roles})
+	on, err := parseOneDNN(o.onednn)
+	if err != nil {
+		return err
+	}
+	return pairSteps(o, benchSetup{withMIGU: o.withMIGU, oneDNN: off}, benchSetup{withMIGU: o.withMIGU, oneDNN: on})
 }
 
 // workModelPair measures a change to an exporter the same way: two model

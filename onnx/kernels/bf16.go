@@ -31,11 +31,11 @@ const BF16LibName = "libmigu_bf16.so"
 
 // BF16LibVersion is the op set this Go code expects of the bf16 library:
 // MiguBF16Version in csrc/migu_bf16.c returns the same string, and both
-// change together with MatMulBF16's domain, inputs, outputs or attributes.
+// change together with its ops' domain, inputs, outputs or attributes.
 // FindBF16 refuses a library reporting another version. Version 1 put
 // MatMulBF16 in the domain ai.migu; 2 in ai.migu.bf16; 3 added MatMulF32
-// (f32.go).
-const BF16LibVersion = "3"
+// (f32.go); 4 BatchMatMul (batch.go).
+const BF16LibVersion = "4"
 
 // BF16EnvVar names the bf16 library explicitly; unset, FindBF16 looks for
 // the built one as Find does.

@@ -186,13 +186,23 @@ type feed struct {
 // ("" for none), and returns every output as float32.
 func runGraph(t testing.TB, path, lib string, threads int, feeds ...feed) [][]float32 {
 	t.Helper()
+	res, err := runGraphErr(t, path, lib, threads, feeds...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+// runGraphErr is runGraph that returns the session's or the run's error.
+func runGraphErr(t testing.TB, path, lib string, threads int, feeds ...feed) ([][]float32, error) {
+	t.Helper()
 	opts := ort.SessionOptions{Threads: threads}
 	if lib != "" {
 		opts.CustomOps = []string{lib}
 	}
 	s, err := ort.NewSession(path, opts)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	defer s.Close()
 	in := map[string]ort.Value{}
@@ -214,14 +224,24 @@ func runGraph(t testing.TB, path, lib string, threads int, feeds ...feed) [][]fl
 	}
 	outs, err := s.Run(in)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	res := make([][]float32, len(outs))
 	for i, o := range outs {
 		res[i] = append([]float32(nil), o.(*ort.Tensor[float32]).Data()...)
 		o.Close()
 	}
-	return res
+	return res, nil
+}
+
+// inferTypes is shapes.Infer of m, which must succeed.
+func inferTypes(t testing.TB, m *onnx.Model) kernels.Types {
+	t.Helper()
+	info, err := shapes.Infer(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info
 }
 
 func random(rng *rand.Rand, n int, lo, hi float64) []float32 {

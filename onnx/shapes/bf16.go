@@ -6,11 +6,12 @@ import (
 	"github.com/migu-ml/migu/onnx"
 )
 
-// Shape rule of migu's oneDNN matrix products (onnx/kernels,
-// csrc/migu_bf16.c), MatMulBF16 and MatMulF32: float32 or bfloat16 in,
-// float32 out.
+// Shape rules of migu's oneDNN matrix products (onnx/kernels,
+// csrc/migu_bf16.c), MatMulBF16, MatMulF32 and BatchMatMul: float32 or
+// bfloat16 in, float32 out.
 func init() {
 	registerShape(inferMatMulBF16, onnx.DomainMiguBF16+".MatMulBF16", onnx.DomainMiguBF16+".MatMulF32")
+	registerShape(inferBatchMatMul, onnx.DomainMiguBF16+".BatchMatMul")
 }
 
 // inferMatMulBF16: Y = op(A)·op(B) with B 2-D; A is [..., M, K], or [K, M]
@@ -35,5 +36,43 @@ func inferMatMulBF16(c *inferCtx) error {
 	}
 	out := append(append([]*expr{}, as[:len(as)-2]...), m, n)
 	c.set(0, onnx.Float, out)
+	return nil
+}
+
+// inferBatchMatMul: Y = transpose(transpose(A, permA)·transpose(B,
+// permB), permY) for 4-D A and B, the batch axes broadcast as MatMul's.
+func inferBatchMatMul(c *inferCtx) error {
+	a, b, err := c.rankedPair()
+	if err != nil {
+		return err
+	}
+	if len(a.shape) != 4 || len(b.shape) != 4 {
+		return fmt.Errorf("BatchMatMul needs 4-D A and B, not %s and %s", exprsToDims(a.shape), exprsToDims(b.shape))
+	}
+	for i, t := range []*tinfo{a, b} {
+		if t.dtype != onnx.Float && t.dtype != onnx.BFloat16 {
+			return fmt.Errorf("BatchMatMul input %d is %v, not float32 or bfloat16", i, t.dtype)
+		}
+	}
+	var perms [3][]int64
+	for i, name := range []string{"permA", "permB", "permY"} {
+		p, ok := c.intsAttr(name)
+		if !ok {
+			p = []int64{0, 1, 2, 3}
+		}
+		if !isPerm(p, 4) {
+			return fmt.Errorf("BatchMatMul %s %v is not a permutation of 0, 1, 2, 3", name, p)
+		}
+		perms[i] = p
+	}
+	as, bs := permuted(a.shape, perms[0]), permuted(b.shape, perms[1])
+	if _, err := unifyDim(as[3], bs[2]); err != nil {
+		return fmt.Errorf("inner dims of %s and %s: %v", exprsToDims(as), exprsToDims(bs), err)
+	}
+	batch, err := c.broadcast(as[:2], bs[:2])
+	if err != nil {
+		return err
+	}
+	c.set(0, onnx.Float, permuted([]*expr{batch[0], batch[1], as[2], bs[3]}, perms[2]))
 	return nil
 }

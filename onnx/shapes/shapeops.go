@@ -214,17 +214,35 @@ func inferTranspose(c *inferCtx) error {
 	if len(perm) != r {
 		return fmt.Errorf("perm %v has %d entries for rank %d", perm, len(perm), r)
 	}
-	seen := make([]bool, r)
-	out := make([]*expr, r)
-	for i, p := range perm {
-		if p < 0 || p >= int64(r) || seen[p] {
-			return fmt.Errorf("perm %v is not a permutation of 0..%d", perm, r-1)
-		}
-		seen[p] = true
-		out[i] = x.shape[p]
+	if !isPerm(perm, r) {
+		return fmt.Errorf("perm %v is not a permutation of 0..%d", perm, r-1)
 	}
-	c.set(0, x.dtype, out)
+	c.set(0, x.dtype, permuted(x.shape, perm))
 	return nil
+}
+
+// permuted is Transpose's shape: axis i of the result is axis p[i] of s.
+func permuted(s []*expr, p []int64) []*expr {
+	out := make([]*expr, len(p))
+	for i, a := range p {
+		out[i] = s[a]
+	}
+	return out
+}
+
+// isPerm tells whether p is a permutation of 0 … n-1.
+func isPerm(p []int64, n int) bool {
+	if len(p) != n {
+		return false
+	}
+	seen := make([]bool, n)
+	for _, a := range p {
+		if a < 0 || a >= int64(n) || seen[a] {
+			return false
+		}
+		seen[a] = true
+	}
+	return true
 }
 
 // axesInput reads axes from the attribute (before opset 13) or input 1:

@@ -2,7 +2,7 @@
 // bfloat16, and float32 where oneDNN beats ORT's MLAS — an optional
 // companion of migu_kernels.c built only where oneDNN's headers
 // are installed (Debian's libdnnl-dev; scripts/bf16.sh), loaded into a stock
-// ONNX Runtime through its custom-operator C API. Two ops, domain
+// ONNX Runtime through its custom-operator C API. Three ops, domain
 // "ai.migu.bf16" (ORT refuses a second library registering migu_kernels'
 // "ai.migu"), opset 1:
 //
@@ -18,6 +18,17 @@
 //       is widened, exactly): oneDNN's float32 matmul in place of ORT's
 //       MLAS, for the products where it was measured faster (forward
 //       products and weight gradients on Ice Lake; onnx/kernels/f32.go).
+//
+//   BatchMatMul(A, B; permA, permB, permY, bf16) -> Y float32
+//       Y = transpose(transpose(A, permA) · transpose(B, permB), permY)
+//       for 4-D A and B, the product over the last two axes and batched
+//       over the first two (an axis of size 1 broadcasts), as ONNX's
+//       Transpose and MatMul would compute it; perms absent are the
+//       identity. oneDNN reads the transposed operands and writes Y
+//       through strides, so attention's head transposes
+//       ([batch, tokens, heads, dim] ⇄ [batch, heads, tokens, dim]) cost
+//       nothing (onnx/kernels/batch.go folds them in). bf16 1 rounds the
+//       operands to bfloat16 as MatMulBF16 does.
 //
 // On CPUs with AMX-BF16 or AVX-512 BF16 the product is oneDNN's bf16 matmul
 // with float32 accumulation, on those units. Elsewhere oneDNN would emulate
@@ -233,11 +244,20 @@ static __thread size_t thread_scratch_size;
 // input gradients at 209–217 against 168–176.
 enum { BLOCK_M = 256, BLOCK_N = 512, MIN_BLOCK = 64, CACHE = 16 };
 
-// block_shape is an m×n block of Y with inner dimension k, and the leading
-// strides of A, B and Y in the full matrices (the trans flags are the
-// kernel's).
+// A batched product (BatchMatMul) is cut into about BATCH_BLOCKS blocks
+// per CPU, each one oneDNN call over several heads' matrices: the
+// attention products of the small presets (4 × 8 heads of 128×128×64)
+// are too small to cut each into blocks of Y.
+enum { BATCH_BLOCKS = 4 };
+
+// block_shape is one oneDNN call: Y[batch, m, n] = op(A)[batch, m, k] ·
+// op(B)[batch, k, n] (batch 0: a 2-D product), with the element strides
+// of (batch, row, column) of op(A), op(B) and Y — transposes and
+// head-major views of token-major tensors are strides. a_batch and
+// b_batch are batch or 1 (oneDNN broadcasts an operand of batch 1).
 typedef struct {
-	int64_t m, n, k, lda, ldb, ldy;
+	int64_t batch, m, n, k, a_batch, b_batch;
+	int64_t as[3], bs[3], ys[3];
 } block_shape;
 
 // prim is a oneDNN matmul primitive for one block shape; in the cache,
@@ -253,9 +273,12 @@ typedef struct {
 typedef struct {
 	const char *name; // the op's
 	int64_t trans_a, trans_b;
-	// f32 picks oneDNN's float32 matmul: for MatMulBF16 on the operands
-	// rounded to bf16 values (see native_bf16), for MatMulF32 on the
-	// operands as they are (round 0).
+	// BatchMatMul's permA, permB and permY (batched 1).
+	int batched;
+	int64_t perm[3][4];
+	// f32 picks oneDNN's float32 matmul: for MatMulBF16 (and BatchMatMul
+	// with bf16 1) on the operands rounded to bf16 values (see
+	// native_bf16), for MatMulF32 on the operands as they are (round 0).
 	int f32, round;
 	// cache holds the primitives of the block shapes met last (a full
 	// block and its edges: up to four per product shape, which changes
@@ -270,14 +293,19 @@ typedef struct {
 
 static dnnl_status_t make_prim(const kernel *kk, block_shape sh, prim *out) {
 	out->sh = sh;
-	dnnl_dims_t a_dims = {sh.m, sh.k}, b_dims = {sh.k, sh.n}, y_dims = {sh.m, sh.n};
-	dnnl_dims_t a_str = {sh.lda, 1}, b_str = {sh.ldb, 1}, y_str = {sh.ldy, 1};
-	if (kk->trans_a) a_str[0] = 1, a_str[1] = sh.lda;
-	if (kk->trans_b) b_str[0] = 1, b_str[1] = sh.ldb;
-	dnnl_data_type_t in = kk->f32 ? dnnl_f32 : dnnl_bf16;
-	dnnl_status_t st = dnnl_memory_desc_init_by_strides(&out->a_md, 2, a_dims, in, a_str);
-	if (st == dnnl_success) st = dnnl_memory_desc_init_by_strides(&out->b_md, 2, b_dims, in, b_str);
-	if (st == dnnl_success) st = dnnl_memory_desc_init_by_strides(&out->y_md, 2, y_dims, dnnl_f32, y_str);
+	int nd = sh.batch > 0 ? 3 : 2;
+	int64_t dims[3][3] = {{sh.a_batch, sh.m, sh.k}, {sh.b_batch, sh.k, sh.n}, {sh.batch, sh.m, sh.n}};
+	const int64_t *strides[3] = {sh.as, sh.bs, sh.ys};
+	dnnl_memory_desc_t *mds[3] = {&out->a_md, &out->b_md, &out->y_md};
+	dnnl_data_type_t types[3] = {kk->f32 ? dnnl_f32 : dnnl_bf16, kk->f32 ? dnnl_f32 : dnnl_bf16, dnnl_f32};
+	dnnl_status_t st = dnnl_success;
+	for (int i = 0; i < 3 && st == dnnl_success; i++) {
+		// A 2-D product's descriptors take the last two entries.
+		dnnl_dims_t d, str;
+		memcpy(d, dims[i] + 3 - nd, (size_t)nd * sizeof d[0]);
+		memcpy(str, strides[i] + 3 - nd, (size_t)nd * sizeof str[0]);
+		st = dnnl_memory_desc_init_by_strides(mds[i], nd, d, types[i], str);
+	}
 	if (st != dnnl_success) return st;
 	dnnl_matmul_desc_t desc;
 	if ((st = dnnl_matmul_desc_init(&desc, &out->a_md, &out->b_md, NULL, &out->y_md)) != dnnl_success) return st;
@@ -349,12 +377,23 @@ static void put_prim(kernel *kk, int slot) {
 	pthread_mutex_unlock(&kk->mu);
 }
 
+// job is one product cut into blocks, each run by one ORT thread; a
+// failed block records its oneDNN status and the stage it failed at.
 typedef struct {
 	kernel *kk;
 	const char *a, *b; // bf16 or float32 elements of size esize
 	size_t esize;
 	float *y;
-	int64_t m, k, n, bm, bn, blocks_n; // bm × bn blocks (block_size)
+	int64_t m, k, n;
+	// 2-D products: bm × bn blocks of Y (block_size).
+	int64_t bm, bn, blocks_n;
+	// Batched products (BatchMatMul): d0 × d1 matrices; a block is d1
+	// (heads) of them, from one index of d0, in ranges of hb. as, bs
+	// and ys are the element strides of op(A) [d0, d1, m, k], op(B)
+	// [d0, d1, k, n] and Y [d0, d1, m, n]; a broadcast batch axis of A
+	// or B has size 1 (a_dims, b_dims) and stride 0.
+	int64_t d0, d1, hb, blocks_h, a_dims[2], b_dims[2];
+	int64_t as[4], bs[4], ys[4];
 	_Atomic dnnl_status_t status;
 	_Atomic int failed_at; // 0: none; 1: primitive, 2: memory or stream, 3: execution
 } matmul_job;
@@ -378,22 +417,9 @@ static void block_size(int64_t m, int64_t n, int64_t *bm, int64_t *bn) {
 	}
 }
 
-static void matmul_block(void *p, size_t blk) {
-	matmul_job *j = p;
-	const kernel *kk = j->kk;
-	int64_t m0 = (int64_t)(blk / (size_t)j->blocks_n) * j->bm, n0 = (int64_t)(blk % (size_t)j->blocks_n) * j->bn;
-	block_shape sh;
-	memset(&sh, 0, sizeof sh); // the cache compares shapes bytewise
-	sh.m = j->m - m0 < j->bm ? j->m - m0 : j->bm;
-	sh.n = j->n - n0 < j->bn ? j->n - n0 : j->bn;
-	sh.k = j->k;
-	sh.lda = kk->trans_a ? j->m : j->k;
-	sh.ldb = kk->trans_b ? j->k : j->n;
-	sh.ldy = j->n;
-	// Block origins: rows m0 of op(A), columns n0 of op(B), element (m0, n0) of Y.
-	const char *a = j->a + (size_t)(kk->trans_a ? m0 : m0 * j->k) * j->esize;
-	const char *b = j->b + (size_t)(kk->trans_b ? n0 * j->k : n0) * j->esize;
-	float *y = j->y + m0 * j->n + n0;
+// run_block runs one block of j, sh, from the block's origins a, b and y,
+// on the calling thread.
+static void run_block(matmul_job *j, block_shape sh, const char *a, const char *b, float *y) {
 	ONE_THREAD();
 	prim pr;
 	int slot = -1, stage = 1;
@@ -437,20 +463,67 @@ static void matmul_block(void *p, size_t blk) {
 	}
 }
 
-// matmul runs y[M,N] = op(a) · op(b) with bf16 or float32 operands (esize)
+// matmul_block runs block blk of a 2-D product.
+static void matmul_block(void *p, size_t blk) {
+	matmul_job *j = p;
+	const kernel *kk = j->kk;
+	int64_t m0 = (int64_t)(blk / (size_t)j->blocks_n) * j->bm, n0 = (int64_t)(blk % (size_t)j->blocks_n) * j->bn;
+	block_shape sh;
+	memset(&sh, 0, sizeof sh); // the cache compares shapes bytewise
+	sh.m = j->m - m0 < j->bm ? j->m - m0 : j->bm;
+	sh.n = j->n - n0 < j->bn ? j->n - n0 : j->bn;
+	sh.k = j->k;
+	int64_t lda = kk->trans_a ? j->m : j->k, ldb = kk->trans_b ? j->k : j->n;
+	sh.as[1] = kk->trans_a ? 1 : lda, sh.as[2] = kk->trans_a ? lda : 1;
+	sh.bs[1] = kk->trans_b ? 1 : ldb, sh.bs[2] = kk->trans_b ? ldb : 1;
+	sh.ys[1] = j->n, sh.ys[2] = 1;
+	// Block origins: rows m0 of op(A), columns n0 of op(B), element (m0, n0) of Y.
+	const char *a = j->a + (size_t)(m0 * sh.as[1]) * j->esize;
+	const char *b = j->b + (size_t)(n0 * sh.bs[2]) * j->esize;
+	run_block(j, sh, a, b, j->y + m0 * j->n + n0);
+}
+
+// batch_block runs block blk of a batched product: heads h0 … h0+hb-1
+// (or fewer, at the end) of batch index i0.
+static void batch_block(void *p, size_t blk) {
+	matmul_job *j = p;
+	int64_t i0 = (int64_t)blk / j->blocks_h, h0 = ((int64_t)blk % j->blocks_h) * j->hb;
+	block_shape sh;
+	memset(&sh, 0, sizeof sh);
+	sh.batch = j->d1 - h0 < j->hb ? j->d1 - h0 : j->hb;
+	sh.m = j->m, sh.n = j->n, sh.k = j->k;
+	sh.a_batch = j->a_dims[1] == 1 ? 1 : sh.batch;
+	sh.b_batch = j->b_dims[1] == 1 ? 1 : sh.batch;
+	memcpy(sh.as, j->as + 1, sizeof sh.as);
+	memcpy(sh.bs, j->bs + 1, sizeof sh.bs);
+	memcpy(sh.ys, j->ys + 1, sizeof sh.ys);
+	const char *a = j->a + (size_t)(i0 * j->as[0] + h0 * j->as[1]) * j->esize;
+	const char *b = j->b + (size_t)(i0 * j->bs[0] + h0 * j->bs[1]) * j->esize;
+	run_block(j, sh, a, b, j->y + i0 * j->ys[0] + h0 * j->ys[1]);
+}
+
+static const char *stages[] = {"", "primitive creation", "memory or stream creation", "execution"};
+
+// run_job runs a product's blocks on ORT's threads.
+static OrtStatus *run_job(OrtKernelContext *ctx, matmul_job *j, void (*block)(void *, size_t), size_t blocks) {
+	pthread_once(&engine_once, make_engine);
+	if (engine_status != dnnl_success) return dnnl_fail("engine creation", engine_status);
+	j->esize = j->kk->f32 ? sizeof(float) : sizeof(uint16_t);
+	j->status = dnnl_success;
+	j->failed_at = 0;
+	TRY(api->KernelContext_ParallelFor(ctx, block, blocks, 0, j));
+	return j->failed_at == 0 ? NULL : dnnl_fail(stages[j->failed_at], j->status);
+}
+
+// matmul runs y[M,N] = op(a) · op(b) with bf16 or float32 operands
 // and float32 accumulation and output, block by block on ORT's threads.
 static OrtStatus *matmul(OrtKernelContext *ctx, kernel *kk, const void *a, const void *b, float *y, int64_t m,
                          int64_t k, int64_t n) {
 	pthread_once(&engine_once, make_engine);
-	if (engine_status != dnnl_success) return dnnl_fail("engine creation", engine_status);
-	matmul_job j = {.kk = kk, .a = a, .b = b, .esize = kk->f32 ? sizeof(float) : sizeof(uint16_t), .y = y, .m = m, .k = k, .n = n,
-	                .status = dnnl_success, .failed_at = 0};
+	matmul_job j = {.kk = kk, .a = a, .b = b, .y = y, .m = m, .k = k, .n = n};
 	block_size(m, n, &j.bm, &j.bn);
 	j.blocks_n = ceil_div(n, j.bn);
-	size_t blocks = (size_t)(ceil_div(m, j.bm) * j.blocks_n);
-	TRY(api->KernelContext_ParallelFor(ctx, matmul_block, blocks, 0, &j));
-	static const char *stages[] = {"", "primitive creation", "memory or stream creation", "execution"};
-	return j.failed_at == 0 ? NULL : dnnl_fail(stages[j.failed_at], j.status);
+	return run_job(ctx, &j, matmul_block, (size_t)(ceil_div(m, j.bm) * j.blocks_n));
 }
 
 // native_bf16 tells whether the product runs as a bf16 product in oneDNN
@@ -506,12 +579,91 @@ static OrtStatus *compute_status(kernel *kk, OrtKernelContext *ctx) {
 	return s;
 }
 
+// dense_strides gives the element strides of a row-major tensor.
+static void dense_strides(const int64_t *dims, int64_t *strides) {
+	strides[3] = 1;
+	for (int i = 2; i >= 0; i--) strides[i] = strides[i + 1] * dims[i + 1];
+}
+
+// batch_status is BatchMatMul's compute: every operand is a strided view
+// of its tensor, so the transposes cost nothing.
+static OrtStatus *batch_status(kernel *kk, OrtKernelContext *ctx) {
+	tensor a, b;
+	TRY(input(ctx, 0, &a));
+	TRY(input(ctx, 1, &b));
+	if (a.rank != 4 || b.rank != 4) return fail("A and B must be 4-D");
+	pthread_once(&engine_once, make_engine);
+	matmul_job j = {.kk = kk};
+	int64_t sa[4], sb[4], ad[4], bd[4];
+	dense_strides(a.dims, sa);
+	dense_strides(b.dims, sb);
+	for (int i = 0; i < 4; i++) {
+		ad[i] = a.dims[kk->perm[0][i]], j.as[i] = sa[kk->perm[0][i]];
+		bd[i] = b.dims[kk->perm[1][i]], j.bs[i] = sb[kk->perm[1][i]];
+	}
+	if (ad[3] != bd[2]) return fail("the inner dimensions of op(A) and op(B) differ");
+	int64_t yd[4] = {ad[0], ad[1], ad[2], bd[3]};
+	for (int i = 0; i < 2; i++) {
+		if (ad[i] != bd[i] && ad[i] != 1 && bd[i] != 1) return fail("the batch dimensions of op(A) and op(B) differ");
+		if (ad[i] == 1) j.as[i] = 0;
+		if (bd[i] == 1) j.bs[i] = 0;
+		yd[i] = ad[i] == 1 ? bd[i] : ad[i];
+		j.a_dims[i] = ad[i], j.b_dims[i] = bd[i];
+	}
+	// Y = transpose(op(A)·op(B), permY): axis i of Y is axis permY[i] of
+	// the product.
+	int64_t ydims[4], ys[4];
+	for (int i = 0; i < 4; i++) ydims[i] = yd[kk->perm[2][i]];
+	dense_strides(ydims, ys);
+	for (int i = 0; i < 4; i++) j.ys[kk->perm[2][i]] = ys[i];
+	OrtValue *yv = NULL;
+	TRY(api->KernelContext_GetOutput(ctx, 0, ydims, 4, &yv));
+	TRY(api->GetTensorMutableData(yv, (void **)&j.y));
+	int64_t count = yd[0] * yd[1] * yd[2] * yd[3];
+	if (count == 0) return NULL;
+	if (ad[3] == 0) {
+		memset(j.y, 0, (size_t)count * sizeof *j.y);
+		return NULL;
+	}
+	j.m = yd[2], j.n = yd[3], j.k = ad[3], j.d0 = yd[0], j.d1 = yd[1];
+	// oneDNN writes a Y whose columns are not contiguous with its
+	// reference code, a thousand times slower; a Y with contiguous rows
+	// (a product written transposed, as attention's key gradient is) is
+	// computed as Yᵀ = op(B)ᵀ · op(A)ᵀ instead.
+	int swap = j.ys[3] != 1 && j.ys[2] == 1;
+	if (swap) {
+		int64_t t;
+		for (int i = 0; i < 4; i++) t = j.as[i], j.as[i] = j.bs[i], j.bs[i] = t;
+		for (int i = 0; i < 2; i++) t = j.a_dims[i], j.a_dims[i] = j.b_dims[i], j.b_dims[i] = t;
+		t = j.as[2], j.as[2] = j.as[3], j.as[3] = t;
+		t = j.bs[2], j.bs[2] = j.bs[3], j.bs[3] = t;
+		t = j.ys[2], j.ys[2] = j.ys[3], j.ys[3] = t;
+		t = j.m, j.m = j.n, j.n = t;
+	}
+	// About BATCH_BLOCKS blocks per CPU: whole batch indices where there
+	// are enough of them, else each index's heads split.
+	int64_t splits = ceil_div(BATCH_BLOCKS * cpus, j.d0);
+	if (splits > j.d1) splits = j.d1;
+	j.hb = ceil_div(j.d1, splits);
+	j.blocks_h = ceil_div(j.d1, j.hb);
+	const void *ab, *bb;
+	void *aown, *bown = NULL;
+	OrtStatus *s = operand(ctx, &a, kk->f32, kk->round, &ab, &aown);
+	if (s == NULL) s = operand(ctx, &b, kk->f32, kk->round, &bb, &bown);
+	j.a = swap ? bb : ab, j.b = swap ? ab : bb;
+	if (s == NULL) s = run_job(ctx, &j, batch_block, (size_t)(j.d0 * j.blocks_h));
+	free(aown);
+	free(bown);
+	return s;
+}
+
 // ---- ops ----
 
-// ops are MatMulBF16 and MatMulF32, alike but for their names and the
-// kernel's round flag.
-static OrtCustomOp ops[2];
-static const char *op_names[2] = {"MatMulBF16", "MatMulF32"};
+// ops are MatMulBF16, MatMulF32 and BatchMatMul, alike but for their
+// names and their kernels' flags.
+enum { OP_BF16, OP_F32, OP_BATCH, OPS };
+static OrtCustomOp ops[OPS];
+static const char *op_names[OPS] = {"MatMulBF16", "MatMulF32", "BatchMatMul"};
 
 static int64_t int_attr(const OrtKernelInfo *info, const char *name) {
 	int64_t v = 0;
@@ -523,23 +675,62 @@ static int64_t int_attr(const OrtKernelInfo *info, const char *name) {
 	return v;
 }
 
+// perm_attr reads a permutation of the four axes; absent, it is the
+// identity.
+static OrtStatus *perm_attr(const OrtKernelInfo *info, const char *name, int64_t *perm) {
+	for (int i = 0; i < 4; i++) perm[i] = i;
+	size_t size = 0;
+	OrtStatus *s = api->KernelInfoGetAttributeArray_int64(info, name, NULL, &size);
+	if (s != NULL) {
+		api->ReleaseStatus(s);
+		return NULL;
+	}
+	char msg[64];
+	snprintf(msg, sizeof msg, "%s must be a permutation of 0, 1, 2, 3", name);
+	if (size != 4) return fail(msg);
+	TRY(api->KernelInfoGetAttributeArray_int64(info, name, perm, &size));
+	int seen = 0;
+	for (int i = 0; i < 4; i++) {
+		if (perm[i] < 0 || perm[i] > 3 || (seen >> perm[i] & 1)) return fail(msg);
+		seen |= 1 << perm[i];
+	}
+	return NULL;
+}
+
+static OrtStatus *make_kernel(int op, const OrtKernelInfo *info, kernel *k) {
+	k->name = op_names[op];
+	k->trans_a = int_attr(info, "transA") != 0;
+	k->trans_b = int_attr(info, "transB") != 0;
+	k->round = op == OP_BF16;
+	if (op == OP_BATCH) {
+		k->batched = 1;
+		k->round = int_attr(info, "bf16") != 0;
+		static const char *perms[3] = {"permA", "permB", "permY"};
+		for (int i = 0; i < 3; i++) TRY(perm_attr(info, perms[i], k->perm[i]));
+	}
+	k->f32 = !k->round || !native_bf16();
+	return NULL;
+}
+
 static OrtStatus *ORT_API_CALL create_kernel(const OrtCustomOp *o, const OrtApi *a, const OrtKernelInfo *info,
                                              void **out) {
 	(void)a;
+	int op = (int)(o - ops);
 	kernel *k = calloc(1, sizeof *k);
-	if (k == NULL) return named(op_names[o == &ops[1]], api->CreateStatus(ORT_FAIL, "out of memory"));
-	k->trans_a = int_attr(info, "transA") != 0;
-	k->trans_b = int_attr(info, "transB") != 0;
-	k->round = o == &ops[0];
-	k->name = op_names[!k->round];
-	k->f32 = !k->round || !native_bf16();
+	if (k == NULL) return named(op_names[op], api->CreateStatus(ORT_FAIL, "out of memory"));
+	OrtStatus *s = make_kernel(op, info, k);
+	if (s != NULL) {
+		free(k);
+		return named(op_names[op], s);
+	}
 	pthread_mutex_init(&k->mu, NULL);
 	*out = k;
 	return NULL;
 }
 
 static OrtStatus *ORT_API_CALL compute(void *k, OrtKernelContext *ctx) {
-	return named(((kernel *)k)->name, compute_status(k, ctx));
+	kernel *kk = k;
+	return named(kk->name, kk->batched ? batch_status(kk, ctx) : compute_status(kk, ctx));
 }
 static void ORT_API_CALL destroy(void *k) {
 	kernel *kk = k;
@@ -547,7 +738,7 @@ static void ORT_API_CALL destroy(void *k) {
 	pthread_mutex_destroy(&kk->mu);
 	free(kk);
 }
-static const char *ORT_API_CALL get_name(const OrtCustomOp *o) { return op_names[o == &ops[1]]; }
+static const char *ORT_API_CALL get_name(const OrtCustomOp *o) { return op_names[o - ops]; }
 
 static const char *ORT_API_CALL get_provider(const OrtCustomOp *o) {
 	(void)o;
@@ -576,7 +767,7 @@ static pthread_once_t once = PTHREAD_ONCE_INIT;
 
 static void make_domain(void) {
 	domain_status = api->CreateCustomOpDomain("ai.migu.bf16", &domain);
-	for (int i = 0; i < 2 && domain_status == NULL; i++) {
+	for (int i = 0; i < OPS && domain_status == NULL; i++) {
 		OrtCustomOp *op = &ops[i];
 		op_defaults(op, MIGU_ORT_API);
 		op->CreateKernelV2 = create_kernel;
@@ -606,4 +797,4 @@ MIGU_EXPORT OrtStatus *ORT_API_CALL RegisterCustomOps(OrtSessionOptions *options
 // MiguBF16Version tells the loader which op set this build provides.
 // It changes with the op set, together with BF16LibVersion in onnx/kernels/bf16.go
 // (the Go side refuses a library reporting another version).
-MIGU_EXPORT const char *MiguBF16Version(void) { return "3"; }
+MIGU_EXPORT const char *MiguBF16Version(void) { return "4"; }
