@@ -590,18 +590,23 @@ func miguBF16(precs []string, provider string, find func() (string, error)) (lib
 }
 
 // oneDNNLine says where migu's fp32 workers ran their float32 products:
-// how many per step in oneDNN (the most over the workers), or all in MLAS.
+// how many per step in oneDNN (the most over the workers), attention's
+// among them, or all in MLAS.
 func oneDNNLine(runs []*run) string {
-	most := 0
+	most, attention := 0, 0
 	for _, r := range runs {
 		for _, s := range r.Migu {
 			most = max(most, s.OneDNNProducts)
+			attention = max(attention, s.AttentionProducts)
 		}
 	}
-	if most == 0 {
+	switch {
+	case most == 0 && attention == 0:
 		return "all in ORT's MLAS"
+	case attention == 0:
+		return fmt.Sprintf("the forward and weight-gradient products in oneDNN (ai.migu.bf16.MatMulF32, up to %d per step), the rest in ORT's MLAS", most)
 	}
-	return fmt.Sprintf("the forward and weight-gradient products in oneDNN (ai.migu.bf16.MatMulF32, up to %d per step), the rest in ORT's MLAS", most)
+	return fmt.Sprintf("the forward and weight-gradient products (ai.migu.bf16.MatMulF32, up to %d per step) and attention's (ai.migu.bf16.BatchMatMul, up to %d) in oneDNN, the rest in ORT's MLAS", most, attention)
 }
 
 // bf16Paths lists the distinct MatMulBF16 paths migu's bf16 workers
@@ -636,7 +641,7 @@ func bf16Table(b *strings.Builder, rep *report, rows []*run) {
 		if p := bf16Paths(rep.Runs); len(p) > 0 {
 			paths = strings.Join(p, "; ")
 		}
-		fmt.Fprintf(b, "migu runs with `--precision bf16`: every weight product, forward and backward, is ai.migu.bf16.MatMulBF16 (%s) with float32 accumulation, weights, gradients and AdamW state; its products took this path: **%s**. ", filepath.Base(rep.MiguBF16Lib), paths)
+		fmt.Fprintf(b, "migu runs with `--precision bf16`: every weight product, forward and backward, is ai.migu.bf16.MatMulBF16 (%s) and every attention product ai.migu.bf16.BatchMatMul in bf16, with float32 accumulation, weights, gradients and AdamW state; its products took this path: **%s**. ", filepath.Base(rep.MiguBF16Lib), paths)
 	case rep.MiguBF16Note != "":
 		fmt.Fprintf(b, "migu bf16 did not run: %s. ", rep.MiguBF16Note)
 	}
