@@ -20,7 +20,9 @@ import (
 // BatchMatMul, with the same name, operands (before their Transposes) and
 // output. Chains of Transposes feeding an operand fold into permA or
 // permB; Transposes that are the only reader of the product's output fold
-// into permY (the output takes the last one's name). A bypassed Transpose
+// into permY (the output takes the last one's name) — each only where the
+// operand or output keeps its contiguous axis among the matrix axes
+// (innerContiguous), as attention's always do. A bypassed Transpose
 // that nothing else reads goes. bf16 rounds the operands to bfloat16, as
 // autocast multiplies attention under --precision bf16. Rewrite after
 // differentiation (BatchMatMul has no gradient rule). It returns the
@@ -50,7 +52,11 @@ func RewriteBatch(m *onnx.Model, types Types, bf16 bool) int {
 				}
 				// The operand is transpose(t's input, p) read through perm:
 				// axis j of it is axis p[perm[j]] of t's input.
-				perms[i] = composePerm(p, perms[i])
+				folded := composePerm(p, perms[i])
+				if !innerContiguous(folded) {
+					break
+				}
+				perms[i] = folded
 				bypassed[t] = true
 				n.Input[i] = t.Input[0]
 			}
@@ -70,7 +76,12 @@ func RewriteBatch(m *onnx.Model, types Types, bf16 bool) int {
 				break
 			}
 			// t's output, axis j, is axis permY[p[j]] of the product.
-			permY = composePerm(permY, p)
+			folded := composePerm(permY, p)
+			if folded[3] < 2 {
+				// The output's contiguous axis would be a batch axis.
+				break
+			}
+			permY = folded
 			drop[t] = true
 			n.Output[0] = t.Output[0]
 			producers[t.Output[0]] = n
@@ -136,6 +147,12 @@ func transposePerm(n *onnxpb.NodeProto) []int64 {
 	}
 	return slices.Clone(p)
 }
+
+// innerContiguous tells whether a 4-D tensor read through perm has its
+// contiguous (last) axis among the matrix axes: oneDNN multiplies such
+// operands with its optimized kernels, and others with its reference code,
+// hundreds of times slower.
+func innerContiguous(perm []int64) bool { return perm[2] == 3 || perm[3] == 3 }
 
 // composePerm returns the permutation of transpose(transpose(x, inner),
 // outer): axis j of the result is axis inner[outer[j]] of x.

@@ -272,29 +272,38 @@ func TestRewriteBatch(t *testing.T) {
 		}
 	}
 
-	// 3-D products and a MatMul reading a rank-4 Transpose that another
-	// node reads too (the Transpose stays for it).
+	// 3-D products, a MatMul reading a rank-4 Transpose that another
+	// node reads too (the Transpose stays for it), and one reading a
+	// Transpose that moves the contiguous axis to the batch (it stays:
+	// oneDNN would multiply that with its reference code).
 	m = onnx.New("others", nil)
 	g := m.Graph()
 	g.AddInput("x", onnx.Float, dimsOf([]int64{2, 3, 4}))
 	g.AddInput("w", onnx.Float, dimsOf([]int64{2, 4, 5}))
 	g.AddInput("a", onnx.Float, dimsOf([]int64{1, 2, 3, 4}))
+	g.AddInput("c", onnx.Float, dimsOf([]int64{3, 4, 1, 2}))
 	g.AddOutput(g.Op("MatMul", []string{"x", "w"}, "three"), onnx.Float, nil)
 	at := g.Op("Transpose", []string{"a"}, "a.t", onnx.AttrInts("perm", 0, 1, 3, 2))
 	g.AddOutput(g.Op("MatMul", []string{at, "a"}, "gram"), onnx.Float, nil)
 	g.AddOutput(g.Op("Relu", []string{at}, "relu"), onnx.Float, nil)
-	if n := kernels.RewriteBatch(m, inferTypes(t, m), true); n != 1 {
-		t.Fatalf("rewrote %d products, want 1 (the 4-D one)", n)
+	ct := g.Op("Transpose", []string{"c"}, "c.t", onnx.AttrInts("perm", 2, 3, 0, 1))
+	g.AddOutput(g.Op("MatMul", []string{ct, at}, "batched"), onnx.Float, nil)
+	if n := kernels.RewriteBatch(m, inferTypes(t, m), true); n != 2 {
+		t.Fatalf("rewrote %d products, want 2 (the 4-D ones)", n)
 	}
 	var kept []string
 	for _, n := range g.P.Node {
 		kept = append(kept, n.GetOpType())
-		if n.GetOpType() == "BatchMatMul" && (onnx.AttrIntOr(n, "bf16", 0) != 1 || !slices.Equal(attrInts(n, "permA"), []int64{0, 1, 3, 2})) {
-			t.Errorf("BatchMatMul's attributes: %v; want bf16 1 and permA 0 1 3 2", n.Attribute)
+		want := []int64{0, 1, 3, 2}
+		if n.GetName() == "batched/MatMul" {
+			want = []int64{0, 1, 2, 3}
+		}
+		if n.GetOpType() == "BatchMatMul" && (onnx.AttrIntOr(n, "bf16", 0) != 1 || !slices.Equal(attrInts(n, "permA"), want)) {
+			t.Errorf("%s's attributes: %v; want bf16 1 and permA %v", n.GetName(), n.Attribute, want)
 		}
 	}
-	if !slices.Equal(kept, []string{"MatMul", "Transpose", "BatchMatMul", "Relu"}) {
-		t.Fatalf("nodes %v, want the 3-D MatMul, the Transpose the Relu reads, BatchMatMul, Relu", kept)
+	if !slices.Equal(kept, []string{"MatMul", "Transpose", "BatchMatMul", "Relu", "Transpose", "BatchMatMul"}) {
+		t.Fatalf("nodes %v, want the 3-D MatMul, the Transpose the Relu reads, BatchMatMul, Relu, the batch-moving Transpose, BatchMatMul", kept)
 	}
 }
 
