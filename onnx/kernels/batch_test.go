@@ -353,23 +353,7 @@ func BenchmarkBatchMatMul(b *testing.B) {
 					b.Fatal(err)
 				}
 				defer bv.Close()
-				out := c.outShape()
-				yv, err := ort.NewTensor(make([]float32, numel(out)), out...)
-				if err != nil {
-					b.Fatal(err)
-				}
-				defer yv.Close()
-				bind, err := s.NewBinding()
-				if err != nil {
-					b.Fatal(err)
-				}
-				defer bind.Close()
-				for _, err := range []error{bind.BindInput("a", av), bind.BindInput("b", bv), bind.BindOutput("y", yv)} {
-					if err != nil {
-						b.Fatal(err)
-					}
-				}
-				testenv.TimeRuns(b, bind.Run)
+				testenv.TimeRuns(b, bindProduct(b, s, av, bv, c.outShape()).Run)
 				k := c.a[identityIfNil(c.permA)[3]]
 				flops := 2 * float64(batch*heads) * float64(numel(c.a)/(batch*heads)) * float64(numel(c.b)/(batch*heads)) / float64(k)
 				b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")

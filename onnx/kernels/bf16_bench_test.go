@@ -114,11 +114,6 @@ func BenchmarkMatMulBF16(b *testing.B) {
 						b.Fatal(err)
 					}
 					defer s.Close()
-					bind, err := s.NewBinding()
-					if err != nil {
-						b.Fatal(err)
-					}
-					defer bind.Close()
 					av, err := ort.NewTensor(p.a.vals, p.a.shape...)
 					if err != nil {
 						b.Fatal(err)
@@ -138,16 +133,7 @@ func BenchmarkMatMulBF16(b *testing.B) {
 						b.Fatal(err)
 					}
 					defer bv.Close()
-					yv, err := ort.NewTensor(make([]float32, numel(p.out)), p.out...)
-					if err != nil {
-						b.Fatal(err)
-					}
-					defer yv.Close()
-					for _, err := range []error{bind.BindInput("a", av), bind.BindInput("b", bv), bind.BindOutput("y", yv)} {
-						if err != nil {
-							b.Fatal(err)
-						}
-					}
+					bind := bindProduct(b, s, av, bv, p.out)
 					run := bind.Run
 					if variant == "ort-bf16" {
 						run = func() error {
@@ -163,4 +149,28 @@ func BenchmarkMatMulBF16(b *testing.B) {
 			}
 		}
 	}
+}
+
+// bindProduct binds a and b as the inputs "a" and "b" of s and a float32
+// output "y" of shape out allocated once, so that a benchmark times the
+// product and not the allocation of its result; the binding and the output
+// are released when b ends.
+func bindProduct(b *testing.B, s *ort.Session, a, bv ort.Value, out []int64) *ort.Binding {
+	b.Helper()
+	bind, err := s.NewBinding()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { bind.Close() })
+	yv, err := ort.NewTensor(make([]float32, numel(out)), out...)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { yv.Close() })
+	for _, err := range []error{bind.BindInput("a", a), bind.BindInput("b", bv), bind.BindOutput("y", yv)} {
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	return bind
 }

@@ -7,7 +7,6 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/migu-ml/migu/internal/half"
 	"github.com/migu-ml/migu/onnx"
 	"github.com/migu-ml/migu/onnx/kernels"
 )
@@ -62,9 +61,7 @@ func TestMatMulF32(t *testing.T) {
 			a, b := gaussian(rng, numel(p.a)), gaussian(rng, numel(p.b))
 			if p.bf16B {
 				// b reaches the op as bfloat16: the product is of its rounded values.
-				for j, v := range b {
-					b[j] = half.BF16ToF32(half.F32ToBF16(v))
-				}
+				b = roundedBF16(b)
 			}
 			path := p.save(t)
 			got := p.run(t, path, lib, 2, a, b)
