@@ -21,10 +21,8 @@ func inferMatMulBF16(c *inferCtx) error {
 	if err != nil {
 		return err
 	}
-	for i, t := range []*tinfo{a, b} {
-		if t.dtype != onnx.Float && t.dtype != onnx.BFloat16 {
-			return fmt.Errorf("MatMulBF16 input %d is %v, not float32 or bfloat16", i, t.dtype)
-		}
+	if err := floatOrBF16("MatMulBF16", a, b); err != nil {
+		return err
 	}
 	as, bs := a.shape, b.shape
 	if len(bs) != 2 || len(as) < 2 || c.intAttr("transA", 0) != 0 && len(as) != 2 {
@@ -49,10 +47,8 @@ func inferBatchMatMul(c *inferCtx) error {
 	if len(a.shape) != 4 || len(b.shape) != 4 {
 		return fmt.Errorf("BatchMatMul needs 4-D A and B, not %s and %s", exprsToDims(a.shape), exprsToDims(b.shape))
 	}
-	for i, t := range []*tinfo{a, b} {
-		if t.dtype != onnx.Float && t.dtype != onnx.BFloat16 {
-			return fmt.Errorf("BatchMatMul input %d is %v, not float32 or bfloat16", i, t.dtype)
-		}
+	if err := floatOrBF16("BatchMatMul", a, b); err != nil {
+		return err
 	}
 	var perms [3][]int64
 	for i, name := range []string{"permA", "permB", "permY"} {
@@ -74,5 +70,16 @@ func inferBatchMatMul(c *inferCtx) error {
 		return err
 	}
 	c.set(0, onnx.Float, permuted([]*expr{batch[0], batch[1], as[2], bs[3]}, perms[2]))
+	return nil
+}
+
+// floatOrBF16 checks that the oneDNN products' operands are float32 or
+// bfloat16.
+func floatOrBF16(op string, operands ...*tinfo) error {
+	for i, t := range operands {
+		if t.dtype != onnx.Float && t.dtype != onnx.BFloat16 {
+			return fmt.Errorf("%s input %d is %v, not float32 or bfloat16", op, i, t.dtype)
+		}
+	}
 	return nil
 }
