@@ -777,11 +777,12 @@ func (p *reParser) classAtom() (rune, func(rune) bool, error) {
 	c := p.peek()
 	switch {
 	case c == '[' && strings.HasPrefix(p.src[p.pos:], "[:"):
-		if end := strings.Index(p.src[p.pos:], ":]"); end > 0 {
-			name := p.src[p.pos+2 : p.pos+end]
+		// The name runs from after "[:" to the next ":]" ("[:]" has none).
+		if end := strings.Index(p.src[p.pos+2:], ":]"); end >= 0 {
+			name := p.src[p.pos+2 : p.pos+2+end]
 			neg := strings.HasPrefix(name, "^")
 			if f, ok := onigProperty(strings.TrimPrefix(name, "^")); ok {
-				p.pos += end + 2
+				p.pos += end + 4
 				if neg {
 					return 0, func(r rune) bool { return !f(r) }, nil
 				}
