@@ -2,8 +2,9 @@
 # Prepares what migu needs beside Go: the ONNX Runtime shared library, the
 # Python environment of python/export/ and the reference tests, llama.cpp
 # (scripts/llamacpp.sh), the reference of the GGUF tests, bubblewrap, the
-# sandbox of HumanEval's programs, and Open MPI for data-parallel runs. Each part is skipped when a stamp says it
-# is already done with the same pins.
+# sandbox of HumanEval's programs, Open MPI for data-parallel runs, and
+# oneDNN's headers for the bf16 and float32 products of bin/libmigu_bf16.so.
+# Each part is skipped when a stamp says it is already done with the same pins.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -106,8 +107,22 @@ setup_mpi() {
 	fi
 }
 
+# oneDNN (libdnnl-dev) lets scripts/bf16.sh build bin/libmigu_bf16.so, the
+# bf16 products and the oneDNN float32 products; without it migu trains in
+# float32 through ORT alone and the tests of that library skip, so a failed
+# install is reported, not fatal.
+setup_onednn() {
+	if echo '#include <oneapi/dnnl/dnnl.h>' | "${CC:-cc}" -E -x c - >/dev/null 2>&1; then
+		say "oneDNN headers already installed"
+	elif apt_install libdnnl-dev; then
+		say "oneDNN $(dpkg-query -W -f '${Version}' libdnnl-dev 2>/dev/null) installed"
+	else
+		say "could not install libdnnl-dev (no apt-get or no root): bf16 products unavailable, their tests skip"
+	fi
+}
+
 parts=("$@")
-[[ ${#parts[@]} -eq 0 ]] && parts=(ort python llamacpp sandbox mpi)
+[[ ${#parts[@]} -eq 0 ]] && parts=(ort python llamacpp sandbox mpi onednn)
 for p in "${parts[@]}"; do
 	case "$p" in
 	ort) setup_ort ;;
@@ -115,6 +130,7 @@ for p in "${parts[@]}"; do
 	llamacpp) "$root/scripts/llamacpp.sh" >/dev/null || exit 1 ;;
 	sandbox) setup_sandbox ;;
 	mpi) setup_mpi ;;
-	*) die "unknown part $p (ort, python, llamacpp, sandbox, mpi)" ;;
+	onednn) setup_onednn ;;
+	*) die "unknown part $p (ort, python, llamacpp, sandbox, mpi, onednn)" ;;
 	esac
 done

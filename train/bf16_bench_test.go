@@ -16,18 +16,19 @@ import (
 // train.onnx (every parameter, MIGU taps, batch 4 × 128) with fp32 and
 // with bf16 weight products (GraphOptions.Precision), standard operators
 // otherwise, on 2 ORT threads, reporting wall and CPU time per step. The
-// log names the CPU's bf16 units: without them (kernels.BF16Units "")
-// bf16 is expected slower than fp32 by the rounding (bf16-f32) and
-// oneDNN's emulation slower still (bf16-native).
+// log names the path migu picks (kernels.BF16Hardware.Path): where it is
+// f32, bf16 is expected slower than fp32 by the rounding (bf16-f32) and
+// oneDNN's own bf16 product (or emulation) slower still (bf16-native).
 func BenchmarkBF16Step(b *testing.B) {
 	lib := testenv.BF16(b)
 	if err := ort.Init(ort.InitOptions{LibraryPath: testenv.ORTLib(b)}); err != nil {
 		b.Fatal(err)
 	}
-	b.Logf("CPU bf16 units: %q", kernels.BF16Units())
+	b.Logf("bf16 path: %s", kernels.ReadBF16Hardware().Path())
 	_, model, man := testfix.PresetModel(b, "llama", exporters.InitOptions{Preset: "small"})
 	// bf16 runs on each of MatMulBF16's paths ($MIGU_BF16_PATH): f32, what
-	// migu picks without bf16 units, and native, oneDNN's bf16 products.
+	// migu picks where bf16 units do not pay, and native, oneDNN's bf16
+	// products.
 	for _, variant := range []string{PrecisionFP32, PrecisionBF16 + "-f32", PrecisionBF16 + "-native"} {
 		precision, path, _ := strings.Cut(variant, "-")
 		so := ort.SessionOptions{Threads: 2, NoMemPattern: true}

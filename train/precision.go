@@ -48,13 +48,14 @@ func BF16Library(cfg Config) (string, error) {
 }
 
 // PrecisionWarning is the one line to show before a bf16 run on a CPU
-// without bf16 units (AMX-BF16, AVX512-BF16), where the products run as
-// float32 products of rounded operands, slower than fp32; "" otherwise. The run goes on either way.
+// whose bf16 units do not pay (kernels.BF16Hardware.Native), where the
+// products run as float32 products of rounded operands, slower than fp32;
+// "" otherwise. The run goes on either way.
 func (t *Trainer) PrecisionWarning() string {
 	if t.cfg.Precision != PrecisionBF16 {
 		return ""
 	}
-	return kernels.BF16SlowWarning(kernels.BF16Units())
+	return kernels.ReadBF16Hardware().SlowWarning()
 }
 
 // Where the float32 products run (--products; Config.OneDNN).

@@ -196,7 +196,7 @@ type sample struct {
 	Torch     string `json:"torch,omitempty"`
 	Precision string `json:"precision,omitempty"`
 	// BF16Path is the path migu's bf16 products took
-	// (kernels.BF16ProductPath); "" for fp32.
+	// (kernels.BF16Hardware.Path); "" for fp32.
 	BF16Path string `json:"bf16_path,omitempty"`
 	// OneDNNProducts counts the float32 products the migu worker ran in
 	// oneDNN (train --products; Artifact.OneDNNProducts), 0: all in MLAS;
@@ -416,7 +416,7 @@ func workMIGU(o *options) error {
 	bs := batches(o.arch, man.VocabSize, 4, o.batch, o.seq)
 	s := sample{Params: params, Threads: o.threads, Precision: o.precision, OneDNNProducts: tr.Art.OneDNNProducts, AttentionProducts: tr.Art.AttentionProducts}
 	if o.precision == train.PrecisionBF16 {
-		s.BF16Path = kernels.BF16ProductPath(kernels.BF16Units())
+		s.BF16Path = kernels.ReadBF16Hardware().Path()
 	}
 	for _, t := range tr.Tensors {
 		s.Trainable += int64(len(t.Value))

@@ -58,30 +58,100 @@ func FindBF16() (string, error) {
 	return "", nil
 }
 
-// BF16Units names the CPU's bfloat16 matrix units from the flags of
-// /proc/cpuinfo: "amx_bf16" (Intel Sapphire Rapids and later),
-// "avx512_bf16" (Intel Cooper Lake, AMD Zen 4 and later), or "" where
-// there are none (or the flags cannot be read). Without them MatMulBF16
-// multiplies the bf16-rounded operands in float32 (oneDNN's own bf16
-// emulation measured 2.6–3.8× the CPU time of float32 on Ice Lake): the
-// same numbers, slower than fp32 by the rounding. (The library decides
-// its path from oneDNN's view of the CPU, which agrees.)
-func BF16Units() string {
-	data, err := os.ReadFile("/proc/cpuinfo")
-	if err != nil {
-		return ""
-	}
-	return bf16Units(data)
+// BF16Hardware is what decides the path of the bf16 products on this CPU,
+// read from /proc/cpuinfo: its bf16 matrix units and its vendor.
+type BF16Hardware struct {
+	// Units is "amx_bf16" (Intel Sapphire Rapids and later), "avx512_bf16"
+	// (Intel Cooper Lake, AMD Zen 4 and later, or an AMX CPU whose
+	// hypervisor hides AMX) or "" where there are none or the flags
+	// cannot be read.
+	Units string
+	// Vendor is the vendor_id: "GenuineIntel", "AuthenticAMD", or "".
+	Vendor string
 }
 
-// bf16Units reads the bf16 units from a /proc/cpuinfo.
-func bf16Units(cpuinfo []byte) string {
+// ReadBF16Hardware reads this machine's BF16Hardware.
+func ReadBF16Hardware() BF16Hardware {
+	data, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return BF16Hardware{}
+	}
+	return bf16Hardware(data)
+}
+
+// bf16Hardware reads the bf16 units and the vendor from a /proc/cpuinfo.
+func bf16Hardware(cpuinfo []byte) BF16Hardware {
 	flags := cpuFlags(cpuinfo)
+	h := BF16Hardware{Vendor: cpuField(cpuinfo, "vendor_id")}
 	switch {
 	case flags["amx_bf16"]:
-		return "amx_bf16"
+		h.Units = "amx_bf16"
 	case flags["avx512_bf16"]:
-		return "avx512_bf16"
+		h.Units = "avx512_bf16"
+	}
+	return h
+}
+
+// Native tells whether MatMulBF16 and bf16 BatchMatMul multiply in bf16 on
+// this CPU (oneDNN's bf16 product) rather than as float32 products of the
+// bf16-rounded operands; both give the same numbers up to the order of
+// the float32 sums. Native pays on AMX-BF16, and on AVX512-BF16 on AMD
+// (Zen 4: a step 0.6–0.76× fp32's). On Intel without AMX two float32 FMA
+// ports match the one bf16 dot-product port, and oneDNN's bf16 product
+// measured half its float32 speed (80 against 155 GFLOP/s a thread,
+// Emerald Rapids with AMX hidden); without units oneDNN emulates bf16,
+// slower still. native_bf16 in csrc/migu_bf16.c decides alike.
+func (h BF16Hardware) Native() bool {
+	return h.Units == "amx_bf16" || h.Units == "avx512_bf16" && h.Vendor == "AuthenticAMD"
+}
+
+// BF16PathEnvVar forces MatMulBF16's path: "native" (oneDNN's bf16
+// product) or "f32" (float32 products of the bf16-rounded operands); unset,
+// the library picks native where Native holds.
+const BF16PathEnvVar = "MIGU_BF16_PATH"
+
+// Path says which path MatMulBF16 takes in a process started now:
+// $MIGU_BF16_PATH when it is native or f32, else Native's answer, with the
+// reason. It is the description that benchmark results print.
+func (h BF16Hardware) Path() string {
+	switch os.Getenv(BF16PathEnvVar) {
+	case "native":
+		return "native: oneDNN bf16 products (forced by $" + BF16PathEnvVar + ")"
+	case "f32":
+		return "f32: float32 products of the bf16-rounded operands (forced by $" + BF16PathEnvVar + ")"
+	}
+	if h.Native() {
+		return "native: oneDNN bf16 products on " + h.Units
+	}
+	return "f32: float32 products of the bf16-rounded operands (" + h.slowReason() + ")"
+}
+
+// slowReason says why bf16 products do not pay on a CPU where Native is
+// false.
+func (h BF16Hardware) slowReason() string {
+	if h.Units == "" {
+		return "no AMX-BF16 or AVX512-BF16 units"
+	}
+	return "AVX512-BF16 without AMX on this vendor: oneDNN's bf16 product runs at about half its float32 speed"
+}
+
+// SlowWarning is the one line migu prints before bf16 products run on a
+// CPU where Native is false, "" where it holds.
+func (h BF16Hardware) SlowWarning() string {
+	if h.Native() {
+		return ""
+	}
+	return "warning: precision bf16: " + h.slowReason() + ", so the bf16 products run as float32 products of bf16-rounded operands: the same numbers, but slower than fp32 by the rounding (fp32 is the faster choice on this machine)"
+}
+
+// cpuField returns the value of the first line of a /proc/cpuinfo whose
+// key is key; "" where there is none.
+func cpuField(cpuinfo []byte, key string) string {
+	for line := range bytes.Lines(cpuinfo) {
+		k, val, ok := bytes.Cut(line, []byte(":"))
+		if ok && string(bytes.TrimSpace(k)) == key {
+			return string(bytes.TrimSpace(val))
+		}
 	}
 	return ""
 }
@@ -89,51 +159,15 @@ func bf16Units(cpuinfo []byte) string {
 // cpuFlags reads the first "flags" line of a /proc/cpuinfo (x86); nil
 // where there is none.
 func cpuFlags(cpuinfo []byte) map[string]bool {
-	for line := range bytes.Lines(cpuinfo) {
-		key, val, ok := bytes.Cut(line, []byte(":"))
-		if !ok || string(bytes.TrimSpace(key)) != "flags" {
-			continue
-		}
-		flags := map[string]bool{}
-		for _, f := range strings.Fields(string(val)) {
-			flags[f] = true
-		}
-		return flags
+	val := cpuField(cpuinfo, "flags")
+	if val == "" {
+		return nil
 	}
-	return nil
-}
-
-// BF16PathEnvVar forces MatMulBF16's path: "native" (oneDNN's bf16
-// product) or "f32" (float32 products of the bf16-rounded operands); unset,
-// the library picks native where the CPU has bf16 units.
-const BF16PathEnvVar = "MIGU_BF16_PATH"
-
-// BF16ProductPath says which path MatMulBF16 takes in a process started
-// now, decided as the library decides it (native_bf16 in
-// csrc/migu_bf16.c): $MIGU_BF16_PATH when it is native or f32, else native
-// exactly where units (BF16Units' answer) names bf16 units. It is the
-// description that benchmark results print.
-func BF16ProductPath(units string) string {
-	switch os.Getenv(BF16PathEnvVar) {
-	case "native":
-		return "native: oneDNN bf16 products (forced by $" + BF16PathEnvVar + ")"
-	case "f32":
-		return "f32: float32 products of the bf16-rounded operands (forced by $" + BF16PathEnvVar + ")"
+	flags := map[string]bool{}
+	for _, f := range strings.Fields(val) {
+		flags[f] = true
 	}
-	if units != "" {
-		return "native: oneDNN bf16 products on " + units
-	}
-	return "f32: float32 products of the bf16-rounded operands (no AMX-BF16 or AVX512-BF16 units)"
-}
-
-// BF16SlowWarning is the one line migu prints when bf16 products run on a
-// CPU without bf16 units (units is BF16Units' answer), "" where they have
-// them.
-func BF16SlowWarning(units string) string {
-	if units != "" {
-		return ""
-	}
-	return "warning: precision bf16: this CPU has no AMX-BF16 or AVX512-BF16 units, so the bf16 products run as float32 products of bf16-rounded operands: the same numbers, but slower than fp32 by the rounding (fp32 is the faster choice on this machine)"
+	return flags
 }
 
 // RewriteBF16 replaces the MatMul nodes named in nodes (the weight

@@ -31,15 +31,12 @@ import (
 //     the alternative to oneDNN; where ORT's CPU provider has no bf16
 //     MatMul the case reports it and skips.
 //
-// The log names the CPU's bf16 units (kernels.BF16Units): without them
-// bf16-native is oneDNN's emulation, and bf16-f32 is what migu runs.
+// The log names the path migu picks (kernels.BF16Hardware.Path): where it
+// is f32, bf16-f32 is what migu runs and bf16-native is slower (oneDNN's
+// emulation, or bf16 units slower than the float32 FMAs).
 func BenchmarkMatMulBF16(b *testing.B) {
 	lib := withBF16(b)
-	units := kernels.BF16Units()
-	if units == "" {
-		units = "none"
-	}
-	b.Logf("CPU bf16 units: %s", units)
+	b.Logf("bf16 path: %s", kernels.ReadBF16Hardware().Path())
 	const m, k, n = 512, 512, 1376
 	rng := rand.New(rand.NewPCG(1, 2))
 	x, w, dy := gaussian(rng, m*k), gaussian(rng, k*n), gaussian(rng, m*n)

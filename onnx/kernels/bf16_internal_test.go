@@ -2,45 +2,60 @@ package kernels
 
 import "testing"
 
-func TestBF16Units(t *testing.T) {
+// bf16Hardware reads the units and the vendor; Native holds on AMX and on
+// AMD's AVX512-BF16 only, and the warning comes exactly where it does not.
+func TestBF16Hardware(t *testing.T) {
+	const intel, amd = "vendor_id\t: GenuineIntel\n", "vendor_id\t: AuthenticAMD\n"
 	for _, c := range []struct {
-		name, cpuinfo, want string
+		name, cpuinfo string
+		want          BF16Hardware
+		native        bool
 	}{
-		{"ice lake", "processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_vnni avx512_bitalg\nbugs\t\t: spectre\n", ""},
-		{"zen 4", "flags\t\t: fpu avx512f avx512_bf16 avx512_vnni\n", "avx512_bf16"},
-		{"sapphire rapids", "flags\t\t: avx512f avx512_bf16 amx_bf16 amx_tile amx_int8\n", "amx_bf16"},
-		{"first cpu's flags only", "flags\t\t: avx2\nflags\t\t: amx_bf16\n", ""},
-		{"flag as a prefix of another", "flags\t\t: avx512_bf16x amx_bf16_not\n", ""},
-		{"no flags line (other architectures)", "Features\t: fp asimd bf16\n", ""},
-		{"empty", "", ""},
+		{"ice lake", "processor\t: 0\n" + intel + "flags\t\t: fpu avx2 avx512f avx512_vnni avx512_bitalg\nbugs\t\t: spectre\n", BF16Hardware{"", "GenuineIntel"}, false},
+		{"zen 4", amd + "flags\t\t: fpu avx512f avx512_bf16 avx512_vnni\n", BF16Hardware{"avx512_bf16", "AuthenticAMD"}, true},
+		{"sapphire rapids", intel + "flags\t\t: avx512f avx512_bf16 amx_bf16 amx_tile amx_int8\n", BF16Hardware{"amx_bf16", "GenuineIntel"}, true},
+		{"emerald rapids, amx hidden", intel + "flags\t\t: avx512f avx512_bf16 avx512_fp16\n", BF16Hardware{"avx512_bf16", "GenuineIntel"}, false},
+		{"no vendor line", "flags\t\t: avx512f avx512_bf16\n", BF16Hardware{"avx512_bf16", ""}, false},
+		{"first cpu's lines only", amd + "flags\t\t: avx2\n" + intel + "flags\t\t: amx_bf16\n", BF16Hardware{"", "AuthenticAMD"}, false},
+		{"flag as a prefix of another", "flags\t\t: avx512_bf16x amx_bf16_not\n", BF16Hardware{}, false},
+		{"no flags line (other architectures)", "Features\t: fp asimd bf16\n", BF16Hardware{}, false},
+		{"empty", "", BF16Hardware{}, false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			if got := bf16Units([]byte(c.cpuinfo)); got != c.want {
-				t.Fatalf("bf16Units = %q, want %q", got, c.want)
+			got := bf16Hardware([]byte(c.cpuinfo))
+			if got != c.want {
+				t.Fatalf("bf16Hardware = %+v, want %+v", got, c.want)
 			}
-			if w := BF16SlowWarning(c.want); (w == "") != (c.want != "") {
-				t.Fatalf("BF16SlowWarning(%q) = %q", c.want, w)
+			if got.Native() != c.native {
+				t.Fatalf("%+v: Native = %v, want %v", got, got.Native(), c.native)
+			}
+			if w := got.SlowWarning(); (w == "") != c.native {
+				t.Fatalf("%+v: SlowWarning = %q", got, w)
 			}
 		})
 	}
 }
 
-// BF16ProductPath names the path the library takes: the forced one, else
-// native exactly where the CPU has bf16 units.
-func TestBF16ProductPath(t *testing.T) {
+// Path names the path the library takes: the forced one, else native
+// exactly where Native holds, with the reason.
+func TestBF16Path(t *testing.T) {
+	amd, intel := BF16Hardware{"avx512_bf16", "AuthenticAMD"}, BF16Hardware{"avx512_bf16", "GenuineIntel"}
 	for _, c := range []struct {
-		env, units, want string
+		env  string
+		hw   BF16Hardware
+		want string
 	}{
-		{"", "", "f32: float32 products of the bf16-rounded operands (no AMX-BF16 or AVX512-BF16 units)"},
-		{"", "avx512_bf16", "native: oneDNN bf16 products on avx512_bf16"},
-		{"", "amx_bf16", "native: oneDNN bf16 products on amx_bf16"},
-		{"native", "", "native: oneDNN bf16 products (forced by $MIGU_BF16_PATH)"},
-		{"f32", "amx_bf16", "f32: float32 products of the bf16-rounded operands (forced by $MIGU_BF16_PATH)"},
-		{"other", "amx_bf16", "native: oneDNN bf16 products on amx_bf16"},
+		{"", BF16Hardware{}, "f32: float32 products of the bf16-rounded operands (no AMX-BF16 or AVX512-BF16 units)"},
+		{"", amd, "native: oneDNN bf16 products on avx512_bf16"},
+		{"", intel, "f32: float32 products of the bf16-rounded operands (AVX512-BF16 without AMX on this vendor: oneDNN's bf16 product runs at about half its float32 speed)"},
+		{"", BF16Hardware{"amx_bf16", "GenuineIntel"}, "native: oneDNN bf16 products on amx_bf16"},
+		{"native", BF16Hardware{}, "native: oneDNN bf16 products (forced by $MIGU_BF16_PATH)"},
+		{"f32", amd, "f32: float32 products of the bf16-rounded operands (forced by $MIGU_BF16_PATH)"},
+		{"other", amd, "native: oneDNN bf16 products on avx512_bf16"},
 	} {
 		t.Setenv(BF16PathEnvVar, c.env)
-		if got := BF16ProductPath(c.units); got != c.want {
-			t.Errorf("MIGU_BF16_PATH=%q units %q: %q, want %q", c.env, c.units, got, c.want)
+		if got := c.hw.Path(); got != c.want {
+			t.Errorf("MIGU_BF16_PATH=%q %+v: %q, want %q", c.env, c.hw, got, c.want)
 		}
 	}
 }

@@ -400,3 +400,20 @@ func TestMatMulBF16Deterministic(t *testing.T) {
 		})
 	}
 }
+
+// The library picks the path that BF16Hardware.Path in Go describes, on
+// this CPU and under each value of $MIGU_BF16_PATH (read on every call).
+func TestBF16PathAgrees(t *testing.T) {
+	lib := withBF16(t)
+	hw := kernels.ReadBF16Hardware()
+	for _, env := range []string{"", "native", "f32"} {
+		t.Setenv(kernels.BF16PathEnvVar, env)
+		got, found, err := ort.LibraryString(lib, "MiguBF16Path")
+		if err != nil || !found {
+			t.Fatalf("MiguBF16Path: found %v, %v", found, err)
+		}
+		if want := hw.Path(); !strings.HasPrefix(want, got+":") {
+			t.Errorf("MIGU_BF16_PATH=%q on %+v: the library takes %q, Go says %q", env, hw, got, want)
+		}
+	}
+}

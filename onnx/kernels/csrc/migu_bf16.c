@@ -43,6 +43,7 @@
 // rounding, and the product cut into blocks of Y, each one oneDNN call on
 // one thread (matmul below).
 
+#include <cpuid.h>
 #include <limits.h>
 #include <pthread.h>
 #include <sched.h>
@@ -529,17 +530,26 @@ static OrtStatus *matmul(OrtKernelContext *ctx, kernel *kk, const void *a, const
 // native_bf16 tells whether the product runs as a bf16 product in oneDNN
 // (1) or as a float32 product of the bf16-rounded operands (0). Both give
 // the same numbers up to the order of the float32 sums: a product of two
-// bf16 values is exact in float32. oneDNN multiplies bf16 on its bf16
-// units where the CPU has them (AVX512-BF16, AMX-BF16); elsewhere it
-// emulates them, slower than its own float32 product, which the float32
-// path then uses instead. $MIGU_BF16_PATH=native or f32 forces a path
-// (tests, measurements); it is read when a session creates its kernels.
+// bf16 values is exact in float32. Native pays where the bf16 units
+// multiply more per cycle than the float32 FMAs: AMX-BF16, and AVX512-BF16
+// on AMD (Zen 4 measured 0.6-0.76x of fp32's step). On Intel without AMX
+// (Cooper Lake; Sapphire or Emerald Rapids with AMX hidden, as in some
+// virtual machines) two float32 FMA ports match the one bf16 dot-product
+// port, and oneDNN's bf16 product measured half its float32 speed (80
+// against 155 GFLOP/s a thread on an Emerald Rapids); without bf16 units
+// oneDNN emulates them, slower still. kernels.BF16Hardware.Native in Go
+// decides alike. $MIGU_BF16_PATH=native or f32 forces a path (tests,
+// measurements); it is read when a session creates its kernels.
 static int native_bf16(void) {
 	const char *force = getenv("MIGU_BF16_PATH");
 	if (force != NULL && strcmp(force, "native") == 0) return 1;
 	if (force != NULL && strcmp(force, "f32") == 0) return 0;
 	int isa = (int)dnnl_get_effective_cpu_isa();
-	return (isa & (int)dnnl_cpu_isa_avx512_core_bf16) == (int)dnnl_cpu_isa_avx512_core_bf16;
+	if ((isa & (int)dnnl_cpu_isa_avx512_core_amx) == (int)dnnl_cpu_isa_avx512_core_amx) return 1;
+	if ((isa & (int)dnnl_cpu_isa_avx512_core_bf16) != (int)dnnl_cpu_isa_avx512_core_bf16) return 0;
+	unsigned int eax, ebx, ecx, edx;
+	// "AuthenticAMD" in EBX, EDX, ECX of leaf 0.
+	return __get_cpuid(0, &eax, &ebx, &ecx, &edx) && ebx == 0x68747541 && edx == 0x69746e65 && ecx == 0x444d4163;
 }
 
 static OrtStatus *compute_status(kernel *kk, OrtKernelContext *ctx) {
@@ -798,3 +808,8 @@ MIGU_EXPORT OrtStatus *ORT_API_CALL RegisterCustomOps(OrtSessionOptions *options
 // It changes with the op set, together with BF16LibVersion in onnx/kernels/bf16.go
 // (the Go side refuses a library reporting another version).
 MIGU_EXPORT const char *MiguBF16Version(void) { return "4"; }
+
+// MiguBF16Path names the path bf16 products take in this process,
+// "native" or "f32" (native_bf16), so that a test can check that
+// kernels.BF16Hardware.Native in Go decides as the library does.
+MIGU_EXPORT const char *MiguBF16Path(void) { return native_bf16() ? "native" : "f32"; }
