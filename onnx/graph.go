@@ -3,6 +3,7 @@ package onnx
 import (
 	"container/heap"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -427,13 +428,14 @@ func (h *nodeHeap) Pop() any {
 	return n
 }
 
-// Prune removes nodes whose outputs no graph output needs, then initializers
-// and value infos nothing reads. It returns the number of nodes removed.
-func (g *Graph) Prune() int {
+// Prune removes nodes whose outputs no graph output (nor a value of keep)
+// needs, then initializers and value infos nothing reads. It returns the
+// number of nodes removed.
+func (g *Graph) Prune(keep ...string) int {
 	producer := g.Producers()
 	live := map[*onnxpb.NodeProto]bool{}
 	used := map[string]bool{}
-	var stack []string
+	stack := slices.Clone(keep)
 	for _, vi := range g.P.Output {
 		stack = append(stack, vi.GetName())
 	}

@@ -102,6 +102,11 @@ type GraphOptions struct {
 	// ai.migu.bf16.MatMulF32, oneDNN's float32 matmul (kernels.RewriteF32);
 	// the session that runs the graph must load the bf16 library.
 	OneDNN kernels.F32Roles
+	// AllRows runs the head (the nodes between the last block and the
+	// logits) on every token; by default it runs on the labelled tokens
+	// only (rows.go), with the same loss and gradients to float32
+	// rounding. Tests and benchmarks compare the two.
+	AllRows bool
 }
 
 // IO names one graph input or output of the artifact.
@@ -249,10 +254,34 @@ func Build(m *onnx.Model, man *modeldir.Manifest, opt GraphOptions) (*Artifact, 
 	if art.PaddedHidden, err = padHidden(g, man, opt.HiddenPad); err != nil {
 		return nil, err
 	}
-	loss, err := addLoss(g, man, objective, logits)
+	rows := &headRows{on: !opt.AllRows, stop: map[string]bool{}, trainable: names}
+	for _, b := range man.Blocks {
+		for _, v := range b.Residuals {
+			rows.stop[v] = true
+		}
+	}
+	loss, err := addLoss(m, man, objective, logits, rows)
 	if err != nil {
 		return nil, err
 	}
+	var points []migu.Point
+	if opt.Taps {
+		if points = opt.TapPoints; points == nil {
+			points = migu.LinearPoints(man)
+		}
+	}
+	// The forward outputs are not needed for training: the loss replaces
+	// them. The head's nodes on every row stay only where a tap reads them.
+	for _, o := range man.Outputs {
+		g.RemoveOutput(o)
+	}
+	g.AddOutput(loss, onnx.Float, onnx.Shape{onnx.D(1)})
+	art.Loss = loss
+	tapped := make([]string, len(points))
+	for i, p := range points {
+		tapped[i] = p.Value
+	}
+	g.Prune(tapped...)
 	if opt.Fused {
 		info, err := shapes.Infer(m)
 		if err != nil {
@@ -269,22 +298,11 @@ func Build(m *onnx.Model, man *modeldir.Manifest, opt GraphOptions) (*Artifact, 
 		if err != nil {
 			return nil, err
 		}
-		points := opt.TapPoints
-		if points == nil {
-			points = migu.LinearPoints(man)
-		}
 		taps, err = migu.AddTapsWith(g, m.Opset(""), fwd, points, migu.TapOptions{SkipPadding: opt.TapsSkipPadding, Fused: art.FusedTaps})
 		if err != nil {
 			return nil, err
 		}
 	}
-	// The forward outputs are not needed for training: the loss replaces
-	// them.
-	for _, o := range man.Outputs {
-		g.RemoveOutput(o)
-	}
-	g.AddOutput(loss, onnx.Float, onnx.Shape{onnx.D(1)})
-	art.Loss = loss
 	art.Nodes = len(g.P.Node)
 
 	if opt.Precision == PrecisionBF16 {
@@ -297,6 +315,9 @@ func Build(m *onnx.Model, man *modeldir.Manifest, opt GraphOptions) (*Artifact, 
 		linears := map[string]bool{}
 		for _, l := range man.Linears {
 			linears[l.Node] = true
+			if c, ok := rows.copies[l.Node]; ok {
+				linears[c] = true
+			}
 		}
 		if art.BF16Products, err = kernels.RewriteBF16(m, info, linears); err != nil {
 			return nil, err
@@ -478,11 +499,24 @@ func dims(d []int64) onnx.Shape {
 	return s
 }
 
+// headRows says how addLoss computes the head: on the labelled rows only
+// (rows.go) when on, with the walk stopping at the block boundaries stop;
+// trainable names the parameters. addLoss fills copies (original node
+// name → its copy on the rows).
+type headRows struct {
+	on        bool
+	stop      map[string]bool
+	trainable []string
+	copies    map[string]string
+}
+
 // addLoss appends the mean cross-entropy over non-ignored label positions
 // and returns its name (shape [1]). Labels are an int64 graph input:
 // [batch, seq] aligned with the tokens for clm (shifted here: position t
 // predicts label t+1) and mlm, [batch, tgt] for seq2seq, [batch] for cls.
-func addLoss(g *onnx.Graph, man *modeldir.Manifest, objective, logits string) (string, error) {
+// With rows.on the head runs on the labelled positions only.
+func addLoss(m *onnx.Model, man *modeldir.Manifest, objective, logits string, rows *headRows) (string, error) {
+	g := m.Graph()
 	var labelShape onnx.Shape
 	switch objective {
 	case "clm", "mlm":
@@ -516,9 +550,23 @@ func addLoss(g *onnx.Graph, man *modeldir.Manifest, objective, logits string) (s
 	if objective == "cls" {
 		classes = int64(man.NumLabels)
 	}
-	flat := g.Op("Reshape", []string{logits, i64("loss/flat_shape", -1, classes)}, "loss/logits")
 	target := g.Op("Reshape", []string{labels, i64("loss/flat_labels", -1)}, "loss/target")
-	valid := g.Op("Not", []string{g.Op("Equal", []string{target, g.ConstInt64("loss/ignore", nil, IgnoreIndex)}, "loss/ignored")}, "loss/valid")
+	ignore := g.ConstInt64("loss/ignore", nil, IgnoreIndex)
+	valid := g.Op("Not", []string{g.Op("Equal", []string{target, ignore}, "loss/ignored")}, "loss/valid")
+	var flat string
+	if rows.on && objective != "cls" {
+		// The head on labelled rows (rows.go); the loss below keeps its
+		// form, its weights now all one.
+		idx := g.Op("Reshape", []string{g.Op("NonZero", []string{valid}, "loss/labelled_nz"), i64("loss/flat_idx", -1)}, "loss/labelled")
+		var err error
+		if flat, rows.copies, err = gatherRows(m, logits, idx, rows.stop, rows.trainable); err != nil {
+			return "", err
+		}
+		target = g.Op("Gather", []string{target, idx}, "loss/labelled_target", onnx.AttrInt("axis", 0))
+		valid = g.Op("Not", []string{g.Op("Equal", []string{target, ignore}, "loss/labelled_ignored")}, "loss/labelled_valid")
+	} else {
+		flat = g.Op("Reshape", []string{logits, i64("loss/flat_shape", -1, classes)}, "loss/logits")
+	}
 	safe := g.Op("Where", []string{valid, target, g.ConstInt64("loss/zero_id", nil, 0)}, "loss/safe_target")
 	logp := g.Op("LogSoftmax", []string{flat}, "loss/logp", onnx.AttrInt("axis", -1))
 	picked := g.Op("GatherElements", []string{logp, g.Op("Unsqueeze", []string{safe, i64("loss/last", -1)}, "loss/index")}, "loss/picked", onnx.AttrInt("axis", 1))

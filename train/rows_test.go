@@ -1,0 +1,115 @@
+package train
+
+import (
+	"testing"
+
+	"github.com/migu-ml/migu/internal/testenv"
+	"github.com/migu-ml/migu/internal/testfix"
+	"github.com/migu-ml/migu/onnx/kernels"
+)
+
+// The head on labelled rows gives the loss, every gradient and every MIGU
+// tap of the head on every token, to float32 rounding: llama (clm, the
+// padding unlabelled), roberta (mlm, a third of the tokens labelled) and
+// t5 (seq2seq), full fine-tuning (the head's nodes on every row kept for
+// their taps) and LoRA (the head on the labelled rows only), with the
+// standard operators and with the fused kernels and oneDNN products; and
+// a batch without any labelled token gives a zero loss and zero
+// gradients, as before.
+func TestHeadOnLabelledRows(t *testing.T) {
+	kernelsLib, bf16Lib := testenv.Kernels(t), bf16LibOrEmpty(t)
+	feeds := tinyFeeds()
+	unlabelled := map[string]map[string][][]int64{}
+	for arch, f := range feeds {
+		u := map[string][][]int64{}
+		for k, v := range f {
+			u[k] = v
+		}
+		labels := make([][]int64, len(f["labels"]))
+		for i, row := range f["labels"] {
+			labels[i] = make([]int64, len(row))
+			for j := range row {
+				labels[i][j] = IgnoreIndex
+			}
+		}
+		u["labels"] = labels
+		unlabelled[arch] = u
+	}
+	outer := t
+	models := map[string]string{}
+	for _, arch := range []string{"llama", "roberta", "t5"} {
+		for _, method := range []string{"full", "lora"} {
+			for _, fast := range []bool{false, true} {
+				for _, none := range []bool{false, true} {
+					name := arch + "/" + method
+					if fast {
+						name += "/fused"
+					}
+					if none {
+						name += "/no-labels"
+					}
+					t.Run(name, func(t *testing.T) {
+						if models[arch] == "" {
+							_, models[arch] = testfix.TinyModel(outer, arch)
+						}
+						spec := recomputeSpec{model: models[arch], method: method, feeds: feeds[arch], allRows: true}
+						if none {
+							spec.feeds = unlabelled[arch]
+						}
+						if fast {
+							spec.kernels = kernelsLib
+							if bf16Lib != "" {
+								spec.oneDNN, spec.oneDNNLib = kernels.F32Roles{Forward: true, WeightGrads: true, InputGrads: true, Attention: true}, bf16Lib
+							}
+						}
+						art, want, _ := spec.run(t, RecomputeNone)
+						spec.allRows = false
+						rart, got, g := spec.run(t, RecomputeNone)
+						worst := worstRelDiff(t, rart, got, want)
+						if len(art.Params) != len(rart.Params) || len(art.Taps) != len(rart.Taps) || len(rart.Taps) == 0 {
+							t.Fatalf("%d params and %d taps on labelled rows, %d and %d on every row", len(rart.Params), len(rart.Taps), len(art.Params), len(art.Taps))
+						}
+						if none {
+							for _, p := range rart.Params {
+								for _, v := range got[p.Grad] {
+									if v != 0 {
+										t.Fatalf("no labelled token, yet gradient %s holds %g", p.Name, v)
+									}
+								}
+							}
+							if got[rart.Loss][0] != 0 {
+								t.Fatalf("no labelled token, yet loss %g", got[rart.Loss][0])
+							}
+						}
+						// The head's vocabulary product runs on the rows; its
+						// every-row original stays only for its tap.
+						linears := spec.manifest(t).Linears
+						head := linears[len(linears)-1].Node
+						var copies, originals int
+						for _, n := range g.P.Node {
+							switch n.GetName() {
+							case head + rowsSuffix:
+								copies++
+							case head:
+								originals++
+							}
+						}
+						if wantOrig := map[string]int{"full": 1, "lora": 0}[method]; copies != 1 || originals != wantOrig {
+							t.Fatalf("head %s: %d copies on labelled rows, %d originals (want 1, %d)", head, copies, originals, wantOrig)
+						}
+						t.Logf("%d params, %d taps: max relative difference %.2g", len(rart.Params), len(rart.Taps), worst)
+					})
+				}
+			}
+		}
+	}
+}
+
+// bf16LibOrEmpty is the bf16 library where it can be built, "" elsewhere
+// (the fused cases then run without oneDNN products); its subtest reports
+// the skip.
+func bf16LibOrEmpty(t *testing.T) string {
+	var lib string
+	t.Run("bf16-library", func(t *testing.T) { lib = testenv.BF16(t) })
+	return lib
+}
