@@ -36,10 +36,10 @@ type rowGather struct {
 	rows []string
 	// idx is the int64 [R] index of the labelled rows among the flattened
 	// rows.
-	idx     string
-	prod    map[string]*onnxpb.NodeProto
-	stop    map[string]bool // block boundaries: gathered, never walked past
-	data    map[string]bool // values that depend on the batch
+	idx      string
+	prod     map[string]*onnxpb.NodeProto
+	stop     map[string]bool // block boundaries: gathered, never walked past
+	data     map[string]bool // values that depend on the batch
 	gathered map[string]string
 	// copies maps each copied node's name to its copy's.
 	copies map[string]string
