@@ -87,13 +87,16 @@ func dataValues(g *onnx.Graph, trainable []string) map[string]bool {
 }
 
 // value returns v on the gathered rows: a copy of its producer where that
-// is row-wise, else v's rows gathered.
+// is row-wise, else v's rows gathered. Without block boundaries (a model
+// folder older than them) nothing is walked: the walk could otherwise
+// climb the residual stream into the blocks, whose every row the next
+// attention needs.
 func (r *rowGather) value(v string) string {
 	if got, ok := r.gathered[v]; ok {
 		return got
 	}
 	var out string
-	if n := r.prod[v]; n != nil && !r.stop[v] && len(n.Output) == 1 && r.rowWise(n) {
+	if n := r.prod[v]; n != nil && len(r.stop) > 0 && !r.stop[v] && len(n.Output) == 1 && r.rowWise(n) {
 		out = r.copy(n)
 	} else {
 		_, shape, _ := r.info.Type(v)

@@ -1,10 +1,15 @@
 package train
 
 import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/migu-ml/migu/internal/testenv"
 	"github.com/migu-ml/migu/internal/testfix"
+	"github.com/migu-ml/migu/modeldir"
 	"github.com/migu-ml/migu/onnx/kernels"
 )
 
@@ -112,4 +117,44 @@ func bf16LibOrEmpty(t *testing.T) string {
 	var lib string
 	t.Run("bf16-library", func(t *testing.T) { lib = testenv.BF16(t) })
 	return lib
+}
+
+// A model folder without block boundaries (written before migu.json had
+// them) gathers the labelled rows of the logits only: the loss and the
+// gradients stay those of the head on every token.
+func TestHeadRowsWithoutBlocks(t *testing.T) {
+	_, model := testfix.TinyModel(t, "llama")
+	dir := filepath.Join(t.TempDir(), "model")
+	if err := os.CopyFS(dir, os.DirFS(model)); err != nil {
+		t.Fatal(err)
+	}
+	man, err := modeldir.ReadManifest(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	man.Blocks = nil
+	raw, err := json.Marshal(man)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, modeldir.ManifestFile), raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	spec := recomputeSpec{model: dir, method: "full", feeds: tinyFeeds()["llama"], allRows: true}
+	art, want, _ := spec.run(t, RecomputeNone)
+	spec.allRows = false
+	_, got, g := spec.run(t, RecomputeNone)
+	worstRelDiff(t, art, got, want)
+	gathered := 0
+	for _, n := range g.P.Node {
+		if strings.HasSuffix(n.GetName(), rowsSuffix) {
+			t.Fatalf("node %s copied onto the labelled rows without block boundaries", n.GetName())
+		}
+		if n.GetOpType() == "Gather" && n.Output[0] == man.Outputs[0]+rowsSuffix {
+			gathered++
+		}
+	}
+	if gathered != 1 {
+		t.Fatalf("%d Gathers of the labelled rows of %s", gathered, man.Outputs[0])
+	}
 }

@@ -53,6 +53,9 @@ type Config struct {
 	// HiddenPad widens slow feed-forward widths in the graph (the zero
 	// value: off; it changes speed, not results).
 	HiddenPad HiddenPad `json:"-"`
+	// AllRows runs the head on every token (GraphOptions.AllRows; it
+	// changes speed, not results).
+	AllRows bool `json:"-"`
 	// PlanBatch and PlanSeq, when set, are the largest batch's shape:
 	// NewTrainer then plans the run's memory (Trainer.Memory) before it
 	// allocates the trained tensors, and refuses a plan above MemoryLimit
@@ -243,7 +246,7 @@ func NewTrainer(plan *Plan, dir string, cfg Config) (*Trainer, error) {
 	t.bf16 = lib16
 	art, err := Build(plan.Model, plan.Manifest, GraphOptions{Objective: cfg.Objective, Names: plan.Trainable,
 		Taps: cfg.UseMIGU, TapPoints: plan.Points, TapsSkipPadding: cfg.SkipPaddingTaps, HiddenPad: cfg.HiddenPad, Recompute: cfg.Recompute,
-		Fused: lib != "", FusedTaps: lib != "", Precision: cfg.Precision, OneDNN: oneDNN})
+		Fused: lib != "", FusedTaps: lib != "", Precision: cfg.Precision, OneDNN: oneDNN, AllRows: cfg.AllRows})
 	if err != nil {
 		return nil, err
 	}

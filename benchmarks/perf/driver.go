@@ -106,7 +106,7 @@ func drive(o *options) error {
 			return err
 		}
 		bj := filepath.Join(work, arch, "batches.json")
-		if err := writeBatches(bj, batches(family(arch), man, 4, o.batch, o.seq)); err != nil {
+		if err := writeBatches(bj, batches(family(arch), man, 4, o.batch, o.seq, 0)); err != nil {
 			return err
 		}
 		dirs[arch] = [3]string{hf, model, bj}

@@ -12,7 +12,8 @@
 // The same binary is its own worker: -worker migu trains in this process,
 // -worker matmul times ORT's MatMul, -worker migu-pair MIGU's cost in one
 // process, -worker onednn-pair oneDNN's float32 products against MLAS in
-// one process, -worker model-pair two exports of one model (pair.go);
+// one process, -worker model-pair two exports of one model, -worker
+// rows-pair the head on every token against the labelled ones (pair.go);
 // -worker eval scores as migu eval does (eval.go), -worker eval-pair two
 // evaluation setups in one process (evalpair.go).
 package main
@@ -59,6 +60,9 @@ type options struct {
 	rounds   int
 	batch    int
 	seq      int
+	// prompt is the share of each clm sequence left unlabelled, as the
+	// prompt of instruction data is.
+	prompt float64
 	threads  int
 	provider string
 	python   string
@@ -103,7 +107,7 @@ type options struct {
 
 func parseFlags() *options {
 	o := &options{}
-	flag.StringVar(&o.worker, "worker", "", "internal: run as a worker (migu, migu-pair, onednn-pair, model-pair, eval, eval-pair or matmul)")
+	flag.StringVar(&o.worker, "worker", "", "internal: run as a worker (migu, migu-pair, onednn-pair, model-pair, rows-pair, eval, eval-pair or matmul)")
 	flag.StringVar(&o.models, "models", bench.EnvOr("BENCH_MODELS", "llama,t5,roberta"), "models to benchmark: architectures (small presets) and smollm2 (SmolLM2-135M-Instruct from its GGUF)")
 	flag.StringVar(&o.methods, "methods", bench.EnvOr("BENCH_METHODS", "full,lora"), "training methods")
 	flag.StringVar(&o.migus, "migu", bench.EnvOr("BENCH_MIGU", "off,on"), "MIGU settings to run (off, on)")
@@ -112,6 +116,7 @@ func parseFlags() *options {
 	flag.IntVar(&o.rounds, "rounds", bench.EnvInt("BENCH_ROUNDS", 2), "processes per side and configuration (rounds, each in reversed order of the last)")
 	flag.IntVar(&o.batch, "batch", bench.EnvInt("BENCH_BATCH", 4), "sequences per batch")
 	flag.IntVar(&o.seq, "seq", bench.EnvInt("BENCH_SEQ", 128), "tokens per sequence (t5: encoder and decoder each)")
+	flag.Float64Var(&o.prompt, "prompt", 0, "worker: the share of each clm sequence unlabelled, as an instruction's prompt (0: every token labelled)")
 	flag.IntVar(&o.threads, "threads", bench.EnvInt("BENCH_THREADS", runtime.NumCPU()), "intra-op threads on both sides")
 	flag.StringVar(&o.provider, "provider", bench.EnvOr("PROVIDER", "cpu"), "cpu or cuda (ORT's CUDA EP; PyTorch on cuda)")
 	flag.StringVar(&o.python, "python", bench.EnvOr("BENCH_PYTHON", ".venv/bin/python"), "Python with torch and transformers")
@@ -169,6 +174,8 @@ func main() {
 		err = workOneDNNPair(o)
 	case "model-pair":
 		err = workModelPair(o)
+	case "rows-pair":
+		err = workRowsPair(o)
 	case "eval-pair":
 		err = workEvalPair(o)
 	case "matmul":
@@ -218,9 +225,10 @@ func cpuSeconds() float64 {
 }
 
 // batches makes n deterministic full-length batches (no padding) for arch:
-// random ids from 3 up, clm labels equal to the ids, mlm labels on 15% of
-// the positions, seq2seq decoder inputs and labels of the same length.
-func batches(arch string, vocab int64, n, size, seq int) []*data.Batch {
+// random ids from 3 up, clm labels equal to the ids (the first prompt share
+// of each sequence unlabelled), mlm labels on 15% of the positions,
+// seq2seq decoder inputs and labels of the same length.
+func batches(arch string, vocab int64, n, size, seq int, prompt float64) []*data.Batch {
 	rng := rand.New(rand.NewPCG(7, 11))
 	id := func() int64 { return 3 + rng.Int64N(vocab-3) }
 	out := make([]*data.Batch, n)
@@ -250,6 +258,11 @@ func batches(arch string, vocab int64, n, size, seq int) []*data.Batch {
 		default:
 			b.Objective = data.CLM
 			b.Labels = slices.Clone(b.InputIDs)
+			for i := range b.Labels {
+				if float64(i%seq) < prompt*float64(seq) {
+					b.Labels[i] = data.IgnoreIndex
+				}
+			}
 		}
 		out[k] = b
 	}
@@ -295,6 +308,7 @@ type benchSetup struct {
 	withMIGU bool
 	oneDNN   *kernels.F32Roles // nil: as migu train decides
 	model    string            // model folder; empty: -model
+	allRows  bool              // the head on every token (train.Config.AllRows)
 }
 
 // parseOneDNN reads -onednn: "" decides as migu train does (nil:
@@ -377,7 +391,7 @@ func newBenchTrainer(o *options, setup benchSetup) (*benchTrainer, error) {
 	opt.LR = 1e-4
 	cfg := train.Config{Optim: opt, GradAccum: 1, UseMIGU: setup.withMIGU, T: 0.7, Mode: migu.ModeGrad, Threads: o.threads,
 		Session: ort.SessionOptions{Provider: o.provider, OptLevel: level, ProfilePrefix: o.ortProfile}, Precision: o.precision,
-		OneDNN: setup.oneDNN}
+		OneDNN: setup.oneDNN, AllRows: setup.allRows}
 	if o.hiddenPad {
 		cfg.HiddenPad = train.PadFourKB
 	}
@@ -413,7 +427,7 @@ func workMIGU(o *options) error {
 	}
 	defer os.RemoveAll(b.dir)
 	tr, man, params := b.tr, b.man, b.params
-	bs := batches(o.arch, man.VocabSize, 4, o.batch, o.seq)
+	bs := batches(o.arch, man.VocabSize, 4, o.batch, o.seq, o.prompt)
 	s := sample{Params: params, Threads: o.threads, Precision: o.precision, OneDNNProducts: tr.Art.OneDNNProducts, AttentionProducts: tr.Art.AttentionProducts}
 	if o.precision == train.PrecisionBF16 {
 		s.BF16Path = kernels.ReadBF16Hardware().Path()

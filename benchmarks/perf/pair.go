@@ -56,6 +56,14 @@ func workModelPair(o *options) error {
 	return pairSteps(o, benchSetup{withMIGU: o.withMIGU}, benchSetup{withMIGU: o.withMIGU, model: o.modelB})
 }
 
+// workRowsPair measures the head on labelled tokens the same way: one
+// trainer runs the head on every token (train.Config.AllRows), the other
+// on the labelled ones (MIGU as -with-migu says), taking turns step by
+// step.
+func workRowsPair(o *options) error {
+	return pairSteps(o, benchSetup{withMIGU: o.withMIGU, allRows: true}, benchSetup{withMIGU: o.withMIGU})
+}
+
 // pairSteps runs a trainer of each setup, off and on, in turns (off, on,
 // on, off, …) and prints their pairSample.
 func pairSteps(o *options, offSetup, onSetup benchSetup) error {
@@ -72,7 +80,7 @@ func pairSteps(o *options, offSetup, onSetup benchSetup) error {
 		return err
 	}
 	defer on.close()
-	bs := batches(o.arch, off.man.VocabSize, 4, o.batch, o.seq)
+	bs := batches(o.arch, off.man.VocabSize, 4, o.batch, o.seq, o.prompt)
 	var s pairSample
 	for i := range o.warmup + o.steps {
 		b := []*data.Batch{bs[i%len(bs)]}

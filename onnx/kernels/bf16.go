@@ -3,6 +3,7 @@ package kernels
 import (
 	"bytes"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/migu-ml/migu/internal/badinput"
@@ -132,7 +133,10 @@ func (h BF16Hardware) slowReason() string {
 	if h.Units == "" {
 		return "no AMX-BF16 or AVX512-BF16 units"
 	}
-	return "AVX512-BF16 without AMX on this vendor: oneDNN's bf16 product runs at about half its float32 speed"
+	if h.Vendor == "GenuineIntel" {
+		return "Intel AVX512-BF16 without AMX: oneDNN's bf16 product runs at about half its float32 speed"
+	}
+	return "AVX512-BF16 without AMX on a CPU not measured to profit from it (vendor " + strconv.Quote(h.Vendor) + ")"
 }
 
 // SlowWarning is the one line migu prints before bf16 products run on a

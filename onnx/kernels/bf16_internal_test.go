@@ -47,7 +47,8 @@ func TestBF16Path(t *testing.T) {
 	}{
 		{"", BF16Hardware{}, "f32: float32 products of the bf16-rounded operands (no AMX-BF16 or AVX512-BF16 units)"},
 		{"", amd, "native: oneDNN bf16 products on avx512_bf16"},
-		{"", intel, "f32: float32 products of the bf16-rounded operands (AVX512-BF16 without AMX on this vendor: oneDNN's bf16 product runs at about half its float32 speed)"},
+		{"", intel, "f32: float32 products of the bf16-rounded operands (Intel AVX512-BF16 without AMX: oneDNN's bf16 product runs at about half its float32 speed)"},
+		{"", BF16Hardware{"avx512_bf16", ""}, `f32: float32 products of the bf16-rounded operands (AVX512-BF16 without AMX on a CPU not measured to profit from it (vendor ""))`},
 		{"", BF16Hardware{"amx_bf16", "GenuineIntel"}, "native: oneDNN bf16 products on amx_bf16"},
 		{"native", BF16Hardware{}, "native: oneDNN bf16 products (forced by $MIGU_BF16_PATH)"},
 		{"f32", amd, "f32: float32 products of the bf16-rounded operands (forced by $MIGU_BF16_PATH)"},
