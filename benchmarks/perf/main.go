@@ -51,18 +51,18 @@ import (
 // options are the command line (defaults from BENCH_* variables, so that
 // `make bench BENCH_MODELS=llama` works).
 type options struct {
-	worker   string
-	models   string
-	methods  string
-	migus    string
-	steps    int
-	warmup   int
-	rounds   int
-	batch    int
-	seq      int
+	worker  string
+	models  string
+	methods string
+	migus   string
+	steps   int
+	warmup  int
+	rounds  int
+	batch   int
+	seq     int
 	// prompt is the share of each clm sequence left unlabelled, as the
 	// prompt of instruction data is.
-	prompt float64
+	prompt   float64
 	threads  int
 	provider string
 	python   string
