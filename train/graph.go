@@ -557,7 +557,10 @@ func addLoss(m *onnx.Model, man *modeldir.Manifest, objective, logits string, ro
 	if rows.on && objective != "cls" {
 		// The head on labelled rows (rows.go); the loss below keeps its
 		// form, its weights now all one.
-		idx := g.Op("Reshape", []string{g.Op("NonZero", []string{valid}, "loss/labelled_nz"), i64("loss/flat_idx", -1)}, "loss/labelled")
+		idx := g.Op("Reshape", []string{g.Op("NonZero", []string{valid}, "loss/labelled_nz"), i64("loss/flat_idx", -1)}, labelledRows)
+		if idx != labelledRows {
+			return "", fmt.Errorf("the graph already has a value named %s", labelledRows)
+		}
 		var err error
 		if flat, rows.copies, err = gatherRows(m, logits, idx, rows.stop, rows.trainable); err != nil {
 			return "", err

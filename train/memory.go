@@ -146,6 +146,13 @@ func planMemory(m *onnx.Model, art *Artifact, trainable int64, gradAccum int, ba
 			return nil, err
 		}
 	}
+	// The head on labelled rows (rows.go) plans for a batch labelled
+	// throughout, its largest case.
+	if _, _, ok := info.Type(labelledRows); ok {
+		if err := info.Bind(labelledRows, []int64{batch * seq}, sizes); err != nil {
+			return nil, err
+		}
+	}
 	p.Activations, p.Unsized = activationPeak(g, info, sizes)
 	p.Total = p.FrozenBytes() + p.State + p.Activations + p.Overhead
 	return p, nil

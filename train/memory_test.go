@@ -8,6 +8,8 @@ import (
 
 	"github.com/migu-ml/migu/exporters"
 	"github.com/migu-ml/migu/internal/badinput"
+	"github.com/migu-ml/migu/internal/testfix"
+	"github.com/migu-ml/migu/migu"
 	"github.com/migu-ml/migu/modeldir"
 	"github.com/migu-ml/migu/onnx"
 	"github.com/migu-ml/migu/onnx/grad"
@@ -153,5 +155,30 @@ func TestBackwardRecastsFrozenWeights(t *testing.T) {
 	}
 	if recast == 0 {
 		t.Fatal("the backward pass casts no weight again")
+	}
+}
+
+// The memory plan sizes the head on labelled rows as if every token were
+// labelled: its activations are those of the head on every row, and the
+// one value left unsized is the loss gradient's [R, 1] column (R floats;
+// shape inference cannot tell that a zero there is an empty axis, so the
+// gradient's Reshape to it gets fresh dims).
+func TestMemoryPlanSizesLabelledRows(t *testing.T) {
+	for _, arch := range []string{"llama", "roberta", "t5"} {
+		t.Run(arch, func(t *testing.T) {
+			_, model := testfix.TinyModel(t, arch)
+			plans := map[bool]*MemoryPlan{}
+			for _, all := range []bool{true, false} {
+				tr := newFullTrainer(t, model, Config{GradAccum: 1, Optim: DefaultAdamW(), UseMIGU: true, T: 0.7, Mode: migu.ModeGrad,
+					PlanBatch: 8, PlanSeq: 64, Threads: 1, AllRows: all})
+				plans[all] = tr.Memory
+				tr.Close()
+			}
+			all, rows := plans[true], plans[false]
+			if all.Unsized != 0 || rows.Unsized > 1 || rows.Activations < all.Activations*9/10 {
+				t.Fatalf("activations planned on every row %d bytes (%d values unsized), on labelled rows %d (%d unsized)",
+					all.Activations, all.Unsized, rows.Activations, rows.Unsized)
+			}
+		})
 	}
 }

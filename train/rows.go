@@ -22,6 +22,11 @@ import (
 // MIGU's taps read them (magnitudes count every token); Build prunes them
 // otherwise.
 
+// labelledRows is the training graph's int64 [R] index of the labelled
+// tokens among the batch's flattened label positions; R is known only
+// when the batch is, so the memory plan takes every position as labelled.
+const labelledRows = "loss/labelled"
+
 // rowsSuffix ends the names of the nodes and values that compute on the
 // gathered rows.
 const rowsSuffix = "/rows"
