@@ -34,9 +34,8 @@ const rowsSuffix = "/rows"
 // rowGather copies the row-wise nodes that compute a value onto the
 // labelled rows.
 type rowGather struct {
-	g     *onnx.Graph
-	info  *shapes.Info
-	opset int64
+	g    *onnx.Graph
+	info *shapes.Info
 	// rows are the leading dimensions of the logits, one row per token.
 	rows []string
 	// idx is the int64 [R] index of the labelled rows among the flattened
@@ -62,7 +61,7 @@ func gatherRows(m *onnx.Model, logits, idx string, stop map[string]bool, trainab
 	}
 	g := m.Graph()
 	_, shape, _ := info.Type(logits)
-	r := &rowGather{g: g, info: info, opset: m.Opset(""), idx: idx, prod: g.Producers(), stop: stop,
+	r := &rowGather{g: g, info: info, idx: idx, prod: g.Producers(), stop: stop,
 		gathered: map[string]string{}, copies: map[string]string{}}
 	for _, d := range shape[:max(len(shape)-1, 0)] {
 		r.rows = append(r.rows, d.String())
@@ -73,7 +72,8 @@ func gatherRows(m *onnx.Model, logits, idx string, stop map[string]bool, trainab
 
 // dataValues returns the values that depend on a graph input other than
 // the trainable parameters: the batch's tensors and everything computed
-// from them.
+// from them. It repeats its pass over the nodes until nothing changes, so
+// that it holds whatever the nodes' order.
 func dataValues(g *onnx.Graph, trainable []string) map[string]bool {
 	data := map[string]bool{}
 	for _, in := range g.P.Input {
@@ -81,11 +81,16 @@ func dataValues(g *onnx.Graph, trainable []string) map[string]bool {
 			data[in.GetName()] = true
 		}
 	}
-	for _, n := range g.P.Node { // topologically ordered
-		if slices.ContainsFunc(n.Input, func(v string) bool { return data[v] }) {
+	for changed := true; changed; {
+		changed = false
+		for _, n := range g.P.Node {
+			if len(n.Output) == 0 || data[n.Output[0]] || !slices.ContainsFunc(n.Input, func(v string) bool { return data[v] }) {
+				continue
+			}
 			for _, o := range n.Output {
 				data[o] = true
 			}
+			changed = true
 		}
 	}
 	return data
