@@ -30,10 +30,12 @@ var OneDNNRoles = F32Roles{Forward: true, WeightGrads: true, Attention: true}
 
 // OneDNNFaster tells whether this CPU is of the kind where OneDNNRoles
 // in oneDNN were measured faster than in MLAS: AVX-512 of Ice Lake's
-// generation or later (avx512_vbmi2) without AMX, which covers Ice Lake,
-// Zen 4 and an Emerald Rapids whose hypervisor hides AMX (roberta's
-// steps 9.4 % shorter there, paired). Elsewhere — older AVX-512, AVX2
-// only, AMX (Sapphire Rapids) — it was not measured, and migu keeps MLAS.
+// generation or later (avx512_vbmi2). That covers Ice Lake, Zen 4, an
+// Emerald Rapids whose hypervisor hides AMX (roberta's steps 9.4 %
+// shorter, paired) and a Xeon with AMX (steps 11–13 % shorter on llama,
+// t5 and roberta, paired; oneDNN's float32 products use AVX-512 there
+// too). Older AVX-512 and AVX2-only CPUs were not measured, and migu
+// keeps MLAS there.
 func OneDNNFaster() bool {
 	data, err := os.ReadFile("/proc/cpuinfo")
 	if err != nil {
@@ -43,7 +45,7 @@ func OneDNNFaster() bool {
 }
 
 func oneDNNFaster(flags map[string]bool) bool {
-	return flags["avx512_vbmi2"] && !flags["amx_bf16"]
+	return flags["avx512_vbmi2"]
 }
 
 // F32Roles picks which products of a training graph RewriteF32 moves to
