@@ -33,8 +33,11 @@ vet:
 
 # References (PyTorch, onnxruntime, tokenizers) must be present: a test that
 # cannot find them fails here instead of skipping.
+# The 8- and 16-lane loops of train/optim_simd.go, which `make build` puts in
+# bin/migu, are tested against the scalar ones in a second, short run.
 gotest:
 	MIGU_REQUIRE_REFERENCE=1 $(GO) test -count=1 ./...
+	GOEXPERIMENT=simd $(GO) test -count=1 -run 'AdamW|RoundBF16|StepNorm|GradNorm' ./train
 
 pytest:
 	@if ls python/*/tests >/dev/null 2>&1; then $(VENV_PY) -m pytest -q python; else echo "pytest: no Python tests yet"; fi

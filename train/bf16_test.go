@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -317,4 +318,157 @@ func TestBF16ThreadsDeterministic(t *testing.T) {
 			}
 		}
 	}
+}
+
+// Rounding bf16 operands once (GraphOptions.ShareBF16) changes no loss,
+// gradient or tap by a bit — every architecture, full fine-tuning and
+// LoRA, with recomputation (its recomputed layers read the weights again)
+// — while trained weights come from their bf16 twins (Param.BF16), and
+// layer inputs, frozen weights and output gradients are rounded once
+// each: every other value that two bf16 products read has its ToBF16, and
+// no bf16 product reads a float32 value another one reads too.
+func TestShareBF16KeepsNumbers(t *testing.T) {
+	lib := testenv.BF16(t)
+	feeds := tinyFeeds()
+	for _, c := range []struct{ arch, method, recompute string }{
+		{"llama", "full", RecomputeNone}, {"llama", "full", RecomputeLayers}, {"llama", "lora", RecomputeNone},
+		{"t5", "full", RecomputeNone}, {"roberta", "full", RecomputeNone},
+	} {
+		t.Run(c.arch+"/"+c.method+"/"+c.recompute, func(t *testing.T) {
+			_, model := testfix.TinyModel(t, c.arch)
+			spec := recomputeSpec{model: model, method: c.method, feeds: feeds[c.arch], bf16: lib, threads: 2,
+				oneDNN: kernels.F32Roles{Attention: true}, oneDNNLib: lib}
+			art, want, _ := spec.run(t, c.recompute)
+			spec.shareBF16 = true
+			sart, got, g := spec.run(t, c.recompute)
+			if art.BF16Shared != 0 || sart.BF16Shared == 0 {
+				t.Fatalf("%d and %d values rounded once; want 0 without sharing, some with", art.BF16Shared, sart.BF16Shared)
+			}
+			reads := map[string]int{}
+			casts := 0
+			for _, n := range g.P.Node {
+				switch {
+				case n.GetOpType() == "ToBF16":
+					casts++
+				case n.GetOpType() == "MatMulBF16" || n.GetOpType() == "BatchMatMul" && onnx.AttrIntOr(n, "bf16", 0) == 1:
+					for _, in := range n.Input[:2] {
+						if !strings.HasSuffix(in, "/bf16") {
+							reads[in]++
+						}
+					}
+				}
+			}
+			if casts != sart.BF16Shared {
+				t.Fatalf("%d ToBF16 nodes for %d shared values", casts, sart.BF16Shared)
+			}
+			twins := 0
+			for _, p := range sart.Params {
+				if p.BF16 != "" {
+					twins++
+					if g.Input(p.BF16) == nil || reads[p.Name] != 0 {
+						t.Fatalf("%s: twin %q is no graph input, or a bf16 product still reads the float32 weight", p.Name, p.BF16)
+					}
+				}
+			}
+			if want := c.method == "full"; (twins > 0) != want {
+				t.Fatalf("%d weights with bf16 twins, full fine-tuning %v", twins, want)
+			}
+			for v, n := range reads {
+				// (A weight stored in bf16 is read as it is; the tiny models store float32.)
+				if n > 1 {
+					t.Fatalf("%d bf16 products round %s each", n, v)
+				}
+			}
+			for name, w := range want {
+				for i := range w {
+					if math.Float32bits(got[name][i]) != math.Float32bits(w[i]) {
+						t.Fatalf("%s[%d] = %g, %g with every product rounding its operands", name, i, got[name][i], w[i])
+					}
+				}
+			}
+			t.Logf("%d bf16 twins of weights and %d values rounded once, for %d bf16 products", twins, sart.BF16Shared, sart.BF16Products)
+		})
+	}
+}
+
+// A bf16 run that reads its trained weights from their bf16 twins (kept by
+// the optimizer, Param.BF16) and rounds shared operands once takes the
+// steps of a run whose every product rounds its own operands, bit for bit
+// — losses and weights, MIGU on — and so does a trainer that loads a
+// checkpoint of it after a step of its own (the twins are rounded again
+// from the loaded weights).
+func TestBF16TwinsKeepSteps(t *testing.T) {
+	testenv.BF16(t)
+	_, model := testfix.TinyModel(t, "llama")
+	man, err := modeldir.ReadManifest(model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	batches := testfix.RandomBatches(4, 2, 10, man.VocabSize, 3)
+	cfg := func(sharing string) Config {
+		return Config{GradAccum: 1, Optim: AdamWConfig{LR: 2e-3, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.01},
+			Precision: PrecisionBF16, UseMIGU: true, T: 0.7, BF16Sharing: sharing}
+	}
+	steps := func(tr *Trainer, from, to int) []float64 {
+		var losses []float64
+		for i := from; i < to; i++ {
+			res, err := tr.TrainStep([]*data.Batch{batches[i]}, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			losses = append(losses, res.Loss)
+		}
+		return losses
+	}
+	each := newFullTrainer(t, model, cfg(BF16ShareNever))
+	once := newFullTrainer(t, model, cfg(BF16ShareAlways))
+	twins := 0
+	for _, p := range once.Art.Params {
+		if p.BF16 != "" {
+			twins++
+		}
+	}
+	if twins == 0 || slices.ContainsFunc(each.Art.Params, func(p Param) bool { return p.BF16 != "" }) {
+		t.Fatalf("%d weights with bf16 twins when sharing; want some, and none without", twins)
+	}
+	want := steps(each, 0, 3)
+	got := steps(once, 0, 2)
+	run := t.TempDir()
+	dir, err := once.SaveCheckpoint(run, "id", nil, nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got = append(got, steps(once, 2, 3)...)
+	sameBits := func(what string, got, want []float32) {
+		t.Helper()
+		for i := range want {
+			if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+				t.Fatalf("%s[%d] = %g, %g with every product rounding its operands", what, i, got[i], want[i])
+			}
+		}
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("losses %v rounding once, %v in every product", got, want)
+	}
+	for _, tt := range each.Tensors {
+		sameBits(tt.Name, once.Params()[tt.Name], tt.Value)
+	}
+	// A step before the checkpoint is loaded: the twins must follow the
+	// loaded weights, not this step's.
+	resumed := newFullTrainer(t, model, cfg(BF16ShareAlways))
+	steps(resumed, 3, 4)
+	st, err := readCheckpointState(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := resumed.LoadCheckpoint(dir, st, "id"); err != nil {
+		t.Fatal(err)
+	}
+	if last := steps(resumed, 2, 3); last[0] != want[2] {
+		t.Fatalf("resumed step 3: loss %v, %v without the checkpoint", last[0], want[2])
+	}
+	for _, tt := range each.Tensors {
+		sameBits("resumed "+tt.Name, resumed.Params()[tt.Name], tt.Value)
+	}
+	t.Logf("%d weights read from bf16 twins; losses %v", twins, got)
 }

@@ -217,6 +217,7 @@ func (t *Trainer) LoadCheckpoint(dir string, st *CheckpointState, identity strin
 		tt.Steps = st.TensorSteps[tt.Name]
 	}
 	t.Step = st.Step
+	t.bf16Stale = true
 	return nil
 }
 

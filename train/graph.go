@@ -107,6 +107,15 @@ type GraphOptions struct {
 	// only (rows.go), with the same loss and gradients to float32
 	// rounding. Tests and benchmarks compare the two.
 	AllRows bool
+	// ShareBF16 rounds the operands of the bf16 products once instead of
+	// in every product that reads them: a trained weight is read from its
+	// Param.BF16 input, which the trainer rounds as the optimizer writes
+	// the weight (kernels.BF16Twins), and any other float32 value that
+	// several bf16 products read is rounded by one ToBF16
+	// (kernels.ShareBF16Operands). The same bits, fewer roundings. The
+	// trainer sets it where the bf16 products run natively
+	// (kernels.BF16Hardware.NativeNow).
+	ShareBF16 bool
 }
 
 // IO names one graph input or output of the artifact.
@@ -122,6 +131,10 @@ type Param struct {
 	Name  string  `json:"name"`
 	Shape []int64 `json:"shape"`
 	Grad  string  `json:"grad"` // the output holding its gradient
+	// BF16 is the graph input that holds the tensor rounded to bfloat16
+	// for the bf16 products (GraphOptions.ShareBF16); "" where there is
+	// none.
+	BF16 string `json:"bf16,omitempty"`
 }
 
 // Tap is a magnitude output: Σ|v| per feature of one tap point.
@@ -168,6 +181,10 @@ type Artifact struct {
 	OneDNNProducts    int `json:"onednn_products,omitempty"`
 	AttentionProducts int `json:"attention_products,omitempty"`
 	BF16Products      int `json:"bf16_products,omitempty"`
+	// BF16Shared counts the values the graph rounds to bf16 once for
+	// several products (GraphOptions.ShareBF16; trained weights, with
+	// their Param.BF16 inputs, are not among them).
+	BF16Shared int `json:"bf16_shared,omitempty"`
 }
 
 // BuildGraph writes train.onnx (+ external data) and train.json for the
@@ -375,6 +392,20 @@ func Build(m *onnx.Model, man *modeldir.Manifest, opt GraphOptions) (*Artifact, 
 			art.AttentionProducts = kernels.RewriteBatch(m, info, art.Precision == PrecisionBF16)
 		}
 	}
+	if opt.ShareBF16 && art.Precision == PrecisionBF16 {
+		info, err := shapes.Infer(m)
+		if err != nil {
+			return nil, err
+		}
+		twins := kernels.BF16Twins(m, info, names)
+		for i := range art.Params {
+			art.Params[i].BF16 = twins[art.Params[i].Name]
+		}
+		if info, err = shapes.Infer(m); err != nil {
+			return nil, err
+		}
+		art.BF16Shared = kernels.ShareBF16Operands(m, info)
+	}
 	consumers := g.Consumers()
 	for i := range art.Params {
 		p := &art.Params[i]
@@ -409,7 +440,7 @@ func Build(m *onnx.Model, man *modeldir.Manifest, opt GraphOptions) (*Artifact, 
 		scheduleLeaves(g, tapOutputs, nil)
 	}
 	for _, vi := range g.P.Input {
-		if slices.ContainsFunc(art.Params, func(p Param) bool { return p.Name == vi.GetName() }) {
+		if slices.ContainsFunc(art.Params, func(p Param) bool { return p.Name == vi.GetName() || p.BF16 == vi.GetName() }) {
 			continue
 		}
 		dt, shape, _ := onnx.TensorType(vi)

@@ -23,7 +23,8 @@ type MemoryPlan struct {
 	Frozen map[string]int64 `json:"frozen_bytes"`
 	// Trainable counts the trained parameters; State is their bytes in Go
 	// memory: float32 values, gradients and AdamW's two moments (16 per
-	// parameter), plus a gradient buffer when accumulating.
+	// parameter), plus a gradient buffer when accumulating and a bf16 twin
+	// (2 per parameter) of each weight the bf16 products read from one.
 	Trainable int64 `json:"trainable"`
 	State     int64 `json:"state_bytes"`
 	// Activations is the peak of the graph's intermediate values over one
@@ -113,6 +114,15 @@ func planMemory(m *onnx.Model, art *Artifact, trainable int64, gradAccum int, ba
 	p.State = 16 * trainable
 	if gradAccum > 1 {
 		p.State += 4 * trainable
+	}
+	for _, prm := range art.Params {
+		if prm.BF16 != "" { // the weight's bf16 twin (GraphOptions.ShareBF16)
+			n, err := onnx.NumElements(prm.Shape)
+			if err != nil {
+				return nil, err
+			}
+			p.State += 2 * n
+		}
 	}
 	for _, t := range g.P.Initializer {
 		if onnx.IsExternal(t) {

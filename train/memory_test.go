@@ -8,6 +8,7 @@ import (
 
 	"github.com/migu-ml/migu/exporters"
 	"github.com/migu-ml/migu/internal/badinput"
+	"github.com/migu-ml/migu/internal/testenv"
 	"github.com/migu-ml/migu/internal/testfix"
 	"github.com/migu-ml/migu/migu"
 	"github.com/migu-ml/migu/modeldir"
@@ -180,5 +181,36 @@ func TestMemoryPlanSizesLabelledRows(t *testing.T) {
 					all.Activations, all.Unsized, rows.Activations, rows.Unsized)
 			}
 		})
+	}
+}
+
+// A bf16 run that reads its weights from bf16 twins plans 2 more bytes of
+// state per twinned parameter, and sizes every value of its graph, the
+// ToBF16 copies included.
+func TestMemoryPlanCountsBF16Twins(t *testing.T) {
+	testenv.BF16(t)
+	_, model := testfix.TinyModel(t, "llama")
+	plans := map[string]*MemoryPlan{}
+	var twinned int64
+	for _, sharing := range []string{BF16ShareNever, BF16ShareAlways} {
+		tr := newFullTrainer(t, model, Config{GradAccum: 1, Optim: DefaultAdamW(), Precision: PrecisionBF16,
+			PlanBatch: 8, PlanSeq: 64, Threads: 1, BF16Sharing: sharing})
+		plans[sharing] = tr.Memory
+		if sharing == BF16ShareAlways {
+			for _, p := range tr.Art.Params {
+				if p.BF16 != "" {
+					n, _ := onnx.NumElements(p.Shape)
+					twinned += n
+				}
+			}
+		}
+		tr.Close()
+	}
+	each, once := plans[BF16ShareNever], plans[BF16ShareAlways]
+	if twinned == 0 || once.State-each.State != 2*twinned || each.State != 16*each.Trainable {
+		t.Fatalf("state %d bytes without twins, %d with twins of %d parameters (of %d)", each.State, once.State, twinned, each.Trainable)
+	}
+	if once.Unsized > each.Unsized {
+		t.Fatalf("%d values unsized with shared operands, %d without", once.Unsized, each.Unsized)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 
 	"github.com/migu-ml/migu/internal/badinput"
+	"github.com/migu-ml/migu/internal/half"
 	"github.com/migu-ml/migu/migu"
 )
 
@@ -34,6 +35,10 @@ type Tensor struct {
 	Grad  []float32
 	M, V  []float32
 	Steps int64 // optimizer steps taken (PyTorch keeps one count per tensor)
+	// BF16 is Value rounded to bfloat16, the copy the training graph's
+	// bf16 products read (Param.BF16), or nil; AdamW rounds each chunk
+	// into it right after updating it.
+	BF16 []uint16
 }
 
 // AdamW updates tensors as torch.optim.AdamW does (decoupled weight decay,
@@ -247,6 +252,10 @@ func (o *AdamW) chunk(c adamChunk, scale float32, mode migu.Mode) {
 			}
 		}
 	}
+	if t.BF16 != nil {
+		// While the chunk's values are in cache.
+		roundBF16(t.BF16[c.lo:c.hi], p)
+	}
 }
 
 // adamConsts are the per-tensor constants of one step, in float32 as
@@ -288,6 +297,15 @@ func (k *adamConsts) updateFactor(p, g, m, v, f []float32, scale float32) {
 		denom := float32(math.Sqrt(float64(vi)))/k.bc2Sqrt + k.eps
 		p[i] = pi + k.negStep*(mi/denom)
 		m[i], v[i] = mi, vi
+	}
+}
+
+// roundBF16 rounds src to bfloat16 (to nearest even, NaNs quiet) into
+// dst, as internal/half.F32ToBF16 and the bf16 products round.
+func roundBF16(dst []uint16, src []float32) {
+	dst = dst[:len(src)]
+	for i := roundBF16Vec(dst, src); i < len(src); i++ {
+		dst[i] = half.F32ToBF16(src[i])
 	}
 }
 

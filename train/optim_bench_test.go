@@ -45,7 +45,7 @@ func smallLlamaTensors() ([]*Tensor, map[*Tensor]*migu.Keep) {
 // parameters: plain, with MIGU masks in grad mode and in update mode, the
 // global gradient norm that clipping needs first, and a step that sums the
 // norm as it goes (StepNorm, without clipping) against the norm and then
-// the step.
+// the step; and the plain step rounding into bf16 twins as it goes.
 func BenchmarkAdamW(b *testing.B) {
 	ts, keep := smallLlamaTensors()
 	opt, err := NewAdamW(DefaultAdamW())
@@ -64,6 +64,23 @@ func BenchmarkAdamW(b *testing.B) {
 			testenv.ReportCPU(b, cpu)
 		})
 	}
+	// The step that also rounds each chunk into the weights' bf16 twins
+	// (Tensor.BF16), as a bf16 run that shares its operands takes it.
+	b.Run("plain-bf16-twins", func(b *testing.B) {
+		for _, t := range ts {
+			t.BF16 = make([]uint16, len(t.Value))
+		}
+		defer func() {
+			for _, t := range ts {
+				t.BF16 = nil
+			}
+		}()
+		cpu := testenv.CPUTime()
+		for b.Loop() {
+			opt.Step(ts, 1e-4, keep, migu.ModeNone)
+		}
+		testenv.ReportCPU(b, cpu)
+	})
 	b.Run("grad-norm", func(b *testing.B) {
 		cpu := testenv.CPUTime()
 		for b.Loop() {

@@ -10,6 +10,8 @@ func (k *adamConsts) updateFactorVec(p, g, m, v, f []float32, scale float32) int
 
 func sumSquaresVec(g []float32) (float64, int) { return 0, 0 }
 
+func roundBF16Vec(dst []uint16, src []float32) int { return 0 }
+
 // VectorizedAdamW reports whether AdamW runs its 8-lane loops (a build
 // with GOEXPERIMENT=simd on an AVX2 machine), for benchmark reports.
 func VectorizedAdamW() bool { return false }

@@ -80,6 +80,36 @@ func (k *adamConsts) updateFactorVec(p, g, m, v, f []float32, scale float32) int
 	return n
 }
 
+// hasAVX512 selects the 16-lane bfloat16 rounding (roundBF16Vec), which
+// narrows with AVX-512's VPMOVDW; the CPUs whose bf16 products round
+// once (AMX, Zen 4) all have AVX-512.
+var hasAVX512 = archsimd.X86.AVX512()
+
+// roundBF16Vec runs roundBF16 on the longest prefix of src that is a
+// multiple of 16 values, sixteen at a time, and returns its length: the
+// same integer rounding as half.F32ToBF16.
+func roundBF16Vec(dst []uint16, src []float32) int {
+	if !hasAVX512 {
+		return 0
+	}
+	n := len(src) &^ 15
+	dst = dst[:n]
+	bias, one := archsimd.BroadcastUint32x16(0x7fff), archsimd.BroadcastUint32x16(1)
+	abs, inf, quiet := archsimd.BroadcastUint32x16(0x7fffffff), archsimd.BroadcastUint32x16(0x7f800000), archsimd.BroadcastUint32x16(0x40)
+	// Shifts by a vector of counts: ShiftAllRight(16) moved its count into
+	// an XMM register with a legacy SSE instruction on every iteration,
+	// which cost about 100 times the loop's time on a Xeon with AMX.
+	sixteen := archsimd.BroadcastUint32x16(16)
+	for i := 0; i < n; i += 16 {
+		b := archsimd.LoadFloat32x16Slice(src[i:]).AsUint32x16()
+		high := b.ShiftRight(sixteen)
+		r := b.Add(bias).Add(high.And(one)).ShiftRight(sixteen)
+		r = high.Or(quiet).Merge(r, b.And(abs).Greater(inf))
+		r.TruncateToUint16().StoreSlice(dst[i:])
+	}
+	return n
+}
+
 // VectorizedAdamW reports whether AdamW runs its 8-lane loops (a build
 // with GOEXPERIMENT=simd on an AVX2 machine), for benchmark reports.
 func VectorizedAdamW() bool { return hasAVX2 }

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/migu-ml/migu/internal/half"
 	"github.com/migu-ml/migu/migu"
 )
 
@@ -126,6 +127,33 @@ func TestStepNormIsGradNormAndStep(t *testing.T) {
 	for i := range a {
 		if !slices.Equal(a[i].Value, b[i].Value) || !slices.Equal(a[i].M, b[i].M) || !slices.Equal(a[i].V, b[i].V) {
 			t.Errorf("tensor %d: StepNorm and Step update differently", i)
+		}
+	}
+}
+
+// roundBF16 (16 lanes at a time when built with GOEXPERIMENT=simd on an
+// AVX-512 machine, the tail one by one) rounds as half.F32ToBF16, bit for
+// bit: ties to even, NaNs quiet (one with its payload only in the low
+// half too), the largest floats to infinity, subnormals, signed zeros, and
+// random bits of every exponent.
+func TestRoundBF16(t *testing.T) {
+	bits := []uint32{0, 0x80000000, 0x3f800000, 0x3f808000, 0x3f818000, 0x3f80ffff, 0x3f807fff, 0x7f7fffff, 0xff7fffff,
+		0x00000001, 0x007fffff, 0x80400000, 0x7f800000, 0xff800000, 0x7fc00000, 0xffc00001, 0x7f800001, 0x7fffffff}
+	rng := rand.New(rand.NewPCG(8, 9))
+	for range 1000 {
+		bits = append(bits, rng.Uint32())
+	}
+	src := make([]float32, len(bits))
+	for i, b := range bits {
+		src[i] = math.Float32frombits(b)
+	}
+	for _, n := range []int{0, 5, 16, 17, len(src)} {
+		dst := make([]uint16, n)
+		roundBF16(dst, src[:n])
+		for i, v := range src[:n] {
+			if want := half.F32ToBF16(v); dst[i] != want {
+				t.Fatalf("n %d: %#08x rounds to %#04x, want %#04x", n, bits[i], dst[i], want)
+			}
 		}
 	}
 }

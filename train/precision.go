@@ -19,6 +19,32 @@ const (
 	PrecisionBF16 = "bf16"
 )
 
+// Whether the bf16 products' operands are rounded once for all products
+// that read them (GraphOptions.ShareBF16) or in each product
+// (Config.BF16Sharing); the numbers are the same bits either way.
+const (
+	// BF16ShareAuto rounds once where the products run natively
+	// (kernels.BF16Hardware.NativeNow): there they read bf16 as it is. On
+	// the float32 path they would widen the bf16 copy back to float32, no
+	// cheaper than rounding, so each product rounds its own.
+	BF16ShareAuto = ""
+	// BF16ShareNever lets every product round its operands.
+	BF16ShareNever = "never"
+	// BF16ShareAlways rounds once on either path.
+	BF16ShareAlways = "always"
+)
+
+// shareBF16 tells whether a bf16 run rounds shared operands once.
+func shareBF16(cfg Config) bool {
+	switch cfg.BF16Sharing {
+	case BF16ShareNever:
+		return false
+	case BF16ShareAlways:
+		return true
+	}
+	return kernels.ReadBF16Hardware().NativeNow()
+}
+
 // CheckPrecision checks a precision setting ("" is fp32).
 func CheckPrecision(p string) error {
 	switch p {

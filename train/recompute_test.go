@@ -98,6 +98,8 @@ type recomputeSpec struct {
 	oneDNNLib string
 	// allRows runs the head on every token (GraphOptions.AllRows).
 	allRows bool
+	// shareBF16 rounds shared bf16 operands once (GraphOptions.ShareBF16).
+	shareBF16 bool
 }
 
 func (s recomputeSpec) manifest(t *testing.T) *modeldir.Manifest {
@@ -137,7 +139,7 @@ func (s recomputeSpec) run(t *testing.T, recompute string) (*Artifact, map[strin
 		}
 		values[name] = v
 	}
-	art, err := Build(m, man, GraphOptions{Names: names, Taps: true, TapPoints: points, HiddenPad: s.pad, Recompute: recompute, Fused: s.kernels != "", FusedTaps: s.kernels != "", Precision: precisionOf(s.bf16), OneDNN: s.oneDNN, AllRows: s.allRows})
+	art, err := Build(m, man, GraphOptions{Names: names, Taps: true, TapPoints: points, HiddenPad: s.pad, Recompute: recompute, Fused: s.kernels != "", FusedTaps: s.kernels != "", Precision: precisionOf(s.bf16), OneDNN: s.oneDNN, AllRows: s.allRows, ShareBF16: s.shareBF16})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,6 +165,13 @@ func (s recomputeSpec) run(t *testing.T, recompute string) (*Artifact, map[strin
 			t.Fatal(err)
 		}
 		in[p.Name] = v
+		if p.BF16 != "" {
+			twin := make([]uint16, len(values[p.Name]))
+			roundBF16(twin, values[p.Name])
+			if in[p.BF16], err = ort.NewBFloat16Tensor(twin, p.Shape...); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
 	for name, rows := range s.feeds {
 		var flat []int64

@@ -56,6 +56,10 @@ type Config struct {
 	// AllRows runs the head on every token (GraphOptions.AllRows; it
 	// changes speed, not results).
 	AllRows bool `json:"-"`
+	// BF16Sharing is BF16ShareAuto (""), BF16ShareNever or
+	// BF16ShareAlways: where a bf16 run rounds the products' operands
+	// once (GraphOptions.ShareBF16). Tests and benchmarks compare them.
+	BF16Sharing string `json:"-"`
 	// PlanBatch and PlanSeq, when set, are the largest batch's shape:
 	// NewTrainer then plans the run's memory (Trainer.Memory) before it
 	// allocates the trained tensors, and refuses a plan above MemoryLimit
@@ -177,8 +181,12 @@ type Trainer struct {
 	tapOut     map[string][]float32
 	lossOut    []float32
 	keepOpt    map[*Tensor]*migu.Keep
-	inputs     map[string]ort.Value
-	dataDims   map[string][]int64
+	// bf16Stale says that the weights' bf16 twins (Tensor.BF16) may not
+	// match the weights: after open and LoadCheckpoint, until TrainStep
+	// rounds them all; the optimizer keeps them after that.
+	bf16Stale bool
+	inputs    map[string]ort.Value
+	dataDims  map[string][]int64
 }
 
 // StepResult reports one optimizer step.
@@ -246,7 +254,8 @@ func NewTrainer(plan *Plan, dir string, cfg Config) (*Trainer, error) {
 	t.bf16 = lib16
 	art, err := Build(plan.Model, plan.Manifest, GraphOptions{Objective: cfg.Objective, Names: plan.Trainable,
 		Taps: cfg.UseMIGU, TapPoints: plan.Points, TapsSkipPadding: cfg.SkipPaddingTaps, HiddenPad: cfg.HiddenPad, Recompute: cfg.Recompute,
-		Fused: lib != "", FusedTaps: lib != "", Precision: cfg.Precision, OneDNN: oneDNN, AllRows: cfg.AllRows})
+		Fused: lib != "", FusedTaps: lib != "", Precision: cfg.Precision, OneDNN: oneDNN, AllRows: cfg.AllRows,
+		ShareBF16: shareBF16(cfg)})
 	if err != nil {
 		return nil, err
 	}
@@ -347,6 +356,18 @@ func (t *Trainer) open(path string) error {
 		tt := byName[p.Name]
 		if err := bind(true, p.Name, tt.Value, tt.Shape...); err != nil {
 			return err
+		}
+		if p.BF16 != "" {
+			tt.BF16 = make([]uint16, len(tt.Value))
+			t.bf16Stale = true
+			v, err := ort.NewBFloat16Tensor(tt.BF16, tt.Shape...)
+			if err != nil {
+				return fmt.Errorf("%s: %w", p.BF16, err)
+			}
+			t.owned = append(t.owned, v)
+			if err := t.binding.BindInput(p.BF16, v); err != nil {
+				return err
+			}
 		}
 		out := tt.Grad
 		if t.cfg.GradAccum > 1 {
@@ -524,6 +545,14 @@ func (t *Trainer) TrainStep(batches []*data.Batch, masked bool) (*StepResult, er
 	}
 	start := time.Now()
 	res := &StepResult{Step: t.Step + 1}
+	if t.bf16Stale {
+		for _, tt := range t.Tensors {
+			if tt.BF16 != nil {
+				roundBF16(tt.BF16, tt.Value)
+			}
+		}
+		t.bf16Stale = false
+	}
 	for _, tt := range t.Tensors {
 		if t.cfg.GradAccum > 1 {
 			clear(tt.Grad)

@@ -13,7 +13,8 @@
 // -worker matmul times ORT's MatMul, -worker migu-pair MIGU's cost in one
 // process, -worker onednn-pair oneDNN's float32 products against MLAS in
 // one process, -worker model-pair two exports of one model, -worker
-// rows-pair the head on every token against the labelled ones (pair.go);
+// rows-pair the head on every token against the labelled ones, -worker
+// share-pair bf16 operands rounded per product against once (pair.go);
 // -worker eval scores as migu eval does (eval.go), -worker eval-pair two
 // evaluation setups in one process (evalpair.go).
 package main
@@ -107,7 +108,7 @@ type options struct {
 
 func parseFlags() *options {
 	o := &options{}
-	flag.StringVar(&o.worker, "worker", "", "internal: run as a worker (migu, migu-pair, onednn-pair, model-pair, rows-pair, eval, eval-pair or matmul)")
+	flag.StringVar(&o.worker, "worker", "", "internal: run as a worker (migu, migu-pair, onednn-pair, model-pair, rows-pair, share-pair, eval, eval-pair or matmul)")
 	flag.StringVar(&o.models, "models", bench.EnvOr("BENCH_MODELS", "llama,t5,roberta"), "models to benchmark: architectures (small presets) and smollm2 (SmolLM2-135M-Instruct from its GGUF)")
 	flag.StringVar(&o.methods, "methods", bench.EnvOr("BENCH_METHODS", "full,lora"), "training methods")
 	flag.StringVar(&o.migus, "migu", bench.EnvOr("BENCH_MIGU", "off,on"), "MIGU settings to run (off, on)")
@@ -176,6 +177,8 @@ func main() {
 		err = workModelPair(o)
 	case "rows-pair":
 		err = workRowsPair(o)
+	case "share-pair":
+		err = workSharePair(o)
 	case "eval-pair":
 		err = workEvalPair(o)
 	case "matmul":
@@ -305,10 +308,11 @@ type benchTrainer struct {
 
 // benchSetup is what a worker's trainers may differ in.
 type benchSetup struct {
-	withMIGU bool
-	oneDNN   *kernels.F32Roles // nil: as migu train decides
-	model    string            // model folder; empty: -model
-	allRows  bool              // the head on every token (train.Config.AllRows)
+	withMIGU    bool
+	oneDNN      *kernels.F32Roles // nil: as migu train decides
+	model       string            // model folder; empty: -model
+	allRows     bool              // the head on every token (train.Config.AllRows)
+	bf16Sharing string            // train.Config.BF16Sharing
 }
 
 // parseOneDNN reads -onednn: "" decides as migu train does (nil:
@@ -391,7 +395,7 @@ func newBenchTrainer(o *options, setup benchSetup) (*benchTrainer, error) {
 	opt.LR = 1e-4
 	cfg := train.Config{Optim: opt, GradAccum: 1, UseMIGU: setup.withMIGU, T: 0.7, Mode: migu.ModeGrad, Threads: o.threads,
 		Session: ort.SessionOptions{Provider: o.provider, OptLevel: level, ProfilePrefix: o.ortProfile}, Precision: o.precision,
-		OneDNN: setup.oneDNN, AllRows: setup.allRows}
+		OneDNN: setup.oneDNN, AllRows: setup.allRows, BF16Sharing: setup.bf16Sharing}
 	if o.hiddenPad {
 		cfg.HiddenPad = train.PadFourKB
 	}

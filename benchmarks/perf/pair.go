@@ -8,6 +8,7 @@ import (
 
 	"github.com/migu-ml/migu/data"
 	"github.com/migu-ml/migu/onnx/ort"
+	"github.com/migu-ml/migu/train"
 )
 
 // pairSample is what the pair workers print: per step pair, the wall and
@@ -62,6 +63,19 @@ func workModelPair(o *options) error {
 // step.
 func workRowsPair(o *options) error {
 	return pairSteps(o, benchSetup{withMIGU: o.withMIGU, allRows: true}, benchSetup{withMIGU: o.withMIGU})
+}
+
+// workSharePair measures bf16 operands rounded once the same way: one
+// trainer lets every bf16 product round its operands, the other reads
+// trained weights from their bf16 twins and rounds other shared operands
+// once (train.Config.BF16Sharing never and always; MIGU as -with-migu
+// says; run it with -migu-precision bf16).
+func workSharePair(o *options) error {
+	if o.precision != train.PrecisionBF16 {
+		return fmt.Errorf("-worker share-pair needs -migu-precision bf16")
+	}
+	return pairSteps(o, benchSetup{withMIGU: o.withMIGU, bf16Sharing: train.BF16ShareNever},
+		benchSetup{withMIGU: o.withMIGU, bf16Sharing: train.BF16ShareAlways})
 }
 
 // pairSteps runs a trainer of each setup, off and on, in turns (off, on,

@@ -35,8 +35,8 @@ const BF16LibName = "libmigu_bf16.so"
 // change together with its ops' domain, inputs, outputs or attributes.
 // FindBF16 refuses a library reporting another version. Version 1 put
 // MatMulBF16 in the domain ai.migu; 2 in ai.migu.bf16; 3 added MatMulF32
-// (f32.go); 4 BatchMatMul (batch.go).
-const BF16LibVersion = "4"
+// (f32.go); 4 BatchMatMul (batch.go); 5 ToBF16 (bf16_share.go).
+const BF16LibVersion = "5"
 
 // BF16EnvVar names the bf16 library explicitly; unset, FindBF16 looks for
 // the built one as Find does.
@@ -111,15 +111,28 @@ func (h BF16Hardware) Native() bool {
 // the library picks native where Native holds.
 const BF16PathEnvVar = "MIGU_BF16_PATH"
 
-// Path says which path MatMulBF16 takes in a process started now:
-// $MIGU_BF16_PATH when it is native or f32, else Native's answer, with the
-// reason. It is the description that benchmark results print.
-func (h BF16Hardware) Path() string {
+// NativeNow is Native as a process started now sees it: $MIGU_BF16_PATH,
+// when it is native or f32, decides instead of the hardware.
+func (h BF16Hardware) NativeNow() bool {
 	switch os.Getenv(BF16PathEnvVar) {
 	case "native":
-		return "native: oneDNN bf16 products (forced by $" + BF16PathEnvVar + ")"
+		return true
 	case "f32":
-		return "f32: float32 products of the bf16-rounded operands (forced by $" + BF16PathEnvVar + ")"
+		return false
+	}
+	return h.Native()
+}
+
+// Path says which path MatMulBF16 takes in a process started now
+// (NativeNow), with the reason. It is the description that benchmark
+// results print.
+func (h BF16Hardware) Path() string {
+	forced := " (forced by $" + BF16PathEnvVar + ")"
+	switch os.Getenv(BF16PathEnvVar) {
+	case "native":
+		return "native: oneDNN bf16 products" + forced
+	case "f32":
+		return "f32: float32 products of the bf16-rounded operands" + forced
 	}
 	if h.Native() {
 		return "native: oneDNN bf16 products on " + h.Units

@@ -8,10 +8,25 @@ import (
 
 // Shape rules of migu's oneDNN matrix products (onnx/kernels,
 // csrc/migu_bf16.c), MatMulBF16, MatMulF32 and BatchMatMul: float32 or
-// bfloat16 in, float32 out.
+// bfloat16 in, float32 out; and ToBF16, which rounds a float32 operand to
+// bfloat16 once for several of them.
 func init() {
 	registerShape(inferMatMulBF16, onnx.DomainMiguBF16+".MatMulBF16", onnx.DomainMiguBF16+".MatMulF32")
 	registerShape(inferBatchMatMul, onnx.DomainMiguBF16+".BatchMatMul")
+	registerShape(inferToBF16, onnx.DomainMiguBF16+".ToBF16")
+}
+
+// inferToBF16: Y is X's shape in bfloat16; X must be float32.
+func inferToBF16(c *inferCtx) error {
+	x, err := c.input(0)
+	if err != nil {
+		return err
+	}
+	if x.dtype != onnx.Float {
+		return fmt.Errorf("ToBF16 needs a float32 X, not %s", x.dtype)
+	}
+	c.set(0, onnx.BFloat16, x.shape)
+	return nil
 }
 
 // inferMatMulBF16: Y = op(A)·op(B) with B 2-D; A is [..., M, K], or [K, M]

@@ -2,7 +2,7 @@
 // bfloat16, and float32 where oneDNN beats ORT's MLAS — an optional
 // companion of migu_kernels.c built only where oneDNN's headers
 // are installed (Debian's libdnnl-dev; scripts/bf16.sh), loaded into a stock
-// ONNX Runtime through its custom-operator C API. Three ops, domain
+// ONNX Runtime through its custom-operator C API. Four ops, domain
 // "ai.migu.bf16" (ORT refuses a second library registering migu_kernels'
 // "ai.migu"), opset 1:
 //
@@ -29,6 +29,15 @@
 //       ([batch, tokens, heads, dim] ⇄ [batch, heads, tokens, dim]) cost
 //       nothing (onnx/kernels/batch.go folds them in). bf16 1 rounds the
 //       operands to bfloat16 as MatMulBF16 does.
+//
+//   ToBF16(X) -> Y bfloat16
+//       X (float32, any shape) rounded to bfloat16 as MatMulBF16 rounds
+//       its operands. Where several bf16 products read one float32 value
+//       (a weight: its forward product and its input gradient; a layer's
+//       input: the query, key and value products and their weight
+//       gradients), the training graph rounds it once and hands them the
+//       bf16 copy (onnx/kernels/bf16_share.go): the same bits, read as
+//       they are.
 //
 // On CPUs with AMX-BF16 or AVX-512 BF16 the product is oneDNN's bf16 matmul
 // with float32 accumulation, on those units. Elsewhere oneDNN would emulate
@@ -281,6 +290,8 @@ typedef struct {
 	// with bf16 1) on the operands rounded to bf16 values (see
 	// native_bf16), for MatMulF32 on the operands as they are (round 0).
 	int f32, round;
+	// cast marks ToBF16, which runs no product.
+	int cast;
 	// cache holds the primitives of the block shapes met last (a full
 	// block and its edges: up to four per product shape, which changes
 	// with the batch's token count), guarded by mu; the least recently
@@ -589,6 +600,20 @@ static OrtStatus *compute_status(kernel *kk, OrtKernelContext *ctx) {
 	return s;
 }
 
+// cast_status is ToBF16's compute.
+static OrtStatus *cast_status(OrtKernelContext *ctx) {
+	tensor x;
+	TRY(input(ctx, 0, &x));
+	if (x.type != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT) return fail("X must be float32");
+	OrtValue *yv = NULL;
+	uint16_t *y = NULL;
+	TRY(api->KernelContext_GetOutput(ctx, 0, x.dims, x.rank, &yv));
+	TRY(api->GetTensorMutableData(yv, (void **)&y));
+	if (x.count == 0) return NULL;
+	convert_job j = {.x = x.data, .y = y, .n = x.count};
+	return api->KernelContext_ParallelFor(ctx, convert_block, (size_t)((x.count + CONVERT_BLOCK - 1) / CONVERT_BLOCK), 0, &j);
+}
+
 // dense_strides gives the element strides of a row-major tensor.
 static void dense_strides(const int64_t *dims, int64_t *strides) {
 	strides[3] = 1;
@@ -670,10 +695,10 @@ static OrtStatus *batch_status(kernel *kk, OrtKernelContext *ctx) {
 // ---- ops ----
 
 // ops are MatMulBF16, MatMulF32 and BatchMatMul, alike but for their
-// names and their kernels' flags.
-enum { OP_BF16, OP_F32, OP_BATCH, OPS };
+// names and their kernels' flags, and ToBF16.
+enum { OP_BF16, OP_F32, OP_BATCH, OP_CAST, OPS };
 static OrtCustomOp ops[OPS];
-static const char *op_names[OPS] = {"MatMulBF16", "MatMulF32", "BatchMatMul"};
+static const char *op_names[OPS] = {"MatMulBF16", "MatMulF32", "BatchMatMul", "ToBF16"};
 
 static int64_t int_attr(const OrtKernelInfo *info, const char *name) {
 	int64_t v = 0;
@@ -709,6 +734,10 @@ static OrtStatus *perm_attr(const OrtKernelInfo *info, const char *name, int64_t
 
 static OrtStatus *make_kernel(int op, const OrtKernelInfo *info, kernel *k) {
 	k->name = op_names[op];
+	if (op == OP_CAST) {
+		k->cast = 1;
+		return NULL;
+	}
 	k->trans_a = int_attr(info, "transA") != 0;
 	k->trans_b = int_attr(info, "transB") != 0;
 	k->round = op == OP_BF16;
@@ -740,6 +769,7 @@ static OrtStatus *ORT_API_CALL create_kernel(const OrtCustomOp *o, const OrtApi 
 
 static OrtStatus *ORT_API_CALL compute(void *k, OrtKernelContext *ctx) {
 	kernel *kk = k;
+	if (kk->cast) return named(kk->name, cast_status(ctx));
 	return named(kk->name, kk->batched ? batch_status(kk, ctx) : compute_status(kk, ctx));
 }
 static void ORT_API_CALL destroy(void *k) {
@@ -754,16 +784,17 @@ static const char *ORT_API_CALL get_provider(const OrtCustomOp *o) {
 	(void)o;
 	return "CPUExecutionProvider";
 }
-// Inputs are typed UNDEFINED: each may be float32 or bfloat16 (checked in
-// Compute), which ORT allows custom ops.
+// The products' inputs are typed UNDEFINED: each may be float32 or
+// bfloat16 (checked in Compute), which ORT allows custom ops.
 static ONNXTensorElementDataType ORT_API_CALL input_type(const OrtCustomOp *o, size_t i) {
-	(void)o;
 	(void)i;
-	return ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
+	return o - ops == OP_CAST ? ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT : ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
 }
-static size_t ORT_API_CALL input_count(const OrtCustomOp *o) {
-	(void)o;
-	return 2;
+static size_t ORT_API_CALL input_count(const OrtCustomOp *o) { return o - ops == OP_CAST ? 1 : 2; }
+
+static ONNXTensorElementDataType ORT_API_CALL output_type(const OrtCustomOp *o, size_t i) {
+	(void)i;
+	return o - ops == OP_CAST ? ONNX_TENSOR_ELEMENT_DATA_TYPE_BFLOAT16 : ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
 }
 
 static size_t ORT_API_CALL output_count(const OrtCustomOp *o) {
@@ -787,6 +818,7 @@ static void make_domain(void) {
 		op->GetExecutionProviderType = get_provider;
 		op->GetInputType = input_type;
 		op->GetInputTypeCount = input_count;
+		op->GetOutputType = output_type;
 		op->GetOutputTypeCount = output_count;
 		domain_status = api->CustomOpDomain_Add(domain, op);
 	}
@@ -807,7 +839,7 @@ MIGU_EXPORT OrtStatus *ORT_API_CALL RegisterCustomOps(OrtSessionOptions *options
 // MiguBF16Version tells the loader which op set this build provides.
 // It changes with the op set, together with BF16LibVersion in onnx/kernels/bf16.go
 // (the Go side refuses a library reporting another version).
-MIGU_EXPORT const char *MiguBF16Version(void) { return "4"; }
+MIGU_EXPORT const char *MiguBF16Version(void) { return "5"; }
 
 // MiguBF16Path names the path bf16 products take in this process,
 // "native" or "f32" (native_bf16), so that a test can check that
