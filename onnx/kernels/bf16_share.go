@@ -1,24 +1,26 @@
 package kernels
 
 import (
-	"slices"
-
 	"github.com/migu-ml/migu/onnx"
 	"github.com/migu-ml/migu/onnx/onnxpb"
 	"google.golang.org/protobuf/proto"
 )
 
 // ShareBF16Operands rounds once each float32 value that two or more bf16
-// products read (MatMulBF16, and BatchMatMul with bf16 1): one
-// ai.migu.bf16.ToBF16 node, placed before the first of them, writes the
-// bfloat16 copy "<value>/bf16" that all of them read instead. A product
-// rounds a float32 operand itself on every run, so a trained weight was
-// rounded twice a step (its forward product and its input gradient), a
-// layer's input once per product and weight gradient reading it (six
-// times for the query, key and value projections' shared input), and a
-// product's output gradient twice (input and weight gradients). The
-// rounding is the same (to nearest even), so the products compute the
-// same bits.
+// products read (MatMulBF16, and BatchMatMul with bf16 1), directly or
+// through reshapes (Reshape, Flatten, Squeeze, Unsqueeze: a weight
+// gradient reads its layer's input and output gradient flattened to
+// [tokens, features], the forward and input-gradient products read them
+// as they are): one ai.migu.bf16.ToBF16 node writes the bfloat16 copy
+// "<value>/bf16", the reshapes are repeated on the copy, and the products
+// read those instead, each new node placed right before the first product
+// that needs it. A product rounds a float32 operand itself on every run,
+// so a trained weight was rounded twice a step (its forward product and
+// its input gradient), a layer's input once per product and weight
+// gradient reading it (six times for the query, key and value
+// projections' shared input), and a product's output gradient twice
+// (input and weight gradients). The rounding is the same (to nearest
+// even), so the products compute the same bits.
 //
 // It pays on the native bf16 path (BF16Hardware.NativeNow), where the
 // products read bf16 as it is: on a Xeon with AMX the rounding inside the
@@ -29,60 +31,80 @@ import (
 // of values rounded once.
 func ShareBF16Operands(m *onnx.Model, types Types) int {
 	g := m.Graph()
+	producers := g.Producers()
+	// root follows v back through reshapes of float32 values.
+	root := func(v string) string {
+		for {
+			p := producers[v]
+			if p == nil || p.GetDomain() != "" || !reshapes[p.GetOpType()] || len(p.Input) == 0 {
+				return v
+			}
+			if dt, _, ok := types.Type(p.Input[0]); !ok || dt != onnx.Float {
+				return v
+			}
+			v = p.Input[0]
+		}
+	}
 	reads := map[string]int{}
-	var order []string // values in the order of their first bf16 product
 	for _, n := range g.P.Node {
 		if !bf16Product(n) {
 			continue
 		}
 		for _, in := range n.Input[:2] {
-			if dt, _, ok := types.Type(in); !ok || dt != onnx.Float {
-				continue
+			if dt, _, ok := types.Type(in); ok && dt == onnx.Float {
+				reads[root(in)]++
 			}
-			if reads[in] == 0 {
-				order = append(order, in)
-			}
-			reads[in]++
 		}
 	}
-	order = slices.DeleteFunc(order, func(v string) bool { return reads[v] < 2 })
-	if len(order) == 0 {
-		return 0
+	// copyOf returns v's bf16 copy, appending the nodes that make it to
+	// nodes where they are not made yet.
+	copies := map[string]string{}
+	shared := 0
+	var nodes []*onnxpb.NodeProto
+	var copyOf func(v string) string
+	copyOf = func(v string) string {
+		if c, ok := copies[v]; ok {
+			return c
+		}
+		c := g.Unique(v + "/bf16")
+		var n *onnxpb.NodeProto
+		if root(v) == v {
+			n = &onnxpb.NodeProto{OpType: proto.String("ToBF16"), Domain: proto.String(onnx.DomainMiguBF16), Input: []string{v}}
+			shared++
+		} else {
+			p := producers[v]
+			n = proto.Clone(p).(*onnxpb.NodeProto)
+			n.Input[0] = copyOf(p.Input[0])
+		}
+		n.Name, n.Output = proto.String(c), []string{c}
+		nodes = append(nodes, n)
+		copies[v] = c
+		return c
 	}
-	rounded := make(map[string]string, len(order))
-	first := len(g.P.Node)
-	for _, v := range order {
-		out := g.Unique(v + "/bf16")
-		g.Node("ToBF16", []string{v}, []string{out}, out)
-		g.P.Node[len(g.P.Node)-1].Domain = proto.String(onnx.DomainMiguBF16)
-		rounded[v] = out
-	}
-	casts := slices.Clone(g.P.Node[first:])
-	pending := map[string]*onnxpb.NodeProto{}
-	for _, c := range casts {
-		pending[c.Input[0]] = c
-	}
-	nodes := make([]*onnxpb.NodeProto, 0, len(g.P.Node))
-	for _, n := range g.P.Node[:first] {
+	old := g.P.Node
+	g.P.Node = make([]*onnxpb.NodeProto, 0, len(old))
+	for _, n := range old {
 		if bf16Product(n) {
 			for i, in := range n.Input[:2] {
-				out, ok := rounded[in]
-				if !ok {
-					continue
+				if dt, _, ok := types.Type(in); ok && dt == onnx.Float && reads[root(in)] > 1 {
+					nodes = nodes[:0]
+					n.Input[i] = copyOf(in)
+					g.P.Node = append(g.P.Node, nodes...)
 				}
-				if c := pending[in]; c != nil {
-					nodes = append(nodes, c)
-					delete(pending, in)
-				}
-				n.Input[i] = out
 			}
 		}
-		nodes = append(nodes, n)
+		g.P.Node = append(g.P.Node, n)
 	}
-	g.P.Node = nodes
-	m.SetOpset(onnx.DomainMiguBF16, Opset)
-	return len(order)
+	if shared > 0 {
+		m.SetOpset(onnx.DomainMiguBF16, Opset)
+	}
+	return shared
 }
+
+// reshapes are the standard ops that only change a tensor's shape: a
+// product that reads their output can read the same reshape of a bf16
+// copy.
+var reshapes = map[string]bool{"Reshape": true, "Flatten": true, "Squeeze": true, "Unsqueeze": true}
 
 // BF16Twins gives each float32 graph input named in weights that a bf16
 // product reads a bfloat16 twin, the graph input "<name>/bf16" of the same

@@ -132,8 +132,10 @@ func TestToBF16RefusesOtherTypes(t *testing.T) {
 // sharedProducts is a graph whose bf16 products read some values more than
 // once: h (the Relu of x; a forward product on each of two weights and a
 // weight gradient), w1 (its forward product and its input gradient, transB)
-// and d (the input and weight gradients). w2 is read by one bf16 product
-// and by a float32 one (MatMulF32), which must keep reading it as float32.
+// and d (the input and weight gradients); and x3, a 3-D layer input that
+// one forward product reads as it is and a weight gradient through two
+// reshapes (Flatten of an Unsqueeze). w2 is read by one bf16 product and
+// by a float32 one (MatMulF32), which must keep reading it as float32.
 func sharedProducts() *onnx.Model {
 	m := onnx.New("shared", nil)
 	g := m.Graph()
@@ -153,13 +155,19 @@ func sharedProducts() *onnx.Model {
 	product("MatMulBF16", "d", "w1", 0, 1)
 	product("MatMulBF16", h, "d", 1, 0)
 	product("MatMulF32", h, "w2", 0, 0)
+	g.AddInput("x3", onnx.Float, dimsOf([]int64{2, 2, 16}))
+	product("MatMulBF16", "x3", "w1", 0, 0)
+	u := g.Op("Unsqueeze", []string{"x3", g.ConstInt64("axis0", []int64{1}, 0)}, "x3.u")
+	flat := g.Op("Flatten", []string{u}, "x3.flat", onnx.AttrInt("axis", 3))
+	product("MatMulBF16", flat, "d", 1, 0)
 	m.SetOpset(onnx.DomainMiguBF16, kernels.Opset)
 	return m
 }
 
 // ShareBF16Operands gives every float32 value that two or more bf16
-// products read one ToBF16, placed after its producer and before its first
-// reader, rewires those products (and no other node) to the copy, leaves
+// products read, directly or through reshapes, one ToBF16, placed after
+// its producer and before its first reader, repeats the reshapes on the
+// copy, rewires those products (and no other node) to the copies, leaves
 // values read once alone, and changes no output by a bit — weight
 // products and attention's batched bf16 products, on 1 and 2 threads.
 // Float32 BatchMatMuls are no bf16 products: nothing to share.
@@ -184,9 +192,10 @@ func TestShareBF16Operands(t *testing.T) {
 		shared []string
 		feeds  []feed
 	}{
-		{"weight products", sharedProducts, []string{"h", "w1", "d"}, []feed{
+		{"weight products", sharedProducts, []string{"h", "w1", "d", "x3"}, []feed{
 			{"x", []int64{4, 16}, gaussian(rng, 64)}, {"w1", []int64{16, 8}, gaussian(rng, 128)},
 			{"w2", []int64{16, 8}, gaussian(rng, 128)}, {"d", []int64{4, 8}, gaussian(rng, 32)},
+			{"x3", []int64{2, 2, 16}, gaussian(rng, 64)},
 		}},
 		{"attention in bf16", attention(true), []string{"q", "k", "v", "g", "probs", "dp"}, attentionFeeds},
 		{"attention in float32", attention(false), nil, attentionFeeds},
@@ -208,6 +217,9 @@ func TestShareBF16Operands(t *testing.T) {
 			for _, in := range g.P.Input {
 				available[in.GetName()] = true
 			}
+			for _, in := range g.P.Initializer {
+				available[in.GetName()] = true
+			}
 			for _, n := range g.P.Node {
 				for _, in := range n.Input {
 					if !available[in] {
@@ -220,6 +232,9 @@ func TestShareBF16Operands(t *testing.T) {
 					continue
 				}
 				reads := slices.ContainsFunc(n.Input, func(v string) bool { return strings.HasSuffix(v, "/bf16") })
+				if n.GetOpType() == "Flatten" || n.GetOpType() == "Unsqueeze" {
+					continue
+				}
 				if bf16 := n.GetOpType() == "MatMulBF16" || onnx.AttrIntOr(n, "bf16", 0) == 1; reads && !bf16 {
 					t.Fatalf("%s (%s) reads a bf16 copy", n.GetName(), n.GetOpType())
 				}
