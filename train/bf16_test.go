@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math"
 	"os"
 	"os/exec"
@@ -19,6 +20,7 @@ import (
 	"github.com/migu-ml/migu/modeldir"
 	"github.com/migu-ml/migu/onnx"
 	"github.com/migu-ml/migu/onnx/kernels"
+	"github.com/migu-ml/migu/onnx/ort"
 )
 
 // precisionOf is the precision of a test graph: bf16 when the bf16
@@ -323,10 +325,11 @@ func TestBF16ThreadsDeterministic(t *testing.T) {
 // Rounding bf16 operands once (GraphOptions.ShareBF16) changes no loss,
 // gradient or tap by a bit — every architecture, full fine-tuning and
 // LoRA, with recomputation (its recomputed layers read the weights again)
-// — while trained weights come from their bf16 twins (Param.BF16), and
-// layer inputs, frozen weights and output gradients are rounded once
-// each: every other value that two bf16 products read has its ToBF16, and
-// no bf16 product reads a float32 value another one reads too.
+// — while weights come from their bf16 twins (trained ones Param.BF16,
+// frozen ones Artifact.FrozenBF16), and layer inputs and output gradients
+// are rounded once each: every other value that two bf16 products read
+// has its ToBF16, and no bf16 product reads a float32 value another one
+// reads too.
 func TestShareBF16KeepsNumbers(t *testing.T) {
 	lib := testenv.BF16(t)
 	feeds := tinyFeeds()
@@ -361,17 +364,22 @@ func TestShareBF16KeepsNumbers(t *testing.T) {
 			if casts != sart.BF16Shared {
 				t.Fatalf("%d ToBF16 nodes for %d shared values", casts, sart.BF16Shared)
 			}
-			twins := 0
+			twins := map[string]string{}
 			for _, p := range sart.Params {
 				if p.BF16 != "" {
-					twins++
-					if g.Input(p.BF16) == nil || reads[p.Name] != 0 {
-						t.Fatalf("%s: twin %q is no graph input, or a bf16 product still reads the float32 weight", p.Name, p.BF16)
-					}
+					twins[p.Name] = p.BF16
 				}
 			}
-			if want := c.method == "full"; (twins > 0) != want {
-				t.Fatalf("%d weights with bf16 twins, full fine-tuning %v", twins, want)
+			trained := len(twins)
+			maps.Copy(twins, sart.FrozenBF16)
+			for w, twin := range twins {
+				if g.Input(twin) == nil || reads[w] != 0 {
+					t.Fatalf("%s: twin %q is no graph input, or a bf16 product still reads the float32 weight", w, twin)
+				}
+			}
+			// Full fine-tuning trains every weight; LoRA freezes them.
+			if full := c.method == "full"; (trained > 0) != full || (len(sart.FrozenBF16) > 0) == full {
+				t.Fatalf("%d trained and %d frozen weights with bf16 twins, full fine-tuning %v", trained, len(sart.FrozenBF16), full)
 			}
 			for v, n := range reads {
 				// (A weight stored in bf16 is read as it is; the tiny models store float32.)
@@ -386,7 +394,7 @@ func TestShareBF16KeepsNumbers(t *testing.T) {
 					}
 				}
 			}
-			t.Logf("%d bf16 twins of weights and %d values rounded once, for %d bf16 products", twins, sart.BF16Shared, sart.BF16Products)
+			t.Logf("%d bf16 twins of weights and %d values rounded once, for %d bf16 products", len(twins), sart.BF16Shared, sart.BF16Products)
 		})
 	}
 }
@@ -471,4 +479,54 @@ func TestBF16TwinsKeepSteps(t *testing.T) {
 		sameBits("resumed "+tt.Name, resumed.Params()[tt.Name], tt.Value)
 	}
 	t.Logf("%d weights read from bf16 twins; losses %v", twins, got)
+}
+
+// A LoRA run in bf16 reads its frozen base weights from bf16 twins rounded
+// once when the trainer opens (Artifact.FrozenBF16) and takes the steps of
+// a run whose products round them every time, bit for bit.
+func TestBF16FrozenTwinsKeepSteps(t *testing.T) {
+	testenv.BF16(t)
+	if err := ort.Init(ort.InitOptions{LibraryPath: testenv.ORTLib(t)}); err != nil {
+		t.Fatal(err)
+	}
+	_, model := testfix.TinyModel(t, "llama")
+	man, err := modeldir.ReadManifest(model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	batches := testfix.RandomBatches(3, 2, 10, man.VocabSize, 4)
+	run := func(sharing string) (*Trainer, []float64) {
+		m, err := onnx.Load(filepath.Join(model, modeldir.ModelFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { m.Close() })
+		spec := recomputeSpec{method: "lora"}
+		names, points := spec.trainable(t, m, man)
+		plan := &Plan{Model: m, Manifest: man, Trainable: names, Points: points}
+		tr, err := NewTrainer(plan, t.TempDir(), Config{GradAccum: 1, Threads: 1, Precision: PrecisionBF16, BF16Sharing: sharing,
+			Optim: AdamWConfig{LR: 2e-3, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { tr.Close() })
+		var losses []float64
+		for _, b := range batches {
+			res, err := tr.TrainStep([]*data.Batch{b}, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			losses = append(losses, res.Loss)
+		}
+		return tr, losses
+	}
+	each, want := run(BF16ShareNever)
+	once, got := run(BF16ShareAlways)
+	if len(each.Art.FrozenBF16) != 0 || len(once.Art.FrozenBF16) == 0 {
+		t.Fatalf("%d frozen weights with bf16 twins without sharing, %d with", len(each.Art.FrozenBF16), len(once.Art.FrozenBF16))
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("losses %v with frozen twins, %v without", got, want)
+	}
+	t.Logf("%d frozen weights read from bf16 twins; losses %v", len(once.Art.FrozenBF16), got)
 }

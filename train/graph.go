@@ -8,6 +8,7 @@ package train
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -110,7 +111,8 @@ type GraphOptions struct {
 	// ShareBF16 rounds the operands of the bf16 products once instead of
 	// in every product that reads them: a trained weight is read from its
 	// Param.BF16 input, which the trainer rounds as the optimizer writes
-	// the weight (kernels.BF16Twins), and any other float32 value that
+	// the weight, a frozen float32 one from its Artifact.FrozenBF16 input,
+	// rounded once (kernels.BF16Twins), and any other float32 value that
 	// several bf16 products read is rounded by one ToBF16
 	// (kernels.ShareBF16Operands). The same bits, fewer roundings. The
 	// trainer sets it where the bf16 products run natively
@@ -182,9 +184,13 @@ type Artifact struct {
 	AttentionProducts int `json:"attention_products,omitempty"`
 	BF16Products      int `json:"bf16_products,omitempty"`
 	// BF16Shared counts the values the graph rounds to bf16 once for
-	// several products (GraphOptions.ShareBF16; trained weights, with
-	// their Param.BF16 inputs, are not among them).
+	// several products (GraphOptions.ShareBF16; weights, with their bf16
+	// twins, are not among them).
 	BF16Shared int `json:"bf16_shared,omitempty"`
+	// FrozenBF16 names, by frozen float32 weight, the graph input of its
+	// bf16 twin, which the runner fills with the weight rounded to
+	// bfloat16 once (GraphOptions.ShareBF16; kernels.BF16Twins).
+	FrozenBF16 map[string]string `json:"frozen_bf16,omitempty"`
 }
 
 // BuildGraph writes train.onnx (+ external data) and train.json for the
@@ -397,9 +403,20 @@ func Build(m *onnx.Model, man *modeldir.Manifest, opt GraphOptions) (*Artifact, 
 		if err != nil {
 			return nil, err
 		}
-		twins := kernels.BF16Twins(m, info, names)
+		weights := slices.Clone(names)
+		for _, t := range g.P.Initializer {
+			if onnx.IsExternal(t) && onnx.DType(t.GetDataType()) == onnx.Float {
+				weights = append(weights, t.GetName())
+			}
+		}
+		twins := kernels.BF16Twins(m, info, weights)
 		for i := range art.Params {
-			art.Params[i].BF16 = twins[art.Params[i].Name]
+			p := &art.Params[i]
+			p.BF16 = twins[p.Name]
+			delete(twins, p.Name)
+		}
+		if len(twins) > 0 {
+			art.FrozenBF16 = twins
 		}
 		if info, err = shapes.Infer(m); err != nil {
 			return nil, err
@@ -440,7 +457,8 @@ func Build(m *onnx.Model, man *modeldir.Manifest, opt GraphOptions) (*Artifact, 
 		scheduleLeaves(g, tapOutputs, nil)
 	}
 	for _, vi := range g.P.Input {
-		if slices.ContainsFunc(art.Params, func(p Param) bool { return p.Name == vi.GetName() || p.BF16 == vi.GetName() }) {
+		if slices.ContainsFunc(art.Params, func(p Param) bool { return p.Name == vi.GetName() || p.BF16 == vi.GetName() }) ||
+			slices.Contains(slices.Collect(maps.Values(art.FrozenBF16)), vi.GetName()) {
 			continue
 		}
 		dt, shape, _ := onnx.TensorType(vi)

@@ -19,7 +19,8 @@ import (
 // refused with advice instead of being killed halfway.
 type MemoryPlan struct {
 	// Frozen is the bytes of the weights that are not trained, by stored
-	// element type (float32, float16, bfloat16).
+	// element type (float32, float16, bfloat16), with the bf16 twins of
+	// float32 ones (Artifact.FrozenBF16) under bfloat16.
 	Frozen map[string]int64 `json:"frozen_bytes"`
 	// Trainable counts the trained parameters; State is their bytes in Go
 	// memory: float32 values, gradients and AdamW's two moments (16 per
@@ -132,6 +133,15 @@ func planMemory(m *onnx.Model, art *Artifact, trainable int64, gradAccum int, ba
 			}
 			dt := onnx.DType(t.GetDataType())
 			p.Frozen[dt.String()] += n * int64(dt.Size())
+		}
+	}
+	for w := range art.FrozenBF16 { // bf16 twins of frozen weights
+		if t := g.Initializer(w); t != nil {
+			n, err := onnx.NumElements(t.Dims)
+			if err != nil {
+				return nil, err
+			}
+			p.Frozen[onnx.BFloat16.String()] += 2 * n
 		}
 	}
 	info, err := shapes.Infer(m)

@@ -173,6 +173,17 @@ func (s recomputeSpec) run(t *testing.T, recompute string) (*Artifact, map[strin
 			}
 		}
 	}
+	for w, twin := range art.FrozenBF16 {
+		vals, err := m.Float32s(m.Graph().Initializer(w))
+		if err != nil {
+			t.Fatal(err)
+		}
+		bits := make([]uint16, len(vals))
+		roundBF16(bits, vals)
+		if in[twin], err = ort.NewBFloat16Tensor(bits, m.Graph().Initializer(w).Dims...); err != nil {
+			t.Fatal(err)
+		}
+	}
 	for name, rows := range s.feeds {
 		var flat []int64
 		for _, r := range rows {

@@ -347,6 +347,11 @@ func (t *Trainer) open(path string) error {
 		if err := t.binding.BindInput(f.GetName(), v); err != nil {
 			return err
 		}
+		if twin := t.Art.FrozenBF16[f.GetName()]; twin != "" {
+			if err := t.bindFrozenTwin(f, twin); err != nil {
+				return err
+			}
+		}
 	}
 	byName := map[string]*Tensor{}
 	for _, tt := range t.Tensors {
@@ -476,6 +481,27 @@ func restoreFrozen(g *onnx.Graph, frozen []*onnxpb.TensorProto) {
 		g.RemoveInput(t.GetName())
 		g.AddInitializer(t)
 	}
+}
+
+// bindFrozenTwin binds the bf16 twin of the float32 frozen weight f
+// (Artifact.FrozenBF16): its mapped values rounded to bfloat16, once.
+func (t *Trainer) bindFrozenTwin(f *onnxpb.TensorProto, twin string) error {
+	raw, err := t.frozenData.TensorBytes(f)
+	if err != nil {
+		return err
+	}
+	if onnx.DType(f.GetDataType()) != onnx.Float || len(raw) == 0 {
+		return fmt.Errorf("frozen weight %s: a bf16 twin needs float32 values", f.GetName())
+	}
+	vals := unsafe.Slice((*float32)(unsafe.Pointer(unsafe.SliceData(raw))), len(raw)/4)
+	bits := make([]uint16, len(vals))
+	roundBF16(bits, vals)
+	v, err := ort.NewBFloat16Tensor(bits, f.Dims...)
+	if err != nil {
+		return fmt.Errorf("%s: %w", twin, err)
+	}
+	t.owned = append(t.owned, v)
+	return t.binding.BindInput(twin, v)
 }
 
 // frozenValue wraps a frozen weight's mapped bytes as an ORT tensor of its

@@ -106,24 +106,24 @@ func ShareBF16Operands(m *onnx.Model, types Types) int {
 // copy.
 var reshapes = map[string]bool{"Reshape": true, "Flatten": true, "Squeeze": true, "Unsqueeze": true}
 
-// BF16Twins gives each float32 graph input named in weights that a bf16
-// product reads a bfloat16 twin, the graph input "<name>/bf16" of the same
-// shape, and makes those products read the twin instead. Whoever runs the
-// graph keeps each twin equal to its weight rounded to bfloat16 (to
-// nearest even, as a product rounds): the trainer rounds a weight as its
-// optimizer step writes it, while the values are in cache, so no
-// product and no ToBF16 rounds a trained weight during the run. A trained
-// weight changes once a step, but the products rounded it twice a step
-// (forward and input gradient) from memory: on a Xeon with AMX the
-// vocabulary projection of roberta's small preset alone (25.7 million
-// values) took longer to round than to multiply on the labelled rows.
-// Run it before ShareBF16Operands; it returns each twin's name by weight.
+// BF16Twins gives each float32 weight named in weights — a graph input (a
+// trained weight) or an initializer (a frozen one) — that a bf16 product
+// reads a bfloat16 twin, the graph input "<name>/bf16" of the same shape,
+// and makes those products read the twin instead. Whoever runs the graph
+// keeps each twin equal to its weight rounded to bfloat16 (to nearest
+// even, as a product rounds): the trainer rounds a trained weight as its
+// optimizer step writes it, while the values are in cache, and a frozen
+// one once when it opens the graph. No product and no ToBF16 then rounds
+// a weight during the run; without twins the products rounded each weight
+// from memory twice a step (forward and input gradient), although it
+// changes at most once. Run it before ShareBF16Operands; it returns each
+// twin's name by weight.
 func BF16Twins(m *onnx.Model, types Types, weights []string) map[string]string {
 	g := m.Graph()
-	trained := map[string]bool{}
+	named := map[string]bool{}
 	for _, w := range weights {
-		if g.Input(w) != nil {
-			trained[w] = true
+		if g.Input(w) != nil || g.Initializer(w) != nil {
+			named[w] = true
 		}
 	}
 	twins := map[string]string{}
@@ -133,7 +133,7 @@ func BF16Twins(m *onnx.Model, types Types, weights []string) map[string]string {
 		}
 		for i, in := range n.Input[:2] {
 			dt, shape, ok := types.Type(in)
-			if !trained[in] || !ok || dt != onnx.Float {
+			if !named[in] || !ok || dt != onnx.Float {
 				continue
 			}
 			twin, ok := twins[in]
