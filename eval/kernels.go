@@ -25,7 +25,7 @@ import (
 // products do under train's --products auto (Options.Products
 // ProductsOneDNN); the products are the same float32 sums in another
 // order. Unlike training's, evaluation's auto keeps ORT's MLAS: on
-// SmolLM2-135M on Ice Lake-SP (the CPU kernels.OneDNNFaster picks),
+// SmolLM2-135M on Ice Lake-SP (a CPU kernels.AutoOneDNN picks),
 // passes paired in one process (benchmarks/perf -worker eval-pair, 8
 // items × 4 continuations, batch 8), oneDNN took 10 % more CPU time than
 // MLAS in shared-context scoring on 1 and on 2 threads (the key/value-cache

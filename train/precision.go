@@ -86,16 +86,26 @@ func (t *Trainer) PrecisionWarning() string {
 
 // Where the float32 products run (--products; Config.OneDNN).
 const (
-	// ProductsAuto runs OneDNNRoles' products in oneDNN on CPUs where that
-	// was measured faster (kernels.OneDNNFaster) when the bf16 library is
+	// ProductsAuto runs the products measured faster in oneDNN on CPUs of
+	// this one's kind (kernels.AutoOneDNN) there when the bf16 library is
 	// found, in MLAS otherwise.
 	ProductsAuto = "auto"
 	// ProductsMLAS runs every float32 product in ORT's MLAS.
 	ProductsMLAS = "mlas"
-	// ProductsOneDNN runs kernels.OneDNNRoles' products in oneDNN
+	// ProductsOneDNN runs OneDNNProducts in oneDNN
 	// (ai.migu.bf16.MatMulF32) on any CPU; it needs the bf16 library.
 	ProductsOneDNN = "onednn"
 )
+
+// OneDNNProducts are the products --products onednn moves to oneDNN:
+// those auto moves on this CPU (kernels.AutoOneDNN), or
+// kernels.OneDNNRoles where auto moves none.
+func OneDNNProducts() kernels.F32Roles {
+	if roles := kernels.AutoOneDNN(); roles != (kernels.F32Roles{}) {
+		return roles
+	}
+	return kernels.OneDNNRoles
+}
 
 // ParseProducts reads a --products setting ("" is auto) into
 // Config.OneDNN.
@@ -106,7 +116,7 @@ func ParseProducts(s string) (*kernels.F32Roles, error) {
 	case ProductsMLAS:
 		return &kernels.F32Roles{}, nil
 	case ProductsOneDNN:
-		roles := kernels.OneDNNRoles
+		roles := OneDNNProducts()
 		return &roles, nil
 	}
 	return nil, badinput.Errorf("%v %q is not one of auto, mlas, onednn", badinput.Setting("products"), s)
@@ -115,8 +125,8 @@ func ParseProducts(s string) (*kernels.F32Roles, error) {
 // OneDNNRoles resolves Config.OneDNN for a run whose bf16 library (for
 // bf16 precision) is bf16Lib: the products to move to oneDNN, and the
 // library the session then loads (bf16Lib, or the one found). Automatic
-// (nil), fp32 runs on the CPU provider take kernels.OneDNNRoles where
-// kernels.OneDNNFaster and the bf16 library is found, and none elsewhere;
+// (nil), fp32 runs on the CPU provider take kernels.AutoOneDNN where the
+// bf16 library is found, and none elsewhere;
 // bf16 runs their attention products (in bf16, as autocast does; their
 // weight products are MatMulBF16 already). Asked for
 // explicitly, the products need the CPU provider and the library, or it
@@ -130,8 +140,8 @@ func OneDNNRoles(cfg Config, bf16Lib string) (kernels.F32Roles, string, error) {
 		case !cpu:
 		case cfg.Precision == PrecisionBF16:
 			auto = kernels.F32Roles{Attention: true}
-		case kernels.OneDNNFaster():
-			auto = kernels.OneDNNRoles
+		default:
+			auto = kernels.AutoOneDNN()
 		}
 		if auto == none || bf16Lib != "" {
 			return auto, bf16Lib, nil

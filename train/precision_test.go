@@ -46,17 +46,17 @@ func TestPrecisionSettings(t *testing.T) {
 }
 
 // --products settings resolve to the products moved to oneDNN: auto takes
-// kernels.OneDNNRoles exactly on CPUs where kernels.OneDNNFaster and the
-// bf16 library is found, for fp32 on the CPU provider, and attention's
-// products for bf16 on the CPU provider; mlas none; onednn
-// OneDNNRoles anywhere on the CPU provider. Each refusal is one bad-input
-// error naming the setting (or $MIGU_BF16).
+// kernels.AutoOneDNN where the bf16 library is found, for fp32 on the CPU
+// provider, and attention's products for bf16 on the CPU provider; mlas
+// none; onednn OneDNNProducts (AutoOneDNN's, or kernels.OneDNNRoles where
+// it has none) anywhere on the CPU provider. Each refusal is one
+// bad-input error naming the setting (or $MIGU_BF16).
 func TestProductsSettings(t *testing.T) {
 	lib := testenv.BF16(t)
 	missing := filepath.Join(t.TempDir(), kernels.BF16LibName)
-	auto := kernels.F32Roles{}
-	if kernels.OneDNNFaster() {
-		auto = kernels.OneDNNRoles
+	auto, onednn := kernels.AutoOneDNN(), OneDNNProducts()
+	if (auto != kernels.F32Roles{} && onednn != auto) || !onednn.Forward || !onednn.WeightGrads || !onednn.Attention {
+		t.Fatalf("onednn moves %+v where auto moves %+v", onednn, auto)
 	}
 	cuda := ort.SessionOptions{Provider: ort.ProviderCUDA}
 	cases := []struct {
@@ -73,9 +73,9 @@ func TestProductsSettings(t *testing.T) {
 		{"auto under bf16 on cuda", "auto", Config{Precision: PrecisionBF16, Session: cuda}, lib, kernels.F32Roles{}, ""},
 		{"mlas", "mlas", Config{}, lib, kernels.F32Roles{}, ""},
 		{"mlas without the library", "mlas", Config{}, missing, kernels.F32Roles{}, ""},
-		{"onednn", "onednn", Config{}, lib, kernels.OneDNNRoles, ""},
-		{"onednn without the library", "onednn", Config{}, missing, kernels.OneDNNRoles, "(from $MIGU_BF16) does not exist"},
-		{"onednn on cuda", "onednn", Config{Session: cuda}, lib, kernels.OneDNNRoles, "products onednn runs on the CPU provider only"},
+		{"onednn", "onednn", Config{}, lib, onednn, ""},
+		{"onednn without the library", "onednn", Config{}, missing, onednn, "(from $MIGU_BF16) does not exist"},
+		{"onednn on cuda", "onednn", Config{Session: cuda}, lib, onednn, "products onednn runs on the CPU provider only"},
 		{"unknown", "fast", Config{}, lib, kernels.F32Roles{}, `products "fast" is not one of auto, mlas, onednn`},
 	}
 	for _, c := range cases {

@@ -481,7 +481,7 @@ func markdown(rep *report, jsonName string) string {
 	if rep.CPU != "" {
 		fmt.Fprintf(&b, "CPU: %s; flags (/proc/cpuinfo): %s; bf16 matrix-product hardware: %s.\n\n", rep.CPU, rep.CPUFlags, rep.BF16Path)
 	}
-	fmt.Fprintf(&b, "migu's float32 matrix products (`--products auto`): %s.\n\n", oneDNNLine(rep.Runs))
+	fmt.Fprintf(&b, "migu's float32 matrix products (`--products auto`): %s.\n\n", oneDNNLine(rep.Runs, kernels.AutoOneDNN()))
 	fmt.Fprintf(&b, "PyTorch fp32: **%s**, the fastest fp32 configuration of the search below; migu/torch is against it.", rep.Torch.Label())
 	if rep.TorchBF16 != nil {
 		fmt.Fprintf(&b, " PyTorch bf16: **%s**, the fastest bf16 autocast configuration (MatMul under autocast %.1f GFLOP/s).", rep.TorchBF16.Label(), rep.TorchBF16GF)
@@ -590,9 +590,10 @@ func miguBF16(precs []string, provider string, find func() (string, error)) (lib
 }
 
 // oneDNNLine says where migu's fp32 workers ran their float32 products:
-// how many per step in oneDNN (the most over the workers), attention's
-// among them, or all in MLAS.
-func oneDNNLine(runs []*run) string {
+// how many per step in oneDNN (the most over the workers), of the roles
+// --products auto picks on this CPU, attention's among them, or all in
+// MLAS.
+func oneDNNLine(runs []*run, roles kernels.F32Roles) string {
 	most, attention := 0, 0
 	for _, r := range runs {
 		for _, s := range r.Migu {
@@ -600,13 +601,29 @@ func oneDNNLine(runs []*run) string {
 			attention = max(attention, s.AttentionProducts)
 		}
 	}
+	var kinds []string
+	for _, k := range []struct {
+		on   bool
+		name string
+	}{{roles.Forward, "forward"}, {roles.InputGrads, "input-gradient"}, {roles.WeightGrads, "weight-gradient"}} {
+		if k.on {
+			kinds = append(kinds, k.name)
+		}
+	}
+	products := "the weight products"
+	switch len(kinds) {
+	case 1:
+		products = "the " + kinds[0] + " products"
+	case 2, 3:
+		products = "the " + strings.Join(kinds[:len(kinds)-1], ", ") + " and " + kinds[len(kinds)-1] + " products"
+	}
 	switch {
 	case most == 0 && attention == 0:
 		return "all in ORT's MLAS"
 	case attention == 0:
-		return fmt.Sprintf("the forward and weight-gradient products in oneDNN (ai.migu.bf16.MatMulF32, up to %d per step), the rest in ORT's MLAS", most)
+		return fmt.Sprintf("%s in oneDNN (ai.migu.bf16.MatMulF32, up to %d per step), the rest in ORT's MLAS", products, most)
 	}
-	return fmt.Sprintf("the forward and weight-gradient products (ai.migu.bf16.MatMulF32, up to %d per step) and attention's (ai.migu.bf16.BatchMatMul, up to %d) in oneDNN, the rest in ORT's MLAS", most, attention)
+	return fmt.Sprintf("%s (ai.migu.bf16.MatMulF32, up to %d per step) and attention's (ai.migu.bf16.BatchMatMul, up to %d) in oneDNN, the rest in ORT's MLAS", products, most, attention)
 }
 
 // bf16Paths lists the distinct MatMulBF16 paths migu's bf16 workers

@@ -61,24 +61,27 @@ func TestBF16Path(t *testing.T) {
 	}
 }
 
-// OneDNNFaster holds on Ice Lake, Zen 4 and AMX Xeons (avx512_vbmi2),
-// where oneDNN's float32 products were measured faster than MLAS's, and
-// nowhere else.
-func TestOneDNNFaster(t *testing.T) {
+// AutoOneDNN moves OneDNNRoles on Ice Lake, Zen 4 and AMX Xeons
+// (avx512_vbmi2), where oneDNN's float32 products were measured faster
+// than MLAS's, the input gradients too on AMX Xeons, and nothing
+// elsewhere.
+func TestAutoOneDNN(t *testing.T) {
+	amx := OneDNNRoles
+	amx.InputGrads = true
 	for _, c := range []struct {
 		name, cpuinfo string
-		want          bool
+		want          F32Roles
 	}{
-		{"ice lake", "flags\t\t: fpu avx2 avx512f avx512vbmi avx512_vbmi2 avx512_vnni avx512_bitalg\n", true},
-		{"cascade lake", "flags\t\t: fpu avx2 avx512f avx512_vnni\n", false},
-		{"zen 4", "flags\t\t: fpu avx512f avx512_vbmi2 avx512_bf16 avx512_vnni\n", true},
-		{"sapphire rapids", "flags\t\t: avx512f avx512_vbmi2 avx512_bf16 amx_bf16 amx_tile\n", true},
-		{"avx2 only", "flags\t\t: fpu avx2 fma\n", false},
-		{"no flags line (other architectures)", "Features\t: fp asimd bf16\n", false},
+		{"ice lake", "flags\t\t: fpu avx2 avx512f avx512vbmi avx512_vbmi2 avx512_vnni avx512_bitalg\n", OneDNNRoles},
+		{"cascade lake", "flags\t\t: fpu avx2 avx512f avx512_vnni\n", F32Roles{}},
+		{"zen 4", "flags\t\t: fpu avx512f avx512_vbmi2 avx512_bf16 avx512_vnni\n", OneDNNRoles},
+		{"sapphire rapids", "flags\t\t: avx512f avx512_vbmi2 avx512_bf16 amx_bf16 amx_tile\n", amx},
+		{"avx2 only", "flags\t\t: fpu avx2 fma\n", F32Roles{}},
+		{"no flags line (other architectures)", "Features\t: fp asimd bf16\n", F32Roles{}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			if got := oneDNNFaster(cpuFlags([]byte(c.cpuinfo))); got != c.want {
-				t.Fatalf("oneDNNFaster = %v, want %v", got, c.want)
+			if got := autoOneDNN(cpuFlags([]byte(c.cpuinfo))); got != c.want {
+				t.Fatalf("autoOneDNN = %+v, want %+v", got, c.want)
 			}
 		})
 	}

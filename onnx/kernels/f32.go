@@ -21,31 +21,38 @@ import (
 // gradients added nothing consistent ("Zen 4 with AVX-512 BF16").
 
 // OneDNNRoles are the products migu moves to oneDNN where it was
-// measured faster (OneDNNFaster): forward products, weight gradients and
+// measured faster (AutoOneDNN): forward products, weight gradients and
 // attention's products. On Zen 4 (2 threads, steps paired in one
 // process) attention in oneDNN, its head Transposes folded in, made
 // steps 1.5 % (llama), 3.4 % (t5) and 3.9 % (roberta) shorter on top of
 // the other two.
 var OneDNNRoles = F32Roles{Forward: true, WeightGrads: true, Attention: true}
 
-// OneDNNFaster tells whether this CPU is of the kind where OneDNNRoles
-// in oneDNN were measured faster than in MLAS: AVX-512 of Ice Lake's
-// generation or later (avx512_vbmi2). That covers Ice Lake, Zen 4, an
-// Emerald Rapids whose hypervisor hides AMX (roberta's steps 9.4 %
-// shorter, paired) and a Xeon with AMX (steps 11–13 % shorter on llama,
-// t5 and roberta, paired; oneDNN's float32 products use AVX-512 there
-// too). Older AVX-512 and AVX2-only CPUs were not measured, and migu
-// keeps MLAS there.
-func OneDNNFaster() bool {
+// AutoOneDNN returns the products that were measured faster in oneDNN
+// than in MLAS on CPUs of this one's kind, which --products auto moves:
+// OneDNNRoles on AVX-512 of Ice Lake's generation or later
+// (avx512_vbmi2: Ice Lake, Zen 4, an Emerald Rapids whose hypervisor
+// hides AMX — roberta's steps 9.4 % shorter, paired — and a Xeon with
+// AMX, whose float32 products are AVX-512's too: steps 11–13 % shorter on
+// llama, t5 and roberta); on the Xeon with AMX the input gradients as well
+// (steps 0.2–2.5 % shorter on top, paired, full fine-tuning and LoRA,
+// where Ice Lake's ran 30 % longer in oneDNN). None on older AVX-512 and
+// AVX2-only CPUs, which were not measured: migu keeps MLAS there.
+func AutoOneDNN() F32Roles {
 	data, err := os.ReadFile("/proc/cpuinfo")
 	if err != nil {
-		return false
+		return F32Roles{}
 	}
-	return oneDNNFaster(cpuFlags(data))
+	return autoOneDNN(cpuFlags(data))
 }
 
-func oneDNNFaster(flags map[string]bool) bool {
-	return flags["avx512_vbmi2"]
+func autoOneDNN(flags map[string]bool) F32Roles {
+	if !flags["avx512_vbmi2"] {
+		return F32Roles{}
+	}
+	roles := OneDNNRoles
+	roles.InputGrads = flags["amx_bf16"]
+	return roles
 }
 
 // F32Roles picks which products of a training graph RewriteF32 moves to
