@@ -47,7 +47,8 @@ func toBF16Graph(t *testing.T, n int64, dt onnx.DType, widen bool) (*onnx.Model,
 // even, NaNs quiet (also one whose payload lies only in the low half, which
 // cutting would turn into infinity), the largest floats up to infinity,
 // subnormals and signed zeros; and a tensor of several conversion blocks
-// on 1 and 2 threads, and an empty one.
+// on 1 and 2 threads, and an empty one; and as ONNX Runtime's Cast to
+// bfloat16 does.
 func TestToBF16(t *testing.T) {
 	lib := withBF16(t)
 	bits := []uint32{
@@ -103,6 +104,42 @@ func TestToBF16(t *testing.T) {
 			}
 		})
 	}
+	// The standard-op formulation: ONNX Runtime's Cast to bfloat16 rounds
+	// to nearest even too (NaNs become its own quiet NaN).
+	t.Run("against Cast", func(t *testing.T) {
+		m := onnx.New("cast", nil)
+		g := m.Graph()
+		n := int64(len(special) + len(many))
+		g.AddInput("x", onnx.Float, dimsOf([]int64{n}))
+		g.Node("Cast", []string{"x"}, []string{"y"}, "y", onnx.AttrInt("to", int64(onnx.BFloat16)))
+		g.AddOutput("y", onnx.BFloat16, dimsOf([]int64{n}))
+		path := filepath.Join(t.TempDir(), "cast.onnx")
+		if err := m.Save(path, onnx.SaveOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		s, err := ort.NewSession(path, ort.SessionOptions{Threads: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		all := append(slices.Clone(special), many...)
+		x, err := ort.NewTensor(all, n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer x.Close()
+		outs, err := s.Run(map[string]ort.Value{"x": x})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer outs[0].Close()
+		for i, c := range outs[0].(*ort.Tensor[uint16]).Data() {
+			want := half.F32ToBF16(all[i])
+			if isNaN := want&0x7fff > 0x7f80; isNaN != (c&0x7fff > 0x7f80) || !isNaN && c != want {
+				t.Fatalf("x[%d] = %#08x: Cast gives %#04x, ToBF16 %#04x", i, math.Float32bits(all[i]), c, want)
+			}
+		}
+	})
 	t.Run("empty", func(t *testing.T) {
 		_, path := toBF16Graph(t, 0, onnx.Float, true)
 		if got := runGraph(t, path, lib, 2, feed{"x", []int64{0}, []float32{}}); len(got[0]) != 0 {
