@@ -12,9 +12,10 @@ import (
 // gradient reads its layer's input and output gradient flattened to
 // [tokens, features], the forward and input-gradient products read them
 // as they are): one ai.migu.bf16.ToBF16 node writes the bfloat16 copy
-// "<value>/bf16", the reshapes are repeated on the copy, and the products
-// read those instead, each new node placed right before the first product
-// that needs it. A product rounds a float32 operand itself on every run,
+// "<value>/bf16", the reshapes are repeated on the copy (the float32 ones
+// that nothing else reads are removed), and the products read those
+// instead, each new node placed right before the first product that
+// needs it. A product rounds a float32 operand itself on every run,
 // so a trained weight was rounded twice a step (its forward product and
 // its input gradient), a layer's input once per product and weight
 // gradient reading it (six times for the query, key and value
@@ -95,9 +96,22 @@ func ShareBF16Operands(m *onnx.Model, types Types) int {
 		}
 		g.P.Node = append(g.P.Node, n)
 	}
-	if shared > 0 {
-		m.SetOpset(onnx.DomainMiguBF16, Opset)
+	if shared == 0 {
+		return 0
 	}
+	// The float32 reshapes that only the rewired products read are dead.
+	outputs := map[string]bool{}
+	for _, o := range g.P.Output {
+		outputs[o.GetName()] = true
+	}
+	for removed := true; removed; {
+		consumers := g.Consumers()
+		removed = g.RemoveNodes(func(n *onnxpb.NodeProto) bool {
+			_, copied := copies[n.Output[0]]
+			return copied && n.GetDomain() == "" && reshapes[n.GetOpType()] && len(consumers[n.Output[0]]) == 0 && !outputs[n.Output[0]]
+		}) > 0
+	}
+	m.SetOpset(onnx.DomainMiguBF16, Opset)
 	return shared
 }
 

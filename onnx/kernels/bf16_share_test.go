@@ -204,8 +204,9 @@ func sharedProducts() *onnx.Model {
 // ShareBF16Operands gives every float32 value that two or more bf16
 // products read, directly or through reshapes, one ToBF16, placed after
 // its producer and before its first reader, repeats the reshapes on the
-// copy, rewires those products (and no other node) to the copies, leaves
-// values read once alone, and changes no output by a bit — weight
+// copy (removing the float32 ones left unread), rewires those products
+// (and no other node) to the copies, leaves values read once alone, and
+// changes no output by a bit — weight
 // products and attention's batched bf16 products, on 1 and 2 threads.
 // Float32 BatchMatMuls are no bf16 products: nothing to share.
 func TestShareBF16Operands(t *testing.T) {
@@ -274,6 +275,12 @@ func TestShareBF16Operands(t *testing.T) {
 				}
 				if bf16 := n.GetOpType() == "MatMulBF16" || onnx.AttrIntOr(n, "bf16", 0) == 1; reads && !bf16 {
 					t.Fatalf("%s (%s) reads a bf16 copy", n.GetName(), n.GetOpType())
+				}
+			}
+			consumers := g.Consumers()
+			for _, n := range g.P.Node {
+				if (n.GetOpType() == "Flatten" || n.GetOpType() == "Unsqueeze") && len(consumers[n.Output[0]]) == 0 {
+					t.Fatalf("%s is left with no reader", n.GetName())
 				}
 			}
 			slices.Sort(rounded)
