@@ -8,7 +8,6 @@ package train
 import (
 	"encoding/json"
 	"fmt"
-	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -456,9 +455,19 @@ func Build(m *onnx.Model, man *modeldir.Manifest, opt GraphOptions) (*Artifact, 
 		// raised the peak memory without recomputation.)
 		scheduleLeaves(g, tapOutputs, nil)
 	}
+	// Inputs other than the weights and their bf16 twins are data.
+	weightInputs := map[string]bool{}
+	for _, p := range art.Params {
+		weightInputs[p.Name] = true
+		if p.BF16 != "" {
+			weightInputs[p.BF16] = true
+		}
+	}
+	for _, twin := range art.FrozenBF16 {
+		weightInputs[twin] = true
+	}
 	for _, vi := range g.P.Input {
-		if slices.ContainsFunc(art.Params, func(p Param) bool { return p.Name == vi.GetName() || p.BF16 == vi.GetName() }) ||
-			slices.Contains(slices.Collect(maps.Values(art.FrozenBF16)), vi.GetName()) {
+		if weightInputs[vi.GetName()] {
 			continue
 		}
 		dt, shape, _ := onnx.TensorType(vi)

@@ -239,6 +239,15 @@ func RewriteBF16(m *onnx.Model, types Types, nodes map[string]bool) (int, error)
 	if count == 0 {
 		return 0, nil
 	}
+	removeUnread(g, func(n *onnxpb.NodeProto) bool { return bypassed[n] })
+	m.SetOpset(onnx.DomainMiguBF16, Opset)
+	return count, nil
+}
+
+// removeUnread removes the nodes that candidate picks while their output
+// is read by nothing and is no graph output, until none is left: a
+// rewrite's bypassed nodes, and those that only fed them.
+func removeUnread(g *onnx.Graph, candidate func(*onnxpb.NodeProto) bool) {
 	outputs := map[string]bool{}
 	for _, o := range g.P.Output {
 		outputs[o.GetName()] = true
@@ -246,11 +255,9 @@ func RewriteBF16(m *onnx.Model, types Types, nodes map[string]bool) (int, error)
 	for removed := true; removed; {
 		consumers := g.Consumers()
 		removed = g.RemoveNodes(func(n *onnxpb.NodeProto) bool {
-			return bypassed[n] && len(consumers[n.Output[0]]) == 0 && !outputs[n.Output[0]]
+			return candidate(n) && len(consumers[n.Output[0]]) == 0 && !outputs[n.Output[0]]
 		}) > 0
 	}
-	m.SetOpset(onnx.DomainMiguBF16, Opset)
-	return count, nil
 }
 
 // transposes2D tells whether a Transpose swaps the two axes of a matrix.

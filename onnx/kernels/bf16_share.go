@@ -100,17 +100,10 @@ func ShareBF16Operands(m *onnx.Model, types Types) int {
 		return 0
 	}
 	// The float32 reshapes that only the rewired products read are dead.
-	outputs := map[string]bool{}
-	for _, o := range g.P.Output {
-		outputs[o.GetName()] = true
-	}
-	for removed := true; removed; {
-		consumers := g.Consumers()
-		removed = g.RemoveNodes(func(n *onnxpb.NodeProto) bool {
-			_, copied := copies[n.Output[0]]
-			return copied && n.GetDomain() == "" && reshapes[n.GetOpType()] && len(consumers[n.Output[0]]) == 0 && !outputs[n.Output[0]]
-		}) > 0
-	}
+	removeUnread(g, func(n *onnxpb.NodeProto) bool {
+		_, copied := copies[n.Output[0]]
+		return copied && n.GetDomain() == "" && reshapes[n.GetOpType()]
+	})
 	m.SetOpset(onnx.DomainMiguBF16, Opset)
 	return shared
 }

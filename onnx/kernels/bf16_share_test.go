@@ -78,22 +78,7 @@ func TestToBF16(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			_, path := toBF16Graph(t, int64(len(c.x)), onnx.Float, false)
-			s, err := ort.NewSession(path, ort.SessionOptions{Threads: c.threads, CustomOps: []string{lib}})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer s.Close()
-			x, err := ort.NewTensor(c.x, int64(len(c.x)))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer x.Close()
-			outs, err := s.Run(map[string]ort.Value{"x": x})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer outs[0].Close()
-			got := outs[0].(*ort.Tensor[uint16]).Data()
+			got := runBF16Out(t, path, lib, c.threads, c.x)
 			if len(got) != len(c.x) {
 				t.Fatalf("%d values, want %d", len(got), len(c.x))
 			}
@@ -117,23 +102,8 @@ func TestToBF16(t *testing.T) {
 		if err := m.Save(path, onnx.SaveOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		s, err := ort.NewSession(path, ort.SessionOptions{Threads: 1})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer s.Close()
 		all := append(slices.Clone(special), many...)
-		x, err := ort.NewTensor(all, n)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer x.Close()
-		outs, err := s.Run(map[string]ort.Value{"x": x})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer outs[0].Close()
-		for i, c := range outs[0].(*ort.Tensor[uint16]).Data() {
+		for i, c := range runBF16Out(t, path, "", 1, all) {
 			want := half.F32ToBF16(all[i])
 			if isNaN := want&0x7fff > 0x7f80; isNaN != (c&0x7fff > 0x7f80) || !isNaN && c != want {
 				t.Fatalf("x[%d] = %#08x: Cast gives %#04x, ToBF16 %#04x", i, math.Float32bits(all[i]), c, want)
@@ -146,6 +116,32 @@ func TestToBF16(t *testing.T) {
 			t.Fatalf("%d values from an empty x", len(got[0]))
 		}
 	})
+}
+
+// runBF16Out runs the graph at path (loading lib unless "") on x [n] and
+// returns its bfloat16 output y.
+func runBF16Out(t *testing.T, path, lib string, threads int, x []float32) []uint16 {
+	t.Helper()
+	opts := ort.SessionOptions{Threads: threads}
+	if lib != "" {
+		opts.CustomOps = []string{lib}
+	}
+	s, err := ort.NewSession(path, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	xv, err := ort.NewTensor(x, int64(len(x)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer xv.Close()
+	outs, err := s.Run(map[string]ort.Value{"x": xv})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer outs[0].Close()
+	return slices.Clone(outs[0].(*ort.Tensor[uint16]).Data())
 }
 
 // A ToBF16 of anything but float32 is refused by shape inference and by
