@@ -37,7 +37,7 @@ vet:
 # bin/migu, are tested against the scalar ones in a second, short run.
 gotest:
 	MIGU_REQUIRE_REFERENCE=1 $(GO) test -count=1 ./...
-	GOEXPERIMENT=simd $(GO) test -count=1 -run 'AdamW|RoundBF16|StepNorm|GradNorm' ./train
+	GOEXPERIMENT=simd $(GO) test -count=1 -run 'AdamW|RoundBF16|StepNorm|GradNorm|SumSquares' ./train
 
 pytest:
 	@if ls python/*/tests >/dev/null 2>&1; then $(VENV_PY) -m pytest -q python; else echo "pytest: no Python tests yet"; fi
