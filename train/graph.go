@@ -291,6 +291,13 @@ func Build(m *onnx.Model, man *modeldir.Manifest, opt GraphOptions) (*Artifact, 
 		if points = opt.TapPoints; points == nil {
 			points = migu.LinearPoints(man)
 		}
+		// Taps weighted by the padding mask read the head's values on
+		// every row, in the batch's layout.
+		if rows.rest != "" && !opt.TapsSkipPadding {
+			if points, rows.restCopies, err = headTapsOnRows(m, logits, rows, points); err != nil {
+				return nil, err
+			}
+		}
 	}
 	// The forward outputs are not needed for training: the loss replaces
 	// them. The head's nodes on every row stay only where a tap reads them.
@@ -338,6 +345,9 @@ func Build(m *onnx.Model, man *modeldir.Manifest, opt GraphOptions) (*Artifact, 
 		for _, l := range man.Linears {
 			linears[l.Node] = true
 			if c, ok := rows.copies[l.Node]; ok {
+				linears[c] = true
+			}
+			if c, ok := rows.restCopies[l.Node]; ok {
 				linears[c] = true
 			}
 		}
@@ -560,12 +570,15 @@ func dims(d []int64) onnx.Shape {
 // headRows says how addLoss computes the head: on the labelled rows only
 // (rows.go) when on, with the walk stopping at the block boundaries stop;
 // trainable names the parameters. addLoss fills copies (original node
-// name → its copy on the rows).
+// name → its copy on the rows) and rest, the index of the unlabelled
+// rows; restCopies are the copies on those (headTapsOnRows).
 type headRows struct {
-	on        bool
-	stop      map[string]bool
-	trainable []string
-	copies    map[string]string
+	on         bool
+	stop       map[string]bool
+	trainable  []string
+	copies     map[string]string
+	rest       string
+	restCopies map[string]string
 }
 
 // addLoss appends the mean cross-entropy over non-ignored label positions
@@ -622,6 +635,10 @@ func addLoss(m *onnx.Model, man *modeldir.Manifest, objective, logits string, ro
 		var err error
 		if flat, rows.copies, err = gatherRows(m, logits, idx, rows.stop, rows.trainable); err != nil {
 			return "", err
+		}
+		rows.rest = g.Op("Reshape", []string{g.Op("NonZero", []string{g.Op("Not", []string{valid}, "loss/unlabelled_mask")}, "loss/unlabelled_nz"), i64("loss/flat_rest", -1)}, unlabelledRows)
+		if rows.rest != unlabelledRows {
+			return "", fmt.Errorf("the graph already has a value named %s", unlabelledRows)
 		}
 		target = g.Op("Gather", []string{target, idx}, "loss/labelled_target", onnx.AttrInt("axis", 0))
 		valid = g.Op("Not", []string{g.Op("Equal", []string{target, ignore}, "loss/labelled_ignored")}, "loss/labelled_valid")

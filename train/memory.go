@@ -167,10 +167,13 @@ func planMemory(m *onnx.Model, art *Artifact, trainable int64, gradAccum int, ba
 		}
 	}
 	// The head on labelled rows (rows.go) plans for a batch labelled
-	// throughout, its largest case.
-	if _, _, ok := info.Type(labelledRows); ok {
-		if err := info.Bind(labelledRows, []int64{batch * seq}, sizes); err != nil {
-			return nil, err
+	// throughout, its largest case, and its copy for MIGU's taps on the
+	// unlabelled rows for a batch without labels.
+	for _, idx := range []string{labelledRows, unlabelledRows} {
+		if _, _, ok := info.Type(idx); ok {
+			if err := info.Bind(idx, []int64{batch * seq}, sizes); err != nil {
+				return nil, err
+			}
 		}
 	}
 	p.Activations, p.Unsized = activationPeak(g, info, sizes)

@@ -3,6 +3,7 @@ package train
 import (
 	"slices"
 
+	"github.com/migu-ml/migu/migu"
 	"github.com/migu-ml/migu/onnx"
 	"github.com/migu-ml/migu/onnx/onnxpb"
 	"github.com/migu-ml/migu/onnx/shapes"
@@ -18,18 +19,29 @@ import (
 // loss and gradients (up to the order of float32 sums), without the
 // head's work on the other tokens, three products of d × vocab a token.
 // Masked-LM batches label about 15 % of the tokens and instruction data
-// leaves the prompt unlabelled. The head's original nodes stay where
-// MIGU's taps read them (magnitudes count every token); Build prunes them
-// otherwise.
+// leaves the prompt unlabelled. MIGU's taps on the head's linears count
+// every token: they read the head's values on the labelled rows joined
+// with a second copy of the head, up to the tapped linear, on the other
+// rows (headTapsOnRows), so no row is computed twice; Build prunes the
+// head's original nodes.
 
 // labelledRows is the training graph's int64 [R] index of the labelled
 // tokens among the batch's flattened label positions; R is known only
 // when the batch is, so the memory plan takes every position as labelled.
 const labelledRows = "loss/labelled"
 
+// unlabelledRows is the int64 [R'] index of the other tokens, on which
+// the head runs for MIGU's taps only; the memory plan takes every
+// position as unlabelled too.
+const unlabelledRows = "loss/unlabelled"
+
 // rowsSuffix ends the names of the nodes and values that compute on the
 // gathered rows.
 const rowsSuffix = "/rows"
+
+// restSuffix ends the names of the nodes and values that compute on the
+// unlabelled rows.
+const restSuffix = "/rest"
 
 // rowGather copies the row-wise nodes that compute a value onto the
 // labelled rows.
@@ -40,7 +52,9 @@ type rowGather struct {
 	rows []string
 	// idx is the int64 [R] index of the labelled rows among the flattened
 	// rows.
-	idx      string
+	idx string
+	// suffix ends the copies' names: rowsSuffix or restSuffix.
+	suffix   string
 	prod     map[string]*onnxpb.NodeProto
 	stop     map[string]bool // block boundaries: gathered, never walked past
 	data     map[string]bool // values that depend on the batch
@@ -55,19 +69,68 @@ type rowGather struct {
 // lists values the walk does not pass (the block boundaries); trainable
 // names the parameters, whose values do not depend on the batch.
 func gatherRows(m *onnx.Model, logits, idx string, stop map[string]bool, trainable []string) (string, map[string]string, error) {
-	info, err := shapes.Infer(m)
+	r, err := newRowGather(m, logits, idx, rowsSuffix, stop, trainable)
 	if err != nil {
 		return "", nil, err
 	}
+	return r.value(logits), r.copies, nil
+}
+
+// newRowGather starts copies onto the rows idx selects of logits'
+// flattened leading dimensions, named with suffix.
+func newRowGather(m *onnx.Model, logits, idx, suffix string, stop map[string]bool, trainable []string) (*rowGather, error) {
+	info, err := shapes.Infer(m)
+	if err != nil {
+		return nil, err
+	}
 	g := m.Graph()
 	_, shape, _ := info.Type(logits)
-	r := &rowGather{g: g, info: info, idx: idx, prod: g.Producers(), stop: stop,
+	r := &rowGather{g: g, info: info, idx: idx, suffix: suffix, prod: g.Producers(), stop: stop,
 		gathered: map[string]string{}, copies: map[string]string{}}
 	for _, d := range shape[:max(len(shape)-1, 0)] {
 		r.rows = append(r.rows, d.String())
 	}
 	r.data = dataValues(g, trainable)
-	return r.value(logits), r.copies, nil
+	return r, nil
+}
+
+// headTapsOnRows points MIGU's taps on values of the head that addLoss
+// copied onto the labelled rows at those rows joined with the same values
+// computed on the unlabelled ones (a second copy of the head up to them):
+// every token counts once, in another order, and the head's nodes on
+// every row are left to nobody (Build prunes them). It returns the taps'
+// points (a copy of points) and the second copies (original node name →
+// copy's name).
+func headTapsOnRows(m *onnx.Model, logits string, rows *headRows, points []migu.Point) ([]migu.Point, map[string]string, error) {
+	g := m.Graph()
+	producers := g.Producers()
+	byName := map[string]*onnxpb.NodeProto{}
+	for _, n := range g.P.Node {
+		byName[n.GetName()] = n
+	}
+	points = slices.Clone(points)
+	var rest *rowGather
+	for i, p := range points {
+		n := producers[p.Value]
+		if n == nil || n.Output[0] != p.Value {
+			continue
+		}
+		c, ok := byName[rows.copies[n.GetName()]]
+		if !ok {
+			continue
+		}
+		if rest == nil {
+			var err error
+			if rest, err = newRowGather(m, logits, rows.rest, restSuffix, rows.stop, rows.trainable); err != nil {
+				return nil, nil, err
+			}
+		}
+		points[i].Value = g.Op("Concat", []string{c.Output[0], rest.value(p.Value)}, p.Value+"/every_row", onnx.AttrInt("axis", 0))
+	}
+	if rest == nil {
+		return points, nil, nil
+	}
+	return points, rest.copies, nil
 }
 
 // dataValues returns the values that depend on a graph input other than
@@ -111,7 +174,7 @@ func (r *rowGather) value(v string) string {
 	} else {
 		_, shape, _ := r.info.Type(v)
 		flat := r.g.Op("Flatten", []string{v}, v+"/flat", onnx.AttrInt("axis", int64(len(shape)-1)))
-		out = r.g.Op("Gather", []string{flat, r.idx}, v+rowsSuffix, onnx.AttrInt("axis", 0))
+		out = r.g.Op("Gather", []string{flat, r.idx}, v+r.suffix, onnx.AttrInt("axis", 0))
 	}
 	r.gathered[v] = out
 	return out
@@ -122,7 +185,7 @@ func (r *rowGather) value(v string) string {
 // last axis of the rank-2 rows.
 func (r *rowGather) copy(n *onnxpb.NodeProto) string {
 	c := proto.Clone(n).(*onnxpb.NodeProto)
-	c.Name = proto.String(r.g.Unique(n.GetName() + rowsSuffix))
+	c.Name = proto.String(r.g.Unique(n.GetName() + r.suffix))
 	for i, in := range c.Input {
 		if r.data[in] {
 			c.Input[i] = r.value(in)
@@ -137,9 +200,9 @@ func (r *rowGather) copy(n *onnxpb.NodeProto) string {
 		}
 	}
 	if isReduce(n.GetOpType()) && len(c.Input) > 1 {
-		c.Input[1] = r.g.ConstInt64(n.GetName()+rowsSuffix+".axes", []int64{1}, -1)
+		c.Input[1] = r.g.ConstInt64(n.GetName()+r.suffix+".axes", []int64{1}, -1)
 	}
-	c.Output = []string{r.g.Unique(n.Output[0] + rowsSuffix)}
+	c.Output = []string{r.g.Unique(n.Output[0] + r.suffix)}
 	r.g.AddNode(c)
 	r.copies[n.GetName()] = c.GetName()
 	return c.Output[0]

@@ -86,21 +86,24 @@ func TestHeadOnLabelledRows(t *testing.T) {
 								t.Fatalf("no labelled token, yet loss %g", got[rart.Loss][0])
 							}
 						}
-						// The head's vocabulary product runs on the rows; its
-						// every-row original stays only for its tap.
+						// The head's vocabulary product runs on the labelled
+						// rows and, for its tap (full fine-tuning), on the
+						// others; none is left on every row.
 						linears := spec.manifest(t).Linears
 						head := linears[len(linears)-1].Node
-						var copies, originals int
+						var copies, rest, originals int
 						for _, n := range g.P.Node {
 							switch n.GetName() {
 							case head + rowsSuffix:
 								copies++
+							case head + restSuffix:
+								rest++
 							case head:
 								originals++
 							}
 						}
-						if wantOrig := map[string]int{"full": 1, "lora": 0}[method]; copies != 1 || originals != wantOrig {
-							t.Fatalf("head %s: %d copies on labelled rows, %d originals (want 1, %d)", head, copies, originals, wantOrig)
+						if wantRest := map[string]int{"full": 1, "lora": 0}[method]; copies != 1 || rest != wantRest || originals != 0 {
+							t.Fatalf("head %s: %d copies on labelled rows, %d on the others, %d originals (want 1, %d, 0)", head, copies, rest, originals, wantRest)
 						}
 						t.Logf("%d params, %d taps: max relative difference %.2g", len(rart.Params), len(rart.Taps), worst)
 					})
