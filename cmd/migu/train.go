@@ -154,7 +154,7 @@ func addJobFlags(cmd *cobra.Command, o *finetune.JobOptions, perTask bool) *jobF
 	f.StringVar(&o.MemoryLimit, "memory-limit", o.MemoryLimit, start+" when the planned memory is above this: auto (what the machine has available), off, or a size such as 20GB (1 byte or more)")
 	f.StringVar(&o.Train.Recompute, "recompute", train.RecomputeNone, "none, or layers: keep only each transformer block's input for the backward pass and recompute the block there (less memory, more compute; same gradients)")
 	f.StringVar(&o.Train.Precision, "precision", train.PrecisionFP32, "fp32, or bf16: weight and attention products in bfloat16 with float32 accumulation (oneDNN; weights and optimizer state stay float32); fast only on CPUs with AMX-BF16 or AVX512-BF16, and needs migu built with libdnnl-dev")
-	f.StringVar(&j.products, "products", train.ProductsAuto, "where the float32 matrix products run: auto (oneDNN for the forward, weight-gradient and attention products on CPUs where that was measured faster — AVX-512 of Ice Lake's generation or later, such as Ice Lake, Zen 4 and Sapphire Rapids, with the input gradients too on AMX Xeons — when migu was built with libdnnl-dev; ORT's MLAS elsewhere), mlas, or onednn; the same results to float32 rounding")
+	f.StringVar(&j.products, "products", train.ProductsAuto, "where the float32 matrix products run: auto (oneDNN for the forward, weight-gradient and attention products on CPUs where that was measured faster — AVX-512 of Ice Lake's generation or later, such as Ice Lake, Zen 4 and Sapphire Rapids — when migu was built with libdnnl-dev; ORT's MLAS elsewhere), mlas, or onednn; the same results to float32 rounding")
 	return j
 }
 

@@ -34,10 +34,13 @@ var OneDNNRoles = F32Roles{Forward: true, WeightGrads: true, Attention: true}
 // (avx512_vbmi2: Ice Lake, Zen 4, an Emerald Rapids whose hypervisor
 // hides AMX — roberta's steps 9.4 % shorter, paired — and a Xeon with
 // AMX, whose float32 products are AVX-512's too: steps 11–13 % shorter on
-// llama, t5 and roberta); on the Xeon with AMX the input gradients as well
-// (steps 0.2–2.5 % shorter on top, paired, full fine-tuning and LoRA,
-// where Ice Lake's ran 30 % longer in oneDNN). None on older AVX-512 and
-// AVX2-only CPUs, which were not measured: migu keeps MLAS there.
+// llama, t5 and roberta). None on older AVX-512 and AVX2-only CPUs,
+// which were not measured: migu keeps MLAS there. The input gradients
+// stay in MLAS everywhere: on Ice Lake they ran 30 % longer in oneDNN;
+// on the Xeon with AMX they made steps 0.2–2.5 % shorter, but moved
+// `mpirun -np 2 migu train` further from one process's run (weights 2.2e-5
+// apart norm-wise after 20 steps, TestMpirunTrainEqualsOneProcess allows
+// 1e-5) than the gain was worth.
 func AutoOneDNN() F32Roles {
 	data, err := os.ReadFile("/proc/cpuinfo")
 	if err != nil {
@@ -50,9 +53,7 @@ func autoOneDNN(flags map[string]bool) F32Roles {
 	if !flags["avx512_vbmi2"] {
 		return F32Roles{}
 	}
-	roles := OneDNNRoles
-	roles.InputGrads = flags["amx_bf16"]
-	return roles
+	return OneDNNRoles
 }
 
 // F32Roles picks which products of a training graph RewriteF32 moves to
