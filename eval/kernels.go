@@ -90,13 +90,18 @@ type rewrites struct {
 }
 
 // oneDNNProducts is the key under which rewrite counts the products it
-// moved to oneDNN.
-const oneDNNProducts = "MatMulF32"
+// moved to oneDNN, biasedProducts those that add a linear layer's bias
+// (kernels.FuseProductBias).
+const (
+	oneDNNProducts = "MatMulF32"
+	biasedProducts = "MatMulF32 bias"
+)
 
 // rewrite applies r to m and returns how many subgraphs of each kind it
 // replaced: the fusions' counts (kernels.Fuse) and, under
 // oneDNNProducts, the products moved to oneDNN (the forward products of
-// kernels.RewriteF32: MatMul of float32 activations by a 2-D matrix).
+// kernels.RewriteF32: MatMul of float32 activations by a 2-D matrix),
+// under biasedProducts those of them that add their bias.
 // Types come from lenient inference, so an op without a shape rule
 // leaves the nodes after it as they are rather than failing.
 func rewrite(m *onnx.Model, r rewrites) (map[string]int, error) {
@@ -122,6 +127,13 @@ func rewrite(m *onnx.Model, r rewrites) (map[string]int, error) {
 		}
 		for k, n := range fused {
 			counts[k] += n
+		}
+	}
+	if r.oneDNN {
+		// The products' outputs and the biases keep their names and types
+		// through the rewrites above.
+		if n := kernels.FuseProductBias(m, info); n > 0 {
+			counts[biasedProducts] = n
 		}
 	}
 	return counts, nil

@@ -107,6 +107,11 @@ type GraphOptions struct {
 	// only (rows.go), with the same loss and gradients to float32
 	// rounding. Tests and benchmarks compare the two.
 	AllRows bool
+	// BiasAdds keeps the linear layers' bias Adds apart from their
+	// oneDNN products; by default the products add the bias themselves
+	// (kernels.FuseProductBias), with the same bits. Benchmarks compare
+	// the two.
+	BiasAdds bool
 	// ShareBF16 rounds the operands of the bf16 products once instead of
 	// in every product that reads them: a trained weight is read from its
 	// Param.BF16 input, which the trainer rounds as the optimizer writes
@@ -182,6 +187,9 @@ type Artifact struct {
 	OneDNNProducts    int `json:"onednn_products,omitempty"`
 	AttentionProducts int `json:"attention_products,omitempty"`
 	BF16Products      int `json:"bf16_products,omitempty"`
+	// BiasedProducts counts the oneDNN products (float32 or bf16) that add
+	// their linear layer's bias themselves (kernels.FuseProductBias).
+	BiasedProducts int `json:"biased_products,omitempty"`
 	// BF16Shared counts the values the graph rounds to bf16 once for
 	// several products (GraphOptions.ShareBF16; weights, with their bf16
 	// twins, are not among them).
@@ -406,6 +414,14 @@ func Build(m *onnx.Model, man *modeldir.Manifest, opt GraphOptions) (*Artifact, 
 		if opt.OneDNN.Attention {
 			art.AttentionProducts = kernels.RewriteBatch(m, info, art.Precision == PrecisionBF16)
 		}
+	}
+	if (opt.OneDNN.Forward || art.Precision == PrecisionBF16) && !opt.BiasAdds {
+		// The linear layers' biases, added by their forward products.
+		info, err := shapes.Infer(m)
+		if err != nil {
+			return nil, err
+		}
+		art.BiasedProducts = kernels.FuseProductBias(m, info)
 	}
 	if opt.ShareBF16 && art.Precision == PrecisionBF16 {
 		info, err := shapes.Infer(m)

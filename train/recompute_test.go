@@ -100,6 +100,9 @@ type recomputeSpec struct {
 	allRows bool
 	// shareBF16 rounds shared bf16 operands once (GraphOptions.ShareBF16).
 	shareBF16 bool
+	// biasAdds keeps the bias Adds apart from the oneDNN products
+	// (GraphOptions.BiasAdds).
+	biasAdds bool
 }
 
 func (s recomputeSpec) manifest(t *testing.T) *modeldir.Manifest {
@@ -139,7 +142,7 @@ func (s recomputeSpec) run(t *testing.T, recompute string) (*Artifact, map[strin
 		}
 		values[name] = v
 	}
-	art, err := Build(m, man, GraphOptions{Names: names, Taps: true, TapPoints: points, HiddenPad: s.pad, Recompute: recompute, Fused: s.kernels != "", FusedTaps: s.kernels != "", Precision: precisionOf(s.bf16), OneDNN: s.oneDNN, AllRows: s.allRows, ShareBF16: s.shareBF16})
+	art, err := Build(m, man, GraphOptions{Names: names, Taps: true, TapPoints: points, HiddenPad: s.pad, Recompute: recompute, Fused: s.kernels != "", FusedTaps: s.kernels != "", Precision: precisionOf(s.bf16), OneDNN: s.oneDNN, AllRows: s.allRows, BiasAdds: s.biasAdds, ShareBF16: s.shareBF16})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -56,6 +56,9 @@ type Config struct {
 	// AllRows runs the head on every token (GraphOptions.AllRows; it
 	// changes speed, not results).
 	AllRows bool `json:"-"`
+	// BiasAdds keeps the bias Adds apart from the products
+	// (GraphOptions.BiasAdds; it changes speed, not results).
+	BiasAdds bool `json:"-"`
 	// BF16Sharing is BF16ShareAuto (""), BF16ShareNever or
 	// BF16ShareAlways: where a bf16 run rounds the products' operands
 	// once (GraphOptions.ShareBF16). Tests and benchmarks compare them.
@@ -255,7 +258,7 @@ func NewTrainer(plan *Plan, dir string, cfg Config) (*Trainer, error) {
 	art, err := Build(plan.Model, plan.Manifest, GraphOptions{Objective: cfg.Objective, Names: plan.Trainable,
 		Taps: cfg.UseMIGU, TapPoints: plan.Points, TapsSkipPadding: cfg.SkipPaddingTaps, HiddenPad: cfg.HiddenPad, Recompute: cfg.Recompute,
 		Fused: lib != "", FusedTaps: lib != "", Precision: cfg.Precision, OneDNN: oneDNN, AllRows: cfg.AllRows,
-		ShareBF16: shareBF16(cfg)})
+		BiasAdds: cfg.BiasAdds, ShareBF16: shareBF16(cfg)})
 	if err != nil {
 		return nil, err
 	}

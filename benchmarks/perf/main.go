@@ -14,7 +14,8 @@
 // process, -worker onednn-pair oneDNN's float32 products against MLAS in
 // one process, -worker model-pair two exports of one model, -worker
 // rows-pair the head on every token against the labelled ones, -worker
-// share-pair bf16 operands rounded per product against once (pair.go);
+// share-pair bf16 operands rounded per product against once, bias-pair
+// the bias Adds apart from the products against folded in (pair.go);
 // -worker eval scores as migu eval does (eval.go), -worker eval-pair two
 // evaluation setups in one process (evalpair.go).
 package main
@@ -108,7 +109,7 @@ type options struct {
 
 func parseFlags() *options {
 	o := &options{}
-	flag.StringVar(&o.worker, "worker", "", "internal: run as a worker (migu, migu-pair, onednn-pair, model-pair, rows-pair, share-pair, eval, eval-pair or matmul)")
+	flag.StringVar(&o.worker, "worker", "", "internal: run as a worker (migu, migu-pair, onednn-pair, model-pair, rows-pair, share-pair, bias-pair, eval, eval-pair or matmul)")
 	flag.StringVar(&o.models, "models", bench.EnvOr("BENCH_MODELS", "llama,t5,roberta"), "models to benchmark: architectures (small presets) and smollm2 (SmolLM2-135M-Instruct from its GGUF)")
 	flag.StringVar(&o.methods, "methods", bench.EnvOr("BENCH_METHODS", "full,lora"), "training methods")
 	flag.StringVar(&o.migus, "migu", bench.EnvOr("BENCH_MIGU", "off,on"), "MIGU settings to run (off, on)")
@@ -179,6 +180,8 @@ func main() {
 		err = workRowsPair(o)
 	case "share-pair":
 		err = workSharePair(o)
+	case "bias-pair":
+		err = workBiasPair(o)
 	case "eval-pair":
 		err = workEvalPair(o)
 	case "matmul":
@@ -210,9 +213,11 @@ type sample struct {
 	BF16Path string `json:"bf16_path,omitempty"`
 	// OneDNNProducts counts the float32 products the migu worker ran in
 	// oneDNN (train --products; Artifact.OneDNNProducts), 0: all in MLAS;
-	// AttentionProducts attention's (Artifact.AttentionProducts).
+	// AttentionProducts attention's (Artifact.AttentionProducts),
+	// BiasedProducts those that add a bias (Artifact.BiasedProducts).
 	OneDNNProducts    int     `json:"onednn_products,omitempty"`
 	AttentionProducts int     `json:"attention_products,omitempty"`
+	BiasedProducts    int     `json:"biased_products,omitempty"`
 	Params            int64   `json:"params"`
 	Trainable         int64   `json:"trainable"`
 	PeakRSSMB         float64 `json:"peak_rss_mb"`
@@ -312,6 +317,7 @@ type benchSetup struct {
 	oneDNN      *kernels.F32Roles // nil: as migu train decides
 	model       string            // model folder; empty: -model
 	allRows     bool              // the head on every token (train.Config.AllRows)
+	biasAdds    bool              // bias Adds apart from the products (train.Config.BiasAdds)
 	bf16Sharing string            // train.Config.BF16Sharing
 }
 
@@ -395,7 +401,8 @@ func newBenchTrainer(o *options, setup benchSetup) (*benchTrainer, error) {
 	opt.LR = 1e-4
 	cfg := train.Config{Optim: opt, GradAccum: 1, UseMIGU: setup.withMIGU, T: 0.7, Mode: migu.ModeGrad, Threads: o.threads,
 		Session: ort.SessionOptions{Provider: o.provider, OptLevel: level, ProfilePrefix: o.ortProfile}, Precision: o.precision,
-		OneDNN: setup.oneDNN, AllRows: setup.allRows, BF16Sharing: setup.bf16Sharing}
+		OneDNN: setup.oneDNN, AllRows: setup.allRows, BiasAdds: setup.biasAdds,
+		BF16Sharing: setup.bf16Sharing}
 	if o.hiddenPad {
 		cfg.HiddenPad = train.PadFourKB
 	}
@@ -432,7 +439,8 @@ func workMIGU(o *options) error {
 	defer os.RemoveAll(b.dir)
 	tr, man, params := b.tr, b.man, b.params
 	bs := batches(o.arch, man.VocabSize, 4, o.batch, o.seq, o.prompt)
-	s := sample{Params: params, Threads: o.threads, Precision: o.precision, OneDNNProducts: tr.Art.OneDNNProducts, AttentionProducts: tr.Art.AttentionProducts}
+	s := sample{Params: params, Threads: o.threads, Precision: o.precision, OneDNNProducts: tr.Art.OneDNNProducts, AttentionProducts: tr.Art.AttentionProducts,
+		BiasedProducts: tr.Art.BiasedProducts}
 	if o.precision == train.PrecisionBF16 {
 		s.BF16Path = kernels.ReadBF16Hardware().Path()
 	}

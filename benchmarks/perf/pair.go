@@ -78,6 +78,14 @@ func workSharePair(o *options) error {
 		benchSetup{withMIGU: o.withMIGU, bf16Sharing: train.BF16ShareAlways})
 }
 
+// workBiasPair measures the linear layers' biases added by their oneDNN
+// products the same way: one trainer keeps the bias Adds apart
+// (train.Config.BiasAdds), the other folds them into the products (MIGU
+// as -with-migu says; with -migu-precision bf16 the bf16 products').
+func workBiasPair(o *options) error {
+	return pairSteps(o, benchSetup{withMIGU: o.withMIGU, biasAdds: true}, benchSetup{withMIGU: o.withMIGU})
+}
+
 // pairSteps runs a trainer of each setup, off and on, in turns (off, on,
 // on, off, …) and prints their pairSample.
 func pairSteps(o *options, offSetup, onSetup benchSetup) error {

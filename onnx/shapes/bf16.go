@@ -29,8 +29,8 @@ func inferToBF16(c *inferCtx) error {
 	return nil
 }
 
-// inferMatMulBF16: Y = op(A)·op(B) with B 2-D; A is [..., M, K], or [K, M]
-// with transA (2-D only), and Y is [..., M, N].
+// inferMatMulBF16: Y = op(A)·op(B) (+ Bias [N]) with B 2-D; A is [..., M,
+// K], or [K, M] with transA (2-D only), and Y is [..., M, N].
 func inferMatMulBF16(c *inferCtx) error {
 	a, b, err := c.rankedPair()
 	if err != nil {
@@ -46,6 +46,15 @@ func inferMatMulBF16(c *inferCtx) error {
 	m, n, err := c.transposedProduct(as, bs)
 	if err != nil {
 		return err
+	}
+	if bias := c.optional(2); bias != nil {
+		// The optional Bias (kernels.FuseProductBias): float32 [N].
+		if bias.dtype != onnx.Float || len(bias.shape) != 1 {
+			return fmt.Errorf("MatMulBF16 needs a float32 Bias [N], not %s %s", bias.dtype, exprsToDims(bias.shape))
+		}
+		if _, err := unifyDim(bias.shape[0], n); err != nil {
+			return fmt.Errorf("Bias %s against N of the product: %v", exprsToDims(bias.shape), err)
+		}
 	}
 	out := append(append([]*expr{}, as[:len(as)-2]...), m, n)
 	c.set(0, onnx.Float, out)

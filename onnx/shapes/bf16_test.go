@@ -26,6 +26,24 @@ func TestShapeMiguBF16Ops(t *testing.T) {
 			t.migu("MatMulBF16", "x w", "y", onnx.AttrInt("transB", 1))
 			t.migu("MatMulF32", "dy dy", "g", onnx.AttrInt("transA", 1))
 		}, want: map[string]string{"y": "float32 [b, s, 8]", "g": "float32 [8, 8]"}},
+		{name: "MatMulF32 with a bias", build: func(t *tgraph) {
+			t.input("x", onnx.Float, "b", "s", 16)
+			t.input("w", onnx.Float, 16, 8)
+			t.input("bias", onnx.Float, 8)
+			t.migu("MatMulF32", "x w bias", "y")
+		}, want: map[string]string{"y": "float32 [b, s, 8]"}},
+		{name: "MatMulBF16 bias of another length", build: func(t *tgraph) {
+			t.input("x", onnx.Float, "b", "s", 16)
+			t.input("w", onnx.Float, 16, 8)
+			t.input("bias", onnx.Float, 9)
+			t.migu("MatMulBF16", "x w bias", "y")
+		}, err: "Bias [9] against N of the product"},
+		{name: "MatMulF32 bias 2-D", build: func(t *tgraph) {
+			t.input("x", onnx.Float, "b", "s", 16)
+			t.input("w", onnx.Float, 16, 8)
+			t.input("bias", onnx.Float, 1, 8)
+			t.migu("MatMulF32", "x w bias", "y")
+		}, err: "needs a float32 Bias [N], not float32 [1, 8]"},
 		{name: "BatchMatMul scores and context", build: func(t *tgraph) {
 			t.input("q", onnx.Float, "b", "s", 8, 64)
 			t.input("p", onnx.Float, "b", 8, "s", "s")

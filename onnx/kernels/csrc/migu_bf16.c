@@ -6,14 +6,17 @@
 // "ai.migu.bf16" (ORT refuses a second library registering migu_kernels'
 // "ai.migu"), opset 1:
 //
-//   MatMulBF16(A, B; transA, transB) -> Y float32
-//       Y = op(A) · op(B), op a transpose where the flag is set.
+//   MatMulBF16(A, B[, Bias]; transA, transB) -> Y float32
+//       Y = op(A) · op(B) (+ Bias), op a transpose where the flag is set.
 //       A is [..., M, K] (transA 0: leading axes are flattened into M) or
 //       [K, M] (transA 1, 2-D only); B is [K, N] (transB 0) or [N, K].
 //       A and B are float32 (rounded to bfloat16 here, to nearest even) or
 //       already bfloat16 (frozen weights a model folder stores in bf16).
+//       The optional Bias is float32 [N], added to every row of the
+//       float32 sums before Y is written: a linear layer's bias, which
+//       would otherwise be an Add over all of Y (onnx/kernels/bias.go).
 //
-//   MatMulF32(A, B; transA, transB) -> Y float32
+//   MatMulF32(A, B[, Bias]; transA, transB) -> Y float32
 //       The same product in float32, operands as they are (a bf16 operand
 //       is widened, exactly): oneDNN's float32 matmul in place of ORT's
 //       MLAS, for the products where it was measured faster (forward
@@ -268,6 +271,7 @@ enum { BATCH_BLOCKS = 4 };
 typedef struct {
 	int64_t batch, m, n, k, a_batch, b_batch;
 	int64_t as[3], bs[3], ys[3];
+	int64_t bias; // 1: a float32 bias [n] is added (2-D products only)
 } block_shape;
 
 // prim is a oneDNN matmul primitive for one block shape; in the cache,
@@ -275,7 +279,7 @@ typedef struct {
 typedef struct {
 	block_shape sh;
 	dnnl_primitive_t prim;
-	dnnl_memory_desc_t a_md, b_md, y_md, scratch_md;
+	dnnl_memory_desc_t a_md, b_md, y_md, bias_md, scratch_md;
 	int refs;
 	uint64_t used;
 } prim;
@@ -319,8 +323,15 @@ static dnnl_status_t make_prim(const kernel *kk, block_shape sh, prim *out) {
 		st = dnnl_memory_desc_init_by_strides(mds[i], nd, d, types[i], str);
 	}
 	if (st != dnnl_success) return st;
+	memset(&out->bias_md, 0, sizeof out->bias_md);
+	if (sh.bias) {
+		dnnl_dims_t d = {1, sh.n};
+		if ((st = dnnl_memory_desc_init_by_tag(&out->bias_md, 2, d, dnnl_f32, dnnl_ab)) != dnnl_success) return st;
+	}
 	dnnl_matmul_desc_t desc;
-	if ((st = dnnl_matmul_desc_init(&desc, &out->a_md, &out->b_md, NULL, &out->y_md)) != dnnl_success) return st;
+	if ((st = dnnl_matmul_desc_init(&desc, &out->a_md, &out->b_md, sh.bias ? &out->bias_md : NULL, &out->y_md)) !=
+	    dnnl_success)
+		return st;
 	// The scratchpad is the caller's (thread_scratch): oneDNN's own is one
 	// buffer per creating thread, unsafe for a primitive that another
 	// thread runs, or that two threads run at once.
@@ -395,6 +406,7 @@ typedef struct {
 	kernel *kk;
 	const char *a, *b; // bf16 or float32 elements of size esize
 	size_t esize;
+	const float *bias; // [n], or NULL
 	float *y;
 	int64_t m, k, n;
 	// 2-D products: bm × bn blocks of Y (block_size).
@@ -429,18 +441,19 @@ static void block_size(int64_t m, int64_t n, int64_t *bm, int64_t *bn) {
 	}
 }
 
-// run_block runs one block of j, sh, from the block's origins a, b and y,
-// on the calling thread.
-static void run_block(matmul_job *j, block_shape sh, const char *a, const char *b, float *y) {
+// run_block runs one block of j, sh, from the block's origins a, b, bias
+// (when sh.bias) and y, on the calling thread.
+static void run_block(matmul_job *j, block_shape sh, const char *a, const char *b, const float *bias, float *y) {
 	ONE_THREAD();
 	prim pr;
 	int slot = -1, stage = 1;
 	dnnl_status_t st = get_prim(j->kk, sh, &pr, &slot);
 	int made = st == dnnl_success;
-	dnnl_memory_t am = NULL, bm = NULL, ym = NULL, sm = NULL;
+	dnnl_memory_t am = NULL, bm = NULL, ym = NULL, cm = NULL, sm = NULL;
 	if (st == dnnl_success) stage = 2, st = dnnl_memory_create(&am, &pr.a_md, engine, (void *)a);
 	if (st == dnnl_success) st = dnnl_memory_create(&bm, &pr.b_md, engine, (void *)b);
 	if (st == dnnl_success) st = dnnl_memory_create(&ym, &pr.y_md, engine, y);
+	if (st == dnnl_success && sh.bias) st = dnnl_memory_create(&cm, &pr.bias_md, engine, (void *)bias);
 	if (st == dnnl_success && thread_stream == NULL) st = dnnl_stream_create(&thread_stream, engine, dnnl_stream_default_flags);
 	size_t scratch = made ? dnnl_memory_desc_get_size(&pr.scratch_md) : 0;
 	if (st == dnnl_success && scratch > thread_scratch_size) {
@@ -453,15 +466,19 @@ static void run_block(matmul_job *j, block_shape sh, const char *a, const char *
 	}
 	if (st == dnnl_success && scratch > 0) st = dnnl_memory_create(&sm, &pr.scratch_md, engine, thread_scratch);
 	if (st == dnnl_success) {
-		dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, ym}, {DNNL_ARG_SCRATCHPAD, sm}};
+		dnnl_exec_arg_t args[5] = {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, ym}};
+		int nargs = 3;
+		if (sm != NULL) args[nargs++] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, sm};
+		if (cm != NULL) args[nargs++] = (dnnl_exec_arg_t){DNNL_ARG_BIAS, cm};
 		stage = 3;
 		sigset_t old;
 		pthread_sigmask(SIG_BLOCK, &async_signals, &old);
-		st = dnnl_primitive_execute(pr.prim, thread_stream, sm != NULL ? 4 : 3, args);
+		st = dnnl_primitive_execute(pr.prim, thread_stream, nargs, args);
 		if (st == dnnl_success) st = dnnl_stream_wait(thread_stream);
 		pthread_sigmask(SIG_SETMASK, &old, NULL);
 	}
 	if (sm) dnnl_memory_destroy(sm);
+	if (cm) dnnl_memory_destroy(cm);
 	if (ym) dnnl_memory_destroy(ym);
 	if (bm) dnnl_memory_destroy(bm);
 	if (am) dnnl_memory_destroy(am);
@@ -485,6 +502,7 @@ static void matmul_block(void *p, size_t blk) {
 	sh.m = j->m - m0 < j->bm ? j->m - m0 : j->bm;
 	sh.n = j->n - n0 < j->bn ? j->n - n0 : j->bn;
 	sh.k = j->k;
+	sh.bias = j->bias != NULL;
 	int64_t lda = kk->trans_a ? j->m : j->k, ldb = kk->trans_b ? j->k : j->n;
 	sh.as[1] = kk->trans_a ? 1 : lda, sh.as[2] = kk->trans_a ? lda : 1;
 	sh.bs[1] = kk->trans_b ? 1 : ldb, sh.bs[2] = kk->trans_b ? ldb : 1;
@@ -492,7 +510,7 @@ static void matmul_block(void *p, size_t blk) {
 	// Block origins: rows m0 of op(A), columns n0 of op(B), element (m0, n0) of Y.
 	const char *a = j->a + (size_t)(m0 * sh.as[1]) * j->esize;
 	const char *b = j->b + (size_t)(n0 * sh.bs[2]) * j->esize;
-	run_block(j, sh, a, b, j->y + m0 * j->n + n0);
+	run_block(j, sh, a, b, j->bias != NULL ? j->bias + n0 : NULL, j->y + m0 * j->n + n0);
 }
 
 // batch_block runs block blk of a batched product: heads h0 … h0+hb-1
@@ -511,7 +529,7 @@ static void batch_block(void *p, size_t blk) {
 	memcpy(sh.ys, j->ys + 1, sizeof sh.ys);
 	const char *a = j->a + (size_t)(i0 * j->as[0] + h0 * j->as[1]) * j->esize;
 	const char *b = j->b + (size_t)(i0 * j->bs[0] + h0 * j->bs[1]) * j->esize;
-	run_block(j, sh, a, b, j->y + i0 * j->ys[0] + h0 * j->ys[1]);
+	run_block(j, sh, a, b, NULL, j->y + i0 * j->ys[0] + h0 * j->ys[1]);
 }
 
 static const char *stages[] = {"", "primitive creation", "memory or stream creation", "execution"};
@@ -527,12 +545,13 @@ static OrtStatus *run_job(OrtKernelContext *ctx, matmul_job *j, void (*block)(vo
 	return j->failed_at == 0 ? NULL : dnnl_fail(stages[j->failed_at], j->status);
 }
 
-// matmul runs y[M,N] = op(a) · op(b) with bf16 or float32 operands
-// and float32 accumulation and output, block by block on ORT's threads.
-static OrtStatus *matmul(OrtKernelContext *ctx, kernel *kk, const void *a, const void *b, float *y, int64_t m,
-                         int64_t k, int64_t n) {
+// matmul runs y[M,N] = op(a) · op(b) (+ bias[N], where not NULL) with
+// bf16 or float32 operands and float32 accumulation and output, block by
+// block on ORT's threads.
+static OrtStatus *matmul(OrtKernelContext *ctx, kernel *kk, const void *a, const void *b, const float *bias, float *y,
+                         int64_t m, int64_t k, int64_t n) {
 	pthread_once(&engine_once, make_engine);
-	matmul_job j = {.kk = kk, .a = a, .b = b, .y = y, .m = m, .k = k, .n = n};
+	matmul_job j = {.kk = kk, .a = a, .b = b, .bias = bias, .y = y, .m = m, .k = k, .n = n};
 	block_size(m, n, &j.bm, &j.bn);
 	j.blocks_n = ceil_div(n, j.bn);
 	return run_job(ctx, &j, matmul_block, (size_t)(ceil_div(m, j.bm) * j.blocks_n));
@@ -573,6 +592,18 @@ static OrtStatus *compute_status(kernel *kk, OrtKernelContext *ctx) {
 	for (size_t i = 0; !kk->trans_a && i + 1 < a.rank; i++) m *= a.dims[i];
 	int64_t bk = kk->trans_b ? b.dims[1] : b.dims[0], n = kk->trans_b ? b.dims[0] : b.dims[1];
 	if (bk != k) return fail("the inner dimensions of op(A) and op(B) differ");
+	const float *bias = NULL;
+	size_t nin = 0;
+	TRY(api->KernelContext_GetInputCount(ctx, &nin));
+	const OrtValue *bv = NULL;
+	if (nin > 2) TRY(api->KernelContext_GetInput(ctx, 2, &bv));
+	if (bv != NULL) {
+		tensor c;
+		TRY(input(ctx, 2, &c));
+		if (c.type != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT || c.rank != 1 || c.dims[0] != n)
+			return fail("Bias must be float32 [N], N the columns of op(B)");
+		bias = c.data;
+	}
 	int64_t ydims[MAX_RANK];
 	size_t yrank = a.rank;
 	if (kk->trans_a) {
@@ -587,14 +618,15 @@ static OrtStatus *compute_status(kernel *kk, OrtKernelContext *ctx) {
 	TRY(api->GetTensorMutableData(yv, (void **)&y));
 	if (m == 0 || n == 0) return NULL;
 	if (k == 0) {
-		memset(y, 0, (size_t)(m * n) * sizeof *y);
+		for (int64_t i = 0; i < m; i++)
+			for (int64_t c = 0; c < n; c++) y[i * n + c] = bias != NULL ? bias[c] : 0.0f;
 		return NULL;
 	}
 	const void *ab, *bb;
 	void *aown, *bown = NULL;
 	OrtStatus *s = operand(ctx, &a, kk->f32, kk->round, &ab, &aown);
 	if (s == NULL) s = operand(ctx, &b, kk->f32, kk->round, &bb, &bown);
-	if (s == NULL) s = matmul(ctx, kk, ab, bb, y, m, k, n);
+	if (s == NULL) s = matmul(ctx, kk, ab, bb, bias, y, m, k, n);
 	free(aown);
 	free(bown);
 	return s;
@@ -790,7 +822,15 @@ static ONNXTensorElementDataType ORT_API_CALL input_type(const OrtCustomOp *o, s
 	(void)i;
 	return o - ops == OP_CAST ? ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT : ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
 }
-static size_t ORT_API_CALL input_count(const OrtCustomOp *o) { return o - ops == OP_CAST ? 1 : 2; }
+// MatMulBF16 and MatMulF32 take an optional third input, Bias.
+static size_t ORT_API_CALL input_count(const OrtCustomOp *o) {
+	int op = (int)(o - ops);
+	return op == OP_CAST ? 1 : op == OP_BATCH ? 2 : 3;
+}
+static OrtCustomOpInputOutputCharacteristic ORT_API_CALL input_char(const OrtCustomOp *o, size_t i) {
+	(void)o;
+	return i == 2 ? INPUT_OUTPUT_OPTIONAL : INPUT_OUTPUT_REQUIRED;
+}
 
 static ONNXTensorElementDataType ORT_API_CALL output_type(const OrtCustomOp *o, size_t i) {
 	(void)i;
@@ -818,6 +858,7 @@ static void make_domain(void) {
 		op->GetExecutionProviderType = get_provider;
 		op->GetInputType = input_type;
 		op->GetInputTypeCount = input_count;
+		op->GetInputCharacteristic = input_char;
 		op->GetOutputType = output_type;
 		op->GetOutputTypeCount = output_count;
 		domain_status = api->CustomOpDomain_Add(domain, op);
@@ -839,7 +880,7 @@ MIGU_EXPORT OrtStatus *ORT_API_CALL RegisterCustomOps(OrtSessionOptions *options
 // MiguBF16Version tells the loader which op set this build provides.
 // It changes with the op set, together with BF16LibVersion in onnx/kernels/bf16.go
 // (the Go side refuses a library reporting another version).
-MIGU_EXPORT const char *MiguBF16Version(void) { return "5"; }
+MIGU_EXPORT const char *MiguBF16Version(void) { return "6"; }
 
 // MiguBF16Path names the path bf16 products take in this process,
 // "native" or "f32" (native_bf16), so that a test can check that
