@@ -128,6 +128,9 @@ func rewrite(m *onnx.Model, r rewrites) (map[string]int, error) {
 		for k, n := range fused {
 			counts[k] += n
 		}
+		if n := kernels.FuseSoftmaxBias(m, info); n > 0 {
+			counts["SoftmaxBias"] = n
+		}
 	}
 	if r.oneDNN {
 		// The products' outputs and the biases keep their names and types

@@ -89,12 +89,13 @@ func TestFusedKernelsKeepGradients(t *testing.T) {
 					acts, act, ops[act], act, ops[act+"Taps"], act, ops[act+"Grad"], ops[".Sigmoid"], ops[".Erf"])
 			}
 			// Every architecture's loss is one cross-entropy pick, and
-			// every attention layer's probabilities one softmax.
-			if loss != 1 || softmaxes == 0 ||
+			// every attention layer's probabilities one softmax, which adds
+			// the layer's mask (and t5's position bias) itself.
+			if loss != 1 || softmaxes == 0 || fart.Fused["SoftmaxBias"] != ops["ai.migu.Softmax"] ||
 				ops[".LogSoftmax"] != 0 || ops[".Softmax"] != 0 || ops["ai.migu.PickLogSoftmaxGrad"] != 1 ||
 				ops["ai.migu.Softmax"] < softmaxes || ops["ai.migu.SoftmaxGrad"] != softmaxes {
-				t.Fatalf("fused loss %d, softmaxes %d; ops: LogSoftmax %d, Softmax %d, PickLogSoftmaxGrad %d, ai.migu.Softmax %d, SoftmaxGrad %d",
-					loss, softmaxes, ops[".LogSoftmax"], ops[".Softmax"],
+				t.Fatalf("fused loss %d, softmaxes %d, their biases %d; ops: LogSoftmax %d, Softmax %d, PickLogSoftmaxGrad %d, ai.migu.Softmax %d, SoftmaxGrad %d",
+					loss, softmaxes, fart.Fused["SoftmaxBias"], ops[".LogSoftmax"], ops[".Softmax"],
 					ops["ai.migu.PickLogSoftmaxGrad"], ops["ai.migu.Softmax"], ops["ai.migu.SoftmaxGrad"])
 			}
 			// llama rotates queries and keys: two rotations per layer.

@@ -174,8 +174,10 @@ type Artifact struct {
 	// the activation kernels; ScatterAdd the gradients of Gather and
 	// ScatterSum the Sums folded into them, kernels.FuseScatterAdd;
 	// ResidualGrad the residual gradients' Sums folded into the norms'
-	// backward kernels, kernels.FuseResidualGrads), FusedTaps whether the
-	// taps are (GraphOptions.FusedTaps).
+	// backward kernels, kernels.FuseResidualGrads; SoftmaxBias the
+	// attention biases' Adds folded into the softmaxes,
+	// kernels.FuseSoftmaxBias), FusedTaps whether the taps are
+	// (GraphOptions.FusedTaps).
 	Fused     map[string]int `json:"fused,omitempty"`
 	FusedTaps bool           `json:"fused_taps,omitempty"`
 	// Precision is the weight products' (fp32 or bf16); BF16Products
@@ -381,8 +383,9 @@ func Build(m *onnx.Model, man *modeldir.Manifest, opt GraphOptions) (*Artifact, 
 	}
 	if opt.Fused {
 		// The Gather rule's scatters (embedding tables) and the Sums adding
-		// a tied table's gradients, and the Sums adding a residual's
-		// gradient to a norm's: written by the rules, rewritten here.
+		// a tied table's gradients, the Sums adding a residual's gradient
+		// to a norm's, and the attention biases added before the fused
+		// softmaxes: written by the rules or kept for them, rewritten here.
 		info, err := shapes.Infer(m)
 		if err != nil {
 			return nil, err
@@ -396,6 +399,9 @@ func Build(m *onnx.Model, man *modeldir.Manifest, opt GraphOptions) (*Artifact, 
 		}
 		if n := kernels.FuseResidualGrads(m); n > 0 {
 			art.Fused["ResidualGrad"] = n
+		}
+		if n := kernels.FuseSoftmaxBias(m, info); n > 0 {
+			art.Fused["SoftmaxBias"] = n
 		}
 	}
 	if art.FusedTaps {

@@ -37,7 +37,9 @@ func pickLogSoftmaxGrad(c *Context, n *onnxpb.NodeProto, dY []string) ([]string,
 }
 
 // fusedSoftmaxGrad differentiates Softmax(X) → Y over the last axis with
-// one SoftmaxGrad(dY, Y) → dX = Y·(dY − Σ dY·Y) node.
+// one SoftmaxGrad(dY, Y) → dX = Y·(dY − Σ dY·Y) node. A Softmax with a
+// Bias has no rule: kernels.FuseSoftmaxBias makes it after
+// differentiation.
 func fusedSoftmaxGrad(c *Context, n *onnxpb.NodeProto, dY []string) ([]string, error) {
 	if len(n.Input) != 1 {
 		return nil, fmt.Errorf("Softmax has %d inputs, want 1", len(n.Input))

@@ -15,8 +15,9 @@ import (
 // AbsColSum, the loss, softmax, rotary, activation and LayerNorm ops; 3
 // SwiGLUTaps and GeluTaps (FuseActivationTaps); 4 ScatterAddRows
 // (FuseScatterAdd); 5 the optional Residual of RMSNormGrad and
-// LayerNormGrad (FuseResidualGrads).
-const LibVersion = "5"
+// LayerNormGrad (FuseResidualGrads); 6 Softmax's optional Bias
+// (FuseSoftmaxBias).
+const LibVersion = "6"
 
 // fusions are the rewrites Fuse applies, in order, named as the counts it
 // returns. A new fused kernel adds its rewrite here, and every graph migu

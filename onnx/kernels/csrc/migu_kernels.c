@@ -17,6 +17,10 @@
 //   SwiGLUTaps(G[..., d], U[..., d]) -> Y, SG[d], SU[d]
 //   GeluTaps(X[..., d]; approximate) -> Y, SX[d]
 //       SwiGLU's or Gelu's Y and the AbsColSum of each input, in one pass.
+//   Softmax(X[..., d] [, Bias]) -> Y[..., d]
+//       over the last axis, of X + Bias when given (Bias of X's rank, last axis d,
+//       every other axis X's or 1: an attention mask or position bias), the Add's bits.
+//   SoftmaxGrad(dY[..., d], Y[..., d]) -> dX[..., d]
 //   LayerNorm(X[..., d], W[d], B[d]; epsilon) -> Y[..., d], Mean[..., 1], InvStd[..., 1]
 //   LayerNormGrad(dY, X, W, Mean, InvStd [, Residual]) -> dX (+ Residual), dW[d], dB[d]
 //   ScatterAddRows(Table[outer, V, inner], Indices[N] int64, Updates[outer, N, inner] [, Base]; axis) -> Y
@@ -686,13 +690,34 @@ static OrtStatus *pickgrad_compute(void *k, OrtKernelContext *ctx) {
 
 // ---- Softmax ----
 //
-// Softmax(X[..., d]) -> Y[..., d], over the last axis: Y = exp(X - max) * (1 / Σ exp(X - max)).
+// Softmax(X[..., d] [, Bias]) -> Y[..., d], over the last axis: with Z = X
+// (+ Bias, broadcast), Y = exp(Z - max) * (1 / Σ exp(Z - max)). Z is written
+// into Y's row first and the softmax taken there in place: the float32 sum
+// an Add before the softmax would make (kernels.FuseSoftmaxBias), without
+// a pass over a tensor of attention scores.
 
 typedef struct {
-	const float *x, *dy, *y;
+	const float *x, *dy, *y, *bias;
 	float *out;
 	int64_t rows, d, per;
+	// The bias's element strides of X's leading axes (0 where it
+	// broadcasts) and those axes' sizes, the last leading axis first.
+	int64_t lead, bdims[MAX_RANK], bstride[MAX_RANK];
 } softmax_job;
+
+// bias_row returns the bias row that row r of X adds.
+static const float *bias_row(const softmax_job *j, int64_t r) {
+	int64_t off = 0;
+	for (int64_t a = 0; a < j->lead && r > 0; a++) {
+		off += (r % j->bdims[a]) * j->bstride[a];
+		r /= j->bdims[a];
+	}
+	return j->bias + off;
+}
+
+VECTOR static void sum_rows(const float *x, const float *b, float *y, int64_t d) {
+	for (int64_t i = 0; i < d; i++) y[i] = x[i] + b[i];
+}
 
 static void softmax_block(void *p, size_t b) {
 	const softmax_job *j = p;
@@ -701,6 +726,10 @@ static void softmax_block(void *p, size_t b) {
 	for (int64_t r = (int64_t)b * j->per; r < end; r++) {
 		const float *x = j->x + r * j->d;
 		float *y = j->out + r * j->d;
+		if (j->bias != NULL) {
+			sum_rows(x, bias_row(j, r), y, j->d);
+			x = y;
+		}
 		float s = sum_exp(x, row_max(x, j->d), y, j->d);
 		scale_in_place(y, 1.0f / s, j->d);
 	}
@@ -709,10 +738,25 @@ static void softmax_block(void *p, size_t b) {
 static OrtStatus *softmax_compute(void *k, OrtKernelContext *ctx) {
 	(void)k;
 	const char *op = "Softmax";
-	tensor x;
+	tensor x, bias = {0};
 	TRY(input(ctx, 0, &x, op));
-	softmax_job j = {.x = x.data};
+	TRY(optional(ctx, 1, &bias, op));
+	softmax_job j = {.x = x.data, .bias = bias.data};
 	TRY(last_axis(&x, &j.rows, &j.d, op));
+	if (bias.data != NULL) {
+		if (bias.rank != x.rank) return fail(op, "Bias must have X's rank");
+		int64_t stride = bias.dims[bias.rank - 1];
+		if (stride != j.d) return fail(op, "Bias's last axis must be X's");
+		j.lead = (int64_t)x.rank - 1;
+		for (int64_t a = 0; a < j.lead; a++) {
+			size_t axis = (size_t)(j.lead - 1 - a);
+			if (bias.dims[axis] != x.dims[axis] && bias.dims[axis] != 1)
+				return fail(op, "every axis of Bias must be X's or 1");
+			j.bdims[a] = x.dims[axis];
+			j.bstride[a] = bias.dims[axis] == 1 ? 0 : stride;
+			stride *= bias.dims[axis];
+		}
+	}
 	TRY(output(ctx, 0, x.dims, x.rank, &j.out));
 	if (j.rows == 0) return NULL;
 	j.per = rows_per_block(j.d);
@@ -1538,7 +1582,7 @@ static migu_op ops[] = {
 	{.name = "AbsColSum", .nin = 2, .nout = 1, .optional_from = 1, .in = {F, I64}, .compute = tap_compute},
 	{.name = "PickLogSoftmax", .nin = 2, .nout = 2, .optional_from = 2, .in = {F, I64}, .compute = pick_compute},
 	{.name = "PickLogSoftmaxGrad", .nin = 4, .nout = 1, .optional_from = 4, .in = {F, F, I64, F}, .compute = pickgrad_compute},
-	{.name = "Softmax", .nin = 1, .nout = 1, .optional_from = 1, .in = {F}, .compute = softmax_compute},
+	{.name = "Softmax", .nin = 2, .nout = 1, .optional_from = 1, .in = {F, F}, .compute = softmax_compute},
 	{.name = "SoftmaxGrad", .nin = 2, .nout = 1, .optional_from = 2, .in = {F, F}, .compute = softmaxgrad_compute},
 	{.name = "Rotary", .nin = 3, .nout = 1, .optional_from = 3, .in = {F, F, F}, .compute = rotary_compute},
 	{.name = "RotaryGrad", .nin = 3, .nout = 1, .optional_from = 3, .in = {F, F, F}, .compute = rotarygrad_compute},
@@ -1595,4 +1639,4 @@ MIGU_EXPORT OrtStatus *ORT_API_CALL RegisterCustomOps(OrtSessionOptions *options
 // MiguKernelsVersion tells the loader which op set this build provides.
 // It changes with the op set, together with LibVersion in onnx/kernels/fusions.go
 // (the Go side refuses a library reporting another version).
-MIGU_EXPORT const char *MiguKernelsVersion(void) { return "5"; }
+MIGU_EXPORT const char *MiguKernelsVersion(void) { return "6"; }
