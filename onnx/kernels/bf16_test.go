@@ -151,8 +151,8 @@ var products = []product{
 	{name: "bf16 B (frozen weight)", a: []int64{2, 7, 32}, b: []int64{32, 9}, bf16B: true},
 	{name: "K 512 (llama-small hidden)", a: []int64{8, 512}, b: []int64{512, 64}},
 	{name: "K 1376 transA transB", a: []int64{1376, 12}, b: []int64{10, 1376}, transA: 1, transB: 1},
-	{name: "blocks with edges (M 300, N 600: 2x2 blocks of 256x512)", a: []int64{3, 100, 64}, b: []int64{64, 600}},
-	{name: "blocks with edges transA transB", a: []int64{64, 300}, b: []int64{600, 64}, transA: 1, transB: 1},
+	{name: "blocks with edges (M 300, N 2100: 2x2 blocks of 256x1088)", a: []int64{3, 100, 64}, b: []int64{64, 2100}},
+	{name: "blocks with edges transA transB", a: []int64{64, 300}, b: []int64{2100, 64}, transA: 1, transB: 1},
 	{name: "K 0", a: []int64{3, 0}, b: []int64{0, 4}},
 }
 

@@ -249,13 +249,19 @@ static __thread size_t thread_scratch_size;
 // second pool of its own. (Debian's oneDNN runs on OpenMP; set to one
 // thread on ORT's threads, it works where it is called.)
 //
-// Blocks are as large as BLOCK_M × BLOCK_N while the product still has a
-// block for every CPU the process may run on (block_size): oneDNN packs
-// a block's share of op(B) on each call, so larger blocks pack less. On
-// Zen 4 (2 threads, 512×512×1376) 256×512 blocks ran the bf16 products at
-// 380–405 GFLOP/s against 350–375 with 128×256 ones, and the float32
-// input gradients at 209–217 against 168–176.
-enum { BLOCK_M = 256, BLOCK_N = 512, MIN_BLOCK = 64, CACHE = 16 };
+// Blocks are BLOCK_M rows by up to BLOCK_N columns — a product's columns
+// in the fewest equal blocks of at most BLOCK_N — halved while the product
+// has fewer blocks than the CPUs the process may run on (block_size).
+// oneDNN packs or copies its operands' shares on every call: op(B)'s
+// columns once per row block, op(A)'s rows (a transposed one too: the
+// weight gradients') once per column block, so wide blocks copy A less,
+// and BLOCK_N bounds the packed B a thread holds. On Zen 4 (2 threads,
+// 512×512×1376) 256×512 blocks ran the bf16 products at 380–405 GFLOP/s
+// against 350–375 with 128×256 ones. On a Xeon with AMX (2 threads, the
+// small presets' steps paired in one process, two or three runs) these blocks
+// against 256×512 ones: float32 steps 0.95–1.02× (roberta), 0.96–1.01×
+// (llama), 0.97–0.98× (t5); bf16 0.92–0.98×, 0.90–1.01×, 0.94–0.99×.
+enum { BLOCK_M = 256, BLOCK_N = 2048, MIN_BLOCK = 64, CACHE = 16 };
 
 // A batched product (BatchMatMul) is cut into about BATCH_BLOCKS blocks
 // per CPU, each one oneDNN call over several heads' matrices: the
@@ -424,11 +430,13 @@ typedef struct {
 
 static int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-// block_size picks the block of an m×n product: BLOCK_M × BLOCK_N, its
+// block_size picks the block of an m×n product: BLOCK_M rows by n's
+// columns in ceil(n / BLOCK_N) equal blocks (rounded up to 64), its
 // columns then its rows halved in turn (not below MIN_BLOCK) while the
 // product has fewer blocks than cpus.
 static void block_size(int64_t m, int64_t n, int64_t *bm, int64_t *bn) {
-	*bm = BLOCK_M, *bn = BLOCK_N;
+	int64_t nb = n > BLOCK_N ? ceil_div(n, BLOCK_N) : 1;
+	*bm = BLOCK_M, *bn = ceil_div(ceil_div(n, nb), 64) * 64;
 	for (int cols = 1; ceil_div(m, *bm) * ceil_div(n, *bn) < cpus; cols = !cols) {
 		if (cols && *bn > MIN_BLOCK && *bn < 2 * n)
 			*bn /= 2;
