@@ -1,6 +1,7 @@
 package kernels
 
 import (
+	"math"
 	"slices"
 
 	"github.com/migu-ml/migu/onnx"
@@ -22,8 +23,12 @@ import (
 // permB; Transposes that are the only reader of the product's output fold
 // into permY (the output takes the last one's name) — each only where the
 // operand or output keeps its contiguous axis among the matrix axes
-// (innerContiguous), as attention's always do. A bypassed Transpose
-// that nothing else reads goes. bf16 rounds the operands to bfloat16, as
+// (innerContiguous), as attention's always do. A Mul by a scalar power
+// of two among those operand Transposes, or as the output's only reader
+// (attention's 1/sqrt(d) on the queries, and its gradient), folds into
+// alpha: scaling by 2^k changes no bit of a rounded sum, so the Mul goes
+// and the Transposes around it fold too. A bypassed Transpose or Mul that
+// nothing else reads goes. bf16 rounds the operands to bfloat16, as
 // autocast multiplies attention under --precision bf16. Rewrite after
 // differentiation (BatchMatMul has no gradient rule). It returns the
 // number of products rewritten.
@@ -42,10 +47,17 @@ func RewriteBatch(m *onnx.Model, types Types, bf16 bool) int {
 			continue
 		}
 		var perms [2][]int64
+		alpha := 1.0
 		for i := range 2 {
 			perms[i] = []int64{0, 1, 2, 3}
 			for {
 				t := producers[n.Input[i]]
+				if x, s, ok := powerOfTwoScaling(m, t); ok && rank4(x) {
+					alpha *= s
+					bypassed[t] = true
+					n.Input[i] = x
+					continue
+				}
 				p := transposePerm(t)
 				if p == nil || !rank4(t.Input[0]) {
 					break
@@ -69,6 +81,14 @@ func RewriteBatch(m *onnx.Model, types Types, bf16 bool) int {
 				break
 			}
 			t := readers[0]
+			if _, s, ok := powerOfTwoScaling(m, t); ok && !bypassed[t] {
+				alpha *= s
+				drop[t] = true
+				n.Output[0] = t.Output[0]
+				producers[t.Output[0]] = n
+				delete(producers, out)
+				continue
+			}
 			p := transposePerm(t)
 			if p == nil || bypassed[t] {
 				// A bypassed Transpose's input is read by a product
@@ -95,11 +115,14 @@ func RewriteBatch(m *onnx.Model, types Types, bf16 bool) int {
 		if bf16 {
 			n.Attribute = append(n.Attribute, onnx.AttrInt("bf16", 1))
 		}
+		if alpha != 1 {
+			n.Attribute = append(n.Attribute, onnx.AttrFloat("alpha", float32(alpha)))
+		}
 		count++
 	}
-	// A bypassed Transpose that nothing else reads goes — also one read
-	// only by bypassed Transposes that go (the gradient rule's
-	// Transpose of a Transpose).
+	// A bypassed Transpose or Mul that nothing else reads goes — also one
+	// read only by bypassed nodes that go (the gradient rule's Transpose
+	// of a Transpose).
 	for changed := true; changed; {
 		changed = false
 		read := map[string]bool{}
@@ -146,6 +169,26 @@ func transposePerm(n *onnxpb.NodeProto) []int64 {
 		return nil
 	}
 	return slices.Clone(p)
+}
+
+// powerOfTwoScaling returns x and s where n is a standard Mul of x by a
+// float32 scalar initializer s = 2^k, within the normal range both ways
+// (so that s·v rounds as v does, and alpha stays a power of two).
+func powerOfTwoScaling(m *onnx.Model, n *onnxpb.NodeProto) (x string, s float64, ok bool) {
+	if n == nil || n.GetOpType() != "Mul" || n.GetDomain() != "" || len(n.Input) != 2 || len(n.Output) != 1 {
+		return "", 0, false
+	}
+	for k, in := range n.Input {
+		v, isScalar := scalar(m, in)
+		if !isScalar {
+			continue
+		}
+		frac, exp := math.Frexp(float64(v))
+		if frac == 0.5 && exp >= -60 && exp <= 60 {
+			return n.Input[1-k], float64(v), true
+		}
+	}
+	return "", 0, false
 }
 
 // innerContiguous tells whether a 4-D tensor read through perm has its

@@ -307,6 +307,89 @@ func TestRewriteBatch(t *testing.T) {
 	}
 }
 
+// scaledAttention is attentionGraph's block with its queries scaled
+// after the head Transpose, as exporters.Builder.Attend scales them, and
+// the scaling's gradient as onnx/grad writes it: the scores and the key
+// gradient read the scaled queries, the query gradient is scaled back.
+func scaledAttention(scale float32) *onnx.Model {
+	m := onnx.New("scaled", nil)
+	g := m.Graph()
+	shape := onnx.Shape{onnx.Sym("batch"), onnx.Sym("tokens"), onnx.D(3), onnx.D(8)}
+	for _, in := range []string{"q", "k", "dp"} {
+		if in == "dp" {
+			shape = onnx.Shape{onnx.Sym("batch"), onnx.D(3), onnx.Sym("tokens"), onnx.Sym("tokens")}
+		}
+		g.AddInput(in, onnx.Float, shape)
+	}
+	heads := onnx.AttrInts("perm", 0, 2, 1, 3)
+	swap := onnx.AttrInts("perm", 0, 1, 3, 2)
+	c := g.Const("scale", nil, scale)
+	qs := g.Op("Mul", []string{g.Op("Transpose", []string{"q"}, "q.t", heads), c}, "qscaled")
+	kt := g.Op("Transpose", []string{"k"}, "k.t", onnx.AttrInts("perm", 0, 2, 3, 1))
+	g.Node("MatMul", []string{qs, kt}, []string{"scores"}, "scores")
+	dqs := g.Op("MatMul", []string{"dp", g.Op("Transpose", []string{kt}, "k.t.T", swap)}, "dqs")
+	g.Node("Transpose", []string{g.Op("Mul", []string{dqs, c}, "dq.t")}, []string{"dq"}, "dq", heads)
+	dkt := g.Op("MatMul", []string{g.Op("Transpose", []string{qs}, "qs.T", swap), "dp"}, "dk.t")
+	g.Node("Transpose", []string{dkt}, []string{"dk"}, "dk", onnx.AttrInts("perm", 0, 3, 1, 2))
+	for _, o := range []string{"scores", "dq", "dk"} {
+		g.AddOutput(o, onnx.Float, nil)
+	}
+	return m
+}
+
+// RewriteBatch folds a power-of-two scaling of the queries (1/sqrt(64))
+// into alpha of the three products it touches — the scores and the key
+// gradient reading the scaled queries, the query gradient scaled after
+// its product — and with it the Transposes on either side, within the
+// float32 sums' bound of the standard graph; a scale that is no power of
+// two keeps its Muls, and the Transposes those read.
+func TestRewriteBatchFoldsScale(t *testing.T) {
+	lib := withBF16(t)
+	rng := rand.New(rand.NewPCG(8, 8))
+	feeds := []feed{{"q", []int64{2, 5, 3, 8}, gaussian(rng, 240)}, {"k", []int64{2, 5, 3, 8}, gaussian(rng, 240)},
+		{"dp", []int64{2, 3, 5, 5}, gaussian(rng, 150)}}
+	for _, c := range []struct {
+		scale          float32
+		muls, alphas   int
+		wantTransposes bool
+	}{{0.125, 0, 3, false}, {0.3, 2, 0, true}} {
+		m := scaledAttention(c.scale)
+		dir := t.TempDir()
+		std := filepath.Join(dir, "std.onnx")
+		if err := m.Save(std, onnx.SaveOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if n := kernels.RewriteBatch(m, inferTypes(t, m), false); n != 3 {
+			t.Fatalf("scale %g: rewrote %d products, want 3", c.scale, n)
+		}
+		ops, alphas := map[string]int{}, 0
+		for _, n := range m.Graph().P.Node {
+			ops[n.GetOpType()]++
+			if a := onnx.AttrFloatOr(n, "alpha", 1); a != 1 {
+				if a != c.scale {
+					t.Fatalf("scale %g: %s has alpha %g", c.scale, n.GetName(), a)
+				}
+				alphas++
+			}
+		}
+		if ops["Mul"] != c.muls || alphas != c.alphas || (ops["Transpose"] > 0) != c.wantTransposes {
+			t.Fatalf("scale %g: nodes %v, %d with alpha; want %d Muls, %d alphas, Transposes %v", c.scale, ops, alphas, c.muls, c.alphas, c.wantTransposes)
+		}
+		fused := filepath.Join(dir, "fused.onnx")
+		if err := m.Save(fused, onnx.SaveOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		want, got := runGraph(t, std, "", 2, feeds...), runGraph(t, fused, lib, 2, feeds...)
+		for o, name := range []string{"scores", "dq", "dk"} {
+			for j := range got[o] {
+				if d := math.Abs(float64(got[o][j] - want[o][j])); d > 1e-5*(1+math.Abs(float64(want[o][j]))) {
+					t.Fatalf("scale %g: %s[%d] = %g, standard graph %g", c.scale, name, j, got[o][j], want[o][j])
+				}
+			}
+		}
+	}
+}
+
 func attrInts(n *onnxpb.NodeProto, name string) []int64 {
 	if a := onnx.GetAttr(n, name); a != nil {
 		return a.Ints

@@ -36,8 +36,9 @@ const BF16LibName = "libmigu_bf16.so"
 // FindBF16 refuses a library reporting another version. Version 1 put
 // MatMulBF16 in the domain ai.migu; 2 in ai.migu.bf16; 3 added MatMulF32
 // (f32.go); 4 BatchMatMul (batch.go); 5 ToBF16 (bf16_share.go); 6 the
-// optional Bias of MatMulBF16 and MatMulF32 (bias.go).
-const BF16LibVersion = "6"
+// optional Bias of MatMulBF16 and MatMulF32 (bias.go); 7 BatchMatMul's
+// alpha.
+const BF16LibVersion = "7"
 
 // BF16EnvVar names the bf16 library explicitly; unset, FindBF16 looks for
 // the built one as Find does.

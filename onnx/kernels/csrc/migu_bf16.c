@@ -22,8 +22,8 @@
 //       MLAS, for the products where it was measured faster (forward
 //       products and weight gradients on Ice Lake; onnx/kernels/f32.go).
 //
-//   BatchMatMul(A, B; permA, permB, permY, bf16) -> Y float32
-//       Y = transpose(transpose(A, permA) · transpose(B, permB), permY)
+//   BatchMatMul(A, B; permA, permB, permY, bf16, alpha) -> Y float32
+//       Y = alpha · transpose(transpose(A, permA) · transpose(B, permB), permY)
 //       for 4-D A and B, the product over the last two axes and batched
 //       over the first two (an axis of size 1 broadcasts), as ONNX's
 //       Transpose and MatMul would compute it; perms absent are the
@@ -31,7 +31,9 @@
 //       through strides, so attention's head transposes
 //       ([batch, tokens, heads, dim] ⇄ [batch, heads, tokens, dim]) cost
 //       nothing (onnx/kernels/batch.go folds them in). bf16 1 rounds the
-//       operands to bfloat16 as MatMulBF16 does.
+//       operands to bfloat16 as MatMulBF16 does. alpha (default 1)
+//       scales the float32 sums: attention's 1/sqrt(d) where that is a
+//       power of two, so the same bits as scaling an operand.
 //
 //   ToBF16(X) -> Y bfloat16
 //       X (float32, any shape) rounded to bfloat16 as MatMulBF16 rounds
@@ -297,6 +299,7 @@ typedef struct {
 	// BatchMatMul's permA, permB and permY (batched 1).
 	int batched;
 	int64_t perm[3][4];
+	float alpha;
 	// f32 picks oneDNN's float32 matmul: for MatMulBF16 (and BatchMatMul
 	// with bf16 1) on the operands rounded to bf16 values (see
 	// native_bf16), for MatMulF32 on the operands as they are (round 0).
@@ -345,6 +348,7 @@ static dnnl_status_t make_prim(const kernel *kk, block_shape sh, prim *out) {
 	dnnl_primitive_attr_t attr = NULL;
 	if ((st = dnnl_primitive_attr_create(&attr)) != dnnl_success) return st;
 	st = dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
+	if (st == dnnl_success && kk->alpha != 1.0f) st = dnnl_primitive_attr_set_output_scales(attr, 1, 0, &kk->alpha);
 	dnnl_primitive_desc_t pd = NULL;
 	if (st == dnnl_success) st = dnnl_primitive_desc_create(&pd, &desc, attr, engine, NULL);
 	dnnl_primitive_attr_destroy(attr);
@@ -775,6 +779,7 @@ static OrtStatus *perm_attr(const OrtKernelInfo *info, const char *name, int64_t
 
 static OrtStatus *make_kernel(int op, const OrtKernelInfo *info, kernel *k) {
 	k->name = op_names[op];
+	k->alpha = 1.0f;
 	if (op == OP_CAST) {
 		k->cast = 1;
 		return NULL;
@@ -784,6 +789,8 @@ static OrtStatus *make_kernel(int op, const OrtKernelInfo *info, kernel *k) {
 	k->round = op == OP_BF16;
 	if (op == OP_BATCH) {
 		k->batched = 1;
+		OrtStatus *as = api->KernelInfoGetAttribute_float(info, "alpha", &k->alpha);
+		if (as != NULL) api->ReleaseStatus(as);
 		k->round = int_attr(info, "bf16") != 0;
 		static const char *perms[3] = {"permA", "permB", "permY"};
 		for (int i = 0; i < 3; i++) TRY(perm_attr(info, perms[i], k->perm[i]));
@@ -889,7 +896,7 @@ MIGU_EXPORT OrtStatus *ORT_API_CALL RegisterCustomOps(OrtSessionOptions *options
 // MiguBF16Version tells the loader which op set this build provides.
 // It changes with the op set, together with BF16LibVersion in onnx/kernels/bf16.go
 // (the Go side refuses a library reporting another version).
-MIGU_EXPORT const char *MiguBF16Version(void) { return "6"; }
+MIGU_EXPORT const char *MiguBF16Version(void) { return "7"; }
 
 // MiguBF16Path names the path bf16 products take in this process,
 // "native" or "f32" (native_bf16), so that a test can check that
