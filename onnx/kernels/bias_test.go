@@ -1,9 +1,7 @@
 package kernels_test
 
 import (
-	"math"
 	"math/rand/v2"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -34,14 +32,7 @@ func (p product) saveBiased(t *testing.T, op string) string {
 	if p.transA == 1 {
 		ys = []int64{p.a[1], int64(n)}
 	}
-	g.AddOutput("fused", onnx.Float, dimsOf(ys))
-	g.AddOutput("plain", onnx.Float, dimsOf(ys))
-	m.SetOpset(onnx.DomainMiguBF16, kernels.Opset)
-	path := filepath.Join(t.TempDir(), "bias.onnx")
-	if err := m.Save(path, onnx.SaveOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	return path
+	return saveFusedPlain(t, m, onnx.DomainMiguBF16, ys)
 }
 
 // A bias given to MatMulF32 or MatMulBF16 (on both bf16 paths) gives the
@@ -72,14 +63,8 @@ func TestProductBias(t *testing.T) {
 					for _, threads := range []int{1, 2} {
 						out := runGraph(t, path, lib, threads,
 							feed{"a", p.a, a}, feed{"b", p.b, b}, feed{"bias", []int64{int64(n)}, bias})
-						fused, plain := out[0], out[1]
-						if len(fused) != len(plain) {
-							t.Fatalf("%d values fused, %d plain", len(fused), len(plain))
-						}
-						for j := range fused {
-							if math.Float32bits(fused[j]) != math.Float32bits(plain[j]) {
-								t.Fatalf("%d threads: y[%d] = %g with the bias in the product, %g with an Add", threads, j, fused[j], plain[j])
-							}
+						if j := firstDiff(out[0], out[1]); j >= 0 {
+							t.Fatalf("%d threads: y differs at %d (%d and %d values) with the bias in the product and with an Add", threads, j, len(out[0]), len(out[1]))
 						}
 					}
 				})
@@ -107,10 +92,7 @@ func TestProductBiasRefusesBadBias(t *testing.T) {
 			g.P.Node[0].Domain = &[]string{onnx.DomainMiguBF16}[0]
 			g.AddOutput("y", onnx.Float, onnx.Shape{onnx.D(4), onnx.D(6)})
 			m.SetOpset(onnx.DomainMiguBF16, kernels.Opset)
-			path := filepath.Join(t.TempDir(), "bad.onnx")
-			if err := m.Save(path, onnx.SaveOptions{}); err != nil {
-				t.Fatal(err)
-			}
+			path := saveGraph(t, m).path
 			rng := rand.New(rand.NewPCG(1, 2))
 			_, err := runGraphErr(t, path, lib, 1, feed{"a", p.a, gaussian(rng, 32)}, feed{"b", p.b, gaussian(rng, 48)},
 				feed{"bias", c.shape, gaussian(rng, numel(c.shape))})
@@ -188,19 +170,10 @@ func TestFuseProductBias(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
 	feeds := []feed{{"x", []int64{2, rows / 2, k}, gaussian(rng, rows*k)}, {"w", []int64{k, n}, gaussian(rng, k*n)},
 		{"b", []int64{n}, gaussian(rng, n)}, {"b2", []int64{1, n}, gaussian(rng, n)}}
-	run := func(m *onnx.Model) [][]float32 {
-		path := filepath.Join(t.TempDir(), "g.onnx")
-		if err := m.Save(path, onnx.SaveOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		return runGraph(t, path, lib, 2, feeds...)
-	}
-	got, want := run(m), run(build())
+	got, want := runGraph(t, saveGraph(t, m).path, lib, 2, feeds...), runGraph(t, saveGraph(t, build()).path, lib, 2, feeds...)
 	for i := range want {
-		for j := range want[i] {
-			if math.Float32bits(got[i][j]) != math.Float32bits(want[i][j]) {
-				t.Fatalf("output %d [%d]: %g after the rewrite, %g before", i, j, got[i][j], want[i][j])
-			}
+		if j := firstDiff(got[i], want[i]); j >= 0 {
+			t.Fatalf("output %d differs at %d after the rewrite", i, j)
 		}
 	}
 }

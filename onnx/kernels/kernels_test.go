@@ -97,6 +97,18 @@ func withGradient(t testing.TB, m *onnx.Model, loss string, keepLoss bool, param
 	return saveGraph(t, m)
 }
 
+// saveFusedPlain declares m's outputs "fused" and "plain" (a fused op
+// and the standard ops it replaces), both of shape, imports domain and
+// saves m (saveGraph); it returns the path.
+func saveFusedPlain(t testing.TB, m *onnx.Model, domain string, shape []int64) string {
+	t.Helper()
+	for _, o := range []string{"fused", "plain"} {
+		m.Graph().AddOutput(o, onnx.Float, dimsOf(shape))
+	}
+	m.SetOpset(domain, kernels.Opset)
+	return saveGraph(t, m).path
+}
+
 // saveGraph sorts m's nodes, saves it in a temporary folder and counts its
 // nodes by op type.
 func saveGraph(t testing.TB, m *onnx.Model) graphFile {

@@ -2,9 +2,7 @@ package kernels_test
 
 import (
 	"fmt"
-	"math"
 	"math/rand/v2"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -27,14 +25,7 @@ func saveSoftmaxBias(t *testing.T, xs, bs []int64) string {
 	for _, n := range g.P.Node[1:] {
 		n.Domain = &[]string{onnx.DomainMigu}[0]
 	}
-	g.AddOutput("fused", onnx.Float, dimsOf(xs))
-	g.AddOutput("plain", onnx.Float, dimsOf(xs))
-	m.SetOpset(onnx.DomainMigu, kernels.Opset)
-	path := filepath.Join(t.TempDir(), "softmax.onnx")
-	if err := m.Save(path, onnx.SaveOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	return path
+	return saveFusedPlain(t, m, onnx.DomainMigu, xs)
 }
 
 // Softmax with a Bias gives the bits of Softmax after an Add of the bias,
@@ -63,10 +54,8 @@ func TestSoftmaxBias(t *testing.T) {
 			path := saveSoftmaxBias(t, c.x, c.bias)
 			for _, threads := range []int{1, 2} {
 				out := runGraph(t, path, lib, threads, feed{"x", c.x, x}, feed{"bias", c.bias, bias})
-				for j := range out[1] {
-					if math.Float32bits(out[0][j]) != math.Float32bits(out[1][j]) {
-						t.Fatalf("%d threads: y[%d] = %g with the bias in the softmax, %g after an Add", threads, j, out[0][j], out[1][j])
-					}
+				if j := firstDiff(out[0], out[1]); j >= 0 {
+					t.Fatalf("%d threads: y differs at %d with the bias in the softmax and after an Add", threads, j)
 				}
 			}
 		})
@@ -95,10 +84,7 @@ func TestSoftmaxBiasRefusesBadBias(t *testing.T) {
 			g.P.Node[0].Domain = &[]string{onnx.DomainMigu}[0]
 			g.AddOutput("y", onnx.Float, dimsOf(x))
 			m.SetOpset(onnx.DomainMigu, kernels.Opset)
-			path := filepath.Join(t.TempDir(), "bad.onnx")
-			if err := m.Save(path, onnx.SaveOptions{}); err != nil {
-				t.Fatal(err)
-			}
+			path := saveGraph(t, m).path
 			rng := rand.New(rand.NewPCG(1, 2))
 			_, err := runGraphErr(t, path, lib, 1, feed{"x", x, random(rng, numel(x), -1, 1)},
 				feed{"bias", c.bias, random(rng, numel(c.bias), -1, 1)})
@@ -168,19 +154,10 @@ func TestFuseSoftmaxBias(t *testing.T) {
 	for name, shape := range inputs {
 		feeds = append(feeds, feed{name, shape, random(rng, numel(shape), -3, 3)})
 	}
-	run := func(m *onnx.Model) [][]float32 {
-		path := filepath.Join(t.TempDir(), "g.onnx")
-		if err := m.Save(path, onnx.SaveOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		return runGraph(t, path, lib, 2, feeds...)
-	}
-	got, want := run(m), run(build())
+	got, want := runGraph(t, saveGraph(t, m).path, lib, 2, feeds...), runGraph(t, saveGraph(t, build()).path, lib, 2, feeds...)
 	for i := range want {
-		for j := range want[i] {
-			if math.Float32bits(got[i][j]) != math.Float32bits(want[i][j]) {
-				t.Fatalf("output %d [%d]: %g after the rewrite, %g before", i, j, got[i][j], want[i][j])
-			}
+		if j := firstDiff(got[i], want[i]); j >= 0 {
+			t.Fatalf("output %d differs at %d after the rewrite", i, j)
 		}
 	}
 }
