@@ -47,7 +47,7 @@ func FuseProductBias(m *onnx.Model, types Types) int {
 		if q := producers[bias]; q != nil && index[q] > index[p] {
 			continue
 		}
-		if !isBiasOf(types, bias, y) {
+		if !linearBias(types, bias, y) {
 			continue
 		}
 		p.Input = append(p.Input, bias)
@@ -58,9 +58,9 @@ func FuseProductBias(m *onnx.Model, types Types) int {
 	return len(folded)
 }
 
-// isBiasOf tells whether b is a float32 [N] and y a float32 [..., N] of
+// linearBias tells whether b is a float32 [N] and y a float32 [..., N] of
 // known N, so that y + b adds b to every row of y and keeps y's shape.
-func isBiasOf(types Types, b, y string) bool {
+func linearBias(types Types, b, y string) bool {
 	bt, bs, ok := types.Type(b)
 	if !ok || bt != onnx.Float || len(bs) != 1 {
 		return false
