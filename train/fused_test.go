@@ -70,9 +70,16 @@ func TestFusedKernelsKeepGradients(t *testing.T) {
 			if len(art.Fused) != 0 || norms == 0 || acts == 0 || !fart.FusedTaps {
 				t.Fatalf("fused %v (standard graph %v), fused taps %v", fart.Fused, art.Fused, fart.FusedTaps)
 			}
-			ops := map[string]int{}
+			ops, wideSums := map[string]int{}, 0
 			for _, n := range g.P.Node {
 				ops[n.GetDomain()+"."+n.GetOpType()]++
+				if n.GetOpType() == "Sum" && len(n.Input) > 2 {
+					wideSums++
+				}
+			}
+			// Every Sum of three or more gradients is one pass of AddN.
+			if wideSums != 0 || ops["ai.migu.AddN"] < fart.Fused["AddN"] {
+				t.Fatalf("%d Sums of three or more inputs left; %d AddN nodes for %d Sums replaced", wideSums, ops["ai.migu.AddN"], fart.Fused["AddN"])
 			}
 			// Recomputation clones the forward norms of every block.
 			norm, actTaps := "ai.migu."+c.norm, fart.Fused["ActivationTaps"]

@@ -176,7 +176,8 @@ type Artifact struct {
 	// ResidualGrad the residual gradients' Sums folded into the norms'
 	// backward kernels, kernels.FuseResidualGrads; SoftmaxBias the
 	// attention biases' Adds folded into the softmaxes,
-	// kernels.FuseSoftmaxBias), FusedTaps whether the taps are
+	// kernels.FuseSoftmaxBias; AddN the Sums of three or more gradients,
+	// kernels.FuseSums), FusedTaps whether the taps are
 	// (GraphOptions.FusedTaps).
 	Fused     map[string]int `json:"fused,omitempty"`
 	FusedTaps bool           `json:"fused_taps,omitempty"`
@@ -384,8 +385,9 @@ func Build(m *onnx.Model, man *modeldir.Manifest, opt GraphOptions) (*Artifact, 
 	if opt.Fused {
 		// The Gather rule's scatters (embedding tables) and the Sums adding
 		// a tied table's gradients, the Sums adding a residual's gradient
-		// to a norm's, and the attention biases added before the fused
-		// softmaxes: written by the rules or kept for them, rewritten here.
+		// to a norm's, the attention biases added before the fused
+		// softmaxes, and the Sums of three or more gradients: written by the
+		// rules or kept for them, rewritten here.
 		info, err := shapes.Infer(m)
 		if err != nil {
 			return nil, err
@@ -402,6 +404,9 @@ func Build(m *onnx.Model, man *modeldir.Manifest, opt GraphOptions) (*Artifact, 
 		}
 		if n := kernels.FuseSoftmaxBias(m, info); n > 0 {
 			art.Fused["SoftmaxBias"] = n
+		}
+		if n := kernels.FuseSums(m, info); n > 0 {
+			art.Fused["AddN"] = n
 		}
 	}
 	if art.FusedTaps {

@@ -16,8 +16,8 @@ import (
 // SwiGLUTaps and GeluTaps (FuseActivationTaps); 4 ScatterAddRows
 // (FuseScatterAdd); 5 the optional Residual of RMSNormGrad and
 // LayerNormGrad (FuseResidualGrads); 6 Softmax's optional Bias
-// (FuseSoftmaxBias).
-const LibVersion = "6"
+// (FuseSoftmaxBias); 7 AddN (FuseSums).
+const LibVersion = "7"
 
 // fusions are the rewrites Fuse applies, in order, named as the counts it
 // returns. A new fused kernel adds its rewrite here, and every graph migu

@@ -29,6 +29,7 @@ func init() {
 		"SwiGLUTaps":         inferActTaps(2),
 		"GeluTaps":           inferActTaps(1),
 		"ScatterAddRows":     inferLike(0, 1),
+		"AddN":               inferLike(0, 1),
 	} {
 		registerShape(rule, onnx.DomainMigu+"."+op)
 	}

@@ -23,6 +23,8 @@
 //   SoftmaxGrad(dY[..., d], Y[..., d]) -> dX[..., d]
 //   LayerNorm(X[..., d], W[d], B[d]; epsilon) -> Y[..., d], Mean[..., 1], InvStd[..., 1]
 //   LayerNormGrad(dY, X, W, Mean, InvStd [, Residual]) -> dX (+ Residual), dW[d], dB[d]
+//   AddN(X0, X1 [, … X7]) -> Y = ((X0 + X1) + X2) + …: ONNX's Sum of same-shaped
+//       inputs, its bits, in one pass.
 //   ScatterAddRows(Table[outer, V, inner], Indices[N] int64, Updates[outer, N, inner] [, Base]; axis) -> Y
 //       Y = Base (0 when absent) + the rows of Updates added at their indices along axis:
 //       Gather's gradient (an embedding's), with its tied gradient added.
@@ -1492,13 +1494,66 @@ static OrtStatus *scatter_compute(void *k, OrtKernelContext *ctx) {
 	return s;
 }
 
+// ---- AddN ----
+//
+// AddN(X0, X1 [, X2 … X7]) -> Y = ((X0 + X1) + X2) + …, inputs of one
+// shape: ONNX's Sum of same-shaped inputs in its order of additions, so
+// its bits, in one pass over the inputs. ORT's Sum adds one input at a time
+// over the whole tensor (0.37 ms for four [512, 512] inputs on 2 threads
+// against 0.13 ms for two); here each block of ELEM_BLOCK values is summed
+// in cache (kernels.FuseSums: a layer input's gradient from its query, key
+// and value products and the residual).
+
+enum { ADDN_MAX = 8 };
+
+typedef struct {
+	const float *x[ADDN_MAX];
+	int nx;
+	float *y;
+	int64_t n;
+} addn_job;
+
+VECTOR static void add_into(const float *a, const float *b, float *y, int64_t n) {
+	for (int64_t i = 0; i < n; i++) y[i] = a[i] + b[i];
+}
+
+static void addn_block(void *p, size_t b) {
+	const addn_job *j = p;
+	int64_t i0 = (int64_t)b * ELEM_BLOCK, n = j->n - i0 < ELEM_BLOCK ? j->n - i0 : ELEM_BLOCK;
+	float *y = j->y + i0;
+	add_into(j->x[0] + i0, j->x[1] + i0, y, n);
+	for (int k = 2; k < j->nx; k++) add_into(y, j->x[k] + i0, y, n);
+}
+
+static OrtStatus *addn_compute(void *k, OrtKernelContext *ctx) {
+	(void)k;
+	const char *op = "AddN";
+	size_t nin = 0;
+	TRY(api->KernelContext_GetInputCount(ctx, &nin));
+	addn_job j = {0};
+	tensor first = {0};
+	for (size_t i = 0; i < nin && i < ADDN_MAX; i++) {
+		tensor t = {0};
+		TRY(optional(ctx, i, &t, op));
+		if (t.data == NULL && t.rank == 0) continue; // absent (a present tensor of rank 0 has its value)
+		if (j.nx == 0) first = t;
+		if (!same_shape(&first, &t)) return fail(op, "every input must have X0's shape");
+		j.x[j.nx++] = t.data;
+	}
+	if (j.nx < 2) return fail(op, "needs two inputs or more");
+	j.n = first.count;
+	TRY(output(ctx, 0, first.dims, first.rank, &j.y));
+	if (j.n == 0) return NULL;
+	return api->KernelContext_ParallelFor(ctx, addn_block, blocks(j.n, ELEM_BLOCK), 0, &j);
+}
+
 // ---- op table ----
 
 typedef struct {
 	OrtCustomOp base;
 	const char *name;
 	size_t nin, nout, optional_from; // inputs from optional_from on are optional
-	ONNXTensorElementDataType in[6];
+	ONNXTensorElementDataType in[8];
 	OrtStatus *(*compute)(void *, OrtKernelContext *);
 	int has_epsilon;
 	int has_approximate; // reads the string attribute approximate ("none" or "tanh")
@@ -1595,6 +1650,7 @@ static migu_op ops[] = {
 	{.name = "LayerNorm", .nin = 3, .nout = 3, .optional_from = 3, .in = {F, F, F}, .compute = ln_compute, .has_epsilon = 1},
 	{.name = "LayerNormGrad", .nin = 6, .nout = 3, .optional_from = 5, .in = {F, F, F, F, F, F}, .compute = lngrad_compute},
 	{.name = "ScatterAddRows", .nin = 4, .nout = 1, .optional_from = 3, .in = {F, I64, F, F}, .compute = scatter_compute, .has_axis = 1},
+	{.name = "AddN", .nin = 8, .nout = 1, .optional_from = 2, .in = {F, F, F, F, F, F, F, F}, .compute = addn_compute},
 };
 #undef F
 #undef I64
@@ -1639,4 +1695,4 @@ MIGU_EXPORT OrtStatus *ORT_API_CALL RegisterCustomOps(OrtSessionOptions *options
 // MiguKernelsVersion tells the loader which op set this build provides.
 // It changes with the op set, together with LibVersion in onnx/kernels/fusions.go
 // (the Go side refuses a library reporting another version).
-MIGU_EXPORT const char *MiguKernelsVersion(void) { return "6"; }
+MIGU_EXPORT const char *MiguKernelsVersion(void) { return "7"; }
