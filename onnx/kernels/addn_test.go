@@ -8,7 +8,6 @@ import (
 
 	"github.com/migu-ml/migu/onnx"
 	"github.com/migu-ml/migu/onnx/kernels"
-	"github.com/migu-ml/migu/onnx/shapes"
 )
 
 // sumGraph is one Sum of n float32 inputs x0 … x(n-1) of shape, its
@@ -47,11 +46,7 @@ func TestFuseSums(t *testing.T) {
 				feeds = append(feeds, feed{fmt.Sprintf("x%d", i), shape, v})
 			}
 			m := sumGraph(c.inputs, shape)
-			info, err := shapes.Infer(m)
-			if err != nil {
-				t.Fatal(err)
-			}
-			fused := kernels.FuseSums(m, info)
+			fused := inferAndFuse(t, m, kernels.FuseSums)
 			f := saveGraph(t, m)
 			if fused != min(c.addNs, 1) || f.nodes["ai.migu.AddN"] != c.addNs {
 				t.Fatalf("replaced %d Sums by %d AddNs, want %d AddNs", fused, f.nodes["ai.migu.AddN"], c.addNs)
@@ -78,18 +73,14 @@ func TestFuseSumsKeepsBroadcasts(t *testing.T) {
 	g.AddInput("c", onnx.Float, dimsOf([]int64{1, 3}))
 	g.Node("Sum", []string{"a", "b", "c"}, []string{"y"}, "y")
 	g.AddOutput("y", onnx.Float, nil)
-	info, err := shapes.Infer(m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if n := kernels.FuseSums(m, info); n != 0 {
+	if n := inferAndFuse(t, m, kernels.FuseSums); n != 0 {
 		t.Fatalf("replaced %d broadcasting Sums", n)
 	}
 	g.P.Node[0].OpType = &[]string{"AddN"}[0]
 	g.P.Node[0].Domain = &[]string{onnx.DomainMigu}[0]
 	m.SetOpset(onnx.DomainMigu, kernels.Opset)
 	rng := rand.New(rand.NewPCG(1, 2))
-	_, err = runGraphErr(t, saveGraph(t, m).path, lib, 1, feed{"a", []int64{2, 3}, random(rng, 6, -1, 1)},
+	_, err := runGraphErr(t, saveGraph(t, m).path, lib, 1, feed{"a", []int64{2, 3}, random(rng, 6, -1, 1)},
 		feed{"b", []int64{2, 3}, random(rng, 6, -1, 1)}, feed{"c", []int64{1, 3}, random(rng, 3, -1, 1)})
 	if err == nil || !strings.Contains(err.Error(), "ai.migu.AddN: every input must have X0's shape") {
 		t.Fatalf("error %v, want AddN's refusal", err)

@@ -7,7 +7,6 @@ import (
 
 	"github.com/migu-ml/migu/onnx"
 	"github.com/migu-ml/migu/onnx/kernels"
-	"github.com/migu-ml/migu/onnx/shapes"
 )
 
 // saveBiased writes a graph with p's product twice, as op: "fused" adds
@@ -147,11 +146,7 @@ func TestFuseProductBias(t *testing.T) {
 		return m
 	}
 	m := build()
-	info, err := shapes.Infer(m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := kernels.FuseProductBias(m, info); got != 2 {
+	if got := inferAndFuse(t, m, kernels.FuseProductBias); got != 2 {
 		t.Fatalf("folded %d biases, want 2 (folded, swapped)", got)
 	}
 	for _, nd := range m.Graph().P.Node {
@@ -170,10 +165,5 @@ func TestFuseProductBias(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
 	feeds := []feed{{"x", []int64{2, rows / 2, k}, gaussian(rng, rows*k)}, {"w", []int64{k, n}, gaussian(rng, k*n)},
 		{"b", []int64{n}, gaussian(rng, n)}, {"b2", []int64{1, n}, gaussian(rng, n)}}
-	got, want := runGraph(t, saveGraph(t, m).path, lib, 2, feeds...), runGraph(t, saveGraph(t, build()).path, lib, 2, feeds...)
-	for i := range want {
-		if j := firstDiff(got[i], want[i]); j >= 0 {
-			t.Fatalf("output %d differs at %d after the rewrite", i, j)
-		}
-	}
+	sameOutputs(t, lib, m, build(), feeds...)
 }

@@ -109,6 +109,30 @@ func saveFusedPlain(t testing.TB, m *onnx.Model, domain string, shape []int64) s
 	return saveGraph(t, m).path
 }
 
+// inferAndFuse infers m's types and applies a rewrite that needs them,
+// returning its count.
+func inferAndFuse(t testing.TB, m *onnx.Model, fuse func(*onnx.Model, kernels.Types) int) int {
+	t.Helper()
+	info, err := shapes.Infer(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fuse(m, info)
+}
+
+// sameOutputs runs a rewritten graph and the original on 2 threads with
+// the kernel library lib and fails at the first output bit that differs.
+func sameOutputs(t testing.TB, lib string, rewritten, original *onnx.Model, feeds ...feed) {
+	t.Helper()
+	got := runGraph(t, saveGraph(t, rewritten).path, lib, 2, feeds...)
+	want := runGraph(t, saveGraph(t, original).path, lib, 2, feeds...)
+	for i := range want {
+		if j := firstDiff(got[i], want[i]); j >= 0 {
+			t.Fatalf("output %d differs at %d after the rewrite", i, j)
+		}
+	}
+}
+
 // saveGraph sorts m's nodes, saves it in a temporary folder and counts its
 // nodes by op type.
 func saveGraph(t testing.TB, m *onnx.Model) graphFile {
