@@ -403,6 +403,7 @@ func (r *report) Runs0() string {
 // stats summarises one side of a run.
 type stats struct {
 	medianMS, iqrPct, tokS, rssMB float64
+	updateMS                      float64 // median of the steps' update (sample.UpdateS), 0 when not reported
 	gflops                        float64 // median in-process MatMul ceiling
 	params, trainable             int64
 	steps                         int
@@ -410,13 +411,14 @@ type stats struct {
 
 func summarize(ss []*sample) stats {
 	var st stats
-	var times, ceil []float64
+	var times, updates, ceil []float64
 	tokens := 0
 	for _, s := range ss {
 		if s.GFLOPS > 0 {
 			ceil = append(ceil, s.GFLOPS)
 		}
 		times = append(times, s.StepS...)
+		updates = append(updates, s.UpdateS...)
 		for _, t := range s.Tokens {
 			tokens += t
 		}
@@ -431,6 +433,9 @@ func summarize(ss []*sample) stats {
 		st.gflops = bench.Median(ceil)
 	}
 	st.medianMS = bench.Median(times) * 1000
+	if len(updates) > 0 {
+		st.updateMS = bench.Median(updates) * 1000
+	}
 	st.iqrPct = (bench.Quantile(times, 0.75) - bench.Quantile(times, 0.25)) / bench.Median(times) * 100
 	st.tokS = float64(tokens) / float64(len(times)) / bench.Median(times)
 	return st
@@ -553,6 +558,7 @@ func markdown(rep *report, jsonName string) string {
 		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", r.Model, ratio(fm, fo, false, true), ratio(lm, lo, false, true),
 			ratio(lo, fo, false, false), ratio(fm, fo, true, true), ratio(lo, fo, true, false))
 	}
+	updateTable(&b, rep, rows)
 	if rep.TorchBF16 != nil || rep.MiguBF16Lib != "" || rep.MiguBF16Note != "" {
 		bf16Table(&b, rep, rows)
 	}
@@ -566,6 +572,45 @@ func markdown(rep *report, jsonName string) string {
 	}
 	fmt.Fprintf(&b, "\nRaw samples: %s beside this file. How the run works and how to profile: README.md.\n", jsonName)
 	return b.String()
+}
+
+// adamBytes is what migu's AdamW pass moves per trainable parameter: it
+// reads the value, gradient and both moments and writes the value and
+// moments back, float32 each.
+const adamBytes = 28
+
+// updateTable writes where the float32 full fine-tuning steps' time goes:
+// the update after the backward pass (the optimizer, MIGU's masks) on
+// each side, the speed migu's AdamW pass streams memory at, and what the
+// update leaves of the MFU: migu's MFU over the step without it, and its
+// bound — the MFU of a step whose every other part ran at the MatMul
+// ceiling (model FLOPs ÷ ceiling + the update as measured).
+func updateTable(b *strings.Builder, rep *report, rows []*run) {
+	var lines []string
+	for _, r := range rows {
+		m, t := summarize(r.Migu), summarize(r.Torch)
+		if r.Method != "full" || m.updateMS == 0 || m.gflops == 0 {
+			continue
+		}
+		torch := "—"
+		if t.updateMS > 0 {
+			torch = fmt.Sprintf("%.1f (%.0f%%)", t.updateMS, t.updateMS/t.medianMS*100)
+		}
+		// The step's model FLOPs, in ms at the ceiling.
+		atCeil := 6 * float64(m.params) * m.tokS * m.medianMS / (m.gflops * 1e9)
+		lines = append(lines, fmt.Sprintf("| %s | %s | %.0f | %.1f (%.0f%%) | %.1f | %s | %.0f%% | %.0f%% | %.0f%% |\n",
+			r.Model, onOff(r.MIGU), m.medianMS, m.updateMS, m.updateMS/m.medianMS*100,
+			adamBytes*float64(m.trainable)/(m.updateMS*1e6), torch,
+			atCeil/m.medianMS*100, atCeil/(m.medianMS-m.updateMS)*100, atCeil/(atCeil+m.updateMS)*100))
+	}
+	if len(lines) == 0 {
+		return
+	}
+	fmt.Fprintf(b, "\nWhere the fp32 full fine-tuning step goes: the update after the backward pass (migu: train.StepResult.UpdateSeconds — MIGU's masks and the AdamW pass; PyTorch: MIGU's masks, opt.step() and zero_grad()), medians over the timed steps. migu's AdamW pass reads and writes %d bytes a trainable parameter; GB/s is those bytes over the update's time. MFU as above; without the update: over the step less the update; bound: if all but the update ran at the MatMul ceiling.\n\n", adamBytes)
+	fmt.Fprintf(b, "| model | MIGU | migu step ms | migu update ms (share) | migu update GB/s | torch update ms (share) | MFU migu | MFU without the update | MFU bound |\n|---|---|---|---|---|---|---|---|---|\n")
+	for _, l := range lines {
+		b.WriteString(l)
+	}
 }
 
 // miguBF16 decides whether migu's bf16 configurations run: with bf16

@@ -129,3 +129,33 @@ func TestEvalMarkdownRatio(t *testing.T) {
 		}
 	}
 }
+
+// The update table splits the full fine-tuning step: each side's update
+// and its share, the bytes migu's AdamW pass streams per second, and the
+// MFU without the update and its bound; LoRA rows and workers that did not
+// report an update stay out of it.
+func TestUpdateTable(t *testing.T) {
+	step := func(stepMS, updateMS, gflops float64) []*sample {
+		return []*sample{{StepS: []float64{stepMS / 1000, stepMS / 1000}, UpdateS: []float64{updateMS / 1000, updateMS / 1000},
+			Tokens: []int{500, 500}, Params: 1e6, Trainable: 1e6, GFLOPS: gflops}}
+	}
+	// 6 · 1e6 parameters · 500 tokens = 3 GFLOP: 10 ms at 300 GFLOP/s.
+	full := &run{Model: "llama", Method: "full", Migu: step(20, 3, 300), Torch: step(25, 10, 0)}
+	lora := &run{Model: "llama", Method: "lora", MIGU: true, Migu: step(10, 2, 300), Torch: step(12, 3, 0)}
+	quiet := &run{Model: "t5", Method: "full", Migu: step(30, 0, 300), Torch: step(40, 0, 0)}
+	var b strings.Builder
+	updateTable(&b, &report{}, []*run{full, lora, quiet})
+	md := b.String()
+	// 28 B × 1e6 in 3 ms: 9.3 GB/s; MFU 10/20, 10/17, 10/(10+3).
+	if want := "| llama | off | 20 | 3.0 (15%) | 9.3 | 10.0 (40%) | 50% | 59% | 77% |"; !strings.Contains(md, want) {
+		t.Errorf("update table lacks %q:\n%s", want, md)
+	}
+	if n := strings.Count(md, "\n| llama") + strings.Count(md, "\n| t5"); n != 1 {
+		t.Errorf("update table has %d rows, want only the fp32 full one that reported an update:\n%s", n, md)
+	}
+	b.Reset()
+	updateTable(&b, &report{}, []*run{quiet})
+	if b.Len() != 0 {
+		t.Errorf("update table without any update: %q, want nothing", b.String())
+	}
+}

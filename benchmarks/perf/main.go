@@ -85,7 +85,10 @@ type options struct {
 	ortProfile, cpuProfile  string
 	optLevel                string
 	ortSpin                 string
-	hiddenPad               bool
+	// ortSpinStop is the worker's session.force_spinning_stop (empty: the
+	// trainer's default, 1: ORT's threads park when a run returns).
+	ortSpinStop string
+	hiddenPad   bool
 	// precision is migu's weight-product precision (train.Config.Precision).
 	precision string
 	// onednn names the float32 products the worker runs in oneDNN
@@ -137,6 +140,7 @@ func parseFlags() *options {
 	flag.StringVar(&o.ortProfile, "ort-profile", bench.EnvOr("BENCH_ORT_PROFILE", ""), "worker: ORT profile file prefix")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", bench.EnvOr("BENCH_CPUPROFILE", ""), "worker: Go CPU profile file")
 	flag.BoolVar(&o.hiddenPad, "hidden-pad", false, "worker: widen feed-forward layers whose width is a multiple of 4 KB (train.PadFourKB)")
+	flag.StringVar(&o.ortSpinStop, "ort-spin-stop", "", "worker: ORT's session.force_spinning_stop, 0 or 1 (empty: the trainer's default, 1)")
 	flag.StringVar(&o.ortSpin, "ort-spin", bench.EnvOr("BENCH_ORT_SPIN", ""), "worker: ORT intra-op spinning, 0 or 1 (empty: ORT's default, on)")
 	flag.StringVar(&o.precision, "migu-precision", "fp32", "worker: migu's weight products, fp32 or bf16 (--precision; bf16 needs the bf16 library, $MIGU_BF16 or bin/libmigu_bf16.so)")
 	flag.StringVar(&o.onednn, "onednn", "", "worker: where the float32 products run: empty (as migu train --products auto decides), mlas, or the products moved to oneDNN (needs the bf16 library): forward, input-grads, weight-grads, attention (comma-separated) or all")
@@ -197,10 +201,14 @@ func main() {
 
 // sample is what a worker prints: one process's timed steps.
 type sample struct {
-	StepS  []float64 `json:"step_s"`
-	CPUS   []float64 `json:"cpu_s,omitempty"` // process CPU time per step (migu side)
-	Tokens []int     `json:"tokens"`
-	Loss   []float64 `json:"loss"`
+	StepS []float64 `json:"step_s"`
+	CPUS  []float64 `json:"cpu_s,omitempty"` // process CPU time per step (migu side)
+	// UpdateS is each timed step's update after the backward pass: migu's
+	// train.StepResult.UpdateSeconds, PyTorch's MIGU masks, opt.step()
+	// and zero_grad().
+	UpdateS []float64 `json:"update_s,omitempty"`
+	Tokens  []int     `json:"tokens"`
+	Loss    []float64 `json:"loss"`
 	// WarmupLoss are the losses of the untimed steps before Loss: with it,
 	// the loss curve over every step the process ran.
 	WarmupLoss []float64 `json:"warmup_loss,omitempty"`
@@ -313,12 +321,13 @@ type benchTrainer struct {
 
 // benchSetup is what a worker's trainers may differ in.
 type benchSetup struct {
-	withMIGU    bool
-	oneDNN      *kernels.F32Roles // nil: as migu train decides
-	model       string            // model folder; empty: -model
-	allRows     bool              // the head on every token (train.Config.AllRows)
-	biasAdds    bool              // bias Adds apart from the products (train.Config.BiasAdds)
-	bf16Sharing string            // train.Config.BF16Sharing
+	withMIGU     bool
+	oneDNN       *kernels.F32Roles // nil: as migu train decides
+	model        string            // model folder; empty: -model
+	allRows      bool              // the head on every token (train.Config.AllRows)
+	biasAdds     bool              // bias Adds apart from the products (train.Config.BiasAdds)
+	bf16Sharing  string            // train.Config.BF16Sharing
+	keepSpinning bool              // ORT's threads spin on after a run (session.force_spinning_stop 0)
 }
 
 // parseOneDNN reads -onednn: "" decides as migu train does (nil:
@@ -406,8 +415,12 @@ func newBenchTrainer(o *options, setup benchSetup) (*benchTrainer, error) {
 	if o.hiddenPad {
 		cfg.HiddenPad = train.PadFourKB
 	}
+	cfg.Session.Config = map[string]string{}
 	if o.ortSpin != "" {
-		cfg.Session.Config = map[string]string{"session.intra_op.allow_spinning": o.ortSpin}
+		cfg.Session.Config["session.intra_op.allow_spinning"] = o.ortSpin
+	}
+	if o.ortSpinStop != "" {
+		cfg.Session.Config["session.force_spinning_stop"] = o.ortSpinStop
 	}
 	tr, err := train.NewTrainer(plan, runDir, cfg)
 	if err != nil {
@@ -464,6 +477,7 @@ func workMIGU(o *options) error {
 		}
 		if i >= o.warmup {
 			s.StepS = append(s.StepS, time.Since(start).Seconds())
+			s.UpdateS = append(s.UpdateS, res.UpdateSeconds)
 			s.CPUS = append(s.CPUS, cpuSeconds()-cpu)
 			s.Tokens = append(s.Tokens, res.Tokens)
 			s.Loss = append(s.Loss, res.Loss)

@@ -147,7 +147,7 @@ def train(args):
     feeds = [{k: torch.tensor(v, dtype=torch.long, device=args.device) for k, v in b["feeds"].items()} for b in batches]
     tokens = [b["tokens"] for b in batches]
     model, opt, migu = build(args)
-    times, losses, tok, warm = [], [], [], []
+    times, updates, losses, tok, warm = [], [], [], [], []
     for i in range(args.warmup + args.steps):
         f = feeds[i % len(feeds)]
         sync(args.device)
@@ -155,19 +155,22 @@ def train(args):
         with autocast(args):
             loss = model(**f).loss
         loss.backward()
+        sync(args.device)
+        u = time.perf_counter()
         if migu:
             migu.apply()
         opt.step()
         opt.zero_grad(set_to_none=True)
         sync(args.device)
-        dt = time.perf_counter() - t
+        end = time.perf_counter()
         if i >= args.warmup:
-            times.append(dt)
+            times.append(end - t)
+            updates.append(end - u)
             tok.append(tokens[i % len(feeds)])
             losses.append(float(loss))
         else:
             warm.append(float(loss))
-    return {"step_s": times, "tokens": tok, "loss": losses, "warmup_loss": warm,
+    return {"step_s": times, "update_s": updates, "tokens": tok, "loss": losses, "warmup_loss": warm,
             "params": sum(p.numel() for p in model.parameters()),
             "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad)}
 
