@@ -190,11 +190,9 @@ func (o *AdamW) step(tensors []*Tensor, lr float64, scale float32, keep map[*Ten
 				if c >= int64(len(o.chunks)) {
 					return
 				}
-				ch := o.chunks[c]
-				if norm {
-					sums[c] = sumSquares(ch.t.t.Grad[ch.lo:ch.hi])
+				if sq := o.chunk(o.chunks[c], scale, mode, norm); norm {
+					sums[c] = sq
 				}
-				o.chunk(ch, scale, mode)
 			}
 		}()
 	}
@@ -202,14 +200,26 @@ func (o *AdamW) step(tensors []*Tensor, lr float64, scale float32, keep map[*Ten
 	return sums
 }
 
-// chunk updates one chunk.
-func (o *AdamW) chunk(c adamChunk, scale float32, mode migu.Mode) {
+// chunk updates one chunk; with norm it returns the chunk's Σ g² (before
+// scaling) as sumSquares sums it, in the same pass where the vector loop
+// allows (updateNormVec: scale 1, and the chunk whole or masked by column
+// in grad mode, in rows of a multiple of 32 values), else first.
+func (o *AdamW) chunk(c adamChunk, scale float32, mode migu.Mode, norm bool) float64 {
 	st, t := c.t, c.t.t
 	k := adamConsts{decay: st.decay, negStep: st.negStep, bc2Sqrt: st.bc2Sqrt, eps: float32(o.cfg.Eps),
 		b1: float32(o.cfg.Beta1), b2: float32(o.cfg.Beta2), ob1: float32(1 - o.cfg.Beta1), ob2: float32(1 - o.cfg.Beta2)}
 	p, g, m, v := t.Value[c.lo:c.hi], t.Grad[c.lo:c.hi], t.M[c.lo:c.hi], t.V[c.lo:c.hi]
 	keep := st.keep
+	var sq float64
+	if norm && !(normVec && scale == 1 && (keep == nil || mode == migu.ModeGrad && keep.Axis == 1 && keep.Cols%32 == 0)) {
+		sq, norm = sumSquares(g), false
+	}
 	switch {
+	case keep == nil && norm:
+		var acc squares
+		done := k.updateNormVec(p, g, m, v, nil, &acc)
+		k.update(p[done:], g[done:], m[done:], v[done:], 1)
+		sq = sumSquaresFrom(acc.sum(), g[done:])
 	case keep == nil:
 		k.update(p, g, m, v, scale)
 	case keep.Axis == 0:
@@ -230,9 +240,17 @@ func (o *AdamW) chunk(c adamChunk, scale float32, mode migu.Mode) {
 		// Columns: the gradient times a 0/1 factor per column; a zero
 		// gradient is the authors' masked update.
 		cols := keep.Cols
+		var acc squares
 		for lo := int64(0); lo < int64(len(p)); lo += cols {
 			hi := lo + cols
+			if norm {
+				k.updateNormVec(p[lo:hi], g[lo:hi], m[lo:hi], v[lo:hi], st.factor, &acc)
+				continue
+			}
 			k.updateFactor(p[lo:hi], g[lo:hi], m[lo:hi], v[lo:hi], st.factor, scale)
+		}
+		if norm {
+			sq = acc.sum()
 		}
 	default:
 		// Update mode by column: runs of kept columns within each row.
@@ -256,6 +274,7 @@ func (o *AdamW) chunk(c adamChunk, scale float32, mode migu.Mode) {
 		// While the chunk's values are in cache.
 		roundBF16(t.BF16[c.lo:c.hi], p)
 	}
+	return sq
 }
 
 // adamConsts are the per-tensor constants of one step, in float32 as
@@ -358,7 +377,12 @@ func GradNorm(tensors []*Tensor) float64 {
 // (sixteen lanes when built with GOEXPERIMENT=simd).
 func sumSquares(g []float32) float64 {
 	vec, done := sumSquaresVec(g)
-	g = g[done:]
+	return sumSquaresFrom(vec, g[done:])
+}
+
+// sumSquaresFrom adds the squares of the rest of g that the vector loop
+// left to its sum vec, as sumSquares does.
+func sumSquaresFrom(vec float64, g []float32) float64 {
 	var s0, s1, s2, s3 float64
 	i := 0
 	for ; i+4 <= len(g); i += 4 {

@@ -10,6 +10,15 @@ func (k *adamConsts) updateFactorVec(p, g, m, v, f []float32, scale float32) int
 
 func sumSquaresVec(g []float32) (float64, int) { return 0, 0 }
 
+// normVec: no update loop sums the norm as it goes.
+var normVec = false
+
+type squares struct{}
+
+func (s *squares) sum() float64 { return 0 }
+
+func (k *adamConsts) updateNormVec(p, g, m, v, f []float32, sq *squares) int { return 0 }
+
 func roundBF16Vec(dst []uint16, src []float32) int { return 0 }
 
 // VectorizedAdamW reports whether AdamW runs its 8-lane loops (a build

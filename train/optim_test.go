@@ -1,6 +1,7 @@
 package train
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -127,6 +128,65 @@ func TestStepNormIsGradNormAndStep(t *testing.T) {
 	for i := range a {
 		if !slices.Equal(a[i].Value, b[i].Value) || !slices.Equal(a[i].M, b[i].M) || !slices.Equal(a[i].V, b[i].V) {
 			t.Errorf("tensor %d: StepNorm and Step update differently", i)
+		}
+	}
+}
+
+// StepNorm's pass that sums the norm while it updates (updateNormVec,
+// AVX-512 builds with GOEXPERIMENT=simd) gives the norm and the values of
+// the sum first and then the update, bit for bit: tensors whole and with a
+// tail beyond the vector loop's 32 values, masked by column in rows of
+// multiples of 32 (fused) and of 4 (summed first), and by row.
+func TestStepNormFusedKeepsBits(t *testing.T) {
+	if !normVec {
+		t.Skip("no fused norm in this build or on this CPU (needs GOEXPERIMENT=simd and AVX-512)")
+	}
+	shapes := [][2]int64{{3 * chunkSize / 64, 32}, {37, 3}, {513, 64}, {100, 96}, {1024, 4}, {40, 128}}
+	tensors := func() ([]*Tensor, map[*Tensor]*migu.Keep) {
+		rng := rand.New(rand.NewPCG(9, 10))
+		var ts []*Tensor
+		keep := map[*Tensor]*migu.Keep{}
+		for i, sh := range shapes {
+			n := sh[0] * sh[1]
+			tt := &Tensor{Name: fmt.Sprint("t", i), Shape: sh[:], Value: make([]float32, n), Grad: make([]float32, n), M: make([]float32, n), V: make([]float32, n)}
+			for j := range tt.Value {
+				tt.Value[j], tt.Grad[j] = rng.Float32()-0.5, float32(rng.NormFloat64())*float32(math.Pow(10, float64(rng.IntN(5)-4)))
+				tt.M[j], tt.V[j] = (rng.Float32()-0.5)*1e-3, rng.Float32()*1e-6
+			}
+			ts = append(ts, tt)
+			axis, feats := int64(1), sh[1]
+			if i == len(shapes)-1 {
+				axis, feats = 0, sh[0]
+			}
+			if i >= 2 {
+				f := make([]bool, feats)
+				for j := range f {
+					f[j] = rng.Float64() < 0.3
+				}
+				keep[tt] = &migu.Keep{Features: f, Axis: int(axis), Rows: sh[0], Cols: sh[1]}
+			}
+		}
+		return ts, keep
+	}
+	run := func(fused bool) ([]*Tensor, []float64) {
+		defer func(v bool) { normVec = v }(normVec)
+		normVec = fused
+		ts, keep := tensors()
+		opt, _ := NewAdamW(DefaultAdamW())
+		var norms []float64
+		for range 3 {
+			norms = append(norms, opt.StepNorm(ts, 1e-3, keep, migu.ModeGrad))
+		}
+		return ts, norms
+	}
+	a, na := run(true)
+	b, nb := run(false)
+	if !slices.Equal(na, nb) {
+		t.Errorf("norms fused %v, summed first %v", na, nb)
+	}
+	for i := range a {
+		if !slices.Equal(a[i].Value, b[i].Value) || !slices.Equal(a[i].M, b[i].M) || !slices.Equal(a[i].V, b[i].V) {
+			t.Errorf("tensor %v: the fused pass updates differently", shapes[i])
 		}
 	}
 }
