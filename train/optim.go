@@ -125,10 +125,11 @@ func (o *AdamW) StepScaled(tensors []*Tensor, lr float64, scale float32, keep ma
 }
 
 // StepNorm is Step that also returns the global L2 norm of the gradients
-// (GradNorm's), summed chunk by chunk right before each chunk's update,
-// which then reads the gradient from cache: without clipping, the norm a
-// step reports costs no pass over the gradients of its own (a read of
-// 100–160 MB per step of the small presets, about 2 % of the step).
+// (GradNorm's), summed chunk by chunk in the update's own pass where the
+// vector loop allows (chunk) and right before the chunk's update
+// otherwise: without clipping, the norm a step reports costs no pass over
+// the gradients of its own (a read of 100–160 MB per step of the small
+// presets).
 func (o *AdamW) StepNorm(tensors []*Tensor, lr float64, keep map[*Tensor]*migu.Keep, mode migu.Mode) float64 {
 	sums := o.step(tensors, lr, 1, keep, mode, true)
 	var sq float64
