@@ -321,13 +321,12 @@ type benchTrainer struct {
 
 // benchSetup is what a worker's trainers may differ in.
 type benchSetup struct {
-	withMIGU     bool
-	oneDNN       *kernels.F32Roles // nil: as migu train decides
-	model        string            // model folder; empty: -model
-	allRows      bool              // the head on every token (train.Config.AllRows)
-	biasAdds     bool              // bias Adds apart from the products (train.Config.BiasAdds)
-	bf16Sharing  string            // train.Config.BF16Sharing
-	keepSpinning bool              // ORT's threads spin on after a run (session.force_spinning_stop 0)
+	withMIGU    bool
+	oneDNN      *kernels.F32Roles // nil: as migu train decides
+	model       string            // model folder; empty: -model
+	allRows     bool              // the head on every token (train.Config.AllRows)
+	biasAdds    bool              // bias Adds apart from the products (train.Config.BiasAdds)
+	bf16Sharing string            // train.Config.BF16Sharing
 }
 
 // parseOneDNN reads -onednn: "" decides as migu train does (nil:
