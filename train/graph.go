@@ -112,6 +112,12 @@ type GraphOptions struct {
 	// (kernels.FuseProductBias), with the same bits. Benchmarks compare
 	// the two.
 	BiasAdds bool
+	// FusedAttention, with Fused, computes attention with the fused
+	// kernels (kernels.FuseAttention): the backward pass recomputes each
+	// head's probabilities instead of keeping [batch, heads, tokens,
+	// tokens] of them. Not under PrecisionBF16, whose attention products
+	// are bf16 (kernels.RewriteBatch).
+	FusedAttention bool
 	// ShareBF16 rounds the operands of the bf16 products once instead of
 	// in every product that reads them: a trained weight is read from its
 	// Param.BF16 input, which the trainer rounds as the optimizer writes
@@ -170,7 +176,8 @@ type Artifact struct {
 	RecomputedNodes int    `json:"recomputed_nodes,omitempty"`
 	// Fused counts the subgraphs computed by migu's fused kernels, by
 	// kernel (kernels.Fuse: RMSNorm, LayerNorm, SwiGLU, Gelu, Rotary,
-	// Softmax, CrossEntropy; ActivationTaps counts the taps computed by
+	// Softmax, CrossEntropy; Attention, kernels.FuseAttention, under
+	// GraphOptions.FusedAttention; ActivationTaps counts the taps computed by
 	// the activation kernels; ScatterAdd the gradients of Gather and
 	// ScatterSum the Sums folded into them, kernels.FuseScatterAdd;
 	// ResidualGrad the residual gradients' Sums folded into the norms'
@@ -327,8 +334,17 @@ func Build(m *onnx.Model, man *modeldir.Manifest, opt GraphOptions) (*Artifact, 
 		if err != nil {
 			return nil, err
 		}
+		attention := 0
+		if opt.FusedAttention && opt.Precision != PrecisionBF16 {
+			if attention, err = kernels.FuseAttention(m, info); err != nil {
+				return nil, err
+			}
+		}
 		if art.Fused, err = kernels.Fuse(m, info); err != nil {
 			return nil, err
+		}
+		if attention > 0 {
+			art.Fused["Attention"] = attention
 		}
 		art.FusedTaps = opt.Taps && opt.FusedTaps
 	}

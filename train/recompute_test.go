@@ -103,6 +103,8 @@ type recomputeSpec struct {
 	// biasAdds keeps the bias Adds apart from the oneDNN products
 	// (GraphOptions.BiasAdds).
 	biasAdds bool
+	// fusedAttention fuses attention (GraphOptions.FusedAttention).
+	fusedAttention bool
 }
 
 func (s recomputeSpec) manifest(t *testing.T) *modeldir.Manifest {
@@ -142,7 +144,7 @@ func (s recomputeSpec) run(t *testing.T, recompute string) (*Artifact, map[strin
 		}
 		values[name] = v
 	}
-	art, err := Build(m, man, GraphOptions{Names: names, Taps: true, TapPoints: points, HiddenPad: s.pad, Recompute: recompute, Fused: s.kernels != "", FusedTaps: s.kernels != "", Precision: precisionOf(s.bf16), OneDNN: s.oneDNN, AllRows: s.allRows, BiasAdds: s.biasAdds, ShareBF16: s.shareBF16})
+	art, err := Build(m, man, GraphOptions{Names: names, Taps: true, TapPoints: points, HiddenPad: s.pad, Recompute: recompute, Fused: s.kernels != "", FusedTaps: s.kernels != "", Precision: precisionOf(s.bf16), OneDNN: s.oneDNN, AllRows: s.allRows, BiasAdds: s.biasAdds, ShareBF16: s.shareBF16, FusedAttention: s.fusedAttention})
 	if err != nil {
 		t.Fatal(err)
 	}

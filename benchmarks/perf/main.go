@@ -112,7 +112,7 @@ type options struct {
 
 func parseFlags() *options {
 	o := &options{}
-	flag.StringVar(&o.worker, "worker", "", "internal: run as a worker (migu, migu-pair, onednn-pair, model-pair, rows-pair, share-pair, bias-pair, eval, eval-pair or matmul)")
+	flag.StringVar(&o.worker, "worker", "", "internal: run as a worker (migu, migu-pair, onednn-pair, model-pair, rows-pair, share-pair, bias-pair, attention-pair, eval, eval-pair or matmul)")
 	flag.StringVar(&o.models, "models", bench.EnvOr("BENCH_MODELS", "llama,t5,roberta"), "models to benchmark: architectures (small presets) and smollm2 (SmolLM2-135M-Instruct from its GGUF)")
 	flag.StringVar(&o.methods, "methods", bench.EnvOr("BENCH_METHODS", "full,lora"), "training methods")
 	flag.StringVar(&o.migus, "migu", bench.EnvOr("BENCH_MIGU", "off,on"), "MIGU settings to run (off, on)")
@@ -186,6 +186,8 @@ func main() {
 		err = workSharePair(o)
 	case "bias-pair":
 		err = workBiasPair(o)
+	case "attention-pair":
+		err = workAttentionPair(o)
 	case "eval-pair":
 		err = workEvalPair(o)
 	case "matmul":
@@ -327,6 +329,7 @@ type benchSetup struct {
 	allRows     bool              // the head on every token (train.Config.AllRows)
 	biasAdds    bool              // bias Adds apart from the products (train.Config.BiasAdds)
 	bf16Sharing string            // train.Config.BF16Sharing
+	fusedAtt    bool              // attention in the fused kernels (train.Config.FusedAttention)
 }
 
 // parseOneDNN reads -onednn: "" decides as migu train does (nil:
@@ -409,7 +412,7 @@ func newBenchTrainer(o *options, setup benchSetup) (*benchTrainer, error) {
 	opt.LR = 1e-4
 	cfg := train.Config{Optim: opt, GradAccum: 1, UseMIGU: setup.withMIGU, T: 0.7, Mode: migu.ModeGrad, Threads: o.threads,
 		Session: ort.SessionOptions{Provider: o.provider, OptLevel: level, ProfilePrefix: o.ortProfile}, Precision: o.precision,
-		OneDNN: setup.oneDNN, AllRows: setup.allRows, BiasAdds: setup.biasAdds,
+		OneDNN: setup.oneDNN, AllRows: setup.allRows, BiasAdds: setup.biasAdds, FusedAttention: setup.fusedAtt,
 		BF16Sharing: setup.bf16Sharing}
 	if o.hiddenPad {
 		cfg.HiddenPad = train.PadFourKB

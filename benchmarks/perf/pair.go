@@ -86,6 +86,14 @@ func workBiasPair(o *options) error {
 	return pairSteps(o, benchSetup{withMIGU: o.withMIGU, biasAdds: true}, benchSetup{withMIGU: o.withMIGU})
 }
 
+// workAttentionPair measures the fused attention the same way: one trainer
+// keeps attention in standard operators (its products in oneDNN's
+// BatchMatMul where migu train puts them there), the other fuses it
+// (train.Config.FusedAttention).
+func workAttentionPair(o *options) error {
+	return pairSteps(o, benchSetup{withMIGU: o.withMIGU}, benchSetup{withMIGU: o.withMIGU, fusedAtt: true})
+}
+
 // pairSteps runs a trainer of each setup, off and on, in turns (off, on,
 // on, off, …) and prints their pairSample.
 func pairSteps(o *options, offSetup, onSetup benchSetup) error {

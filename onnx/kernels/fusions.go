@@ -16,8 +16,9 @@ import (
 // SwiGLUTaps and GeluTaps (FuseActivationTaps); 4 ScatterAddRows
 // (FuseScatterAdd); 5 the optional Residual of RMSNormGrad and
 // LayerNormGrad (FuseResidualGrads); 6 Softmax's optional Bias
-// (FuseSoftmaxBias); 7 AddN (FuseSums).
-const LibVersion = "7"
+// (FuseSoftmaxBias); 7 AddN (FuseSums); 8 Attention and AttentionGrad
+// (FuseAttention).
+const LibVersion = "8"
 
 // fusions are the rewrites Fuse applies, in order, named as the counts it
 // returns. A new fused kernel adds its rewrite here, and every graph migu
@@ -38,9 +39,9 @@ var fusions = []struct {
 
 // Fuse rewrites every standard-op formulation in m that a fused kernel
 // replaces, imports the ai.migu domain, and returns how many of each it
-// rewrote (fusions with none are left out). types describes m as it was
-// before the call (shapes.Infer): each rewrite reads only the types of
-// values that were in the graph already, so one inference serves them all.
+// rewrote (fusions with none are left out). types describes m as it was before the call (shapes.Infer):
+// each rewrite reads only the types of values that were in the graph
+// already, so one inference serves them all.
 func Fuse(m *onnx.Model, types Types) (map[string]int, error) {
 	counts := map[string]int{}
 	for _, f := range fusions {

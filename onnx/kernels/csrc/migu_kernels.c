@@ -28,6 +28,11 @@
 //   ScatterAddRows(Table[outer, V, inner], Indices[N] int64, Updates[outer, N, inner] [, Base]; axis) -> Y
 //       Y = Base (0 when absent) + the rows of Updates added at their indices along axis:
 //       Gather's gradient (an embedding's), with its tied gradient added.
+//   Attention(Q, K, V [, Bias]; alpha, permQ, permK, permV, permY) -> Y [, LSE]
+//   AttentionGrad(dY, Q, K, V, Y, LSE [, Bias]; the same) -> dQ, dK, dV [, dZ]
+//       scaled dot-product attention per head, its scores kept in cache (see
+//       "Attention" below; its products use FMAs, so its bits are not the
+//       standard ops', only their float32 rounding).
 //
 // The float operations are those of the standard-op formulation (x*x summed,
 // divided by d, eps added, sqrt, reciprocal, x*r, times w), so both agree to
@@ -46,6 +51,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <pthread.h>
+
+#include <immintrin.h>
 
 #include "onnxruntime_c_api.h"
 #include "ort_op.h"
@@ -199,6 +206,9 @@ typedef struct {
 	float epsilon;
 	int tanh;     // Gelu, GeluGrad: approximate "tanh" (else "none": erf)
 	int64_t axis; // ScatterAddRows
+	// Attention, AttentionGrad: alpha and permQ, permK, permV, permY.
+	float alpha;
+	int64_t perm[4][4];
 } rms_kernel;
 
 typedef struct {
@@ -510,11 +520,15 @@ VECTOR static float row_max(const float *x, int64_t d) {
 		vf v = vload(x + j);
 		acc[0] = vselect(v > acc[0], v, acc[0]);
 	}
-	float a[XLANES], m = -INFINITY;
-	for (int k = 0; k < 4; k++) {
-		vstore(a, &acc[k]);
-		for (int i = 0; i < XLANES; i++) m = a[i] > m ? a[i] : m;
-	}
+	// The four vectors, then the lanes, halved in a tree: at attention's
+	// 128 keys a row's 64 lanes in one chain of compares took as long as
+	// its exps.
+	for (int k = 1; k < 4; k++) acc[0] = vselect(acc[k] > acc[0], acc[k], acc[0]);
+	float a[XLANES];
+	vstore(a, &acc[0]);
+	for (int n = XLANES / 2; n >= 1; n /= 2)
+		for (int k = 0; k < n; k++) a[k] = a[k + n] > a[k] ? a[k + n] : a[k];
+	float m = a[0];
 	for (; j < d; j++) m = x[j] > m ? x[j] : m;
 	return m;
 }
@@ -1547,6 +1561,488 @@ static OrtStatus *addn_compute(void *k, OrtKernelContext *ctx) {
 	return api->KernelContext_ParallelFor(ctx, addn_block, blocks(j.n, ELEM_BLOCK), 0, &j);
 }
 
+// ---- Attention, AttentionGrad ----
+//
+// Attention(Q, K, V [, Bias]; alpha, permQ, permK, permV, permY) -> Y, LSE
+//     q = transpose(Q, permQ) [B, H, R, D], k = transpose(K, permK) [B, H, S, D]
+//     and v = transpose(V, permV) [B, H, S, E] (transpose as ONNX's: axis j
+//     of q is axis permQ[j] of Q; perms absent are the identity);
+//     Z = alpha · q·kᵀ (+ Bias, of rank 4 with last axis S and every other
+//     axis [B, H, R]'s or 1); P = softmax(Z) over S; Y = transpose(P·v,
+//     permY), axis i of Y being axis permY[i] of P·v; LSE [B, H, R] =
+//     log Σ_s exp(Z) per row, an optional output (the backward pass's).
+// AttentionGrad(dY, Q, K, V, Y, LSE [, Bias]; the same attributes) -> dQ, dK, dV [, dZ]
+//     the gradients of Q, K and V in their own layouts, and, when asked
+//     for, dZ [B, H, R, S]: the gradient of Z (of Bias before it is reduced
+//     to Bias's shape). P is recomputed from Z and LSE.
+//
+// One head's scores never leave the cache: the forward pass takes a block
+// of a head's rows (as many as fit RB·S ≤ ATT_SCORES floats) through the
+// scores product, the softmax and the context product; the backward pass
+// takes one head in such row blocks, summing the key and value gradients
+// over them, so heads are its blocks of work. The products are a small
+// register-tiled kernel (AVX-512 FMA, 12 rows by 32 columns; plain loops
+// on other CPUs, where migu does not fuse attention): what they save over
+// the unfused graph is writing and reading the scores and probabilities
+// and the head transposes, not multiply-adds, so the sums' order differs
+// from the standard products' — results agree to float32 rounding, not bit
+// for bit.
+
+enum { ATT_SCORES = 32768, ATT_MR = 12 };
+
+#define AVX512 __attribute__((target("avx512f")))
+
+// att_avx512 tells whether the products take the AVX-512 kernel: the CPU
+// has AVX-512F and MIGU_ATTENTION_PLAIN is unset or empty (tests set it to
+// run the plain loops).
+static int att_avx512(void) {
+	const char *plain = getenv("MIGU_ATTENTION_PLAIN");
+	return __builtin_cpu_supports("avx512f") && (plain == NULL || *plain == 0);
+}
+
+// A product C (=, or += when acc) alpha · A·B: A(i, p) at a[i*ai + p*ak],
+// B row-major with row stride ldb, C row-major with row stride ldc.
+typedef struct {
+	const float *a, *b;
+	float *c;
+	int64_t ai, ak, ldb, ldc, m, n, k;
+	float alpha;
+	int acc, avx512;
+} gemm;
+
+// gemm_tile computes the MR × 16·NV tile of g at row i, column j; the last
+// vector of a row takes the columns in mask.
+AVX512 static inline __attribute__((always_inline)) void gemm_tile(const gemm *g, int64_t i, int64_t j, const int MR,
+                                                                   const int NV, __mmask16 mask) {
+	__m512 s[ATT_MR][2];
+	for (int r = 0; r < MR; r++)
+		for (int v = 0; v < NV; v++) s[r][v] = _mm512_setzero_ps();
+	const int64_t ai = g->ai, ak = g->ak, ldb = g->ldb, k = g->k;
+	const float *ap = g->a + i * ai, *bp = g->b + j;
+	for (int64_t p = 0; p < k; p++, ap += ak, bp += ldb) {
+		__m512 bv[2];
+		for (int v = 0; v < NV; v++)
+			bv[v] = v == NV - 1 ? _mm512_maskz_loadu_ps(mask, bp + 16 * v) : _mm512_loadu_ps(bp + 16 * v);
+		for (int r = 0; r < MR; r++) {
+			__m512 x = _mm512_set1_ps(ap[r * ai]);
+			for (int v = 0; v < NV; v++) s[r][v] = _mm512_fmadd_ps(x, bv[v], s[r][v]);
+		}
+	}
+	__m512 alpha = _mm512_set1_ps(g->alpha);
+	for (int r = 0; r < MR; r++) {
+		float *c = g->c + (i + r) * g->ldc + j;
+		for (int v = 0; v < NV; v++) {
+			__mmask16 m = v == NV - 1 ? mask : 0xffff;
+			__m512 y = _mm512_mul_ps(s[r][v], alpha);
+			if (g->acc) y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(m, c + 16 * v));
+			_mm512_mask_storeu_ps(c + 16 * v, m, y);
+		}
+	}
+}
+
+#define GEMM_ROWS(NV)                                                         \
+	switch (mr) {                                                             \
+	case 1: gemm_tile(g, i, j, 1, NV, mask); break;                           \
+	case 2: gemm_tile(g, i, j, 2, NV, mask); break;                           \
+	case 3: gemm_tile(g, i, j, 3, NV, mask); break;                           \
+	case 4: gemm_tile(g, i, j, 4, NV, mask); break;                           \
+	case 5: gemm_tile(g, i, j, 5, NV, mask); break;                           \
+	case 6: gemm_tile(g, i, j, 6, NV, mask); break;                           \
+	case 7: gemm_tile(g, i, j, 7, NV, mask); break;                           \
+	case 8: gemm_tile(g, i, j, 8, NV, mask); break;                           \
+	case 9: gemm_tile(g, i, j, 9, NV, mask); break;                           \
+	case 10: gemm_tile(g, i, j, 10, NV, mask); break;                         \
+	case 11: gemm_tile(g, i, j, 11, NV, mask); break;                         \
+	default: gemm_tile(g, i, j, ATT_MR, NV, mask); break;                     \
+	}
+
+// gemm_avx512 runs g in tiles of 12 rows by 32 columns, column panels
+// outermost so that a panel of B stays in cache across the rows.
+AVX512 static void gemm_avx512(const gemm *g) {
+	for (int64_t j = 0; j < g->n; j += 32) {
+		int64_t cols = g->n - j < 32 ? g->n - j : 32;
+		int nv = cols > 16 ? 2 : 1;
+		int64_t tail = cols - 16 * (nv - 1);
+		__mmask16 mask = (__mmask16)(tail >= 16 ? 0xffff : (1u << tail) - 1);
+		for (int64_t i = 0; i < g->m; i += ATT_MR) {
+			int64_t mr = g->m - i < ATT_MR ? g->m - i : ATT_MR;
+			if (nv == 2) {
+				GEMM_ROWS(2)
+			} else {
+				GEMM_ROWS(1)
+			}
+		}
+	}
+}
+#undef GEMM_ROWS
+
+// gemm_plain is the same product in plain loops, for CPUs without AVX-512.
+static void gemm_plain(const gemm *g) {
+	for (int64_t i = 0; i < g->m; i++) {
+		float *c = g->c + i * g->ldc;
+		for (int64_t j = 0; j < g->n; j++) {
+			float s = 0;
+			for (int64_t p = 0; p < g->k; p++) s += g->a[i * g->ai + p * g->ak] * g->b[p * g->ldb + j];
+			c[j] = g->acc ? c[j] + s * g->alpha : s * g->alpha;
+		}
+	}
+}
+
+static void run_gemm(const gemm *g) {
+	if (g->m == 0 || g->n == 0) return;
+	if (g->avx512)
+		gemm_avx512(g);
+	else
+		gemm_plain(g);
+}
+
+// att_job is one Attention or AttentionGrad: the logical [B, H, rows, cols]
+// views' element strides (bs 0 where Bias broadcasts), the sizes, and the
+// row block.
+typedef struct {
+	const float *q, *k, *v, *bias, *dy, *yin, *lse_in;
+	float *y, *lse, *dq, *dk, *dv, *dz;
+	int64_t qs[4], ks[4], vs[4], ys[4], bs[4];
+	int64_t b, h, r, s, d, e, rb, rblocks;
+	float alpha;
+	int avx512; // att_avx512()
+	_Atomic int failed; // a block could not allocate its buffers
+} att_job;
+
+// gather copies rows × cols values of a strided view (row stride rs,
+// column stride cs) into a dense rows × cols buffer; scatter copies back.
+// att_buf returns the calling thread's buffer number slot, of at least n
+// floats on a cache line, kept from one call to the next: a head's
+// buffers are hundreds of kilobytes, which malloc would map and unmap
+// (page faults on every block). A thread's buffers are freed when it ends
+// (att_key's destructor). NULL when out of memory.
+enum { ATT_BUFS = 10 };
+typedef struct {
+	float *p[ATT_BUFS];
+	int64_t cap[ATT_BUFS];
+} att_bufs;
+static pthread_key_t att_key;
+static pthread_once_t att_key_once = PTHREAD_ONCE_INIT;
+static void att_free(void *p) {
+	att_bufs *b = p;
+	for (int i = 0; i < ATT_BUFS; i++) free(b->p[i]);
+	free(b);
+}
+static void att_make_key(void) { pthread_key_create(&att_key, att_free); }
+static float *att_buf(int slot, int64_t n) {
+	pthread_once(&att_key_once, att_make_key);
+	att_bufs *b = pthread_getspecific(att_key);
+	if (b == NULL) {
+		if ((b = calloc(1, sizeof *b)) == NULL) return NULL;
+		if (pthread_setspecific(att_key, b) != 0) {
+			free(b);
+			return NULL;
+		}
+	}
+	if (n < 1) n = 1;
+	if (b->cap[slot] < n) {
+		free(b->p[slot]);
+		b->p[slot] = lines((size_t)n);
+		b->cap[slot] = b->p[slot] != NULL ? n : 0;
+	}
+	return b->p[slot];
+}
+
+// A transposing gather (rs 1: kᵀ from k) reads x's rows whole and writes
+// the buffer's columns; read column by column, rows a few kilobytes apart
+// map to the same cache sets and evict each other.
+static void gather(const float *x, int64_t rs, int64_t cs, int64_t rows, int64_t cols, float *out) {
+	if (rs == 1 && cs != 1) {
+		for (int64_t j = 0; j < cols; j++) {
+			const float *col = x + j * cs;
+			for (int64_t i = 0; i < rows; i++) out[i * cols + j] = col[i];
+		}
+		return;
+	}
+	for (int64_t i = 0; i < rows; i++) {
+		const float *row = x + i * rs;
+		if (cs == 1)
+			memcpy(out + i * cols, row, (size_t)cols * sizeof *out);
+		else
+			for (int64_t j = 0; j < cols; j++) out[i * cols + j] = row[j * cs];
+	}
+}
+
+static void scatter(const float *in, int64_t rows, int64_t cols, float *x, int64_t rs, int64_t cs) {
+	for (int64_t i = 0; i < rows; i++) {
+		float *row = x + i * rs;
+		if (cs == 1)
+			memcpy(row, in + i * cols, (size_t)cols * sizeof *in);
+		else
+			for (int64_t j = 0; j < cols; j++) row[j * cs] = in[i * cols + j];
+	}
+}
+
+// head_at returns a view's origin for head (batch index bi, head hi).
+static const float *head_at(const float *x, const int64_t *st, int64_t bi, int64_t hi) {
+	return x + bi * st[0] + hi * st[1];
+}
+
+// exp_shift writes p_j = exp(z_j - lse).
+VECTOR static void exp_shift(float *z, float lse, int64_t n) {
+	int64_t j = 0;
+	for (; j + XLANES <= n; j += XLANES) {
+		vf v = vexp(vload(z + j) - lse);
+		vstore(z + j, &v);
+	}
+	for (; j < n; j++) z[j] = xexp(z[j] - lse);
+}
+
+// scores computes rows r0 .. r0+rows of one head's Z (with the bias) into
+// z, from the packed kᵀ [d × s].
+static void scores(const att_job *j, int64_t bi, int64_t hi, int64_t r0, int64_t rows, const float *q, int64_t qi,
+                   int64_t qk, const float *kt, float *z) {
+	gemm g = {.a = q, .ai = qi, .ak = qk, .b = kt, .ldb = j->s, .c = z, .ldc = j->s, .m = rows, .n = j->s, .k = j->d,
+	          .alpha = j->alpha,
+	          .avx512 = j->avx512};
+	run_gemm(&g);
+	if (j->bias == NULL) return;
+	const float *bias = head_at(j->bias, j->bs, bi, hi) + r0 * j->bs[2];
+	for (int64_t i = 0; i < rows; i++) sum_rows(z + i * j->s, bias + i * j->bs[2], z + i * j->s, j->s);
+}
+
+static void attention_block(void *p, size_t blk) {
+	att_job *j = p;
+	int64_t head = (int64_t)blk / j->rblocks, r0 = ((int64_t)blk % j->rblocks) * j->rb;
+	int64_t bi = head / j->h, hi = head % j->h, rows = j->r - r0 < j->rb ? j->r - r0 : j->rb;
+	float *kt = att_buf(0, j->d * j->s), *v = att_buf(1, j->s * j->e), *z = att_buf(2, rows * j->s),
+	      *y = att_buf(3, rows * j->e);
+	if (kt == NULL || v == NULL || z == NULL || y == NULL) {
+		j->failed = 1;
+	} else {
+		// kᵀ packed: column s of kt is row s of k.
+		const float *k = head_at(j->k, j->ks, bi, hi);
+		gather(k, j->ks[3], j->ks[2], j->d, j->s, kt);
+		gather(head_at(j->v, j->vs, bi, hi), j->vs[2], j->vs[3], j->s, j->e, v);
+		const float *q = head_at(j->q, j->qs, bi, hi) + r0 * j->qs[2];
+		scores(j, bi, hi, r0, rows, q, j->qs[2], j->qs[3], kt, z);
+		float *lse = j->lse != NULL ? j->lse + (head * j->r + r0) : NULL;
+		for (int64_t i = 0; i < rows; i++) {
+			float *zr = z + i * j->s;
+			float m = row_max(zr, j->s), sum = sum_exp(zr, m, zr, j->s);
+			if (lse != NULL) lse[i] = m + logf(sum);
+			scale_in_place(zr, 1.0f / sum, j->s);
+		}
+		gemm g = {.a = z, .ai = j->s, .ak = 1, .b = v, .ldb = j->e, .c = y, .ldc = j->e, .m = rows, .n = j->e,
+		          .k = j->s, .alpha = 1,
+	          .avx512 = j->avx512};
+		run_gemm(&g);
+		scatter(y, rows, j->e, (float *)head_at(j->y, j->ys, bi, hi) + r0 * j->ys[2], j->ys[2], j->ys[3]);
+	}
+}
+
+static void attention_grad_block(void *p, size_t head) {
+	att_job *j = p;
+	int64_t bi = (int64_t)head / j->h, hi = (int64_t)head % j->h, rb = j->rb, s = j->s, d = j->d, e = j->e;
+	float *kt = att_buf(0, d * s), *vt = att_buf(1, e * s), *k = att_buf(2, s * d), *dk = att_buf(3, s * d),
+	      *dv = att_buf(4, s * e), *z = att_buf(5, rb * s), *dp = att_buf(6, rb * s), *q = att_buf(7, rb * d),
+	      *dy = att_buf(8, rb * e), *dq = att_buf(9, rb * d);
+	float *bufs[] = {kt, vt, k, dk, dv, z, dp, q, dy, dq};
+	int ok = 1;
+	for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) ok = ok && bufs[i] != NULL;
+	if (!ok) {
+		j->failed = 1;
+	} else {
+		const float *kh = head_at(j->k, j->ks, bi, hi), *vh = head_at(j->v, j->vs, bi, hi);
+		gather(kh, j->ks[3], j->ks[2], d, s, kt);
+		gather(kh, j->ks[2], j->ks[3], s, d, k);
+		gather(vh, j->vs[3], j->vs[2], e, s, vt);
+		const float *qh = head_at(j->q, j->qs, bi, hi), *dyh = head_at(j->dy, j->ys, bi, hi),
+		            *yh = head_at(j->yin, j->ys, bi, hi), *lse = j->lse_in + (int64_t)head * j->r;
+		for (int64_t r0 = 0; r0 < j->r; r0 += rb) {
+			int64_t rows = j->r - r0 < rb ? j->r - r0 : rb;
+			gather(qh + r0 * j->qs[2], j->qs[2], j->qs[3], rows, d, q);
+			gather(dyh + r0 * j->ys[2], j->ys[2], j->ys[3], rows, e, dy);
+			scores(j, bi, hi, r0, rows, q, d, 1, kt, z);
+			gemm gp = {.a = dy, .ai = e, .ak = 1, .b = vt, .ldb = s, .c = dp, .ldc = s, .m = rows, .n = s, .k = e,
+			           .alpha = 1,
+	          .avx512 = j->avx512};
+			run_gemm(&gp);
+			for (int64_t i = 0; i < rows; i++) {
+				float *zr = z + i * s, *dpr = dp + i * s;
+				exp_shift(zr, lse[r0 + i], s);
+				const float *yr = yh + (r0 + i) * j->ys[2];
+				float delta = 0;
+				if (j->ys[3] == 1) {
+					delta = dot_row(dy + i * e, yr, e);
+				} else {
+					for (int64_t c = 0; c < e; c++) delta += dy[i * e + c] * yr[c * j->ys[3]];
+				}
+				softmax_grad_row(dpr, zr, delta, dpr, s);
+				if (j->dz != NULL) memcpy(j->dz + ((int64_t)head * j->r + r0 + i) * s, dpr, (size_t)s * sizeof *dpr);
+			}
+			gemm gq = {.a = dp, .ai = s, .ak = 1, .b = k, .ldb = d, .c = dq, .ldc = d, .m = rows, .n = d, .k = s,
+			           .alpha = j->alpha,
+	          .avx512 = j->avx512};
+			run_gemm(&gq);
+			scatter(dq, rows, d, (float *)head_at(j->dq, j->qs, bi, hi) + r0 * j->qs[2], j->qs[2], j->qs[3]);
+			gemm gk = {.a = dp, .ai = 1, .ak = s, .b = q, .ldb = d, .c = dk, .ldc = d, .m = s, .n = d, .k = rows,
+			           .alpha = j->alpha, .acc = r0 > 0,
+	          .avx512 = j->avx512};
+			run_gemm(&gk);
+			gemm gv = {.a = z, .ai = 1, .ak = s, .b = dy, .ldb = e, .c = dv, .ldc = e, .m = s, .n = e, .k = rows,
+			           .alpha = 1, .acc = r0 > 0,
+	          .avx512 = j->avx512};
+			run_gemm(&gv);
+		}
+		if (j->r == 0) {
+			memset(dk, 0, (size_t)(s * d) * sizeof *dk);
+			memset(dv, 0, (size_t)(s * e) * sizeof *dv);
+		}
+		scatter(dk, s, d, (float *)head_at(j->dk, j->ks, bi, hi), j->ks[2], j->ks[3]);
+		scatter(dv, s, e, (float *)head_at(j->dv, j->vs, bi, hi), j->vs[2], j->vs[3]);
+	}
+}
+
+// view sets a tensor's logical dims and element strides through perm.
+static void view(const tensor *t, const int64_t *perm, int64_t *dims, int64_t *strides) {
+	int64_t dense[4];
+	dense[3] = 1;
+	for (int i = 2; i >= 0; i--) dense[i] = dense[i + 1] * t->dims[i + 1];
+	for (int i = 0; i < 4; i++) dims[i] = t->dims[perm[i]], strides[i] = dense[perm[i]];
+}
+
+// att_setup checks Q, K, V and Bias and fills j's sizes, strides and
+// Y's layout (ydims, Y's physical shape).
+static OrtStatus *att_setup(const rms_kernel *kk, const tensor *q, const tensor *k, const tensor *v, const tensor *bias,
+                            att_job *j, int64_t *ydims, const char *op) {
+	if (q->rank != 4 || k->rank != 4 || v->rank != 4) return fail(op, "Q, K and V must be 4-D");
+	int64_t qd[4], kd[4], vd[4];
+	view(q, kk->perm[0], qd, j->qs);
+	view(k, kk->perm[1], kd, j->ks);
+	view(v, kk->perm[2], vd, j->vs);
+	if (qd[0] != kd[0] || qd[0] != vd[0] || qd[1] != kd[1] || qd[1] != vd[1])
+		return fail(op, "q, k and v must have the same batch and head axes");
+	if (kd[2] != vd[2]) return fail(op, "k and v must have the same number of keys");
+	if (qd[3] != kd[3]) return fail(op, "q and k must have the same last axis");
+	j->b = qd[0], j->h = qd[1], j->r = qd[2], j->s = kd[2], j->d = qd[3], j->e = vd[3];
+	if (bias->data != NULL) {
+		int64_t zd[4] = {j->b, j->h, j->r, j->s};
+		if (bias->rank != 4) return fail(op, "Bias must be 4-D");
+		if (bias->dims[3] != j->s) return fail(op, "Bias's last axis must be the number of keys");
+		int64_t stride = j->s;
+		j->bs[3] = 1;
+		for (int i = 2; i >= 0; i--) {
+			if (bias->dims[i] != zd[i] && bias->dims[i] != 1)
+				return fail(op, "every axis of Bias must be the scores' or 1");
+			j->bs[i] = bias->dims[i] == 1 ? 0 : stride;
+			stride *= bias->dims[i];
+		}
+	}
+	int64_t yd[4] = {j->b, j->h, j->r, j->e}, dense[4];
+	for (int i = 0; i < 4; i++) ydims[i] = yd[kk->perm[3][i]];
+	dense[3] = 1;
+	for (int i = 2; i >= 0; i--) dense[i] = dense[i + 1] * ydims[i + 1];
+	for (int i = 0; i < 4; i++) j->ys[kk->perm[3][i]] = dense[i];
+	j->alpha = kk->alpha;
+	j->avx512 = att_avx512();
+	return NULL;
+}
+
+// att_attributes reads Attention's alpha and perms into k.
+static OrtStatus *att_attributes(const OrtKernelInfo *info, rms_kernel *k) {
+	k->alpha = 1.0f;
+	OrtStatus *s = api->KernelInfoGetAttribute_float(info, "alpha", &k->alpha);
+	if (s != NULL) {
+		api->ReleaseStatus(s);
+		k->alpha = 1.0f;
+	}
+	static const char *names[4] = {"permQ", "permK", "permV", "permY"};
+	for (int p = 0; p < 4; p++) {
+		for (int i = 0; i < 4; i++) k->perm[p][i] = i;
+		size_t size = 0;
+		s = api->KernelInfoGetAttributeArray_int64(info, names[p], NULL, &size);
+		if (s != NULL) {
+			api->ReleaseStatus(s);
+			continue;
+		}
+		char msg[96];
+		snprintf(msg, sizeof msg, "%s must be a permutation of 0, 1, 2, 3", names[p]);
+		if (size != 4) return fail("Attention", msg);
+		TRY(api->KernelInfoGetAttributeArray_int64(info, names[p], k->perm[p], &size));
+		int seen = 0;
+		for (int i = 0; i < 4; i++) {
+			if (k->perm[p][i] < 0 || k->perm[p][i] > 3 || (seen >> k->perm[p][i] & 1)) return fail("Attention", msg);
+			seen |= 1 << k->perm[p][i];
+		}
+	}
+	return NULL;
+}
+
+// att_rows gives the row block: as many rows as keep RB·S within
+// ATT_SCORES, at least ATT_MR.
+static int64_t att_rows(int64_t s) {
+	int64_t rb = s > 0 ? ATT_SCORES / s : ATT_SCORES;
+	return rb < ATT_MR ? ATT_MR : rb;
+}
+
+static OrtStatus *attention_compute(void *k, OrtKernelContext *ctx) {
+	const char *op = "Attention";
+	tensor q, kt, v, bias = {0};
+	TRY(input(ctx, 0, &q, op));
+	TRY(input(ctx, 1, &kt, op));
+	TRY(input(ctx, 2, &v, op));
+	TRY(optional(ctx, 3, &bias, op));
+	att_job j = {.q = q.data, .k = kt.data, .v = v.data, .bias = bias.data};
+	int64_t ydims[4];
+	TRY(att_setup(k, &q, &kt, &v, &bias, &j, ydims, op));
+	TRY(output(ctx, 0, ydims, 4, &j.y));
+	size_t outs = 0;
+	TRY(api->KernelContext_GetOutputCount(ctx, &outs));
+	if (outs > 1) {
+		int64_t ld[3] = {j.b, j.h, j.r};
+		TRY(output(ctx, 1, ld, 3, &j.lse));
+	}
+	int64_t heads = j.b * j.h;
+	if (heads == 0 || j.r == 0 || j.e == 0) return NULL;
+	if (j.s == 0) return fail(op, "there must be at least one key");
+	j.rb = att_rows(j.s);
+	if (j.rb > j.r) j.rb = j.r;
+	j.rblocks = (j.r + j.rb - 1) / j.rb;
+	TRY(api->KernelContext_ParallelFor(ctx, attention_block, (size_t)(heads * j.rblocks), 0, &j));
+	return j.failed ? api->CreateStatus(ORT_FAIL, "ai.migu.Attention: out of memory") : NULL;
+}
+
+static OrtStatus *attention_grad_compute(void *k, OrtKernelContext *ctx) {
+	const char *op = "AttentionGrad";
+	tensor dy, q, kt, v, y, lse, bias = {0};
+	TRY(input(ctx, 0, &dy, op));
+	TRY(input(ctx, 1, &q, op));
+	TRY(input(ctx, 2, &kt, op));
+	TRY(input(ctx, 3, &v, op));
+	TRY(input(ctx, 4, &y, op));
+	TRY(input(ctx, 5, &lse, op));
+	TRY(optional(ctx, 6, &bias, op));
+	att_job j = {.q = q.data, .k = kt.data, .v = v.data, .bias = bias.data, .dy = dy.data, .yin = y.data,
+	             .lse_in = lse.data};
+	int64_t ydims[4];
+	TRY(att_setup(k, &q, &kt, &v, &bias, &j, ydims, op));
+	if (y.rank != 4 || memcmp(y.dims, ydims, sizeof ydims) != 0 || dy.rank != 4 || memcmp(dy.dims, ydims, sizeof ydims) != 0)
+		return fail(op, "dY and Y must have Attention's Y shape");
+	if (lse.rank != 3 || lse.dims[0] != j.b || lse.dims[1] != j.h || lse.dims[2] != j.r)
+		return fail(op, "LSE must be [B, H, R]");
+	TRY(output(ctx, 0, q.dims, 4, &j.dq));
+	TRY(output(ctx, 1, kt.dims, 4, &j.dk));
+	TRY(output(ctx, 2, v.dims, 4, &j.dv));
+	size_t outs = 0;
+	TRY(api->KernelContext_GetOutputCount(ctx, &outs));
+	if (outs > 3) {
+		int64_t zd[4] = {j.b, j.h, j.r, j.s};
+		TRY(output(ctx, 3, zd, 4, &j.dz));
+	}
+	int64_t heads = j.b * j.h;
+	if (heads == 0) return NULL;
+	if (j.s == 0 && j.r > 0) return fail(op, "there must be at least one key");
+	j.rb = att_rows(j.s);
+	TRY(api->KernelContext_ParallelFor(ctx, attention_grad_block, (size_t)heads, 0, &j));
+	return j.failed ? api->CreateStatus(ORT_FAIL, "ai.migu.AttentionGrad: out of memory") : NULL;
+}
+
 // ---- op table ----
 
 typedef struct {
@@ -1558,6 +2054,8 @@ typedef struct {
 	int has_epsilon;
 	int has_approximate; // reads the string attribute approximate ("none" or "tanh")
 	int has_axis;        // reads the int attribute axis (default 0)
+	int has_attention;   // reads alpha (default 1) and permQ, permK, permV, permY (default identity)
+	size_t out_optional_from; // outputs from here on are optional; 0: none
 } migu_op;
 
 typedef struct {
@@ -1587,6 +2085,13 @@ static OrtStatus *ORT_API_CALL create_kernel(const OrtCustomOp *o, const OrtApi 
 		if (s != NULL) {
 			api->ReleaseStatus(s);
 			k->rms.axis = 0;
+		}
+	}
+	if (k->op->has_attention) {
+		OrtStatus *s = att_attributes(info, &k->rms);
+		if (s != NULL) {
+			free(k);
+			return s;
 		}
 	}
 	if (k->op->has_approximate) {
@@ -1628,6 +2133,10 @@ static size_t ORT_API_CALL output_count(const OrtCustomOp *o) { return self(o)->
 static OrtCustomOpInputOutputCharacteristic ORT_API_CALL input_char(const OrtCustomOp *o, size_t i) {
 	return i >= self(o)->optional_from ? INPUT_OUTPUT_OPTIONAL : INPUT_OUTPUT_REQUIRED;
 }
+static OrtCustomOpInputOutputCharacteristic ORT_API_CALL output_char(const OrtCustomOp *o, size_t i) {
+	size_t from = self(o)->out_optional_from;
+	return from > 0 && i >= from ? INPUT_OUTPUT_OPTIONAL : INPUT_OUTPUT_REQUIRED;
+}
 
 #define F ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT
 #define I64 ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64
@@ -1651,6 +2160,10 @@ static migu_op ops[] = {
 	{.name = "LayerNormGrad", .nin = 6, .nout = 3, .optional_from = 5, .in = {F, F, F, F, F, F}, .compute = lngrad_compute},
 	{.name = "ScatterAddRows", .nin = 4, .nout = 1, .optional_from = 3, .in = {F, I64, F, F}, .compute = scatter_compute, .has_axis = 1},
 	{.name = "AddN", .nin = 8, .nout = 1, .optional_from = 2, .in = {F, F, F, F, F, F, F, F}, .compute = addn_compute},
+	{.name = "Attention", .nin = 4, .nout = 2, .optional_from = 3, .in = {F, F, F, F}, .compute = attention_compute,
+	 .has_attention = 1, .out_optional_from = 1},
+	{.name = "AttentionGrad", .nin = 7, .nout = 4, .optional_from = 6, .in = {F, F, F, F, F, F, F},
+	 .compute = attention_grad_compute, .has_attention = 1, .out_optional_from = 3},
 };
 #undef F
 #undef I64
@@ -1672,6 +2185,7 @@ static void make_domain(void) {
 		o->GetInputTypeCount = input_count;
 		o->GetOutputTypeCount = output_count;
 		o->GetInputCharacteristic = input_char;
+		o->GetOutputCharacteristic = output_char;
 	}
 	domain_status = api->CreateCustomOpDomain("ai.migu", &domain);
 	for (size_t i = 0; domain_status == NULL && i < sizeof ops / sizeof ops[0]; i++)
@@ -1695,4 +2209,4 @@ MIGU_EXPORT OrtStatus *ORT_API_CALL RegisterCustomOps(OrtSessionOptions *options
 // MiguKernelsVersion tells the loader which op set this build provides.
 // It changes with the op set, together with LibVersion in onnx/kernels/fusions.go
 // (the Go side refuses a library reporting another version).
-MIGU_EXPORT const char *MiguKernelsVersion(void) { return "7"; }
+MIGU_EXPORT const char *MiguKernelsVersion(void) { return "8"; }
