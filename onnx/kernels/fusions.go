@@ -39,9 +39,9 @@ var fusions = []struct {
 
 // Fuse rewrites every standard-op formulation in m that a fused kernel
 // replaces, imports the ai.migu domain, and returns how many of each it
-// rewrote (fusions with none are left out). types describes m as it was before the call (shapes.Infer):
-// each rewrite reads only the types of values that were in the graph
-// already, so one inference serves them all.
+// rewrote (fusions with none are left out). types describes m as it was
+// before the call (shapes.Infer): each rewrite reads only the types of
+// values that were in the graph already, so one inference serves them all.
 func Fuse(m *onnx.Model, types Types) (map[string]int, error) {
 	counts := map[string]int{}
 	for _, f := range fusions {
