@@ -132,9 +132,9 @@ func TestGradientRules(t *testing.T) {
 func TestEveryRuleIsChecked(t *testing.T) {
 	// onnx/kernels checks the fused kernels' rules (kernels_test.go,
 	// act_test.go, layernorm_test.go, loss_test.go, rotary_test.go,
-	// bf16_test.go).
+	// attention_test.go, bf16_test.go).
 	covered := map[string]bool{onnx.DomainMiguBF16 + ".MatMulBF16": true}
-	for _, op := range []string{"RMSNorm", "SwiGLU", "Gelu", "LayerNorm", "PickLogSoftmax", "Softmax", "Rotary"} {
+	for _, op := range []string{"RMSNorm", "SwiGLU", "Gelu", "LayerNorm", "PickLogSoftmax", "Softmax", "Rotary", "Attention"} {
 		covered[onnx.DomainMigu+"."+op] = true
 	}
 	for _, c := range gradCases {
