@@ -115,8 +115,10 @@ type GraphOptions struct {
 	// FusedAttention, with Fused, computes attention with the fused
 	// kernels (kernels.FuseAttention): the backward pass recomputes each
 	// head's probabilities instead of keeping [batch, heads, tokens,
-	// tokens] of them. Not under PrecisionBF16, whose attention products
-	// are bf16 (kernels.RewriteBatch).
+	// tokens] of them, and keys a causal or padding mask hides are
+	// skipped. Not under PrecisionBF16, whose attention products are bf16
+	// (kernels.RewriteBatch). The trainer sets it where the CPU has
+	// AVX-512 (kernels.AttentionFast) unless Config.UnfusedAttention.
 	FusedAttention bool
 	// ShareBF16 rounds the operands of the bf16 products once instead of
 	// in every product that reads them: a trained weight is read from its

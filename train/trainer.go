@@ -59,9 +59,10 @@ type Config struct {
 	// BiasAdds keeps the bias Adds apart from the products
 	// (GraphOptions.BiasAdds; it changes speed, not results).
 	BiasAdds bool `json:"-"`
-	// FusedAttention computes attention with the fused kernels
-	// (GraphOptions.FusedAttention; it changes memory, speed and rounding).
-	FusedAttention bool `json:"-"`
+	// UnfusedAttention keeps attention in standard operators where the
+	// trainer would fuse it (GraphOptions.FusedAttention: fp32 with the
+	// kernel library on an AVX-512 CPU); benchmarks compare the two.
+	UnfusedAttention bool `json:"-"`
 	// BF16Sharing is BF16ShareAuto (""), BF16ShareNever or
 	// BF16ShareAlways: where a bf16 run rounds the products' operands
 	// once (GraphOptions.ShareBF16). Tests and benchmarks compare them.
@@ -266,7 +267,7 @@ func NewTrainer(plan *Plan, dir string, cfg Config) (*Trainer, error) {
 	art, err := Build(plan.Model, plan.Manifest, GraphOptions{Objective: cfg.Objective, Names: plan.Trainable,
 		Taps: cfg.UseMIGU, TapPoints: plan.Points, TapsSkipPadding: cfg.SkipPaddingTaps, HiddenPad: cfg.HiddenPad, Recompute: cfg.Recompute,
 		Fused: lib != "", FusedTaps: lib != "", Precision: cfg.Precision, OneDNN: oneDNN, AllRows: cfg.AllRows,
-		BiasAdds: cfg.BiasAdds, FusedAttention: cfg.FusedAttention, ShareBF16: shareBF16(cfg)})
+		BiasAdds: cfg.BiasAdds, FusedAttention: lib != "" && !cfg.UnfusedAttention && kernels.AttentionFast(), ShareBF16: shareBF16(cfg)})
 	if err != nil {
 		return nil, err
 	}

@@ -89,6 +89,8 @@ type options struct {
 	// trainer's default, 1: ORT's threads park when a run returns).
 	ortSpinStop string
 	hiddenPad   bool
+	// unfusedAttention keeps attention in standard operators (-unfused-attention).
+	unfusedAttention bool
 	// precision is migu's weight-product precision (train.Config.Precision).
 	precision string
 	// onednn names the float32 products the worker runs in oneDNN
@@ -139,6 +141,7 @@ func parseFlags() *options {
 	flag.BoolVar(&o.withMIGU, "with-migu", false, "worker: train with MIGU (T = 0.7, grad mode)")
 	flag.StringVar(&o.ortProfile, "ort-profile", bench.EnvOr("BENCH_ORT_PROFILE", ""), "worker: ORT profile file prefix")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", bench.EnvOr("BENCH_CPUPROFILE", ""), "worker: Go CPU profile file")
+	flag.BoolVar(&o.unfusedAttention, "unfused-attention", false, "worker: attention in standard operators (train.Config.UnfusedAttention)")
 	flag.BoolVar(&o.hiddenPad, "hidden-pad", false, "worker: widen feed-forward layers whose width is a multiple of 4 KB (train.PadFourKB)")
 	flag.StringVar(&o.ortSpinStop, "ort-spin-stop", "", "worker: ORT's session.force_spinning_stop, 0 or 1 (empty: the trainer's default, 1)")
 	flag.StringVar(&o.ortSpin, "ort-spin", bench.EnvOr("BENCH_ORT_SPIN", ""), "worker: ORT intra-op spinning, 0 or 1 (empty: ORT's default, on)")
@@ -329,7 +332,7 @@ type benchSetup struct {
 	allRows     bool              // the head on every token (train.Config.AllRows)
 	biasAdds    bool              // bias Adds apart from the products (train.Config.BiasAdds)
 	bf16Sharing string            // train.Config.BF16Sharing
-	fusedAtt    bool              // attention in the fused kernels (train.Config.FusedAttention)
+	unfusedAtt  bool              // attention in standard operators (train.Config.UnfusedAttention)
 }
 
 // parseOneDNN reads -onednn: "" decides as migu train does (nil:
@@ -412,7 +415,7 @@ func newBenchTrainer(o *options, setup benchSetup) (*benchTrainer, error) {
 	opt.LR = 1e-4
 	cfg := train.Config{Optim: opt, GradAccum: 1, UseMIGU: setup.withMIGU, T: 0.7, Mode: migu.ModeGrad, Threads: o.threads,
 		Session: ort.SessionOptions{Provider: o.provider, OptLevel: level, ProfilePrefix: o.ortProfile}, Precision: o.precision,
-		OneDNN: setup.oneDNN, AllRows: setup.allRows, BiasAdds: setup.biasAdds, FusedAttention: setup.fusedAtt,
+		OneDNN: setup.oneDNN, AllRows: setup.allRows, BiasAdds: setup.biasAdds, UnfusedAttention: setup.unfusedAtt,
 		BF16Sharing: setup.bf16Sharing}
 	if o.hiddenPad {
 		cfg.HiddenPad = train.PadFourKB
@@ -447,7 +450,7 @@ func workMIGU(o *options) error {
 	if err != nil {
 		return err
 	}
-	b, err := newBenchTrainer(o, benchSetup{withMIGU: o.withMIGU, oneDNN: roles})
+	b, err := newBenchTrainer(o, benchSetup{withMIGU: o.withMIGU, oneDNN: roles, unfusedAtt: o.unfusedAttention})
 	if err != nil {
 		return err
 	}

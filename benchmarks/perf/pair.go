@@ -87,11 +87,11 @@ func workBiasPair(o *options) error {
 }
 
 // workAttentionPair measures the fused attention the same way: one trainer
-// keeps attention in standard operators (its products in oneDNN's
-// BatchMatMul where migu train puts them there), the other fuses it
-// (train.Config.FusedAttention).
+// keeps attention in standard operators (train.Config.UnfusedAttention;
+// its products in oneDNN's BatchMatMul where migu train puts them there),
+// the other fuses it (kernels.FuseAttention), as migu train does.
 func workAttentionPair(o *options) error {
-	return pairSteps(o, benchSetup{withMIGU: o.withMIGU}, benchSetup{withMIGU: o.withMIGU, fusedAtt: true})
+	return pairSteps(o, benchSetup{withMIGU: o.withMIGU, unfusedAtt: true}, benchSetup{withMIGU: o.withMIGU})
 }
 
 // pairSteps runs a trainer of each setup, off and on, in turns (off, on,

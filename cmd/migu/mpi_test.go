@@ -37,13 +37,16 @@ func mpirunCommand(t *testing.T, n int, mark string, args ...string) *exec.Cmd {
 // MIGU: every step's loss within 1e-5 and its mask statistics (each
 // layer's share updated and overlap with the last step, which follow from
 // the mask bits) equal, and the final weights within 1e-5 norm-wise after
-// 20 steps, 1e-4 element-wise with MLAS's products. Full fine-tuning runs
+// 20 steps, 2e-4 element-wise for full fine-tuning. Full fine-tuning runs
 // with --products mlas and auto: where auto picks oneDNN (Ice Lake or Zen 4 with
 // the bf16 library), its weight-gradient sums round about twice as far
 // from the exact sum as MLAS's (mean 0.15–0.34 against 0.10–0.25
 // u·Σ|ab|), and AdamW turns sign changes of near-zero gradients into
 // full-size steps: measured 1.2e-4 element-wise (7.4e-6 norm-wise)
-// against MLAS's 1.4e-5 (1.1e-6), so its element-wise bound is 2e-4.
+// against MLAS's 1.4e-5 (1.1e-6). The fused attention (kernels.FuseAttention,
+// where the CPU has AVX-512) rounds otherwise again, which moves which
+// gradients flip: on a Xeon with AMX, MLAS 4.6e-5 → 1.0e-4 element-wise
+// (2.5e-6 → 7.5e-6 norm-wise), auto 1.2e-4 → 3.7e-5; so both bounds are 2e-4.
 // Only rank 0 writes the run folder.
 func TestMpirunTrainEqualsOneProcess(t *testing.T) {
 	model := tinyModelDir(t, "llama")
@@ -51,7 +54,7 @@ func TestMpirunTrainEqualsOneProcess(t *testing.T) {
 	for _, c := range []struct {
 		method, products string
 		elemTol          float64
-	}{{"full", train.ProductsMLAS, 1e-4}, {"full", train.ProductsAuto, 2e-4}, {"lora", train.ProductsAuto, 1e-4}} {
+	}{{"full", train.ProductsMLAS, 2e-4}, {"full", train.ProductsAuto, 2e-4}, {"lora", train.ProductsAuto, 1e-4}} {
 		method := c.method
 		t.Run(method+"/"+c.products, func(t *testing.T) {
 			args := func(out, batch string) []string {

@@ -20,6 +20,7 @@ type attentionCase struct {
 	scale         float32 // 0: none
 	bias          []int64 // nil: none
 	trainBias     bool    // the bias is differentiated (t5's position bias)
+	causal        bool    // the bias is llama's: causal, and the second sequence left-padded by 3
 	groups        int64   // > 1: llama's grouped-query layout, q heads h·groups
 	folded        bool    // every Transpose folds into the op
 	tol           float64 // closeTo tolerance against the standard ops
@@ -33,6 +34,8 @@ var attentionCases = []attentionCase{
 	{name: "odd-scale", b: 1, h: 2, r: 29, s: 29, d: 24, scale: 0.2041241452},
 	{name: "llama-gqa", b: 2, h: 2, r: 11, s: 11, d: 16, scale: 0.25, bias: []int64{2, 1, 22, 11}, groups: 2},
 	{name: "long-rows", b: 1, h: 1, r: 300, s: 130, d: 64, scale: 0.125, folded: true},
+	{name: "causal", b: 2, h: 3, r: 70, s: 70, d: 16, scale: 0.25, bias: []int64{2, 1, 70, 70}, causal: true, folded: true},
+	{name: "causal-gqa", b: 2, h: 2, r: 100, s: 100, d: 16, scale: 0.25, bias: []int64{2, 1, 200, 100}, causal: true, groups: 2},
 }
 
 // buildAttention writes c in standard operators with the loss Σ y ⊙ w;
@@ -90,7 +93,27 @@ func attentionFeeds(c attentionCase) (feeds []feed, w []float32) {
 		{"k", kvShape, random(rng, numel(kvShape), -1, 1)},
 		{"v", kvShape, random(rng, numel(kvShape), -1, 1)},
 	}
-	if c.bias != nil {
+	if c.causal {
+		// Row i of a sequence sees keys up to i, but not the 3 padding
+		// keys in front of the second: its first 3 rows see none.
+		bias := make([]float32, numel(c.bias))
+		rows, keys := int(c.bias[2]), int(c.bias[3])
+		for b := range int(c.bias[0]) {
+			for i := range rows {
+				for j := range keys {
+					v := float32(0)
+					if j > i%keys {
+						v -= 1e9
+					}
+					if b == 1 && j < 3 {
+						v -= 1e9
+					}
+					bias[(b*rows+i)*keys+j] = v
+				}
+			}
+		}
+		feeds = append(feeds, feed{"bias", c.bias, bias})
+	} else if c.bias != nil {
 		bias := random(rng, numel(c.bias), -2, 2)
 		if !c.trainBias {
 			for i := range bias {
@@ -109,8 +132,10 @@ func attentionFeeds(c attentionCase) (feeds []feed, w []float32) {
 // to float32 rounding, for the exporters' layouts (roberta's padding
 // mask, t5's trained position bias, full and broadcast, cross-attention
 // over more keys than queries, llama's grouped queries with a Tiled-like
-// mask), row and column counts off the kernel's tiles, 1 and 2 threads,
-// the AVX-512 products and the plain loops.
+// mask, causal masks with left padding, whose masked keys the kernel
+// skips, and padding queries that see no key), row and column counts off
+// the kernel's tiles, 1 and 2 threads, the AVX-512 products and the plain
+// loops.
 func TestAttentionMatchesStandardOps(t *testing.T) {
 	lib := withKernels(t)
 	for _, c := range attentionCases {

@@ -1,6 +1,8 @@
 package kernels
 
 import (
+	"os"
+
 	"github.com/migu-ml/migu/onnx"
 	"github.com/migu-ml/migu/onnx/onnxpb"
 	"google.golang.org/protobuf/proto"
@@ -27,12 +29,9 @@ import (
 // Fuse (whose FuseSoftmax would take the softmax); it returns the number
 // of attentions fused.
 //
-// It is not among Fuse's rewrites: on the Xeon with AMX of 8 Dec 2026
-// (2 threads) the fused kernels ran at parity with the standard graph
-// whose products are oneDNN's BatchMatMul (small llama and roberta, 4 ×
-// 128 tokens, steps paired: 0.996 and 1.003) and 4 % slower at 512
-// tokens a sequence, so training asks for it (train.Config.FusedAttention),
-// for the memory: no [B, H, R, S] tensor is kept for the backward pass.
+// It is not among Fuse's rewrites: training applies it to fp32 graphs on
+// CPUs with AVX-512 (AttentionFast; train.GraphOptions.FusedAttention),
+// whose bf16 attention runs in bf16 BatchMatMuls instead.
 func FuseAttention(m *onnx.Model, types Types) (int, error) {
 	g := m.Graph()
 	consumers, producers := g.Consumers(), g.Producers()
@@ -174,6 +173,14 @@ func FuseAttention(m *onnx.Model, types Types) (int, error) {
 	}
 	replaceNodes(m, drop, replace)
 	return len(replace), nil
+}
+
+// AttentionFast tells whether the CPU has AVX-512F, which the fused
+// attention's products are written for; elsewhere they run in plain
+// loops, slower than the standard operators' MLAS products.
+func AttentionFast() bool {
+	data, err := os.ReadFile("/proc/cpuinfo")
+	return err == nil && cpuFlags(data)["avx512f"]
 }
 
 // isMatMul tells whether n is a standard MatMul of two inputs.

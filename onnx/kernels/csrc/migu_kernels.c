@@ -1579,16 +1579,21 @@ static OrtStatus *addn_compute(void *k, OrtKernelContext *ctx) {
 // One head's scores never leave the cache: the forward pass takes a block
 // of a head's rows (as many as fit RB·S ≤ ATT_SCORES floats) through the
 // scores product, the softmax and the context product; the backward pass
-// takes one head in such row blocks, summing the key and value gradients
-// over them, so heads are its blocks of work. The products are a small
-// register-tiled kernel (AVX-512 FMA, 12 rows by 32 columns; plain loops
-// on other CPUs, where migu does not fuse attention): what they save over
-// the unfused graph is writing and reading the scores and probabilities
-// and the head transposes, not multiply-adds, so the sums' order differs
-// from the standard products' — results agree to float32 rounding, not bit
-// for bit.
+// takes one head in such row blocks, recomputing the probabilities from
+// LSE and summing the key and value gradients over them, so heads are its
+// blocks of work. Keys a mask hides from every row of a tile (a causal
+// mask's future, padding) are skipped in the products and the exps
+// (att_limits): their probabilities are exactly 0 either way. The
+// products are a small register-tiled kernel (AVX-512 FMA, 12 rows by 32
+// columns; plain loops on other CPUs, where migu does not fuse attention)
+// and the exps an FMA polynomial: results agree with the standard
+// operators to float32 rounding, not bit for bit, and do not depend on the
+// thread count.
 
-enum { ATT_SCORES = 32768, ATT_MR = 12 };
+// ATT_SCORES bounds a row block's scores (floats); ATT_MR is the product
+// tile's rows; the forward pass splits heads into spans of row blocks
+// where there are fewer than ATT_TASKS heads.
+enum { ATT_SCORES = 32768, ATT_MR = 12, ATT_TASKS = 8 };
 
 #define AVX512 __attribute__((target("avx512f")))
 
@@ -1608,18 +1613,28 @@ typedef struct {
 	int64_t ai, ak, ldb, ldc, m, n, k;
 	float alpha;
 	int acc, avx512;
+	// nlim and klim, when set, bound a tile of rows: its columns from
+	// nlim[i] on are not computed (left as they are), its sums stop at
+	// klim[i] (i the tile's first row; equal within a tile); plim, for
+	// products of a transposed A, skips the terms p with plim[p] <= i for
+	// the tile of rows from i (the key and value gradients: a key tile
+	// gets nothing from the query rows whose limit is below it). The plain
+	// loops ignore them: callers leave what lies beyond them zero.
+	const int64_t *nlim, *klim, *plim;
 } gemm;
 
 // gemm_tile computes the MR × 16·NV tile of g at row i, column j; the last
 // vector of a row takes the columns in mask.
-AVX512 static inline __attribute__((always_inline)) void gemm_tile(const gemm *g, int64_t i, int64_t j, const int MR,
-                                                                   const int NV, __mmask16 mask) {
+AVX512 static inline __attribute__((always_inline)) void gemm_tile(const gemm *g, int64_t i, int64_t j, int64_t k,
+                                                                   const int MR, const int NV, __mmask16 mask) {
 	__m512 s[ATT_MR][2];
 	for (int r = 0; r < MR; r++)
 		for (int v = 0; v < NV; v++) s[r][v] = _mm512_setzero_ps();
-	const int64_t ai = g->ai, ak = g->ak, ldb = g->ldb, k = g->k;
+	const int64_t ai = g->ai, ak = g->ak, ldb = g->ldb;
 	const float *ap = g->a + i * ai, *bp = g->b + j;
+	const int64_t *plim = g->plim;
 	for (int64_t p = 0; p < k; p++, ap += ak, bp += ldb) {
+		if (plim != NULL && plim[p] <= i) continue;
 		__m512 bv[2];
 		for (int v = 0; v < NV; v++)
 			bv[v] = v == NV - 1 ? _mm512_maskz_loadu_ps(mask, bp + 16 * v) : _mm512_loadu_ps(bp + 16 * v);
@@ -1642,18 +1657,18 @@ AVX512 static inline __attribute__((always_inline)) void gemm_tile(const gemm *g
 
 #define GEMM_ROWS(NV)                                                         \
 	switch (mr) {                                                             \
-	case 1: gemm_tile(g, i, j, 1, NV, mask); break;                           \
-	case 2: gemm_tile(g, i, j, 2, NV, mask); break;                           \
-	case 3: gemm_tile(g, i, j, 3, NV, mask); break;                           \
-	case 4: gemm_tile(g, i, j, 4, NV, mask); break;                           \
-	case 5: gemm_tile(g, i, j, 5, NV, mask); break;                           \
-	case 6: gemm_tile(g, i, j, 6, NV, mask); break;                           \
-	case 7: gemm_tile(g, i, j, 7, NV, mask); break;                           \
-	case 8: gemm_tile(g, i, j, 8, NV, mask); break;                           \
-	case 9: gemm_tile(g, i, j, 9, NV, mask); break;                           \
-	case 10: gemm_tile(g, i, j, 10, NV, mask); break;                         \
-	case 11: gemm_tile(g, i, j, 11, NV, mask); break;                         \
-	default: gemm_tile(g, i, j, ATT_MR, NV, mask); break;                     \
+	case 1: gemm_tile(g, i, j, k, 1, NV, mask); break;                           \
+	case 2: gemm_tile(g, i, j, k, 2, NV, mask); break;                           \
+	case 3: gemm_tile(g, i, j, k, 3, NV, mask); break;                           \
+	case 4: gemm_tile(g, i, j, k, 4, NV, mask); break;                           \
+	case 5: gemm_tile(g, i, j, k, 5, NV, mask); break;                           \
+	case 6: gemm_tile(g, i, j, k, 6, NV, mask); break;                           \
+	case 7: gemm_tile(g, i, j, k, 7, NV, mask); break;                           \
+	case 8: gemm_tile(g, i, j, k, 8, NV, mask); break;                           \
+	case 9: gemm_tile(g, i, j, k, 9, NV, mask); break;                           \
+	case 10: gemm_tile(g, i, j, k, 10, NV, mask); break;                         \
+	case 11: gemm_tile(g, i, j, k, 11, NV, mask); break;                         \
+	default: gemm_tile(g, i, j, k, ATT_MR, NV, mask); break;                     \
 	}
 
 // gemm_avx512 runs g in tiles of 12 rows by 32 columns, column panels
@@ -1665,7 +1680,9 @@ AVX512 static void gemm_avx512(const gemm *g) {
 		int64_t tail = cols - 16 * (nv - 1);
 		__mmask16 mask = (__mmask16)(tail >= 16 ? 0xffff : (1u << tail) - 1);
 		for (int64_t i = 0; i < g->m; i += ATT_MR) {
+			if (g->nlim != NULL && j >= g->nlim[i]) continue;
 			int64_t mr = g->m - i < ATT_MR ? g->m - i : ATT_MR;
+			int64_t k = g->klim != NULL && g->klim[i] < g->k ? g->klim[i] : g->k;
 			if (nv == 2) {
 				GEMM_ROWS(2)
 			} else {
@@ -1703,20 +1720,18 @@ typedef struct {
 	const float *q, *k, *v, *bias, *dy, *yin, *lse_in;
 	float *y, *lse, *dq, *dk, *dv, *dz;
 	int64_t qs[4], ks[4], vs[4], ys[4], bs[4];
-	int64_t b, h, r, s, d, e, rb, rblocks;
+	int64_t b, h, r, s, d, e, rb, span;
 	float alpha;
 	int avx512; // att_avx512()
 	_Atomic int failed; // a block could not allocate its buffers
 } att_job;
 
-// gather copies rows × cols values of a strided view (row stride rs,
-// column stride cs) into a dense rows × cols buffer; scatter copies back.
 // att_buf returns the calling thread's buffer number slot, of at least n
 // floats on a cache line, kept from one call to the next: a head's
 // buffers are hundreds of kilobytes, which malloc would map and unmap
 // (page faults on every block). A thread's buffers are freed when it ends
 // (att_key's destructor). NULL when out of memory.
-enum { ATT_BUFS = 10 };
+enum { ATT_BUFS = 11 };
 typedef struct {
 	float *p[ATT_BUFS];
 	int64_t cap[ATT_BUFS];
@@ -1748,12 +1763,29 @@ static float *att_buf(int slot, int64_t n) {
 	return b->p[slot];
 }
 
+// gather copies rows × cols values of a strided view (row stride rs,
+// column stride cs) into a dense rows × cols buffer; scatter copies back.
 // A transposing gather (rs 1: kᵀ from k) reads x's rows whole and writes
 // the buffer's columns; read column by column, rows a few kilobytes apart
-// map to the same cache sets and evict each other.
+// map to the same cache sets and evict each other. Both fetch the strided
+// lines ATT_AHEAD lines of the view ahead: a head's rows are a few hundred
+// bytes each, kilobytes apart, and waiting for each in turn took a
+// quarter of the backward pass.
+enum { ATT_AHEAD = 8 };
+
+static inline void fetch_line(const float *p, int64_t n, int write) {
+	for (int64_t c = 0; c < n; c += 16) {
+		if (write)
+			__builtin_prefetch(p + c, 1);
+		else
+			__builtin_prefetch(p + c, 0);
+	}
+}
+
 static void gather(const float *x, int64_t rs, int64_t cs, int64_t rows, int64_t cols, float *out) {
 	if (rs == 1 && cs != 1) {
 		for (int64_t j = 0; j < cols; j++) {
+			if (j + ATT_AHEAD < cols) fetch_line(x + (j + ATT_AHEAD) * cs, rows, 0);
 			const float *col = x + j * cs;
 			for (int64_t i = 0; i < rows; i++) out[i * cols + j] = col[i];
 		}
@@ -1761,20 +1793,24 @@ static void gather(const float *x, int64_t rs, int64_t cs, int64_t rows, int64_t
 	}
 	for (int64_t i = 0; i < rows; i++) {
 		const float *row = x + i * rs;
-		if (cs == 1)
+		if (cs == 1) {
+			if (i + ATT_AHEAD < rows) fetch_line(x + (i + ATT_AHEAD) * rs, cols, 0);
 			memcpy(out + i * cols, row, (size_t)cols * sizeof *out);
-		else
+		} else {
 			for (int64_t j = 0; j < cols; j++) out[i * cols + j] = row[j * cs];
+		}
 	}
 }
 
 static void scatter(const float *in, int64_t rows, int64_t cols, float *x, int64_t rs, int64_t cs) {
 	for (int64_t i = 0; i < rows; i++) {
 		float *row = x + i * rs;
-		if (cs == 1)
+		if (cs == 1) {
+			if (i + ATT_AHEAD < rows) fetch_line(x + (i + ATT_AHEAD) * rs, cols, 1);
 			memcpy(row, in + i * cols, (size_t)cols * sizeof *in);
-		else
+		} else {
 			for (int64_t j = 0; j < cols; j++) row[j * cs] = in[i * cols + j];
+		}
 	}
 }
 
@@ -1793,45 +1829,146 @@ VECTOR static void exp_shift(float *z, float lse, int64_t n) {
 	for (; j < n; j++) z[j] = xexp(z[j] - lse);
 }
 
+// exp512 is vexp's polynomial with fused multiply-adds and the 2^n scale
+// by scalef: about half the instructions, at most a few ulp apart (the
+// attention is not bit-exact anyway). Arguments below -87.3 give 0, as
+// vexp's do; NaN stays NaN.
+AVX512 static inline __attribute__((always_inline)) __m512 exp512(__m512 x) {
+	const __m512 lo = _mm512_set1_ps(-87.3f);
+	__mmask16 live = _mm512_cmp_ps_mask(x, lo, _CMP_NLT_UQ);
+	__m512 xc = _mm512_max_ps(x, lo);
+	__m512 n = _mm512_roundscale_ps(_mm512_mul_ps(xc, _mm512_set1_ps(XEXP_LOG2E)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+	__m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(XEXP_LN2HI), xc);
+	r = _mm512_fnmadd_ps(n, _mm512_set1_ps(XEXP_LN2LO), r);
+	__m512 p = _mm512_set1_ps(1.9875691500e-4f);
+	p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+	p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+	p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+	p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+	p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+	__m512 e = _mm512_add_ps(_mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r), _mm512_set1_ps(1.0f));
+	return _mm512_maskz_mov_ps(live, _mm512_scalef_ps(e, n));
+}
+
+// ATT_LSE_EXACT: a log-sum-exp beyond it (a padding query, every key
+// masked: its scores near -1e9) has lost the row's sum to rounding, so the
+// backward pass takes that row's softmax again instead.
+#define ATT_LSE_EXACT 1e5f
+
+// recomputed tells whether the backward pass takes row i's softmax again.
+static inline int recomputed(const float *lse, int64_t i) { return fabsf(lse[i]) > ATT_LSE_EXACT; }
+
+// exp_rows512 replaces the first lim[i] values of each of rows rows of z
+// (stride ld) by exp(z - shift), where shift is their maximum (lse NULL;
+// its Σ exp goes to sums) or lse[i] (the backward's recomputed
+// probabilities; rows recomputed() skipped).
+AVX512 static void exp_rows512(float *z, int64_t rows, int64_t ld, const int64_t *lim, const float *lse, float *sums,
+                               float *maxes) {
+	for (int64_t i = 0; i < rows; i++) {
+		float *zr = z + i * ld;
+		int64_t n = lim[i];
+		if (lse != NULL && recomputed(lse, i)) continue;
+		float shift = lse != NULL ? lse[i] : (maxes[i] = row_max(zr, n));
+		__m512 sh = _mm512_set1_ps(shift), acc = _mm512_setzero_ps();
+		for (int64_t c = 0; c < n; c += 16) {
+			__mmask16 m = n - c >= 16 ? 0xffff : (__mmask16)((1u << (n - c)) - 1);
+			__m512 e = exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, zr + c), sh));
+			_mm512_mask_storeu_ps(zr + c, m, e);
+			acc = _mm512_add_ps(acc, _mm512_maskz_mov_ps(m, e));
+		}
+		if (sums != NULL) sums[i] = _mm512_reduce_add_ps(acc);
+	}
+}
+
+// ATT_MASKED: a bias at or below it masks its key. The exporters' masks
+// add -1e9 (exporters.MaskValue), after which exp(z - max) underflows to
+// exactly 0 for any scores a float32 model makes (below 1e8 apart), so
+// skipping such keys changes no result.
+#define ATT_MASKED -1e8f
+
+// att_limits sets lim for rows r0 .. r0+rows of a head: for each tile of
+// ATT_MR rows (from r0, as the products tile them), the keys up to the
+// last one any of its rows does not mask, rounded up to the products'
+// 32 columns (at most S); every key where a row masks them all (a
+// padding query). Beyond a tile's limit every key is masked for all its
+// rows: the scores there are not computed, and the probabilities are 0.
+static void att_limits(const att_job *j, int64_t bi, int64_t hi, int64_t r0, int64_t rows, int64_t *lim) {
+	for (int64_t t = 0; t < rows; t += ATT_MR) {
+		int64_t end = t + ATT_MR < rows ? t + ATT_MR : rows, most = j->bias == NULL ? j->s : 0;
+		for (int64_t i = t; i < end && most < j->s; i++) {
+			const float *b = head_at(j->bias, j->bs, bi, hi) + (r0 + i) * j->bs[2];
+			int64_t live = j->s;
+			while (live > 0 && b[live - 1] <= ATT_MASKED) live--;
+			if (live == 0) live = j->s;
+			if (live > most) most = live;
+		}
+		most = (most + 31) / 32 * 32;
+		if (most > j->s) most = j->s;
+		for (int64_t i = t; i < end; i++) lim[i] = most;
+	}
+}
+
 // scores computes rows r0 .. r0+rows of one head's Z (with the bias) into
 // z, from the packed kᵀ [d × s].
-static void scores(const att_job *j, int64_t bi, int64_t hi, int64_t r0, int64_t rows, const float *q, int64_t qi,
-                   int64_t qk, const float *kt, float *z) {
-	gemm g = {.a = q, .ai = qi, .ak = qk, .b = kt, .ldb = j->s, .c = z, .ldc = j->s, .m = rows, .n = j->s, .k = j->d,
-	          .alpha = j->alpha,
-	          .avx512 = j->avx512};
+static void scores(const att_job *j, int64_t bi, int64_t hi, int64_t r0, int64_t rows, const float *q, const float *kt,
+                   const int64_t *lim, float *z) {
+	gemm g = {.a = q, .ai = j->d, .ak = 1, .b = kt, .ldb = j->s, .c = z, .ldc = j->s, .m = rows, .n = j->s, .k = j->d,
+	          .alpha = j->alpha, .avx512 = j->avx512, .nlim = lim};
 	run_gemm(&g);
 	if (j->bias == NULL) return;
 	const float *bias = head_at(j->bias, j->bs, bi, hi) + r0 * j->bs[2];
-	for (int64_t i = 0; i < rows; i++) sum_rows(z + i * j->s, bias + i * j->bs[2], z + i * j->s, j->s);
+	for (int64_t i = 0; i < rows; i++) sum_rows(z + i * j->s, bias + i * j->bs[2], z + i * j->s, lim[i]);
 }
 
+// zero_tails clears each row of z (stride s) from lim[i] on.
+static void zero_tails(float *z, int64_t rows, int64_t s, const int64_t *lim) {
+	for (int64_t i = 0; i < rows; i++)
+		if (lim[i] < s) memset(z + i * s + lim[i], 0, (size_t)(s - lim[i]) * sizeof *z);
+}
+
+// attention_block computes a span of one head's rows (j->span of them,
+// the last span shorter), in row blocks of j->rb, packing kᵀ and v once.
 static void attention_block(void *p, size_t blk) {
 	att_job *j = p;
-	int64_t head = (int64_t)blk / j->rblocks, r0 = ((int64_t)blk % j->rblocks) * j->rb;
-	int64_t bi = head / j->h, hi = head % j->h, rows = j->r - r0 < j->rb ? j->r - r0 : j->rb;
-	float *kt = att_buf(0, j->d * j->s), *v = att_buf(1, j->s * j->e), *z = att_buf(2, rows * j->s),
-	      *y = att_buf(3, rows * j->e);
-	if (kt == NULL || v == NULL || z == NULL || y == NULL) {
+	int64_t spans = (j->r + j->span - 1) / j->span;
+	int64_t head = (int64_t)blk / spans, first = ((int64_t)blk % spans) * j->span;
+	int64_t bi = head / j->h, hi = head % j->h, last = first + j->span < j->r ? first + j->span : j->r;
+	float *kt = att_buf(0, j->d * j->s), *v = att_buf(1, j->s * j->e), *z = att_buf(2, j->rb * j->s),
+	      *y = att_buf(3, j->rb * j->e), *q = att_buf(4, j->rb * j->d), *sums = att_buf(5, 2 * j->rb);
+	int64_t *lim = (int64_t *)att_buf(6, 2 * j->rb);
+	if (kt == NULL || v == NULL || z == NULL || y == NULL || q == NULL || sums == NULL || lim == NULL) {
 		j->failed = 1;
-	} else {
-		// kᵀ packed: column s of kt is row s of k.
-		const float *k = head_at(j->k, j->ks, bi, hi);
-		gather(k, j->ks[3], j->ks[2], j->d, j->s, kt);
-		gather(head_at(j->v, j->vs, bi, hi), j->vs[2], j->vs[3], j->s, j->e, v);
-		const float *q = head_at(j->q, j->qs, bi, hi) + r0 * j->qs[2];
-		scores(j, bi, hi, r0, rows, q, j->qs[2], j->qs[3], kt, z);
-		float *lse = j->lse != NULL ? j->lse + (head * j->r + r0) : NULL;
-		for (int64_t i = 0; i < rows; i++) {
-			float *zr = z + i * j->s;
-			float m = row_max(zr, j->s), sum = sum_exp(zr, m, zr, j->s);
-			if (lse != NULL) lse[i] = m + logf(sum);
-			scale_in_place(zr, 1.0f / sum, j->s);
+		return;
+	}
+	// kᵀ packed: column s of kt is row s of k.
+	const float *k = head_at(j->k, j->ks, bi, hi);
+	gather(k, j->ks[3], j->ks[2], j->d, j->s, kt);
+	gather(head_at(j->v, j->vs, bi, hi), j->vs[2], j->vs[3], j->s, j->e, v);
+	for (int64_t r0 = first; r0 < last; r0 += j->rb) {
+		int64_t rows = last - r0 < j->rb ? last - r0 : j->rb;
+		// q's rows gathered too: read in place, the product's twelve
+		// strided row streams came from memory at every broadcast.
+		gather(head_at(j->q, j->qs, bi, hi) + r0 * j->qs[2], j->qs[2], j->qs[3], rows, j->d, q);
+		att_limits(j, bi, hi, r0, rows, lim);
+		scores(j, bi, hi, r0, rows, q, kt, lim, z);
+		float *lse = j->lse != NULL ? j->lse + (head * j->r + r0) : NULL, *maxes = sums + rows;
+		if (j->avx512) {
+			// The exps left unscaled; the context rows take 1 / Σ.
+			exp_rows512(z, rows, j->s, lim, NULL, sums, maxes);
+		} else {
+			for (int64_t i = 0; i < rows; i++) {
+				float *zr = z + i * j->s;
+				maxes[i] = row_max(zr, lim[i]);
+				sums[i] = sum_exp(zr, maxes[i], zr, lim[i]);
+			}
 		}
+		zero_tails(z, rows, j->s, lim);
+		if (lse != NULL)
+			for (int64_t i = 0; i < rows; i++) lse[i] = maxes[i] + logf(sums[i]);
 		gemm g = {.a = z, .ai = j->s, .ak = 1, .b = v, .ldb = j->e, .c = y, .ldc = j->e, .m = rows, .n = j->e,
-		          .k = j->s, .alpha = 1,
-	          .avx512 = j->avx512};
+		          .k = j->s, .alpha = 1, .avx512 = j->avx512, .klim = lim};
 		run_gemm(&g);
+		for (int64_t i = 0; i < rows; i++) scale_in_place(y + i * j->e, 1.0f / sums[i], j->e);
 		scatter(y, rows, j->e, (float *)head_at(j->y, j->ys, bi, hi) + r0 * j->ys[2], j->ys[2], j->ys[3]);
 	}
 }
@@ -1842,7 +1979,8 @@ static void attention_grad_block(void *p, size_t head) {
 	float *kt = att_buf(0, d * s), *vt = att_buf(1, e * s), *k = att_buf(2, s * d), *dk = att_buf(3, s * d),
 	      *dv = att_buf(4, s * e), *z = att_buf(5, rb * s), *dp = att_buf(6, rb * s), *q = att_buf(7, rb * d),
 	      *dy = att_buf(8, rb * e), *dq = att_buf(9, rb * d);
-	float *bufs[] = {kt, vt, k, dk, dv, z, dp, q, dy, dq};
+	int64_t *lim = (int64_t *)att_buf(10, 2 * rb);
+	float *bufs[] = {kt, vt, k, dk, dv, z, dp, q, dy, dq, (float *)lim};
 	int ok = 1;
 	for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) ok = ok && bufs[i] != NULL;
 	if (!ok) {
@@ -1858,14 +1996,20 @@ static void attention_grad_block(void *p, size_t head) {
 			int64_t rows = j->r - r0 < rb ? j->r - r0 : rb;
 			gather(qh + r0 * j->qs[2], j->qs[2], j->qs[3], rows, d, q);
 			gather(dyh + r0 * j->ys[2], j->ys[2], j->ys[3], rows, e, dy);
-			scores(j, bi, hi, r0, rows, q, d, 1, kt, z);
+			att_limits(j, bi, hi, r0, rows, lim);
+			scores(j, bi, hi, r0, rows, q, kt, lim, z);
 			gemm gp = {.a = dy, .ai = e, .ak = 1, .b = vt, .ldb = s, .c = dp, .ldc = s, .m = rows, .n = s, .k = e,
-			           .alpha = 1,
-	          .avx512 = j->avx512};
+			           .alpha = 1, .avx512 = j->avx512, .nlim = lim};
 			run_gemm(&gp);
+			if (j->avx512) exp_rows512(z, rows, s, lim, lse + r0, NULL, NULL);
 			for (int64_t i = 0; i < rows; i++) {
 				float *zr = z + i * s, *dpr = dp + i * s;
-				exp_shift(zr, lse[r0 + i], s);
+				if (recomputed(lse + r0, i)) {
+					float m = row_max(zr, lim[i]);
+					scale_in_place(zr, 1.0f / sum_exp(zr, m, zr, lim[i]), lim[i]);
+				} else if (!j->avx512) {
+					exp_shift(zr, lse[r0 + i], lim[i]);
+				}
 				const float *yr = yh + (r0 + i) * j->ys[2];
 				float delta = 0;
 				if (j->ys[3] == 1) {
@@ -1873,21 +2017,22 @@ static void attention_grad_block(void *p, size_t head) {
 				} else {
 					for (int64_t c = 0; c < e; c++) delta += dy[i * e + c] * yr[c * j->ys[3]];
 				}
-				softmax_grad_row(dpr, zr, delta, dpr, s);
-				if (j->dz != NULL) memcpy(j->dz + ((int64_t)head * j->r + r0 + i) * s, dpr, (size_t)s * sizeof *dpr);
+				softmax_grad_row(dpr, zr, delta, dpr, lim[i]);
 			}
+			// The key and value gradients sum over every key: the masked
+			// tails are zero.
+			zero_tails(z, rows, s, lim);
+			zero_tails(dp, rows, s, lim);
+			if (j->dz != NULL) memcpy(j->dz + ((int64_t)head * j->r + r0) * s, dp, (size_t)(rows * s) * sizeof *dp);
 			gemm gq = {.a = dp, .ai = s, .ak = 1, .b = k, .ldb = d, .c = dq, .ldc = d, .m = rows, .n = d, .k = s,
-			           .alpha = j->alpha,
-	          .avx512 = j->avx512};
+			           .alpha = j->alpha, .avx512 = j->avx512, .klim = lim};
 			run_gemm(&gq);
 			scatter(dq, rows, d, (float *)head_at(j->dq, j->qs, bi, hi) + r0 * j->qs[2], j->qs[2], j->qs[3]);
 			gemm gk = {.a = dp, .ai = 1, .ak = s, .b = q, .ldb = d, .c = dk, .ldc = d, .m = s, .n = d, .k = rows,
-			           .alpha = j->alpha, .acc = r0 > 0,
-	          .avx512 = j->avx512};
+			           .alpha = j->alpha, .acc = r0 > 0, .avx512 = j->avx512, .plim = lim};
 			run_gemm(&gk);
 			gemm gv = {.a = z, .ai = 1, .ak = s, .b = dy, .ldb = e, .c = dv, .ldc = e, .m = s, .n = e, .k = rows,
-			           .alpha = 1, .acc = r0 > 0,
-	          .avx512 = j->avx512};
+			           .alpha = 1, .acc = r0 > 0, .avx512 = j->avx512, .plim = lim};
 			run_gemm(&gv);
 		}
 		if (j->r == 0) {
@@ -2003,8 +2148,14 @@ static OrtStatus *attention_compute(void *k, OrtKernelContext *ctx) {
 	if (j.s == 0) return fail(op, "there must be at least one key");
 	j.rb = att_rows(j.s);
 	if (j.rb > j.r) j.rb = j.r;
-	j.rblocks = (j.r + j.rb - 1) / j.rb;
-	TRY(api->KernelContext_ParallelFor(ctx, attention_block, (size_t)(heads * j.rblocks), 0, &j));
+	// At least ATT_TASKS spans, so that every thread gets work, each as
+	// many whole row blocks as that allows (k and v are packed once a
+	// span): whole heads where there are enough of them.
+	int64_t blocks = (j.r + j.rb - 1) / j.rb, parts = (ATT_TASKS + heads - 1) / heads;
+	if (parts > blocks) parts = blocks;
+	j.span = (blocks + parts - 1) / parts * j.rb;
+	int64_t spans = (j.r + j.span - 1) / j.span;
+	TRY(api->KernelContext_ParallelFor(ctx, attention_block, (size_t)(heads * spans), 0, &j));
 	return j.failed ? api->CreateStatus(ORT_FAIL, "ai.migu.Attention: out of memory") : NULL;
 }
 
