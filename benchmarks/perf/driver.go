@@ -637,15 +637,25 @@ func miguBF16(precs []string, provider string, find func() (string, error)) (lib
 // oneDNNLine says where migu's fp32 workers ran their float32 products:
 // how many per step in oneDNN (the most over the workers), of the roles
 // --products auto picks on this CPU, attention's among them, or all in
-// MLAS.
+// MLAS; and attention's in the fused kernel where the workers fused it.
 func oneDNNLine(runs []*run, roles kernels.F32Roles) string {
-	most, attention := 0, 0
+	most, attention, fused := 0, 0, 0
 	for _, r := range runs {
 		for _, s := range r.Migu {
 			most = max(most, s.OneDNNProducts)
 			attention = max(attention, s.AttentionProducts)
+			fused = max(fused, s.FusedAttention)
 		}
 	}
+	line := productsLine(most, attention, roles)
+	if fused > 0 {
+		line += fmt.Sprintf("; attention's in the fused kernel ai.migu.Attention (up to %d per step, kernels.FuseAttention)", fused)
+	}
+	return line
+}
+
+// productsLine is oneDNNLine's account of the products in oneDNN and MLAS.
+func productsLine(most, attention int, roles kernels.F32Roles) string {
 	var kinds []string
 	for _, k := range []struct {
 		on   bool

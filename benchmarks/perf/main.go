@@ -228,14 +228,17 @@ type sample struct {
 	// oneDNN (train --products; Artifact.OneDNNProducts), 0: all in MLAS;
 	// AttentionProducts attention's (Artifact.AttentionProducts),
 	// BiasedProducts those that add a bias (Artifact.BiasedProducts).
-	OneDNNProducts    int     `json:"onednn_products,omitempty"`
-	AttentionProducts int     `json:"attention_products,omitempty"`
-	BiasedProducts    int     `json:"biased_products,omitempty"`
-	Params            int64   `json:"params"`
-	Trainable         int64   `json:"trainable"`
-	PeakRSSMB         float64 `json:"peak_rss_mb"`
-	GFLOPS            float64 `json:"gflops"`
-	Threads           int     `json:"threads"`
+	OneDNNProducts    int `json:"onednn_products,omitempty"`
+	AttentionProducts int `json:"attention_products,omitempty"`
+	// FusedAttention counts the attentions the fused kernel computes
+	// (Artifact.Fused["Attention"]).
+	FusedAttention int     `json:"fused_attention,omitempty"`
+	BiasedProducts int     `json:"biased_products,omitempty"`
+	Params         int64   `json:"params"`
+	Trainable      int64   `json:"trainable"`
+	PeakRSSMB      float64 `json:"peak_rss_mb"`
+	GFLOPS         float64 `json:"gflops"`
+	Threads        int     `json:"threads"`
 }
 
 // cpuSeconds is the process's user+system CPU time.
@@ -458,7 +461,7 @@ func workMIGU(o *options) error {
 	tr, man, params := b.tr, b.man, b.params
 	bs := batches(o.arch, man.VocabSize, 4, o.batch, o.seq, o.prompt)
 	s := sample{Params: params, Threads: o.threads, Precision: o.precision, OneDNNProducts: tr.Art.OneDNNProducts, AttentionProducts: tr.Art.AttentionProducts,
-		BiasedProducts: tr.Art.BiasedProducts}
+		BiasedProducts: tr.Art.BiasedProducts, FusedAttention: tr.Art.Fused["Attention"]}
 	if o.precision == train.PrecisionBF16 {
 		s.BF16Path = kernels.ReadBF16Hardware().Path()
 	}
