@@ -18,9 +18,10 @@ import (
 // gated tanh GELU, roberta's erf GELU), full fine-tuning and LoRA, with
 // and without recomputation; the MIGU masks (T = 0.7) of the fused taps
 // equal the standard taps' bit for bit. The taps of the activations'
-// inputs (llama's gate and up projections, t5's wi_0, roberta's
-// intermediate dense and, in full fine-tuning, its head's dense) are
-// computed by the activation kernels (SwiGLUTaps, GeluTaps), every other
+// inputs (llama's gate and up projections, t5's wi_0 and wi_1 of its
+// gated GELU, roberta's intermediate dense and, in full fine-tuning, its
+// head's dense) are computed by the activation kernels (SwiGLUTaps,
+// GeluTaps), every other
 // tap by AbsColSum. In full fine-tuning every table's gradient (llama's
 // embedding; t5's shared embedding, looked up twice and tied to the
 // output, and its two position-bias tables, gathered along axis 1;
@@ -50,7 +51,7 @@ func TestFusedKernelsKeepGradients(t *testing.T) {
 	}{
 		{"llama", "full", RecomputeNone, "RMSNorm", "SwiGLU", 8, 4, 0, 2, 0, 8}, {"llama", "full", RecomputeLayers, "RMSNorm", "SwiGLU", 8, 4, 0, 2, 0, 8},
 		{"llama", "lora", RecomputeNone, "RMSNorm", "SwiGLU", 8, 4, 0, 1, 0, 7},
-		{"t5", "full", RecomputeNone, "RMSNorm", "Gelu", 4, 4, 0, 5, 1, 10}, {"t5", "lora", RecomputeLayers, "RMSNorm", "Gelu", 4, 4, 0, 1, 0, 8},
+		{"t5", "full", RecomputeNone, "RMSNorm", "Gelu", 8, 4, 0, 5, 1, 10}, {"t5", "lora", RecomputeLayers, "RMSNorm", "Gelu", 8, 4, 0, 1, 0, 8},
 		{"roberta", "full", RecomputeNone, "LayerNorm", "Gelu", 2, 2, 1, 4, 1, 0}, {"roberta", "full", RecomputeLayers, "LayerNorm", "Gelu", 2, 2, 1, 4, 1, 0},
 		{"roberta", "lora", RecomputeNone, "LayerNorm", "Gelu", 2, 2, 0, 1, 0, 0},
 	}

@@ -34,19 +34,31 @@ func swiGLUGrad(c *Context, n *onnxpb.NodeProto, dY []string) ([]string, error) 
 	return []string{dg, du}, nil
 }
 
-// geluGrad differentiates Gelu(X) → Y with one GeluGrad(dY, X) → dX node
-// of the same approximation.
+// geluGrad differentiates Gelu(X [, U]) → Y with one
+// GeluGrad(dY, X [, U]) → dX [, dU] node of the same approximation.
 func geluGrad(c *Context, n *onnxpb.NodeProto, dY []string) ([]string, error) {
-	if len(n.Input) != 1 {
-		return nil, fmt.Errorf("Gelu has %d inputs, want 1 (X)", len(n.Input))
+	if len(n.Input) != 1 && len(n.Input) != 2 {
+		return nil, fmt.Errorf("Gelu has %d inputs, want 1 or 2 (X [, U])", len(n.Input))
 	}
-	if !c.Needs(n.Input[0]) {
-		return []string{""}, nil
+	needs := make([]bool, len(n.Input))
+	any := false
+	for i, in := range n.Input {
+		needs[i] = c.Needs(in)
+		any = any || needs[i]
+	}
+	if !any {
+		return make([]string, len(n.Input)), nil
 	}
 	approx := "none"
 	if a := onnx.GetAttr(n, "approximate"); a != nil {
 		approx = string(a.S)
 	}
-	dx := c.OpIn(onnx.DomainMigu, "GeluGrad", []string{dY[0], n.Input[0]}, 1, "bw/"+n.Output[0], onnx.AttrString("approximate", approx))
-	return dx, nil
+	grads := c.OpIn(onnx.DomainMigu, "GeluGrad", append([]string{dY[0]}, n.Input...), len(n.Input), "bw/"+n.Output[0],
+		onnx.AttrString("approximate", approx))
+	for i := range grads {
+		if !needs[i] {
+			grads[i] = ""
+		}
+	}
+	return grads, nil
 }

@@ -68,12 +68,42 @@ var activations = []activation{
 			return g.Op("Mul", []string{h, scalarConst(g, 0.5)}, "y")
 		},
 		fuse: kernels.FuseGelu, fused: "ai.migu.Gelu",
-		ref: func(in []float64) float64 {
-			x := in[0]
-			return 0.5 * x * (1 + math.Tanh(math.Sqrt(2/math.Pi)*(x+0.044715*x*x*x)))
-		},
-		lo: -5, hi: 5,
+		ref:  geluTanhRef,
+		lo:   -5, hi: 5,
 	},
+	{
+		name: "GeluTanhGated", inputs: []string{"x", "u"},
+		// t5's gated-gelu: Mul(GELUTanh(wi_0 x), wi_1 x).
+		build: func(g *onnx.Graph) string {
+			x2 := g.Op("Mul", []string{"x", "x"}, "act.x2")
+			x3 := g.Op("Mul", []string{x2, "x"}, "act.x3")
+			inner := g.Op("Add", []string{"x", g.Op("Mul", []string{x3, scalarConst(g, 0.044715)}, "act.cubic")}, "act.inner")
+			t := g.Op("Tanh", []string{g.Op("Mul", []string{inner, scalarConst(g, math.Sqrt(2/math.Pi))}, "act.arg")}, "act.tanh")
+			h := g.Op("Mul", []string{"x", g.Op("Add", []string{t, scalarConst(g, 1)}, "act.tanh1")}, "act.xt")
+			return g.Op("Mul", []string{g.Op("Mul", []string{h, scalarConst(g, 0.5)}, "act"), "u"}, "y")
+		},
+		fuse: kernels.FuseGelu, fused: "ai.migu.Gelu",
+		ref:  func(in []float64) float64 { return geluTanhRef(in) * in[1] },
+		lo:   -5, hi: 5,
+	},
+	{
+		name: "GeluErfGated", inputs: []string{"x", "u"},
+		// A gate read first: Mul(u, GELU(x)).
+		build: func(g *onnx.Graph) string {
+			e := g.Op("Erf", []string{g.Op("Mul", []string{"x", scalarConst(g, 1/math.Sqrt2)}, "act.scaled")}, "act.erf")
+			h := g.Op("Mul", []string{"x", g.Op("Add", []string{e, scalarConst(g, 1)}, "act.erf1")}, "act.xerf")
+			return g.Op("Mul", []string{"u", g.Op("Mul", []string{h, scalarConst(g, 0.5)}, "act")}, "y")
+		},
+		fuse: kernels.FuseGelu, fused: "ai.migu.Gelu",
+		ref:  func(in []float64) float64 { return in[1] * 0.5 * in[0] * (1 + math.Erf(in[0]/math.Sqrt2)) },
+		lo:   -5, hi: 5,
+	},
+}
+
+// geluTanhRef is the tanh GELU of in[0] in float64.
+func geluTanhRef(in []float64) float64 {
+	x := in[0]
+	return 0.5 * x * (1 + math.Tanh(math.Sqrt(2/math.Pi)*(x+0.044715*x*x*x)))
 }
 
 // buildAct is buildRMS for an activation: y = act(inputs), a loss
@@ -284,4 +314,50 @@ func runGelu(path, lib string, x []float32) ([]float32, error) {
 // ref1 is a one-input activation's reference.
 func (a activation) ref1() func(float64) float64 {
 	return func(x float64) float64 { return a.ref([]float64{x}) }
+}
+
+// A gate of another shape than X, and a GeluGrad or GeluTaps whose
+// outputs do not match its inputs (dU given U and only then; a sum per
+// input), are refused with a message naming the op and the rule.
+func TestGatedGeluRefusesBadInputs(t *testing.T) {
+	lib := withKernels(t)
+	for _, c := range []struct {
+		op     string
+		inputs map[string][]int64 // by input name, in the order dy, x, u
+		nout   int
+		want   string
+	}{
+		{"Gelu", map[string][]int64{"x": {2, 3}, "u": {2, 4}}, 1, "U must have X's shape"},
+		{"GeluGrad", map[string][]int64{"dy": {2, 3}, "x": {2, 3}, "u": {3, 2}}, 2, "U must have X's shape"},
+		{"GeluGrad", map[string][]int64{"dy": {2, 3}, "x": {2, 3}, "u": {2, 3}}, 1, "dU is the second output"},
+		{"GeluGrad", map[string][]int64{"dy": {2, 3}, "x": {2, 3}}, 2, "dU is the second output"},
+		{"GeluTaps", map[string][]int64{"x": {2, 3}, "u": {2, 3}}, 2, "one sum per input"},
+		{"GeluTaps", map[string][]int64{"x": {2, 3}, "u": {1, 3}}, 3, "U must have X's shape"},
+	} {
+		t.Run(fmt.Sprintf("%s/%d-inputs/%d-outputs", c.op, len(c.inputs), c.nout), func(t *testing.T) {
+			m := onnx.New("bad", nil)
+			g := m.Graph()
+			var ins []string
+			var feeds []feed
+			for _, name := range []string{"dy", "x", "u"} {
+				if s, ok := c.inputs[name]; ok {
+					ins = append(ins, name)
+					g.AddInput(name, onnx.Float, dimsOf(s))
+					feeds = append(feeds, feed{name, s, make([]float32, numel(s))})
+				}
+			}
+			outs := make([]string, c.nout)
+			for i := range outs {
+				outs[i] = fmt.Sprintf("out%d", i)
+				g.AddOutput(outs[i], onnx.Float, nil)
+			}
+			g.Node(c.op, ins, outs, "gelu", onnx.AttrString("approximate", kernels.GeluTanh))
+			g.P.Node[0].Domain = proto.String(onnx.DomainMigu)
+			m.SetOpset(onnx.DomainMigu, kernels.Opset)
+			_, err := runGraphErr(t, saveGraph(t, m).path, lib, 1, feeds...)
+			if err == nil || !strings.Contains(err.Error(), "ai.migu."+c.op+": ") || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("error %v, want one naming ai.migu.%s and %q", err, c.op, c.want)
+			}
+		})
+	}
 }

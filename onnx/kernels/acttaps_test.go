@@ -5,6 +5,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"google.golang.org/protobuf/proto"
@@ -32,9 +33,9 @@ func actTapsGraph(t testing.TB, a activation, shape []int64, taps string) string
 	g := m.Graph()
 	var attrs []onnx.Attr
 	switch a.name {
-	case "GeluErf":
+	case "GeluErf", "GeluErfGated":
 		attrs = append(attrs, onnx.AttrString("approximate", kernels.GeluErf))
-	case "GeluTanh":
+	case "GeluTanh", "GeluTanhGated":
 		attrs = append(attrs, onnx.AttrString("approximate", kernels.GeluTanh))
 	}
 	for _, in := range a.inputs {
@@ -140,6 +141,12 @@ func TestFuseActivationTapsChoosesTaps(t *testing.T) {
 		{"Gelu", func(g *onnx.Graph) []string {
 			return []string{migu(g, "Gelu", []string{"a"}, "y"), migu(g, "AbsColSum", []string{"a"}, "sa")}
 		}, 1, []string{"GeluTaps"}},
+		{"gated Gelu both", func(g *onnx.Graph) []string {
+			return []string{migu(g, "Gelu", []string{"a", "b"}, "y"), migu(g, "AbsColSum", []string{"a"}, "sa"), migu(g, "AbsColSum", []string{"b"}, "sb")}
+		}, 2, []string{"GeluTaps"}},
+		{"gated Gelu gate only", func(g *onnx.Graph) []string {
+			return []string{migu(g, "Gelu", []string{"a", "b"}, "y"), migu(g, "AbsColSum", []string{"b"}, "sb")}
+		}, 1, []string{"GeluTaps"}},
 		{"masked tap", func(g *onnx.Graph) []string {
 			return []string{migu(g, "Gelu", []string{"a"}, "y"), migu(g, "AbsColSum", []string{"a", "mask"}, "sa")}
 		}, 0, []string{"Gelu", "AbsColSum"}},
@@ -187,8 +194,8 @@ func TestFuseActivationTapsChoosesTaps(t *testing.T) {
 					t.Errorf("output %s is no node's", o)
 				}
 			}
-			if n := g.P.Node[0]; n.GetOpType() == "SwiGLUTaps" && (len(n.Output) != 3 || n.Output[1] == n.Output[2]) {
-				t.Errorf("SwiGLUTaps outputs %v", n.Output)
+			if n := g.P.Node[0]; strings.HasSuffix(n.GetOpType(), "Taps") && (len(n.Output) != 1+len(n.Input) || n.Output[1] == n.Output[len(n.Output)-1] && len(n.Input) == 2) {
+				t.Errorf("%s outputs %v for inputs %v", n.GetOpType(), n.Output, n.Input)
 			}
 		})
 	}

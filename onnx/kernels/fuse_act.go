@@ -66,15 +66,31 @@ const (
 //
 // over a float32 x, by one ai.migu.Gelu node (approximate GeluErf or
 // GeluTanh) writing the same output; its gradient is one GeluGrad node. The
-// constants must be those values to float32 rounding. A chain whose
-// intermediate values are used elsewhere, or are graph outputs, stays as
-// it is. It returns the number of activations fused and imports the domain
-// when it fused any.
+// constants must be those values to float32 rounding. A GELU whose only
+// reader is a Mul by a float32 u of x's shape — the gated GELU of t5's
+// "gated-gelu", Mul(gelu(wi_0 x), wi_1 x) — becomes Gelu(x, u), writing
+// the Mul's output. A chain whose intermediate values are used elsewhere,
+// or are graph outputs, stays as it is. It returns the number of
+// activations fused and imports the domain when it fused any.
 func FuseGelu(m *onnx.Model, types Types) (int, error) {
 	f := newFuser(m)
 	isFloat := func(x string) bool {
 		dt, _, ok := types.Type(x)
 		return ok && dt == onnx.Float
+	}
+	// fuse replaces chain, whose last node writes GELU(x), by one Gelu
+	// node, taking in the Mul that gates it where there is one.
+	fuse := func(chain []*onnxpb.NodeProto, x, approx string) {
+		last, inputs := chain[len(chain)-1], []string{x}
+		if gate := f.only(last.Output[0], "Mul"); gate != nil {
+			u := other(gate, last.Output[0])
+			_, xs, _ := types.Type(x)
+			ut, us, ok := types.Type(u)
+			if u != "" && u != last.Output[0] && ok && ut == onnx.Float && sameShape(xs, us) {
+				chain, last, inputs = append(chain, gate), gate, []string{x, u}
+			}
+		}
+		f.fuse(last, chain[:len(chain)-1], "Gelu", inputs, onnx.AttrString("approximate", approx))
 	}
 	// tail matches Add(·, 1) → Mul(x, ·) → Mul(·, ½) after v and returns
 	// its nodes, or nil.
@@ -107,7 +123,7 @@ func FuseGelu(m *onnx.Model, types Types) (int, error) {
 				continue
 			}
 			if t := tail(erf.Output[0], x); t != nil {
-				f.fuse(t[2], []*onnxpb.NodeProto{n, erf, t[0], t[1]}, "Gelu", []string{x}, onnx.AttrString("approximate", GeluErf))
+				fuse([]*onnxpb.NodeProto{n, erf, t[0], t[1], t[2]}, x, GeluErf)
 				break
 			}
 		}
@@ -140,7 +156,7 @@ func FuseGelu(m *onnx.Model, types Types) (int, error) {
 			continue
 		}
 		if t := tail(tanh.Output[0], x); t != nil {
-			f.fuse(t[2], []*onnxpb.NodeProto{n, cube, cubic, inner, arg, tanh, t[0], t[1]}, "Gelu", []string{x}, onnx.AttrString("approximate", GeluTanh))
+			fuse([]*onnxpb.NodeProto{n, cube, cubic, inner, arg, tanh, t[0], t[1], t[2]}, x, GeluTanh)
 		}
 	}
 	return f.finish(), nil
@@ -220,10 +236,11 @@ func sameShape(a, b onnx.Shape) bool {
 // inputs an unmasked ai.migu.AbsColSum tap also reads becomes SwiGLUTaps
 // or GeluTaps, which writes the activation and the column sums of |input|
 // in the one pass over the input, and the AbsColSum node goes (its output
-// is now the activation node's). llama taps both inputs of its gate,
-// roberta and t5 the input of their GELU; on the small llama these taps
-// were 3.9 ms of the 7.4 ms the taps took per step. A SwiGLU with one
-// tapped input also sums the other, into an output nothing reads. The
+// is now the activation node's). llama taps both inputs of its gate, t5
+// both of its gated GELU, roberta the input of its GELU; on the small
+// llama these taps were 3.9 ms of the 7.4 ms the taps took per step. A
+// gate (SwiGLU, a Gelu with U) with one tapped input also sums the other,
+// into an output nothing reads. The
 // activation's output and each sum keep their bits (the kernel sums in
 // AbsColSum's blocks and order). Masked taps (padding left out) stay as
 // they are.
@@ -248,7 +265,7 @@ func FuseActivationTaps(m *onnx.Model) int {
 		switch {
 		case n.GetOpType() == "SwiGLU" && len(n.Input) == 2:
 			op = "SwiGLUTaps"
-		case n.GetOpType() == "Gelu" && len(n.Input) == 1:
+		case n.GetOpType() == "Gelu" && (len(n.Input) == 1 || len(n.Input) == 2):
 			op = "GeluTaps"
 		default:
 			continue

@@ -1,6 +1,7 @@
 package kernels_test
 
 import (
+	"fmt"
 	"math"
 	"testing"
 
@@ -123,6 +124,65 @@ func TestFuseLeavesOtherChains(t *testing.T) {
 				t.Fatalf("ai.migu imported at opset %d with %d fused", m.Opset(onnx.DomainMigu), n)
 			}
 			// The rewritten graph still infers: every value it reads exists.
+			if _, err := shapes.Infer(m); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// FuseGelu takes in the Mul that gates a GELU by a value of the GELU
+// input's shape, in either operand order, and leaves a Mul by itself or
+// by a broadcast value after the fused GELU.
+func TestFuseGeluTakesGate(t *testing.T) {
+	shape := onnx.Shape{onnx.D(2), onnx.Sym("seq"), onnx.D(8)}
+	c := func(g *onnx.Graph, v float64) string { return scalarConst(g, v) }
+	geluTanh := func(g *onnx.Graph, x string) string {
+		x3 := g.Op("Mul", []string{g.Op("Mul", []string{x, x}, "x2"), x}, "x3")
+		inner := g.Op("Add", []string{x, g.Op("Mul", []string{x3, c(g, 0.044715)}, "cubic")}, "inner")
+		th := g.Op("Tanh", []string{g.Op("Mul", []string{inner, c(g, math.Sqrt(2/math.Pi))}, "arg")}, "tanh")
+		h := g.Op("Mul", []string{x, g.Op("Add", []string{th, c(g, 1)}, "tanh1")}, "xt")
+		return g.Op("Mul", []string{h, c(g, 0.5)}, "act")
+	}
+	for _, tc := range []struct {
+		name   string
+		gate   func(g *onnx.Graph, act string) string // the Mul after the GELU
+		inputs []string                               // the fused Gelu's
+		left   int                                    // standard Muls left
+	}{
+		{"gate second", func(g *onnx.Graph, act string) string { return g.Op("Mul", []string{act, "b"}, "y") }, []string{"a", "b"}, 0},
+		{"gate first", func(g *onnx.Graph, act string) string { return g.Op("Mul", []string{"b", act}, "y") }, []string{"a", "b"}, 0},
+		{"gated by its input", func(g *onnx.Graph, act string) string { return g.Op("Mul", []string{act, "a"}, "y") }, []string{"a", "a"}, 0},
+		{"squared", func(g *onnx.Graph, act string) string { return g.Op("Mul", []string{act, act}, "y") }, []string{"a"}, 1},
+		{"by a broadcast", func(g *onnx.Graph, act string) string { return g.Op("Mul", []string{act, "w"}, "y") }, []string{"a"}, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := onnx.New("fuse", nil)
+			g := m.Graph()
+			g.AddInput("a", onnx.Float, shape)
+			g.AddInput("b", onnx.Float, shape)
+			g.AddInput("w", onnx.Float, onnx.Shape{onnx.D(8)})
+			g.AddOutput(tc.gate(g, geluTanh(g, "a")), onnx.Float, nil)
+			info, err := shapes.Infer(m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n, err := kernels.FuseGelu(m, info); err != nil || n != 1 {
+				t.Fatalf("fused %d (%v), want 1", n, err)
+			}
+			var fused []string
+			muls := 0
+			for _, n := range g.P.Node {
+				switch {
+				case n.GetDomain() == onnx.DomainMigu:
+					fused = n.Input
+				case n.GetOpType() == "Mul":
+					muls++
+				}
+			}
+			if fmt.Sprint(fused) != fmt.Sprint(tc.inputs) || muls != tc.left {
+				t.Fatalf("Gelu inputs %v and %d Muls left, want %v and %d", fused, muls, tc.inputs, tc.left)
+			}
 			if _, err := shapes.Infer(m); err != nil {
 				t.Fatal(err)
 			}

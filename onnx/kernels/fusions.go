@@ -17,8 +17,9 @@ import (
 // (FuseScatterAdd); 5 the optional Residual of RMSNormGrad and
 // LayerNormGrad (FuseResidualGrads); 6 Softmax's optional Bias
 // (FuseSoftmaxBias); 7 AddN (FuseSums); 8 Attention and AttentionGrad
-// (FuseAttention).
-const LibVersion = "8"
+// (FuseAttention); 9 the optional gate U of Gelu, GeluGrad and GeluTaps
+// (FuseGelu).
+const LibVersion = "9"
 
 // fusions are the rewrites Fuse applies, in order, named as the counts it
 // returns. A new fused kernel adds its rewrite here, and every graph migu

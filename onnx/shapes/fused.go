@@ -18,7 +18,7 @@ func init() {
 		"SwiGLU":             inferLike(0, 1),
 		"SwiGLUGrad":         inferLike(1, 2),
 		"Gelu":               inferLike(0, 1),
-		"GeluGrad":           inferLike(1, 1),
+		"GeluGrad":           inferLikeEach(1),
 		"Rotary":             inferLike(0, 1),
 		"RotaryGrad":         inferLike(0, 1),
 		"Softmax":            inferLike(0, 1),
@@ -26,8 +26,8 @@ func init() {
 		"PickLogSoftmax":     inferPickLogSoftmax,
 		"PickLogSoftmaxGrad": inferLike(1, 1),
 		"AbsColSum":          inferAbsColSum,
-		"SwiGLUTaps":         inferActTaps(2),
-		"GeluTaps":           inferActTaps(1),
+		"SwiGLUTaps":         inferActTaps,
+		"GeluTaps":           inferActTaps,
 		"ScatterAddRows":     inferLike(0, 1),
 		"AddN":               inferLike(0, 1),
 	} {
@@ -47,6 +47,12 @@ func inferLike(i, n int) shapeRule {
 		}
 		return nil
 	}
+}
+
+// inferLikeEach gives every output of the node input i's shape (GeluGrad:
+// dX, and dU when gated).
+func inferLikeEach(i int) shapeRule {
+	return func(c *inferCtx) error { return inferLike(i, len(c.n.Output))(c) }
 }
 
 // inferNorm is a normalisation over the last axis (RMSNorm: the inverse
@@ -109,21 +115,19 @@ func inferPickLogSoftmax(c *inferCtx) error {
 
 // inferActTaps is an activation with the taps of its inputs (SwiGLUTaps,
 // GeluTaps): Y has the first input's shape, then one [d] sum per input.
-func inferActTaps(inputs int) shapeRule {
-	return func(c *inferCtx) error {
-		x, err := c.ranked(0)
-		if err != nil {
-			return err
-		}
-		if len(x.shape) == 0 {
-			return fmt.Errorf("%s needs inputs of rank 1 or more", c.n.GetOpType())
-		}
-		c.set(0, onnx.Float, x.shape)
-		for k := range inputs {
-			c.set(1+k, onnx.Float, []*expr{x.shape[len(x.shape)-1]})
-		}
-		return nil
+func inferActTaps(c *inferCtx) error {
+	x, err := c.ranked(0)
+	if err != nil {
+		return err
 	}
+	if len(x.shape) == 0 {
+		return fmt.Errorf("%s needs inputs of rank 1 or more", c.n.GetOpType())
+	}
+	c.set(0, onnx.Float, x.shape)
+	for k := range c.n.Input {
+		c.set(1+k, onnx.Float, []*expr{x.shape[len(x.shape)-1]})
+	}
+	return nil
 }
 
 // inferAbsColSum: S is [d], d the last axis of Y.

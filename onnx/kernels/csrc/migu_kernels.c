@@ -12,10 +12,12 @@
 //       MIGU's magnitude tap in one pass.
 //   SwiGLU(G, U) -> Y = G * sigmoid(G) * U
 //   SwiGLUGrad(dY, G, U) -> dG, dU
-//   Gelu(X; approximate "none" | "tanh") -> Y
-//   GeluGrad(dY, X; approximate) -> dX
+//   Gelu(X [, U]; approximate "none" | "tanh") -> Y = gelu(X) [* U]
+//   GeluGrad(dY, X [, U]; approximate) -> dX [, dU]
+//       U, of X's shape, gates the GELU (t5's "gated-gelu"): the Mul after it
+//       in the same pass, its bits.
 //   SwiGLUTaps(G[..., d], U[..., d]) -> Y, SG[d], SU[d]
-//   GeluTaps(X[..., d]; approximate) -> Y, SX[d]
+//   GeluTaps(X[..., d] [, U[..., d]]; approximate) -> Y, SX[d] [, SU[d]]
 //       SwiGLU's or Gelu's Y and the AbsColSum of each input, in one pass.
 //   Softmax(X[..., d] [, Bias]) -> Y[..., d]
 //       over the last axis, of X + Bias when given (Bias of X's rank, last axis d,
@@ -957,42 +959,63 @@ VECTOR static void swiglu_grad_row(const float *dy, const float *g, const float 
 	}
 }
 
-VECTOR static void gelu_row(const float *x, float *y, int64_t n) {
-	for (int64_t i = 0; i < n; i++) {
-		float e;
-		y[i] = x[i] * act_phi(x[i], &e);
-	}
+// gelu_erf and gelu_tanh return GELU(x) and in *slope its derivative,
+// from one exp: the erf form is x Phi(x), with slope
+// Phi(x) + x e^(-x^2/2) / sqrt(2 pi); the tanh form does the standard-op
+// formulation's operations in its order, with slope
+// 0.5 (1 + t) + 0.5 x (1 - t^2) sqrt(2/pi) (1 + 3 0.044715 x^2).
+static inline float gelu_erf(float x, float *slope) {
+	float e, phi = act_phi(x, &e);
+	*slope = phi + x * (e * GELU_D);
+	return x * phi;
 }
 
-VECTOR static void gelu_tanh_row(const float *x, float *y, int64_t n) {
-	for (int64_t i = 0; i < n; i++) {
-		float v = x[i], inner = v + ((v * v) * v) * GELU_C;
-		y[i] = (v * (act_tanh(inner * GELU_K) + 1.0f)) * 0.5f;
-	}
+static inline float gelu_tanh(float v, float *slope) {
+	float v2 = v * v, t = act_tanh((v + (v2 * v) * GELU_C) * GELU_K);
+	*slope = 0.5f * (1.0f + t) + (0.5f * v) * ((1.0f - t * t) * (GELU_K * (1.0f + (3.0f * GELU_C) * v2)));
+	return (v * (t + 1.0f)) * 0.5f;
 }
 
-// dX = dY (Phi(x) + x e^(-x^2/2) / sqrt(2 pi))
-VECTOR static void gelu_grad_row(const float *dy, const float *x, float *dx, int64_t n) {
-	for (int64_t i = 0; i < n; i++) {
-		float v = x[i], e;
-		float d = act_phi(v, &e) + v * (e * GELU_D);
-		dx[i] = dy[i] * d;
+// GELU_ROWS defines the four GELU loops of one approximation (ACT is
+// gelu_erf or gelu_tanh), whose slope the forward loops leave for the
+// compiler to drop: NAME_row, Y = GELU(X); NAME_gate_row, Y = GELU(X) U,
+// the Mul of the gated form after it; NAME_grad_row, dX = dY slope; and
+// NAME_gate_grad_row, dX = (dY U) slope and dU = dY GELU(X), as the Mul's
+// and GELU's gradients compute them.
+#define GELU_ROWS(NAME, ACT)                                                                                     \
+	VECTOR static void NAME##_row(const float *x, float *y, int64_t n) {                                        \
+		for (int64_t i = 0; i < n; i++) {                                                                       \
+			float d;                                                                                            \
+			y[i] = ACT(x[i], &d);                                                                               \
+		}                                                                                                       \
+	}                                                                                                           \
+	VECTOR static void NAME##_gate_row(const float *x, const float *u, float *y, int64_t n) {                   \
+		for (int64_t i = 0; i < n; i++) {                                                                       \
+			float d;                                                                                            \
+			y[i] = ACT(x[i], &d) * u[i];                                                                        \
+		}                                                                                                       \
+	}                                                                                                           \
+	VECTOR static void NAME##_grad_row(const float *dy, const float *x, float *dx, int64_t n) {                 \
+		for (int64_t i = 0; i < n; i++) {                                                                       \
+			float d;                                                                                            \
+			(void)ACT(x[i], &d);                                                                                \
+			dx[i] = dy[i] * d;                                                                                  \
+		}                                                                                                       \
+	}                                                                                                           \
+	VECTOR static void NAME##_gate_grad_row(const float *dy, const float *x, const float *u, float *dx, float *du, \
+	                                        int64_t n) {                                                        \
+		for (int64_t i = 0; i < n; i++) {                                                                       \
+			float d, g = ACT(x[i], &d);                                                                         \
+			du[i] = dy[i] * g;                                                                                  \
+			dx[i] = (dy[i] * u[i]) * d;                                                                         \
+		}                                                                                                       \
 	}
-}
-
-// dX = dY (0.5 (1 + t) + 0.5 x (1 - t^2) sqrt(2/pi) (1 + 3 0.044715 x^2)),
-// t = tanh(sqrt(2/pi) (x + 0.044715 x^3))
-VECTOR static void gelu_tanh_grad_row(const float *dy, const float *x, float *dx, int64_t n) {
-	for (int64_t i = 0; i < n; i++) {
-		float v = x[i], v2 = v * v;
-		float t = act_tanh((v + (v2 * v) * GELU_C) * GELU_K);
-		float d = 0.5f * (1.0f + t) + (0.5f * v) * ((1.0f - t * t) * (GELU_K * (1.0f + (3.0f * GELU_C) * v2)));
-		dx[i] = dy[i] * d;
-	}
-}
+GELU_ROWS(gelu, gelu_erf)
+GELU_ROWS(gelu_tanh, gelu_tanh)
+#undef GELU_ROWS
 
 typedef struct {
-	const float *a, *b, *c; // inputs: (G, U), (dY, G, U), (X) or (dY, X)
+	const float *a, *b, *c; // inputs: (G, U), (dY, G, U), (X [, U]) or (dY, X [, U])
 	float *y, *z;           // outputs
 	int64_t n;
 	int tanh;
@@ -1019,13 +1042,19 @@ static void swiglu_grad_block(void *p, size_t b) {
 static void gelu_block(void *p, size_t b) {
 	const act_job *j = p;
 	int64_t n, i = act_span(j, b, &n);
-	(j->tanh ? gelu_tanh_row : gelu_row)(j->a + i, j->y + i, n);
+	if (j->b != NULL)
+		(j->tanh ? gelu_tanh_gate_row : gelu_gate_row)(j->a + i, j->b + i, j->y + i, n);
+	else
+		(j->tanh ? gelu_tanh_row : gelu_row)(j->a + i, j->y + i, n);
 }
 
 static void gelu_grad_block(void *p, size_t b) {
 	const act_job *j = p;
 	int64_t n, i = act_span(j, b, &n);
-	(j->tanh ? gelu_tanh_grad_row : gelu_grad_row)(j->a + i, j->b + i, j->y + i, n);
+	if (j->c != NULL)
+		(j->tanh ? gelu_tanh_gate_grad_row : gelu_gate_grad_row)(j->a + i, j->b + i, j->c + i, j->y + i, j->z + i, n);
+	else
+		(j->tanh ? gelu_tanh_grad_row : gelu_grad_row)(j->a + i, j->b + i, j->y + i, n);
 }
 
 static OrtStatus *act_run(OrtKernelContext *ctx, void (*block)(void *, size_t), act_job *j) {
@@ -1068,31 +1097,39 @@ static OrtStatus *swiglu_grad_compute(void *k, OrtKernelContext *ctx) {
 
 static OrtStatus *gelu_compute(void *k, OrtKernelContext *ctx) {
 	const char *op = "Gelu";
-	tensor x;
+	tensor x, u = {0};
 	TRY(input(ctx, 0, &x, op));
-	act_job j = {.a = x.data, .n = x.count, .tanh = ((rms_kernel *)k)->tanh};
+	TRY(optional(ctx, 1, &u, op));
+	if (u.data != NULL && !same_shape(&x, &u)) return fail(op, "U must have X's shape");
+	act_job j = {.a = x.data, .b = u.data, .n = x.count, .tanh = ((rms_kernel *)k)->tanh};
 	TRY(output(ctx, 0, x.dims, x.rank, &j.y));
 	return act_run(ctx, gelu_block, &j);
 }
 
 static OrtStatus *gelu_grad_compute(void *k, OrtKernelContext *ctx) {
 	const char *op = "GeluGrad";
-	tensor dy, x;
+	tensor dy, x, u = {0};
 	TRY(input(ctx, 0, &dy, op));
 	TRY(input(ctx, 1, &x, op));
+	TRY(optional(ctx, 2, &u, op));
 	if (!same_shape(&dy, &x)) return fail(op, "dY must have X's shape");
-	act_job j = {.a = dy.data, .b = x.data, .n = x.count, .tanh = ((rms_kernel *)k)->tanh};
+	if (u.data != NULL && !same_shape(&x, &u)) return fail(op, "U must have X's shape");
+	size_t outs = 0;
+	TRY(api->KernelContext_GetOutputCount(ctx, &outs));
+	if ((outs > 1) != (u.data != NULL)) return fail(op, "dU is the second output, given U and only then");
+	act_job j = {.a = dy.data, .b = x.data, .c = u.data, .n = x.count, .tanh = ((rms_kernel *)k)->tanh};
 	TRY(output(ctx, 0, x.dims, x.rank, &j.y));
+	if (u.data != NULL) TRY(output(ctx, 1, x.dims, x.rank, &j.z));
 	return act_run(ctx, gelu_grad_block, &j);
 }
 
 // ---- SwiGLUTaps, GeluTaps: an activation and MIGU's taps of its inputs ----
 //
-// SwiGLUTaps(G, U) -> Y, SG[d], SU[d] and GeluTaps(X; approximate) -> Y,
-// SX[d] write SwiGLU's or Gelu's Y and, while reading the inputs for it,
-// the column sums of |G|, |U| or |X| that AbsColSum would compute from the
-// same tensors in a second pass (llama taps gate_proj and up_proj, roberta
-// and t5 the first feed-forward linear). Rows go in AbsColSum's blocks
+// SwiGLUTaps(G, U) -> Y, SG[d], SU[d] and GeluTaps(X [, U]; approximate)
+// -> Y, SX[d] [, SU[d]] write SwiGLU's or Gelu's Y and, while reading the
+// inputs for it, the column sums of |G|, |U| or |X| that AbsColSum would
+// compute from the same tensors in a second pass (llama taps gate_proj and
+// up_proj, roberta the first feed-forward linear, t5 its wi_0 and wi_1). Rows go in AbsColSum's blocks
 // (tap_rows) with its additions in its order, so Y has the activation's
 // bits and each sum AbsColSum's, whatever the thread count.
 
@@ -1104,28 +1141,36 @@ VECTOR static void swiglu_taps_row(const float *g, const float *u, float *y, flo
 	}
 }
 
-VECTOR static void gelu_taps_row(const float *x, float *y, float *sx, int64_t n) {
-	for (int64_t i = 0; i < n; i++) {
-		float e;
-		y[i] = x[i] * act_phi(x[i], &e);
-		sx[i] += fabsf(x[i]);
+// GELU_TAPS defines the GeluTaps loops of one approximation: NAME_taps_row
+// and, gated by U, NAME_gate_taps_row.
+#define GELU_TAPS(NAME, ACT)                                                                                      \
+	VECTOR static void NAME##_taps_row(const float *x, float *y, float *sx, int64_t n) {                          \
+		for (int64_t i = 0; i < n; i++) {                                                                        \
+			float d;                                                                                             \
+			y[i] = ACT(x[i], &d);                                                                                \
+			sx[i] += fabsf(x[i]);                                                                                \
+		}                                                                                                        \
+	}                                                                                                            \
+	VECTOR static void NAME##_gate_taps_row(const float *x, const float *u, float *y, float *sx, float *su,      \
+	                                        int64_t n) {                                                         \
+		for (int64_t i = 0; i < n; i++) {                                                                        \
+			float d;                                                                                             \
+			y[i] = ACT(x[i], &d) * u[i];                                                                         \
+			sx[i] += fabsf(x[i]);                                                                                \
+			su[i] += fabsf(u[i]);                                                                                \
+		}                                                                                                        \
 	}
-}
-
-VECTOR static void gelu_tanh_taps_row(const float *x, float *y, float *sx, int64_t n) {
-	for (int64_t i = 0; i < n; i++) {
-		float v = x[i], inner = v + ((v * v) * v) * GELU_C;
-		y[i] = (v * (act_tanh(inner * GELU_K) + 1.0f)) * 0.5f;
-		sx[i] += fabsf(v);
-	}
-}
+GELU_TAPS(gelu, gelu_erf)
+GELU_TAPS(gelu_tanh, gelu_tanh)
+#undef GELU_TAPS
 
 typedef struct {
-	const float *a, *b; // (G, U) or (X)
+	const float *a, *b; // (G, U), (X) or (X, U)
 	float *y;
 	float *partial; // per tapped input, one row of d per block
 	int64_t rows, d, per, nblocks;
-	int taps; // tapped inputs: 2 (SwiGLUTaps) or 1 (GeluTaps)
+	int taps; // tapped inputs: 2 (SwiGLUTaps, gated GeluTaps) or 1
+	int gelu; // GeluTaps (else SwiGLUTaps)
 	int tanh;
 } acttap_job;
 
@@ -1138,8 +1183,10 @@ static void acttap_block(void *p, size_t b) {
 	if (j->taps == 2) memset(sb, 0, (size_t)d * sizeof *sb);
 	for (int64_t r = r0; r < end; r++) {
 		int64_t o = r * d;
-		if (j->taps == 2)
+		if (!j->gelu)
 			swiglu_taps_row(j->a + o, j->b + o, j->y + o, sa, sb, d);
+		else if (j->taps == 2)
+			(j->tanh ? gelu_tanh_gate_taps_row : gelu_gate_taps_row)(j->a + o, j->b + o, j->y + o, sa, sb, d);
 		else
 			(j->tanh ? gelu_tanh_taps_row : gelu_taps_row)(j->a + o, j->y + o, sa, d);
 	}
@@ -1158,7 +1205,7 @@ static OrtStatus *acttap_run(OrtKernelContext *ctx, acttap_job *j, float **sums)
 	j->nblocks = (int64_t)nb;
 	j->partial = lines(nb * (size_t)(j->taps * j->d));
 	if (j->partial == NULL)
-		return api->CreateStatus(ORT_FAIL, j->taps == 2 ? "ai.migu.SwiGLUTaps: out of memory" : "ai.migu.GeluTaps: out of memory");
+		return api->CreateStatus(ORT_FAIL, j->gelu ? "ai.migu.GeluTaps: out of memory" : "ai.migu.SwiGLUTaps: out of memory");
 	OrtStatus *s = api->KernelContext_ParallelFor(ctx, acttap_block, nb, 0, j);
 	for (int k = 0; s == NULL && k < j->taps; k++) {
 		colsum_job cj = {.partial = j->partial + (int64_t)k * j->nblocks * j->d, .dw = sums[k], .nblocks = nb, .d = j->d};
@@ -1186,14 +1233,20 @@ static OrtStatus *swiglu_taps_compute(void *k, OrtKernelContext *ctx) {
 
 static OrtStatus *gelu_taps_compute(void *k, OrtKernelContext *ctx) {
 	const char *op = "GeluTaps";
-	tensor x;
+	tensor x, u = {0};
 	TRY(input(ctx, 0, &x, op));
+	TRY(optional(ctx, 1, &u, op));
 	if (x.rank < 1) return fail(op, "X must have rank 1 or more");
-	acttap_job j = {.a = x.data, .d = x.dims[x.rank - 1], .taps = 1, .tanh = ((rms_kernel *)k)->tanh};
+	if (u.data != NULL && !same_shape(&x, &u)) return fail(op, "U must have X's shape");
+	acttap_job j = {.a = x.data, .b = u.data, .d = x.dims[x.rank - 1], .taps = u.data != NULL ? 2 : 1, .gelu = 1,
+	                .tanh = ((rms_kernel *)k)->tanh};
+	size_t outs = 0;
+	TRY(api->KernelContext_GetOutputCount(ctx, &outs));
+	if (outs != (size_t)(1 + j.taps)) return fail(op, "there is one sum per input: SX, and SU given U");
 	j.rows = j.d == 0 ? 0 : x.count / j.d;
-	float *sums[1];
+	float *sums[2];
 	TRY(output(ctx, 0, x.dims, x.rank, &j.y));
-	TRY(output(ctx, 1, &j.d, 1, &sums[0]));
+	for (int i = 0; i < j.taps; i++) TRY(output(ctx, 1 + (size_t)i, &j.d, 1, &sums[i]));
 	return acttap_run(ctx, &j, sums);
 }
 
@@ -2303,10 +2356,12 @@ static migu_op ops[] = {
 	{.name = "RotaryGrad", .nin = 3, .nout = 1, .optional_from = 3, .in = {F, F, F}, .compute = rotarygrad_compute},
 	{.name = "SwiGLU", .nin = 2, .nout = 1, .optional_from = 2, .in = {F, F}, .compute = swiglu_compute},
 	{.name = "SwiGLUGrad", .nin = 3, .nout = 2, .optional_from = 3, .in = {F, F, F}, .compute = swiglu_grad_compute},
-	{.name = "Gelu", .nin = 1, .nout = 1, .optional_from = 1, .in = {F}, .compute = gelu_compute, .has_approximate = 1},
-	{.name = "GeluGrad", .nin = 2, .nout = 1, .optional_from = 2, .in = {F, F}, .compute = gelu_grad_compute, .has_approximate = 1},
+	{.name = "Gelu", .nin = 2, .nout = 1, .optional_from = 1, .in = {F, F}, .compute = gelu_compute, .has_approximate = 1},
+	{.name = "GeluGrad", .nin = 3, .nout = 2, .optional_from = 2, .in = {F, F, F}, .compute = gelu_grad_compute,
+	 .has_approximate = 1, .out_optional_from = 1},
 	{.name = "SwiGLUTaps", .nin = 2, .nout = 3, .optional_from = 2, .in = {F, F}, .compute = swiglu_taps_compute},
-	{.name = "GeluTaps", .nin = 1, .nout = 2, .optional_from = 1, .in = {F}, .compute = gelu_taps_compute, .has_approximate = 1},
+	{.name = "GeluTaps", .nin = 2, .nout = 3, .optional_from = 1, .in = {F, F}, .compute = gelu_taps_compute,
+	 .has_approximate = 1, .out_optional_from = 2},
 	{.name = "LayerNorm", .nin = 3, .nout = 3, .optional_from = 3, .in = {F, F, F}, .compute = ln_compute, .has_epsilon = 1},
 	{.name = "LayerNormGrad", .nin = 6, .nout = 3, .optional_from = 5, .in = {F, F, F, F, F, F}, .compute = lngrad_compute},
 	{.name = "ScatterAddRows", .nin = 4, .nout = 1, .optional_from = 3, .in = {F, I64, F, F}, .compute = scatter_compute, .has_axis = 1},
@@ -2360,4 +2415,4 @@ MIGU_EXPORT OrtStatus *ORT_API_CALL RegisterCustomOps(OrtSessionOptions *options
 // MiguKernelsVersion tells the loader which op set this build provides.
 // It changes with the op set, together with LibVersion in onnx/kernels/fusions.go
 // (the Go side refuses a library reporting another version).
-MIGU_EXPORT const char *MiguKernelsVersion(void) { return "8"; }
+MIGU_EXPORT const char *MiguKernelsVersion(void) { return "9"; }
