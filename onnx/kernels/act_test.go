@@ -68,8 +68,8 @@ var activations = []activation{
 			return g.Op("Mul", []string{h, scalarConst(g, 0.5)}, "y")
 		},
 		fuse: kernels.FuseGelu, fused: "ai.migu.Gelu",
-		ref:  geluTanhRef,
-		lo:   -5, hi: 5,
+		ref: geluTanhRef,
+		lo:  -5, hi: 5,
 	},
 	{
 		name: "GeluTanhGated", inputs: []string{"x", "u"},
@@ -83,8 +83,8 @@ var activations = []activation{
 			return g.Op("Mul", []string{g.Op("Mul", []string{h, scalarConst(g, 0.5)}, "act"), "u"}, "y")
 		},
 		fuse: kernels.FuseGelu, fused: "ai.migu.Gelu",
-		ref:  func(in []float64) float64 { return geluTanhRef(in) * in[1] },
-		lo:   -5, hi: 5,
+		ref: func(in []float64) float64 { return geluTanhRef(in) * in[1] },
+		lo:  -5, hi: 5,
 	},
 	{
 		name: "GeluErfGated", inputs: []string{"x", "u"},
@@ -95,8 +95,8 @@ var activations = []activation{
 			return g.Op("Mul", []string{"u", g.Op("Mul", []string{h, scalarConst(g, 0.5)}, "act")}, "y")
 		},
 		fuse: kernels.FuseGelu, fused: "ai.migu.Gelu",
-		ref:  func(in []float64) float64 { return in[1] * 0.5 * in[0] * (1 + math.Erf(in[0]/math.Sqrt2)) },
-		lo:   -5, hi: 5,
+		ref: func(in []float64) float64 { return in[1] * 0.5 * in[0] * (1 + math.Erf(in[0]/math.Sqrt2)) },
+		lo:  -5, hi: 5,
 	},
 }
 
