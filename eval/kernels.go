@@ -84,9 +84,10 @@ func productsLibrary(o Options) (string, error) {
 }
 
 // rewrites are the in-memory rewrites of an evaluation graph: the fused
-// kernels and the weight products in oneDNN.
+// kernels, attention among them (kernels.FuseAttention, on CPUs where it
+// is fast), and the weight products in oneDNN.
 type rewrites struct {
-	kernels, oneDNN bool
+	kernels, attention, oneDNN bool
 }
 
 // oneDNNProducts is the key under which rewrite counts the products it
@@ -98,7 +99,8 @@ const (
 )
 
 // rewrite applies r to m and returns how many subgraphs of each kind it
-// replaced: the fusions' counts (kernels.Fuse) and, under
+// replaced: the fusions' counts (kernels.Fuse; "Attention" for
+// kernels.FuseAttention) and, under
 // oneDNNProducts, the products moved to oneDNN (the forward products of
 // kernels.RewriteF32: MatMul of float32 activations by a 2-D matrix),
 // under biasedProducts those of them that add their bias.
@@ -118,6 +120,16 @@ func rewrite(m *onnx.Model, r rewrites) (map[string]int, error) {
 		// they read as they are, so one inference serves both.
 		if n := kernels.RewriteF32(m, info, kernels.F32Roles{Forward: true}); n > 0 {
 			counts[oneDNNProducts] = n
+		}
+	}
+	if r.attention {
+		// Before Fuse, whose softmax fusion would take the attention's.
+		n, err := kernels.FuseAttention(m, info)
+		if err != nil {
+			return nil, err
+		}
+		if n > 0 {
+			counts["Attention"] = n
 		}
 	}
 	if r.kernels {

@@ -54,7 +54,11 @@ func compareResults(t *testing.T, what string, reqs []Request, got, want []Resul
 // the standard graph's to float32 rounding, greediness exactly. The real
 // SmolLM2-135M (30 layers, vocabulary 49152) runs when `make smollm2` has
 // exported it. Both graphs' scoring log-softmax picks (scoregraph.go) run
-// as PickLogSoftmax.
+// as PickLogSoftmax. On CPUs with AVX-512 every attention is fused
+// (ai.migu.Attention) unless Options.UnfusedAttention says otherwise, and
+// greedy generation through the cached graphs gives the standard graphs'
+// tokens (t5's cached decoder, with its [H, R, S] position bias, runs
+// there).
 func TestFusedKernelsMatchStandard(t *testing.T) {
 	lib := testenv.Kernels(t)
 	if err := ort.Init(ort.InitOptions{LibraryPath: testenv.ORTLib(t)}); err != nil {
@@ -64,27 +68,32 @@ func TestFusedKernelsMatchStandard(t *testing.T) {
 	cases := []struct {
 		name string
 		dir  func(t *testing.T) string
-		// norms is the number of RMSNorms in the forward graph: two per
-		// layer and the final one.
-		norms int
+		// norms and attentions are the RMSNorms and attentions in the
+		// forward graph (0: a decoder's, two norms per layer and the final
+		// one, an attention per layer); act is the fused activation.
+		norms, attentions int
+		act               string
 	}{
-		{"tiny llama", func(t *testing.T) string { _, dir := testfix.TinyModel(t, "llama"); return dir }, 0},
+		{"tiny llama", func(t *testing.T) string { _, dir := testfix.TinyModel(t, "llama"); return dir }, 0, 0, "SwiGLU"},
+		// Two encoder and two decoder blocks: 2·2 + 1 + 2·3 + 1 norms,
+		// 2 + 2·2 attentions, a gated GELU per block.
+		{"tiny t5", func(t *testing.T) string { _, dir := testfix.TinyModel(t, "t5"); return dir }, 12, 6, "Gelu"},
 		{"SmolLM2-135M", func(t *testing.T) string {
 			dir := filepath.Join(testenv.Root(), ".deps", "models", "smollm2")
 			if _, err := os.Stat(filepath.Join(dir, "migu.json")); err != nil {
 				t.Skipf("no exported SmolLM2-135M-Instruct at %s (run `make smollm2`)", dir)
 			}
 			return dir
-		}, 2*30 + 1},
+		}, 2*30 + 1, 30, "SwiGLU"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			if testing.Short() && tc.norms > 0 {
+			if testing.Short() && tc.name == "SmolLM2-135M" {
 				t.Skip("scores with a 135M-parameter model")
 			}
 			dir := tc.dir(t)
-			score := func(kern string, unshared bool) ([]Result, *Model) {
-				m, err := Open(dir, Options{BatchSize: 4, Threads: 1, MaxLength: 32, Kernels: kern, Products: ProductsMLAS})
+			score := func(kern string, unshared, unfusedAttention bool) ([]Result, *Model) {
+				m, err := Open(dir, Options{BatchSize: 4, Threads: 1, MaxLength: 32, Kernels: kern, Products: ProductsMLAS, UnfusedAttention: unfusedAttention})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -96,23 +105,58 @@ func TestFusedKernelsMatchStandard(t *testing.T) {
 				}
 				return res, m
 			}
-			want, std := score(kernels.Off, false)
+			want, std := score(kernels.Off, false, false)
 			if len(std.fused) != 0 || len(std.gen.fused) != 0 {
 				t.Fatalf("with kernels off, %v and %v were fused", std.fused, std.gen.fused)
 			}
-			for _, unshared := range []bool{false, true} {
-				got, m := score(lib, unshared)
-				norms := tc.norms
-				if norms == 0 {
-					norms = 2*int(m.Manifest().NumLayers) + 1
+			norms, attentions := tc.norms, tc.attentions
+			if layers := int(std.Manifest().NumLayers); norms == 0 {
+				norms, attentions = 2*layers+1, layers
+			}
+			// Attention is fused on CPUs with AVX-512 (kernels.AttentionFast)
+			// unless the options say not to, in the forward graph and the
+			// cached graphs alike.
+			for _, c := range []struct{ unshared, unfusedAttention bool }{{false, false}, {true, false}, {false, true}} {
+				got, m := score(lib, c.unshared, c.unfusedAttention)
+				attention := 0
+				if kernels.AttentionFast() && !c.unfusedAttention {
+					attention = attentions
 				}
-				if m.fused["RMSNorm"] != norms || m.fused["SwiGLU"] == 0 || m.fused["Softmax"] == 0 || m.fused["CrossEntropy"] != 1 {
-					t.Fatalf("the forward graph fused %v, want %d RMSNorms, SwiGLUs, softmaxes and the scoring's log-softmax pick", m.fused, norms)
+				// Scoring runs the cached decoder for shared contexts of a
+				// decoder-only model; t5's is generation's alone.
+				cached := !c.unshared && !m.seq2seq
+				if m.fused["Attention"] != attention || cached && m.gen.fused["Attention"] != attention {
+					t.Fatalf("fused %d attentions in the forward graph and %d in the cached graphs, want %d", m.fused["Attention"], m.gen.fused["Attention"], attention)
 				}
-				if !unshared && (m.gen.fused["RMSNorm"] != norms || m.gen.fused["SwiGLU"] == 0 || m.gen.fused["CrossEntropy"] != 1) {
-					t.Fatalf("the cached decoder fused %v (%v), want %d RMSNorms, SwiGLUs and the scoring's log-softmax pick", m.gen.fused, m.gen.err, norms)
+				// Attention's softmax is migu's where the attention is not fused.
+				if m.fused["RMSNorm"] != norms || m.fused[tc.act] == 0 || (m.fused["Softmax"] == 0) != (attention > 0) || m.fused["CrossEntropy"] != 1 {
+					t.Fatalf("the forward graph fused %v, want %d RMSNorms, %ss, softmaxes or attentions and the scoring's log-softmax pick", m.fused, norms, tc.act)
 				}
-				compareResults(t, fmt.Sprintf("unshared %v", unshared), reqs, got, want, "fused", "standard")
+				if cached && (m.gen.fused["RMSNorm"] != norms || m.gen.fused[tc.act] == 0 || m.gen.fused["CrossEntropy"] != 1) {
+					t.Fatalf("the cached graphs fused %v (%v), want %d RMSNorms, %ss and the scoring's log-softmax pick", m.gen.fused, m.gen.err, norms, tc.act)
+				}
+				compareResults(t, fmt.Sprintf("unshared %v, unfused attention %v", c.unshared, c.unfusedAttention), reqs, got, want, "fused", "standard")
+				if c.unshared || c.unfusedAttention {
+					continue
+				}
+				// Greedy generation through the cached graphs: the same tokens.
+				prompts := []string{"The cat sat on", "Once upon a time"}
+				wantGen, err := std.Generate(context.Background(), prompts, GenOptions{MaxNewTokens: 8})
+				if err != nil {
+					t.Fatal(err)
+				}
+				gotGen, err := m.Generate(context.Background(), prompts, GenOptions{MaxNewTokens: 8})
+				if err != nil {
+					t.Fatal(err)
+				}
+				for i := range prompts {
+					if !slices.Equal(gotGen[i].ids, wantGen[i].ids) {
+						t.Errorf("prompt %q: fused kernels generated %v, standard %v", prompts[i], gotGen[i].ids, wantGen[i].ids)
+					}
+				}
+				if m.gen.fused["Attention"] != attention {
+					t.Errorf("the cached graphs fused %d attentions, want %d", m.gen.fused["Attention"], attention)
+				}
 			}
 		})
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/migu-ml/migu/adapters"
 	"github.com/migu-ml/migu/internal/badinput"
 	"github.com/migu-ml/migu/modeldir"
+	"github.com/migu-ml/migu/onnx/kernels"
 	"github.com/migu-ml/migu/onnx/ort"
 	"github.com/migu-ml/migu/tokenizer"
 )
@@ -55,6 +56,11 @@ type Options struct {
 	// context once): the results agree to float32 rounding, and the
 	// benchmarks time both ways.
 	WholeRequests bool
+	// UnfusedAttention keeps attention in standard operators where the
+	// kernel library would fuse it (ai.migu.Attention, on CPUs with
+	// AVX-512: kernels.AttentionFast), as train.Config.UnfusedAttention
+	// does; the benchmarks compare the two.
+	UnfusedAttention bool
 }
 
 // Model is a model folder opened for scoring: one ORT session on the
@@ -138,7 +144,8 @@ func Open(modelDir string, o Options) (*Model, error) {
 		return nil, err
 	}
 	m.gen.opts = ort.SessionOptions{Threads: o.Threads, Provider: o.Provider, ProfilePrefix: o.Profile}
-	m.gen.rewrites = rewrites{kernels: lib != "", oneDNN: bf16Lib != ""}
+	m.gen.rewrites = rewrites{kernels: lib != "", oneDNN: bf16Lib != "",
+		attention: lib != "" && !o.UnfusedAttention && kernels.AttentionFast()}
 	for _, l := range []string{lib, bf16Lib} {
 		if l != "" {
 			m.gen.opts.CustomOps = append(m.gen.opts.CustomOps, l)

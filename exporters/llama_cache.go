@@ -171,7 +171,11 @@ func (c *llamaConfig) buildWithPast(b *Builder) (*kvcache.Cache, error) {
 	layers := int(c.NumHiddenLayers)
 	cache := &kvcache.Cache{Layers: layers, KVHeads: int(nkv), HeadDim: int(d)}
 	ids := b.Input("input_ids", onnx.Int64, onnx.Sym("batch"), onnx.Sym("seq"))
-	mask := b.Input("attention_mask", onnx.Int64, onnx.Sym("batch"), onnx.Sym("total"))
+	// The mask covers the past and the new tokens: its length named as
+	// their sum lets shape inference tie the keys, the rotary table of the
+	// new positions and the bias together (onnx/shapes reads "past+seq"
+	// as past + seq), so that the kernels fuse the attention.
+	mask := b.Input("attention_mask", onnx.Int64, onnx.Sym("batch"), onnx.Sym("past+seq"))
 	for i := range layers {
 		for _, kind := range []string{"key", "value"} {
 			name := fmt.Sprintf("past_key_values.%d.%s", i, kind)
@@ -218,7 +222,7 @@ func (c *llamaConfig) buildWithPast(b *Builder) (*kvcache.Cache, error) {
 	}
 	b.Output(logits, "logits", onnx.Float, onnx.Sym("batch"), onnx.Sym(kvcache.LogitsLen), onnx.D(v))
 	for i := range layers {
-		kv := onnx.Shape{onnx.Sym("batch"), onnx.D(nkv), onnx.Sym("total"), onnx.D(d)}
+		kv := onnx.Shape{onnx.Sym("batch"), onnx.D(nkv), onnx.Sym("past+seq"), onnx.D(d)}
 		b.G.AddOutput(cache.PresentKey[i], onnx.Float, kv)
 		b.G.AddOutput(cache.PresentValue[i], onnx.Float, kv)
 	}

@@ -159,7 +159,7 @@ func (m *t5Model) buildDecoderWithPast(b *Builder, cache *kvcache.Cache) {
 	}
 	b.Output(logits, "logits", onnx.Float, batch, onnx.D(1), onnx.D(m.VocabSize))
 	for i := range cache.Layers {
-		kv := onnx.Shape{batch, onnx.D(n), onnx.Sym("total"), onnx.D(dkv)}
+		kv := onnx.Shape{batch, onnx.D(n), onnx.Sym("past+new"), onnx.D(dkv)}
 		b.G.AddOutput(cache.PresentKey[i], onnx.Float, kv)
 		b.G.AddOutput(cache.PresentValue[i], onnx.Float, kv)
 	}

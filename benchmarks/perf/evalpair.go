@@ -29,8 +29,10 @@ type evalPairSample struct {
 // item (of -items, else -eval-items made here) in turns pass by pass
 // (off, on, on, off, …), so that the load of other processes falls alike
 // on both. -eval-pair products: every weight product in MLAS against the
-// products -eval-products picks (empty: auto, oneDNN on this CPU).
-// Both score the requests as -whole says.
+// products -eval-products picks (empty: auto, oneDNN on this CPU);
+// attention: attention in standard operators against the fused kernel
+// (ai.migu.Attention, eval.Options.UnfusedAttention). Both score the
+// requests as -whole says.
 func workEvalPair(o *options) error {
 	if err := ort.Init(ort.InitOptions{}); err != nil {
 		return err
@@ -40,8 +42,10 @@ func workEvalPair(o *options) error {
 	switch o.evalPair {
 	case "products":
 		offOpts.Products, onOpts.Products = eval.ProductsMLAS, o.evalProducts
+	case "attention":
+		offOpts.UnfusedAttention = true
 	default:
-		return fmt.Errorf("-eval-pair %q: not products", o.evalPair)
+		return fmt.Errorf("-eval-pair %q: not products or attention", o.evalPair)
 	}
 	off, err := eval.Open(o.model, offOpts)
 	if err != nil {

@@ -158,7 +158,7 @@ func parseFlags() *options {
 	flag.StringVar(&o.kernels, "kernels", "", "eval worker: fused-kernel library, or off")
 	flag.BoolVar(&o.whole, "whole", false, "eval worker: score every request whole (no shared context)")
 	flag.StringVar(&o.evalProducts, "eval-products", "", "eval worker: where the weight products run (eval.Options.Products): empty or auto, mlas, onednn")
-	flag.StringVar(&o.evalPair, "eval-pair", "products", "eval-pair worker: the change to measure: products (MLAS against -eval-products)")
+	flag.StringVar(&o.evalPair, "eval-pair", "products", "eval-pair worker: the change to measure: products (MLAS against -eval-products) or attention (standard operators against the fused kernel)")
 	flag.Parse()
 	return o
 }

@@ -36,6 +36,9 @@ var attentionCases = []attentionCase{
 	{name: "long-rows", b: 1, h: 1, r: 300, s: 130, d: 64, scale: 0.125, folded: true},
 	{name: "causal", b: 2, h: 3, r: 70, s: 70, d: 16, scale: 0.25, bias: []int64{2, 1, 70, 70}, causal: true, folded: true},
 	{name: "causal-gqa", b: 2, h: 2, r: 100, s: 100, d: 16, scale: 0.25, bias: []int64{2, 1, 200, 100}, causal: true, groups: 2},
+	{name: "t5-cached-rank-3-bias", b: 2, h: 4, r: 3, s: 10, d: 8, bias: []int64{4, 3, 10}, trainBias: true, folded: true},
+	{name: "rank-2-bias", b: 2, h: 2, r: 5, s: 6, d: 8, bias: []int64{5, 6}, folded: true},
+	{name: "rank-1-bias", b: 1, h: 2, r: 5, s: 6, d: 8, bias: []int64{6}, trainBias: true, folded: true},
 }
 
 // buildAttention writes c in standard operators with the loss Σ y ⊙ w;
@@ -189,11 +192,12 @@ func attentionRef(c attentionCase, q, k, v, bias, w []float64) float64 {
 						dot *= float64(c.scale)
 					}
 					if bias != nil {
-						bs := c.bias
+						// Broadcast as ONNX's Add: axes missing in front are 1.
+						bs := append(make([]int64, 4-len(c.bias)), c.bias...)
 						idx := []int{bi, hi, i, j}
 						off := 0
 						for a := range 4 {
-							n := int(bs[a])
+							n := max(int(bs[a]), 1)
 							off = off*n + idx[a]%n
 						}
 						dot += bias[off]
@@ -227,6 +231,7 @@ func TestAttentionGradFiniteDifferences(t *testing.T) {
 	for _, c := range []attentionCase{
 		{name: "scaled", b: 1, h: 2, r: 3, s: 4, d: 5, scale: 0.5, bias: []int64{1, 1, 1, 4}},
 		{name: "bias", b: 2, h: 1, r: 4, s: 3, d: 3, bias: []int64{1, 1, 4, 3}, trainBias: true},
+		{name: "rank-3-bias", b: 2, h: 2, r: 3, s: 4, d: 3, bias: []int64{2, 3, 4}, trainBias: true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			feeds, w32 := attentionFeeds(c)
@@ -266,6 +271,8 @@ func TestAttentionRefusesBadInputs(t *testing.T) {
 		{"depth", []int64{1, 2, 3, 4}, []int64{1, 2, 3, 5}, []int64{1, 2, 3, 5}, nil, "same last axis"},
 		{"bias-keys", []int64{1, 2, 3, 4}, []int64{1, 2, 5, 4}, []int64{1, 2, 5, 4}, []int64{1, 1, 1, 4}, "Bias's last axis"},
 		{"bias-axis", []int64{1, 2, 3, 4}, []int64{1, 2, 5, 4}, []int64{1, 2, 5, 4}, []int64{1, 3, 1, 5}, "every axis of Bias"},
+		{"bias-rank", []int64{1, 2, 3, 4}, []int64{1, 2, 5, 4}, []int64{1, 2, 5, 4}, []int64{1, 1, 1, 1, 5}, "rank 1 to 4"},
+		{"bias-rank-3-axis", []int64{1, 2, 3, 4}, []int64{1, 2, 5, 4}, []int64{1, 2, 5, 4}, []int64{3, 3, 5}, "every axis of Bias"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			m := onnx.New("bad", nil)

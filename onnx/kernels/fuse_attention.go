@@ -21,8 +21,9 @@ import (
 // fold into the op's permQ, permK, permV and permY, as they do into
 // BatchMatMul (RewriteBatch). A Mul by a power-of-two scalar on q or on
 // the scores (1/√d) folds into alpha. Bias is the Add's other operand
-// where it broadcasts to the scores with their last axis (masks, t5's
-// position bias, llama's grouped-query mask Tiled over the groups). The
+// where it broadcasts to the scores with their last axis, of rank 4 or
+// fewer (masks, t5's position bias, [H, R, S] in its cached decoder,
+// llama's grouped-query mask Tiled over the groups). The
 // scores, probabilities and every value between must have no other reader
 // and not be graph outputs; q, k and v must agree on the batch and head
 // axes without broadcasting. Run it before differentiation and before
@@ -66,7 +67,7 @@ func FuseAttention(m *onnx.Model, types Types) (int, error) {
 		_, zs, _ := types.Type(z)
 		if add := producers[z]; add != nil && add.GetOpType() == "Add" && add.GetDomain() == "" && len(add.Input) == 2 && only(z) == sm {
 			for k, x := range add.Input {
-				if scoresBias(types, x, add.Input[1-k], zs) {
+				if scoresBias(types, x, add.Input[1-k], zs, true) {
 					z, bias = x, add.Input[1-k]
 					chain = append(chain, add)
 					break

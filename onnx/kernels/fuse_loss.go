@@ -116,7 +116,7 @@ func FuseSoftmaxBias(m *onnx.Model, types Types) int {
 			continue
 		}
 		for k, x := range add.Input {
-			if scoresBias(types, x, add.Input[1-k], zs) {
+			if scoresBias(types, x, add.Input[1-k], zs, false) {
 				n.Input = []string{x, add.Input[1-k]}
 				folded[add] = true
 				break
@@ -129,18 +129,25 @@ func FuseSoftmaxBias(m *onnx.Model, types Types) int {
 
 // scoresBias tells whether x has shape zs (float32) and b broadcasts to it as
 // Softmax's Bias: float32 of the same rank, the last axis equal, every
-// other axis equal or 1.
-func scoresBias(types Types, x, b string, zs onnx.Shape) bool {
+// other axis equal or 1. With lowerRank (Attention's Bias) b may also
+// have fewer axes, the missing ones in front counting as 1, as ONNX's
+// Add broadcasts.
+func scoresBias(types Types, x, b string, zs onnx.Shape, lowerRank bool) bool {
 	xt, xs, ok := types.Type(x)
 	bt, bs, ok2 := types.Type(b)
-	if !ok || !ok2 || xt != onnx.Float || bt != onnx.Float || len(zs) == 0 || len(xs) != len(zs) || len(bs) != len(zs) {
+	if !ok || !ok2 || xt != onnx.Float || bt != onnx.Float || len(zs) == 0 || len(xs) != len(zs) ||
+		len(bs) == 0 || len(bs) > len(zs) || len(bs) < len(zs) && !lowerRank {
 		return false
 	}
 	for i := range zs {
 		if !sameDim(xs[i], zs[i]) {
 			return false
 		}
-		if !sameDim(bs[i], zs[i]) && (i == len(zs)-1 || !sameDim(bs[i], onnx.D(1))) {
+		d := onnx.D(1)
+		if k := i - (len(zs) - len(bs)); k >= 0 {
+			d = bs[k]
+		}
+		if !sameDim(d, zs[i]) && (i == len(zs)-1 || !sameDim(d, onnx.D(1))) {
 			return false
 		}
 	}

@@ -9,6 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
+	"unicode"
 
 	"github.com/migu-ml/migu/internal/badinput"
 	"github.com/migu-ml/migu/onnx"
@@ -108,7 +110,9 @@ func inferShapes(m *onnx.Model, opt Options) (*Info, error) {
 			st.declared[vi.GetName()] = vi
 			if _, shape, ok := onnx.TensorType(vi); ok {
 				for _, d := range shape {
-					st.used[d.Param] = true
+					for _, a := range paramAtoms(d.Param) {
+						st.used[a] = true
+					}
 				}
 			}
 		}
@@ -289,6 +293,35 @@ func (st *inferState) fresh(positive bool) *expr {
 
 func (st *inferState) isPositive(a string) bool { return st.positive[a] }
 
+// paramAtoms splits a graph input's dim param into the atoms it sums: a
+// param such as "past+seq" (names joined by "+", as the key/value-cache
+// graphs declare their total length) is the sum of its atoms, so that
+// inference relates it to the sizes its parts name; any other param is
+// one atom.
+func paramAtoms(param string) []string {
+	parts := strings.Split(param, "+")
+	if len(parts) < 2 || len(parts) > maxExprTerms {
+		return []string{param}
+	}
+	for _, p := range parts {
+		if !isIdentifier(p) {
+			return []string{param}
+		}
+	}
+	return parts
+}
+
+// isIdentifier tells whether s is a letter or underscore followed by
+// letters, digits and underscores.
+func isIdentifier(s string) bool {
+	for i, r := range s {
+		if r != '_' && !unicode.IsLetter(r) && (i == 0 || !unicode.IsDigit(r)) {
+			return false
+		}
+	}
+	return s != ""
+}
+
 // graphInputs records inputs (with their dim params as positive atoms) and
 // initializers (with the contents of small integer ones).
 func (st *inferState) graphInputs(g *onnxpb.GraphProto) error {
@@ -305,8 +338,15 @@ func (st *inferState) graphInputs(g *onnxpb.GraphProto) error {
 			for i, d := range shape {
 				switch {
 				case d.Param != "":
-					t.shape[i] = atomExpr(d.Param)
-					st.positive[d.Param] = true
+					atoms := paramAtoms(d.Param)
+					e := atomExpr(atoms[0])
+					for _, a := range atoms[1:] {
+						e, _ = addExpr(e, atomExpr(a))
+					}
+					t.shape[i] = e
+					for _, a := range atoms {
+						st.positive[a] = true
+					}
 				case d.Known && d.Value >= 0:
 					t.shape[i] = constExpr(d.Value)
 				case d.Known:

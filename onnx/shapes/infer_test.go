@@ -883,3 +883,31 @@ func TestShapeBindEval(t *testing.T) {
 		t.Error("a wrong rank binds")
 	}
 }
+
+// A graph input's dim param of atoms joined by "+" is their sum, so that
+// the key/value-cache graphs' total length ("past+seq") equals the past
+// and new lengths concatenated; any other param is one atom (printed
+// quoted, as a name that is not an identifier).
+func TestShapeSumParams(t *testing.T) {
+	runShapeCases(t, []shapeCase{
+		{name: "concat of the parts", build: func(t *tgraph) {
+			t.input("mask", onnx.Int64, "batch", "past+seq")
+			t.input("past", onnx.Float, "batch", "past")
+			t.input("new", onnx.Float, "batch", "seq")
+			t.op("Concat", "past new", "all", onnx.AttrInt("axis", 1))
+			t.op("Cast", "mask", "maskf", onnx.AttrInt("to", int64(onnx.Float)))
+			t.op("Add", "all maskf", "y")
+		}, want: map[string]string{"all": "float32 [batch, past+seq]", "y": "float32 [batch, past+seq]"}, same: [][2]string{{"all", "maskf"}}},
+		{name: "order and repeats", build: func(t *tgraph) {
+			t.input("a", onnx.Float, "seq+past")
+			t.input("b", onnx.Float, "past+seq")
+			t.input("c", onnx.Float, "n+n")
+			t.op("Add", "a b", "y")
+		}, want: map[string]string{"y": "float32 [past+seq]", "c": "float32 [2*n]"}, same: [][2]string{{"a", "b"}}},
+		{name: "not a sum of names", build: func(t *tgraph) {
+			t.input("a", onnx.Float, "seq+1")
+			t.input("b", onnx.Float, "a+")
+			t.input("c", onnx.Float, "x-y")
+		}, want: map[string]string{"a": `float32 ["seq+1"]`, "b": `float32 ["a+"]`, "c": `float32 ["x-y"]`}},
+	})
+}

@@ -1620,10 +1620,11 @@ static OrtStatus *addn_compute(void *k, OrtKernelContext *ctx) {
 //     q = transpose(Q, permQ) [B, H, R, D], k = transpose(K, permK) [B, H, S, D]
 //     and v = transpose(V, permV) [B, H, S, E] (transpose as ONNX's: axis j
 //     of q is axis permQ[j] of Q; perms absent are the identity);
-//     Z = alpha · q·kᵀ (+ Bias, of rank 4 with last axis S and every other
-//     axis [B, H, R]'s or 1); P = softmax(Z) over S; Y = transpose(P·v,
-//     permY), axis i of Y being axis permY[i] of P·v; LSE [B, H, R] =
-//     log Σ_s exp(Z) per row, an optional output (the backward pass's).
+//     Z = alpha · q·kᵀ (+ Bias, of rank 1 to 4, broadcast as ONNX's Add:
+//     last axis S, every other axis [B, H, R]'s or 1, missing axes in front
+//     1); P = softmax(Z) over S; Y = transpose(P·v, permY), axis i of Y
+//     being axis permY[i] of P·v; LSE [B, H, R] = log Σ_s exp(Z) per row,
+//     an optional output (the backward pass's).
 // AttentionGrad(dY, Q, K, V, Y, LSE [, Bias]; the same attributes) -> dQ, dK, dV [, dZ]
 //     the gradients of Q, K and V in their own layouts, and, when asked
 //     for, dZ [B, H, R, S]: the gradient of Z (of Bias before it is reduced
@@ -2120,16 +2121,17 @@ static OrtStatus *att_setup(const rms_kernel *kk, const tensor *q, const tensor 
 	if (qd[3] != kd[3]) return fail(op, "q and k must have the same last axis");
 	j->b = qd[0], j->h = qd[1], j->r = qd[2], j->s = kd[2], j->d = qd[3], j->e = vd[3];
 	if (bias->data != NULL) {
-		int64_t zd[4] = {j->b, j->h, j->r, j->s};
-		if (bias->rank != 4) return fail(op, "Bias must be 4-D");
-		if (bias->dims[3] != j->s) return fail(op, "Bias's last axis must be the number of keys");
+		// Bias broadcasts as ONNX's Add: axes missing in front are 1.
+		int64_t zd[4] = {j->b, j->h, j->r, j->s}, bd[4] = {1, 1, 1, 1};
+		if (bias->rank < 1 || bias->rank > 4) return fail(op, "Bias must have rank 1 to 4");
+		for (size_t i = 0; i < bias->rank; i++) bd[4 - bias->rank + i] = bias->dims[i];
+		if (bd[3] != j->s) return fail(op, "Bias's last axis must be the number of keys");
 		int64_t stride = j->s;
 		j->bs[3] = 1;
 		for (int i = 2; i >= 0; i--) {
-			if (bias->dims[i] != zd[i] && bias->dims[i] != 1)
-				return fail(op, "every axis of Bias must be the scores' or 1");
-			j->bs[i] = bias->dims[i] == 1 ? 0 : stride;
-			stride *= bias->dims[i];
+			if (bd[i] != zd[i] && bd[i] != 1) return fail(op, "every axis of Bias must be the scores' or 1");
+			j->bs[i] = bd[i] == 1 ? 0 : stride;
+			stride *= bd[i];
 		}
 	}
 	int64_t yd[4] = {j->b, j->h, j->r, j->e}, dense[4];
