@@ -18,7 +18,7 @@ import (
 // LayerNormGrad (FuseResidualGrads); 6 Softmax's optional Bias
 // (FuseSoftmaxBias); 7 AddN (FuseSums); 8 Attention and AttentionGrad
 // (FuseAttention); 9 the optional gate U of Gelu, GeluGrad and GeluTaps
-// (FuseGelu).
+// (FuseGelu) and Attention's Bias of rank 1 to 4.
 const LibVersion = "9"
 
 // fusions are the rewrites Fuse applies, in order, named as the counts it
