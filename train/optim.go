@@ -110,7 +110,7 @@ type adamChunk struct {
 type adamTensor struct {
 	t       *Tensor
 	keep    *migu.Keep
-	factor  []float32 // per column, 1 kept, 0 masked (grad mode, Axis 1)
+	factor  []float32 // per column, 1 kept, 0 masked (Axis 1)
 	decay   float32
 	negStep float32
 	bc2Sqrt float32
@@ -156,7 +156,7 @@ func (o *AdamW) step(tensors []*Tensor, lr float64, scale float32, keep map[*Ten
 			bc2Sqrt: float32(math.Sqrt(bc2)), factor: factor}
 		if k := keep[t]; k != nil && mode != migu.ModeNone {
 			st.keep = k
-			if mode == migu.ModeGrad && k.Axis == 1 {
+			if k.Axis == 1 {
 				st.factor = slices.Grow(st.factor[:0], len(k.Features))[:len(k.Features)]
 				for j, f := range k.Features {
 					st.factor[j] = 0
@@ -254,21 +254,11 @@ func (o *AdamW) chunk(c adamChunk, scale float32, mode migu.Mode, norm bool) flo
 			sq = acc.sum()
 		}
 	default:
-		// Update mode by column: runs of kept columns within each row.
+		// Update mode by column: kept columns update, the others stay.
 		cols := keep.Cols
-		f := keep.Features
 		for lo := int64(0); lo < int64(len(p)); lo += cols {
-			for j := int64(0); j < cols; {
-				end := j + 1
-				for end < cols && f[end] == f[j] {
-					end++
-				}
-				if f[j] {
-					a, b := lo+j, lo+end
-					k.update(p[a:b], g[a:b], m[a:b], v[a:b], scale)
-				}
-				j = end
-			}
+			hi := lo + cols
+			k.updateSelect(p[lo:hi], g[lo:hi], m[lo:hi], v[lo:hi], st.factor, scale)
 		}
 	}
 	if t.BF16 != nil {
@@ -287,37 +277,41 @@ type adamConsts struct {
 // update is torch.optim.AdamW's single-tensor update for the values of p
 // with gradient g·scale, in its order of operations.
 func (k *adamConsts) update(p, g, m, v []float32, scale float32) {
-	done := k.updateVec(p, g, m, v, scale)
-	p, g, m, v = p[done:], g[done:], m[done:], v[done:]
-	n := len(p)
-	g, m, v = g[:n], m[:n], v[:n]
-	for i := range p {
-		gi := g[i] * scale
-		pi := p[i] * k.decay
-		mi := m[i]*k.b1 + gi*k.ob1
-		vi := v[i]*k.b2 + gi*gi*k.ob2
-		denom := float32(math.Sqrt(float64(vi)))/k.bc2Sqrt + k.eps
-		p[i] = pi + k.negStep*(mi/denom)
-		m[i], v[i] = mi, vi
+	done := k.updateVec(p, g, m, v, nil, scale)
+	for i := done; i < len(p); i++ {
+		k.at(p, g, m, v, i, g[i]*scale)
 	}
 }
 
 // updateFactor is update with the gradient of column j also multiplied by
 // f[j] (0 or 1).
 func (k *adamConsts) updateFactor(p, g, m, v, f []float32, scale float32) {
-	done := k.updateFactorVec(p, g, m, v, f, scale)
-	p, g, m, v, f = p[done:], g[done:], m[done:], v[done:], f[done:]
-	n := len(p)
-	g, m, v, f = g[:n], m[:n], v[:n], f[:n]
-	for i := range p {
-		gi := g[i] * scale * f[i]
-		pi := p[i] * k.decay
-		mi := m[i]*k.b1 + gi*k.ob1
-		vi := v[i]*k.b2 + gi*gi*k.ob2
-		denom := float32(math.Sqrt(float64(vi)))/k.bc2Sqrt + k.eps
-		p[i] = pi + k.negStep*(mi/denom)
-		m[i], v[i] = mi, vi
+	done := k.updateVec(p, g, m, v, f, scale)
+	for i := done; i < len(p); i++ {
+		k.at(p, g, m, v, i, g[i]*scale*f[i])
 	}
+}
+
+// updateSelect is update of the values whose f[j] is not 0; the others
+// keep their value and moments (MIGU's update mode by column).
+func (k *adamConsts) updateSelect(p, g, m, v, f []float32, scale float32) {
+	done := k.updateSelectVec(p, g, m, v, f, scale)
+	for i := done; i < len(p); i++ {
+		if f[i] != 0 {
+			k.at(p, g, m, v, i, g[i]*scale)
+		}
+	}
+}
+
+// at updates value i with gradient gi, in PyTorch's order of float32
+// operations.
+func (k *adamConsts) at(p, g, m, v []float32, i int, gi float32) {
+	pi := p[i] * k.decay
+	mi := m[i]*k.b1 + gi*k.ob1
+	vi := v[i]*k.b2 + gi*gi*k.ob2
+	denom := float32(math.Sqrt(float64(vi)))/k.bc2Sqrt + k.eps
+	p[i] = pi + k.negStep*(mi/denom)
+	m[i], v[i] = mi, vi
 }
 
 // roundBF16 rounds src to bfloat16 (to nearest even, NaNs quiet) into

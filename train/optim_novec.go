@@ -4,9 +4,9 @@ package train
 
 // Without GOEXPERIMENT=simd on amd64 the scalar AdamW loops do all the work.
 
-func (k *adamConsts) updateVec(p, g, m, v []float32, scale float32) int { return 0 }
+func (k *adamConsts) updateVec(p, g, m, v, f []float32, scale float32) int { return 0 }
 
-func (k *adamConsts) updateFactorVec(p, g, m, v, f []float32, scale float32) int { return 0 }
+func (k *adamConsts) updateSelectVec(p, g, m, v, f []float32, scale float32) int { return 0 }
 
 func sumSquaresVec(g []float32) (float64, int) { return 0, 0 }
 
@@ -21,6 +21,6 @@ func (k *adamConsts) updateNormVec(p, g, m, v, f []float32, sq *squares) int { r
 
 func roundBF16Vec(dst []uint16, src []float32) int { return 0 }
 
-// VectorizedAdamW reports whether AdamW runs its 8-lane loops (a build
+// VectorizedAdamW reports whether AdamW runs its vector loops (a build
 // with GOEXPERIMENT=simd on an AVX2 machine), for benchmark reports.
 func VectorizedAdamW() bool { return false }

@@ -499,7 +499,7 @@ func markdown(rep *report, jsonName string) string {
 			map[string]string{"0": "off", "1": "on"}[rep.ORTSpin], rep.Runs0(), rep.SpinMS[0], rep.SpinMS[1])
 	}
 	if rep.VecAdamW {
-		fmt.Fprintf(&b, " migu's AdamW runs 8-lane loops (built with GOEXPERIMENT=simd).")
+		fmt.Fprintf(&b, " migu's AdamW runs vector loops (16 lanes with AVX-512, 8 with AVX2; built with GOEXPERIMENT=simd).")
 	} else {
 		fmt.Fprintf(&b, " migu's AdamW runs scalar loops (built without GOEXPERIMENT=simd).")
 	}
