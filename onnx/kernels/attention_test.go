@@ -21,7 +21,8 @@ type attentionCase struct {
 	bias          []int64 // nil: none
 	trainBias     bool    // the bias is differentiated (t5's position bias)
 	causal        bool    // the bias is llama's: causal, and the second sequence left-padded by 3
-	groups        int64   // > 1: llama's grouped-query layout, q heads h·groups
+	groups        int64   // > 1: llama's grouped-query layout, q heads h·groups, the bias Tiled over the groups' rows
+	pretiled      bool    // with groups, the bias comes stacked [B, 1, groups·R, S] (no Tile): the rows stay stacked
 	folded        bool    // every Transpose folds into the op
 	tol           float64 // closeTo tolerance against the standard ops
 }
@@ -32,10 +33,12 @@ var attentionCases = []attentionCase{
 	{name: "t5-broadcast-bias", b: 3, h: 2, r: 5, s: 5, d: 8, bias: []int64{1, 2, 5, 5}, trainBias: true, folded: true},
 	{name: "cross", b: 2, h: 2, r: 13, s: 37, d: 24, bias: []int64{2, 1, 1, 37}, folded: true},
 	{name: "odd-scale", b: 1, h: 2, r: 29, s: 29, d: 24, scale: 0.2041241452},
-	{name: "llama-gqa", b: 2, h: 2, r: 11, s: 11, d: 16, scale: 0.25, bias: []int64{2, 1, 22, 11}, groups: 2},
+	{name: "llama-gqa", b: 2, h: 2, r: 11, s: 11, d: 16, scale: 0.25, bias: []int64{2, 1, 11, 11}, groups: 2, folded: true},
+	{name: "llama-gqa-pretiled", b: 2, h: 2, r: 11, s: 11, d: 16, scale: 0.25, bias: []int64{2, 1, 22, 11}, groups: 2, pretiled: true},
+	{name: "gqa-padding-mask", b: 2, h: 3, r: 9, s: 9, d: 8, scale: 0.25, bias: []int64{2, 1, 1, 9}, groups: 3, folded: true},
 	{name: "long-rows", b: 1, h: 1, r: 300, s: 130, d: 64, scale: 0.125, folded: true},
 	{name: "causal", b: 2, h: 3, r: 70, s: 70, d: 16, scale: 0.25, bias: []int64{2, 1, 70, 70}, causal: true, folded: true},
-	{name: "causal-gqa", b: 2, h: 2, r: 100, s: 100, d: 16, scale: 0.25, bias: []int64{2, 1, 200, 100}, causal: true, groups: 2},
+	{name: "causal-gqa", b: 2, h: 2, r: 100, s: 100, d: 16, scale: 0.25, bias: []int64{2, 1, 100, 100}, causal: true, groups: 2, folded: true},
 	{name: "t5-cached-rank-3-bias", b: 2, h: 4, r: 3, s: 10, d: 8, bias: []int64{4, 3, 10}, trainBias: true, folded: true},
 	{name: "rank-2-bias", b: 2, h: 2, r: 5, s: 6, d: 8, bias: []int64{5, 6}, folded: true},
 	{name: "rank-1-bias", b: 1, h: 2, r: 5, s: 6, d: 8, bias: []int64{6}, trainBias: true, folded: true},
@@ -67,7 +70,12 @@ func buildAttention(t testing.TB, c attentionCase, w []float32, fused bool) grap
 	z := g.Op("MatMul", []string{q, kt}, "scores")
 	if c.bias != nil {
 		g.AddInput("bias", onnx.Float, dimsOf(c.bias))
-		z = g.Op("Add", []string{z, "bias"}, "biased")
+		bias := "bias"
+		if groups > 1 && !c.pretiled && c.bias[2] != 1 {
+			// exporters.Builder.Attend's groupedBias.
+			bias = g.Op("Tile", []string{bias, g.ConstInt64("reps", []int64{4}, 1, 1, groups, 1)}, "bias.grouped")
+		}
+		z = g.Op("Add", []string{z, bias}, "biased")
 		if c.trainBias {
 			params = append(params, wrt{"bias", c.bias})
 		}
@@ -152,6 +160,12 @@ func TestAttentionMatchesStandardOps(t *testing.T) {
 			if c.folded && fused.nodes["Transpose"] != 0 {
 				t.Fatalf("fused graph keeps %d Transposes: %v", fused.nodes["Transpose"], fused.nodes)
 			}
+			// Grouped queries: the kernel reads the query heads as they are
+			// (no Tile, no Transposes left around the stacking Reshapes),
+			// unless the bias comes stacked.
+			if stacked := fused.nodes["Tile"] + fused.nodes["Transpose"]; c.groups > 1 && (stacked == 0) == c.pretiled {
+				t.Fatalf("grouped queries (bias stacked %v): fused graph's nodes %v", c.pretiled, fused.nodes)
+			}
 			want := runGraph(t, std.path, "", 1, feeds...)
 			names := []string{"loss", "y", "dq", "dk", "dv", "dbias"}
 			for _, plain := range []string{"", "1"} {
@@ -173,20 +187,22 @@ func TestAttentionMatchesStandardOps(t *testing.T) {
 }
 
 // attentionRef is Σ w ⊙ attention(q, k, v, bias) in float64, the
-// layouts of buildAttention without groups.
+// layouts of buildAttention: query head hi reads key-value head hi/groups
+// (the bias not stacked).
 func attentionRef(c attentionCase, q, k, v, bias, w []float64) float64 {
-	b, h, r, s, d := int(c.b), int(c.h), int(c.r), int(c.s), int(c.d)
-	at := func(x []float64, bi, t, hi, di, rows int) float64 { return x[((bi*rows+t)*h+hi)*d+di] }
+	b, h, r, s, d, groups := int(c.b), int(c.h), int(c.r), int(c.s), int(c.d), int(max(c.groups, 1))
+	hq := h * groups
+	at := func(x []float64, bi, t, hi, di, rows, heads int) float64 { return x[((bi*rows+t)*heads+hi)*d+di] }
 	var loss float64
 	z := make([]float64, s)
 	for bi := range b {
-		for hi := range h {
+		for hi := range hq {
 			for i := range r {
 				zmax := math.Inf(-1)
 				for j := range s {
 					var dot float64
 					for di := range d {
-						dot += at(q, bi, i, hi, di, r) * at(k, bi, j, hi, di, s)
+						dot += at(q, bi, i, hi, di, r, hq) * at(k, bi, j, hi/groups, di, s, h)
 					}
 					if c.scale != 0 {
 						dot *= float64(c.scale)
@@ -213,9 +229,9 @@ func attentionRef(c attentionCase, q, k, v, bias, w []float64) float64 {
 				for di := range d {
 					var y float64
 					for j := range s {
-						y += z[j] / sum * at(v, bi, j, hi, di, s)
+						y += z[j] / sum * at(v, bi, j, hi/groups, di, s, h)
 					}
-					loss += w[((bi*r+i)*h+hi)*d+di] * y
+					loss += w[((bi*r+i)*hq+hi)*d+di] * y
 				}
 			}
 		}
@@ -232,6 +248,7 @@ func TestAttentionGradFiniteDifferences(t *testing.T) {
 		{name: "scaled", b: 1, h: 2, r: 3, s: 4, d: 5, scale: 0.5, bias: []int64{1, 1, 1, 4}},
 		{name: "bias", b: 2, h: 1, r: 4, s: 3, d: 3, bias: []int64{1, 1, 4, 3}, trainBias: true},
 		{name: "rank-3-bias", b: 2, h: 2, r: 3, s: 4, d: 3, bias: []int64{2, 3, 4}, trainBias: true},
+		{name: "grouped", b: 2, h: 2, r: 3, s: 4, d: 3, scale: 0.5, bias: []int64{2, 1, 3, 4}, trainBias: true, groups: 3},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			feeds, w32 := attentionFeeds(c)
@@ -266,7 +283,9 @@ func TestAttentionRefusesBadInputs(t *testing.T) {
 		bias    []int64
 		want    string
 	}{
-		{"heads", []int64{1, 2, 3, 4}, []int64{1, 3, 3, 4}, []int64{1, 3, 3, 4}, nil, "same batch and head axes"},
+		{"heads", []int64{1, 2, 3, 4}, []int64{1, 3, 3, 4}, []int64{1, 3, 3, 4}, nil, "multiple of k's and v's"},
+		{"kv-heads", []int64{1, 4, 3, 4}, []int64{1, 2, 3, 4}, []int64{1, 1, 3, 4}, nil, "same head axis"},
+		{"batch", []int64{2, 2, 3, 4}, []int64{1, 2, 3, 4}, []int64{1, 2, 3, 4}, nil, "same batch axis"},
 		{"keys", []int64{1, 2, 3, 4}, []int64{1, 2, 5, 4}, []int64{1, 2, 6, 4}, nil, "same number of keys"},
 		{"depth", []int64{1, 2, 3, 4}, []int64{1, 2, 3, 5}, []int64{1, 2, 3, 5}, nil, "same last axis"},
 		{"bias-keys", []int64{1, 2, 3, 4}, []int64{1, 2, 5, 4}, []int64{1, 2, 5, 4}, []int64{1, 1, 1, 4}, "Bias's last axis"},

@@ -2,6 +2,7 @@ package kernels
 
 import (
 	"os"
+	"slices"
 
 	"github.com/migu-ml/migu/onnx"
 	"github.com/migu-ml/migu/onnx/onnxpb"
@@ -108,17 +109,36 @@ func FuseAttention(m *onnx.Model, types Types) (int, error) {
 				v = t.Input[0]
 			}
 		}
-		q, permQ := fold(mm.Input[0], []int64{0, 1, 2, 3}, true)
+		identity := []int64{0, 1, 2, 3}
+		q, permQ := fold(mm.Input[0], identity, true)
 		k, permK := fold(mm.Input[1], []int64{0, 1, 3, 2}, false)
-		v, permV := fold(ctx.Input[1], []int64{0, 1, 2, 3}, false)
+		v, permV := fold(ctx.Input[1], identity, false)
+		y, permY := ctx.Output[0], identity
+		// Grouped queries as the exporters stack them (Builder.Attend):
+		// the query heads reshaped into their key-value heads' rows, the
+		// bias Tiled to match and the context reshaped back. The kernel
+		// takes the query heads as they are instead.
+		var unstack *onnxpb.NodeProto
+		if g := groupedQueries(types, producers[q], only(y), permQ); g != nil {
+			if b, ok := groupedBias(m, types, producers[bias], bias, g.groups); ok {
+				passed = append(passed, g.stack)
+				if b != bias {
+					passed = append(passed, producers[bias])
+				}
+				q, permQ = fold(g.stack.Input[0], identity, true)
+				unstack, y, bias = g.unstack, g.unstack.Output[0], b
+			}
+		}
 		if !sameHeads(types, q, k, v, permQ, permK, permV) {
 			continue
 		}
 		for _, t := range passed {
 			bypassed[t] = true
 		}
+		if unstack != nil {
+			drop[unstack] = true
+		}
 		// Forward from the context: Transposes that are its only reader.
-		y, permY := ctx.Output[0], []int64{0, 1, 2, 3}
 		for {
 			t := only(y)
 			p := transposePerm(t)
@@ -190,8 +210,9 @@ func isMatMul(n *onnxpb.NodeProto) bool {
 }
 
 // sameHeads tells whether q, k and v read through their perms agree on
-// the batch and head axes, k and v on the keys, and q and k on the last
-// axis, all known to be equal (the fused op does not broadcast).
+// the batch axis, k and v on the heads and keys, and q and k on the last
+// axis, all known to be equal (the fused op does not broadcast), and q's
+// heads are k's or a known multiple of them (grouped queries).
 func sameHeads(types Types, q, k, v string, pq, pk, pv []int64) bool {
 	view := func(x string, p []int64) onnx.Shape {
 		_, s, _ := types.Type(x)
@@ -202,6 +223,72 @@ func sameHeads(types Types, q, k, v string, pq, pk, pv []int64) bool {
 		return out
 	}
 	qs, ks, vs := view(q, pq), view(k, pk), view(v, pv)
-	return sameDim(qs[0], ks[0]) && sameDim(qs[0], vs[0]) && sameDim(qs[1], ks[1]) && sameDim(qs[1], vs[1]) &&
+	grouped := qs[1].Known && ks[1].Known && qs[1].Param == "" && ks[1].Param == "" && ks[1].Value > 0 && qs[1].Value%ks[1].Value == 0
+	return sameDim(qs[0], ks[0]) && sameDim(qs[0], vs[0]) && (sameDim(qs[1], ks[1]) || grouped) && sameDim(ks[1], vs[1]) &&
 		sameDim(ks[2], vs[2]) && sameDim(qs[3], ks[3])
+}
+
+// grouping is grouped-query attention's stacking: stack reshapes the
+// query heads [B, H, R, D] into their key-value heads' rows [B, H/G, G·R,
+// D], unstack the context back to [B, H, R, E].
+type grouping struct {
+	stack, unstack *onnxpb.NodeProto
+	groups         int64
+}
+
+// groupedQueries returns the grouping of a query operand whose view
+// (perm, from the scores' MatMul) is stack's output as it is, and whose
+// context's only reader is unstack; nil for any other pattern. A Reshape
+// from [B, H, R, D] to [B, H/G, ·, D] with B and D kept can only stack the
+// heads in groups of G, so the shapes tell it.
+func groupedQueries(types Types, stack, unstack *onnxpb.NodeProto, perm []int64) *grouping {
+	isReshape := func(n *onnxpb.NodeProto) bool {
+		return n != nil && n.GetOpType() == "Reshape" && n.GetDomain() == "" && len(n.Input) == 2 && len(n.Output) == 1
+	}
+	if !isReshape(stack) || !isReshape(unstack) || !slices.Equal(perm, []int64{0, 1, 2, 3}) {
+		return nil
+	}
+	// heads tells whether a Reshape keeps axes 0 and 3 of rank-4 shapes
+	// and returns its input's and output's head counts.
+	heads := func(n *onnxpb.NodeProto) (in, out int64, ok bool) {
+		_, is, ok1 := types.Type(n.Input[0])
+		_, os, ok2 := types.Type(n.Output[0])
+		if !ok1 || !ok2 || len(is) != 4 || len(os) != 4 || !sameDim(is[0], os[0]) || !sameDim(is[3], os[3]) ||
+			!is[1].Known || !os[1].Known || is[1].Param != "" || os[1].Param != "" {
+			return 0, 0, false
+		}
+		return is[1].Value, os[1].Value, true
+	}
+	h, hk, ok1 := heads(stack)
+	hk2, h2, ok2 := heads(unstack)
+	if !ok1 || !ok2 || hk <= 0 || h != h2 || hk != hk2 || h%hk != 0 || h == hk {
+		return nil
+	}
+	return &grouping{stack: stack, unstack: unstack, groups: h / hk}
+}
+
+// groupedBias returns the bias of grouped-query attention over the query
+// heads as they are: the input of the Tile (tile) that repeats it G times
+// along the rows, of one head; or the bias itself where it broadcasts
+// over rows and heads (a padding mask [B, 1, 1, S]). "" with ok for no
+// bias; not ok for any other.
+func groupedBias(m *onnx.Model, types Types, tile *onnxpb.NodeProto, bias string, groups int64) (string, bool) {
+	if bias == "" {
+		return "", true
+	}
+	oneHead := func(b string) bool {
+		_, s, ok := types.Type(b)
+		return ok && (len(s) < 3 || sameDim(s[len(s)-3], onnx.D(1)))
+	}
+	if _, s, ok := types.Type(bias); ok && len(s) >= 2 && sameDim(s[len(s)-2], onnx.D(1)) && oneHead(bias) {
+		return bias, true
+	}
+	if tile == nil || tile.GetOpType() != "Tile" || tile.GetDomain() != "" || len(tile.Input) != 2 {
+		return "", false
+	}
+	reps, ok := int64s(m, tile.Input[1])
+	if !ok || !slices.Equal(reps, []int64{1, 1, groups, 1}) || !oneHead(tile.Input[0]) {
+		return "", false
+	}
+	return tile.Input[0], true
 }

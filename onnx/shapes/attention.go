@@ -9,9 +9,9 @@ import (
 // Shape rules of the fused attention (onnx/kernels FuseAttention):
 // Attention(Q, K, V [, Bias]) → Y, LSE and AttentionGrad(dY, Q, K, V, Y,
 // LSE [, Bias]) → dQ, dK, dV [, dZ], with q, k and v the 4-D inputs read
-// through permQ, permK and permV ([B, H, R, D], [B, H, S, D], [B, H, S,
-// E]), Y = transpose([B, H, R, E], permY), LSE [B, H, R] and dZ [B, H, R,
-// S].
+// through permQ, permK and permV ([B, H, R, D], [B, Hk, S, D], [B, Hk, S,
+// E], H a multiple of Hk), Y = transpose([B, H, R, E], permY), LSE [B, H,
+// R] and dZ [B, H, R, S].
 func init() {
 	registerShape(inferAttention, onnx.DomainMigu+".Attention")
 	registerShape(inferAttentionGrad, onnx.DomainMigu+".AttentionGrad")
@@ -43,9 +43,23 @@ func attentionViews(c *inferCtx, first int) (q, k, v []*expr, permY []int64, err
 		views[i] = permuted(t.shape, perms[i])
 	}
 	q, k, v = views[0], views[1], views[2]
-	for _, pair := range [][2]*expr{{q[0], k[0]}, {q[0], v[0]}, {q[1], k[1]}, {q[1], v[1]}, {k[2], v[2]}, {q[3], k[3]}} {
+	mismatch := func(err error) error {
+		return fmt.Errorf("%s: q %s, k %s and v %s do not match: %v", c.n.GetOpType(), exprsToDims(q), exprsToDims(k), exprsToDims(v), err)
+	}
+	for _, pair := range [][2]*expr{{q[0], k[0]}, {q[0], v[0]}, {k[1], v[1]}, {k[2], v[2]}, {q[3], k[3]}} {
 		if _, err := unifyDim(pair[0], pair[1]); err != nil {
-			return nil, nil, nil, nil, fmt.Errorf("%s: q %s, k %s and v %s do not match: %v", c.n.GetOpType(), exprsToDims(q), exprsToDims(k), exprsToDims(v), err)
+			return nil, nil, nil, nil, mismatch(err)
+		}
+	}
+	// Grouped queries: q's heads a multiple of k's.
+	hq, okq := q[1].constant()
+	hk, okk := k[1].constant()
+	switch {
+	case okq && okk && (hk == 0 && hq != 0 || hk != 0 && hq%hk != 0):
+		return nil, nil, nil, nil, mismatch(fmt.Errorf("%d query heads are not a multiple of %d key-value heads", hq, hk))
+	case !(okq && okk):
+		if _, err := unifyDim(q[1], k[1]); err != nil {
+			return nil, nil, nil, nil, mismatch(err)
 		}
 	}
 	return q, k, v, perms[3], nil

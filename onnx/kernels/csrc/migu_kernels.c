@@ -1617,9 +1617,11 @@ static OrtStatus *addn_compute(void *k, OrtKernelContext *ctx) {
 // ---- Attention, AttentionGrad ----
 //
 // Attention(Q, K, V [, Bias]; alpha, permQ, permK, permV, permY) -> Y, LSE
-//     q = transpose(Q, permQ) [B, H, R, D], k = transpose(K, permK) [B, H, S, D]
-//     and v = transpose(V, permV) [B, H, S, E] (transpose as ONNX's: axis j
-//     of q is axis permQ[j] of Q; perms absent are the identity);
+//     q = transpose(Q, permQ) [B, H, R, D], k = transpose(K, permK) [B, Hk, S, D]
+//     and v = transpose(V, permV) [B, Hk, S, E] (transpose as ONNX's: axis j
+//     of q is axis permQ[j] of Q; perms absent are the identity), H a
+//     multiple of Hk: query head h reads key-value head h / (H/Hk)
+//     (grouped-query attention; Hk = H without groups);
 //     Z = alpha · q·kᵀ (+ Bias, of rank 1 to 4, broadcast as ONNX's Add:
 //     last axis S, every other axis [B, H, R]'s or 1, missing axes in front
 //     1); P = softmax(Z) over S; Y = transpose(P·v, permY), axis i of Y
@@ -1634,8 +1636,8 @@ static OrtStatus *addn_compute(void *k, OrtKernelContext *ctx) {
 // of a head's rows (as many as fit RB·S ≤ ATT_SCORES floats) through the
 // scores product, the softmax and the context product; the backward pass
 // takes one head in such row blocks, recomputing the probabilities from
-// LSE and summing the key and value gradients over them, so heads are its
-// blocks of work. Keys a mask hides from every row of a tile (a causal
+// LSE and summing the key and value gradients over them, so key-value
+// heads (with their groups of query heads) are its blocks of work. Keys a mask hides from every row of a tile (a causal
 // mask's future, padding) are skipped in the products and the exps
 // (att_limits): their probabilities are exactly 0 either way. The
 // products are a small register-tiled kernel (AVX-512 FMA, 12 rows by 32
@@ -1774,7 +1776,7 @@ typedef struct {
 	const float *q, *k, *v, *bias, *dy, *yin, *lse_in;
 	float *y, *lse, *dq, *dk, *dv, *dz;
 	int64_t qs[4], ks[4], vs[4], ys[4], bs[4];
-	int64_t b, h, r, s, d, e, rb, span;
+	int64_t b, h, hk, g, r, s, d, e, rb, span; // h query heads, hk key-value heads, g = h / hk
 	float alpha;
 	int avx512; // att_avx512()
 	_Atomic int failed; // a block could not allocate its buffers
@@ -1995,9 +1997,9 @@ static void attention_block(void *p, size_t blk) {
 		return;
 	}
 	// kᵀ packed: column s of kt is row s of k.
-	const float *k = head_at(j->k, j->ks, bi, hi);
+	const float *k = head_at(j->k, j->ks, bi, hi / j->g);
 	gather(k, j->ks[3], j->ks[2], j->d, j->s, kt);
-	gather(head_at(j->v, j->vs, bi, hi), j->vs[2], j->vs[3], j->s, j->e, v);
+	gather(head_at(j->v, j->vs, bi, hi / j->g), j->vs[2], j->vs[3], j->s, j->e, v);
 	for (int64_t r0 = first; r0 < last; r0 += j->rb) {
 		int64_t rows = last - r0 < j->rb ? last - r0 : j->rb;
 		// q's rows gathered too: read in place, the product's twelve
@@ -2027,9 +2029,11 @@ static void attention_block(void *p, size_t blk) {
 	}
 }
 
-static void attention_grad_block(void *p, size_t head) {
+// attention_grad_block takes one key-value head and every query head of
+// its group, summing their key and value gradients.
+static void attention_grad_block(void *p, size_t kvhead) {
 	att_job *j = p;
-	int64_t bi = (int64_t)head / j->h, hi = (int64_t)head % j->h, rb = j->rb, s = j->s, d = j->d, e = j->e;
+	int64_t bi = (int64_t)kvhead / j->hk, kh = (int64_t)kvhead % j->hk, rb = j->rb, s = j->s, d = j->d, e = j->e;
 	float *kt = att_buf(0, d * s), *vt = att_buf(1, e * s), *k = att_buf(2, s * d), *dk = att_buf(3, s * d),
 	      *dv = att_buf(4, s * e), *z = att_buf(5, rb * s), *dp = att_buf(6, rb * s), *q = att_buf(7, rb * d),
 	      *dy = att_buf(8, rb * e), *dq = att_buf(9, rb * d);
@@ -2039,13 +2043,17 @@ static void attention_grad_block(void *p, size_t head) {
 	for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) ok = ok && bufs[i] != NULL;
 	if (!ok) {
 		j->failed = 1;
-	} else {
-		const float *kh = head_at(j->k, j->ks, bi, hi), *vh = head_at(j->v, j->vs, bi, hi);
-		gather(kh, j->ks[3], j->ks[2], d, s, kt);
-		gather(kh, j->ks[2], j->ks[3], s, d, k);
-		gather(vh, j->vs[3], j->vs[2], e, s, vt);
+		return;
+	}
+	const float *kk = head_at(j->k, j->ks, bi, kh), *vv = head_at(j->v, j->vs, bi, kh);
+	gather(kk, j->ks[3], j->ks[2], d, s, kt);
+	gather(kk, j->ks[2], j->ks[3], s, d, k);
+	gather(vv, j->vs[3], j->vs[2], e, s, vt);
+	int summed = 0; // dk and dv hold a first sum
+	for (int64_t hi = kh * j->g; hi < (kh + 1) * j->g; hi++) {
+		int64_t head = bi * j->h + hi;
 		const float *qh = head_at(j->q, j->qs, bi, hi), *dyh = head_at(j->dy, j->ys, bi, hi),
-		            *yh = head_at(j->yin, j->ys, bi, hi), *lse = j->lse_in + (int64_t)head * j->r;
+		            *yh = head_at(j->yin, j->ys, bi, hi), *lse = j->lse_in + head * j->r;
 		for (int64_t r0 = 0; r0 < j->r; r0 += rb) {
 			int64_t rows = j->r - r0 < rb ? j->r - r0 : rb;
 			gather(qh + r0 * j->qs[2], j->qs[2], j->qs[3], rows, d, q);
@@ -2077,25 +2085,26 @@ static void attention_grad_block(void *p, size_t head) {
 			// tails are zero.
 			zero_tails(z, rows, s, lim);
 			zero_tails(dp, rows, s, lim);
-			if (j->dz != NULL) memcpy(j->dz + ((int64_t)head * j->r + r0) * s, dp, (size_t)(rows * s) * sizeof *dp);
+			if (j->dz != NULL) memcpy(j->dz + (head * j->r + r0) * s, dp, (size_t)(rows * s) * sizeof *dp);
 			gemm gq = {.a = dp, .ai = s, .ak = 1, .b = k, .ldb = d, .c = dq, .ldc = d, .m = rows, .n = d, .k = s,
 			           .alpha = j->alpha, .avx512 = j->avx512, .klim = lim};
 			run_gemm(&gq);
 			scatter(dq, rows, d, (float *)head_at(j->dq, j->qs, bi, hi) + r0 * j->qs[2], j->qs[2], j->qs[3]);
 			gemm gk = {.a = dp, .ai = 1, .ak = s, .b = q, .ldb = d, .c = dk, .ldc = d, .m = s, .n = d, .k = rows,
-			           .alpha = j->alpha, .acc = r0 > 0, .avx512 = j->avx512, .plim = lim};
+			           .alpha = j->alpha, .acc = summed, .avx512 = j->avx512, .plim = lim};
 			run_gemm(&gk);
 			gemm gv = {.a = z, .ai = 1, .ak = s, .b = dy, .ldb = e, .c = dv, .ldc = e, .m = s, .n = e, .k = rows,
-			           .alpha = 1, .acc = r0 > 0, .avx512 = j->avx512, .plim = lim};
+			           .alpha = 1, .acc = summed, .avx512 = j->avx512, .plim = lim};
 			run_gemm(&gv);
+			summed = 1;
 		}
-		if (j->r == 0) {
-			memset(dk, 0, (size_t)(s * d) * sizeof *dk);
-			memset(dv, 0, (size_t)(s * e) * sizeof *dv);
-		}
-		scatter(dk, s, d, (float *)head_at(j->dk, j->ks, bi, hi), j->ks[2], j->ks[3]);
-		scatter(dv, s, e, (float *)head_at(j->dv, j->vs, bi, hi), j->vs[2], j->vs[3]);
 	}
+	if (!summed) {
+		memset(dk, 0, (size_t)(s * d) * sizeof *dk);
+		memset(dv, 0, (size_t)(s * e) * sizeof *dv);
+	}
+	scatter(dk, s, d, (float *)head_at(j->dk, j->ks, bi, kh), j->ks[2], j->ks[3]);
+	scatter(dv, s, e, (float *)head_at(j->dv, j->vs, bi, kh), j->vs[2], j->vs[3]);
 }
 
 // view sets a tensor's logical dims and element strides through perm.
@@ -2115,11 +2124,14 @@ static OrtStatus *att_setup(const rms_kernel *kk, const tensor *q, const tensor 
 	view(q, kk->perm[0], qd, j->qs);
 	view(k, kk->perm[1], kd, j->ks);
 	view(v, kk->perm[2], vd, j->vs);
-	if (qd[0] != kd[0] || qd[0] != vd[0] || qd[1] != kd[1] || qd[1] != vd[1])
-		return fail(op, "q, k and v must have the same batch and head axes");
+	if (qd[0] != kd[0] || qd[0] != vd[0] || kd[1] != vd[1])
+		return fail(op, "q, k and v must have the same batch axis, k and v the same head axis");
+	if (kd[1] == 0 ? qd[1] != 0 : qd[1] % kd[1] != 0)
+		return fail(op, "q's heads must be a multiple of k's and v's (grouped queries)");
 	if (kd[2] != vd[2]) return fail(op, "k and v must have the same number of keys");
 	if (qd[3] != kd[3]) return fail(op, "q and k must have the same last axis");
-	j->b = qd[0], j->h = qd[1], j->r = qd[2], j->s = kd[2], j->d = qd[3], j->e = vd[3];
+	j->b = qd[0], j->h = qd[1], j->hk = kd[1], j->r = qd[2], j->s = kd[2], j->d = qd[3], j->e = vd[3];
+	j->g = j->hk > 0 ? j->h / j->hk : 1;
 	if (bias->data != NULL) {
 		// Bias broadcasts as ONNX's Add: axes missing in front are 1.
 		int64_t zd[4] = {j->b, j->h, j->r, j->s}, bd[4] = {1, 1, 1, 1};
@@ -2245,7 +2257,7 @@ static OrtStatus *attention_grad_compute(void *k, OrtKernelContext *ctx) {
 	if (heads == 0) return NULL;
 	if (j.s == 0 && j.r > 0) return fail(op, "there must be at least one key");
 	j.rb = att_rows(j.s);
-	TRY(api->KernelContext_ParallelFor(ctx, attention_grad_block, (size_t)heads, 0, &j));
+	TRY(api->KernelContext_ParallelFor(ctx, attention_grad_block, (size_t)(j.b * j.hk), 0, &j));
 	return j.failed ? api->CreateStatus(ORT_FAIL, "ai.migu.AttentionGrad: out of memory") : NULL;
 }
 
