@@ -23,8 +23,12 @@ import (
 // BatchMatMul (RewriteBatch). A Mul by a power-of-two scalar on q or on
 // the scores (1/√d) folds into alpha. Bias is the Add's other operand
 // where it broadcasts to the scores with their last axis, of rank 4 or
-// fewer (masks, t5's position bias, [H, R, S] in its cached decoder,
-// llama's grouped-query mask Tiled over the groups). The
+// fewer (masks, t5's position bias, [H, R, S] in its cached decoder).
+// Grouped queries stacked into their key-value heads' rows, as
+// exporters.Builder.Attend writes them (a Reshape of q, the mask Tiled
+// over the groups, a Reshape of the context back), go to the kernel as
+// they are: the query heads a multiple of the key-value heads, the
+// Reshapes and the Tile bypassed. The
 // scores, probabilities and every value between must have no other reader
 // and not be graph outputs; q, k and v must agree on the batch and head
 // axes without broadcasting. Run it before differentiation and before
