@@ -337,26 +337,39 @@ func ClipScale(norm, maxNorm float64) float32 {
 // GradNorm is the global L2 norm of all gradients, summed in float64 by
 // GOMAXPROCS goroutines over chunks.
 func GradNorm(tensors []*Tensor) float64 {
-	type span struct{ g []float32 }
-	var spans []span
+	var spans [][]float32
 	for _, t := range tensors {
 		for lo := 0; lo < len(t.Grad); lo += chunkSize {
-			spans = append(spans, span{t.Grad[lo:min(lo+chunkSize, len(t.Grad))]})
+			spans = append(spans, t.Grad[lo:min(lo+chunkSize, len(t.Grad))])
 		}
 	}
+	// Four spans a task, read side by side (sumSquaresVec4); each span's
+	// sum is sumSquares', so the norm does not depend on the grouping.
 	sums := make([]float64, len(spans))
+	tasks := (len(spans) + 3) / 4
 	var next atomic.Int64
 	var wg sync.WaitGroup
-	for range min(runtime.GOMAXPROCS(0), len(spans)) {
+	for range min(runtime.GOMAXPROCS(0), tasks) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for {
-				i := next.Add(1) - 1
-				if i >= int64(len(spans)) {
+				t := int(next.Add(1) - 1)
+				if t >= tasks {
 					return
 				}
-				sums[i] = sumSquares(spans[i].g)
+				lo := 4 * t
+				if lo+4 > len(spans) {
+					for i := lo; i < len(spans); i++ {
+						sums[i] = sumSquares(spans[i])
+					}
+					continue
+				}
+				group := [4][]float32(spans[lo : lo+4])
+				vec, done := sumSquaresVec4(&group)
+				for k := range group {
+					sums[lo+k] = sumSquaresFrom(vec[k], group[k][done[k]:])
+				}
 			}
 		}()
 	}

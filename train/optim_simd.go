@@ -149,6 +149,55 @@ func sumSquaresVec512(g []float32) (float64, int) {
 	return ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7])), n
 }
 
+// sumSquaresVec4 is sumSquaresVec over four slices at once, for GradNorm:
+// one stream per core read at about 10 GB/s on a Xeon with AMX, four
+// interleaved at about 15 (BenchmarkAdamW/grad-norm, 26.5 M gradients on
+// two cores: 5.5 → 3.6 ms). Each slice's sum is
+// sumSquaresVec512's, bit for bit (its accumulators take its values in
+// the same order), and done its prefix's length; without AVX-512 each
+// slice goes to sumSquaresVec.
+func sumSquaresVec4(g *[4][]float32) (sums [4]float64, done [4]int) {
+	if !hasAVX512 {
+		for k := range g {
+			sums[k], done[k] = sumSquaresVec(g[k])
+		}
+		return sums, done
+	}
+	n := len(g[0])
+	for _, x := range g[1:] {
+		n = min(n, len(x))
+	}
+	n &^= 31
+	var acc [4]squares
+	a, b, c, d := g[0][:n], g[1][:n], g[2][:n], g[3][:n]
+	for i := 0; i < n; i += 32 {
+		acc[0].add(a[i:])
+		acc[1].add(b[i:])
+		acc[2].add(c[i:])
+		acc[3].add(d[i:])
+	}
+	for k := range g {
+		end := len(g[k]) &^ 31
+		for i := n; i < end; i += 32 {
+			acc[k].add(g[k][i:])
+		}
+		sums[k], done[k] = acc[k].sum(), end
+	}
+	return sums, done
+}
+
+// add adds the squares of g[0:32] as sumSquaresVec512's loop does.
+func (s *squares) add(g []float32) {
+	w := archsimd.LoadFloat32x8Slice(g).ConvertToFloat64()
+	s[0] = w.MulAdd(w, s[0])
+	w = archsimd.LoadFloat32x8Slice(g[8:]).ConvertToFloat64()
+	s[1] = w.MulAdd(w, s[1])
+	w = archsimd.LoadFloat32x8Slice(g[16:]).ConvertToFloat64()
+	s[2] = w.MulAdd(w, s[2])
+	w = archsimd.LoadFloat32x8Slice(g[24:]).ConvertToFloat64()
+	s[3] = w.MulAdd(w, s[3])
+}
+
 // normVec tells whether updateNormVec runs (AdamW.chunk sums the norm in
 // its update pass).
 var normVec = hasAVX512

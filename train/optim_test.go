@@ -140,6 +140,31 @@ func TestAdamWUpdateModeByColumn(t *testing.T) {
 	}
 }
 
+// GradNorm reads four chunks at a time (sumSquaresVec4) and gives the
+// bits of summing each chunk alone in order: tensors shorter than a
+// chunk, with tails off the vector widths, counts of chunks that do and
+// do not fill groups of four, and chunks of different lengths in a group.
+func TestGradNormKeepsBits(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 10))
+	for _, lengths := range [][]int{{5}, {31, 33, 1000}, {4 * chunkSize}, {5*chunkSize + 17, 3, chunkSize - 1, 2*chunkSize + 64}} {
+		var ts []*Tensor
+		want := 0.0
+		for _, n := range lengths {
+			g := make([]float32, n)
+			for i := range g {
+				g[i] = (rng.Float32() - 0.5) * 1e-2
+			}
+			ts = append(ts, &Tensor{Grad: g})
+			for lo := 0; lo < n; lo += chunkSize {
+				want += sumSquares(g[lo:min(lo+chunkSize, n)])
+			}
+		}
+		if got := GradNorm(ts); math.Float64bits(got) != math.Float64bits(math.Sqrt(want)) {
+			t.Errorf("lengths %v: GradNorm %.17g, chunk by chunk %.17g", lengths, got, math.Sqrt(want))
+		}
+	}
+}
+
 // StepNorm returns GradNorm's norm of the gradients it was given (summed
 // in another order: within 1e-12) and updates exactly as Step does, for
 // tensors larger and smaller than a chunk and one masked by column.
