@@ -85,11 +85,12 @@ type F32Roles struct {
 // Transposes around a tied output head's products fold into them, as
 // ORT's GemmTransposeFusion would fold them into a Gemm, which it cannot
 // do for MatMulF32: a MatMul by a transposed matrix (the head's forward
-// product, x·Eᵀ) reads the matrix with transB (the Transpose goes when
-// nothing else reads it); a Gemm whose only reader is a Transpose of its
-// output (onnx/grad's weight gradient of the head, [hidden, vocab]
-// transposed back to the embedding's [vocab, hidden]) becomes
-// (op(A)·op(B))ᵀ = op(B)ᵀ·op(A)ᵀ.
+// product, x·Eᵀ) reads the matrix with transB, a Gemm an operand written
+// by a Transpose (the head's input gradient) with transA or transB (the
+// Transpose goes when nothing else reads it); a Gemm whose only reader is
+// a Transpose of its output (onnx/grad's weight gradient of the head,
+// [hidden, vocab] transposed back to the embedding's [vocab, hidden])
+// becomes (op(A)·op(B))ᵀ = op(B)ᵀ·op(A)ᵀ.
 func RewriteF32(m *onnx.Model, types Types, roles F32Roles) int {
 	g := m.Graph()
 	float := func(v string, rank int) bool {
@@ -131,6 +132,17 @@ func RewriteF32(m *onnx.Model, types Types, roles F32Roles) int {
 				drop[t] = true
 			} else if !picked(transA, transB) {
 				continue
+			}
+			// An operand written by a Transpose is read through transA or
+			// transB instead, as ORT's GemmTransposeFusion folds it into a
+			// Gemm (a tied head's input gradient reads the embedding's
+			// transpose, which its forward product no longer needs).
+			for i, trans := range []*int64{&transA, &transB} {
+				if t := producers[n.Input[i]]; t != nil && t.GetOpType() == "Transpose" && t.GetDomain() == "" && transposes2D(t) && float(t.Input[0], 2) {
+					bypassed[t] = true
+					n.Input[i] = t.Input[0]
+					*trans = 1 - *trans
+				}
 			}
 		default:
 			continue
