@@ -381,6 +381,58 @@ func GradNorm(tensors []*Tensor) float64 {
 	return math.Sqrt(sq)
 }
 
+// addScaled adds each tensor's micro-batch gradient src[t] times scale to
+// its Grad (gradient accumulation), or with src nil multiplies Grad by
+// scale (a data-parallel rank's share), over chunks on every core in the
+// vector loops: the same float32 operations per value as
+// Grad[i] += src[i]·scale and Grad[i] *= scale. One scalar loop took
+// 55 ms a micro-batch over the small llama's 26.5 M values on a Xeon with
+// AMX, these 9.4 on its two cores (BenchmarkAddScaled).
+func addScaled(tensors []*Tensor, src map[*Tensor][]float32, scale float32) {
+	type span struct{ dst, src []float32 }
+	var spans []span
+	for _, t := range tensors {
+		g := src[t]
+		if src != nil && g == nil {
+			continue
+		}
+		for lo := 0; lo < len(t.Grad); lo += chunkSize {
+			hi := min(lo+chunkSize, len(t.Grad))
+			sp := span{dst: t.Grad[lo:hi]}
+			if g != nil {
+				sp.src = g[lo:hi]
+			}
+			spans = append(spans, sp)
+		}
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(runtime.GOMAXPROCS(0), len(spans)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := next.Add(1) - 1
+				if i >= int64(len(spans)) {
+					return
+				}
+				sp := spans[i]
+				done := addScaledVec(sp.dst, sp.src, scale)
+				if sp.src == nil {
+					for j := done; j < len(sp.dst); j++ {
+						sp.dst[j] *= scale
+					}
+					continue
+				}
+				for j := done; j < len(sp.dst); j++ {
+					sp.dst[j] += sp.src[j] * scale
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
+
 // sumSquares is Σ g² in float64 with four independent accumulators
 // (sixteen lanes when built with GOEXPERIMENT=simd).
 func sumSquares(g []float32) float64 {

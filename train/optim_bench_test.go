@@ -2,6 +2,7 @@ package train
 
 import (
 	"math/rand/v2"
+	"slices"
 	"testing"
 
 	"github.com/migu-ml/migu/internal/testenv"
@@ -103,4 +104,27 @@ func BenchmarkAdamW(b *testing.B) {
 		}
 		testenv.ReportCPU(b, cpu)
 	})
+}
+
+// BenchmarkAddScaled times what gradient accumulation adds to a
+// micro-batch (the small llama's 26.5 M gradients added, scaled, into the
+// accumulated ones) and a data-parallel rank's scaling of its share.
+func BenchmarkAddScaled(b *testing.B) {
+	ts, _ := smallLlamaTensors()
+	src := map[*Tensor][]float32{}
+	for _, t := range ts {
+		src[t] = slices.Clone(t.Grad)
+	}
+	for _, c := range []struct {
+		name string
+		src  map[*Tensor][]float32
+	}{{"accumulate", src}, {"scale", nil}} {
+		b.Run(c.name, func(b *testing.B) {
+			cpu := testenv.CPUTime()
+			for b.Loop() {
+				addScaled(ts, c.src, 0.5)
+			}
+			testenv.ReportCPU(b, cpu)
+		})
+	}
 }

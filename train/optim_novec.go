@@ -10,6 +10,8 @@ func (k *adamConsts) updateSelectVec(p, g, m, v, f []float32, scale float32) int
 
 func sumSquaresVec(g []float32) (float64, int) { return 0, 0 }
 
+func addScaledVec(dst, src []float32, scale float32) int { return 0 }
+
 func sumSquaresVec4(g *[4][]float32) (sums [4]float64, done [4]int) { return sums, done }
 
 // normVec: no update loop sums the norm as it goes.

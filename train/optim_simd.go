@@ -198,6 +198,39 @@ func (s *squares) add(g []float32) {
 	s[3] = w.MulAdd(w, s[3])
 }
 
+// addScaledVec runs addScaled's loop on the longest prefix of dst that
+// is a multiple of 16 values (AVX-512) or 8 (AVX2), and returns its
+// length: dst += src·scale, or dst *= scale with src nil.
+func addScaledVec(dst, src []float32, scale float32) int {
+	switch {
+	case hasAVX512:
+		n := len(dst) &^ 15
+		s := archsimd.BroadcastFloat32x16(scale)
+		for i := 0; i < n; i += 16 {
+			d := archsimd.LoadFloat32x16Slice(dst[i:])
+			if src == nil {
+				d.Mul(s).StoreSlice(dst[i:])
+			} else {
+				d.Add(archsimd.LoadFloat32x16Slice(src[i:]).Mul(s)).StoreSlice(dst[i:])
+			}
+		}
+		return n
+	case hasAVX2:
+		n := len(dst) &^ 7
+		s := archsimd.BroadcastFloat32x8(scale)
+		for i := 0; i < n; i += 8 {
+			d := archsimd.LoadFloat32x8Slice(dst[i:])
+			if src == nil {
+				d.Mul(s).StoreSlice(dst[i:])
+			} else {
+				d.Add(archsimd.LoadFloat32x8Slice(src[i:]).Mul(s)).StoreSlice(dst[i:])
+			}
+		}
+		return n
+	}
+	return 0
+}
+
 // normVec tells whether updateNormVec runs (AdamW.chunk sums the norm in
 // its update pass).
 var normVec = hasAVX512

@@ -310,3 +310,48 @@ func TestSumSquares(t *testing.T) {
 		}
 	}
 }
+
+// addScaled gives the bits of Grad[i] += src[i]·scale (gradient
+// accumulation) and of Grad[i] *= scale (src nil), value by value, for
+// tensors shorter and longer than a chunk, with tails off the vector
+// widths; a tensor without a source is left alone.
+func TestAddScaledMatchesScalar(t *testing.T) {
+	rng := rand.New(rand.NewPCG(11, 12))
+	const scale = 0.3
+	for _, accumulate := range []bool{true, false} {
+		var ts []*Tensor
+		src := map[*Tensor][]float32{}
+		var want [][]float32
+		for k, n := range []int{1, 15, 17, 1000, chunkSize + 33, 3 * chunkSize} {
+			tt := &Tensor{Grad: make([]float32, n)}
+			g := make([]float32, n)
+			for i := range n {
+				tt.Grad[i], g[i] = rng.Float32()-0.5, rng.Float32()-0.5
+			}
+			w := slices.Clone(tt.Grad)
+			switch {
+			case !accumulate:
+				for i := range w {
+					w[i] *= scale
+				}
+			case k != 2:
+				src[tt] = g
+				for i := range w {
+					w[i] += g[i] * scale
+				}
+			}
+			ts, want = append(ts, tt), append(want, w)
+		}
+		if !accumulate {
+			src = nil
+		}
+		addScaled(ts, src, scale)
+		for k, tt := range ts {
+			for i := range tt.Grad {
+				if math.Float32bits(tt.Grad[i]) != math.Float32bits(want[k][i]) {
+					t.Fatalf("accumulate %v, tensor %d [%d]: %v, want %v", accumulate, k, i, tt.Grad[i], want[k][i])
+				}
+			}
+		}
+	}
+}

@@ -642,17 +642,9 @@ func (t *Trainer) TrainStep(batches []*data.Batch, masked bool) (*StepResult, er
 		loss += l * w
 		res.Tokens += b.Tokens
 		if scale := float32(w / float64(t.cfg.GradAccum)); t.cfg.GradAccum > 1 {
-			for tt, g := range t.gradOut {
-				for i, v := range g {
-					tt.Grad[i] += v * scale
-				}
-			}
+			addScaled(t.Tensors, t.gradOut, scale)
 		} else if weights != nil {
-			for _, tt := range t.Tensors {
-				for i := range tt.Grad {
-					tt.Grad[i] *= scale
-				}
-			}
+			addScaled(t.Tensors, nil, scale)
 		}
 		if t.masker != nil {
 			t.masker.Accumulate(t.tapOut)
