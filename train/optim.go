@@ -179,26 +179,29 @@ func (o *AdamW) step(tensors []*Tensor, lr float64, scale float32, keep map[*Ten
 	if norm {
 		sums = make([]float64, len(o.chunks))
 	}
+	onCores(len(o.chunks), func(c int) {
+		if sq := o.chunk(o.chunks[c], scale, mode, norm); norm {
+			sums[c] = sq
+		}
+	})
+	return sums
+}
+
+// onCores runs fn(0) … fn(n-1) on GOMAXPROCS goroutines, which take the
+// indices in turn, so that large and small pieces of work balance.
+func onCores(n int, fn func(i int)) {
 	var next atomic.Int64
 	var wg sync.WaitGroup
-	workers := min(runtime.GOMAXPROCS(0), len(o.chunks))
-	for range workers {
+	for range min(runtime.GOMAXPROCS(0), n) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for {
-				c := next.Add(1) - 1
-				if c >= int64(len(o.chunks)) {
-					return
-				}
-				if sq := o.chunk(o.chunks[c], scale, mode, norm); norm {
-					sums[c] = sq
-				}
+			for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
+				fn(i)
 			}
 		}()
 	}
 	wg.Wait()
-	return sums
 }
 
 // chunk updates one chunk; with norm it returns the chunk's Σ g² (before
@@ -279,7 +282,7 @@ type adamConsts struct {
 func (k *adamConsts) update(p, g, m, v []float32, scale float32) {
 	done := k.updateVec(p, g, m, v, nil, scale)
 	for i := done; i < len(p); i++ {
-		k.at(p, g, m, v, i, g[i]*scale)
+		k.at(p, m, v, i, g[i]*scale)
 	}
 }
 
@@ -288,7 +291,7 @@ func (k *adamConsts) update(p, g, m, v []float32, scale float32) {
 func (k *adamConsts) updateFactor(p, g, m, v, f []float32, scale float32) {
 	done := k.updateVec(p, g, m, v, f, scale)
 	for i := done; i < len(p); i++ {
-		k.at(p, g, m, v, i, g[i]*scale*f[i])
+		k.at(p, m, v, i, g[i]*scale*f[i])
 	}
 }
 
@@ -298,14 +301,14 @@ func (k *adamConsts) updateSelect(p, g, m, v, f []float32, scale float32) {
 	done := k.updateSelectVec(p, g, m, v, f, scale)
 	for i := done; i < len(p); i++ {
 		if f[i] != 0 {
-			k.at(p, g, m, v, i, g[i]*scale)
+			k.at(p, m, v, i, g[i]*scale)
 		}
 	}
 }
 
 // at updates value i with gradient gi, in PyTorch's order of float32
 // operations.
-func (k *adamConsts) at(p, g, m, v []float32, i int, gi float32) {
+func (k *adamConsts) at(p, m, v []float32, i int, gi float32) {
 	pi := p[i] * k.decay
 	mi := m[i]*k.b1 + gi*k.ob1
 	vi := v[i]*k.b2 + gi*gi*k.ob2
@@ -334,8 +337,8 @@ func ClipScale(norm, maxNorm float64) float32 {
 	return 1
 }
 
-// GradNorm is the global L2 norm of all gradients, summed in float64 by
-// GOMAXPROCS goroutines over chunks.
+// GradNorm is the global L2 norm of all gradients, summed in float64 over
+// chunks on every core.
 func GradNorm(tensors []*Tensor) float64 {
 	var spans [][]float32
 	for _, t := range tensors {
@@ -346,34 +349,20 @@ func GradNorm(tensors []*Tensor) float64 {
 	// Four spans a task, read side by side (sumSquaresVec4); each span's
 	// sum is sumSquares', so the norm does not depend on the grouping.
 	sums := make([]float64, len(spans))
-	tasks := (len(spans) + 3) / 4
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for range min(runtime.GOMAXPROCS(0), tasks) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				t := int(next.Add(1) - 1)
-				if t >= tasks {
-					return
-				}
-				lo := 4 * t
-				if lo+4 > len(spans) {
-					for i := lo; i < len(spans); i++ {
-						sums[i] = sumSquares(spans[i])
-					}
-					continue
-				}
-				group := [4][]float32(spans[lo : lo+4])
-				vec, done := sumSquaresVec4(&group)
-				for k := range group {
-					sums[lo+k] = sumSquaresFrom(vec[k], group[k][done[k]:])
-				}
+	onCores((len(spans)+3)/4, func(t int) {
+		lo := 4 * t
+		if lo+4 > len(spans) {
+			for i := lo; i < len(spans); i++ {
+				sums[i] = sumSquares(spans[i])
 			}
-		}()
-	}
-	wg.Wait()
+			return
+		}
+		group := [4][]float32(spans[lo : lo+4])
+		vec, done := sumSquaresVec4(&group)
+		for k := range group {
+			sums[lo+k] = sumSquaresFrom(vec[k], group[k][done[k]:])
+		}
+	})
 	var sq float64
 	for _, s := range sums {
 		sq += s
@@ -405,32 +394,19 @@ func addScaled(tensors []*Tensor, src map[*Tensor][]float32, scale float32) {
 			spans = append(spans, sp)
 		}
 	}
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for range min(runtime.GOMAXPROCS(0), len(spans)) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := next.Add(1) - 1
-				if i >= int64(len(spans)) {
-					return
-				}
-				sp := spans[i]
-				done := addScaledVec(sp.dst, sp.src, scale)
-				if sp.src == nil {
-					for j := done; j < len(sp.dst); j++ {
-						sp.dst[j] *= scale
-					}
-					continue
-				}
-				for j := done; j < len(sp.dst); j++ {
-					sp.dst[j] += sp.src[j] * scale
-				}
+	onCores(len(spans), func(i int) {
+		sp := spans[i]
+		done := addScaledVec(sp.dst, sp.src, scale)
+		if sp.src == nil {
+			for j := done; j < len(sp.dst); j++ {
+				sp.dst[j] *= scale
 			}
-		}()
-	}
-	wg.Wait()
+			return
+		}
+		for j := done; j < len(sp.dst); j++ {
+			sp.dst[j] += sp.src[j] * scale
+		}
+	})
 }
 
 // sumSquares is Σ g² in float64 with four independent accumulators
