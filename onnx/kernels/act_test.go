@@ -59,15 +59,8 @@ var activations = []activation{
 	{
 		name: "GeluTanh", inputs: []string{"x"},
 		// exporters.Builder.GELUTanh.
-		build: func(g *onnx.Graph) string {
-			x2 := g.Op("Mul", []string{"x", "x"}, "act.x2")
-			x3 := g.Op("Mul", []string{x2, "x"}, "act.x3")
-			inner := g.Op("Add", []string{"x", g.Op("Mul", []string{x3, scalarConst(g, 0.044715)}, "act.cubic")}, "act.inner")
-			t := g.Op("Tanh", []string{g.Op("Mul", []string{inner, scalarConst(g, math.Sqrt(2/math.Pi))}, "act.arg")}, "act.tanh")
-			h := g.Op("Mul", []string{"x", g.Op("Add", []string{t, scalarConst(g, 1)}, "act.tanh1")}, "act.xt")
-			return g.Op("Mul", []string{h, scalarConst(g, 0.5)}, "y")
-		},
-		fuse: kernels.FuseGelu, fused: "ai.migu.Gelu",
+		build: func(g *onnx.Graph) string { return geluTanhOps(g, "x", 0.044715, "y") },
+		fuse:  kernels.FuseGelu, fused: "ai.migu.Gelu",
 		ref: geluTanhRef,
 		lo:  -5, hi: 5,
 	},
@@ -75,12 +68,7 @@ var activations = []activation{
 		name: "GeluTanhGated", inputs: []string{"x", "u"},
 		// t5's gated-gelu: Mul(GELUTanh(wi_0 x), wi_1 x).
 		build: func(g *onnx.Graph) string {
-			x2 := g.Op("Mul", []string{"x", "x"}, "act.x2")
-			x3 := g.Op("Mul", []string{x2, "x"}, "act.x3")
-			inner := g.Op("Add", []string{"x", g.Op("Mul", []string{x3, scalarConst(g, 0.044715)}, "act.cubic")}, "act.inner")
-			t := g.Op("Tanh", []string{g.Op("Mul", []string{inner, scalarConst(g, math.Sqrt(2/math.Pi))}, "act.arg")}, "act.tanh")
-			h := g.Op("Mul", []string{"x", g.Op("Add", []string{t, scalarConst(g, 1)}, "act.tanh1")}, "act.xt")
-			return g.Op("Mul", []string{g.Op("Mul", []string{h, scalarConst(g, 0.5)}, "act"), "u"}, "y")
+			return g.Op("Mul", []string{geluTanhOps(g, "x", 0.044715, "act"), "u"}, "y")
 		},
 		fuse: kernels.FuseGelu, fused: "ai.migu.Gelu",
 		ref: func(in []float64) float64 { return geluTanhRef(in) * in[1] },
@@ -98,6 +86,16 @@ var activations = []activation{
 		ref: func(in []float64) float64 { return in[1] * 0.5 * in[0] * (1 + math.Erf(in[0]/math.Sqrt2)) },
 		lo:  -5, hi: 5,
 	},
+}
+
+// geluTanhOps writes exporters.Builder.GELUTanh of x, with cubic for its
+// 0.044715, into g and returns its output, named out.
+func geluTanhOps(g *onnx.Graph, x string, cubic float64, out string) string {
+	x3 := g.Op("Mul", []string{g.Op("Mul", []string{x, x}, out+".x2"), x}, out+".x3")
+	inner := g.Op("Add", []string{x, g.Op("Mul", []string{x3, scalarConst(g, cubic)}, out+".cubic")}, out+".inner")
+	t := g.Op("Tanh", []string{g.Op("Mul", []string{inner, scalarConst(g, math.Sqrt(2/math.Pi))}, out+".arg")}, out+".tanh")
+	h := g.Op("Mul", []string{x, g.Op("Add", []string{t, scalarConst(g, 1)}, out+".tanh1")}, out+".xt")
+	return g.Op("Mul", []string{h, scalarConst(g, 0.5)}, out)
 }
 
 // geluTanhRef is the tanh GELU of in[0] in float64.

@@ -15,20 +15,13 @@ import (
 // whose intermediate values something else reads: no ORT needed, the
 // graph's nodes are counted.
 func TestFuseLeavesOtherChains(t *testing.T) {
-	shape := onnx.Shape{onnx.D(2), onnx.Sym("seq"), onnx.D(8)}
 	c := func(g *onnx.Graph, v float64) string { return scalarConst(g, v) }
 	gelu := func(g *onnx.Graph, x string, k, one, half float64) string {
 		e := g.Op("Erf", []string{g.Op("Mul", []string{x, c(g, k)}, "scaled")}, "erf")
 		h := g.Op("Mul", []string{x, g.Op("Add", []string{e, c(g, one)}, "erf1")}, "xerf")
 		return g.Op("Mul", []string{h, c(g, half)}, "y")
 	}
-	geluTanh := func(g *onnx.Graph, x string, cubic float64) string {
-		x3 := g.Op("Mul", []string{g.Op("Mul", []string{x, x}, "x2"), x}, "x3")
-		inner := g.Op("Add", []string{x, g.Op("Mul", []string{x3, c(g, cubic)}, "cubic")}, "inner")
-		th := g.Op("Tanh", []string{g.Op("Mul", []string{inner, c(g, math.Sqrt(2/math.Pi))}, "arg")}, "tanh")
-		h := g.Op("Mul", []string{x, g.Op("Add", []string{th, c(g, 1)}, "tanh1")}, "xt")
-		return g.Op("Mul", []string{h, c(g, 0.5)}, "y")
-	}
+	geluTanh := func(g *onnx.Graph, x string, cubic float64) string { return geluTanhOps(g, x, cubic, "y") }
 	silu := func(g *onnx.Graph, x string) string {
 		return g.Op("Mul", []string{x, g.Op("Sigmoid", []string{x}, "sig")}, "silu")
 	}
@@ -66,7 +59,7 @@ func TestFuseLeavesOtherChains(t *testing.T) {
 		{"Gelu/tanh", func(g *onnx.Graph) []string { return []string{geluTanh(g, "a", 0.044715)} }, kernels.FuseGelu, 1},
 		{"Gelu/tanh other cubic", func(g *onnx.Graph) []string { return []string{geluTanh(g, "a", 0.05)} }, kernels.FuseGelu, 0},
 		{"Gelu/tanh square read elsewhere", func(g *onnx.Graph) []string {
-			return []string{geluTanh(g, "a", 0.044715), g.Op("Neg", []string{"x2"}, "z")}
+			return []string{geluTanh(g, "a", 0.044715), g.Op("Neg", []string{"y.x2"}, "z")}
 		}, kernels.FuseGelu, 0},
 		{"LayerNorm/last axis", func(g *onnx.Graph) []string {
 			return []string{g.Op("LayerNormalization", []string{"a", "w", "w"}, "y", onnx.AttrInt("axis", -1))}
@@ -85,12 +78,8 @@ func TestFuseLeavesOtherChains(t *testing.T) {
 		}, kernels.FuseLayerNorm, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			m := onnx.New("fuse", nil)
+			m := fuseModel()
 			g := m.Graph()
-			g.AddInput("a", onnx.Float, shape)
-			g.AddInput("b", onnx.Float, shape)
-			g.AddInput("w", onnx.Float, onnx.Shape{onnx.D(8)})
-			g.AddInput("m", onnx.Float, onnx.Shape{onnx.Sym("seq"), onnx.D(8)})
 			for _, o := range tc.build(g) {
 				g.AddOutput(o, onnx.Float, nil)
 			}
@@ -135,15 +124,6 @@ func TestFuseLeavesOtherChains(t *testing.T) {
 // input's shape, in either operand order, and leaves a Mul by itself or
 // by a broadcast value after the fused GELU.
 func TestFuseGeluTakesGate(t *testing.T) {
-	shape := onnx.Shape{onnx.D(2), onnx.Sym("seq"), onnx.D(8)}
-	c := func(g *onnx.Graph, v float64) string { return scalarConst(g, v) }
-	geluTanh := func(g *onnx.Graph, x string) string {
-		x3 := g.Op("Mul", []string{g.Op("Mul", []string{x, x}, "x2"), x}, "x3")
-		inner := g.Op("Add", []string{x, g.Op("Mul", []string{x3, c(g, 0.044715)}, "cubic")}, "inner")
-		th := g.Op("Tanh", []string{g.Op("Mul", []string{inner, c(g, math.Sqrt(2/math.Pi))}, "arg")}, "tanh")
-		h := g.Op("Mul", []string{x, g.Op("Add", []string{th, c(g, 1)}, "tanh1")}, "xt")
-		return g.Op("Mul", []string{h, c(g, 0.5)}, "act")
-	}
 	for _, tc := range []struct {
 		name   string
 		gate   func(g *onnx.Graph, act string) string // the Mul after the GELU
@@ -157,12 +137,9 @@ func TestFuseGeluTakesGate(t *testing.T) {
 		{"by a broadcast", func(g *onnx.Graph, act string) string { return g.Op("Mul", []string{act, "w"}, "y") }, []string{"a"}, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			m := onnx.New("fuse", nil)
+			m := fuseModel()
 			g := m.Graph()
-			g.AddInput("a", onnx.Float, shape)
-			g.AddInput("b", onnx.Float, shape)
-			g.AddInput("w", onnx.Float, onnx.Shape{onnx.D(8)})
-			g.AddOutput(tc.gate(g, geluTanh(g, "a")), onnx.Float, nil)
+			g.AddOutput(tc.gate(g, geluTanhOps(g, "a", 0.044715, "act")), onnx.Float, nil)
 			info, err := shapes.Infer(m)
 			if err != nil {
 				t.Fatal(err)
@@ -188,4 +165,17 @@ func TestFuseGeluTakesGate(t *testing.T) {
 			}
 		})
 	}
+}
+
+// fuseModel is the rewrite tests' graph before their nodes: float32
+// inputs a and b [2, seq, 8], w [8] and m [seq, 8].
+func fuseModel() *onnx.Model {
+	shape := onnx.Shape{onnx.D(2), onnx.Sym("seq"), onnx.D(8)}
+	m := onnx.New("fuse", nil)
+	g := m.Graph()
+	g.AddInput("a", onnx.Float, shape)
+	g.AddInput("b", onnx.Float, shape)
+	g.AddInput("w", onnx.Float, onnx.Shape{onnx.D(8)})
+	g.AddInput("m", onnx.Float, onnx.Shape{onnx.Sym("seq"), onnx.D(8)})
+	return m
 }
