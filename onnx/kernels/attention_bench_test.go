@@ -19,7 +19,7 @@ import (
 func BenchmarkAttention(b *testing.B) {
 	lib := withKernels(b)
 	for _, c := range []attentionCase{
-		{name: "llama", b: 4, h: 4, r: 128, s: 128, d: 64, scale: 0.125, bias: []int64{4, 1, 256, 128}, causal: true, groups: 2},
+		{name: "llama", b: 4, h: 4, r: 128, s: 128, d: 64, scale: 0.125, bias: []int64{4, 1, 128, 128}, causal: true, groups: 2},
 		{name: "roberta", b: 4, h: 8, r: 128, s: 128, d: 64, scale: 0.125, bias: []int64{4, 1, 1, 128}},
 	} {
 		feeds, w := attentionFeeds(c)
