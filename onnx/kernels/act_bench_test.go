@@ -52,11 +52,12 @@ func BenchmarkActivations(b *testing.B) {
 // MIGU's taps of its inputs, as separate AbsColSum nodes and inside the
 // activation kernel (SwiGLUTaps, GeluTaps), at the hidden layer of the small presets as
 // `make bench` trains them (batch 4 × 128; llama's intermediate 1376,
-// roberta's 2048 with the erf GELU, t5's 1024 with the tanh one), on 1
-// and 2 ORT threads, with CPU time per run.
+// roberta's 2048 with the erf GELU, t5's 1024 with the gated tanh one,
+// the gated erf one at t5's width), on 1 and 2 ORT threads, with CPU time
+// per run.
 func BenchmarkActivationTaps(b *testing.B) {
 	lib := withKernels(b)
-	width := map[string]int64{"SwiGLU": 1376, "GeluErf": 2048, "GeluTanh": 1024}
+	width := map[string]int64{"SwiGLU": 1376, "GeluErf": 2048, "GeluTanh": 1024, "GeluTanhGated": 1024, "GeluErfGated": 1024}
 	for _, a := range activations {
 		shape := []int64{4, 128, width[a.name]}
 		rng := rand.New(rand.NewPCG(1, 2))
